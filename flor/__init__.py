@@ -1,0 +1,83 @@
+"""flor: record-replay for machine-learning training, with hindsight logging.
+
+>>> import flor
+>>> lr = flor.arg("lr", 1e-3)
+>>> with flor.checkpointing(model=net, optimizer=opt):            # doctest: +SKIP
+...     for epoch in flor.loop("epoch", range(10)):
+...         for step, (x, y) in flor.loop("step", enumerate(loader)):
+...             flor.log("loss", train_step(x, y))
+>>> flor.dataframe("lr", "loss")                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys as _sys
+
+from . import api as _api
+from .api import arg, commit, log, loop
+from .checkpoints import Checkpointing as checkpointing
+from .errors import (
+    ArgumentError,
+    CheckpointError,
+    FlorError,
+    PropagationError,
+    ReplayError,
+    RunNotFoundError,
+    StoreError,
+    UsageError,
+    VersionControlError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "CheckpointError",
+    "FlorError",
+    "PropagationError",
+    "ReplayError",
+    "RunNotFoundError",
+    "StoreError",
+    "UsageError",
+    "VersionControlError",
+    "arg",
+    "checkpointing",
+    "commit",
+    "dataframe",
+    "log",
+    "loop",
+    "query",
+]
+
+
+def dataframe(*names: str):
+    """All runs as one pandas DataFrame: ``projid, tstamp, filename``, loop columns, then names.
+
+    >>> flor.dataframe("hidden", "accuracy")          # doctest: +SKIP
+    """
+    from .query import dataframe as _dataframe
+
+    return _dataframe(*names)
+
+
+def query(sql: str):
+    """Read-only SQL over the store, as a DataFrame.
+
+    >>> flor.query("SELECT tstamp, status FROM runs")  # doctest: +SKIP
+    """
+    from .query import query as _query
+
+    return _query(sql)
+
+
+def _excepthook(exc_type, exc, tb, _previous=_sys.excepthook):
+    """Record an uncaught error on the run; print flor's own errors as one line."""
+    _api.note_uncaught(exc)
+    if isinstance(exc, FlorError):
+        print(f"flor: error: {exc}", file=_sys.stderr, flush=True)
+        return
+    _previous(exc_type, exc, tb)
+
+
+_sys.excepthook = _excepthook
+_api.take_kwargs_from_argv()

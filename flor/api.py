@@ -1,0 +1,170 @@
+"""The functions a training script calls: thin wrappers over the current :class:`~flor.run.Run`.
+
+>>> import flor
+>>> hidden = flor.arg("hidden", 500)                               # doctest: +SKIP
+>>> for epoch in flor.loop("epoch", range(3)):                      # doctest: +SKIP
+...     flor.log("loss", 0.1 * epoch)
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import values
+from .args import split_kwargs
+from .errors import ArgumentError, FlorError, UsageError
+from .run import Run
+
+# The run whose training has begun (flor.log's hot path reads only this), and the run that is
+# still collecting args before it begins.
+_current: Run | None = None
+_pending: Run | None = None
+_overrides: dict[str, str] = {}
+_argv: list[str] = list(sys.argv)
+_PLAIN = (int, float, str, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
+_prepare = values.prepare
+
+
+def take_kwargs_from_argv() -> None:
+    """Remove ``--kwargs ...`` from sys.argv (at import) and keep the overrides for flor.arg."""
+    global _overrides, _argv
+    _argv = list(sys.argv)
+    if "--kwargs" not in sys.argv:
+        return
+    try:
+        kept, _overrides = split_kwargs(sys.argv)
+    except ArgumentError as exc:
+        fail_fast(exc)
+    sys.argv[:] = kept
+
+
+def fail_fast(exc: FlorError) -> None:
+    """End a script on a user's mistake with one line on stderr and exit status 2."""
+    print(f"flor: error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _new_run() -> Run:
+    return Run(dict(_overrides), list(_argv))
+
+
+def set_current(run: Run | None) -> None:
+    """Make ``run`` the current one (replay workers install their own kind of Run)."""
+    global _current, _pending
+    _current = run
+    _pending = None
+
+
+def current_run() -> Run | None:
+    """The run that has begun in this process, if any."""
+    return _current
+
+
+def _collecting() -> Run:
+    global _pending
+    if _current is not None:
+        return _current
+    if _pending is None:
+        _pending = _new_run()
+        import atexit
+
+        # A script that only declares args is still a run; begin and end it at exit.
+        atexit.register(_end_pending_at_exit, _pending)
+    return _pending
+
+
+def _end_pending_at_exit(run: Run) -> None:
+    if run is _pending and not run.begun and not run.ended:
+        try:
+            run.begin()
+        except FlorError as exc:
+            print(f"flor: error: {exc}", file=sys.stderr, flush=True)
+            return
+        run.end()
+
+
+def _begin() -> Run:
+    global _current, _pending
+    run = _collecting()
+    if not run.begun:
+        try:
+            run.begin()
+        except ArgumentError as exc:
+            run.ended = True
+            fail_fast(exc)
+        _pending = None
+        _current = run
+    return run
+
+
+def arg(name: str, default: object = None) -> object:
+    """Declare a hyper-parameter and return its value for this run.
+
+    Precedence: the value recorded for the run being replayed; ``--kwargs name=value``; the
+    default. Overrides are converted to the default's type.
+
+    >>> lr = flor.arg("lr", 1e-3)        # python train.py --kwargs lr=0.01  ->  0.01
+    """
+    run = _current or _collecting()
+    try:
+        return run.arg(name, default)
+    except ArgumentError as exc:
+        if not run.begun:
+            run.ended = True
+            fail_fast(exc)
+        raise
+
+
+def log(name: str, value):
+    """Record ``value`` under ``name`` in the current loop context and return ``value``.
+
+    >>> loss = flor.log("loss", criterion(out, y).item())
+    """
+    run = _current
+    if run is None:
+        run = _begin()
+    if type(name) is not str:
+        raise UsageError(f"flor.log name must be a string, got {type(name).__name__} {name!r}")
+    if type(value) in _PLAIN_TYPES:
+        run.push_log((name, value, run.ctx_id))
+    else:
+        run.push_log((name, _prepare(value, name), run.ctx_id))
+    return value
+
+
+def loop(name: str, iterable):
+    """Iterate over ``iterable`` (streaming), with ``name`` and the index in the log context.
+
+    >>> for epoch in flor.loop("epoch", range(10)):
+    ...     for step, batch in flor.loop("step", enumerate(loader)): ...
+    """
+    if type(name) is not str or not name:
+        raise UsageError(f"flor.loop name must be a non-empty string, got {name!r}")
+    try:
+        iter(iterable)
+    except TypeError:
+        raise UsageError(f"flor.loop({name!r}, ...) needs an iterable, got {type(iterable).__name__}") from None
+    run = _current or _begin()
+    return run.loop(name, iterable)
+
+
+def commit() -> None:
+    """End the current run now (notebooks); the next flor call starts a new run.
+
+    >>> flor.commit()
+    """
+    global _current, _pending
+    run = _current
+    if run is None and _pending is not None:
+        run = _begin()
+    if run is None:
+        return
+    _current = None
+    run.end()
+
+
+def note_uncaught(exc: BaseException) -> None:
+    """Record the error that is ending the script on the current run."""
+    if _current is not None:
+        _current.note_failure(exc)

@@ -1,0 +1,365 @@
+"""Run: one recording session of a script (or notebook), from its first flor call to its end.
+
+A run is created in memory at the first flor call, and *begins* — is validated, inserted into
+the store, versioned in git — at the first call that marks training (``flor.loop``, ``flor.log``,
+``flor.checkpointing``) or at exit. ``flor.arg`` alone does not begin it, so that a bad
+``--kwargs`` can be refused before anything is recorded.
+
+The hot path (``flor.log`` inside loops) only appends a tuple to a deque; a background thread
+flushes the deque to the store at least every second and at every outer-loop boundary.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+
+from . import values
+from .args import convert, describe_declared
+from .errors import ArgumentError, FlorError, StoreError, UsageError
+from .store import Store
+from .vcs import Repo, find_root
+
+FLUSH_INTERVAL_S = 1.0
+SNAPSHOT_WAIT_S = 30.0
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning to stderr, once per message."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"flor: warning: {message}", file=sys.stderr, flush=True)
+
+
+def script_identity() -> tuple[Path, str]:
+    """(directory the run belongs to, filename) of the running script or notebook."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path and not os.path.basename(path).startswith("<"):
+        path = Path(path).resolve()
+        return path.parent, path.name
+    session = os.environ.get("JPY_SESSION_NAME") or getattr(main, "__session__", None)
+    if session:
+        return Path.cwd(), Path(str(session)).name
+    return Path.cwd(), "interactive"
+
+
+def capture_rng_state() -> bytes:
+    """The random state of python, numpy and torch (those already imported), pickled."""
+    import random
+
+    state: dict[str, object] = {"python": random.getstate()}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        state["numpy"] = numpy.random.get_state()
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_rng_state"):
+        state["torch"] = torch.get_rng_state().numpy().tobytes()
+    return pickle.dumps(state)
+
+
+def restore_rng_state(blob: bytes | None) -> None:
+    """Set the random state captured by :func:`capture_rng_state`."""
+    if not blob:
+        return
+    import random
+
+    state = pickle.loads(blob)
+    random.setstate(state["python"])
+    if "numpy" in state:
+        import numpy
+
+        numpy.random.set_state(state["numpy"])
+    if "torch" in state:
+        import torch
+
+        torch.set_rng_state(torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8))
+
+
+class Run:
+    """One recording session. The API module holds the current one."""
+
+    source = "record"
+
+    def __init__(self, overrides: dict[str, str], argv: list[str]) -> None:
+        self.overrides = overrides
+        self.argv = argv
+        self.args: dict[str, object] = {}
+        self.defaults: dict[str, object] = {}
+        self.begun = False
+        self.ended = False
+        self.run_id: int | None = None
+        self.tstamp: str | None = None
+        self.store: Store | None = None
+        self.root: Path | None = None
+        # Loop context: the innermost loop iteration's id, and the nesting depth.
+        self.ctx_id: int | None = None
+        self.depth = 0
+        self.next_ctx = 0
+        self.scope = None  # the active flor.checkpointing, if any
+        self.outer_loop_seen = False
+        self.t0 = time.perf_counter()
+        self._log_queue: deque = deque()
+        self._ctx_queue: deque = deque()
+        self.push_log = self._log_queue.append
+        self.push_ctx = self._ctx_queue.append
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._snapshot_thread: threading.Thread | None = None
+        self._run_fields: dict[str, object] = {}
+        self.failure: str | None = None
+        self.killed_by: str | None = None
+        self._flush_error_reported = False
+
+    # -- args -------------------------------------------------------------------------------
+
+    def arg(self, name: str, default: object = None) -> object:
+        """The value of hyper-parameter ``name``: override, else default (see flor.arg)."""
+        if type(name) is not str or not name:
+            raise UsageError(f"flor.arg name must be a non-empty string, got {name!r}")
+        if name in self.args:
+            if self.defaults[name] != default:
+                raise UsageError(
+                    f"flor.arg({name!r}) declared twice with different defaults "
+                    f"({self.defaults[name]!r} and {default!r}); use one default"
+                )
+            return self.args[name]
+        if name in self.overrides:
+            try:
+                value = convert(self.overrides[name], default, name)
+            except ArgumentError as exc:
+                raise ArgumentError(f"{exc} (declared args: {describe_declared({**self.defaults, name: default})})") from None
+        else:
+            value = default
+        if self.begun and self.store is not None:
+            self._store_late_arg(name, value)
+        self.defaults[name] = default
+        self.args[name] = value
+        return value
+
+    def _store_late_arg(self, name: str, value: object) -> None:
+        stored, vtype = values.encode(value)
+        with self._write_lock:
+            self.store._write(
+                lambda c: c.execute(
+                    "INSERT OR REPLACE INTO args(run_id, name, value, vtype) VALUES (?, ?, ?, ?)",
+                    (self.run_id, name, stored, vtype),
+                )
+            )
+
+    def check_overrides(self) -> None:
+        """Refuse --kwargs names that the script never declared (before anything is recorded)."""
+        unknown = [name for name in self.overrides if name not in self.args]
+        if unknown:
+            raise ArgumentError(
+                f"--kwargs {', '.join(unknown)}: not declared with flor.arg "
+                f"(declared args: {describe_declared(self.defaults)})"
+            )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Validate, insert the run into the store, and start flushing and versioning."""
+        if self.begun:
+            return
+        self.check_overrides()
+        folder, filename = script_identity()
+        self.root, is_git = find_root(folder)
+        try:
+            rel_file = str((folder / filename).relative_to(self.root)) if filename != "interactive" else filename
+        except ValueError:
+            rel_file = filename
+        try:
+            cwd = str(Path.cwd().resolve().relative_to(self.root))
+        except ValueError:
+            cwd = str(Path.cwd().resolve())
+        started = time.time()
+        self.store = Store.open(self.root / ".flor" / "flor.db")
+        self.run_id, self.tstamp = self.store.insert_run(
+            tstamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
+            projid=self.root.name,
+            filename=rel_file,
+            argv=list(self.argv),
+            cwd=cwd,
+            started=started,
+            args=[(name, *values.encode(value)) for name, value in self.args.items()],
+            rng_state=capture_rng_state(),
+            resumed_from=self.resumed_from(),
+        )
+        self.begun = True
+        self.t0 = time.perf_counter()
+        if is_git:
+            self._snapshot_thread = threading.Thread(
+                target=self._snapshot, args=(rel_file,), name="flor-snapshot", daemon=True
+            )
+            self._snapshot_thread.start()
+        else:
+            warn("not inside a git repository: this run is recorded, but its code version is not kept")
+            self._run_fields["vcs_note"] = "unversioned: not inside a git repository"
+        self._flusher = threading.Thread(target=self._flush_forever, name="flor-flush", daemon=True)
+        self._flusher.start()
+        self._install_exit_hooks()
+
+    def resumed_from(self) -> int | None:
+        """The run this one continues (set by ``flor resume``), or None."""
+        raw = os.environ.get("FLOR_RESUMED_FROM")
+        return int(raw) if raw and raw.isdigit() else None
+
+    def _snapshot(self, rel_file: str) -> None:
+        try:
+            snap = Repo(self.root).snapshot(self.tstamp, f"flor: run {self.tstamp} of {rel_file}")
+        except FlorError as exc:
+            warn(f"code version not kept for this run: {exc}")
+            self._run_fields["vcs_note"] = f"unversioned: {exc}"
+            return
+        if snap.skipped:
+            shown = ", ".join(snap.skipped[:5]) + (" ..." if len(snap.skipped) > 5 else "")
+            warn(f"left out of the code version, over the size cap (FLOR_SNAPSHOT_MAX_BYTES): {shown}")
+            self._run_fields["vcs_note"] = f"skipped {len(snap.skipped)} large file(s)"
+        self._run_fields["code_commit"] = snap.commit
+        self._wake.set()
+
+    def _install_exit_hooks(self) -> None:
+        atexit.register(self._at_exit)
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                    signal.signal(signal.SIGTERM, self._on_sigterm)
+            except (ValueError, OSError):
+                pass
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.killed_by = "terminated by SIGTERM"
+        # Unwind the script so that its finally blocks run and the exit hook records the run.
+        raise SystemExit(128 + signum)
+
+    def _at_exit(self) -> None:
+        if not self.ended:
+            self.end()
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Remember the uncaught error that is ending the script."""
+        if isinstance(exc, KeyboardInterrupt):
+            self.killed_by = "interrupted (KeyboardInterrupt)"
+            return
+        self.failure = f"{type(exc).__name__}: {exc}".strip()
+
+    def end(self) -> None:
+        """Flush, wait for the code snapshot, and record the final status."""
+        if self.ended:
+            return
+        self.ended = True
+        if not self.begun:
+            return
+        self.before_end()
+        self._stop.set()
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=60)
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join(timeout=SNAPSHOT_WAIT_S)
+        if self.killed_by:
+            status, error = "killed", self.killed_by
+        elif self.failure:
+            status, error = "failed", self.failure
+        else:
+            status, error = "finished", None
+        self._run_fields.update(status=status, ended=time.time(), error=error)
+        self.flush(final=True)
+        if self.store is not None:
+            self.store.close()
+
+    def before_end(self) -> None:
+        """Hook for subclasses and checkpointing: called once before the final flush."""
+        scope = self.scope
+        if scope is not None:
+            scope.finish(self)
+
+    # -- flushing -----------------------------------------------------------------------------
+
+    def _flush_forever(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.flush()
+
+    def request_flush(self) -> None:
+        """Ask the flush thread to write now (outer-loop boundaries)."""
+        self._wake.set()
+
+    def _drain(self) -> tuple[list, list]:
+        log_queue, ctx_queue = self._log_queue, self._ctx_queue
+        pop_log, pop_ctx = log_queue.popleft, ctx_queue.popleft
+        contexts = [pop_ctx() for _ in range(len(ctx_queue))]
+        logs = [pop_log() for _ in range(len(log_queue))]
+        return contexts, logs
+
+    def flush(self, final: bool = False) -> None:
+        """Write what was logged since the last flush; keep it in memory if the write fails."""
+        with self._write_lock:
+            contexts, logs = self._drain()
+            fields = dict(self._run_fields)
+            try:
+                self.write(contexts, logs, fields)
+            except StoreError as exc:
+                # Put everything back in front so that the next flush retries it in order.
+                self._ctx_queue.extendleft(reversed(contexts))
+                self._log_queue.extendleft(reversed(logs))
+                if final or not self._flush_error_reported:
+                    self._flush_error_reported = True
+                    warn(f"{exc}; logged values are kept in memory and retried" if not final else str(exc))
+                return
+            for key in fields:
+                if self._run_fields.get(key) == fields[key]:
+                    self._run_fields.pop(key, None)
+
+    def write(self, contexts: list, logs: list, fields: dict) -> None:
+        """Persist one batch (record mode)."""
+        encode = values.encode
+        rows = [(ctx, name, *encode(value)) for name, value, ctx in logs]
+        self.store.write_batch(self.run_id, contexts, rows, heartbeat=time.time(), run_fields=fields)
+
+    # -- loops --------------------------------------------------------------------------------
+
+    def loop(self, name: str, iterable):
+        """Generator behind flor.loop in record mode."""
+        parent, depth = self.ctx_id, self.depth
+        outer = depth == 0
+        scope = self.scope if outer else None
+        if outer and scope is not None:
+            scope.outer_loop_started(self)
+        push_ctx, clock, t0 = self.push_ctx, time.perf_counter, self.t0
+        index = 0
+        self.depth = depth + 1
+        try:
+            for item in iterable:
+                self.next_ctx += 1
+                ctx = self.next_ctx
+                push_ctx((ctx, parent, name, index, clock() - t0))
+                self.ctx_id = ctx
+                yield item
+                self.ctx_id = ctx
+                if outer:
+                    if scope is not None:
+                        scope.outer_iteration_ended(self, index)
+                    self._wake.set()
+                index += 1
+            if depth == 1 and self.scope is not None:
+                self.scope.nested_loop_ended(self)
+        finally:
+            self.ctx_id, self.depth = parent, depth
+            if outer:
+                self._wake.set()

@@ -1,0 +1,592 @@
+"""The store: the only module that speaks SQL.
+
+One SQLite database per project at ``.flor/flor.db``, in WAL mode with a busy timeout, so that
+many runs can write to it at once while readers query it. Every write is one short
+``BEGIN IMMEDIATE`` transaction, retried while another process holds the lock, so "database is
+locked" never reaches the user.
+
+Tables (``flor query`` reads them directly)::
+
+    runs(run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started,
+         ended, heartbeat, pid, host, python, error, resumed_from, rng_state)
+    args(run_id, name, value, vtype)
+    contexts(run_id, ctx_id, parent_id, loop_name, iteration, t)     one row per loop iteration
+    logs(run_id, ctx_id, name, value, vtype, source)                  source: 'record' or 'replay'
+    checkpoints(run_id, iteration, location, bytes, bytes_written, snapshot_s, write_s, created)
+    drift(run_id, ctx_id, name, recorded, replayed, difference, replayed_at)
+
+>>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP
+>>> store.runs()                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import RunNotFoundError, StoreError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+STALE_HEARTBEAT_S = 300.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs(
+    run_id INTEGER PRIMARY KEY,
+    tstamp TEXT NOT NULL UNIQUE,
+    projid TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    argv TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    code_commit TEXT,
+    vcs_note TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'killed')),
+    started REAL NOT NULL,
+    ended REAL,
+    heartbeat REAL,
+    pid INTEGER,
+    host TEXT,
+    python TEXT,
+    error TEXT,
+    resumed_from INTEGER REFERENCES runs(run_id),
+    rng_state BLOB
+);
+CREATE TABLE IF NOT EXISTS args(
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    name TEXT NOT NULL,
+    value,
+    vtype TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS contexts(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER NOT NULL,
+    parent_id INTEGER,
+    loop_name TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    t REAL,
+    PRIMARY KEY (run_id, ctx_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER,
+    name TEXT NOT NULL,
+    value,
+    vtype TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT 'record'
+);
+CREATE INDEX IF NOT EXISTS logs_by_name ON logs(name, run_id);
+CREATE UNIQUE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), name)
+    WHERE source = 'replay';
+CREATE TABLE IF NOT EXISTS checkpoints(
+    run_id INTEGER NOT NULL,
+    iteration INTEGER NOT NULL,
+    location TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    bytes_written INTEGER NOT NULL,
+    snapshot_s REAL,
+    write_s REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, iteration)
+);
+CREATE TABLE IF NOT EXISTS drift(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER,
+    name TEXT NOT NULL,
+    recorded,
+    replayed,
+    difference REAL,
+    replayed_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of ``runs``, as the library and CLI see it."""
+
+    run_id: int
+    tstamp: str
+    projid: str
+    filename: str
+    argv: list
+    cwd: str
+    code_commit: str | None
+    vcs_note: str | None
+    status: str
+    started: float
+    ended: float | None
+    pid: int | None
+    host: str | None
+    python: str | None
+    error: str | None
+    resumed_from: int | None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or None while running or when killed before the end."""
+        return None if self.ended is None else self.ended - self.started
+
+
+_RUN_COLUMNS = (
+    "run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started, ended, "
+    "pid, host, python, error, resumed_from"
+)
+
+
+def _run_row(row: Sequence) -> RunRow:
+    values = list(row)
+    values[4] = json.loads(values[4])
+    return RunRow(*values)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Store:
+    """A connection to one project's database; open with :meth:`open`."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, readonly: bool) -> None:
+        self.path = path
+        self.connection = connection
+        self.readonly = readonly
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, create: bool = True) -> "Store":
+        """Open (and, unless readonly, create and migrate) the database at ``path``."""
+        path = Path(path)
+        if readonly or not create:
+            if not path.exists():
+                raise StoreError(f"no flor database at {path}; record a run first (python train.py)")
+        try:
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            store = cls(path, connection, readonly)
+            if readonly:
+                connection.execute("PRAGMA query_only = 1")
+                store._check_readable()
+            else:
+                store._prepare()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open the flor database {path}: {exc}; run `flor doctor` to check and repair it"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot create the flor database {path}: {exc}") from exc
+        return store
+
+    def _prepare(self) -> None:
+        connection = self.connection
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        mode = self._retry(lambda: connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if str(mode).lower() != "wal":
+            raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        if self._schema_version() != SCHEMA_VERSION:
+            self._write(lambda c: (c.executescript_body(SCHEMA), c.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )))
+
+    def _schema_version(self) -> int | None:
+        try:
+            row = self.connection.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        return int(row[0]) if row else None
+
+    def _check_readable(self) -> None:
+        self.connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if self._schema_version() is None:
+            raise StoreError(f"{self.path} is not a flor database (no schema); record a run first")
+
+    def close(self) -> None:
+        """Close the connection; further calls fail."""
+        self.connection.close()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _retry(self, action):
+        delay = 0.005
+        deadline = time.monotonic() + BUSY_TIMEOUT_S * 2
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+
+    def _write(self, body):
+        """Run ``body(cursor)`` in one BEGIN IMMEDIATE transaction, retried while busy."""
+        if self.readonly:
+            raise StoreError("this store was opened read-only")
+
+        def attempt():
+            cursor = _Cursor(self.connection)
+            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(cursor)
+            except BaseException:
+                self.connection.execute("ROLLBACK")
+                raise
+            self.connection.execute("COMMIT")
+            return result
+
+        try:
+            return self._retry(attempt)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot write to the flor database {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        try:
+            return self._retry(lambda: self.connection.execute(sql, params).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def insert_run(
+        self,
+        *,
+        tstamp: str,
+        projid: str,
+        filename: str,
+        argv: list[str],
+        cwd: str,
+        started: float,
+        args: Iterable[tuple[str, object, str]],
+        rng_state: bytes | None = None,
+        resumed_from: int | None = None,
+    ) -> tuple[int, str]:
+        """Insert a running run and its args; return (run_id, tstamp), the tstamp made unique."""
+        import sys
+
+        candidates = _tstamp_candidates(tstamp, started)
+
+        def body(cursor):
+            for candidate in candidates:
+                taken = cursor.execute("SELECT 1 FROM runs WHERE tstamp = ?", (candidate,)).fetchone()
+                if not taken:
+                    break
+            cursor.execute(
+                "INSERT INTO runs(tstamp, projid, filename, argv, cwd, status, started, heartbeat, "
+                "pid, host, python, resumed_from, rng_state) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    candidate, projid, filename, json.dumps(argv), cwd, started, started,
+                    os.getpid(), socket.gethostname(), sys.executable, resumed_from, rng_state,
+                ),
+            )
+            run_id = cursor.lastrowid
+            cursor.executemany(
+                "INSERT OR REPLACE INTO args(run_id, name, value, vtype) VALUES (?, ?, ?, ?)",
+                [(run_id, name, value, vtype) for name, value, vtype in args],
+            )
+            return run_id, candidate
+
+        return self._write(body)
+
+    def update_run(self, run_id: int, **fields: object) -> None:
+        """Set columns of one run (status, ended, error, code_commit, vcs_note, heartbeat)."""
+        allowed = {"status", "ended", "error", "code_commit", "vcs_note", "heartbeat"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update run columns {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._write(
+            lambda c: c.execute(
+                f"UPDATE runs SET {assignments} WHERE run_id = ?", (*fields.values(), run_id)
+            )
+        )
+
+    def write_batch(
+        self,
+        run_id: int,
+        contexts: Sequence[tuple],
+        logs: Sequence[tuple],
+        *,
+        heartbeat: float | None = None,
+        run_fields: dict | None = None,
+    ) -> None:
+        """Append loop contexts ``(ctx_id, parent_id, loop_name, iteration, t)`` and logs
+        ``(ctx_id, name, value, vtype)`` of a recording run in one transaction."""
+
+        def body(cursor):
+            if contexts:
+                cursor.executemany(
+                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, loop_name, iteration, t) "
+                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?)",
+                    contexts,
+                )
+            if logs:
+                cursor.executemany(
+                    f"INSERT INTO logs(run_id, ctx_id, name, value, vtype) VALUES ({int(run_id)}, ?, ?, ?, ?)",
+                    logs,
+                )
+            fields = dict(run_fields or {})
+            if heartbeat is not None:
+                fields["heartbeat"] = heartbeat
+            if fields:
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                cursor.execute(
+                    f"UPDATE runs SET {assignments} WHERE run_id = ?", (*fields.values(), run_id)
+                )
+
+        self._write(body)
+
+    def reap_killed(self) -> int:
+        """Mark as ``killed`` the running runs whose process is gone; return how many."""
+        host = socket.gethostname()
+        now = time.time()
+        rows = self._read("SELECT run_id, pid, host, heartbeat FROM runs WHERE status = 'running'")
+        dead = []
+        for run_id, pid, run_host, heartbeat in rows:
+            if run_host == host and pid is not None and not _pid_alive(pid):
+                dead.append(run_id)
+            elif heartbeat is not None and now - heartbeat > STALE_HEARTBEAT_S:
+                dead.append(run_id)
+        if dead and not self.readonly:
+            self._write(
+                lambda c: c.executemany(
+                    "UPDATE runs SET status = 'killed', error = COALESCE(error, "
+                    "'the process ended without finishing the run') "
+                    "WHERE run_id = ? AND status = 'running'",
+                    [(run_id,) for run_id in dead],
+                )
+            )
+        return len(dead)
+
+    def runs(self) -> list[RunRow]:
+        """Every run, oldest first."""
+        return [_run_row(r) for r in self._read(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY tstamp")]
+
+    def run(self, run_id: int) -> RunRow:
+        """One run by id."""
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise RunNotFoundError(f"no run with id {run_id}")
+        return _run_row(rows[0])
+
+    def find_run(self, prefix: str) -> RunRow:
+        """The run whose tstamp starts with ``prefix``; an error when none or several match."""
+        prefix = str(prefix).strip()
+        if not prefix:
+            raise RunNotFoundError("give a run's tstamp or a prefix of it (see `flor runs`)")
+        exact = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE tstamp = ?", (prefix,))
+        if exact:
+            return _run_row(exact[0])
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE substr(tstamp, 1, ?) = ? ORDER BY tstamp",
+            (len(prefix), prefix),
+        )
+        if not rows:
+            raise RunNotFoundError(f"no run matches {prefix!r}; `flor runs` lists them")
+        if len(rows) > 1:
+            names = ", ".join(r[1] for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise RunNotFoundError(f"{prefix!r} matches {len(rows)} runs ({names}); give more of the tstamp")
+        return _run_row(rows[0])
+
+    def rng_state(self, run_id: int) -> bytes | None:
+        """The random state recorded when the run started."""
+        rows = self._read("SELECT rng_state FROM runs WHERE run_id = ?", (run_id,))
+        return rows[0][0] if rows else None
+
+    def args(self, run_id: int) -> dict[str, object]:
+        """The run's args, typed."""
+        from .values import decode
+
+        rows = self._read("SELECT name, value, vtype FROM args WHERE run_id = ? ORDER BY rowid", (run_id,))
+        return {name: decode(value, vtype) for name, value, vtype in rows}
+
+    def log_names(self, run_id: int) -> list[tuple[str, str, int]]:
+        """(name, source, count) of a run's logs."""
+        return self._read(
+            "SELECT name, source, COUNT(*) FROM logs WHERE run_id = ? GROUP BY name, source ORDER BY MIN(rowid)",
+            (run_id,),
+        )
+
+    def last_values(self, run_id: int) -> dict[str, object]:
+        """The last recorded value of every name a run logged."""
+        from .values import decode
+
+        rows = self._read(
+            "SELECT name, value, vtype FROM logs WHERE rowid IN "
+            "(SELECT MAX(rowid) FROM logs WHERE run_id = ? AND source = 'record' GROUP BY name)",
+            (run_id,),
+        )
+        return {name: decode(value, vtype) for name, value, vtype in rows}
+
+    def contexts(self, run_id: int) -> list[tuple[int, int | None, str, int, float | None]]:
+        """(ctx_id, parent_id, loop_name, iteration, t) of a run, in creation order."""
+        return self._read(
+            "SELECT ctx_id, parent_id, loop_name, iteration, t FROM contexts WHERE run_id = ? ORDER BY ctx_id",
+            (run_id,),
+        )
+
+    def logs(self, run_id: int, names: Sequence[str] | None = None, source: str | None = None):
+        """(ctx_id, name, value, vtype, source) rows of one run, in order."""
+        sql = "SELECT ctx_id, name, value, vtype, source FROM logs WHERE run_id = ?"
+        params: list = [run_id]
+        if names is not None:
+            sql += f" AND name IN ({','.join('?' * len(names))})"
+            params.extend(names)
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
+        return self._read(sql + " ORDER BY rowid", params)
+
+    # -- replay ---------------------------------------------------------------------------
+
+    def ensure_contexts(self, run_id: int, contexts: Sequence[tuple]) -> None:
+        """Add loop contexts ``(ctx_id, parent_id, loop_name, iteration, t)`` that are missing."""
+        if contexts:
+            self._write(
+                lambda c: c.executemany(
+                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, loop_name, iteration, t) "
+                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?)",
+                    contexts,
+                )
+            )
+
+    def write_replayed(
+        self, run_id: int, contexts: Sequence[tuple], logs: Sequence[tuple], drift: Sequence[tuple] = ()
+    ) -> None:
+        """Store replayed logs ``(ctx_id, name, value, vtype)`` once per (run, context, name), and
+        drift rows ``(ctx_id, name, recorded, replayed, difference)``."""
+        now = time.time()
+
+        def body(cursor):
+            if contexts:
+                cursor.executemany(
+                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, loop_name, iteration, t) "
+                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?)",
+                    contexts,
+                )
+            if logs:
+                cursor.executemany(
+                    f"INSERT OR REPLACE INTO logs(run_id, ctx_id, name, value, vtype, source) "
+                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, 'replay')",
+                    logs,
+                )
+            if drift:
+                cursor.executemany(
+                    f"INSERT INTO drift(run_id, ctx_id, name, recorded, replayed, difference, replayed_at) "
+                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?, {now})",
+                    drift,
+                )
+
+        self._write(body)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def add_checkpoint(
+        self, run_id: int, iteration: int, location: str, nbytes: int, written: int,
+        snapshot_s: float, write_s: float,
+    ) -> None:
+        """Record a durable checkpoint of outer iteration ``iteration``."""
+        self._write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO checkpoints(run_id, iteration, location, bytes, bytes_written, "
+                "snapshot_s, write_s, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, iteration, location, nbytes, written, snapshot_s, write_s, time.time()),
+            )
+        )
+
+    def checkpoints(self, run_id: int) -> list[tuple]:
+        """(iteration, location, bytes, bytes_written, snapshot_s, write_s, created), by iteration."""
+        return self._read(
+            "SELECT iteration, location, bytes, bytes_written, snapshot_s, write_s, created "
+            "FROM checkpoints WHERE run_id = ? ORDER BY iteration",
+            (run_id,),
+        )
+
+    # -- free SQL ---------------------------------------------------------------------------
+
+    def execute_readonly(self, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+        """Run one read-only statement; return (column names, rows)."""
+        try:
+            cursor = self._retry(lambda: self.connection.execute(sql, params))
+            columns = [d[0] for d in cursor.description or ()]
+            return columns, cursor.fetchall()
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "readonly" in text.replace(" ", "") or "query_only" in text:
+                raise StoreError("flor query is read-only; use SELECT statements") from exc
+            raise StoreError(f"query failed: {text}") from exc
+
+
+class _Cursor:
+    """The connection as seen inside a transaction (keeps lastrowid of the last insert)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self.lastrowid: int | None = None
+
+    def execute(self, sql: str, params: Sequence = ()):
+        cursor = self._connection.execute(sql, params)
+        self.lastrowid = cursor.lastrowid
+        return cursor
+
+    def executemany(self, sql: str, rows):
+        return self._connection.executemany(sql, rows)
+
+    def executescript_body(self, script: str) -> None:
+        # executescript would COMMIT our transaction; run the statements one by one instead.
+        for statement in _split_sql(script):
+            self._connection.execute(statement)
+
+
+def _split_sql(script: str) -> list[str]:
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]
+
+
+def _tstamp_candidates(tstamp: str, started: float) -> list[str]:
+    """The tstamp at second precision, then finer ones, for runs that start in the same second."""
+    fraction = f"{started % 1:.6f}"[2:]
+    return [tstamp, f"{tstamp}.{fraction[:3]}", f"{tstamp}.{fraction}"] + [
+        f"{tstamp}.{fraction}-{n}" for n in range(1, 1000)
+    ]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    # A zombie (finished but not reaped by its parent) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

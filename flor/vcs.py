@@ -1,0 +1,188 @@
+"""git: snapshot the project's code under a hidden ref, and read a file or tree at a version.
+
+A snapshot is a commit of the working tree — tracked files plus untracked files that git does not
+ignore, without files over a size cap and without ``.flor/`` — built in a temporary index, so
+HEAD, branches, the user's index, working tree, stash and ``.gitignore`` are never touched. It is
+kept under ``refs/flor/runs/<tstamp>`` so that ``git gc`` keeps it.
+
+>>> Repo.find(Path.cwd()).snapshot("2026-11-26T15:04:07", "train.py")   # doctest: +SKIP
+Snapshot(commit='3f2a...', skipped=[])
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import VersionControlError
+
+DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
+REF_PREFIX = "refs/flor/runs/"
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "flor",
+    "GIT_AUTHOR_EMAIL": "flor@localhost",
+    "GIT_COMMITTER_NAME": "flor",
+    "GIT_COMMITTER_EMAIL": "flor@localhost",
+}
+
+
+def find_root(start: Path) -> tuple[Path, bool]:
+    """(project root, is a git work tree) for a directory: the nearest ancestor holding ``.git``,
+    else the nearest holding ``.flor``, else ``start`` itself."""
+    start = Path(start).resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return folder, True
+    for folder in (start, *start.parents):
+        if (folder / ".flor").is_dir():
+            return folder, False
+    return start, False
+
+
+def max_file_bytes() -> int:
+    """The size cap for untracked files in a snapshot (``FLOR_SNAPSHOT_MAX_BYTES``)."""
+    raw = os.environ.get("FLOR_SNAPSHOT_MAX_BYTES")
+    try:
+        return int(raw) if raw else DEFAULT_MAX_FILE_BYTES
+    except ValueError:
+        return DEFAULT_MAX_FILE_BYTES
+
+
+def ref_for(tstamp: str) -> str:
+    """The hidden ref of a run's snapshot (git forbids ':' in ref names)."""
+    return REF_PREFIX + tstamp.replace(":", "-")
+
+
+@dataclass
+class Snapshot:
+    """The result of snapshotting the working tree."""
+
+    commit: str
+    skipped: list[str] = field(default_factory=list)
+
+
+class Repo:
+    """A git work tree, driven through the git command line."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def find(cls, start: Path) -> "Repo":
+        """The work tree that contains ``start``; VersionControlError when there is none."""
+        root, is_git = find_root(start)
+        if not is_git:
+            raise VersionControlError(f"{start} is not inside a git repository")
+        return cls(root)
+
+    def git(self, *args: str, env: dict | None = None, input: bytes | None = None) -> bytes:
+        """Run git in the work tree and return its standard output."""
+        full_env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", **_IDENTITY, **(env or {})}
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(self.root), *args],
+                input=input,
+                capture_output=True,
+                env=full_env,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise VersionControlError("git is not installed; install it to version runs") from exc
+        if done.returncode != 0:
+            message = done.stderr.decode(errors="replace").strip().splitlines()
+            raise VersionControlError(f"git {args[0]} failed: {message[-1] if message else done.returncode}")
+        return done.stdout
+
+    def git_dir(self) -> Path:
+        """The repository's git directory (``.git`` or, for worktrees, where ``.git`` points)."""
+        path = Path(self.git("rev-parse", "--git-dir").decode().strip())
+        return path if path.is_absolute() else self.root / path
+
+    def head(self) -> str | None:
+        """The commit HEAD points to, or None in a repository without commits."""
+        try:
+            return self.git("rev-parse", "--verify", "-q", "HEAD^{commit}").decode().strip() or None
+        except VersionControlError:
+            return None
+
+    def exclude_flor_dir(self) -> None:
+        """Add ``.flor/`` to ``.git/info/exclude`` once (never to the user's ``.gitignore``)."""
+        exclude = self.git_dir() / "info" / "exclude"
+        try:
+            text = exclude.read_text() if exclude.exists() else ""
+            if ".flor/" not in text.split():
+                exclude.parent.mkdir(parents=True, exist_ok=True)
+                with open(exclude, "a") as handle:
+                    handle.write(("" if text.endswith("\n") or not text else "\n") + ".flor/\n")
+        except OSError as exc:
+            raise VersionControlError(f"cannot write {exclude}: {exc}") from exc
+
+    def snapshot(self, tstamp: str, message: str, max_bytes: int | None = None) -> Snapshot:
+        """Commit the working tree under the run's hidden ref without touching anything else."""
+        max_bytes = max_file_bytes() if max_bytes is None else max_bytes
+        git_dir = self.git_dir()
+        self.exclude_flor_dir()
+        untracked = [
+            p for p in self.git("ls-files", "-z", "--others", "--exclude-standard").decode().split("\0") if p
+        ]
+        small, skipped = [], []
+        for rel in untracked:
+            if rel == ".flor" or rel.startswith(".flor/"):
+                continue
+            try:
+                size = os.lstat(self.root / rel).st_size
+            except OSError:
+                continue
+            (skipped if size > max_bytes else small).append(rel)
+        with tempfile.TemporaryDirectory(prefix="flor-index-") as scratch:
+            index = Path(scratch) / "index"
+            real_index = git_dir / "index"
+            if real_index.exists():
+                # Starting from a copy of the user's index lets git reuse its stat cache.
+                shutil.copyfile(real_index, index)
+            env = {"GIT_INDEX_FILE": str(index)}
+            self.git("add", "-u", "--", ".", env=env)
+            if small:
+                self.git(
+                    "--literal-pathspecs", "add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
+                    env=env, input="\0".join(small).encode(),
+                )
+            tree = self.git("write-tree", env=env).decode().strip()
+        parent = self.head()
+        args = ["commit-tree", tree, "-m", message]
+        if parent:
+            args[2:2] = ["-p", parent]
+        commit = self.git(*args).decode().strip()
+        self.git("update-ref", ref_for(tstamp), commit)
+        return Snapshot(commit=commit, skipped=skipped)
+
+    def read_file(self, commit: str, path: str) -> str:
+        """The text of ``path`` (relative to the root) at ``commit``."""
+        return self.git("show", f"{commit}:{path}").decode()
+
+    def has_commit(self, commit: str) -> bool:
+        """True when ``commit`` exists in this repository."""
+        try:
+            self.git("cat-file", "-e", f"{commit}^{{commit}}")
+            return True
+        except VersionControlError:
+            return False
+
+    def extract(self, commit: str, destination: Path) -> None:
+        """Write the tree of ``commit`` into ``destination`` (never into the work tree)."""
+        data = self.git("archive", "--format=tar", commit)
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            archive.extractall(destination, filter="data")
+
+    def diff(self, old: str, new: str, path: str | None = None) -> str:
+        """Unified diff between two versions (optionally of one path)."""
+        args = ["diff", old, new]
+        if path:
+            args += ["--", path]
+        return self.git(*args).decode(errors="replace")
