@@ -1,0 +1,121 @@
+"""Shared fixtures: temporary git projects isolated from the developer's git config and environment,
+and a helper that runs a script in such a project with the interpreter under test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TUTORIAL = REPO_ROOT / "examples" / "tutorial" / "train.py"
+
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Test User",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test User",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: no FLOR_* settings from outside, isolated git."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOR_") and not k.startswith("GIT_")}
+    env.update(GIT_ENV)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(monkeypatch):
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+    for key in list(os.environ):
+        if key.startswith("FLOR_"):
+            monkeypatch.delenv(key, raising=False)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` and return its stdout (raises on failure)."""
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=clean_env(), check=True, capture_output=True, text=True
+    ).stdout
+
+
+@dataclass
+class Project:
+    """A temporary git repository with helpers to write and run scripts in it."""
+
+    root: Path
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def commit_all(self, message: str = "work") -> None:
+        git(self.root, "add", "-A")
+        git(self.root, "commit", "-q", "-m", message)
+
+    def run(self, script: str, *args: str, cwd: Path | None = None, check: bool = True,
+            env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, script, *args],
+            cwd=cwd or self.root,
+            env=clean_env(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{script} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def flor(self, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "flor", *args],
+            cwd=cwd or self.root,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"flor {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def git(self, *args: str) -> str:
+        return git(self.root, *args)
+
+    @property
+    def db(self) -> Path:
+        return self.root / ".flor" / "flor.db"
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    """An empty git repository with one commit."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "README").write_text("a project\n")
+    git(root, "add", "README")
+    git(root, "commit", "-q", "-m", "init")
+    return Project(root)
+
+
+@pytest.fixture
+def in_project(project, monkeypatch) -> Project:
+    """``project``, with the working directory set to its root (for in-process library calls)."""
+    monkeypatch.chdir(project.root)
+    return project

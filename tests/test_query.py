@@ -1,0 +1,83 @@
+"""The dataframe pivot and read-only SQL, on stores written through the library."""
+
+import time
+
+import pandas as pd
+import pytest
+
+import flor
+from flor.errors import StoreError, UsageError
+from flor.query import dataframe, query
+from flor.store import Store
+
+
+def _record(root, args, contexts, logs, tstamp):
+    store = Store.open(root / ".flor" / "flor.db")
+    run_id, _ = store.insert_run(tstamp=tstamp, projid="p", filename="t.py", argv=[], cwd=".",
+                                 started=time.time(), args=args)
+    store.write_batch(run_id, contexts, logs, run_fields={"status": "finished", "ended": time.time()})
+    store.close()
+
+
+@pytest.fixture
+def two_runs(in_project):
+    root = in_project.root
+    contexts = [(1, None, "epoch", 0, 0), (2, 1, "step", 0, 0), (3, 1, "step", 1, 0),
+                (4, None, "epoch", 1, 0), (5, 4, "step", 0, 0), (6, 4, "step", 1, 0)]
+    logs = [(2, "loss", 0.9, "float"), (3, "loss", 0.8, "float"), (1, "val", 0.5, "float"),
+            (5, "loss", 0.7, "float"), (6, "loss", 0.6, "float"), (4, "val", 0.6, "float"),
+            (None, "accuracy", 0.9, "float"), (None, "note", '{"k": [1, 2]}', "json")]
+    _record(root, [("hidden", 500, "int"), ("opt", "adam", "str")], contexts, logs, "2026-01-01T00:00:00")
+    _record(root, [("hidden", 75, "int"), ("opt", "sgd", "str")], contexts[:3], logs[:3], "2026-01-02T00:00:00")
+    return in_project
+
+
+def test_run_level_values_one_row_per_run(two_runs):
+    df = dataframe("hidden", "accuracy")
+    assert list(df.columns) == ["projid", "tstamp", "filename", "hidden", "accuracy"]
+    assert df["hidden"].tolist() == [500, 75]
+    assert df["accuracy"].iloc[0] == 0.9 and pd.isna(df["accuracy"].iloc[1])
+
+
+def test_nested_values_broadcast_outer_ones(two_runs):
+    df = dataframe("hidden", "loss", "val")
+    assert list(df.columns) == ["projid", "tstamp", "filename", "epoch", "step", "hidden", "loss", "val"]
+    assert len(df) == 6
+    first = df[df.tstamp == "2026-01-01T00:00:00"]
+    assert first["loss"].tolist() == [0.9, 0.8, 0.7, 0.6]
+    assert first["val"].tolist() == [0.5, 0.5, 0.6, 0.6]
+    assert first["epoch"].tolist() == [0, 0, 1, 1] and first["step"].tolist() == [0, 1, 0, 1]
+    assert df["loss"].dtype == float
+
+
+def test_json_values_decode(two_runs):
+    df = dataframe("note")
+    assert df["note"].iloc[0] == {"k": [1, 2]}
+
+
+def test_all_names_by_default(two_runs):
+    df = dataframe()
+    assert {"hidden", "opt", "loss", "val", "accuracy", "note"} <= set(df.columns)
+
+
+def test_replayed_and_recorded_share_rows(two_runs):
+    store = Store.open(two_runs.root / ".flor" / "flor.db")
+    store.write_replayed(1, [], [(1, "norm", 3.0, "float"), (4, "norm", 4.0, "float")])
+    store.close()
+    df = dataframe("val", "norm")
+    first = df[df.tstamp == "2026-01-01T00:00:00"]
+    assert first[["epoch", "val", "norm"]].values.tolist() == [[0, 0.5, 3.0], [1, 0.6, 4.0]]
+
+
+def test_query_is_read_only(two_runs):
+    assert query("SELECT COUNT(*) AS n FROM runs")["n"].tolist() == [2]
+    with pytest.raises(StoreError, match="read-only"):
+        query("DELETE FROM runs")
+    assert query("SELECT COUNT(*) AS n FROM runs")["n"].tolist() == [2]
+
+
+def test_bad_names_and_missing_store(in_project):
+    with pytest.raises(StoreError, match="no flor runs"):
+        flor.dataframe("loss")
+    with pytest.raises(UsageError):
+        dataframe(3)

@@ -1,0 +1,92 @@
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from flor.errors import RunNotFoundError, StoreError
+from flor.store import Store
+
+
+def _run(store, tstamp="2026-01-01T00:00:00", **kw):
+    return store.insert_run(
+        tstamp=tstamp, projid="p", filename="t.py", argv=["t.py"], cwd=".", started=time.time(),
+        args=[("lr", 0.1, "float")], **kw,
+    )
+
+
+def test_schema_and_wal(tmp_path):
+    store = Store.open(tmp_path / ".flor" / "flor.db")
+    assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    run_id, tstamp = _run(store)
+    assert store.run(run_id).status == "running"
+    assert store.args(run_id) == {"lr": 0.1}
+
+
+def test_same_second_runs_get_distinct_tstamps(tmp_path):
+    store = Store.open(tmp_path / "db")
+    first = _run(store)[1]
+    second = _run(store)[1]
+    assert first == "2026-01-01T00:00:00" and second.startswith(first + ".") and second != first
+    assert store.find_run(first).tstamp == first
+
+
+def test_find_run_by_prefix(tmp_path):
+    store = Store.open(tmp_path / "db")
+    _run(store, "2026-01-01T00:00:00")
+    _run(store, "2026-01-02T00:00:00")
+    assert store.find_run("2026-01-02").tstamp == "2026-01-02T00:00:00"
+    with pytest.raises(RunNotFoundError, match="matches 2 runs"):
+        store.find_run("2026-01-0")
+    with pytest.raises(RunNotFoundError, match="no run"):
+        store.find_run("2027")
+
+
+def test_batch_write_and_read(tmp_path):
+    store = Store.open(tmp_path / "db")
+    run_id, _ = _run(store)
+    store.write_batch(run_id, [(1, None, "epoch", 0, 0.0)], [(1, "loss", 0.5, "float"), (None, "acc", 1, "int")])
+    assert store.logs(run_id) == [(1, "loss", 0.5, "float", "record"), (None, "acc", 1, "int", "record")]
+    assert store.contexts(run_id) == [(1, None, "epoch", 0, 0.0)]
+
+
+def test_replayed_logs_are_stored_once(tmp_path):
+    store = Store.open(tmp_path / "db")
+    run_id, _ = _run(store)
+    for value in (1.0, 2.0):
+        store.write_replayed(run_id, [], [(1, "norm", value, "float"), (None, "final", value, "float")])
+    rows = store.logs(run_id, source="replay")
+    assert sorted(rows, key=str) == sorted([(1, "norm", 2.0, "float", "replay"), (None, "final", 2.0, "float", "replay")], key=str)
+
+
+def test_reap_marks_dead_processes_killed(tmp_path):
+    store = Store.open(tmp_path / "db")
+    run_id, _ = _run(store)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    store.connection.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (child.pid, run_id))
+    assert store.reap_killed() == 1
+    assert store.run(run_id).status == "killed"
+
+
+def test_readonly_refuses_writes(tmp_path):
+    path = tmp_path / "db"
+    Store.open(path).close()
+    reader = Store.open(path, readonly=True)
+    with pytest.raises(StoreError, match="read-only"):
+        reader.execute_readonly("DELETE FROM runs")
+    assert reader.execute_readonly("SELECT COUNT(*) FROM runs")[1] == [(0,)]
+
+
+def test_missing_database_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no flor database"):
+        Store.open(tmp_path / "nothing.db", readonly=True)
+
+
+def test_corrupt_database_names_the_file(tmp_path):
+    path = tmp_path / "flor.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="flor.db"):
+        Store.open(path)

