@@ -44,6 +44,7 @@ __all__ = [
     "checkpointing",
     "commit",
     "dataframe",
+    "load_checkpoint",
     "log",
     "loop",
     "query",
@@ -58,6 +59,17 @@ def dataframe(*names: str):
     from .query import dataframe as _dataframe
 
     return _dataframe(*names)
+
+
+def load_checkpoint(run, iteration=None, *objs, trusted: bool = True, **named):
+    """The checkpoint of ``run`` (tstamp prefix) at ``iteration`` (default: its last); with
+    objects given, restore their state too.
+
+    >>> flor.load_checkpoint("2026-11-26T15:04", 3, model=net)     # doctest: +SKIP
+    """
+    from .checkpoints.restore import load_checkpoint as _load
+
+    return _load(run, iteration, *objs, trusted=trusted, **named)
 
 
 def query(sql: str):

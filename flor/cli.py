@@ -145,10 +145,11 @@ def _cmd_show(args) -> int:
             print(f"  {name:<20} {count:>8} {source}{tail}")
         checkpoints = store.checkpoints(run.run_id)
         print("checkpoints" + ("" if checkpoints else "  (none)"))
-        for iteration, location, nbytes, written, snap_s, write_s, _created in checkpoints:
+        for ckpt in checkpoints:
             print(
-                f"  iteration {iteration:>5}  {nbytes / 1e6:10.2f} MB  written {written / 1e6:10.2f} MB  "
-                f"snapshot {1000 * (snap_s or 0):7.1f} ms  write {1000 * (write_s or 0):7.1f} ms"
+                f"  iteration {ckpt.iteration:>5} ({ckpt.point:<6})  {ckpt.bytes / 1e6:9.2f} MB  "
+                f"written {ckpt.bytes_written / 1e6:9.2f} MB  snapshot {1000 * (ckpt.snapshot_s or 0):7.1f} ms  "
+                f"write {1000 * (ckpt.write_s or 0):7.1f} ms"
             )
     finally:
         store.close()

@@ -105,7 +105,8 @@ class Run:
         self.ctx_id: int | None = None
         self.depth = 0
         self.next_ctx = 0
-        self.scope = None  # the active flor.checkpointing, if any
+        self.scope = None  # the checkpoint manager of the active flor.checkpointing, if any
+        self.managers: list = []
         self.outer_loop_seen = False
         self.t0 = time.perf_counter()
         self._log_queue: deque = deque()
@@ -281,10 +282,17 @@ class Run:
             self.store.close()
 
     def before_end(self) -> None:
-        """Hook for subclasses and checkpointing: called once before the final flush."""
-        scope = self.scope
-        if scope is not None:
-            scope.finish(self)
+        """Called once before the final flush: let checkpoint writers finish."""
+        for manager in self.managers:
+            manager.finish(self)
+
+    def checkpoint_manager(self, objects: dict):
+        """What takes (record) or restores (replay) the checkpoints of a flor.checkpointing block."""
+        from .checkpoints.manager import RecordManager
+
+        manager = RecordManager(self, objects)
+        self.managers.append(manager)
+        return manager
 
     # -- flushing -----------------------------------------------------------------------------
 
@@ -339,8 +347,8 @@ class Run:
         parent, depth = self.ctx_id, self.depth
         outer = depth == 0
         scope = self.scope if outer else None
-        if outer and scope is not None:
-            scope.outer_loop_started(self)
+        if scope is not None:
+            scope.outer_loop_started(self, _length(iterable))
         push_ctx, clock, t0 = self.push_ctx, time.perf_counter, self.t0
         index = 0
         self.depth = depth + 1
@@ -350,6 +358,8 @@ class Run:
                 ctx = self.next_ctx
                 push_ctx((ctx, parent, name, index, clock() - t0))
                 self.ctx_id = ctx
+                if scope is not None:
+                    scope.outer_iteration_started(self, index)
                 yield item
                 self.ctx_id = ctx
                 if outer:
@@ -357,9 +367,19 @@ class Run:
                         scope.outer_iteration_ended(self, index)
                     self._wake.set()
                 index += 1
-            if depth == 1 and self.scope is not None:
-                self.scope.nested_loop_ended(self)
+            if scope is not None:
+                scope.outer_loop_ended(self, index - 1 if index else None, sys._getframe(1))
+            elif depth == 1 and self.scope is not None:
+                self.scope.nested_loop_ended(self, sys._getframe(1))
         finally:
             self.ctx_id, self.depth = parent, depth
             if outer:
                 self._wake.set()
+
+
+def _length(iterable) -> int | None:
+    """len(iterable) when it has one (range, list, DataLoader), without consuming it."""
+    try:
+        return len(iterable)
+    except (TypeError, AttributeError, NotImplementedError):
+        return None

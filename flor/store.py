@@ -89,13 +89,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id
 CREATE TABLE IF NOT EXISTS checkpoints(
     run_id INTEGER NOT NULL,
     iteration INTEGER NOT NULL,
+    point TEXT NOT NULL DEFAULT 'nested' CHECK (point IN ('nested', 'end')),
     location TEXT NOT NULL,
     bytes INTEGER NOT NULL,
     bytes_written INTEGER NOT NULL,
     snapshot_s REAL,
     write_s REAL,
     created REAL NOT NULL,
-    PRIMARY KEY (run_id, iteration)
+    PRIMARY KEY (run_id, iteration, point)
 );
 CREATE TABLE IF NOT EXISTS drift(
     run_id INTEGER NOT NULL,
@@ -134,6 +135,20 @@ class RunRow:
     def duration(self) -> float | None:
         """Seconds from start to end, or None while running or when killed before the end."""
         return None if self.ended is None else self.ended - self.started
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """One durable checkpoint of a run."""
+
+    iteration: int
+    point: str
+    location: str
+    bytes: int
+    bytes_written: int
+    snapshot_s: float | None
+    write_s: float | None
+    created: float
 
 
 _RUN_COLUMNS = (
@@ -501,25 +516,29 @@ class Store:
     # -- checkpoints ----------------------------------------------------------------------
 
     def add_checkpoint(
-        self, run_id: int, iteration: int, location: str, nbytes: int, written: int,
+        self, run_id: int, iteration: int, point: str, location: str, nbytes: int, written: int,
         snapshot_s: float, write_s: float,
     ) -> None:
-        """Record a durable checkpoint of outer iteration ``iteration``."""
+        """Record a durable checkpoint of outer iteration ``iteration`` taken at ``point``
+        ('nested': where the first nested loop ended; 'end': the end of the iteration)."""
         self._write(
             lambda c: c.execute(
-                "INSERT OR REPLACE INTO checkpoints(run_id, iteration, location, bytes, bytes_written, "
-                "snapshot_s, write_s, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, iteration, location, nbytes, written, snapshot_s, write_s, time.time()),
+                "INSERT OR REPLACE INTO checkpoints(run_id, iteration, point, location, bytes, bytes_written, "
+                "snapshot_s, write_s, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, iteration, point, location, nbytes, written, snapshot_s, write_s, time.time()),
             )
         )
 
-    def checkpoints(self, run_id: int) -> list[tuple]:
-        """(iteration, location, bytes, bytes_written, snapshot_s, write_s, created), by iteration."""
-        return self._read(
-            "SELECT iteration, location, bytes, bytes_written, snapshot_s, write_s, created "
-            "FROM checkpoints WHERE run_id = ? ORDER BY iteration",
-            (run_id,),
-        )
+    def checkpoints(self, run_id: int) -> list["CheckpointRow"]:
+        """The run's durable checkpoints, by iteration."""
+        return [
+            CheckpointRow(*row)
+            for row in self._read(
+                "SELECT iteration, point, location, bytes, bytes_written, snapshot_s, write_s, created "
+                "FROM checkpoints WHERE run_id = ? ORDER BY iteration, point",
+                (run_id,),
+            )
+        ]
 
     # -- free SQL ---------------------------------------------------------------------------
 

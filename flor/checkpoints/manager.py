@@ -1,0 +1,150 @@
+"""RecordManager: takes checkpoints of a recording run at the points the outer loop reports.
+
+It asks the policy whether an iteration is due, snapshots the registered objects, the random
+state and the small variables of the nested loop (``variables``), and hands the snapshot to
+the background writer. The writer reports back; only then is the checkpoint listed in the store.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import FlorError
+from .policy import Policy
+from .scope import Hooks
+from .snapshot import Snapshotter, object_state, rng_state
+from .variables import capture, loop_names
+from .writer import Job, Writer, Written
+
+FINISH_TIMEOUT_S = 600.0
+
+
+class RecordManager(Hooks):
+    """Checkpointing for a recording run."""
+
+    def __init__(self, run, objects: dict[str, object]) -> None:
+        self.run = run
+        self.objects = objects
+        self.policy = Policy()
+        self.snapshotter = Snapshotter()
+        self.writer: Writer | None = None
+        self.total: int | None = None
+        self.index: int | None = None
+        self.iteration_started = 0.0
+        self.checkpointed_this_iteration = False
+        self.nested_seen = False
+        self.last_checkpointed: int | None = None
+        self.skipped = 0
+        self.failures: list[str] = []
+        self.active = False
+
+    # -- hooks from Run.loop ----------------------------------------------------------------
+
+    def outer_loop_started(self, run, total):
+        if self.active:
+            return
+        self.active = True
+        self.total = total
+
+    def outer_iteration_started(self, run, index):
+        if not self.active:
+            return
+        self.index = index
+        self.iteration_started = time.perf_counter()
+        self.nested_seen = False
+        self.checkpointed_this_iteration = False
+
+    def nested_loop_ended(self, run, frame):
+        if not self.active or self.nested_seen or self.index is None:
+            return
+        self.nested_seen = True
+        self._maybe_checkpoint("nested", frame)
+
+    def outer_iteration_ended(self, run, index):
+        if not self.active:
+            return
+        self.policy.observe_iteration(time.perf_counter() - self.iteration_started)
+        if not self.nested_seen:
+            self._maybe_checkpoint("end", None)
+
+    def outer_loop_ended(self, run, last_index, frame):
+        if not self.active:
+            return
+        self.active = False
+        if last_index is not None and self.last_checkpointed != last_index:
+            # The loop had no length, so its last iteration was unknown until now: keep the end state.
+            self.index = last_index
+            self._checkpoint("end", None, force=True)
+
+    def leave(self, run, failed):
+        self.active = False
+
+    def finish(self, run):
+        if self.writer is not None:
+            if not self.writer.close(FINISH_TIMEOUT_S):
+                run_warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
+
+    # -- taking checkpoints -----------------------------------------------------------------
+
+    def _maybe_checkpoint(self, point: str, frame) -> None:
+        index = self.index
+        if self.policy.iteration_s is None:
+            # First iteration: judge the cost against the time the iteration has taken so far.
+            self.policy.observe_iteration(max(time.perf_counter() - self.iteration_started, 1e-6))
+        is_last = self.total is not None and index == self.total - 1
+        if not self.policy.due(index, self.last_checkpointed, is_last=is_last):
+            return
+        self._checkpoint(point, frame, force=is_last)
+
+    def _checkpoint(self, point: str, frame, force: bool = False) -> None:
+        if self.writer is None:
+            self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle)
+        if not force and self.writer.pending() >= 2:
+            self.skipped += 1  # the writer is behind: skip rather than stall training
+            return
+        names = loop_names(frame) if frame is not None else None
+        kept, missing = capture(frame, names) if names else ({}, [])
+        state = {name: object_state(obj) for name, obj in self.objects.items()}
+        try:
+            snapshot = self.snapshotter.take({"objects": state, "rng": rng_state(), "variables": kept})
+        except FlorError as exc:
+            self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
+            return
+        self.policy.state_bytes = snapshot.nbytes
+        self.policy.observe_checkpoint(snapshot.seconds, None, snapshot.nbytes)
+        job = Job(
+            self.run.run_id, self.run.tstamp, self.index, point, snapshot,
+            {"variables_missing": missing, "variables_known": names is not None},
+        )
+        if not self.writer.submit(job):
+            self.writer.close(FINISH_TIMEOUT_S)
+            self.writer.submit(job)
+        self.last_checkpointed = self.index
+        self.checkpointed_this_iteration = True
+
+    def _written(self, done: Written) -> None:
+        # The writer mostly waits on the disk; what competes with training is its CPU time.
+        self.policy.observe_checkpoint(done.job.snapshot.seconds, done.cpu_seconds)
+        job = done.job
+        try:
+            with self.run._write_lock:
+                self.run.store.add_checkpoint(
+                    job.run_id, job.iteration, job.point, done.location, done.nbytes, done.written,
+                    job.snapshot.seconds, done.seconds,
+                )
+        except FlorError as exc:
+            self._report(f"checkpoint of iteration {job.iteration} written but not listed: {exc}")
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        self._report(f"checkpoint of iteration {job.iteration} not written: {exc}")
+
+    def _report(self, message: str) -> None:
+        self.failures.append(message)
+        run_warn(message)
+
+
+def run_warn(message: str) -> None:
+    """One-line warning on stderr (imported late to keep the module graph one way)."""
+    from ..run import warn
+
+    warn(message)

@@ -1,0 +1,185 @@
+"""Snapshot: the short phase in the training process — copy registered state into host memory.
+
+A state is a tree (a ``state_dict``, a numpy array, or any picklable object). The snapshot turns
+it into a JSON-able *skeleton*, where each tensor or array is replaced by a reference
+``{"__array__": i, ...}`` to a host-memory copy in a list of buffers. Nothing is serialized,
+hashed or written here; the writer does that in the background. Buffers of a finished checkpoint
+are reused for the next one, because copying into memory that is already mapped is several times
+faster than allocating fresh pages.
+
+>>> skeleton, buffers = Snapshotter().take({"w": np.zeros(3)})     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import sys
+from dataclasses import dataclass, field
+
+from ..errors import CheckpointError
+
+ARRAY, PICKLE, TUPLE, DICT = "__array__", "__pickle__", "__tuple__", "__dict__"
+
+
+@dataclass
+class Buffer:
+    """One host copy: a numpy array viewed as bytes when written."""
+
+    array: object  # numpy.ndarray (a torch tensor is copied into one through .numpy())
+    tensor: object | None  # the torch tensor sharing memory with ``array``, when from torch
+    kind: str  # "torch" or "numpy"
+    dtype: str
+
+
+@dataclass
+class Snapshot:
+    """What the training process hands to the writer."""
+
+    skeleton: dict
+    buffers: list[Buffer] = field(default_factory=list)
+    nbytes: int = 0
+    seconds: float = 0.0
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def _is_tensor(value) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _is_ndarray(value) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.ndarray) and value.dtype != object
+
+
+class Snapshotter:
+    """Copies state trees into host buffers, reusing the buffers of finished checkpoints."""
+
+    def __init__(self) -> None:
+        self._pool: list[list[Buffer]] = []
+
+    def recycle(self, buffers: list[Buffer]) -> None:
+        """Give back the buffers of a checkpoint the writer has finished with."""
+        if len(self._pool) < 2:
+            self._pool.append(buffers)
+
+    def take(self, state: dict) -> Snapshot:
+        """Copy ``state`` (name -> tree) into host memory; return the skeleton and buffers."""
+        spare = self._pool.pop() if self._pool else []
+        spare_by_sig: dict = {}
+        for buffer in spare:
+            spare_by_sig.setdefault((buffer.kind, buffer.dtype, buffer.array.shape), []).append(buffer)
+        buffers: list[Buffer] = []
+
+        def copy_array(value, kind: str):
+            if kind == "torch":
+                source = value.detach()
+                dtype = str(source.dtype).replace("torch.", "")
+                shape = tuple(source.shape)
+                reuse = spare_by_sig.get(("torch", dtype, shape))
+                if reuse:
+                    buffer = reuse.pop()
+                    buffer.tensor.copy_(source)
+                else:
+                    torch = _torch()
+                    host = torch.empty(shape, dtype=source.dtype, device="cpu")
+                    host.copy_(source)
+                    try:
+                        array = host.numpy()
+                    except TypeError:  # bfloat16 and friends have no numpy dtype: keep raw bytes
+                        array = host.view(torch.uint8).numpy() if host.dim() else host.reshape(1).view(torch.uint8).numpy()
+                    buffer = Buffer(array, host, "torch", dtype)
+                meta = {ARRAY: len(buffers), "kind": "torch", "dtype": dtype, "shape": list(shape),
+                        "device": str(value.device), "requires_grad": bool(value.requires_grad)}
+            else:
+                dtype = value.dtype.str
+                shape = tuple(value.shape)
+                reuse = spare_by_sig.get(("numpy", dtype, shape))
+                if reuse:
+                    buffer = reuse.pop()
+                    buffer.array[...] = value
+                else:
+                    buffer = Buffer(value.copy(order="C"), None, "numpy", dtype)
+                meta = {ARRAY: len(buffers), "kind": "numpy", "dtype": dtype, "shape": list(shape)}
+            buffers.append(buffer)
+            return meta
+
+        def walk(value):
+            if value is None or type(value) in (bool, int, float, str):
+                if type(value) is float and value != value:
+                    return {PICKLE: pickle.dumps(value).hex()}
+                return value
+            if _is_tensor(value):
+                return copy_array(value, "torch")
+            if _is_ndarray(value):
+                return copy_array(value, "numpy")
+            if type(value) is list:
+                return [walk(v) for v in value]
+            if type(value) is tuple:
+                return {TUPLE: [walk(v) for v in value]}
+            if isinstance(value, dict):
+                if all(type(k) is str and not k.startswith("__") for k in value):
+                    return {k: walk(v) for k, v in value.items()}
+                return {DICT: [[walk(k), walk(v)] for k, v in value.items()]}
+            try:
+                return {PICKLE: pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL).hex()}
+            except Exception as exc:
+                raise CheckpointError(
+                    f"cannot checkpoint a {type(value).__name__}: it has no state_dict and does not pickle ({exc})"
+                ) from exc
+
+        import time
+
+        started = time.perf_counter()
+        skeleton = {name: walk(tree) for name, tree in state.items()}
+        nbytes = sum(b.array.nbytes for b in buffers)
+        return Snapshot(skeleton, buffers, nbytes, time.perf_counter() - started)
+
+
+def object_state(obj) -> object:
+    """The tree flor keeps for a registered object."""
+    state_dict = getattr(obj, "state_dict", None)
+    if callable(state_dict) and callable(getattr(obj, "load_state_dict", None)):
+        return {"state_dict": state_dict()}
+    if _is_ndarray(obj):
+        return {"ndarray": obj}
+    return {"object": obj}
+
+
+def rng_state() -> dict:
+    """Random state of python, numpy, torch CPU and CUDA, as a tree of plain values and arrays."""
+    state: dict = {"python": random.getstate()}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        kind, keys, pos, has_gauss, gauss = numpy.random.get_state()
+        state["numpy"] = {"kind": kind, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    torch = _torch()
+    if torch is not None and hasattr(torch, "get_rng_state"):
+        state["torch"] = torch.get_rng_state()
+        cuda = getattr(torch, "cuda", None)
+        if cuda is not None and cuda.is_available() and cuda.is_initialized():
+            state["cuda"] = list(cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        import numpy
+
+        s = state["numpy"]
+        numpy.random.set_state((s["kind"], numpy.asarray(s["keys"], dtype=numpy.uint32), s["pos"], s["has_gauss"], s["gauss"]))
+    if "torch" in state:
+        import torch
+
+        torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
+        if "cuda" in state and torch.cuda.is_available():
+            states = [torch.as_tensor(s, dtype=torch.uint8).cpu() for s in state["cuda"]]
+            torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])

@@ -1,0 +1,133 @@
+"""Plain variables that a checkpointed loop assigns: part of the loop's effect.
+
+When replay skips a nested loop and restores its checkpoint, the rest of the outer body may read
+variables that the loop assigned (the last ``loss``, a running total). At record time flor finds
+them from the syntax tree of the ``for`` statement over ``flor.loop`` and keeps the small ones
+with the checkpoint; replay writes them back into the frame. Values too large or not
+representable are listed as missing, and replay falls back to re-executing when the rest of
+the body reads one of them.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import sys
+from functools import lru_cache
+
+MAX_VALUE_BYTES = 1 << 20
+MAX_ITEMS = 10_000
+
+
+@lru_cache(maxsize=64)
+def _parse(filename: str, mtime_ns: int):
+    try:
+        with open(filename, encoding="utf-8") as handle:
+            return ast.parse(handle.read(), filename)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _tree(filename: str):
+    import os
+
+    try:
+        mtime = os.stat(filename).st_mtime_ns
+    except OSError:
+        return None
+    return _parse(filename, mtime)
+
+
+def for_loop_at(tree: ast.AST, lineno: int) -> ast.For | None:
+    """The innermost ``for`` statement whose header covers ``lineno``."""
+    best = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            header_end = node.body[0].lineno - 1 if node.body else node.end_lineno
+            if node.lineno <= lineno <= max(node.lineno, header_end):
+                if best is None or node.lineno >= best.lineno:
+                    best = node
+    return best
+
+
+def assigned_names(node: ast.For) -> list[str]:
+    """Names bound by the loop's target and body (in order of first appearance)."""
+    names: dict[str, None] = {}
+    for part in [node.target, *node.body]:
+        for sub in ast.walk(part):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                names.setdefault(sub.id, None)
+            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.setdefault(sub.name, None)
+    return list(names)
+
+
+@lru_cache(maxsize=256)
+def _names_at(filename: str, lineno: int, mtime_key: int) -> tuple[str, ...] | None:
+    tree = _tree(filename)
+    if tree is None:
+        return None
+    node = for_loop_at(tree, lineno)
+    return None if node is None else tuple(assigned_names(node))
+
+
+def loop_names(frame) -> tuple[str, ...] | None:
+    """Names assigned by the for loop that ``frame`` is executing, or None if unknown."""
+    import os
+
+    filename = frame.f_code.co_filename
+    try:
+        mtime = os.stat(filename).st_mtime_ns
+    except OSError:
+        return None
+    return _names_at(filename, frame.f_lineno, mtime)
+
+
+def _small(value, depth: int = 0) -> bool:
+    if value is None or type(value) in (bool, int, float, str):
+        return type(value) is not str or len(value) <= MAX_VALUE_BYTES
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size() <= MAX_VALUE_BYTES and value.layout == torch.strided
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray):
+            return value.dtype != object and value.nbytes <= MAX_VALUE_BYTES
+        if isinstance(value, numpy.generic):
+            return False  # kept as an array-free value below would change its type; skip
+    if depth < 3 and type(value) in (list, tuple) and len(value) <= MAX_ITEMS:
+        return all(_small(v, depth + 1) for v in value)
+    if depth < 3 and type(value) is dict and len(value) <= MAX_ITEMS:
+        return all(type(k) in (str, int) and _small(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def capture(frame, names: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """(small values by name, names that could not be kept) from ``frame``."""
+    scope = frame.f_locals
+    kept, missing = {}, []
+    for name in names:
+        if name not in scope:
+            continue
+        value = scope[name]
+        if _small(value):
+            kept[name] = value
+        else:
+            missing.append(name)
+    return kept, missing
+
+
+def restore(frame, values: dict) -> None:
+    """Write ``values`` into the variables of ``frame`` (module or function)."""
+    if not values:
+        return
+    if frame.f_locals is frame.f_globals:  # module level: the script's top-level loop
+        frame.f_globals.update(values)
+        return
+    if sys.version_info >= (3, 13):
+        for name, value in values.items():
+            frame.f_locals[name] = value
+        return
+    local_vars = frame.f_locals
+    local_vars.update(values)
+    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))

@@ -1,0 +1,180 @@
+"""Writer: the background phase — hash, deduplicate and durably write snapshots.
+
+Arrays are stored once by content (sha256) under ``.flor/objects/``; a checkpoint is a small JSON
+manifest under ``.flor/checkpoints/<run_id>/`` naming them. Every file is written to a temporary
+name, fsynced and renamed; the manifest is renamed only after its objects are durable, and the
+store lists a checkpoint only after its manifest is. A SIGKILL at any moment leaves the previous
+set of checkpoints or the new one, never a half-written one.
+
+The heavy calls (hashing, writing) release the interpreter lock, so the training loop keeps
+running while a checkpoint is written. At most ``MAX_IN_FLIGHT`` snapshots wait for the writer;
+when it falls behind, the caller skips a checkpoint instead of stalling training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .snapshot import Snapshot
+
+MAX_IN_FLIGHT = 2
+FORMAT = 1
+
+
+def objects_dir(root: Path) -> Path:
+    """Where content-addressed arrays live."""
+    return Path(root) / ".flor" / "objects"
+
+
+def manifest_path(root: Path, run_id: int, iteration: int, point: str) -> Path:
+    """Where the manifest of one checkpoint lives."""
+    return Path(root) / ".flor" / "checkpoints" / str(run_id) / f"{iteration:08d}-{point}.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data) -> None:
+    """Write ``data`` (bytes or a buffer) to ``path`` through a temporary name, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+@dataclass
+class Job:
+    """One checkpoint to write."""
+
+    run_id: int
+    tstamp: str
+    iteration: int
+    point: str
+    snapshot: Snapshot
+    extra: dict
+
+
+@dataclass
+class Written:
+    """What the writer did with a job."""
+
+    job: Job
+    location: str
+    nbytes: int
+    written: int
+    seconds: float
+    cpu_seconds: float
+
+
+class Writer:
+    """A background thread that persists checkpoint jobs in order."""
+
+    def __init__(self, root: Path, on_written, on_failed, recycle) -> None:
+        self.root = Path(root)
+        self.on_written = on_written
+        self.on_failed = on_failed
+        self.recycle = recycle
+        self._queue: queue.Queue = queue.Queue(maxsize=MAX_IN_FLIGHT)
+        self._known: set[str] = set()
+        self._thread = threading.Thread(target=self._work, name="flor-checkpoint-writer", daemon=True)
+        self._thread.start()
+        self.busy_seconds = 0.0
+
+    def submit(self, job: Job) -> bool:
+        """Queue a job; False (and nothing queued) when the writer is behind."""
+        try:
+            self._queue.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def pending(self) -> int:
+        """Jobs queued or being written."""
+        return self._queue.unfinished_tasks
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for queued jobs to be written; True when all were."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                started, cpu_started = time.perf_counter(), time.thread_time()
+                location, written = self._write(job)
+                seconds = time.perf_counter() - started
+                cpu = time.thread_time() - cpu_started
+                self.busy_seconds += seconds
+                self.on_written(Written(job, location, job.snapshot.nbytes, written, seconds, cpu))
+            except Exception as exc:  # disk full, permissions: tell the run, keep training
+                self.on_failed(job, exc)
+            finally:
+                self.recycle(job.snapshot.buffers)
+                self._queue.task_done()
+
+    def _write(self, job: Job) -> tuple[str, int]:
+        objects = objects_dir(self.root)
+        objects.mkdir(parents=True, exist_ok=True)
+        blobs, written = [], 0
+        for buffer in job.snapshot.buffers:
+            view = memoryview(buffer.array).cast("B") if buffer.array.flags.c_contiguous else buffer.array.tobytes()
+            digest = hashlib.sha256(view).hexdigest()
+            blobs.append(digest)
+            if digest in self._known:
+                continue
+            target = objects / digest
+            if not target.exists():
+                write_durably(target, view)
+                written += len(view)
+            self._known.add(digest)
+        if written:
+            _fsync_dir(objects)
+        manifest = {
+            "format": FORMAT,
+            "run_id": job.run_id,
+            "tstamp": job.tstamp,
+            "iteration": job.iteration,
+            "point": job.point,
+            "created": time.time(),
+            "bytes": job.snapshot.nbytes,
+            "blobs": blobs,
+            **job.snapshot.skeleton,
+            **job.extra,
+        }
+        path = manifest_path(self.root, job.run_id, job.iteration, job.point)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(manifest, separators=(",", ":")).encode()
+        write_durably(path, text)
+        _fsync_dir(path.parent)
+        return str(path.relative_to(self.root / ".flor")), written + len(text)

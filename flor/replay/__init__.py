@@ -1,0 +1,1 @@
+"""Hindsight replay: plan, propagate, execute."""

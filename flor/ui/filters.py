@@ -1,0 +1,201 @@
+"""Safe filter expressions over the runs table, such as ``accuracy > 0.9 and lr < 0.01``.
+
+The text is parsed with :mod:`ast` and compiled into a tree of small closures; nothing is ever
+passed to ``eval``. Only these forms are accepted:
+
+- column names (``lr``), dotted names (``opt.lr``) and back-quoted names (```loss/train```);
+- constants: numbers, strings, ``True``, ``False``, ``None``, and tuples/lists of them (for ``in``);
+- comparisons ``== != < <= > >= in not in``, also chained (``0.1 < lr <= 1``);
+- ``and``, ``or``, ``not``, unary minus and parentheses.
+
+Anything else (calls, attributes of values, subscripts, arithmetic, lambdas) is a
+:class:`FilterError`. A comparison that cannot be made (``None < 3``, ``"a" < 1``) is false for
+that row instead of an error, so one odd run does not break the whole table.
+
+>>> keep = compile_filter("accuracy > 0.9 and lr < 0.01", ["accuracy", "lr"])
+>>> keep({"accuracy": 0.95, "lr": 0.001}), keep({"accuracy": 0.5, "lr": 0.001})
+(True, False)
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from typing import Callable, Iterable, Mapping
+
+from ..errors import UsageError
+
+MAX_LENGTH = 2000
+
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+_BACKQUOTED = re.compile(r"`([^`]*)`")
+
+Row = Mapping[str, object]
+
+
+class FilterError(UsageError):
+    """A filter expression that is not allowed or does not parse; the message says why."""
+
+
+def compile_filter(text: str, columns: Iterable[str]) -> Callable[[Row], bool]:
+    """Compile ``text`` into a predicate over rows (mappings from column name to value).
+
+    An empty text keeps every row. Unknown column names are an error that lists the columns.
+
+    >>> compile_filter("status == 'failed' or not lr", ["status", "lr"])({"status": "ok", "lr": 0})
+    True
+    """
+    if type(text) is not str:
+        raise FilterError("a filter must be text, e.g. accuracy > 0.9 and lr < 0.01")
+    text = text.strip()
+    if not text:
+        return lambda row: True
+    if len(text) > MAX_LENGTH:
+        raise FilterError(f"the filter is longer than {MAX_LENGTH} characters")
+    known = set(columns)
+    quoted: dict[str, str] = {}
+
+    def unquote(match: re.Match) -> str:
+        # Names like loss/train are not Python identifiers; stand them in with a placeholder.
+        placeholder = f"__flor_col_{len(quoted)}"
+        quoted[placeholder] = match.group(1)
+        return placeholder
+
+    source = _BACKQUOTED.sub(unquote, text)
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        raise FilterError(f"cannot parse the filter {text!r}: {exc.msg}") from exc
+    except (ValueError, MemoryError, RecursionError) as exc:
+        raise FilterError(f"cannot parse the filter {text!r}") from exc
+    try:
+        predicate = _Compiler(known, quoted).node(tree.body)
+    except RecursionError as exc:
+        raise FilterError("the filter nests too deeply") from exc
+
+    def keep(row: Row) -> bool:
+        try:
+            return bool(predicate(row))
+        except (TypeError, ValueError, ArithmeticError):
+            return False
+
+    return keep
+
+
+class _Compiler:
+    """Turns an allowed syntax tree into nested closures; refuses every other node."""
+
+    def __init__(self, columns: set[str], quoted: dict[str, str]) -> None:
+        self.columns = columns
+        self.quoted = quoted
+
+    def node(self, node: ast.AST) -> Callable[[Row], object]:
+        method = getattr(self, "_" + type(node).__name__, None)
+        if method is None:
+            raise FilterError(f"{_describe(node)} is not allowed in a filter; use names, constants, comparisons, and/or/not")
+        return method(node)
+
+    def _column(self, name: str) -> Callable[[Row], object]:
+        if name not in self.columns:
+            shown = ", ".join(sorted(self.columns)[:30])
+            raise FilterError(f"unknown column {name!r} in the filter; columns are: {shown}")
+        return lambda row: row.get(name)
+
+    def _Name(self, node: ast.Name) -> Callable[[Row], object]:
+        return self._column(self.quoted.get(node.id, node.id))
+
+    def _Attribute(self, node: ast.Attribute) -> Callable[[Row], object]:
+        # Only a dotted column name (opt.lr); attributes of values are never looked up.
+        parts, current = [node.attr], node.value
+        while isinstance(current, ast.Attribute):
+            parts.append(current.attr)
+            current = current.value
+        if not isinstance(current, ast.Name):
+            raise FilterError("only dotted column names may contain '.', e.g. opt.lr > 0.1")
+        parts.append(current.id)
+        return self._column(".".join(reversed(parts)))
+
+    def _Constant(self, node: ast.Constant) -> Callable[[Row], object]:
+        value = node.value
+        if not isinstance(value, (int, float, str, bool, type(None))):
+            raise FilterError(f"the constant {value!r} is not allowed in a filter")
+        return lambda row: value
+
+    def _sequence(self, node) -> Callable[[Row], object]:
+        items = []
+        for element in node.elts:
+            if not isinstance(element, (ast.Constant, ast.UnaryOp)):
+                raise FilterError("lists in a filter may hold only constants, e.g. status in ('failed', 'killed')")
+            items.append(self.node(element)({}))
+        frozen = tuple(items)
+        return lambda row: frozen
+
+    _Tuple = _sequence
+    _List = _sequence
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Callable[[Row], object]:
+        operand = self.node(node.operand)
+        if isinstance(node.op, ast.Not):
+            return lambda row: not operand(row)
+        if isinstance(node.op, ast.USub):
+            return lambda row: -operand(row)
+        if isinstance(node.op, ast.UAdd):
+            return lambda row: +operand(row)
+        raise FilterError(f"{_describe(node.op)} is not allowed in a filter")
+
+    def _BoolOp(self, node: ast.BoolOp) -> Callable[[Row], object]:
+        parts = [self.node(value) for value in node.values]
+        if isinstance(node.op, ast.And):
+            return lambda row: all(part(row) for part in parts)
+        return lambda row: any(part(row) for part in parts)
+
+    def _Compare(self, node: ast.Compare) -> Callable[[Row], object]:
+        first = self.node(node.left)
+        steps = []
+        for op, right in zip(node.ops, node.comparators):
+            function = _COMPARE.get(type(op))
+            if function is None:
+                raise FilterError(f"{_describe(op)} is not allowed in a filter")
+            steps.append((function, self.node(right)))
+
+        def compare(row: Row) -> bool:
+            left = first(row)
+            for function, right in steps:
+                value = right(row)
+                if not _comparable(left, value, function) or not function(left, value):
+                    return False
+                left = value
+            return True
+
+        return compare
+
+
+def _comparable(left: object, right: object, function) -> bool:
+    """Ordering needs two numbers or two strings; equality and membership work on anything."""
+    if function in (operator.eq, operator.ne):
+        return True
+    if function in (operator.lt, operator.le, operator.gt, operator.ge):
+        numbers = (int, float)
+        return (isinstance(left, numbers) and isinstance(right, numbers)) or (
+            isinstance(left, str) and isinstance(right, str)
+        )
+    return isinstance(right, (tuple, str))
+
+
+def _describe(node: object) -> str:
+    names = {
+        "Call": "a function call", "Subscript": "indexing", "BinOp": "arithmetic", "Lambda": "lambda",
+        "Attribute": "an attribute", "NamedExpr": "assignment", "IfExp": "if-else",
+    }
+    kind = type(node).__name__
+    return names.get(kind, f"'{kind}'")

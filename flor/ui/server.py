@@ -1,0 +1,344 @@
+"""The web server of ``flor ui``: a Flask app that serves the page and a read-only JSON API.
+
+It answers only GET (and HEAD); any other method is 405. It listens on 127.0.0.1 unless told
+otherwise, and then also refuses requests whose Host header is not a loopback name, so that a web
+page elsewhere cannot reach it through DNS rebinding. Nothing it serves can change the store.
+
+API (all GET, all JSON)::
+
+    /api/version                          {version, runs, running}; the page polls it
+    /api/runs?where=&sort=&desc=&offset=&limit=
+                                          one page of the runs table, filtered and sorted
+    /api/values?names=lr,accuracy&where=  chosen columns of every matching run (scatter view)
+    /api/series?runs=T1,T2&name=loss&points=2000&xmin=&xmax=
+                                          curves, downsampled; replayed values apart
+    /api/runs/<tstamp>                    one run: args, status, error, logs, checkpoints
+    /api/runs/<tstamp>/code               the script at the run's code version
+    /api/diff?a=T1&b=T2                   git diff of the script between two runs
+
+>>> server, app = make_server(Path(".flor/flor.db"), Path("."), port=0)   # doctest: +SKIP
+>>> server.serve_forever()                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sys
+from pathlib import Path
+
+from flask import Flask, Response, request, send_from_directory
+
+from ..errors import FlorError, RunNotFoundError, UsageError, VersionControlError
+from .data import ReadOnlyDB, RunsTable, SeriesReader, diff_code, read_code, run_detail, sort_key
+from .filters import compile_filter
+
+STATIC = Path(__file__).with_name("static")
+MAX_PAGE = 1000
+MAX_COMPARED = 20
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+_COMMIT = re.compile(r"^[0-9a-fA-F]{4,64}$")
+
+
+class UIData:
+    """The store as the server sees it: a read-only connection pool, the runs table, curves.
+
+    >>> data = UIData.open(Path(".flor/flor.db"), Path("."))        # doctest: +SKIP
+    >>> data.table.refresh()                                        # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, db: ReadOnlyDB, root: Path) -> None:
+        self.db = db
+        self.root = Path(root)
+        self.table = RunsTable(db)
+        self.series = SeriesReader(db)
+
+    @classmethod
+    def open(cls, db_path: Path, root: Path) -> "UIData":
+        """Open ``db_path`` read-only; ``root`` is the project root where git runs."""
+        return cls(ReadOnlyDB(db_path), root)
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.db.close()
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0")
+    (True, False)
+    """
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _hostname(host_header: str) -> str:
+    """The name in a Host header, without the port: '[::1]:8080' -> '::1'."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    # allow_nan=False: a NaN would be invalid JSON for the browser; data.py turns them into text.
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str)
+    return Response(body, status=status, mimetype="application/json")
+
+
+def _error(message: str, status: int) -> Response:
+    return _json({"error": message}, status)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise UsageError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _float_arg(name: str) -> float | None:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _list_arg(name: str) -> list[str]:
+    return [item for item in request.args.get(name, "").split(",") if item]
+
+
+def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
+    """The Flask app over ``data``; with ``loopback_only`` it refuses non-loopback Host headers.
+
+    >>> app = create_app(UIData.open(Path(".flor/flor.db"), Path(".")))   # doctest: +SKIP
+    >>> app.test_client().get("/api/runs").json["total"]                   # doctest: +SKIP
+    2
+    """
+    app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
+    app.config["FLOR_DATA"] = data
+    table = data.table
+
+    @app.before_request
+    def guard():
+        if request.method not in ("GET", "HEAD"):
+            response = _error("flor ui is read-only: only GET requests are served", 405)
+            response.headers["Allow"] = "GET, HEAD"
+            return response
+        if loopback_only:
+            if not is_loopback(_hostname(request.host or "")):
+                return _error("flor ui answers only requests addressed to localhost", 403)
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        # Everything the page needs is served from here: no other origin may load or frame it.
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(FlorError)
+    def flor_error(exc: FlorError):
+        status = 404 if isinstance(exc, RunNotFoundError) else 400
+        return _error(str(exc), status)
+
+    @app.errorhandler(405)
+    def not_allowed(_exc):
+        return _error("flor ui is read-only: only GET requests are served", 405)
+
+    @app.errorhandler(404)
+    def not_found(_exc):
+        return _error("not found", 404)
+
+    @app.get("/")
+    def index():
+        return send_from_directory(STATIC, "index.html")
+
+    @app.get("/api/version")
+    def version():
+        table.refresh()
+        rows = table.rows()
+        running = sum(1 for row in rows if row["status"] == "running")
+        return _json({"version": table.version, "runs": len(rows), "running": running,
+                      "root": str(data.root), "project": data.root.name})
+
+    def matching_rows() -> tuple[list[dict], list[tuple[str, str]]]:
+        table.refresh()
+        columns = table.columns()
+        keep = compile_filter(request.args.get("where", ""), [name for name, _ in columns])
+        return [row for row in table.rows() if keep(row)], columns
+
+    @app.get("/api/runs")
+    def runs():
+        rows, columns = matching_rows()
+        names = [name for name, _ in columns]
+        sort = request.args.get("sort") or "tstamp"
+        if sort not in names:
+            raise UsageError(f"cannot sort by unknown column {sort!r}")
+        descending = request.args.get("desc", "0") in ("1", "true")
+        # Missing values go last in both directions: sort present values, then append the rest.
+        present = [row for row in rows if row.get(sort) is not None]
+        missing = [row for row in rows if row.get(sort) is None]
+        present.sort(key=lambda row: sort_key(row.get(sort)), reverse=descending)
+        ordered = present + missing
+        offset = _int_arg("offset", 0, 0, 10**9)
+        limit = _int_arg("limit", 100, 1, MAX_PAGE)
+        page = ordered[offset:offset + limit]
+        return _json({
+            "version": table.version,
+            "total": len(table.rows()),
+            "matched": len(ordered),
+            "offset": offset,
+            "limit": limit,
+            "sort": sort,
+            "desc": descending,
+            "columns": [{"name": name, "kind": kind} for name, kind in columns],
+            "metrics": table.metric_names(),
+            "rows": [[row.get(name) for name in names] for row in page],
+        })
+
+    @app.get("/api/values")
+    def column_values():
+        rows, columns = matching_rows()
+        known = {name for name, _ in columns}
+        names = _list_arg("names")
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise UsageError(f"unknown columns: {', '.join(unknown)}")
+        return _json({
+            "version": table.version,
+            "runs": [row["tstamp"] for row in rows],
+            "columns": {name: [row.get(name) for row in rows] for name in names},
+        })
+
+    @app.get("/api/series")
+    def series():
+        table.refresh()
+        tstamps = _list_arg("runs")
+        name = request.args.get("name", "")
+        if not tstamps or not name:
+            raise UsageError("give runs=TSTAMP[,TSTAMP...] and name=LOGGED_NAME")
+        if len(tstamps) > MAX_COMPARED:
+            raise UsageError(f"compare at most {MAX_COMPARED} runs at once")
+        points = _int_arg("points", 2000, 2, 100_000)
+        xmin, xmax = _float_arg("xmin"), _float_arg("xmax")
+        out, label = [], None
+        for tstamp in tstamps:
+            curve = data.series.series(table.run_id(tstamp), name, points, xmin, xmax)
+            label = label if curve["x_label"] == "run" else (label or curve["x_label"])
+            out.append({"run": tstamp, "parts": curve["parts"], "run_level": curve["run_level"]})
+        return _json({"name": name, "x_label": label or "iteration", "series": out, "version": table.version})
+
+    @app.get("/api/runs/<path:tstamp>/code")
+    def code(tstamp: str):
+        table.refresh()
+        detail = run_detail(data.db, table.run_id(tstamp))
+        commit = _checked_commit(detail["commit"])
+        return _json({"tstamp": detail["tstamp"], "filename": detail["filename"], "commit": commit,
+                      "text": read_code(data.root, commit, detail["filename"])})
+
+    @app.get("/api/runs/<path:tstamp>")
+    def run(tstamp: str):
+        table.refresh()
+        return _json(run_detail(data.db, table.run_id(tstamp)))
+
+    @app.get("/api/diff")
+    def diff():
+        table.refresh()
+        a, b = request.args.get("a", ""), request.args.get("b", "")
+        if not a or not b:
+            raise UsageError("give a=TSTAMP and b=TSTAMP")
+        old, new = run_detail(data.db, table.run_id(a)), run_detail(data.db, table.run_id(b))
+        files = list(dict.fromkeys([old["filename"], new["filename"]]))
+        text = "".join(
+            diff_code(data.root, _checked_commit(old["commit"]), _checked_commit(new["commit"]), f) for f in files
+        )
+        return _json({"a": old["tstamp"], "b": new["tstamp"], "files": files, "text": text})
+
+    return app
+
+
+def _checked_commit(commit: str | None) -> str | None:
+    """A commit from the store, refused unless it is hex (never an option to git)."""
+    if commit is not None and not _COMMIT.match(commit):
+        raise VersionControlError(f"the recorded code version {commit!r} is not a commit hash")
+    return commit
+
+
+def make_server(db_path: Path, root: Path, host: str = "127.0.0.1", port: int = 0):
+    """(werkzeug server, app) bound to ``host:port`` (port 0: a free one), store already read.
+
+    >>> server, app = make_server(Path(".flor/flor.db"), Path("."))   # doctest: +SKIP
+    >>> server.server_port                                           # doctest: +SKIP
+    53117
+    """
+    from werkzeug.serving import make_server as werkzeug_server
+
+    data = UIData.open(db_path, root)
+    try:
+        data.table.refresh()  # read the whole store once now, so the first page is quick
+        app = create_app(data, loopback_only=is_loopback(host))
+        try:
+            server = werkzeug_server(host, port, app, threaded=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or leave it out"
+            ) from exc
+    except BaseException:
+        data.close()
+        raise
+    return server, app
+
+
+def serve(db_path: Path, root: Path, host: str = "127.0.0.1", port: int = 0, open_browser: bool = True) -> int:
+    """Run the server until interrupted; print its address and optionally open a browser.
+
+    >>> serve(Path(".flor/flor.db"), Path("."), open_browser=False)   # doctest: +SKIP
+    flor ui: http://127.0.0.1:53117/  (read-only; Ctrl+C stops it)
+    """
+    print(f"flor ui: reading {db_path} ...", file=sys.stderr, flush=True)
+    server, app = make_server(db_path, root, host, port)
+    shown_host = host if ":" not in host else f"[{host}]"
+    url = f"http://{shown_host}:{server.server_port}/"
+    if not is_loopback(host):
+        print(f"flor ui: warning: listening on {host}; anyone who can reach this machine can read these runs",
+              file=sys.stderr)
+        if host in ("0.0.0.0", "::"):
+            url = f"http://127.0.0.1:{server.server_port}/"
+    print(f"flor ui: {url}  (read-only; Ctrl+C stops it)", flush=True)
+    if open_browser:
+        import webbrowser
+
+        try:
+            webbrowser.open(url)
+        except Exception:  # a missing browser must not stop the server
+            pass
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        app.config["FLOR_DATA"].close()
+    return 0

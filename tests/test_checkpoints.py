@@ -1,0 +1,156 @@
+"""Checkpoints: policy, snapshot/writer round trip, dedup, durability under SIGKILL, exact restore."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from flor.checkpoints.policy import Policy
+from flor.checkpoints.restore import read_manifest
+from flor.checkpoints.snapshot import Snapshotter, object_state, rng_state, set_rng_state
+from flor.checkpoints.writer import Job, Writer
+from flor.errors import UsageError
+from tests.conftest import TUTORIAL, clean_env
+
+
+def test_policy_period_from_costs():
+    policy = Policy(budget=0.01, cores=2)
+    policy.observe_iteration(1.5)
+    policy.observe_checkpoint(0.002, 0.01)
+    assert policy.period == 1
+    policy.observe_checkpoint(0.2, 0.2)
+    policy.observe_checkpoint(0.2, 0.2)
+    assert policy.period > 5
+    assert policy.due(3, 2, is_last=True)
+
+
+def test_policy_fixed_period_and_bad_env(monkeypatch):
+    assert Policy(fixed_period=3).due(2, None) and not Policy(fixed_period=3).due(1, None)
+    monkeypatch.setenv("FLOR_CKPT_BUDGET", "lots")
+    with pytest.raises(UsageError, match="FLOR_CKPT_BUDGET"):
+        Policy()
+
+
+def _write_and_read(tmp_path, state):
+    done = []
+    writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None)
+    snap = Snapshotter().take({"objects": state, "rng": rng_state(), "variables": {}})
+    writer.submit(Job(1, "t", 0, "nested", snap, {}))
+    assert writer.close(30)
+    (written,) = done
+    return written, read_manifest(tmp_path / ".flor", written.location)
+
+
+def test_round_trip_of_modules_optimizers_arrays_and_objects(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    array = np.arange(6.0).reshape(2, 3)
+    thing = {"epoch": 3, "history": [0.5, float("nan")]}
+    state = {"model": object_state(net), "opt": object_state(opt), "arr": object_state(array), "obj": object_state(thing)}
+    _, ckpt = _write_and_read(tmp_path, state)
+    for key, value in net.state_dict().items():
+        assert torch.equal(ckpt["model"][key], value), key
+    restored = torch.optim.Adam(net.parameters())
+    restored.load_state_dict(ckpt["opt"])
+    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert np.array_equal(ckpt["arr"], array)
+    assert ckpt["obj"]["epoch"] == 3 and np.isnan(ckpt["obj"]["history"][1])
+
+
+def test_snapshot_is_a_copy(tmp_path):
+    weights = torch.ones(10)
+    snap = Snapshotter().take({"objects": {"w": {"ndarray": weights.numpy()}}, "rng": {}, "variables": {}})
+    weights.zero_()
+    assert snap.buffers[0].array.sum() == 10
+
+
+def test_unchanged_tensors_are_stored_once(tmp_path):
+    frozen, trained = torch.randn(1000, 100), torch.randn(1000, 100)
+    done = []
+    writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None)
+    snapshotter = Snapshotter()
+    for iteration in range(3):
+        trained.add_(1)
+        snap = snapshotter.take({"objects": {"m": {"state_dict": {"frozen": frozen, "trained": trained}}}, "rng": {}, "variables": {}})
+        writer.submit(Job(1, "t", iteration, "nested", snap, {}))
+        writer.close(30)
+    assert [d.written > 400_000 for d in done] == [True, True, True]
+    assert all(d.written < 500_000 for d in done[1:])  # only the trained half is new
+    assert len(os.listdir(tmp_path / ".flor" / "objects")) == 4
+
+
+def test_rng_round_trip():
+    import random
+
+    state = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def _rows(db, sql):
+    with sqlite3.connect(db) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def test_restoring_epoch_k_and_training_on_gives_the_same_losses(project):
+    """Bit for bit on CPU: the recorded losses of epochs after k, from the checkpoint of epoch k."""
+    project.write("train.py", TUTORIAL.read_text())
+    project.run("train.py", "--kwargs", "epochs=4", env={"FLOR_CKPT_PERIOD": "1"})
+    assert [r[0] for r in _rows(project.db, "SELECT iteration FROM checkpoints ORDER BY iteration")] == [0, 1, 2, 3]
+    project.write("continue.py", TUTORIAL.read_text().split("with flor.checkpointing")[0] + """
+import json
+from flor.checkpoints.snapshot import set_rng_state
+ckpt = flor.load_checkpoint(flor.query("SELECT tstamp FROM runs").tstamp[0], 1, model=net, optimizer=optimizer)
+set_rng_state(ckpt.rng)
+losses = []
+for epoch in range(2, 4):
+    for step, (inputs, targets) in enumerate(train_loader):
+        optimizer.zero_grad()
+        loss = criterion(net(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+print(json.dumps(losses))
+""")
+    out = project.run("continue.py", "--kwargs", "epochs=4").stdout.strip().splitlines()[-1]
+    recorded = [r[0] for r in _rows(project.db, """
+        SELECT l.value FROM logs l JOIN contexts s ON s.run_id = l.run_id AND s.ctx_id = l.ctx_id
+        JOIN contexts e ON e.run_id = s.run_id AND e.ctx_id = s.parent_id
+        WHERE l.name = 'loss' AND l.run_id = 1 AND e.iteration >= 2 ORDER BY l.rowid""")]
+    assert json.loads(out) == recorded and len(recorded) > 50
+
+
+KILLABLE = """
+import flor, numpy as np, time
+state = np.zeros(4_000_000)
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(10_000)):
+        state += 1
+        time.sleep(0.01)
+"""
+
+
+def test_sigkill_during_writes_never_lists_a_torn_checkpoint(project):
+    project.write("killable.py", KILLABLE)
+    for attempt in range(4):
+        child = subprocess.Popen([sys.executable, "killable.py"], cwd=project.root, env=clean_env(FLOR_CKPT_PERIOD="1"))
+        time.sleep(1.5 + 0.37 * attempt)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    rows = _rows(project.db, "SELECT run_id, iteration, location FROM checkpoints")
+    assert len(rows) >= 4
+    for run_id, iteration, location in rows:
+        ckpt = read_manifest(project.root / ".flor", location)
+        assert ckpt["state"][0] == iteration + 1 and (ckpt["state"] == iteration + 1).all()
+    for path in (project.root / ".flor" / "checkpoints").rglob("*.json"):
+        json.loads(path.read_text())  # every visible manifest is complete
