@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys as _sys
 
 from . import api as _api
+from . import replay
 from .api import arg, commit, log, loop
 from .checkpoints import Checkpointing as checkpointing
 from .errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "log",
     "loop",
     "query",
+    "replay",
 ]
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import values
@@ -32,6 +33,9 @@ def take_kwargs_from_argv() -> None:
     _argv = list(sys.argv)
     if "--kwargs" not in sys.argv:
         return
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program in ("-m", "flor", "flor.exe"):
+        return  # the flor command line itself (python -m flor / flor): its options are its own
     try:
         kept, _overrides = split_kwargs(sys.argv)
     except ArgumentError as exc:

@@ -1,9 +1,10 @@
 """Run: one recording session of a script (or notebook), from its first flor call to its end.
 
 A run is created in memory at the first flor call, and *begins* — is validated, inserted into
-the store, versioned in git — at the first call that marks training (``flor.loop``, ``flor.log``,
-``flor.checkpointing``) or at exit. ``flor.arg`` alone does not begin it, so that a bad
-``--kwargs`` can be refused before anything is recorded.
+the store, versioned in git, its random state captured — at the first call that marks training
+(``flor.loop``, ``flor.log``) or at exit. ``flor.arg`` and entering ``flor.checkpointing`` do not
+begin it, so that a bad ``--kwargs`` is refused before anything is recorded, even for args
+declared in the outer loop's header.
 
 The hot path (``flor.log`` inside loops) only appends a tuple to a deque; a background thread
 flushes the deque to the store at least every second and at every outer-loop boundary.

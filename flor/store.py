@@ -98,6 +98,12 @@ CREATE TABLE IF NOT EXISTS checkpoints(
     created REAL NOT NULL,
     PRIMARY KEY (run_id, iteration, point)
 );
+CREATE TABLE IF NOT EXISTS replay_done(
+    run_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    PRIMARY KEY (run_id, name, iteration)
+);
 CREATE TABLE IF NOT EXISTS drift(
     run_id INTEGER NOT NULL,
     ctx_id INTEGER,
@@ -485,13 +491,20 @@ class Store:
             )
 
     def write_replayed(
-        self, run_id: int, contexts: Sequence[tuple], logs: Sequence[tuple], drift: Sequence[tuple] = ()
+        self, run_id: int, contexts: Sequence[tuple], logs: Sequence[tuple], drift: Sequence[tuple] = (),
+        done: Sequence[tuple] = (),
     ) -> None:
-        """Store replayed logs ``(ctx_id, name, value, vtype)`` once per (run, context, name), and
-        drift rows ``(ctx_id, name, recorded, replayed, difference)``."""
+        """Store replayed logs ``(ctx_id, name, value, vtype)`` once per (run, context, name), drift
+        rows ``(ctx_id, name, recorded, replayed, difference)`` and finished outer iterations
+        ``(name, iteration)`` (-1: the statements outside the outer loop)."""
         now = time.time()
 
         def body(cursor):
+            if done:
+                cursor.executemany(
+                    f"INSERT OR IGNORE INTO replay_done(run_id, name, iteration) VALUES ({int(run_id)}, ?, ?)",
+                    done,
+                )
             if contexts:
                 cursor.executemany(
                     f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, loop_name, iteration, t) "
@@ -512,6 +525,15 @@ class Store:
                 )
 
         self._write(body)
+
+    def replay_done(self, run_id: int, name: str) -> set[int]:
+        """Outer iterations (and -1 for outside the loop) whose replay of ``name`` finished."""
+        return {r[0] for r in self._read("SELECT iteration FROM replay_done WHERE run_id = ? AND name = ?", (run_id, name))}
+
+    def has_values(self, run_id: int, name: str, source: str | None = None) -> bool:
+        """Whether the run holds any value logged under ``name``."""
+        sql = "SELECT 1 FROM logs WHERE run_id = ? AND name = ?" + (" AND source = ?" if source else "") + " LIMIT 1"
+        return bool(self._read(sql, (run_id, name, source) if source else (run_id, name)))
 
     # -- checkpoints ----------------------------------------------------------------------
 

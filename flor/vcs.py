@@ -140,7 +140,10 @@ class Repo:
             except OSError:
                 continue
             (skipped if size > max_bytes else small).append(rel)
-        with tempfile.TemporaryDirectory(prefix="flor-index-") as scratch:
+        # mkdtemp, not TemporaryDirectory: the latter's finalizer may delete the folder at
+        # interpreter exit while this (background) snapshot still uses it.
+        scratch = tempfile.mkdtemp(prefix="flor-index-")
+        try:
             index = Path(scratch) / "index"
             real_index = git_dir / "index"
             if real_index.exists():
@@ -154,6 +157,8 @@ class Repo:
                     env=env, input="\0".join(small).encode(),
                 )
             tree = self.git("write-tree", env=env).decode().strip()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         parent = self.head()
         args = ["commit-tree", tree, "-m", message]
         if parent:

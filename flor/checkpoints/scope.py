@@ -48,7 +48,9 @@ class Checkpointing:
     def __enter__(self) -> "Checkpointing":
         from .. import api
 
-        run = api.current_run() or api._begin()
+        # Entering the block does not begin the run: args declared later (for example in the
+        # outer loop's range) are still checked before anything is recorded.
+        run = api.current_run() or api._collecting()
         if run.scope is not None:
             raise UsageError("flor.checkpointing blocks cannot be nested; register all objects in one")
         self.run = run

@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -112,6 +113,14 @@ def _plain(value: object) -> object:
         return value
     text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _parse_floats(text: str, count: int) -> np.ndarray:
+    """Numbers from SQLite's group_concat text; slow path when one does not print as a number."""
+    numbers = np.fromstring(text, sep=",")
+    if len(numbers) != count:
+        numbers = np.array([_as_float(v) for v in text.split(",")], dtype=float)
+    return numbers
 
 
 def _as_float(text: str) -> float:
@@ -481,13 +490,8 @@ class SeriesReader:
                 self._cache.popitem(last=False)
         return curve
 
-    def _values(self, run_id: int, name: str, low: int | None, high: int | None, source: str):
-        """(ctx ids, values) of one source in rowid order; ctx -1 marks run-level values."""
-        if low is None:
-            return np.zeros(0, np.int64), np.zeros(0)
-        columns = (
-            "SELECT group_concat(IFNULL(ctx_id, -1)), group_concat(IFNULL(value, 'nan')), COUNT(*) FROM logs "
-        )
+    def _where_record(self, run_id: int, name: str, low: int, high: int) -> tuple[str, tuple]:
+        """The WHERE clause that finds the recorded numeric rows of (name, run) fastest."""
         numeric = "vtype IN ('int', 'float', 'bool')"
         # A run's rows sit close together in rowid order, so when they are dense in their span a
         # sequential scan of that span beats one index lookup per row (about 2x for long runs).
@@ -495,74 +499,104 @@ class SeriesReader:
             "SELECT COUNT(*) FROM logs WHERE rowid BETWEEN ? AND ? AND +name = ? AND +run_id = ?",
             (low, low + 9999, name, run_id),
         )[0][0]
-        dense = sample >= 0.3 * min(10_000, high - low + 1)
-        if source == "replay":
-            sql = columns + f"INDEXED BY logs_replay_once WHERE run_id = ? AND name = ? AND source = 'replay' AND {numeric}"
-            params: tuple = (run_id, name)
-        elif dense:
-            sql = columns + f"WHERE rowid BETWEEN ? AND ? AND +name = ? AND +run_id = ? AND +source = 'record' AND +{numeric}"
-            params = (low, high, name, run_id)
-        else:
-            sql = columns + f"WHERE name = ? AND run_id = ? AND source = 'record' AND {numeric}"
-            params = (name, run_id)
-        ctx_text, value_text, count = self.db.read(sql, params)[0]
-        if not count:
-            return np.zeros(0, np.int64), np.zeros(0)
-        ctx = np.fromstring(ctx_text, sep=",", dtype=np.int64)
-        y = np.fromstring(value_text, sep=",")
-        if len(y) != count:  # a value that does not print as a number: parse one by one
-            y = np.array([_as_float(v) for v in value_text.split(",")], dtype=float)
-        if source == "replay":
-            # The replay index is ordered by context, which is the order we want anyway.
-            order = np.argsort(ctx, kind="stable")
-            ctx, y = ctx[order], y[order]
-        return ctx, y
+        if sample >= 0.3 * min(10_000, high - low + 1):
+            return (f"WHERE rowid BETWEEN ? AND ? AND +name = ? AND +run_id = ? AND +source = 'record' "
+                    f"AND +{numeric}", (low, high, name, run_id))
+        return f"WHERE name = ? AND run_id = ? AND source = 'record' AND {numeric}", (name, run_id)
 
-    def _loop_order(self, run_id: int, ctx_id: int) -> tuple[np.ndarray, str]:
-        """The ctx ids of the loop that holds ``ctx_id``, in order, and the axis label."""
+    def _loop(self, run_id: int, ctx_id: int) -> tuple[str, str, tuple]:
+        """(loop name, axis label, (count, min, max, sum) of the loop's ctx ids) for a context."""
         first = self.db.read("SELECT loop_name, parent_id FROM contexts WHERE run_id = ? AND ctx_id = ?", (run_id, ctx_id))
         if not first:
-            return np.zeros(0, np.int64), "iteration"
+            return "", "iteration", (0, None, None, None)
         loop_name, parent = first[0]
+        label = loop_name
+        if parent is not None:
+            outer = self.db.read("SELECT loop_name FROM contexts WHERE run_id = ? AND ctx_id = ?", (run_id, parent))
+            label = f"{loop_name} (counted across {outer[0][0] if outer else 'the outer loop'})"
+        stats = self.db.read(
+            "SELECT COUNT(*), MIN(ctx_id), MAX(ctx_id), SUM(ctx_id) FROM contexts WHERE run_id = ? AND loop_name = ?",
+            (run_id, loop_name),
+        )[0]
+        return loop_name, label, tuple(stats)
+
+    def _loop_order(self, run_id: int, loop_name: str, stats: tuple) -> np.ndarray:
+        """The ctx ids of every iteration of ``loop_name`` in the run, ascending (cached)."""
         key = (run_id, loop_name)
-        top = self.db.read("SELECT MAX(ctx_id) FROM contexts WHERE run_id = ?", (run_id,))[0][0]
         cached = self._orders.get(key)
-        if cached is not None and cached[0] == top:
-            return cached[1], cached[2]
+        if cached is not None and cached[0] == stats:
+            return cached[1]
         text = self.db.read(
             "SELECT group_concat(ctx_id) FROM contexts WHERE run_id = ? AND loop_name = ?", (run_id, loop_name)
         )[0][0]
         order = np.sort(np.fromstring(text, sep=",", dtype=np.int64)) if text else np.zeros(0, np.int64)
-        if parent is None:
-            label = loop_name
-        else:
-            outer = self.db.read("SELECT loop_name FROM contexts WHERE run_id = ? AND ctx_id = ?", (run_id, parent))
-            label = f"{loop_name} (counted across {outer[0][0] if outer else 'the outer loop'})"
-        self._orders[key] = (top, order, label)
+        self._orders[key] = (stats, order)
         if len(self._orders) > _SERIES_CACHE:
             self._orders.pop(next(iter(self._orders)))
-        return order, label
+        return order
 
     def _read_curve(self, run_id: int, name: str, low: int | None, high: int | None) -> Curve:
-        parts = [self._values(run_id, name, low, high, source) for source in ("record", "replay")]
-        ctx = np.concatenate([parts[0][0], parts[1][0]])
-        y = np.concatenate([parts[0][1], parts[1][1]])
-        replayed = np.concatenate([np.zeros(len(parts[0][0]), bool), np.ones(len(parts[1][0]), bool)])
-        run_level = ctx < 0
-        last_run_level = _plain(float(y[run_level][-1])) if run_level.any() else None
-        ctx, y, replayed = ctx[~run_level], y[~run_level], replayed[~run_level]
-        if not len(ctx):
-            return Curve(np.zeros(0), np.zeros(0), np.zeros(0, bool), "run", last_run_level)
-        # The x axis: the position of each value's loop iteration among all iterations of that
-        # loop in the run, in the order they ran (ctx_id order). For a top-level loop that is
-        # the iteration index (epoch 0, 1, ...); for a nested loop it counts steps across the
-        # outer loop, so that epochs follow each other instead of overlapping.
-        order, label = self._loop_order(run_id, int(ctx[0]))
-        x = np.searchsorted(order, ctx).astype(float) if len(order) else ctx.astype(float)
+        empty = Curve(np.zeros(0), np.zeros(0), np.zeros(0, bool), "run", None)
+        if low is None:
+            return empty
+        read = self.db.read
+        first = read("SELECT ctx_id FROM logs WHERE name = ? AND run_id = ? AND ctx_id IS NOT NULL LIMIT 1", (name, run_id))
+        where, params = self._where_record(run_id, name, low, high)
+        with ThreadPoolExecutor(1) as pool:
+            # SQLite lets go of the GIL while it scans: count the loop's iterations on another
+            # connection while this one reads the values.
+            loop = pool.submit(self._loop, run_id, first[0][0]) if first else None
+            scanned = read(
+                "SELECT group_concat(CASE WHEN ctx_id IS NOT NULL THEN IFNULL(value, 'nan') END), COUNT(ctx_id), "
+                f"MIN(ctx_id), MAX(ctx_id), SUM(ctx_id), MAX(CASE WHEN ctx_id IS NULL THEN rowid END) FROM logs {where}",
+                params,
+            )[0]
+            loop_name, label, stats = loop.result() if loop else ("", "run", (0, None, None, None))
+        # The scan above gives the values and a fingerprint of their contexts. The x axis is the
+        # position of each value's iteration among all iterations of its loop, in the order
+        # they ran (ctx_id order): the epoch index for a top-level loop, and for a nested loop
+        # a step count that runs on across epochs. When the values cover every iteration of
+        # the loop once, in order (same count, first, last and sum of ctx ids), that position
+        # is simply 0, 1, 2, ... and the million context ids need not be read at all.
+        values_text, count, lo_ctx, hi_ctx, sum_ctx, run_level_row = scanned
+        run_level = read("SELECT value FROM logs WHERE rowid = ?", (run_level_row,))[0][0] if run_level_row else None
+        x, y = np.zeros(0), np.zeros(0)
+        if count:
+            y = _parse_floats(values_text, count)
+            if (count, lo_ctx, hi_ctx, sum_ctx) == stats:
+                x = np.arange(count, dtype=float)
+            else:
+                ctx_text = read(f"SELECT group_concat(ctx_id) FROM logs {where} AND ctx_id IS NOT NULL", params)[0][0]
+                ctx = np.fromstring(ctx_text, sep=",", dtype=np.int64)
+                x = np.searchsorted(self._loop_order(run_id, loop_name, stats), ctx).astype(float)
+        # Replayed values come from the partial index that holds only them (usually few).
+        replay_text, replay_ctx_text, replay_count = read(
+            "SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), COUNT(*) FROM logs "
+            "INDEXED BY logs_replay_once WHERE run_id = ? AND name = ? AND source = 'replay' "
+            "AND vtype IN ('int', 'float', 'bool') AND ctx_id IS NOT NULL",
+            (run_id, name),
+        )[0]
+        rx, ry = np.zeros(0), np.zeros(0)
+        if replay_count:
+            ry = _parse_floats(replay_text, replay_count)
+            if not loop_name:
+                first_replayed = int(replay_ctx_text.split(",", 1)[0])
+                loop_name, label, stats = self._loop(run_id, first_replayed)
+            ctx = np.fromstring(replay_ctx_text, sep=",", dtype=np.int64)
+            rx = np.searchsorted(self._loop_order(run_id, loop_name, stats), ctx).astype(float)
+        if not count and run_level is None:
+            replay_run_level = read(
+                "SELECT value FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND name = ? "
+                "AND source = 'replay' AND ctx_id IS NULL AND vtype IN ('int', 'float', 'bool')", (run_id, name),
+            )
+            run_level = replay_run_level[0][0] if replay_run_level else None
+        x = np.concatenate([x, rx])
+        y = np.concatenate([y, ry])
+        replayed = np.concatenate([np.zeros(count or 0, bool), np.ones(replay_count or 0, bool)])
         if len(x) > 1 and np.any(np.diff(x) < 0):
             sort = np.argsort(x, kind="stable")
             x, y, replayed = x[sort], y[sort], replayed[sort]
-        return Curve(x, y, replayed, label, last_run_level)
+        return Curve(x, y, replayed, label if len(x) else "run", _plain(run_level))
 
     def series(self, run_id: int, name: str, points: int = 2000,
                xmin: float | None = None, xmax: float | None = None) -> dict:

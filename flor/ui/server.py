@@ -286,6 +286,25 @@ def _checked_commit(commit: str | None) -> str | None:
     return commit
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind once to see whether ``host:port`` is free; werkzeug would print and exit instead."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}: unknown address ({exc.strerror}); use --host 127.0.0.1") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or leave it out"
+            ) from exc
+
+
 def make_server(db_path: Path, root: Path, host: str = "127.0.0.1", port: int = 0):
     """(werkzeug server, app) bound to ``host:port`` (port 0: a free one), store already read.
 
@@ -293,18 +312,22 @@ def make_server(db_path: Path, root: Path, host: str = "127.0.0.1", port: int = 
     >>> server.server_port                                           # doctest: +SKIP
     53117
     """
+    import logging
+
     from werkzeug.serving import make_server as werkzeug_server
 
+    # One line per request would bury the address in the terminal; errors still show.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     data = UIData.open(db_path, root)
     try:
         data.table.refresh()  # read the whole store once now, so the first page is quick
+        data.table.rows()
         app = create_app(data, loopback_only=is_loopback(host))
+        _check_can_listen(host, port)
         try:
             server = werkzeug_server(host, port, app, threaded=True)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or leave it out"
-            ) from exc
+        except (OSError, SystemExit) as exc:  # werkzeug exits on a port in use, after our check raced
+            raise UsageError(f"cannot listen on {host}:{port}; choose another --port or leave it out") from exc
     except BaseException:
         data.close()
         raise

@@ -1,0 +1,184 @@
+"""Plans: what each replay worker restores, skips, memoizes and re-executes.
+
+For each run, the strategy follows from where the new statements stand (see ``analysis``):
+
+* ``outside`` — before or after the outer loop: restore the last checkpoint, skip the loop;
+* ``memo`` — in the outer body: each outer iteration runs with its first nested loop skipped,
+  its effect restored from the checkpoint of that iteration;
+* ``reexec`` — inside a nested loop: re-execute, split into segments that start at checkpoints.
+
+A missing checkpoint (the adaptive period skips some) is covered by re-executing from the nearest
+earlier one. Each :class:`Segment` holds, per outer iteration, one action: ``memo``, ``exec``,
+or ``restore_end`` (skip the iteration and restore the state at its end); iterations without an
+action are skipped, and the loop stops at ``stop``.
+
+>>> plan_run("reexec", total=10, checkpoints={i: {"nested": f"c{i}"} for i in range(10)}, workers=2)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STARTUP_S = 2.0  # interpreter, imports and setup of a replayed process, before its outer loop
+
+
+@dataclass
+class Segment:
+    """The work of one replay worker over one run."""
+
+    actions: dict[int, str]
+    store: list[int]
+    stop: int
+    run_post: bool
+    store_before: bool
+    store_after: bool
+    seconds: float = 0.0
+
+    @property
+    def first(self) -> int | None:
+        """The first outer iteration this segment yields or restores."""
+        return min(self.actions) if self.actions else None
+
+    def describe(self) -> str:
+        """'memo 0-9', 'restore 4 (memo), exec 5-9', ... for --dry-run."""
+        parts: list[str] = []
+        for action, indices in _runs_of(self.actions):
+            label = {"memo": "memo", "exec": "exec", "restore_end": "restore"}[action]
+            parts.append(f"{label} {_span(indices)}")
+        if not parts:
+            parts.append("no loop iterations")
+        if self.run_post:
+            parts.append("then the code after the loop")
+        return ", ".join(parts)
+
+
+def _span(indices: list[int]) -> str:
+    return str(indices[0]) if len(indices) == 1 else f"{indices[0]}-{indices[-1]}"
+
+
+def _runs_of(actions: dict[int, str]):
+    current, indices = None, []
+    for index in sorted(actions):
+        action = actions[index]
+        if action != current or (indices and index != indices[-1] + 1):
+            if indices:
+                yield current, indices
+            current, indices = action, []
+        indices.append(index)
+    if indices:
+        yield current, indices
+
+
+@dataclass
+class Costs:
+    """Recorded timings of one run, for estimates."""
+
+    iteration_s: list[float] = field(default_factory=list)  # per outer iteration
+    nested_s: list[float] = field(default_factory=list)  # of its first nested loop
+    before_loop_s: float = 0.0
+
+    def of(self, index: int, action: str) -> float:
+        """Estimated seconds of one action on one iteration."""
+        if index >= len(self.iteration_s):
+            return 0.0
+        if action == "exec":
+            return self.iteration_s[index]
+        if action == "memo":
+            return max(0.0, self.iteration_s[index] - self.nested_s[index])
+        return 0.0
+
+
+def chain(targets: list[int], strategy: str, checkpoints: dict[int, dict[str, str]], memo_ok) -> dict[int, str]:
+    """Actions that reach every target iteration with the right state, in one process."""
+    actions: dict[int, str] = {}
+    state_at = -1  # the process holds the state at the end of this outer iteration (-1: loop start)
+    for target in sorted(targets):
+        if strategy == "memo" and "nested" in checkpoints.get(target, {}) and memo_ok(target):
+            actions[target] = "memo"
+            state_at = target
+            continue
+        if state_at != target - 1:
+            restore = None
+            for j in range(target - 1, state_at, -1):
+                points = checkpoints.get(j, {})
+                if "end" in points:
+                    restore = (j, "restore_end")
+                    break
+                if "nested" in points and memo_ok(j):
+                    restore = (j, "memo")
+                    break
+            start = state_at + 1
+            if restore is not None:
+                actions[restore[0]] = restore[1]
+                start = restore[0] + 1
+            for k in range(start, target):
+                actions[k] = "exec"
+        actions[target] = "exec"
+        state_at = target
+    return actions
+
+
+def _split(targets: list[int], pieces: int, weight) -> list[list[int]]:
+    """Contiguous chunks of ``targets`` with about equal total weight."""
+    pieces = max(1, min(pieces, len(targets)))
+    if pieces == 1:
+        return [targets]
+    total = sum(weight(t) for t in targets) or len(targets)
+    chunks, current, acc = [], [], 0.0
+    for t in targets:
+        current.append(t)
+        acc += weight(t) or total / len(targets)
+        if acc >= total / pieces * (len(chunks) + 1) and len(chunks) < pieces - 1:
+            chunks.append(current)
+            current = []
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def plan_run(
+    strategy: str,
+    total: int,
+    checkpoints: dict[int, dict[str, str]],
+    *,
+    places: set[str] = frozenset(),
+    selected: list[int] | None = None,
+    workers: int = 1,
+    costs: Costs | None = None,
+    memo_ok=lambda index: True,
+) -> list[Segment]:
+    """The segments that replay one run."""
+    costs = costs or Costs()
+    needs_after = "after" in places
+    needs_before = "before" in places
+    if strategy == "outside":
+        if not needs_after:
+            return [_costed(Segment({}, [], 0, False, True, False), costs)]
+        if not total:
+            actions = {}
+        elif "end" in checkpoints.get(total - 1, {}):
+            actions = {total - 1: "restore_end"}
+        else:
+            actions = chain([total - 1], "memo", checkpoints, memo_ok)
+        return [_costed(Segment(actions, [], total, True, needs_before, True), costs)]
+
+    targets = sorted(set(range(total) if selected is None else [i for i in selected if 0 <= i < total]))
+    if not targets:
+        return []
+    weight = lambda i: costs.of(i, "memo" if strategy == "memo" else "exec") or 0.001
+    pieces = workers if strategy == "reexec" else max(1, min(workers, int(sum(map(weight, targets)) // STARTUP_S)))
+    segments = []
+    chunks = _split(targets, pieces, weight)
+    for number, chunk in enumerate(chunks):
+        last_chunk = number == len(chunks) - 1
+        run_post = last_chunk and needs_after
+        goal = chunk + (list(range(chunk[-1] + 1, total)) if run_post else [])
+        actions = chain(goal, strategy, checkpoints, memo_ok)
+        segment = Segment(actions, chunk, total if run_post else chunk[-1] + 1, run_post, number == 0 and needs_before, run_post)
+        segments.append(_costed(segment, costs))
+    return segments
+
+
+def _costed(segment: Segment, costs: Costs) -> Segment:
+    segment.seconds = STARTUP_S + costs.before_loop_s + sum(costs.of(i, a) for i, a in segment.actions.items())
+    return segment

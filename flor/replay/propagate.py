@@ -1,0 +1,1490 @@
+"""Place hindsight statements into an old version of a training script (DESIGN §5).
+
+A user adds ``flor.log(...)`` statements to today's script; replay must run them inside each past
+run's own code. This module finds the new statements (:func:`find_new_statements`) and inserts them
+into an old version (:func:`propagate`), or refuses with a one-line reason. Placing a statement in
+the wrong place would silently log a wrong value, so every doubt is a refusal.
+
+How it works, in three steps:
+
+1. **Match** the statements of the two syntax trees, GumTree-style. Top-down: statements whose whole
+   subtree is identical (``ast.dump`` without positions) and unique in both files are mapped, with
+   their subtrees; then the same with variable names blanked out (renames), for larger statements.
+   Bottom-up: a container (loop, ``with``, ``if``, function) is mapped to the old container that holds
+   most of its mapped descendants, or a function to the old function of the same name. Recovery:
+   inside each pair of mapped blocks, the remaining statements are aligned in order, by identity, by
+   identity up to renaming, then by similarity.
+2. **Place** each new statement into the old counterpart of its enclosing block: every mapped sibling
+   constrains the position (before it or after it; the adjacent ones weigh most), positions where a
+   name that the statement reads is not yet assigned are ruled out, and the best position must be
+   unique, or else follow the nearest anchor that sits right next to the statement today.
+3. **Rename and insert**: variables are renamed to their old names by majority vote over the mapped
+   statements of the same scopes; the statement's text lines are inserted, re-indented, and nothing
+   else in the old file changes. The result is compiled and checked: removing the inserted
+   statements must give back exactly the old syntax tree.
+
+>>> placement = propagate(today_src, old_src)                                  # doctest: +SKIP
+>>> placement.ok, placement.confidence
+(True, 1.0)
+>>> print(placement.diff(old_src))                                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import difflib
+import io
+import tokenize
+import warnings
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+from ..errors import PropagationError
+
+__all__ = [
+    "InsertedStatement",
+    "NewStatement",
+    "Placement",
+    "Propagator",
+    "find_new_statements",
+    "propagate",
+]
+
+DEFAULT_THRESHOLD = 0.7
+
+_BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
+_SKIPPED_FIELDS = ("ctx", "type_comment", "type_ignores")
+_STMT_TYPES = (ast.stmt, ast.excepthandler, ast.match_case)
+_DEF_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
+_SCOPE_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_OWN_SCOPE_EXPRS = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_TRY_TYPES = tuple(t for t in (ast.Try, getattr(ast, "TryStar", None)) if t is not None)
+_KIND = {"AsyncFor": "For", "AsyncWith": "With", "AsyncFunctionDef": "FunctionDef", "TryStar": "Try"}
+_BUILTINS = frozenset(dir(builtins))
+_FSTRING_MIDDLE = getattr(tokenize, "FSTRING_MIDDLE", None)
+
+# Identical statements smaller than this (``pass``, ``break``, ``x = y``) say too little about where
+# they are to be matched across the whole file; they are matched inside mapped blocks only.
+_MIN_EXACT_SIZE = 4
+# Statements equal up to renaming are matched across the whole file only when large enough that the
+# shape alone is unlikely to repeat by chance (``_ = _(_)`` is everywhere).
+_MIN_ANON_SIZE = 10
+_LEAF_SIMILARITY = 0.6
+_BLOCK_SIMILARITY = 0.5
+
+# Position confidences (see _Placer._choose).
+_CONF_UNIQUE = 1.0
+_CONF_UNIQUE_FAR = 0.85
+_CONF_AFTER_ANCHOR = 0.85
+_CONF_BEFORE_ANCHOR = 0.8
+_CONF_BLOCK_EDGE = 0.75
+_CONF_REORDERED = 0.85
+_CONF_REORDERED_ANCHOR = 0.75
+_CONF_MOVED_BLOCK = 0.8
+_CONF_AMBIGUOUS = 0.4
+_ADJACENT_WEIGHT = 10
+
+
+# --------------------------------------------------------------------------------------------------
+# Public results
+
+
+@dataclass
+class NewStatement:
+    """A statement of today's script that an old version lacks.
+
+    ``lineno``/``end_lineno`` are lines of today's file, ``source`` its exact text with the
+    indentation of its first line removed, ``names`` the names it logs with ``flor.log``.
+
+    >>> find_new_statements(today_src, old_src)[0]                             # doctest: +SKIP
+    NewStatement(lineno=33, end_lineno=33, source='flor.log("grad_norm", ...)', names=['grad_norm'])
+    """
+
+    lineno: int
+    end_lineno: int
+    source: str
+    names: list[str]
+    col_offset: int = 0
+
+
+@dataclass
+class InsertedStatement:
+    """One statement's outcome: where it went in the output (``lineno``/``end_lineno``, None when it
+    was not placed), the text as inserted, its confidence and the reason for the decision."""
+
+    lineno: int | None
+    end_lineno: int | None
+    text: str
+    confidence: float
+    reason: str
+    names: list[str]
+    placed: bool = True
+    renames: dict[str, str] = field(default_factory=dict)
+    statement: NewStatement | None = None
+
+
+@dataclass
+class Placement:
+    """The old source with the new statements inserted, or, when ``ok`` is False, the old source
+    unchanged and the reason in one line.
+
+    >>> p = propagate(today_src, old_src)                                      # doctest: +SKIP
+    >>> p.ok, p.reason
+    (True, "placed flor.log('grad_norm') (line 33) after `loss.backward()` (line 32 of this version)")
+    """
+
+    ok: bool
+    source: str
+    inserted: list[InsertedStatement]
+    confidence: float
+    reason: str
+    old_source: str = field(default="", repr=False)
+
+    def diff(self, old_src: str | None = None, filename: str = "train.py") -> str:
+        """Unified diff from the old source to :attr:`source`.
+
+        >>> print(propagate(today_src, old_src).diff(old_src))                 # doctest: +SKIP
+        --- a/train.py
+        +++ b/train.py
+        @@ -30,6 +30,7 @@
+        ...
+        """
+        before = self.old_source if old_src is None else old_src
+        return "".join(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                self.source.splitlines(keepends=True),
+                fromfile=f"a/{filename}",
+                tofile=f"b/{filename}",
+            )
+        )
+
+
+def find_new_statements(today_src: str, old_src: str) -> list[NewStatement]:
+    """The hindsight statements of today's script: statements with a ``flor.log`` call that have no
+    counterpart in the old version and log a name that the old version does not log.
+
+    A new statement is the smallest statement holding the call, widened to an enclosing block that
+    is new as a whole (``if step % 100 == 0: flor.log(...)``). Raises :class:`PropagationError` when
+    either source does not parse.
+
+    >>> [s.names for s in find_new_statements(today_src, old_src)]             # doctest: +SKIP
+    [['grad_norm'], ['weight_norm']]
+    """
+    return Propagator(today_src, old_src).new_statements()
+
+
+def propagate(
+    today_src: str,
+    old_src: str,
+    statements: list[NewStatement] | None = None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> Placement:
+    """Insert today's new statements (by default :func:`find_new_statements`) into ``old_src``.
+
+    ``ok`` is True when every statement was placed with confidence >= ``threshold``; otherwise the
+    source is ``old_src`` unchanged and ``reason`` says which statement could not be placed and why.
+    Never raises for bad input: a source that does not parse gives ``ok=False``.
+
+    >>> p = propagate(today_src, old_src)                                      # doctest: +SKIP
+    >>> p.ok, [(s.lineno, s.names) for s in p.inserted]
+    (True, [(33, ['grad_norm'])])
+    """
+    try:
+        propagator = Propagator(today_src, old_src)
+    except PropagationError as exc:
+        return Placement(False, old_src, [], 0.0, str(exc), old_src)
+    return propagator.place(statements, threshold=threshold)
+
+
+class Propagator:
+    """The matching of one script's version of today against one old version; places statements.
+
+    >>> p = Propagator(today_src, old_src)                                     # doctest: +SKIP
+    >>> p.place(p.new_statements()).ok
+    True
+    """
+
+    def __init__(self, today_src: str, old_src: str):
+        interned: dict[str, int] = {}
+        self.today = _Tree(today_src, "today's script", interned)
+        self.old = _Tree(old_src, "this version", interned)
+        self.matching = _Matching(self.today, self.old)
+
+    def new_statements(self) -> list[NewStatement]:
+        """See :func:`find_new_statements`."""
+        return [self.today.new_statement(node) for node in self._new_nodes()]
+
+    def place(self, statements: list[NewStatement] | None = None, *, threshold: float = DEFAULT_THRESHOLD) -> Placement:
+        """See :func:`propagate`."""
+        if statements is None:
+            pairs = [(self.today.new_statement(n), n) for n in self._new_nodes()]
+        else:
+            pairs = [(st, self.today.find(st)) for st in statements]
+        return _Placer(self, pairs, threshold).run()
+
+    def _new_nodes(self) -> list[_Node]:
+        today, old, t2o = self.today, self.old, self.matching.t2o
+        found: list[_Node] = []
+        for node in today.nodes[1:]:
+            if node in t2o or not any(name not in old.log_names for name in node.own_logs):
+                continue
+            top = node
+            while top.parent.parent is not None and self._is_new_block(top.parent):
+                top = top.parent
+            if top not in found:
+                found.append(top)
+        # A statement inside another new statement travels with it.
+        chosen = [n for n in found if not any(a in found for a in n.ancestors())]
+        return sorted(chosen, key=lambda n: n.order)
+
+    def _is_new_block(self, node: _Node) -> bool:
+        # Widen to the enclosing block only when nothing in it exists in the old version: an `if`
+        # written around the new log is part of it, a changed training loop is not.
+        if node in self.matching.t2o or isinstance(node.node, _SCOPE_TYPES):
+            return False
+        header = list(_header_nodes(node.node))
+        if any(isinstance(x, ast.Call) and _is_flor_call(x, self.today, "loop") for x in header):
+            return False  # a flor.loop is the training's structure, never part of a hindsight statement
+        if any(d in self.matching.t2o or d.exact in self.old.exact_ids for d in node.descendants()):
+            return False
+        # A block whose very header the old version has too (`for epoch in ...`) was rewritten,
+        # not added: only a block that holds nothing but flor.log statements is then part of it.
+        old_headers = {o.head_exact for o in self.old.nodes}
+        if node.head_exact in old_headers:
+            return all(d.own_logs or d.blocks for d in node.descendants())
+        return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Syntax trees with hashes
+
+
+class _Node:
+    """One statement (or except-handler, match-case, or the module) with what matching needs."""
+
+    __slots__ = (
+        "node", "parent", "field", "index", "order", "kind", "scope", "blocks", "head_exact", "head_anon",
+        "exact", "anon", "tokens", "names", "own_logs", "logs", "size", "first_line", "_desc",
+    )  # fmt: skip
+
+    def descendants(self) -> list[_Node]:
+        if self._desc is None:
+            out: list[_Node] = []
+            for kids in self.blocks.values():
+                for kid in kids:
+                    out.append(kid)
+                    out.extend(kid.descendants())
+            self._desc = out
+        return self._desc
+
+    def ancestors(self):
+        node = self.parent
+        while node is not None:
+            yield node
+            node = node.parent
+
+    def header_text(self, lines: list[str]) -> str:
+        if self.parent is None:
+            return "the module"
+        if isinstance(self.node, ast.match_case):
+            return "case ..."
+        return _shorten(lines[self.node.lineno - 1].strip())
+
+    def __repr__(self) -> str:  # for debugging only
+        return f"<{self.kind} line {self.first_line}>"
+
+
+class _Tree:
+    """A parsed source: its statements in pre-order, with hashes, log calls and line texts."""
+
+    def __init__(self, source: str, label: str, interned: dict[str, int]):
+        self.source = source
+        self.label = label
+        self.lines = source.splitlines(keepends=True)
+        try:
+            self.module = ast.parse(source)
+        except SyntaxError as exc:
+            raise PropagationError(f"{label} does not parse: line {exc.lineno}: {exc.msg}") from exc
+        self._interned = interned
+        self.flor_modules, self.log_functions = _flor_aliases(self.module)
+        self.nodes: list[_Node] = []
+        self.root = self._build(self.module, None, None, 0)
+        self.exact_ids = {n.exact for n in self.nodes}
+        self.log_names = set().union(*(n.own_logs for n in self.nodes))
+        self.self_attrs: set[str] = set()
+        self.star_import = False
+        for n in ast.walk(self.module):
+            if isinstance(n, ast.Attribute) and _is_self(n.value):
+                self.self_attrs.add(f"self.{n.attr}")
+            elif isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names):
+                self.star_import = True
+        self._string_rows: set[int] | None = None
+
+    def _intern(self, text: str) -> int:
+        return self._interned.setdefault(text, len(self._interned))
+
+    def _build(self, node: ast.AST, parent: _Node | None, fld: str | None, index: int) -> _Node:
+        n = _Node()
+        n.node, n.parent, n.field, n.index, n._desc = node, parent, fld, index, None
+        n.order = len(self.nodes)
+        self.nodes.append(n)
+        n.kind = "Module" if parent is None else _KIND.get(type(node).__name__, type(node).__name__)
+        if parent is None:
+            n.scope = None
+        elif parent.parent is None or isinstance(parent.node, _SCOPE_TYPES):
+            n.scope = parent
+        else:
+            n.scope = parent.scope
+        n.blocks = {}
+        for name in _BLOCK_FIELDS:
+            value = getattr(node, name, None)
+            if isinstance(value, list) and value and isinstance(value[0], _STMT_TYPES):
+                n.blocks[name] = [self._build(child, n, name, i) for i, child in enumerate(value)]
+        header = [] if parent is None else list(_header_nodes(node))
+        n.head_exact = self._intern(_header_ser(node, anon=False))
+        n.head_anon = self._intern(_header_ser(node, anon=True))
+        n.exact = self._intern(_block_key(n.head_exact, n.blocks, "exact"))
+        n.anon = self._intern(_block_key(n.head_anon, n.blocks, "anon"))
+        n.tokens = [n.kind, *(_token(x) for x in header)]
+        n.names = _header_names(node, header)
+        n.own_logs = [self.log_name(x) for x in header if isinstance(x, ast.Call) and self.is_log_call(x)]
+        n.logs = set(n.own_logs).union(*(k.logs for kids in n.blocks.values() for k in kids))
+        n.size = 1 + len(header) + sum(k.size for kids in n.blocks.values() for k in kids)
+        n.first_line = _first_line(node) if parent is not None else 1
+        return n
+
+    def is_log_call(self, call: ast.Call) -> bool:
+        func = call.func
+        if isinstance(func, ast.Attribute):
+            return func.attr == "log" and isinstance(func.value, ast.Name) and func.value.id in self.flor_modules
+        return isinstance(func, ast.Name) and func.id in self.log_functions
+
+    @staticmethod
+    def log_name(call: ast.Call) -> str:
+        arg = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "name"), None)
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return arg.value
+        return ast.unparse(arg) if arg is not None else "?"
+
+    @property
+    def string_rows(self) -> set[int]:
+        """0-based line indices that begin inside a multi-line string (never re-indented)."""
+        if self._string_rows is None:
+            self._string_rows = _string_rows(self.source)
+        return self._string_rows
+
+    def find(self, st: NewStatement) -> _Node | None:
+        for node in self.nodes[1:]:
+            if isinstance(node.node, ast.stmt) and node.node.lineno == st.lineno and node.node.end_lineno == st.end_lineno:
+                if node.node.col_offset == st.col_offset or st.col_offset == 0:
+                    return node
+        return None
+
+    def new_statement(self, node: _Node) -> NewStatement:
+        stmt = node.node
+        names = [self.log_name(x) for x in _dfs(stmt) if isinstance(x, ast.Call) and self.is_log_call(x)]
+        return NewStatement(stmt.lineno, stmt.end_lineno, self.statement_text(node), names, stmt.col_offset)
+
+    def statement_text(self, node: _Node) -> str:
+        """The statement's lines, dedented by the indentation of its first line; a comment that
+        follows it on its last line is kept, text of other statements on its lines is not."""
+        stmt = node.node
+        first, last = node.first_line, stmt.end_lineno
+        base = _indent(self.lines[first - 1])
+        out = []
+        comment = ""
+        for row in range(first, last + 1):
+            line = self.lines[row - 1].rstrip("\r\n")
+            if row == last:
+                end = _char_col(line, stmt.end_col_offset)
+                rest = line[end:]
+                if rest.strip().startswith("#"):
+                    comment = rest.rstrip()
+                line = line[:end]
+            if row == first:
+                start = _char_col(line, stmt.col_offset) if first == stmt.lineno else len(base)
+                out.append(line[start:])
+            elif row - 1 in self.string_rows:
+                out.append(line)
+            elif line.startswith(base):
+                out.append(line[len(base):])
+            else:
+                out.append(line.strip())
+        out[-1] += comment
+        return "\n".join(out)
+
+    def available(self, owner: _Node, fld: str, index: int) -> tuple[set[str], set[str], _Node]:
+        """(names bound before position ``index`` of block ``owner.fld``, names bound anywhere in
+        that scope or an enclosing one, the scope node). Builtins are not included."""
+        before: set[str] = set()
+        node, f, i = owner, fld, index
+        while True:
+            block = [k.node for k in node.blocks.get(f, [])]
+            _bind_all(block[:i], before)
+            if f in ("orelse", "finalbody", "handlers") and isinstance(node.node, (*_TRY_TYPES, ast.For, ast.AsyncFor, ast.While)):
+                # `else`/`finally`/handlers run after (some of) the body.
+                _bind_all(node.node.body, before)
+                if f == "finalbody":
+                    _bind_all(getattr(node.node, "handlers", []), before)
+                    _bind_all(node.node.orelse, before)
+            if node.parent is None or isinstance(node.node, _SCOPE_TYPES):
+                scope = node
+                break
+            _bind_header(node.node, before)
+            f, i, node = node.field, node.index, node.parent
+        anywhere = _scope_bindings(scope)
+        before |= _params(scope.node)
+        enclosing = scope.scope
+        while enclosing is not None:
+            if not isinstance(enclosing.node, ast.ClassDef):
+                outer = _scope_bindings(enclosing)
+                before |= outer
+                anywhere |= outer
+            enclosing = enclosing.scope
+        return before, anywhere, scope
+
+    def scope_uses(self, scope: _Node) -> set[str]:
+        """Every name that the statements of ``scope`` (not nested functions) mention."""
+        out: set[str] = set()
+        stack: list[ast.AST] = [k.node for kids in scope.blocks.values() for k in kids]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Name):
+                out.add(node.id)
+            elif isinstance(node, ast.Attribute) and _is_self(node.value):
+                out.add(f"self.{node.attr}")
+            if isinstance(node, _SCOPE_TYPES):
+                out.add(node.name)
+                continue
+            stack.extend(ast.iter_child_nodes(node))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Matching
+
+
+class _Matching:
+    """A one-to-one mapping between the statements of today's tree and the old tree."""
+
+    def __init__(self, today: _Tree, old: _Tree):
+        self.today, self.old = today, old
+        self.t2o: dict[_Node, _Node] = {}
+        self.o2t: dict[_Node, _Node] = {}
+        self.score: dict[_Node, float] = {}
+        self.ambiguous: set[_Node] = set()
+        self._link(today.root, old.root, 1.0)
+        self._top_down()
+        for _ in range(2):
+            self._bottom_up()
+            self._recover()
+        self.votes, self.global_votes = self._collect_votes()
+
+    def _link(self, t: _Node, o: _Node, score: float) -> None:
+        self.t2o[t], self.o2t[o], self.score[t] = o, t, score
+
+    def _link_subtree(self, t: _Node, o: _Node, score: float) -> None:
+        if t in self.t2o or o in self.o2t:
+            return
+        self._link(t, o, score)
+        for fld, kids in t.blocks.items():
+            for a, b in zip(kids, o.blocks.get(fld, [])):
+                self._link_subtree(a, b, score)
+
+    def _top_down(self) -> None:
+        for attr, min_size, score in (("exact", _MIN_EXACT_SIZE, 1.0), ("anon", _MIN_ANON_SIZE, 0.95)):
+            count_t = Counter(getattr(n, attr) for n in self.today.nodes[1:])
+            count_o = Counter(getattr(n, attr) for n in self.old.nodes[1:])
+            unique_old = {getattr(n, attr): n for n in self.old.nodes[1:] if count_o[getattr(n, attr)] == 1}
+            for t in sorted(self.today.nodes[1:], key=lambda n: (-n.size, n.order)):
+                key = getattr(t, attr)
+                if t in self.t2o or t.size < min_size or count_t[key] != 1:
+                    continue
+                o = unique_old.get(key)
+                if o is not None and o not in self.o2t:
+                    self._link_subtree(t, o, score)
+
+    def _bottom_up(self) -> None:
+        for t in reversed(self.today.nodes[1:]):
+            if t in self.t2o or not t.blocks:
+                continue
+            if t.kind in ("FunctionDef", "ClassDef"):
+                same = [o for o in self.old.nodes if o.kind == t.kind and o not in self.o2t and o.node.name == t.node.name]
+                if len(same) == 1:
+                    self._link(t, same[0], 1.0)
+                    continue
+            desc = t.descendants()
+            common: Counter[_Node] = Counter()
+            for d in desc:
+                od = self.t2o.get(d)
+                if od is None:
+                    continue
+                for a in od.ancestors():
+                    if a.parent is not None and a.kind == t.kind and a not in self.o2t:
+                        common[a] += 1
+            scored = []
+            for o, c in common.items():
+                dice = 2 * c / (len(desc) + len(o.descendants()))
+                hs = self.header_similarity(t, o)
+                if sorted(t.own_logs) != sorted(o.own_logs):
+                    continue
+                if dice >= 0.5 or (hs >= 0.9 and dice >= 0.1):
+                    scored.append((dice + 0.5 * hs, dice, hs, o))
+            if not scored:
+                continue
+            scored.sort(key=lambda x: -x[0])
+            if len(scored) > 1 and scored[0][0] - scored[1][0] < 1e-9:
+                continue  # two equally good containers: leave it to the recovery inside mapped blocks
+            _, dice, hs, o = scored[0]
+            self._link(t, o, 1.0 if hs >= 0.9 else min(1.0, 0.5 + dice))
+
+    def _recover(self) -> None:
+        queue = deque(sorted(((t, o) for t, o in self.t2o.items() if t.blocks), key=lambda p: p[0].order))
+        seen: set[_Node] = set()
+        while queue:
+            t, o = queue.popleft()
+            if t in seen:
+                continue
+            seen.add(t)
+            for fld, kids in t.blocks.items():
+                okids = o.blocks.get(fld)
+                if okids:
+                    queue.extend((a, b) for a, b in self._align_block(kids, okids) if a.blocks)
+
+    def _align_block(self, T: list[_Node], O: list[_Node]) -> list[tuple[_Node, _Node]]:
+        pos = {o: j for j, o in enumerate(O)}
+        pairs = [(i, pos[self.t2o[t]]) for i, t in enumerate(T) if self.t2o.get(t) in pos]
+        bounds = [(-1, -1), *_increasing(pairs), (len(T), len(O))]
+        linked = []
+        for (i0, j0), (i1, j1) in zip(bounds, bounds[1:]):
+            ts = [T[i] for i in range(i0 + 1, i1) if T[i] not in self.t2o]
+            os_ = [O[j] for j in range(j0 + 1, j1) if O[j] not in self.o2t]
+            if ts and os_:
+                linked += self._align_gap(ts, os_)
+        return linked
+
+    def _align_gap(self, ts: list[_Node], os_: list[_Node]) -> list[tuple[_Node, _Node]]:
+        """Order-preserving alignment maximizing the total pair score (a weighted LCS)."""
+        n, m = len(ts), len(os_)
+        sc = [[self.pair_score(a, b) for b in os_] for a in ts]
+        best = [[0.0] * (m + 1) for _ in range(n + 1)]
+        for i in range(n - 1, -1, -1):
+            for j in range(m - 1, -1, -1):
+                value = max(best[i + 1][j], best[i][j + 1])
+                if sc[i][j] > 0:
+                    value = max(value, sc[i][j] + best[i + 1][j + 1])
+                best[i][j] = value
+        matched = []
+        i = j = 0
+        while i < n and j < m:
+            if sc[i][j] > 0 and abs(best[i][j] - sc[i][j] - best[i + 1][j + 1]) < 1e-9:
+                matched.append((i, j))
+                i, j = i + 1, j + 1
+            elif abs(best[i][j] - best[i + 1][j]) < 1e-9:
+                i += 1
+            else:
+                j += 1
+        linked = []
+        for idx, (i, j) in enumerate(matched):
+            lo_i, lo_j = matched[idx - 1] if idx else (-1, -1)
+            hi_i, hi_j = matched[idx + 1] if idx + 1 < len(matched) else (n, m)
+            # Another statement in the same open interval that fits as well: the choice is a guess.
+            rival = any(sc[i][jj] >= sc[i][j] - 1e-9 for jj in range(lo_j + 1, hi_j) if jj != j) or any(
+                sc[ii][j] >= sc[i][j] - 1e-9 for ii in range(lo_i + 1, hi_i) if ii != i
+            )
+            a, b = ts[i], os_[j]
+            if sc[i][j] >= 2.0:
+                self._link_subtree(a, b, 1.0 if sc[i][j] >= 3.0 else 0.95)
+            else:
+                self._link(a, b, sc[i][j])
+            if rival:
+                self.ambiguous.add(a)
+            linked.append((a, b))
+        return linked
+
+    def pair_score(self, a: _Node, b: _Node) -> float:
+        """3 identical, 2 identical up to renaming, else a similarity in [0.5, 1) or 0."""
+        if a.exact == b.exact:
+            return 3.0
+        if a.kind != b.kind or sorted(a.own_logs) != sorted(b.own_logs):
+            return 0.0
+        if a.anon == b.anon:
+            return 2.0
+        if not a.blocks and not b.blocks:
+            s = _ratio(a.tokens, b.tokens)
+            return s if s >= _LEAF_SIMILARITY else 0.0
+        content = max(self._mapped_dice(a, b), _multiset_dice(_leaf_shapes(a), _leaf_shapes(b)))
+        s = 0.4 * self.header_similarity(a, b) + 0.6 * content
+        return s if s >= _BLOCK_SIMILARITY else 0.0
+
+    @staticmethod
+    def header_similarity(a: _Node, b: _Node) -> float:
+        if a.head_exact == b.head_exact:
+            return 1.0
+        if a.head_anon == b.head_anon:
+            return 0.9
+        return 0.85 * _ratio(a.tokens, b.tokens)
+
+    def _mapped_dice(self, a: _Node, b: _Node) -> float:
+        da, db = a.descendants(), b.descendants()
+        if not da or not db:
+            return 0.0
+        inside = set(db)
+        common = sum(1 for d in da if self.t2o.get(d) in inside)
+        return 2 * common / (len(da) + len(db))
+
+    def _collect_votes(self):
+        """Variable correspondences: names at the same place in statements mapped to each other
+        that have the same shape. Keyed by (today scope, old scope), and over the whole file."""
+        votes: dict = defaultdict(lambda: defaultdict(Counter))
+        global_votes: dict = defaultdict(Counter)
+        for t, o in self.t2o.items():
+            if t.parent is None or t.head_anon != o.head_anon or len(t.names) != len(o.names):
+                continue
+            for (a, where), (b, _) in zip(t.names, o.names):
+                if where == "skip":
+                    continue
+                key = (t, o) if where == "inner" else (t.scope, o.scope)
+                votes[key][a][b] += 1
+                global_votes[a][b] += 1
+        return votes, global_votes
+
+    def rename(self, name: str, today_scope: _Node, old_scope: _Node, old_names: set[str]) -> tuple[str, float, str]:
+        """(old name, confidence, why) for a variable of today's statement. Votes from the same pair
+        of scopes decide; votes from elsewhere in the file only for a name this scope lacks."""
+        counter = self.votes.get((today_scope, old_scope), {}).get(name)
+        if not counter:
+            if name in old_names:
+                return name, 1.0, ""
+            counter = self.global_votes.get(name)
+        if not counter:
+            return name, 1.0, ""
+        ranked = counter.most_common()
+        total = sum(counter.values())
+        top, count = ranked[0]
+        if len(ranked) > 1 and ranked[1][1] == count:
+            options = " or ".join(f"`{n}`" for n, c in ranked if c == count)
+            return top, 0.5, f"`{name}` corresponds to {options} in this version (ambiguous)"
+        share = count / total
+        why = "" if share >= 0.75 else f"`{name}` corresponds to `{top}` only in {count} of {total} places (ambiguous)"
+        return top, share, why
+
+
+# --------------------------------------------------------------------------------------------------
+# Placement
+
+
+@dataclass
+class _Decision:
+    statement: NewStatement
+    node: _Node | None
+    order: int
+    label: str
+    confidence: float = 0.0
+    reason: str = ""
+    placed: bool = False
+    present: _Node | None = None  # already in this version (mapped)
+    owner: _Node | None = None
+    block: str = ""
+    k: int = 0
+    mode: str = "after"
+    text: str = ""
+    lines: list[str] = field(default_factory=list)
+    renames: dict[str, str] = field(default_factory=dict)
+    binds: set[str] = field(default_factory=set)
+    line_index: int = 0
+
+
+class _Refusal(Exception):
+    def __init__(self, why: str, confidence: float = 0.0):
+        super().__init__(why)
+        self.why, self.confidence = why, confidence
+
+
+class _Placer:
+    """Decides, for each new statement, its block and position in the old tree; builds the output."""
+
+    def __init__(self, propagator: Propagator, pairs: list[tuple[NewStatement, _Node | None]], threshold: float):
+        self.p = propagator
+        self.today, self.old, self.m = propagator.today, propagator.old, propagator.matching
+        self.threshold = threshold
+        ordered = sorted(enumerate(pairs), key=lambda x: (x[1][1].order if x[1][1] is not None else -1, x[0]))
+        self.decisions = [_Decision(st, node, i, _label(st)) for i, (_, (st, node)) in enumerate(ordered)]
+        self.pending = {d.node for d in self.decisions if d.node is not None}
+        self.newline = "\r\n" if "\r\n" in self.old.source[: self.old.source.find("\n") + 1 or None] else "\n"
+
+    def run(self) -> Placement:
+        old_src = self.old.source
+        if not self.decisions:
+            return Placement(True, old_src, [], 1.0, "no new statements to place", old_src)
+        done: list[_Decision] = []
+        for d in self.decisions:
+            try:
+                self._decide(d, done)
+            except _Refusal as refusal:
+                d.placed, d.confidence = False, refusal.confidence
+                d.reason = f"could not place {d.label} (line {d.statement.lineno}): {refusal.why}"
+            done.append(d)
+        failed = [d for d in self.decisions if not d.placed or d.confidence < self.threshold]
+        if failed:
+            worst = min(failed, key=lambda d: (d.placed, d.confidence))
+            reason = worst.reason
+            if worst.placed:  # placed, but not confidently enough
+                reason = f"could not place {worst.label} (line {worst.statement.lineno}) confidently " \
+                         f"(confidence {worst.confidence:.2f} < {self.threshold:.2f}): {worst.reason}"
+            return Placement(False, old_src, self._results(None), min(d.confidence for d in self.decisions), reason, old_src)
+        source, spans = self._assemble()
+        problem = self._verify(source, spans)
+        if problem:
+            for d in self.decisions:
+                d.placed, d.confidence = False, 0.0
+                d.reason = f"could not place {d.label} (line {d.statement.lineno}): {problem}"
+            return Placement(False, old_src, self._results(None), 0.0, self.decisions[0].reason, old_src)
+        reason = "; ".join(d.reason for d in self.decisions)
+        confidence = min(d.confidence for d in self.decisions)
+        return Placement(True, source, self._results(spans), confidence, reason, old_src)
+
+    # -- one statement ------------------------------------------------------------------------------
+
+    def _decide(self, d: _Decision, done: list[_Decision]) -> None:
+        s = d.node
+        if s is None:
+            raise _Refusal("no such statement in today's script")
+        lines_t, lines_o = self.today.lines, self.old.lines
+        if s in self.m.t2o:
+            d.present, d.placed, d.confidence = self.m.t2o[s], True, 1.0
+            d.text = d.statement.source
+            d.reason = f"{d.label} (line {d.statement.lineno}) is already in this version"
+            return
+        for a in s.ancestors():
+            if a in self.m.ambiguous:
+                raise _Refusal(f"its enclosing `{a.header_text(lines_t)}` fits more than one block of this version (ambiguous)", _CONF_AMBIGUOUS)
+        parent, T = s.parent, s.parent.blocks[s.field]
+        owner = self.m.t2o.get(parent)
+        cap, moved = 1.0, False
+        if owner is not None and s.field not in owner.blocks:
+            where = parent.header_text(lines_t) + (f" ({s.field})" if s.field != "body" else "")
+            raise _Refusal(f"its enclosing block `{where}` has no counterpart in this version")
+        ofld = s.field
+        if owner is None:
+            # The block itself changed beyond recognition (e.g. the loop moved into a function):
+            # follow its statements that did keep a counterpart, if they all lie in one old block.
+            groups = Counter(
+                (self.m.t2o[u].parent, self.m.t2o[u].field)
+                for u in T
+                if u not in self.pending and u in self.m.t2o and u not in self.m.ambiguous
+            )
+            if not groups:
+                raise _Refusal(self._missing_block(parent), self._missing_block_conf(parent))
+            ranked = groups.most_common()
+            if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+                raise _Refusal(f"the statements around it are split over several blocks of this version (ambiguous)", _CONF_AMBIGUOUS)
+            (owner, ofld), _ = ranked[0]
+            cap, moved = _CONF_MOVED_BLOCK, True
+        O = owner.blocks[ofld]
+        pos = {o: j for j, o in enumerate(O)}
+
+        pred = next((T[i] for i in range(s.index - 1, -1, -1) if T[i] not in self.pending), None)
+        succ = next((T[i] for i in range(s.index + 1, len(T)) if T[i] not in self.pending), None)
+        for neighbour in (pred, succ):
+            if neighbour is not None and neighbour in self.m.ambiguous:
+                raise _Refusal(f"its anchor `{neighbour.header_text(lines_t)}` fits more than one statement of this version (ambiguous)", _CONF_AMBIGUOUS)
+        pred_real = pred is not None and self.m.t2o.get(pred) in pos
+        succ_real = succ is not None and self.m.t2o.get(succ) in pos
+        if moved and not (pred_real or succ_real):
+            raise _Refusal(self._missing_anchor(pred, succ, parent))
+        # A neighbour that has a counterpart, but in another block (say, inside an `if` added
+        # around it): the statement's meaning may have moved with it.
+        elsewhere = [u for u in (pred, succ) if u is not None and u in self.m.t2o and self.m.t2o[u] not in pos]
+        if elsewhere:
+            if not (pred_real or succ_real):
+                there = self.m.t2o[elsewhere[0]].parent
+                raise _Refusal(
+                    f"its anchor `{elsewhere[0].header_text(lines_t)}` is inside "
+                    f"`{there.header_text(lines_o)}` in this version (ambiguous)", _CONF_AMBIGUOUS
+                )
+            cap = min(cap, _CONF_MOVED_BLOCK)
+
+        constraints = []
+        for u in T:
+            if u is s or u in self.pending or u in self.m.ambiguous or self.m.t2o.get(u) not in pos:
+                continue
+            weight = _ADJACENT_WEIGHT if u is pred or u is succ else 1
+            constraints.append((pos[self.m.t2o[u]], u.index < s.index, weight))
+
+        # Names: rename to this version's names, then require them to be bound where it goes.
+        stmt = _parse_statement(d.statement.source)
+        free, binds = _statement_names(stmt)
+        old_scope_node = owner if (owner.parent is None or isinstance(owner.node, _SCOPE_TYPES)) else owner.scope
+        t_before, t_any, t_scope = self.today.available(parent, s.field, s.index)
+        base_before, o_any, _ = self.old.available(owner, ofld, 0)
+        old_names = o_any | base_before | self.old.self_attrs
+        renames, rconf, rwhy = {}, 1.0, ""
+        for name in free:
+            target, conf, why = self.m.rename(name, t_scope, old_scope_node, old_names)
+            if target != name:
+                clash = (target in t_any or target in t_before) and (
+                    self.m.rename(target, t_scope, old_scope_node, old_names)[0] == target
+                )
+                if clash:
+                    conf, why = min(conf, 0.5), f"`{name}` would become `{target}`, which today's script also uses (ambiguous)"
+                renames[name] = target
+            if conf < rconf:
+                rconf, rwhy = conf, why
+        if rconf < self.threshold:
+            raise _Refusal(rwhy, rconf)
+        earlier = set().union(*(e.binds for e in done if e.placed and e.owner is not None))
+        base_before |= earlier
+        o_any |= earlier
+        needs = []
+        for name in free:
+            target = renames.get(name, name)
+            if name.startswith("self."):
+                needs.append((name, target, "attr"))
+            elif name in t_before:
+                needs.append((name, target, "before"))
+            elif name in t_any:
+                needs.append((name, target, "any"))
+            elif name in _BUILTINS:
+                needs.append((name, target, "builtin"))
+            else:
+                needs.append((name, target, "unknown"))
+        wrapped = self._wrapped(stmt, O)
+        if wrapped:
+            raise _Refusal(f"it wraps `{wrapped}`, a statement of this version; flor only inserts new statements")
+        for name, target, need in needs:
+            if need == "attr" and target not in self.old.self_attrs:
+                raise _Refusal(f"{_named(name, target)} is not defined in this version")
+            if need == "any" and target not in o_any and target not in base_before:
+                raise _Refusal(f"{_named(name, target)} is not defined in this version")
+            if need == "unknown" and target not in o_any and not self.old.star_import:
+                raise _Refusal(f"{_named(name, target)} is not defined in this version")
+        uses = self.old.scope_uses(old_scope_node) | o_any
+        for name in sorted(binds):
+            if name in uses:
+                raise _Refusal(f"it assigns `{name}`, which this version already uses")
+
+        # Positions 0..len(O): valid ones, then the fewest broken order constraints.
+        before_names = [set(base_before)]
+        for o in O:
+            nxt = set(before_names[-1])
+            _bind_all([o.node], nxt)
+            before_names.append(nxt)
+        line_problem = self._line_problems(owner, ofld)
+        # Statements placed earlier from the same block keep their order.
+        kmin = max((e.k for e in done if e.placed and e.owner is owner and e.block == ofld and e.node.parent is parent), default=0)
+        allowed = [
+            k for k in range(kmin, len(O) + 1)
+            if all(t in before_names[k] for _, t, need in needs if need == "before")
+        ]
+        if not allowed:
+            lacking = [(n, t) for n, t, need in needs if need == "before" and t not in before_names[len(O)]]
+            if not lacking:
+                raise _Refusal("no position keeps the order of the new statements")
+            name, target = lacking[0]
+            if target in o_any:
+                raise _Refusal(f"{_named(name, target)} is assigned only after this point in this version")
+            raise _Refusal(f"{_named(name, target)} is not defined in this version")
+        score = {k: sum(w for j, before, w in constraints if (j >= k if before else j < k)) for k in allowed}
+        low = min(score.values())
+        cands = [k for k in allowed if score[k] == low and not line_problem[k]]
+        if not cands:
+            # The right place is, say, in the middle of a line (`a(); b()`): inserting lines cannot
+            # reach it, and a worse place would be a guess.
+            raise _Refusal(line_problem[next(k for k in allowed if score[k] == low)])
+        k, conf, why = self._choose(cands, pred, succ, pred_real, succ_real, O, parent)
+        if low >= _ADJACENT_WEIGHT:
+            conf = min(conf, _CONF_REORDERED_ANCHOR)
+        elif low > 0:
+            conf = min(conf, _CONF_REORDERED)
+        parent_conf = 1.0 if (pred_real or succ_real) else self.m.score.get(parent, 1.0)
+        # An anchor matched only by similarity (not identical up to renaming) is weaker evidence.
+        anchor = pred if (pred_real and k > 0 and self.m.t2o[pred] is O[k - 1]) else (
+            succ if (succ_real and k < len(O) and self.m.t2o[succ] is O[k]) else None
+        )
+        score = 1.0 if anchor is None else self.m.score.get(anchor, 1.0)
+        anchor_conf = 1.0 if score >= 0.95 else 0.5 + 0.5 * score
+        conf = min(conf, rconf, parent_conf, anchor_conf, cap)
+
+        d.owner, d.block, d.k = owner, ofld, k
+        d.mode = self._mode(s, pred, succ, O, k)
+        d.renames = {a: b for a, b in renames.items() if a != b}
+        d.binds = binds
+        d.text = _rename_text(d.statement.source, stmt, d.renames)
+        indent = _indent(lines_o[O[0].first_line - 1])
+        d.lines = _reindent(d.text, indent)
+        d.confidence = conf
+        d.placed = True
+        where = self._where(owner, O, k, d.mode)
+        renamed = "" if not d.renames else " renaming " + ", ".join(f"{a}->{b}" for a, b in d.renames.items())
+        d.reason = f"placed {d.label} (line {d.statement.lineno}) {where}{renamed}{why}"
+
+    def _choose(self, cands, pred, succ, pred_real, succ_real, O, parent) -> tuple[int, float, str]:
+        """One position among the best-scoring ones, or a refusal when that would be a guess."""
+        adjacent = pred_real or succ_real or pred is None or succ is None
+        if len(cands) == 1:
+            return cands[0], (_CONF_UNIQUE if adjacent else _CONF_UNIQUE_FAR), ""
+        if cands != list(range(cands[0], cands[-1] + 1)):
+            raise _Refusal("it fits in several separate places of this version (ambiguous)", _CONF_AMBIGUOUS)
+        # Several neighbouring positions, with statements of this version between them that today's
+        # script does not have: follow the anchor that is right next to the statement today.
+        if pred_real:
+            return cands[0], _CONF_AFTER_ANCHOR, ""
+        if succ_real:
+            return cands[-1], _CONF_BEFORE_ANCHOR, ""
+        if pred is None:
+            return cands[0], _CONF_BLOCK_EDGE, ""
+        if succ is None:
+            return cands[-1], _CONF_BLOCK_EDGE, ""
+        raise _Refusal(self._missing_anchor(pred, succ, parent), _CONF_AMBIGUOUS)
+
+    def _mode(self, s, pred, succ, O, k) -> str:
+        """Insert right after the previous statement, or right before the next one (above its
+        comments), following where today's script leaves blank lines and comments."""
+        t2o = self.m.t2o
+        if k > 0 and pred is not None and t2o.get(pred) is O[k - 1] and not self._gap(pred.node.end_lineno, s.first_line):
+            return "after"
+        if k < len(O) and succ is not None and t2o.get(succ) is O[k] and not self._gap(s.node.end_lineno, succ.first_line):
+            return "before"
+        return "after" if k > 0 else "before"
+
+    def _gap(self, end: int, start: int) -> bool:
+        """Whether today's script has blank or comment lines between these lines, not counting the
+        lines of other new statements."""
+        taken = set()
+        for node in self.pending:
+            taken.update(range(node.first_line, node.node.end_lineno + 1))
+        return any(row not in taken for row in range(end + 1, start))
+
+    def _line_problems(self, owner: _Node, fld: str) -> list[str]:
+        """For each position 0..len(O) of the old block, why a statement cannot go there ('' if it can)."""
+        O, lines = owner.blocks[fld], self.old.lines
+        problems = [""] * (len(O) + 1)
+        first = O[0]
+        line = lines[first.first_line - 1]
+        if _char_col(line, first.node.col_offset) != len(_indent(line)):  # block on its header's line
+            return [f"its place in this version shares a line with other statements (`{line.strip()}`)"] * (len(O) + 1)
+        for k in range(1, len(O)):
+            if O[k - 1].node.end_lineno >= O[k].first_line:
+                shared = lines[O[k].first_line - 1].strip()
+                problems[k] = f"its place in this version shares a line with other statements (`{_shorten(shared)}`)"
+        for j, o in enumerate(O):
+            if isinstance(o.node, ast.ImportFrom) and o.node.module == "__future__":
+                for k in range(j + 1):
+                    problems[k] = "its place in this version is before a `from __future__` import"
+        if _is_docstring(first.node) and (owner.parent is None or isinstance(owner.node, _SCOPE_TYPES)):
+            problems[0] = "its place in this version is before the docstring"
+        return problems
+
+    def _wrapped(self, stmt: ast.stmt, O: list[_Node]) -> str:
+        """The old statement that ``stmt`` is, once its flor.log calls are unwrapped, if any."""
+        if not isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return)):
+            return ""
+        bare = _Unwrap(self.today).visit(copy.deepcopy(stmt))
+        shape = _full_ser(bare, anon=True)
+        for o in O:
+            if not o.blocks and _full_ser(o.node, anon=True) == shape:
+                return _shorten(self.old.lines[o.node.lineno - 1].strip())
+        return ""
+
+    def _missing_block(self, parent: _Node) -> str:
+        lines = self.today.lines
+        similar = [o for o in self.old.nodes[1:] if o.kind == parent.kind and self.m.header_similarity(parent, o) >= 0.9]
+        if len(similar) > 1:
+            return f"its enclosing `{parent.header_text(lines)}` fits {len(similar)} blocks of this version (ambiguous)"
+        return f"its enclosing `{parent.header_text(lines)}` has no counterpart in this version"
+
+    def _missing_block_conf(self, parent: _Node) -> float:
+        similar = [o for o in self.old.nodes[1:] if o.kind == parent.kind and self.m.header_similarity(parent, o) >= 0.9]
+        return _CONF_AMBIGUOUS if len(similar) > 1 else 0.0
+
+    def _missing_anchor(self, pred, succ, parent) -> str:
+        anchor = pred if pred is not None else succ
+        if anchor is None:
+            return f"its enclosing `{parent.header_text(self.today.lines)}` has no counterpart in this version"
+        return f"its anchor `{anchor.header_text(self.today.lines)}` has no counterpart in this version"
+
+    def _where(self, owner: _Node, O: list[_Node], k: int, mode: str) -> str:
+        lines = self.old.lines
+        if k > 0:
+            prev = O[k - 1]
+            return f"after `{prev.header_text(lines)}` (line {prev.first_line} of this version)"
+        if owner.parent is None:
+            return "at the top of the file"
+        return f"at the start of `{owner.header_text(lines)}` (line {owner.first_line} of this version)"
+
+    # -- output -------------------------------------------------------------------------------------
+
+    def _insertion_index(self, d: _Decision) -> int:
+        lines = self.old.lines
+        O = d.owner.blocks[d.block]
+        indent = len(_indent(lines[O[0].first_line - 1]))
+        if d.mode == "after":
+            idx = O[d.k - 1].node.end_lineno
+            # Comments indented deeper than the block belong to the block that just ended.
+            j = idx
+            while j < len(lines):
+                text = lines[j].strip()
+                if not text:
+                    j += 1
+                    continue
+                if text.startswith("#") and len(_indent(lines[j])) > indent:
+                    idx = j = j + 1
+                    continue
+                break
+            return idx
+        idx = O[d.k].first_line - 1
+        while idx > 0 and lines[idx - 1].strip().startswith("#") and len(_indent(lines[idx - 1])) == indent:
+            idx -= 1
+        return idx
+
+    def _assemble(self) -> tuple[str, dict[int, tuple[int, int]]]:
+        lines = list(self.old.lines)
+        inserting = [d for d in self.decisions if d.present is None]
+        # Statements going to the same position stay together, in today's order.
+        first_mode: dict[tuple[int, str, int], str] = {}
+        for d in sorted(inserting, key=lambda d: d.order):
+            d.mode = first_mode.setdefault((id(d.owner), d.block, d.k), d.mode)
+            d.line_index = self._insertion_index(d)
+        if lines and not lines[-1].endswith(("\n", "\r")) and any(d.line_index == len(lines) for d in inserting):
+            lines[-1] += self.newline
+        out: list[str] = []
+        cursor = 0
+        spans: dict[int, tuple[int, int]] = {}
+        for d in sorted(inserting, key=lambda d: (d.line_index, d.order)):
+            out.extend(lines[cursor : d.line_index])
+            cursor = d.line_index
+            start = len(out) + 1
+            out.extend(line + self.newline for line in d.lines)
+            spans[d.order] = (start, len(out))
+        out.extend(lines[cursor:])
+        for d in self.decisions:
+            if d.present is not None:
+                line = self._shift(d.present.first_line)
+                spans[d.order] = (line, line + d.present.node.end_lineno - d.present.first_line)
+        return "".join(out), spans
+
+    def _shift(self, line: int) -> int:
+        """Where old line ``line`` ends up in the output."""
+        return line + sum(len(d.lines) for d in self.decisions if d.present is None and d.line_index < line)
+
+    def _verify(self, source: str, spans: dict[int, tuple[int, int]]) -> str:
+        """An empty string when the output compiles and differs from the old tree exactly by the
+        inserted statements, each in its intended block and position; else what is wrong."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compile(source, "<propagated>", "exec", dont_inherit=True)
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError) as exc:
+            return f"the result would not compile ({getattr(exc, 'msg', exc)})"
+        inserting = {spans[d.order][0]: d for d in self.decisions if d.present is None}
+        found: dict[int, tuple[ast.AST, str, int, ast.stmt]] = {}
+
+        def strip(node: ast.AST) -> None:
+            for fld in _BLOCK_FIELDS:
+                value = getattr(node, fld, None)
+                if not isinstance(value, list):
+                    continue
+                keep = []
+                for child in value:
+                    if isinstance(child, ast.stmt) and child.lineno in inserting and child.lineno not in found:
+                        found[child.lineno] = (node, fld, len(keep), child)
+                        continue
+                    keep.append(child)
+                setattr(node, fld, keep)
+                for child in keep:
+                    strip(child)
+
+        strip(tree)
+        if ast.dump(tree) != ast.dump(self.old.module):
+            return "internal check failed: the result changes more than the inserted lines"
+        for line, d in inserting.items():
+            if line not in found:
+                return "internal check failed: an inserted statement did not land as a statement"
+            parent, fld, index, child = found[line]
+            if fld != d.block or index != d.k:
+                return "internal check failed: an inserted statement landed in another position"
+            if d.owner.parent is None:
+                if not isinstance(parent, ast.Module):
+                    return "internal check failed: an inserted statement landed in another block"
+            elif _first_line(parent) != self._shift(d.owner.first_line):
+                return "internal check failed: an inserted statement landed in another block"
+            if ast.dump(child) != ast.dump(_parse_statement(d.text)):
+                return "internal check failed: an inserted statement changed on the way"
+        return ""
+
+    def _results(self, spans: dict[int, tuple[int, int]] | None) -> list[InsertedStatement]:
+        out = []
+        for d in self.decisions:
+            placed = spans is not None and d.placed
+            start, end = spans[d.order] if placed else (None, None)
+            text = "\n".join(d.lines) if d.lines else d.text
+            out.append(
+                InsertedStatement(start, end, text, d.confidence, d.reason, list(d.statement.names), placed,
+                                  dict(d.renames), d.statement)
+            )  # fmt: skip
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers: serialization, names, text
+
+
+def _flor_aliases(module: ast.Module) -> tuple[set[str], set[str]]:
+    """Names under which the script reaches the flor module, and `flor.log` itself."""
+    modules, functions = {"flor"}, set()
+    stack: list[ast.AST] = list(module.body)
+    while stack:  # imports are statements: no need to visit expressions
+        node = stack.pop()
+        for name in _BLOCK_FIELDS:
+            stack.extend(getattr(node, name, ()))
+        if isinstance(node, ast.Import):
+            modules.update(a.asname or a.name for a in node.names if a.name == "flor")
+        elif isinstance(node, ast.ImportFrom) and node.module == "flor" and not node.level:
+            functions.update(a.asname or a.name for a in node.names if a.name == "log")
+    return modules, functions
+
+
+def _is_self(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
+def _anon_field(node: ast.AST, name: str) -> bool:
+    return (
+        (isinstance(node, ast.Name) and name == "id")
+        or (isinstance(node, ast.arg) and name == "arg")
+        or (isinstance(node, ast.Attribute) and name == "attr" and _is_self(node.value))
+        or (isinstance(node, ast.ExceptHandler) and name == "name")
+    )
+
+
+def _ser(value, anon: bool, out: list[str]) -> None:
+    if isinstance(value, ast.AST):
+        out.append(type(value).__name__ + "(")
+        for name, child in ast.iter_fields(value):
+            if name in _SKIPPED_FIELDS:
+                continue
+            out.append(name + "=")
+            if anon and _anon_field(value, name):
+                out.append("_")
+            else:
+                _ser(child, anon, out)
+            out.append(",")
+        out.append(")")
+    elif isinstance(value, list):
+        out.append("[")
+        for item in value:
+            _ser(item, anon, out)
+            out.append(",")
+        out.append("]")
+    else:
+        out.append(repr(value))
+
+
+def _header_ser(node: ast.AST, anon: bool) -> str:
+    out = [type(node).__name__ + "("]
+    for name, child in ast.iter_fields(node):
+        if name in _BLOCK_FIELDS or name in _SKIPPED_FIELDS:
+            continue
+        out.append(name + "=")
+        if anon and _anon_field(node, name):
+            out.append("_")
+        else:
+            _ser(child, anon, out)
+        out.append(",")
+    out.append(")")
+    return "".join(out)
+
+
+def _full_ser(node: ast.AST, anon: bool) -> str:
+    out: list[str] = []
+    _ser(node, anon, out)
+    return "".join(out)
+
+
+def _block_key(head: int, blocks: dict[str, list[_Node]], attr: str) -> str:
+    parts = [f"{fld}:" + ",".join(str(getattr(k, attr)) for k in kids) for fld, kids in blocks.items()]
+    return f"{head}|" + ";".join(parts)
+
+
+def _dfs(value):
+    if isinstance(value, ast.AST):
+        yield value
+        for _, child in ast.iter_fields(value):
+            yield from _dfs(child)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _dfs(item)
+
+
+def _header_nodes(node: ast.AST):
+    """The expression nodes of a statement outside its nested blocks, in a fixed order."""
+    for name, child in ast.iter_fields(node):
+        if name not in _BLOCK_FIELDS:
+            yield from _dfs(child)
+
+
+def _token(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return "N:" + node.id
+    if isinstance(node, ast.Attribute):
+        return "A:" + node.attr
+    if isinstance(node, ast.Constant):
+        return "C:" + repr(node.value)[:40]
+    if isinstance(node, ast.arg):
+        return "G:" + node.arg
+    return type(node).__name__
+
+
+def _header_names(node: ast.AST, header: list[ast.AST]) -> list[tuple[str, str]]:
+    """Variable names in the header, in order, each marked 'outer' (the statement's scope), 'inner'
+    (a function's parameter) or 'skip' (a lambda's parameter)."""
+    out = []
+    lambda_args = {id(a) for x in header if isinstance(x, ast.Lambda) for a in _all_args(x.args)}
+    for x in header:
+        if isinstance(x, ast.Name):
+            out.append((x.id, "outer"))
+        elif isinstance(x, ast.Attribute) and _is_self(x.value):
+            out.append((f"self.{x.attr}", "outer"))
+        elif isinstance(x, ast.arg):
+            out.append((x.arg, "skip" if id(x) in lambda_args or not isinstance(node, _DEF_TYPES) else "inner"))
+    if isinstance(node, ast.ExceptHandler) and node.name:
+        out.append((node.name, "outer"))
+    return out
+
+
+def _all_args(args: ast.arguments) -> list[ast.arg]:
+    out = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+    out += [a for a in (args.vararg, args.kwarg) if a is not None]
+    return out
+
+
+def _first_line(node: ast.AST) -> int:
+    if isinstance(node, ast.match_case):
+        return node.pattern.lineno
+    if isinstance(node, ast.Module):
+        return 1
+    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+
+
+def _bind_walk(node: ast.AST, out: set[str]) -> None:
+    if isinstance(node, _SCOPE_TYPES):
+        out.add(node.name)
+        return
+    if isinstance(node, _OWN_SCOPE_EXPRS):
+        return
+    if isinstance(node, ast.Name):
+        if isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+        return
+    if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _is_self(node.value):
+        out.add(f"self.{node.attr}")
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        out.update(a.asname or a.name.split(".")[0] for a in node.names if a.name != "*")
+    elif isinstance(node, ast.ExceptHandler) and node.name:
+        out.add(node.name)
+    elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+        out.add(node.name)
+    elif isinstance(node, ast.MatchMapping) and node.rest:
+        out.add(node.rest)
+    elif isinstance(node, (ast.Global, ast.Nonlocal)):
+        out.update(node.names)
+    for child in ast.iter_child_nodes(node):
+        _bind_walk(child, out)
+
+
+def _bind_all(stmts, out: set[str]) -> None:
+    for st in stmts:
+        _bind_walk(st, out)
+
+
+def _bind_header(node: ast.AST, out: set[str]) -> None:
+    """Names bound by a compound statement's header: loop targets, `as` names, walrus in tests."""
+    for name, child in ast.iter_fields(node):
+        if name in _BLOCK_FIELDS:
+            continue
+        if isinstance(child, str) and name == "name" and isinstance(node, ast.ExceptHandler):
+            out.add(child)
+        for x in child if isinstance(child, list) else [child]:
+            if isinstance(x, ast.AST):
+                _bind_walk(x, out)
+
+
+def _params(node: ast.AST) -> set[str]:
+    if isinstance(node, _DEF_TYPES):
+        return {a.arg for a in _all_args(node.args)}
+    return set()
+
+
+def _scope_bindings(scope: _Node) -> set[str]:
+    out = _params(scope.node)
+    for kids in scope.blocks.values():
+        _bind_all([k.node for k in kids], out)
+    return out
+
+
+def _statement_names(stmt: ast.stmt) -> tuple[list[str], set[str]]:
+    """(free variables the statement reads, in order; variables it assigns). Names bound by its own
+    comprehensions and lambdas are neither."""
+    local = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.comprehension):
+            local.update(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.Lambda):
+            local.update(a.arg for a in _all_args(node.args))
+    loads, binds = [], set()
+    for node in _dfs(stmt):
+        if isinstance(node, ast.Name) and node.id not in local:
+            (loads.append(node.id) if isinstance(node.ctx, ast.Load) else binds.add(node.id))
+        elif isinstance(node, ast.Attribute) and _is_self(node.value) and "self" not in local:
+            key = f"self.{node.attr}"
+            (loads.append(key) if isinstance(node.ctx, ast.Load) else binds.add(key))
+        elif isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+            _bind_walk(node, binds)
+    free = []
+    for name in loads:
+        if name not in binds and name not in free:
+            free.append(name)
+    return free, binds
+
+
+class _Unwrap(ast.NodeTransformer):
+    """Replaces ``flor.log(name, value)`` by ``value``."""
+
+    def __init__(self, tree: _Tree):
+        self.tree = tree
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if self.tree.is_log_call(node):
+            if len(node.args) >= 2:
+                return node.args[1]
+            value = next((k.value for k in node.keywords if k.arg == "value"), None)
+            if value is not None:
+                return value
+        return node
+
+
+def _parse_statement(source: str) -> ast.stmt:
+    try:
+        body = ast.parse(source).body
+    except SyntaxError as exc:
+        raise _Refusal(f"its text does not parse on its own ({exc.msg})") from exc
+    if len(body) != 1:
+        raise _Refusal("its text is not a single statement")
+    return body[0]
+
+
+def _rename_text(source: str, stmt: ast.stmt, renames: dict[str, str]) -> str:
+    """``source`` with the variables in ``renames`` replaced, by their positions in the syntax
+    tree, so that strings, comments, attributes and keyword names stay as they are."""
+    if not renames:
+        return source
+    free, _ = _statement_names(stmt)
+    lines = source.split("\n")
+    edits: list[tuple[int, int, int, str, str]] = []
+    for node in _dfs(stmt):
+        if isinstance(node, ast.Name) and node.id in renames and node.id in free and isinstance(node.ctx, ast.Load):
+            edits.append((node.lineno - 1, node.col_offset, node.end_col_offset, node.id, renames[node.id]))
+        elif isinstance(node, ast.Attribute) and _is_self(node.value) and f"self.{node.attr}" in renames:
+            new = renames[f"self.{node.attr}"]
+            if new.startswith("self."):
+                end = node.end_col_offset
+                edits.append((node.end_lineno - 1, end - len(node.attr.encode()), end, node.attr, new[5:]))
+    for row, start, end, was, new in sorted(edits, reverse=True):
+        raw = lines[row].encode()
+        if raw[start:end].decode() != was:  # positions of this Python do not point at the name
+            raise _Refusal(f"cannot rename `{was}` safely in its text")
+        lines[row] = (raw[:start] + new.encode() + raw[end:]).decode()
+    return "\n".join(lines)
+
+
+def _string_rows(source: str) -> set[int]:
+    rows: set[int] = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.STRING or (_FSTRING_MIDDLE is not None and tok.type == _FSTRING_MIDDLE):
+                rows.update(range(tok.start[0], tok.end[0]))  # 0-based rows after the first
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        pass
+    return rows
+
+
+def _reindent(text: str, indent: str) -> list[str]:
+    rows = _string_rows(text)
+    out = []
+    for i, line in enumerate(text.split("\n")):
+        if i in rows:
+            out.append(line)
+        elif not line.strip():
+            out.append("")
+        else:
+            out.append(indent + line)
+    return out
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t\f"))]
+
+
+def _char_col(line: str, byte_col: int) -> int:
+    return len(line.encode()[:byte_col].decode(errors="ignore"))
+
+
+def _is_docstring(node: ast.AST) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _ratio(a: list[str], b: list[str]) -> float:
+    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def _leaf_shapes(node: _Node) -> Counter:
+    return Counter(d.anon for d in node.descendants() if not d.blocks)
+
+
+def _multiset_dice(a: Counter, b: Counter) -> float:
+    total = sum(a.values()) + sum(b.values())
+    return 2 * sum((a & b).values()) / total if total else 0.0
+
+
+def _increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest subsequence of ``pairs`` (sorted by the first item) increasing in the second."""
+    if not pairs:
+        return []
+    length, back = [1] * len(pairs), [-1] * len(pairs)
+    for i in range(len(pairs)):
+        for j in range(i):
+            if pairs[j][1] < pairs[i][1] and length[j] + 1 > length[i]:
+                length[i], back[i] = length[j] + 1, j
+    i = max(range(len(pairs)), key=lambda x: (length[x], -x))
+    out = []
+    while i >= 0:
+        out.append(pairs[i])
+        i = back[i]
+    return out[::-1]
+
+
+def _label(st: NewStatement) -> str:
+    if st.names:
+        return ", ".join(f"flor.log({n!r})" for n in st.names)
+    return f"`{_shorten(st.source.splitlines()[0] if st.source else '')}`"
+
+
+def _named(name: str, target: str) -> str:
+    return f"`{name}`" if name == target else f"`{name}` (here `{target}`)"
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _is_flor_call(call: ast.Call, tree: _Tree, attr: str) -> bool:
+    func = call.func
+    return isinstance(func, ast.Attribute) and func.attr == attr and isinstance(func.value, ast.Name) and func.value.id in tree.flor_modules

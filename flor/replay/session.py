@@ -1,0 +1,428 @@
+"""A replay session: choose runs, place the new statements, plan, execute, report.
+
+>>> report = flor.replay("weight_norm", workers=2)          # doctest: +SKIP
+>>> report.ok
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import FlorError, ReplayError, UsageError
+from ..store import RunRow, Store
+from ..vcs import Repo
+from .analysis import AFTER, BEFORE, Layout, strategy_for
+from .executor import LocalProcessExecutor, Task
+from .plan import Costs, Segment, plan_run
+from .progress import Progress
+
+
+@dataclass
+class RunReplay:
+    """The plan and the outcome of replaying one run."""
+
+    run: RunRow
+    status: str = "planned"  # planned, skipped, refused, done, failed
+    reason: str = ""
+    names: list[str] = field(default_factory=list)
+    strategy: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    diff: str = ""
+    source: str = ""
+    total: int = 0
+    stored: int = 0
+    matched: int = 0
+    drifted: int = 0
+    drift: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    outer_name: str | None = None
+    checkpoints: dict = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Estimated seconds of this run's replay (sum over its segments)."""
+        return sum(s.seconds for s in self.segments)
+
+
+@dataclass
+class ReplayReport:
+    """Every run considered, with what happened to it."""
+
+    runs: list[RunReplay]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and no run had to be refused."""
+        return all(r.status in ("done", "skipped", "planned") for r in self.runs)
+
+
+def parse_iterations(spec: str | None, outer_name: str | None, total: int) -> list[int] | None:
+    """``epoch=all|last|0,5,9`` -> the selected outer iterations (None: all)."""
+    if not spec:
+        return None
+    name, sep, value = spec.partition("=")
+    if not sep:
+        raise UsageError(f"--iterations {spec!r}: write it as LOOP=all|last|0,5,9 (e.g. epoch=last)")
+    if outer_name is not None and name.strip() != outer_name:
+        raise UsageError(f"--iterations names the loop {name.strip()!r}, but the outer loop is {outer_name!r}")
+    value = value.strip()
+    if value == "all":
+        return None
+    if value == "last":
+        return [total - 1] if total else []
+    try:
+        return sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        raise UsageError(f"--iterations {spec!r}: expected all, last or numbers like 0,5,9") from None
+
+
+def _select_runs(store: Store, runs: list[str] | None, where: str | None) -> list[RunRow]:
+    chosen = [r for r in store.runs() if r.status != "running"]
+    if runs:
+        prefixes = [p.strip() for p in runs if p.strip()]
+        exact = {r.tstamp for r in chosen} & set(prefixes)
+        # A full tstamp names one run even when a later run's tstamp extends it (same second).
+        chosen = [r for r in chosen if r.tstamp in exact or any(
+            r.tstamp.startswith(p) for p in prefixes if p not in exact)]
+        if not chosen:
+            raise UsageError(f"no finished run matches --runs {' '.join(prefixes)}; `flor runs` lists them")
+    if where:
+        import pandas as pd
+
+        records = []
+        for run in chosen:
+            row = {"tstamp": run.tstamp, **store.last_values(run.run_id), **store.args(run.run_id)}
+            records.append(row)
+        frame = pd.DataFrame.from_records(records)
+        try:
+            keep = set(frame.query(where)["tstamp"]) if len(frame) else set()
+        except Exception as exc:  # pandas raises many kinds for a bad expression
+            raise UsageError(f"--where {where!r} cannot be evaluated: {exc}") from None
+        chosen = [r for r in chosen if r.tstamp in keep]
+    return chosen
+
+
+def _costs(contexts: list[tuple], outer_name: str, run: RunRow) -> tuple[int, Costs, dict[int, int]]:
+    outer = {ctx: (iteration, t) for ctx, parent, name, iteration, t in contexts if parent is None and name == outer_name}
+    if not outer:
+        return 0, Costs(), {}
+    by_index = {iteration: (ctx, t or 0.0) for ctx, (iteration, t) in outer.items()}
+    total = max(by_index) + 1
+    children: dict[int, list[float]] = {}
+    first_child_loop: dict[int, str] = {}
+    for ctx, parent, name, iteration, t in contexts:
+        if parent in outer:
+            loop = first_child_loop.setdefault(parent, name)
+            if name == loop:
+                children.setdefault(parent, []).append(t or 0.0)
+    end = (run.ended - run.started) if run.ended else None
+    starts = [by_index.get(i, (None, 0.0))[1] for i in range(total)]
+    iteration_s, nested_s = [], []
+    for i in range(total):
+        nxt = starts[i + 1] if i + 1 < total else (end if end is not None else starts[i])
+        duration = max(0.0, (nxt or 0.0) - starts[i])
+        iteration_s.append(duration)
+        times = children.get(by_index.get(i, (None,))[0], [])
+        if len(times) > 1:
+            step = (times[-1] - times[0]) / (len(times) - 1)
+            nested_s.append(min(duration, times[-1] - times[0] + step))
+        else:
+            nested_s.append(duration if times else 0.0)
+    return total, Costs(iteration_s, nested_s, starts[0] if starts else 0.0), {i: c for i, (c, _t) in by_index.items()}
+
+
+def _checkpoint_map(store: Store, run_id: int) -> dict[int, dict[str, str]]:
+    found: dict[int, dict[str, str]] = {}
+    for row in store.checkpoints(run_id):
+        found.setdefault(row.iteration, {})[row.point] = row.location
+    return found
+
+
+def _missing_variables(flor_dir: Path, checkpoints: dict[int, dict[str, str]]) -> tuple[set[str], bool]:
+    for points in checkpoints.values():
+        for location in points.values():
+            try:
+                manifest = json.loads((flor_dir / location).read_text())
+            except (OSError, ValueError):
+                continue
+            return set(manifest.get("variables_missing", [])), bool(manifest.get("variables_known"))
+    return set(), True
+
+
+class Session:
+    """One `flor replay` invocation."""
+
+    def __init__(self, names, *, runs=None, where=None, iterations=None, workers=1, gpus=None,
+                 force=False, start: Path | None = None, out=None) -> None:
+        from ..query import project_store
+
+        self.names = list(names or [])
+        for name in self.names:
+            if type(name) is not str or not name:
+                raise UsageError(f"replay names must be strings, got {name!r}")
+        if workers < 1:
+            raise UsageError(f"--workers must be 1 or more, got {workers}")
+        self.workers = workers
+        self.gpus = gpus
+        self.force = force
+        if iterations:
+            parse_iterations(iterations, None, 0)  # the form is checked now, the loop name per run
+        self.iterations = iterations
+        self.out = out or sys.stdout
+        self.store = project_store(start, readonly=False)
+        self.store.reap_killed()
+        self.root = self.store.path.parent.parent
+        self.repo = Repo(self.root)
+        self.selected = _select_runs(self.store, runs, where)
+
+    def close(self) -> None:
+        """Release the store."""
+        self.store.close()
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def plan(self) -> list[RunReplay]:
+        """Place and plan every selected run."""
+        from .propagate import find_new_statements, propagate
+
+        plans = []
+        todays: dict[str, str | None] = {}
+        for run in self.selected:
+            item = RunReplay(run)
+            plans.append(item)
+            try:
+                self._plan_one(item, todays, find_new_statements, propagate)
+            except FlorError as exc:
+                item.status, item.reason = "refused", str(exc)
+        return plans
+
+    def _plan_one(self, item: RunReplay, todays, find_new_statements, propagate) -> None:
+        run = item.run
+        if not run.code_commit:
+            item.status, item.reason = "refused", "its code version was not kept (recorded outside git); it cannot be replayed"
+            return
+        if run.filename not in todays:
+            path = self.root / run.filename
+            todays[run.filename] = path.read_text() if path.is_file() else None
+        today = todays[run.filename]
+        if today is None:
+            item.status, item.reason = "refused", f"{run.filename} does not exist in the working tree today"
+            return
+        old = self.repo.read_file(run.code_commit, run.filename)
+        statements = find_new_statements(today, old)
+        if self.names:
+            statements = [s for s in statements if set(s.names) & set(self.names)]
+            if not statements:
+                item.status = "skipped"
+                item.reason = f"today's {run.filename} adds no flor.log of {', '.join(self.names)} to this run's version"
+                return
+        if not statements:
+            item.status, item.reason = "skipped", f"today's {run.filename} adds no new flor.log to this run's version"
+            return
+        names = sorted({n for s in statements for n in s.names if not self.names or n in self.names})
+        if not self.force:
+            recorded = [n for n in names if self.store.has_values(run.run_id, n, "record")]
+            if recorded:
+                names = [n for n in names if n not in recorded]
+                if not names:
+                    item.status, item.reason = "skipped", f"already holds {', '.join(recorded)} (use --force to replay again)"
+                    return
+        item.names = names
+        placement = propagate(today, old, statements)
+        if not placement.ok:
+            item.status, item.reason = "refused", f"could not place: {placement.reason}"
+            return
+        item.source = placement.source
+        item.diff = placement.diff(old, run.filename)
+        layout = Layout.of(placement.source)
+        places = {layout.where(ins.lineno) for ins in placement.inserted}
+        contexts = self.store.contexts(run.run_id)
+        outer_name = layout.outer_name
+        checkpoints = _checkpoint_map(self.store, run.run_id)
+        total, costs, _ = _costs(contexts, outer_name, run) if outer_name else (0, Costs(), {})
+        strategy = strategy_for(list(places))
+        if layout.outer is None or not checkpoints:
+            strategy = "reexec"  # nothing to restore from: re-execute the whole run
+        missing, known = _missing_variables(self.store.path.parent, checkpoints)
+        read_after = layout.names_read_after_first_nested()
+        memo_possible = known and not (missing & read_after)
+        selected = parse_iterations(self.iterations, outer_name, total)
+        if not self.force:
+            done_sets = [self.store.replay_done(run.run_id, n) for n in names]
+            done = set.intersection(*done_sets) if done_sets else set()
+            if strategy == "outside" and -1 in done:
+                item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
+                return
+            if strategy != "outside" and done:
+                base = list(range(total)) if selected is None else selected
+                remaining = [i for i in base if i not in done]
+                if not remaining and (AFTER not in places or -1 in done):
+                    item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
+                    return
+                selected = remaining
+        if strategy == "reexec" and not checkpoints:
+            # No checkpoints: one process re-executes everything.
+            segment = Segment({i: "exec" for i in range(total)}, list(range(total)) if selected is None else selected,
+                              total, True, True, True)
+            segment.seconds = 2.0 + costs.before_loop_s + sum(costs.iteration_s)
+            item.segments = [segment]
+        else:
+            item.segments = plan_run(
+                strategy, total, checkpoints, places=places, selected=selected, workers=self.workers,
+                costs=costs, memo_ok=lambda index: memo_possible,
+            )
+        item.strategy = strategy
+        item.total = total
+        item.outer_name = outer_name
+        item.checkpoints = checkpoints
+        if not item.segments:
+            item.status, item.reason = "skipped", "no iterations selected"
+
+    # -- execution ----------------------------------------------------------------------------
+
+    def execute(self, plans: list[RunReplay]) -> float:
+        """Run every planned segment; fill in the outcomes. Returns the wall time."""
+        todo = [p for p in plans if p.status == "planned"]
+        if not todo:
+            return 0.0
+        scratch = Path(tempfile.mkdtemp(prefix="flor-replay-"))
+        tasks, owner = [], {}
+        started = time.monotonic()
+        try:
+            for number, item in enumerate(todo):
+                folder = scratch / f"run{number}"
+                workspace = folder / "tree"
+                from .workspace import prepare
+
+                prepare(self.repo, item.run.code_commit, item.run.filename, item.source, workspace)
+                recorded_names = [n for n, source, _c in self.store.log_names(item.run.run_id) if source == "record"]
+                for index, segment in enumerate(item.segments):
+                    key = f"{number}.{index}"
+                    spec = {
+                        "run_id": item.run.run_id, "tstamp": item.run.tstamp, "root": str(self.root),
+                        "db": str(self.store.path), "workspace": str(workspace), "filename": item.run.filename,
+                        "cwd": item.run.cwd if not os.path.isabs(item.run.cwd) else ".", "argv": item.run.argv,
+                        "names": item.names, "recorded_names": recorded_names, "outer_name": item.outer_name,
+                        "checkpoints": {str(k): v for k, v in item.checkpoints.items()},
+                        "segment": {
+                            "actions": {str(k): v for k, v in segment.actions.items()}, "store": segment.store,
+                            "stop": segment.stop, "run_post": segment.run_post,
+                            "store_before": segment.store_before, "store_after": segment.store_after,
+                            "seconds": segment.seconds,
+                        },
+                        "result_path": str(folder / f"{index}.result.json"),
+                        "progress_path": str(folder / f"{index}.progress.json"),
+                    }
+                    spec_path = folder / f"{index}.spec.json"
+                    spec_path.write_text(json.dumps(spec))
+                    task = Task(key, spec_path, folder / f"{index}.result.json", folder / f"{index}.progress.json",
+                                len(segment.actions) or 1, segment.seconds, folder / f"{index}.log")
+                    tasks.append(task)
+                    owner[key] = item
+            progress = Progress(self.out, {p.run.tstamp: sum(len(s.actions) or 1 for s in p.segments) for p in todo},
+                                {t.key: owner[t.key].run.tstamp for t in tasks})
+            executor = LocalProcessExecutor(self.workers, self.gpus)
+            outcomes = executor.run(tasks, progress.update)
+            progress.close()
+            for outcome in outcomes:
+                item = owner[outcome.task.key]
+                result = outcome.result
+                item.stored += result.get("stored", 0)
+                item.matched += result.get("matched", 0)
+                item.drifted += result.get("drifted", 0)
+                for name, entry in (result.get("drift") or {}).items():
+                    merged = item.drift.setdefault(name, {"count": 0, "max_difference": None})
+                    merged["count"] += entry["count"]
+                    if entry.get("max_difference") is not None:
+                        merged["max_difference"] = max(merged["max_difference"] or 0.0, entry["max_difference"])
+                if not outcome.ok:
+                    item.errors.append(outcome.error or "failed")
+            for item in todo:
+                item.status = "failed" if item.errors else "done"
+                item.reason = "; ".join(dict.fromkeys(item.errors))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return time.monotonic() - started
+
+
+def describe_plan(item: RunReplay, diff: bool = False) -> str:
+    """The --dry-run text of one run."""
+    head = f"{item.run.tstamp}  {item.run.filename}"
+    if item.status != "planned":
+        return f"{head}  {item.status}: {item.reason}"
+    lines = [f"{head}  {item.strategy} for {', '.join(item.names)}  (estimated {item.seconds:.1f} s)"]
+    for number, segment in enumerate(item.segments, 1):
+        lines.append(f"    segment {number}: {segment.describe()}  (~{segment.seconds:.1f} s)")
+    if diff and item.diff:
+        lines.append("".join("    " + line for line in item.diff.splitlines(keepends=True)).rstrip())
+    return "\n".join(lines)
+
+
+def describe_outcome(item: RunReplay) -> str:
+    """The closing line of one run."""
+    head = f"{item.run.tstamp}  "
+    if item.status == "done":
+        text = f"{head}done: {', '.join(item.names)}: {item.stored} value(s) stored"
+    elif item.status == "failed":
+        text = f"{head}failed: {item.reason} (finished segments are kept; run `flor replay` again for the rest)"
+        if item.stored:
+            text += f"; {item.stored} value(s) stored"
+    else:
+        return f"{head}{item.status}: {item.reason}"
+    checked = item.matched + item.drifted
+    if checked:
+        if item.drifted:
+            worst = ", ".join(
+                f"{name} ({entry['count']}x" + (f", max |diff| {entry['max_difference']:.3g})" if entry["max_difference"] is not None else ")")
+                for name, entry in item.drift.items()
+            )
+            text += f"; fidelity: {item.matched} of {checked} recorded values matched, DRIFTED: {worst}"
+        else:
+            text += f"; fidelity: {item.matched} of {checked} recorded values matched"
+    return text
+
+
+def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
+           dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
+           out=None) -> ReplayReport:
+    """Recover ``names`` (default: every new flor.log of today's script) for past runs.
+
+    >>> flor.replay("weight_norm", workers=2)           # doctest: +SKIP
+    """
+    out = out or sys.stdout
+    session = Session(names, runs=runs, where=where, iterations=iterations, workers=workers, gpus=gpus,
+                      force=force, out=out)
+    try:
+        plans = session.plan()
+        if not plans:
+            print("no runs to replay", file=out)
+            return ReplayReport([])
+        if dry_run:
+            for item in plans:
+                print(describe_plan(item, diff), file=out)
+            total = sum(p.seconds for p in plans if p.status == "planned")
+            print(f"estimated {total:.1f} s of work with {workers} worker(s)", file=out)
+            return ReplayReport(plans)
+        if confirm:
+            planned = [p for p in plans if p.status == "planned"]
+            for item in plans:
+                print(describe_plan(item, diff), file=out)
+            answer = input(f"replay {len(planned)} run(s)? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print("nothing replayed", file=out)
+                return ReplayReport(plans)
+        seconds = session.execute(plans)
+        for item in plans:
+            print(describe_outcome(item), file=out)
+        return ReplayReport(plans, seconds)
+    finally:
+        session.close()

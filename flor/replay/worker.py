@@ -1,0 +1,50 @@
+"""The replay worker: ``python -m flor.replay.worker SPEC.json`` executes one segment of one run.
+
+It installs a :class:`~flor.replay.driver.ReplayRun`, moves into the run's working directory inside
+the workspace, makes imports and ``__file__`` resolve to the run's code version, and runs the
+script as ``__main__``. Its result (values stored, fidelity, error) goes to the spec's result file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    """Run the segment described by the spec file ``argv[0]``."""
+    spec = json.loads(Path(argv[0]).read_text())
+    from .. import api
+    from ..args import split_kwargs
+    from .driver import ReplayRun
+    from .workspace import guard_writes
+
+    workspace = Path(spec["workspace"])
+    script = workspace / spec["filename"]
+    os.chdir(workspace / spec["cwd"] if (workspace / spec["cwd"]).is_dir() else workspace)
+    recorded_argv, _ = split_kwargs(list(spec["argv"]) or [spec["filename"]])
+    sys.argv = [str(script), *recorded_argv[1:]]
+    sys.path.insert(0, str(script.parent))
+    guard_writes(workspace, Path(spec["root"]))
+    run = ReplayRun(spec)
+    api.set_current(run)
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            run.finish(ok=False, error=f"the script exited with status {exc.code}")
+            return 1
+    except BaseException as exc:  # the user's code failed: report it, keep what was stored
+        traceback.print_exc()
+        run.finish(ok=False, error=f"{type(exc).__name__}: {exc}")
+        return 1
+    run.finish(ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

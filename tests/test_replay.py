@@ -1,0 +1,202 @@
+"""End to end: hindsight replay of real scripts in temporary git repositories."""
+
+import os
+import sqlite3
+
+import pytest
+
+from tests.conftest import TUTORIAL
+
+SCRIPT = """
+import flor
+import numpy as np
+import helpers
+
+class Model:
+    def __init__(self):
+        self.w = np.zeros(3)
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"].copy()
+
+np.random.seed(flor.arg("seed", 0))
+model = Model()
+data = np.loadtxt("data/values.txt")
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(flor.arg("epochs", 6))):
+        for step in flor.loop("step", range(5)):
+            model.w += np.random.rand(3) * data[step % len(data)]
+            flor.log("loss", float(model.w.sum()))
+        # BODY
+        with open("out.txt", "w") as handle:
+            handle.write(str(epoch))
+# AFTER
+flor.log("final", helpers.total(model.w))
+"""
+
+HELPERS = """
+import os, signal, time
+
+def total(w):
+    return float(w.sum())
+
+def maybe_crash(epoch, marker, calls):
+    with open(calls, "a") as handle:
+        handle.write(f"{epoch}\\n")
+    if epoch == 2 and os.path.exists(marker):
+        time.sleep(1.0)  # let the flush of the finished epochs land
+        os.kill(os.getpid(), signal.SIGKILL)
+    return epoch * 2
+"""
+
+
+def values(db, name, where=""):
+    sql = f"""
+        SELECT r.tstamp, e.iteration, s.iteration, l.value FROM logs l JOIN runs r ON r.run_id = l.run_id
+        LEFT JOIN contexts s ON s.run_id = l.run_id AND s.ctx_id = l.ctx_id
+        LEFT JOIN contexts e ON e.run_id = s.run_id AND e.ctx_id = s.parent_id
+        WHERE l.name = ? {where} ORDER BY r.tstamp, l.rowid"""
+    with sqlite3.connect(db) as connection:
+        return connection.execute(sql, (name,)).fetchall()
+
+
+@pytest.fixture
+def toy(project):
+    project.write("train.py", SCRIPT)
+    project.write("helpers.py", HELPERS)
+    project.write("data/values.txt", "1.0\n2.0\n0.5\n")
+    project.write(".gitignore", "data/\nout.txt\n")
+    project.write("out.txt", "the user's own file\n")
+    project.commit_all("toy")
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    project.run("train.py", "--kwargs", "seed=7", "epochs=5", env={"FLOR_CKPT_PERIOD": "2"})
+    return project
+
+
+def _add(project, marker, line, indent):
+    text = (project.root / "train.py").read_text()
+    (project.root / "train.py").write_text(text.replace(marker, " " * indent + line + "\n" + marker, 1))
+
+
+def _fresh(project, name, args_by_run):
+    """Values of ``name`` from fresh full runs of today's script with each run's args."""
+    fresh = {}
+    for tstamp, args in args_by_run.items():
+        before = {r[0] for r in values(project.db, "loss")}
+        project.run("train.py", *(["--kwargs", *args] if args else []))
+        new = {r[0] for r in values(project.db, "loss")} - before
+        (new_tstamp,) = new
+        fresh[tstamp] = [row[1:] for row in values(project.db, name) if row[0] == new_tstamp]
+    return fresh
+
+
+def _replayed(project, name, tstamps):
+    return {t: [row[1:] for row in values(project.db, name, "AND l.source = 'replay'") if row[0] == t] for t in tstamps}
+
+
+def _tstamps(project):
+    with sqlite3.connect(project.db) as connection:
+        return [r[0] for r in connection.execute("SELECT tstamp FROM runs ORDER BY tstamp")]
+
+
+@pytest.mark.parametrize(
+    "line, marker, indent, workers",
+    [
+        ('flor.log("wnorm", float(np.linalg.norm(model.w)))', "        # BODY", 8, 1),
+        ('flor.log("wstep", float(model.w[0]) + step)', "        # BODY", 12, 2),
+        ('flor.log("wfinal", float(model.w.max()))', "# AFTER", 0, 1),
+    ],
+    ids=["epoch-body-memo", "step-loop-reexec", "after-loop"],
+)
+def test_replay_equals_a_fresh_run(toy, line, marker, indent, workers):
+    tstamps = _tstamps(toy)
+    name = line.split('"')[1]
+    if indent == 12:
+        marker = "        # BODY"
+        text = (toy.root / "train.py").read_text().replace(
+            '            flor.log("loss", float(model.w.sum()))\n',
+            '            flor.log("loss", float(model.w.sum()))\n            ' + line + "\n",
+        )
+        (toy.root / "train.py").write_text(text)
+    else:
+        _add(toy, marker, line, indent)
+    status_before = toy.git("status", "--porcelain")
+    (toy.root / "out.txt").write_text("the user's own file\n")
+    done = toy.flor("replay", name, "--workers", str(workers))
+    assert "done" in done.stdout and "fidelity" in done.stdout, done.stdout
+    assert toy.git("status", "--porcelain") == status_before
+    assert (toy.root / "out.txt").read_text() == "the user's own file\n"
+    replayed = _replayed(toy, name, tstamps)
+    fresh = _fresh(toy, name, {tstamps[0]: [], tstamps[1]: ["seed=7", "epochs=5"]})
+    assert replayed == fresh and all(replayed.values())
+    # Replaying again does nothing and duplicates nothing.
+    again = toy.flor("replay", name)
+    assert "already replayed" in again.stdout
+    assert _replayed(toy, name, tstamps) == replayed
+
+
+def test_dry_run_prints_plans_and_diff(toy):
+    _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
+    out = toy.flor("replay", "--dry-run", "--diff").stdout
+    assert out.count("memo for wnorm") == 2
+    assert "+        flor.log(\"wnorm\"" in out and "estimated" in out
+    assert "segment 1: memo 0" in out
+    assert "exec" in out  # the second run checkpointed every other epoch: gaps are re-executed
+    assert values(toy.db, "wnorm") == []
+
+
+def test_killed_worker_keeps_finished_iterations_and_second_replay_does_the_rest(toy, tmp_path):
+    marker, calls = tmp_path / "crash", tmp_path / "calls.txt"
+    marker.write_text("x")
+    _add(toy, "        # BODY", f'flor.log("probe", helpers.maybe_crash(epoch, {str(marker)!r}, {str(calls)!r}))', 8)
+    first = toy.flor("replay", "probe", "--runs", _tstamps(toy)[0], check=False)
+    assert first.returncode == 1 and "killed by signal 9" in first.stdout
+    assert [r[2] for r in values(toy.db, "probe")] == [0, 1]
+    marker.unlink()
+    calls.write_text("")
+    toy.flor("replay", "probe", "--runs", _tstamps(toy)[0])
+    redone = calls.read_text().split()
+    # Epochs 0 and 1 are kept; epoch 1 may run again only as the warm-up of a missing checkpoint.
+    assert "0" not in redone and redone[-4:] == ["2", "3", "4", "5"]
+    assert [r[3] for r in values(toy.db, "probe")] == [0, 2, 4, 6, 8, 10]
+
+
+def test_drift_is_reported(toy):
+    text = (toy.root / "train.py").read_text()
+    # The recorded code logs `loss`; make today's version of the run differ in what it logs:
+    # replaying with a perturbed data file changes `loss` during re-execution.
+    (toy.root / "data" / "values.txt").write_text("1.0\n2.0\n0.6\n")
+    toy.write("train.py", text.replace("            flor.log(\"loss\"", "            flor.log(\"probe\", step)\n            flor.log(\"loss\"", 1))
+    out = toy.flor("replay", "probe", "--runs", _tstamps(toy)[0]).stdout
+    assert "DRIFTED: loss" in out
+    with sqlite3.connect(toy.db) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM drift WHERE name = 'loss'").fetchone()[0] > 0
+
+
+def test_bad_replay_input(toy):
+    form = toy.flor("replay", "--iterations", "epoch", check=False)
+    assert form.returncode == 2 and form.stderr.startswith("flor: error: --iterations 'epoch'")
+    _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
+    wrong = toy.flor("replay", "wnorm", "--iterations", "step=1", check=False)
+    assert wrong.returncode == 1 and "the outer loop is 'epoch'" in wrong.stdout
+    bad = toy.flor("replay", "--kwargs", "seed=3", check=False)
+    assert bad.returncode == 2 and "overrides are refused" in bad.stderr
+    none = toy.flor("replay", "nothing_new").stdout
+    assert "adds no flor.log of nothing_new" in none
+
+
+def test_tutorial_weight_norm_equals_fresh_run(project):
+    project.write("train.py", TUTORIAL.read_text())
+    project.commit_all()
+    project.run("train.py", "--kwargs", "epochs=3")
+    project.run("train.py", "--kwargs", "epochs=3", "hidden=75")
+    tstamps = _tstamps(project)
+    _add(project, "\nwith torch.no_grad():",
+         'flor.log("weight_norm", sum(p.norm() ** 2 for p in net.parameters()).item() ** 0.5)', 8)
+    text = (project.root / "train.py").read_text().replace(
+        '        flor.log("weight_norm"', '        flor.log("weight_norm"', 1)
+    project.flor("replay", "weight_norm", "--workers", "2")
+    replayed = _replayed(project, "weight_norm", tstamps)
+    fresh = _fresh(project, "weight_norm", {tstamps[0]: ["epochs=3"], tstamps[1]: ["epochs=3", "hidden=75"]})
+    assert replayed == fresh and [len(v) for v in replayed.values()] == [3, 3]
