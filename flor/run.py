@@ -108,6 +108,10 @@ class Run:
         self.next_ctx = 0
         self.scope = None  # the checkpoint manager of the active flor.checkpointing, if any
         self.managers: list = []
+        # Resuming a killed run: the checkpoint to start from, and the nested loop it replaces.
+        self.resume: dict | None = _resume_point()
+        self._skip_nested: str | None = None
+        self._index_offset = 0
         self.outer_loop_seen = False
         self.t0 = time.perf_counter()
         self._log_queue: deque = deque()
@@ -344,14 +348,53 @@ class Run:
     # -- loops --------------------------------------------------------------------------------
 
     def loop(self, name: str, iterable):
-        """Generator behind flor.loop in record mode."""
+        """Generator behind flor.loop in record mode (a resumed run first catches up)."""
+        if self.resume is not None and self.depth == 0 and self.scope is not None:
+            resume, self.resume = self.resume, None
+            return self._resumed_outer_loop(name, iterable, resume)
+        if self.depth == 1 and self._skip_nested is not None:
+            location, self._skip_nested = self._skip_nested, None
+            return self._restored_nested_loop(location)
+        return self._record_loop(name, iterable)
+
+    def _restored_nested_loop(self, location: str):
+        from .checkpoints.restore import restore_into
+
+        # Runs at the first next(): the caller's frame is the user's for statement.
+        restore_into(self.root / ".flor", location, self.scope.objects, sys._getframe(1))
+        return
+        yield
+
+    def _resumed_outer_loop(self, name: str, iterable, resume: dict):
+        """Skip to the checkpoint a killed run left, restore it, and record from there on."""
+        from .checkpoints.restore import restore_into
+
+        index, point, location = resume["iteration"], resume["point"], resume["location"]
+        iterator = iter(iterable)
+        skip = index + 1 if point == "end" else index
+        for _ in range(skip):
+            next(iterator, None)
+        if point == "end":
+            restore_into(self.root / ".flor", location, self.scope.objects, sys._getframe(1))
+        else:
+            self._skip_nested = location
+        offset = skip
+
+        class _Offset:
+            def __iter__(self_inner):
+                return iterator
+
+        self._index_offset = offset
+        yield from self._record_loop(name, _Offset())
+
+    def _record_loop(self, name: str, iterable):
         parent, depth = self.ctx_id, self.depth
         outer = depth == 0
         scope = self.scope if outer else None
         if scope is not None:
             scope.outer_loop_started(self, _length(iterable))
         push_ctx, clock, t0 = self.push_ctx, time.perf_counter, self.t0
-        index = 0
+        index, self._index_offset = self._index_offset, 0
         self.depth = depth + 1
         try:
             for item in iterable:
@@ -376,6 +419,20 @@ class Run:
             self.ctx_id, self.depth = parent, depth
             if outer:
                 self._wake.set()
+
+
+def _resume_point() -> dict | None:
+    """The checkpoint that ``flor resume`` asked this process to continue from."""
+    raw = os.environ.get("FLOR_RESUME_CHECKPOINT")
+    if not raw:
+        return None
+    import json
+
+    try:
+        point = json.loads(raw)
+        return {"iteration": int(point["iteration"]), "point": str(point["point"]), "location": str(point["location"])}
+    except (ValueError, KeyError, TypeError):
+        raise UsageError("FLOR_RESUME_CHECKPOINT is malformed; start the run with `flor resume RUN`") from None
 
 
 def _length(iterable) -> int | None:

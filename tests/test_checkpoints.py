@@ -154,3 +154,45 @@ def test_sigkill_during_writes_never_lists_a_torn_checkpoint(project):
         assert ckpt["state"][0] == iteration + 1 and (ckpt["state"] == iteration + 1).all()
     for path in (project.root / ".flor" / "checkpoints").rglob("*.json"):
         json.loads(path.read_text())  # every visible manifest is complete
+
+
+RESUMABLE = """
+import flor, os, signal, numpy as np
+class Model:
+    def __init__(self):
+        self.w = np.zeros(2)
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"].copy()
+np.random.seed(flor.arg("seed", 3))
+model = Model()
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(6)):
+        for step in flor.loop("step", range(3)):
+            model.w += np.random.rand(2)
+            flor.log("loss", float(model.w.sum()))
+        if epoch == 3 and os.path.exists("crash-now"):
+            import time; time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGKILL)
+flor.log("final", float(model.w.sum()))
+"""
+
+
+def test_resume_continues_a_killed_run_from_its_last_checkpoint(project):
+    project.write("train.py", RESUMABLE)
+    project.write(".gitignore", "crash-now\n")
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})  # the uninterrupted reference
+    (project.root / "crash-now").write_text("x")
+    killed = project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"}, check=False)
+    assert killed.returncode == -9
+    (project.root / "crash-now").unlink()
+    project.flor("runs")
+    tstamp = _rows(project.db, "SELECT tstamp FROM runs WHERE status = 'killed'")[0][0]
+    done = project.flor("resume", tstamp)
+    assert "resuming" in done.stderr
+    rows = _rows(project.db, "SELECT run_id, status, resumed_from FROM runs ORDER BY run_id")
+    assert rows[2][1] == "finished" and rows[2][2] == rows[1][0]
+    final = _rows(project.db, "SELECT run_id, value FROM logs WHERE name = 'final' ORDER BY run_id")
+    assert [value for _run, value in final] == [final[0][1], final[0][1]]  # same result as uninterrupted

@@ -160,6 +160,20 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = True, with_vari
     )
 
 
+def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None) -> Checkpoint:
+    """Restore a checkpoint into live registered objects, the random state and, with ``frame``,
+    the variables of the loop it was taken after (what replay and resume do)."""
+    from .variables import restore as restore_variables
+
+    checkpoint = read_manifest(flor_dir, location)
+    for name, obj in objects.items():
+        restore_object(obj, checkpoint.states.get(name), name)
+    set_rng_state(checkpoint.rng)
+    if frame is not None:
+        restore_variables(frame, checkpoint.variables)
+    return checkpoint
+
+
 def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted: bool = True, **named) -> Checkpoint:
     """The checkpoint of ``run`` (tstamp prefix or run id) at ``iteration`` (default: the last).
 

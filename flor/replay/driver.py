@@ -19,10 +19,8 @@ from itertools import islice
 from pathlib import Path
 
 from .. import values
-from ..checkpoints.restore import read_manifest, restore_object
+from ..checkpoints.restore import restore_into
 from ..checkpoints.scope import Hooks
-from ..checkpoints.snapshot import set_rng_state
-from ..checkpoints.variables import restore as restore_variables
 from ..errors import CheckpointError, UsageError
 from ..run import Run, restore_rng_state
 from ..store import Store
@@ -43,12 +41,7 @@ class ReplayManager(Hooks):
         location = self.run.checkpoints.get(index, {}).get(point)
         if location is None:
             raise CheckpointError(f"run {self.run.tstamp} has no {point} checkpoint of iteration {index}")
-        ckpt = read_manifest(self.run.flor_dir, location)
-        for name, obj in self.objects.items():
-            restore_object(obj, ckpt.states.get(name), name)
-        set_rng_state(ckpt.rng)
-        if frame is not None:
-            restore_variables(frame, ckpt.variables)
+        restore_into(self.run.flor_dir, location, self.objects, frame)
 
 
 class ReplayRun(Run):

@@ -800,14 +800,19 @@ class _Placer:
             raise _Refusal(self._missing_anchor(pred, succ, parent))
         # A neighbour that has a counterpart, but in another block (say, inside an `if` added
         # around it): the statement's meaning may have moved with it.
+        # When that block lies inside this one (an `if` around the anchor), both there and here are
+        # plausible: refuse. When it lies outside (a helper function), follow the other neighbour.
         elsewhere = [u for u in (pred, succ) if u is not None and u in self.m.t2o and self.m.t2o[u] not in pos]
-        if elsewhere:
-            if not (pred_real or succ_real):
-                there = self.m.t2o[elsewhere[0]].parent
+        for u in elsewhere:
+            there = self.m.t2o[u]
+            nested = any(a in pos for a in there.ancestors())
+            if nested or not (pred_real or succ_real):
+                where = "at module level" if there.parent.parent is None else f"inside `{there.parent.header_text(lines_o)}`"
                 raise _Refusal(
-                    f"its anchor `{elsewhere[0].header_text(lines_t)}` is inside "
-                    f"`{there.header_text(lines_o)}` in this version (ambiguous)", _CONF_AMBIGUOUS
+                    f"its anchor `{u.header_text(lines_t)}` is elsewhere in this version ({where}, line "
+                    f"{there.first_line}): placing it would be ambiguous", _CONF_AMBIGUOUS
                 )
+        if elsewhere:
             cap = min(cap, _CONF_MOVED_BLOCK)
 
         constraints = []
@@ -824,13 +829,13 @@ class _Placer:
         t_before, t_any, t_scope = self.today.available(parent, s.field, s.index)
         base_before, o_any, _ = self.old.available(owner, ofld, 0)
         old_names = o_any | base_before | self.old.self_attrs
+        t_uses = self.today.scope_uses(t_scope) | _params(t_scope.node)
         renames, rconf, rwhy = {}, 1.0, ""
         for name in free:
             target, conf, why = self.m.rename(name, t_scope, old_scope_node, old_names)
             if target != name:
-                clash = (target in t_any or target in t_before) and (
-                    self.m.rename(target, t_scope, old_scope_node, old_names)[0] == target
-                )
+                # Renaming onto a name that this scope of today's script uses for something else.
+                clash = target in t_uses and self.m.rename(target, t_scope, old_scope_node, old_names)[0] == target
                 if clash:
                     conf, why = min(conf, 0.5), f"`{name}` would become `{target}`, which today's script also uses (ambiguous)"
                 renames[name] = target
