@@ -22,9 +22,9 @@ _current: Run | None = None
 _pending: Run | None = None
 _overrides: dict[str, str] = {}
 _argv: list[str] = list(sys.argv)
-_PLAIN = (int, float, str, bool, type(None))
-_PLAIN_TYPES = frozenset(_PLAIN)
-_prepare = values.prepare
+# Values stored exactly as logged, with no work at log or flush time (SQLite tags their type).
+_FAST_TYPES = frozenset((int, float, str))
+_encode_logged = values.encode_logged
 
 
 def take_kwargs_from_argv() -> None:
@@ -130,10 +130,10 @@ def log(name: str, value):
         run = _begin()
     if type(name) is not str:
         raise UsageError(f"flor.log name must be a string, got {type(name).__name__} {name!r}")
-    if type(value) in _PLAIN_TYPES:
-        run.push_log((name, value, run.ctx_id))
+    if type(value) in _FAST_TYPES:
+        run.push_log((name, value, run.ctx_id, run.iteration))
     else:
-        run.push_log((name, _prepare(value, name), run.ctx_id))
+        run.push_special((run.ctx_id, run.iteration, name, *_encode_logged(value, name)))
     return value
 
 

@@ -66,7 +66,7 @@ def dataframe(*names: str, start: Path | None = None):
 
 
 def _column(store: Store, name: str):
-    """(run_ids, ctx_ids, typed values) of every log under ``name``; record wins over replay."""
+    """(run_id, ctx_id, iteration, typed value) of every log under ``name``; record wins over replay."""
     import numpy as np
     import pandas as pd
 
@@ -77,13 +77,13 @@ def _column(store: Store, name: str):
         return None
     order = " ORDER BY source DESC, rowid" if len(sources) > 1 else " ORDER BY rowid"
     if len(vtypes) == 1:
-        rows = store._read(f"SELECT run_id, ctx_id, value FROM logs WHERE name = ?{order}", (name,))
-        frame = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "value"], coerce_float=False)
+        rows = store._read(f"SELECT run_id, ctx_id, iteration, value FROM logs WHERE name = ?{order}", (name,))
+        frame = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "iteration", "value"], coerce_float=False)
         vtype = next(iter(vtypes))
         frame["value"] = _typed(frame["value"], vtype)
     else:
-        rows = store._read(f"SELECT run_id, ctx_id, value, vtype FROM logs WHERE name = ?{order}", (name,))
-        frame = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "value", "vtype"])
+        rows = store._read(f"SELECT run_id, ctx_id, iteration, value, vtype FROM logs WHERE name = ?{order}", (name,))
+        frame = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "iteration", "value", "vtype"])
         decoded = [values.decode(v, t) for v, t in zip(frame["value"], frame["vtype"])]
         if vtypes <= {values.INT, values.FLOAT}:
             frame["value"] = np.asarray(decoded, dtype=float)
@@ -113,51 +113,55 @@ def _typed(series, vtype: str):
 
 
 def _loop_columns(frame, contexts):
-    """Add one column per loop name to ``frame`` (run_id, ctx_id, ...), walking up the contexts."""
+    """Add one column per loop name to ``frame`` (run_id, ctx_id, iteration, ...): a value's own
+    loop gives its index, and the parent links give the enclosing loops' indices."""
     import numpy as np
     import pandas as pd
 
     if contexts is None or frame["ctx_id"].isna().all():
-        return frame, []
-    ctx_keys = contexts["run_id"].to_numpy(np.int64) * _SHIFT + contexts["ctx_id"].to_numpy(np.int64)
-    index = pd.Index(ctx_keys)
-    parents = contexts["parent_id"].to_numpy()
-    parent_keys = np.where(
-        pd.isna(parents), -1, contexts["run_id"].to_numpy(np.int64) * _SHIFT + np.nan_to_num(parents.astype(float), nan=0).astype(np.int64)
-    )
+        return frame.drop(columns="iteration"), []
+    run_ids = contexts["run_id"].to_numpy(np.int64)
+    index = pd.Index(run_ids * _SHIFT + contexts["ctx_id"].to_numpy(np.int64))
+    parents = pd.to_numeric(contexts["parent_id"], errors="coerce").to_numpy(float)
+    parent_keys = np.where(np.isnan(parents), -1, run_ids * _SHIFT + np.nan_to_num(parents, nan=0).astype(np.int64))
+    parent_iterations = pd.to_numeric(contexts["parent_iteration"], errors="coerce").to_numpy(float)
     loop_codes, loop_names = pd.factorize(contexts["loop_name"])
-    iterations = contexts["iteration"].to_numpy(np.int64)
 
-    ctx = frame["ctx_id"].to_numpy()
-    has_ctx = ~pd.isna(ctx)
+    ctx = pd.to_numeric(frame["ctx_id"], errors="coerce").to_numpy(float)
+    has_ctx = ~np.isnan(ctx)
     keys = np.full(len(frame), -1, dtype=np.int64)
     keys[has_ctx] = frame["run_id"].to_numpy(np.int64)[has_ctx] * _SHIFT + ctx[has_ctx].astype(np.int64)
+    current = pd.to_numeric(frame["iteration"], errors="coerce").to_numpy(float)
     columns: dict[str, np.ndarray] = {}
     depth_of: dict[str, int] = {}
     level = 0
     while (keys >= 0).any():
-        live = keys >= 0
+        live = np.flatnonzero(keys >= 0)
         positions = index.get_indexer(keys[live])
         found = positions >= 0
-        rows = np.flatnonzero(live)[found]
-        positions = positions[found]
+        rows, positions = live[found], positions[found]
         codes = loop_codes[positions]
         for code in np.unique(codes):
             name = str(loop_names[code])
             column = columns.setdefault(name, np.full(len(frame), np.nan))
             pick = codes == code
-            column[rows[pick]] = iterations[positions[pick]]
+            column[rows[pick]] = current[rows[pick]]
             depth_of[name] = max(depth_of.get(name, 0), level)
         next_keys = np.full(len(frame), -1, dtype=np.int64)
         next_keys[rows] = parent_keys[positions]
-        keys = next_keys
+        next_current = np.full(len(frame), np.nan)
+        next_current[rows] = parent_iterations[positions]
+        keys, current = next_keys, next_current
         level += 1
     # Depth counted from the innermost; the outermost loop has the greatest count.
     ordered = sorted(columns, key=lambda n: -depth_of[n])
     for name in ordered:
         column = columns[name]
-        frame[name] = pd.array(np.where(np.isnan(column), pd.NA, column), dtype="Int64") if np.isnan(column).any() else column.astype(np.int64)
-    return frame, ordered
+        if np.isnan(column).any():
+            frame[name] = pd.array(np.where(np.isnan(column), pd.NA, column), dtype="Int64")
+        else:
+            frame[name] = column.astype(np.int64)
+    return frame.drop(columns="iteration"), ordered
 
 
 def _build(store: Store, names: list[str]):
@@ -185,10 +189,10 @@ def _build(store: Store, names: list[str]):
     if any(frame["ctx_id"].notna().any() for frame in log_columns.values()):
         run_ids = sorted({int(r) for f in log_columns.values() for r in f["run_id"].unique()})
         rows = store._read(
-            f"SELECT run_id, ctx_id, parent_id, loop_name, iteration FROM contexts "
+            f"SELECT run_id, ctx_id, parent_id, parent_iteration, loop_name FROM contexts "
             f"WHERE run_id IN ({','.join(map(str, run_ids))})"
         )
-        contexts = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "parent_id", "loop_name", "iteration"])
+        contexts = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "parent_id", "parent_iteration", "loop_name"])
     loop_order: list[str] = []
     for name, column in log_columns.items():
         column, loops = _loop_columns(column, contexts)

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
+from itertools import islice
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .store import Store
 from .vcs import Repo, find_root
 
 FLUSH_INTERVAL_S = 1.0
+_NEVER = object()  # a sentinel no queue holds
 SNAPSHOT_WAIT_S = 30.0
 _warned: set[str] = set()
 
@@ -102,8 +104,9 @@ class Run:
         self.tstamp: str | None = None
         self.store: Store | None = None
         self.root: Path | None = None
-        # Loop context: the innermost loop iteration's id, and the nesting depth.
+        # Loop context: the innermost loop instance, its current index, and the nesting depth.
         self.ctx_id: int | None = None
+        self.iteration: int | None = None
         self.depth = 0
         self.next_ctx = 0
         self.scope = None  # the checkpoint manager of the active flor.checkpointing, if any
@@ -114,10 +117,15 @@ class Run:
         self._index_offset = 0
         self.outer_loop_seen = False
         self.t0 = time.perf_counter()
+        # Appending to a deque is atomic, so the flush thread can drain while training appends.
         self._log_queue: deque = deque()
+        self._special_queue: deque = deque()
         self._ctx_queue: deque = deque()
+        self._iteration_queue: deque = deque()
         self.push_log = self._log_queue.append
+        self.push_special = self._special_queue.append
         self.push_ctx = self._ctx_queue.append
+        self.push_iteration = self._iteration_queue.append
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -313,24 +321,26 @@ class Run:
         """Ask the flush thread to write now (outer-loop boundaries)."""
         self._wake.set()
 
-    def _drain(self) -> tuple[list, list]:
-        log_queue, ctx_queue = self._log_queue, self._ctx_queue
-        pop_log, pop_ctx = log_queue.popleft, ctx_queue.popleft
-        contexts = [pop_ctx() for _ in range(len(ctx_queue))]
-        logs = [pop_log() for _ in range(len(log_queue))]
-        return contexts, logs
+    def _drain(self) -> tuple[list, ...]:
+        def take(queue: deque) -> list:
+            # Built in C (no bytecode per item), bounded to what is there now.
+            return list(islice(iter(queue.popleft, _NEVER), len(queue)))
+
+        # Loop instances first: a log drained below never refers to one drained later.
+        return take(self._ctx_queue), take(self._iteration_queue), take(self._log_queue), take(self._special_queue)
 
     def flush(self, final: bool = False) -> None:
         """Write what was logged since the last flush; keep it in memory if the write fails."""
         with self._write_lock:
-            contexts, logs = self._drain()
+            batch = self._drain()
             fields = dict(self._run_fields)
             try:
-                self.write(contexts, logs, fields)
+                self.write(*batch, fields)
             except StoreError as exc:
                 # Put everything back in front so that the next flush retries it in order.
-                self._ctx_queue.extendleft(reversed(contexts))
-                self._log_queue.extendleft(reversed(logs))
+                queues = (self._ctx_queue, self._iteration_queue, self._log_queue, self._special_queue)
+                for queue, items in zip(queues, batch):
+                    queue.extendleft(reversed(items))
                 if final or not self._flush_error_reported:
                     self._flush_error_reported = True
                     warn(f"{exc}; logged values are kept in memory and retried" if not final else str(exc))
@@ -339,11 +349,12 @@ class Run:
                 if self._run_fields.get(key) == fields[key]:
                     self._run_fields.pop(key, None)
 
-    def write(self, contexts: list, logs: list, fields: dict) -> None:
+    def write(self, contexts: list, iterations: list, logs: list, special: list, fields: dict) -> None:
         """Persist one batch (record mode)."""
-        encode = values.encode
-        rows = [(ctx, name, *encode(value)) for name, value, ctx in logs]
-        self.store.write_batch(self.run_id, contexts, rows, heartbeat=time.time(), run_fields=fields)
+        self.store.write_batch(
+            self.run_id, contexts, logs, special=special, iterations=iterations,
+            heartbeat=time.time(), run_fields=fields,
+        )
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -388,35 +399,41 @@ class Run:
         yield from self._record_loop(name, _Offset())
 
     def _record_loop(self, name: str, iterable):
-        parent, depth = self.ctx_id, self.depth
+        parent, parent_iteration, depth = self.ctx_id, self.iteration, self.depth
         outer = depth == 0
         scope = self.scope if outer else None
         if scope is not None:
             scope.outer_loop_started(self, _length(iterable))
-        push_ctx, clock, t0 = self.push_ctx, time.perf_counter, self.t0
+        clock, t0 = time.perf_counter, self.t0
+        self.next_ctx += 1
+        ctx = self.next_ctx
+        t_start = clock() - t0
+        self.push_ctx((ctx, parent, parent_iteration, name, t_start, None, None))
+        push_iteration = self.push_iteration
         index, self._index_offset = self._index_offset, 0
         self.depth = depth + 1
         try:
             for item in iterable:
-                self.next_ctx += 1
-                ctx = self.next_ctx
-                push_ctx((ctx, parent, name, index, clock() - t0))
-                self.ctx_id = ctx
-                if scope is not None:
-                    scope.outer_iteration_started(self, index)
-                yield item
-                self.ctx_id = ctx
+                self.ctx_id, self.iteration = ctx, index
                 if outer:
+                    push_iteration((ctx, index, clock() - t0))
+                    if scope is not None:
+                        scope.outer_iteration_started(self, index)
+                    yield item
+                    self.ctx_id, self.iteration = ctx, index
                     if scope is not None:
                         scope.outer_iteration_ended(self, index)
                     self._wake.set()
+                else:
+                    yield item
                 index += 1
             if scope is not None:
                 scope.outer_loop_ended(self, index - 1 if index else None, sys._getframe(1))
             elif depth == 1 and self.scope is not None:
                 self.scope.nested_loop_ended(self, sys._getframe(1))
         finally:
-            self.ctx_id, self.depth = parent, depth
+            self.push_ctx((ctx, parent, parent_iteration, name, t_start, clock() - t0, index))
+            self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()
 

@@ -10,10 +10,18 @@ Tables (``flor query`` reads them directly)::
     runs(run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started,
          ended, heartbeat, pid, host, python, error, resumed_from, rng_state)
     args(run_id, name, value, vtype)
-    contexts(run_id, ctx_id, parent_id, loop_name, iteration, t)     one row per loop iteration
-    logs(run_id, ctx_id, name, value, vtype, source)                  source: 'record' or 'replay'
-    checkpoints(run_id, iteration, location, bytes, bytes_written, snapshot_s, write_s, created)
-    drift(run_id, ctx_id, name, recorded, replayed, difference, replayed_at)
+    contexts(run_id, ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end, iterations)
+                                         one row per loop *instance* (each time a flor.loop starts)
+    iterations(run_id, ctx_id, iteration, t)      start time of each iteration of a top-level loop
+    logs(run_id, ctx_id, iteration, name, value, vtype, source)
+                                         ctx_id/iteration: the innermost loop and its index (NULL at
+                                         run level); source: 'record' or 'replay'
+    checkpoints(run_id, iteration, point, location, bytes, bytes_written, snapshot_s, write_s, created)
+    drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at)
+
+A value's full loop context is its (loop, iteration) and, up the parent links, those of the
+enclosing loops: ``epoch=3, step=17``. Keeping one row per loop instance rather than per
+iteration keeps the cost of an inner-loop iteration to a counter increment.
 
 >>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP
 >>> store.runs()                                        # doctest: +SKIP
@@ -70,21 +78,30 @@ CREATE TABLE IF NOT EXISTS contexts(
     run_id INTEGER NOT NULL,
     ctx_id INTEGER NOT NULL,
     parent_id INTEGER,
+    parent_iteration INTEGER,
     loop_name TEXT NOT NULL,
+    t_start REAL,
+    t_end REAL,
+    iterations INTEGER,
+    PRIMARY KEY (run_id, ctx_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS iterations(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER NOT NULL,
     iteration INTEGER NOT NULL,
     t REAL,
-    PRIMARY KEY (run_id, ctx_id)
+    PRIMARY KEY (run_id, ctx_id, iteration)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs(
     run_id INTEGER NOT NULL,
     ctx_id INTEGER,
+    iteration INTEGER,
     name TEXT NOT NULL,
     value,
     vtype TEXT NOT NULL,
     source TEXT NOT NULL DEFAULT 'record'
 );
-CREATE INDEX IF NOT EXISTS logs_by_name ON logs(name, run_id);
-CREATE UNIQUE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), name)
+CREATE UNIQUE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), name)
     WHERE source = 'replay';
 CREATE TABLE IF NOT EXISTS checkpoints(
     run_id INTEGER NOT NULL,
@@ -107,6 +124,7 @@ CREATE TABLE IF NOT EXISTS replay_done(
 CREATE TABLE IF NOT EXISTS drift(
     run_id INTEGER NOT NULL,
     ctx_id INTEGER,
+    iteration INTEGER,
     name TEXT NOT NULL,
     recorded,
     replayed,
@@ -167,6 +185,15 @@ def _run_row(row: Sequence) -> RunRow:
     values = list(row)
     values[4] = json.loads(values[4])
     return RunRow(*values)
+
+
+# Plain logged values bind as they are; NaN arrives as NULL (SQLite has no NaN) and None never
+# takes this path, so a NULL here is a float.
+_FAST_LOG_SQL = (
+    "INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?3, ?4, ?1, ?2, "
+    "CASE typeof(?2) WHEN 'real' THEN 'float' WHEN 'integer' THEN 'int' WHEN 'text' THEN 'str' "
+    "ELSE 'float' END)"
+)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -347,23 +374,49 @@ class Store:
         contexts: Sequence[tuple],
         logs: Sequence[tuple],
         *,
+        special: Sequence[tuple] = (),
+        iterations: Sequence[tuple] = (),
         heartbeat: float | None = None,
         run_fields: dict | None = None,
     ) -> None:
-        """Append loop contexts ``(ctx_id, parent_id, loop_name, iteration, t)`` and logs
-        ``(ctx_id, name, value, vtype)`` of a recording run in one transaction."""
+        """Write one batch of a recording run in one transaction.
+
+        ``contexts``: loop instances ``(ctx_id, parent_id, parent_iteration, loop_name, t_start,
+        t_end, iterations)`` (a later row for the same ctx_id replaces the earlier one);
+        ``logs``: plain values as logged, ``(name, value, ctx_id, iteration)`` with value an int,
+        float or str (SQLite's typeof gives the type tag, so no Python work per row); ``special``:
+        already encoded values ``(ctx_id, iteration, name, stored, vtype)``; ``iterations``:
+        ``(ctx_id, iteration, t)`` of top-level loops.
+        """
+        rid = int(run_id)
 
         def body(cursor):
             if contexts:
                 cursor.executemany(
-                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, loop_name, iteration, t) "
-                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO contexts(run_id, ctx_id, parent_id, parent_iteration, loop_name, "
+                    f"t_start, t_end, iterations) VALUES ({rid}, ?, ?, ?, ?, ?, ?, ?)",
                     contexts,
                 )
-            if logs:
+            if iterations:
                 cursor.executemany(
-                    f"INSERT INTO logs(run_id, ctx_id, name, value, vtype) VALUES ({int(run_id)}, ?, ?, ?, ?)",
-                    logs,
+                    f"INSERT OR REPLACE INTO iterations(run_id, ctx_id, iteration, t) VALUES ({rid}, ?, ?, ?)",
+                    iterations,
+                )
+            if logs:
+                try:
+                    cursor.executemany(_FAST_LOG_SQL.format(rid=rid), logs)
+                except OverflowError:
+                    # An int beyond 64 bits: encode this batch row by row instead.
+                    from .values import encode
+
+                    cursor.executemany(
+                        f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
+                        [(ctx, it, name, *encode(value)) for name, value, ctx, it in logs],
+                    )
+            if special:
+                cursor.executemany(
+                    f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
+                    special,
                 )
             fields = dict(run_fields or {})
             if heartbeat is not None:
@@ -458,16 +511,24 @@ class Store:
         )
         return {name: decode(value, vtype) for name, value, vtype in rows}
 
-    def contexts(self, run_id: int) -> list[tuple[int, int | None, str, int, float | None]]:
-        """(ctx_id, parent_id, loop_name, iteration, t) of a run, in creation order."""
+    def contexts(self, run_id: int) -> list[tuple]:
+        """Loop instances ``(ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end,
+        iterations)`` of a run, in creation order."""
         return self._read(
-            "SELECT ctx_id, parent_id, loop_name, iteration, t FROM contexts WHERE run_id = ? ORDER BY ctx_id",
+            "SELECT ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end, iterations "
+            "FROM contexts WHERE run_id = ? ORDER BY ctx_id",
             (run_id,),
         )
 
+    def iterations(self, run_id: int) -> list[tuple[int, int, float | None]]:
+        """``(ctx_id, iteration, t)``: start times of the iterations of a run's top-level loops."""
+        return self._read(
+            "SELECT ctx_id, iteration, t FROM iterations WHERE run_id = ? ORDER BY ctx_id, iteration", (run_id,)
+        )
+
     def logs(self, run_id: int, names: Sequence[str] | None = None, source: str | None = None):
-        """(ctx_id, name, value, vtype, source) rows of one run, in order."""
-        sql = "SELECT ctx_id, name, value, vtype, source FROM logs WHERE run_id = ?"
+        """(ctx_id, iteration, name, value, vtype, source) rows of one run, in order."""
+        sql = "SELECT ctx_id, iteration, name, value, vtype, source FROM logs WHERE run_id = ?"
         params: list = [run_id]
         if names is not None:
             sql += f" AND name IN ({','.join('?' * len(names))})"
@@ -479,48 +540,38 @@ class Store:
 
     # -- replay ---------------------------------------------------------------------------
 
-    def ensure_contexts(self, run_id: int, contexts: Sequence[tuple]) -> None:
-        """Add loop contexts ``(ctx_id, parent_id, loop_name, iteration, t)`` that are missing."""
-        if contexts:
-            self._write(
-                lambda c: c.executemany(
-                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, loop_name, iteration, t) "
-                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?)",
-                    contexts,
-                )
-            )
-
     def write_replayed(
         self, run_id: int, contexts: Sequence[tuple], logs: Sequence[tuple], drift: Sequence[tuple] = (),
         done: Sequence[tuple] = (),
     ) -> None:
-        """Store replayed logs ``(ctx_id, name, value, vtype)`` once per (run, context, name), drift
-        rows ``(ctx_id, name, recorded, replayed, difference)`` and finished outer iterations
-        ``(name, iteration)`` (-1: the statements outside the outer loop)."""
+        """Store replayed logs ``(ctx_id, iteration, name, value, vtype)`` once per (run, loop,
+        iteration, name); new loop instances (as in :meth:`write_batch`); drift rows
+        ``(ctx_id, iteration, name, recorded, replayed, difference)``; and finished outer
+        iterations ``(name, iteration)`` (-1: the statements outside the outer loop)."""
         now = time.time()
+        rid = int(run_id)
 
         def body(cursor):
             if done:
                 cursor.executemany(
-                    f"INSERT OR IGNORE INTO replay_done(run_id, name, iteration) VALUES ({int(run_id)}, ?, ?)",
-                    done,
+                    f"INSERT OR IGNORE INTO replay_done(run_id, name, iteration) VALUES ({rid}, ?, ?)", done
                 )
             if contexts:
                 cursor.executemany(
-                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, loop_name, iteration, t) "
-                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?)",
+                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, parent_iteration, loop_name, "
+                    f"t_start, t_end, iterations) VALUES ({rid}, ?, ?, ?, ?, ?, ?, ?)",
                     contexts,
                 )
             if logs:
                 cursor.executemany(
-                    f"INSERT OR REPLACE INTO logs(run_id, ctx_id, name, value, vtype, source) "
-                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, 'replay')",
+                    f"INSERT OR REPLACE INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
+                    f"VALUES ({rid}, ?, ?, ?, ?, ?, 'replay')",
                     logs,
                 )
             if drift:
                 cursor.executemany(
-                    f"INSERT INTO drift(run_id, ctx_id, name, recorded, replayed, difference, replayed_at) "
-                    f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?, {now})",
+                    f"INSERT INTO drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at) "
+                    f"VALUES ({rid}, ?, ?, ?, ?, ?, ?, {now})",
                     drift,
                 )
 

@@ -118,10 +118,18 @@ def encode(value: object) -> tuple[object, str]:
     return encode(prepared)
 
 
+def encode_logged(value: object, name: str) -> tuple[object, str]:
+    """(stored value, type tag) for a value that is not an int, float or str (flor.log's slow path)."""
+    vtype = _PLAIN.get(type(value))
+    if vtype is not None:
+        return encode(value)
+    return encode(prepare(value, name))
+
+
 def decode(stored: object, vtype: str) -> object:
     """The Python value for a stored value and its type tag."""
     if vtype == FLOAT:
-        return float(stored)
+        return math.nan if stored is None else float(stored)
     if vtype == INT:
         return int(stored)
     if vtype == BOOL:

@@ -125,8 +125,7 @@ print(json.dumps(losses))
     out = project.run("continue.py", "--kwargs", "epochs=4").stdout.strip().splitlines()[-1]
     recorded = [r[0] for r in _rows(project.db, """
         SELECT l.value FROM logs l JOIN contexts s ON s.run_id = l.run_id AND s.ctx_id = l.ctx_id
-        JOIN contexts e ON e.run_id = s.run_id AND e.ctx_id = s.parent_id
-        WHERE l.name = 'loss' AND l.run_id = 1 AND e.iteration >= 2 ORDER BY l.rowid""")]
+        WHERE l.name = 'loss' AND l.run_id = 1 AND s.parent_iteration >= 2 ORDER BY l.rowid""")]
     assert json.loads(out) == recorded and len(recorded) > 50
 
 

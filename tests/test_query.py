@@ -11,24 +11,24 @@ from flor.query import dataframe, query
 from flor.store import Store
 
 
-def _record(root, args, contexts, logs, tstamp):
+def _record(root, args, contexts, logs, special, tstamp):
     store = Store.open(root / ".flor" / "flor.db")
     run_id, _ = store.insert_run(tstamp=tstamp, projid="p", filename="t.py", argv=[], cwd=".",
                                  started=time.time(), args=args)
-    store.write_batch(run_id, contexts, logs, run_fields={"status": "finished", "ended": time.time()})
+    store.write_batch(run_id, contexts, logs, special=special, run_fields={"status": "finished", "ended": time.time()})
     store.close()
 
 
 @pytest.fixture
 def two_runs(in_project):
     root = in_project.root
-    contexts = [(1, None, "epoch", 0, 0), (2, 1, "step", 0, 0), (3, 1, "step", 1, 0),
-                (4, None, "epoch", 1, 0), (5, 4, "step", 0, 0), (6, 4, "step", 1, 0)]
-    logs = [(2, "loss", 0.9, "float"), (3, "loss", 0.8, "float"), (1, "val", 0.5, "float"),
-            (5, "loss", 0.7, "float"), (6, "loss", 0.6, "float"), (4, "val", 0.6, "float"),
-            (None, "accuracy", 0.9, "float"), (None, "note", '{"k": [1, 2]}', "json")]
-    _record(root, [("hidden", 500, "int"), ("opt", "adam", "str")], contexts, logs, "2026-01-01T00:00:00")
-    _record(root, [("hidden", 75, "int"), ("opt", "sgd", "str")], contexts[:3], logs[:3], "2026-01-02T00:00:00")
+    # One epoch loop (ctx 1) with a step loop per epoch (ctx 2 in epoch 0, ctx 3 in epoch 1).
+    contexts = [(1, None, None, "epoch", 0, 1, 2), (2, 1, 0, "step", 0, 1, 2), (3, 1, 1, "step", 0, 1, 2)]
+    logs = [("loss", 0.9, 2, 0), ("loss", 0.8, 2, 1), ("val", 0.5, 1, 0),
+            ("loss", 0.7, 3, 0), ("loss", 0.6, 3, 1), ("val", 0.6, 1, 1), ("accuracy", 0.9, None, None)]
+    special = [(None, None, "note", '{"k": [1, 2]}', "json")]
+    _record(root, [("hidden", 500, "int"), ("opt", "adam", "str")], contexts, logs, special, "2026-01-01T00:00:00")
+    _record(root, [("hidden", 75, "int"), ("opt", "sgd", "str")], contexts[:2], logs[:3], [], "2026-01-02T00:00:00")
     return in_project
 
 
@@ -62,7 +62,7 @@ def test_all_names_by_default(two_runs):
 
 def test_replayed_and_recorded_share_rows(two_runs):
     store = Store.open(two_runs.root / ".flor" / "flor.db")
-    store.write_replayed(1, [], [(1, "norm", 3.0, "float"), (4, "norm", 4.0, "float")])
+    store.write_replayed(1, [], [(1, 0, "norm", 3.0, "float"), (1, 1, "norm", 4.0, "float")])
     store.close()
     df = dataframe("val", "norm")
     first = df[df.tstamp == "2026-01-01T00:00:00"]

@@ -53,9 +53,8 @@ def maybe_crash(epoch, marker, calls):
 
 def values(db, name, where=""):
     sql = f"""
-        SELECT r.tstamp, e.iteration, s.iteration, l.value FROM logs l JOIN runs r ON r.run_id = l.run_id
+        SELECT r.tstamp, s.parent_iteration, l.iteration, l.value FROM logs l JOIN runs r ON r.run_id = l.run_id
         LEFT JOIN contexts s ON s.run_id = l.run_id AND s.ctx_id = l.ctx_id
-        LEFT JOIN contexts e ON e.run_id = s.run_id AND e.ctx_id = s.parent_id
         WHERE l.name = ? {where} ORDER BY r.tstamp, l.rowid"""
     with sqlite3.connect(db) as connection:
         return connection.execute(sql, (name,)).fetchall()

@@ -74,13 +74,20 @@ class ReplayRun(Run):
         self.iterations_done = 0
         self._completed: list[int] = []  # outer iterations whose stored values are all pushed
         self._done_batch: list[tuple] = []
-        # loop contexts: local id -> (parent local id, loop name, iteration); local -> original id
+        # Loop instances: local id -> (parent local id, parent iteration, loop name); local ->
+        # original id. An instance is identified by its parent instance and iteration, its loop
+        # name, and its rank among such siblings (a body may run two loops of the same name).
         self._local: dict[int, tuple] = {}
+        self._local_rank: dict[tuple, int] = {}
+        self._rank_of: dict[int, int] = {}
         self._to_original: dict[int, int] = {}
         self._original: dict[tuple, int] = {}
         self._next_original = 0
-        for ctx_id, parent_id, loop_name, iteration, _t in self.store.contexts(self.run_id):
-            self._original[(parent_id, loop_name, iteration)] = ctx_id
+        ranks: dict[tuple, int] = {}
+        for ctx_id, parent_id, parent_iteration, loop_name, *_rest in self.store.contexts(self.run_id):
+            sibling = (parent_id, parent_iteration, loop_name)
+            ranks[sibling] = ranks.get(sibling, -1) + 1
+            self._original[(*sibling, ranks[sibling])] = ctx_id
             self._next_original = max(self._next_original, ctx_id)
         self._recorded: dict[str, dict] = {}
         self.stored = self.matched = self.drifted = 0
@@ -118,18 +125,23 @@ class ReplayRun(Run):
             return self._outer_loop(name, iterable)
         if self.depth == 1 and self.outer_action == "memo" and not self._nested_done and self.scope is not None:
             self._nested_done = True
-            return self._skipped_loop()
+            return self._skipped_loop(name)
         return super().loop(name, iterable)
 
-    def _skipped_loop(self):
+    def _skipped_loop(self, name: str):
         # Runs at the first next(): the caller's frame is the user's for statement.
+        self.next_ctx += 1  # the instance still counts, so later sibling loops keep their rank
+        self.push_ctx((self.next_ctx, self.ctx_id, self.iteration, name, None, None, None))
         self.scope.restore(self.outer_index, "nested", sys._getframe(1))
         return
         yield  # a generator that yields nothing
 
     def _outer_loop(self, name: str, iterable):
         segment = self.segment
-        parent, depth = self.ctx_id, self.depth
+        parent, parent_iteration, depth = self.ctx_id, self.iteration, self.depth
+        self.next_ctx += 1
+        ctx = self.next_ctx
+        self.push_ctx((ctx, parent, parent_iteration, name, None, None, None))
         self.depth = depth + 1
         try:
             for index, item in enumerate(islice(iterable, segment.stop)):
@@ -139,26 +151,23 @@ class ReplayRun(Run):
                 if action == "restore_end":
                     self.scope.restore(index, "end", sys._getframe(1))
                     continue
-                self.next_ctx += 1
-                ctx = self.next_ctx
-                self.push_ctx((ctx, parent, name, index, 0.0))
-                self.ctx_id = ctx
+                self.ctx_id, self.iteration = ctx, index
                 self.outer_index, self.outer_action, self._nested_done = index, action, False
                 yield item
-                self.ctx_id = ctx
+                self.ctx_id, self.iteration = ctx, index
                 self.iterations_done += 1
                 if index in self.store_iterations:
                     self._completed.append(index)
                 self._wake.set()
             self.outer_index = self.outer_action = None
             if not segment.run_post:
-                self.ctx_id, self.depth = parent, depth
+                self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
                 self.finish(ok=True)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)
         finally:
-            self.ctx_id, self.depth = parent, depth
+            self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
 
     # -- what reaches the store ------------------------------------------------------------
 
@@ -168,65 +177,74 @@ class ReplayRun(Run):
         known = self._to_original.get(local)
         if known is not None:
             return known
-        parent_local, loop_name, iteration = self._local[local]
+        parent_local, parent_iteration, loop_name = self._local[local]
         parent = self._original_ctx(parent_local, new_contexts)
-        key = (parent, loop_name, iteration)
+        key = (parent, parent_iteration, loop_name, self._rank_of[local])
         original = self._original.get(key)
         if original is None:
             self._next_original += 1
             original = self._next_original
             self._original[key] = original
-            new_contexts.append((original, parent, loop_name, iteration, None))
+            new_contexts.append((original, parent, parent_iteration, loop_name, None, None, None))
         self._to_original[local] = original
         return original
 
-    def _outer_of(self, local: int | None) -> int | None:
+    def _outer_of(self, local: int | None, iteration: int | None) -> int | None:
         while local is not None:
-            parent_local, loop_name, iteration = self._local[local]
+            parent_local, parent_iteration, loop_name = self._local[local]
             if parent_local is None:
                 return iteration if loop_name == self.outer_name or self.outer_name is None else None
-            local = parent_local
+            local, iteration = parent_local, parent_iteration
         return None
 
     def _recorded_values(self, name: str) -> dict:
         found = self._recorded.get(name)
         if found is None:
-            found = {ctx: (value, vtype) for ctx, _n, value, vtype, _s in self.store.logs(self.run_id, [name], "record")}
+            found = {
+                (ctx, it): (value, vtype)
+                for ctx, it, _n, value, vtype, _s in self.store.logs(self.run_id, [name], "record")
+            }
             self._recorded[name] = found
         return found
 
-    def _drain(self) -> tuple[list, list]:
+    def _drain(self) -> tuple[list, ...]:
         # Completion marks first: a mark taken here was pushed after its iteration's logs,
         # so those logs are in the batch drained next and land in the same transaction.
         completed, self._completed = self._completed, []
         self._done_batch = self._done_batch + [(name, index) for index in completed for name in self.new_names]
         return super()._drain()
 
-    def write(self, contexts: list, logs: list, fields: dict) -> None:
+    def write(self, contexts: list, iterations: list, logs: list, special: list, fields: dict) -> None:
         """Translate, filter, compare and store one batch of replayed logs."""
         done, self._done_batch = self._done_batch, []
         if self.ended and self._finished_ok:
             done += [(name, -1) for name in self.new_names if self.segment.store_after or self.segment.store_before]
-        for ctx, parent, loop_name, iteration, _t in contexts:
-            self._local[ctx] = (parent, loop_name, iteration)
+        for ctx, parent, parent_iteration, loop_name, *_rest in contexts:
+            if ctx not in self._local:
+                self._local[ctx] = (parent, parent_iteration, loop_name)
+                sibling = (parent, parent_iteration, loop_name)
+                self._local_rank[sibling] = self._local_rank.get(sibling, -1) + 1
+                self._rank_of[ctx] = self._local_rank[sibling]
         new_contexts: list = []
         stored, drift = [], []
         segment = self.segment
-        for name, value, local in logs:
+        rows = [(name, *values.encode(value), ctx, it) for name, value, ctx, it in logs]
+        rows += [(name, stored_value, vtype, ctx, it) for ctx, it, name, stored_value, vtype in special]
+        for name, stored_value, vtype, local, iteration in rows:
             if name in self.new_names:
-                outer = self._outer_of(local)
                 if local is None:
                     keep = segment.store_before or segment.store_after
                 else:
+                    outer = self._outer_of(local, iteration)
                     keep = outer is None or outer in self.store_iterations
                 if keep:
-                    stored.append((self._original_ctx(local, new_contexts), name, *values.encode(value)))
+                    stored.append((self._original_ctx(local, new_contexts), iteration, name, stored_value, vtype))
             elif name in self.compare_names:
                 ctx = self._original_ctx(local, new_contexts)
-                recorded = self._recorded_values(name).get(ctx)
+                recorded = self._recorded_values(name).get((ctx, iteration))
                 if recorded is None:
                     continue
-                replayed = values.decode(*values.encode(value))
+                replayed = values.decode(stored_value, vtype)
                 original = values.decode(*recorded)
                 if _same(original, replayed):
                     self.matched += 1
@@ -238,7 +256,7 @@ class ReplayRun(Run):
                     if difference is not None:
                         entry["max_difference"] = max(entry["max_difference"] or 0.0, difference)
                     if self.drifted <= MAX_DRIFT_ROWS:
-                        drift.append((ctx, name, recorded[0], values.encode(value)[0], difference))
+                        drift.append((ctx, iteration, name, recorded[0], stored_value, difference))
         if stored or drift or new_contexts or done:
             try:
                 self.store.write_replayed(self.run_id, new_contexts, stored, drift, done)

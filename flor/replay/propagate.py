@@ -1,4 +1,4 @@
-"""Place hindsight statements into an old version of a training script (DESIGN §5).
+r"""Place hindsight statements into an old version of a training script (DESIGN §5).
 
 A user adds ``flor.log(...)`` statements to today's script; replay must run them inside each past
 run's own code. This module finds the new statements (:func:`find_new_statements`) and inserts them
@@ -23,10 +23,17 @@ How it works, in three steps:
    else in the old file changes. The result is compiled and checked: removing the inserted
    statements must give back exactly the old syntax tree.
 
->>> placement = propagate(today_src, old_src)                                  # doctest: +SKIP
+>>> old = "import flor\nmodel = Net()\nfor e in flor.loop('epoch', range(5)):\n    train(model)\n"
+>>> today = old.replace("model", "net") + "    flor.log('norm', net.norm())\n"
+>>> placement = propagate(today, old)
 >>> placement.ok, placement.confidence
 (True, 1.0)
->>> print(placement.diff(old_src))                                             # doctest: +SKIP
+>>> print(placement.source, end="")
+import flor
+model = Net()
+for e in flor.loop('epoch', range(5)):
+    train(model)
+    flor.log('norm', model.norm())
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ _DEF_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
 _SCOPE_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _OWN_SCOPE_EXPRS = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 _TRY_TYPES = tuple(t for t in (ast.Try, getattr(ast, "TryStar", None)) if t is not None)
+_RUNS_BODY_FIRST = (*_TRY_TYPES, ast.For, ast.AsyncFor, ast.While)  # their else/finally/handlers
 _KIND = {"AsyncFor": "For", "AsyncWith": "With", "AsyncFunctionDef": "FunctionDef", "TryStar": "Try"}
 _BUILTINS = frozenset(dir(builtins))
 _FSTRING_MIDDLE = getattr(tokenize, "FSTRING_MIDDLE", None)
@@ -70,8 +78,9 @@ _FSTRING_MIDDLE = getattr(tokenize, "FSTRING_MIDDLE", None)
 # they are to be matched across the whole file; they are matched inside mapped blocks only.
 _MIN_EXACT_SIZE = 4
 # Statements equal up to renaming are matched across the whole file only when large enough that the
-# shape alone is unlikely to repeat by chance (``_ = _(_)`` is everywhere).
-_MIN_ANON_SIZE = 10
+# shape alone is unlikely to repeat by chance (``_ = _(_)`` is everywhere). Sizes count the
+# statement and its expression nodes, not their load/store contexts.
+_MIN_ANON_SIZE = 7
 _LEAF_SIMILARITY = 0.6
 _BLOCK_SIMILARITY = 0.5
 
@@ -94,13 +103,14 @@ _ADJACENT_WEIGHT = 10
 
 @dataclass
 class NewStatement:
-    """A statement of today's script that an old version lacks.
+    r"""A statement of today's script that an old version lacks.
 
     ``lineno``/``end_lineno`` are lines of today's file, ``source`` its exact text with the
     indentation of its first line removed, ``names`` the names it logs with ``flor.log``.
 
-    >>> find_new_statements(today_src, old_src)[0]                             # doctest: +SKIP
-    NewStatement(lineno=33, end_lineno=33, source='flor.log("grad_norm", ...)', names=['grad_norm'])
+    >>> [new] = find_new_statements("import flor\nfor i in range(3):\n    flor.log('i', i)\n", "import flor\n")
+    >>> new.lineno, new.end_lineno, new.source, new.names
+    (2, 3, "for i in range(3):\n    flor.log('i', i)", ['i'])
     """
 
     lineno: int
@@ -128,12 +138,14 @@ class InsertedStatement:
 
 @dataclass
 class Placement:
-    """The old source with the new statements inserted, or, when ``ok`` is False, the old source
+    r"""The old source with the new statements inserted, or, when ``ok`` is False, the old source
     unchanged and the reason in one line.
 
-    >>> p = propagate(today_src, old_src)                                      # doctest: +SKIP
+    >>> p = propagate("import flor\nnet = Net()\nflor.log('n', len(net))\n", "import flor\nnet = Net()\n")
     >>> p.ok, p.reason
-    (True, "placed flor.log('grad_norm') (line 33) after `loss.backward()` (line 32 of this version)")
+    (True, "placed flor.log('n') (line 3) after `net = Net()` (line 2 of this version)")
+    >>> propagate("import flor\nflor.log('lr', sched.lr)\n", "import flor\n").reason
+    "could not place flor.log('lr') (line 2): `sched` is not defined in this version"
     """
 
     ok: bool
@@ -144,13 +156,16 @@ class Placement:
     old_source: str = field(default="", repr=False)
 
     def diff(self, old_src: str | None = None, filename: str = "train.py") -> str:
-        """Unified diff from the old source to :attr:`source`.
+        r"""Unified diff from the old source to :attr:`source`.
 
-        >>> print(propagate(today_src, old_src).diff(old_src))                 # doctest: +SKIP
+        >>> old = "import flor\nnet = Net()\n"
+        >>> print(propagate("import flor\nnet = Net()\nflor.log('n', len(net))\n", old).diff(old), end="")
         --- a/train.py
         +++ b/train.py
-        @@ -30,6 +30,7 @@
-        ...
+        @@ -1,2 +1,3 @@
+         import flor
+         net = Net()
+        +flor.log('n', len(net))
         """
         before = self.old_source if old_src is None else old_src
         return "".join(
@@ -164,15 +179,16 @@ class Placement:
 
 
 def find_new_statements(today_src: str, old_src: str) -> list[NewStatement]:
-    """The hindsight statements of today's script: statements with a ``flor.log`` call that have no
+    r"""The hindsight statements of today's script: statements with a ``flor.log`` call that have no
     counterpart in the old version and log a name that the old version does not log.
 
     A new statement is the smallest statement holding the call, widened to an enclosing block that
     is new as a whole (``if step % 100 == 0: flor.log(...)``). Raises :class:`PropagationError` when
     either source does not parse.
 
-    >>> [s.names for s in find_new_statements(today_src, old_src)]             # doctest: +SKIP
-    [['grad_norm'], ['weight_norm']]
+    >>> today = "import flor\nflor.log('a', 1)\nflor.log('b', 2)\nflor.log('c', 3)\n"
+    >>> [s.names for s in find_new_statements(today, "import flor\nflor.log('b', 2)\n")]
+    [['a'], ['c']]
     """
     return Propagator(today_src, old_src).new_statements()
 
@@ -184,15 +200,16 @@ def propagate(
     *,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> Placement:
-    """Insert today's new statements (by default :func:`find_new_statements`) into ``old_src``.
+    r"""Insert today's new statements (by default :func:`find_new_statements`) into ``old_src``.
 
     ``ok`` is True when every statement was placed with confidence >= ``threshold``; otherwise the
     source is ``old_src`` unchanged and ``reason`` says which statement could not be placed and why.
     Never raises for bad input: a source that does not parse gives ``ok=False``.
 
-    >>> p = propagate(today_src, old_src)                                      # doctest: +SKIP
-    >>> p.ok, [(s.lineno, s.names) for s in p.inserted]
-    (True, [(33, ['grad_norm'])])
+    >>> today = "import flor\nfor e in flor.loop('e', range(3)):\n    step()\n    flor.log('x', e)\n"
+    >>> p = propagate(today, "import flor\nfor e in flor.loop('e', range(3)):\n    step()\n    save()\n")
+    >>> p.ok, [(s.lineno, s.names, s.text) for s in p.inserted]
+    (True, [(4, ['x'], "    flor.log('x', e)")])
     """
     try:
         propagator = Propagator(today_src, old_src)
@@ -202,9 +219,9 @@ def propagate(
 
 
 class Propagator:
-    """The matching of one script's version of today against one old version; places statements.
+    r"""The matching of today's script against one old version; places statements into it.
 
-    >>> p = Propagator(today_src, old_src)                                     # doctest: +SKIP
+    >>> p = Propagator("import flor\nnet = Net()\nflor.log('n', len(net))\n", "import flor\nnet = Net()\n")
     >>> p.place(p.new_statements()).ok
     True
     """
@@ -219,7 +236,9 @@ class Propagator:
         """See :func:`find_new_statements`."""
         return [self.today.new_statement(node) for node in self._new_nodes()]
 
-    def place(self, statements: list[NewStatement] | None = None, *, threshold: float = DEFAULT_THRESHOLD) -> Placement:
+    def place(
+        self, statements: list[NewStatement] | None = None, *, threshold: float = DEFAULT_THRESHOLD
+    ) -> Placement:
         """See :func:`propagate`."""
         if statements is None:
             pairs = [(self.today.new_statement(n), n) for n in self._new_nodes()]
@@ -245,7 +264,7 @@ class Propagator:
     def _is_new_block(self, node: _Node) -> bool:
         # Widen to the enclosing block only when nothing in it exists in the old version: an `if`
         # written around the new log is part of it, a changed training loop is not.
-        if node in self.matching.t2o or isinstance(node.node, _SCOPE_TYPES):
+        if node in self.matching.t2o or not isinstance(node.node, ast.stmt) or isinstance(node.node, _SCOPE_TYPES):
             return False
         header = list(_header_nodes(node.node))
         if any(isinstance(x, ast.Call) and _is_flor_call(x, self.today, "loop") for x in header):
@@ -254,8 +273,7 @@ class Propagator:
             return False
         # A block whose very header the old version has too (`for epoch in ...`) was rewritten,
         # not added: only a block that holds nothing but flor.log statements is then part of it.
-        old_headers = {o.head_exact for o in self.old.nodes}
-        if node.head_exact in old_headers:
+        if node.head_exact in self.old.head_exact_ids:
             return all(d.own_logs or d.blocks for d in node.descendants())
         return True
 
@@ -315,6 +333,7 @@ class _Tree:
         self.nodes: list[_Node] = []
         self.root = self._build(self.module, None, None, 0)
         self.exact_ids = {n.exact for n in self.nodes}
+        self.head_exact_ids = {n.head_exact for n in self.nodes}
         self.log_names = set().union(*(n.own_logs for n in self.nodes))
         self.self_attrs: set[str] = set()
         self.star_import = False
@@ -324,6 +343,7 @@ class _Tree:
             elif isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names):
                 self.star_import = True
         self._string_rows: set[int] | None = None
+        self._scope_cache: dict[tuple[str, int], set[str]] = {}
 
     def _intern(self, text: str) -> int:
         return self._interned.setdefault(text, len(self._interned))
@@ -345,9 +365,14 @@ class _Tree:
             value = getattr(node, name, None)
             if isinstance(value, list) and value and isinstance(value[0], _STMT_TYPES):
                 n.blocks[name] = [self._build(child, n, name, i) for i, child in enumerate(value)]
-        header = [] if parent is None else list(_header_nodes(node))
-        n.head_exact = self._intern(_header_ser(node, anon=False))
-        n.head_anon = self._intern(_header_ser(node, anon=True))
+        header: list[ast.AST] = []
+        exact_parts: list[str] = []
+        anon_parts: list[str] = []
+        _describe(node, exact_parts, anon_parts, header, top=True)
+        if parent is None:
+            header = []
+        n.head_exact = self._intern("".join(exact_parts))
+        n.head_anon = self._intern("".join(anon_parts))
         n.exact = self._intern(_block_key(n.head_exact, n.blocks, "exact"))
         n.anon = self._intern(_block_key(n.head_anon, n.blocks, "anon"))
         n.tokens = [n.kind, *(_token(x) for x in header)]
@@ -361,7 +386,7 @@ class _Tree:
     def is_log_call(self, call: ast.Call) -> bool:
         func = call.func
         if isinstance(func, ast.Attribute):
-            return func.attr == "log" and isinstance(func.value, ast.Name) and func.value.id in self.flor_modules
+            return _is_flor_call(call, self, "log")
         return isinstance(func, ast.Name) and func.id in self.log_functions
 
     @staticmethod
@@ -380,8 +405,9 @@ class _Tree:
 
     def find(self, st: NewStatement) -> _Node | None:
         for node in self.nodes[1:]:
-            if isinstance(node.node, ast.stmt) and node.node.lineno == st.lineno and node.node.end_lineno == st.end_lineno:
-                if node.node.col_offset == st.col_offset or st.col_offset == 0:
+            stmt = node.node
+            if isinstance(stmt, ast.stmt) and (stmt.lineno, stmt.end_lineno) == (st.lineno, st.end_lineno):
+                if stmt.col_offset == st.col_offset or st.col_offset == 0:
                     return node
         return None
 
@@ -426,7 +452,7 @@ class _Tree:
         while True:
             block = [k.node for k in node.blocks.get(f, [])]
             _bind_all(block[:i], before)
-            if f in ("orelse", "finalbody", "handlers") and isinstance(node.node, (*_TRY_TYPES, ast.For, ast.AsyncFor, ast.While)):
+            if f in ("orelse", "finalbody", "handlers") and isinstance(node.node, _RUNS_BODY_FIRST):
                 # `else`/`finally`/handlers run after (some of) the body.
                 _bind_all(node.node.body, before)
                 if f == "finalbody":
@@ -437,19 +463,32 @@ class _Tree:
                 break
             _bind_header(node.node, before)
             f, i, node = node.field, node.index, node.parent
-        anywhere = _scope_bindings(scope)
+        anywhere = set(self.scope_bindings(scope))
         before |= _params(scope.node)
         enclosing = scope.scope
         while enclosing is not None:
             if not isinstance(enclosing.node, ast.ClassDef):
-                outer = _scope_bindings(enclosing)
+                outer = self.scope_bindings(enclosing)
                 before |= outer
                 anywhere |= outer
             enclosing = enclosing.scope
         return before, anywhere, scope
 
+    def scope_bindings(self, scope: _Node) -> set[str]:
+        """Names bound anywhere in ``scope`` (its parameters included), not in nested scopes."""
+        key = ("bindings", scope.order)
+        if key not in self._scope_cache:
+            self._scope_cache[key] = _scope_bindings(scope)
+        return self._scope_cache[key]
+
     def scope_uses(self, scope: _Node) -> set[str]:
         """Every name that the statements of ``scope`` (not nested functions) mention."""
+        key = ("uses", scope.order)
+        if key not in self._scope_cache:
+            self._scope_cache[key] = self._scope_uses(scope)
+        return self._scope_cache[key]
+
+    def _scope_uses(self, scope: _Node) -> set[str]:
         out: set[str] = set()
         stack: list[ast.AST] = [k.node for kids in scope.blocks.values() for k in kids]
         while stack:
@@ -514,7 +553,9 @@ class _Matching:
             if t in self.t2o or not t.blocks:
                 continue
             if t.kind in ("FunctionDef", "ClassDef"):
-                same = [o for o in self.old.nodes if o.kind == t.kind and o not in self.o2t and o.node.name == t.node.name]
+                same = [
+                    o for o in self.old.nodes if o.kind == t.kind and o not in self.o2t and o.node.name == t.node.name
+                ]
                 if len(same) == 1:
                     self._link(t, same[0], 1.0)
                     continue
@@ -654,7 +695,9 @@ class _Matching:
                 global_votes[a][b] += 1
         return votes, global_votes
 
-    def rename(self, name: str, today_scope: _Node, old_scope: _Node, old_names: set[str]) -> tuple[str, float, str]:
+    def rename(
+        self, name: str, today_scope: _Node, old_scope: _Node, old_names: set[str],
+    ) -> tuple[str, float, str]:
         """(old name, confidence, why) for a variable of today's statement. Votes from the same pair
         of scopes decide; votes from elsewhere in the file only for a name this scope lacks."""
         counter = self.votes.get((today_scope, old_scope), {}).get(name)
@@ -670,9 +713,9 @@ class _Matching:
         if len(ranked) > 1 and ranked[1][1] == count:
             options = " or ".join(f"`{n}`" for n, c in ranked if c == count)
             return top, 0.5, f"`{name}` corresponds to {options} in this version (ambiguous)"
-        share = count / total
-        why = "" if share >= 0.75 else f"`{name}` corresponds to `{top}` only in {count} of {total} places (ambiguous)"
-        return top, share, why
+        if count == total:
+            return top, 1.0, ""
+        return top, count / total, f"`{name}` corresponds to `{top}` in only {count} of {total} places"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -693,6 +736,7 @@ class _Decision:
     block: str = ""
     k: int = 0
     mode: str = "after"
+    detail: str = ""
     text: str = ""
     lines: list[str] = field(default_factory=list)
     renames: dict[str, str] = field(default_factory=dict)
@@ -709,7 +753,9 @@ class _Refusal(Exception):
 class _Placer:
     """Decides, for each new statement, its block and position in the old tree; builds the output."""
 
-    def __init__(self, propagator: Propagator, pairs: list[tuple[NewStatement, _Node | None]], threshold: float):
+    def __init__(
+        self, propagator: Propagator, pairs: list[tuple[NewStatement, _Node | None]], threshold: float
+    ):
         self.p = propagator
         self.today, self.old, self.m = propagator.today, propagator.old, propagator.matching
         self.threshold = threshold
@@ -735,9 +781,12 @@ class _Placer:
             worst = min(failed, key=lambda d: (d.placed, d.confidence))
             reason = worst.reason
             if worst.placed:  # placed, but not confidently enough
-                reason = f"could not place {worst.label} (line {worst.statement.lineno}) confidently " \
-                         f"(confidence {worst.confidence:.2f} < {self.threshold:.2f}): {worst.reason}"
-            return Placement(False, old_src, self._results(None), min(d.confidence for d in self.decisions), reason, old_src)
+                reason = (
+                    f"could not place {worst.label} (line {worst.statement.lineno}) confidently (confidence "
+                    f"{worst.confidence:.2f} < {self.threshold:.2f}): the best place is {worst.detail}"
+                )
+            confidence = min(d.confidence for d in self.decisions)
+            return Placement(False, old_src, self._results(None), confidence, reason, old_src)
         source, spans = self._assemble()
         problem = self._verify(source, spans)
         if problem:
@@ -763,13 +812,16 @@ class _Placer:
             return
         for a in s.ancestors():
             if a in self.m.ambiguous:
-                raise _Refusal(f"its enclosing `{a.header_text(lines_t)}` fits more than one block of this version (ambiguous)", _CONF_AMBIGUOUS)
+                why = f"its enclosing `{a.header_text(lines_t)}` fits more than one block of this version (ambiguous)"
+                raise _Refusal(why, _CONF_AMBIGUOUS)
         parent, T = s.parent, s.parent.blocks[s.field]
         owner = self.m.t2o.get(parent)
         cap, moved = 1.0, False
+        notes: list[str] = []  # why the confidence is below 1, for the reason
         if owner is not None and s.field not in owner.blocks:
-            where = parent.header_text(lines_t) + (f" ({s.field})" if s.field != "body" else "")
-            raise _Refusal(f"its enclosing block `{where}` has no counterpart in this version")
+            clause = {"orelse": "else", "finalbody": "finally"}.get(s.field, s.field)
+            header = parent.header_text(lines_t)
+            raise _Refusal(f"the `{clause}` of `{header}` has no counterpart in this version")
         ofld = s.field
         if owner is None:
             # The block itself changed beyond recognition (e.g. the loop moved into a function):
@@ -780,12 +832,14 @@ class _Placer:
                 if u not in self.pending and u in self.m.t2o and u not in self.m.ambiguous
             )
             if not groups:
-                raise _Refusal(self._missing_block(parent), self._missing_block_conf(parent))
+                raise _Refusal(*self._missing_block(parent))
             ranked = groups.most_common()
             if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-                raise _Refusal(f"the statements around it are split over several blocks of this version (ambiguous)", _CONF_AMBIGUOUS)
+                why = "the statements around it are split over several blocks of this version (ambiguous)"
+                raise _Refusal(why, _CONF_AMBIGUOUS)
             (owner, ofld), _ = ranked[0]
             cap, moved = _CONF_MOVED_BLOCK, True
+            notes.append("its block changed, placed by the statements around it")
         O = owner.blocks[ofld]
         pos = {o: j for j, o in enumerate(O)}
 
@@ -793,7 +847,9 @@ class _Placer:
         succ = next((T[i] for i in range(s.index + 1, len(T)) if T[i] not in self.pending), None)
         for neighbour in (pred, succ):
             if neighbour is not None and neighbour in self.m.ambiguous:
-                raise _Refusal(f"its anchor `{neighbour.header_text(lines_t)}` fits more than one statement of this version (ambiguous)", _CONF_AMBIGUOUS)
+                anchor = neighbour.header_text(lines_t)
+                why = f"its anchor `{anchor}` fits more than one statement of this version (ambiguous)"
+                raise _Refusal(why, _CONF_AMBIGUOUS)
         pred_real = pred is not None and self.m.t2o.get(pred) in pos
         succ_real = succ is not None and self.m.t2o.get(succ) in pos
         if moved and not (pred_real or succ_real):
@@ -807,13 +863,16 @@ class _Placer:
             there = self.m.t2o[u]
             nested = any(a in pos for a in there.ancestors())
             if nested or not (pred_real or succ_real):
-                where = "at module level" if there.parent.parent is None else f"inside `{there.parent.header_text(lines_o)}`"
+                where = "at module level" if there.parent.parent is None else "inside "
+                if there.parent.parent is not None:
+                    where += f"`{there.parent.header_text(lines_o)}`"
                 raise _Refusal(
                     f"its anchor `{u.header_text(lines_t)}` is elsewhere in this version ({where}, line "
                     f"{there.first_line}): placing it would be ambiguous", _CONF_AMBIGUOUS
                 )
         if elsewhere:
             cap = min(cap, _CONF_MOVED_BLOCK)
+            notes.append(f"`{elsewhere[0].header_text(lines_t)}` is elsewhere in this version")
 
         constraints = []
         for u in T:
@@ -825,7 +884,7 @@ class _Placer:
         # Names: rename to this version's names, then require them to be bound where it goes.
         stmt = _parse_statement(d.statement.source)
         free, binds = _statement_names(stmt)
-        old_scope_node = owner if (owner.parent is None or isinstance(owner.node, _SCOPE_TYPES)) else owner.scope
+        old_scope_node = owner if owner.parent is None or isinstance(owner.node, _SCOPE_TYPES) else owner.scope
         t_before, t_any, t_scope = self.today.available(parent, s.field, s.index)
         base_before, o_any, _ = self.old.available(owner, ofld, 0)
         old_names = o_any | base_before | self.old.self_attrs
@@ -835,14 +894,16 @@ class _Placer:
             target, conf, why = self.m.rename(name, t_scope, old_scope_node, old_names)
             if target != name:
                 # Renaming onto a name that this scope of today's script uses for something else.
-                clash = target in t_uses and self.m.rename(target, t_scope, old_scope_node, old_names)[0] == target
-                if clash:
-                    conf, why = min(conf, 0.5), f"`{name}` would become `{target}`, which today's script also uses (ambiguous)"
+                if target in t_uses and self.m.rename(target, t_scope, old_scope_node, old_names)[0] == target:
+                    conf = min(conf, 0.5)
+                    why = f"`{name}` would become `{target}`, which today's script also uses (ambiguous)"
                 renames[name] = target
             if conf < rconf:
                 rconf, rwhy = conf, why
         if rconf < self.threshold:
             raise _Refusal(rwhy, rconf)
+        if rconf < 1.0:
+            notes.append(rwhy)
         earlier = set().union(*(e.binds for e in done if e.placed and e.owner is not None))
         base_before |= earlier
         o_any |= earlier
@@ -861,7 +922,7 @@ class _Placer:
                 needs.append((name, target, "unknown"))
         wrapped = self._wrapped(stmt, O)
         if wrapped:
-            raise _Refusal(f"it wraps `{wrapped}`, a statement of this version; flor only inserts new statements")
+            raise _Refusal(f"it wraps `{wrapped}`, a statement of this version; only new statements are inserted")
         for name, target, need in needs:
             if need == "attr" and target not in self.old.self_attrs:
                 raise _Refusal(f"{_named(name, target)} is not defined in this version")
@@ -882,7 +943,8 @@ class _Placer:
             before_names.append(nxt)
         line_problem = self._line_problems(owner, ofld)
         # Statements placed earlier from the same block keep their order.
-        kmin = max((e.k for e in done if e.placed and e.owner is owner and e.block == ofld and e.node.parent is parent), default=0)
+        siblings = [e.k for e in done if e.placed and (e.owner, e.block, e.node.parent) == (owner, ofld, parent)]
+        kmin = max(siblings, default=0)
         allowed = [
             k for k in range(kmin, len(O) + 1)
             if all(t in before_names[k] for _, t, need in needs if need == "before")
@@ -903,10 +965,11 @@ class _Placer:
             # reach it, and a worse place would be a guess.
             raise _Refusal(line_problem[next(k for k in allowed if score[k] == low)])
         k, conf, why = self._choose(cands, pred, succ, pred_real, succ_real, O, parent)
-        if low >= _ADJACENT_WEIGHT:
-            conf = min(conf, _CONF_REORDERED_ANCHOR)
-        elif low > 0:
-            conf = min(conf, _CONF_REORDERED)
+        if why:
+            notes.append(why)
+        if low > 0:
+            conf = min(conf, _CONF_REORDERED_ANCHOR if low >= _ADJACENT_WEIGHT else _CONF_REORDERED)
+            notes.append("statements around it are in another order in this version")
         parent_conf = 1.0 if (pred_real or succ_real) else self.m.score.get(parent, 1.0)
         # An anchor matched only by similarity (not identical up to renaming) is weaker evidence.
         anchor = pred if (pred_real and k > 0 and self.m.t2o[pred] is O[k - 1]) else (
@@ -914,6 +977,10 @@ class _Placer:
         )
         score = 1.0 if anchor is None else self.m.score.get(anchor, 1.0)
         anchor_conf = 1.0 if score >= 0.95 else 0.5 + 0.5 * score
+        if anchor_conf < 1.0:
+            notes.append(f"its anchor matches `{anchor.header_text(lines_t)}` only by similarity")
+        if parent_conf < 1.0:
+            notes.append("its block matches only by similarity")
         conf = min(conf, rconf, parent_conf, anchor_conf, cap)
 
         d.owner, d.block, d.k = owner, ofld, k
@@ -926,36 +993,42 @@ class _Placer:
         d.confidence = conf
         d.placed = True
         where = self._where(owner, O, k, d.mode)
-        renamed = "" if not d.renames else " renaming " + ", ".join(f"{a}->{b}" for a, b in d.renames.items())
-        d.reason = f"placed {d.label} (line {d.statement.lineno}) {where}{renamed}{why}"
+        renamed = "" if not d.renames else ", renaming " + ", ".join(f"{a}->{b}" for a, b in d.renames.items())
+        d.detail = f"{where}{renamed}" + (f" ({'; '.join(notes)})" if notes else "")
+        d.reason = f"placed {d.label} (line {d.statement.lineno}) {d.detail}"
 
     def _choose(self, cands, pred, succ, pred_real, succ_real, O, parent) -> tuple[int, float, str]:
         """One position among the best-scoring ones, or a refusal when that would be a guess."""
         adjacent = pred_real or succ_real or pred is None or succ is None
         if len(cands) == 1:
-            return cands[0], (_CONF_UNIQUE if adjacent else _CONF_UNIQUE_FAR), ""
+            if adjacent:
+                return cands[0], _CONF_UNIQUE, ""
+            return cands[0], _CONF_UNIQUE_FAR, "neither of its neighbours today has a counterpart"
         if cands != list(range(cands[0], cands[-1] + 1)):
             raise _Refusal("it fits in several separate places of this version (ambiguous)", _CONF_AMBIGUOUS)
         # Several neighbouring positions, with statements of this version between them that today's
         # script does not have: follow the anchor that is right next to the statement today.
+        between = "this version has other statements where it goes"
         if pred_real:
-            return cands[0], _CONF_AFTER_ANCHOR, ""
+            return cands[0], _CONF_AFTER_ANCHOR, f"{between}; it follows the statement before it"
         if succ_real:
-            return cands[-1], _CONF_BEFORE_ANCHOR, ""
+            return cands[-1], _CONF_BEFORE_ANCHOR, f"{between}; it follows the statement after it"
         if pred is None:
-            return cands[0], _CONF_BLOCK_EDGE, ""
+            return cands[0], _CONF_BLOCK_EDGE, f"{between}; it stays first in its block"
         if succ is None:
-            return cands[-1], _CONF_BLOCK_EDGE, ""
+            return cands[-1], _CONF_BLOCK_EDGE, f"{between}; it stays last in its block"
         raise _Refusal(self._missing_anchor(pred, succ, parent), _CONF_AMBIGUOUS)
 
     def _mode(self, s, pred, succ, O, k) -> str:
         """Insert right after the previous statement, or right before the next one (above its
         comments), following where today's script leaves blank lines and comments."""
         t2o = self.m.t2o
-        if k > 0 and pred is not None and t2o.get(pred) is O[k - 1] and not self._gap(pred.node.end_lineno, s.first_line):
-            return "after"
-        if k < len(O) and succ is not None and t2o.get(succ) is O[k] and not self._gap(s.node.end_lineno, succ.first_line):
-            return "before"
+        if k > 0 and pred is not None and t2o.get(pred) is O[k - 1]:
+            if not self._gap(pred.node.end_lineno, s.first_line):
+                return "after"
+        if k < len(O) and succ is not None and t2o.get(succ) is O[k]:
+            if not self._gap(s.node.end_lineno, succ.first_line):
+                return "before"
         return "after" if k > 0 else "before"
 
     def _gap(self, end: int, start: int) -> bool:
@@ -973,7 +1046,8 @@ class _Placer:
         first = O[0]
         line = lines[first.first_line - 1]
         if _char_col(line, first.node.col_offset) != len(_indent(line)):  # block on its header's line
-            return [f"its place in this version shares a line with other statements (`{line.strip()}`)"] * (len(O) + 1)
+            shared = f"its place in this version shares a line with other statements (`{_shorten(line.strip())}`)"
+            return [shared] * (len(O) + 1)
         for k in range(1, len(O)):
             if O[k - 1].node.end_lineno >= O[k].first_line:
                 shared = lines[O[k].first_line - 1].strip()
@@ -997,16 +1071,15 @@ class _Placer:
                 return _shorten(self.old.lines[o.node.lineno - 1].strip())
         return ""
 
-    def _missing_block(self, parent: _Node) -> str:
-        lines = self.today.lines
-        similar = [o for o in self.old.nodes[1:] if o.kind == parent.kind and self.m.header_similarity(parent, o) >= 0.9]
-        if len(similar) > 1:
-            return f"its enclosing `{parent.header_text(lines)}` fits {len(similar)} blocks of this version (ambiguous)"
-        return f"its enclosing `{parent.header_text(lines)}` has no counterpart in this version"
-
-    def _missing_block_conf(self, parent: _Node) -> float:
-        similar = [o for o in self.old.nodes[1:] if o.kind == parent.kind and self.m.header_similarity(parent, o) >= 0.9]
-        return _CONF_AMBIGUOUS if len(similar) > 1 else 0.0
+    def _missing_block(self, parent: _Node) -> tuple[str, float]:
+        """Why a statement's unmapped block cannot be followed: no counterpart, or too many."""
+        header = parent.header_text(self.today.lines)
+        alike = [
+            o for o in self.old.nodes[1:] if o.kind == parent.kind and self.m.header_similarity(parent, o) >= 0.9
+        ]
+        if len(alike) > 1:
+            return f"its enclosing `{header}` fits {len(alike)} blocks of this version (ambiguous)", _CONF_AMBIGUOUS
+        return f"its enclosing `{header}` has no counterpart in this version", 0.0
 
     def _missing_anchor(self, pred, succ, parent) -> str:
         anchor = pred if pred is not None else succ
@@ -1056,7 +1129,8 @@ class _Placer:
         for d in sorted(inserting, key=lambda d: d.order):
             d.mode = first_mode.setdefault((id(d.owner), d.block, d.k), d.mode)
             d.line_index = self._insertion_index(d)
-        if lines and not lines[-1].endswith(("\n", "\r")) and any(d.line_index == len(lines) for d in inserting):
+        at_end = any(d.line_index == len(lines) for d in inserting)
+        if lines and not lines[-1].endswith(("\n", "\r")) and at_end:
             lines[-1] += self.newline
         out: list[str] = []
         cursor = 0
@@ -1192,19 +1266,49 @@ def _ser(value, anon: bool, out: list[str]) -> None:
         out.append(repr(value))
 
 
-def _header_ser(node: ast.AST, anon: bool) -> str:
-    out = [type(node).__name__ + "("]
-    for name, child in ast.iter_fields(node):
-        if name in _BLOCK_FIELDS or name in _SKIPPED_FIELDS:
-            continue
-        out.append(name + "=")
-        if anon and _anon_field(node, name):
-            out.append("_")
-        else:
-            _ser(child, anon, out)
-        out.append(",")
-    out.append(")")
-    return "".join(out)
+_ANON_FIELDS = {ast.Name: "id", ast.arg: "arg", ast.Attribute: "attr", ast.ExceptHandler: "name"}
+
+
+def _describe(value, exact: list[str], anon: list[str], nodes: list[ast.AST], top: bool = False) -> None:
+    """Serialize a statement's header (``top``) or any value twice in one pass: exactly, and with
+    variable names blanked; collect the visited nodes in order."""
+    if isinstance(value, ast.AST):
+        if not top:
+            nodes.append(value)
+        head = type(value).__name__ + "("
+        exact.append(head)
+        anon.append(head)
+        blank = _ANON_FIELDS.get(type(value))
+        if blank == "attr" and not _is_self(value.value):
+            blank = None
+        for name in value._fields:
+            if name in _SKIPPED_FIELDS or (top and name in _BLOCK_FIELDS):
+                continue
+            child = getattr(value, name, None)
+            exact.append(name + "=")
+            anon.append(name + "=")
+            if name == blank:
+                exact.append(repr(child))
+                anon.append("_")
+            else:
+                _describe(child, exact, anon, nodes)
+            exact.append(",")
+            anon.append(",")
+        exact.append(")")
+        anon.append(")")
+    elif isinstance(value, list):
+        exact.append("[")
+        anon.append("[")
+        for item in value:
+            _describe(item, exact, anon, nodes)
+            exact.append(",")
+            anon.append(",")
+        exact.append("]")
+        anon.append("]")
+    else:
+        text = repr(value)
+        exact.append(text)
+        anon.append(text)
 
 
 def _full_ser(node: ast.AST, anon: bool) -> str:
@@ -1492,4 +1596,6 @@ def _shorten(text: str, width: int = 60) -> str:
 
 def _is_flor_call(call: ast.Call, tree: _Tree, attr: str) -> bool:
     func = call.func
-    return isinstance(func, ast.Attribute) and func.attr == attr and isinstance(func.value, ast.Name) and func.value.id in tree.flor_modules
+    if not isinstance(func, ast.Attribute) or func.attr != attr:
+        return False
+    return isinstance(func.value, ast.Name) and func.value.id in tree.flor_modules

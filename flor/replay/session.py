@@ -111,33 +111,31 @@ def _select_runs(store: Store, runs: list[str] | None, where: str | None) -> lis
     return chosen
 
 
-def _costs(contexts: list[tuple], outer_name: str, run: RunRow) -> tuple[int, Costs, dict[int, int]]:
-    outer = {ctx: (iteration, t) for ctx, parent, name, iteration, t in contexts if parent is None and name == outer_name}
-    if not outer:
-        return 0, Costs(), {}
-    by_index = {iteration: (ctx, t or 0.0) for ctx, (iteration, t) in outer.items()}
-    total = max(by_index) + 1
-    children: dict[int, list[float]] = {}
-    first_child_loop: dict[int, str] = {}
-    for ctx, parent, name, iteration, t in contexts:
-        if parent in outer:
-            loop = first_child_loop.setdefault(parent, name)
-            if name == loop:
-                children.setdefault(parent, []).append(t or 0.0)
-    end = (run.ended - run.started) if run.ended else None
-    starts = [by_index.get(i, (None, 0.0))[1] for i in range(total)]
+def _costs(store: Store, outer_name: str, run: RunRow) -> tuple[int, Costs]:
+    """(outer iterations recorded, their timings) from the run's loop instances."""
+    instances = store.contexts(run.run_id)
+    roots = [c for c in instances if c[1] is None and c[3] == outer_name]
+    if not roots:
+        return 0, Costs()
+    root = roots[0][0]
+    starts = {it: t or 0.0 for ctx, it, t in store.iterations(run.run_id) if ctx == root}
+    if not starts:
+        return 0, Costs()
+    total = max(starts) + 1
+    nested: dict[int, float] = {}
+    for ctx, parent, parent_iteration, _name, t_start, t_end, _count in instances:
+        if parent == root and parent_iteration not in nested and t_start is not None and t_end is not None:
+            nested[parent_iteration] = t_end - t_start
+    end = roots[0][5]
+    if end is None and run.ended:
+        end = run.ended - run.started
     iteration_s, nested_s = [], []
     for i in range(total):
-        nxt = starts[i + 1] if i + 1 < total else (end if end is not None else starts[i])
-        duration = max(0.0, (nxt or 0.0) - starts[i])
+        nxt = starts.get(i + 1, end if end is not None else starts.get(i, 0.0))
+        duration = max(0.0, (nxt or 0.0) - starts.get(i, 0.0))
         iteration_s.append(duration)
-        times = children.get(by_index.get(i, (None,))[0], [])
-        if len(times) > 1:
-            step = (times[-1] - times[0]) / (len(times) - 1)
-            nested_s.append(min(duration, times[-1] - times[0] + step))
-        else:
-            nested_s.append(duration if times else 0.0)
-    return total, Costs(iteration_s, nested_s, starts[0] if starts else 0.0), {i: c for i, (c, _t) in by_index.items()}
+        nested_s.append(min(duration, nested.get(i, 0.0)))
+    return total, Costs(iteration_s, nested_s, starts.get(0, 0.0))
 
 
 def _checkpoint_map(store: Store, run_id: int) -> dict[int, dict[str, str]]:
@@ -245,10 +243,9 @@ class Session:
         item.diff = placement.diff(old, run.filename)
         layout = Layout.of(placement.source)
         places = {layout.where(ins.lineno) for ins in placement.inserted}
-        contexts = self.store.contexts(run.run_id)
         outer_name = layout.outer_name
         checkpoints = _checkpoint_map(self.store, run.run_id)
-        total, costs, _ = _costs(contexts, outer_name, run) if outer_name else (0, Costs(), {})
+        total, costs = _costs(self.store, outer_name, run) if outer_name else (0, Costs())
         strategy = strategy_for(list(places))
         if layout.outer is None or not checkpoints:
             strategy = "reexec"  # nothing to restore from: re-execute the whole run

@@ -6,7 +6,7 @@ page elsewhere cannot reach it through DNS rebinding. Nothing it serves can chan
 
 API (all GET, all JSON)::
 
-    /api/version                          {version, runs, running}; the page polls it
+    /api/version                          {version, runs, running, running_runs}; the page polls it
     /api/runs?where=&sort=&desc=&offset=&limit=
                                           one page of the runs table, filtered and sorted
     /api/values?names=lr,accuracy&where=  chosen columns of every matching run (scatter view)
@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
 from flask import Flask, Response, request, send_from_directory
 
-from ..errors import FlorError, RunNotFoundError, UsageError, VersionControlError
-from .data import ReadOnlyDB, RunsTable, SeriesReader, diff_code, read_code, run_detail, sort_key
+from ..errors import FlorError, RunNotFoundError, StoreError, UsageError, VersionControlError
+from .curves import SeriesReader
+from .data import ReadOnlyDB, RunsTable, diff_code, read_code, run_detail, sort_key
 from .filters import compile_filter
 
 STATIC = Path(__file__).with_name("static")
 MAX_PAGE = 1000
 MAX_COMPARED = 20
+FIRST_ANSWER_WAIT_S = 0.3
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _COMMIT = re.compile(r"^[0-9a-fA-F]{4,64}$")
 
@@ -53,12 +56,18 @@ class UIData:
         self.db = db
         self.root = Path(root)
         self.table = RunsTable(db)
-        self.series = SeriesReader(db)
+        self.series = SeriesReader(db, self.table)
 
     @classmethod
     def open(cls, db_path: Path, root: Path) -> "UIData":
         """Open ``db_path`` read-only; ``root`` is the project root where git runs."""
         return cls(ReadOnlyDB(db_path), root)
+
+    def load(self, wait: float | None = 0.0) -> bool:
+        """Read runs and args now and start reading logged values; wait up to ``wait`` seconds
+        (None: until done) for those. True when the whole table is loaded."""
+        self.table.refresh()
+        return self.table.wait_loaded(wait)
 
     def close(self) -> None:
         """Close the database connections."""
@@ -114,9 +123,12 @@ def _float_arg(name: str) -> float | None:
     if raw in (None, ""):
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise UsageError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
 def _list_arg(name: str) -> list[str]:
@@ -179,12 +191,18 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
     def version():
         table.refresh()
         rows = table.rows()
-        running = sum(1 for row in rows if row["status"] == "running")
-        return _json({"version": table.version, "runs": len(rows), "running": running,
+        if table.load_error:
+            raise StoreError(table.load_error)
+        running = [row["tstamp"] for row in rows if row["status"] == "running"]
+        return _json({"version": table.version, "runs": len(rows), "running": len(running),
+                      "running_runs": running[-MAX_COMPARED:], "loading": table.loading,
                       "root": str(data.root), "project": data.root.name})
 
     def matching_rows() -> tuple[list[dict], list[tuple[str, str]]]:
         table.refresh()
+        # A small store is read in a blink: answer with the whole table rather than a first
+        # version without logged values. A large one answers at once and fills in later.
+        table.wait_loaded(FIRST_ANSWER_WAIT_S)
         columns = table.columns()
         keep = compile_filter(request.args.get("where", ""), [name for name, _ in columns])
         return [row for row in table.rows() if keep(row)], columns
@@ -207,6 +225,7 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         page = ordered[offset:offset + limit]
         return _json({
             "version": table.version,
+            "loading": table.loading,
             "total": len(table.rows()),
             "matched": len(ordered),
             "offset": offset,
@@ -253,7 +272,7 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
     @app.get("/api/runs/<path:tstamp>/code")
     def code(tstamp: str):
         table.refresh()
-        detail = run_detail(data.db, table.run_id(tstamp))
+        detail = run_detail(data.db, table, table.run_id(tstamp))
         commit = _checked_commit(detail["commit"])
         return _json({"tstamp": detail["tstamp"], "filename": detail["filename"], "commit": commit,
                       "text": read_code(data.root, commit, detail["filename"])})
@@ -261,7 +280,7 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
     @app.get("/api/runs/<path:tstamp>")
     def run(tstamp: str):
         table.refresh()
-        return _json(run_detail(data.db, table.run_id(tstamp)))
+        return _json(run_detail(data.db, table, table.run_id(tstamp)))
 
     @app.get("/api/diff")
     def diff():
@@ -269,7 +288,7 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         a, b = request.args.get("a", ""), request.args.get("b", "")
         if not a or not b:
             raise UsageError("give a=TSTAMP and b=TSTAMP")
-        old, new = run_detail(data.db, table.run_id(a)), run_detail(data.db, table.run_id(b))
+        old, new = run_detail(data.db, table, table.run_id(a)), run_detail(data.db, table, table.run_id(b))
         files = list(dict.fromkeys([old["filename"], new["filename"]]))
         text = "".join(
             diff_code(data.root, _checked_commit(old["commit"]), _checked_commit(new["commit"]), f) for f in files
@@ -306,7 +325,7 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def make_server(db_path: Path, root: Path, host: str = "127.0.0.1", port: int = 0):
-    """(werkzeug server, app) bound to ``host:port`` (port 0: a free one), store already read.
+    """(werkzeug server, app) bound to ``host:port`` (port 0: a free one), the store being read.
 
     >>> server, app = make_server(Path(".flor/flor.db"), Path("."))   # doctest: +SKIP
     >>> server.server_port                                           # doctest: +SKIP
@@ -320,8 +339,7 @@ def make_server(db_path: Path, root: Path, host: str = "127.0.0.1", port: int = 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     data = UIData.open(db_path, root)
     try:
-        data.table.refresh()  # read the whole store once now, so the first page is quick
-        data.table.rows()
+        data.load()  # runs and args now; logged values in the background
         app = create_app(data, loopback_only=is_loopback(host))
         _check_can_listen(host, port)
         try:

@@ -17,7 +17,7 @@ const state = {
   hidden: new Set(JSON.parse(localStorage.getItem("flor-ui-hidden") || "[]")),
   picked: new Map(),            // tstamp -> {row values by column name}
   metric: localStorage.getItem("flor-ui-metric") || "",
-  chart: null, zoom: null, chartRequest: 0,
+  chart: null, zoom: null, chartRequest: 0, chartBusy: false,
   scatter: null, runView: null,
 };
 
@@ -259,22 +259,26 @@ async function drawChart(keepZoom) {
   }
   const zoom = keepZoom ? state.zoom : null;
   let body;
+  state.chartBusy = true;
   try {
     body = await api("series", { runs: runs.join(","), name: state.metric,
       points: Math.round(chartWidth("chart") * 2), xmin: zoom ? zoom[0] : "", xmax: zoom ? zoom[1] : "" });
   } catch (error) {
     if (request === state.chartRequest) $("chart-note").textContent = error.message;
     return;
+  } finally {
+    state.chartBusy = false;
   }
   if (request !== state.chartRequest) return;  // a newer request superseded this one
 
   const tables = [], series = [{ label: body.x_label }];
-  let points = 0, total = 0, runLevel = [];
+  let points = 0, total = 0, inRange = 0, runLevel = [];
   for (const run of body.series) {
     for (const part of run.parts) {
       tables.push([part.x, part.y]);
       points += part.x.length;
       total += part.total;
+      inRange += part.in_range;
       const replay = part.source === "replay";
       series.push({
         label: run.run + (replay ? " (replayed)" : ""),
@@ -288,7 +292,8 @@ async function drawChart(keepZoom) {
   const data = tables.length ? uPlot.join(tables) : [[]];
   $("chart-note").textContent = tables.length
     ? `${body.name} against ${body.x_label}: ${total.toLocaleString()} values, ${points.toLocaleString()} drawn` +
-      (points < total ? " (min and max per bucket; zoom in for detail)" : "") +
+      (zoom ? `; ${inRange.toLocaleString()} in the zoomed range` : "") +
+      (points < inRange ? " (min and max per bucket; zoom in for detail)" : "") +
       (runLevel.length ? `. Logged once per run: ${runLevel.join(", ")}` : "")
     : `${body.name} is logged only once per run: ${runLevel.join(", ") || "no numeric values"}`;
 
@@ -313,13 +318,16 @@ function chartOptions(series, body) {
     scales: { x: { time: false }, y: { distr: $("logy").checked ? 3 : 1 } },
     axes: [{ label: body.x_label }, { label: body.name, size: 70 }],
     series,
-    cursor: { drag: { x: true, y: false } },
+    // The page zooms itself (setScale: false) so that it can fetch the range again at full
+    // detail: downsampling hid what lies between the kept points.
+    cursor: { drag: { x: true, y: false, setScale: false } },
     legend: { live: true },
     hooks: {
       setSelect: [(u) => {
         if (u.select.width < 2) return;
         const min = u.posToVal(u.select.left, "x"), max = u.posToVal(u.select.left + u.select.width, "x");
-        // Fetch the zoomed range again so that the detail hidden by downsampling appears.
+        u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+        u.setScale("x", { min, max });
         clearTimeout(zoomTimer);
         zoomTimer = setTimeout(() => { state.zoom = [min, max]; drawChart(true); }, 50);
       }],
@@ -527,11 +535,10 @@ async function poll() {
     const changed = body.version !== state.version;
     if (changed && !state.runView) {
       await loadRuns();
-      const running = [...state.picked.keys()].some((t) => {
-        const row = state.rows.find((r) => r[state.columns.findIndex((c) => c.name === "tstamp")] === t);
-        return !row || row[state.columns.findIndex((c) => c.name === "status")] === "running";
-      });
-      if (running) drawChart(true);
+      // Redraw only when a charted run is still logging, and never pile up requests: a long
+      // running curve takes a while to read.
+      const running = body.running_runs.some((t) => state.picked.has(t));
+      if (running && !state.chartBusy) drawChart(true);
       drawScatter();
     } else if (!state.runView && body.running) {
       loadRuns();  // durations of running runs grow

@@ -1,0 +1,256 @@
+"""Curves: one run's values of one logged name against its loop iteration, downsampled.
+
+The x axis is the value's position among all iterations of its loop in the run. For a name
+logged in a top-level loop that is the iteration index (epoch 0, 1, 2, ...); for a name logged in
+a nested loop it is a step count that runs on across the outer loop (each instance of the inner
+loop starts where the previous one ended, so epochs follow each other instead of overlapping).
+The store keeps one ``contexts`` row per loop instance with its number of iterations, so that
+offset is a running sum over a few rows.
+
+Only reads, through :class:`~flor.ui.data.ReadOnlyDB`. The logs table has no index by run or
+name, so a run's rows are found by scanning backwards from the newest one that the runs table
+saw, and stopping after as many rows as it counted.
+
+>>> reader = SeriesReader(db, table)                                     # doctest: +SKIP
+>>> reader.series(1, "loss", points=1000)["x_label"]                     # doctest: +SKIP
+'step (counted across epoch)'
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+from .data import ReadOnlyDB, RunsTable, _plain
+from .downsample import min_max
+
+_CACHED_CURVES = 64
+_CACHED_POINTS = 8_000_000  # about 140 MB of x, y and flags
+_NUMERIC = "vtype IN ('int', 'float', 'bool')"
+
+
+@dataclass
+class Curve:
+    """One run's full curve of one name, before downsampling; x sorted ascending."""
+
+    x: np.ndarray
+    y: np.ndarray
+    replayed: np.ndarray  # bool per point
+    x_label: str
+    run_level: object = None
+
+
+@dataclass
+class _Loop:
+    """The instances of one loop in a run: ctx ids ascending, iterations, and where each starts."""
+
+    name: str
+    label: str
+    ids: np.ndarray
+    counts: list          # iterations per instance; None while an instance is still running
+    offsets: np.ndarray   # x of the first iteration of each instance
+
+    def x(self, ctx: np.ndarray, iteration: np.ndarray) -> np.ndarray:
+        """x of values logged at (ctx, iteration)."""
+        if not len(self.ids):
+            return iteration.astype(float)
+        position = np.clip(np.searchsorted(self.ids, ctx), 0, len(self.ids) - 1)
+        return self.offsets[position] + iteration
+
+
+def _parse_floats(text: str, count: int) -> np.ndarray:
+    """Numbers from SQLite's group_concat text (a NaN is stored as NULL and comes as 'nan')."""
+    numbers = np.fromstring(text, sep=",")
+    if len(numbers) != count:  # a value that does not print as a number: parse one by one
+        numbers = np.array([_as_float(v) for v in text.split(",")], dtype=float)
+    return numbers
+
+
+def _parse_ints(text: str | None) -> np.ndarray:
+    return np.fromstring(text, sep=",", dtype=np.int64) if text else np.zeros(0, np.int64)
+
+
+def _as_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+class SeriesReader:
+    """Reads and caches curves; a cached curve is reused while its rows are unchanged.
+
+    >>> SeriesReader(db, table).series(1, "loss", points=1000)["parts"][0]["source"]   # doctest: +SKIP
+    'record'
+    """
+
+    def __init__(self, db: ReadOnlyDB, table: RunsTable) -> None:
+        self.db = db
+        self.table = table
+        self._cache: OrderedDict[tuple, Curve] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def curve(self, run_id: int, name: str) -> Curve:
+        """The whole curve of ``name`` in run ``run_id`` (cached while its rows do not change)."""
+        pair = self.table.pair(run_id, name)
+        key = None
+        if pair is not None:
+            key = (run_id, name, pair.record_top, pair.record_count, pair.replay_top, pair.replay_count)
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+        curve = self._read_curve(run_id, name, pair)
+        if key is not None:
+            with self._lock:
+                self._cache[key] = curve
+                # Bounded by points, not entries: one million-step curve weighs as much as 500 small ones.
+                while len(self._cache) > 1 and (
+                    len(self._cache) > _CACHED_CURVES
+                    or sum(len(c.x) for c in self._cache.values()) > _CACHED_POINTS
+                ):
+                    self._cache.popitem(last=False)
+        return curve
+
+    def _loop(self, run_id: int, ctx_id: int) -> _Loop:
+        """The loop that holds ``ctx_id``: all its instances in the run and their offsets."""
+        instances = self.db.read(
+            "SELECT ctx_id, parent_id, loop_name, iterations FROM contexts WHERE run_id = ? AND loop_name = "
+            "(SELECT loop_name FROM contexts WHERE run_id = ?1 AND ctx_id = ?2) ORDER BY ctx_id",
+            (run_id, ctx_id),
+        )
+        if not instances:
+            return _Loop("iteration", "iteration", np.zeros(0, np.int64), [], np.zeros(0))
+        name, parent = instances[0][2], instances[0][1]
+        label = name
+        if parent is not None:
+            outer = self.db.read("SELECT loop_name FROM contexts WHERE run_id = ? AND ctx_id = ?", (run_id, parent))
+            label = f"{name} (counted across {outer[0][0] if outer else 'the outer loop'})"
+        counts = [row[3] for row in instances]
+        offsets = np.concatenate([[0], np.cumsum([c or 0 for c in counts])[:-1]]).astype(float)
+        return _Loop(name, label, np.array([row[0] for row in instances], dtype=np.int64), counts, offsets)
+
+    def _read_curve(self, run_id: int, name: str, pair) -> Curve:
+        read = self.db.read
+        if pair is not None and pair.record_count:
+            # Newest row first, stop after the pair's count: the scan covers only this run's rows.
+            rows = (
+                "(SELECT ctx_id, iteration, value, vtype, rowid AS r FROM logs WHERE rowid <= ? AND +run_id = ? "
+                "AND +name = ? AND +source = 'record' ORDER BY rowid DESC LIMIT ?)"
+            )
+            params: tuple = (pair.record_top, run_id, name, pair.record_count)
+        elif pair is not None:
+            rows, params = None, ()
+        else:  # the runs table is still reading the store: one scan of the logs
+            rows = ("(SELECT ctx_id, iteration, value, vtype, rowid AS r FROM logs WHERE run_id = ? AND name = ? "
+                    "AND source = 'record' ORDER BY rowid DESC)")
+            params = (run_id, name)
+        x, y = np.zeros(0), np.zeros(0)
+        loop = None
+        run_level = None
+        looped = f"ctx_id IS NOT NULL AND {_NUMERIC}"
+        if rows is not None:
+            values_text, count, first_ctx, last_ctx, iteration_sum, run_level_row = read(
+                f"SELECT group_concat(CASE WHEN {looped} THEN IFNULL(value, 'nan') END), SUM({looped}), "
+                f"MIN(CASE WHEN {looped} THEN ctx_id END), MAX(CASE WHEN {looped} THEN ctx_id END), "
+                f"SUM(CASE WHEN {looped} THEN iteration END), MAX(CASE WHEN ctx_id IS NULL AND {_NUMERIC} THEN r END) "
+                f"FROM {rows}",
+                params,
+            )[0]
+            if run_level_row is not None:
+                run_level = read("SELECT value FROM logs WHERE rowid = ?", (run_level_row,))[0][0]
+            if count:
+                y = _parse_floats(values_text, count)[::-1]
+                loop = self._loop(run_id, first_ctx)
+                x = self._fast_x(loop, count, first_ctx, last_ctx, iteration_sum)
+                if x is None:
+                    ctx_text, iteration_text = read(
+                        f"SELECT group_concat(CASE WHEN {looped} THEN ctx_id END), "
+                        f"group_concat(CASE WHEN {looped} THEN iteration END) FROM {rows}",
+                        params,
+                    )[0]
+                    x = loop.x(_parse_ints(ctx_text)[::-1], _parse_ints(iteration_text)[::-1])
+        rx, ry, replay_loop = self._replayed(run_id, name, loop)
+        loop = loop or replay_loop
+        if run_level is None and not len(x):
+            replayed_run_level = read(
+                "SELECT value FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND source = 'replay' "
+                f"AND name = ? AND ctx_id IS NULL AND {_NUMERIC}",
+                (run_id, name),
+            )
+            run_level = replayed_run_level[0][0] if replayed_run_level else None
+        x = np.concatenate([x, rx]).astype(float)
+        y = np.concatenate([y, ry]).astype(float)
+        replayed = np.concatenate([np.zeros(len(x) - len(rx), bool), np.ones(len(rx), bool)])
+        if len(x) > 1 and np.any(np.diff(x) < 0):
+            order = np.argsort(x, kind="stable")
+            x, y, replayed = x[order], y[order], replayed[order]
+        label = loop.label if loop is not None and len(x) else "run"
+        return Curve(x, y, replayed, label, _plain(run_level))
+
+    @staticmethod
+    def _fast_x(loop: _Loop, count: int, first_ctx: int, last_ctx: int, iteration_sum: int):
+        """0, 1, 2, ... from the first value's offset, when the values are exactly one per
+        iteration of every instance between the first and the last (the usual case); else None.
+
+        Checked by count and by the sum of iteration indexes, so a million ctx ids and indexes
+        need not be read and parsed.
+        """
+        lo, hi = np.searchsorted(loop.ids, [first_ctx, last_ctx])
+        if hi >= len(loop.ids) or loop.ids[lo] != first_ctx or loop.ids[hi] != last_ctx:
+            return None
+        counts = loop.counts[lo:hi + 1]
+        if any(c is None for c in counts):
+            return None  # an instance still running: its length is not known yet
+        expected_sum = sum(c * (c - 1) // 2 for c in counts)
+        if sum(counts) != count or expected_sum != iteration_sum:
+            return None
+        return loop.offsets[lo] + np.arange(count, dtype=float)
+
+    def _replayed(self, run_id: int, name: str, loop: _Loop | None):
+        """(x, y, loop) of replayed values, from the partial index that holds only them."""
+        values_text, ctx_text, iteration_text, count = self.db.read(
+            "SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), COUNT(*) "
+            "FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND source = 'replay' AND name = ? "
+            f"AND ctx_id IS NOT NULL AND {_NUMERIC}",
+            (run_id, name),
+        )[0]
+        if not count:
+            return np.zeros(0), np.zeros(0), loop
+        ctx, iteration = _parse_ints(ctx_text), _parse_ints(iteration_text)
+        loop = loop or self._loop(run_id, int(ctx[0]))
+        return loop.x(ctx, iteration), _parse_floats(values_text, count), loop
+
+    def series(self, run_id: int, name: str, points: int = 2000,
+               xmin: float | None = None, xmax: float | None = None) -> dict:
+        """The recorded and replayed parts of a curve, each cut to [xmin, xmax] and downsampled.
+
+        >>> SeriesReader(db, table).series(1, "loss", points=500, xmin=0, xmax=100)   # doctest: +SKIP
+        """
+        if points < 2 or points > 100_000:
+            raise UsageError("points must be between 2 and 100000")
+        curve = self.curve(run_id, name)
+        parts = []
+        for source, mask in (("record", ~curve.replayed), ("replay", curve.replayed)):
+            x, y = curve.x[mask], curve.y[mask]
+            if not len(x):
+                continue
+            lo = 0 if xmin is None else int(np.searchsorted(x, xmin, side="left"))
+            hi = len(x) if xmax is None else int(np.searchsorted(x, xmax, side="right"))
+            # One point beyond each edge keeps the line running to the border of a zoomed chart.
+            lo, hi = max(lo - 1, 0), min(hi + 1, len(x))
+            sx, sy = min_max(x[lo:hi], y[lo:hi], points)
+            parts.append({
+                "source": source,
+                "total": int(len(x)),
+                "in_range": int(hi - lo),
+                "shown": int(len(sx)),
+                "x": sx.tolist(),
+                "y": [v if math.isfinite(v) else None for v in sy.tolist()],
+            })
+        return {"name": name, "x_label": curve.x_label, "parts": parts, "run_level": curve.run_level}
