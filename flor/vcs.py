@@ -183,7 +183,10 @@ class Repo:
         """Write the tree of ``commit`` into ``destination`` (never into the work tree)."""
         data = self.git("archive", "--format=tar", commit)
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            archive.extractall(destination, filter="data")
+            try:
+                archive.extractall(destination, filter="data")
+            except TypeError:  # Python without extraction filters; git's own archive is trusted
+                archive.extractall(destination)
 
     def diff(self, old: str, new: str, path: str | None = None) -> str:
         """Unified diff between two versions (optionally of one path)."""
