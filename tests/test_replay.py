@@ -199,3 +199,19 @@ def test_tutorial_weight_norm_equals_fresh_run(project):
     replayed = _replayed(project, "weight_norm", tstamps)
     fresh = _fresh(project, "weight_norm", {tstamps[0]: ["epochs=3"], tstamps[1]: ["epochs=3", "hidden=75"]})
     assert replayed == fresh and [len(v) for v in replayed.values()] == [3, 3]
+
+
+def test_replay_imports_the_runs_own_version_of_project_modules(toy):
+    toy.write("helpers.py", HELPERS.replace("return float(w.sum())", "return -1.0"))
+    _add(toy, "# AFTER", 'flor.log("final_again", helpers.total(model.w))', 0)
+    toy.flor("replay", "final_again")
+    recorded = [row[3] for row in values(toy.db, "final")]
+    assert [row[3] for row in values(toy.db, "final_again")] == recorded and -1.0 not in recorded
+
+
+def test_executor_gives_each_worker_its_gpu_and_threads():
+    from flor.replay.executor import LocalProcessExecutor
+
+    executor = LocalProcessExecutor(workers=2, gpus=["0", "1"])
+    assert [executor._env(slot)["CUDA_VISIBLE_DEVICES"] for slot in (0, 1, 2)] == ["0", "1", "0"]
+    assert executor._env(0)["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))

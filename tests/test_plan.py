@@ -1,0 +1,88 @@
+"""Plans: which iterations are memoized, executed, restored, and how segments split."""
+
+from flor.replay.analysis import AFTER, BEFORE, BODY, NESTED, Layout, strategy_for
+from flor.replay.plan import Costs, Segment, chain, plan_run
+
+ALL = {i: {"nested": f"c{i}"} for i in range(10)}
+EVERY_OTHER = {i: {"nested": f"c{i}"} for i in range(1, 10, 2)}
+
+
+def test_memo_uses_each_checkpoint():
+    (segment,) = plan_run("memo", 10, ALL, workers=2)
+    assert segment.actions == {i: "memo" for i in range(10)} and segment.store == list(range(10))
+    assert segment.stop == 10 and not segment.run_post
+
+
+def test_missing_checkpoints_are_covered_by_execution():
+    actions = chain(list(range(10)), "memo", EVERY_OTHER, lambda i: True)
+    assert actions == {0: "exec", 1: "memo", 2: "exec", 3: "memo", 4: "exec", 5: "memo",
+                       6: "exec", 7: "memo", 8: "exec", 9: "memo"}
+
+
+def test_memo_refused_by_missing_variables_falls_back_to_exec():
+    actions = chain([5], "memo", ALL, lambda i: False)
+    assert actions == {i: "exec" for i in range(6)}
+
+
+def test_reexec_splits_into_segments_starting_at_checkpoints():
+    costs = Costs([1.0] * 10, [0.9] * 10)
+    first, second = plan_run("reexec", 10, ALL, workers=2, costs=costs)
+    assert first.actions == {i: "exec" for i in range(5)} and first.store == [0, 1, 2, 3, 4]
+    assert second.actions == {4: "memo", **{i: "exec" for i in range(5, 10)}}
+    assert second.store == [5, 6, 7, 8, 9] and second.stop == 10
+    assert "memo 4, exec 5-9" in second.describe()
+
+
+def test_end_checkpoints_restore_without_running_the_iteration():
+    ends = {3: {"end": "e3"}}
+    assert chain([5], "reexec", ends, lambda i: True) == {3: "restore_end", 4: "exec", 5: "exec"}
+
+
+def test_outside_restores_the_last_checkpoint_and_runs_the_rest():
+    (segment,) = plan_run("outside", 10, ALL, places={AFTER})
+    assert segment.actions == {9: "memo"} and segment.run_post and segment.store_after
+    (only_before,) = plan_run("outside", 10, ALL, places={BEFORE})
+    assert only_before.actions == {} and only_before.stop == 0 and only_before.store_before
+
+
+def test_selected_iterations_only():
+    (segment,) = plan_run("memo", 10, ALL, selected=[9])
+    assert segment.actions == {9: "memo"} and segment.store == [9]
+    (segment,) = plan_run("reexec", 10, EVERY_OTHER, selected=[4], workers=4)
+    assert segment.actions == {3: "memo", 4: "exec"} and segment.store == [4]
+
+
+def test_segment_describe_with_nothing():
+    assert Segment({}, [], 0, False, True, False).describe() == "no loop iterations"
+
+
+SOURCE = '''
+import flor
+def helper(x):
+    flor.log("inside_helper", x)
+model = make()
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(4)):
+            loss = step
+            flor.log("in_step", loss)
+        flor.log("in_body", loss)
+        for v in flor.loop("val", range(2)):
+            pass
+flor.log("after", 1)
+'''
+
+
+def test_layout_classifies_lines():
+    layout = Layout.of(SOURCE)
+    lines = {text.strip().split("(")[1].split(",")[0].strip('"'): n
+             for n, text in enumerate(SOURCE.splitlines(), 1) if "flor.log(" in text}
+    assert layout.outer_name == "epoch"
+    assert layout.where(lines["in_step"]) == NESTED
+    assert layout.where(lines["in_body"]) == BODY
+    assert layout.where(lines["after"]) == AFTER
+    assert layout.where(lines["inside_helper"]) == NESTED  # a helper may run anywhere: re-execute
+    assert layout.where(5) == BEFORE
+    assert "loss" in layout.names_read_after_first_nested()
+    assert strategy_for([BODY, AFTER]) == "memo" and strategy_for([BODY, NESTED]) == "reexec"
+    assert strategy_for([BEFORE]) == "outside"
