@@ -1,0 +1,43 @@
+import flor
+import torch
+import torch.nn as nn
+from data import load_data
+from model import Net
+from training import EarlyStopping, train_batch
+
+hidden = flor.arg("hidden", 500)
+lr = flor.arg("lr", 1e-3)
+epochs = flor.arg("epochs", 5)
+
+loader, val_loader, test_loader = load_data(batch_size=32)
+net = Net(hidden)
+criterion = nn.CrossEntropyLoss()
+optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+
+
+def evaluate(model, data):
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in data:
+            pred = model(x).argmax(dim=1)
+            correct += (pred == y).sum().item()
+            total += len(y)
+    return correct / total
+
+
+def run_epoch(net, batches, optimizer):
+    total = 0.0
+    for batch in batches:
+        total += train_batch(net, batch, optimizer, criterion)
+    return total / len(batches)
+
+
+stopper = EarlyStopping(patience=3)
+with flor.checkpointing(model=net, optimizer=optimizer):
+    for epoch in flor.loop("epoch", range(epochs)):
+        train_loss = run_epoch(net, loader, optimizer)
+        flor.log("weight_norm", sum(p.norm() ** 2 for p in net.parameters()) ** 0.5)
+        if stopper.update(train_loss):
+            break
+
+flor.log("accuracy", evaluate(net, test_loader))

@@ -1,0 +1,29 @@
+import flor
+import torch
+from data import load_data
+from model import Net
+
+loader, val_loader = load_data(batch_size=32)
+criterion = torch.nn.CrossEntropyLoss()
+
+
+class Trainer:
+    def __init__(self, net, optimizer):
+        self.net = net
+        self.optimizer = optimizer
+
+    def step(self, x, y):
+        loss = criterion(self.net(x), y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        flor.log("grad_norm", sum(p.grad.norm() ** 2 for p in self.net.parameters()) ** 0.5)
+        self.optimizer.step()
+        return loss.item()
+
+
+net = Net(flor.arg("hidden", 500))
+trainer = Trainer(net, torch.optim.Adam(net.parameters(), lr=flor.arg("lr", 1e-3)))
+with flor.checkpointing(model=net, optimizer=trainer.optimizer):
+    for epoch in flor.loop("epoch", range(flor.arg("epochs", 5))):
+        for step, (x, y) in flor.loop("step", enumerate(loader)):
+            flor.log("loss", trainer.step(x, y))
