@@ -114,6 +114,7 @@ class Run:
         # Resuming a killed run: the checkpoint to start from, and the nested loop it replaces.
         self.resume: dict | None = _resume_point()
         self._skip_nested: str | None = None
+        self._outer_frame = None
         self._index_offset = 0
         self.outer_loop_seen = False
         self.t0 = time.perf_counter()
@@ -372,7 +373,7 @@ class Run:
         from .checkpoints.restore import restore_into
 
         # Runs at the first next(): the caller's frame is the user's for statement.
-        restore_into(self.root / ".flor", location, self.scope.objects, sys._getframe(1))
+        restore_into(self.root / ".flor", location, self.scope.objects, sys._getframe(1), self._outer_frame)
         return
         yield
 
@@ -385,8 +386,9 @@ class Run:
         skip = index + 1 if point == "end" else index
         for _ in range(skip):
             next(iterator, None)
+        self._outer_frame = sys._getframe(1)
         if point == "end":
-            restore_into(self.root / ".flor", location, self.scope.objects, sys._getframe(1))
+            restore_into(self.root / ".flor", location, self.scope.objects, None, self._outer_frame)
         else:
             self._skip_nested = location
         offset = skip
@@ -403,7 +405,7 @@ class Run:
         outer = depth == 0
         scope = self.scope if outer else None
         if scope is not None:
-            scope.outer_loop_started(self, _length(iterable))
+            scope.outer_loop_started(self, _length(iterable), sys._getframe(1))
         clock, t0 = time.perf_counter, self.t0
         self.next_ctx += 1
         ctx = self.next_ctx

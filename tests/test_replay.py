@@ -91,7 +91,9 @@ def _fresh(project, name, args_by_run):
 
 
 def _replayed(project, name, tstamps):
-    return {t: [row[1:] for row in values(project.db, name, "AND l.source = 'replay'") if row[0] == t] for t in tstamps}
+    # Parallel segments insert in any order: compare by loop position.
+    rows = values(project.db, name, "AND l.source = 'replay'")
+    return {t: sorted((row[1:] for row in rows if row[0] == t), key=lambda r: (r[0] or 0, r[1] or 0)) for t in tstamps}
 
 
 def _tstamps(project):

@@ -37,14 +37,18 @@ class RecordManager(Hooks):
         self.skipped = 0
         self.failures: list[str] = []
         self.active = False
+        self.outer_frame = None
+        self.outer_names: tuple[str, ...] | None = None
 
     # -- hooks from Run.loop ----------------------------------------------------------------
 
-    def outer_loop_started(self, run, total):
+    def outer_loop_started(self, run, total, frame):
         if self.active:
             return
         self.active = True
         self.total = total
+        self.outer_frame = frame
+        self.outer_names = loop_names(frame) if frame is not None else None
 
     def outer_iteration_started(self, run, index):
         if not self.active:
@@ -102,11 +106,20 @@ class RecordManager(Hooks):
         if not force and self.writer.pending() >= 2:
             self.skipped += 1  # the writer is behind: skip rather than stall training
             return
-        names = loop_names(frame) if frame is not None else None
-        kept, missing = capture(frame, names) if names else ({}, [])
+        # The loop's effect includes plain variables that the nested loop and the outer body
+        # assign (the last loss, a best score): keep the small ones, list the others.
+        nested_names = loop_names(frame) if frame is not None else ()
+        nested_kept, nested_missing = capture(frame, nested_names) if nested_names else ({}, [])
+        outer_frame, outer_names = self.outer_frame, self.outer_names or ()
+        outer_kept, outer_missing = capture(outer_frame, outer_names) if outer_frame is not None else ({}, [])
+        if outer_frame is frame:
+            outer_kept = {k: v for k, v in outer_kept.items() if k not in nested_kept}
+        missing = sorted(set(nested_missing) | set(outer_missing))
+        known = self.outer_names is not None and (frame is None or nested_names is not None)
+        variables = {"nested": nested_kept, "outer": outer_kept}
         state = {name: object_state(obj) for name, obj in self.objects.items()}
         try:
-            snapshot = self.snapshotter.take({"objects": state, "rng": rng_state(), "variables": kept})
+            snapshot = self.snapshotter.take({"objects": state, "rng": rng_state(), "variables": variables})
         except FlorError as exc:
             self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
             return
@@ -114,7 +127,7 @@ class RecordManager(Hooks):
         self.policy.observe_checkpoint(snapshot.seconds, None, snapshot.nbytes)
         job = Job(
             self.run.run_id, self.run.tstamp, self.index, point, snapshot,
-            {"variables_missing": missing, "variables_known": names is not None},
+            {"variables_missing": missing, "variables_known": known},
         )
         if not self.writer.submit(job):
             self.writer.close(FINISH_TIMEOUT_S)

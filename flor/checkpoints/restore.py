@@ -160,17 +160,21 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = True, with_vari
     )
 
 
-def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None) -> Checkpoint:
-    """Restore a checkpoint into live registered objects, the random state and, with ``frame``,
-    the variables of the loop it was taken after (what replay and resume do)."""
+def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None, outer_frame=None) -> Checkpoint:
+    """Restore a checkpoint into live registered objects and the random state, and the variables
+    it kept: those of the nested loop into ``frame`` (the frame running that loop), those of the
+    outer body into ``outer_frame`` (what replay and resume do)."""
     from .variables import restore as restore_variables
 
     checkpoint = read_manifest(flor_dir, location)
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
     set_rng_state(checkpoint.rng)
-    if frame is not None:
-        restore_variables(frame, checkpoint.variables)
+    kept = checkpoint.variables or {}
+    if outer_frame is not None and kept.get("outer"):
+        restore_variables(outer_frame, kept["outer"])
+    if frame is not None and kept.get("nested"):
+        restore_variables(frame, kept["nested"])
     return checkpoint
 
 

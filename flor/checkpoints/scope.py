@@ -68,8 +68,8 @@ class Checkpointing:
 class Hooks:
     """What Run.loop tells the active checkpoint manager; the base does nothing."""
 
-    def outer_loop_started(self, run, total: int | None) -> None:
-        """The outer loop starts; ``total`` is its length when the iterable has one."""
+    def outer_loop_started(self, run, total: int | None, frame) -> None:
+        """The outer loop starts in ``frame``; ``total`` is its length when the iterable has one."""
 
     def outer_iteration_started(self, run, index: int) -> None:
         """Outer iteration ``index`` starts its body."""
@@ -77,7 +77,7 @@ class Hooks:
     def nested_loop_ended(self, run, frame) -> None:
         """A loop directly inside the outer body finished; ``frame`` runs the user's for loop."""
 
-    def outer_iteration_ended(self, run, index: int) -> None:
+    def outer_iteration_ended(self, run, index: int) -> None:  # noqa: D401
         """Outer iteration ``index`` finished its body."""
 
     def outer_loop_ended(self, run, last_index: int | None, frame) -> None:

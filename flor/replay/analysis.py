@@ -112,18 +112,34 @@ class Layout:
         return BEFORE if lineno < outer.lineno else AFTER
 
     def names_read_after_first_nested(self) -> set[str]:
-        """Names the outer body reads after its first nested loop (the loop's effect must cover them)."""
+        """Names the outer body reads after its first nested loop before assigning them there:
+        the values that must come from the skipped loop or earlier iterations."""
         if self.outer is None or not self.nested:
             return set()
         first = self.nested[0]
-        names: set[str] = set()
+        assigned: set[str] = set()
+        read: set[str] = set()
         for statement in self.outer.body:
             if statement.lineno <= first.end_lineno:
                 continue
+            bound_first = set()
+            for node in ast.walk(statement):
+                if isinstance(node, (ast.With, ast.AsyncWith)):
+                    for item in node.items:
+                        if item.optional_vars is not None:
+                            bound_first |= _stored(item.optional_vars)
+                elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                    bound_first |= _stored(node.target)
             for node in ast.walk(statement):
                 if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-                    names.add(node.id)
-        return names
+                    if node.id not in assigned and node.id not in bound_first:
+                        read.add(node.id)
+            assigned |= _stored(statement)
+        return read
+
+
+def _stored(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
 def strategy_for(places: list[str]) -> str:

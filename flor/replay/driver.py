@@ -41,7 +41,7 @@ class ReplayManager(Hooks):
         location = self.run.checkpoints.get(index, {}).get(point)
         if location is None:
             raise CheckpointError(f"run {self.run.tstamp} has no {point} checkpoint of iteration {index}")
-        restore_into(self.run.flor_dir, location, self.objects, frame)
+        restore_into(self.run.flor_dir, location, self.objects, frame, self.run.outer_frame)
 
 
 class ReplayRun(Run):
@@ -69,6 +69,7 @@ class ReplayRun(Run):
         self._rng_restored = False
         self._outer_seen = False
         self.outer_index: int | None = None
+        self.outer_frame = None  # the frame running the outer loop
         self.outer_action: str | None = None
         self._nested_done = False
         self.iterations_done = 0
@@ -143,13 +144,14 @@ class ReplayRun(Run):
         ctx = self.next_ctx
         self.push_ctx((ctx, parent, parent_iteration, name, None, None, None))
         self.depth = depth + 1
+        self.outer_frame = sys._getframe(1)
         try:
             for index, item in enumerate(islice(iterable, segment.stop)):
                 action = segment.actions.get(index)
                 if action is None:
                     continue
                 if action == "restore_end":
-                    self.scope.restore(index, "end", sys._getframe(1))
+                    self.scope.restore(index, "end", None)
                     continue
                 self.ctx_id, self.iteration = ctx, index
                 self.outer_index, self.outer_action, self._nested_done = index, action, False

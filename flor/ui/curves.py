@@ -136,49 +136,11 @@ class SeriesReader:
         return _Loop(name, label, np.array([row[0] for row in instances], dtype=np.int64), counts, offsets)
 
     def _read_curve(self, run_id: int, name: str, pair) -> Curve:
-        read = self.db.read
-        if pair is not None and pair.record_count:
-            # Newest row first, stop after the pair's count: the scan covers only this run's rows.
-            rows = (
-                "(SELECT ctx_id, iteration, value, vtype, rowid AS r FROM logs WHERE rowid <= ? AND +run_id = ? "
-                "AND +name = ? AND +source = 'record' ORDER BY rowid DESC LIMIT ?)"
-            )
-            params: tuple = (pair.record_top, run_id, name, pair.record_count)
-        elif pair is not None:
-            rows, params = None, ()
-        else:  # the runs table is still reading the store: one scan of the logs
-            rows = ("(SELECT ctx_id, iteration, value, vtype, rowid AS r FROM logs WHERE run_id = ? AND name = ? "
-                    "AND source = 'record' ORDER BY rowid DESC)")
-            params = (run_id, name)
-        x, y = np.zeros(0), np.zeros(0)
-        loop = None
-        run_level = None
-        looped = f"ctx_id IS NOT NULL AND {_NUMERIC}"
-        if rows is not None:
-            values_text, count, first_ctx, last_ctx, iteration_sum, run_level_row = read(
-                f"SELECT group_concat(CASE WHEN {looped} THEN IFNULL(value, 'nan') END), SUM({looped}), "
-                f"MIN(CASE WHEN {looped} THEN ctx_id END), MAX(CASE WHEN {looped} THEN ctx_id END), "
-                f"SUM(CASE WHEN {looped} THEN iteration END), MAX(CASE WHEN ctx_id IS NULL AND {_NUMERIC} THEN r END) "
-                f"FROM {rows}",
-                params,
-            )[0]
-            if run_level_row is not None:
-                run_level = read("SELECT value FROM logs WHERE rowid = ?", (run_level_row,))[0][0]
-            if count:
-                y = _parse_floats(values_text, count)[::-1]
-                loop = self._loop(run_id, first_ctx)
-                x = self._fast_x(loop, count, first_ctx, last_ctx, iteration_sum)
-                if x is None:
-                    ctx_text, iteration_text = read(
-                        f"SELECT group_concat(CASE WHEN {looped} THEN ctx_id END), "
-                        f"group_concat(CASE WHEN {looped} THEN iteration END) FROM {rows}",
-                        params,
-                    )[0]
-                    x = loop.x(_parse_ints(ctx_text)[::-1], _parse_ints(iteration_text)[::-1])
+        x, y, loop, run_level = self._recorded(run_id, name, pair)
         rx, ry, replay_loop = self._replayed(run_id, name, loop)
         loop = loop or replay_loop
         if run_level is None and not len(x):
-            replayed_run_level = read(
+            replayed_run_level = self.db.read(
                 "SELECT value FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND source = 'replay' "
                 f"AND name = ? AND ctx_id IS NULL AND {_NUMERIC}",
                 (run_id, name),
@@ -193,24 +155,61 @@ class SeriesReader:
         label = loop.label if loop is not None and len(x) else "run"
         return Curve(x, y, replayed, label, _plain(run_level))
 
-    @staticmethod
-    def _fast_x(loop: _Loop, count: int, first_ctx: int, last_ctx: int, iteration_sum: int):
-        """0, 1, 2, ... from the first value's offset, when the values are exactly one per
-        iteration of every instance between the first and the last (the usual case); else None.
+    def _recorded(self, run_id: int, name: str, pair):
+        """(x, y, loop, last run-level value) of the recorded values."""
+        read = self.db.read
+        if pair is not None and not pair.record_count:
+            return np.zeros(0), np.zeros(0), None, None
+        looped = f"ctx_id IS NOT NULL AND {_NUMERIC}"
+        if pair is None:  # the runs table is still reading the store: one scan of the logs
+            rows = ("(SELECT ctx_id, iteration, value, vtype FROM logs WHERE run_id = ? AND name = ? "
+                    "AND source = 'record' ORDER BY rowid DESC)")
+            params: tuple = (run_id, name)
+        else:
+            # Newest row first, stopping after the pair's count: the scan covers only this run's
+            # rows, whatever else the store holds.
+            rows = ("(SELECT ctx_id, iteration, value, vtype FROM logs WHERE rowid <= ? AND +run_id = ? "
+                    "AND +name = ? AND +source = 'record' ORDER BY rowid DESC LIMIT ?)")
+            params = (pair.record_top, run_id, name, pair.record_count)
+        clean = pair is not None and pair.numeric_count == pair.looped_count == pair.record_count
+        run_level = None
+        if not clean:
+            found = read(f"SELECT value FROM {rows} WHERE ctx_id IS NULL AND {_NUMERIC} LIMIT 1", params)
+            run_level = found[0][0] if found else None
+        newest = read(f"SELECT ctx_id FROM {rows} WHERE {looped} LIMIT 1", params)
+        if not newest:
+            return np.zeros(0), np.zeros(0), None, run_level
+        loop = self._loop(run_id, newest[0][0])
+        if clean and self._one_per_iteration(loop, pair):
+            # The usual case: one value at every iteration of the loop, in order. Only the values
+            # need reading; x is 0, 1, 2, ...
+            (text,) = read(f"SELECT group_concat(IFNULL(value, 'nan')) FROM {rows}", params)[0]
+            y = _parse_floats(text, pair.record_count)[::-1]
+            return np.arange(len(y), dtype=float), y, loop, run_level
+        text, ctx_text, iteration_text, count = read(
+            f"SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), COUNT(*) "
+            f"FROM {rows} WHERE {looped}",
+            params,
+        )[0]
+        if not count:
+            return np.zeros(0), np.zeros(0), None, run_level
+        y = _parse_floats(text, count)[::-1]
+        x = loop.x(_parse_ints(ctx_text)[::-1], _parse_ints(iteration_text)[::-1])
+        return x, y, loop, run_level
 
-        Checked by count and by the sum of iteration indexes, so a million ctx ids and indexes
-        need not be read and parsed.
-        """
-        lo, hi = np.searchsorted(loop.ids, [first_ctx, last_ctx])
-        if hi >= len(loop.ids) or loop.ids[lo] != first_ctx or loop.ids[hi] != last_ctx:
-            return None
-        counts = loop.counts[lo:hi + 1]
-        if any(c is None for c in counts):
-            return None  # an instance still running: its length is not known yet
-        expected_sum = sum(c * (c - 1) // 2 for c in counts)
-        if sum(counts) != count or expected_sum != iteration_sum:
-            return None
-        return loop.offsets[lo] + np.arange(count, dtype=float)
+    @staticmethod
+    def _one_per_iteration(loop: _Loop, pair) -> bool:
+        """Whether the recorded values are exactly one per iteration of every instance of the
+        loop: their count, sum of ctx ids and sum of iteration indexes say so, without reading
+        a million of them."""
+        if not len(loop.ids) or any(c is None for c in loop.counts):
+            return False  # an instance still running: its length is not known yet
+        counts = np.array(loop.counts, dtype=np.int64)
+        return (
+            int(counts.sum()) == pair.looped_count
+            and int((loop.ids * counts).sum()) == pair.ctx_sum
+            and int((counts * (counts - 1) // 2).sum()) == pair.iteration_sum
+        )
 
     def _replayed(self, run_id: int, name: str, loop: _Loop | None):
         """(x, y, loop) of replayed values, from the partial index that holds only them."""

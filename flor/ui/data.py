@@ -1,8 +1,8 @@
 """What the UI shows, read from the store without ever writing to it.
 
 The database is opened with a ``file:...?mode=ro`` URI and ``PRAGMA query_only = 1``, so neither
-a bug here nor a crafted request can change a recorded value. This is the one place outside
-``flor/store.py`` that speaks SQL, and only SELECTs.
+a bug here nor a crafted request can change a recorded value. This module and ``curves.py`` are
+the only places outside ``flor/store.py`` that speak SQL, and only SELECTs.
 
 :class:`RunsTable` keeps one row per run (tstamp, filename, status, duration, commit, args and the
 last value of every logged name) in memory and updates it incrementally: logs and args are
@@ -33,6 +33,7 @@ from ..errors import RunNotFoundError, StoreError, UsageError
 BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
 STALE_HEARTBEAT_S = 300.0
+_SCAN_SLICE = 20_000  # rowids per query of the first pass over the logs
 
 
 class ReadOnlyDB:
@@ -149,6 +150,10 @@ class _Pair:
 
     record_count: int = 0
     record_top: int = 0       # the rowid of the newest recorded row
+    numeric_count: int = 0    # recorded rows with a number
+    looped_count: int = 0     # recorded rows logged inside a loop (ctx_id not NULL)
+    ctx_sum: int = 0          # sums of ctx_id and iteration over recorded rows: a fingerprint
+    iteration_sum: int = 0    # that lets a chart skip reading them (see curves.py)
     replay_count: int = 0
     replay_top: int = 0
     last_record: object = None
@@ -237,20 +242,28 @@ class RunsTable:
 
     def _read_args(self, dirty: set[int]) -> None:
         # Args are written with their run, and late ones (flor.arg after the first log) later.
-        for rowid, run_id, name, value, vtype in self.db.read(
-            "SELECT rowid, run_id, name, value, vtype FROM args WHERE rowid > ? ORDER BY rowid", (self._arg_cursor,)
-        ):
-            self._args.setdefault(run_id, {})[name] = values.decode(value, vtype)
-            self._arg_names.setdefault(name)
-            dirty.add(run_id)
-            self._arg_cursor = rowid
+        rows = self.db.read(
+            "SELECT run_id, name, value, vtype, rowid FROM args WHERE rowid > ? ORDER BY rowid", (self._arg_cursor,)
+        )
+        if not rows:
+            return
+        decode, args, names = values.decode, self._args, self._arg_names
+        for run_id, name, value, vtype, _ in rows:
+            run_args = args.get(run_id)
+            if run_args is None:
+                run_args = args[run_id] = {}
+            run_args[name] = decode(value, vtype)
+            if name not in names:
+                names[name] = None
+        dirty.update({row[0] for row in rows})
+        self._arg_cursor = rows[-1][4]
 
     # The last value, newest rowid and count of every (run, name, source) in one pass; SQLite's
     # bare columns (value, vtype) come from the row that holds MAX(rowid).
     _LAST_VALUES = (
         "SELECT run_id, name, source, value, vtype, MAX(rowid), COUNT(*), "
-        "SUM(vtype IN ('int', 'float', 'bool')) FROM logs WHERE rowid > ? AND rowid <= ? "
-        "GROUP BY run_id, name, source"
+        "SUM(vtype IN ('int', 'float', 'bool')), COUNT(ctx_id), SUM(ctx_id), SUM(iteration) "
+        "FROM logs WHERE rowid > ? AND rowid <= ? GROUP BY run_id, name, source"
     )
 
     def _start_scan(self) -> None:
@@ -258,13 +271,11 @@ class RunsTable:
 
         def scan() -> None:
             try:
-                rows = self.db.read(self._LAST_VALUES, (0, top))
+                rows = self._scan_logs(top)
             except StoreError as exc:
                 with self.lock:
                     self.load_error, self.loading = str(exc), False
                 return
-            # Columns in the order their names were last logged in the earliest run that has them.
-            rows.sort(key=lambda row: row[5])
             with self.lock:
                 for row in rows:
                     self._merge(*row)
@@ -277,6 +288,22 @@ class RunsTable:
         self._scan = threading.Thread(target=scan, name="flor-ui-scan", daemon=True)
         self._scan.start()
 
+    def _scan_logs(self, top: int) -> list[list]:
+        """:data:`_LAST_VALUES` over rowids up to ``top``, in slices: SQLite groups by sorting,
+        and sorting many small slices is faster than one big one (about 1.6x on 3M rows)."""
+        merged: dict[tuple, list] = {}
+        for low in range(0, top, _SCAN_SLICE):
+            for row in self.db.read(self._LAST_VALUES, (low, min(low + _SCAN_SLICE, top))):
+                known = merged.get(row[:3])
+                if known is None:
+                    merged[row[:3]] = [*row, row[5]]  # the last item: where the pair first showed up
+                    continue
+                known[3:6] = row[3:6]  # a later slice holds the newer last value
+                for i in range(6, 11):
+                    known[i] = (known[i] or 0) + (row[i] or 0)
+        # Columns in the order their names first showed up.
+        return [row[:11] for row in sorted(merged.values(), key=lambda row: row[11])]
+
     def _read_new_logs(self, dirty: set[int]) -> None:
         top = self.db.read("SELECT MAX(rowid) FROM logs")[0][0] or 0
         if top <= self._log_cursor:
@@ -286,12 +313,16 @@ class RunsTable:
             dirty.add(row[0])
         self._log_cursor = top
 
-    def _merge(self, run_id, name, source, value, vtype, top, count, numeric) -> None:
+    def _merge(self, run_id, name, source, value, vtype, top, count, numeric, looped, ctx_sum, iteration_sum) -> None:
         pair = self._pairs.setdefault(run_id, {}).get(name)
         if pair is None:
             pair = self._pairs[run_id][name] = _Pair()
         if source == "record":
             pair.record_count += count
+            pair.numeric_count += numeric or 0
+            pair.looped_count += looped or 0
+            pair.ctx_sum += ctx_sum or 0
+            pair.iteration_sum += iteration_sum or 0
             pair.record_top, pair.last_record = top, values.decode(value, vtype)
         else:
             # Replay rewrites its rows (INSERT OR REPLACE), so this count may run high; it only

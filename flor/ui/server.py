@@ -34,12 +34,12 @@ from flask import Flask, Response, request, send_from_directory
 from ..errors import FlorError, RunNotFoundError, StoreError, UsageError, VersionControlError
 from .curves import SeriesReader
 from .data import ReadOnlyDB, RunsTable, diff_code, read_code, run_detail, sort_key
-from .filters import compile_filter
+from .filters import FilterError, compile_filter
 
 STATIC = Path(__file__).with_name("static")
 MAX_PAGE = 1000
 MAX_COMPARED = 20
-FIRST_ANSWER_WAIT_S = 0.3
+FIRST_ANSWER_WAIT_S = 0.15
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _COMMIT = re.compile(r"^[0-9a-fA-F]{4,64}$")
 
@@ -204,7 +204,12 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         # version without logged values. A large one answers at once and fills in later.
         table.wait_loaded(FIRST_ANSWER_WAIT_S)
         columns = table.columns()
-        keep = compile_filter(request.args.get("where", ""), [name for name, _ in columns])
+        try:
+            keep = compile_filter(request.args.get("where", ""), [name for name, _ in columns])
+        except FilterError as exc:
+            if table.loading and "unknown column" in str(exc):
+                raise FilterError(f"{exc}; logged values are still being read, try again in a moment") from None
+            raise
         return [row for row in table.rows() if keep(row)], columns
 
     @app.get("/api/runs")
@@ -213,7 +218,9 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         names = [name for name, _ in columns]
         sort = request.args.get("sort") or "tstamp"
         if sort not in names:
-            raise UsageError(f"cannot sort by unknown column {sort!r}")
+            if not table.loading:
+                raise UsageError(f"cannot sort by unknown column {sort!r}")
+            sort = "tstamp"  # a logged name not read yet: sort by time until it is
         descending = request.args.get("desc", "0") in ("1", "true")
         # Missing values go last in both directions: sort present values, then append the rest.
         present = [row for row in rows if row.get(sort) is not None]

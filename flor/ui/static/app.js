@@ -93,7 +93,9 @@ async function loadRuns() {
   $("filter").classList.remove("bad");
   $("filter-error").hidden = true;
   Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows,
-    matched: body.matched, total: body.total, version: body.version });
+    matched: body.matched, total: body.total, version: body.version, loading: body.loading });
+  // A large store: the server still reads the last logged values; ask again shortly.
+  if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 700);
   if (body.offset >= body.matched && body.matched > 0 && state.offset > 0) {
     state.offset = 0;
     return loadRuns();
@@ -145,9 +147,13 @@ function renderTable() {
   $("runs").tBodies[0].replaceChildren(body);
   // For benchmarks/ui.py: when the first rows appeared, measured from navigation start.
   if (state.rows.length && !performance.getEntriesByName("flor-first-rows").length) performance.mark("flor-first-rows");
+  if (state.rows.length && !state.loading && !performance.getEntriesByName("flor-all-columns").length) {
+    performance.mark("flor-all-columns");
+  }
   const last = Math.min(state.offset + state.rows.length, state.matched);
-  $("count").textContent = state.where
-    ? `${state.matched} of ${state.total} runs match` : `${state.total} runs`;
+  $("count").textContent = (state.where
+    ? `${state.matched} of ${state.total} runs match` : `${state.total} runs`) +
+    (state.loading ? " · reading logged values…" : "");
   $("page").textContent = state.matched ? `${state.offset + 1}–${last}` : "";
   $("prev").disabled = state.offset === 0;
   $("next").disabled = last >= state.matched;
