@@ -237,7 +237,8 @@ class Session:
         item.names = names
         placement = propagate(today, old, statements)
         if not placement.ok:
-            item.status, item.reason = "refused", f"could not place: {placement.reason}"
+            reason = placement.reason if placement.reason.startswith("could not place") else f"could not place: {placement.reason}"
+            item.status, item.reason = "refused", reason
             return
         item.source = placement.source
         item.diff = placement.diff(old, run.filename)
