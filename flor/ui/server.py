@@ -67,6 +67,7 @@ class UIData:
         """Read runs and args now and start reading logged values; wait up to ``wait`` seconds
         (None: until done) for those. True when the whole table is loaded."""
         self.table.refresh()
+        self.table.rows()
         return self.table.wait_loaded(wait)
 
     def close(self) -> None:

@@ -1,0 +1,91 @@
+"""The read-only data layer on hand-made stores: x axes, gaps, run-level values, late args, names."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from flor.store import Store
+from flor.ui.curves import SeriesReader
+from flor.ui.data import ReadOnlyDB, RunsTable
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(tmp_path / ".flor" / "flor.db")
+    yield store
+    store.close()
+
+
+def new_run(store, tstamp, args=()):
+    run_id, _ = store.insert_run(tstamp=tstamp, projid="p", filename="t.py", argv=["t.py"], cwd=".",
+                                 started=time.time(), args=args)
+    return run_id
+
+
+def test_sparse_values_in_a_nested_loop_keep_their_step_positions(store):
+    run_id = new_run(store, "2026-01-01T00:00:00")
+    # One epoch loop instance (ctx 1) and one step loop instance per epoch (ctx 2, 3, 4), the
+    # way flor.loop writes them: (ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end, iterations).
+    contexts = [(1, None, None, "epoch", 0.0, 1.0, 3)]
+    logs = []
+    for epoch in range(3):
+        step_loop = 2 + epoch
+        contexts.append((step_loop, 1, epoch, "step", 0.0, 1.0, 10))
+        for step in range(10):
+            if step % 3 == 0:
+                logs.append(("val", float(epoch * 10 + step), step_loop, step))
+            logs.append(("loss", math.nan if step == 5 else 1.0, step_loop, step))
+        logs.append(("acc", epoch / 10, 1, epoch))
+    logs.append(("val", 99.0, None, None))       # a run-level value under a looped name
+    logs.append(("label", "text", None, None))
+    store.write_batch(run_id, contexts, logs)
+    db = ReadOnlyDB(store.path)
+    try:
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        reader = SeriesReader(db, table)
+        val = reader.series(run_id, "val")
+        assert val["x_label"] == "step (counted across epoch)"
+        assert val["parts"][0]["x"] == [0, 3, 6, 9, 10, 13, 16, 19, 20, 23, 26, 29]
+        assert val["parts"][0]["y"][:3] == [0.0, 3.0, 6.0] and val["run_level"] == 99.0
+        loss = reader.series(run_id, "loss")
+        assert loss["parts"][0]["x"] == list(range(30)) and loss["parts"][0]["y"][5] is None
+        acc = reader.series(run_id, "acc")
+        assert acc["x_label"] == "epoch" and acc["parts"][0]["x"] == [0, 1, 2]
+        label = reader.series(run_id, "label")
+        assert label["parts"] == [] and label["x_label"] == "run"
+        assert table.metric_names() == ["loss", "acc", "val"]  # in the order they were last logged
+        row = table.rows()[0]
+        assert row["val"] == 99.0 and row["loss"] == 1.0 and row["label"] == "text" and row["status"] == "running"
+    finally:
+        db.close()
+
+
+def test_late_args_new_runs_and_name_clashes_appear_on_refresh(store):
+    first = new_run(store, "2026-01-01T00:00:00", [("lr", 0.1, "float"), ("status", "x", "str")])
+    db = ReadOnlyDB(store.path)
+    try:
+        table = RunsTable(db)
+        assert table.refresh() is True and table.wait_loaded() and table.refresh() is True  # the scan is news
+        assert table.refresh() is False
+        names = [name for name, _ in table.columns()]
+        assert names == ["tstamp", "filename", "status", "duration", "commit", "lr", "arg_status"]
+        assert table.rows()[0]["arg_status"] == "x" and table.rows()[0]["status"] == "running"
+        store._write(lambda c: c.execute("INSERT INTO args(run_id, name, value, vtype) VALUES (?, 'late', 7, 'int')", (first,)))
+        second = new_run(store, "2026-01-02T00:00:00", [("lr", 0.2, "float")])
+        store.write_batch(second, [], [("acc", 0.5, None, None)], run_fields={"status": "finished", "ended": time.time()})
+        assert table.refresh() is True
+        rows = table.rows()
+        assert [r["tstamp"] for r in rows] == ["2026-01-01T00:00:00", "2026-01-02T00:00:00"]
+        assert rows[0]["late"] == 7 and rows[1]["late"] is None
+        assert rows[1]["acc"] == 0.5 and rows[1]["status"] == "finished" and rows[1]["duration"] >= 0
+        store.write_batch(second, [], [("acc", 0.75, None, None)])
+        table.refresh()
+        assert table.rows()[1]["acc"] == 0.75  # an update of an existing row, same columns
+        assert table.run_id("2026-01-02") == second
+    finally:
+        db.close()
