@@ -13,6 +13,7 @@ epoch. Forward and replayed values of the same run and iteration share a row.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Sequence
 
@@ -65,73 +66,65 @@ def dataframe(*names: str, start: Path | None = None):
         store.close()
 
 
-def _column(store: Store, name: str):
-    """(run_id, ctx_id, iteration, typed value) of every log under ``name``; record wins over replay."""
+_NUMERIC = {values.INT, values.FLOAT, values.BOOL}
+_NULL_VALUE = -1.2345678901234567e308  # stands for NULL (a NaN float) while rows stream into numpy
+
+
+def _column(store: Store, name: str) -> dict | None:
+    """Every log under ``name``: numpy arrays ``run_id``, ``ctx_id`` and ``iteration`` (float,
+    NaN at run level) and ``value`` (typed), record rows before replayed ones."""
     import numpy as np
-    import pandas as pd
 
     kinds = store._read("SELECT DISTINCT vtype, source FROM logs WHERE name = ?", (name,))
-    vtypes = {k for k, _ in kinds}
-    sources = {s for _, s in kinds}
     if not kinds:
         return None
-    order = " ORDER BY source DESC, rowid" if len(sources) > 1 else " ORDER BY rowid"
-    if len(vtypes) == 1:
-        rows = store._read(f"SELECT run_id, ctx_id, iteration, value FROM logs WHERE name = ?{order}", (name,))
-        frame = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "iteration", "value"], coerce_float=False)
-        vtype = next(iter(vtypes))
-        frame["value"] = _typed(frame["value"], vtype)
-    else:
-        rows = store._read(f"SELECT run_id, ctx_id, iteration, value, vtype FROM logs WHERE name = ?{order}", (name,))
-        frame = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "iteration", "value", "vtype"])
-        decoded = [values.decode(v, t) for v, t in zip(frame["value"], frame["vtype"])]
-        if vtypes <= {values.INT, values.FLOAT}:
-            frame["value"] = np.asarray(decoded, dtype=float)
-        else:
-            frame["value"] = pd.Series(decoded, dtype=object, index=frame.index)
-        frame = frame.drop(columns="vtype")
-    return frame
-
-
-def _typed(series, vtype: str):
-    import pandas as pd
-
-    if vtype == values.FLOAT:
-        return pd.to_numeric(series, errors="coerce").astype(float) if series.dtype == object else series.astype(float)
-    if vtype == values.INT:
+    vtypes = {k for k, _ in kinds}
+    order = " ORDER BY source DESC, rowid" if len({s for _, s in kinds}) > 1 else ""
+    if vtypes <= _NUMERIC:
+        # Rows stream from the cursor straight into a numpy record array (no list of tuples);
+        # NULLs become sentinels that SQLite can express and numpy then turns into NaN.
+        cursor = store._retry(lambda: store.connection.execute(
+            f"SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, {_NULL_VALUE!r}) "
+            f"FROM logs WHERE name = ?{order}", (name,)))
         try:
-            return series.astype("int64")
-        except (OverflowError, ValueError, TypeError):
-            return series.map(int)
-    if vtype == values.BOOL:
-        return series.astype(bool)
-    if vtype == values.NONE:
-        return pd.Series([None] * len(series), dtype=object, index=series.index)
-    if vtype == values.JSON:
-        return series.map(lambda text: values.decode(text, values.JSON))
-    return series.astype(object)
+            table = np.fromiter(cursor, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "f8")])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the flor database {store.path}: {exc}") from exc
+        ctx, iteration, value = table["c"], table["i"], table["v"]
+        ctx[ctx < 0] = np.nan
+        iteration[iteration < 0] = np.nan
+        value[value == _NULL_VALUE] = np.nan  # NaN floats are stored as NULL
+        if vtypes == {values.INT} and not np.isnan(value).any() and np.abs(value).max(initial=0) < 2**53:
+            value = value.astype(np.int64)
+        elif vtypes == {values.BOOL}:
+            value = value.astype(bool)
+        return {"run_id": table["r"].copy(), "ctx_id": ctx.copy(), "iteration": iteration.copy(), "value": value.copy()}
+    rows = store._read(f"SELECT run_id, ctx_id, iteration, value, vtype FROM logs WHERE name = ?{order}", (name,))
+    keys = np.array([r[:3] for r in rows], dtype=float).reshape(-1, 3)
+    decoded = np.empty(len(rows), dtype=object)
+    decoded[:] = [values.decode(r[3], r[4]) for r in rows]
+    return {"run_id": keys[:, 0].astype(np.int64), "ctx_id": keys[:, 1], "iteration": keys[:, 2], "value": decoded}
 
 
-def _loop_columns(frame, contexts):
-    """Add one column per loop name to ``frame`` (run_id, ctx_id, iteration, ...): a value's own
-    loop gives its index, and the parent links give the enclosing loops' indices."""
+def _loop_columns(column: dict, contexts) -> tuple[dict, list[str]]:
+    """Loop name -> float array of indices for each value: a value's own loop gives its index,
+    and the parent links give the enclosing loops' indices. Also returns the names, outermost first."""
     import numpy as np
     import pandas as pd
 
-    if contexts is None or frame["ctx_id"].isna().all():
-        return frame.drop(columns="iteration"), []
-    run_ids = contexts["run_id"].to_numpy(np.int64)
-    index = pd.Index(run_ids * _SHIFT + contexts["ctx_id"].to_numpy(np.int64))
-    parents = pd.to_numeric(contexts["parent_id"], errors="coerce").to_numpy(float)
-    parent_keys = np.where(np.isnan(parents), -1, run_ids * _SHIFT + np.nan_to_num(parents, nan=0).astype(np.int64))
-    parent_iterations = pd.to_numeric(contexts["parent_iteration"], errors="coerce").to_numpy(float)
-    loop_codes, loop_names = pd.factorize(contexts["loop_name"])
-
-    ctx = pd.to_numeric(frame["ctx_id"], errors="coerce").to_numpy(float)
+    n = len(column["run_id"])
+    ctx = column["ctx_id"]
     has_ctx = ~np.isnan(ctx)
-    keys = np.full(len(frame), -1, dtype=np.int64)
-    keys[has_ctx] = frame["run_id"].to_numpy(np.int64)[has_ctx] * _SHIFT + ctx[has_ctx].astype(np.int64)
-    current = pd.to_numeric(frame["iteration"], errors="coerce").to_numpy(float)
+    if contexts is None or not has_ctx.any():
+        return {}, []
+    c_run, c_ctx, c_parent, c_parent_it, c_names = contexts
+    index = pd.Index(c_run * _SHIFT + c_ctx)
+    parent_keys = np.where(np.isnan(c_parent), -1, c_run * _SHIFT + np.nan_to_num(c_parent, nan=0).astype(np.int64))
+    loop_codes, loop_names = pd.factorize(np.asarray(c_names, dtype=object))
+
+    keys = np.full(n, -1, dtype=np.int64)
+    keys[has_ctx] = column["run_id"][has_ctx] * _SHIFT + ctx[has_ctx].astype(np.int64)
+    current = column["iteration"]
     columns: dict[str, np.ndarray] = {}
     depth_of: dict[str, int] = {}
     level = 0
@@ -143,106 +136,148 @@ def _loop_columns(frame, contexts):
         codes = loop_codes[positions]
         for code in np.unique(codes):
             name = str(loop_names[code])
-            column = columns.setdefault(name, np.full(len(frame), np.nan))
+            target = columns.setdefault(name, np.full(n, np.nan))
             pick = codes == code
-            column[rows[pick]] = current[rows[pick]]
+            target[rows[pick]] = current[rows[pick]]
             depth_of[name] = max(depth_of.get(name, 0), level)
-        next_keys = np.full(len(frame), -1, dtype=np.int64)
+        next_keys = np.full(n, -1, dtype=np.int64)
         next_keys[rows] = parent_keys[positions]
-        next_current = np.full(len(frame), np.nan)
-        next_current[rows] = parent_iterations[positions]
+        next_current = np.full(n, np.nan)
+        next_current[rows] = c_parent_it[positions]
         keys, current = next_keys, next_current
         level += 1
     # Depth counted from the innermost; the outermost loop has the greatest count.
-    ordered = sorted(columns, key=lambda n: -depth_of[n])
-    for name in ordered:
-        column = columns[name]
-        if np.isnan(column).any():
-            frame[name] = pd.array(np.where(np.isnan(column), pd.NA, column), dtype="Int64")
-        else:
-            frame[name] = column.astype(np.int64)
-    return frame.drop(columns="iteration"), ordered
+    return columns, sorted(columns, key=lambda name: -depth_of[name])
+
+
+def _index_column(array):
+    """A loop column: int64 when complete, nullable Int64 where some rows have no index."""
+    import numpy as np
+    import pandas as pd
+
+    if np.isnan(array).any():
+        return pd.array(array, dtype="Int64")
+    return array.astype(np.int64)
+
+
+def _dedupe_sorted(rank, loops: list, order):
+    """Positions (in ``order``) of the first row of each distinct (run, loop indices) key."""
+    import numpy as np
+
+    keep = np.ones(len(order), dtype=bool)
+    if len(order) > 1:
+        same = rank[order][1:] == rank[order][:-1]
+        for column in loops:
+            a, b = column[order][1:], column[order][:-1]
+            same &= (a == b) | (np.isnan(a) & np.isnan(b))
+        keep[1:] = ~same
+    return order[keep]
 
 
 def _build(store: Store, names: list[str]):
+    import numpy as np
     import pandas as pd
 
-    runs = pd.DataFrame.from_records(
-        store._read("SELECT run_id, projid, tstamp, filename FROM runs ORDER BY tstamp"),
-        columns=["run_id", *BASE_COLUMNS],
-    )
+    runs = store._read("SELECT run_id, projid, tstamp, filename FROM runs ORDER BY tstamp")
+    run_ids = np.array([r[0] for r in runs], dtype=np.int64)
+    by_run = pd.Index(run_ids)
     arg_names = [r[0] for r in store._read("SELECT DISTINCT name FROM args ORDER BY rowid")]
-    log_names = [r[0] for r in store._read("SELECT name FROM logs GROUP BY name ORDER BY MIN(rowid)")] if not names else []
     if not names:
+        log_names = [r[0] for r in store._read("SELECT name FROM logs GROUP BY name ORDER BY MIN(rowid)")]
         names = list(dict.fromkeys(arg_names + log_names))
     arg_set = set(arg_names)
 
-    frames = []  # (loop columns, frame with run_id + loop columns + one value column)
-    contexts = None
     log_columns = {}
     for name in names:
-        if name in arg_set:
-            continue
-        column = _column(store, name)
-        if column is not None:
-            log_columns[name] = column
-    if any(frame["ctx_id"].notna().any() for frame in log_columns.values()):
-        run_ids = sorted({int(r) for f in log_columns.values() for r in f["run_id"].unique()})
+        if name not in arg_set:
+            column = _column(store, name)
+            if column is not None:
+                log_columns[name] = column
+    contexts = None
+    if any((~np.isnan(c["ctx_id"])).any() for c in log_columns.values()):
+        wanted = sorted({int(r) for c in log_columns.values() for r in np.unique(c["run_id"])})
         rows = store._read(
-            f"SELECT run_id, ctx_id, parent_id, parent_iteration, loop_name FROM contexts "
-            f"WHERE run_id IN ({','.join(map(str, run_ids))})"
+            "SELECT run_id, ctx_id, parent_id, parent_iteration, loop_name FROM contexts "
+            f"WHERE run_id IN ({','.join(map(str, wanted))})"
         )
-        contexts = pd.DataFrame.from_records(rows, columns=["run_id", "ctx_id", "parent_id", "parent_iteration", "loop_name"])
-    loop_order: list[str] = []
+        numbers = np.array([r[:4] for r in rows], dtype=float).reshape(-1, 4)
+        contexts = (numbers[:, 0].astype(np.int64), numbers[:, 1].astype(np.int64), numbers[:, 2], numbers[:, 3],
+                    [r[4] for r in rows])
+
+    # One frame per name, keyed by run rank and its loop indices.
+    frames, loop_order = [], []
     for name, column in log_columns.items():
-        column, loops = _loop_columns(column, contexts)
-        for loop_name in loops:
+        loops, outermost_first = _loop_columns(column, contexts)
+        for loop_name in outermost_first:
             if loop_name not in loop_order:
                 loop_order.append(loop_name)
-        keys = ["run_id", *loops]
-        column = column.drop(columns="ctx_id").drop_duplicates(subset=keys, keep="first")
-        frames.append((loops, column.rename(columns={"value": name})))
+        rank = by_run.get_indexer(column["run_id"])
+        present = rank >= 0
+        key_arrays = [loops[n] for n in outermost_first]
+        sort_keys = [np.where(np.isnan(k), -1.0, k) for k in reversed(key_arrays)] + [rank]
+        order = np.lexsort(sort_keys) if len(rank) else np.arange(0)
+        order = order[present[order]]
+        order = _dedupe_sorted(rank, key_arrays, order)
+        frame = {"_rank": rank[order], **{n: loops[n][order] for n in outermost_first}, name: column["value"][order]}
+        frames.append((outermost_first, frame))
 
-    table = None
-    for loops, frame in sorted(frames, key=lambda item: -len(item[0])):
-        if table is None:
-            table, table_loops = frame, list(loops)
-            continue
-        if set(loops) <= set(table_loops):
-            table = table.merge(frame, on=["run_id", *loops], how="outer")
-        else:
-            for loop_name in loops:
-                if loop_name not in table_loops:
-                    table[loop_name] = pd.array([pd.NA] * len(table), dtype="Int64")
-                    table_loops.append(loop_name)
-            for loop_name in table_loops:
-                if loop_name not in frame:
-                    frame[loop_name] = pd.array([pd.NA] * len(frame), dtype="Int64")
-            table = table.merge(frame, on=["run_id", *table_loops], how="outer")
-    if table is None:
-        table = runs[["run_id"]].copy()
+    if len(frames) == 1:
+        loops, frame = frames[0]
+        table = pd.DataFrame({k: v for k, v in frame.items()})
+        table_loops = list(loops)
     else:
-        table = runs[["run_id"]].merge(table, on="run_id", how="left")
+        table, table_loops = None, []
+        for loops, frame in sorted(frames, key=lambda item: -len(item[0])):
+            frame = pd.DataFrame(frame)
+            if table is None:
+                table, table_loops = frame, list(loops)
+                continue
+            if not set(loops) <= set(table_loops):
+                for loop_name in loops:
+                    if loop_name not in table_loops:
+                        table[loop_name] = np.nan
+                        table_loops.append(loop_name)
+                for loop_name in table_loops:
+                    if loop_name not in frame:
+                        frame[loop_name] = np.nan
+                loops = table_loops
+            table = table.merge(frame, on=["_rank", *loops], how="outer")
+    # Every run appears, with NaN where it logged none of the names.
+    if table is None:
+        table = pd.DataFrame({"_rank": np.arange(len(runs))})
+    else:
+        missing = np.setdiff1d(np.arange(len(runs)), table["_rank"].to_numpy())
+        if len(missing):
+            table = pd.concat([table, pd.DataFrame({"_rank": missing})], ignore_index=True)
+    loop_order = [n for n in loop_order if n in table.columns]
+    rank = table["_rank"].to_numpy()
+    sort_keys = [np.where(np.isnan(k), -1.0, k) for k in (table[n].to_numpy(float) for n in reversed(loop_order))]
+    order = np.lexsort([*sort_keys, rank]) if len(rank) else np.arange(0)
+    if not (order == np.arange(len(order))).all():
+        table = table.iloc[order].reset_index(drop=True)
+        rank = rank[order]
 
+    result = {
+        "projid": np.array([r[1] for r in runs], dtype=object)[rank],
+        "tstamp": np.array([r[2] for r in runs], dtype=object)[rank],
+        "filename": np.array([r[3] for r in runs], dtype=object)[rank],
+    }
+    for loop_name in loop_order:
+        result[loop_name] = _index_column(table[loop_name].to_numpy(float))
     wanted_args = [n for n in names if n in arg_set]
     if wanted_args:
         placeholders = ",".join("?" * len(wanted_args))
-        arg_rows = store._read(
-            f"SELECT run_id, name, value, vtype FROM args WHERE name IN ({placeholders})", wanted_args
-        )
-        by_name: dict[str, dict[int, object]] = {n: {} for n in wanted_args}
+        arg_rows = store._read(f"SELECT run_id, name, value, vtype FROM args WHERE name IN ({placeholders})", wanted_args)
+        per_run = {n: np.full(len(runs), None, dtype=object) for n in wanted_args}
+        positions = {run_id: i for i, run_id in enumerate(run_ids.tolist())}
         for run_id, name, value, vtype in arg_rows:
-            by_name[name][run_id] = values.decode(value, vtype)
-        for name in wanted_args:
-            table[name] = table["run_id"].map(by_name[name])
-            table[name] = table[name].infer_objects() if table[name].dtype == object else table[name]
-
-    table = runs.merge(table, on="run_id", how="inner")
-    loop_order = [c for c in loop_order if c in table.columns]
-    sort_keys = ["tstamp", *loop_order]
-    table = table.sort_values(sort_keys, kind="stable", na_position="first").reset_index(drop=True)
-    ordered = [*BASE_COLUMNS, *loop_order, *[n for n in names if n in table.columns]]
-    return table[ordered]
+            per_run[name][positions[run_id]] = values.decode(value, vtype)
+    for name in names:
+        if name in arg_set:
+            result[name] = pd.Series(per_run[name][rank]).infer_objects()
+        elif name in table.columns:
+            result[name] = table[name].to_numpy() if table[name].dtype != object else table[name].to_numpy(object)
+    return pd.DataFrame(result)
 
 
 def query(sql: str, start: Path | None = None):
