@@ -12,8 +12,6 @@ type; with no default, a Python literal if it parses, else the string.
 
 from __future__ import annotations
 
-import ast
-
 from .errors import ArgumentError
 
 FLAG = "--kwargs"
@@ -51,6 +49,12 @@ def split_kwargs(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return kept, overrides
 
 
+def _literal(raw: str):
+    import ast
+
+    return ast.literal_eval(raw)
+
+
 def convert(raw: str, default: object, name: str) -> object:
     """Convert the command-line string ``raw`` to the type of ``default``.
 
@@ -59,7 +63,7 @@ def convert(raw: str, default: object, name: str) -> object:
     """
     if default is None:
         try:
-            return ast.literal_eval(raw)
+            return _literal(raw)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return raw
     kind = type(default)
@@ -83,7 +87,7 @@ def convert(raw: str, default: object, name: str) -> object:
         except ValueError:
             raise ArgumentError(f"--kwargs {name}={raw!r}: expected a float like {default!r}") from None
     try:
-        value = ast.literal_eval(raw)
+        value = _literal(raw)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise ArgumentError(
             f"--kwargs {name}={raw!r}: expected a {kind.__name__} literal like {default!r}"

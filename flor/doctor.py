@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sqlite3
 import sys
 import time

@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import atexit
 import os
-import pickle
-import signal
 import sys
 import threading
 import time
 from collections import deque
 from itertools import islice
-from datetime import datetime
 from pathlib import Path
 
 from . import values
 from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
-from .store import Store
-from .vcs import Repo, find_root
+
+# The store (sqlite3) and git helpers are imported when a run begins, so that `import flor`
+# stays fast for scripts and for sessions that only query.
 
 FLUSH_INTERVAL_S = 1.0
 _NEVER = object()  # a sentinel no queue holds
@@ -58,6 +56,7 @@ def script_identity() -> tuple[Path, str]:
 
 def capture_rng_state() -> bytes:
     """The random state of python, numpy and torch (those already imported), pickled."""
+    import pickle
     import random
 
     state: dict[str, object] = {"python": random.getstate()}
@@ -74,6 +73,7 @@ def restore_rng_state(blob: bytes | None) -> None:
     """Set the random state captured by :func:`capture_rng_state`."""
     if not blob:
         return
+    import pickle
     import random
 
     state = pickle.loads(blob)
@@ -102,7 +102,7 @@ class Run:
         self.ended = False
         self.run_id: int | None = None
         self.tstamp: str | None = None
-        self.store: Store | None = None
+        self.store = None  # flor.store.Store once the run has begun
         self.root: Path | None = None
         # Loop context: the innermost loop instance, its current index, and the nesting depth.
         self.ctx_id: int | None = None
@@ -188,6 +188,11 @@ class Run:
         """Validate, insert the run into the store, and start flushing and versioning."""
         if self.begun:
             return
+        from datetime import datetime
+
+        from .store import Store
+        from .vcs import find_root
+
         self.check_overrides()
         folder, filename = script_identity()
         self.root, is_git = find_root(folder)
@@ -232,6 +237,8 @@ class Run:
         return int(raw) if raw and raw.isdigit() else None
 
     def _snapshot(self, rel_file: str) -> None:
+        from .vcs import Repo
+
         try:
             snap = Repo(self.root).snapshot(self.tstamp, f"flor: run {self.tstamp} of {rel_file}")
         except FlorError as exc:
@@ -246,6 +253,8 @@ class Run:
         self._wake.set()
 
     def _install_exit_hooks(self) -> None:
+        import signal
+
         atexit.register(self._at_exit)
         if threading.current_thread() is threading.main_thread():
             try:

@@ -12,9 +12,7 @@ one-time warning. Reading gives back the typed value.
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
 
 INT, FLOAT, BOOL, STR, NONE, JSON, REPR = "int", "float", "bool", "str", "none", "json", "repr"
 
@@ -83,12 +81,16 @@ def prepare(value: object, name: str) -> object:
     number = _as_number(value)
     if number is not None:
         return number
+    import json
+
     try:
         text = json.dumps(_jsonable(value), allow_nan=True)
         return Encoded(text, JSON)
     except (TypeError, ValueError, RecursionError):
         pass
     if name not in _warned_repr:
+        import warnings
+
         _warned_repr.add(name)
         warnings.warn(
             f"flor.log({name!r}): a {type(value).__name__} is not JSON-serializable; storing its repr",
@@ -137,5 +139,7 @@ def decode(stored: object, vtype: str) -> object:
     if vtype == NONE:
         return None
     if vtype == JSON:
+        import json
+
         return json.loads(stored)
     return stored

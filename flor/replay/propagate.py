@@ -93,6 +93,7 @@ _CONF_BLOCK_EDGE = 0.75
 _CONF_REORDERED = 0.85
 _CONF_REORDERED_ANCHOR = 0.75
 _CONF_MOVED_BLOCK = 0.8
+_CONF_VIA_CALL = 0.9
 _CONF_AMBIGUOUS = 0.4
 _ADJACENT_WEIGHT = 10
 
@@ -287,7 +288,7 @@ class _Node:
 
     __slots__ = (
         "node", "parent", "field", "index", "order", "kind", "scope", "blocks", "head_exact", "head_anon",
-        "exact", "anon", "tokens", "names", "own_logs", "logs", "size", "first_line", "_desc",
+        "exact", "anon", "tokens", "names", "own_logs", "logs", "size", "first_line", "loop", "_desc",
     )  # fmt: skip
 
     def descendants(self) -> list[_Node]:
@@ -344,6 +345,32 @@ class _Tree:
                 self.star_import = True
         self._string_rows: set[int] | None = None
         self._scope_cache: dict[tuple[str, int], set[str]] = {}
+        # Functions by name, and how often each name is read anywhere (calls included): a helper
+        # function is only followed through a call when it is defined once and called once.
+        self.functions: dict[str, list[_Node]] = defaultdict(list)
+        for n in self.nodes:
+            if n.kind == "FunctionDef":
+                self.functions[n.node.name].append(n)
+        self.name_reads = Counter(
+            n.id for n in ast.walk(self.module) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        )
+        self.loop_keys = Counter(n.loop[0] for n in self.nodes if n.loop is not None)
+
+    def helper_call(self, node: _Node) -> str | None:
+        """``f`` when the statement is ``f(...)`` or ``x = f(...)`` and ``f`` is a function of this file."""
+        stmt = node.node
+        if not isinstance(stmt, (ast.Expr, ast.Assign, ast.AnnAssign)) or not isinstance(stmt.value, ast.Call):
+            return None
+        func = stmt.value.func
+        return func.id if isinstance(func, ast.Name) and func.id in self.functions else None
+
+    def called_function(self, node: _Node) -> _Node | None:
+        """The function of this file that the statement ``f(...)`` or ``x = f(...)`` calls, when
+        ``f`` is defined exactly once and read nowhere else."""
+        name = self.helper_call(node)
+        if name is None or self.name_reads[name] != 1 or len(self.functions[name]) != 1:
+            return None
+        return self.functions[name][0]
 
     def _intern(self, text: str) -> int:
         return self._interned.setdefault(text, len(self._interned))
@@ -381,7 +408,21 @@ class _Tree:
         n.logs = set(n.own_logs).union(*(k.logs for kids in n.blocks.values() for k in kids))
         n.size = 1 + len(header) + sum(k.size for kids in n.blocks.values() for k in kids)
         n.first_line = _first_line(node) if parent is not None else 1
+        n.loop = self._loop_key(node)
         return n
+
+    def _loop_key(self, node: ast.AST) -> tuple[str, str] | None:
+        """(name, iterable up to renaming) of a ``for ... in flor.loop(name, iterable)``, else None."""
+        if not isinstance(node, (ast.For, ast.AsyncFor)) or not isinstance(node.iter, ast.Call):
+            return None
+        call = node.iter
+        if not _is_flor_call(call, self, "loop") or not call.args:
+            return None
+        name = call.args[0]
+        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+            return None
+        rest = ast.Call(func=ast.Name(id="_", ctx=ast.Load()), args=call.args[1:], keywords=call.keywords)
+        return name.value, _full_ser(rest, anon=True)
 
     def is_log_call(self, call: ast.Call) -> bool:
         func = call.func
@@ -508,6 +549,21 @@ class _Tree:
 # Matching
 
 
+@dataclass
+class _Via:
+    """Old statements ``lo..hi`` of a block that stand for a statement of today's block through a
+    helper function: one side calls it, the other has its code inline."""
+
+    lo: int
+    hi: int
+    score: float
+    note: str
+    lead: bool  # the function has code without a counterpart before its mapped code
+    trail: bool  # ... or after it
+    function: str
+    group: tuple[int, int] | None  # today's statements whose code is in the old function
+
+
 class _Matching:
     """A one-to-one mapping between the statements of today's tree and the old tree."""
 
@@ -577,12 +633,26 @@ class _Matching:
                 if dice >= 0.5 or (hs >= 0.9 and dice >= 0.1):
                     scored.append((dice + 0.5 * hs, dice, hs, o))
             if not scored:
+                o = self._same_flor_loop(t)
+                if o is not None:  # the body changed (code extracted, loops added), the loop did not
+                    self._link(t, o, 1.0)
                 continue
             scored.sort(key=lambda x: -x[0])
             if len(scored) > 1 and scored[0][0] - scored[1][0] < 1e-9:
                 continue  # two equally good containers: leave it to the recovery inside mapped blocks
             _, dice, hs, o = scored[0]
             self._link(t, o, 1.0 if hs >= 0.9 else min(1.0, 0.5 + dice))
+
+    def _same_flor_loop(self, t: _Node) -> _Node | None:
+        """The old loop that is today's ``flor.loop`` loop ``t`` by its name and iterable, whatever its
+        body: a flor.loop name identifies a loop of the script. Only when the name is used once in
+        each file and the old loop is not mapped yet."""
+        if t.loop is None or self.today.loop_keys[t.loop[0]] != 1 or self.old.loop_keys[t.loop[0]] != 1:
+            return None
+        o = next(o for o in self.old.nodes if o.loop is not None and o.loop[0] == t.loop[0])
+        if o in self.o2t or o.loop != t.loop or sorted(t.own_logs) != sorted(o.own_logs):
+            return None
+        return o
 
     def _recover(self) -> None:
         queue = deque(sorted(((t, o) for t, o in self.t2o.items() if t.blocks), key=lambda p: p[0].order))
@@ -657,10 +727,17 @@ class _Matching:
         if a.anon == b.anon:
             return 2.0
         if not a.blocks and not b.blocks:
+            if (self.today.helper_call(a) is None) != (self.old.helper_call(b) is None):
+                return 0.0  # a call of a helper function of the file is that code, not a similar line
             s = _ratio(a.tokens, b.tokens)
             return s if s >= _LEAF_SIMILARITY else 0.0
         content = max(self._mapped_dice(a, b), _multiset_dice(_leaf_shapes(a), _leaf_shapes(b)))
-        s = 0.4 * self.header_similarity(a, b) + 0.6 * content
+        hs = self.header_similarity(a, b)
+        s = 0.4 * hs + 0.6 * content
+        if hs >= 0.9 and a.kind not in ("FunctionDef", "ClassDef"):
+            # The same header (up to renaming) at the same place: the same block, whatever its body
+            # became. Only a weak match: a statement placed by it alone stays below the threshold.
+            s = max(s, _BLOCK_SIMILARITY)
         return s if s >= _BLOCK_SIMILARITY else 0.0
 
     @staticmethod
@@ -693,7 +770,147 @@ class _Matching:
                 key = (t, o) if where == "inner" else (t.scope, o.scope)
                 votes[key][a][b] += 1
                 global_votes[a][b] += 1
+        self._bind_votes(votes)
         return votes, global_votes
+
+    def _bind_votes(self, votes) -> None:
+        """Votes through a call of a helper function that the other version has inline: a
+        parameter's counterpart is also the counterpart of the variable passed for it. Today's
+        ``train_epoch(net)``, whose ``net.w`` maps to the old inline ``model.w``, votes net -> model
+        in the calling scope; and the same for an old helper against today's inline code."""
+        for g, call in self._calls(self.today, self.t2o):
+            scopes = {self.t2o[d].scope for d in self._top_mapped(g, self.t2o)}
+            if len(scopes) != 1:
+                continue
+            (old_scope,) = scopes
+            inside = votes.get((g, old_scope), {})
+            for param, arg in _binding(g.node, call.node.value):
+                for b, count in inside.get(param, {}).items():
+                    votes[(call.scope, old_scope)][arg][b] += count
+        for f, call in self._calls(self.old, self.o2t):
+            scopes = {self.o2t[d].scope for d in self._top_mapped(f, self.o2t)}
+            if len(scopes) != 1:
+                continue
+            (today_scope,) = scopes
+            inside = votes.get((today_scope, f), {})
+            for param, arg in _binding(f.node, call.node.value):
+                for a, counter in list(inside.items()):
+                    if counter.get(param):
+                        votes[(today_scope, call.scope)][a][arg] += counter[param]
+
+    @staticmethod
+    def _calls(tree: _Tree, mapping: dict) -> list[tuple[_Node, _Node]]:
+        """(function, the one statement that calls it) for the helper functions of ``tree`` that
+        are defined once and called once, from a statement of their own, neither of which has a
+        counterpart in the other version."""
+        out = []
+        for node in tree.nodes[1:]:
+            fn = tree.called_function(node)
+            if fn is not None and fn not in node.ancestors() and fn not in mapping and node not in mapping:
+                out.append((fn, node))
+        return out
+
+    @staticmethod
+    def _top_mapped(node: _Node, mapping: dict) -> list[_Node]:
+        """The outermost statements inside ``node`` that have a counterpart, in order."""
+        out: list[_Node] = []
+        for kids in node.blocks.values():
+            for kid in kids:
+                if kid in mapping:
+                    out.append(kid)
+                else:
+                    out.extend(_Matching._top_mapped(kid, mapping))
+        return out
+
+    @staticmethod
+    def _edges(fn: _Node, mapping: dict) -> tuple[bool, bool]:
+        """Whether the body of function ``fn`` has statements without any counterpart before the
+        first (leading) or after the last (trailing) statement that has one. Docstrings, ``pass``
+        and ``return`` of nothing or of a variable do not count."""
+        body = fn.blocks.get("body", [])
+        has = [b in mapping or any(d in mapping for d in b.descendants()) for b in body]
+        if True not in has:
+            return False, False
+        first, last = has.index(True), len(has) - 1 - has[::-1].index(True)
+
+        def inert(b: _Node) -> bool:
+            node = b.node
+            if isinstance(node, ast.Return):
+                return node.value is None or isinstance(node.value, ast.Name)
+            return isinstance(node, ast.Pass) or _is_docstring(node)
+
+        return any(not inert(b) for b in body[:first]), any(not inert(b) for b in body[last + 1 :])
+
+    def via_call(self, u: _Node, owner: _Node, fld: str) -> _Via | str | None:
+        """Where the old block ``owner.fld`` has inline the code of the helper function that today's
+        statement ``u`` calls (the old inline step loop for today's ``train_epoch(net)``); a string
+        (why) when that code is there only in part, deeper inside one of its blocks, or mixed with
+        other code of today's block (ambiguous); None when it is not there."""
+        if u in self.t2o or u.blocks:
+            return None
+        g = self.today.called_function(u)
+        if g is None or g in self.t2o or g in u.ancestors():
+            return None
+        inner = self._top_mapped(g, self.t2o)
+        found, outside, nested = set(), 0, None
+        for d in inner:
+            x = y = self.t2o[d]
+            while y.parent is not None and not (y.parent is owner and y.field == fld):
+                y = y.parent
+            if y.parent is None:
+                outside += 1
+            elif y is x:
+                found.add(y.index)
+            else:
+                nested = nested or y
+        name = g.node.name
+        if nested is not None:
+            return f"this version has the code of `{name}` inside `{nested.header_text(self.old.lines)}`"
+        if not found:
+            return None
+        if outside:
+            return f"this version has only part of the code of `{name}` here"
+        lo, hi = min(found), max(found)
+        O = owner.blocks[fld]
+        for o in O[lo : hi + 1]:
+            t = self.o2t.get(o)
+            if t is not None and g not in t.ancestors():
+                return f"this version has the code of `{name}` mixed with other statements"
+        lead, trail = self._edges(g, self.t2o)
+        # Code of the helper without a counterpart may be the old statements right next to its code.
+        lead = lead and lo > 0 and O[lo - 1] not in self.o2t
+        trail = trail and hi + 1 < len(O) and O[hi + 1] not in self.o2t
+        note = f"`{u.header_text(self.today.lines)}` runs code that this version has inline"
+        score = min(self.score.get(d, 1.0) for d in inner)
+        return _Via(lo, hi, score, note, lead, trail, name, None)
+
+    def via_inline(self, u: _Node, owner: _Node, fld: str) -> _Via | str | None:
+        """The reverse of :meth:`via_call`: today's statement ``u`` has its counterpart inside an
+        old helper function that the old block ``owner.fld`` calls, once. The span is that call;
+        ``group`` gives the first and last of today's statements (in ``u``'s block) whose code is in
+        that function. A string (why) when that code is also elsewhere today (ambiguous)."""
+        x = self.t2o.get(u)
+        if x is None:
+            return None
+        f = next((a for a in x.ancestors() if a.kind == "FunctionDef"), None)
+        if f is None or f in self.o2t or f is owner or f in owner.ancestors():
+            return None
+        calls = [c for c in owner.blocks[fld] if c not in self.o2t and self.old.called_function(c) is f]
+        if len(calls) != 1:
+            return None
+        name, block = f.node.name, (u.parent, u.field)
+        indices = set()
+        for d in self._top_mapped(f, self.o2t):
+            z = w = self.o2t[d]
+            while w.parent is not None and (w.parent, w.field) != block:
+                w = w.parent
+            if w.parent is None or w is not z:
+                return f"this version has its code inside `{name}`, together with code from elsewhere"
+            indices.add(w.index)
+        lead, trail = self._edges(f, self.o2t)
+        note = f"`{u.header_text(self.today.lines)}` is inside `{name}` in this version"
+        j = calls[0].index
+        return _Via(j, j, self.score.get(u, 1.0), note, lead, trail, name, (min(indices), max(indices)))
 
     def rename(
         self, name: str, today_scope: _Node, old_scope: _Node, old_names: set[str],
@@ -850,15 +1067,20 @@ class _Placer:
                 anchor = neighbour.header_text(lines_t)
                 why = f"its anchor `{anchor}` fits more than one statement of this version (ambiguous)"
                 raise _Refusal(why, _CONF_AMBIGUOUS)
-        pred_real = pred is not None and self.m.t2o.get(pred) in pos
-        succ_real = succ is not None and self.m.t2o.get(succ) in pos
+        spans, problems, loose = self._spans(s, T, owner, ofld, pos)
+        for neighbour in (pred, succ):
+            if neighbour in problems:
+                why = f"its anchor `{neighbour.header_text(lines_t)}`: {problems[neighbour]} (ambiguous)"
+                raise _Refusal(why, _CONF_AMBIGUOUS)
+        pred_real = pred is not None and pred in spans and pred not in loose
+        succ_real = succ is not None and succ in spans and succ not in loose
         if moved and not (pred_real or succ_real):
             raise _Refusal(self._missing_anchor(pred, succ, parent))
         # A neighbour that has a counterpart, but in another block (say, inside an `if` added
         # around it): the statement's meaning may have moved with it.
         # When that block lies inside this one (an `if` around the anchor), both there and here are
         # plausible: refuse. When it lies outside (a helper function), follow the other neighbour.
-        elsewhere = [u for u in (pred, succ) if u is not None and u in self.m.t2o and self.m.t2o[u] not in pos]
+        elsewhere = [u for u in (pred, succ) if u is not None and u in self.m.t2o and u not in spans]
         for u in elsewhere:
             there = self.m.t2o[u]
             nested = any(a in pos for a in there.ancestors())
@@ -875,11 +1097,10 @@ class _Placer:
             notes.append(f"`{elsewhere[0].header_text(lines_t)}` is elsewhere in this version")
 
         constraints = []
-        for u in T:
-            if u is s or u in self.pending or u in self.m.ambiguous or self.m.t2o.get(u) not in pos:
-                continue
+        for u, (lo, hi, _, _) in spans.items():
             weight = _ADJACENT_WEIGHT if u is pred or u is succ else 1
-            constraints.append((pos[self.m.t2o[u]], u.index < s.index, weight))
+            # Before the statement: it goes after the last old statement of u; after: before the first.
+            constraints.append((hi, True, weight) if u.index < s.index else (lo, False, weight))
 
         # Names: rename to this version's names, then require them to be bound where it goes.
         stmt = _parse_statement(d.statement.source)
@@ -972,19 +1193,22 @@ class _Placer:
             notes.append("statements around it are in another order in this version")
         parent_conf = 1.0 if (pred_real or succ_real) else self.m.score.get(parent, 1.0)
         # An anchor matched only by similarity (not identical up to renaming) is weaker evidence.
-        anchor = pred if (pred_real and k > 0 and self.m.t2o[pred] is O[k - 1]) else (
-            succ if (succ_real and k < len(O) and self.m.t2o[succ] is O[k]) else None
+        anchor = pred if (pred_real and k > 0 and spans[pred][1] == k - 1) else (
+            succ if (succ_real and k < len(O) and spans[succ][0] == k) else None
         )
-        score = 1.0 if anchor is None else self.m.score.get(anchor, 1.0)
+        score = 1.0 if anchor is None else spans[anchor][2]
         anchor_conf = 1.0 if score >= 0.95 else 0.5 + 0.5 * score
         if anchor_conf < 1.0:
             notes.append(f"its anchor matches `{anchor.header_text(lines_t)}` only by similarity")
+        if anchor is not None and spans[anchor][3]:
+            anchor_conf = min(anchor_conf, _CONF_VIA_CALL)
+            notes.append(spans[anchor][3])
         if parent_conf < 1.0:
             notes.append("its block matches only by similarity")
         conf = min(conf, rconf, parent_conf, anchor_conf, cap)
 
         d.owner, d.block, d.k = owner, ofld, k
-        d.mode = self._mode(s, pred, succ, O, k)
+        d.mode = self._mode(s, pred, succ, spans, k)
         d.renames = {a: b for a, b in renames.items() if a != b}
         d.binds = binds
         d.text = _rename_text(d.statement.source, stmt, d.renames)
@@ -1019,17 +1243,61 @@ class _Placer:
             return cands[-1], _CONF_BLOCK_EDGE, f"{between}; it stays last in its block"
         raise _Refusal(self._missing_anchor(pred, succ, parent), _CONF_AMBIGUOUS)
 
-    def _mode(self, s, pred, succ, O, k) -> str:
+    def _mode(self, s, pred, succ, spans, k) -> str:
         """Insert right after the previous statement, or right before the next one (above its
         comments), following where today's script leaves blank lines and comments."""
-        t2o = self.m.t2o
-        if k > 0 and pred is not None and t2o.get(pred) is O[k - 1]:
+        if k > 0 and pred in spans and spans[pred][1] == k - 1:
             if not self._gap(pred.node.end_lineno, s.first_line):
                 return "after"
-        if k < len(O) and succ is not None and t2o.get(succ) is O[k]:
+        if succ in spans and spans[succ][0] == k:
             if not self._gap(s.node.end_lineno, succ.first_line):
                 return "before"
         return "after" if k > 0 else "before"
+
+    def _spans(self, s, T, owner, ofld, pos):
+        """For each statement of today's block (other than ``s``, new or ambiguous ones): the old
+        statements that are its counterpart, as (first index, last index, match score, note), and,
+        apart, why a statement's counterpart is ambiguous. A statement mapped into this block is
+        one old statement; a call of a helper function that this version has inline is the old
+        statements of its code; a statement that this version has inside a helper function is the
+        old call of that function. A *loose* counterpart only orders: the statement is placed by
+        its other neighbour, since the old statements next to it may belong to it."""
+        spans: dict[_Node, tuple[int, int, float, str]] = {}
+        problems: dict[_Node, str] = {}
+        loose: set[_Node] = set()
+        for u in T:
+            if u is s or u in self.pending or u in self.m.ambiguous:
+                continue
+            o = self.m.t2o.get(u)
+            if o in pos:
+                spans[u] = (pos[o], pos[o], self.m.score.get(u, 1.0), "")
+                continue
+            via = self.m.via_call(u, owner, ofld)
+            if via is None:
+                via = self.m.via_inline(u, owner, ofld)
+            if via is None:
+                continue
+            if isinstance(via, str):
+                problems[u] = via
+                continue
+            lo, hi = via.group or (u.index, u.index)
+            if lo < s.index < hi:
+                # Today's statement sits between statements that this version has inside one helper
+                # function: its place is inside that function.
+                problems[u] = f"the code around it is inside `{via.function}` in this version"
+            elif (s.index > hi and via.trail) or (s.index < lo and via.lead):
+                # The helper has code without a counterpart on the statement's side.
+                if via.group is not None:
+                    # Inside the old function, out of reach: it may run before or after the statement.
+                    problems[u] = f"`{via.function}` in this version has more code than today's script has here"
+                else:
+                    # The old statements next to the inline code may be that code: the statement
+                    # must not go between, so it is placed by its other neighbour.
+                    spans[u] = (via.lo, via.hi, via.score, via.note)
+                    loose.add(u)
+            else:
+                spans[u] = (via.lo, via.hi, via.score, via.note)
+        return spans, problems, loose
 
     def _gap(self, end: int, start: int) -> bool:
         """Whether today's script has blank or comment lines between these lines, not counting the
@@ -1365,6 +1633,24 @@ def _header_names(node: ast.AST, header: list[ast.AST]) -> list[tuple[str, str]]
             out.append((x.arg, "skip" if id(x) in lambda_args or not isinstance(node, _DEF_TYPES) else "inner"))
     if isinstance(node, ast.ExceptHandler) and node.name:
         out.append((node.name, "outer"))
+    return out
+
+
+def _binding(fn: ast.AST, call: ast.Call) -> list[tuple[str, str]]:
+    """(parameter, variable passed for it) of a call, for the arguments that are plain names."""
+    if not isinstance(fn, _DEF_TYPES):
+        return []
+    positional = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
+    out = []
+    for param, arg in zip(positional, call.args):
+        if isinstance(arg, ast.Starred):
+            break
+        if isinstance(arg, ast.Name):
+            out.append((param, arg.id))
+    by_name = {a.arg for a in (*fn.args.args, *fn.args.kwonlyargs)}
+    for kw in call.keywords:
+        if kw.arg in by_name and isinstance(kw.value, ast.Name):
+            out.append((kw.arg, kw.value.id))
     return out
 
 
