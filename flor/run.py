@@ -424,9 +424,9 @@ class Run:
         index, self._index_offset = self._index_offset, 0
         self.depth = depth + 1
         try:
-            for item in iterable:
-                self.ctx_id, self.iteration = ctx, index
-                if outer:
+            if outer:
+                for item in iterable:
+                    self.ctx_id, self.iteration = ctx, index
                     push_iteration((ctx, index, clock() - t0))
                     if scope is not None:
                         scope.outer_iteration_started(self, index)
@@ -435,9 +435,17 @@ class Run:
                     if scope is not None:
                         scope.outer_iteration_ended(self, index)
                     self._wake.set()
-                else:
-                    yield item
-                index += 1
+                    index += 1
+            else:
+                # The hot path: nested loops restore ctx_id to this loop when they end.
+                self.ctx_id = ctx
+                last = index - 1
+                try:
+                    for last, item in enumerate(iterable, index):
+                        self.iteration = last
+                        yield item
+                finally:
+                    index = last + 1
             if scope is not None:
                 scope.outer_loop_ended(self, index - 1 if index else None, sys._getframe(1))
             elif depth == 1 and self.scope is not None:
