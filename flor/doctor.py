@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
-from .store import SCHEMA, SCHEMA_VERSION, Store, _pid_alive, _split_sql
+from .store import SCHEMA, SCHEMA_VERSION, Store
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
 
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).
@@ -77,9 +77,37 @@ class Report:
         return all(p.repaired for p in self.problems)
 
     def add(self, what: str, fix: str) -> Problem:
+        """Record a problem found (not yet repaired) and return it."""
         problem = Problem(what, fix)
         self.problems.append(problem)
         return problem
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is still running (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _split_sql(script: str) -> list[str]:
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -283,6 +311,9 @@ def recover_database(corrupt: Path, fresh: Path) -> dict[str, int]:
     """Copy every readable row of ``corrupt`` into a new flor database at ``fresh``.
 
     Returns the number of rows recovered per table. ``corrupt`` is only read.
+
+    >>> recover_database(Path(".flor/flor.db.corrupt-20261126T150407"), Path("/tmp/fresh.db"))  # doctest: +SKIP
+    {'runs': 12, 'args': 40, 'contexts': 96, 'logs': 5120, 'checkpoints': 24, ...}
     """
     Store.open(fresh).close()  # the current schema
     counts: dict[str, int] = {}

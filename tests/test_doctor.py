@@ -1,0 +1,288 @@
+"""flor doctor: finds each kind of damage, says the way out, and repairs without overwriting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from flor.checkpoints.restore import read_manifest
+from flor.doctor import check, recover_database
+from flor.errors import StoreError
+from flor.vcs import ref_for
+from tests.conftest import clean_env
+
+SCRIPT = """
+import flor, numpy as np
+state = np.arange(50_000.0)
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(100)):
+            flor.log("v", epoch * 1000 + step)
+        state += 1
+flor.log("note", "done")
+"""
+
+
+def rows(db, sql, params=()):
+    connection = sqlite3.connect(str(db))
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    from tests.reliability.helpers import make_template
+
+    project = make_template(tmp_path_factory, "doctor", {"train.py": SCRIPT}, [(("train.py",), {"FLOR_CKPT_PERIOD": "1"})])
+    assert rows(project.db, "SELECT COUNT(*) FROM checkpoints")[0][0] >= 2
+    return project
+
+
+@pytest.fixture
+def recorded(template, tmp_path):
+    from tests.reliability.helpers import copy_project
+
+    return copy_project(template, tmp_path)
+
+
+def lines(report):
+    return [p.line() for p in report.problems]
+
+
+def test_healthy_project_has_no_problems(recorded):
+    report = check(recorded.root)
+    assert report.ok and report.problems == [] and report.notes == []
+    done = recorded.flor("doctor")
+    assert done.stdout.strip() == "flor doctor: no problems found"
+
+
+def test_no_database_is_not_a_problem(project):
+    report = check(project.root)
+    assert report.ok and "nothing recorded yet" in report.notes[0]
+
+
+def _first_checkpoint(project):
+    run_id, iteration, location = rows(project.db, "SELECT run_id, iteration, location FROM checkpoints ORDER BY run_id, iteration")[0]
+    manifest = json.loads((project.root / ".flor" / location).read_text())
+    return run_id, iteration, location, manifest
+
+
+def test_missing_and_corrupt_objects_are_unlisted_and_kept(recorded):
+    run_id, iteration, location, manifest = _first_checkpoint(recorded)
+    objects = recorded.root / ".flor" / "objects"
+    digest = manifest["blobs"][0]
+    blob = objects / digest
+    damaged = bytes([blob.read_bytes()[0] ^ 0xFF]) + blob.read_bytes()[1:]
+    blob.write_bytes(damaged)
+    report = check(recorded.root)
+    assert not report.ok
+    assert any(f".flor/{location}" in line and f"object {digest[:12]} is corrupt" in line and "flor doctor --repair" in line
+               for line in lines(report)), lines(report)
+    listed_before = rows(recorded.db, "SELECT COUNT(*) FROM checkpoints")[0][0]
+    users = len(report.problems)  # every checkpoint sharing the damaged object
+    report = check(recorded.root, repair=True)
+    assert report.ok and all(p.repaired for p in report.problems)
+    assert rows(recorded.db, "SELECT COUNT(*) FROM checkpoints")[0][0] == listed_before - users
+    assert blob.read_bytes() == damaged and (recorded.root / ".flor" / location).exists()  # kept as they were
+    for (location,) in rows(recorded.db, "SELECT location FROM checkpoints"):
+        read_manifest(recorded.root / ".flor", location)
+    assert check(recorded.root).ok
+
+
+def test_missing_object_and_unreadable_manifest(recorded):
+    listed = rows(recorded.db, "SELECT location FROM checkpoints ORDER BY run_id, iteration")
+    first = json.loads((recorded.root / ".flor" / listed[0][0]).read_text())
+    for digest in set(first["blobs"]):
+        (recorded.root / ".flor" / "objects" / digest).unlink()
+    (recorded.root / ".flor" / listed[-1][0]).write_text('{"format": 1, "bl')
+    text = "\n".join(lines(check(recorded.root)))
+    assert "is missing" in text and "is not valid JSON" in text
+    done = recorded.flor("doctor", check=False)
+    assert done.returncode == 1 and "problem(s) remain" in done.stdout
+    assert all(line.startswith("flor doctor: ") for line in done.stdout.splitlines())
+    fixed = recorded.flor("doctor", "--repair")
+    assert "repaired" in fixed.stdout
+    assert recorded.flor("doctor").returncode == 0
+
+
+def test_temporary_files_of_dead_writers_are_removed_live_ones_kept(recorded):
+    objects = recorded.root / ".flor" / "objects"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = objects / f".abc.tmp-{dead_pid}-1"
+    stale.write_bytes(b"x" * 1000)
+    live = recorded.root / ".flor" / "checkpoints" / f".00000009-end.json.tmp-{os.getppid()}-7"
+    live.write_text("{}")
+    report = check(recorded.root)
+    assert [p.what for p in report.problems] == ["1 temporary file(s) (0.0 MB) left by killed checkpoint writers under .flor"]
+    check(recorded.root, repair=True)
+    assert not stale.exists() and live.exists()
+
+
+def test_refs_missing_broken_or_pointing_elsewhere_are_rewritten(recorded):
+    recorded.run("train.py")
+    (t1, c1), (t2, c2) = rows(recorded.db, "SELECT tstamp, code_commit FROM runs ORDER BY run_id")
+    recorded.git("update-ref", "-d", ref_for(t1))
+    broken = recorded.root / ".git" / ref_for(t2)
+    broken.write_text("not a commit\n")
+    report = check(recorded.root)
+    text = "\n".join(lines(report))
+    assert f"{ref_for(t1)} (.git/{ref_for(t1)}) is missing" in text
+    assert f"{ref_for(t2)} (.git/{ref_for(t2)}) is corrupt" in text
+    report = check(recorded.root, repair=True)
+    assert report.ok
+    assert recorded.git("rev-parse", ref_for(t1)).strip() == c1
+    assert recorded.git("rev-parse", ref_for(t2)).strip() == c2
+    kept = list((recorded.root / ".git" / "flor-doctor").iterdir())
+    assert len(kept) == 1 and kept[0].read_text() == "not a commit\n"  # moved aside, not overwritten
+
+
+def test_lost_commit_marks_run_unversioned_keeping_the_hash(recorded):
+    (t1, c1), = rows(recorded.db, "SELECT tstamp, code_commit FROM runs ORDER BY run_id")
+    connection = sqlite3.connect(recorded.db)
+    connection.execute("UPDATE runs SET code_commit = ? WHERE tstamp = ?", ("0" * 40, t1))
+    connection.commit()
+    connection.close()
+    report = check(recorded.root)
+    assert any("0000000000" in line and "missing from git" in line for line in lines(report))
+    check(recorded.root, repair=True)
+    (commit, note), = rows(recorded.db, "SELECT code_commit, vcs_note FROM runs WHERE tstamp = ?", (t1,))
+    assert commit is None and "0" * 40 in note
+
+
+def test_stale_running_run_is_marked_killed(recorded):
+    connection = sqlite3.connect(recorded.db)
+    connection.execute("UPDATE runs SET status = 'running', pid = 999999999 WHERE run_id = 1")
+    connection.commit()
+    connection.close()
+    report = check(recorded.root)
+    assert report.ok and "marked 1 run(s) killed" in report.notes[0]
+    assert rows(recorded.db, "SELECT status FROM runs WHERE run_id = 1") == [("killed",)]
+
+
+def test_missing_schema_is_added_without_deleting(recorded):
+    connection = sqlite3.connect(recorded.db)
+    connection.execute("DROP TABLE drift")
+    connection.commit()
+    connection.close()
+    before = rows(recorded.db, "SELECT COUNT(*) FROM logs")
+    report = check(recorded.root)
+    assert "lacks flor's schema (drift)" in lines(report)[0]
+    assert check(recorded.root, repair=True).ok
+    assert rows(recorded.db, "SELECT COUNT(*) FROM drift") == [(0,)] and rows(recorded.db, "SELECT COUNT(*) FROM logs") == before
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_corrupt_database_is_moved_aside_and_readable_rows_recovered(recorded):
+    expected_logs = rows(recorded.db, "SELECT run_id, ctx_id, name, value, vtype FROM logs ORDER BY rowid")
+    expected_runs = rows(recorded.db, "SELECT tstamp, status, code_commit FROM runs ORDER BY run_id")
+    size = recorded.db.stat().st_size
+    with open(recorded.db, "r+b") as handle:  # damage a run of pages in the middle of the file
+        handle.seek(size // 2)
+        handle.write(b"\xa5" * 8192)
+    damaged = _sha(recorded.db)
+    report = check(recorded.root)
+    assert not report.ok and "flor doctor --repair" in lines(report)[0] and ".flor/flor.db" in lines(report)[0]
+    report = check(recorded.root, repair=True)
+    assert report.ok
+    (aside,) = report.moved_aside
+    assert aside.name.startswith("flor.db.corrupt-") and _sha(aside) == damaged  # kept byte for byte
+    recovered_logs = rows(recorded.db, "SELECT run_id, ctx_id, name, value, vtype FROM logs ORDER BY rowid")
+    # Nothing is invented: the recovered rows are the original rows, in order.
+    it = iter(expected_logs)
+    assert all(any(row == candidate for candidate in it) for row in recovered_logs)
+    assert rows(recorded.db, "SELECT tstamp, status, code_commit FROM runs ORDER BY run_id") == expected_runs
+    assert report.rows_recovered["logs"] == len(recovered_logs) > 0
+    for (location,) in rows(recorded.db, "SELECT location FROM checkpoints"):
+        read_manifest(recorded.root / ".flor", location)
+    assert check(recorded.root).ok
+    recorded.run("train.py")  # recording works again
+    assert rows(recorded.db, "SELECT COUNT(*) FROM runs") == [(2,)]
+
+
+def test_unreadable_database_header_gives_a_fresh_database_and_keeps_the_file(recorded):
+    with open(recorded.db, "r+b") as handle:
+        handle.write(b"this is not sqlite")
+    damaged = _sha(recorded.db)
+    done = recorded.flor("doctor", check=False)
+    assert done.returncode == 1 and "flor doctor --repair" in done.stdout
+    done = recorded.flor("doctor", "--repair")
+    assert "moved aside to .flor/flor.db.corrupt-" in done.stdout
+    (aside,) = [p for p in (recorded.root / ".flor").iterdir() if p.name.startswith("flor.db.corrupt-") and not p.name.endswith(("-wal", "-shm"))]
+    assert _sha(aside) == damaged
+    out = recorded.flor("doctor").stdout
+    assert "git holds the code versions of 1 run(s) that the database does not list" in out
+
+
+def test_truncated_database_keeps_the_runs(recorded):
+    expected_runs = rows(recorded.db, "SELECT tstamp FROM runs ORDER BY run_id")
+    os.truncate(recorded.db, recorded.db.stat().st_size // 2)
+    report = check(recorded.root, repair=True)
+    assert report.ok and report.moved_aside
+    assert rows(recorded.db, "SELECT tstamp FROM runs ORDER BY run_id") == expected_runs
+
+
+def test_recover_database_reads_only(recorded, tmp_path):
+    before = _sha(recorded.db)
+    counts = recover_database(recorded.db, tmp_path / "copy.db")
+    assert _sha(recorded.db) == before
+    assert counts["logs"] == rows(recorded.db, "SELECT COUNT(*) FROM logs")[0][0]
+
+
+def test_moving_aside_fails_with_one_line_store_error(recorded, monkeypatch):
+    with open(recorded.db, "r+b") as handle:
+        handle.write(b"garbage garbage!")
+    import flor.doctor as doctor
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(doctor.os, "replace", refuse)
+    with pytest.raises(StoreError, match=r"cannot move the corrupt database .*flor.db aside: Permission denied") as info:
+        check(recorded.root, repair=True)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_lists_doctor(project):
+    done = project.flor("--help")
+    assert "doctor" in done.stdout
+    assert "--repair" in project.flor("doctor", "--help").stdout
+
+
+def test_repair_while_a_run_records_leaves_it_alone(project):
+    """doctor --repair during a live run: the run's temporary files and rows are left alone."""
+    project.write("live.py", """
+import time, flor, numpy as np
+state = np.zeros(1_000_000)
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(40)):
+        state += 1
+        flor.log("epoch", epoch)
+        print(epoch, flush=True)
+        time.sleep(0.03)
+""")
+    project.commit_all("live")
+    child = subprocess.Popen([sys.executable, "live.py"], cwd=project.root, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=clean_env(FLOR_CKPT_PERIOD="1"))
+    assert child.stdout.readline()
+    outputs = [project.flor("doctor", "--repair", check=False) for _ in range(3)]
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and "Traceback" not in err, err
+    for done in outputs:
+        assert "database" not in done.stdout, done.stdout  # a live database is never moved aside
+    assert rows(project.db, "SELECT status FROM runs") == [("finished",)]
+    assert [v for (v,) in rows(project.db, "SELECT value FROM logs ORDER BY rowid")] == list(range(40))
+    for iteration, location in rows(project.db, "SELECT iteration, location FROM checkpoints"):
+        assert (read_manifest(project.root / ".flor", location)["state"] == iteration + 1).all()
+    assert check(project.root).ok
