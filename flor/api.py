@@ -79,13 +79,16 @@ def _collecting() -> Run:
 
 
 def _end_pending_at_exit(run: Run) -> None:
-    if run is _pending and not run.begun and not run.ended:
-        try:
-            run.begin()
-        except FlorError as exc:
-            print(f"flor: error: {exc}", file=sys.stderr, flush=True)
-            return
-        run.end()
+    if run is not _pending or run.begun or run.ended:
+        return
+    if run.flor_error:
+        return  # a misuse of flor before training started: nothing to record
+    try:
+        run.begin()
+    except FlorError as exc:
+        print(f"flor: error: {exc}", file=sys.stderr, flush=True)
+        return
+    run.end()
 
 
 def _begin() -> Run:
@@ -97,6 +100,9 @@ def _begin() -> Run:
         except ArgumentError as exc:
             run.ended = True
             fail_fast(exc)
+        except FlorError:
+            run.ended = True  # reported once, by whoever catches it; not retried at exit
+            raise
         _pending = None
         _current = run
     return run
@@ -169,6 +175,7 @@ def commit() -> None:
 
 
 def note_uncaught(exc: BaseException) -> None:
-    """Record the error that is ending the script on the current run."""
-    if _current is not None:
-        _current.note_failure(exc)
+    """Record the error that is ending the script on the current (or not yet begun) run."""
+    run = _current or _pending
+    if run is not None:
+        run.note_failure(exc)

@@ -134,6 +134,9 @@ class Run:
         self._snapshot_thread: threading.Thread | None = None
         self._run_fields: dict[str, object] = {}
         self.failure: str | None = None
+        self.flor_error = False  # the uncaught error was flor's own (a misuse), not the script's
+        # Which script this is, taken now: at exit __main__ may be half torn down.
+        self.identity = script_identity()
         self.killed_by: str | None = None
         self._flush_error_reported = False
 
@@ -194,7 +197,7 @@ class Run:
         from .vcs import find_root
 
         self.check_overrides()
-        folder, filename = script_identity()
+        folder, filename = self.identity
         self.root, is_git = find_root(folder)
         try:
             rel_file = str((folder / filename).relative_to(self.root)) if filename != "interactive" else filename
@@ -274,6 +277,7 @@ class Run:
 
     def note_failure(self, exc: BaseException) -> None:
         """Remember the uncaught error that is ending the script."""
+        self.flor_error = isinstance(exc, FlorError)
         if isinstance(exc, KeyboardInterrupt):
             self.killed_by = "interrupted (KeyboardInterrupt)"
             return
@@ -347,13 +351,17 @@ class Run:
             try:
                 self.write(*batch, fields)
             except StoreError as exc:
+                if final:
+                    count = len(batch[2]) + len(batch[3])
+                    warn(f"{count} logged value(s) of run {self.tstamp} could not be written and are lost: {exc}")
+                    return
                 # Put everything back in front so that the next flush retries it in order.
                 queues = (self._ctx_queue, self._iteration_queue, self._log_queue, self._special_queue)
                 for queue, items in zip(queues, batch):
                     queue.extendleft(reversed(items))
-                if final or not self._flush_error_reported:
+                if not self._flush_error_reported:
                     self._flush_error_reported = True
-                    warn(f"{exc}; logged values are kept in memory and retried" if not final else str(exc))
+                    warn(f"{exc}; logged values are kept in memory and retried")
                 return
             for key in fields:
                 if self._run_fields.get(key) == fields[key]:

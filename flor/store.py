@@ -196,6 +196,20 @@ _FAST_LOG_SQL = (
 )
 
 
+def _encodable(value):
+    """A string SQLite can store (lone surrogates, from bad decoding, become escapes)."""
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _encodable_pair(pair):
+    return _encodable(pair[0]), pair[1]
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -296,7 +310,12 @@ class Store:
             try:
                 result = body(cursor)
             except BaseException:
-                self.connection.execute("ROLLBACK")
+                # SQLite may have rolled back already (disk full): keep the original error.
+                if self.connection.in_transaction:
+                    try:
+                        self.connection.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
             self.connection.execute("COMMIT")
             return result
@@ -305,6 +324,8 @@ class Store:
             return self._retry(attempt)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to the flor database {self.path}: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            raise StoreError(f"cannot write to the flor database {self.path}: a string is not valid text ({exc})") from exc
 
     def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
         try:
@@ -403,21 +424,32 @@ class Store:
                     iterations,
                 )
             if logs:
+                cursor.execute("SAVEPOINT plain_logs")
                 try:
                     cursor.executemany(_FAST_LOG_SQL.format(rid=rid), logs)
-                except OverflowError:
-                    # An int beyond 64 bits: encode this batch row by row instead.
+                    cursor.execute("RELEASE plain_logs")
+                except (OverflowError, UnicodeEncodeError):
+                    # An int beyond 64 bits, or a string SQLite cannot encode: undo the partial
+                    # insert and encode this batch row by row.
+                    cursor.execute("ROLLBACK TO plain_logs")
+                    cursor.execute("RELEASE plain_logs")
                     from .values import encode
 
                     cursor.executemany(
                         f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
-                        [(ctx, it, name, *encode(value)) for name, value, ctx, it in logs],
+                        [(ctx, it, _encodable(name), *_encodable_pair(encode(value))) for name, value, ctx, it in logs],
                     )
             if special:
-                cursor.executemany(
-                    f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
-                    special,
-                )
+                try:
+                    cursor.executemany(
+                        f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
+                        special,
+                    )
+                except UnicodeEncodeError:
+                    cursor.executemany(
+                        f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
+                        [(ctx, it, _encodable(name), _encodable(v), t) for ctx, it, name, v, t in special],
+                    )
             fields = dict(run_fields or {})
             if heartbeat is not None:
                 fields["heartbeat"] = heartbeat

@@ -116,6 +116,8 @@ def _key(value):
 
 
 def _array(meta: dict, digest: str, objects: Path, cache: dict):
+    import hashlib
+
     path = objects / digest
     data = cache.get(digest)
     if data is None:
@@ -125,6 +127,9 @@ def _array(meta: dict, digest: str, objects: Path, cache: dict):
             raise CheckpointError(
                 f"checkpoint data {path} is missing or unreadable ({exc.strerror}); run `flor doctor`"
             ) from exc
+        # Content addressed: a file that no longer hashes to its name is damaged; never restore it.
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise CheckpointError(f"checkpoint data {path} is damaged (its content does not match its hash); run `flor doctor`")
         cache[digest] = data
     if meta["kind"] == "torch":
         import torch

@@ -11,17 +11,22 @@ How it works, in three steps:
    subtree is identical (``ast.dump`` without positions) and unique in both files are mapped, with
    their subtrees; then the same with variable names blanked out (renames), for larger statements.
    Bottom-up: a container (loop, ``with``, ``if``, function) is mapped to the old container that holds
-   most of its mapped descendants, or a function to the old function of the same name. Recovery:
-   inside each pair of mapped blocks, the remaining statements are aligned in order, by identity, by
-   identity up to renaming, then by similarity.
+   most of its mapped descendants, or a function to the old function of the same name, or a
+   ``flor.loop`` loop to the old loop of the same name and iterable, whatever their bodies became.
+   Recovery: inside each pair of mapped blocks, the remaining statements are aligned in order, by
+   identity, by identity up to renaming, then by similarity; a block with the same header counts as
+   similar however its body changed.
 2. **Place** each new statement into the old counterpart of its enclosing block: every mapped sibling
    constrains the position (before it or after it; the adjacent ones weigh most), positions where a
    name that the statement reads is not yet assigned are ruled out, and the best position must be
-   unique, or else follow the nearest anchor that sits right next to the statement today.
+   unique, or else follow the nearest anchor that sits right next to the statement today. A call of
+   a helper function that one version has and the other has inline stands for that inline code
+   (today's ``train_epoch(net)`` for the old inline step loop, and the reverse).
 3. **Rename and insert**: variables are renamed to their old names by majority vote over the mapped
-   statements of the same scopes; the statement's text lines are inserted, re-indented, and nothing
-   else in the old file changes. The result is compiled and checked: removing the inserted
-   statements must give back exactly the old syntax tree.
+   statements of the same scopes (through the arguments of such a helper call, too); the
+   statement's text lines are inserted, re-indented, and nothing else in the old file changes. The
+   result is compiled and checked: removing the inserted statements must give back exactly the old
+   syntax tree.
 
 >>> old = "import flor\nmodel = Net()\nfor e in flor.loop('epoch', range(5)):\n    train(model)\n"
 >>> today = old.replace("model", "net") + "    flor.log('norm', net.norm())\n"
@@ -859,7 +864,7 @@ class _Matching:
                 y = y.parent
             if y.parent is None:
                 outside += 1
-            elif y is x:
+            elif y is x or self._same_unmapped_block(g, d, y):
                 found.add(y.index)
             else:
                 nested = nested or y
@@ -883,6 +888,13 @@ class _Matching:
         note = f"`{u.header_text(self.today.lines)}` runs code that this version has inline"
         score = min(self.score.get(d, 1.0) for d in inner)
         return _Via(lo, hi, score, note, lead, trail, name, None)
+
+    def _same_unmapped_block(self, g: _Node, d: _Node, y: _Node) -> bool:
+        """Whether ``d``, inside function ``g``, lies in a statement of ``g``'s body that, like the
+        old statement ``y`` around its counterpart, has no counterpart and is of the same kind (a
+        loop whose body changed too much to be matched as a whole)."""
+        top = next((a for a in [d, *d.ancestors()] if a.parent is g), None)
+        return top is not None and top is not d and top not in self.t2o and y not in self.o2t and top.kind == y.kind
 
     def via_inline(self, u: _Node, owner: _Node, fld: str) -> _Via | str | None:
         """The reverse of :meth:`via_call`: today's statement ``u`` has its counterpart inside an

@@ -97,12 +97,6 @@ def test_api_misuse_before_training_is_one_line(base, case):
     tally(faults_injected=1, rows_checked=len(before[0]))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flor bug: a script that dies before its first flor.loop/flor.log (a flor UsageError from "
-    "flor.arg, or any exception after flor.arg) is recorded as a run with status 'finished' and "
-    "filename 'interactive': api._end_pending_at_exit begins and ends the pending run at exit "
-    "without the uncaught error (note_uncaught ignores the pending run), and by then "
-    "__main__.__file__ is no longer available to script_identity"))
 @pytest.mark.parametrize("script", [
     'import flor\na = flor.arg("lr", 0.1)\nb = flor.arg("lr", 0.2)\n',
     'import flor\nlr = flor.arg("lr", 0.1)\nraise ValueError("boom before training")\n',
@@ -207,11 +201,6 @@ print("ok")
     tally(faults_injected=6, rows_checked=8)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flor bug: a str holding a lone surrogate (e.g. '\\ud800', from bad decoding) makes sqlite3 "
-    "raise UnicodeEncodeError, which Store._write does not convert and Run.flush does not catch: "
-    "the flush thread dies, the final flush raises a traceback at exit, and every value of the "
-    "run, before and after, is lost; the run stays 'running'"))
 def test_lone_surrogate_string_loses_nothing_else(project):
     project.write("sur.py", """
 import flor

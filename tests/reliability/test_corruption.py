@@ -89,10 +89,6 @@ def test_damaged_database_gives_one_line_then_doctor_recovers(recorded, damage):
     tally(rows_checked=len(before_logs), rows_lost=0)  # rows on damaged pages were lost by the fault itself
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flor bug: when the store cannot be opened at the first flor.loop, the error is printed twice: "
-    "once by flor's excepthook, and again at exit by api._end_pending_at_exit, which retries "
-    "Run.begin() on the still-pending run"))
 def test_damaged_database_error_is_printed_once_by_a_script(recorded):
     with open(recorded.db, "r+b") as handle:
         handle.write(b"not a database!!")
@@ -141,10 +137,6 @@ def test_missing_object_gives_checkpoint_error_naming_file_and_doctor(recorded):
     assert str(blob) in str(info.value) and "flor doctor" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "flor bug: a truncated checkpoint object makes flor.load_checkpoint raise numpy's "
-    "ValueError('cannot reshape array of size ...') instead of a CheckpointError naming the file "
-    "and `flor doctor` (restore._array does not check the object's size)"))
 def test_truncated_object_gives_checkpoint_error(recorded):
     tstamp, _, blob = _checkpoint(recorded)
     data = blob.read_bytes()
@@ -159,9 +151,6 @@ def test_truncated_object_gives_checkpoint_error(recorded):
         raise AssertionError("a truncated object loaded without error")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "flor bug: objects are content-addressed by sha256 but restore._array never verifies the hash, "
-    "so a bit flip in .flor/objects/<sha256> loads silently as wrong weights (and replay restores them)"))
 def test_bit_flipped_object_is_detected_on_load(recorded):
     tstamp, _, blob = _checkpoint(recorded)
     data = bytearray(blob.read_bytes())

@@ -122,10 +122,6 @@ def test_disk_full_while_writing_the_database(project):
     tally(faults_injected=1, runs_killed=1, rows_checked=len(first) + len(second) + 200, rows_lost=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flor bug: when the final flush fails (disk full), Run.flush(final=True) warns with the bare "
-    "store error ('cannot write to the flor database ...: disk I/O error') and exits: the values "
-    "still in memory are dropped without the user being told that (or how many) were lost"))
 def test_disk_full_final_warning_says_values_were_lost(project):
     _, done = _full_database(project)
     warnings = [line for line in done.stderr.splitlines() if line.startswith("flor: warning:")]

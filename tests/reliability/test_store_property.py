@@ -137,11 +137,6 @@ def test_any_sequence_of_runs_and_batches_reads_back_exactly(ops):
             store.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flor bug: Store.write_batch inserts plain values with one executemany; an int beyond 64 bits "
-    "raises OverflowError after the rows before it were inserted, and the fallback then inserts "
-    "the whole batch again in the same transaction, so those rows are stored twice "
-    "(python -c 'flor.log(\"x\", 0); flor.log(\"x\", 2**63)' in one flush stores 0 twice)"))
 def test_big_int_in_a_batch_is_stored_once(tmp_path):
     if not _SPLIT:
         pytest.skip("this store encodes every value before writing")
