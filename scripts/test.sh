@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Browser tests of `flor ui` need Debian's chromium and playwright; install them where we may.
 if [ -f .ci/ui-setup.sh ] && { [ "$(id -u)" = 0 ] || [ -n "${CI:-}" ]; }; then
-  bash .ci/ui-setup.sh .venv/bin/python
+  bash .ci/ui-setup.sh .venv
 fi
 exec .venv/bin/python -m pytest -q "$@"
