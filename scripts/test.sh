@@ -7,4 +7,4 @@ bash scripts/setup.sh
 if [ -f .ci/ui-setup.sh ] && { [ "$(id -u)" = 0 ] || [ -n "${CI:-}" ]; }; then
   bash .ci/ui-setup.sh .venv
 fi
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest "$@"
