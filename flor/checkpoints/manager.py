@@ -12,7 +12,7 @@ import time
 from ..errors import FlorError
 from .policy import Policy
 from .scope import Hooks
-from .snapshot import Snapshotter, object_state, rng_state
+from .snapshot import Snapshotter, object_state, rng_state, state_size
 from .variables import capture, loop_names
 from .writer import Job, Writer, Written
 
@@ -93,8 +93,10 @@ class RecordManager(Hooks):
     def _maybe_checkpoint(self, point: str, frame) -> None:
         index = self.index
         if self.policy.iteration_s is None:
-            # First iteration: judge the cost against the time the iteration has taken so far.
+            # First iteration: judge the cost against the time the iteration has taken so far,
+            # and the snapshot against the size of the state, before copying any of it.
             self.policy.observe_iteration(max(time.perf_counter() - self.iteration_started, 1e-6))
+            self.policy.state_bytes = state_size(self.objects)
         is_last = self.total is not None and index == self.total - 1
         if not self.policy.due(index, self.last_checkpointed, is_last=is_last):
             return

@@ -150,6 +150,28 @@ def object_state(obj) -> object:
     return {"object": obj}
 
 
+def state_size(objects: dict[str, object]) -> int:
+    """Bytes of the tensors and arrays that checkpointing the objects would copy (no copy made)."""
+    total = 0
+
+    def walk(value) -> None:
+        nonlocal total
+        if _is_tensor(value):
+            total += value.numel() * value.element_size()
+        elif _is_ndarray(value):
+            total += value.nbytes
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    for obj in objects.values():
+        walk(object_state(obj))
+    return total
+
+
 def rng_state() -> dict:
     """Random state of python, numpy, torch CPU and CUDA, as a tree of plain values and arrays."""
     state: dict = {"python": random.getstate()}

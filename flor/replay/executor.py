@@ -63,7 +63,12 @@ class LocalProcessExecutor:
         env = dict(os.environ)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         for name in _THREAD_VARIABLES:
-            env[name] = str(threads)
+            # Never more threads than the user allowed (the recording likely ran with as many).
+            try:
+                allowed = int(env.get(name, "") or threads)
+            except ValueError:
+                allowed = threads
+            env[name] = str(max(1, min(threads, allowed)))
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         package_parent = str(Path(__file__).resolve().parents[2])
