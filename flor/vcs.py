@@ -23,6 +23,7 @@ from pathlib import Path
 from .errors import VersionControlError
 
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
+_NICE = shutil.which("nice")
 REF_PREFIX = "refs/flor/runs/"
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "flor",
@@ -81,12 +82,18 @@ class Repo:
             raise VersionControlError(f"{start} is not inside a git repository")
         return cls(root)
 
-    def git(self, *args: str, env: dict | None = None, input: bytes | None = None) -> bytes:
-        """Run git in the work tree and return its standard output."""
+    def git(self, *args: str, env: dict | None = None, input: bytes | None = None, background: bool = False) -> bytes:
+        """Run git in the work tree and return its standard output.
+
+        ``background``: run it at a lower CPU priority (the snapshot runs beside training).
+        """
         full_env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", **_IDENTITY, **(env or {})}
+        command = ["git", "-C", str(self.root), *args]
+        if background and _NICE:
+            command = [_NICE, "-n", "10", *command]
         try:
             done = subprocess.run(
-                ["git", "-C", str(self.root), *args],
+                command,
                 input=input,
                 capture_output=True,
                 env=full_env,
@@ -129,7 +136,7 @@ class Repo:
         git_dir = self.git_dir()
         self.exclude_flor_dir()
         untracked = [
-            p for p in self.git("ls-files", "-z", "--others", "--exclude-standard").decode().split("\0") if p
+            p for p in self.git("ls-files", "-z", "--others", "--exclude-standard", background=True).decode().split("\0") if p
         ]
         small, skipped = [], []
         for rel in untracked:
@@ -150,13 +157,13 @@ class Repo:
                 # Starting from a copy of the user's index lets git reuse its stat cache.
                 shutil.copyfile(real_index, index)
             env = {"GIT_INDEX_FILE": str(index)}
-            self.git("add", "-u", "--", ".", env=env)
+            self.git("add", "-u", "--", ".", env=env, background=True)
             if small:
                 self.git(
                     "--literal-pathspecs", "add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
-                    env=env, input="\0".join(small).encode(),
+                    env=env, input="\0".join(small).encode(), background=True,
                 )
-            tree = self.git("write-tree", env=env).decode().strip()
+            tree = self.git("write-tree", env=env, background=True).decode().strip()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         parent = self.head()

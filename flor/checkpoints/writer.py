@@ -128,6 +128,11 @@ class Writer:
         return True
 
     def _work(self) -> None:
+        # On Linux a thread has its own scheduling priority: let training win the CPU.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         while True:
             job = self._queue.get()
             try:
