@@ -164,7 +164,7 @@ def commit() -> None:
 
     >>> flor.commit()
     """
-    global _current, _pending
+    global _current
     run = _current
     if run is None and _pending is not None:
         run = _begin()

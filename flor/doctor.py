@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
-from .store import SCHEMA, SCHEMA_VERSION, Store
+from .store import SCHEMA, SCHEMA_VERSION, Store, pid_alive
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
 
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).
@@ -81,23 +81,6 @@ class Report:
         problem = Problem(what, fix)
         self.problems.append(problem)
         return problem
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process of this machine is still running (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _split_sql(script: str) -> list[str]:
@@ -478,7 +461,6 @@ def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | No
 
 
 def _check_checkpoints(report: Report, store: Store, flor_dir: Path, repair: bool, relist: bool) -> None:
-    root = report.root
     rows = store._read(
         "SELECT c.run_id, c.iteration, c.point, c.location, r.tstamp FROM checkpoints c "
         "LEFT JOIN runs r ON r.run_id = c.run_id ORDER BY c.run_id, c.iteration, c.point"
@@ -646,7 +628,7 @@ def _check_temp_files(report: Report, flor_dir: Path, repair: bool) -> None:
             continue
         for path in folder.rglob(".*.tmp-*"):
             pid = _leftover_pid(path.name)
-            if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            if pid is not None and pid != os.getpid() and pid_alive(pid):
                 continue  # a live writer's file
             leftovers.append(path)
     if not leftovers:

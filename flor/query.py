@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Sequence
 
 from . import values
 from .errors import StoreError, UsageError

@@ -468,7 +468,7 @@ class Store:
         rows = self._read("SELECT run_id, pid, host, heartbeat FROM runs WHERE status = 'running'")
         dead = []
         for run_id, pid, run_host, heartbeat in rows:
-            if run_host == host and pid is not None and not _pid_alive(pid):
+            if run_host == host and pid is not None and not pid_alive(pid):
                 dead.append(run_id)
             elif heartbeat is not None and now - heartbeat > STALE_HEARTBEAT_S:
                 dead.append(run_id)
@@ -699,7 +699,8 @@ def _tstamp_candidates(tstamp: str, started: float) -> list[str]:
     ]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is still running (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

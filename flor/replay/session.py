@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FlorError, ReplayError, UsageError
+from ..errors import FlorError, UsageError
 from ..store import RunRow, Store
 from ..vcs import Repo
-from .analysis import AFTER, BEFORE, Layout, strategy_for
+from .analysis import AFTER, Layout, strategy_for
 from .executor import LocalProcessExecutor, Task
 from .plan import Costs, Segment, plan_run
 from .progress import Progress

@@ -29,6 +29,7 @@ from typing import Sequence
 
 from .. import values
 from ..errors import RunNotFoundError, StoreError, UsageError
+from ..store import pid_alive
 
 BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
@@ -110,16 +111,6 @@ def _plain(value: object) -> object:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 @dataclass
 class _Run:
     run_id: int
@@ -137,7 +128,7 @@ class _Run:
         """'killed' for a running run whose process is gone; the store is not changed."""
         if self.status != "running":
             return self.status
-        if self.host == socket.gethostname() and self.pid is not None and not _pid_alive(self.pid):
+        if self.host == socket.gethostname() and self.pid is not None and not pid_alive(self.pid):
             return "killed"
         if self.heartbeat is not None and now - self.heartbeat > STALE_HEARTBEAT_S:
             return "killed"

@@ -345,11 +345,13 @@ def make_server(db_path: Path, root: Path, host: str = "127.0.0.1", port: int = 
 
     # One line per request would bury the address in the terminal; errors still show.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Check the address before reading anything: a refusal then leaves no background reader
+    # running while the interpreter exits.
+    _check_can_listen(host, port)
     data = UIData.open(db_path, root)
     try:
         data.load()  # runs and args now; logged values in the background
         app = create_app(data, loopback_only=is_loopback(host))
-        _check_can_listen(host, port)
         try:
             server = werkzeug_server(host, port, app, threaded=True)
         except (OSError, SystemExit) as exc:  # werkzeug exits on a port in use, after our check raced
