@@ -11,36 +11,9 @@ import sys
 import pytest
 
 from tests.conftest import clean_env
+from tests.test_replay import SCRIPT
 
 from .helpers import git_state, integrity_ok, rows, tally, wait_for
-
-SCRIPT = """
-import flor
-import numpy as np
-import helpers
-
-class Model:
-    def __init__(self):
-        self.w = np.zeros(3)
-    def state_dict(self):
-        return {"w": self.w}
-    def load_state_dict(self, state):
-        self.w = state["w"].copy()
-
-np.random.seed(flor.arg("seed", 0))
-model = Model()
-data = np.loadtxt("data/values.txt")
-with flor.checkpointing(model=model):
-    for epoch in flor.loop("epoch", range(flor.arg("epochs", 6))):
-        for step in flor.loop("step", range(5)):
-            model.w += np.random.rand(3) * data[step % len(data)]
-            flor.log("loss", float(model.w.sum()))
-        # BODY
-        with open("out.txt", "w") as handle:
-            handle.write(str(epoch))
-# AFTER
-flor.log("final", helpers.total(model.w))
-"""
 
 HELPERS = """
 import time
