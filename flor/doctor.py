@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
-from .store import SCHEMA, SCHEMA_VERSION, Store, pid_alive
+from .store import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, Store, pid_alive
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
 
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).
@@ -116,7 +116,8 @@ def _database_state(db: Path) -> tuple[str | None, list[str]]:
             more = f" (+{len(rows) - 1} more)" if len(rows) > 1 else ""
             return f"fails SQLite's integrity check: {first}{more}", []
         names = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        missing = [t for t in TABLES if t not in names]
+        # Derived tables are added by the next writer that opens an older database.
+        missing = [t for t in TABLES if t not in names and t not in DERIVED_TABLES]
         if "meta" in names:
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None and "meta" not in missing:
@@ -317,6 +318,8 @@ def recover_database(corrupt: Path, fresh: Path) -> dict[str, int]:
         for table in order:
             if table == "meta":
                 continue  # the fresh database carries its own schema version
+            if table in DERIVED_TABLES:
+                continue  # blocks are copies of logs rows; the recovered rows are read as rows
             try:
                 old_cols = _columns(old, table)
             except sqlite3.DatabaseError:
@@ -337,6 +340,7 @@ def recover_database(corrupt: Path, fresh: Path) -> dict[str, int]:
             counts[table] = new.total_changes - before
             if table == "runs":
                 run_ids = [r[0] for r in new.execute("SELECT run_id FROM runs")]
+        new.execute(SEED_LOG_NAMES)
     finally:
         old.close()
         new.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from . import values
+from . import blocks, values
 from .errors import StoreError, UsageError
 from .store import Store
 from .vcs import find_root
@@ -74,6 +74,9 @@ def _column(store: Store, name: str) -> dict | None:
     NaN at run level) and ``value`` (typed), record rows before replayed ones."""
     import numpy as np
 
+    stored_blocks = store.log_blocks(name)
+    if stored_blocks:
+        return blocks.read(stored_blocks)
     kinds = store._read("SELECT DISTINCT vtype, source FROM logs WHERE name = ?", (name,))
     if not kinds:
         return None
@@ -81,23 +84,28 @@ def _column(store: Store, name: str) -> dict | None:
     order = " ORDER BY source DESC, rowid" if len({s for _, s in kinds}) > 1 else ""
     if vtypes <= _NUMERIC:
         # Rows stream from the cursor straight into a numpy record array (no list of tuples);
-        # NULLs become sentinels that SQLite can express and numpy then turns into NaN.
+        # NULLs become sentinels that SQLite can express and numpy then turns into NaN. Ints
+        # stay exact in int64; one beyond 64 bits (stored as text) sends the column to the
+        # object path below.
+        exact_ints = vtypes == {values.INT}
         cursor = store._retry(lambda: store.connection.execute(
             f"SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, {_NULL_VALUE!r}) "
             f"FROM logs WHERE name = ?{order}", (name,)))
         try:
-            table = np.fromiter(cursor, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "f8")])
+            table = np.fromiter(cursor, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "i8" if exact_ints else "f8")])
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read the flor database {store.path}: {exc}") from exc
-        ctx, iteration, value = table["c"], table["i"], table["v"]
-        ctx[ctx < 0] = np.nan
-        iteration[iteration < 0] = np.nan
-        value[value == _NULL_VALUE] = np.nan  # NaN floats are stored as NULL
-        if vtypes == {values.INT} and not np.isnan(value).any() and np.abs(value).max(initial=0) < 2**53:
-            value = value.astype(np.int64)
-        elif vtypes == {values.BOOL}:
-            value = value.astype(bool)
-        return {"run_id": table["r"].copy(), "ctx_id": ctx.copy(), "iteration": iteration.copy(), "value": value.copy()}
+        except (OverflowError, ValueError, TypeError):
+            table = None
+        if table is not None:
+            ctx, iteration, value = table["c"], table["i"], table["v"]
+            ctx[ctx < 0] = np.nan
+            iteration[iteration < 0] = np.nan
+            if not exact_ints:
+                value[value == _NULL_VALUE] = np.nan  # NaN floats are stored as NULL
+            if vtypes == {values.BOOL}:
+                value = value.astype(bool)
+            return {"run_id": table["r"].copy(), "ctx_id": ctx.copy(), "iteration": iteration.copy(), "value": value.copy()}
     rows = store._read(f"SELECT run_id, ctx_id, iteration, value, vtype FROM logs WHERE name = ?{order}", (name,))
     keys = np.array([r[:3] for r in rows], dtype=float).reshape(-1, 3)
     decoded = np.empty(len(rows), dtype=object)

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from . import blocks
 from .errors import RunNotFoundError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: log_blocks and log_names (see blocks.py)
 BUSY_TIMEOUT_S = 60.0
 STALE_HEARTBEAT_S = 300.0
 
@@ -103,6 +104,21 @@ CREATE TABLE IF NOT EXISTS logs(
 );
 CREATE UNIQUE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), name)
     WHERE source = 'replay';
+CREATE TABLE IF NOT EXISTS log_blocks(
+    block_id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    vtype TEXT NOT NULL CHECK (vtype IN ('int', 'float')),
+    n INTEGER NOT NULL,
+    ctx_ids BLOB NOT NULL,
+    iterations BLOB NOT NULL,
+    value_data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_blocks_by_name ON log_blocks(name, block_id);
+CREATE TABLE IF NOT EXISTS log_names(
+    name TEXT PRIMARY KEY,
+    loose INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints(
     run_id INTEGER NOT NULL,
     iteration INTEGER NOT NULL,
@@ -132,6 +148,16 @@ CREATE TABLE IF NOT EXISTS drift(
     replayed_at REAL NOT NULL
 );
 """
+
+# Tables rebuilt from others, which a recovery does not copy.
+DERIVED_TABLES = ("log_blocks", "log_names")
+# Rows already in ``logs`` when blocks arrive (an older database, a recovered one) are loose.
+SEED_LOG_NAMES = (
+    "INSERT OR REPLACE INTO log_names(name, loose) SELECT name, COUNT(*) FROM logs GROUP BY name"
+)
+_ADD_LOOSE_SQL = (
+    "INSERT INTO log_names(name, loose) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET loose = loose + excluded.loose"
+)
 
 
 @dataclass(frozen=True)
@@ -194,6 +220,13 @@ _FAST_LOG_SQL = (
     "CASE typeof(?2) WHEN 'real' THEN 'float' WHEN 'integer' THEN 'int' WHEN 'text' THEN 'str' "
     "ELSE 'float' END)"
 )
+
+
+def _count_names(names) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _encodable(value):
@@ -260,7 +293,7 @@ class Store:
             raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
         connection.execute("PRAGMA synchronous = NORMAL")
         if self._schema_version() != SCHEMA_VERSION:
-            self._write(lambda c: (c.executescript_body(SCHEMA), c.execute(
+            self._write(lambda c: (c.executescript_body(SCHEMA), c.execute(SEED_LOG_NAMES), c.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )))
@@ -423,10 +456,17 @@ class Store:
                     f"INSERT OR REPLACE INTO iterations(run_id, ctx_id, iteration, t) VALUES ({rid}, ?, ?, ?)",
                     iterations,
                 )
+            loose: dict[str, int] = {}
             if logs:
                 cursor.execute("SAVEPOINT plain_logs")
                 try:
                     cursor.executemany(_FAST_LOG_SQL.format(rid=rid), logs)
+                    columnar, loose = blocks.build(logs)
+                    cursor.executemany(
+                        f"INSERT INTO log_blocks(run_id, name, vtype, n, ctx_ids, iterations, value_data) "
+                        f"VALUES ({rid}, ?, ?, ?, ?, ?, ?)",
+                        columnar,
+                    )
                     cursor.execute("RELEASE plain_logs")
                 except (OverflowError, UnicodeEncodeError):
                     # An int beyond 64 bits, or a string SQLite cannot encode: undo the partial
@@ -435,10 +475,12 @@ class Store:
                     cursor.execute("RELEASE plain_logs")
                     from .values import encode
 
+                    encoded = [(ctx, it, _encodable(name), *_encodable_pair(encode(value))) for name, value, ctx, it in logs]
                     cursor.executemany(
                         f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
-                        [(ctx, it, _encodable(name), *_encodable_pair(encode(value))) for name, value, ctx, it in logs],
+                        encoded,
                     )
+                    loose = _count_names(row[2] for row in encoded)
             if special:
                 try:
                     cursor.executemany(
@@ -450,6 +492,10 @@ class Store:
                         f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
                         [(ctx, it, _encodable(name), _encodable(v), t) for ctx, it, name, v, t in special],
                     )
+                for name, count in _count_names(_encodable(row[2]) for row in special).items():
+                    loose[name] = loose.get(name, 0) + count
+            if loose:
+                cursor.executemany(_ADD_LOOSE_SQL, loose.items())
             fields = dict(run_fields or {})
             if heartbeat is not None:
                 fields["heartbeat"] = heartbeat
@@ -600,6 +646,7 @@ class Store:
                     f"VALUES ({rid}, ?, ?, ?, ?, ?, 'replay')",
                     logs,
                 )
+                cursor.executemany(_ADD_LOOSE_SQL, _count_names(row[2] for row in logs).items())
             if drift:
                 cursor.executemany(
                     f"INSERT INTO drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at) "
@@ -612,6 +659,20 @@ class Store:
     def replay_done(self, run_id: int, name: str) -> set[int]:
         """Outer iterations (and -1 for outside the loop) whose replay of ``name`` finished."""
         return {r[0] for r in self._read("SELECT iteration FROM replay_done WHERE run_id = ? AND name = ?", (run_id, name))}
+
+    def log_blocks(self, name: str) -> list[tuple] | None:
+        """Blocks ``(run_id, vtype, n, ctx_ids, iterations, values)`` holding every value of
+        ``name``, in write order; None when some values are only rows of ``logs`` (see blocks.py)."""
+        try:
+            loose = self._read("SELECT loose FROM log_names WHERE name = ?", (name,))
+        except StoreError:
+            return None  # a database from before blocks, opened read-only
+        if not loose or loose[0][0] != 0:
+            return None
+        return self._read(
+            "SELECT run_id, vtype, n, ctx_ids, iterations, value_data FROM log_blocks WHERE name = ? ORDER BY block_id",
+            (name,),
+        )
 
     def has_values(self, run_id: int, name: str, source: str | None = None) -> bool:
         """Whether the run holds any value logged under ``name``."""
