@@ -142,14 +142,21 @@ def _cmd_show(args) -> int:
         for name, source, count in names:
             tail = f"  last {last[name]!r}" if source == "record" and name in last else ""
             print(f"  {name:<20} {count:>8} {source}{tail}")
+        from .checkpoints import handoff
+
         checkpoints = store.checkpoints(run.run_id)
-        print("checkpoints" + ("" if checkpoints else "  (none)"))
+        writing = handoff.pending(store.path.parent, run.run_id)
+        print("checkpoints" + ("" if checkpoints or writing else "  (none)"))
         for ckpt in checkpoints:
             print(
                 f"  iteration {ckpt.iteration:>5} ({ckpt.point:<6})  {ckpt.bytes / 1e6:9.2f} MB  "
                 f"written {ckpt.bytes_written / 1e6:9.2f} MB  snapshot {1000 * (ckpt.snapshot_s or 0):7.1f} ms  "
                 f"write {1000 * (ckpt.write_s or 0):7.1f} ms"
             )
+        for marker, pid in writing:
+            print(f"  {marker.name.removesuffix(handoff.MARKER)}  being written by pid {pid}")
+        for failure in handoff.failures(store.path.parent, run.run_id):
+            print(f"  not written: {failure}")
     finally:
         store.close()
     return 0

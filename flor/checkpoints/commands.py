@@ -24,11 +24,13 @@ def _register(commands) -> None:
 def _handle(args) -> int:
     from ..query import project_store
     from ..vcs import Repo
+    from .handoff import await_writers
 
     store = project_store(readonly=False)
     try:
         store.reap_killed()
         run = store.find_run(args.run)
+        await_writers(store.path.parent, run.run_id, say=lambda m: print(m, file=sys.stderr, flush=True))
         checkpoints = store.checkpoints(run.run_id)
     finally:
         store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from ..errors import FlorError
+from . import handoff
 from .policy import Policy
 from .scope import Hooks
 from .snapshot import Snapshotter, object_state, rng_state, state_size
@@ -120,6 +121,9 @@ class RecordManager(Hooks):
         known = self.outer_names is not None and (frame is None or nested_names is not None)
         variables = {"nested": nested_kept, "outer": outer_kept}
         state = {name: object_state(obj) for name, obj in self.objects.items()}
+        extra = {"variables_missing": missing, "variables_known": known}
+        if force and self._hand_off(point, state, variables, extra):
+            return
         try:
             snapshot = self.snapshotter.take({"objects": state, "rng": rng_state(), "variables": variables})
         except FlorError as exc:
@@ -127,15 +131,36 @@ class RecordManager(Hooks):
             return
         self.policy.state_bytes = snapshot.nbytes
         self.policy.observe_checkpoint(snapshot.seconds, None, snapshot.nbytes)
-        job = Job(
-            self.run.run_id, self.run.tstamp, self.index, point, snapshot,
-            {"variables_missing": missing, "variables_known": known},
-        )
+        job = Job(self.run.run_id, self.run.tstamp, self.index, point, snapshot, extra)
         if not self.writer.submit(job):
             self.writer.close(FINISH_TIMEOUT_S)
             self.writer.submit(job)
         self.last_checkpointed = self.index
         self.checkpointed_this_iteration = True
+
+    def _hand_off(self, point: str, state: dict, variables: dict, extra: dict) -> bool:
+        """Write the last checkpoint of a big state from a forked process (see handoff.py);
+        False when that does not apply here, and the writer thread takes it as usual."""
+        threshold = handoff.min_bytes()
+        if threshold is None or self.run.store is None or state_size(self.objects) < threshold:
+            return False
+        # Holding the write lock keeps the flush thread out of SQLite while the process forks.
+        with self.run._write_lock:
+            try:
+                snapshot = self.snapshotter.take({"objects": state, "rng": rng_state(), "variables": variables},
+                                                 copy=False)
+            except FlorError as exc:
+                self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
+                return True
+            job = Job(self.run.run_id, self.run.tstamp, self.index, point, snapshot, extra)
+            try:
+                handoff.hand_off(self.run.root, self.run.store.path, job, snapshot.seconds)
+            except OSError as exc:  # no memory to fork, too many processes: write it here instead
+                self._report(f"checkpoint of iteration {self.index} is written before exit ({exc})")
+                return False
+        self.last_checkpointed = self.index
+        self.checkpointed_this_iteration = True
+        return True
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,11 @@ def restore_object(obj, stored, name: str) -> None:
         obj[...] = stored["ndarray"]
     elif "object" in stored:
         value = stored["object"]
-        if hasattr(obj, "__dict__") and hasattr(value, "__dict__"):
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor) and isinstance(value, torch.Tensor):
+            with torch.no_grad():
+                obj.copy_(value)
+        elif hasattr(obj, "__dict__") and hasattr(value, "__dict__"):
             obj.__dict__.clear()
             obj.__dict__.update(value.__dict__)
         elif isinstance(obj, dict) and isinstance(value, dict):
@@ -193,10 +198,12 @@ def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted
     >>> flor.load_checkpoint(best.tstamp, best.epoch, model=net)                 # doctest: +SKIP
     """
     from ..query import project_store
+    from .handoff import await_writers
 
     store = project_store()
     try:
         row = store.run(run) if isinstance(run, int) else store.find_run(str(run))
+        await_writers(store.path.parent, row.run_id)
         rows = store.checkpoints(row.run_id)
     finally:
         store.close()

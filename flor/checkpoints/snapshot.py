@@ -30,6 +30,7 @@ class Buffer:
     tensor: object | None  # the torch tensor sharing memory with ``array``, when from torch
     kind: str  # "torch" or "numpy"
     dtype: str
+    owned: bool = True  # False: a view of the live state (see Snapshotter.take(copy=False))
 
 
 @dataclass
@@ -64,11 +65,16 @@ class Snapshotter:
 
     def recycle(self, buffers: list[Buffer]) -> None:
         """Give back the buffers of a checkpoint the writer has finished with."""
-        if len(self._pool) < 2:
+        # Views of live tensors must never be copied into: that would overwrite the model.
+        if len(self._pool) < 2 and all(buffer.owned for buffer in buffers):
             self._pool.append(buffers)
 
-    def take(self, state: dict) -> Snapshot:
-        """Copy ``state`` (name -> tree) into host memory; return the skeleton and buffers."""
+    def take(self, state: dict, copy: bool = True) -> Snapshot:
+        """Copy ``state`` (name -> tree) into host memory; return the skeleton and buffers.
+
+        With ``copy=False``, arrays already in host memory are not copied: the buffers are views
+        of the live state, for a caller that freezes it another way (a forked process).
+        """
         spare = self._pool.pop() if self._pool else []
         spare_by_sig: dict = {}
         for buffer in spare:
@@ -81,25 +87,26 @@ class Snapshotter:
                 dtype = str(source.dtype).replace("torch.", "")
                 shape = tuple(source.shape)
                 reuse = spare_by_sig.get(("torch", dtype, shape))
-                if reuse:
+                if not copy and source.device.type == "cpu":
+                    host = source.contiguous()
+                    buffer = Buffer(_host_array(host), host, "torch", dtype, owned=False)
+                elif reuse:
                     buffer = reuse.pop()
                     buffer.tensor.copy_(source)
                 else:
                     torch = _torch()
                     host = torch.empty(shape, dtype=source.dtype, device="cpu")
                     host.copy_(source)
-                    try:
-                        array = host.numpy()
-                    except TypeError:  # bfloat16 and friends have no numpy dtype: keep raw bytes
-                        array = host.view(torch.uint8).numpy() if host.dim() else host.reshape(1).view(torch.uint8).numpy()
-                    buffer = Buffer(array, host, "torch", dtype)
+                    buffer = Buffer(_host_array(host), host, "torch", dtype)
                 meta = {ARRAY: len(buffers), "kind": "torch", "dtype": dtype, "shape": list(shape),
                         "device": str(value.device), "requires_grad": bool(value.requires_grad)}
             else:
                 dtype = value.dtype.str
                 shape = tuple(value.shape)
                 reuse = spare_by_sig.get(("numpy", dtype, shape))
-                if reuse:
+                if not copy:
+                    buffer = Buffer(numpy_module().ascontiguousarray(value), None, "numpy", dtype, owned=False)
+                elif reuse:
                     buffer = reuse.pop()
                     buffer.array[...] = value
                 else:
@@ -138,6 +145,19 @@ class Snapshotter:
         skeleton = {name: walk(tree) for name, tree in state.items()}
         nbytes = sum(b.array.nbytes for b in buffers)
         return Snapshot(skeleton, buffers, nbytes, time.perf_counter() - started)
+
+
+def _host_array(host):
+    """A numpy view of a CPU tensor's memory (raw bytes for dtypes numpy lacks, e.g. bfloat16)."""
+    try:
+        return host.numpy()
+    except TypeError:
+        torch = _torch()
+        return host.view(torch.uint8).numpy() if host.dim() else host.reshape(1).view(torch.uint8).numpy()
+
+
+def numpy_module():
+    return sys.modules["numpy"]
 
 
 def object_state(obj) -> object:

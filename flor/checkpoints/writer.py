@@ -149,37 +149,43 @@ class Writer:
                 self._queue.task_done()
 
     def _write(self, job: Job) -> tuple[str, int]:
-        objects = objects_dir(self.root)
-        objects.mkdir(parents=True, exist_ok=True)
-        blobs, written = [], 0
-        for buffer in job.snapshot.buffers:
-            view = memoryview(buffer.array).cast("B") if buffer.array.flags.c_contiguous else buffer.array.tobytes()
-            digest = hashlib.sha256(view).hexdigest()
-            blobs.append(digest)
-            if digest in self._known:
-                continue
-            target = objects / digest
-            if not target.exists():
-                write_durably(target, view)
-                written += len(view)
-            self._known.add(digest)
-        if written:
-            _fsync_dir(objects)
-        manifest = {
-            "format": FORMAT,
-            "run_id": job.run_id,
-            "tstamp": job.tstamp,
-            "iteration": job.iteration,
-            "point": job.point,
-            "created": time.time(),
-            "bytes": job.snapshot.nbytes,
-            "blobs": blobs,
-            **job.snapshot.skeleton,
-            **job.extra,
-        }
-        path = manifest_path(self.root, job.run_id, job.iteration, job.point)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(manifest, separators=(",", ":")).encode()
-        write_durably(path, text)
-        _fsync_dir(path.parent)
-        return str(path.relative_to(self.root / ".flor")), written + len(text)
+        return persist(self.root, job, self._known)
+
+
+def persist(root: Path, job: Job, known: set[str]) -> tuple[str, int]:
+    """Write ``job`` durably: its arrays by content, then its manifest. Returns the manifest's
+    location (relative to ``.flor``) and the bytes written; ``known`` holds digests already stored."""
+    objects = objects_dir(root)
+    objects.mkdir(parents=True, exist_ok=True)
+    blobs, written = [], 0
+    for buffer in job.snapshot.buffers:
+        view = memoryview(buffer.array).cast("B") if buffer.array.flags.c_contiguous else buffer.array.tobytes()
+        digest = hashlib.sha256(view).hexdigest()
+        blobs.append(digest)
+        if digest in known:
+            continue
+        target = objects / digest
+        if not target.exists():
+            write_durably(target, view)
+            written += len(view)
+        known.add(digest)
+    if written:
+        _fsync_dir(objects)
+    manifest = {
+        "format": FORMAT,
+        "run_id": job.run_id,
+        "tstamp": job.tstamp,
+        "iteration": job.iteration,
+        "point": job.point,
+        "created": time.time(),
+        "bytes": job.snapshot.nbytes,
+        "blobs": blobs,
+        **job.snapshot.skeleton,
+        **job.extra,
+    }
+    path = manifest_path(root, job.run_id, job.iteration, job.point)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(manifest, separators=(",", ":")).encode()
+    write_durably(path, text)
+    _fsync_dir(path.parent)
+    return str(path.relative_to(Path(root) / ".flor")), written + len(text)

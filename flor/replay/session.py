@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checkpoints.handoff import await_writers
 from ..errors import FlorError, UsageError
 from ..store import RunRow, Store
 from ..vcs import Repo
@@ -139,6 +140,8 @@ def _costs(store: Store, outer_name: str, run: RunRow) -> tuple[int, Costs]:
 
 
 def _checkpoint_map(store: Store, run_id: int) -> dict[int, dict[str, str]]:
+    # A run's last checkpoint may still be written by a handed-off process: plan with it.
+    await_writers(store.path.parent, run_id, say=lambda message: print(message, file=sys.stderr, flush=True))
     found: dict[int, dict[str, str]] = {}
     for row in store.checkpoints(run_id):
         found.setdefault(row.iteration, {})[row.point] = row.location
