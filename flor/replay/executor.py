@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,15 +52,25 @@ class Executor(Protocol):
 
 
 class LocalProcessExecutor:
-    """Worker processes on this machine, at most ``workers`` at a time."""
+    """Worker processes on this machine, at most ``workers`` at a time.
 
-    def __init__(self, workers: int = 1, gpus: list[str] | None = None) -> None:
+    Starting a worker is mostly importing what the script imports (torch alone takes over a
+    second here). So workers are started *warm*: a process imports ``preload`` (the third-party
+    modules at the top of the script) and then waits for its spec on stdin. :meth:`warm_up` starts
+    them while the caller is still planning, and while every slot is busy one spare warms up on a
+    free core for the next task.
+    """
+
+    def __init__(self, workers: int = 1, gpus: list[str] | None = None, preload: list[str] | None = None) -> None:
         self.workers = max(1, workers)
         self.gpus = list(gpus or [])
         if self.gpus:
             self.workers = min(self.workers, len(self.gpus)) if workers > 1 else len(self.gpus)
+        self.preload = list(preload or [])
+        self._idle: dict[int | None, list[subprocess.Popen]] = {}  # warm processes by slot (None: any)
+        self._changed = threading.Event()
 
-    def _env(self, slot: int) -> dict[str, str]:
+    def _env(self, slot: int | None) -> dict[str, str]:
         env = dict(os.environ)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         for name in _THREAD_VARIABLES:
@@ -69,39 +80,103 @@ class LocalProcessExecutor:
             except ValueError:
                 allowed = threads
             env[name] = str(max(1, min(threads, allowed)))
-        if self.gpus:
+        if self.gpus and slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         package_parent = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["FLOR_REPLAY_PRELOAD"] = ",".join(self.preload)
         return env
+
+    def _start_warm(self, slot: int | None) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flor.replay.worker", "--wait"],
+            env=self._env(slot), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._idle.setdefault(slot, []).append(process)
+        return process
+
+    def warm_up(self, count: int | None = None) -> None:
+        """Start up to ``count`` (default: ``workers``) warm workers now, one per slot."""
+        for slot in range(min(self.workers, self.workers if count is None else count)):
+            if not self._idle.get(slot):
+                self._start_warm(slot)
+
+    def _take_warm(self, slot: int) -> subprocess.Popen:
+        for key in (slot, None):
+            queue = self._idle.get(key) or []
+            while queue:
+                process = queue.pop(0)
+                if process.poll() is None:
+                    return process
+        queue = self._idle[slot] = []
+        process = self._start_warm(slot)
+        queue.remove(process)
+        return process
+
+    def _give(self, process: subprocess.Popen, task: Task) -> bool:
+        line = f"{task.spec_path}\t{task.log_path or os.devnull}\n"
+        try:
+            process.stdin.write(line.encode())
+            process.stdin.close()
+        except OSError:  # it died while warming up
+            return False
+
+        def watch() -> None:
+            process.wait()
+            self._changed.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        return True
+
+    def close(self) -> None:
+        """Let the warm workers that got no task go (they exit when their stdin closes)."""
+        for queue in self._idle.values():
+            for process in queue:
+                try:
+                    process.stdin.close()
+                except OSError:
+                    pass
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        self._idle.clear()
 
     def run(self, tasks, on_progress):
         pending = sorted(tasks, key=lambda t: -t.seconds)  # longest first keeps workers busy
         running: dict[int, tuple] = {}
         free_slots = list(range(self.workers))
         outcomes: list[Outcome] = []
-        while pending or running:
-            while pending and free_slots:
-                task = pending.pop(0)
-                slot = free_slots.pop(0)
-                log = open(task.log_path, "wb") if task.log_path else subprocess.DEVNULL
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "flor.replay.worker", str(task.spec_path)],
-                    env=self._env(slot), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )
-                running[slot] = (task, process, time.monotonic(), log)
-            time.sleep(0.1)
-            for slot, (task, process, started, log) in list(running.items()):
-                on_progress(task.key, _read_done(task.progress_path))
-                code = process.poll()
-                if code is None:
-                    continue
-                if log is not subprocess.DEVNULL:
-                    log.close()
-                del running[slot]
-                free_slots.append(slot)
-                outcomes.append(_outcome(task, code, time.monotonic() - started))
-                on_progress(task.key, _read_done(task.progress_path))
+        # A spare may warm up on a core that the busy workers leave free (not with GPUs: its
+        # device is not known until it gets a slot).
+        spare_ok = not self.gpus and self.workers < (os.cpu_count() or 1)
+        try:
+            while pending or running:
+                while pending and free_slots:
+                    task = pending.pop(0)
+                    slot = free_slots.pop(0)
+                    process = self._take_warm(slot)
+                    if not self._give(process, task):
+                        process = self._take_warm(slot)
+                        self._give(process, task)
+                    running[slot] = (task, process, time.monotonic())
+                if pending and spare_ok and not any(p.poll() is None for p in self._idle.get(None, [])):
+                    self._start_warm(None)
+                self._changed.wait(0.1)
+                self._changed.clear()
+                for slot, (task, process, started) in list(running.items()):
+                    on_progress(task.key, _read_done(task.progress_path))
+                    code = process.poll()
+                    if code is None:
+                        continue
+                    del running[slot]
+                    free_slots.append(slot)
+                    outcomes.append(_outcome(task, code, time.monotonic() - started))
+                    on_progress(task.key, _read_done(task.progress_path))
+        finally:
+            for _task, process, _started in running.values():
+                process.kill()
+            self.close()
         return outcomes
 
 

@@ -139,6 +139,39 @@ def _costs(store: Store, outer_name: str, run: RunRow) -> tuple[int, Costs]:
     return total, Costs(iteration_s, nested_s, starts.get(0, 0.0))
 
 
+def preload_modules(script: Path, root: Path) -> list[str]:
+    """Modules that ``script`` imports at its top level from outside the project (torch, numpy):
+    a warm worker imports them before its spec arrives. The project's own modules are left out,
+    since a replay must import them from the run's version of the code."""
+    import ast
+    import importlib.util
+
+    try:
+        tree = ast.parse(script.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    chosen, verdict = [], {}
+    for name in names:
+        top = name.split(".")[0]
+        if top not in verdict:
+            try:
+                spec = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                spec = None
+            origin = (spec.origin or (list(spec.submodule_search_locations or []) or [None])[0]) if spec else None
+            outside = origin is not None and not Path(origin).resolve().is_relative_to(root.resolve())
+            verdict[top] = outside and top not in sys.builtin_module_names and spec.origin != "frozen"
+        if verdict[top]:
+            chosen.append(name)
+    return chosen
+
+
 def _checkpoint_map(store: Store, run_id: int) -> dict[int, dict[str, str]]:
     # A run's last checkpoint may still be written by a handed-off process: plan with it.
     await_writers(store.path.parent, run_id, say=lambda message: print(message, file=sys.stderr, flush=True))
@@ -184,10 +217,22 @@ class Session:
         self.root = self.store.path.parent.parent
         self.repo = Repo(self.root)
         self.selected = _select_runs(self.store, runs, where)
+        self.executor: LocalProcessExecutor | None = None
 
     def close(self) -> None:
-        """Release the store."""
+        """Release the store and any worker that got no task."""
+        if self.executor is not None:
+            self.executor.close()
         self.store.close()
+
+    def warm_up(self) -> None:
+        """Start workers importing the script's libraries now, while planning goes on."""
+        if not self.selected:
+            return
+        filenames = dict.fromkeys(run.filename for run in self.selected)
+        preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
+        self.executor = LocalProcessExecutor(self.workers, self.gpus, preload)
+        self.executor.warm_up(len(self.selected))
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -331,8 +376,9 @@ class Session:
                     owner[key] = item
             progress = Progress(self.out, {p.run.tstamp: sum(len(s.actions) or 1 for s in p.segments) for p in todo},
                                 {t.key: owner[t.key].run.tstamp for t in tasks})
-            executor = LocalProcessExecutor(self.workers, self.gpus)
-            outcomes = executor.run(tasks, progress.update)
+            if self.executor is None:
+                self.executor = LocalProcessExecutor(self.workers, self.gpus)
+            outcomes = self.executor.run(tasks, progress.update)
             progress.close()
             for outcome in outcomes:
                 item = owner[outcome.task.key]
@@ -403,6 +449,8 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
     session = Session(names, runs=runs, where=where, iterations=iterations, workers=workers, gpus=gpus,
                       force=force, out=out)
     try:
+        if not dry_run and not confirm:
+            session.warm_up()
         plans = session.plan()
         if not plans:
             print("no runs to replay", file=out)

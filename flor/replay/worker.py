@@ -1,4 +1,5 @@
-"""The replay worker: ``python -m flor.replay.worker SPEC.json`` executes one segment of one run.
+"""The replay worker: ``python -m flor.replay.worker SPEC.json`` executes one segment of one run
+(``--wait``: a warm worker that imports first and reads the spec path from stdin; see executor.py).
 
 It installs a :class:`~flor.replay.driver.ReplayRun`, moves into the run's working directory inside
 the workspace, makes imports and ``__file__`` resolve to the run's code version, and runs the
@@ -46,5 +47,27 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def serve() -> int:
+    """A warm worker: import the modules named in ``FLOR_REPLAY_PRELOAD``, then run the spec whose
+    path arrives on stdin (``SPEC<TAB>LOG``), its output going to LOG. No line: exit at once."""
+    import importlib
+
+    for name in filter(None, os.environ.get("FLOR_REPLAY_PRELOAD", "").split(",")):
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - the script imports it for real and reports the error
+            pass
+    line = sys.stdin.readline().rstrip("\n")
+    if not line:
+        return 0
+    spec, _, log = line.partition("\t")
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    return main([spec])
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(serve() if sys.argv[1:] == ["--wait"] else main(sys.argv[1:]))
