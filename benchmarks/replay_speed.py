@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flordb", action="store_true", help="skip FlorDB 4.0.1")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing RESULTS.md")
     parser.add_argument("--only", choices=["a", "b", "c", "d", "e"], action="append", help="run only these parts")
-    parser.add_argument("--samples", type=int, help="samples of the workload (default 8000); its own section")
+    parser.add_argument("--samples", type=int, help="samples of the workload (default 32000); its own section")
     parser.add_argument("--reps", type=int, help="repetitions of (a) and (b) (default 3)")
     args = parser.parse_args(argv)
     cfg = Config()

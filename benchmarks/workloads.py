@@ -63,9 +63,8 @@ class Workload:
                 f"{self.epochs} epochs")
 
 
-# The issue asks for 32,000 samples (~1.5 s/epoch on an idle machine); on the shared 2-core machine
-# that took 4-8 s/epoch, so the benchmarks use 8,000 (125 steps/epoch) to fit their time budget.
-STANDARD = Workload("standard", (64, 512, 512, 10), samples=8_000, batch=64)
+# The issues' standard workload: 32,000 samples, 500 steps/epoch (about 2.3 s/epoch on this machine).
+STANDARD = Workload("standard", (64, 512, 512, 10), samples=32_000, batch=64)
 # ~50M parameters: twelve 2048x2048 layers and a head; Adam doubles the state to ~600 MB.
 HEAVY = Workload("heavy", (2048,) * 13 + (10,), samples=64, batch=32)
 HEAVY_FROZEN = Workload("heavy_frozen", HEAVY.sizes, samples=HEAVY.samples, batch=HEAVY.batch, frozen_half=True)
@@ -200,6 +199,7 @@ class Timed:
     setup_s: float | None = None
     final_loss: float | None = None
     output: str = ""
+    durable_s: float | None = None  # until the last checkpoint was durable (>= wall_s with a handoff)
 
 
 def run_script(python: str | Path, script_name: str, repo: Path, *, env: dict[str, str] | None = None,
@@ -226,6 +226,10 @@ def run_script(python: str | Path, script_name: str, repo: Path, *, env: dict[st
                 stdin=None if stdin is not None else subprocess.DEVNULL,
             )
             wall = time.perf_counter() - started
+            # flor may hand its last checkpoint to a process that outlives the run: wait for it,
+            # so that the next run does not share the machine with it, and report when it ended.
+            wait_for_handoff(repo)
+            durable = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
             log.seek(max(0, log.seek(0, os.SEEK_END) - 4000))
@@ -234,7 +238,23 @@ def run_script(python: str | Path, script_name: str, repo: Path, *, env: dict[st
             raise RuntimeError(f"{python} {script_name} {' '.join(args)} exited {proc.returncode}:\n{text}")
         report = json.loads(out.read_text()) if out.exists() else {}
     return Timed(wall, cpu, report.get("loop_s"), report.get("loop_cpu_s"), report.get("setup_s"),
-                 report.get("final_loss"), text)
+                 report.get("final_loss"), text, durable)
+
+
+def wait_for_handoff(repo: Path, timeout: float = 600) -> None:
+    """Wait until no handed-off checkpoint writer of ``repo``'s flor store is alive."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for marker in Path(repo).glob(".flor/checkpoints/*/*.writing"):
+            try:
+                os.kill(int(marker.read_text().strip()), 0)
+                alive = True
+            except (OSError, ValueError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.02)
 
 
 def run_command(cmd: list[str], repo: Path, *, env: dict[str, str] | None = None, timeout: float = 1800,
