@@ -22,45 +22,61 @@ from operator import itemgetter
 
 INT, FLOAT = "int", "float"
 _NONE = -1  # stands for a missing loop context or iteration in the int64 arrays
-_value_of, _ctx_of, _iteration_of = itemgetter(1), itemgetter(2), itemgetter(3)
+_name_of, _value_of, _ctx_of, _iteration_of = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 
 
 def build(logs) -> tuple[list[tuple], dict[str, int]]:
     """Blocks ``(name, vtype, n, ctx_ids, iterations, values)`` (bytes) of the plain rows
     ``(name, value, ctx_id, iteration)`` of one batch, and per name the count of rows left loose
     (0 for a name whose rows all went into its block, so that ``log_names`` lists it)."""
-    import numpy as np
-
-    groups: dict[str, list] = {}
-    for row in logs:
-        rows = groups.get(row[0])
-        if rows is None:
-            groups[row[0]] = rows = []
-        rows.append(row)
+    # The flush thread shares the cores with training: for the usual batch of one name,
+    # everything per row runs in C (map, itemgetter, numpy's conversions).
+    distinct = dict.fromkeys(map(_name_of, logs))
+    if len(distinct) == 1:
+        groups = {name: logs for name in distinct}
+    else:
+        groups = {}
+        for row in logs:
+            rows = groups.get(row[0])
+            if rows is None:
+                groups[row[0]] = rows = []
+            rows.append(row)
     blocks, loose = [], {}
     for name, rows in groups.items():
-        raw = list(map(_value_of, rows))
-        kinds = set(map(type, raw))
-        try:
-            if kinds == {int}:
-                vtype, values = INT, np.array(raw, dtype="<i8")
-            elif kinds <= {int, float}:
-                vtype, values = FLOAT, np.array(raw, dtype="<f8")
-            else:
-                raise TypeError
-        except (TypeError, OverflowError):
+        block = _block(rows)
+        if block is None:
             loose[name] = loose.get(name, 0) + len(rows)
             continue
         loose.setdefault(name, 0)
-        blocks.append((name, vtype, len(rows), _int_array(map(_ctx_of, rows)), _int_array(map(_iteration_of, rows)),
-                       values.tobytes()))
+        blocks.append((name, *block))
     return blocks, loose
+
+
+def _block(rows) -> tuple | None:
+    import numpy as np
+
+    raw = list(map(_value_of, rows))
+    kinds = set(map(type, raw))
+    try:
+        if kinds == {int}:
+            vtype, values = INT, np.array(raw, dtype="<i8")
+        elif kinds <= {int, float}:
+            vtype, values = FLOAT, np.array(raw, dtype="<f8")
+        else:
+            return None
+    except (TypeError, OverflowError, ValueError):
+        return None
+    return vtype, len(rows), _int_array(map(_ctx_of, rows)), _int_array(map(_iteration_of, rows)), values.tobytes()
 
 
 def _int_array(items) -> bytes:
     import numpy as np
 
-    return np.fromiter((_NONE if v is None else v for v in items), dtype="<i8").tobytes()
+    items = list(items)
+    try:
+        return np.fromiter(items, dtype="<i8", count=len(items)).tobytes()
+    except TypeError:  # None (a value logged outside that loop): the -1 that stands for it
+        return np.fromiter((_NONE if v is None else v for v in items), dtype="<i8", count=len(items)).tobytes()
 
 
 def read(rows) -> dict:
