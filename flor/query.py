@@ -60,13 +60,14 @@ def dataframe(*names: str, start: Path | None = None):
     _refresh_statuses(start)
     store = project_store(start)
     try:
+        # One read transaction: runs that start meanwhile are either wholly in the table or not.
+        store._retry(lambda: store.connection.execute("BEGIN"))
         return _build(store, list(names))
     finally:
         store.close()
 
 
 _NUMERIC = {values.INT, values.FLOAT, values.BOOL}
-_NULL_VALUE = -1.2345678901234567e308  # stands for NULL (a NaN float) while rows stream into numpy
 
 
 def _column(store: Store, name: str) -> dict | None:
@@ -84,15 +85,16 @@ def _column(store: Store, name: str) -> dict | None:
     order = " ORDER BY source DESC, rowid" if len({s for _, s in kinds}) > 1 else ""
     if vtypes <= _NUMERIC:
         # Rows stream from the cursor straight into a numpy record array (no list of tuples);
-        # NULLs become sentinels that SQLite can express and numpy then turns into NaN. Ints
+        # a NULL value (a NaN float) comes with a flag and becomes NaN. Ints
         # stay exact in int64; one beyond 64 bits (stored as text) sends the column to the
         # object path below.
         exact_ints = vtypes == {values.INT}
         cursor = store._retry(lambda: store.connection.execute(
-            f"SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, {_NULL_VALUE!r}) "
+            "SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, 0), value IS NULL "
             f"FROM logs WHERE name = ?{order}", (name,)))
         try:
-            table = np.fromiter(cursor, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "i8" if exact_ints else "f8")])
+            table = np.fromiter(cursor, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "i8" if exact_ints else "f8"),
+                                               ("null", "?")])
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read the flor database {store.path}: {exc}") from exc
         except (OverflowError, ValueError, TypeError):
@@ -102,7 +104,7 @@ def _column(store: Store, name: str) -> dict | None:
             ctx[ctx < 0] = np.nan
             iteration[iteration < 0] = np.nan
             if not exact_ints:
-                value[value == _NULL_VALUE] = np.nan  # NaN floats are stored as NULL
+                value[table["null"]] = np.nan  # NaN floats are stored as NULL
             if vtypes == {values.BOOL}:
                 value = value.astype(bool)
             return {"run_id": table["r"].copy(), "ctx_id": ctx.copy(), "iteration": iteration.copy(), "value": value.copy()}
@@ -278,7 +280,8 @@ def _build(store: Store, names: list[str]):
         per_run = {n: np.full(len(runs), None, dtype=object) for n in wanted_args}
         positions = {run_id: i for i, run_id in enumerate(run_ids.tolist())}
         for run_id, name, value, vtype in arg_rows:
-            per_run[name][positions[run_id]] = values.decode(value, vtype)
+            if run_id in positions:
+                per_run[name][positions[run_id]] = values.decode(value, vtype)
     for name in names:
         if name in arg_set:
             result[name] = pd.Series(per_run[name][rank]).infer_objects()

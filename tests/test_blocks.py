@@ -130,3 +130,14 @@ def test_blocks_and_rows_give_the_same_dataframe(in_project, batches, runs):
     store.close()
     fast = dataframe("a", "b")
     pd.testing.assert_frame_equal(fast, _rowwise(in_project.root, "a", "b"))
+
+
+def test_every_float_reads_back_on_both_paths(in_project):
+    # The row path once used -1.2345678901234567e308 to stand for NULL; a logged one became NaN.
+    odd = [-1.2345678901234567e308, float("inf"), -0.0, 5e-324]
+    store = _store(in_project.root)
+    run = _new_run(store, "2026-01-01T00:00:00")
+    store.write_batch(run, CONTEXTS, [("x", v, 1, i) for i, v in enumerate(odd)] + [("x", float("nan"), 1, 4)])
+    store.close()
+    for frame in (dataframe("x"), _rowwise(in_project.root, "x")):
+        assert frame["x"].tolist()[:4] == odd and math.isnan(frame["x"].iloc[4])
