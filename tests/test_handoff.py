@@ -63,12 +63,13 @@ def test_last_checkpoint_is_handed_off_exact_and_listed(project):
 
 def test_run_returns_before_the_handoff_is_done_and_readers_wait(project):
     project.write("train.py", SCRIPT)
-    started = time.monotonic()
-    done = project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF_DELAY_S": "8"})
-    assert "trained" in done.stdout and time.monotonic() - started < 30
+    go = project.root.parent / "go"
+    done = project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF_HOLD": str(go)})
+    assert "trained" in done.stdout
     assert len(_markers(project)) == 1 and [i for i, _ in _checkpoints(project)] == [0, 1]
     show = project.flor("show", _tstamp(project))  # lists the one being written
     assert "being written by pid" in show.stdout
+    go.write_text("")
     loaded = project.run("-c", "import flor; print(flor.load_checkpoint(1).iteration)")
     assert loaded.stdout.strip() == "2"
     assert not _markers(project) and [i for i, _ in _checkpoints(project)] == [0, 1, 2]
@@ -76,7 +77,7 @@ def test_run_returns_before_the_handoff_is_done_and_readers_wait(project):
 
 def test_killed_handoff_lists_nothing_half_written(project):
     project.write("train.py", SCRIPT)
-    project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF_DELAY_S": "30"})
+    project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF_HOLD": str(project.root.parent / "never")})
     (marker,) = _markers(project)
     os.kill(int(marker.read_text()), signal.SIGKILL)
     _wait_until(lambda: not handoff.pending(project.root / ".flor", 1))
@@ -88,7 +89,8 @@ def test_killed_handoff_lists_nothing_half_written(project):
 
 def test_handoff_can_be_turned_off_and_bad_settings_are_refused(project):
     project.write("train.py", SCRIPT)
-    project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF": "0", "FLOR_CKPT_HANDOFF_DELAY_S": "30"})
+    never = str(project.root.parent / "never")
+    project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF": "0", "FLOR_CKPT_HANDOFF_HOLD": never})
     assert not _markers(project) and [i for i, _ in _checkpoints(project)] == [0, 1, 2]
     bad = project.run("train.py", env={"FLOR_CKPT_HANDOFF_BYTES": "lots"}, check=False)
     assert bad.returncode != 0 and "FLOR_CKPT_HANDOFF_BYTES" in bad.stderr and "Traceback" not in bad.stderr
@@ -96,10 +98,12 @@ def test_handoff_can_be_turned_off_and_bad_settings_are_refused(project):
 
 def test_failed_handoff_is_reported_by_show(project):
     project.write("train.py", SCRIPT)
-    project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF_DELAY_S": "2"})
+    go = project.root.parent / "go"
+    project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF_HOLD": str(go)})
     objects = project.root / ".flor" / "objects"
     objects.rename(objects.with_name("objects-aside"))
     objects.write_text("not a folder")  # the writer cannot store its arrays
+    go.write_text("")
     _wait_until(lambda: not handoff.pending(project.root / ".flor", 1))
     assert [i for i, _ in _checkpoints(project)] == [0, 1]
     assert "not written:" in project.flor("show", _tstamp(project)).stdout

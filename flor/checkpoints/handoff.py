@@ -99,9 +99,11 @@ def _child(root: Path, db_path: Path, job: Job, snapshot_s: float, marker: Path,
         marker.write_text(str(os.getpid()))
         os.write(ready_w, b"1")
         os.close(ready_w)
-        delay = os.environ.get("FLOR_CKPT_HANDOFF_DELAY_S")  # for tests: a write that takes a while
-        if delay:
-            time.sleep(float(delay))
+        hold = os.environ.get("FLOR_CKPT_HANDOFF_HOLD")  # for tests: write once this file exists
+        if hold:
+            deadline = time.monotonic() + 120
+            while not os.path.exists(hold) and time.monotonic() < deadline:
+                time.sleep(0.02)
         started = time.perf_counter()
         location, written = persist(root, job, set())
         # SQLite must not be used in a forked copy of a process that has the database open (its
