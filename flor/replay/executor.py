@@ -129,17 +129,17 @@ class LocalProcessExecutor:
         return True
 
     def close(self) -> None:
-        """Let the warm workers that got no task go (they exit when their stdin closes)."""
+        """Stop the warm workers that got no task. They have only imported modules, so they are
+        killed rather than waited for (a replay with nothing to do must not wait for torch)."""
         for queue in self._idle.values():
             for process in queue:
                 try:
                     process.stdin.close()
                 except OSError:
                     pass
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
+                if process.poll() is None:
                     process.kill()
+                process.wait()
         self._idle.clear()
 
     def run(self, tasks, on_progress):
