@@ -54,6 +54,7 @@ TUTORIAL = ROOT / "examples" / "tutorial" / "train.py"
 sys.path.insert(0, str(HERE))
 
 from _results import fmt_range, machine, write_section  # noqa: E402
+from workloads import child_env, make_repo  # noqa: E402
 
 COMMAND = "python benchmarks/record_overhead.py"
 SECTION = "record_overhead"
@@ -176,40 +177,8 @@ class Results:
 # -- processes and repositories ------------------------------------------------------------
 
 
-def child_env() -> dict[str, str]:
-    """The environment of every child: isolated from the user's git config and flor settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOR_", "GIT_"))}
-    env.update(
-        GIT_CONFIG_GLOBAL="/dev/null",
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="flor-bench",
-        GIT_AUTHOR_EMAIL="bench@example.invalid",
-        GIT_COMMITTER_NAME="flor-bench",
-        GIT_COMMITTER_EMAIL="bench@example.invalid",
-        PYTHONUNBUFFERED="0",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-ENV = child_env()
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, env=ENV, check=True, stdout=subprocess.DEVNULL)
-
-
-def make_repo(parent: Path, name: str, files: dict[str, str]) -> Path:
-    """A fresh git repository on branch main with ``files`` in one commit."""
-    repo = parent / name
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    for rel, text in files.items():
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        (repo / rel).write_text(text)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    return repo
+# Children never buffer differently from a terminal run.
+ENV = child_env(PYTHONUNBUFFERED="0")
 
 
 class Child(float):
@@ -584,7 +553,7 @@ def report(res: Results) -> str:
         loaded = [m for m, v in res.heavy_modules.items() if v]
         notes.append(f"After `import flor`, loaded of torch/pandas/numpy/sqlite3: {', '.join(loaded) or 'none'}.")
     if res.import_profile:
-        (total_name, total), rest = res.import_profile[0], res.import_profile[1:]
+        total, rest = res.import_profile[0][1], res.import_profile[1:]
         notes.append(f"`python -X importtime -c \"import flor\"` (one run): {total * 1000:.0f} ms in all; "
                      "most self time in " + ", ".join(f"{n} {t * 1000:.1f} ms" for n, t in rest) + ".")
     if res.flordb_error:

@@ -182,6 +182,7 @@ def make_repo(parent: Path, name: str, files: dict[str, str]) -> Path:
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
     for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text(text)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "init")
@@ -243,18 +244,12 @@ def run_script(python: str | Path, script_name: str, repo: Path, *, env: dict[st
 
 def wait_for_handoff(repo: Path, timeout: float = 600) -> None:
     """Wait until no handed-off checkpoint writer of ``repo``'s flor store is alive."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = False
-        for marker in Path(repo).glob(".flor/checkpoints/*/*.writing"):
-            try:
-                os.kill(int(marker.read_text().strip()), 0)
-                alive = True
-            except (OSError, ValueError):
-                continue
-        if not alive:
-            return
-        time.sleep(0.02)
+    from flor.checkpoints.handoff import await_writers
+
+    flor_dir = Path(repo) / ".flor"
+    for run_dir in sorted((flor_dir / "checkpoints").glob("*")):
+        if run_dir.name.isdigit():
+            await_writers(flor_dir, int(run_dir.name), timeout)
 
 
 def run_command(cmd: list[str], repo: Path, *, env: dict[str, str] | None = None, timeout: float = 1800,

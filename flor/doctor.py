@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
-from .store import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, Store, pid_alive
+from .store import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, Store, pid_alive, split_sql
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
 
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).
@@ -81,16 +81,6 @@ class Report:
         problem = Problem(what, fix)
         self.problems.append(problem)
         return problem
-
-
-def _split_sql(script: str) -> list[str]:
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return [s for s in statements if s]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -375,7 +365,7 @@ def _create_missing_tables(db: Path) -> None:
     connection = sqlite3.connect(str(db), timeout=60, isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
-        for statement in _split_sql(SCHEMA):
+        for statement in split_sql(SCHEMA):
             connection.execute(statement)
         connection.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)

@@ -61,7 +61,7 @@ def dataframe(*names: str, start: Path | None = None):
     store = project_store(start)
     try:
         # One read transaction: runs that start meanwhile are either wholly in the table or not.
-        store._retry(lambda: store.connection.execute("BEGIN"))
+        store.begin_read()
         return _build(store, list(names))
     finally:
         store.close()

@@ -314,6 +314,13 @@ class Store:
         if self._schema_version() is None:
             raise StoreError(f"{self.path} is not a flor database (no schema); record a run first")
 
+    def begin_read(self) -> None:
+        """Start a read transaction: later reads see one snapshot until :meth:`close`."""
+        try:
+            self._retry(lambda: self.connection.execute("BEGIN"))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+
     def close(self) -> None:
         """Close the connection; further calls fail."""
         self.connection.close()
@@ -738,11 +745,12 @@ class _Cursor:
 
     def executescript_body(self, script: str) -> None:
         # executescript would COMMIT our transaction; run the statements one by one instead.
-        for statement in _split_sql(script):
+        for statement in split_sql(script):
             self._connection.execute(statement)
 
 
-def _split_sql(script: str) -> list[str]:
+def split_sql(script: str) -> list[str]:
+    """The statements of an SQL script, one by one (for running them inside our own transaction)."""
     statements, current = [], ""
     for line in script.splitlines(keepends=True):
         current += line

@@ -10,7 +10,6 @@ import pytest
 
 from flor.checkpoints import handoff
 from flor.checkpoints.restore import read_manifest
-from tests.conftest import clean_env
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="handoff forks (Linux only)")
 
@@ -94,6 +93,7 @@ def test_handoff_can_be_turned_off_and_bad_settings_are_refused(project):
     assert not _markers(project) and [i for i, _ in _checkpoints(project)] == [0, 1, 2]
     bad = project.run("train.py", env={"FLOR_CKPT_HANDOFF_BYTES": "lots"}, check=False)
     assert bad.returncode != 0 and "FLOR_CKPT_HANDOFF_BYTES" in bad.stderr and "Traceback" not in bad.stderr
+    assert "trained" not in bad.stdout and len(bad.stderr.strip().splitlines()) == 1  # refused before training
 
 
 def test_failed_handoff_is_reported_by_show(project):

@@ -1,7 +1,6 @@
 """End to end: real scripts recorded in temporary git repositories."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess

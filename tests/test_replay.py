@@ -60,15 +60,21 @@ def values(db, name, where=""):
         return connection.execute(sql, (name,)).fetchall()
 
 
-@pytest.fixture
-def toy(project):
+def record_toy(project, helpers: str = HELPERS):
+    """The toy project committed, with one run recorded (a checkpoint every epoch)."""
     project.write("train.py", SCRIPT)
-    project.write("helpers.py", HELPERS)
+    project.write("helpers.py", helpers)
     project.write("data/values.txt", "1.0\n2.0\n0.5\n")
     project.write(".gitignore", "data/\nout.txt\n")
     project.write("out.txt", "the user's own file\n")
     project.commit_all("toy")
     project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    return project
+
+
+@pytest.fixture
+def toy(project):
+    record_toy(project)
     project.run("train.py", "--kwargs", "seed=7", "epochs=5", env={"FLOR_CKPT_PERIOD": "2"})
     return project
 
@@ -195,8 +201,6 @@ def test_tutorial_weight_norm_equals_fresh_run(project):
     tstamps = _tstamps(project)
     _add(project, "\nwith torch.no_grad():",
          'flor.log("weight_norm", sum(p.norm() ** 2 for p in net.parameters()).item() ** 0.5)', 8)
-    text = (project.root / "train.py").read_text().replace(
-        '        flor.log("weight_norm"', '        flor.log("weight_norm"', 1)
     project.flor("replay", "weight_norm", "--workers", "2")
     replayed = _replayed(project, "weight_norm", tstamps)
     fresh = _fresh(project, "weight_norm", {tstamps[0]: ["epochs=3"], tstamps[1]: ["epochs=3", "hidden=75"]})

@@ -27,6 +27,7 @@ class RecordManager(Hooks):
         self.run = run
         self.objects = objects
         self.policy = Policy()
+        self.handoff_bytes = handoff.min_bytes()  # read now: a bad setting stops before training
         self.snapshotter = Snapshotter()
         self.writer: Writer | None = None
         self.total: int | None = None
@@ -141,7 +142,7 @@ class RecordManager(Hooks):
     def _hand_off(self, point: str, state: dict, variables: dict, extra: dict) -> bool:
         """Write the last checkpoint of a big state from a forked process (see handoff.py);
         False when that does not apply here, and the writer thread takes it as usual."""
-        threshold = handoff.min_bytes()
+        threshold = self.handoff_bytes
         if threshold is None or self.run.store is None or state_size(self.objects) < threshold:
             return False
         # Holding the write lock keeps the flush thread out of SQLite while the process forks.

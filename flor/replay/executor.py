@@ -87,12 +87,13 @@ class LocalProcessExecutor:
         env["FLOR_REPLAY_PRELOAD"] = ",".join(self.preload)
         return env
 
-    def _start_warm(self, slot: int | None) -> subprocess.Popen:
+    def _start_warm(self, slot: int | None, idle: bool = True) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, "-m", "flor.replay.worker", "--wait"],
             env=self._env(slot), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        self._idle.setdefault(slot, []).append(process)
+        if idle:
+            self._idle.setdefault(slot, []).append(process)
         return process
 
     def warm_up(self, count: int | None = None) -> None:
@@ -102,16 +103,14 @@ class LocalProcessExecutor:
                 self._start_warm(slot)
 
     def _take_warm(self, slot: int) -> subprocess.Popen:
+        """A live warm worker for ``slot`` (its own, else the spare), or a new one."""
         for key in (slot, None):
-            queue = self._idle.get(key) or []
+            queue = self._idle.get(key, [])
             while queue:
                 process = queue.pop(0)
                 if process.poll() is None:
                     return process
-        queue = self._idle[slot] = []
-        process = self._start_warm(slot)
-        queue.remove(process)
-        return process
+        return self._start_warm(slot, idle=False)
 
     def _give(self, process: subprocess.Popen, task: Task) -> bool:
         line = f"{task.spec_path}\t{task.log_path or os.devnull}\n"

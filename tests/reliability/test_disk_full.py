@@ -20,7 +20,6 @@ from tests.conftest import clean_env
 
 from .helpers import integrity_ok, rows, tally
 
-import pytest
 
 CKPT = """
 import flor, numpy as np

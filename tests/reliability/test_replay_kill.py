@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import clean_env
-from tests.test_replay import SCRIPT
+from tests.test_replay import record_toy
 
 from .helpers import git_state, integrity_ok, rows, tally, wait_for
 
@@ -31,13 +31,7 @@ PROBE = '            flor.log("probe", helpers.slow(epoch, step))\n'
 
 @pytest.fixture
 def toy(project):
-    project.write("train.py", SCRIPT)
-    project.write("helpers.py", HELPERS)
-    project.write("data/values.txt", "1.0\n2.0\n0.5\n")
-    project.write(".gitignore", "data/\nout.txt\n")
-    project.write("out.txt", "the user's own file\n")
-    project.commit_all("toy")
-    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    record_toy(project, HELPERS)
     project.write("out.txt", "the user's own file\n")  # the recorded run wrote it; replay must not
     text = (project.root / "train.py").read_text()
     anchor = '            flor.log("loss", float(model.w.sum()))\n'

@@ -12,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import GIT_ENV
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Test User",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test User",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
 
 SCRIPT = """\
 import flor
