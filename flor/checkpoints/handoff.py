@@ -32,11 +32,15 @@ from .writer import Job, manifest_path, persist
 
 DEFAULT_MIN_BYTES = 64 << 20
 MARKER, FAILED = ".writing", ".failed"
+_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
 
 
 def min_bytes() -> int | None:
     """The smallest state handed off, or None when handoff is off or unavailable here."""
-    if os.environ.get("FLOR_CKPT_HANDOFF", "1").strip().lower() in ("0", "false", "no", "off"):
+    switch = os.environ.get("FLOR_CKPT_HANDOFF", "1").strip().lower()
+    if switch not in _ON + _OFF:
+        raise UsageError(f"FLOR_CKPT_HANDOFF={switch!r}: expected 1 (on, the default) or 0 (off)")
+    if switch in _OFF:
         return None
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
