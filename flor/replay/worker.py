@@ -57,6 +57,9 @@ def serve() -> int:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 - the script imports it for real and reports the error
             pass
+    from .lazy_dynamo import defer_dynamo_import
+
+    defer_dynamo_import()
     line = sys.stdin.readline().rstrip("\n")
     if not line:
         return 0

@@ -1,0 +1,88 @@
+"""A replay worker does not import torch's compiler for a script that never compiles, and
+nothing else changes: same numbers, and the real dynamo wrapper once the compiler is loaded."""
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import clean_env
+
+TRAIN = """
+import sys
+import torch
+{defer}
+torch.manual_seed(0)
+net = torch.nn.Linear(4, 2)
+opt = torch.optim.Adam(net.parameters(), lr=0.1)
+opt.load_state_dict(opt.state_dict())
+opt.zero_grad()
+# What a memoized replay does (restore, skip the steps) does not need the compiler...
+print("dynamo" if "torch._dynamo" in sys.modules else "no dynamo")
+for _ in range(3):
+    opt.zero_grad()
+    net(torch.randn(8, 4)).pow(2).sum().backward()
+    opt.step()  # ...a step imports it in any case (optimizer.py's _use_grad)
+opt.load_state_dict(opt.state_dict())
+print(repr([p.detach().tolist() for p in net.parameters()]))
+{after}
+"""
+
+DEFER = "from flor.replay.lazy_dynamo import defer_dynamo_import\nassert defer_dynamo_import() > 0"
+
+
+def _python(code: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=clean_env(OMP_NUM_THREADS="1"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_deferred_optimizer_gives_the_same_numbers_without_the_compiler():
+    plain = _python(TRAIN.format(defer="", after=""))
+    deferred = _python(TRAIN.format(defer=DEFER, after=""))
+    assert plain[0] == "dynamo"  # the reason for the module: creating an optimizer imports it
+    assert deferred == ["no dynamo", plain[1]]
+
+
+def test_once_the_compiler_is_loaded_the_real_wrapper_is_used_and_compile_works():
+    after = """
+opt.zero_grad()
+wrapper = torch.optim.Optimizer.zero_grad.__wrapped__.__dynamo_disable
+print(type(wrapper).__module__, getattr(wrapper, "__qualname__", ""))
+compiled = torch.compile(lambda x: net(x).sum(), backend="eager")
+print(float(compiled(torch.ones(1, 4))) == float(net(torch.ones(1, 4)).sum()))
+"""
+    lines = _python(TRAIN.format(defer=DEFER, after=after))
+    assert "lazy_dynamo" not in lines[2] and lines[3] == "True"
+
+
+def test_replay_worker_skips_the_compiler_import(project):
+    project.write("train.py", """
+        import sys
+        import flor
+        import torch
+        torch.manual_seed(0)
+        net = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        with flor.checkpointing(model=net, optimizer=opt):
+            for epoch in flor.loop("epoch", range(2)):
+                for step in flor.loop("step", range(3)):
+                    opt.zero_grad()
+                    net(torch.randn(8, 4)).pow(2).sum().backward()
+                    opt.step()
+                flor.log("compiler_in_recording", int("torch._dynamo" in sys.modules))
+                # BODY
+    """)
+    project.commit_all()
+    project.run("train.py")
+    text = (project.root / "train.py").read_text()
+    (project.root / "train.py").write_text(text.replace(
+        "# BODY", 'flor.log("weight", float(net.weight.sum())); flor.log("compiler", int("torch._dynamo" in sys.modules))'))
+    project.flor("replay", "weight", "compiler")
+    with sqlite3.connect(project.db) as connection:
+        rows = dict(connection.execute(
+            "SELECT name, group_concat(value) FROM logs WHERE name IN ('compiler', 'compiler_in_recording', 'weight')"
+            " GROUP BY name").fetchall())
+    assert rows["compiler_in_recording"] == "1,1" and rows["compiler"] == "0,0"
+    assert len(rows["weight"].split(",")) == 2
