@@ -412,7 +412,8 @@ def render(cfg: Config, a: dict, b: dict, c: dict, elapsed: float, command: str,
                   "", f"Where the fixed cost lies: `flor replay weight_norm --dry-run` (CLI start, planning, "
                   f"propagation; no worker) took {fmt_range(a['dry'], digits=2)} s; the recorded script spent "
                   f"{fmt_range(a['rec_setup'], digits=2)} s from its first line to the training loop (torch import, "
-                  f"data, model), which every replay worker pays again. Plan: `{a['plan']}`"]
+                  f"data, model; creating the optimizer imports torch._dynamo, which a replay worker skips: "
+                  f"docs/design-notes.md), which a replay worker pays again. Plan: `{a['plan']}`"]
     if b:
         speedup = statistics.median(b["w1"]) / statistics.median(b["w2"]) if b["w1"] and b["w2"] else float("nan")
         pairs = [x / y for x, y in zip(b["w1"], b["w2"])]
