@@ -154,8 +154,11 @@ class Repo:
             index = Path(scratch) / "index"
             real_index = git_dir / "index"
             if real_index.exists():
-                # Starting from a copy of the user's index lets git reuse its stat cache.
-                shutil.copyfile(real_index, index)
+                # Starting from a copy of the user's index lets git reuse its stat cache. The
+                # copy keeps the index's mtime: git trusts the cached stat of a file changed
+                # in the same second only while the index is not newer ("racy git"), so a
+                # fresh mtime would version a same-size edit made in that second as unchanged.
+                shutil.copy2(real_index, index)
             env = {"GIT_INDEX_FILE": str(index)}
             self.git("add", "-u", "--", ".", env=env, background=True)
             if small:

@@ -74,3 +74,26 @@ def test_find_root_and_errors(tmp_path):
     assert find_root(tmp_path) == (tmp_path.resolve(), False)
     with pytest.raises(VersionControlError, match="not inside a git repository"):
         Repo.find(tmp_path)
+
+
+def test_snapshot_sees_a_same_size_edit_that_the_stat_cache_cannot(project):
+    # A file changed in the same second as the index was written, keeping its size, looks
+    # unchanged to git's stat cache; git then compares contents because the index is not
+    # newer than the entry ("racy git"). The snapshot's copy of the index must keep that
+    # property (its mtime), or the run is versioned with the old text. Made deterministic:
+    # the edit keeps the entry's mtime, ctime is not trusted, and the snapshot starts in a later
+    # second than the index's mtime (git compares whole seconds unless built with USE_NSEC).
+    import os
+    import time
+
+    project.git("config", "core.trustctime", "false")
+    project.write("train.py", "range(20)\n")
+    project.commit_all()
+    train, index = project.root / "train.py", project.root / ".git" / "index"
+    stamp = train.stat().st_mtime_ns
+    project.write("train.py", "range(30)\n")
+    os.utime(train, ns=(stamp, stamp))
+    os.utime(index, ns=(stamp, stamp))
+    time.sleep(max(0.0, stamp / 1e9 + 1.05 - time.time()))
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:03", "m")
+    assert Repo(project.root).read_file(snap.commit, "train.py") == "range(30)\n"
