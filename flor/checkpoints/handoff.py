@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CheckpointError, UsageError
+from .policy import int_setting
 from .writer import Job, manifest_path, persist
 
 DEFAULT_MIN_BYTES = 64 << 20
@@ -44,16 +45,7 @@ def min_bytes() -> int | None:
         return None
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
-    raw = os.environ.get("FLOR_CKPT_HANDOFF_BYTES")
-    if not raw:
-        return DEFAULT_MIN_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"FLOR_CKPT_HANDOFF_BYTES={raw!r}: expected a number of bytes such as 67108864") from None
-    if value < 0:
-        raise UsageError(f"FLOR_CKPT_HANDOFF_BYTES={raw!r}: expected 0 or more")
-    return value
+    return int_setting("FLOR_CKPT_HANDOFF_BYTES", DEFAULT_MIN_BYTES, 0, "a number of bytes such as 67108864")
 
 
 def marker_path(root: Path, run_id: int, iteration: int, point: str) -> Path:

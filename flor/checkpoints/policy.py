@@ -25,22 +25,29 @@ COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is m
 
 def _from_env() -> tuple[float, int | None]:
     raw_budget = os.environ.get("FLOR_CKPT_BUDGET")
-    raw_period = os.environ.get("FLOR_CKPT_PERIOD")
     try:
         budget = float(raw_budget) if raw_budget else DEFAULT_BUDGET
     except ValueError:
         raise UsageError(f"FLOR_CKPT_BUDGET={raw_budget!r}: expected a fraction such as 0.01") from None
     if not 0 < budget <= 1:
         raise UsageError(f"FLOR_CKPT_BUDGET={raw_budget!r}: expected a fraction in (0, 1], such as 0.01")
-    period = None
-    if raw_period:
-        try:
-            period = int(raw_period)
-        except ValueError:
-            raise UsageError(f"FLOR_CKPT_PERIOD={raw_period!r}: expected a whole number of iterations") from None
-        if period < 1:
-            raise UsageError(f"FLOR_CKPT_PERIOD={raw_period!r}: expected 1 or more")
+    period = int_setting("FLOR_CKPT_PERIOD", None, 1, "a whole number of iterations")
     return budget, period
+
+
+def int_setting(name: str, default: int | None, minimum: int, expected: str) -> int | None:
+    """The whole number in the environment variable ``name`` (``default`` when unset or empty),
+    refused with a one-line :class:`UsageError` unless it is a number of at least ``minimum``."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r}: expected {expected}") from None
+    if value < minimum:
+        raise UsageError(f"{name}={raw!r}: expected {minimum} or more")
+    return value
 
 
 class Policy:
