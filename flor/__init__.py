@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys as _sys
 
 from . import api as _api
+from . import messages as _messages
 from . import replay
-from .api import arg, commit, log, loop
-from .checkpoints import Checkpointing as checkpointing
+from .api import arg, checkpointing, commit, log, loop
 from .errors import (
     ArgumentError,
     CheckpointError,
@@ -88,7 +88,7 @@ def _excepthook(exc_type, exc, tb, _previous=_sys.excepthook):
     """Record an uncaught error on the run; print flor's own errors as one line."""
     _api.note_uncaught(exc)
     if isinstance(exc, FlorError):
-        print(f"flor: error: {exc}", file=_sys.stderr, flush=True)
+        _messages.error(exc)
         return
     _previous(exc_type, exc, tb)
 

@@ -1,4 +1,6 @@
-"""The functions a training script calls: thin wrappers over the current :class:`~flor.run.Run`.
+"""The calls a training script makes: thin wrappers over the current :class:`~flor.run.Run`.
+
+``arg``, ``log``, ``loop``, ``commit`` and the ``checkpointing`` context manager.
 
 >>> import flor
 >>> hidden = flor.arg("hidden", 500)                               # doctest: +SKIP
@@ -14,6 +16,7 @@ import sys
 from . import values
 from .args import split_kwargs
 from .errors import ArgumentError, FlorError, UsageError
+from .messages import error
 from .run import Run
 
 # The run whose training has begun (flor.log's hot path reads only this), and the run that is
@@ -45,7 +48,7 @@ def take_kwargs_from_argv() -> None:
 
 def fail_fast(exc: FlorError) -> None:
     """End a script on a user's mistake with one line on stderr and exit status 2."""
-    print(f"flor: error: {exc}", file=sys.stderr, flush=True)
+    error(exc)
     raise SystemExit(2)
 
 
@@ -86,7 +89,7 @@ def _end_pending_at_exit(run: Run) -> None:
     try:
         run.begin()
     except FlorError as exc:
-        print(f"flor: error: {exc}", file=sys.stderr, flush=True)
+        error(exc)
         return
     run.end()
 
@@ -179,3 +182,53 @@ def note_uncaught(exc: BaseException) -> None:
     run = _current or _pending
     if run is not None:
         run.note_failure(exc)
+
+
+def _name_objects(objs: tuple, named: dict) -> dict[str, object]:
+    registered: dict[str, object] = {}
+    for position, obj in enumerate(objs):
+        registered[f"{position}"] = obj
+    for name, obj in named.items():
+        if name in registered:
+            raise UsageError(f"flor.checkpointing: the name {name!r} is used twice")
+        registered[name] = obj
+    if not registered:
+        raise UsageError(
+            "flor.checkpointing needs at least one object, e.g. flor.checkpointing(model=net, optimizer=opt)"
+        )
+    return registered
+
+
+class checkpointing:  # noqa: N801 - used as a function, like open()
+    """``with flor.checkpointing(model=net, optimizer=opt): ...``
+
+    Registers objects with ``state_dict``/``load_state_dict`` (modules, optimizers, schedulers,
+    scalers), numpy arrays and picklable objects. Their state and the random state are
+    checkpointed in each iteration of the outermost ``flor.loop`` inside the block, as often
+    as the overhead budget allows (``FLOR_CKPT_BUDGET``, default 1 %).
+
+    >>> with flor.checkpointing(model=net, optimizer=opt):           # doctest: +SKIP
+    ...     for epoch in flor.loop("epoch", range(10)): ...
+    """
+
+    def __init__(self, *objs: object, **named: object) -> None:
+        self.objects = _name_objects(objs, named)
+        self.run = None
+        self.manager = None
+
+    def __enter__(self) -> "checkpointing":
+        # Entering the block does not begin the run: args declared later (for example in the
+        # outer loop's range) are still checked before anything is recorded.
+        run = _current or _collecting()
+        if run.scope is not None:
+            raise UsageError("flor.checkpointing blocks cannot be nested; register all objects in one")
+        self.run = run
+        self.manager = run.checkpoint_manager(self.objects)
+        run.scope = self.manager
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        run = self.run
+        if run is not None and run.scope is self.manager:
+            self.manager.leave(run, failed=exc_type is not None)
+            run.scope = None

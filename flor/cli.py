@@ -1,9 +1,22 @@
-"""The ``flor`` command line. It calls only the library, and turns flor errors into one line.
+"""The ``flor`` command line. Every command is defined here and calls one library function;
+flor errors become one line on stderr and a documented exit status.
 
     flor dataframe [NAME ...] [--csv | --json]
-    flor query SQL
+    flor query SQL [--csv | --json]
     flor runs
     flor show RUN
+    flor replay [NAME ...] [--runs TSTAMP[,TSTAMP...]] [--where EXPR] [--workers N] ...
+    flor resume RUN
+    flor ui [--port N] [--host H] [--no-browser]
+    flor doctor [--repair]
+
+Results go to stdout; progress, timings, warnings and errors go to stderr, so that
+``flor replay ... > out.txt`` holds only results.
+
+Exit statuses (``EXIT_*`` below): 0 done; 1 something failed (a replay worker, a problem that
+``flor doctor`` found and did not repair, a store that cannot be read); 2 a mistake on the command
+line or in a setting; 3 ``flor replay`` refused a run (unversioned, the statement cannot be placed
+safely); 4 ``flor replay`` ended with values that drifted from the recording; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,11 +25,30 @@ import argparse
 import sys
 from datetime import datetime
 
-from .errors import FlorError
+from .errors import FlorError, UsageError
+from .messages import error
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_DRIFT = 4
+EXIT_INTERRUPTED = 130
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"flor {__version__}"
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flor", description="Record, query and replay ML training runs.")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -37,14 +69,54 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="show one run")
     show.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
 
-    for register in _EXTRA_COMMANDS:
-        register(commands)
+    _replay_parser(commands)
+
+    resume = commands.add_parser("resume", help="continue a killed run from its last checkpoint")
+    resume.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
+
+    ui = commands.add_parser(
+        "ui", help="browse, compare and chart runs in a local web page (read-only)",
+        description="Serve a read-only web page of this project's runs on this machine.",
+    )
+    ui.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    ui.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; widen it on purpose)",
+    )
+    ui.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
+
+    doctor = commands.add_parser(
+        "doctor", help="check the database, checkpoints and code versions; --repair fixes what it can",
+        description="Check the project's flor records; with --repair, fix what can be rebuilt "
+        "(damaged files are moved aside, never overwritten).",
+    )
+    doctor.add_argument("--repair", action="store_true", help="repair what can be rebuilt")
     return parser
 
 
-# Commands defined by other modules (replay, resume, ui, doctor) add themselves here.
-_EXTRA_COMMANDS: list = []
-_HANDLERS: dict = {}
+def _replay_parser(commands) -> None:
+    parser = commands.add_parser(
+        "replay", help="recover new flor.log statements for past runs",
+        description="Recover values of flor.log statements added to today's script, for past runs.",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="names to recover (default: every new flor.log)")
+    # One value per --runs (comma-separated, or the option repeated): a list that swallowed
+    # every word after it would take the names too (`--runs A NAME`).
+    parser.add_argument("--runs", action="extend", type=_comma_list, metavar="TSTAMP[,TSTAMP...]",
+                        help="only runs whose tstamp starts with these (repeat --runs or separate with commas)")
+    parser.add_argument("--where", metavar="EXPR",
+                        help="only runs where EXPR holds over args and last logged values, e.g. \"lr < 0.01\"")
+    parser.add_argument("--iterations", metavar="LOOP=SEL", help="outer iterations: epoch=all|last|0,5,9 (default: all)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="parallel worker processes (default 1)")
+    parser.add_argument("--gpus", metavar="IDS", help="comma-separated GPU ids; each worker gets one")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan per run and its estimated time, run nothing")
+    parser.add_argument("--diff", action="store_true", help="with --dry-run: show where each statement is inserted")
+    parser.add_argument("--force", action="store_true", help="replay runs that already hold the values")
+    parser.add_argument("--confirm", action="store_true", help="ask before running")
+    parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
+
+
+# -- output -------------------------------------------------------------------------------------
 
 
 def _print_table(df, args) -> None:
@@ -75,34 +147,32 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+# -- commands -----------------------------------------------------------------------------------
+
+
 def _cmd_dataframe(args) -> int:
     from .query import dataframe
 
     _print_table(dataframe(*args.names), args)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_query(args) -> int:
     from .query import query
 
     _print_table(query(args.sql), args)
-    return 0
-
-
-def _open_for_reading():
-    from .query import _refresh_statuses, project_store
-
-    _refresh_statuses(None)
-    return project_store()
+    return EXIT_OK
 
 
 def _cmd_runs(args) -> int:
-    store = _open_for_reading()
+    from .query import open_for_reading
+
+    store = open_for_reading()
     try:
         runs = store.runs()
         if not runs:
             print("(no runs)")
-            return 0
+            return EXIT_OK
         lines = [("tstamp", "status", "duration", "filename", "commit", "args")]
         for run in runs:
             shown_args = " ".join(f"{k}={v}" for k, v in store.args(run.run_id).items())
@@ -115,11 +185,14 @@ def _cmd_runs(args) -> int:
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(lines[0]) - 1)]
     for row in lines:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1]))
-    return 0
+    return EXIT_OK
 
 
 def _cmd_show(args) -> int:
-    store = _open_for_reading()
+    from .checkpoints import handoff
+    from .query import open_for_reading
+
+    store = open_for_reading()
     try:
         run = store.find_run(args.run)
         started = datetime.fromtimestamp(run.started).isoformat(timespec="seconds")
@@ -142,8 +215,6 @@ def _cmd_show(args) -> int:
         for name, source, count in names:
             tail = f"  last {last[name]!r}" if source == "record" and name in last else ""
             print(f"  {name:<20} {count:>8} {source}{tail}")
-        from .checkpoints import handoff
-
         checkpoints = store.checkpoints(run.run_id)
         writing = handoff.pending(store.path.parent, run.run_id)
         print("checkpoints" + ("" if checkpoints or writing else "  (none)"))
@@ -159,43 +230,73 @@ def _cmd_show(args) -> int:
             print(f"  not written: {failure}")
     finally:
         store.close()
-    return 0
+    return EXIT_OK
 
 
-_HANDLERS.update(dataframe=_cmd_dataframe, query=_cmd_query, runs=_cmd_runs, show=_cmd_show)
+def _cmd_replay(args) -> int:
+    from .replay.session import replay
+
+    if args.kwargs is not None:
+        raise UsageError("replay runs each run with its recorded args; --kwargs overrides are refused")
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    report = replay(
+        *args.names, runs=args.runs, where=args.where, iterations=args.iterations, workers=args.workers,
+        gpus=gpus, dry_run=args.dry_run, diff=args.diff, force=args.force, confirm=args.confirm,
+        out=sys.stdout, progress=sys.stderr,
+    )
+    return {
+        "ok": EXIT_OK, "failed": EXIT_FAILED, "refused": EXIT_REFUSED, "drifted": EXIT_DRIFT,
+    }[report.outcome]
+
+
+def _cmd_resume(args) -> int:
+    from .resume import resume
+
+    return resume(args.run)
+
+
+def _cmd_ui(args) -> int:
+    from .ui import serve_project
+
+    return serve_project(host=args.host, port=args.port, open_browser=not args.no_browser)
+
+
+def _cmd_doctor(args) -> int:
+    from .doctor import check
+
+    report = check(repair=args.repair)
+    for problem in report.problems:
+        print(f"flor doctor: {problem.line()}")
+    for note in report.notes:
+        print(f"flor doctor: {note}")
+    remaining = sum(not p.repaired for p in report.problems)
+    repaired = len(report.problems) - remaining
+    if not report.problems:
+        print("flor doctor: no problems found")
+    elif remaining:
+        print(f"flor doctor: {remaining} problem(s) remain" + (f", {repaired} repaired" if repaired else ""))
+    else:
+        print(f"flor doctor: {repaired} problem(s) repaired")
+    sys.stdout.flush()
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+_HANDLERS = {
+    "dataframe": _cmd_dataframe, "query": _cmd_query, "runs": _cmd_runs, "show": _cmd_show,
+    "replay": _cmd_replay, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``flor`` and ``python -m flor``; returns the exit status."""
-    _load_extra_commands()
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        return _HANDLERS[args.command](args) or 0
+        return _HANDLERS[args.command](args) or EXIT_OK
     except FlorError as exc:
-        print(f"flor: error: {exc}", file=sys.stderr)
-        return 2 if exc.__class__.__name__ in ("UsageError", "ArgumentError", "RunNotFoundError") else 1
+        error(exc)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         print("flor: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return 0
-
-
-def _load_extra_commands() -> None:
-    """Import the modules that add commands (kept lazy so `flor runs` stays fast)."""
-    import importlib
-
-    for module in ("flor.replay.commands", "flor.checkpoints.commands", "flor.doctor", "flor.ui.commands"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module and not module.startswith(str(exc.name)):
-                raise
-
-
-def command(name: str, register, handler) -> None:
-    """Add a subcommand: ``register(subparsers)`` defines it, ``handler(args)`` runs it."""
-    if name not in _HANDLERS:
-        _EXTRA_COMMANDS.append(register)
-        _HANDLERS[name] = handler
+        return EXIT_OK

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
-from .store import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, Store, pid_alive, split_sql
+from .processes import pid_alive
+from .store import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, Store, split_sql
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
 
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).
@@ -678,34 +679,3 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
             store.close()
     _check_temp_files(report, flor_dir, repair)
     return report
-
-
-def _register(commands) -> None:
-    parser = commands.add_parser(
-        "doctor", help="check the database, checkpoints and code versions; --repair fixes what it can",
-        description="Check the project's flor records; with --repair, fix what can be rebuilt (damaged files are moved aside, never overwritten).",
-    )
-    parser.add_argument("--repair", action="store_true", help="repair what can be rebuilt")
-
-
-def _handle(args) -> int:
-    report = check(repair=args.repair)
-    for problem in report.problems:
-        print(f"flor doctor: {problem.line()}")
-    for note in report.notes:
-        print(f"flor doctor: {note}")
-    remaining = sum(not p.repaired for p in report.problems)
-    repaired = len(report.problems) - remaining
-    if not report.problems:
-        print("flor doctor: no problems found")
-    elif remaining:
-        print(f"flor doctor: {remaining} problem(s) remain" + (f", {repaired} repaired" if repaired else ""))
-    else:
-        print(f"flor doctor: {repaired} problem(s) repaired")
-    sys.stdout.flush()
-    return 0 if report.ok else 1
-
-
-from .cli import command  # noqa: E402  (the CLI imports this module lazily)
-
-command("doctor", _register, _handle)

@@ -35,6 +35,12 @@ def project_store(start: Path | None = None, *, readonly: bool = True) -> Store:
     return store
 
 
+def open_for_reading(start: Path | None = None) -> Store:
+    """The project's store, read-only, after marking runs whose process died as killed."""
+    _refresh_statuses(start)
+    return project_store(start)
+
+
 def _refresh_statuses(start: Path | None) -> None:
     """Mark runs whose process died as killed before showing them."""
     try:

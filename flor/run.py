@@ -21,9 +21,11 @@ from collections import deque
 from itertools import islice
 from pathlib import Path
 
-from . import values
+from . import rng, settings, values
 from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
+from .messages import warn
+from .paths import ProjectPaths
 
 # The store (sqlite3) and git helpers are imported when a run begins, so that `import flor`
 # stays fast for scripts and for sessions that only query.
@@ -31,14 +33,6 @@ from .errors import ArgumentError, FlorError, StoreError, UsageError
 FLUSH_INTERVAL_S = 1.0
 _NEVER = object()  # a sentinel no queue holds
 SNAPSHOT_WAIT_S = 30.0
-_warned: set[str] = set()
-
-
-def warn(message: str) -> None:
-    """Print a one-line warning to stderr, once per message."""
-    if message not in _warned:
-        _warned.add(message)
-        print(f"flor: warning: {message}", file=sys.stderr, flush=True)
 
 
 def script_identity() -> tuple[Path, str]:
@@ -54,44 +48,8 @@ def script_identity() -> tuple[Path, str]:
     return Path.cwd(), "interactive"
 
 
-def capture_rng_state() -> bytes:
-    """The random state of python, numpy and torch (those already imported), pickled."""
-    import pickle
-    import random
-
-    state: dict[str, object] = {"python": random.getstate()}
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        state["numpy"] = numpy.random.get_state()
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "get_rng_state"):
-        state["torch"] = torch.get_rng_state().numpy().tobytes()
-    return pickle.dumps(state)
-
-
-def restore_rng_state(blob: bytes | None) -> None:
-    """Set the random state captured by :func:`capture_rng_state`."""
-    if not blob:
-        return
-    import pickle
-    import random
-
-    state = pickle.loads(blob)
-    random.setstate(state["python"])
-    if "numpy" in state:
-        import numpy
-
-        numpy.random.set_state(state["numpy"])
-    if "torch" in state:
-        import torch
-
-        torch.set_rng_state(torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8))
-
-
 class Run:
     """One recording session. The API module holds the current one."""
-
-    source = "record"
 
     def __init__(self, overrides: dict[str, str], argv: list[str]) -> None:
         self.overrides = overrides
@@ -112,11 +70,10 @@ class Run:
         self.scope = None  # the checkpoint manager of the active flor.checkpointing, if any
         self.managers: list = []
         # Resuming a killed run: the checkpoint to start from, and the nested loop it replaces.
-        self.resume: dict | None = _resume_point()
+        self.resume: dict | None = settings.resume_checkpoint()
         self._skip_nested: str | None = None
         self._outer_frame = None
         self._index_offset = 0
-        self.outer_loop_seen = False
         self.t0 = time.perf_counter()
         # Appending to a deque is atomic, so the flush thread can drain while training appends.
         self._log_queue: deque = deque()
@@ -127,7 +84,6 @@ class Run:
         self.push_special = self._special_queue.append
         self.push_ctx = self._ctx_queue.append
         self.push_iteration = self._iteration_queue.append
-        self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -167,14 +123,7 @@ class Run:
         return value
 
     def _store_late_arg(self, name: str, value: object) -> None:
-        stored, vtype = values.encode(value)
-        with self._write_lock:
-            self.store._write(
-                lambda c: c.execute(
-                    "INSERT OR REPLACE INTO args(run_id, name, value, vtype) VALUES (?, ?, ?, ?)",
-                    (self.run_id, name, stored, vtype),
-                )
-            )
+        self.store.set_arg(self.run_id, name, *values.encode(value))
 
     def check_overrides(self) -> None:
         """Refuse --kwargs names that the script never declared (before anything is recorded)."""
@@ -197,6 +146,9 @@ class Run:
         from .vcs import find_root
 
         self.check_overrides()
+        # Settings that shape the recording are read now: a typo stops the script before training.
+        snapshot_max_bytes = settings.snapshot_max_bytes()
+        resumed_from = settings.resumed_from()
         folder, filename = self.identity
         self.root, is_git = find_root(folder)
         try:
@@ -208,7 +160,7 @@ class Run:
         except ValueError:
             cwd = str(Path.cwd().resolve())
         started = time.time()
-        self.store = Store.open(self.root / ".flor" / "flor.db")
+        self.store = Store.open(ProjectPaths(self.root).db)
         self.run_id, self.tstamp = self.store.insert_run(
             tstamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
             projid=self.root.name,
@@ -217,14 +169,14 @@ class Run:
             cwd=cwd,
             started=started,
             args=[(name, *values.encode(value)) for name, value in self.args.items()],
-            rng_state=capture_rng_state(),
-            resumed_from=self.resumed_from(),
+            rng_state=rng.encode(rng.capture()),
+            resumed_from=resumed_from,
         )
         self.begun = True
         self.t0 = time.perf_counter()
         if is_git:
             self._snapshot_thread = threading.Thread(
-                target=self._snapshot, args=(rel_file,), name="flor-snapshot", daemon=True
+                target=self._snapshot, args=(rel_file, snapshot_max_bytes), name="flor-snapshot", daemon=True
             )
             self._snapshot_thread.start()
         else:
@@ -234,16 +186,11 @@ class Run:
         self._flusher.start()
         self._install_exit_hooks()
 
-    def resumed_from(self) -> int | None:
-        """The run this one continues (set by ``flor resume``), or None."""
-        raw = os.environ.get("FLOR_RESUMED_FROM")
-        return int(raw) if raw and raw.isdigit() else None
-
-    def _snapshot(self, rel_file: str) -> None:
+    def _snapshot(self, rel_file: str, max_bytes: int) -> None:
         from .vcs import Repo
 
         try:
-            snap = Repo(self.root).snapshot(self.tstamp, f"flor: run {self.tstamp} of {rel_file}")
+            snap = Repo(self.root).snapshot(self.tstamp, f"flor: run {self.tstamp} of {rel_file}", max_bytes)
         except FlorError as exc:
             warn(f"code version not kept for this run: {exc}")
             self._run_fields["vcs_note"] = f"unversioned: {exc}"
@@ -331,10 +278,6 @@ class Run:
                 break
             self.flush()
 
-    def request_flush(self) -> None:
-        """Ask the flush thread to write now (outer-loop boundaries)."""
-        self._wake.set()
-
     def _drain(self) -> tuple[list, ...]:
         def take(queue: deque) -> list:
             # Built in C (no bytecode per item), bounded to what is there now.
@@ -345,7 +288,8 @@ class Run:
 
     def flush(self, final: bool = False) -> None:
         """Write what was logged since the last flush; keep it in memory if the write fails."""
-        with self._write_lock:
+        # The store's lock: the checkpoint writer's thread shares the connection.
+        with self.store.lock:
             batch = self._drain()
             fields = dict(self._run_fields)
             try:
@@ -390,7 +334,7 @@ class Run:
         from .checkpoints.restore import restore_into
 
         # Runs at the first next(): the caller's frame is the user's for statement.
-        restore_into(self.root / ".flor", location, self.scope.objects, sys._getframe(1), self._outer_frame)
+        restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, sys._getframe(1), self._outer_frame)
         return
         yield
 
@@ -405,7 +349,7 @@ class Run:
             next(iterator, None)
         self._outer_frame = sys._getframe(1)
         if point == "end":
-            restore_into(self.root / ".flor", location, self.scope.objects, None, self._outer_frame)
+            restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, None, self._outer_frame)
         else:
             self._skip_nested = location
         offset = skip
@@ -463,20 +407,6 @@ class Run:
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()
-
-
-def _resume_point() -> dict | None:
-    """The checkpoint that ``flor resume`` asked this process to continue from."""
-    raw = os.environ.get("FLOR_RESUME_CHECKPOINT")
-    if not raw:
-        return None
-    import json
-
-    try:
-        point = json.loads(raw)
-        return {"iteration": int(point["iteration"]), "point": str(point["point"]), "location": str(point["location"])}
-    except (ValueError, KeyError, TypeError):
-        raise UsageError("FLOR_RESUME_CHECKPOINT is malformed; start the run with `flor resume RUN`") from None
 
 
 def _length(iterable) -> int | None:

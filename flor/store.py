@@ -34,6 +34,7 @@ import os
 import random
 import socket
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,10 @@ from typing import Iterable, Sequence
 
 from . import blocks
 from .errors import RunNotFoundError, StoreError
+from .processes import process_gone
 
 SCHEMA_VERSION = 2  # 2: log_blocks and log_names (see blocks.py)
 BUSY_TIMEOUT_S = 60.0
-STALE_HEARTBEAT_S = 300.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -255,6 +256,9 @@ class Store:
         self.path = path
         self.connection = connection
         self.readonly = readonly
+        # The threads of one run (the log flusher, the checkpoint writer) share this connection:
+        # one write transaction at a time. Held across a fork so no thread is inside SQLite then.
+        self.lock = threading.RLock()
 
     # -- opening --------------------------------------------------------------------------
 
@@ -361,7 +365,8 @@ class Store:
             return result
 
         try:
-            return self._retry(attempt)
+            with self.lock:
+                return self._retry(attempt)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to the flor database {self.path}: {exc}") from exc
         except UnicodeEncodeError as exc:
@@ -426,6 +431,15 @@ class Store:
         self._write(
             lambda c: c.execute(
                 f"UPDATE runs SET {assignments} WHERE run_id = ?", (*fields.values(), run_id)
+            )
+        )
+
+    def set_arg(self, run_id: int, name: str, stored: object, vtype: str) -> None:
+        """Record (or replace) one encoded arg of a run (an arg declared after the run began)."""
+        self._write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO args(run_id, name, value, vtype) VALUES (?, ?, ?, ?)",
+                (run_id, name, stored, vtype),
             )
         )
 
@@ -516,15 +530,9 @@ class Store:
 
     def reap_killed(self) -> int:
         """Mark as ``killed`` the running runs whose process is gone; return how many."""
-        host = socket.gethostname()
         now = time.time()
         rows = self._read("SELECT run_id, pid, host, heartbeat FROM runs WHERE status = 'running'")
-        dead = []
-        for run_id, pid, run_host, heartbeat in rows:
-            if run_host == host and pid is not None and not pid_alive(pid):
-                dead.append(run_id)
-            elif heartbeat is not None and now - heartbeat > STALE_HEARTBEAT_S:
-                dead.append(run_id)
+        dead = [run_id for run_id, pid, host, heartbeat in rows if process_gone(pid, host, heartbeat, now)]
         if dead and not self.readonly:
             self._write(
                 lambda c: c.executemany(
@@ -766,21 +774,3 @@ def _tstamp_candidates(tstamp: str, started: float) -> list[str]:
     return [tstamp, f"{tstamp}.{fraction[:3]}", f"{tstamp}.{fraction}"] + [
         f"{tstamp}.{fraction}-{n}" for n in range(1, 1000)
     ]
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this machine is still running (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    # A zombie (finished but not reaped by its parent) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True

@@ -20,9 +20,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import settings
 from .errors import VersionControlError
 
-DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 _NICE = shutil.which("nice")
 REF_PREFIX = "refs/flor/runs/"
 _IDENTITY = {
@@ -44,15 +44,6 @@ def find_root(start: Path) -> tuple[Path, bool]:
         if (folder / ".flor").is_dir():
             return folder, False
     return start, False
-
-
-def max_file_bytes() -> int:
-    """The size cap for untracked files in a snapshot (``FLOR_SNAPSHOT_MAX_BYTES``)."""
-    raw = os.environ.get("FLOR_SNAPSHOT_MAX_BYTES")
-    try:
-        return int(raw) if raw else DEFAULT_MAX_FILE_BYTES
-    except ValueError:
-        return DEFAULT_MAX_FILE_BYTES
 
 
 def ref_for(tstamp: str) -> str:
@@ -132,7 +123,7 @@ class Repo:
 
     def snapshot(self, tstamp: str, message: str, max_bytes: int | None = None) -> Snapshot:
         """Commit the working tree under the run's hidden ref without touching anything else."""
-        max_bytes = max_file_bytes() if max_bytes is None else max_bytes
+        max_bytes = settings.snapshot_max_bytes() if max_bytes is None else max_bytes
         git_dir = self.git_dir()
         self.exclude_flor_dir()
         untracked = [

@@ -14,7 +14,8 @@ import torch
 
 from flor.checkpoints.policy import Policy
 from flor.checkpoints.restore import read_manifest
-from flor.checkpoints.snapshot import Snapshotter, object_state, rng_state, set_rng_state
+from flor import rng
+from flor.checkpoints.snapshot import Snapshotter, object_state
 from flor.checkpoints.writer import Job, Writer
 from flor.errors import UsageError
 from tests.conftest import TUTORIAL, clean_env
@@ -41,7 +42,7 @@ def test_policy_fixed_period_and_bad_env(monkeypatch):
 def _write_and_read(tmp_path, state):
     done = []
     writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None)
-    snap = Snapshotter().take({"objects": state, "rng": rng_state(), "variables": {}})
+    snap = Snapshotter().take({"objects": state, "rng": rng.capture(), "variables": {}})
     writer.submit(Job(1, "t", 0, "nested", snap, {}))
     assert writer.close(30)
     (written,) = done
@@ -88,15 +89,6 @@ def test_unchanged_tensors_are_stored_once(tmp_path):
     assert len(os.listdir(tmp_path / ".flor" / "objects")) == 4
 
 
-def test_rng_round_trip():
-    import random
-
-    state = rng_state()
-    expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    set_rng_state(state)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
-
-
 def _rows(db, sql):
     with sqlite3.connect(db) as connection:
         return connection.execute(sql).fetchall()
@@ -109,9 +101,9 @@ def test_restoring_epoch_k_and_training_on_gives_the_same_losses(project):
     assert [r[0] for r in _rows(project.db, "SELECT iteration FROM checkpoints ORDER BY iteration")] == [0, 1, 2, 3]
     project.write("continue.py", TUTORIAL.read_text().split("with flor.checkpointing")[0] + """
 import json
-from flor.checkpoints.snapshot import set_rng_state
+from flor.rng import restore
 ckpt = flor.load_checkpoint(flor.query("SELECT tstamp FROM runs").tstamp[0], 1, model=net, optimizer=optimizer)
-set_rng_state(ckpt.rng)
+restore(ckpt.rng)
 losses = []
 for epoch in range(2, 4):
     for step, (inputs, targets) in enumerate(train_loader):

@@ -1,10 +1,7 @@
-"""Checkpoints: what flor.checkpointing registers, and when its state is taken.
+"""Checkpoints of the objects that ``flor.checkpointing`` registers.
 
-policy (when), snapshot (copy state), writer (persist in background), store (read/restore).
+hooks (what the loops report), policy (when), snapshot (copy state into host memory), variables
+(plain variables a skipped loop assigns), writer (persist in the background), handoff (the last
+big checkpoint, from a forked process), manager (a recording run's checkpoints), restore (read
+back, without pickle for tensors).
 """
-
-from __future__ import annotations
-
-from .scope import Checkpointing
-
-__all__ = ["Checkpointing"]

@@ -27,30 +27,27 @@ import time
 import warnings
 from pathlib import Path
 
-from ..errors import CheckpointError, UsageError
-from .policy import int_setting
-from .writer import Job, manifest_path, persist
+from .. import settings
+from ..errors import CheckpointError
+from ..paths import ProjectPaths
+from ..processes import pid_alive
+from .writer import Job, persist
 
-DEFAULT_MIN_BYTES = 64 << 20
 MARKER, FAILED = ".writing", ".failed"
-_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
 
 
 def min_bytes() -> int | None:
     """The smallest state handed off, or None when handoff is off or unavailable here."""
-    switch = os.environ.get("FLOR_CKPT_HANDOFF", "1").strip().lower()
-    if switch not in _ON + _OFF:
-        raise UsageError(f"FLOR_CKPT_HANDOFF={switch!r}: expected 1 (on, the default) or 0 (off)")
-    if switch in _OFF:
+    if not settings.ckpt_handoff():
         return None
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
-    return int_setting("FLOR_CKPT_HANDOFF_BYTES", DEFAULT_MIN_BYTES, 0, "a number of bytes such as 67108864")
+    return settings.ckpt_handoff_bytes()
 
 
 def marker_path(root: Path, run_id: int, iteration: int, point: str) -> Path:
     """Where the pid of the process writing this checkpoint is kept while it writes."""
-    manifest = manifest_path(root, run_id, iteration, point)
+    manifest = ProjectPaths(root).manifest(run_id, iteration, point)
     return manifest.with_name(manifest.stem + MARKER)
 
 
@@ -95,7 +92,7 @@ def _child(root: Path, db_path: Path, job: Job, snapshot_s: float, marker: Path,
         marker.write_text(str(os.getpid()))
         os.write(ready_w, b"1")
         os.close(ready_w)
-        hold = os.environ.get("FLOR_CKPT_HANDOFF_HOLD")  # for tests: write once this file exists
+        hold = settings.handoff_hold()  # for tests: write once this file exists
         if hold:
             deadline = time.monotonic() + 120
             while not os.path.exists(hold) and time.monotonic() < deadline:
@@ -155,10 +152,8 @@ def _fail(marker: Path, message: str) -> None:
 
 def pending(flor_dir: Path, run_id: int) -> list[tuple[Path, int]]:
     """Markers of checkpoints of ``run_id`` being written, with their writers' pids."""
-    from ..store import pid_alive
-
     found = []
-    for marker in sorted((Path(flor_dir) / "checkpoints" / str(run_id)).glob(f"*{MARKER}")):
+    for marker in sorted(ProjectPaths.of_flor_dir(flor_dir).run_checkpoints(run_id).glob(f"*{MARKER}")):
         try:
             pid = int(marker.read_text().strip() or 0)
         except (OSError, ValueError):
@@ -194,7 +189,7 @@ def await_writers(flor_dir: Path, run_id: int, timeout: float = 600.0, say=None)
 def failures(flor_dir: Path, run_id: int) -> list[str]:
     """What handed-off writers of ``run_id`` reported when they failed."""
     messages = []
-    for path in sorted((Path(flor_dir) / "checkpoints" / str(run_id)).glob(f"*{FAILED}")):
+    for path in sorted(ProjectPaths.of_flor_dir(flor_dir).run_checkpoints(run_id).glob(f"*{FAILED}")):
         try:
             messages.append(f"{path.name.removesuffix(FAILED)}: {path.read_text().strip()}")
         except OSError:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 
+from .. import rng
 from ..errors import FlorError
+from ..messages import warn
 from . import handoff
+from .hooks import Hooks
 from .policy import Policy
-from .scope import Hooks
-from .snapshot import Snapshotter, object_state, rng_state, state_size
+from .snapshot import Snapshotter, object_state, state_size
 from .variables import capture, loop_names
 from .writer import Job, Writer, Written
 
@@ -33,7 +35,6 @@ class RecordManager(Hooks):
         self.total: int | None = None
         self.index: int | None = None
         self.iteration_started = 0.0
-        self.checkpointed_this_iteration = False
         self.nested_seen = False
         self.last_checkpointed: int | None = None
         self.skipped = 0
@@ -58,7 +59,6 @@ class RecordManager(Hooks):
         self.index = index
         self.iteration_started = time.perf_counter()
         self.nested_seen = False
-        self.checkpointed_this_iteration = False
 
     def nested_loop_ended(self, run, frame):
         if not self.active or self.nested_seen or self.index is None:
@@ -88,7 +88,7 @@ class RecordManager(Hooks):
     def finish(self, run):
         if self.writer is not None:
             if not self.writer.close(FINISH_TIMEOUT_S):
-                run_warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
+                warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
 
     # -- taking checkpoints -----------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class RecordManager(Hooks):
         if force and self._hand_off(point, state, variables, extra):
             return
         try:
-            snapshot = self.snapshotter.take({"objects": state, "rng": rng_state(), "variables": variables})
+            snapshot = self.snapshotter.take({"objects": state, "rng": rng.capture(), "variables": variables})
         except FlorError as exc:
             self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
             return
@@ -137,7 +137,6 @@ class RecordManager(Hooks):
             self.writer.close(FINISH_TIMEOUT_S)
             self.writer.submit(job)
         self.last_checkpointed = self.index
-        self.checkpointed_this_iteration = True
 
     def _hand_off(self, point: str, state: dict, variables: dict, extra: dict) -> bool:
         """Write the last checkpoint of a big state from a forked process (see handoff.py);
@@ -145,10 +144,10 @@ class RecordManager(Hooks):
         threshold = self.handoff_bytes
         if threshold is None or self.run.store is None or state_size(self.objects) < threshold:
             return False
-        # Holding the write lock keeps the flush thread out of SQLite while the process forks.
-        with self.run._write_lock:
+        # Holding the store's lock keeps the flush thread out of SQLite while the process forks.
+        with self.run.store.lock:
             try:
-                snapshot = self.snapshotter.take({"objects": state, "rng": rng_state(), "variables": variables},
+                snapshot = self.snapshotter.take({"objects": state, "rng": rng.capture(), "variables": variables},
                                                  copy=False)
             except FlorError as exc:
                 self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
@@ -160,7 +159,6 @@ class RecordManager(Hooks):
                 self._report(f"checkpoint of iteration {self.index} is written before exit ({exc})")
                 return False
         self.last_checkpointed = self.index
-        self.checkpointed_this_iteration = True
         return True
 
     def _written(self, done: Written) -> None:
@@ -168,11 +166,10 @@ class RecordManager(Hooks):
         self.policy.observe_checkpoint(done.job.snapshot.seconds, done.cpu_seconds)
         job = done.job
         try:
-            with self.run._write_lock:
-                self.run.store.add_checkpoint(
-                    job.run_id, job.iteration, job.point, done.location, done.nbytes, done.written,
-                    job.snapshot.seconds, done.seconds,
-                )
+            self.run.store.add_checkpoint(
+                job.run_id, job.iteration, job.point, done.location, done.nbytes, done.written,
+                job.snapshot.seconds, done.seconds,
+            )
         except FlorError as exc:
             self._report(f"checkpoint of iteration {job.iteration} written but not listed: {exc}")
 
@@ -181,11 +178,4 @@ class RecordManager(Hooks):
 
     def _report(self, message: str) -> None:
         self.failures.append(message)
-        run_warn(message)
-
-
-def run_warn(message: str) -> None:
-    """One-line warning on stderr (imported late to keep the module graph one way)."""
-    from ..run import warn
-
-    warn(message)
+        warn(message)

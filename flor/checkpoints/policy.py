@@ -17,46 +17,17 @@ from __future__ import annotations
 import math
 import os
 
-from ..errors import UsageError
+from .. import settings
 
-DEFAULT_BUDGET = 0.01
 COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is measured
-
-
-def _from_env() -> tuple[float, int | None]:
-    raw_budget = os.environ.get("FLOR_CKPT_BUDGET")
-    try:
-        budget = float(raw_budget) if raw_budget else DEFAULT_BUDGET
-    except ValueError:
-        raise UsageError(f"FLOR_CKPT_BUDGET={raw_budget!r}: expected a fraction such as 0.01") from None
-    if not 0 < budget <= 1:
-        raise UsageError(f"FLOR_CKPT_BUDGET={raw_budget!r}: expected a fraction in (0, 1], such as 0.01")
-    period = int_setting("FLOR_CKPT_PERIOD", None, 1, "a whole number of iterations")
-    return budget, period
-
-
-def int_setting(name: str, default: int | None, minimum: int, expected: str) -> int | None:
-    """The whole number in the environment variable ``name`` (``default`` when unset or empty),
-    refused with a one-line :class:`UsageError` unless it is a number of at least ``minimum``."""
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r}: expected {expected}") from None
-    if value < minimum:
-        raise UsageError(f"{name}={raw!r}: expected {minimum} or more")
-    return value
 
 
 class Policy:
     """Adaptive checkpoint period from measured costs."""
 
     def __init__(self, budget: float | None = None, fixed_period: int | None = None, cores: int | None = None) -> None:
-        env_budget, env_period = _from_env()
-        self.budget = env_budget if budget is None else budget
-        self.fixed_period = env_period if fixed_period is None else fixed_period
+        self.budget = settings.ckpt_budget() if budget is None else budget
+        self.fixed_period = settings.ckpt_period() if fixed_period is None else fixed_period
         self.cores = max(1, cores or os.cpu_count() or 1)
         self.iteration_s: float | None = None
         self.snapshot_s: float | None = None

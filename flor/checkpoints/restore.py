@@ -18,9 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..rng import restore as restore_random_state
 from ..errors import CheckpointError, UsageError
-from .snapshot import ARRAY, DICT, PICKLE, TUPLE, set_rng_state
-from .writer import objects_dir
+from ..paths import ProjectPaths
+from .snapshot import ARRAY, DICT, PICKLE, TUPLE
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Checkpoint:
         for name, obj in targets.items():
             restore_object(obj, self.states.get(name), name)
         if rng:
-            set_rng_state(self.rng)
+            restore_random_state(self.rng)
 
 
 def restore_object(obj, stored, name: str) -> None:
@@ -151,14 +152,15 @@ def _array(meta: dict, digest: str, objects: Path, cache: dict):
 
 def read_manifest(flor_dir: Path, location: str, trusted: bool = True, with_variables: bool = True) -> Checkpoint:
     """Read one checkpoint from its manifest location (relative to ``.flor``)."""
-    path = Path(flor_dir) / location
+    paths = ProjectPaths.of_flor_dir(flor_dir)
+    path = paths.at(location)
     try:
         manifest = json.loads(path.read_text())
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror}); run `flor doctor`") from exc
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); run `flor doctor`") from exc
-    objects = objects_dir(Path(flor_dir).parent)
+    objects = paths.objects
     blobs = manifest["blobs"]
     cache: dict = {}
     states = _rebuild(manifest["objects"], blobs, objects, trusted, cache)
@@ -179,7 +181,7 @@ def restore_into(flor_dir: Path, location: str, objects: dict[str, object], fram
     checkpoint = read_manifest(flor_dir, location)
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
-    set_rng_state(checkpoint.rng)
+    restore_random_state(checkpoint.rng)
     kept = checkpoint.variables or {}
     if outer_frame is not None and kept.get("outer"):
         restore_variables(outer_frame, kept["outer"])

@@ -13,7 +13,6 @@ faster than allocating fresh pages.
 from __future__ import annotations
 
 import pickle
-import random
 import sys
 from dataclasses import dataclass, field
 
@@ -190,38 +189,3 @@ def state_size(objects: dict[str, object]) -> int:
     for obj in objects.values():
         walk(object_state(obj))
     return total
-
-
-def rng_state() -> dict:
-    """Random state of python, numpy, torch CPU and CUDA, as a tree of plain values and arrays."""
-    state: dict = {"python": random.getstate()}
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        kind, keys, pos, has_gauss, gauss = numpy.random.get_state()
-        state["numpy"] = {"kind": kind, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    torch = _torch()
-    if torch is not None and hasattr(torch, "get_rng_state"):
-        state["torch"] = torch.get_rng_state()
-        cuda = getattr(torch, "cuda", None)
-        if cuda is not None and cuda.is_available() and cuda.is_initialized():
-            state["cuda"] = list(cuda.get_rng_state_all())
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` captured."""
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        import numpy
-
-        s = state["numpy"]
-        numpy.random.set_state((s["kind"], numpy.asarray(s["keys"], dtype=numpy.uint32), s["pos"], s["has_gauss"], s["gauss"]))
-    if "torch" in state:
-        import torch
-
-        torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
-        if "cuda" in state and torch.cuda.is_available():
-            states = [torch.as_tensor(s, dtype=torch.uint8).cpu() for s in state["cuda"]]
-            torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])

@@ -22,20 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import ProjectPaths
 from .snapshot import Snapshot
 
 MAX_IN_FLIGHT = 2
 FORMAT = 1
-
-
-def objects_dir(root: Path) -> Path:
-    """Where content-addressed arrays live."""
-    return Path(root) / ".flor" / "objects"
-
-
-def manifest_path(root: Path, run_id: int, iteration: int, point: str) -> Path:
-    """Where the manifest of one checkpoint lives."""
-    return Path(root) / ".flor" / "checkpoints" / str(run_id) / f"{iteration:08d}-{point}.json"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -155,7 +146,8 @@ class Writer:
 def persist(root: Path, job: Job, known: set[str]) -> tuple[str, int]:
     """Write ``job`` durably: its arrays by content, then its manifest. Returns the manifest's
     location (relative to ``.flor``) and the bytes written; ``known`` holds digests already stored."""
-    objects = objects_dir(root)
+    paths = ProjectPaths(root)
+    objects = paths.objects
     objects.mkdir(parents=True, exist_ok=True)
     blobs, written = [], 0
     for buffer in job.snapshot.buffers:
@@ -183,9 +175,9 @@ def persist(root: Path, job: Job, known: set[str]) -> tuple[str, int]:
         **job.snapshot.skeleton,
         **job.extra,
     }
-    path = manifest_path(root, job.run_id, job.iteration, job.point)
+    path = paths.manifest(job.run_id, job.iteration, job.point)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(manifest, separators=(",", ":")).encode()
     write_durably(path, text)
     _fsync_dir(path.parent)
-    return str(path.relative_to(Path(root) / ".flor")), written + len(text)
+    return paths.location(path), written + len(text)

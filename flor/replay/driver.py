@@ -18,11 +18,11 @@ import threading
 from itertools import islice
 from pathlib import Path
 
-from .. import values
+from .. import rng, values
+from ..checkpoints.hooks import Hooks
 from ..checkpoints.restore import restore_into
-from ..checkpoints.scope import Hooks
 from ..errors import CheckpointError, UsageError
-from ..run import Run, restore_rng_state
+from ..run import Run
 from ..store import Store
 from .plan import Segment
 
@@ -46,8 +46,6 @@ class ReplayManager(Hooks):
 
 class ReplayRun(Run):
     """A run being replayed in a worker process; see the module docstring."""
-
-    source = "replay"
 
     def __init__(self, spec: dict) -> None:
         super().__init__({}, list(spec.get("argv", [])))
@@ -101,7 +99,7 @@ class ReplayRun(Run):
     def _ensure_rng(self) -> None:
         if not self._rng_restored:
             self._rng_restored = True
-            restore_rng_state(self.store.rng_state(self.run_id))
+            rng.restore(rng.decode(self.store.rng_state(self.run_id)))
 
     def arg(self, name: str, default: object = None) -> object:
         """The recorded value of the arg (overrides are refused in replay)."""

@@ -1,11 +1,14 @@
-"""Progress of a replay: a bar per run and one overall, with elapsed and estimated time.
+"""Progress of a replay: a bar per running run and one overall, with elapsed and estimated time.
 
-On a terminal the bars are redrawn in place; otherwise a line is printed when a run advances by
-a quarter, so logs stay short.
+It is drawn on stderr, apart from the results. On a terminal the bars are redrawn in place; only
+the runs being replayed get a bar (at most as many as the terminal has rows for), and the overall
+line counts the others, so that a replay of many runs never draws more lines than fit. Otherwise
+a line is printed when a run advances by a quarter, so logs stay short.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 
 WIDTH = 24
@@ -60,11 +63,22 @@ class Progress:
         done = sum(self._done(r) for r in self.totals)
         total = sum(self.totals.values()) or 1
         eta = elapsed / done * (total - done) if done else 0.0
-        lines = [f"  {run}  {_bar(self._done(run), t)} {self._done(run)}/{t}" for run, t in self.totals.items()]
-        lines.append(f"  overall {_bar(done, total)} {done}/{total}  elapsed {_clock(elapsed)}  left ~{_clock(eta)}")
+        started = {self.owners[key] for key in self.by_task}
+        finished = [r for r, t in self.totals.items() if self._done(r) >= t]
+        running = [r for r in self.totals if r in started and r not in finished]
+        room = max(1, shutil.get_terminal_size((80, 24)).lines - 2)
+        shown = running[:room]
+        lines = [f"  {run}  {_bar(self._done(run), self.totals[run])} {self._done(run)}/{self.totals[run]}" for run in shown]
+        waiting = len(self.totals) - len(finished) - len(running)
+        counts = f"runs: {len(finished)} done, {len(running)} running, {waiting} waiting"
+        if len(running) > len(shown):
+            counts += f" ({len(running) - len(shown)} not shown)"
+        lines.append(f"  overall {_bar(done, total)} {done}/{total}  {counts}  elapsed {_clock(elapsed)}  left ~{_clock(eta)}")
         if self.drawn:
             self.out.write(f"\x1b[{self.drawn}F")
         self.out.write("\n".join(line + "\x1b[K" for line in lines) + "\n")
+        if len(lines) < self.drawn:  # a run finished: clear what its bar left below
+            self.out.write("\x1b[J")
         self.out.flush()
         self.drawn = len(lines)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..checkpoints.handoff import await_writers
 from ..errors import FlorError, UsageError
+from ..messages import say
 from ..store import RunRow, Store
 from ..vcs import Repo
 from .analysis import AFTER, Layout, strategy_for
@@ -61,9 +62,22 @@ class ReplayReport:
     seconds: float = 0.0
 
     @property
+    def outcome(self) -> str:
+        """'failed' when a run failed, else 'refused' when one was refused, else 'drifted' when
+        replayed values drifted from the recording, else 'ok' (the CLI's exit status follows)."""
+        statuses = {r.status for r in self.runs}
+        if "failed" in statuses:
+            return "failed"
+        if "refused" in statuses:
+            return "refused"
+        if any(r.status == "done" and r.drifted for r in self.runs):
+            return "drifted"
+        return "ok"
+
+    @property
     def ok(self) -> bool:
-        """True when nothing failed and no run had to be refused."""
-        return all(r.status in ("done", "skipped", "planned") for r in self.runs)
+        """True when nothing failed, was refused or drifted."""
+        return self.outcome == "ok"
 
 
 def parse_iterations(spec: str | None, outer_name: str | None, total: int) -> list[int] | None:
@@ -174,7 +188,7 @@ def preload_modules(script: Path, root: Path) -> list[str]:
 
 def _checkpoint_map(store: Store, run_id: int) -> dict[int, dict[str, str]]:
     # A run's last checkpoint may still be written by a handed-off process: plan with it.
-    await_writers(store.path.parent, run_id, say=lambda message: print(message, file=sys.stderr, flush=True))
+    await_writers(store.path.parent, run_id, say=say)
     found: dict[int, dict[str, str]] = {}
     for row in store.checkpoints(run_id):
         found.setdefault(row.iteration, {})[row.point] = row.location
@@ -196,7 +210,7 @@ class Session:
     """One `flor replay` invocation."""
 
     def __init__(self, names, *, runs=None, where=None, iterations=None, workers=1, gpus=None,
-                 force=False, start: Path | None = None, out=None) -> None:
+                 force=False, start: Path | None = None, out=None, progress=None) -> None:
         from ..query import project_store
 
         self.names = list(names or [])
@@ -212,6 +226,7 @@ class Session:
             parse_iterations(iterations, None, 0)  # the form is checked now, the loop name per run
         self.iterations = iterations
         self.out = out or sys.stdout
+        self.progress = progress or sys.stderr
         self.store = project_store(start, readonly=False)
         self.store.reap_killed()
         self.root = self.store.path.parent.parent
@@ -374,7 +389,7 @@ class Session:
                                 len(segment.actions) or 1, segment.seconds, folder / f"{index}.log")
                     tasks.append(task)
                     owner[key] = item
-            progress = Progress(self.out, {p.run.tstamp: sum(len(s.actions) or 1 for s in p.segments) for p in todo},
+            progress = Progress(self.progress, {p.run.tstamp: sum(len(s.actions) or 1 for s in p.segments) for p in todo},
                                 {t.key: owner[t.key].run.tstamp for t in tasks})
             if self.executor is None:
                 self.executor = LocalProcessExecutor(self.workers, self.gpus)
@@ -440,14 +455,17 @@ def describe_outcome(item: RunReplay) -> str:
 
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
            dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
-           out=None) -> ReplayReport:
+           out=None, progress=None) -> ReplayReport:
     """Recover ``names`` (default: every new flor.log of today's script) for past runs.
+
+    Results (plans, outcomes) are written to ``out`` (default stdout); progress bars and timings
+    to ``progress`` (default stderr).
 
     >>> flor.replay("weight_norm", workers=2)           # doctest: +SKIP
     """
     out = out or sys.stdout
     session = Session(names, runs=runs, where=where, iterations=iterations, workers=workers, gpus=gpus,
-                      force=force, out=out)
+                      force=force, out=out, progress=progress)
     try:
         if not dry_run and not confirm:
             session.warm_up()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -29,11 +28,10 @@ from typing import Sequence
 
 from .. import values
 from ..errors import RunNotFoundError, StoreError, UsageError
-from ..store import pid_alive
+from ..processes import process_gone
 
 BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
-STALE_HEARTBEAT_S = 300.0
 _SCAN_SLICE = 20_000  # rowids per query of the first pass over the logs
 
 
@@ -128,11 +126,7 @@ class _Run:
         """'killed' for a running run whose process is gone; the store is not changed."""
         if self.status != "running":
             return self.status
-        if self.host == socket.gethostname() and self.pid is not None and not pid_alive(self.pid):
-            return "killed"
-        if self.heartbeat is not None and now - self.heartbeat > STALE_HEARTBEAT_S:
-            return "killed"
-        return "running"
+        return "killed" if process_gone(self.pid, self.host, self.heartbeat, now) else "running"
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""Where a project's records live: one ``.flor/`` folder at the root of its git work tree.
+
+::
+
+    .flor/flor.db                                   the SQLite store
+    .flor/objects/<sha256>                          checkpoint arrays, stored once by content
+    .flor/checkpoints/<run_id>/<iteration>-<point>.json   checkpoint manifests
+
+Only this module builds these paths; everything else asks it. A checkpoint's *location*, as the
+store lists it, is its manifest's path relative to ``.flor/``.
+
+>>> paths = ProjectPaths(Path("/work/proj"))
+>>> paths.db
+PosixPath('/work/proj/.flor/flor.db')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FLOR_DIR = ".flor"
+DB_NAME = "flor.db"
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """The paths of one project's records, from its root."""
+
+    root: Path
+
+    @classmethod
+    def of_flor_dir(cls, flor_dir: Path) -> "ProjectPaths":
+        """The paths of the project whose ``.flor/`` folder is ``flor_dir``."""
+        return cls(Path(flor_dir).parent)
+
+    @classmethod
+    def of_db(cls, db: Path) -> "ProjectPaths":
+        """The paths of the project whose database is ``db``."""
+        return cls(Path(db).parent.parent)
+
+    @property
+    def flor_dir(self) -> Path:
+        """``.flor/``: everything flor keeps for the project."""
+        return Path(self.root) / FLOR_DIR
+
+    @property
+    def db(self) -> Path:
+        """The SQLite store."""
+        return self.flor_dir / DB_NAME
+
+    @property
+    def objects(self) -> Path:
+        """Content-addressed checkpoint arrays."""
+        return self.flor_dir / "objects"
+
+    def run_checkpoints(self, run_id: int) -> Path:
+        """The folder of one run's checkpoint manifests."""
+        return self.flor_dir / "checkpoints" / str(run_id)
+
+    @property
+    def all_checkpoints(self) -> Path:
+        """The folder of every run's checkpoint manifests."""
+        return self.flor_dir / "checkpoints"
+
+    def manifest(self, run_id: int, iteration: int, point: str) -> Path:
+        """The manifest of one checkpoint."""
+        return self.run_checkpoints(run_id) / f"{iteration:08d}-{point}.json"
+
+    def location(self, manifest: Path) -> str:
+        """A manifest's location as the store lists it (relative to ``.flor/``)."""
+        return str(Path(manifest).relative_to(self.flor_dir))
+
+    def at(self, location: str) -> Path:
+        """The manifest at a location the store lists."""
+        return self.flor_dir / location

@@ -1,0 +1,63 @@
+"""Resuming a killed (or failed) run from its last durable checkpoint, as a new run.
+
+The run's script is started again from the working tree with the run's command line, in the
+run's working directory; it restores the checkpoint at the outer loop and records a new run that
+names the first as the one it continues (``resumed_from``). The script must be the version the run
+recorded: flor refuses when it changed, since the checkpoint belongs to that code.
+
+>>> resume("2026-11-26T15:04")          # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .checkpoints.handoff import await_writers
+from .errors import UsageError
+from .messages import say
+from .paths import ProjectPaths
+from .query import project_store
+from .vcs import Repo
+
+
+def resume(run: str, *, start: Path | None = None) -> int:
+    """Continue run ``run`` (a tstamp prefix) from its last checkpoint; returns the script's exit status.
+
+    >>> resume("2026-11-26T15:04")      # doctest: +SKIP
+    """
+    store = project_store(start, readonly=False)
+    try:
+        store.reap_killed()
+        row = store.find_run(run)
+        await_writers(store.path.parent, row.run_id, say=say)
+        checkpoints = store.checkpoints(row.run_id)
+    finally:
+        store.close()
+    root = ProjectPaths.of_db(store.path).root
+    if row.status == "running":
+        raise UsageError(f"run {row.tstamp} is still running")
+    if not checkpoints:
+        raise UsageError(f"run {row.tstamp} has no checkpoint to resume from")
+    last = max(checkpoints, key=lambda c: (c.iteration, c.point == "end"))
+    script = root / row.filename
+    if row.code_commit:
+        recorded = Repo(root).read_file(row.code_commit, row.filename)
+        if not script.is_file() or script.read_text() != recorded:
+            raise UsageError(
+                f"{row.filename} changed since run {row.tstamp}; restore its version first "
+                f"(git show {row.code_commit[:10]}:{row.filename} > {row.filename})"
+            )
+    env = dict(os.environ)
+    env["FLOR_RESUMED_FROM"] = str(row.run_id)
+    env["FLOR_RESUME_CHECKPOINT"] = json.dumps(
+        {"iteration": last.iteration, "point": last.point, "location": last.location}
+    )
+    cwd = root / row.cwd if not os.path.isabs(row.cwd) else root
+    say(f"resuming {row.tstamp} from iteration {last.iteration} ({last.point})")
+    argv = list(row.argv) or [row.filename]
+    return subprocess.run([sys.executable, str(script), *argv[1:]], cwd=cwd, env=env).returncode

@@ -1,0 +1,133 @@
+"""Random state: one capture and one restore for python, numpy, torch CPU and CUDA.
+
+The same state is kept in two places: with every checkpoint (a tree whose arrays the checkpoint
+writer stores by content) and with the run itself, taken where recording begins (bytes in
+``runs.rng_state``, which replay restores at the same point). :func:`encode` turns a state into
+JSON bytes — data, never pickle, so reading someone else's database cannot run code. Databases
+written before that kept a pickle; :func:`decode` still reads those with an unpickler that accepts
+only the plain types and numpy arrays such a state holds.
+
+>>> state = capture()
+>>> restore(decode(encode(state)))
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import random
+import sys
+
+_BYTES = "$bytes"
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def capture() -> dict:
+    """The random state of python, numpy and torch (those already imported), CUDA included."""
+    state: dict = {"python": random.getstate()}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        kind, keys, pos, has_gauss, gauss = numpy.random.get_state()
+        state["numpy"] = {"kind": kind, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    torch = _torch()
+    if torch is not None and hasattr(torch, "get_rng_state"):
+        state["torch"] = torch.get_rng_state()
+        cuda = getattr(torch, "cuda", None)
+        if cuda is not None and cuda.is_available() and cuda.is_initialized():
+            state["cuda"] = list(cuda.get_rng_state_all())
+    return state
+
+
+def _byte_tensor(value):
+    import torch
+
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return torch.frombuffer(bytearray(value), dtype=torch.uint8)
+    return torch.as_tensor(value, dtype=torch.uint8).cpu()
+
+
+def restore(state: dict | None) -> None:
+    """Set the random state that :func:`capture` took (or :func:`decode` read back)."""
+    if not state:
+        return
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        import numpy
+
+        s = state["numpy"]
+        numpy.random.set_state((s["kind"], numpy.asarray(s["keys"], dtype=numpy.uint32), s["pos"], s["has_gauss"], s["gauss"]))
+    if "torch" in state:
+        import torch
+
+        torch.set_rng_state(_byte_tensor(state["torch"]))
+        if "cuda" in state and torch.cuda.is_available():
+            states = [_byte_tensor(s) for s in state["cuda"]]
+            torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+
+
+def _plain(value):
+    """A JSON-able copy of a state tree: arrays and tensors become base64 bytes."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return {_BYTES: base64.b64encode(bytes(value)).decode("ascii")}
+    torch = _torch()
+    if torch is not None and isinstance(value, torch.Tensor):
+        return {_BYTES: base64.b64encode(value.cpu().numpy().tobytes()).decode("ascii")}
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # numpy arrays and scalars
+        return tolist()
+    return value
+
+
+def _unplain(value):
+    if isinstance(value, dict):
+        if set(value) == {_BYTES}:
+            return base64.b64decode(value[_BYTES])
+        return {k: _unplain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    return value
+
+
+def encode(state: dict) -> bytes:
+    """The state as JSON bytes, for the store."""
+    return json.dumps(_plain(state), separators=(",", ":")).encode()
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Reads the pickled states of older databases: plain values and numpy arrays, nothing else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a random state")
+
+
+def decode(blob: bytes | None) -> dict | None:
+    """The state that :func:`encode` wrote (or an older database pickled); None when there is none."""
+    if not blob:
+        return None
+    blob = bytes(blob)
+    if blob[:1] == b"{":
+        return _unplain(json.loads(blob))
+    state = _StateUnpickler(io.BytesIO(blob)).load()
+    if isinstance(state.get("numpy"), tuple):
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        state["numpy"] = {"kind": kind, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return state

@@ -1,0 +1,134 @@
+"""Every ``FLOR_*`` environment variable flor reads, in one place.
+
+Each setting is read through a function here, which refuses a bad value with one line (a
+:class:`~flor.errors.UsageError` naming the variable and what it expects) instead of falling back
+silently. Settings that shape a recording (checkpoint budget, period, handoff, snapshot cap) are
+read when the run begins, before anything is recorded, so a typo stops the script at once.
+
+=============================  =========================================================
+``FLOR_CKPT_BUDGET``           fraction of training time checkpoints may cost (0.01)
+``FLOR_CKPT_PERIOD``           checkpoint every N outer iterations instead (unset)
+``FLOR_CKPT_HANDOFF``          1/0: write the last big checkpoint from a forked process (1)
+``FLOR_CKPT_HANDOFF_BYTES``    smallest state handed off, in bytes (67108864)
+``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
+=============================  =========================================================
+
+Internal variables (set by flor for its own child processes, or by tests):
+``FLOR_RESUMED_FROM``, ``FLOR_RESUME_CHECKPOINT`` (``flor resume``), ``FLOR_REPLAY_PRELOAD``
+(warm replay workers), ``FLOR_CKPT_HANDOFF_HOLD`` (tests hold a handed-off writer).
+
+>>> ckpt_budget()          # FLOR_CKPT_BUDGET unset
+0.01
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import UsageError
+
+DEFAULT_CKPT_BUDGET = 0.01
+DEFAULT_HANDOFF_BYTES = 64 << 20
+DEFAULT_SNAPSHOT_MAX_BYTES = 5 * 1024 * 1024
+_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
+
+
+def _raw(name: str) -> str | None:
+    raw = os.environ.get(name)
+    return raw if raw and raw.strip() else None
+
+
+def int_setting(name: str, default: int | None, minimum: int, expected: str) -> int | None:
+    """The whole number in the environment variable ``name`` (``default`` when unset or empty),
+    refused with a one-line :class:`UsageError` unless it is a number of at least ``minimum``."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise UsageError(f"{name}={raw!r}: expected {expected}") from None
+    if value < minimum:
+        raise UsageError(f"{name}={raw!r}: expected {minimum} or more")
+    return value
+
+
+def switch_setting(name: str, default: bool) -> bool:
+    """An on/off environment variable (1/0, true/false, yes/no, on/off)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _OFF:
+        return False
+    if lowered in _ON:
+        return True if lowered else default
+    raise UsageError(f"{name}={raw!r}: expected 1 (on) or 0 (off)")
+
+
+def ckpt_budget() -> float:
+    """``FLOR_CKPT_BUDGET``: the fraction of training time that checkpoints may cost."""
+    raw = _raw("FLOR_CKPT_BUDGET")
+    if raw is None:
+        return DEFAULT_CKPT_BUDGET
+    try:
+        budget = float(raw)
+    except ValueError:
+        raise UsageError(f"FLOR_CKPT_BUDGET={raw!r}: expected a fraction such as 0.01") from None
+    if not 0 < budget <= 1:
+        raise UsageError(f"FLOR_CKPT_BUDGET={raw!r}: expected a fraction in (0, 1], such as 0.01")
+    return budget
+
+
+def ckpt_period() -> int | None:
+    """``FLOR_CKPT_PERIOD``: a fixed checkpoint period in outer iterations, or None (adaptive)."""
+    return int_setting("FLOR_CKPT_PERIOD", None, 1, "a whole number of iterations")
+
+
+def ckpt_handoff() -> bool:
+    """``FLOR_CKPT_HANDOFF``: whether the last checkpoint of a big state may be handed off."""
+    return switch_setting("FLOR_CKPT_HANDOFF", True)
+
+
+def ckpt_handoff_bytes() -> int:
+    """``FLOR_CKPT_HANDOFF_BYTES``: the smallest state whose last checkpoint is handed off."""
+    return int_setting("FLOR_CKPT_HANDOFF_BYTES", DEFAULT_HANDOFF_BYTES, 0, "a number of bytes such as 67108864")
+
+
+def snapshot_max_bytes() -> int:
+    """``FLOR_SNAPSHOT_MAX_BYTES``: untracked files larger than this stay out of a code version."""
+    return int_setting("FLOR_SNAPSHOT_MAX_BYTES", DEFAULT_SNAPSHOT_MAX_BYTES, 0, "a number of bytes such as 5242880")
+
+
+def handoff_hold() -> str | None:
+    """``FLOR_CKPT_HANDOFF_HOLD`` (tests): a handed-off writer waits until this file exists."""
+    return _raw("FLOR_CKPT_HANDOFF_HOLD")
+
+
+def resumed_from() -> int | None:
+    """``FLOR_RESUMED_FROM``: the run id that ``flor resume`` continues in this process."""
+    raw = _raw("FLOR_RESUMED_FROM")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise UsageError("FLOR_RESUMED_FROM is malformed; start the run with `flor resume RUN`")
+    return int(raw)
+
+
+def resume_checkpoint() -> dict | None:
+    """``FLOR_RESUME_CHECKPOINT``: the checkpoint ``flor resume`` asked this process to continue from."""
+    raw = _raw("FLOR_RESUME_CHECKPOINT")
+    if raw is None:
+        return None
+    import json
+
+    try:
+        point = json.loads(raw)
+        return {"iteration": int(point["iteration"]), "point": str(point["point"]), "location": str(point["location"])}
+    except (ValueError, KeyError, TypeError):
+        raise UsageError("FLOR_RESUME_CHECKPOINT is malformed; start the run with `flor resume RUN`") from None
+
+
+def replay_preload() -> list[str]:
+    """``FLOR_REPLAY_PRELOAD``: modules a warm replay worker imports before its task arrives."""
+    return [name for name in (_raw("FLOR_REPLAY_PRELOAD") or "").split(",") if name]
