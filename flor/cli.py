@@ -130,11 +130,20 @@ def _print_table(df, args) -> None:
     elif df.empty:
         print("(no rows)" if len(df.columns) else "(no runs)")
     else:
+        if "git_head" in df.columns and df["git_head"].dtype == object:
+            df = df.assign(git_head=df["git_head"].map(lambda c: c[:10] if isinstance(c, str) else c))
         with pd.option_context(
             "display.max_rows", None, "display.max_columns", None, "display.width", None,
             "display.max_colwidth", None,
         ):
             print(df.to_string(index=False))
+
+
+def _head(run) -> str:
+    """The user's HEAD when the run started, short, with ``+dirty`` when the code differed from it."""
+    if run.git_head is None:
+        return "-"
+    return run.git_head[:10] + ("+dirty" if run.git_dirty else "")
 
 
 def _duration(seconds: float | None) -> str:
@@ -173,12 +182,12 @@ def _cmd_runs(args) -> int:
         if not runs:
             print("(no runs)")
             return EXIT_OK
-        lines = [("tstamp", "status", "duration", "filename", "commit", "args")]
+        lines = [("tstamp", "status", "duration", "filename", "commit", "git_head", "args")]
         for run in runs:
             shown_args = " ".join(f"{k}={v}" for k, v in store.args(run.run_id).items())
             lines.append((
                 run.tstamp, run.status, _duration(run.duration), run.filename,
-                (run.code_commit or "unversioned")[:10], shown_args,
+                (run.code_commit or "unversioned")[:10], _head(run), shown_args,
             ))
     finally:
         store.close()
@@ -203,6 +212,9 @@ def _cmd_show(args) -> int:
         print(f"started   {started}  duration {_duration(run.duration)}")
         print(f"command   {' '.join(run.argv)}")
         print(f"code      {run.code_commit or 'unversioned'}" + (f"  ({run.vcs_note})" if run.vcs_note else ""))
+        if run.git_head is not None:
+            state = "with uncommitted or untracked changes" if run.git_dirty else "clean"
+            print(f"git head  {run.git_head}  ({state})")
         if run.resumed_from:
             print(f"resumes   {store.run(run.resumed_from).tstamp}")
         arguments = store.args(run.run_id)

@@ -16,6 +16,11 @@ files are missing or corrupt are unlisted (their files are kept); a broken ref i
 before it is written again from the commit the database holds; leftover temporary files of
 processes that are gone are removed.
 
+It reads the store through :class:`~flor.store.Store` like every other module, except where the
+database itself is in question: the integrity check and the recovery of a damaged file read it
+with raw ``sqlite3`` (row by row, skipping what cannot be read), which no ``Store`` method could
+do without first trusting the file.
+
 >>> report = check(Path("."), repair=True)       # doctest: +SKIP
 >>> report.ok
 True
@@ -26,20 +31,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
 from .processes import pid_alive
-from .store import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, Store, split_sql
+from .store import DERIVED_TABLES, SEED_LOG_NAMES, TABLES, Store
+from .store.schema import migrate
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
 
-# flor's tables, in the order the schema creates them (runs before the tables that refer to them).
-TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
 _CHUNK = 2000
 _SKIP_TRIES = 48
 
@@ -366,11 +368,9 @@ def _create_missing_tables(db: Path) -> None:
     connection = sqlite3.connect(str(db), timeout=60, isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
-        for statement in split_sql(SCHEMA):
-            connection.execute(statement)
-        connection.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        has_meta = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if has_meta else None
+        migrate(connection, int(row[0]) if row else None)
         connection.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot add the missing tables to {db}: {exc}; move it aside and run `flor doctor --repair`") from exc
@@ -456,10 +456,7 @@ def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | No
 
 
 def _check_checkpoints(report: Report, store: Store, flor_dir: Path, repair: bool, relist: bool) -> None:
-    rows = store._read(
-        "SELECT c.run_id, c.iteration, c.point, c.location, r.tstamp FROM checkpoints c "
-        "LEFT JOIN runs r ON r.run_id = c.run_id ORDER BY c.run_id, c.iteration, c.point"
-    )
+    rows = store.all_checkpoints()
     verified: dict[str, str | None] = {}
     bad = []
     for run_id, iteration, point, location, tstamp in rows:
@@ -472,9 +469,7 @@ def _check_checkpoints(report: Report, store: Store, flor_dir: Path, repair: boo
             )
             bad.append((problem, (run_id, iteration, point)))
     if repair and bad:
-        store._write(lambda c: c.executemany(
-            "DELETE FROM checkpoints WHERE run_id = ? AND iteration = ? AND point = ?", [key for _, key in bad]
-        ))
+        store.unlist_checkpoints([key for _, key in bad])
         for problem, _ in bad:
             problem.repaired = True
             problem.note = "unlisted; its files are kept"
@@ -484,8 +479,8 @@ def _check_checkpoints(report: Report, store: Store, flor_dir: Path, repair: boo
 
 def _relist_manifests(report: Report, store: Store, flor_dir: Path, verified: dict) -> None:
     """After a recovery, list again the intact checkpoints of recovered runs that lost their row."""
-    listed = {(r[0], r[1], r[2]) for r in store._read("SELECT run_id, iteration, point FROM checkpoints")}
-    runs = {r[0] for r in store._read("SELECT run_id FROM runs")}
+    listed = {(r[0], r[1], r[2]) for r in store.all_checkpoints()}
+    runs = {r.run_id for r in store.runs()}
     rows = []
     folder = flor_dir / "checkpoints"
     for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
@@ -500,10 +495,7 @@ def _relist_manifests(report: Report, store: Store, flor_dir: Path, verified: di
         size = int(manifest.get("bytes", 0))
         rows.append((*key, location, size, size, None, None, float(manifest.get("created", time.time()))))
     if rows:
-        store._write(lambda c: c.executemany(
-            "INSERT OR IGNORE INTO checkpoints(run_id, iteration, point, location, bytes, bytes_written, "
-            "snapshot_s, write_s, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
-        ))
+        store.relist_checkpoints(rows)
         report.notes.append(f"listed again {len(rows)} intact checkpoint(s) found on disk")
 
 
@@ -553,10 +545,11 @@ def _check_code_versions(report: Report, store: Store, repair: bool) -> None:
     if git_dir is None:
         report.add(f"git cannot read the repository at {root}", "run `git fsck` and fix the repository first")
         return
-    runs = store._read("SELECT run_id, tstamp, code_commit FROM runs WHERE code_commit IS NOT NULL ORDER BY tstamp")
+    every_run = store.runs()
+    runs = [(r.run_id, r.tstamp, r.code_commit) for r in every_run if r.code_commit is not None]
     existing = _existing_commits(repo, sorted({r[2] for r in runs}))
     refs = _refs(repo)
-    known = {ref_for(t) for (t,) in store._read("SELECT tstamp FROM runs")}
+    known = {ref_for(r.tstamp) for r in every_run}
     unknown = sorted(set(refs) - known)
     if unknown:
         report.notes.append(

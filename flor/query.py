@@ -1,14 +1,15 @@
 """The dataframe view of all runs, and read-only SQL.
 
-``dataframe(*names)`` pivots args and logs into one pandas table: ``projid, tstamp, filename``,
-one column per loop level that the values carry (``epoch``, ``step``), then one column per name.
+``dataframe(*names)`` pivots args and logs into one pandas table: the run columns ``projid,
+tstamp, filename, git_head, git_dirty`` (the user's HEAD commit when the run started, and whether
+the versioned code differed from it), one column per loop level that the values carry (``epoch``, ``step``), then one column per name.
 A value logged at a loop context applies to every row whose context extends it: args and
 run-level logs repeat on each row of their run, an epoch-level value on each step row of that
 epoch. Forward and replayed values of the same run and iteration share a row.
 
 >>> flor.dataframe("hidden", "loss")            # doctest: +SKIP
-   projid               tstamp  filename  epoch  step  hidden      loss
-0  tutorial  2026-11-26T15:04:07  train.py      0     0     500  2.301...
+   projid               tstamp  filename  git_head  git_dirty  epoch  step  hidden      loss
+0  tutorial  2026-11-26T15:04:07  train.py  3f2a9c1...     False      0     0     500  2.301...
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .errors import StoreError, UsageError
 from .store import Store
 from .vcs import find_root
 
-BASE_COLUMNS = ["projid", "tstamp", "filename"]
+BASE_COLUMNS = ["projid", "tstamp", "filename", "git_head", "git_dirty"]
 _SHIFT = 1 << 32  # run_id and ctx_id packed into one int64 key
 
 
@@ -84,20 +85,18 @@ def _column(store: Store, name: str) -> dict | None:
     stored_blocks = store.log_blocks(name)
     if stored_blocks:
         return blocks.read(stored_blocks)
-    kinds = store._read("SELECT DISTINCT vtype, source FROM logs WHERE name = ?", (name,))
+    kinds = store.log_kinds(name)
     if not kinds:
         return None
     vtypes = {k for k, _ in kinds}
-    order = " ORDER BY source DESC, rowid" if len({s for _, s in kinds}) > 1 else ""
+    ordered = len({s for _, s in kinds}) > 1
     if vtypes <= _NUMERIC:
         # Rows stream from the cursor straight into a numpy record array (no list of tuples);
         # a NULL value (a NaN float) comes with a flag and becomes NaN. Ints
         # stay exact in int64; one beyond 64 bits (stored as text) sends the column to the
         # object path below.
         exact_ints = vtypes == {values.INT}
-        cursor = store._retry(lambda: store.connection.execute(
-            "SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, 0), value IS NULL "
-            f"FROM logs WHERE name = ?{order}", (name,)))
+        cursor = store.numeric_log_cursor(name, ordered)
         try:
             table = np.fromiter(cursor, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "i8" if exact_ints else "f8"),
                                                ("null", "?")])
@@ -114,7 +113,7 @@ def _column(store: Store, name: str) -> dict | None:
             if vtypes == {values.BOOL}:
                 value = value.astype(bool)
             return {"run_id": table["r"].copy(), "ctx_id": ctx.copy(), "iteration": iteration.copy(), "value": value.copy()}
-    rows = store._read(f"SELECT run_id, ctx_id, iteration, value, vtype FROM logs WHERE name = ?{order}", (name,))
+    rows = store.log_rows_named(name, ordered)
     keys = np.array([r[:3] for r in rows], dtype=float).reshape(-1, 3)
     decoded = np.empty(len(rows), dtype=object)
     decoded[:] = [values.decode(r[3], r[4]) for r in rows]
@@ -193,12 +192,12 @@ def _build(store: Store, names: list[str]):
     import numpy as np
     import pandas as pd
 
-    runs = store._read("SELECT run_id, projid, tstamp, filename FROM runs ORDER BY tstamp")
+    runs = store.runs_brief()
     run_ids = np.array([r[0] for r in runs], dtype=np.int64)
     by_run = pd.Index(run_ids)
-    arg_names = [r[0] for r in store._read("SELECT DISTINCT name FROM args ORDER BY rowid")]
+    arg_names = store.arg_names()
     if not names:
-        log_names = [r[0] for r in store._read("SELECT name FROM logs GROUP BY name ORDER BY MIN(rowid)")]
+        log_names = store.logged_names()
         names = list(dict.fromkeys(arg_names + log_names))
     arg_set = set(arg_names)
 
@@ -211,10 +210,7 @@ def _build(store: Store, names: list[str]):
     contexts = None
     if any((~np.isnan(c["ctx_id"])).any() for c in log_columns.values()):
         wanted = sorted({int(r) for c in log_columns.values() for r in np.unique(c["run_id"])})
-        rows = store._read(
-            "SELECT run_id, ctx_id, parent_id, parent_iteration, loop_name FROM contexts "
-            f"WHERE run_id IN ({','.join(map(str, wanted))})"
-        )
+        rows = store.contexts_of_runs(wanted)
         numbers = np.array([r[:4] for r in rows], dtype=float).reshape(-1, 4)
         contexts = (numbers[:, 0].astype(np.int64), numbers[:, 1].astype(np.int64), numbers[:, 2], numbers[:, 3],
                     [r[4] for r in rows])
@@ -276,13 +272,15 @@ def _build(store: Store, names: list[str]):
         "projid": np.array([r[1] for r in runs], dtype=object)[rank],
         "tstamp": np.array([r[2] for r in runs], dtype=object)[rank],
         "filename": np.array([r[3] for r in runs], dtype=object)[rank],
+        # The user's own HEAD when the run started, and whether the code differed from it.
+        "git_head": np.array([r[4] for r in runs], dtype=object)[rank],
+        "git_dirty": pd.array([None if r[5] is None else bool(r[5]) for r in runs], dtype="boolean")[rank],
     }
     for loop_name in loop_order:
         result[loop_name] = _index_column(table[loop_name].to_numpy(float))
     wanted_args = [n for n in names if n in arg_set]
     if wanted_args:
-        placeholders = ",".join("?" * len(wanted_args))
-        arg_rows = store._read(f"SELECT run_id, name, value, vtype FROM args WHERE name IN ({placeholders})", wanted_args)
+        arg_rows = store.args_named(wanted_args)
         per_run = {n: np.full(len(runs), None, dtype=object) for n in wanted_args}
         positions = {run_id: i for i, run_id in enumerate(run_ids.tolist())}
         for run_id, name, value, vtype in arg_rows:

@@ -199,7 +199,7 @@ class Run:
             shown = ", ".join(snap.skipped[:5]) + (" ..." if len(snap.skipped) > 5 else "")
             warn(f"left out of the code version, over the size cap (FLOR_SNAPSHOT_MAX_BYTES): {shown}")
             self._run_fields["vcs_note"] = f"skipped {len(snap.skipped)} large file(s)"
-        self._run_fields["code_commit"] = snap.commit
+        self._run_fields.update(code_commit=snap.commit, git_head=snap.head, git_dirty=int(snap.dirty))
         self._wake.set()
 
     def _install_exit_hooks(self) -> None:

@@ -57,6 +57,8 @@ class Snapshot:
 
     commit: str
     skipped: list[str] = field(default_factory=list)
+    head: str | None = None  # the user's HEAD commit, None in a repository without commits
+    dirty: bool = False  # the versioned tree differs from HEAD's (uncommitted or untracked files)
 
 
 class Repo:
@@ -166,7 +168,8 @@ class Repo:
             args[2:2] = ["-p", parent]
         commit = self.git(*args).decode().strip()
         self.git("update-ref", ref_for(tstamp), commit)
-        return Snapshot(commit=commit, skipped=skipped)
+        head_tree = self.git("rev-parse", f"{parent}^{{tree}}").decode().strip() if parent else None
+        return Snapshot(commit=commit, skipped=skipped, head=parent, dirty=tree != head_tree)
 
     def read_file(self, commit: str, path: str) -> str:
         """The text of ``path`` (relative to the root) at ``commit``."""

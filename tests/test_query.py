@@ -34,14 +34,14 @@ def two_runs(in_project):
 
 def test_run_level_values_one_row_per_run(two_runs):
     df = dataframe("hidden", "accuracy")
-    assert list(df.columns) == ["projid", "tstamp", "filename", "hidden", "accuracy"]
+    assert list(df.columns) == ["projid", "tstamp", "filename", "git_head", "git_dirty", "hidden", "accuracy"]
     assert df["hidden"].tolist() == [500, 75]
     assert df["accuracy"].iloc[0] == 0.9 and pd.isna(df["accuracy"].iloc[1])
 
 
 def test_nested_values_broadcast_outer_ones(two_runs):
     df = dataframe("hidden", "loss", "val")
-    assert list(df.columns) == ["projid", "tstamp", "filename", "epoch", "step", "hidden", "loss", "val"]
+    assert list(df.columns) == ["projid", "tstamp", "filename", "git_head", "git_dirty", "epoch", "step", "hidden", "loss", "val"]
     assert len(df) == 6
     first = df[df.tstamp == "2026-01-01T00:00:00"]
     assert first["loss"].tolist() == [0.9, 0.8, 0.7, 0.6]

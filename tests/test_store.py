@@ -107,3 +107,44 @@ def test_corrupt_database_names_the_file(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="flor.db"):
         Store.open(path)
+
+
+def test_a_database_of_a_newer_flor_is_refused_not_rewritten(tmp_path):
+    path = tmp_path / "db"
+    Store.open(path).close()
+    import sqlite3
+
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    before = path.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="made by a newer flor .*upgrade flor"):
+            Store.open(path, readonly=readonly)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("99",)
+    assert path.read_bytes() == before
+
+
+def test_an_older_database_is_migrated_in_order(tmp_path):
+    """A version-1 database (no log blocks, no git_head columns) keeps its rows and gains the rest."""
+    import sqlite3
+
+    from flor.store import schema
+
+    path = tmp_path / "db"
+    old_runs = schema.SCHEMA.split("CREATE TABLE IF NOT EXISTS args")[0]
+    old_runs = old_runs.replace(",\n    git_head TEXT,\n    git_dirty INTEGER", "")
+    with sqlite3.connect(path) as connection:
+        connection.executescript(old_runs + """
+            CREATE TABLE logs(run_id INTEGER NOT NULL, ctx_id INTEGER, iteration INTEGER, name TEXT NOT NULL,
+                              value, vtype TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'record');
+            INSERT INTO meta VALUES ('schema_version', '1');
+            INSERT INTO runs(tstamp, projid, filename, argv, cwd, status, started) VALUES ('t', 'p', 'f', '[]', '.', 'finished', 0);
+            INSERT INTO logs VALUES (1, NULL, NULL, 'acc', 0.5, 'float', 'record');
+        """)
+    store = Store.open(path)
+    assert store.runs()[0].git_head is None and store.runs()[0].git_dirty is None
+    assert store.log_blocks("acc") is None  # the old row is loose: read row by row
+    assert store.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+        str(schema.SCHEMA_VERSION),)
+    assert [m[0] for m in schema.MIGRATIONS] == sorted(m[0] for m in schema.MIGRATIONS)

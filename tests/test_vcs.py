@@ -97,3 +97,13 @@ def test_snapshot_sees_a_same_size_edit_that_the_stat_cache_cannot(project):
     time.sleep(max(0.0, stamp / 1e9 + 1.05 - time.time()))
     snap = Repo(project.root).snapshot("2026-01-01T00:00:03", "m")
     assert Repo(project.root).read_file(snap.commit, "train.py") == "range(30)\n"
+
+
+def test_snapshot_says_which_head_and_whether_the_tree_was_dirty(project):
+    head = project.git("rev-parse", "HEAD").strip()
+    repo = Repo(project.root)
+    clean = repo.snapshot("2026-01-01T00:00:00", "clean")
+    assert clean.head == head and clean.dirty is False
+    project.write("notes.txt", "untracked\n")
+    dirty = repo.snapshot("2026-01-01T00:00:01", "dirty")
+    assert dirty.head == head and dirty.dirty is True

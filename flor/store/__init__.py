@@ -1,0 +1,57 @@
+"""The store: the only package that speaks SQL (``flor doctor``'s recovery reader aside).
+
+One SQLite database per project at ``.flor/flor.db``, in WAL mode with a busy timeout, so that
+many runs can write to it at once while readers query it. Every write is one short
+``BEGIN IMMEDIATE`` transaction, retried while another process holds the lock, so "database is
+locked" never reaches the user.
+
+Tables (``flor query`` reads them directly)::
+
+    runs(run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started,
+         ended, heartbeat, pid, host, python, error, resumed_from, rng_state, git_head, git_dirty)
+                                         code_commit: flor's snapshot of the code; git_head: the
+                                         user's HEAD then, git_dirty: the work tree differed from it
+    args(run_id, name, value, vtype)
+    contexts(run_id, ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end, iterations)
+                                         one row per loop *instance* (each time a flor.loop starts)
+    iterations(run_id, ctx_id, iteration, t)      start time of each iteration of a top-level loop
+    logs(run_id, ctx_id, iteration, name, value, vtype, source)
+                                         ctx_id/iteration: the innermost loop and its index (NULL at
+                                         run level); source: 'record' or 'replay'
+    checkpoints(run_id, iteration, point, location, bytes, bytes_written, snapshot_s, write_s, created)
+    drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at)
+    replay_done(run_id, name, iteration)          outer iterations whose replay of a name finished
+
+Modules: ``schema`` (tables and ordered migrations), ``connection`` (opening, transactions),
+``runs``, ``logs``, ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
+(``flor query``, read-only), ``readpool`` (pooled read-only connections for ``flor ui``).
+
+A value's full loop context is its (loop, iteration) and, up the parent links, those of the
+enclosing loops: ``epoch=3, step=17``. Keeping one row per loop instance rather than per
+iteration keeps the cost of an inner-loop iteration to a counter increment.
+
+>>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP
+>>> store.runs()                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .checkpoints import CheckpointRow, CheckpointsMixin
+from .connection import BUSY_TIMEOUT_S, Connection
+from .free_sql import FreeSQLMixin
+from .logs import LogsMixin
+from .replays import ReplaysMixin
+from .runs import RunRow, RunsMixin
+from .schema import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, TABLES, split_sql
+
+__all__ = [
+    "BUSY_TIMEOUT_S", "CheckpointRow", "DERIVED_TABLES", "RunRow", "SCHEMA", "SCHEMA_VERSION", "SEED_LOG_NAMES",
+    "Store", "TABLES", "split_sql",
+]
+
+
+class Store(RunsMixin, LogsMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
+    """A connection to one project's database; open with :meth:`open`.
+
+    >>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP
+    """

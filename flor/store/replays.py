@@ -1,0 +1,54 @@
+"""Replayed values: stored once per (run, loop, iteration, name), with drift and progress marks."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from .logs import ADD_LOOSE_SQL, count_names
+
+
+class ReplaysMixin:
+    """What :class:`~flor.store.Store` writes and reads for replay."""
+
+    def write_replayed(
+        self, run_id: int, contexts: Sequence[tuple], logs: Sequence[tuple], drift: Sequence[tuple] = (),
+        done: Sequence[tuple] = (),
+    ) -> None:
+        """Store replayed logs ``(ctx_id, iteration, name, value, vtype)`` once per (run, loop,
+        iteration, name); new loop instances (as in :meth:`write_batch`); drift rows
+        ``(ctx_id, iteration, name, recorded, replayed, difference)``; and finished outer
+        iterations ``(name, iteration)`` (-1: the statements outside the outer loop)."""
+        now = time.time()
+        rid = int(run_id)
+
+        def body(cursor):
+            if done:
+                cursor.executemany(
+                    f"INSERT OR IGNORE INTO replay_done(run_id, name, iteration) VALUES ({rid}, ?, ?)", done
+                )
+            if contexts:
+                cursor.executemany(
+                    f"INSERT OR IGNORE INTO contexts(run_id, ctx_id, parent_id, parent_iteration, loop_name, "
+                    f"t_start, t_end, iterations) VALUES ({rid}, ?, ?, ?, ?, ?, ?, ?)",
+                    contexts,
+                )
+            if logs:
+                cursor.executemany(
+                    f"INSERT OR REPLACE INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
+                    f"VALUES ({rid}, ?, ?, ?, ?, ?, 'replay')",
+                    logs,
+                )
+                cursor.executemany(ADD_LOOSE_SQL, count_names(row[2] for row in logs).items())
+            if drift:
+                cursor.executemany(
+                    f"INSERT INTO drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at) "
+                    f"VALUES ({rid}, ?, ?, ?, ?, ?, ?, {now})",
+                    drift,
+                )
+
+        self._write(body)
+
+    def replay_done(self, run_id: int, name: str) -> set[int]:
+        """Outer iterations (and -1 for outside the loop) whose replay of ``name`` finished."""
+        return {r[0] for r in self._read("SELECT iteration FROM replay_done WHERE run_id = ? AND name = ?", (run_id, name))}

@@ -1,0 +1,178 @@
+"""The store's schema, and the ordered migrations that bring an older database up to it.
+
+``SCHEMA`` creates every table of the current version (``CREATE ... IF NOT EXISTS``, so it also
+adds the tables a newer version introduced). ``MIGRATIONS`` lists, in order, what each version
+changed in tables that already existed; a database at version v runs ``SCHEMA``, then the entries
+after v (a database without a version runs them all). So every step must be idempotent, and
+``SCHEMA`` must not index a column that a step adds. A database whose version is newer than
+:data:`SCHEMA_VERSION` was made by a newer flor and is refused, never rewritten.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Callable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs(
+    run_id INTEGER PRIMARY KEY,
+    tstamp TEXT NOT NULL UNIQUE,
+    projid TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    argv TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    code_commit TEXT,
+    vcs_note TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'killed')),
+    started REAL NOT NULL,
+    ended REAL,
+    heartbeat REAL,
+    pid INTEGER,
+    host TEXT,
+    python TEXT,
+    error TEXT,
+    resumed_from INTEGER REFERENCES runs(run_id),
+    rng_state BLOB,
+    git_head TEXT,
+    git_dirty INTEGER
+);
+CREATE TABLE IF NOT EXISTS args(
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    name TEXT NOT NULL,
+    value,
+    vtype TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS contexts(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER NOT NULL,
+    parent_id INTEGER,
+    parent_iteration INTEGER,
+    loop_name TEXT NOT NULL,
+    t_start REAL,
+    t_end REAL,
+    iterations INTEGER,
+    PRIMARY KEY (run_id, ctx_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS iterations(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER NOT NULL,
+    iteration INTEGER NOT NULL,
+    t REAL,
+    PRIMARY KEY (run_id, ctx_id, iteration)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER,
+    iteration INTEGER,
+    name TEXT NOT NULL,
+    value,
+    vtype TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT 'record'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), name)
+    WHERE source = 'replay';
+CREATE TABLE IF NOT EXISTS log_blocks(
+    block_id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    vtype TEXT NOT NULL CHECK (vtype IN ('int', 'float')),
+    n INTEGER NOT NULL,
+    ctx_ids BLOB NOT NULL,
+    iterations BLOB NOT NULL,
+    value_data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_blocks_by_name ON log_blocks(name, block_id);
+CREATE TABLE IF NOT EXISTS log_names(
+    name TEXT PRIMARY KEY,
+    loose INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints(
+    run_id INTEGER NOT NULL,
+    iteration INTEGER NOT NULL,
+    point TEXT NOT NULL DEFAULT 'nested' CHECK (point IN ('nested', 'end')),
+    location TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    bytes_written INTEGER NOT NULL,
+    snapshot_s REAL,
+    write_s REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, iteration, point)
+);
+CREATE TABLE IF NOT EXISTS replay_done(
+    run_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    PRIMARY KEY (run_id, name, iteration)
+);
+CREATE TABLE IF NOT EXISTS drift(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER,
+    iteration INTEGER,
+    name TEXT NOT NULL,
+    recorded,
+    replayed,
+    difference REAL,
+    replayed_at REAL NOT NULL
+);
+"""
+
+# Tables rebuilt from others, which a recovery does not copy.
+DERIVED_TABLES = ("log_blocks", "log_names")
+# Rows already in ``logs`` when blocks arrive (an older database, a recovered one) are loose.
+SEED_LOG_NAMES = (
+    "INSERT OR REPLACE INTO log_names(name, loose) SELECT name, COUNT(*) FROM logs GROUP BY name"
+)
+
+
+def _columns(cursor, table: str) -> set[str]:
+    return {row[1] for row in cursor.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
+def _v2_blocks(cursor) -> None:
+    # Columnar log blocks (blocks.py; SCHEMA created the tables): the rows already in `logs` are
+    # all loose.
+    cursor.execute(SEED_LOG_NAMES)
+
+
+def _v3_user_head(cursor) -> None:
+    # The user's own HEAD commit at the time of a run, and whether the work tree differed from it.
+    present = _columns(cursor, "runs")
+    if "git_head" not in present:
+        cursor.execute("ALTER TABLE runs ADD COLUMN git_head TEXT")
+    if "git_dirty" not in present:
+        cursor.execute("ALTER TABLE runs ADD COLUMN git_dirty INTEGER")
+
+
+# (version, what it changed): entry k brings a database from version k to version k + 1.
+MIGRATIONS: list[tuple[int, Callable]] = [
+    (2, _v2_blocks),
+    (3, _v3_user_head),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+# flor's tables, in the order the schema creates them (runs before the tables that refer to them).
+TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
+
+
+def migrate(cursor, version: int | None) -> None:
+    """Bring the database open in ``cursor``'s transaction from ``version`` (None: empty) to
+    :data:`SCHEMA_VERSION`."""
+    for statement in split_sql(SCHEMA):
+        cursor.execute(statement)
+    for target, step in MIGRATIONS:
+        if version is None or target > version:
+            step(cursor)
+    cursor.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def split_sql(script: str) -> list[str]:
+    """The statements of an SQL script, one by one (for running them inside our own transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]
