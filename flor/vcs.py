@@ -11,11 +11,9 @@ Snapshot(commit='3f2a...', skipped=[])
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,13 @@ from .errors import VersionControlError
 
 _NICE = shutil.which("nice")
 REF_PREFIX = "refs/flor/runs/"
+# Variables that point git at another repository, index or object store than the work tree's
+# own. flor always works on the repository that holds the project (the one `.flor/` is in), so
+# that a run's database and its refs never end up in different repositories.
+_LOCATING_VARIABLES = (
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+)
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "flor",
     "GIT_AUTHOR_EMAIL": "flor@localhost",
@@ -80,7 +85,8 @@ class Repo:
 
         ``background``: run it at a lower CPU priority (the snapshot runs beside training).
         """
-        full_env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", **_IDENTITY, **(env or {})}
+        inherited = {k: v for k, v in os.environ.items() if k not in _LOCATING_VARIABLES}
+        full_env = {**inherited, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", **_IDENTITY, **(env or {})}
         command = ["git", "-C", str(self.root), *args]
         if background and _NICE:
             command = [_NICE, "-n", "10", *command]
@@ -175,22 +181,22 @@ class Repo:
         """The text of ``path`` (relative to the root) at ``commit``."""
         return self.git("show", f"{commit}:{path}").decode()
 
-    def has_commit(self, commit: str) -> bool:
-        """True when ``commit`` exists in this repository."""
-        try:
-            self.git("cat-file", "-e", f"{commit}^{{commit}}")
-            return True
-        except VersionControlError:
-            return False
-
     def extract(self, commit: str, destination: Path) -> None:
-        """Write the tree of ``commit`` into ``destination`` (never into the work tree)."""
-        data = self.git("archive", "--format=tar", commit)
-        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            try:
-                archive.extractall(destination, filter="data")
-            except TypeError:  # Python without extraction filters; git's own archive is trusted
-                archive.extractall(destination)
+        """Write the exact tree of ``commit`` into ``destination`` (never into the work tree).
+
+        Through a private index and ``git checkout-index``, not ``git archive``: an archive
+        applies ``export-ignore`` and ``export-subst`` attributes, which would leave files out
+        or rewrite them. Symlinks stay symlinks, as the run saw them.
+        """
+        destination = Path(destination)
+        destination.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix="flor-extract-")
+        try:
+            env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            self.git("read-tree", commit, env=env)
+            self.git("checkout-index", "--all", "--force", f"--prefix={destination.resolve()}{os.sep}", env=env)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def diff(self, old: str, new: str, path: str | None = None) -> str:
         """Unified diff between two versions (optionally of one path)."""

@@ -107,3 +107,36 @@ def test_snapshot_says_which_head_and_whether_the_tree_was_dirty(project):
     project.write("notes.txt", "untracked\n")
     dirty = repo.snapshot("2026-01-01T00:00:01", "dirty")
     assert dirty.head == head and dirty.dirty is True
+
+
+def test_extract_gives_the_exact_tree_whatever_the_export_attributes(project, tmp_path):
+    """`git archive` would leave out export-ignore files and rewrite export-subst ones."""
+    import os
+
+    project.write(".gitattributes", "config.yaml export-ignore\nversion.txt export-subst\n")
+    project.write("config.yaml", "lr: 0.1\n")
+    project.write("version.txt", "$Format:%H$\n")
+    os.symlink("config.yaml", project.root / "link.yaml")
+    os.symlink("/etc/hostname", project.root / "outside")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:00", "attrs")
+    out = tmp_path / "out"
+    Repo(project.root).extract(snap.commit, out)
+    assert (out / "config.yaml").read_text() == "lr: 0.1\n"
+    assert (out / "version.txt").read_text() == "$Format:%H$\n"
+    assert os.readlink(out / "link.yaml") == "config.yaml" and os.readlink(out / "outside") == "/etc/hostname"
+
+
+def test_git_variables_of_another_repository_are_not_followed(project, tmp_path, monkeypatch):
+    """With GIT_DIR pointing elsewhere, the snapshot and its ref still go to the project's own repository."""
+    import subprocess
+
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:00", "here")
+    monkeypatch.delenv("GIT_DIR")
+    monkeypatch.delenv("GIT_WORK_TREE")
+    assert project.git("rev-parse", ref_for("2026-01-01T00:00:00")).strip() == snap.commit
+    refs = subprocess.run(["git", "-C", str(other), "for-each-ref"], capture_output=True, text=True).stdout
+    assert refs == ""

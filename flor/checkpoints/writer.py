@@ -95,7 +95,6 @@ class Writer:
         self._known: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="flor-checkpoint-writer", daemon=True)
         self._thread.start()
-        self.busy_seconds = 0.0
 
     def submit(self, job: Job) -> bool:
         """Queue a job; False (and nothing queued) when the writer is behind."""
@@ -131,7 +130,6 @@ class Writer:
                 location, written = self._write(job)
                 seconds = time.perf_counter() - started
                 cpu = time.thread_time() - cpu_started
-                self.busy_seconds += seconds
                 self.on_written(Written(job, location, job.snapshot.nbytes, written, seconds, cpu))
             except Exception as exc:  # disk full, permissions: tell the run, keep training
                 self.on_failed(job, exc)

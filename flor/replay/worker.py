@@ -52,7 +52,9 @@ def serve() -> int:
     path arrives on stdin (``SPEC<TAB>LOG``), its output going to LOG. No line: exit at once."""
     import importlib
 
-    for name in filter(None, os.environ.get("FLOR_REPLAY_PRELOAD", "").split(",")):
+    from .. import settings
+
+    for name in settings.replay_preload():
         try:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 - the script imports it for real and reports the error

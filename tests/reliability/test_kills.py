@@ -69,7 +69,7 @@ def test_kill_at_random_moments_keeps_flushed_logs(project, sig):
         except subprocess.TimeoutExpired:  # show where it hangs (faulthandler dumps on SIGABRT)
             child.send_signal(signal.SIGABRT)
             child.wait()
-            raise AssertionError(child.stderr.read()[-8000:])
+            raise AssertionError(child.stderr.read()[-8000:]) from None
         progress = _read_progress(child)
         killed_at.append(moment)
         (run_id,) = rows(project.db, "SELECT MAX(run_id) FROM runs")[0]
