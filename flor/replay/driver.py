@@ -22,9 +22,10 @@ from .. import rng, values
 from ..checkpoints.hooks import Hooks
 from ..checkpoints.restore import restore_into
 from ..errors import CheckpointError, UsageError
+from ..paths import ProjectPaths
 from ..run import Run
 from ..store import Store
-from .plan import Segment
+from .spec import WorkerSpec
 
 MAX_DRIFT_ROWS = 10_000
 
@@ -47,21 +48,21 @@ class ReplayManager(Hooks):
 class ReplayRun(Run):
     """A run being replayed in a worker process; see the module docstring."""
 
-    def __init__(self, spec: dict) -> None:
-        super().__init__({}, list(spec.get("argv", [])))
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__({}, list(spec.argv))
         self.spec = spec
-        self.flor_dir = Path(spec["db"]).parent
-        self.store = Store.open(Path(spec["db"]), create=False)
-        self.run_id = int(spec["run_id"])
-        self.tstamp = spec["tstamp"]
-        self.root = Path(spec["root"])
+        self.flor_dir = ProjectPaths.of_db(Path(spec.db)).flor_dir
+        self.store = Store.open(Path(spec.db), create=False)
+        self.run_id = spec.run_id
+        self.tstamp = spec.tstamp
+        self.root = Path(spec.root)
         self.recorded_args = self.store.args(self.run_id)
-        self.segment = Segment(**{**spec["segment"], "actions": {int(k): v for k, v in spec["segment"]["actions"].items()}})
+        self.segment = spec.segment
         self.store_iterations = set(self.segment.store)
-        self.checkpoints = {int(k): v for k, v in spec.get("checkpoints", {}).items()}
-        self.new_names = set(spec["names"])
-        self.compare_names = set(spec.get("recorded_names", [])) - self.new_names
-        self.outer_name = spec.get("outer_name")
+        self.checkpoints = spec.checkpoints
+        self.new_names = set(spec.names)
+        self.compare_names = set(spec.recorded_names) - self.new_names
+        self.outer_name = spec.outer_name
         self.begun = True
         self._finished_ok = False
         self._rng_restored = False
@@ -264,12 +265,10 @@ class ReplayRun(Run):
                 self._done_batch = done  # retried with the next flush
                 raise
         self.stored += len(stored)
-        progress = self.spec.get("progress_path")
-        if progress:
-            try:
-                Path(progress).write_text(json.dumps({"done": self.iterations_done}))
-            except OSError:
-                pass
+        try:
+            Path(self.spec.progress_path).write_text(json.dumps({"done": self.iterations_done}))
+        except OSError:
+            pass
 
     def finish(self, ok: bool, error: str | None = None) -> None:
         """Flush everything and write the worker's result file."""
@@ -286,7 +285,7 @@ class ReplayRun(Run):
             "ok": ok, "error": error, "stored": self.stored, "matched": self.matched,
             "drifted": self.drifted, "drift": self.drift_by_name, "iterations": self.iterations_done,
         }
-        Path(self.spec["result_path"]).write_text(json.dumps(result))
+        Path(self.spec.result_path).write_text(json.dumps(result))
         self.store.close()
 
     def end(self) -> None:

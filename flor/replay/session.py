@@ -25,6 +25,7 @@ from .analysis import AFTER, Layout, strategy_for
 from .executor import LocalProcessExecutor, Task
 from .plan import Costs, Segment, plan_run
 from .progress import Progress
+from .spec import WorkerSpec
 
 
 @dataclass
@@ -368,23 +369,17 @@ class Session:
                 recorded_names = [n for n, source, _c in self.store.log_names(item.run.run_id) if source == "record"]
                 for index, segment in enumerate(item.segments):
                     key = f"{number}.{index}"
-                    spec = {
-                        "run_id": item.run.run_id, "tstamp": item.run.tstamp, "root": str(self.root),
-                        "db": str(self.store.path), "workspace": str(workspace), "filename": item.run.filename,
-                        "cwd": item.run.cwd if not os.path.isabs(item.run.cwd) else ".", "argv": item.run.argv,
-                        "names": item.names, "recorded_names": recorded_names, "outer_name": item.outer_name,
-                        "checkpoints": {str(k): v for k, v in item.checkpoints.items()},
-                        "segment": {
-                            "actions": {str(k): v for k, v in segment.actions.items()}, "store": segment.store,
-                            "stop": segment.stop, "run_post": segment.run_post,
-                            "store_before": segment.store_before, "store_after": segment.store_after,
-                            "seconds": segment.seconds,
-                        },
-                        "result_path": str(folder / f"{index}.result.json"),
-                        "progress_path": str(folder / f"{index}.progress.json"),
-                    }
+                    spec = WorkerSpec(
+                        run_id=item.run.run_id, tstamp=item.run.tstamp, root=str(self.root), db=str(self.store.path),
+                        workspace=str(workspace), filename=item.run.filename,
+                        cwd=item.run.cwd if not os.path.isabs(item.run.cwd) else ".", argv=list(item.run.argv),
+                        names=list(item.names), recorded_names=recorded_names, outer_name=item.outer_name,
+                        checkpoints=item.checkpoints, segment=segment,
+                        result_path=str(folder / f"{index}.result.json"),
+                        progress_path=str(folder / f"{index}.progress.json"),
+                    )
                     spec_path = folder / f"{index}.spec.json"
-                    spec_path.write_text(json.dumps(spec))
+                    spec_path.write_text(spec.to_json())
                     task = Task(key, spec_path, folder / f"{index}.result.json", folder / f"{index}.progress.json",
                                 len(segment.actions) or 1, segment.seconds, folder / f"{index}.log")
                     tasks.append(task)

@@ -8,7 +8,6 @@ script as ``__main__``. Its result (values stored, fidelity, error) goes to the 
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import sys
@@ -18,19 +17,20 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     """Run the segment described by the spec file ``argv[0]``."""
-    spec = json.loads(Path(argv[0]).read_text())
     from .. import api
     from ..args import split_kwargs
     from .driver import ReplayRun
+    from .spec import WorkerSpec
     from .workspace import guard_writes
 
-    workspace = Path(spec["workspace"])
-    script = workspace / spec["filename"]
-    os.chdir(workspace / spec["cwd"] if (workspace / spec["cwd"]).is_dir() else workspace)
-    recorded_argv, _ = split_kwargs(list(spec["argv"]) or [spec["filename"]])
+    spec = WorkerSpec.from_json(Path(argv[0]).read_text())
+    workspace = Path(spec.workspace)
+    script = workspace / spec.filename
+    os.chdir(workspace / spec.cwd if (workspace / spec.cwd).is_dir() else workspace)
+    recorded_argv, _ = split_kwargs(list(spec.argv) or [spec.filename])
     sys.argv = [str(script), *recorded_argv[1:]]
     sys.path.insert(0, str(script.parent))
-    guard_writes(workspace, Path(spec["root"]))
+    guard_writes(workspace, Path(spec.root))
     run = ReplayRun(spec)
     api.set_current(run)
     try:
