@@ -4,7 +4,8 @@
 one column per loop level that the values carry (``epoch``, ``step``), then one column per name.
 A value logged at a loop context applies to every row whose context extends it: args and
 run-level logs repeat on each row of their run, an epoch-level value on each step row of that
-epoch. Forward and replayed values of the same run and iteration share a row.
+epoch. Forward and replayed values of the same run and iteration share a row. An int-valued
+name (or loop) that some rows lack is a nullable ``Int64`` column, so its values stay exact ints.
 
 >>> flor.dataframe("hidden", "loss")            # doctest: +SKIP
    projid               tstamp  filename  epoch  step  hidden      loss
@@ -169,6 +170,34 @@ def _index_column(array):
     return array.astype(np.int64)
 
 
+def _nullable_ints(array):
+    """An int64 value array as nullable Int64, so that the outer merges and the rows of runs
+    without the name add <NA> instead of turning every value into a float (inexact beyond 2**53)."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.array(array, dtype="Int64") if array.dtype == np.int64 else array
+
+
+def _merged_ints(array):
+    """A merged Int64 value column: plain int64 again when nothing is missing."""
+    import numpy as np
+
+    return array if array.isna().any() else array.to_numpy(np.int64)
+
+
+def _arg_column(per_row):
+    """One arg's values per row: int64 when every row has an int, nullable Int64 when some run
+    lacks the arg (not float64, which rounds ints beyond 2**53 and prints 500 as 500.0)."""
+    import pandas as pd
+
+    present = [v for v in per_row if v is not None]
+    if len(present) < len(per_row) and present and all(
+            type(v) is int and -2**63 <= v < 2**63 for v in present):
+        return pd.array(list(per_row), dtype="Int64")
+    return pd.Series(per_row).infer_objects()
+
+
 def _dedupe_sorted(rank, loops: list, order):
     """Positions (in ``order``) of the first row of each distinct (run, loop indices) key."""
     import numpy as np
@@ -227,7 +256,8 @@ def _build(store: Store, names: list[str]):
         order = np.lexsort(sort_keys) if len(rank) else np.arange(0)
         order = order[present[order]]
         order = _dedupe_sorted(rank, key_arrays, order)
-        frame = {"_rank": rank[order], **{n: loops[n][order] for n in outermost_first}, name: column["value"][order]}
+        frame = {"_rank": rank[order], **{n: loops[n][order] for n in outermost_first},
+                 name: _nullable_ints(column["value"][order])}
         frames.append((outermost_first, frame))
 
     if len(frames) == 1:
@@ -284,9 +314,12 @@ def _build(store: Store, names: list[str]):
                 per_run[name][positions[run_id]] = values.decode(value, vtype)
     for name in names:
         if name in arg_set:
-            result[name] = pd.Series(per_run[name][rank]).infer_objects()
+            result[name] = _arg_column(per_run[name][rank])
         elif name in table.columns:
-            result[name] = table[name].to_numpy() if table[name].dtype != object else table[name].to_numpy(object)
+            if isinstance(table[name].dtype, pd.Int64Dtype):
+                result[name] = _merged_ints(table[name].array)
+            else:
+                result[name] = table[name].to_numpy() if table[name].dtype != object else table[name].to_numpy(object)
     return pd.DataFrame(result)
 
 

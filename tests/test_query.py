@@ -81,3 +81,15 @@ def test_bad_names_and_missing_store(in_project):
         flor.dataframe("loss")
     with pytest.raises(UsageError):
         dataframe(3)
+
+
+def test_int_values_that_some_rows_lack_stay_exact_ints(two_runs):
+    assert dataframe("hidden")["hidden"].dtype == "int64"  # complete: plain int64 as before
+    # Only a third run has the arg "extra" and logs "seed".
+    _record(two_runs.root, [("extra", 2**62 + 1, "int")], [], [("seed", 2**62 + 3, None, None)], [], "2026-01-03T00:00:00")
+    df = dataframe("extra", "seed", "hidden", "accuracy")
+    assert str(df["extra"].dtype) == "Int64" and str(df["seed"].dtype) == "Int64"
+    assert df["extra"].tolist() == [pd.NA, pd.NA, 2**62 + 1] and df["seed"].tolist() == [pd.NA, pd.NA, 2**62 + 3]
+    assert df["accuracy"].dtype == float  # floats stay floats, NaN where missing
+    only = dataframe("seed", "loss")  # merged with a nested name: rows without a seed get <NA>
+    assert str(only["seed"].dtype) == "Int64" and only["seed"].dropna().tolist() == [2**62 + 3]
