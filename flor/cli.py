@@ -53,8 +53,10 @@ def _print_table(df, args) -> None:
     if getattr(args, "csv", False):
         df.to_csv(sys.stdout, index=False)
     elif getattr(args, "json", False):
-        df.to_json(sys.stdout, orient="records", lines=True, default_handler=str)
-        sys.stdout.write("\n")
+        # Not DataFrame.to_json: it rounds floats to 10 digits and fails on bytes.
+        from .output import frame_rows, write_json_lines
+
+        write_json_lines(list(df.columns), frame_rows(df), sys.stdout)
     elif df.empty:
         print("(no rows)" if len(df.columns) else "(no runs)")
     else:
@@ -83,9 +85,19 @@ def _cmd_dataframe(args) -> int:
 
 
 def _cmd_query(args) -> int:
-    from .query import query
+    import pandas as pd
 
-    _print_table(query(args.sql), args)
+    from .query import query_rows
+
+    columns, rows = query_rows(args.sql)
+    if args.json or args.csv:
+        # Straight from the sqlite rows: a DataFrame would turn an int column with a NULL into
+        # floats.
+        from .output import write_csv, write_json_lines
+
+        (write_json_lines if args.json else write_csv)(columns, rows, sys.stdout)
+        return 0
+    _print_table(pd.DataFrame.from_records(rows, columns=columns), args)
     return 0
 
 

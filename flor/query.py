@@ -330,12 +330,18 @@ def query(sql: str, start: Path | None = None):
     """
     import pandas as pd
 
+    columns, rows = query_rows(sql, start)
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def query_rows(sql: str, start: Path | None = None) -> tuple[list[str], list[tuple]]:
+    """(column names, rows as sqlite3 returns them) of one read-only SQL statement; what
+    ``flor query --json/--csv`` prints, with every value's SQLite type intact."""
     if type(sql) is not str or not sql.strip():
         raise UsageError("flor.query needs an SQL string, e.g. \"SELECT * FROM runs\"")
     _refresh_statuses(start)
     store = project_store(start)
     try:
-        columns, rows = store.execute_readonly(sql)
+        return store.execute_readonly(sql)
     finally:
         store.close()
-    return pd.DataFrame.from_records(rows, columns=columns)
