@@ -105,3 +105,15 @@ def test_dataframe_json_keeps_ints_and_every_float_digit(project):
     ]
     assert '"hidden":500,' in out  # an int, not 500.0
     assert list(records[0]) == ["projid", "tstamp", "filename", "hidden", "seed", "loss", "loss_inf"]
+
+
+def test_query_refuses_attach_and_vacuum_into_with_one_line(project, tmp_path):
+    _store_run(project, "2026-01-01T00:00:00")
+    for sql, what in [(f"ATTACH DATABASE '{tmp_path / 'a.db'}' AS x", "ATTACH"),
+                      (f"VACUUM INTO '{tmp_path / 'v.db'}'", "VACUUM"),
+                      ("PRAGMA journal_mode = DELETE", "PRAGMA journal_mode = DELETE")]:
+        done = project.flor("query", sql, check=False)
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr == f"flor: error: flor query is read-only: {what} is not allowed; use SELECT statements\n"
+    assert not (tmp_path / "a.db").exists() and not (tmp_path / "v.db").exists()
+    assert project.flor("query", "PRAGMA journal_mode", "--csv").stdout == "journal_mode\nwal\n"
