@@ -8,7 +8,8 @@ are converted once, where they cross into flor, with ``raise ... from exc``.
 
     FlorError
     ├── UsageError              a wrong call or command-line option
-    │   └── ArgumentError       --kwargs that do not match the declared flor.arg names or types
+    │   ├── ArgumentError       --kwargs that do not match the declared flor.arg names or types
+    │   └── FilterError         a filter (flor ui) that is not allowed or does not parse
     ├── StoreError              the SQLite store cannot be opened, read or written
     ├── VersionControlError     git failed, or a code version is missing
     ├── CheckpointError         a checkpoint cannot be written, read or restored
@@ -30,6 +31,10 @@ class UsageError(FlorError):
 
 class ArgumentError(UsageError):
     """``--kwargs`` that name an undeclared argument, do not parse, or do not convert."""
+
+
+class FilterError(UsageError):
+    """A filter expression that is not allowed or does not parse; the message says why."""
 
 
 class StoreError(FlorError):

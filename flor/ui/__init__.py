@@ -5,6 +5,7 @@
     flor ui --host 0.0.0.0       # on purpose only: anyone who can reach the machine can read runs
 
 Modules: ``commands`` (the CLI command), ``server`` (Flask app and API), ``data`` (read-only
-SQL and caches), ``filters`` (safe filter expressions), ``downsample`` (min/max per bucket),
-``static/`` (the page and the vendored uPlot). Flask is imported only when the command runs.
+SQL and caches), ``downsample`` (min/max per bucket), ``static/`` (the page and the vendored
+uPlot). Filters use flor's one filter language, :mod:`flor.filters`. Flask is imported only when
+the command runs.
 """

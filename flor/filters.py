@@ -24,7 +24,9 @@ import operator
 import re
 from typing import Callable, Iterable, Mapping
 
-from ..errors import UsageError
+from .errors import FilterError
+
+__all__ = ["FilterError", "MAX_LENGTH", "compile_filter"]
 
 MAX_LENGTH = 2000
 
@@ -41,10 +43,6 @@ _COMPARE = {
 _BACKQUOTED = re.compile(r"`([^`]*)`")
 
 Row = Mapping[str, object]
-
-
-class FilterError(UsageError):
-    """A filter expression that is not allowed or does not parse; the message says why."""
 
 
 def compile_filter(text: str, columns: Iterable[str]) -> Callable[[Row], bool]:
