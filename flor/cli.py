@@ -12,7 +12,7 @@ import argparse
 import sys
 from datetime import datetime
 
-from .errors import FlorError
+from .errors import FlorError, UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return _HANDLERS[args.command](args) or 0
     except FlorError as exc:
         print(f"flor: error: {exc}", file=sys.stderr)
-        return 2 if exc.__class__.__name__ in ("UsageError", "ArgumentError", "RunNotFoundError") else 1
+        return 2 if isinstance(exc, UsageError) else 1  # its subclasses too (FilterError)
     except KeyboardInterrupt:
         print("flor: interrupted", file=sys.stderr)
         return 130

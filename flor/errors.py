@@ -9,7 +9,7 @@ are converted once, where they cross into flor, with ``raise ... from exc``.
     FlorError
     ├── UsageError              a wrong call or command-line option
     │   ├── ArgumentError       --kwargs that do not match the declared flor.arg names or types
-    │   └── FilterError         a filter (flor ui) that is not allowed or does not parse
+    │   └── FilterError         a filter (flor ui, flor replay --where) that is not allowed or does not parse
     ├── StoreError              the SQLite store cannot be opened, read or written
     ├── VersionControlError     git failed, or a code version is missing
     ├── CheckpointError         a checkpoint cannot be written, read or restored
