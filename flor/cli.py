@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import datetime
 
@@ -80,8 +81,27 @@ def _duration(seconds: float | None) -> str:
 def _cmd_dataframe(args) -> int:
     from .query import dataframe
 
-    _print_table(dataframe(*args.names), args)
+    with _warnings_as_lines():
+        df = dataframe(*args.names)
+    _print_table(df, args)
     return 0
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Print the library's FlorWarnings as one line each (not Python's two-line file:line form)."""
+    import warnings
+
+    from .errors import FlorWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FlorWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, FlorWarning):
+            print(f"flor: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _cmd_query(args) -> int:

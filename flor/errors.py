@@ -16,6 +16,9 @@ are converted once, where they cross into flor, with ``raise ... from exc``.
     ├── RunNotFoundError        no run (or more than one) matches a tstamp prefix
     ├── ReplayError             a replay could not be planned or a worker failed
     └── PropagationError        a new statement cannot be placed into an old code version
+
+    FlorWarning (a UserWarning)  something flor worked around, such as an unknown name among
+                                 known ones in flor.dataframe; the command line prints it as one line
 """
 
 from __future__ import annotations
@@ -59,3 +62,7 @@ class ReplayError(FlorError):
 
 class PropagationError(ReplayError):
     """A new statement cannot be placed into an old version of the code with confidence."""
+
+
+class FlorWarning(UserWarning):
+    """A problem flor worked around; the command line prints it as ``flor: warning: ...``."""

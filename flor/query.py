@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 
 from . import blocks, values
-from .errors import StoreError, UsageError
+from .errors import FlorWarning, StoreError, UsageError
 from .store import Store
 from .vcs import find_root
 
@@ -52,6 +52,9 @@ def _refresh_statuses(start: Path | None) -> None:
 
 def dataframe(*names: str, start: Path | None = None):
     """One pandas DataFrame of every run with the named args and logs (all names if none).
+
+    A name that is neither an arg nor a logged name is a :class:`UsageError` when no name
+    given is known, and a :class:`FlorWarning` (the table has the known ones) otherwise.
 
     >>> flor.dataframe("hidden", "accuracy")      # doctest: +SKIP
     """
@@ -212,6 +215,24 @@ def _dedupe_sorted(rank, loops: list, order):
     return order[keep]
 
 
+def _report_unknown(store: Store, unknown: list[str], *, all_unknown: bool, arg_names: list[str]) -> None:
+    """Names that are neither an arg nor a logged name: an error when no name is known (the
+    table would hold nothing asked for), else a warning, and the table has the known ones."""
+    import warnings
+
+    try:
+        logged = [r[0] for r in store._read("SELECT name FROM log_names ORDER BY name")]
+    except StoreError:  # a database from before log_names
+        logged = [r[0] for r in store._read("SELECT name FROM logs GROUP BY name ORDER BY name")]
+    known = list(dict.fromkeys(arg_names + logged))
+    shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
+    message = f"no arg or log named {' or '.join(map(repr, unknown))} (known: {shown or 'none yet'})"
+    if all_unknown:
+        raise UsageError(message)
+    # stacklevel 5: the caller of flor.dataframe (flor.dataframe -> query.dataframe -> _build -> here).
+    warnings.warn(f"{message}; left out of the table", FlorWarning, stacklevel=5)
+
+
 def _build(store: Store, names: list[str]):
     import numpy as np
     import pandas as pd
@@ -231,6 +252,9 @@ def _build(store: Store, names: list[str]):
             column = _column(store, name)
             if column is not None:
                 log_columns[name] = column
+    unknown = [n for n in dict.fromkeys(names) if n not in arg_set and n not in log_columns]
+    if unknown:
+        _report_unknown(store, unknown, all_unknown=len(unknown) == len(set(names)), arg_names=arg_names)
     contexts = None
     if any((~np.isnan(c["ctx_id"])).any() for c in log_columns.values()):
         wanted = sorted({int(r) for c in log_columns.values() for r in np.unique(c["run_id"])})

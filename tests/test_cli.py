@@ -117,3 +117,13 @@ def test_query_refuses_attach_and_vacuum_into_with_one_line(project, tmp_path):
         assert done.stderr == f"flor: error: flor query is read-only: {what} is not allowed; use SELECT statements\n"
     assert not (tmp_path / "a.db").exists() and not (tmp_path / "v.db").exists()
     assert project.flor("query", "PRAGMA journal_mode", "--csv").stdout == "journal_mode\nwal\n"
+
+
+def test_dataframe_names_what_is_unknown(project):
+    _store_run(project, "2026-01-01T00:00:00", args=[("hidden", 500, "int")], logs=[("loss", 0.5, None, None)])
+    done = project.flor("dataframe", "nosuch", check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "flor: error: no arg or log named 'nosuch' (known: hidden, loss)\n"
+    some = project.flor("dataframe", "loss", "nosuch", "--csv")
+    assert some.stderr == "flor: warning: no arg or log named 'nosuch' (known: hidden, loss); left out of the table\n"
+    assert some.stdout.splitlines() == ["projid,tstamp,filename,loss", "p,2026-01-01T00:00:00,t.py,0.5"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import flor
-from flor.errors import StoreError, UsageError
+from flor.errors import FlorWarning, StoreError, UsageError
 from flor.query import dataframe, query
 from flor.store import Store
 
@@ -93,3 +93,12 @@ def test_int_values_that_some_rows_lack_stay_exact_ints(two_runs):
     assert df["accuracy"].dtype == float  # floats stay floats, NaN where missing
     only = dataframe("seed", "loss")  # merged with a nested name: rows without a seed get <NA>
     assert str(only["seed"].dtype) == "Int64" and only["seed"].dropna().tolist() == [2**62 + 3]
+
+
+def test_unknown_names_are_named(two_runs):
+    with pytest.raises(UsageError) as caught:
+        dataframe("nosuch", "other")
+    assert str(caught.value) == "no arg or log named 'nosuch' or 'other' (known: hidden, opt, accuracy, loss, note, val)"
+    with pytest.warns(FlorWarning, match=r"^no arg or log named 'nosuch' \(known: .*\); left out of the table$"):
+        df = dataframe("hidden", "nosuch")
+    assert list(df.columns) == ["projid", "tstamp", "filename", "hidden"]
