@@ -105,8 +105,6 @@ def _warnings_as_lines():
 
 
 def _cmd_query(args) -> int:
-    import pandas as pd
-
     from .query import query_rows
 
     columns, rows = query_rows(args.sql)
@@ -117,6 +115,8 @@ def _cmd_query(args) -> int:
 
         (write_json_lines if args.json else write_csv)(columns, rows, sys.stdout)
         return 0
+    import pandas as pd
+
     _print_table(pd.DataFrame.from_records(rows, columns=columns), args)
     return 0
 

@@ -789,6 +789,9 @@ _SETTING_PRAGMAS = frozenset({
 # load_extension runs native code from any file; fts3_tokenizer with two arguments installs a
 # tokenizer from a raw pointer. Python keeps both disabled by default; refuse them regardless.
 _DENIED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer"})
+# Action codes of sqlite3.h (stable); older Pythons do not name all of them.
+_READS = (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, getattr(sqlite3, "SQLITE_RECURSIVE", 33))
+_FUNCTION = getattr(sqlite3, "SQLITE_FUNCTION", 31)
 _SCHEMA_TABLES = ("sqlite_master", "sqlite_temp_master")
 _SCHEMA_WRITE = "changing the schema"
 _ACTIONS = {
@@ -811,9 +814,9 @@ def _read_only_authorizer(denied: list[str]):
     It is an allowlist: an action SQLite adds later is refused, not let through."""
 
     def authorize(action, arg1, arg2, _db, _trigger):
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
+        if action in _READS:
             return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_FUNCTION:
+        if action == _FUNCTION:
             if str(arg2).lower() not in _DENIED_FUNCTIONS:
                 return sqlite3.SQLITE_OK
             what = f"the function {arg2}()"
