@@ -22,11 +22,12 @@ safely); 4 ``flor replay`` ended with values that drifted from the recording; 13
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import datetime
 
 from .errors import FlorError, UsageError
-from .messages import error
+from .messages import error, warn
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -125,8 +126,10 @@ def _print_table(df, args) -> None:
     if getattr(args, "csv", False):
         df.to_csv(sys.stdout, index=False)
     elif getattr(args, "json", False):
-        df.to_json(sys.stdout, orient="records", lines=True, default_handler=str)
-        sys.stdout.write("\n")
+        # Not DataFrame.to_json: it rounds floats to 10 digits and fails on bytes.
+        from .output import frame_rows, write_json_lines
+
+        write_json_lines(list(df.columns), frame_rows(df), sys.stdout)
     elif df.empty:
         print("(no rows)" if len(df.columns) else "(no runs)")
     else:
@@ -162,14 +165,43 @@ def _duration(seconds: float | None) -> str:
 def _cmd_dataframe(args) -> int:
     from .query import dataframe
 
-    _print_table(dataframe(*args.names), args)
+    with _warnings_as_lines():
+        df = dataframe(*args.names)
+    _print_table(df, args)
     return EXIT_OK
 
 
-def _cmd_query(args) -> int:
-    from .query import query
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Print the library's FlorWarnings as one line each (not Python's two-line file:line form)."""
+    import warnings
 
-    _print_table(query(args.sql), args)
+    from .errors import FlorWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FlorWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, FlorWarning):
+            warn(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _cmd_query(args) -> int:
+    from .query import query_rows
+
+    columns, rows = query_rows(args.sql)
+    if args.json or args.csv:
+        # Straight from the sqlite rows: a DataFrame would turn an int column with a NULL into
+        # floats.
+        from .output import write_csv, write_json_lines
+
+        (write_json_lines if args.json else write_csv)(columns, rows, sys.stdout)
+        return EXIT_OK
+    import pandas as pd
+
+    _print_table(pd.DataFrame.from_records(rows, columns=columns), args)
     return EXIT_OK
 
 
@@ -306,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         return _HANDLERS[args.command](args) or EXIT_OK
     except FlorError as exc:
         error(exc)
-        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED  # its subclasses too (FilterError)
     except KeyboardInterrupt:
         print("flor: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -5,7 +5,8 @@ tstamp, filename, git_head, git_dirty`` (the user's HEAD commit when the run sta
 the versioned code differed from it), one column per loop level that the values carry (``epoch``, ``step``), then one column per name.
 A value logged at a loop context applies to every row whose context extends it: args and
 run-level logs repeat on each row of their run, an epoch-level value on each step row of that
-epoch. Forward and replayed values of the same run and iteration share a row.
+epoch. Forward and replayed values of the same run and iteration share a row. An int-valued
+name (or loop) that some rows lack is a nullable ``Int64`` column, so its values stay exact ints.
 
 >>> flor.dataframe("hidden", "loss")            # doctest: +SKIP
    projid               tstamp  filename  git_head  git_dirty  epoch  step  hidden      loss
@@ -18,7 +19,7 @@ import sqlite3
 from pathlib import Path
 
 from . import blocks, values
-from .errors import StoreError, UsageError
+from .errors import FlorWarning, StoreError, UsageError
 from .store import Store
 from .vcs import find_root
 
@@ -58,6 +59,9 @@ def _refresh_statuses(start: Path | None) -> None:
 
 def dataframe(*names: str, start: Path | None = None):
     """One pandas DataFrame of every run with the named args and logs (all names if none).
+
+    A name that is neither an arg nor a logged name is a :class:`UsageError` when no name
+    given is known, and a :class:`FlorWarning` (the table has the known ones) otherwise.
 
     >>> flor.dataframe("hidden", "accuracy")      # doctest: +SKIP
     """
@@ -174,6 +178,34 @@ def _index_column(array):
     return array.astype(np.int64)
 
 
+def _nullable_ints(array):
+    """An int64 value array as nullable Int64, so that the outer merges and the rows of runs
+    without the name add <NA> instead of turning every value into a float (inexact beyond 2**53)."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.array(array, dtype="Int64") if array.dtype == np.int64 else array
+
+
+def _merged_ints(array):
+    """A merged Int64 value column: plain int64 again when nothing is missing."""
+    import numpy as np
+
+    return array if array.isna().any() else array.to_numpy(np.int64)
+
+
+def _arg_column(per_row):
+    """One arg's values per row: int64 when every row has an int, nullable Int64 when some run
+    lacks the arg (not float64, which rounds ints beyond 2**53 and prints 500 as 500.0)."""
+    import pandas as pd
+
+    present = [v for v in per_row if v is not None]
+    if len(present) < len(per_row) and present and all(
+            type(v) is int and -2**63 <= v < 2**63 for v in present):
+        return pd.array(list(per_row), dtype="Int64")
+    return pd.Series(per_row).infer_objects()
+
+
 def _dedupe_sorted(rank, loops: list, order):
     """Positions (in ``order``) of the first row of each distinct (run, loop indices) key."""
     import numpy as np
@@ -186,6 +218,24 @@ def _dedupe_sorted(rank, loops: list, order):
             same &= (a == b) | (np.isnan(a) & np.isnan(b))
         keep[1:] = ~same
     return order[keep]
+
+
+def _report_unknown(store: Store, unknown: list[str], *, all_unknown: bool, arg_names: list[str]) -> None:
+    """Names that are neither an arg nor a logged name: an error when no name is known (the
+    table would hold nothing asked for), else a warning, and the table has the known ones."""
+    import warnings
+
+    try:
+        logged = [r[0] for r in store._read("SELECT name FROM log_names ORDER BY name")]
+    except StoreError:  # a database from before log_names
+        logged = [r[0] for r in store._read("SELECT name FROM logs GROUP BY name ORDER BY name")]
+    known = list(dict.fromkeys(arg_names + logged))
+    shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
+    message = f"no arg or log named {' or '.join(map(repr, unknown))} (known: {shown or 'none yet'})"
+    if all_unknown:
+        raise UsageError(message)
+    # stacklevel 5: the caller of flor.dataframe (flor.dataframe -> query.dataframe -> _build -> here).
+    warnings.warn(f"{message}; left out of the table", FlorWarning, stacklevel=5)
 
 
 def _build(store: Store, names: list[str]):
@@ -207,6 +257,9 @@ def _build(store: Store, names: list[str]):
             column = _column(store, name)
             if column is not None:
                 log_columns[name] = column
+    unknown = [n for n in dict.fromkeys(names) if n not in arg_set and n not in log_columns]
+    if unknown:
+        _report_unknown(store, unknown, all_unknown=len(unknown) == len(set(names)), arg_names=arg_names)
     contexts = None
     if any((~np.isnan(c["ctx_id"])).any() for c in log_columns.values()):
         wanted = sorted({int(r) for c in log_columns.values() for r in np.unique(c["run_id"])})
@@ -229,7 +282,8 @@ def _build(store: Store, names: list[str]):
         order = np.lexsort(sort_keys) if len(rank) else np.arange(0)
         order = order[present[order]]
         order = _dedupe_sorted(rank, key_arrays, order)
-        frame = {"_rank": rank[order], **{n: loops[n][order] for n in outermost_first}, name: column["value"][order]}
+        frame = {"_rank": rank[order], **{n: loops[n][order] for n in outermost_first},
+                 name: _nullable_ints(column["value"][order])}
         frames.append((outermost_first, frame))
 
     if len(frames) == 1:
@@ -288,9 +342,12 @@ def _build(store: Store, names: list[str]):
                 per_run[name][positions[run_id]] = values.decode(value, vtype)
     for name in names:
         if name in arg_set:
-            result[name] = pd.Series(per_run[name][rank]).infer_objects()
+            result[name] = _arg_column(per_run[name][rank])
         elif name in table.columns:
-            result[name] = table[name].to_numpy() if table[name].dtype != object else table[name].to_numpy(object)
+            if isinstance(table[name].dtype, pd.Int64Dtype):
+                result[name] = _merged_ints(table[name].array)
+            else:
+                result[name] = table[name].to_numpy() if table[name].dtype != object else table[name].to_numpy(object)
     return pd.DataFrame(result)
 
 
@@ -301,12 +358,18 @@ def query(sql: str, start: Path | None = None):
     """
     import pandas as pd
 
+    columns, rows = query_rows(sql, start)
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def query_rows(sql: str, start: Path | None = None) -> tuple[list[str], list[tuple]]:
+    """(column names, rows as sqlite3 returns them) of one read-only SQL statement; what
+    ``flor query --json/--csv`` prints, with every value's SQLite type intact."""
     if type(sql) is not str or not sql.strip():
         raise UsageError("flor.query needs an SQL string, e.g. \"SELECT * FROM runs\"")
     _refresh_statuses(start)
     store = project_store(start)
     try:
-        columns, rows = store.execute_readonly(sql)
+        return store.execute_readonly(sql)
     finally:
         store.close()
-    return pd.DataFrame.from_records(rows, columns=columns)

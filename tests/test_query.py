@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import flor
-from flor.errors import StoreError, UsageError
+from flor.errors import FlorWarning, StoreError, UsageError
 from flor.query import dataframe, query
 from flor.store import Store
 
@@ -71,7 +71,7 @@ def test_replayed_and_recorded_share_rows(two_runs):
 
 def test_query_is_read_only(two_runs):
     assert query("SELECT COUNT(*) AS n FROM runs")["n"].tolist() == [2]
-    with pytest.raises(StoreError, match="read-only"):
+    with pytest.raises(UsageError, match="read-only"):
         query("DELETE FROM runs")
     assert query("SELECT COUNT(*) AS n FROM runs")["n"].tolist() == [2]
 
@@ -81,3 +81,24 @@ def test_bad_names_and_missing_store(in_project):
         flor.dataframe("loss")
     with pytest.raises(UsageError):
         dataframe(3)
+
+
+def test_int_values_that_some_rows_lack_stay_exact_ints(two_runs):
+    assert dataframe("hidden")["hidden"].dtype == "int64"  # complete: plain int64 as before
+    # Only a third run has the arg "extra" and logs "seed".
+    _record(two_runs.root, [("extra", 2**62 + 1, "int")], [], [("seed", 2**62 + 3, None, None)], [], "2026-01-03T00:00:00")
+    df = dataframe("extra", "seed", "hidden", "accuracy")
+    assert str(df["extra"].dtype) == "Int64" and str(df["seed"].dtype) == "Int64"
+    assert df["extra"].tolist() == [pd.NA, pd.NA, 2**62 + 1] and df["seed"].tolist() == [pd.NA, pd.NA, 2**62 + 3]
+    assert df["accuracy"].dtype == float  # floats stay floats, NaN where missing
+    only = dataframe("seed", "loss")  # merged with a nested name: rows without a seed get <NA>
+    assert str(only["seed"].dtype) == "Int64" and only["seed"].dropna().tolist() == [2**62 + 3]
+
+
+def test_unknown_names_are_named(two_runs):
+    with pytest.raises(UsageError) as caught:
+        dataframe("nosuch", "other")
+    assert str(caught.value) == "no arg or log named 'nosuch' or 'other' (known: hidden, opt, accuracy, loss, note, val)"
+    with pytest.warns(FlorWarning, match=r"^no arg or log named 'nosuch' \(known: .*\); left out of the table$"):
+        df = dataframe("hidden", "nosuch")
+    assert list(df.columns) == ["projid", "tstamp", "filename", "git_head", "git_dirty", "hidden"]

@@ -1,10 +1,11 @@
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
 
-from flor.errors import RunNotFoundError, StoreError
+from flor.errors import RunNotFoundError, StoreError, UsageError
 from flor.store import Store
 
 
@@ -92,9 +93,76 @@ def test_readonly_refuses_writes(tmp_path):
     path = tmp_path / "db"
     Store.open(path).close()
     reader = Store.open(path, readonly=True)
-    with pytest.raises(StoreError, match="read-only"):
+    with pytest.raises(UsageError, match="read-only"):
         reader.execute_readonly("DELETE FROM runs")
     assert reader.execute_readonly("SELECT COUNT(*) FROM runs")[1] == [(0,)]
+
+
+def _snapshot(path):
+    """Everything a write could change: schema, rows, journal mode, and the files nearby."""
+    with sqlite3.connect(path) as db:
+        dump = list(db.iterdump())
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    return dump, mode, sorted(p.name for p in path.parent.iterdir())
+
+
+@pytest.mark.parametrize("sql, refused", [
+    ("ATTACH DATABASE '{out}' AS x", "ATTACH"),
+    ("VACUUM INTO '{out}'", "VACUUM"),
+    ("-- a comment first\nvacuum", "VACUUM"),
+    ("PRAGMA writable_schema = 1", "PRAGMA writable_schema = 1"),
+    ("PRAGMA journal_mode = DELETE", "PRAGMA journal_mode = DELETE"),
+    ("PRAGMA query_only = 0", "PRAGMA query_only = 0"),
+    ("SELECT * FROM pragma_user_version(7)", None),  # a table-valued PRAGMA cannot set either
+    ("SELECT load_extension('{out}')", "the function load_extension()"),
+    ("INSERT INTO runs(tstamp) VALUES ('x')", "INSERT"),
+    ("CREATE TEMP TABLE t(x)", "CREATE"),
+    ("WITH gone AS (SELECT run_id FROM runs) DELETE FROM runs WHERE run_id IN gone", "DELETE"),
+    ("WITH c AS (SELECT 1) UPDATE runs SET pid = 0", "UPDATE"),
+    ("DROP TABLE logs", "DROP"),
+    ("BEGIN IMMEDIATE", "BEGIN"),
+    ("DETACH DATABASE main", "DETACH"),
+])
+def test_free_sql_refuses_all_but_reads(tmp_path, sql, refused):
+    path = tmp_path / "flor.db"
+    store = Store.open(path)
+    _run(store)
+    store.close()
+    before = _snapshot(path)
+    reader = Store.open(path, readonly=True)
+    if hasattr(reader.connection, "enable_load_extension"):
+        # Even with extension loading switched on, the authorizer refuses load_extension.
+        reader.connection.enable_load_extension(True)
+    out = tmp_path / "escaped.db"
+    with pytest.raises(UsageError) as caught:
+        reader.execute_readonly(sql.format(out=out))
+    message = str(caught.value)
+    assert "\n" not in message
+    if refused is not None:
+        assert message == f"flor query is read-only: {refused} is not allowed; use SELECT statements"
+    reader.close()
+    assert not out.exists() and _snapshot(path) == before
+
+
+def test_free_sql_still_reads_everything(tmp_path):
+    path = tmp_path / "flor.db"
+    store = Store.open(path)
+    _run(store)
+    store.close()
+    reader = Store.open(path, readonly=True)
+    assert reader.execute_readonly("SELECT tstamp FROM runs")[1] == [("2026-01-01T00:00:00",)]
+    assert reader.execute_readonly(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT SUM(x) FROM c")[1] == [(6,)]
+    assert reader.execute_readonly("SELECT args.value, j.value FROM args, json_each('[1, 2]') AS j WHERE name = 'lr'")[1] == [(0.1, 1), (0.1, 2)]
+    assert ("run_id",) in [r[1:2] for r in reader.execute_readonly("PRAGMA table_info(runs)")[1]]
+    assert reader.execute_readonly("SELECT name FROM pragma_table_info('args') LIMIT 1")[1] == [("run_id",)]
+    assert reader.execute_readonly("PRAGMA journal_mode")[1] == [("wal",)]
+    assert reader.execute_readonly("SELECT COUNT(*) FROM sqlite_master WHERE name = 'logs'")[1] == [(1,)]
+    # The authorizer is for free SQL only: the store's own reads afterwards are unaffected.
+    assert reader.runs()[0].tstamp == "2026-01-01T00:00:00"
+    with pytest.raises(UsageError, match="one statement"):
+        reader.execute_readonly("SELECT 1; SELECT 2")
+    reader.close()
 
 
 def test_missing_database_is_a_clear_error(tmp_path):

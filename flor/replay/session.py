@@ -112,18 +112,17 @@ def _select_runs(store: Store, runs: list[str] | None, where: str | None) -> lis
         if not chosen:
             raise UsageError(f"no finished run matches --runs {' '.join(prefixes)}; `flor runs` lists them")
     if where:
-        import pandas as pd
+        # flor's own filter language (as in flor ui), never DataFrame.query: that evaluates
+        # Python (`@pd.io.common.os.system(...)`, attribute chains, method calls).
+        from ..filters import compile_filter
 
         records = []
         for run in chosen:
             row = {"tstamp": run.tstamp, **store.last_values(run.run_id), **store.args(run.run_id)}
             records.append(row)
-        frame = pd.DataFrame.from_records(records)
-        try:
-            keep = set(frame.query(where)["tstamp"]) if len(frame) else set()
-        except Exception as exc:  # pandas raises many kinds for a bad expression
-            raise UsageError(f"--where {where!r} cannot be evaluated: {exc}") from None
-        chosen = [r for r in chosen if r.tstamp in keep]
+        if records:
+            keep = compile_filter(where, dict.fromkeys(name for row in records for name in row))
+            chosen = [run for run, row in zip(chosen, records) if keep(row)]
     return chosen
 
 

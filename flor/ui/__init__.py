@@ -6,7 +6,8 @@
 
 Modules: ``server`` (Flask app and API), ``data`` (what the page shows, through the store's
 read-only pool), ``curves`` (series of one name), ``downsample`` (min/max per bucket),
-``static/`` (the page and the vendored uPlot). Flask is imported only when the page is served.
+``static/`` (the page and the vendored uPlot). Filters use flor's one filter language,
+:mod:`flor.filters`. Flask is imported only when the page is served.
 
 >>> serve_project(port=8080, open_browser=False)      # doctest: +SKIP
 flor ui: http://127.0.0.1:8080/  (read-only; Ctrl+C stops it)

@@ -34,7 +34,7 @@ from flask import Flask, Response, request, send_from_directory
 from ..errors import FlorError, RunNotFoundError, StoreError, UsageError, VersionControlError
 from .curves import SeriesReader
 from .data import ReadOnlyDB, RunsTable, diff_code, read_code, run_detail, sort_key
-from .filters import FilterError, compile_filter
+from ..filters import FilterError, compile_filter
 
 STATIC = Path(__file__).with_name("static")
 MAX_PAGE = 1000

@@ -1,4 +1,5 @@
-"""Safe filter expressions over the runs table, such as ``accuracy > 0.9 and lr < 0.01``.
+"""Safe filter expressions over runs, such as ``accuracy > 0.9 and lr < 0.01``: the one filter
+language of flor, used by ``flor ui``'s runs table and by ``flor replay --where``.
 
 The text is parsed with :mod:`ast` and compiled into a tree of small closures; nothing is ever
 passed to ``eval``. Only these forms are accepted:
@@ -6,11 +7,14 @@ passed to ``eval``. Only these forms are accepted:
 - column names (``lr``), dotted names (``opt.lr``) and back-quoted names (```loss/train```);
 - constants: numbers, strings, ``True``, ``False``, ``None``, and tuples/lists of them (for ``in``);
 - comparisons ``== != < <= > >= in not in``, also chained (``0.1 < lr <= 1``);
-- ``and``, ``or``, ``not``, unary minus and parentheses.
+- ``and``, ``or``, ``not``, unary minus and parentheses, nested at most ``MAX_DEPTH`` deep.
 
-Anything else (calls, attributes of values, subscripts, arithmetic, lambdas) is a
-:class:`FilterError`. A comparison that cannot be made (``None < 3``, ``"a" < 1``) is false for
-that row instead of an error, so one odd run does not break the whole table.
+Anything else (calls, attributes of values, subscripts, arithmetic, lambdas, pandas' ``@name``)
+is a :class:`~flor.errors.FilterError`, one line that says what is not allowed. ``&&``, ``||``,
+``&``, ``|`` and ``~`` are not aliases: each operator has one spelling, so a filter reads the same
+in the UI and on the command line; the error names the word to write instead. A comparison that
+cannot be made (``None < 3``, ``"a" < 1``) is false for that row instead of an error, so one odd
+run does not break the whole table.
 
 >>> keep = compile_filter("accuracy > 0.9 and lr < 0.01", ["accuracy", "lr"])
 >>> keep({"accuracy": 0.95, "lr": 0.001}), keep({"accuracy": 0.5, "lr": 0.001})
@@ -20,13 +24,20 @@ that row instead of an error, so one odd run does not break the whole table.
 from __future__ import annotations
 
 import ast
+import io
 import operator
 import re
+import tokenize
 from typing import Callable, Iterable, Mapping
 
-from ..errors import UsageError
+from .errors import FilterError
+
+__all__ = ["FilterError", "MAX_DEPTH", "MAX_LENGTH", "compile_filter"]
 
 MAX_LENGTH = 2000
+# Far beyond any real filter, and shallow enough that compiling and evaluating the closures
+# never meets Python's recursion limit (whose error would depend on the caller's stack).
+MAX_DEPTH = 100
 
 _COMPARE = {
     ast.Eq: operator.eq,
@@ -41,10 +52,6 @@ _COMPARE = {
 _BACKQUOTED = re.compile(r"`([^`]*)`")
 
 Row = Mapping[str, object]
-
-
-class FilterError(UsageError):
-    """A filter expression that is not allowed or does not parse; the message says why."""
 
 
 def compile_filter(text: str, columns: Iterable[str]) -> Callable[[Row], bool]:
@@ -75,18 +82,18 @@ def compile_filter(text: str, columns: Iterable[str]) -> Callable[[Row], bool]:
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise FilterError(f"cannot parse the filter {text!r}: {exc.msg}") from exc
+        raise FilterError(f"cannot parse the filter {text!r}: {exc.msg}{_syntax_hint(source)}") from exc
     except (ValueError, MemoryError, RecursionError) as exc:
         raise FilterError(f"cannot parse the filter {text!r}") from exc
     try:
         predicate = _Compiler(known, quoted).node(tree.body)
     except RecursionError as exc:
-        raise FilterError("the filter nests too deeply") from exc
+        raise FilterError(f"the filter nests more than {MAX_DEPTH} levels deep") from exc
 
     def keep(row: Row) -> bool:
         try:
             return bool(predicate(row))
-        except (TypeError, ValueError, ArithmeticError):
+        except (TypeError, ValueError, ArithmeticError, RecursionError):
             return False
 
     return keep
@@ -98,12 +105,25 @@ class _Compiler:
     def __init__(self, columns: set[str], quoted: dict[str, str]) -> None:
         self.columns = columns
         self.quoted = quoted
+        self.depth = 0
 
     def node(self, node: ast.AST) -> Callable[[Row], object]:
         method = getattr(self, "_" + type(node).__name__, None)
         if method is None:
             raise FilterError(f"{_describe(node)} is not allowed in a filter; use names, constants, comparisons, and/or/not")
-        return method(node)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FilterError(f"the filter nests more than {MAX_DEPTH} levels deep")
+        try:
+            return method(node)
+        finally:
+            self.depth -= 1
+
+    def _BinOp(self, node: ast.BinOp) -> Callable[[Row], object]:
+        instead = _INSTEAD.get(type(node.op))
+        if instead:
+            raise FilterError(f"{instead[0]!r} is not allowed in a filter; write {instead[1]!r}, e.g. lr < 0.01 and epochs > 5")
+        raise FilterError(f"{_describe(node)} is not allowed in a filter; use names, constants, comparisons, and/or/not")
 
     def _column(self, name: str) -> Callable[[Row], object]:
         if name not in self.columns:
@@ -151,6 +171,8 @@ class _Compiler:
             return lambda row: -operand(row)
         if isinstance(node.op, ast.UAdd):
             return lambda row: +operand(row)
+        if isinstance(node.op, ast.Invert):
+            raise FilterError("'~' is not allowed in a filter; write 'not'")
         raise FilterError(f"{_describe(node.op)} is not allowed in a filter")
 
     def _BoolOp(self, node: ast.BoolOp) -> Callable[[Row], object]:
@@ -190,6 +212,27 @@ def _comparable(left: object, right: object, function) -> bool:
             isinstance(left, str) and isinstance(right, str)
         )
     return isinstance(right, (tuple, str))
+
+
+_INSTEAD = {ast.BitAnd: ("&", "and"), ast.BitOr: ("|", "or")}
+
+
+def _syntax_hint(source: str) -> str:
+    """A hint for the spellings of other filter languages (pandas, SQL, C) that people try:
+    ``&&``, ``||`` and pandas' ``@variable``. Found by tokens, so never inside a string."""
+    try:
+        tokens = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if t.type in (tokenize.OP, tokenize.ERRORTOKEN)]
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return ""
+    for first, second in zip(tokens, tokens[1:]):
+        if (first, second) == ("&", "&"):
+            return "; write 'and' instead of '&&'"
+        if (first, second) == ("|", "|"):
+            return "; write 'or' instead of '||'"
+    if "@" in tokens:
+        return "; '@' variables are not part of a filter, only columns and constants"
+    return ""
 
 
 def _describe(node: object) -> str:
