@@ -7,7 +7,7 @@ loop starts where the previous one ended, so epochs follow each other instead of
 The store keeps one ``contexts`` row per loop instance with its number of iterations, so that
 offset is a running sum over a few rows.
 
-Only reads, through :class:`~flor.ui.data.ReadOnlyDB`. The logs table has no index by run or
+Only reads, through :class:`~flor.store.ReadPool`. The logs table has no index by run or
 name, so a run's rows are found by scanning backwards from the newest one that the runs table
 saw, and stopping after as many rows as it counted.
 
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from .data import ReadOnlyDB, RunsTable, _plain
+from ..store import ReadPool
+from .data import RunsTable, _plain
 from .downsample import min_max
 
 _CACHED_CURVES = 64
@@ -89,7 +90,7 @@ class SeriesReader:
     'record'
     """
 
-    def __init__(self, db: ReadOnlyDB, table: RunsTable) -> None:
+    def __init__(self, db: ReadPool, table: RunsTable) -> None:
         self.db = db
         self.table = table
         self._cache: OrderedDict[tuple, Curve] = OrderedDict()
