@@ -24,7 +24,8 @@ Tables (``flor query`` reads them directly)::
 
 Modules: ``schema`` (tables and ordered migrations), ``connection`` (opening, transactions),
 ``runs``, ``logs``, ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
-(``flor query``, read-only), ``readpool`` (pooled read-only connections for ``flor ui``).
+(``flor query``, read-only), ``readpool`` (pooled read-only connections for readers on several
+threads, such as ``flor ui``, and the named reads they make).
 
 A value's full loop context is its (loop, iteration) and, up the parent links, those of the
 enclosing loops: ``epoch=3, step=17``. Keeping one row per loop instance rather than per
@@ -40,13 +41,14 @@ from .checkpoints import CheckpointRow, CheckpointsMixin
 from .connection import BUSY_TIMEOUT_S, Connection
 from .free_sql import FreeSQLMixin
 from .logs import LogsMixin
+from .readpool import ReadPool
 from .replays import ReplaysMixin
 from .runs import RunRow, RunsMixin
 from .schema import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, TABLES, split_sql
 
 __all__ = [
-    "BUSY_TIMEOUT_S", "CheckpointRow", "DERIVED_TABLES", "RunRow", "SCHEMA", "SCHEMA_VERSION", "SEED_LOG_NAMES",
-    "Store", "TABLES", "split_sql",
+    "BUSY_TIMEOUT_S", "CheckpointRow", "DERIVED_TABLES", "ReadPool", "RunRow", "SCHEMA", "SCHEMA_VERSION",
+    "SEED_LOG_NAMES", "Store", "TABLES", "split_sql",
 ]
 
 

@@ -7,7 +7,7 @@ loop starts where the previous one ended, so epochs follow each other instead of
 The store keeps one ``contexts`` row per loop instance with its number of iterations, so that
 offset is a running sum over a few rows.
 
-Only reads, through :class:`~flor.ui.data.ReadOnlyDB`. The logs table has no index by run or
+Only reads, through :class:`~flor.store.ReadPool`. The logs table has no index by run or
 name, so a run's rows are found by scanning backwards from the newest one that the runs table
 saw, and stopping after as many rows as it counted.
 
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from .data import ReadOnlyDB, RunsTable, _plain
+from ..store import ReadPool
+from .data import RunsTable, _plain
 from .downsample import min_max
 
 _CACHED_CURVES = 64
 _CACHED_POINTS = 8_000_000  # about 140 MB of x, y and flags
-_NUMERIC = "vtype IN ('int', 'float', 'bool')"
 
 
 @dataclass
@@ -64,7 +64,7 @@ class _Loop:
 
 
 def _parse_floats(text: str, count: int) -> np.ndarray:
-    """Numbers from SQLite's group_concat text (a NaN is stored as NULL and comes as 'nan')."""
+    """Numbers from the store's comma-separated value text (a NaN is stored as NULL and comes as 'nan')."""
     numbers = np.fromstring(text, sep=",")
     if len(numbers) != count:  # a value that does not print as a number: parse one by one
         numbers = np.array([_as_float(v) for v in text.split(",")], dtype=float)
@@ -89,7 +89,7 @@ class SeriesReader:
     'record'
     """
 
-    def __init__(self, db: ReadOnlyDB, table: RunsTable) -> None:
+    def __init__(self, db: ReadPool, table: RunsTable) -> None:
         self.db = db
         self.table = table
         self._cache: OrderedDict[tuple, Curve] = OrderedDict()
@@ -119,18 +119,14 @@ class SeriesReader:
 
     def _loop(self, run_id: int, ctx_id: int) -> _Loop:
         """The loop that holds ``ctx_id``: all its instances in the run and their offsets."""
-        instances = self.db.read(
-            "SELECT ctx_id, parent_id, loop_name, iterations FROM contexts WHERE run_id = ? AND loop_name = "
-            "(SELECT loop_name FROM contexts WHERE run_id = ?1 AND ctx_id = ?2) ORDER BY ctx_id",
-            (run_id, ctx_id),
-        )
+        instances = self.db.loop_instances(run_id, ctx_id)
         if not instances:
             return _Loop("iteration", "iteration", np.zeros(0, np.int64), [], np.zeros(0))
         name, parent = instances[0][2], instances[0][1]
         label = name
         if parent is not None:
-            outer = self.db.read("SELECT loop_name FROM contexts WHERE run_id = ? AND ctx_id = ?", (run_id, parent))
-            label = f"{name} (counted across {outer[0][0] if outer else 'the outer loop'})"
+            outer = self.db.loop_name(run_id, parent)
+            label = f"{name} (counted across {outer if outer is not None else 'the outer loop'})"
         counts = [row[3] for row in instances]
         offsets = np.concatenate([[0], np.cumsum([c or 0 for c in counts])[:-1]]).astype(float)
         return _Loop(name, label, np.array([row[0] for row in instances], dtype=np.int64), counts, offsets)
@@ -140,12 +136,7 @@ class SeriesReader:
         rx, ry, replay_loop = self._replayed(run_id, name, loop)
         loop = loop or replay_loop
         if run_level is None and not len(x):
-            replayed_run_level = self.db.read(
-                "SELECT value FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND source = 'replay' "
-                f"AND name = ? AND ctx_id IS NULL AND {_NUMERIC}",
-                (run_id, name),
-            )
-            run_level = replayed_run_level[0][0] if replayed_run_level else None
+            run_level = self.db.replayed_run_level_value(run_id, name)
         x = np.concatenate([x, rx]).astype(float)
         y = np.concatenate([y, ry]).astype(float)
         replayed = np.concatenate([np.zeros(len(x) - len(rx), bool), np.ones(len(rx), bool)])
@@ -157,40 +148,28 @@ class SeriesReader:
 
     def _recorded(self, run_id: int, name: str, pair):
         """(x, y, loop, last run-level value) of the recorded values."""
-        read = self.db.read
+        db = self.db
         if pair is not None and not pair.record_count:
             return np.zeros(0), np.zeros(0), None, None
-        looped = f"ctx_id IS NOT NULL AND {_NUMERIC}"
-        if pair is None:  # the runs table is still reading the store: one scan of the logs
-            rows = ("(SELECT ctx_id, iteration, value, vtype FROM logs WHERE run_id = ? AND name = ? "
-                    "AND source = 'record' ORDER BY rowid DESC)")
-            params: tuple = (run_id, name)
-        else:
-            # Newest row first, stopping after the pair's count: the scan covers only this run's
-            # rows, whatever else the store holds.
-            rows = ("(SELECT ctx_id, iteration, value, vtype FROM logs WHERE rowid <= ? AND +run_id = ? "
-                    "AND +name = ? AND +source = 'record' ORDER BY rowid DESC LIMIT ?)")
-            params = (pair.record_top, run_id, name, pair.record_count)
+        # With the pair known, each read scans back from its newest row and stops after its
+        # count, so it covers only this run's rows whatever else the store holds; while the runs
+        # table is still reading the store (no pair), each read is one scan of the logs.
+        bounds: dict = {} if pair is None else {"top": pair.record_top, "count": pair.record_count}
         clean = pair is not None and pair.numeric_count == pair.looped_count == pair.record_count
         run_level = None
         if not clean:
-            found = read(f"SELECT value FROM {rows} WHERE ctx_id IS NULL AND {_NUMERIC} LIMIT 1", params)
-            run_level = found[0][0] if found else None
-        newest = read(f"SELECT ctx_id FROM {rows} WHERE {looped} LIMIT 1", params)
-        if not newest:
+            run_level = db.recorded_run_level_value(run_id, name, **bounds)
+        newest = db.recorded_newest_loop_ctx(run_id, name, **bounds)
+        if newest is None:
             return np.zeros(0), np.zeros(0), None, run_level
-        loop = self._loop(run_id, newest[0][0])
+        loop = self._loop(run_id, newest)
         if clean and self._one_per_iteration(loop, pair):
             # The usual case: one value at every iteration of the loop, in order. Only the values
             # need reading; x is 0, 1, 2, ...
-            (text,) = read(f"SELECT group_concat(IFNULL(value, 'nan')) FROM {rows}", params)[0]
+            text = db.recorded_values_text(run_id, name, **bounds)
             y = _parse_floats(text, pair.record_count)[::-1]
             return np.arange(len(y), dtype=float), y, loop, run_level
-        text, ctx_text, iteration_text, count = read(
-            f"SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), COUNT(*) "
-            f"FROM {rows} WHERE {looped}",
-            params,
-        )[0]
+        text, ctx_text, iteration_text, count = db.recorded_loop_values_text(run_id, name, **bounds)
         if not count:
             return np.zeros(0), np.zeros(0), None, run_level
         y = _parse_floats(text, count)[::-1]
@@ -213,12 +192,7 @@ class SeriesReader:
 
     def _replayed(self, run_id: int, name: str, loop: _Loop | None):
         """(x, y, loop) of replayed values, from the partial index that holds only them."""
-        values_text, ctx_text, iteration_text, count = self.db.read(
-            "SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), COUNT(*) "
-            "FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND source = 'replay' AND name = ? "
-            f"AND ctx_id IS NOT NULL AND {_NUMERIC}",
-            (run_id, name),
-        )[0]
+        values_text, ctx_text, iteration_text, count = self.db.replayed_loop_values_text(run_id, name)
         if not count:
             return np.zeros(0), np.zeros(0), loop
         ctx, iteration = _parse_ints(ctx_text), _parse_ints(iteration_text)

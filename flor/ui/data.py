@@ -1,15 +1,15 @@
 """What the UI shows, read from the store without ever writing to it.
 
-The database is opened with a ``file:...?mode=ro`` URI and ``PRAGMA query_only = 1``, so neither
-a bug here nor a crafted request can change a recorded value. This module and ``curves.py`` are
-the only places outside ``flor/store.py`` that speak SQL, and only SELECTs.
+Every read goes through :class:`~flor.store.ReadPool`'s named reads (the store opens the database
+read-only and holds the SQL), so neither a bug here nor a crafted request can change a recorded
+value.
 
 :class:`RunsTable` keeps one row per run (tstamp, filename, status, duration, commit, args and the
 last value of every logged name) in memory and updates it incrementally: logs and args are
 append-only, so each refresh reads only the rows after the last one it saw. Curves are in
 ``curves.py``.
 
->>> table = RunsTable(ReadOnlyDB(Path(".flor/flor.db")))           # doctest: +SKIP
+>>> table = RunsTable(ReadPool(Path(".flor/flor.db")))           # doctest: +SKIP
 >>> table.refresh(); table.rows()[0]["tstamp"]                      # doctest: +SKIP
 '2026-11-26T15:04:07'
 """
@@ -19,84 +19,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .. import values
 from ..errors import RunNotFoundError, StoreError, UsageError
 from ..processes import process_gone
+from ..store import ReadPool
 
 BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
 _SCAN_SLICE = 20_000  # rowids per query of the first pass over the logs
-
-
-class ReadOnlyDB:
-    """Read-only connections to one store, pooled so that the server's threads can read at once.
-
-    >>> db = ReadOnlyDB(Path(".flor/flor.db"))                      # doctest: +SKIP
-    >>> db.read("SELECT COUNT(*) FROM runs")                        # doctest: +SKIP
-    [(2,)]
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path).resolve()
-        if not self.path.exists():
-            raise StoreError(f"no flor database at {self.path}; record a run first (python train.py)")
-        self._idle: list[sqlite3.Connection] = []
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        # data_version is per connection: it must always be asked of the same one.
-        self._watcher = self._connect()
-        self._watch_lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            connection = sqlite3.connect(
-                self.path.as_uri() + "?mode=ro", uri=True, timeout=60.0, check_same_thread=False,
-                isolation_level=None,
-            )
-            connection.execute("PRAGMA query_only = 1")
-            connection.execute("PRAGMA busy_timeout = 60000")
-            connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the flor database {self.path} read-only: {exc}") from exc
-        with self._lock:
-            self._all.append(connection)
-        return connection
-
-    def read(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        """All rows of one SELECT."""
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            connection = self._connect()
-        try:
-            return connection.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
-        finally:
-            with self._lock:
-                self._idle.append(connection)
-
-    def data_version(self) -> int:
-        """Changes whenever another connection commits (SQLite's ``PRAGMA data_version``)."""
-        with self._watch_lock:
-            try:
-                return self._watcher.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        """Close every connection."""
-        with self._lock:
-            for connection in self._all:
-                connection.close()
-            self._all, self._idle = [], []
 
 
 def _plain(value: object) -> object:
@@ -162,7 +97,7 @@ class RunsTable:
     [('tstamp', 'run'), ('filename', 'run'), ('status', 'run')]
     """
 
-    def __init__(self, db: ReadOnlyDB) -> None:
+    def __init__(self, db: ReadPool) -> None:
         self.db = db
         self.lock = threading.RLock()
         self.version = 0
@@ -211,11 +146,7 @@ class RunsTable:
         return not self.loading
 
     def _read_runs(self, dirty: set[int]) -> None:
-        rows = self.db.read(
-            "SELECT run_id, tstamp, filename, status, started, ended, heartbeat, pid, host, code_commit "
-            "FROM runs ORDER BY run_id"
-        )
-        runs = {row[0]: _Run(*row) for row in rows}
+        runs = {row[0]: _Run(*row) for row in self.db.runs_summary()}
         if any(run_id not in runs for run_id in self._runs):
             # Runs were removed (a repair): forget them rather than show ghosts.
             for gone in [run_id for run_id in self._runs if run_id not in runs]:
@@ -227,9 +158,7 @@ class RunsTable:
 
     def _read_args(self, dirty: set[int]) -> None:
         # Args are written with their run, and late ones (flor.arg after the first log) later.
-        rows = self.db.read(
-            "SELECT run_id, name, value, vtype, rowid FROM args WHERE rowid > ? ORDER BY rowid", (self._arg_cursor,)
-        )
+        rows = self.db.args_after(self._arg_cursor)
         if not rows:
             return
         decode, args, names = values.decode, self._args, self._arg_names
@@ -243,16 +172,8 @@ class RunsTable:
         dirty.update({row[0] for row in rows})
         self._arg_cursor = rows[-1][4]
 
-    # The last value, newest rowid and count of every (run, name, source) in one pass; SQLite's
-    # bare columns (value, vtype) come from the row that holds MAX(rowid).
-    _LAST_VALUES = (
-        "SELECT run_id, name, source, value, vtype, MAX(rowid), COUNT(*), "
-        "SUM(vtype IN ('int', 'float', 'bool')), COUNT(ctx_id), SUM(ctx_id), SUM(iteration) "
-        "FROM logs WHERE rowid > ? AND rowid <= ? GROUP BY run_id, name, source"
-    )
-
     def _start_scan(self) -> None:
-        top = self.db.read("SELECT MAX(rowid) FROM logs")[0][0] or 0
+        top = self.db.max_log_rowid()
 
         def scan() -> None:
             try:
@@ -275,15 +196,16 @@ class RunsTable:
         self._scan.start()
 
     def _scan_logs(self, top: int) -> list[list]:
-        """:data:`_LAST_VALUES` over rowids up to ``top``, in slices: SQLite groups by sorting,
-        and sorting many small slices is faster than one big one (about 1.6x on 3M rows)."""
+        """:meth:`~flor.store.ReadPool.last_values_between` over rowids up to ``top``, in slices:
+        SQLite groups by sorting, and sorting many small slices is faster than one big one (about
+        1.6x on 3M rows)."""
         from concurrent.futures import ThreadPoolExecutor
 
         merged: dict[tuple, list] = {}
         lows = range(0, top, _SCAN_SLICE)
         # SQLite lets go of the GIL while it works, so slices read on several connections at once.
         with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-            slices = list(pool.map(lambda low: self.db.read(self._LAST_VALUES, (low, min(low + _SCAN_SLICE, top))), lows))
+            slices = list(pool.map(lambda low: self.db.last_values_between(low, min(low + _SCAN_SLICE, top)), lows))
         for row in (row for rows in slices for row in rows):
             known = merged.get(row[:3])
             if known is None:
@@ -296,10 +218,10 @@ class RunsTable:
         return [row[:11] for row in sorted(merged.values(), key=lambda row: row[11])]
 
     def _read_new_logs(self, dirty: set[int]) -> None:
-        top = self.db.read("SELECT MAX(rowid) FROM logs")[0][0] or 0
+        top = self.db.max_log_rowid()
         if top <= self._log_cursor:
             return
-        for row in self.db.read(self._LAST_VALUES, (self._log_cursor, top)):
+        for row in self.db.last_values_between(self._log_cursor, top):
             self._merge(*row)
             dirty.add(row[0])
         self._log_cursor = top
@@ -461,54 +383,38 @@ def sort_key(value: object) -> tuple:
 # -- one run ------------------------------------------------------------------------------------
 
 
-def run_detail(db: ReadOnlyDB, table: RunsTable, run_id: int) -> dict:
+def run_detail(db: ReadPool, table: RunsTable, run_id: int) -> dict:
     """Everything the run page shows except code: args, status, error, logs, checkpoints, drift.
 
     >>> run_detail(db, table, 1)["status"]                          # doctest: +SKIP
     'finished'
     """
-    rows = db.read(
-        "SELECT run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started, "
-        "ended, heartbeat, pid, host, python, error, resumed_from FROM runs WHERE run_id = ?",
-        (run_id,),
-    )
-    if not rows:
+    row = db.run_row(run_id)
+    if row is None:
         raise RunNotFoundError(f"no run with id {run_id}")
     (run_id, tstamp, projid, filename, argv, cwd, commit, vcs_note, status, started, ended,
-     heartbeat, pid, host, python, error, resumed_from) = rows[0]
+     heartbeat, pid, host, python, error, resumed_from) = row
     effective = _Run(run_id, tstamp, filename, status, started, ended, heartbeat, pid, host, commit)
     args = [
         {"name": name, "value": _plain(values.decode(value, vtype)), "type": vtype}
-        for name, value, vtype in db.read(
-            "SELECT name, value, vtype FROM args WHERE run_id = ? ORDER BY rowid", (run_id,)
-        )
+        for name, value, vtype in db.run_args(run_id)
     ]
     logs = table.log_summary(run_id)
     if logs is None:  # the table is still reading the store: ask it directly (one scan of the logs)
         logs = [
             {"name": name, "source": source, "count": count, "numeric": bool(numeric)}
-            for name, source, count, numeric in db.read(
-                "SELECT name, source, COUNT(*), SUM(vtype IN ('int', 'float', 'bool')) > 0 FROM logs "
-                "WHERE run_id = ? GROUP BY name, source ORDER BY MIN(rowid)",
-                (run_id,),
-            )
+            for name, source, count, numeric in db.run_log_counts(run_id)
         ]
     checkpoints = [
         {"iteration": it, "location": loc, "bytes": size, "bytes_written": written,
          "snapshot_s": snap, "write_s": write}
-        for it, loc, size, written, snap, write in db.read(
-            "SELECT iteration, location, bytes, bytes_written, snapshot_s, write_s FROM checkpoints "
-            "WHERE run_id = ? ORDER BY iteration",
-            (run_id,),
-        )
+        for it, loc, size, written, snap, write in db.run_checkpoints(run_id)
     ]
     drift = [
         {"name": name, "count": count, "max_difference": _plain(worst)}
-        for name, count, worst in db.read(
-            "SELECT name, COUNT(*), MAX(difference) FROM drift WHERE run_id = ? GROUP BY name", (run_id,)
-        )
+        for name, count, worst in db.run_drift(run_id)
     ]
-    resumed = db.read("SELECT tstamp FROM runs WHERE run_id = ?", (resumed_from,)) if resumed_from else []
+    resumed = db.tstamp_of(resumed_from) if resumed_from else None
     try:
         argv = json.loads(argv)
     except (TypeError, ValueError):
@@ -517,7 +423,7 @@ def run_detail(db: ReadOnlyDB, table: RunsTable, run_id: int) -> dict:
         "tstamp": tstamp, "projid": projid, "filename": filename, "argv": argv, "cwd": cwd,
         "commit": commit, "vcs_note": vcs_note, "status": effective.effective_status(time.time()),
         "recorded_status": status, "started": started, "ended": ended, "host": host, "python": python,
-        "error": error, "resumed_from": resumed[0][0] if resumed else None,
+        "error": error, "resumed_from": resumed,
         "args": args, "logs": logs, "checkpoints": checkpoints, "drift": drift,
     }
 

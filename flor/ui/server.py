@@ -32,8 +32,9 @@ from pathlib import Path
 from flask import Flask, Response, request, send_from_directory
 
 from ..errors import FlorError, RunNotFoundError, StoreError, UsageError, VersionControlError
+from ..store import ReadPool
 from .curves import SeriesReader
-from .data import ReadOnlyDB, RunsTable, diff_code, read_code, run_detail, sort_key
+from .data import RunsTable, diff_code, read_code, run_detail, sort_key
 from ..filters import FilterError, compile_filter
 
 STATIC = Path(__file__).with_name("static")
@@ -52,7 +53,7 @@ class UIData:
     True
     """
 
-    def __init__(self, db: ReadOnlyDB, root: Path) -> None:
+    def __init__(self, db: ReadPool, root: Path) -> None:
         self.db = db
         self.root = Path(root)
         self.table = RunsTable(db)
@@ -61,7 +62,7 @@ class UIData:
     @classmethod
     def open(cls, db_path: Path, root: Path) -> "UIData":
         """Open ``db_path`` read-only; ``root`` is the project root where git runs."""
-        return cls(ReadOnlyDB(db_path), root)
+        return cls(ReadPool(db_path), root)
 
     def load(self, wait: float | None = 0.0) -> bool:
         """Read runs and args now and start reading logged values; wait up to ``wait`` seconds

@@ -10,8 +10,7 @@ import pytest
 pytest.importorskip("flask")
 
 from flor.errors import StoreError  # noqa: E402
-from flor.store import Store  # noqa: E402
-from flor.ui.data import ReadOnlyDB  # noqa: E402
+from flor.store import ReadPool, Store  # noqa: E402
 from flor.ui.server import UIData, create_app  # noqa: E402
 
 
@@ -163,7 +162,7 @@ def test_only_get_and_only_loopback(client):
 
 
 def test_the_connection_cannot_write(recorded):
-    db = ReadOnlyDB(recorded.db)
+    db = ReadPool(recorded.db)
     try:
         with pytest.raises(StoreError):
             db.read("DELETE FROM runs")

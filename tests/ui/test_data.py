@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from flor.store import Store
+from flor.store import ReadPool, Store
 from flor.ui.curves import SeriesReader
-from flor.ui.data import ReadOnlyDB, RunsTable
+from flor.ui.data import RunsTable
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_sparse_values_in_a_nested_loop_keep_their_step_positions(store):
     logs.append(("val", 99.0, None, None))       # a run-level value under a looped name
     logs.append(("label", "text", None, None))
     store.write_batch(run_id, contexts, logs)
-    db = ReadOnlyDB(store.path)
+    db = ReadPool(store.path)
     try:
         table = RunsTable(db)
         table.refresh()
@@ -67,7 +67,7 @@ def test_sparse_values_in_a_nested_loop_keep_their_step_positions(store):
 
 def test_late_args_new_runs_and_name_clashes_appear_on_refresh(store):
     first = new_run(store, "2026-01-01T00:00:00", [("lr", 0.1, "float"), ("status", "x", "str")])
-    db = ReadOnlyDB(store.path)
+    db = ReadPool(store.path)
     try:
         table = RunsTable(db)
         assert table.refresh() is True and table.wait_loaded() and table.refresh() is True  # the scan is news

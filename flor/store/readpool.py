@@ -1,0 +1,270 @@
+"""Pooled read-only connections to one store, and the reads made through them (``flor ui``).
+
+The database is opened with a ``file:...?mode=ro`` URI and ``PRAGMA query_only = 1``, so neither
+a bug in a caller nor a crafted request can change a recorded value: any statement other than a
+read fails with :class:`~flor.errors.StoreError`. Connections are pooled so that several threads
+(a web server's, a background scan's) can read at once; SQLite lets go of the GIL while it works.
+
+The queries below are tuned for a store of millions of log rows and are kept exactly as measured
+(``benchmarks/ui.py``): the logs table has no index by run or name, so reads of one run's values
+either come from a rowid range or from the partial index of replayed values.
+
+>>> pool = ReadPool(Path(".flor/flor.db"))                     # doctest: +SKIP
+>>> pool.runs_summary()[0][1]                                   # doctest: +SKIP
+'2026-11-26T15:04:07'
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import StoreError
+
+# SQLite has no boolean or NaN: these are the value types a chart can draw.
+_NUMERIC = "vtype IN ('int', 'float', 'bool')"
+
+# The last value, newest rowid and count of every (run, name, source) in one pass; SQLite's
+# bare columns (value, vtype) come from the row that holds MAX(rowid).
+_LAST_VALUES = (
+    "SELECT run_id, name, source, value, vtype, MAX(rowid), COUNT(*), "
+    "SUM(vtype IN ('int', 'float', 'bool')), COUNT(ctx_id), SUM(ctx_id), SUM(iteration) "
+    "FROM logs WHERE rowid > ? AND rowid <= ? GROUP BY run_id, name, source"
+)
+
+
+class ReadPool:
+    """Read-only connections to one store, pooled so that several threads can read at once.
+
+    >>> pool = ReadPool(Path(".flor/flor.db"))                     # doctest: +SKIP
+    >>> pool.max_log_rowid()                                        # doctest: +SKIP
+    3000000
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path).resolve()
+        if not self.path.exists():
+            raise StoreError(f"no flor database at {self.path}; record a run first (python train.py)")
+        self._idle: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # data_version is per connection: it must always be asked of the same one.
+        self._watcher = self._connect()
+        self._watch_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path.as_uri() + "?mode=ro", uri=True, timeout=60.0, check_same_thread=False,
+                isolation_level=None,
+            )
+            connection.execute("PRAGMA query_only = 1")
+            connection.execute("PRAGMA busy_timeout = 60000")
+            connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the flor database {self.path} read-only: {exc}") from exc
+        with self._lock:
+            self._all.append(connection)
+        return connection
+
+    def read(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """All rows of one statement, on an idle connection of the pool (a new one when all are
+        busy). The named reads below go through it; a write fails with StoreError."""
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._connect()
+        try:
+            return connection.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+        finally:
+            with self._lock:
+                self._idle.append(connection)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's ``PRAGMA data_version``)."""
+        with self._watch_lock:
+            try:
+                return self._watcher.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            for connection in self._all:
+                connection.close()
+            self._all, self._idle = [], []
+
+    # -- runs and args --------------------------------------------------------------------------
+
+    def runs_summary(self) -> list[tuple]:
+        """``(run_id, tstamp, filename, status, started, ended, heartbeat, pid, host,
+        code_commit)`` of every run, by run_id."""
+        return self.read(
+            "SELECT run_id, tstamp, filename, status, started, ended, heartbeat, pid, host, code_commit "
+            "FROM runs ORDER BY run_id"
+        )
+
+    def args_after(self, rowid: int) -> list[tuple]:
+        """``(run_id, name, value, vtype, rowid)`` of the args written after ``rowid``, in write
+        order (args are append-only, so a reader that keeps the last rowid reads only news)."""
+        return self.read(
+            "SELECT run_id, name, value, vtype, rowid FROM args WHERE rowid > ? ORDER BY rowid", (rowid,)
+        )
+
+    def run_row(self, run_id: int) -> tuple | None:
+        """``(run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started,
+        ended, heartbeat, pid, host, python, error, resumed_from)`` of one run; None if absent."""
+        rows = self.read(
+            "SELECT run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started, "
+            "ended, heartbeat, pid, host, python, error, resumed_from FROM runs WHERE run_id = ?",
+            (run_id,),
+        )
+        return rows[0] if rows else None
+
+    def tstamp_of(self, run_id: int) -> str | None:
+        """The tstamp of one run; None if absent."""
+        rows = self.read("SELECT tstamp FROM runs WHERE run_id = ?", (run_id,))
+        return rows[0][0] if rows else None
+
+    def run_args(self, run_id: int) -> list[tuple]:
+        """``(name, value, vtype)`` of one run's args, in the order they were declared."""
+        return self.read("SELECT name, value, vtype FROM args WHERE run_id = ? ORDER BY rowid", (run_id,))
+
+    def run_checkpoints(self, run_id: int) -> list[tuple]:
+        """``(iteration, location, bytes, bytes_written, snapshot_s, write_s)`` of one run's
+        checkpoints, by iteration."""
+        return self.read(
+            "SELECT iteration, location, bytes, bytes_written, snapshot_s, write_s FROM checkpoints "
+            "WHERE run_id = ? ORDER BY iteration",
+            (run_id,),
+        )
+
+    def run_drift(self, run_id: int) -> list[tuple]:
+        """``(name, count, max difference)`` of the drift replay found in one run, per name."""
+        return self.read(
+            "SELECT name, COUNT(*), MAX(difference) FROM drift WHERE run_id = ? GROUP BY name", (run_id,)
+        )
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def max_log_rowid(self) -> int:
+        """The rowid of the newest log row; 0 when there is none."""
+        return self.read("SELECT MAX(rowid) FROM logs")[0][0] or 0
+
+    def last_values_between(self, low: int, high: int) -> list[tuple]:
+        """Per (run, name, source) of the log rows with ``low < rowid <= high``: ``(run_id, name,
+        source, value, vtype, newest rowid, count, numeric count, count inside a loop, sum of
+        ctx_id, sum of iteration)``, value and vtype those of the newest row.
+
+        SQLite groups by sorting, so a caller covering many rows reads several ranges (on several
+        threads) and merges them: sorting many small ranges is faster than one big one."""
+        return self.read(_LAST_VALUES, (low, high))
+
+    def run_log_counts(self, run_id: int) -> list[tuple]:
+        """``(name, source, count, any numeric)`` of one run's logs, in the order names first
+        appeared. One scan of the whole logs table (it has no index by run)."""
+        return self.read(
+            "SELECT name, source, COUNT(*), SUM(vtype IN ('int', 'float', 'bool')) > 0 FROM logs "
+            "WHERE run_id = ? GROUP BY name, source ORDER BY MIN(rowid)",
+            (run_id,),
+        )
+
+    # -- one run's values of one name -----------------------------------------------------------
+    #
+    # Value lists come as SQLite's group_concat text, comma-separated, a NULL (how a NaN is
+    # stored) as 'nan': parsing one string is far faster than fetching a million rows.
+
+    @staticmethod
+    def _recorded_rows(run_id: int, name: str, top: int | None, count: int | None) -> tuple[str, tuple]:
+        """The subquery of the recorded rows of ``name`` in ``run_id``, newest first, and its
+        parameters."""
+        if top is None or count is None:  # nothing known of where they are: one scan of the logs
+            rows = ("(SELECT ctx_id, iteration, value, vtype FROM logs WHERE run_id = ? AND name = ? "
+                    "AND source = 'record' ORDER BY rowid DESC)")
+            return rows, (run_id, name)
+        # Newest row first, stopping after `count`: the scan covers only this run's rows, whatever
+        # else the store holds; the unary + on the other columns keeps the planner on that range.
+        rows = ("(SELECT ctx_id, iteration, value, vtype FROM logs WHERE rowid <= ? AND +run_id = ? "
+                "AND +name = ? AND +source = 'record' ORDER BY rowid DESC LIMIT ?)")
+        return rows, (top, run_id, name, count)
+
+    def recorded_run_level_value(self, run_id: int, name: str, *, top: int | None = None,
+                                 count: int | None = None) -> object:
+        """The stored value of the newest recorded numeric value of ``name`` logged outside any
+        loop in ``run_id``; None if there is none.
+
+        ``top`` and ``count`` (both or neither), when the caller knows them: the rowid of the
+        newest recorded row of the name in the run and how many there are. The read then scans
+        back from ``top`` and stops after ``count`` rows instead of scanning the whole table.
+        The same holds for the other ``recorded_*`` reads."""
+        rows, params = self._recorded_rows(run_id, name, top, count)
+        found = self.read(f"SELECT value FROM {rows} WHERE ctx_id IS NULL AND {_NUMERIC} LIMIT 1", params)
+        return found[0][0] if found else None
+
+    def recorded_newest_loop_ctx(self, run_id: int, name: str, *, top: int | None = None,
+                                 count: int | None = None) -> int | None:
+        """The ctx_id of the newest recorded numeric value of ``name`` logged inside a loop;
+        None if there is none."""
+        rows, params = self._recorded_rows(run_id, name, top, count)
+        found = self.read(f"SELECT ctx_id FROM {rows} WHERE ctx_id IS NOT NULL AND {_NUMERIC} LIMIT 1", params)
+        return found[0][0] if found else None
+
+    def recorded_values_text(self, run_id: int, name: str, *, top: int | None = None,
+                             count: int | None = None) -> str | None:
+        """Every recorded value of ``name`` in ``run_id``, newest first, as group_concat text;
+        None when there is none."""
+        rows, params = self._recorded_rows(run_id, name, top, count)
+        return self.read(f"SELECT group_concat(IFNULL(value, 'nan')) FROM {rows}", params)[0][0]
+
+    def recorded_loop_values_text(self, run_id: int, name: str, *, top: int | None = None,
+                                  count: int | None = None) -> tuple:
+        """``(values, ctx_ids, iterations, count)`` of the recorded numeric values of ``name``
+        logged inside a loop, newest first, the first three as group_concat text."""
+        rows, params = self._recorded_rows(run_id, name, top, count)
+        return self.read(
+            f"SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), COUNT(*) "
+            f"FROM {rows} WHERE ctx_id IS NOT NULL AND {_NUMERIC}",
+            params,
+        )[0]
+
+    def replayed_loop_values_text(self, run_id: int, name: str) -> tuple:
+        """``(values, ctx_ids, iterations, count)`` of the replayed numeric values of ``name``
+        logged inside a loop, the first three as group_concat text, read from the partial index
+        that holds only replayed rows."""
+        return self.read(
+            "SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), COUNT(*) "
+            "FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND source = 'replay' AND name = ? "
+            f"AND ctx_id IS NOT NULL AND {_NUMERIC}",
+            (run_id, name),
+        )[0]
+
+    def replayed_run_level_value(self, run_id: int, name: str) -> object:
+        """The stored value of a replayed numeric value of ``name`` logged outside any loop;
+        None if there is none."""
+        found = self.read(
+            "SELECT value FROM logs INDEXED BY logs_replay_once WHERE run_id = ? AND source = 'replay' "
+            f"AND name = ? AND ctx_id IS NULL AND {_NUMERIC}",
+            (run_id, name),
+        )
+        return found[0][0] if found else None
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    def loop_instances(self, run_id: int, ctx_id: int) -> list[tuple]:
+        """``(ctx_id, parent_id, loop_name, iterations)`` of every instance, in the run, of the
+        loop that ``ctx_id`` is an instance of, by ctx_id (iterations None while one runs)."""
+        return self.read(
+            "SELECT ctx_id, parent_id, loop_name, iterations FROM contexts WHERE run_id = ? AND loop_name = "
+            "(SELECT loop_name FROM contexts WHERE run_id = ?1 AND ctx_id = ?2) ORDER BY ctx_id",
+            (run_id, ctx_id),
+        )
+
+    def loop_name(self, run_id: int, ctx_id: int) -> str | None:
+        """The name of the loop of which ``ctx_id`` is an instance; None if absent."""
+        found = self.read("SELECT loop_name FROM contexts WHERE run_id = ? AND ctx_id = ?", (run_id, ctx_id))
+        return found[0][0] if found else None
