@@ -15,7 +15,6 @@ name (or loop) that some rows lack is a nullable ``Int64`` column, so its values
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from . import blocks, values
@@ -100,12 +99,10 @@ def _column(store: Store, name: str) -> dict | None:
         # stay exact in int64; one beyond 64 bits (stored as text) sends the column to the
         # object path below.
         exact_ints = vtypes == {values.INT}
-        cursor = store.numeric_log_cursor(name, ordered)
+        rows = store.numeric_log_rows(name, ordered)
         try:
-            table = np.fromiter(cursor, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "i8" if exact_ints else "f8"),
-                                               ("null", "?")])
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read the flor database {store.path}: {exc}") from exc
+            table = np.fromiter(rows, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "i8" if exact_ints else "f8"),
+                                             ("null", "?")])
         except (OverflowError, ValueError, TypeError):
             table = None
         if table is not None:
@@ -225,10 +222,7 @@ def _report_unknown(store: Store, unknown: list[str], *, all_unknown: bool, arg_
     table would hold nothing asked for), else a warning, and the table has the known ones."""
     import warnings
 
-    try:
-        logged = [r[0] for r in store._read("SELECT name FROM log_names ORDER BY name")]
-    except StoreError:  # a database from before log_names
-        logged = [r[0] for r in store._read("SELECT name FROM logs GROUP BY name ORDER BY name")]
+    logged = sorted(store.logged_names())
     known = list(dict.fromkeys(arg_names + logged))
     shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
     message = f"no arg or log named {' or '.join(map(repr, unknown))} (known: {shown or 'none yet'})"

@@ -140,3 +140,27 @@ def test_the_wheel_carries_the_license(tmp_path):
         metadata = archive.read(next(n for n in names if n.endswith("/METADATA"))).decode()
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "License-Expression: Apache-2.0" in metadata
+
+
+def test_sql_lives_in_the_store_package_only():
+    """SQL strings and sqlite3 belong to flor/store/ (and doctor's raw recovery reader)."""
+    import re
+
+    statement = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|PRAGMA|REPLACE)\s", re.I)
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith("flor.store") or name == "flor.doctor":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if "sqlite3" in modules:
+                    offenders.append(f"{name}: imports sqlite3")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                if statement.match(node.value):
+                    offenders.append(f"{name}: {node.value[:40]!r}")
+    assert offenders == []

@@ -206,15 +206,16 @@ class LogsMixin:
         """The distinct ``(vtype, source)`` of the values logged under ``name``."""
         return self._read("SELECT DISTINCT vtype, source FROM logs WHERE name = ?", (name,))
 
-    def numeric_log_cursor(self, name: str, record_first: bool):
-        """A cursor over ``(run_id, ctx_id or -1, iteration or -1, value or 0, value IS NULL)`` of
-        the numeric values of ``name`` (recorded before replayed ones with ``record_first``): the
-        dataframe streams it straight into a numpy array."""
+    def numeric_log_rows(self, name: str, record_first: bool):
+        """``(run_id, ctx_id or -1, iteration or -1, value or 0, value IS NULL)`` of the numeric
+        values of ``name`` (recorded before replayed ones with ``record_first``), streamed: the
+        dataframe reads them straight into a numpy array, with no list of tuples."""
         order = " ORDER BY source DESC, rowid" if record_first else ""
         try:
-            return self._retry(lambda: self.connection.execute(
+            cursor = self._retry(lambda: self.connection.execute(
                 "SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, 0), value IS NULL "
                 f"FROM logs WHERE name = ?{order}", (name,)))
+            yield from cursor
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
 
