@@ -1,0 +1,245 @@
+"""Confinement: a replay worker runs old code in a private view of the file system, where every
+write it makes lands in a scratch layer that is thrown away.
+
+Old code runs against the user's project, and old code writes: checkpoints of its own
+(``torch.save`` through torch's C++ writer), logs, caches, files in ``/tmp``. Patching Python's
+``open`` catches only some of those. So the worker enters a private mount namespace (a user
+namespace too when it is not root) and, before it runs any of the old code:
+
+1. remounts every file system it can see read-only (``/proc``, ``/sys`` and ``/dev`` aside), so a
+   write anywhere else fails with "Read-only file system" instead of reaching a file;
+2. mounts a private tmpfs for the scratch layers and for ``/dev/shm`` (DataLoader workers share
+   memory through it);
+3. lays an overlay over each place where programs expect to write — the project, ``/tmp`` (and
+   ``$TMPDIR``) and the home folder: reads see what is there, writes go to the scratch layer. The
+   project's overlay has the run's own code version on top, so the old script, its modules and
+   ``python -m pkg.train`` all resolve to the code the run had, at the paths the run used;
+4. deletes, in the project's view only, the code files that today's project has and the run's
+   version did not.
+
+The kernel keeps the user's files out of reach: this is a property of the mount table, not of a
+list of patched functions. What the old code wrote is listed from the scratch layers
+(:func:`written`) and reported; it is discarded with the worker.
+
+Where the kernel refuses (no unprivileged user namespaces, no overlayfs), :func:`probe` says why,
+and replay falls back to a workspace of copies (see ``workspace.py``).
+
+>>> reason = probe()                      # None: confinement works here     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ReplayError
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
+MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
+_OPTION_FLAGS = {
+    "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+    "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME,
+}
+# Kernel file systems that stay as they are: writing to them is not writing a user's file, and
+# programs need some of them writable (/dev/null, /proc/self/...).
+_KEPT = ("/proc", "/sys", "/dev")
+
+
+class ConfinementError(ReplayError):
+    """The private view of the file system could not be set up."""
+
+
+_libc = None
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return _libc
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise ConfinementError(f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    encode = lambda text: None if text is None else os.fsencode(text)
+    _check(_c().mount(encode(source), encode(target), encode(fstype), flags, encode(data)), f"mount {fstype or ''} {target}")
+
+
+def enter() -> None:
+    """Move this process into a private mount namespace (and a user namespace when not root).
+
+    Called first thing in a worker, while it has a single thread: the kernel refuses a new user
+    namespace to a process with several."""
+    if sys.platform != "linux":
+        raise ConfinementError("private mount namespaces exist on Linux only")
+    libc = _c()
+    uid, gid = os.geteuid(), os.getegid()
+    if uid == 0:
+        _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    else:
+        _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER | CLONE_NEWNS)")
+        # Map our own ids onto themselves, so files keep their owner as seen from inside.
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            try:
+                with open(f"/proc/self/{name}", "w") as handle:
+                    handle.write(text)
+            except OSError as exc:
+                raise ConfinementError(f"cannot write /proc/self/{name}: {exc.strerror}") from exc
+    # Nothing mounted here may propagate back to the user's namespace.
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+@dataclass
+class View:
+    """What one worker's private view holds."""
+
+    project: Path  # the user's project root (the real path)
+    run_tree: Path  # the run's code version, laid over the project
+    scratch: Path  # an empty folder, outside the run tree, for the scratch layers
+    writable: list[Path] = field(default_factory=list)  # other places that get a scratch layer
+    hide: list[str] = field(default_factory=list)  # project files the run's version did not have
+    layers: dict[str, int] = field(default_factory=dict)  # target -> fd of its scratch layer
+
+
+def _mounts() -> list[tuple[str, set[str]]]:
+    """(mount point, per-mount options) of every mount, from /proc/self/mountinfo, parents first."""
+    found = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape")  # \040 for a space, as the kernel writes it
+            found.append((point, set(fields[5].split(","))))
+    return found
+
+
+def _kept(point: str) -> bool:
+    return any(point == top or point.startswith(top + "/") for top in _KEPT)
+
+
+def _escape(path: str) -> str:
+    # overlayfs splits its options at ',' and its lower layers at ':'.
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def _read_only_everywhere() -> None:
+    for point, options in _mounts():
+        if _kept(point) or "ro" in options:
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for option, flag in _OPTION_FLAGS.items():
+            if option in options:
+                flags |= flag  # a user namespace may not clear the flags it inherited
+        try:
+            _mount(None, point, None, flags)
+        except ConfinementError as exc:
+            if os.path.exists(point):
+                raise ConfinementError(f"cannot make {point} read-only for the replay ({exc})") from None
+
+
+def confine(view: View) -> None:
+    """Set up the private view (see the module docstring); the process must have called :func:`enter`."""
+    targets = [Path(p) for p in dict.fromkeys(str(Path(t).resolve()) for t in [*view.writable, view.project])]
+    targets = [t for t in targets if t.is_dir()]
+    targets.sort(key=lambda t: len(t.parts))  # outer first: an inner overlay is laid over the outer view
+    scratch = str(view.scratch)
+    _read_only_everywhere()
+    _mount("flor-scratch", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
+    layers = []
+    for number, target in enumerate(targets):
+        upper, work = Path(scratch, str(number), "upper"), Path(scratch, str(number), "work")
+        upper.mkdir(parents=True)
+        work.mkdir()
+        # Held open: once an outer overlay covers the scratch folder's path, only these reach it.
+        layers.append((target, os.open(upper, os.O_RDONLY | os.O_DIRECTORY), os.open(work, os.O_RDONLY | os.O_DIRECTORY)))
+    run_tree = os.open(view.run_tree, os.O_RDONLY | os.O_DIRECTORY)
+    for target, upper, work in layers:
+        lowers = [f"/proc/self/fd/{run_tree}"] if target == Path(view.project).resolve() else []
+        lowers.append(str(target))
+        options = (f"lowerdir={':'.join(_escape(p) for p in lowers)},upperdir=/proc/self/fd/{upper},"
+                   f"workdir=/proc/self/fd/{work}")
+        try:
+            _mount("flor-replay", str(target), "overlay", 0, options + ("" if os.geteuid() == 0 else ",userxattr"))
+        except ConfinementError:
+            if os.geteuid() != 0:
+                raise
+            _mount("flor-replay", str(target), "overlay", 0, options)
+        view.layers[str(target)] = upper
+    if os.path.isdir("/dev/shm"):
+        _mount("flor-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    project = Path(view.project).resolve()
+    for rel in view.hide:
+        path = project / rel
+        try:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        except OSError:
+            pass
+    os.close(run_tree)
+
+
+def written(view: View) -> list[tuple[str, int | None]]:
+    """(path, bytes; None for a deletion) of every file the old code wrote or deleted, from the
+    scratch layers (Python's ``__pycache__`` left out)."""
+    found = []
+    for target, fd in view.layers.items():
+        root = f"/proc/self/fd/{fd}"
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in files:
+                path = os.path.join(folder, name)
+                info = os.lstat(path)
+                rel = os.path.relpath(path, root)
+                shown = os.path.join(target, rel)
+                if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+                    found.append((shown, None))  # a whiteout: the old code deleted it
+                elif stat.S_ISREG(info.st_mode):
+                    found.append((shown, info.st_size))
+    return sorted(found)
+
+
+_PROBE = """
+import os, sys, tempfile
+sys.path.insert(0, {package!r})
+from flor.replay import confine
+base = tempfile.mkdtemp(prefix="flor-probe-")
+tree, scratch, project = (os.path.join(base, n) for n in ("tree", "scratch", "project"))
+for folder in (tree, scratch, project):
+    os.mkdir(folder)
+open(os.path.join(project, "mine"), "w").write("user")
+confine.enter()
+view = confine.View(project=project, run_tree=tree, scratch=scratch, writable=[tempfile.gettempdir()])
+confine.confine(view)
+open(os.path.join(project, "mine"), "w").write("replay")
+assert confine.written(view) == [(os.path.join(os.path.realpath(project), "mine"), 6)], confine.written(view)
+print("ok")
+"""
+
+
+def probe() -> str | None:
+    """None when confinement works on this machine, else why not (one line)."""
+    package = str(Path(__file__).resolve().parents[2])
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE.format(package=package)], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the confinement check could not run ({exc})"
+    if done.returncode == 0 and done.stdout.strip() == "ok":
+        return None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    return lines[-1].removeprefix("flor: error: ") if lines else f"the confinement check exited with {done.returncode}"
