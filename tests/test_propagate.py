@@ -1,4 +1,4 @@
-"""Tests of flor.replay.propagate: unit tests, and property tests over generated training scripts.
+"""Tests of flor.replay.propagation: unit tests, and property tests over generated training scripts.
 
 The hand-written corpus of real-looking version pairs is run by tests/propagation/test_corpus.py.
 """
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flor.errors import PropagationError
-from flor.replay.propagate import (
+from flor.replay.propagation import (
     InsertedStatement,
     NewStatement,
     Placement,
@@ -253,11 +253,19 @@ def test_never_inserts_before_a_docstring():
 
 def test_docstring_examples_run():
     import doctest
+    import importlib
+    import pkgutil
 
-    import flor.replay.propagate as module
+    import flor.replay.propagation as package
 
-    result = doctest.testmod(module)
-    assert result.attempted >= 7 and result.failed == 0
+    attempted = 0
+    for info in pkgutil.iter_modules(package.__path__):
+        result = doctest.testmod(importlib.import_module(f"{package.__name__}.{info.name}"))
+        assert result.failed == 0, info.name
+        attempted += result.attempted
+    result = doctest.testmod(package)
+    assert result.failed == 0
+    assert attempted + result.attempted >= 7
 
 
 def test_propagator_object_reuses_one_matching():

@@ -238,7 +238,7 @@ class Session:
 
     def plan(self) -> list[RunReplay]:
         """Place and plan every selected run."""
-        from .propagate import find_new_statements, propagate
+        from .propagation import find_new_statements, propagate
 
         plans = []
         todays: dict[str, str | None] = {}
