@@ -16,11 +16,11 @@ How it works, in three steps:
    iterable, whatever their bodies became. Recovery: inside each pair of mapped blocks, the
    remaining statements are aligned in order, by identity, by identity up to renaming, then by
    similarity; a block with the same header counts as similar however its body changed.
-2. **Place** each new statement into the old counterpart of its enclosing block (``placement``):
-   every mapped sibling constrains the position (before it or after it; the adjacent ones weigh
-   most), positions where a name that the statement reads is not yet assigned are ruled out
-   (``scopes``), and the best position must be unique, or else follow the nearest anchor that sits
-   right next to the statement today. A call of a helper function that one version has and the
+2. **Place** each new statement into the old counterpart of its enclosing block (``anchors``,
+   ``placement``): every mapped sibling constrains the position (before it or after it; the
+   adjacent ones weigh most), positions where a name that the statement reads is not yet assigned
+   are ruled out (``scopes``), and the best position must be unique, or else follow the nearest
+   anchor that sits right next to the statement today. A call of a helper function that one version has and the
    other has inline stands for that inline code (``inline``: today's ``train_epoch(net)`` for the
    old inline step loop, and the reverse).
 3. **Rename and insert**: variables are renamed to their old names by majority vote over the
@@ -30,8 +30,8 @@ How it works, in three steps:
    statements must give back exactly the old syntax tree.
 
 Modules, each importing only those listed before it: ``results`` (what comes back), ``syntax``,
-``scopes``, ``text``, ``trees``, ``matching``, ``inline``, ``renaming``, ``splice``, ``placement``,
-``propagator`` (the entry points).
+``scopes``, ``text``, ``trees``, ``matching``, ``inline``, ``renaming``, ``splice``, ``anchors``,
+``placement``, ``propagator`` (the entry points).
 
 >>> old = "import flor\nmodel = Net()\nfor e in flor.loop('epoch', range(5)):\n    train(model)\n"
 >>> today = old.replace("model", "net") + "    flor.log('norm', net.norm())\n"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ast
 import copy
-from collections import Counter
+from dataclasses import dataclass
 
-from .inline import via_call, via_inline
+from .anchors import CONF_AMBIGUOUS, Anchoring, Site
 from .matching import Matching
 from .renaming import Votes, rename_text
 from .results import NewStatement, Placement, Refusal
@@ -30,10 +30,25 @@ _CONF_BEFORE_ANCHOR = 0.8
 _CONF_BLOCK_EDGE = 0.75
 _CONF_REORDERED = 0.85
 _CONF_REORDERED_ANCHOR = 0.75
-_CONF_MOVED_BLOCK = 0.8
 _CONF_VIA_CALL = 0.9
-_CONF_AMBIGUOUS = 0.4
 _ADJACENT_WEIGHT = 10
+
+
+@dataclass
+class _Names:
+    """The statement's variables in this version. ``needs``: (today's name, old name, what it needs:
+    'attr', 'before' (bound before the statement today), 'any' (bound somewhere in its scope),
+    'builtin' or 'unknown'); ``before``/``anywhere``: old names bound before the old block and
+    anywhere in its scope (with those that statements placed earlier assign)."""
+
+    stmt: ast.stmt
+    binds: set[str]
+    renames: dict[str, str]
+    confidence: float
+    needs: list[tuple[str, str, str]]
+    before: set[str]
+    anywhere: set[str]
+    old_scope: Node
 
 
 class Placer:
@@ -48,6 +63,7 @@ class Placer:
         ordered = sorted(enumerate(pairs), key=lambda x: (x[1][1].order if x[1][1] is not None else -1, x[0]))
         self.decisions = [Decision(st, node, i, _label(st)) for i, (_, (st, node)) in enumerate(ordered)]
         self.pending = {d.node for d in self.decisions if d.node is not None}
+        self.anchoring = Anchoring(matching, self.pending)
 
     def run(self) -> Placement:
         """Decide every statement, in today's order; splice them in when all are placed confidently."""
@@ -85,212 +101,186 @@ class Placer:
         confidence = min(d.confidence for d in self.decisions)
         return Placement(True, source, splice.results(spans), confidence, reason, old_src)
 
-
     # -- one statement ------------------------------------------------------------------------------
 
     def _decide(self, d: Decision, done: list[Decision]) -> None:
+        """Fill in where statement ``d`` goes, or raise :class:`Refusal`. ``done``: the statements
+        decided before it (in today's order), whose places and names it must respect."""
         s = d.node
         if s is None:
             raise Refusal("no such statement in today's script")
-        lines_t, lines_o = self.today.lines, self.old.lines
         if s in self.m.t2o:
-            d.present, d.placed, d.confidence = self.m.t2o[s], True, 1.0
-            d.text = d.statement.source
-            d.reason = f"{d.label} (line {d.statement.lineno}) is already in this version"
+            self._already_present(d)
             return
-        for a in s.ancestors():
-            if a in self.m.ambiguous:
-                why = f"its enclosing `{a.header_text(lines_t)}` fits more than one block of this version (ambiguous)"
-                raise Refusal(why, _CONF_AMBIGUOUS)
-        parent, T = s.parent, s.parent.blocks[s.field]
-        owner = self.m.t2o.get(parent)
-        cap, moved = 1.0, False
-        notes: list[str] = []  # why the confidence is below 1, for the reason
-        if owner is not None and s.field not in owner.blocks:
-            clause = {"orelse": "else", "finalbody": "finally"}.get(s.field, s.field)
-            header = parent.header_text(lines_t)
-            raise Refusal(f"the `{clause}` of `{header}` has no counterpart in this version")
-        ofld = s.field
-        if owner is None:
-            # The block itself changed beyond recognition (e.g. the loop moved into a function):
-            # follow its statements that did keep a counterpart, if they all lie in one old block.
-            groups = Counter(
-                (self.m.t2o[u].parent, self.m.t2o[u].field)
-                for u in T
-                if u not in self.pending and u in self.m.t2o and u not in self.m.ambiguous
-            )
-            if not groups:
-                raise Refusal(*self._missing_block(parent))
-            ranked = groups.most_common()
-            if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-                why = "the statements around it are split over several blocks of this version (ambiguous)"
-                raise Refusal(why, _CONF_AMBIGUOUS)
-            (owner, ofld), _ = ranked[0]
-            cap, moved = _CONF_MOVED_BLOCK, True
-            notes.append("its block changed, placed by the statements around it")
-        O = owner.blocks[ofld]
-        pos = {o: j for j, o in enumerate(O)}
+        site = self.anchoring.old_block(s)
+        self.anchoring.find_anchors(site)
+        names = self._names(d, site, done)
+        self._refuse_wrapping(names.stmt, site.O)
+        self._check_defined(names)
+        k, conf = self._position(site, names, done)
+        conf = min(conf, names.confidence, self._anchor_confidence(site, k), site.cap)
+        self._fill(d, site, names, k, conf)
 
-        pred = next((T[i] for i in range(s.index - 1, -1, -1) if T[i] not in self.pending), None)
-        succ = next((T[i] for i in range(s.index + 1, len(T)) if T[i] not in self.pending), None)
-        for neighbour in (pred, succ):
-            if neighbour is not None and neighbour in self.m.ambiguous:
-                anchor = neighbour.header_text(lines_t)
-                why = f"its anchor `{anchor}` fits more than one statement of this version (ambiguous)"
-                raise Refusal(why, _CONF_AMBIGUOUS)
-        spans, problems, loose = self._spans(s, T, owner, ofld, pos)
-        for neighbour in (pred, succ):
-            if neighbour in problems:
-                why = f"its anchor `{neighbour.header_text(lines_t)}`: {problems[neighbour]} (ambiguous)"
-                raise Refusal(why, _CONF_AMBIGUOUS)
-        pred_real = pred is not None and pred in spans and pred not in loose
-        succ_real = succ is not None and succ in spans and succ not in loose
-        if moved and not (pred_real or succ_real):
-            raise Refusal(self._missing_anchor(pred, succ, parent))
-        # A neighbour that has a counterpart, but in another block (say, inside an `if` added
-        # around it): the statement's meaning may have moved with it.
-        # When that block lies inside this one (an `if` around the anchor), both there and here are
-        # plausible: refuse. When it lies outside (a helper function), follow the other neighbour.
-        elsewhere = [u for u in (pred, succ) if u is not None and u in self.m.t2o and u not in spans]
-        for u in elsewhere:
-            there = self.m.t2o[u]
-            nested = any(a in pos for a in there.ancestors())
-            if nested or not (pred_real or succ_real):
-                where = "at module level" if there.parent.parent is None else "inside "
-                if there.parent.parent is not None:
-                    where += f"`{there.parent.header_text(lines_o)}`"
-                raise Refusal(
-                    f"its anchor `{u.header_text(lines_t)}` is elsewhere in this version ({where}, line "
-                    f"{there.first_line}): placing it would be ambiguous", _CONF_AMBIGUOUS
-                )
-        if elsewhere:
-            cap = min(cap, _CONF_MOVED_BLOCK)
-            notes.append(f"`{elsewhere[0].header_text(lines_t)}` is elsewhere in this version")
+    def _already_present(self, d: Decision) -> None:
+        d.present, d.placed, d.confidence = self.m.t2o[d.node], True, 1.0
+        d.text = d.statement.source
+        d.reason = f"{d.label} (line {d.statement.lineno}) is already in this version"
 
-        constraints = []
-        for u, (lo, hi, _, _) in spans.items():
-            weight = _ADJACENT_WEIGHT if u is pred or u is succ else 1
-            # Before the statement: it goes after the last old statement of u; after: before the first.
-            constraints.append((hi, True, weight) if u.index < s.index else (lo, False, weight))
+    # -- names --------------------------------------------------------------------------------------
 
-        # Names: rename to this version's names, then require them to be bound where it goes.
+    def _names(self, d: Decision, site: Site, done: list[Decision]) -> _Names:
+        """The statement's variables: renamed to this version's names (a refusal when a rename is
+        too uncertain), and what each one needs to be bound where the statement goes."""
         stmt = parse_statement(d.statement.source)
         free, binds = statement_names(stmt)
-        old_scope_node = owner if owner.parent is None or isinstance(owner.node, SCOPE_TYPES) else owner.scope
-        t_before, t_any, t_scope = self.today.available(parent, s.field, s.index)
-        base_before, o_any, _ = self.old.available(owner, ofld, 0)
-        old_names = o_any | base_before | self.old.self_attrs
+        owner = site.owner
+        old_scope = owner if owner.parent is None or isinstance(owner.node, SCOPE_TYPES) else owner.scope
+        t_before, t_any, t_scope = self.today.available(site.parent, site.s.field, site.s.index)
+        before, anywhere, _ = self.old.available(owner, site.ofld, 0)
+        renames, rconf, rwhy = self._renames(free, t_scope, old_scope, anywhere | before | self.old.self_attrs)
+        if rconf < self.threshold:
+            raise Refusal(rwhy, rconf)
+        if rconf < 1.0:
+            site.notes.append(rwhy)
+        # Names that the statements placed before this one assign count as bound.
+        earlier = set().union(*(e.binds for e in done if e.placed and e.owner is not None))
+        before |= earlier
+        anywhere |= earlier
+        needs = [(name, renames.get(name, name), _need(name, t_before, t_any)) for name in free]
+        return _Names(stmt, binds, renames, rconf, needs, before, anywhere, old_scope)
+
+    def _renames(self, free, t_scope, old_scope, old_names) -> tuple[dict[str, str], float, str]:
+        """(today's name -> old name, the lowest confidence of those renames, why it is low)."""
         t_uses = self.today.scope_uses(t_scope) | params(t_scope.node)
         renames, rconf, rwhy = {}, 1.0, ""
         for name in free:
-            target, conf, why = self.votes.rename(name, t_scope, old_scope_node, old_names)
+            target, conf, why = self.votes.rename(name, t_scope, old_scope, old_names)
             if target != name:
                 # Renaming onto a name that this scope of today's script uses for something else.
-                if target in t_uses and self.votes.rename(target, t_scope, old_scope_node, old_names)[0] == target:
+                if target in t_uses and self.votes.rename(target, t_scope, old_scope, old_names)[0] == target:
                     conf = min(conf, 0.5)
                     why = f"`{name}` would become `{target}`, which today's script also uses (ambiguous)"
                 renames[name] = target
             if conf < rconf:
                 rconf, rwhy = conf, why
-        if rconf < self.threshold:
-            raise Refusal(rwhy, rconf)
-        if rconf < 1.0:
-            notes.append(rwhy)
-        earlier = set().union(*(e.binds for e in done if e.placed and e.owner is not None))
-        base_before |= earlier
-        o_any |= earlier
-        needs = []
-        for name in free:
-            target = renames.get(name, name)
-            if name.startswith("self."):
-                needs.append((name, target, "attr"))
-            elif name in t_before:
-                needs.append((name, target, "before"))
-            elif name in t_any:
-                needs.append((name, target, "any"))
-            elif name in BUILTINS:
-                needs.append((name, target, "builtin"))
-            else:
-                needs.append((name, target, "unknown"))
+        return renames, rconf, rwhy
+
+    def _refuse_wrapping(self, stmt: ast.stmt, O: list[Node]) -> None:
         wrapped = self._wrapped(stmt, O)
         if wrapped:
             raise Refusal(f"it wraps `{wrapped}`, a statement of this version; only new statements are inserted")
-        for name, target, need in needs:
+
+    def _check_defined(self, names: _Names) -> None:
+        """Refuse a statement that reads a name this version does not define, or assigns one that
+        this version uses (it would change what the old code computes)."""
+        for name, target, need in names.needs:
             if need == "attr" and target not in self.old.self_attrs:
                 raise Refusal(f"{_named(name, target)} is not defined in this version")
-            if need == "any" and target not in o_any and target not in base_before:
+            if need == "any" and target not in names.anywhere and target not in names.before:
                 raise Refusal(f"{_named(name, target)} is not defined in this version")
-            if need == "unknown" and target not in o_any and not self.old.star_import:
+            if need == "unknown" and target not in names.anywhere and not self.old.star_import:
                 raise Refusal(f"{_named(name, target)} is not defined in this version")
-        uses = self.old.scope_uses(old_scope_node) | o_any
-        for name in sorted(binds):
+        uses = self.old.scope_uses(names.old_scope) | names.anywhere
+        for name in sorted(names.binds):
             if name in uses:
                 raise Refusal(f"it assigns `{name}`, which this version already uses")
 
-        # Positions 0..len(O): valid ones, then the fewest broken order constraints.
-        before_names = [set(base_before)]
-        for o in O:
-            nxt = set(before_names[-1])
-            bind_all([o.node], nxt)
-            before_names.append(nxt)
-        line_problem = self._line_problems(owner, ofld)
-        # Statements placed earlier from the same block keep their order.
-        siblings = [e.k for e in done if e.placed and (e.owner, e.block, e.node.parent) == (owner, ofld, parent)]
-        kmin = max(siblings, default=0)
-        allowed = [
-            k for k in range(kmin, len(O) + 1)
-            if all(t in before_names[k] for _, t, need in needs if need == "before")
-        ]
-        if not allowed:
-            lacking = [(n, t) for n, t, need in needs if need == "before" and t not in before_names[len(O)]]
-            if not lacking:
-                raise Refusal("no position keeps the order of the new statements")
-            name, target = lacking[0]
-            if target in o_any:
-                raise Refusal(f"{_named(name, target)} is assigned only after this point in this version")
-            raise Refusal(f"{_named(name, target)} is not defined in this version")
+    # -- position -----------------------------------------------------------------------------------
+
+    def _position(self, site: Site, names: _Names, done: list[Decision]) -> tuple[int, float]:
+        """(index in the old block, confidence): among the positions where the names it reads are
+        bound, the one that breaks the fewest order constraints."""
+        allowed = self._allowed_positions(site, names, done)
+        constraints = self._order_constraints(site)
         score = {k: sum(w for j, before, w in constraints if (j >= k if before else j < k)) for k in allowed}
         low = min(score.values())
+        line_problem = self._line_problems(site.owner, site.ofld)
         cands = [k for k in allowed if score[k] == low and not line_problem[k]]
         if not cands:
             # The right place is, say, in the middle of a line (`a(); b()`): inserting lines cannot
             # reach it, and a worse place would be a guess.
             raise Refusal(line_problem[next(k for k in allowed if score[k] == low)])
-        k, conf, why = self._choose(cands, pred, succ, pred_real, succ_real, O, parent)
+        k, conf, why = self._choose(cands, site.pred, site.succ, site.pred_real, site.succ_real, site.O, site.parent)
         if why:
-            notes.append(why)
+            site.notes.append(why)
         if low > 0:
             conf = min(conf, _CONF_REORDERED_ANCHOR if low >= _ADJACENT_WEIGHT else _CONF_REORDERED)
-            notes.append("statements around it are in another order in this version")
-        parent_conf = 1.0 if (pred_real or succ_real) else self.m.score.get(parent, 1.0)
+            site.notes.append("statements around it are in another order in this version")
+        return k, conf
+
+    def _allowed_positions(self, site: Site, names: _Names, done: list[Decision]) -> list[int]:
+        """Positions 0..len(O) where every name the statement reads before its place today is
+        bound, at or after the statements placed earlier from the same block (they keep their
+        order); a refusal when there is none."""
+        O = site.O
+        before_names = [set(names.before)]
+        for o in O:
+            nxt = set(before_names[-1])
+            bind_all([o.node], nxt)
+            before_names.append(nxt)
+        same_block = (site.owner, site.ofld, site.parent)
+        siblings = [e.k for e in done if e.placed and (e.owner, e.block, e.node.parent) == same_block]
+        kmin = max(siblings, default=0)
+        allowed = [
+            k for k in range(kmin, len(O) + 1)
+            if all(t in before_names[k] for _, t, need in names.needs if need == "before")
+        ]
+        if not allowed:
+            lacking = [(n, t) for n, t, need in names.needs if need == "before" and t not in before_names[len(O)]]
+            if not lacking:
+                raise Refusal("no position keeps the order of the new statements")
+            name, target = lacking[0]
+            if target in names.anywhere:
+                raise Refusal(f"{_named(name, target)} is assigned only after this point in this version")
+            raise Refusal(f"{_named(name, target)} is not defined in this version")
+        return allowed
+
+    def _order_constraints(self, site: Site) -> list[tuple[int, bool, int]]:
+        """(old index, whether the statement goes after it, weight) for each statement with a
+        counterpart in the block: its two neighbours today weigh most."""
+        constraints = []
+        for u, (lo, hi, _, _) in site.spans.items():
+            weight = _ADJACENT_WEIGHT if u is site.pred or u is site.succ else 1
+            # Before the statement: it goes after the last old statement of u; after: before the first.
+            constraints.append((hi, True, weight) if u.index < site.s.index else (lo, False, weight))
+        return constraints
+
+    def _anchor_confidence(self, site: Site, k: int) -> float:
+        """How much the evidence for position ``k`` is worth: its block, and the anchor right next
+        to it, may be matched only by similarity or through a helper call."""
+        parent_conf = 1.0 if (site.pred_real or site.succ_real) else self.m.score.get(site.parent, 1.0)
+        pred, succ, spans = site.pred, site.succ, site.spans
         # An anchor matched only by similarity (not identical up to renaming) is weaker evidence.
-        anchor = pred if (pred_real and k > 0 and spans[pred][1] == k - 1) else (
-            succ if (succ_real and k < len(O) and spans[succ][0] == k) else None
+        anchor = pred if (site.pred_real and k > 0 and spans[pred][1] == k - 1) else (
+            succ if (site.succ_real and k < len(site.O) and spans[succ][0] == k) else None
         )
         score = 1.0 if anchor is None else spans[anchor][2]
         anchor_conf = 1.0 if score >= 0.95 else 0.5 + 0.5 * score
         if anchor_conf < 1.0:
-            notes.append(f"its anchor matches `{anchor.header_text(lines_t)}` only by similarity")
+            site.notes.append(f"its anchor matches `{anchor.header_text(self.today.lines)}` only by similarity")
         if anchor is not None and spans[anchor][3]:
             anchor_conf = min(anchor_conf, _CONF_VIA_CALL)
-            notes.append(spans[anchor][3])
+            site.notes.append(spans[anchor][3])
         if parent_conf < 1.0:
-            notes.append("its block matches only by similarity")
-        conf = min(conf, rconf, parent_conf, anchor_conf, cap)
+            site.notes.append("its block matches only by similarity")
+        return min(parent_conf, anchor_conf)
 
-        d.owner, d.block, d.k = owner, ofld, k
-        d.mode = self._mode(s, pred, succ, spans, k)
-        d.renames = {a: b for a, b in renames.items() if a != b}
-        d.binds = binds
-        d.text = rename_text(d.statement.source, stmt, d.renames)
-        indent = indentation(lines_o[O[0].first_line - 1])
-        d.lines = reindent(d.text, indent)
+    def _fill(self, d: Decision, site: Site, names: _Names, k: int, conf: float) -> None:
+        """Record the decision: place, renamed and re-indented text, confidence and reason."""
+        d.owner, d.block, d.k = site.owner, site.ofld, k
+        d.mode = self._mode(site.s, site.pred, site.succ, site.spans, k)
+        d.renames = {a: b for a, b in names.renames.items() if a != b}
+        d.binds = names.binds
+        d.text = rename_text(d.statement.source, names.stmt, d.renames)
+        d.lines = reindent(d.text, indentation(self.old.lines[site.O[0].first_line - 1]))
         d.confidence = conf
         d.placed = True
-        where = self._where(owner, O, k, d.mode)
+        where = self._where(site.owner, site.O, k, d.mode)
         renamed = "" if not d.renames else ", renaming " + ", ".join(f"{a}->{b}" for a, b in d.renames.items())
-        d.detail = f"{where}{renamed}" + (f" ({'; '.join(notes)})" if notes else "")
+        d.detail = f"{where}{renamed}" + (f" ({'; '.join(site.notes)})" if site.notes else "")
         d.reason = f"placed {d.label} (line {d.statement.lineno}) {d.detail}"
+
+    # -- helpers of the steps ---------------------------------------------------------------------
 
     def _choose(self, cands, pred, succ, pred_real, succ_real, O, parent) -> tuple[int, float, str]:
         """One position among the best-scoring ones, or a refusal when that would be a guess."""
@@ -300,7 +290,7 @@ class Placer:
                 return cands[0], _CONF_UNIQUE, ""
             return cands[0], _CONF_UNIQUE_FAR, "neither of its neighbours today has a counterpart"
         if cands != list(range(cands[0], cands[-1] + 1)):
-            raise Refusal("it fits in several separate places of this version (ambiguous)", _CONF_AMBIGUOUS)
+            raise Refusal("it fits in several separate places of this version (ambiguous)", CONF_AMBIGUOUS)
         # Several neighbouring positions, with statements of this version between them that today's
         # script does not have: follow the anchor that is right next to the statement today.
         between = "this version has other statements where it goes"
@@ -312,7 +302,7 @@ class Placer:
             return cands[0], _CONF_BLOCK_EDGE, f"{between}; it stays first in its block"
         if succ is None:
             return cands[-1], _CONF_BLOCK_EDGE, f"{between}; it stays last in its block"
-        raise Refusal(self._missing_anchor(pred, succ, parent), _CONF_AMBIGUOUS)
+        raise Refusal(self.anchoring.missing_anchor(pred, succ, parent), CONF_AMBIGUOUS)
 
     def _mode(self, s, pred, succ, spans, k) -> str:
         """Insert right after the previous statement, or right before the next one (above its
@@ -324,51 +314,6 @@ class Placer:
             if not self._gap(s.node.end_lineno, succ.first_line):
                 return "before"
         return "after" if k > 0 else "before"
-
-    def _spans(self, s, T, owner, ofld, pos):
-        """For each statement of today's block (other than ``s``, new or ambiguous ones): the old
-        statements that are its counterpart, as (first index, last index, match score, note), and,
-        apart, why a statement's counterpart is ambiguous. A statement mapped into this block is
-        one old statement; a call of a helper function that this version has inline is the old
-        statements of its code; a statement that this version has inside a helper function is the
-        old call of that function. A *loose* counterpart only orders: the statement is placed by
-        its other neighbour, since the old statements next to it may belong to it."""
-        spans: dict[Node, tuple[int, int, float, str]] = {}
-        problems: dict[Node, str] = {}
-        loose: set[Node] = set()
-        for u in T:
-            if u is s or u in self.pending or u in self.m.ambiguous:
-                continue
-            o = self.m.t2o.get(u)
-            if o in pos:
-                spans[u] = (pos[o], pos[o], self.m.score.get(u, 1.0), "")
-                continue
-            via = via_call(self.m, u, owner, ofld)
-            if via is None:
-                via = via_inline(self.m, u, owner, ofld)
-            if via is None:
-                continue
-            if isinstance(via, str):
-                problems[u] = via
-                continue
-            lo, hi = via.group or (u.index, u.index)
-            if lo < s.index < hi:
-                # Today's statement sits between statements that this version has inside one helper
-                # function: its place is inside that function.
-                problems[u] = f"the code around it is inside `{via.function}` in this version"
-            elif (s.index > hi and via.trail) or (s.index < lo and via.lead):
-                # The helper has code without a counterpart on the statement's side.
-                if via.group is not None:
-                    # Inside the old function, out of reach: it may run before or after the statement.
-                    problems[u] = f"`{via.function}` in this version has more code than today's script has here"
-                else:
-                    # The old statements next to the inline code may be that code: the statement
-                    # must not go between, so it is placed by its other neighbour.
-                    spans[u] = (via.lo, via.hi, via.score, via.note)
-                    loose.add(u)
-            else:
-                spans[u] = (via.lo, via.hi, via.score, via.note)
-        return spans, problems, loose
 
     def _gap(self, end: int, start: int) -> bool:
         """Whether today's script has blank or comment lines between these lines, not counting the
@@ -410,22 +355,6 @@ class Placer:
                 return shorten(self.old.lines[o.node.lineno - 1].strip())
         return ""
 
-    def _missing_block(self, parent: Node) -> tuple[str, float]:
-        """Why a statement's unmapped block cannot be followed: no counterpart, or too many."""
-        header = parent.header_text(self.today.lines)
-        alike = [
-            o for o in self.old.nodes[1:] if o.kind == parent.kind and self.m.header_similarity(parent, o) >= 0.9
-        ]
-        if len(alike) > 1:
-            return f"its enclosing `{header}` fits {len(alike)} blocks of this version (ambiguous)", _CONF_AMBIGUOUS
-        return f"its enclosing `{header}` has no counterpart in this version", 0.0
-
-    def _missing_anchor(self, pred, succ, parent) -> str:
-        anchor = pred if pred is not None else succ
-        if anchor is None:
-            return f"its enclosing `{parent.header_text(self.today.lines)}` has no counterpart in this version"
-        return f"its anchor `{anchor.header_text(self.today.lines)}` has no counterpart in this version"
-
     def _where(self, owner: Node, O: list[Node], k: int, mode: str) -> str:
         lines = self.old.lines
         if k > 0:
@@ -457,6 +386,20 @@ def _label(st: NewStatement) -> str:
     if st.names:
         return ", ".join(f"flor.log({n!r})" for n in st.names)
     return f"`{shorten(st.source.splitlines()[0] if st.source else '')}`"
+
+
+def _need(name: str, t_before: set[str], t_any: set[str]) -> str:
+    """What a variable of the statement needs in this version (see :class:`_Names`), by where
+    today's script binds it."""
+    if name.startswith("self."):
+        return "attr"
+    if name in t_before:
+        return "before"
+    if name in t_any:
+        return "any"
+    if name in BUILTINS:
+        return "builtin"
+    return "unknown"
 
 
 def _named(name: str, target: str) -> str:
