@@ -1,5 +1,6 @@
 """End to end: hindsight replay of real scripts in temporary git repositories."""
 
+import io
 import os
 import sqlite3
 
@@ -141,6 +142,24 @@ def test_replay_equals_a_fresh_run(toy, line, marker, indent, workers):
     again = toy.flor("replay", name)
     assert "already replayed" in again.stdout
     assert _replayed(toy, name, tstamps) == replayed
+
+
+def test_planning_matches_today_against_each_run_version_once(toy, monkeypatch):
+    # The statements are found and placed with one matching per run (it is the costly part).
+    from flor.replay.propagation.matching import Matching
+    from flor.replay.session import Session
+
+    _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
+    built = []
+    init = Matching.__init__
+    monkeypatch.setattr(Matching, "__init__", lambda self, *args: (built.append(self), init(self, *args))[1])
+    session = Session(["wnorm"], start=toy.root, out=io.StringIO())
+    try:
+        plans = session.plan()
+    finally:
+        session.close()
+    assert [p.status for p in plans] == ["planned", "planned"] and len(built) == 2
+    assert all('+        flor.log("wnorm"' in p.diff for p in plans)
 
 
 def test_dry_run_prints_plans_and_diff(toy):
