@@ -85,6 +85,36 @@ def test_find_new_statements_knows_log_imported_from_flor():
     assert [s.names for s in find_new_statements(today, OLD)] == [["grad_norm"]]
 
 
+def spelled(src: str, header: str, module: str, loop: str, log: str) -> str:
+    """``src`` with flor imported under ``header`` and its calls spelled ``module.x``, ``loop``, ``log``."""
+    src = src.replace("import flor\n", header).replace("flor.loop(", loop + "(").replace("flor.log(", log + "(")
+    return src.replace("flor.", module + ".")
+
+
+ALIASES = [
+    ("import flor as fl\n", "fl", "fl.loop", "fl.log"),
+    ("import flor\nfrom flor import loop, log\n", "flor", "loop", "log"),
+    ("import flor\nfrom flor import loop as floop, log as flog\n", "flor", "floop", "flog"),
+    ("import flor\nfrom flor import *\n", "flor", "loop", "log"),
+]
+
+
+@pytest.mark.parametrize("aliases", ALIASES, ids=["as-fl", "from-import", "from-import-as", "star"])
+def test_flor_under_other_names_is_found_and_placed_the_same(aliases):
+    # A new validation loop: the statement inside is new, but never widened to its flor.loop.
+    block = '        for v in flor.loop("val", range(2)):\n            flor.log("v", v)\n'
+    today, old = insert_after(OLD, 'flor.log("val_acc", acc)', block), OLD
+    expected = [(s.lineno, s.end_lineno, s.names) for s in find_new_statements(today, old)]
+    assert expected == [(18, 18, ["v"])]
+    today, old = spelled(today, *aliases), spelled(old, *aliases)
+    shift = aliases[0].count("\n") - 1
+    found = [(s.lineno - shift, s.end_lineno - shift, s.names) for s in find_new_statements(today, old)]
+    assert found == expected
+    grad = spelled(TODAY, *aliases)
+    placement = propagate(grad, spelled(OLD, *aliases))
+    assert placement.ok and placement.source == grad and placement.inserted[0].names == ["grad_norm"]
+
+
 def test_find_new_statements_raises_on_unparsable_source():
     with pytest.raises(PropagationError, match="today's script does not parse"):
         find_new_statements("def (:\n", OLD)

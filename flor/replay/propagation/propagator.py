@@ -8,12 +8,13 @@ from __future__ import annotations
 import ast
 
 from ...errors import PropagationError
+from ..florcalls import is_flor_call
 from .matching import Matching
 from .placement import Placer
 from .renaming import Votes
 from .results import NewStatement, Placement
 from .syntax import SCOPE_TYPES, header_nodes
-from .trees import Node, Tree, _is_flor_call
+from .trees import Node, Tree
 
 DEFAULT_THRESHOLD = 0.7
 
@@ -108,7 +109,7 @@ class Propagator:
         if node in self.matching.t2o or not isinstance(node.node, ast.stmt) or isinstance(node.node, SCOPE_TYPES):
             return False
         header = list(header_nodes(node.node))
-        if any(isinstance(x, ast.Call) and _is_flor_call(x, self.today, "loop") for x in header):
+        if any(is_flor_call(x, "loop", self.today.flor) for x in header):
             return False  # a flor.loop is the training's structure, never part of a hindsight statement
         if any(d in self.matching.t2o or d.exact in self.old.exact_ids for d in node.descendants()):
             return False

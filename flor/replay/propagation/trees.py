@@ -9,6 +9,7 @@ import ast
 from collections import Counter, defaultdict
 
 from ...errors import PropagationError
+from ..florcalls import flor_names, is_flor_call
 from .results import NewStatement
 from .scopes import RUNS_BODY_FIRST, bind_all, bind_header, header_names, params
 from .syntax import BLOCK_FIELDS, KIND, SCOPE_TYPES, STMT_TYPES, describe, dfs, first_line, full_ser, is_self, token
@@ -65,7 +66,7 @@ class Tree:
         except SyntaxError as exc:
             raise PropagationError(f"{label} does not parse: line {exc.lineno}: {exc.msg}") from exc
         self._interned = interned
-        self.flor_modules, self.log_functions = _flor_aliases(self.module)
+        self.flor = flor_names(self.module)  # the names its imports give flor
         self.nodes: list[Node] = []
         self.root = self._build(self.module, None, None, 0)
         self.exact_ids = {n.exact for n in self.nodes}
@@ -151,7 +152,7 @@ class Tree:
         if not isinstance(node, (ast.For, ast.AsyncFor)) or not isinstance(node.iter, ast.Call):
             return None
         call = node.iter
-        if not _is_flor_call(call, self, "loop") or not call.args:
+        if not is_flor_call(call, "loop", self.flor) or not call.args:
             return None
         name = call.args[0]
         if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
@@ -161,10 +162,7 @@ class Tree:
 
     def is_log_call(self, call: ast.Call) -> bool:
         """Whether ``call`` is a ``flor.log`` call, under the names this script gives flor."""
-        func = call.func
-        if isinstance(func, ast.Attribute):
-            return _is_flor_call(call, self, "log")
-        return isinstance(func, ast.Name) and func.id in self.log_functions
+        return is_flor_call(call, "log", self.flor)
 
     @staticmethod
     def log_name(call: ast.Call) -> str:
@@ -295,24 +293,3 @@ def _scope_bindings(scope: Node) -> set[str]:
         bind_all([k.node for k in kids], out)
     return out
 
-
-def _flor_aliases(module: ast.Module) -> tuple[set[str], set[str]]:
-    """Names under which the script reaches the flor module, and `flor.log` itself."""
-    modules, functions = {"flor"}, set()
-    stack: list[ast.AST] = list(module.body)
-    while stack:  # imports are statements: no need to visit expressions
-        node = stack.pop()
-        for name in BLOCK_FIELDS:
-            stack.extend(getattr(node, name, ()))
-        if isinstance(node, ast.Import):
-            modules.update(a.asname or a.name for a in node.names if a.name == "flor")
-        elif isinstance(node, ast.ImportFrom) and node.module == "flor" and not node.level:
-            functions.update(a.asname or a.name for a in node.names if a.name == "log")
-    return modules, functions
-
-
-def _is_flor_call(call: ast.Call, tree: Tree, attr: str) -> bool:
-    func = call.func
-    if not isinstance(func, ast.Attribute) or func.attr != attr:
-        return False
-    return isinstance(func.value, ast.Name) and func.value.id in tree.flor_modules
