@@ -127,7 +127,7 @@ def _same_unmapped_block(m: Matching, g: Node, d: Node, y: Node) -> bool:
 
 
 def via_inline(m: Matching, u: Node, owner: Node, fld: str) -> Via | str | None:
-    """The reverse of :meth:`via_call`: today's statement ``u`` has its counterpart inside an
+    """The reverse of :func:`via_call`: today's statement ``u`` has its counterpart inside an
     old helper function that the old block ``owner.fld`` calls, once. The span is that call;
     ``group`` gives the first and last of today's statements (in ``u``'s block) whose code is in
     that function. A string (why) when that code is also elsewhere today (ambiguous)."""

@@ -60,7 +60,8 @@ def propagate(
 
 
 class Propagator:
-    r"""The matching of today's script against one old version; places statements into it.
+    r"""The matching of today's script against one old version, made once: it finds the new
+    statements and places them (replay builds one per run version).
 
     >>> p = Propagator("import flor\nnet = Net()\nflor.log('n', len(net))\n", "import flor\nnet = Net()\n")
     >>> p.place(p.new_statements()).ok
