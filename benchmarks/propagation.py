@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from _results import fmt_range, machine, write_section  # noqa: E402
 
-from flor.replay.propagate import propagate  # noqa: E402
+from flor.replay.propagation import propagate  # noqa: E402
 
 CORPUS = ROOT / "tests" / "propagation"
 COMMAND = "python benchmarks/propagation.py"

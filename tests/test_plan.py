@@ -86,3 +86,61 @@ def test_layout_classifies_lines():
     assert "loss" in layout.names_read_after_first_nested()
     assert strategy_for([BODY, AFTER]) == "memo" and strategy_for([BODY, NESTED]) == "reexec"
     assert strategy_for([BEFORE]) == "outside"
+
+
+ALIASED = '''
+import flor as fl
+from flor import checkpointing, loop as floop
+model = make()
+for other in fl.loop("warmup", range(2)):
+    pass
+with checkpointing(model=model):
+    for epoch in fl.loop("epoch", range(3)):
+        for step in floop("step", range(4)):
+            loss = step
+        fl.log("in_body", loss)
+'''
+
+
+def test_layout_follows_aliases_of_flor():
+    layout = Layout.of(ALIASED)
+    lines = ALIASED.splitlines()
+    # The checkpointed loop is the outer one, though the warm-up loop comes first.
+    assert layout.outer_name == "epoch" and [n.iter.args[0].value for n in layout.nested] == ["step"]
+    assert layout.where(lines.index('        fl.log("in_body", loss)') + 1) == BODY
+    assert layout.where(lines.index("            loss = step") + 1) == NESTED
+    # Without `with checkpointing(...)` (imported from flor), the first loop is.
+    assert Layout.of(ALIASED.replace("with checkpointing(", "with open(")).outer_name == "warmup"
+
+
+def test_a_loop_named_loop_is_flor_only_when_imported_from_flor():
+    source = "import flor\nfrom mylib import loop\nfor e in loop('epoch', range(3)):\n    pass\n"
+    assert Layout.of(source).outer is None
+    assert Layout.of(source.replace("mylib", "flor")).outer_name == "epoch"
+    assert Layout.of(source.replace("from mylib import loop", "from flor import *")).outer_name == "epoch"
+
+
+def _epoch_body_place(source: str, statement: str) -> str:
+    lines = source.splitlines()
+    return Layout.of(source).where(lines.index(statement) + 1)
+
+
+def test_epoch_body_statement_is_memo_with_import_flor_as_fl():
+    source = SOURCE.replace("import flor\n", "import flor as fl\n").replace("flor.", "fl.")
+    layout = Layout.of(source)
+    assert layout.outer_name == "epoch"
+    place = _epoch_body_place(source, '        fl.log("in_body", loss)')
+    assert place == BODY and strategy_for([place]) == "memo"
+    assert _epoch_body_place(source, '            fl.log("in_step", loss)') == NESTED
+
+
+def test_epoch_body_statement_is_memo_with_from_flor_import_loop_log():
+    source = (
+        SOURCE.replace("import flor\n", "import flor\nfrom flor import loop, log\n")
+        .replace("flor.loop(", "loop(")
+        .replace("flor.log(", "log(")
+    )
+    layout = Layout.of(source)
+    assert layout.outer_name == "epoch" and len(layout.nested) == 2
+    place = _epoch_body_place(source, '        log("in_body", loss)')
+    assert place == BODY and strategy_for([place]) == "memo"

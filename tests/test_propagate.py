@@ -1,4 +1,4 @@
-"""Tests of flor.replay.propagate: unit tests, and property tests over generated training scripts.
+"""Tests of flor.replay.propagation: unit tests, and property tests over generated training scripts.
 
 The hand-written corpus of real-looking version pairs is run by tests/propagation/test_corpus.py.
 """
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flor.errors import PropagationError
-from flor.replay.propagate import (
+from flor.replay.propagation import (
     InsertedStatement,
     NewStatement,
     Placement,
@@ -83,6 +83,36 @@ def test_find_new_statements_knows_log_imported_from_flor():
         'flor.log("grad_norm"', 'flog("grad_norm"'
     )
     assert [s.names for s in find_new_statements(today, OLD)] == [["grad_norm"]]
+
+
+def spelled(src: str, header: str, module: str, loop: str, log: str) -> str:
+    """``src`` with flor imported under ``header`` and its calls spelled ``module.x``, ``loop``, ``log``."""
+    src = src.replace("import flor\n", header).replace("flor.loop(", loop + "(").replace("flor.log(", log + "(")
+    return src.replace("flor.", module + ".")
+
+
+ALIASES = [
+    ("import flor as fl\n", "fl", "fl.loop", "fl.log"),
+    ("import flor\nfrom flor import loop, log\n", "flor", "loop", "log"),
+    ("import flor\nfrom flor import loop as floop, log as flog\n", "flor", "floop", "flog"),
+    ("import flor\nfrom flor import *\n", "flor", "loop", "log"),
+]
+
+
+@pytest.mark.parametrize("aliases", ALIASES, ids=["as-fl", "from-import", "from-import-as", "star"])
+def test_flor_under_other_names_is_found_and_placed_the_same(aliases):
+    # A new validation loop: the statement inside is new, but never widened to its flor.loop.
+    block = '        for v in flor.loop("val", range(2)):\n            flor.log("v", v)\n'
+    today, old = insert_after(OLD, 'flor.log("val_acc", acc)', block), OLD
+    expected = [(s.lineno, s.end_lineno, s.names) for s in find_new_statements(today, old)]
+    assert expected == [(18, 18, ["v"])]
+    today, old = spelled(today, *aliases), spelled(old, *aliases)
+    shift = aliases[0].count("\n") - 1
+    found = [(s.lineno - shift, s.end_lineno - shift, s.names) for s in find_new_statements(today, old)]
+    assert found == expected
+    grad = spelled(TODAY, *aliases)
+    placement = propagate(grad, spelled(OLD, *aliases))
+    assert placement.ok and placement.source == grad and placement.inserted[0].names == ["grad_norm"]
 
 
 def test_find_new_statements_raises_on_unparsable_source():
@@ -253,11 +283,19 @@ def test_never_inserts_before_a_docstring():
 
 def test_docstring_examples_run():
     import doctest
+    import importlib
+    import pkgutil
 
-    import flor.replay.propagate as module
+    import flor.replay.propagation as package
 
-    result = doctest.testmod(module)
-    assert result.attempted >= 7 and result.failed == 0
+    attempted = 0
+    for info in pkgutil.iter_modules(package.__path__):
+        result = doctest.testmod(importlib.import_module(f"{package.__name__}.{info.name}"))
+        assert result.failed == 0, info.name
+        attempted += result.attempted
+    result = doctest.testmod(package)
+    assert result.failed == 0
+    assert attempted + result.attempted >= 7
 
 
 def test_propagator_object_reuses_one_matching():

@@ -1,5 +1,6 @@
 """End to end: hindsight replay of real scripts in temporary git repositories."""
 
+import io
 import os
 import sqlite3
 
@@ -143,6 +144,24 @@ def test_replay_equals_a_fresh_run(toy, line, marker, indent, workers):
     assert _replayed(toy, name, tstamps) == replayed
 
 
+def test_planning_matches_today_against_each_run_version_once(toy, monkeypatch):
+    # The statements are found and placed with one matching per run (it is the costly part).
+    from flor.replay.propagation.matching import Matching
+    from flor.replay.session import Session
+
+    _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
+    built = []
+    init = Matching.__init__
+    monkeypatch.setattr(Matching, "__init__", lambda self, *args: (built.append(self), init(self, *args))[1])
+    session = Session(["wnorm"], start=toy.root, out=io.StringIO())
+    try:
+        plans = session.plan()
+    finally:
+        session.close()
+    assert [p.status for p in plans] == ["planned", "planned"] and len(built) == 2
+    assert all('+        flor.log("wnorm"' in p.diff for p in plans)
+
+
 def test_dry_run_prints_plans_and_diff(toy):
     _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
     out = toy.flor("replay", "--dry-run", "--diff").stdout
@@ -213,6 +232,50 @@ def test_replay_imports_the_runs_own_version_of_project_modules(toy):
     toy.flor("replay", "final_again")
     recorded = [row[3] for row in values(toy.db, "final")]
     assert [row[3] for row in values(toy.db, "final_again")] == recorded and -1.0 not in recorded
+
+
+ALIASED_SCRIPT = """
+import flor as fl
+import numpy as np
+
+class Model:
+    def __init__(self):
+        self.w = np.zeros(3)
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"].copy()
+
+np.random.seed(fl.arg("seed", 0))
+model = Model()
+with fl.checkpointing(model=model):
+    for epoch in fl.loop("epoch", range(4)):
+        for step in fl.loop("step", range(3)):
+            model.w += np.random.rand(3)
+            fl.log("loss", float(model.w.sum()))
+        # BODY
+"""
+
+
+@pytest.mark.parametrize("checkpointing", [True, False], ids=["memo", "no-checkpoints"])
+def test_replay_of_a_script_that_imports_flor_as_fl(project, checkpointing):
+    # Was: the outer `fl.loop` went unseen by the analysis, so replay planned no iterations
+    # ("no iterations selected", or "done: 0 value(s) stored" without checkpoints).
+    script = ALIASED_SCRIPT
+    if not checkpointing:
+        script = script.replace("with fl.checkpointing(model=model):", "if True:")
+    project.write("train.py", script)
+    project.commit_all("aliased")
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    (tstamp,) = _tstamps(project)
+    _add(project, "        # BODY", 'fl.log("x", float(model.w[0]))', 8)
+    plan = project.flor("replay", "x", "--dry-run").stdout
+    assert ("memo for x" if checkpointing else "exec for x") in plan, plan
+    done = project.flor("replay", "x").stdout
+    assert "done: x: 4 value(s) stored" in done, done
+    replayed = _replayed(project, "x", [tstamp])
+    assert [row[1] for row in replayed[tstamp]] == [0, 1, 2, 3]  # one value per epoch
+    assert replayed == _fresh(project, "x", {tstamp: []})
 
 
 def test_executor_gives_each_worker_its_gpu_and_threads():

@@ -2,6 +2,8 @@
 
 The *outer loop* is the outermost ``for ... in flor.loop(...)`` (preferably inside a
 ``with flor.checkpointing(...)``); *nested loops* are the ``flor.loop`` loops inside its body.
+flor is recognised under the names the script's imports give it (``import flor as fl``,
+``from flor import loop``): see ``florcalls``.
 A statement is ``before`` or ``after`` the outer loop, in its ``body`` (outside nested loops),
 or ``nested`` (inside a nested loop, or anywhere replay cannot see statically, such as a helper
 function: those are re-executed, which is always correct).
@@ -16,21 +18,14 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from .florcalls import FlorNames, flor_names, is_flor_call
+
 BEFORE, BODY, NESTED, AFTER = "before", "body", "nested", "after"
 
 
-def _is_flor_call(node: ast.AST, attribute: str) -> bool:
-    if not isinstance(node, ast.Call):
-        return False
-    func = node.func
-    if isinstance(func, ast.Attribute) and func.attr == attribute:
-        return isinstance(func.value, ast.Name) and func.value.id == "flor"
-    return isinstance(func, ast.Name) and func.id == attribute
-
-
-def is_flor_loop(node: ast.AST) -> bool:
-    """``for ... in flor.loop(...)``."""
-    return isinstance(node, (ast.For, ast.AsyncFor)) and _is_flor_call(node.iter, "loop")
+def is_flor_loop(node: ast.AST, names: FlorNames) -> bool:
+    """``for ... in flor.loop(...)``, under whatever name the script imported flor or its loop."""
+    return isinstance(node, (ast.For, ast.AsyncFor)) and is_flor_call(node.iter, "loop", names)
 
 
 def _loop_name(node: ast.For) -> str | None:
@@ -54,6 +49,7 @@ class Layout:
     def of(cls, source: str) -> "Layout":
         """Analyse ``source``."""
         tree = ast.parse(source)
+        names = flor_names(tree)
         parents: dict[ast.AST, ast.AST] = {}
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
@@ -62,7 +58,7 @@ class Layout:
         def enclosing_flor_loop(node):
             current = parents.get(node)
             while current is not None:
-                if is_flor_loop(current):
+                if is_flor_loop(current, names):
                     return current
                 if isinstance(current, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                     return None
@@ -73,13 +69,13 @@ class Layout:
             current = parents.get(node)
             while current is not None:
                 if isinstance(current, (ast.With, ast.AsyncWith)) and any(
-                    _is_flor_call(item.context_expr, "checkpointing") for item in current.items
+                    is_flor_call(item.context_expr, "checkpointing", names) for item in current.items
                 ):
                     return True
                 current = parents.get(current)
             return False
 
-        loops = [n for n in ast.walk(tree) if is_flor_loop(n)]
+        loops = [n for n in ast.walk(tree) if is_flor_loop(n, names)]
         top = [n for n in loops if enclosing_flor_loop(n) is None]
         checkpointed = [n for n in top if in_checkpointing(n)]
         outer = min(checkpointed or top, key=lambda n: n.lineno) if (checkpointed or top) else None

@@ -253,7 +253,7 @@ class Session:
 
     def plan(self) -> list[RunReplay]:
         """Place and plan every selected run."""
-        from .propagate import find_new_statements, propagate
+        from .propagation import Propagator
 
         plans = []
         todays: dict[str, str | None] = {}
@@ -261,12 +261,12 @@ class Session:
             item = RunReplay(run)
             plans.append(item)
             try:
-                self._plan_one(item, todays, find_new_statements, propagate)
+                self._plan_one(item, todays, Propagator)
             except FlorError as exc:
                 item.status, item.reason = "refused", str(exc)
         return plans
 
-    def _plan_one(self, item: RunReplay, todays, find_new_statements, propagate) -> None:
+    def _plan_one(self, item: RunReplay, todays, Propagator) -> None:
         run = item.run
         if not run.code_commit:
             item.status, item.reason = "refused", "its code version was not kept (recorded outside git); it cannot be replayed"
@@ -279,7 +279,9 @@ class Session:
             item.status, item.reason = "refused", f"{run.filename} does not exist in the working tree today"
             return
         old = self.repo.read_file(run.code_commit, run.filename)
-        statements = find_new_statements(today, old)
+        # One matching of today's script against this version, to find the statements and place them.
+        propagator = Propagator(today, old)
+        statements = propagator.new_statements()
         if self.names:
             statements = [s for s in statements if set(s.names) & set(self.names)]
             if not statements:
@@ -298,7 +300,7 @@ class Session:
                     item.status, item.reason = "skipped", f"already holds {', '.join(recorded)} (use --force to replay again)"
                     return
         item.names = names
-        placement = propagate(today, old, statements)
+        placement = propagator.place(statements)
         if not placement.ok:
             reason = placement.reason if placement.reason.startswith("could not place") else f"could not place: {placement.reason}"
             item.status, item.reason = "refused", reason

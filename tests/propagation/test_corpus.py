@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flor.replay.propagate import propagate
+from flor.replay.propagation import propagate
 
 CORPUS = Path(__file__).parent
 CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir() and (p / "today.py").exists())
