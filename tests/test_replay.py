@@ -208,8 +208,13 @@ def test_bad_replay_input(toy):
     assert wrong.returncode == 3 and "the outer loop is 'epoch'" in wrong.stdout
     bad = toy.flor("replay", "--kwargs", "seed=3", check=False)
     assert bad.returncode == 2 and "overrides are refused" in bad.stderr
-    none = toy.flor("replay", "nothing_new").stdout
-    assert "adds no flor.log of nothing_new" in none
+    none = toy.flor("replay", "nothing_new", check=False)
+    assert none.returncode == 2 and none.stdout == ""
+    assert none.stderr.startswith("flor: error: no flor.log of 'nothing_new' in today's train.py (it logs: ")
+    some = toy.flor("replay", "wnorm", "nothing_new", "--dry-run")
+    assert "flor: warning: no flor.log of 'nothing_new'" in some.stderr and "wnorm" in some.stdout
+    old = toy.flor("replay", "loss").stdout  # logged today, but not new to the recorded version
+    assert "adds no flor.log of loss" in old
 
 
 def test_tutorial_weight_norm_equals_fresh_run(project):
@@ -284,3 +289,20 @@ def test_executor_gives_each_worker_its_gpu_and_threads():
     executor = LocalProcessExecutor(workers=2, gpus=["0", "1"])
     assert [executor._env(slot)["CUDA_VISIBLE_DEVICES"] for slot in (0, 1, 2)] == ["0", "1", "0"]
     assert executor._env(0)["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+
+def test_a_loop_the_analysis_cannot_see_is_refused_not_planned_empty(project):
+    project.write("train.py", """
+        import flor
+        loop = flor.loop  # flor.loop under a name no import gives it
+        total = 0
+        for epoch in loop("epoch", range(3)):
+            total += epoch
+            flor.log("total", total)
+    """)
+    project.commit_all()
+    project.run("train.py")
+    text = (project.root / "train.py").read_text()
+    project.write("train.py", text.replace('flor.log("total", total)', 'flor.log("total", total)\n    flor.log("double", 2 * total)'))
+    done = project.flor("replay", "double", check=False)
+    assert done.returncode == 3 and "cannot tell which loop of train.py is the flor.loop 'epoch'" in done.stdout

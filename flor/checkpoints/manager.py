@@ -108,8 +108,11 @@ class RecordManager(Hooks):
         if self.writer is None:
             self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle)
         if not force and self.writer.pending() >= 2:
-            self.skipped += 1  # the writer is behind: skip rather than stall training
-            return
+            if not self.policy.fixed_period:
+                self.skipped += 1  # the writer is behind: skip rather than stall training
+                return
+            # A period the user fixed is a promise: wait for the writer instead of skipping.
+            self.writer.wait_below(2, FINISH_TIMEOUT_S)
         # The loop's effect includes plain variables that the nested loop and the outer body
         # assign (the last loss, a best score): keep the small ones, list the others.
         nested_names = loop_names(frame) if frame is not None else ()

@@ -108,6 +108,15 @@ class Writer:
         """Jobs queued or being written."""
         return self._queue.unfinished_tasks
 
+    def wait_below(self, count: int, timeout: float) -> bool:
+        """Wait until fewer than ``count`` jobs are queued or being written; True when so."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks >= count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     def close(self, timeout: float | None = None) -> bool:
         """Wait for queued jobs to be written; True when all were."""
         deadline = None if timeout is None else time.monotonic() + timeout

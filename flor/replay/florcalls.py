@@ -69,3 +69,19 @@ def is_flor_call(node: ast.AST, attribute: str, names: FlorNames) -> bool:
             return names.functions[func.id] == attribute
         return names.star and func.id == attribute
     return False
+
+
+def logged_names(module: ast.Module) -> list[str]:
+    """The constant names of every ``flor.log`` call in ``module``, in order of appearance.
+
+    >>> logged_names(ast.parse("import flor as fl\\nfl.log('loss', 1)\\nfl.log(name, 2)\\n"))
+    ['loss']
+    """
+    names = flor_names(module)
+    found: dict[str, None] = {}
+    for node in ast.walk(module):
+        if is_flor_call(node, "log", names):
+            arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "name"), None)
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.setdefault(arg.value)
+    return sorted(found, key=list(found).index)

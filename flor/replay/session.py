@@ -7,7 +7,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -16,15 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoints.handoff import await_writers
 from ..errors import FlorError, UsageError
-from ..messages import say
+from ..messages import warn
 from ..store import RunRow, Store
 from ..vcs import Repo
 from .analysis import AFTER, Layout, strategy_for
 from .executor import LocalProcessExecutor, Task
 from .plan import Costs, Segment, plan_run
 from .progress import Progress
+from .records import RunRecords
 from .spec import WorkerSpec
 
 
@@ -48,6 +47,7 @@ class RunReplay:
     errors: list[str] = field(default_factory=list)
     outer_name: str | None = None
     checkpoints: dict = field(default_factory=dict)
+    records: RunRecords | None = None
 
     @property
     def seconds(self) -> float:
@@ -126,33 +126,6 @@ def _select_runs(store: Store, runs: list[str] | None, where: str | None) -> lis
     return chosen
 
 
-def _costs(store: Store, outer_name: str, run: RunRow) -> tuple[int, Costs]:
-    """(outer iterations recorded, their timings) from the run's loop instances."""
-    instances = store.contexts(run.run_id)
-    roots = [c for c in instances if c[1] is None and c[3] == outer_name]
-    if not roots:
-        return 0, Costs()
-    root = roots[0][0]
-    starts = {it: t or 0.0 for ctx, it, t in store.iterations(run.run_id) if ctx == root}
-    if not starts:
-        return 0, Costs()
-    total = max(starts) + 1
-    nested: dict[int, float] = {}
-    for ctx, parent, parent_iteration, _name, t_start, t_end, _count in instances:
-        if parent == root and parent_iteration not in nested and t_start is not None and t_end is not None:
-            nested[parent_iteration] = t_end - t_start
-    end = roots[0][5]
-    if end is None and run.ended:
-        end = run.ended - run.started
-    iteration_s, nested_s = [], []
-    for i in range(total):
-        nxt = starts.get(i + 1, end if end is not None else starts.get(i, 0.0))
-        duration = max(0.0, (nxt or 0.0) - starts.get(i, 0.0))
-        iteration_s.append(duration)
-        nested_s.append(min(duration, nested.get(i, 0.0)))
-    return total, Costs(iteration_s, nested_s, starts.get(0, 0.0))
-
-
 def preload_modules(script: Path, root: Path) -> list[str]:
     """Modules that ``script`` imports at its top level from outside the project (torch, numpy):
     a warm worker imports them before its spec arrives. The project's own modules are left out,
@@ -184,26 +157,6 @@ def preload_modules(script: Path, root: Path) -> list[str]:
         if verdict[top]:
             chosen.append(name)
     return chosen
-
-
-def _checkpoint_map(store: Store, run_id: int) -> dict[int, dict[str, str]]:
-    # A run's last checkpoint may still be written by a handed-off process: plan with it.
-    await_writers(store.path.parent, run_id, say=say)
-    found: dict[int, dict[str, str]] = {}
-    for row in store.checkpoints(run_id):
-        found.setdefault(row.iteration, {})[row.point] = row.location
-    return found
-
-
-def _missing_variables(flor_dir: Path, checkpoints: dict[int, dict[str, str]]) -> tuple[set[str], bool]:
-    for points in checkpoints.values():
-        for location in points.values():
-            try:
-                manifest = json.loads((flor_dir / location).read_text())
-            except (OSError, ValueError):
-                continue
-            return set(manifest.get("variables_missing", [])), bool(manifest.get("variables_known"))
-    return set(), True
 
 
 class Session:
@@ -257,6 +210,7 @@ class Session:
 
         plans = []
         todays: dict[str, str | None] = {}
+        self._check_names_exist(todays)
         for run in self.selected:
             item = RunReplay(run)
             plans.append(item)
@@ -266,19 +220,52 @@ class Session:
                 item.status, item.reason = "refused", str(exc)
         return plans
 
+    def _today(self, filename: str, todays: dict) -> str | None:
+        if filename not in todays:
+            path = self.root / filename
+            todays[filename] = path.read_text() if path.is_file() else None
+        return todays[filename]
+
+    def _check_names_exist(self, todays: dict) -> None:
+        """Names asked for that no flor.log of today's scripts logs: an error when none is
+        logged anywhere (nothing could be replayed), else a warning naming them."""
+        import ast
+
+        from .florcalls import logged_names
+
+        if not self.names or not self.selected:
+            return
+        logged: dict[str, None] = {}
+        filenames = list(dict.fromkeys(run.filename for run in self.selected))
+        for filename in filenames:
+            text = self._today(filename, todays)
+            if text is None:
+                continue
+            try:
+                logged.update(dict.fromkeys(logged_names(ast.parse(text))))
+            except (SyntaxError, ValueError):
+                return  # the runs are refused one by one with the parse error
+        unknown = [n for n in self.names if n not in logged]
+        if not unknown:
+            return
+        where = " or ".join(f"today's {name}" for name in filenames)
+        shown = ", ".join(logged) or "nothing"
+        message = f"no flor.log of {' or '.join(map(repr, unknown))} in {where} (it logs: {shown})"
+        if len(unknown) == len(self.names):
+            raise UsageError(message + "; add the statement to the script first")
+        warn(message)
+
     def _plan_one(self, item: RunReplay, todays, Propagator) -> None:
         run = item.run
         if not run.code_commit:
             item.status, item.reason = "refused", "its code version was not kept (recorded outside git); it cannot be replayed"
             return
-        if run.filename not in todays:
-            path = self.root / run.filename
-            todays[run.filename] = path.read_text() if path.is_file() else None
-        today = todays[run.filename]
+        today = self._today(run.filename, todays)
         if today is None:
             item.status, item.reason = "refused", f"{run.filename} does not exist in the working tree today"
             return
         old = self.repo.read_file(run.code_commit, run.filename)
+        records = item.records = RunRecords.read(self.store, run)
         # One matching of today's script against this version, to find the statements and place them.
         propagator = Propagator(today, old)
         statements = propagator.new_statements()
@@ -293,7 +280,7 @@ class Session:
             return
         names = sorted({n for s in statements for n in s.names if not self.names or n in self.names})
         if not self.force:
-            recorded = [n for n in names if self.store.has_values(run.run_id, n, "record")]
+            recorded = [n for n in names if n in records.recorded_names]
             if recorded:
                 names = [n for n in names if n not in recorded]
                 if not names:
@@ -310,18 +297,24 @@ class Session:
         layout = Layout.of(placement.source)
         places = {layout.where(ins.lineno) for ins in placement.inserted}
         outer_name = layout.outer_name
-        checkpoints = _checkpoint_map(self.store, run.run_id)
-        total, costs = _costs(self.store, outer_name, run) if outer_name else (0, Costs())
+        recorded_loops = sorted({c[3] for c in records.contexts if c[1] is None})
+        if layout.outer is None and recorded_loops:
+            # The run went through flor.loop, but the analysis cannot see which statement is its
+            # outer loop (flor.loop reached under a name no import gives it): a plan would skip it.
+            item.status = "refused"
+            item.reason = (f"cannot tell which loop of {run.filename} is the flor.loop {recorded_loops[0]!r} that the run "
+                           "recorded; call it as flor.loop(...) (or through an `import flor as ...` alias)")
+            return
+        checkpoints = records.checkpoints
+        total, costs = records.costs(outer_name) if outer_name else (0, Costs())
         strategy = strategy_for(list(places))
         if layout.outer is None or not checkpoints:
             strategy = "reexec"  # nothing to restore from: re-execute the whole run
-        missing, known = _missing_variables(self.store.path.parent, checkpoints)
         read_after = layout.names_read_after_first_nested()
-        memo_possible = known and not (missing & read_after)
+        memo_possible = records.variables_known and not (records.missing_variables & read_after)
         selected = parse_iterations(self.iterations, outer_name, total)
         if not self.force:
-            done_sets = [self.store.replay_done(run.run_id, n) for n in names]
-            done = set.intersection(*done_sets) if done_sets else set()
+            done = records.done_for(names)
             if strategy == "outside" and -1 in done:
                 item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
                 return
@@ -367,7 +360,7 @@ class Session:
                 from .workspace import prepare
 
                 prepare(self.repo, item.run.code_commit, item.run.filename, item.source, workspace)
-                recorded_names = [n for n, source, _c in self.store.log_names(item.run.run_id) if source == "record"]
+                recorded_names = sorted(item.records.recorded_names)
                 for index, segment in enumerate(item.segments):
                     key = f"{number}.{index}"
                     spec = WorkerSpec(

@@ -52,3 +52,10 @@ class ReplaysMixin:
     def replay_done(self, run_id: int, name: str) -> set[int]:
         """Outer iterations (and -1 for outside the loop) whose replay of ``name`` finished."""
         return {r[0] for r in self._read("SELECT iteration FROM replay_done WHERE run_id = ? AND name = ?", (run_id, name))}
+
+    def replay_done_all(self, run_id: int) -> dict[str, set[int]]:
+        """Per name, the outer iterations (and -1 for outside the loop) whose replay finished."""
+        done: dict[str, set[int]] = {}
+        for name, iteration in self._read("SELECT name, iteration FROM replay_done WHERE run_id = ?", (run_id,)):
+            done.setdefault(name, set()).add(iteration)
+        return done

@@ -1,0 +1,95 @@
+"""RunRecords: what planning the replay of one run needs from the store, read once.
+
+Its checkpoints (after waiting for a handed-off writer), its loop instances and iteration start
+times (for estimates), the names it recorded (compared, never replayed again), what earlier
+replays finished, and which variables its checkpoints could not keep. Planning is then a pure
+function of these and of the placed source.
+
+>>> records = RunRecords.read(store, run)            # doctest: +SKIP
+>>> records.costs("epoch")[0]
+10
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..checkpoints.handoff import await_writers
+from ..messages import say
+from ..paths import ProjectPaths
+from ..store import RunRow, Store
+from .plan import Costs
+
+
+@dataclass
+class RunRecords:
+    """One run's records, as replay planning sees them."""
+
+    run: RunRow
+    checkpoints: dict[int, dict[str, str]]  # outer iteration -> point -> location
+    contexts: list[tuple]
+    iterations: list[tuple]
+    recorded_names: set[str]
+    done: dict[str, set[int]]  # name -> outer iterations replayed to the end (-1: outside the loop)
+    missing_variables: set[str] = field(default_factory=set)
+    variables_known: bool = True
+
+    @classmethod
+    def read(cls, store: Store, run: RunRow) -> "RunRecords":
+        """Read what replay needs of ``run`` from ``store``."""
+        # A run's last checkpoint may still be written by a handed-off process: plan with it.
+        await_writers(store.path.parent, run.run_id, say=say)
+        checkpoints: dict[int, dict[str, str]] = {}
+        for row in store.checkpoints(run.run_id):
+            checkpoints.setdefault(row.iteration, {})[row.point] = row.location
+        missing, known = _missing_variables(ProjectPaths.of_db(store.path), checkpoints)
+        return cls(
+            run=run, checkpoints=checkpoints, contexts=store.contexts(run.run_id),
+            iterations=store.iterations(run.run_id),
+            recorded_names={name for name, source, _count in store.log_names(run.run_id) if source == "record"},
+            done=store.replay_done_all(run.run_id), missing_variables=missing, variables_known=known,
+        )
+
+    def done_for(self, names: list[str]) -> set[int]:
+        """Outer iterations whose replay finished for every one of ``names``."""
+        sets = [self.done.get(name, set()) for name in names]
+        return set.intersection(*sets) if sets else set()
+
+    def costs(self, outer_name: str) -> tuple[int, Costs]:
+        """(outer iterations recorded, their timings) from the run's loop instances."""
+        run, instances = self.run, self.contexts
+        roots = [c for c in instances if c[1] is None and c[3] == outer_name]
+        if not roots:
+            return 0, Costs()
+        root = roots[0][0]
+        starts = {it: t or 0.0 for ctx, it, t in self.iterations if ctx == root}
+        if not starts:
+            return 0, Costs()
+        total = max(starts) + 1
+        nested: dict[int, float] = {}
+        for ctx, parent, parent_iteration, _name, t_start, t_end, _count in instances:
+            if parent == root and parent_iteration not in nested and t_start is not None and t_end is not None:
+                nested[parent_iteration] = t_end - t_start
+        end = roots[0][5]
+        if end is None and run.ended:
+            end = run.ended - run.started
+        iteration_s, nested_s = [], []
+        for i in range(total):
+            nxt = starts.get(i + 1, end if end is not None else starts.get(i, 0.0))
+            duration = max(0.0, (nxt or 0.0) - starts.get(i, 0.0))
+            iteration_s.append(duration)
+            nested_s.append(min(duration, nested.get(i, 0.0)))
+        return total, Costs(iteration_s, nested_s, starts.get(0, 0.0))
+
+
+def _missing_variables(paths: ProjectPaths, checkpoints: dict[int, dict[str, str]]) -> tuple[set[str], bool]:
+    """The variables the run's checkpoints could not keep, from the first readable manifest."""
+    for points in checkpoints.values():
+        for location in points.values():
+            try:
+                manifest = json.loads(paths.at(location).read_text())
+            except (OSError, ValueError):
+                continue
+            return set(manifest.get("variables_missing", [])), bool(manifest.get("variables_known"))
+    return set(), True
