@@ -48,9 +48,10 @@ def test_tutorial_twice_leaves_git_untouched(project):
     assert project.git("status", "--porcelain") == status
     assert project.git("log", "--oneline") == log and project.git("branch") == branches
     out = project.flor("dataframe", "hidden", "accuracy", "--csv").stdout.splitlines()
-    assert out[0] == "projid,tstamp,filename,hidden,accuracy"
-    assert [line.split(",")[3] for line in out[1:]] == ["500", "75"]
-    assert all(0.5 < float(line.split(",")[4]) <= 1 for line in out[1:])
+    assert out[0] == "projid,tstamp,filename,git_head,git_dirty,hidden,accuracy"
+    head = project.git("rev-parse", "HEAD").strip()
+    assert [line.split(",")[3:6] for line in out[1:]] == [[head, "False", "500"], [head, "False", "75"]]
+    assert all(0.5 < float(line.split(",")[6]) <= 1 for line in out[1:])
     refs = project.git("for-each-ref", "refs/flor").splitlines()
     assert len(refs) == 2
 
