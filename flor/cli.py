@@ -114,6 +114,11 @@ def _replay_parser(commands) -> None:
     parser.add_argument("--diff", action="store_true", help="with --dry-run: show where each statement is inserted")
     parser.add_argument("--force", action="store_true", help="replay runs that already hold the values")
     parser.add_argument("--confirm", action="store_true", help="ask before running")
+    parser.add_argument("--accept-drift", action="store_true",
+                        help="store values of iterations whose recorded values still drift after re-executing them")
+    parser.add_argument("--allow-inexact", action="store_true",
+                        help="run --workers N even where N x the run's threads exceed the cores (other arithmetic: "
+                        "values may differ from the recording and are stored anyway)")
     parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
 
 
@@ -286,7 +291,7 @@ def _cmd_replay(args) -> int:
     report = replay(
         *args.names, runs=args.runs, where=args.where, iterations=args.iterations, workers=args.workers,
         gpus=gpus, dry_run=args.dry_run, diff=args.diff, force=args.force, confirm=args.confirm,
-        out=sys.stdout, progress=sys.stderr,
+        accept_drift=args.accept_drift, allow_inexact=args.allow_inexact, out=sys.stdout, progress=sys.stderr,
     )
     return {
         "ok": EXIT_OK, "failed": EXIT_FAILED, "refused": EXIT_REFUSED, "drifted": EXIT_DRIFT,

@@ -63,6 +63,15 @@ class ProjectPaths:
         """The folder of every run's checkpoint manifests."""
         return self.flor_dir / "checkpoints"
 
+    @property
+    def locks(self) -> Path:
+        """Lock files (a run's replay lock)."""
+        return self.flor_dir / "locks"
+
+    def replay_lock(self, run_id: int) -> Path:
+        """The lock a `flor replay` holds while it replays run ``run_id``."""
+        return self.locks / f"replay-{run_id}.lock"
+
     def manifest(self, run_id: int, iteration: int, point: str) -> Path:
         """The manifest of one checkpoint."""
         return self.run_checkpoints(run_id) / f"{iteration:08d}-{point}.json"

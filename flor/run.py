@@ -13,6 +13,7 @@ flushes the deque to the store at least every second and at every outer-loop bou
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import sys
 import threading
@@ -21,7 +22,7 @@ from collections import deque
 from itertools import islice
 from pathlib import Path
 
-from . import rng, settings, values
+from . import numerics, rng, settings, values
 from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
 from .messages import warn
@@ -89,6 +90,7 @@ class Run:
         self._flusher: threading.Thread | None = None
         self._snapshot_thread: threading.Thread | None = None
         self._run_fields: dict[str, object] = {}
+        self.environment: dict = {}
         self.failure: str | None = None
         self.flor_error = False  # the uncaught error was flor's own (a misuse), not the script's
         # Which script this is, taken now: at exit __main__ may be half torn down.
@@ -160,6 +162,7 @@ class Run:
         except ValueError:
             cwd = str(Path.cwd().resolve())
         started = time.time()
+        self.environment = {"numeric": numerics.capture(), "main_module": main_module()}
         self.store = Store.open(ProjectPaths(self.root).db)
         self.run_id, self.tstamp = self.store.insert_run(
             tstamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -171,6 +174,7 @@ class Run:
             args=[(name, *values.encode(value)) for name, value in self.args.items()],
             rng_state=rng.encode(rng.capture()),
             resumed_from=resumed_from,
+            environment=self.environment,
         )
         self.begun = True
         self.t0 = time.perf_counter()
@@ -199,6 +203,9 @@ class Run:
             shown = ", ".join(snap.skipped[:5]) + (" ..." if len(snap.skipped) > 5 else "")
             warn(f"left out of the code version, over the size cap (FLOR_SNAPSHOT_MAX_BYTES): {shown}")
             self._run_fields["vcs_note"] = f"skipped {len(snap.skipped)} large file(s)"
+            # Replay reads today's copy of these; it refuses when one changed (size or time).
+            self.environment["left_out"] = _file_stamps(self.root, snap.skipped)
+            self._run_fields["environment"] = json.dumps(self.environment)
         self._run_fields.update(code_commit=snap.commit, git_head=snap.head, git_dirty=int(snap.dirty))
         self._wake.set()
 
@@ -237,6 +244,10 @@ class Run:
         self.ended = True
         if not self.begun:
             return
+        if "threads" not in self.environment.get("numeric", {}) and "torch" in sys.modules:
+            # torch was imported after the run began: take its numeric environment now.
+            self.environment["numeric"] = numerics.capture()
+            self._run_fields["environment"] = json.dumps(self.environment)
         self.before_end()
         self._stop.set()
         self._wake.set()
@@ -407,6 +418,25 @@ class Run:
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()
+
+
+def main_module() -> str | None:
+    """The module name when the script runs as ``python -m NAME``, else None."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    return name if name and name != "__main__" else None
+
+
+def _file_stamps(root: Path, paths: list[str]) -> dict[str, list]:
+    """(size, mtime in ns) of files, to tell later whether they changed."""
+    stamps = {}
+    for rel in paths:
+        try:
+            info = os.stat(root / rel)
+        except OSError:
+            continue
+        stamps[rel] = [info.st_size, info.st_mtime_ns]
+    return stamps
 
 
 def _length(iterable) -> int | None:

@@ -132,3 +132,16 @@ def resume_checkpoint() -> dict | None:
 def replay_preload() -> list[str]:
     """``FLOR_REPLAY_PRELOAD``: modules a warm replay worker imports before its task arrives."""
     return [name for name in (_raw("FLOR_REPLAY_PRELOAD") or "").split(",") if name]
+
+
+def replay_confinement() -> str:
+    """``FLOR_REPLAY_CONFINE``: how replay keeps old code's writes away from the user's files:
+    ``namespace`` (a private view of the file system; the default where the kernel allows it) or
+    ``copy`` (a workspace of copies: weaker, see docs/reliability.md). Set it to ``copy`` to choose
+    the weaker way on purpose."""
+    raw = (_raw("FLOR_REPLAY_CONFINE") or "").strip().lower()
+    if raw in ("", "auto"):
+        return "auto"
+    if raw not in ("namespace", "copy"):
+        raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy or auto")
+    return raw

@@ -181,12 +181,13 @@ class Repo:
         """The text of ``path`` (relative to the root) at ``commit``."""
         return self.git("show", f"{commit}:{path}").decode()
 
-    def extract(self, commit: str, destination: Path) -> None:
+    def extract(self, commit: str, destination: Path, *, submodules: bool = False) -> None:
         """Write the exact tree of ``commit`` into ``destination`` (never into the work tree).
 
         Through a private index and ``git checkout-index``, not ``git archive``: an archive
         applies ``export-ignore`` and ``export-subst`` attributes, which would leave files out
-        or rewrite them. Symlinks stay symlinks, as the run saw them.
+        or rewrite them. Symlinks stay symlinks, as the run saw them. With ``submodules``, each
+        submodule is extracted at the commit ``commit`` records for it, from its own repository.
         """
         destination = Path(destination)
         destination.mkdir(parents=True, exist_ok=True)
@@ -197,6 +198,54 @@ class Repo:
             self.git("checkout-index", "--all", "--force", f"--prefix={destination.resolve()}{os.sep}", env=env)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        if submodules:
+            for path, sub_commit in self.submodules(commit):
+                sub = self._submodule(path, sub_commit)
+                sub.extract(sub_commit, destination / path, submodules=True)
+
+    def submodules(self, commit: str) -> list[tuple[str, str]]:
+        """``(path, commit)`` of the submodules that ``commit`` records."""
+        found = []
+        for entry in self.git("ls-tree", "-r", "-z", commit).decode(errors="surrogateescape").split("\0"):
+            meta, _, path = entry.partition("\t")
+            parts = meta.split()
+            if len(parts) == 3 and parts[1] == "commit":
+                found.append((path, parts[2]))
+        return found
+
+    def _submodule(self, path: str, commit: str) -> "Repo":
+        sub = Repo(self.root / path)
+        try:
+            available = (self.root / path / ".git").exists() and bool(sub.git("cat-file", "-t", commit).strip())
+        except VersionControlError:
+            available = False
+        if not available:
+            raise VersionControlError(
+                f"the submodule {path} at commit {commit[:10]}, which the run used, is not in its repository here; "
+                f"run `git submodule update --init {path}` (or fetch that commit) and replay again"
+            )
+        return sub
+
+    def missing_submodules(self, commit: str) -> list[str]:
+        """Why each submodule of ``commit`` cannot be extracted (empty when all can)."""
+        problems = []
+        for path, sub_commit in self.submodules(commit):
+            try:
+                sub = self._submodule(path, sub_commit)
+                problems += sub.missing_submodules(sub_commit)
+            except VersionControlError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def tree_files(self, commit: str) -> list[str]:
+        """The paths of every file (and submodule) in the tree of ``commit``."""
+        out = self.git("ls-tree", "-r", "-z", "--name-only", commit).decode(errors="surrogateescape")
+        return [p for p in out.split("\0") if p]
+
+    def work_tree_files(self) -> list[str]:
+        """The work tree's code files now: tracked, and untracked but not ignored."""
+        out = self.git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode(errors="surrogateescape")
+        return [p for p in out.split("\0") if p and not (p == ".flor" or p.startswith(".flor/"))]
 
     def diff(self, old: str, new: str, path: str | None = None) -> str:
         """Unified diff between two versions (optionally of one path)."""

@@ -26,7 +26,7 @@ def f():
 def test_warm_workers_without_a_task_are_stopped_at_once_when_closed():
     executor = LocalProcessExecutor(2, preload=["json", "numpy"])
     executor.warm_up()
-    processes = [p for queue in executor._idle.values() for p in queue]
+    processes = [w.process for queue in executor._idle.values() for w in queue]
     assert len(processes) == 2
     started = time.monotonic()
     executor.close()
@@ -36,9 +36,33 @@ def test_warm_workers_without_a_task_are_stopped_at_once_when_closed():
 def test_a_task_reaches_a_warm_worker_and_its_failure_is_reported(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"workspace": str(tmp_path / "missing")}))
-    task = Task("0.0", spec, tmp_path / "result.json", tmp_path / "progress.json", 1, 1.0, tmp_path / "log")
+    task = Task("0.0", spec, 1, 1.0, tmp_path / "log")
     executor = LocalProcessExecutor(1)
     executor.warm_up()
-    (outcome,) = executor.run([task], lambda key, done: None)
-    assert not outcome.ok and "exited with status" in outcome.error and "malformed spec ('segment')" in outcome.error
+    (outcome,) = executor.run([task], lambda key, message: None)
+    assert not outcome.ok and "malformed spec ('segment')" in outcome.error
     assert "malformed spec" in (tmp_path / "log").read_text()  # the worker's output went to the task's log
+
+
+def test_messages_reach_the_driver_in_order_and_the_result_ends_the_task(tmp_path, monkeypatch):
+    """A worker's channel carries its messages; the executor hands them over and keeps the result."""
+    from flor.replay import executor as module
+
+    fake = tmp_path / "fakeworker.py"
+    fake.write_text(
+        "import json, os, sys\n"
+        "out = os.dup(1)\n"
+        "sys.stdin.readline()\n"
+        "for n in range(3):\n"
+        "    os.write(out, (json.dumps({'kind': 'progress', 'done': n}) + '\\n').encode())\n"
+        "os.write(out, (json.dumps({'kind': 'result', 'ok': True, 'stored': 7}) + '\\n').encode())\n"
+        "print('to the log', file=sys.stderr)\n"
+    )
+    real_popen = module.subprocess.Popen
+    monkeypatch.setattr(module.subprocess, "Popen", lambda args, **kw: real_popen([args[0], str(fake)], **kw))
+    received = []
+    task = Task("k", tmp_path / "spec.json", 3, 1.0, tmp_path / "log")
+    (outcome,) = LocalProcessExecutor(1).run([task], lambda key, message: received.append((key, message["done"])))
+    assert received == [("k", 0), ("k", 1), ("k", 2)]
+    assert outcome.ok and outcome.result["stored"] == 7
+    assert (tmp_path / "log").read_text() == "to the log\n"

@@ -1,7 +1,6 @@
 """End to end: hindsight replay of real scripts in temporary git repositories."""
 
 import io
-import os
 import sqlite3
 
 import pytest
@@ -180,11 +179,12 @@ def test_killed_worker_keeps_finished_iterations_and_second_replay_does_the_rest
     assert first.returncode == 1 and "killed by signal 9" in first.stdout
     assert [r[2] for r in values(toy.db, "probe")] == [0, 1]
     marker.unlink()
-    calls.write_text("")
-    toy.flor("replay", "probe", "--runs", _tstamps(toy)[0])
-    redone = calls.read_text().split()
-    # Epochs 0 and 1 are kept; epoch 1 may run again only as the warm-up of a missing checkpoint.
-    assert "0" not in redone and redone[-4:] == ["2", "3", "4", "5"]
+    # Epochs 0 and 1 are kept: the plan starts at 2 (1 may run again only to restore the state
+    # before 2), and the replay stores the four values that were missing.
+    plan = toy.flor("replay", "probe", "--runs", _tstamps(toy)[0], "--dry-run").stdout
+    assert "segment 1:" in plan and " 0" not in plan.split("segment 1:")[1].split("(")[0]
+    second = toy.flor("replay", "probe", "--runs", _tstamps(toy)[0]).stdout
+    assert "probe: 4 value(s) stored" in second
     assert [r[3] for r in values(toy.db, "probe")] == [0, 2, 4, 6, 8, 10]
 
 
@@ -287,8 +287,10 @@ def test_executor_gives_each_worker_its_gpu_and_threads():
     from flor.replay.executor import LocalProcessExecutor
 
     executor = LocalProcessExecutor(workers=2, gpus=["0", "1"])
-    assert [executor._env(slot)["CUDA_VISIBLE_DEVICES"] for slot in (0, 1, 2)] == ["0", "1", "0"]
-    assert executor._env(0)["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert [executor._env(slot, {})["CUDA_VISIBLE_DEVICES"] for slot in (0, 1, 2)] == ["0", "1", "0"]
+    # A task's environment is the run's recorded one: a variable it had is set, one it lacked is unset.
+    env = executor._env(0, {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": None})
+    assert env["OMP_NUM_THREADS"] == "3" and "MKL_NUM_THREADS" not in env
 
 
 def test_a_loop_the_analysis_cannot_see_is_refused_not_planned_empty(project):

@@ -4,12 +4,23 @@ It answers ``flor.arg`` with the run's recorded values, restores the recorded ra
 same point recording captured it, and drives the outer loop by its segment: iterations without an
 action are skipped, ``memo`` iterations skip their first nested loop and restore its effect from
 the checkpoint, ``exec`` iterations run for real. Logged values are translated to the original
-run's loop contexts: new names are stored with ``source='replay'``, names the run recorded are
-compared with the recorded values (fidelity), anything else is dropped.
+run's loop contexts: new names are replayed values, names the run recorded are compared with the
+recorded values (fidelity), anything else is dropped.
+
+**A value is sent only once it is verified.** The new values of an outer iteration are held until
+the iteration ends, and sent (with its "done" mark) only when every recorded value it logged
+again matched. An iteration where one drifted is *rejected*: nothing of it is sent, and the driver
+re-executes it from an earlier state. After a drift the process's state is suspect, so a later
+iteration is accepted only when it logged recorded values again and all of them matched.
+Comparisons are made in the iterations this segment owns; a value logged several times in one
+context is compared with the recorded ones in order.
+
+Nothing here touches the store: values go back to the driver over the worker's channel.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -24,10 +35,12 @@ from ..checkpoints.restore import restore_into
 from ..errors import CheckpointError, UsageError
 from ..paths import ProjectPaths
 from ..run import Run
-from ..store import Store
+from .channel import Channel
 from .spec import WorkerSpec
 
 MAX_DRIFT_ROWS = 10_000
+_BEFORE, _AFTER = "before", "after"  # run-level values, by when they were logged
+_OUTER_STARTED = object()  # pushed into the log queue where the outer loop starts
 
 
 class ReplayManager(Hooks):
@@ -48,15 +61,17 @@ class ReplayManager(Hooks):
 class ReplayRun(Run):
     """A run being replayed in a worker process; see the module docstring."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, channel: Channel) -> None:
         super().__init__({}, list(spec.argv))
         self.spec = spec
-        self.flor_dir = ProjectPaths.of_db(Path(spec.db)).flor_dir
-        self.store = Store.open(Path(spec.db), create=False)
+        self.channel = channel
+        self.flor_dir = ProjectPaths(Path(spec.root)).flor_dir
         self.run_id = spec.run_id
         self.tstamp = spec.tstamp
         self.root = Path(spec.root)
-        self.recorded_args = self.store.args(self.run_id)
+        records = json.loads(Path(spec.records_path).read_text())
+        self.recorded_args = {name: values.decode(value, vtype) for name, value, vtype in records["args"]}
+        self._recorded_rng = base64.b64decode(records["rng"]) if records.get("rng") else None
         self.segment = spec.segment
         self.store_iterations = set(self.segment.store)
         self.checkpoints = spec.checkpoints
@@ -64,6 +79,7 @@ class ReplayRun(Run):
         self.compare_names = set(spec.recorded_names) - self.new_names
         self.outer_name = spec.outer_name
         self.begun = True
+        self._flush_lock = threading.Lock()
         self._finished_ok = False
         self._rng_restored = False
         self._outer_seen = False
@@ -72,24 +88,35 @@ class ReplayRun(Run):
         self.outer_action: str | None = None
         self._nested_done = False
         self.iterations_done = 0
-        self._completed: list[int] = []  # outer iterations whose stored values are all pushed
-        self._done_batch: list[tuple] = []
+        self._completed: list[int] = []  # outer iterations whose values are all pushed
         # Loop instances: local id -> (parent local id, parent iteration, loop name); local ->
         # original id. An instance is identified by its parent instance and iteration, its loop
         # name, and its rank among such siblings (a body may run two loops of the same name).
+        # An instance the recording never had gets a provisional negative id; the driver gives
+        # it a real one.
         self._local: dict[int, tuple] = {}
         self._local_rank: dict[tuple, int] = {}
         self._rank_of: dict[int, int] = {}
         self._to_original: dict[int, int] = {}
         self._original: dict[tuple, int] = {}
-        self._next_original = 0
+        self._next_provisional = 0
         ranks: dict[tuple, int] = {}
-        for ctx_id, parent_id, parent_iteration, loop_name, *_rest in self.store.contexts(self.run_id):
+        for ctx_id, parent_id, parent_iteration, loop_name in records["contexts"]:
             sibling = (parent_id, parent_iteration, loop_name)
             ranks[sibling] = ranks.get(sibling, -1) + 1
             self._original[(*sibling, ranks[sibling])] = ctx_id
-            self._next_original = max(self._next_original, ctx_id)
-        self._recorded: dict[str, dict] = {}
+        # name -> (ctx, iteration) -> recorded (value, vtype) in the order they were logged.
+        self._recorded: dict[str, dict[tuple, list]] = {}
+        for name, ctx, iteration, value, vtype in records["recorded"]:
+            self._recorded.setdefault(name, {}).setdefault((ctx, iteration), []).append((value, vtype))
+        self._seen: dict[tuple, int] = {}  # (name, ctx, iteration) -> occurrences compared so far
+        # Verification state (see the module docstring).
+        self._phase = _BEFORE
+        self._held: dict[object, list] = {}  # outer iteration, _BEFORE or _AFTER -> rows held back
+        self._drifted: set = set()  # outer iterations (or _BEFORE/_AFTER) where a value drifted
+        self._checked: dict[object, int] = {}  # ... -> comparisons made
+        self.rejected: list[int] = []
+        self.rejected_run_level = False
         self.stored = self.matched = self.drifted = 0
         self.drift_by_name: dict[str, dict] = {}
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-replay-flush", daemon=True)
@@ -100,7 +127,7 @@ class ReplayRun(Run):
     def _ensure_rng(self) -> None:
         if not self._rng_restored:
             self._rng_restored = True
-            rng.restore(rng.decode(self.store.rng_state(self.run_id)))
+            rng.restore(rng.decode(self._recorded_rng))
 
     def arg(self, name: str, default: object = None) -> object:
         """The recorded value of the arg (overrides are refused in replay)."""
@@ -120,8 +147,11 @@ class ReplayRun(Run):
     def loop(self, name: str, iterable):
         """Route flor.loop: the outer loop by the segment, a memoized nested loop skipped."""
         self._ensure_rng()
-        if self.depth == 0 and self.scope is not None and not self._outer_seen:
+        # The outer loop: the first top-level loop inside flor.checkpointing, or, in a script
+        # without checkpoints, the first top-level loop of the outer loop's name.
+        if self.depth == 0 and not self._outer_seen and (self.scope is not None or name == self.outer_name):
             self._outer_seen = True
+            self.push_log((_OUTER_STARTED, None, None, None))
             return self._outer_loop(name, iterable)
         if self.depth == 1 and self.outer_action == "memo" and not self._nested_done and self.scope is not None:
             self._nested_done = True
@@ -157,8 +187,7 @@ class ReplayRun(Run):
                 yield item
                 self.ctx_id, self.iteration = ctx, index
                 self.iterations_done += 1
-                if index in self.store_iterations:
-                    self._completed.append(index)
+                self._completed.append(index)
                 self._wake.set()
             self.outer_index = self.outer_action = None
             if not segment.run_post:
@@ -169,8 +198,10 @@ class ReplayRun(Run):
                 os._exit(0)
         finally:
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
+            # Logged after this, at run level: after the loop.
+            self.push_log((_OUTER_STARTED, _AFTER, None, None))
 
-    # -- what reaches the store ------------------------------------------------------------
+    # -- translating contexts --------------------------------------------------------------
 
     def _original_ctx(self, local: int | None, new_contexts: list) -> int | None:
         if local is None:
@@ -183,10 +214,10 @@ class ReplayRun(Run):
         key = (parent, parent_iteration, loop_name, self._rank_of[local])
         original = self._original.get(key)
         if original is None:
-            self._next_original += 1
-            original = self._next_original
+            self._next_provisional -= 1
+            original = self._next_provisional
             self._original[key] = original
-            new_contexts.append((original, parent, parent_iteration, loop_name, None, None, None))
+            new_contexts.append((original, *key))
         self._to_original[local] = original
         return original
 
@@ -198,28 +229,26 @@ class ReplayRun(Run):
             local, iteration = parent_local, parent_iteration
         return None
 
-    def _recorded_values(self, name: str) -> dict:
-        found = self._recorded.get(name)
-        if found is None:
-            found = {
-                (ctx, it): (value, vtype)
-                for ctx, it, _n, value, vtype, _s in self.store.logs(self.run_id, [name], "record")
-            }
-            self._recorded[name] = found
-        return found
+    # -- comparing, holding back and sending -------------------------------------------------
 
-    def _drain(self) -> tuple[list, ...]:
-        # Completion marks first: a mark taken here was pushed after its iteration's logs,
-        # so those logs are in the batch drained next and land in the same transaction.
-        completed, self._completed = self._completed, []
-        self._done_batch = self._done_batch + [(name, index) for index in completed for name in self.new_names]
-        return super()._drain()
+    def flush(self, final: bool = False) -> None:
+        """Send what was logged since the last flush (replay has no store to retry against)."""
+        with self._flush_lock:
+            completed, self._completed = self._completed, []
+            contexts, _iterations, logs, special = self._drain()
+            self._process(contexts, logs, special, completed, final)
 
-    def write(self, contexts: list, iterations: list, logs: list, special: list, fields: dict) -> None:
-        """Translate, filter, compare and store one batch of replayed logs."""
-        done, self._done_batch = self._done_batch, []
-        if self.ended and self._finished_ok:
-            done += [(name, -1) for name in self.new_names if self.segment.store_after or self.segment.store_before]
+    def _owner_key(self, local, iteration):
+        """What a row belongs to: its outer iteration, or _BEFORE/_AFTER at run level; None when
+        this segment does not own it."""
+        outer = None if local is None else self._outer_of(local, iteration)
+        if outer is None:  # at run level, or in a loop outside the outer loop
+            key = _BEFORE if self._phase == _BEFORE else _AFTER
+            owned = self.segment.store_before if key == _BEFORE else self.segment.store_after
+            return key if owned else None
+        return outer if outer in self.store_iterations else None
+
+    def _process(self, contexts: list, logs: list, special: list, completed: list[int], final: bool) -> None:
         for ctx, parent, parent_iteration, loop_name, *_rest in contexts:
             if ctx not in self._local:
                 self._local[ctx] = (parent, parent_iteration, loop_name)
@@ -227,51 +256,91 @@ class ReplayRun(Run):
                 self._local_rank[sibling] = self._local_rank.get(sibling, -1) + 1
                 self._rank_of[ctx] = self._local_rank[sibling]
         new_contexts: list = []
-        stored, drift = [], []
-        segment = self.segment
-        rows = [(name, *values.encode(value), ctx, it) for name, value, ctx, it in logs]
+        drift: list = []
+        rows = []
+        for name, value, ctx, it in logs:
+            if name is _OUTER_STARTED:
+                rows.append((None, value, None, None, None))
+            else:
+                rows.append((name, *values.encode(value), ctx, it))
         rows += [(name, stored_value, vtype, ctx, it) for ctx, it, name, stored_value, vtype in special]
         for name, stored_value, vtype, local, iteration in rows:
+            if name is None:  # the outer loop started (or ended: stored_value is _AFTER)
+                self._phase = _AFTER if stored_value == _AFTER else "loop"
+                continue
+            if name not in self.new_names and name not in self.compare_names:
+                continue
+            key = self._owner_key(local, iteration)
+            if key is None:
+                continue
+            ctx = self._original_ctx(local, new_contexts)
             if name in self.new_names:
-                if local is None:
-                    keep = segment.store_before or segment.store_after
-                else:
-                    outer = self._outer_of(local, iteration)
-                    keep = outer is None or outer in self.store_iterations
-                if keep:
-                    stored.append((self._original_ctx(local, new_contexts), iteration, name, stored_value, vtype))
-            elif name in self.compare_names:
-                ctx = self._original_ctx(local, new_contexts)
-                recorded = self._recorded_values(name).get((ctx, iteration))
-                if recorded is None:
-                    continue
-                replayed = values.decode(stored_value, vtype)
-                original = values.decode(*recorded)
-                if _same(original, replayed):
-                    self.matched += 1
-                else:
-                    self.drifted += 1
-                    difference = _difference(original, replayed)
-                    entry = self.drift_by_name.setdefault(name, {"count": 0, "max_difference": None})
-                    entry["count"] += 1
-                    if difference is not None:
-                        entry["max_difference"] = max(entry["max_difference"] or 0.0, difference)
-                    if self.drifted <= MAX_DRIFT_ROWS:
-                        drift.append((ctx, iteration, name, recorded[0], stored_value, difference))
-        if stored or drift or new_contexts or done:
-            try:
-                self.store.write_replayed(self.run_id, new_contexts, stored, drift, done)
-            except BaseException:
-                self._done_batch = done  # retried with the next flush
-                raise
-        self.stored += len(stored)
-        try:
-            Path(self.spec.progress_path).write_text(json.dumps({"done": self.iterations_done}))
-        except OSError:
-            pass
+                self._held.setdefault(key, []).append((ctx, iteration, name, stored_value, vtype))
+            else:
+                self._compare(key, name, ctx, iteration, stored_value, vtype, drift)
+        done, accepted = [], []
+        for index in completed:
+            if index in self.store_iterations:
+                self._settle(index, accepted, done)
+        if final:
+            if self._finished_ok and (self.segment.store_before or self.segment.store_after):
+                self._settle_run_level(accepted, done)
+            self._held.clear()
+        if accepted or drift or new_contexts or done:
+            self.channel.send("batch", contexts=new_contexts, logs=accepted, drift=drift, done=done)
+        self.stored += len(accepted)
+        self.channel.send("progress", done=self.iterations_done)
 
-    def finish(self, ok: bool, error: str | None = None) -> None:
-        """Flush everything and write the worker's result file."""
+    def _compare(self, key, name, ctx, iteration, stored_value, vtype, drift: list) -> None:
+        occurrence = self._seen.get((name, ctx, iteration), 0)
+        self._seen[(name, ctx, iteration)] = occurrence + 1
+        recorded = self._recorded.get(name, {}).get((ctx, iteration), [])
+        if occurrence >= len(recorded):
+            return  # the recording logged it fewer times here: nothing to compare with
+        original = values.decode(*recorded[occurrence])
+        replayed = values.decode(stored_value, vtype)
+        self._checked[key] = self._checked.get(key, 0) + 1
+        if _same(original, replayed):
+            self.matched += 1
+            return
+        self.drifted += 1
+        self._drifted.add(key)
+        difference = _difference(original, replayed)
+        entry = self.drift_by_name.setdefault(name, {"count": 0, "max_difference": None})
+        entry["count"] += 1
+        if difference is not None:
+            entry["max_difference"] = max(entry["max_difference"] or 0.0, difference)
+        if self.drifted <= MAX_DRIFT_ROWS:
+            drift.append((ctx, iteration, name, recorded[occurrence][0], stored_value, difference))
+
+    def _trusted(self, key) -> bool:
+        """No recorded value of ``key`` drifted, and, if one elsewhere drifted first (the state it
+        ran from may be wrong), it logged recorded values again and they all matched."""
+        if key in self._drifted:
+            return False
+        suspect = key != _BEFORE and any(other != key for other in self._drifted)
+        return not suspect or self._checked.get(key, 0) > 0
+
+    def _settle(self, index: int, accepted: list, done: list) -> None:
+        """Send the held values of outer iteration ``index`` when they can be trusted, else reject it."""
+        held = self._held.pop(index, [])
+        trusted = self._trusted(index)
+        if trusted or self.spec.accept_drift:
+            accepted.extend(held)
+            done.extend((name, index) for name in self.new_names)
+        if not trusted:
+            self.rejected.append(index)
+
+    def _settle_run_level(self, accepted: list, done: list) -> None:
+        """The values logged outside the outer loop, and their one "done" mark (-1), together."""
+        trusted = self._trusted(_BEFORE) and self._trusted(_AFTER)
+        if trusted or self.spec.accept_drift:
+            accepted.extend(self._held.pop(_BEFORE, []) + self._held.pop(_AFTER, []))
+            done.extend((name, -1) for name in self.new_names)
+        self.rejected_run_level = not trusted
+
+    def finish(self, ok: bool, error: str | None = None, writes=None) -> None:
+        """Send everything and the worker's result."""
         if self.ended:
             return
         self.ended = True
@@ -281,12 +350,11 @@ class ReplayRun(Run):
         if self._flusher is not None:
             self._flusher.join(timeout=60)
         self.flush(final=True)
-        result = {
-            "ok": ok, "error": error, "stored": self.stored, "matched": self.matched,
-            "drifted": self.drifted, "drift": self.drift_by_name, "iterations": self.iterations_done,
-        }
-        Path(self.spec.result_path).write_text(json.dumps(result))
-        self.store.close()
+        self.channel.send(
+            "result", ok=ok, error=error, stored=self.stored, matched=self.matched, drifted=self.drifted,
+            drift=self.drift_by_name, iterations=self.iterations_done, rejected=sorted(set(self.rejected)),
+            rejected_run_level=self.rejected_run_level, writes=writes or [],
+        )
 
     def end(self) -> None:
         """At exit, as if the script finished."""

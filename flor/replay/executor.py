@@ -1,15 +1,19 @@
 """Executors: where replay segments run. The local one starts worker processes on this machine.
 
 An executor takes :class:`Task` objects (a spec file each) and returns :class:`Outcome` objects;
-a cluster engine can plug in behind the same interface. The local executor starts workers with
-the interpreter flor runs under (``sys.executable``), gives each its share of the CPU threads
-(``OMP_NUM_THREADS`` and friends) and, with ``gpus``, one device each (``CUDA_VISIBLE_DEVICES``).
+a cluster engine can plug in behind the same interface. While tasks run, what their workers send
+(values to store, progress) reaches the caller through ``on_message(key, message)``, in the
+caller's thread: the driver, not the worker, writes the store.
+
+The local executor starts workers with the interpreter flor runs under (``sys.executable``), with
+each task's environment (the thread-pool variables the run was recorded with) and, with ``gpus``,
+one device each (``CUDA_VISIBLE_DEVICES``).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -18,7 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+from .channel import decode
+
+# How long to wait for the last messages of a worker that has exited (a child it forked may
+# hold the pipe open a little longer).
+DRAIN_S = 10.0
 
 
 @dataclass
@@ -27,16 +35,15 @@ class Task:
 
     key: str
     spec_path: Path
-    result_path: Path
-    progress_path: Path
     iterations: int
     seconds: float
     log_path: Path | None = None
+    env: dict[str, str | None] = field(default_factory=dict)  # variables to set (None: unset)
 
 
 @dataclass
 class Outcome:
-    """What a task produced."""
+    """What a task produced: its worker's result message."""
 
     task: Task
     ok: bool
@@ -46,9 +53,45 @@ class Outcome:
 
 
 class Executor(Protocol):
-    """Runs replay tasks; ``on_progress(key, done)`` is called as iterations finish."""
+    """Runs replay tasks; ``on_message(key, message)`` receives what their workers send."""
 
-    def run(self, tasks: list[Task], on_progress: Callable[[str, int], None]) -> list[Outcome]: ...
+    def run(self, tasks: list[Task], on_message: Callable[[str, dict], None]) -> list[Outcome]: ...
+
+
+class _Worker:
+    """A worker process, the reader of its channel, and the copier of its output to its task's log.
+
+    The worker writes no file itself: in a private, read-only view of the file system it could
+    not, and a file it held open for writing would keep that view from being made read-only."""
+
+    def __init__(self, process: subprocess.Popen, signature: tuple) -> None:
+        self.process = process
+        self.signature = signature
+        self.task: Task | None = None
+        self.started = 0.0
+        self.exited_at: float | None = None
+        self.eof = False
+        self.result: dict | None = None
+        self._log = None  # the task's log file, once it has a task; output before that is dropped
+        self._log_lock = threading.Lock()
+        threading.Thread(target=self._copy_output, daemon=True).start()
+
+    def _copy_output(self) -> None:
+        for chunk in iter(lambda: self.process.stderr.read1(65536), b""):
+            with self._log_lock:
+                if self._log is not None:
+                    self._log.write(chunk)
+                    self._log.flush()
+        with self._log_lock:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def log_to(self, path: Path | None) -> None:
+        """Send the worker's output from now on to ``path``."""
+        if path is not None:
+            with self._log_lock:
+                self._log = open(path, "ab")
 
 
 class LocalProcessExecutor:
@@ -58,92 +101,101 @@ class LocalProcessExecutor:
     second here). So workers are started *warm*: a process imports ``preload`` (the third-party
     modules at the top of the script) and then waits for its spec on stdin. :meth:`warm_up` starts
     them while the caller is still planning, and while every slot is busy one spare warms up on a
-    free core for the next task.
+    free core for the next task. A warm worker serves a task only when it was started with that
+    task's environment.
     """
 
-    def __init__(self, workers: int = 1, gpus: list[str] | None = None, preload: list[str] | None = None) -> None:
+    def __init__(self, workers: int = 1, gpus: list[str] | None = None, preload: list[str] | None = None,
+                 confinement: str = "copy") -> None:
         self.workers = max(1, workers)
         self.gpus = list(gpus or [])
         if self.gpus:
             self.workers = min(self.workers, len(self.gpus)) if workers > 1 else len(self.gpus)
         self.preload = list(preload or [])
-        self._idle: dict[int | None, list[subprocess.Popen]] = {}  # warm processes by slot (None: any)
-        self._changed = threading.Event()
+        self.confinement = confinement
+        self._idle: dict[int | None, list[_Worker]] = {}  # warm workers by slot (None: any)
+        self._messages: queue.Queue = queue.Queue()
 
-    def _env(self, slot: int | None) -> dict[str, str]:
+    def _env(self, slot: int | None, overrides: dict[str, str | None]) -> dict[str, str]:
         env = dict(os.environ)
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        for name in _THREAD_VARIABLES:
-            # Never more threads than the user allowed (the recording likely ran with as many).
-            try:
-                allowed = int(env.get(name, "") or threads)
-            except ValueError:
-                allowed = threads
-            env[name] = str(max(1, min(threads, allowed)))
+        for name, value in overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         if self.gpus and slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         package_parent = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["FLOR_REPLAY_PRELOAD"] = ",".join(self.preload)
+        env["FLOR_REPLAY_CONFINE"] = self.confinement
         return env
 
-    def _start_warm(self, slot: int | None, idle: bool = True) -> subprocess.Popen:
+    def _start(self, slot: int | None, overrides: dict, idle: bool = True) -> _Worker:
         process = subprocess.Popen(
             [sys.executable, "-m", "flor.replay.worker", "--wait"],
-            env=self._env(slot), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self._env(slot, overrides), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
+        worker = _Worker(process, _signature(overrides))
         if idle:
-            self._idle.setdefault(slot, []).append(process)
-        return process
+            self._idle.setdefault(slot, []).append(worker)
+        return worker
 
-    def warm_up(self, count: int | None = None) -> None:
-        """Start up to ``count`` (default: ``workers``) warm workers now, one per slot."""
+    def warm_up(self, count: int | None = None, env: dict | None = None) -> None:
+        """Start up to ``count`` (default: ``workers``) warm workers now, one per slot, with ``env``."""
         for slot in range(min(self.workers, self.workers if count is None else count)):
             if not self._idle.get(slot):
-                self._start_warm(slot)
+                self._start(slot, env or {})
 
-    def _take_warm(self, slot: int) -> subprocess.Popen:
-        """A live warm worker for ``slot`` (its own, else the spare), or a new one."""
+    def _take(self, slot: int, task: Task) -> _Worker:
+        """A live warm worker for ``slot`` started with the task's environment, or a new one."""
+        wanted = _signature(task.env)
         for key in (slot, None):
-            queue = self._idle.get(key, [])
-            while queue:
-                process = queue.pop(0)
-                if process.poll() is None:
-                    return process
-        return self._start_warm(slot, idle=False)
+            pool = self._idle.get(key, [])
+            for worker in list(pool):
+                if worker.process.poll() is not None:
+                    pool.remove(worker)
+                elif worker.signature == wanted:
+                    pool.remove(worker)
+                    return worker
+        return self._start(slot, task.env, idle=False)
 
-    def _give(self, process: subprocess.Popen, task: Task) -> bool:
-        line = f"{task.spec_path}\t{task.log_path or os.devnull}\n"
+    def _give(self, worker: _Worker, task: Task) -> bool:
+        worker.log_to(task.log_path)
+        line = f"{task.spec_path}\n"
         try:
-            process.stdin.write(line.encode())
-            process.stdin.close()
+            worker.process.stdin.write(line.encode())
+            worker.process.stdin.close()
         except OSError:  # it died while warming up
             return False
-
-        def watch() -> None:
-            process.wait()
-            self._changed.set()
-
-        threading.Thread(target=watch, daemon=True).start()
+        worker.task, worker.started = task, time.monotonic()
+        threading.Thread(target=self._read, args=(worker,), daemon=True).start()
         return True
+
+    def _read(self, worker: _Worker) -> None:
+        for line in worker.process.stdout:
+            message = decode(line)
+            if message is not None:
+                self._messages.put((worker, message))
+        self._messages.put((worker, None))
 
     def close(self) -> None:
         """Stop the warm workers that got no task. They have only imported modules, so they are
         killed rather than waited for (a replay with nothing to do must not wait for torch)."""
-        for queue in self._idle.values():
-            for process in queue:
+        for pool in self._idle.values():
+            for worker in pool:
                 try:
-                    process.stdin.close()
+                    worker.process.stdin.close()
                 except OSError:
                     pass
-                if process.poll() is None:
-                    process.kill()
-                process.wait()
+                if worker.process.poll() is None:
+                    worker.process.kill()
+                worker.process.wait()
         self._idle.clear()
 
-    def run(self, tasks, on_progress):
+    def run(self, tasks, on_message):
         pending = sorted(tasks, key=lambda t: -t.seconds)  # longest first keeps workers busy
-        running: dict[int, tuple] = {}
+        running: dict[int, _Worker] = {}
         free_slots = list(range(self.workers))
         outcomes: list[Outcome] = []
         # A spare may warm up on a core that the busy workers leave free (not with GPUs: its
@@ -154,43 +206,57 @@ class LocalProcessExecutor:
                 while pending and free_slots:
                     task = pending.pop(0)
                     slot = free_slots.pop(0)
-                    process = self._take_warm(slot)
-                    if not self._give(process, task):
-                        process = self._take_warm(slot)
-                        self._give(process, task)
-                    running[slot] = (task, process, time.monotonic())
-                if pending and spare_ok and not any(p.poll() is None for p in self._idle.get(None, [])):
-                    self._start_warm(None)
-                self._changed.wait(0.1)
-                self._changed.clear()
-                for slot, (task, process, started) in list(running.items()):
-                    on_progress(task.key, _read_done(task.progress_path))
-                    code = process.poll()
+                    worker = self._take(slot, task)
+                    if not self._give(worker, task):
+                        worker = self._start(slot, task.env, idle=False)
+                        self._give(worker, task)
+                    running[slot] = worker
+                if pending and spare_ok and not any(w.process.poll() is None for w in self._idle.get(None, [])):
+                    self._start(None, pending[0].env)
+                self._pump(on_message, 0.1)
+                now = time.monotonic()
+                for slot, worker in list(running.items()):
+                    code = worker.process.poll()
                     if code is None:
                         continue
+                    if worker.exited_at is None:
+                        worker.exited_at = now
+                    if not worker.eof and now - worker.exited_at < DRAIN_S:
+                        continue  # its last messages may still be in the pipe
                     del running[slot]
                     free_slots.append(slot)
-                    outcomes.append(_outcome(task, code, time.monotonic() - started))
-                    on_progress(task.key, _read_done(task.progress_path))
+                    outcomes.append(_outcome(worker, code, now - worker.started))
         finally:
-            for _task, process, _started in running.values():
-                process.kill()
+            for worker in running.values():
+                worker.process.kill()
             self.close()
         return outcomes
 
+    def _pump(self, on_message, timeout: float) -> None:
+        """Hand the messages that arrived to ``on_message``, waiting up to ``timeout`` for the first."""
+        try:
+            worker, message = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            if message is None:
+                worker.eof = True
+            elif message.get("kind") == "result":
+                worker.result = message
+            else:
+                on_message(worker.task.key, message)
+            try:
+                worker, message = self._messages.get_nowait()
+            except queue.Empty:
+                return
 
-def _read_done(path: Path) -> int:
-    try:
-        return int(json.loads(path.read_text())["done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+
+def _signature(env: dict) -> tuple:
+    return tuple(sorted((k, v) for k, v in env.items()))
 
 
-def _outcome(task: Task, code: int, seconds: float) -> Outcome:
-    try:
-        result = json.loads(task.result_path.read_text())
-    except (OSError, ValueError):
-        result = {}
+def _outcome(worker: _Worker, code: int, seconds: float) -> Outcome:
+    task, result = worker.task, worker.result or {}
     if code == 0 and result.get("ok"):
         return Outcome(task, True, result, None, seconds)
     error = result.get("error")

@@ -136,6 +136,32 @@ def _split(targets: list[int], pieces: int, weight) -> list[list[int]]:
     return chunks
 
 
+def _restorable(index: int, checkpoints: dict[int, dict[str, str]], memo_ok) -> bool:
+    """Whether the state at the end of outer iteration ``index`` can be restored (-1: the start)."""
+    if index < 0:
+        return True
+    points = checkpoints.get(index, {})
+    return "end" in points or ("nested" in points and memo_ok(index))
+
+
+def _align(chunks: list[list[int]], checkpoints: dict[int, dict[str, str]], memo_ok) -> list[list[int]]:
+    """Move each cut between chunks back to an iteration whose state before it is restorable, so
+    that no segment re-executes iterations another segment owns (merging chunks where there is
+    no such cut)."""
+    if len(chunks) < 2:
+        return chunks
+    targets = [t for chunk in chunks for t in chunk]
+    cuts = []
+    for chunk in chunks[1:]:
+        start = targets.index(chunk[0])
+        while start > 0 and not _restorable(targets[start] - 1, checkpoints, memo_ok):
+            start -= 1
+        if start > 0 and (not cuts or start > cuts[-1]):
+            cuts.append(start)
+    bounds = [0, *cuts, len(targets)]
+    return [targets[a:b] for a, b in zip(bounds, bounds[1:]) if a < b]
+
+
 def plan_run(
     strategy: str,
     total: int,
@@ -169,6 +195,8 @@ def plan_run(
     pieces = workers if strategy == "reexec" else max(1, min(workers, int(sum(map(weight, targets)) // STARTUP_S)))
     segments = []
     chunks = _split(targets, pieces, weight)
+    if strategy == "reexec":  # a memoized iteration restores its own checkpoint: no cut to move
+        chunks = _align(chunks, checkpoints, memo_ok)
     for number, chunk in enumerate(chunks):
         last_chunk = number == len(chunks) - 1
         run_post = last_chunk and needs_after
@@ -182,3 +210,27 @@ def plan_run(
 def _costed(segment: Segment, costs: Costs) -> Segment:
     segment.seconds = STARTUP_S + costs.before_loop_s + sum(costs.of(i, a) for i, a in segment.actions.items())
     return segment
+
+
+def retry_segment(
+    targets: list[int],
+    total: int,
+    checkpoints: dict[int, dict[str, str]],
+    *,
+    run_level: bool = False,
+    places: set[str] = frozenset(),
+    memo_ok=lambda index: True,
+    costs: Costs | None = None,
+) -> Segment:
+    """One segment that re-executes ``targets`` (iterations whose replay drifted), each from the
+    last checkpoint before it; with no ``checkpoints``, everything from the start of the run.
+    ``run_level``: the values logged outside the outer loop are re-executed too."""
+    costs = costs or Costs()
+    goal = sorted(set(targets) | (set(range(total)) if run_level else set()))
+    if checkpoints:
+        actions = chain(goal, "reexec", checkpoints, memo_ok)
+    else:
+        actions = {i: "exec" for i in range(max(goal) + 1)} if goal else {}
+    stop = total if run_level else (max(goal) + 1 if goal else 0)
+    segment = Segment(actions, sorted(targets), stop, run_level, run_level and "before" in places, run_level)
+    return _costed(segment, costs)

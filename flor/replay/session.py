@@ -8,23 +8,20 @@ True
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import numerics, settings
 from ..errors import FlorError, UsageError
-from ..messages import warn
+from ..messages import say, warn
+from ..paths import ProjectPaths
 from ..store import RunRow, Store
 from ..vcs import Repo
 from .analysis import AFTER, Layout, strategy_for
-from .executor import LocalProcessExecutor, Task
+from .executor import LocalProcessExecutor
 from .plan import Costs, Segment, plan_run
-from .progress import Progress
 from .records import RunRecords
-from .spec import WorkerSpec
 
 
 @dataclass
@@ -32,7 +29,7 @@ class RunReplay:
     """The plan and the outcome of replaying one run."""
 
     run: RunRow
-    status: str = "planned"  # planned, skipped, refused, done, failed
+    status: str = "planned"  # planned, skipped, refused, done, drifted (values left unstored), failed
     reason: str = ""
     names: list[str] = field(default_factory=list)
     strategy: str = ""
@@ -48,6 +45,13 @@ class RunReplay:
     outer_name: str | None = None
     checkpoints: dict = field(default_factory=dict)
     records: RunRecords | None = None
+    places: set = field(default_factory=set)
+    costs: Costs = field(default_factory=Costs)
+    memo_ok: object = None  # index -> whether memoizing that iteration is sound
+    rejected: list[int] = field(default_factory=list)  # iterations left unstored: still drifting
+    rejected_run_level: bool = False
+    retried: list[str] = field(default_factory=list)  # how drifted iterations were re-executed
+    writes: dict = field(default_factory=dict)  # path -> bytes (None: deleted) the old code wrote
 
     @property
     def seconds(self) -> float:
@@ -71,7 +75,7 @@ class ReplayReport:
             return "failed"
         if "refused" in statuses:
             return "refused"
-        if any(r.status == "done" and r.drifted for r in self.runs):
+        if "drifted" in statuses:
             return "drifted"
         return "ok"
 
@@ -163,7 +167,8 @@ class Session:
     """One `flor replay` invocation."""
 
     def __init__(self, names, *, runs=None, where=None, iterations=None, workers=1, gpus=None,
-                 force=False, start: Path | None = None, out=None, progress=None) -> None:
+                 force=False, start: Path | None = None, out=None, progress=None, accept_drift: bool = False,
+                 allow_inexact: bool = False) -> None:
         from ..query import project_store
 
         self.names = list(names or [])
@@ -186,12 +191,60 @@ class Session:
         self.repo = Repo(self.root)
         self.selected = _select_runs(self.store, runs, where)
         self.executor: LocalProcessExecutor | None = None
+        self.accept_drift = accept_drift or allow_inexact
+        self.inexact_threads: int | None = None
+        self.notes: list[str] = []  # lines said once, before the outcomes
+        self._plan_workers(allow_inexact)
+        self._confinement: str | None = None
+        self._locks: list = []
 
     def close(self) -> None:
-        """Release the store and any worker that got no task."""
+        """Release the store, the runs' replay locks and any worker that got no task."""
         if self.executor is not None:
             self.executor.close()
+        for handle in self._locks:
+            handle.close()
+        self._locks = []
         self.store.close()
+
+    def _plan_workers(self, allow_inexact: bool) -> None:
+        """Workers times the threads the runs computed with must fit the machine: float reductions
+        over another number of threads give other bits. Fewer workers than asked keep values exact."""
+        threads = max([numerics.threads(r.environment.get("numeric") or {}) for r in self.selected] or [1])
+        cores = numerics.cores()
+        faithful = max(1, cores // threads)
+        if self.gpus or self.workers <= faithful:
+            return
+        if allow_inexact:
+            self.inexact_threads = max(1, cores // self.workers)
+            self.notes.append(
+                f"recorded with {threads} thread(s): {self.workers} workers get {self.inexact_threads} each "
+                "(--allow-inexact): values may differ from the recording and are stored anyway")
+            return
+        self.notes.append(
+            f"recorded with {threads} thread(s): {faithful} worker(s) of the {self.workers} asked for keep values exact "
+            f"on {cores} core(s) (--allow-inexact runs {self.workers}, with other arithmetic)")
+        self.workers = faithful
+
+    @property
+    def confinement(self) -> str:
+        """How workers keep the old code's writes away from the user's files (see confine.py)."""
+        if self._confinement is None:
+            from . import confine
+
+            choice = settings.replay_confinement()
+            if choice == "auto":
+                reason = confine.probe()
+                choice = "namespace" if reason is None else "copy"
+                if reason is not None:
+                    warn(f"replay cannot use a private view of the file system here ({reason}); "
+                         "old code's writes are confined by copies instead, which is weaker (docs/reliability.md)")
+            elif choice == "namespace":
+                reason = confine.probe()
+                if reason is not None:
+                    raise UsageError(f"FLOR_REPLAY_CONFINE=namespace, but {reason}")
+            self._confinement = choice
+        return self._confinement
 
     def warm_up(self) -> None:
         """Start workers importing the script's libraries now, while planning goes on."""
@@ -199,8 +252,27 @@ class Session:
             return
         filenames = dict.fromkeys(run.filename for run in self.selected)
         preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
-        self.executor = LocalProcessExecutor(self.workers, self.gpus, preload)
-        self.executor.warm_up(len(self.selected))
+        self.executor = LocalProcessExecutor(self.workers, self.gpus, preload, confinement=self.confinement)
+        numeric = self.selected[0].environment.get("numeric") or {}
+        env = ({n: str(self.inexact_threads) for n in numerics.THREAD_VARIABLES} if self.inexact_threads
+               else numerics.thread_env(numeric))
+        self.executor.warm_up(len(self.selected), env)
+
+    def lock_runs(self) -> None:
+        """Hold each selected run's replay lock: a second `flor replay` of the same runs waits, then
+        plans with what this one stored (and so does only what is still missing)."""
+        import fcntl
+
+        paths = ProjectPaths(self.root)
+        paths.locks.mkdir(parents=True, exist_ok=True)
+        for run in sorted(self.selected, key=lambda r: r.run_id):  # one order: no deadlock
+            handle = open(paths.replay_lock(run.run_id), "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                say(f"waiting for another flor replay of run {run.tstamp} to finish")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            self._locks.append(handle)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -305,6 +377,10 @@ class Session:
             item.reason = (f"cannot tell which loop of {run.filename} is the flor.loop {recorded_loops[0]!r} that the run "
                            "recorded; call it as flor.loop(...) (or through an `import flor as ...` alias)")
             return
+        unreproducible = self._unreproducible(run)
+        if unreproducible:
+            item.status, item.reason = "refused", unreproducible
+            return
         checkpoints = records.checkpoints
         total, costs = records.costs(outer_name) if outer_name else (0, Costs())
         strategy = strategy_for(list(places))
@@ -340,69 +416,34 @@ class Session:
         item.total = total
         item.outer_name = outer_name
         item.checkpoints = checkpoints
+        item.places, item.costs, item.memo_ok = places, costs, lambda index: memo_possible
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
+
+    def _unreproducible(self, run: RunRow) -> str:
+        """Why this machine cannot give the run's code and files back (empty when it can)."""
+        problems = self.repo.missing_submodules(run.code_commit)
+        if problems:
+            return problems[0]
+        for rel, (size, mtime) in (run.environment.get("left_out") or {}).items():
+            try:
+                info = os.stat(self.root / rel)
+                same = (info.st_size, info.st_mtime_ns) == (size, mtime)
+            except OSError:
+                same = False
+            if not same:
+                return (f"{rel} was left out of the run's code version (over the size cap) and has changed or gone "
+                        "since; the replay would read other data")
+        return ""
 
     # -- execution ----------------------------------------------------------------------------
 
     def execute(self, plans: list[RunReplay]) -> float:
         """Run every planned segment; fill in the outcomes. Returns the wall time."""
-        todo = [p for p in plans if p.status == "planned"]
-        if not todo:
-            return 0.0
-        scratch = Path(tempfile.mkdtemp(prefix="flor-replay-"))
-        tasks, owner = [], {}
-        started = time.monotonic()
-        try:
-            for number, item in enumerate(todo):
-                folder = scratch / f"run{number}"
-                workspace = folder / "tree"
-                from .workspace import prepare
+        from .execution import Execution
 
-                prepare(self.repo, item.run.code_commit, item.run.filename, item.source, workspace)
-                recorded_names = sorted(item.records.recorded_names)
-                for index, segment in enumerate(item.segments):
-                    key = f"{number}.{index}"
-                    spec = WorkerSpec(
-                        run_id=item.run.run_id, tstamp=item.run.tstamp, root=str(self.root), db=str(self.store.path),
-                        workspace=str(workspace), filename=item.run.filename,
-                        cwd=item.run.cwd if not os.path.isabs(item.run.cwd) else ".", argv=list(item.run.argv),
-                        names=list(item.names), recorded_names=recorded_names, outer_name=item.outer_name,
-                        checkpoints=item.checkpoints, segment=segment,
-                        result_path=str(folder / f"{index}.result.json"),
-                        progress_path=str(folder / f"{index}.progress.json"),
-                    )
-                    spec_path = folder / f"{index}.spec.json"
-                    spec_path.write_text(spec.to_json())
-                    task = Task(key, spec_path, folder / f"{index}.result.json", folder / f"{index}.progress.json",
-                                len(segment.actions) or 1, segment.seconds, folder / f"{index}.log")
-                    tasks.append(task)
-                    owner[key] = item
-            progress = Progress(self.progress, {p.run.tstamp: sum(len(s.actions) or 1 for s in p.segments) for p in todo},
-                                {t.key: owner[t.key].run.tstamp for t in tasks})
-            if self.executor is None:
-                self.executor = LocalProcessExecutor(self.workers, self.gpus)
-            outcomes = self.executor.run(tasks, progress.update)
-            progress.close()
-            for outcome in outcomes:
-                item = owner[outcome.task.key]
-                result = outcome.result
-                item.stored += result.get("stored", 0)
-                item.matched += result.get("matched", 0)
-                item.drifted += result.get("drifted", 0)
-                for name, entry in (result.get("drift") or {}).items():
-                    merged = item.drift.setdefault(name, {"count": 0, "max_difference": None})
-                    merged["count"] += entry["count"]
-                    if entry.get("max_difference") is not None:
-                        merged["max_difference"] = max(merged["max_difference"] or 0.0, entry["max_difference"])
-                if not outcome.ok:
-                    item.errors.append(outcome.error or "failed")
-            for item in todo:
-                item.status = "failed" if item.errors else "done"
-                item.reason = "; ".join(dict.fromkeys(item.errors))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return time.monotonic() - started
+        todo = [p for p in plans if p.status == "planned"]
+        return Execution(self).run(todo) if todo else 0.0
 
 
 def describe_plan(item: RunReplay, diff: bool = False) -> str:
@@ -418,11 +459,19 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _iterations(item: RunReplay, indices: list[int], run_level: bool) -> str:
+    shown = ", ".join(map(str, indices))
+    text = f"{item.outer_name or 'iteration'} {shown}" if indices else ""
+    if run_level:
+        text += (" and " if text else "") + "outside the loop"
+    return text
+
+
 def describe_outcome(item: RunReplay) -> str:
-    """The closing line of one run."""
+    """The closing line(s) of one run."""
     head = f"{item.run.tstamp}  "
-    if item.status == "done":
-        text = f"{head}done: {', '.join(item.names)}: {item.stored} value(s) stored"
+    if item.status in ("done", "drifted"):
+        text = f"{head}{item.status}: {', '.join(item.names)}: {item.stored} value(s) stored"
     elif item.status == "failed":
         text = f"{head}failed: {item.reason} (finished segments are kept; run `flor replay` again for the rest)"
         if item.stored:
@@ -431,22 +480,34 @@ def describe_outcome(item: RunReplay) -> str:
         return f"{head}{item.status}: {item.reason}"
     checked = item.matched + item.drifted
     if checked:
+        text += f"; fidelity: {item.matched} of {checked} recorded values matched"
         if item.drifted:
             worst = ", ".join(
                 f"{name} ({entry['count']}x" + (f", max |diff| {entry['max_difference']:.3g})" if entry["max_difference"] is not None else ")")
                 for name, entry in item.drift.items()
             )
-            text += f"; fidelity: {item.matched} of {checked} recorded values matched, DRIFTED: {worst}"
-        else:
-            text += f"; fidelity: {item.matched} of {checked} recorded values matched"
-    return text
+            text += f", DRIFTED: {worst}"
+    lines = [text]
+    if item.retried:
+        lines.append(f"    drifted iterations were re-executed {' then '.join(item.retried)}")
+    if item.status == "drifted":
+        where = _iterations(item, item.rejected, item.rejected_run_level)
+        lines.append(f"    still DRIFTED at {where}: its values are not stored (--accept-drift stores them)")
+    if item.writes:
+        shown = ", ".join(f"{path} (deleted)" if size is None else path for path, size in list(item.writes.items())[:5])
+        more = f" and {len(item.writes) - 5} more" if len(item.writes) > 5 else ""
+        lines.append(f"    the old code wrote {len(item.writes)} file(s), kept apart from yours and discarded: {shown}{more}")
+    return "\n".join(lines)
 
 
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
            dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
-           out=None, progress=None) -> ReplayReport:
+           accept_drift: bool = False, allow_inexact: bool = False, out=None, progress=None) -> ReplayReport:
     """Recover ``names`` (default: every new flor.log of today's script) for past runs.
 
+    Values whose iteration drifted from the recording (even after re-execution) are not stored
+    unless ``accept_drift``. ``workers`` beyond what keeps the recorded arithmetic (workers times
+    the run's threads within the machine's cores) run as many as keep it, unless ``allow_inexact``.
     Results (plans, outcomes) are written to ``out`` (default stdout); progress bars and timings
     to ``progress`` (default stderr).
 
@@ -454,8 +515,13 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
     """
     out = out or sys.stdout
     session = Session(names, runs=runs, where=where, iterations=iterations, workers=workers, gpus=gpus,
-                      force=force, out=out, progress=progress)
+                      force=force, out=out, progress=progress, accept_drift=accept_drift,
+                      allow_inexact=allow_inexact)
     try:
+        for note in session.notes:
+            say(note)
+        if not dry_run:
+            session.lock_runs()
         if not dry_run and not confirm:
             session.warm_up()
         plans = session.plan()
@@ -466,7 +532,7 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
             for item in plans:
                 print(describe_plan(item, diff), file=out)
             total = sum(p.seconds for p in plans if p.status == "planned")
-            print(f"estimated {total:.1f} s of work with {workers} worker(s)", file=out)
+            print(f"estimated {total:.1f} s of work with {session.workers} worker(s)", file=out)
             return ReplayReport(plans)
         if confirm:
             planned = [p for p in plans if p.status == "planned"]

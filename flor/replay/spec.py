@@ -12,7 +12,7 @@ field and a missing one fails at once with its name.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ReplayError
 from .plan import Segment
@@ -25,8 +25,6 @@ class WorkerSpec:
     run_id: int
     tstamp: str
     root: str  # the user's project (its files are read, never written)
-    db: str  # the project's store
-    workspace: str  # the run's code version laid out for this replay
     filename: str  # the script, relative to the root
     cwd: str  # the run's working directory, relative to the root
     argv: list[str]
@@ -35,8 +33,14 @@ class WorkerSpec:
     outer_name: str | None
     checkpoints: dict[int, dict[str, str]]  # outer iteration -> point -> location
     segment: Segment
-    result_path: str
-    progress_path: str
+    records_path: str  # the run's recorded args, random state, loop instances and values (JSON)
+    run_tree: str  # the run's code version, today's statements placed in it
+    scratch: str  # an empty folder for this worker's scratch layers
+    confinement: str  # "namespace" (a private view of the file system) or "copy" (a workspace of copies)
+    hide: list[str] = field(default_factory=list)  # today's code files the run's version did not have
+    main_module: str | None = None  # the run was started as `python -m main_module`
+    numeric: dict = field(default_factory=dict)  # the run's numeric environment (threads, flags, dtype)
+    accept_drift: bool = False  # store values even where recorded values drifted
 
     def to_json(self) -> str:
         """The spec as JSON text (integer keys become strings, as JSON requires)."""
@@ -54,9 +58,10 @@ class WorkerSpec:
             segment["actions"] = {int(k): v for k, v in segment["actions"].items()}
             data["segment"] = Segment(**segment)
             data["checkpoints"] = {int(k): v for k, v in data["checkpoints"].items()}
-            missing = [f.name for f in fields(cls) if f.name not in data]
-            if missing:
-                raise KeyError(", ".join(missing))
-            return cls(**{f.name: data[f.name] for f in fields(cls)})
+            names = {f.name for f in fields(cls)}
+            unknown = sorted(set(data) - names)
+            if unknown:
+                raise KeyError(", ".join(unknown))
+            return cls(**data)
         except (ValueError, KeyError, TypeError) as exc:
             raise ReplayError(f"a replay worker got a malformed spec ({exc}); run `flor replay` again") from exc

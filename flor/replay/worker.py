@@ -1,9 +1,14 @@
-"""The replay worker: ``python -m flor.replay.worker SPEC.json`` executes one segment of one run
-(``--wait``: a warm worker that imports first and reads the spec path from stdin; see executor.py).
+"""The replay worker: ``python -m flor.replay.worker --wait`` executes one segment of one run.
 
-It installs a :class:`~flor.replay.driver.ReplayRun`, moves into the run's working directory inside
-the workspace, makes imports and ``__file__`` resolve to the run's code version, and runs the
-script as ``__main__``. Its result (values stored, fidelity, error) goes to the spec's result file.
+The executor starts it *warm*: it takes its channel (its standard output, a pipe to the driver),
+enters a private mount namespace when replay is confined that way (first, while it has one
+thread), imports the third-party modules of the script (``FLOR_REPLAY_PRELOAD``), and waits for a
+line ``SPEC`` on stdin. Its own output and the script's go to its stderr, which the executor copies
+into the task's log (the worker opens no file for writing). Then it sets the run's numeric
+environment, lays out the run's view of the project (``confine.py``; or a workspace of copies),
+installs a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
+run was started (``python train.py`` or ``python -m pkg.train``). Values, drift and the result go
+back over the channel; the worker never opens the store.
 """
 
 from __future__ import annotations
@@ -11,49 +16,98 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
+from .. import settings
+from .channel import Channel
 
-def main(argv: list[str]) -> int:
-    """Run the segment described by the spec file ``argv[0]``."""
-    from .. import api
+
+def _writable_places(root: Path) -> list[Path]:
+    """Where programs expect to write, besides the project: the temporary folder and the home."""
+    places = [Path(tempfile.gettempdir()), Path("/tmp")]
+    home = os.environ.get("HOME")
+    if home and Path(home).is_dir() and Path(home).resolve() != Path("/"):
+        places.append(Path(home))
+    return places
+
+
+def main(spec_path: str, channel: Channel) -> int:
+    """Run the segment described by the spec file ``spec_path``."""
+    from .. import api, numerics
     from ..args import split_kwargs
     from .driver import ReplayRun
     from .spec import WorkerSpec
-    from .workspace import guard_writes
 
-    spec = WorkerSpec.from_json(Path(argv[0]).read_text())
-    workspace = Path(spec.workspace)
-    script = workspace / spec.filename
-    os.chdir(workspace / spec.cwd if (workspace / spec.cwd).is_dir() else workspace)
+    spec = WorkerSpec.from_json(Path(spec_path).read_text())
+    root = Path(spec.root)
+    view = None
+    if spec.confinement == "namespace":
+        from . import confine
+
+        view = confine.View(project=root, run_tree=Path(spec.run_tree), scratch=Path(spec.scratch),
+                            writable=_writable_places(root), hide=list(spec.hide))
+        confine.confine(view)
+        base = root
+    else:
+        from .workspace import guard_writes
+
+        base = Path(spec.run_tree)
+        guard_writes(base, root)
+    script = base / spec.filename
+    workdir = base / spec.cwd if (base / spec.cwd).is_dir() else base
+    os.chdir(workdir)
+    numerics.apply(spec.numeric)
     recorded_argv, _ = split_kwargs(list(spec.argv) or [spec.filename])
     sys.argv = [str(script), *recorded_argv[1:]]
-    sys.path.insert(0, str(script.parent))
-    guard_writes(workspace, Path(spec.root))
-    run = ReplayRun(spec)
+    # As `python train.py` and `python -m pkg.train` set it: the script's folder, or the cwd.
+    sys.path[0] = str(workdir) if spec.main_module else str(script.parent)
+    run = ReplayRun(spec, channel)
     api.set_current(run)
+
+    def writes() -> list:
+        if view is None:
+            return []
+        from . import confine
+
+        return confine.written(view)
+
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        if spec.main_module:
+            runpy.run_module(spec.main_module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:
         if exc.code not in (0, None):
-            run.finish(ok=False, error=f"the script exited with status {exc.code}")
+            run.finish(ok=False, error=f"the script exited with status {exc.code}", writes=writes())
             return 1
-    except BaseException as exc:  # the user's code failed: report it, keep what was stored
+    except BaseException as exc:  # the user's code failed: report it, keep what was sent
         traceback.print_exc()
-        run.finish(ok=False, error=f"{type(exc).__name__}: {exc}")
+        run.finish(ok=False, error=f"{type(exc).__name__}: {exc}", writes=writes())
         return 1
-    run.finish(ok=True)
+    run.finish(ok=True, writes=writes())
     return 0
 
 
 def serve() -> int:
-    """A warm worker: import the modules named in ``FLOR_REPLAY_PRELOAD``, then run the spec whose
-    path arrives on stdin (``SPEC<TAB>LOG``), its output going to LOG. No line: exit at once."""
+    """A warm worker (see the module docstring). No line on stdin: exit at once."""
     import importlib
 
-    from .. import settings
+    # The channel is our stdout as the executor gave it; what anything else prints must not mix
+    # into it, so fd 1 points elsewhere from here on.
+    channel = Channel(os.dup(1))
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    if settings.replay_confinement() == "namespace":
+        from . import confine
 
+        try:
+            confine.enter()
+        except confine.ConfinementError as exc:
+            channel.send("result", ok=False, error=f"cannot confine the replay: {exc}")
+            return 1
     for name in settings.replay_preload():
         try:
             importlib.import_module(name)
@@ -62,17 +116,19 @@ def serve() -> int:
     from .lazy_dynamo import defer_dynamo_import
 
     defer_dynamo_import()
-    line = sys.stdin.readline().rstrip("\n")
-    if not line:
+    spec = sys.stdin.readline().rstrip("\n")
+    if not spec:
         return 0
-    spec, _, log = line.partition("\t")
-    if log:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    return main([spec])
+    os.dup2(2, 1)  # the script's prints go to the log with its errors
+    try:
+        return main(spec, channel)
+    except Exception as exc:  # a failure of flor's own set-up: one line, as result and in the log
+        from ..messages import error
+
+        error(exc)
+        channel.send("result", ok=False, error=str(exc))
+        return 1
 
 
 if __name__ == "__main__":
-    sys.exit(serve() if sys.argv[1:] == ["--wait"] else main(sys.argv[1:]))
+    sys.exit(serve())

@@ -1,10 +1,16 @@
-"""Workspaces: a run's code version laid out where a replay can execute it safely.
+"""Workspaces: a run's code version laid out where a replay worker can execute it.
 
-The run's commit is extracted into a temporary folder, with the script replaced by the version
-that holds the new statements. Every other file of the user's project (data, caches) appears
-there as a symlink, so relative paths read what the run read. Writes never reach the user's
-files: :func:`guard_writes` makes ``open`` for writing replace a symlink with a private file, and
-redirects writes aimed at the user's project folder into the workspace.
+The run's commit is extracted (its exact tree: ``Repo.extract``), submodules at the commits the run
+recorded, with the script replaced by the version that holds the new statements. With a private
+view of the file system (``confine.py``) that tree is laid over the project, and nothing else is
+needed here but the list of today's code files the run did not have (:func:`files_to_hide`).
+
+Without one (*copy* confinement, where the kernel allows no private mount namespace), the worker
+runs inside the workspace instead: every other file of the user's project appears there, small
+ones as copies and large ones (over :data:`COPY_LIMIT_BYTES`) as symlinks, and :func:`guard_writes`
+sends Python-level writes aimed at the project into the workspace. A write through a symlink of a
+large file, or to an absolute path outside the project, is not confined this way: see
+docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -17,24 +23,32 @@ from pathlib import Path
 
 from ..vcs import Repo
 
-MIRROR_LIMIT = 50_000  # beyond this many entries, whole folders are linked instead of mirrored
+COPY_LIMIT_BYTES = 64 << 20  # copy mode: larger files are linked, not copied
 _SKIP = {".git", ".flor"}
 
 
-def prepare(repo: Repo, commit: str, filename: str, source: str, destination: Path) -> Path:
-    """Lay out ``commit`` with ``filename`` replaced by ``source`` in ``destination``."""
+def prepare(repo: Repo, commit: str, filename: str, source: str, destination: Path, *, copies: bool) -> Path:
+    """Lay out ``commit`` with ``filename`` replaced by ``source`` in ``destination``; with
+    ``copies``, also the user's other files (see the module docstring)."""
     destination.mkdir(parents=True, exist_ok=True)
-    repo.extract(commit, destination)
+    repo.extract(commit, destination, submodules=True)
     script = destination / filename
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(source)
-    mirror(repo.root, destination)
+    if copies:
+        mirror(repo.root, destination)
     return destination
 
 
+def files_to_hide(repo: Repo, commit: str) -> list[str]:
+    """Today's code files (tracked, or untracked and not ignored) that the run's version lacks:
+    in the run's view of the project they must not exist."""
+    today = set(repo.work_tree_files())
+    return sorted(today - set(repo.tree_files(commit)))
+
+
 def mirror(source: Path, destination: Path) -> None:
-    """Symlink every file of ``source`` that ``destination`` lacks (folders are recreated)."""
-    budget = [MIRROR_LIMIT]
+    """Copy (small) or link (large) every file of ``source`` that ``destination`` lacks."""
 
     def walk(src: Path, dst: Path) -> None:
         try:
@@ -45,14 +59,18 @@ def mirror(source: Path, destination: Path) -> None:
             if entry.name in _SKIP and src == source:
                 continue
             target = dst / entry.name
-            if os.path.lexists(target):
-                if entry.is_dir(follow_symlinks=False) and target.is_dir() and not target.is_symlink():
-                    walk(Path(entry.path), target)
-                continue
-            budget[0] -= 1
-            if entry.is_dir(follow_symlinks=False) and budget[0] > 0:
-                target.mkdir()
+            if entry.is_dir(follow_symlinks=False):
+                if os.path.lexists(target) and not target.is_dir():
+                    continue
+                target.mkdir(exist_ok=True)
                 walk(Path(entry.path), target)
+                continue
+            if os.path.lexists(target):
+                continue
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size <= COPY_LIMIT_BYTES:
+                shutil.copy2(entry.path, target)
             else:
                 os.symlink(entry.path, target)
 
@@ -60,10 +78,11 @@ def mirror(source: Path, destination: Path) -> None:
 
 
 def guard_writes(workspace: Path, user_root: Path) -> None:
-    """Make writes inside the replay land in the workspace, never on the user's files."""
+    """Make Python-level writes inside the replay land in the workspace, never on the user's files
+    (copy confinement only)."""
     workspace = str(Path(workspace).resolve())
     user_root = str(Path(user_root).resolve())
-    original_open = builtins.open
+    original_open, original_os_open = builtins.open, os.open
 
     def private_path(file):
         if not isinstance(file, (str, bytes, os.PathLike)):
@@ -84,5 +103,11 @@ def guard_writes(workspace: Path, user_root: Path) -> None:
             file = private_path(file)
         return original_open(file, mode, *args, **kwargs)
 
+    def os_open_privately(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+            path = private_path(path)
+        return original_os_open(path, flags, *args, **kwargs)
+
     builtins.open = open_privately
     io.open = open_privately
+    os.open = os_open_privately

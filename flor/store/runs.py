@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from ..errors import RunNotFoundError
@@ -35,6 +35,7 @@ class RunRow:
     resumed_from: int | None
     git_head: str | None = None  # the user's HEAD when the run started
     git_dirty: bool | None = None  # whether the work tree differed from that HEAD
+    environment: dict = field(default_factory=dict)  # numeric environment, main module, left-out files
 
     @property
     def duration(self) -> float | None:
@@ -44,7 +45,7 @@ class RunRow:
 
 _RUN_COLUMNS = (
     "run_id, tstamp, projid, filename, argv, cwd, code_commit, vcs_note, status, started, ended, "
-    "pid, host, python, error, resumed_from, git_head, git_dirty"
+    "pid, host, python, error, resumed_from, git_head, git_dirty, environment"
 )
 
 
@@ -52,6 +53,7 @@ def _run_row(row: Sequence) -> RunRow:
     values = list(row)
     values[4] = json.loads(values[4])
     values[17] = None if values[17] is None else bool(values[17])
+    values[18] = json.loads(values[18]) if values[18] else {}
     return RunRow(*values)
 
 
@@ -73,6 +75,7 @@ class RunsMixin:
         args: Iterable[tuple[str, object, str]],
         rng_state: bytes | None = None,
         resumed_from: int | None = None,
+        environment: dict | None = None,
     ) -> tuple[int, str]:
         """Insert a running run and its args; return (run_id, tstamp), the tstamp made unique."""
         import sys
@@ -86,11 +89,12 @@ class RunsMixin:
                     break
             cursor.execute(
                 "INSERT INTO runs(tstamp, projid, filename, argv, cwd, status, started, heartbeat, "
-                "pid, host, python, resumed_from, rng_state) "
-                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                "pid, host, python, resumed_from, rng_state, environment) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     candidate, projid, filename, json.dumps(argv), cwd, started, started,
                     os.getpid(), socket.gethostname(), sys.executable, resumed_from, rng_state,
+                    json.dumps(environment or {}),
                 ),
             )
             run_id = cursor.lastrowid
@@ -104,7 +108,8 @@ class RunsMixin:
 
     def update_run(self, run_id: int, **fields: object) -> None:
         """Set columns of one run (status, ended, error, code_commit, vcs_note, heartbeat, git_head, git_dirty)."""
-        allowed = {"status", "ended", "error", "code_commit", "vcs_note", "heartbeat", "git_head", "git_dirty"}
+        allowed = {"status", "ended", "error", "code_commit", "vcs_note", "heartbeat", "git_head", "git_dirty",
+                   "environment"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update run columns {sorted(unknown)}")

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs(
     resumed_from INTEGER REFERENCES runs(run_id),
     rng_state BLOB,
     git_head TEXT,
-    git_dirty INTEGER
+    git_dirty INTEGER,
+    environment TEXT
 );
 CREATE TABLE IF NOT EXISTS args(
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
@@ -146,10 +147,18 @@ def _v3_user_head(cursor) -> None:
         cursor.execute("ALTER TABLE runs ADD COLUMN git_dirty INTEGER")
 
 
+def _v4_environment(cursor) -> None:
+    # What a replay needs to compute as the run did (JSON): its numeric environment (threads,
+    # deterministic flags, dtype), how it was started (python -m), the files its code version left out.
+    if "environment" not in _columns(cursor, "runs"):
+        cursor.execute("ALTER TABLE runs ADD COLUMN environment TEXT")
+
+
 # (version, what it changed): entry k brings a database from version k to version k + 1.
 MIGRATIONS: list[tuple[int, Callable]] = [
     (2, _v2_blocks),
     (3, _v3_user_head),
+    (4, _v4_environment),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).

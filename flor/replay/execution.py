@@ -1,0 +1,224 @@
+"""Executing planned replays: workspaces, worker tasks, storing what workers send, re-execution.
+
+For each planned run it lays out the run's code version (``workspace.py``), writes what its
+workers need from the store into one file (recorded args, random state, loop instances, recorded
+values), and gives each segment to the executor as a task. Workers send values back; this module
+is the one that stores them, resolving the loop instances the recording never had to real ids.
+
+**Drift is never stored quietly.** A worker holds back an iteration whose recorded values came out
+different (see ``driver.py``) and reports it as rejected. The rejected iterations of a run are
+then re-executed: first from the last checkpoint before each (a memoized restore may have missed
+state that the checkpoint could not hold), then, for those still rejected, from the start of the
+run with no checkpoint at all. What still drifts then is left unstored and reported (with
+``accept_drift``, the last attempt's values are stored anyway).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .. import numerics, values
+from ..errors import FlorError
+from ..messages import say
+from .executor import LocalProcessExecutor, Task
+from .plan import retry_segment
+from .progress import Progress
+from .spec import WorkerSpec
+from .workspace import files_to_hide, prepare
+
+# The attempts after the planned one: re-execute from the last checkpoint, then from the start.
+RETRIES = ("from the last checkpoint", "from the start")
+
+
+class _RunState:
+    """What the driver tracks of one run while its segments execute."""
+
+    def __init__(self, item, folder: Path) -> None:
+        self.item = item
+        self.folder = folder
+        known = [c[0] for c in item.records.contexts]
+        self.next_ctx = (max(known) if known else 0) + 1
+        self.new_contexts: dict[tuple, int] = {}  # (parent, parent iteration, loop, rank) -> id
+        self.provisional: dict[tuple, int] = {}  # (task key, provisional id) -> id
+        self.rejected: set[int] = set()
+        self.rejected_run_level = False
+        self.retried: list[str] = []
+
+
+class Execution:
+    """Executes the planned runs of one replay session."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.store = session.store
+        self.root = session.root
+        self.tasks: dict[str, tuple[_RunState, int]] = {}
+
+    # -- laying out ------------------------------------------------------------------------
+
+    def _records_file(self, state: _RunState) -> Path:
+        """What a worker needs from the store about the run, read once, as one JSON file."""
+        item = state.item
+        run_id = item.run.run_id
+        compare = sorted(item.records.recorded_names - set(item.names))
+        recorded = [[name, ctx, it, value, vtype] for ctx, it, name, value, vtype, _src
+                    in (self.store.logs(run_id, compare, "record") if compare else [])]
+        blob = self.store.rng_state(run_id)
+        data = {
+            "args": [[name, *values.encode(value)] for name, value in self.store.args(run_id).items()],
+            "rng": base64.b64encode(blob).decode() if blob else None,
+            "contexts": [list(c[:4]) for c in item.records.contexts],
+            "recorded": recorded,
+        }
+        path = state.folder / "records.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    def _tasks_for(self, state: _RunState, segments, phase: int, records_path: Path, accept_drift: bool) -> list[Task]:
+        session, item = self.session, state.item
+        numeric = dict(item.run.environment.get("numeric") or {})
+        env = numerics.thread_env(numeric)
+        if session.inexact_threads:
+            numeric["threads"] = session.inexact_threads
+            env = {name: str(session.inexact_threads) for name in numerics.THREAD_VARIABLES}
+        tasks = []
+        for index, segment in enumerate(segments):
+            key = f"{item.run.run_id}.{phase}.{index}"
+            scratch = state.folder / f"scratch-{phase}-{index}"
+            scratch.mkdir()
+            spec = WorkerSpec(
+                run_id=item.run.run_id, tstamp=item.run.tstamp, root=str(self.root), filename=item.run.filename,
+                cwd=item.run.cwd if not os.path.isabs(item.run.cwd) else ".", argv=list(item.run.argv),
+                names=list(item.names), recorded_names=sorted(item.records.recorded_names), outer_name=item.outer_name,
+                checkpoints=item.checkpoints, segment=segment, records_path=str(records_path),
+                run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=session.confinement,
+                hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
+                accept_drift=accept_drift,
+            )
+            spec_path = state.folder / f"{phase}-{index}.spec.json"
+            spec_path.write_text(spec.to_json())
+            tasks.append(Task(key, spec_path, len(segment.actions) or 1, segment.seconds,
+                              state.folder / f"{phase}-{index}.log", env))
+            self.tasks[key] = (state, index)
+        return tasks
+
+    # -- what workers send -----------------------------------------------------------------
+
+    def _ctx(self, state: _RunState, key: str, ref):
+        if ref is None or ref >= 0:
+            return ref
+        return state.provisional[(key, ref)]
+
+    def _on_message(self, key: str, message: dict) -> None:
+        state, _index = self.tasks[key]
+        if message["kind"] == "progress":
+            self.progress.update(key, int(message.get("done", 0)))
+            return
+        if message["kind"] != "batch":
+            return
+        contexts = []
+        for provisional, parent, parent_iteration, loop_name, rank in message.get("contexts", []):
+            parent = self._ctx(state, key, parent)
+            identity = (parent, parent_iteration, loop_name, rank)
+            real = state.new_contexts.get(identity)
+            if real is None:
+                real = state.new_contexts[identity] = state.next_ctx
+                state.next_ctx += 1
+                contexts.append((real, parent, parent_iteration, loop_name, None, None, None))
+            state.provisional[(key, provisional)] = real
+        logs = [(self._ctx(state, key, ctx), it, name, value, vtype) for ctx, it, name, value, vtype in message.get("logs", [])]
+        drift = [(self._ctx(state, key, ctx), it, name, rec, rep, diff) for ctx, it, name, rec, rep, diff in message.get("drift", [])]
+        done = [tuple(mark) for mark in message.get("done", [])]
+        self.store.write_replayed(state.item.run.run_id, contexts, logs, drift, done)
+        state.item.stored += len(logs)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, todo: list) -> float:
+        """Run every planned segment of ``todo``, then re-execute what drifted; fill in outcomes."""
+        session = self.session
+        scratch = Path(tempfile.mkdtemp(prefix="flor-replay-"))
+        started = time.monotonic()
+        try:
+            states, tasks = [], []
+            for number, item in enumerate(todo):
+                folder = scratch / f"run{number}"
+                folder.mkdir()
+                state = _RunState(item, folder)
+                try:
+                    prepare(session.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
+                            copies=session.confinement == "copy")
+                    state.hide = files_to_hide(session.repo, item.run.code_commit)
+                    state.records_path = self._records_file(state)
+                except FlorError as exc:
+                    item.errors.append(str(exc))
+                    continue
+                states.append(state)
+                tasks += self._tasks_for(state, item.segments, 0, state.records_path, accept_drift=False)
+            self._execute(tasks, states)
+            for attempt, how in enumerate(RETRIES, 1):
+                retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors]
+                if not retry:
+                    break
+                tasks = []
+                for state in retry:
+                    item = state.item
+                    shown = ", ".join(map(str, sorted(state.rejected))) + (" and outside the loop" if state.rejected_run_level else "")
+                    say(f"  {item.run.tstamp}: recorded values drifted at {item.outer_name or 'iteration'} {shown}; "
+                        f"re-executing {how}")
+                    state.retried.append(how)
+                    segment = retry_segment(
+                        sorted(state.rejected), item.total, item.checkpoints if attempt == 1 else {},
+                        run_level=state.rejected_run_level, places=item.places, memo_ok=item.memo_ok,
+                        costs=item.costs,
+                    )
+                    state.rejected, state.rejected_run_level = set(), False
+                    tasks += self._tasks_for(state, [segment], attempt, state.records_path,
+                                             accept_drift=session.accept_drift and attempt == len(RETRIES))
+                self._execute(tasks, retry)
+            for state in states:
+                item = state.item
+                item.rejected = sorted(state.rejected)
+                item.rejected_run_level = state.rejected_run_level
+                item.retried = state.retried
+            for item in todo:
+                item.status = "failed" if item.errors else ("drifted" if item.rejected or item.rejected_run_level else "done")
+                item.reason = "; ".join(dict.fromkeys(item.errors))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return time.monotonic() - started
+
+    def _execute(self, tasks: list[Task], states: list[_RunState]) -> None:
+        if not tasks:
+            return
+        session = self.session
+        totals = {s.item.run.tstamp: sum(t.iterations for t in tasks if self.tasks[t.key][0] is s) for s in states}
+        self.progress = Progress(session.progress, {k: v for k, v in totals.items() if v},
+                                 {t.key: self.tasks[t.key][0].item.run.tstamp for t in tasks})
+        if session.executor is None:
+            session.executor = LocalProcessExecutor(session.workers, session.gpus, confinement=session.confinement)
+        outcomes = session.executor.run(tasks, self._on_message)
+        session.executor = None  # a finished run closes its workers; the next attempt starts fresh ones
+        self.progress.close()
+        for outcome in outcomes:
+            state, _index = self.tasks[outcome.task.key]
+            item, result = state.item, outcome.result
+            item.matched += result.get("matched", 0)
+            item.drifted += result.get("drifted", 0)
+            for name, entry in (result.get("drift") or {}).items():
+                merged = item.drift.setdefault(name, {"count": 0, "max_difference": None})
+                merged["count"] += entry["count"]
+                if entry.get("max_difference") is not None:
+                    merged["max_difference"] = max(merged["max_difference"] or 0.0, entry["max_difference"])
+            state.rejected |= set(result.get("rejected") or [])
+            state.rejected_run_level |= bool(result.get("rejected_run_level"))
+            for path, size in result.get("writes") or []:
+                item.writes[path] = size
+            if not outcome.ok:
+                item.errors.append(outcome.error or "failed")
