@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
 from .processes import pid_alive
+from .checkpoints.restore import unexpected_pickles
 from .store import DERIVED_TABLES, SEED_LOG_NAMES, TABLES, Store
 from .store.schema import migrate
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
@@ -427,8 +428,10 @@ def _check_database(report: Report, db: Path, repair: bool) -> bool:
 # -- checkpoints ------------------------------------------------------------------------------
 
 
-def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | None]) -> str | None:
-    """What is wrong with one checkpoint, or None. ``verified`` caches per-blob answers."""
+def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | None],
+                     pickled: list[str] | None = None) -> str | None:
+    """What is wrong with one checkpoint, or None. ``verified`` caches per-blob answers;
+    ``pickled``: the objects the store recorded as pickled in it."""
     path = flor_dir / location
     try:
         manifest = json.loads(path.read_text())
@@ -439,6 +442,10 @@ def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | No
     blobs = manifest.get("blobs") if isinstance(manifest, dict) else None
     if not isinstance(blobs, list) or "objects" not in manifest:
         return f"its manifest {path.name} lacks the list of objects"
+    unexpected = unexpected_pickles(manifest, pickled)
+    if unexpected:
+        return (f"its manifest holds pickled code the run did not record ({', '.join(unexpected)}): it may have been "
+                "tampered with; do not load it with trusted=True")
     for digest in blobs:
         if digest not in verified:
             blob = flor_dir / "objects" / str(digest)
@@ -459,8 +466,8 @@ def _check_checkpoints(report: Report, store: Store, flor_dir: Path, repair: boo
     rows = store.all_checkpoints()
     verified: dict[str, str | None] = {}
     bad = []
-    for run_id, iteration, point, location, tstamp in rows:
-        wrong = _verify_manifest(flor_dir, location, verified)
+    for run_id, iteration, point, location, tstamp, pickled in rows:
+        wrong = _verify_manifest(flor_dir, location, verified, pickled)
         if wrong:
             who = tstamp or f"#{run_id}"
             problem = report.add(

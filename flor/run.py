@@ -73,6 +73,7 @@ class Run:
         # Resuming a killed run: the checkpoint to start from, and the nested loop it replaces.
         self.resume: dict | None = settings.resume_checkpoint()
         self._skip_nested: str | None = None
+        self._resume_pickled: list | None = None
         self._outer_frame = None
         self._index_offset = 0
         self.t0 = time.perf_counter()
@@ -345,7 +346,8 @@ class Run:
         from .checkpoints.restore import restore_into
 
         # Runs at the first next(): the caller's frame is the user's for statement.
-        restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, sys._getframe(1), self._outer_frame)
+        restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, sys._getframe(1), self._outer_frame,
+                     pickled=self._resume_pickled)
         return
         yield
 
@@ -354,13 +356,15 @@ class Run:
         from .checkpoints.restore import restore_into
 
         index, point, location = resume["iteration"], resume["point"], resume["location"]
+        self._resume_pickled = resume.get("pickled")
         iterator = iter(iterable)
         skip = index + 1 if point == "end" else index
         for _ in range(skip):
             next(iterator, None)
         self._outer_frame = sys._getframe(1)
         if point == "end":
-            restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, None, self._outer_frame)
+            restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, None, self._outer_frame,
+                         pickled=self._resume_pickled)
         else:
             self._skip_nested = location
         offset = skip

@@ -124,7 +124,9 @@ def resume_checkpoint() -> dict | None:
 
     try:
         point = json.loads(raw)
-        return {"iteration": int(point["iteration"]), "point": str(point["point"]), "location": str(point["location"])}
+        pickled = point.get("pickled")
+        return {"iteration": int(point["iteration"]), "point": str(point["point"]), "location": str(point["location"]),
+                "pickled": None if pickled is None else [str(name) for name in pickled]}
     except (ValueError, KeyError, TypeError):
         raise UsageError("FLOR_RESUME_CHECKPOINT is malformed; start the run with `flor resume RUN`") from None
 

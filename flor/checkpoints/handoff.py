@@ -21,6 +21,7 @@ Used only where it is safe and pays: Linux (``os.fork``), state of at least
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ from .. import settings
 from ..errors import CheckpointError
 from ..paths import ProjectPaths
 from ..processes import pid_alive
+from .snapshot import pickled_objects
 from .writer import Job, persist
 
 MARKER, FAILED = ".writing", ".failed"
@@ -103,7 +105,8 @@ def _child(root: Path, db_path: Path, job: Job, snapshot_s: float, marker: Path,
         # locks are per process): a fresh interpreter, with this pid, lists the checkpoint.
         package_parent = str(Path(__file__).resolve().parents[2])
         row = [str(db_path), str(marker), str(job.run_id), str(job.iteration), job.point, location,
-               str(job.snapshot.nbytes), str(written), repr(snapshot_s), repr(time.perf_counter() - started)]
+               str(job.snapshot.nbytes), str(written), repr(snapshot_s), repr(time.perf_counter() - started),
+               json.dumps(pickled_objects(job.snapshot.skeleton))]
         os.execv(sys.executable, [sys.executable, "-c", _REGISTER.format(package_parent=package_parent), *row])
     except BaseException as exc:  # noqa: BLE001 - the child reports every failure in a file
         failure = f"{type(exc).__name__}: {exc}"
@@ -119,7 +122,7 @@ register(sys.argv[1:])
 
 def register(argv: list[str]) -> None:
     """The end of a handed-off write (a fresh interpreter): list the checkpoint, drop the marker."""
-    db_path, marker, run_id, iteration, point, location, nbytes, written, snapshot_s, write_s = argv
+    db_path, marker, run_id, iteration, point, location, nbytes, written, snapshot_s, write_s, pickled = argv
     marker = Path(marker)
     try:
         from ..store import Store
@@ -127,7 +130,7 @@ def register(argv: list[str]) -> None:
         store = Store.open(Path(db_path), create=False)
         try:
             store.add_checkpoint(int(run_id), int(iteration), point, location, int(nbytes), int(written),
-                                 float(snapshot_s), float(write_s))
+                                 float(snapshot_s), float(write_s), json.loads(pickled))
         finally:
             store.close()
     except BaseException as exc:  # noqa: BLE001

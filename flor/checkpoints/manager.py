@@ -15,8 +15,8 @@ from ..messages import warn
 from . import handoff
 from .hooks import Hooks
 from .policy import Policy
-from .snapshot import Snapshotter, object_state, state_size
-from .variables import capture, loop_names
+from .snapshot import Snapshotter, gradients, object_state, pickled_objects, state_size
+from .variables import capture, loop_effect, loop_names
 from .writer import Job, Writer, Written
 
 FINISH_TIMEOUT_S = 600.0
@@ -114,22 +114,28 @@ class RecordManager(Hooks):
             # A period the user fixed is a promise: wait for the writer instead of skipping.
             self.writer.wait_below(2, FINISH_TIMEOUT_S)
         # The loop's effect includes plain variables that the nested loop and the outer body
-        # assign (the last loss, a best score): keep the small ones, list the others.
-        nested_names = loop_names(frame) if frame is not None else ()
-        nested_kept, nested_missing = capture(frame, nested_names) if nested_names else ({}, [])
+        # assign or mutate (the last loss, a list of losses): keep the small ones, list the others.
+        registered = tuple(self.objects.values())
+        effect = loop_effect(frame) if frame is not None else ((), frozenset())
+        nested_names, inplace = effect if effect is not None else (None, frozenset())
+        nested_kept, nested_missing = capture(frame, nested_names, registered) if nested_names else ({}, [])
         outer_frame, outer_names = self.outer_frame, self.outer_names or ()
-        outer_kept, outer_missing = capture(outer_frame, outer_names) if outer_frame is not None else ({}, [])
+        outer_kept, outer_missing = (capture(outer_frame, outer_names, registered) if outer_frame is not None
+                                     else ({}, []))
         if outer_frame is frame:
             outer_kept = {k: v for k, v in outer_kept.items() if k not in nested_kept}
         missing = sorted(set(nested_missing) | set(outer_missing))
         known = self.outer_names is not None and (frame is None or nested_names is not None)
-        variables = {"nested": nested_kept, "outer": outer_kept}
+        variables = {"nested": nested_kept, "outer": outer_kept, "inplace": sorted(inplace & set(nested_kept))}
         state = {name: object_state(obj) for name, obj in self.objects.items()}
+        # The gradients the skipped loop accumulated: the optimizer may step after it (gradient
+        # accumulation), and a state_dict does not hold them.
+        tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": gradients(self.objects)}
         extra = {"variables_missing": missing, "variables_known": known}
-        if force and self._hand_off(point, state, variables, extra):
+        if force and self._hand_off(point, tree, extra):
             return
         try:
-            snapshot = self.snapshotter.take({"objects": state, "rng": rng.capture(), "variables": variables})
+            snapshot = self.snapshotter.take(tree)
         except FlorError as exc:
             self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
             return
@@ -141,7 +147,7 @@ class RecordManager(Hooks):
             self.writer.submit(job)
         self.last_checkpointed = self.index
 
-    def _hand_off(self, point: str, state: dict, variables: dict, extra: dict) -> bool:
+    def _hand_off(self, point: str, tree: dict, extra: dict) -> bool:
         """Write the last checkpoint of a big state from a forked process (see handoff.py);
         False when that does not apply here, and the writer thread takes it as usual."""
         threshold = self.handoff_bytes
@@ -150,8 +156,7 @@ class RecordManager(Hooks):
         # Holding the store's lock keeps the flush thread out of SQLite while the process forks.
         with self.run.store.lock:
             try:
-                snapshot = self.snapshotter.take({"objects": state, "rng": rng.capture(), "variables": variables},
-                                                 copy=False)
+                snapshot = self.snapshotter.take(tree, copy=False)
             except FlorError as exc:
                 self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
                 return True
@@ -171,7 +176,7 @@ class RecordManager(Hooks):
         try:
             self.run.store.add_checkpoint(
                 job.run_id, job.iteration, job.point, done.location, done.nbytes, done.written,
-                job.snapshot.seconds, done.seconds,
+                job.snapshot.seconds, done.seconds, pickled_objects(job.snapshot.skeleton),
             )
         except FlorError as exc:
             self._report(f"checkpoint of iteration {job.iteration} written but not listed: {exc}")

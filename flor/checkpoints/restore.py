@@ -1,9 +1,13 @@
 """Reading checkpoints back: manifests, content-addressed arrays, and restoring into objects.
 
-Tensors and arrays are rebuilt from raw bytes, with no pickle (the safety of
-``torch.load(weights_only=True)``). Only objects that were registered as plain picklable objects
-are unpickled, and only when the caller allows it (``trusted=True``, the default for a project's
-own checkpoints).
+Checkpoints are data, not code. Tensors and arrays are rebuilt from raw bytes, with no pickle
+(the safety of ``torch.load(weights_only=True)``); everything else is JSON. The one exception is a
+registered object that has no ``state_dict`` and was kept as a pickle (a plain Python object):
+its state is unpickled only when the caller asks for it (``trusted=True``) *and* the store
+recorded, when the checkpoint was written, that this object of this checkpoint is pickled. So a
+manifest that someone edited to smuggle a pickle in is refused even with ``trusted=True``.
+Pickled parts that need no class at all (numbers, strings, tuples: older manifests kept NaN
+this way) are read with an unpickler that loads no class, which runs nothing.
 
 >>> ckpt = flor.load_checkpoint("2026-11-26T15:04", iteration=3)     # doctest: +SKIP
 >>> net.load_state_dict(ckpt["model"])
@@ -12,6 +16,7 @@ own checkpoints).
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import sys
@@ -21,7 +26,7 @@ from pathlib import Path
 from ..rng import restore as restore_random_state
 from ..errors import CheckpointError, UsageError
 from ..paths import ProjectPaths
-from .snapshot import ARRAY, DICT, PICKLE, TUPLE
+from .snapshot import ARRAY, DICT, FLOAT, PICKLE, TUPLE
 
 
 @dataclass
@@ -37,6 +42,7 @@ class Checkpoint:
     variables: dict = field(default_factory=dict)
     variables_missing: list = field(default_factory=list)
     variables_known: bool = False
+    grads: dict = field(default_factory=dict)
 
     def __getitem__(self, name: str):
         """The stored state of one registered object: a state_dict, an array or the object."""
@@ -96,25 +102,77 @@ def restore_object(obj, stored, name: str) -> None:
             )
 
 
-def _rebuild(node, blobs: list[str], objects: Path, trusted: bool, cache: dict):
+class _DataUnpickler(pickle.Unpickler):
+    """Loads pickles of plain values only (no class is ever looked up, so no code runs)."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def _unpickle(hexdata: str, allowed: bool, what: str):
+    data = bytes.fromhex(hexdata)
+    try:
+        return _DataUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError:
+        pass  # it needs a class: only for an object the run recorded as pickled, when trusted
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle is a damaged checkpoint
+        raise CheckpointError(f"checkpoint data of {what} is damaged ({exc}); run `flor doctor`") from exc
+    if allowed is not True:
+        raise CheckpointError(allowed or f"the checkpoint holds a pickled object in {what}; refusing to unpickle it")
+    return pickle.loads(data)
+
+
+def _needs_class(node) -> bool:
+    """Whether a stored tree holds a pickle that loads a class (one that can run code)."""
     if isinstance(node, list):
-        return [_rebuild(v, blobs, objects, trusted, cache) for v in node]
+        return any(_needs_class(v) for v in node)
+    if not isinstance(node, dict):
+        return False
+    if PICKLE in node:
+        try:
+            _DataUnpickler(io.BytesIO(bytes.fromhex(str(node[PICKLE])))).load()
+            return False
+        except Exception:  # noqa: BLE001 - anything but plain data counts
+            return True
+    return any(_needs_class(v) for v in node.values())
+
+
+def unexpected_pickles(manifest: dict, recorded: list[str] | None) -> list[str]:
+    """The parts of a manifest that hold code-running pickles the store did not record: objects
+    not in ``recorded`` (not checked when None: listed before flor recorded it), and the random
+    state, variables and gradients, which are data only."""
+    found = []
+    for name, tree in (manifest.get("objects") or {}).items():
+        if recorded is not None and name not in recorded and _needs_class(tree):
+            found.append(repr(name))
+    for part in ("rng", "variables", "grads"):
+        if _needs_class(manifest.get(part)):
+            found.append(f"the {part}")
+    return found
+
+
+def _rebuild(node, blobs: list[str], objects: Path, allowed, cache: dict, what: str = "the checkpoint"):
+    """Rebuild a stored tree; ``allowed`` is True where unpickling objects is allowed, else the
+    message that refuses it."""
+
+    def again(value):
+        return _rebuild(value, blobs, objects, allowed, cache, what)
+
+    if isinstance(node, list):
+        return [again(v) for v in node]
     if not isinstance(node, dict):
         return node
     if ARRAY in node:
         return _array(node, blobs[node[ARRAY]], objects, cache)
     if TUPLE in node:
-        return tuple(_rebuild(v, blobs, objects, trusted, cache) for v in node[TUPLE])
+        return tuple(again(v) for v in node[TUPLE])
     if DICT in node:
-        return {
-            _key(_rebuild(k, blobs, objects, trusted, cache)): _rebuild(v, blobs, objects, trusted, cache)
-            for k, v in node[DICT]
-        }
+        return {_key(again(k)): again(v) for k, v in node[DICT]}
+    if FLOAT in node and len(node) == 1:
+        return float(node[FLOAT])
     if PICKLE in node:
-        if not trusted:
-            raise CheckpointError("this checkpoint holds pickled objects; load it with trusted=True if you trust it")
-        return pickle.loads(bytes.fromhex(node[PICKLE]))
-    return {k: _rebuild(v, blobs, objects, trusted, cache) for k, v in node.items()}
+        return _unpickle(node[PICKLE], allowed, what)
+    return {k: again(v) for k, v in node.items()}
 
 
 def _key(value):
@@ -150,8 +208,12 @@ def _array(meta: dict, digest: str, objects: Path, cache: dict):
     return numpy.frombuffer(data, dtype=numpy.dtype(meta["dtype"])).reshape(meta["shape"]).copy()
 
 
-def read_manifest(flor_dir: Path, location: str, trusted: bool = True, with_variables: bool = True) -> Checkpoint:
-    """Read one checkpoint from its manifest location (relative to ``.flor``)."""
+def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_variables: bool = True,
+                  pickled: list[str] | None = None) -> Checkpoint:
+    """Read one checkpoint from its manifest location (relative to ``.flor``).
+
+    ``pickled``: the objects the store recorded as pickled in this checkpoint (None: a checkpoint
+    listed before flor recorded that, where ``trusted`` alone decides)."""
     paths = ProjectPaths.of_flor_dir(flor_dir)
     path = paths.at(location)
     try:
@@ -163,38 +225,66 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = True, with_vari
     objects = paths.objects
     blobs = manifest["blobs"]
     cache: dict = {}
-    states = _rebuild(manifest["objects"], blobs, objects, trusted, cache)
-    rng = _rebuild(manifest["rng"], blobs, objects, trusted, cache)
-    variables = _rebuild(manifest.get("variables", {}), blobs, objects, trusted, cache) if with_variables else {}
+    states = {}
+    for name, tree in manifest["objects"].items():
+        if not trusted:
+            allowed = (f"the checkpoint holds {name!r} as a pickled object; load it with trusted=True "
+                       "only if you trust where this .flor came from")
+        elif pickled is not None and name not in pickled:
+            allowed = (f"the manifest {path} holds a pickle for {name!r}, which the run did not record as "
+                       "pickled: it may have been tampered with; run `flor doctor`")
+        else:
+            allowed = True
+        states[name] = _rebuild(tree, blobs, objects, allowed, cache, repr(name))
+    data_only = f"the manifest {path} holds a pickle where only data belongs; run `flor doctor`"
+    rng = _rebuild(manifest["rng"], blobs, objects, data_only, cache, "the random state")
+    variables = _rebuild(manifest.get("variables", {}), blobs, objects, data_only, cache, "the variables") if with_variables else {}
+    grads = _rebuild(manifest.get("grads", {}), blobs, objects, data_only, cache, "the gradients") if with_variables else {}
     return Checkpoint(
         manifest["run_id"], manifest["tstamp"], manifest["iteration"], manifest["point"], states, rng,
-        variables, manifest.get("variables_missing", []), manifest.get("variables_known", False),
+        variables, manifest.get("variables_missing", []), manifest.get("variables_known", False), grads,
     )
 
 
-def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None, outer_frame=None) -> Checkpoint:
+def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None, outer_frame=None,
+                 pickled: list[str] | None = None) -> Checkpoint:
     """Restore a checkpoint into live registered objects and the random state, and the variables
     it kept: those of the nested loop into ``frame`` (the frame running that loop), those of the
     outer body into ``outer_frame`` (what replay and resume do)."""
     from .variables import restore as restore_variables
 
-    checkpoint = read_manifest(flor_dir, location)
+    checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled)
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
+        restore_gradients(obj, checkpoint.grads.get(name), name)
     restore_random_state(checkpoint.rng)
     kept = checkpoint.variables or {}
     if outer_frame is not None and kept.get("outer"):
         restore_variables(outer_frame, kept["outer"])
     if frame is not None and kept.get("nested"):
-        restore_variables(frame, kept["nested"])
+        restore_variables(frame, kept["nested"], frozenset(kept.get("inplace", ())))
     return checkpoint
 
 
-def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted: bool = True, **named) -> Checkpoint:
+def restore_gradients(obj, grads: dict | None, name: str) -> None:
+    """Set the ``.grad`` of each parameter of module ``obj`` as the checkpoint kept it (None
+    clears it); a module checkpointed without gradients gets none."""
+    named = getattr(obj, "named_parameters", None)
+    if not callable(named):
+        return
+    grads = grads or {}
+    for pname, param in named():
+        saved = grads.get(pname)
+        param.grad = None if saved is None else saved.to(device=param.device, dtype=param.dtype)
+
+
+def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted: bool = False, **named) -> Checkpoint:
     """The checkpoint of ``run`` (tstamp prefix or run id) at ``iteration`` (default: the last).
 
     With objects given, their state is restored too. This is also the model registry: pick the
-    best epoch from ``flor.dataframe`` and load its weights.
+    best epoch from ``flor.dataframe`` and load its weights. Tensors, arrays and plain values are
+    read as data; a registered object kept as a pickle is unpickled only with ``trusted=True``,
+    and only when the store recorded it as pickled (see the module docstring).
 
     >>> best = flor.dataframe("val_acc").sort_values("val_acc").iloc[-1]        # doctest: +SKIP
     >>> flor.load_checkpoint(best.tstamp, best.epoch, model=net)                 # doctest: +SKIP
@@ -220,7 +310,7 @@ def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted
             raise CheckpointError(f"run {row.tstamp} has no checkpoint at iteration {iteration}; it has {have}")
         chosen = matches[0]
     flor_dir = store.path.parent
-    checkpoint = read_manifest(flor_dir, chosen.location, trusted=trusted)
+    checkpoint = read_manifest(flor_dir, chosen.location, trusted=trusted, pickled=chosen.pickled)
     if objs or named:
         checkpoint.restore(*objs, **named)
     return checkpoint

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CheckpointError
 
-ARRAY, PICKLE, TUPLE, DICT = "__array__", "__pickle__", "__tuple__", "__dict__"
+ARRAY, PICKLE, TUPLE, DICT, FLOAT = "__array__", "__pickle__", "__tuple__", "__dict__", "__float__"
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Snapshotter:
         def walk(value):
             if value is None or type(value) in (bool, int, float, str):
                 if type(value) is float and value != value:
-                    return {PICKLE: pickle.dumps(value).hex()}
+                    return {FLOAT: "nan"}  # JSON has no NaN; data, not a pickle
                 return value
             if _is_tensor(value):
                 return copy_array(value, "torch")
@@ -189,3 +189,31 @@ def state_size(objects: dict[str, object]) -> int:
     for obj in objects.values():
         walk(object_state(obj))
     return total
+
+
+def gradients(objects: dict[str, object]) -> dict:
+    """The ``.grad`` of each parameter of the registered modules, by module and parameter name
+    (None where a parameter has none); modules without any gradient are left out."""
+    found = {}
+    for name, obj in objects.items():
+        named = getattr(obj, "named_parameters", None)
+        if not callable(named):
+            continue
+        grads = {pname: param.grad for pname, param in named()}
+        if any(g is not None for g in grads.values()):
+            found[name] = grads
+    return found
+
+
+def pickled_objects(skeleton: dict) -> list[str]:
+    """Names of the registered objects whose state in ``skeleton["objects"]`` holds pickled
+    parts: recorded in the store, so that a manifest claiming other pickles is known as tampered."""
+
+    def holds(node) -> bool:
+        if isinstance(node, list):
+            return any(holds(v) for v in node)
+        if isinstance(node, dict):
+            return PICKLE in node or any(holds(v) for v in node.values())
+        return False
+
+    return sorted(name for name, tree in skeleton.get("objects", {}).items() if holds(tree))

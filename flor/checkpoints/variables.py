@@ -1,11 +1,14 @@
-"""Plain variables that a checkpointed loop assigns: part of the loop's effect.
+"""Plain variables that a checkpointed loop assigns or mutates: part of the loop's effect.
 
 When replay skips a nested loop and restores its checkpoint, the rest of the outer body may read
-variables that the loop assigned (the last ``loss``, a running total). At record time flor finds
+variables that the loop assigned (the last ``loss``, a running total) or changed in place (a list
+it appended to, a dict it updated, an object whose attribute it set). At record time flor finds
 them from the syntax tree of the ``for`` statement over ``flor.loop`` and keeps the small ones
-with the checkpoint; replay writes them back into the frame. Values too large or not
-representable are listed as missing, and replay falls back to re-executing when the rest of
-the body reads one of them.
+with the checkpoint; replay writes them back into the frame, a mutated list, dict or set in
+place (other names may refer to the same object). Values too large or not representable (an
+object with attributes set, say) are listed as missing, and replay falls back to re-executing
+when the rest of the body reads one of them. Mutations the syntax tree cannot show (a helper
+function that changes a global) are caught by the fidelity check instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import ast
 import ctypes
 import sys
+import types
 from functools import lru_cache
 
 MAX_VALUE_BYTES = 1 << 20
@@ -50,6 +54,13 @@ def for_loop_at(tree: ast.AST, lineno: int) -> ast.For | None:
     return best
 
 
+# Methods that change their object in place (lists, dicts, sets, deques).
+MUTATORS = frozenset({
+    "append", "extend", "insert", "pop", "remove", "clear", "update", "add", "discard", "setdefault",
+    "popitem", "sort", "reverse", "appendleft", "extendleft", "popleft", "rotate",
+})
+
+
 def assigned_names(node: ast.For) -> list[str]:
     """Names bound by the loop's target and body (in order of first appearance)."""
     names: dict[str, None] = {}
@@ -62,17 +73,52 @@ def assigned_names(node: ast.For) -> list[str]:
     return list(names)
 
 
+def _base_name(node: ast.AST) -> str | None:
+    """``x`` of ``x.a.b``, ``x[i][j]``, ``x.a[i]``."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def mutated_names(node: ast.For) -> list[str]:
+    """Names whose object the loop body changes in place: ``x.attr = ...``, ``x[k] = ...``,
+    ``del x[k]``, ``x[k] += ...``, ``x.append(...)`` and the other :data:`MUTATORS`."""
+    names: dict[str, None] = {}
+    for part in node.body:
+        for sub in ast.walk(part):
+            targets = []
+            if isinstance(sub, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+            elif isinstance(sub, ast.Delete):
+                targets = sub.targets
+            elif (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute)
+                  and sub.func.attr in MUTATORS):
+                targets = [sub.func]
+            for target in targets:
+                for element in (target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]):
+                    if isinstance(element, (ast.Attribute, ast.Subscript)):
+                        name = _base_name(element)
+                        if name is not None:
+                            names.setdefault(name, None)
+    return list(names)
+
+
 @lru_cache(maxsize=256)
-def _names_at(filename: str, lineno: int, mtime_key: int) -> tuple[str, ...] | None:
+def _names_at(filename: str, lineno: int, mtime_key: int) -> tuple[tuple[str, ...], frozenset[str]] | None:
     tree = _tree(filename)
     if tree is None:
         return None
     node = for_loop_at(tree, lineno)
-    return None if node is None else tuple(assigned_names(node))
+    if node is None:
+        return None
+    assigned = assigned_names(node)
+    mutated = [name for name in mutated_names(node) if name not in assigned]
+    return tuple(assigned + mutated), frozenset(mutated)
 
 
-def loop_names(frame) -> tuple[str, ...] | None:
-    """Names assigned by the for loop that ``frame`` is executing, or None if unknown."""
+def loop_effect(frame) -> tuple[tuple[str, ...], frozenset[str]] | None:
+    """(names the for loop that ``frame`` is executing assigns or mutates, those only mutated),
+    or None if unknown."""
     import os
 
     filename = frame.f_code.co_filename
@@ -81,6 +127,12 @@ def loop_names(frame) -> tuple[str, ...] | None:
     except OSError:
         return None
     return _names_at(filename, frame.f_lineno, mtime)
+
+
+def loop_names(frame) -> tuple[str, ...] | None:
+    """Names assigned or mutated by the for loop that ``frame`` is executing, or None if unknown."""
+    effect = loop_effect(frame)
+    return None if effect is None else effect[0]
 
 
 def _small(value, depth: int = 0) -> bool:
@@ -102,14 +154,17 @@ def _small(value, depth: int = 0) -> bool:
     return False
 
 
-def capture(frame, names: tuple[str, ...]) -> tuple[dict, list[str]]:
-    """(small values by name, names that could not be kept) from ``frame``."""
+def capture(frame, names: tuple[str, ...], exclude: tuple = ()) -> tuple[dict, list[str]]:
+    """(small values by name, names that could not be kept) from ``frame``; objects in
+    ``exclude`` (the registered ones, whose state the checkpoint holds) are left out."""
     scope = frame.f_locals
     kept, missing = {}, []
     for name in names:
         if name not in scope:
             continue
         value = scope[name]
+        if any(value is obj for obj in exclude) or isinstance(value, types.ModuleType):
+            continue
         if _small(value):
             kept[name] = value
         else:
@@ -117,8 +172,30 @@ def capture(frame, names: tuple[str, ...]) -> tuple[dict, list[str]]:
     return kept, missing
 
 
-def restore(frame, values: dict) -> None:
-    """Write ``values`` into the variables of ``frame`` (module or function)."""
+def _in_place(live, saved) -> bool:
+    """Put ``saved`` into the live list, dict or set ``live``; False when they are not the same kind."""
+    if type(live) is not type(saved):
+        return False
+    if isinstance(live, list):
+        live[:] = saved
+    elif isinstance(live, dict):
+        live.clear()
+        live.update(saved)
+    elif isinstance(live, set):
+        live.clear()
+        live.update(saved)
+    else:
+        return False
+    return True
+
+
+def restore(frame, values: dict, inplace: frozenset | set = frozenset()) -> None:
+    """Write ``values`` into the variables of ``frame`` (module or function); the names in
+    ``inplace`` (mutated, not rebound, by the loop) into their live objects where they can."""
+    if inplace:
+        scope = frame.f_locals
+        values = {name: value for name, value in values.items()
+                  if not (name in inplace and name in scope and _in_place(scope[name], value))}
     if not values:
         return
     if frame.f_locals is frame.f_globals:  # module level: the script's top-level loop

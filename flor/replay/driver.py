@@ -55,7 +55,8 @@ class ReplayManager(Hooks):
         location = self.run.checkpoints.get(index, {}).get(point)
         if location is None:
             raise CheckpointError(f"run {self.run.tstamp} has no {point} checkpoint of iteration {index}")
-        restore_into(self.run.flor_dir, location, self.objects, frame, self.run.outer_frame)
+        restore_into(self.run.flor_dir, location, self.objects, frame, self.run.outer_frame,
+                     pickled=self.run.spec.pickled.get(location))
 
 
 class ReplayRun(Run):

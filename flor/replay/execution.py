@@ -99,7 +99,7 @@ class Execution:
                 checkpoints=item.checkpoints, segment=segment, records_path=str(records_path),
                 run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=session.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
-                accept_drift=accept_drift,
+                accept_drift=accept_drift, pickled=item.records.pickled,
             )
             spec_path = state.folder / f"{phase}-{index}.spec.json"
             spec_path.write_text(spec.to_json())

@@ -34,6 +34,7 @@ class RunRecords:
     done: dict[str, set[int]]  # name -> outer iterations replayed to the end (-1: outside the loop)
     missing_variables: set[str] = field(default_factory=set)
     variables_known: bool = True
+    pickled: dict[str, list | None] = field(default_factory=dict)  # location -> objects recorded as pickled
 
     @classmethod
     def read(cls, store: Store, run: RunRow) -> "RunRecords":
@@ -41,14 +42,17 @@ class RunRecords:
         # A run's last checkpoint may still be written by a handed-off process: plan with it.
         await_writers(store.path.parent, run.run_id, say=say)
         checkpoints: dict[int, dict[str, str]] = {}
+        pickled: dict[str, list | None] = {}
         for row in store.checkpoints(run.run_id):
             checkpoints.setdefault(row.iteration, {})[row.point] = row.location
+            pickled[row.location] = row.pickled
         missing, known = _missing_variables(ProjectPaths.of_db(store.path), checkpoints)
         return cls(
             run=run, checkpoints=checkpoints, contexts=store.contexts(run.run_id),
             iterations=store.iterations(run.run_id),
             recorded_names={name for name, source, _count in store.log_names(run.run_id) if source == "record"},
             done=store.replay_done_all(run.run_id), missing_variables=missing, variables_known=known,
+            pickled=pickled,
         )
 
     def done_for(self, names: list[str]) -> set[int]:

@@ -41,6 +41,7 @@ class WorkerSpec:
     main_module: str | None = None  # the run was started as `python -m main_module`
     numeric: dict = field(default_factory=dict)  # the run's numeric environment (threads, flags, dtype)
     accept_drift: bool = False  # store values even where recorded values drifted
+    pickled: dict[str, list | None] = field(default_factory=dict)  # checkpoint location -> objects kept as pickles
 
     def to_json(self) -> str:
         """The spec as JSON text (integer keys become strings, as JSON requires)."""

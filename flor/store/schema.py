@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS checkpoints(
     snapshot_s REAL,
     write_s REAL,
     created REAL NOT NULL,
+    pickled TEXT,
     PRIMARY KEY (run_id, iteration, point)
 );
 CREATE TABLE IF NOT EXISTS replay_done(
@@ -152,6 +153,10 @@ def _v4_environment(cursor) -> None:
     # deterministic flags, dtype), how it was started (python -m), the files its code version left out.
     if "environment" not in _columns(cursor, "runs"):
         cursor.execute("ALTER TABLE runs ADD COLUMN environment TEXT")
+    # Which registered objects a checkpoint holds as pickles (JSON list): a manifest that holds
+    # others was tampered with. NULL for checkpoints listed before.
+    if "pickled" not in _columns(cursor, "checkpoints"):
+        cursor.execute("ALTER TABLE checkpoints ADD COLUMN pickled TEXT")
 
 
 # (version, what it changed): entry k brings a database from version k to version k + 1.
