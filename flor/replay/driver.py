@@ -62,10 +62,11 @@ class ReplayManager(Hooks):
 class ReplayRun(Run):
     """A run being replayed in a worker process; see the module docstring."""
 
-    def __init__(self, spec: WorkerSpec, channel: Channel) -> None:
+    def __init__(self, spec: WorkerSpec, channel: Channel, written=None) -> None:
         super().__init__({}, list(spec.argv))
         self.spec = spec
         self.channel = channel
+        self._written = written  # () -> what the old code wrote (the private view's scratch layers)
         self.flor_dir = ProjectPaths(Path(spec.root)).flor_dir
         self.run_id = spec.run_id
         self.tstamp = spec.tstamp
@@ -340,10 +341,11 @@ class ReplayRun(Run):
             done.extend((name, -1) for name in self.new_names)
         self.rejected_run_level = not trusted
 
-    def finish(self, ok: bool, error: str | None = None, writes=None) -> None:
+    def finish(self, ok: bool, error: str | None = None) -> None:
         """Send everything and the worker's result."""
         if self.ended:
             return
+        writes = self._written() if self._written is not None else []
         self.ended = True
         self._finished_ok = ok
         self._stop.set()
@@ -354,7 +356,7 @@ class ReplayRun(Run):
         self.channel.send(
             "result", ok=ok, error=error, stored=self.stored, matched=self.matched, drifted=self.drifted,
             drift=self.drift_by_name, iterations=self.iterations_done, rejected=sorted(set(self.rejected)),
-            rejected_run_level=self.rejected_run_level, writes=writes or [],
+            rejected_run_level=self.rejected_run_level, writes=writes,
         )
 
     def end(self) -> None:

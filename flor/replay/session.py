@@ -467,7 +467,25 @@ def _iterations(item: RunReplay, indices: list[int], run_level: bool) -> str:
     return text
 
 
-def describe_outcome(item: RunReplay) -> str:
+def describe_writes(writes: dict, root: Path | None, shown: int = 10) -> str:
+    """What the old code wrote (kept in the replay's scratch layer, then discarded): paths in the
+    project relative to it, first; others absolute."""
+    names = []
+    for path, size in writes.items():
+        rel = path
+        if root is not None:
+            try:
+                rel = str(Path(path).relative_to(Path(root).resolve()))
+            except ValueError:
+                pass
+        names.append((rel.startswith("/"), rel + (" (deleted)" if size is None else "")))
+    names = [name for _outside, name in sorted(names)]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"    the old code wrote {len(names)} file(s), kept apart from yours and discarded: "
+            f"{', '.join(names[:shown])}{more}")
+
+
+def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
     """The closing line(s) of one run."""
     head = f"{item.run.tstamp}  "
     if item.status in ("done", "drifted"):
@@ -494,9 +512,7 @@ def describe_outcome(item: RunReplay) -> str:
         where = _iterations(item, item.rejected, item.rejected_run_level)
         lines.append(f"    still DRIFTED at {where}: its values are not stored (--accept-drift stores them)")
     if item.writes:
-        shown = ", ".join(f"{path} (deleted)" if size is None else path for path, size in list(item.writes.items())[:5])
-        more = f" and {len(item.writes) - 5} more" if len(item.writes) > 5 else ""
-        lines.append(f"    the old code wrote {len(item.writes)} file(s), kept apart from yours and discarded: {shown}{more}")
+        lines.append(describe_writes(item.writes, root))
     return "\n".join(lines)
 
 
@@ -544,7 +560,7 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
                 return ReplayReport(plans)
         seconds = session.execute(plans)
         for item in plans:
-            print(describe_outcome(item), file=out)
+            print(describe_outcome(item, session.root), file=out)
         return ReplayReport(plans, seconds)
     finally:
         session.close()

@@ -63,15 +63,15 @@ def main(spec_path: str, channel: Channel) -> int:
     sys.argv = [str(script), *recorded_argv[1:]]
     # As `python train.py` and `python -m pkg.train` set it: the script's folder, or the cwd.
     sys.path[0] = str(workdir) if spec.main_module else str(script.parent)
-    run = ReplayRun(spec, channel)
-    api.set_current(run)
-
     def writes() -> list:
         if view is None:
             return []
         from . import confine
 
         return confine.written(view)
+
+    run = ReplayRun(spec, channel, writes)
+    api.set_current(run)
 
     try:
         if spec.main_module:
@@ -80,13 +80,13 @@ def main(spec_path: str, channel: Channel) -> int:
             runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:
         if exc.code not in (0, None):
-            run.finish(ok=False, error=f"the script exited with status {exc.code}", writes=writes())
+            run.finish(ok=False, error=f"the script exited with status {exc.code}")
             return 1
     except BaseException as exc:  # the user's code failed: report it, keep what was sent
         traceback.print_exc()
-        run.finish(ok=False, error=f"{type(exc).__name__}: {exc}", writes=writes())
+        run.finish(ok=False, error=f"{type(exc).__name__}: {exc}")
         return 1
-    run.finish(ok=True, writes=writes())
+    run.finish(ok=True)
     return 0
 
 
