@@ -1,0 +1,73 @@
+"""Faithful replay on real-shaped training scripts (issue 13).
+
+Each case under scripts/ is recorded once (per test session); each of its HINDSIGHT questions is
+replayed in its own copy of the recorded project and must store exactly the values that a fresh
+full run of today's script logs, exit 0, and leave every user file byte-identical. The
+unfaithful case may instead exit non-zero naming the state flor cannot restore, but must never
+store a wrong value. See harness.py.
+
+CORPUS_REPORT=path appends one line per question (JSON) for a summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.realworld.harness import Case, check, questions, record
+
+CASES = [
+    # pytorch/examples mnist/main.py: argparse, main(), train()/test() helpers, Adadelta + StepLR
+    Case("mnist_examples", ("--epochs", "3", "--batch-size", "32", "--test-batch-size", "32", "--log-interval", "4"),
+         prepare=("prepare.py",)),
+    # karpathy/nanoGPT train.py: config globals + configurator, memmap data, grad accumulation
+    Case("nanogpt_style", ("--max_iters=12", "--eval_interval=4"), prepare=("data/shakespeare_char/prepare.py",)),
+    # HF *_no_trainer.py examples: a per-step OneCycleLR schedule, accumulation in the step loop
+    Case("onecycle_warmup", ("--num_train_epochs", "3", "--eval_every", "2")),
+    # torchvision references/classification: BatchNorm, train()/eval() switching, per-epoch saves
+    Case("batchnorm_cnn", ("--epochs", "3", "--eval-freq", "2"), prepare=("prepare.py",)),
+    # PyTorch reproducibility recipe: shuffle=True, num_workers=2, seed_worker, seeded generator
+    Case("dataloader_shuffle", ("--epochs", "3"), prepare=("prepare.py",)),
+    # Hydra/OmegaConf-style: a committed config file with dotted overrides
+    Case("config_file", ("--config", "configs/default.json", "--set", "train.epochs=4"), prepare=("prepare.py",)),
+    # deliberately unfaithful: a history list and a module-level global step, unseen by flor
+    Case("unfaithful_state", (), unseen=("history", "global_step")),
+]
+QUESTIONS = [q for case in CASES for q in questions(case)]
+
+
+@pytest.fixture(scope="session")
+def recordings(tmp_path_factory):
+    """Each case recorded once, on first use."""
+    done = {}
+
+    def get(case: Case):
+        if case.name not in done:
+            done[case.name] = record(case, tmp_path_factory.mktemp(case.name))
+        return done[case.name]
+
+    return get
+
+
+def test_every_case_has_questions():
+    for case in CASES:
+        kinds = {q.qid[0] for q in questions(case)}
+        assert {"a", "d"} <= kinds, f"{case.name}: needs an epoch-level and a step-level question"
+
+
+@pytest.mark.parametrize("question", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_replay_is_faithful(question, recordings, tmp_path):
+    verdict = check(question, recordings(question.case), tmp_path)
+    report = os.environ.get("CORPUS_REPORT")
+    if report:
+        with open(report, "a") as handle:
+            handle.write(json.dumps({
+                "id": question.id, "workers": question.workers, "ok": verdict.ok, "exit": verdict.returncode,
+                "expected": verdict.expected, "stored": verdict.stored, "wrong": verdict.wrong,
+                "missing": verdict.missing, "extra": verdict.extra, "max_relative": verdict.max_relative,
+                "changed": verdict.changed, "added": verdict.added, "removed": verdict.removed,
+                "replay_s": round(verdict.replay_s, 1), "said": verdict.summary().split("said: ", 1)[1],
+            }) + "\n")
+    assert verdict.ok, verdict.summary()
