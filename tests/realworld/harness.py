@@ -161,18 +161,33 @@ def _copy(source: Path, destination: Path) -> Path:
 
 @dataclass
 class Recording:
-    """A case recorded once: the project as it was before the run, after it, and the fresh run
-    of the script with every statement written in."""
+    """A case recorded once: the project as it was before the run and after it, and the fresh
+    run of the script with every statement written in (started after the recording, so that
+    the recorded timings, from which flor splits a replay into segments, are the run's own)."""
 
     case: Case
     pristine: Path
     recorded: Path
     fresh: Path
+    _reference: subprocess.Popen | None = None
+
+    def reference_db(self) -> Path:
+        """The fresh run's database, once that run has finished."""
+        if self._reference is not None:
+            process, self._reference = self._reference, None
+            _must(finish(process), f"{self.case.name}: fresh run with every statement")
+        return self.fresh / ".flor" / "flor.db"
+
+    def stop(self) -> None:
+        """End the fresh run if no question waited for it (a failed check)."""
+        if self._reference is not None and self._reference.poll() is None:
+            self._reference.kill()
+            self._reference.wait()
 
 
 def record(case: Case, workdir: Path) -> Recording:
-    """Commit the case's files into a new git project, prepare its data, record one run; the
-    combined fresh run goes alongside, in its own copy."""
+    """Commit the case's files into a new git project, prepare its data, record one run, and
+    start the fresh reference run in its own copy."""
     source = (case.folder / SCRIPT).read_text()
     root = workdir / "recorded"
     _copy(case.folder, root)
@@ -183,13 +198,10 @@ def record(case: Case, workdir: Path) -> Recording:
     for script in case.prepare:
         _must(run(root, script), f"{case.name}: {script}")
     pristine = _copy(root, workdir / "pristine")
+    _must(run(root, SCRIPT, *case.argv), f"{case.name}: recording")
     fresh = _copy(pristine, workdir / "fresh")
     (fresh / SCRIPT).write_text(all_statements_text(source))
-    reference = start(fresh, SCRIPT, *case.argv)
-    recording = run(root, SCRIPT, *case.argv)
-    _must(finish(reference), f"{case.name}: fresh run with every statement")
-    _must(recording, f"{case.name}: recording")
-    return Recording(case, pristine, root, fresh)
+    return Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
 
 
 # -- reading values back --------------------------------------------------------------------
@@ -293,6 +305,7 @@ class Verdict:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     replay_s: float = 0.0
+    plan: str = ""  # what `flor replay --dry-run` said it would do
 
     @property
     def values_ok(self) -> bool:
@@ -338,7 +351,12 @@ class Verdict:
     def summary(self) -> str:
         status = "ok" if self.ok else "FAIL: " + "; ".join(self.problems())
         tail = _last_lines(self.output)
-        return f"{self.question.id} (workers {self.question.workers}): {status}\n    flor replay said: {tail}"
+        return (f"{self.question.id} (workers {self.question.workers}): {status}\n    plan: {self.plan}\n"
+                f"    flor replay said: {tail}")
+
+
+def _plan_lines(text: str) -> str:
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip().startswith("segment"))
 
 
 def _last_lines(text: str, count: int = 3) -> str:
@@ -359,12 +377,13 @@ def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
     command = ["-m", "flor", "replay", question.name]
     if question.workers > 1:
         command += ["--workers", str(question.workers)]
+    plan = run(replayed, *command, "--dry-run")
     started = time.monotonic()
     done = run(replayed, *command)
     replay_s = time.monotonic() - started
     after = _hashes(replayed)
 
-    _, expected = _values(recording.fresh / ".flor" / "flor.db", question.name, "record")
+    _, expected = _values(recording.reference_db(), question.name, "record")
     if os.environ.get("CORPUS_FRESH") == "each":
         alone = _copy(recording.pristine, workdir / "fresh")
         (alone / SCRIPT).write_text(today)
@@ -374,7 +393,8 @@ def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
     tstamp, _ = _values(recording.recorded / ".flor" / "flor.db", question.name, "record")
     _, got = _values(replayed / ".flor" / "flor.db", question.name, "replay", tstamp)
 
-    verdict = Verdict(question, done.returncode, done.stdout + done.stderr, replay_s=replay_s)
+    verdict = Verdict(question, done.returncode, done.stdout + done.stderr, replay_s=replay_s,
+                      plan=_plan_lines(plan.stdout))
     verdict.expected = sum(len(v) for v in expected.values())
     verdict.stored = sum(len(v) for v in got.values())
     for context, want in expected.items():

@@ -29,11 +29,11 @@ CASES = [
     # torchvision references/classification: BatchNorm, train()/eval() switching, per-epoch saves
     Case("batchnorm_cnn", ("--epochs", "3", "--eval-freq", "2"), prepare=("prepare.py",)),
     # PyTorch reproducibility recipe: shuffle=True, num_workers=2, seed_worker, seeded generator
-    Case("dataloader_shuffle", ("--epochs", "3"), prepare=("prepare.py",)),
+    Case("dataloader_shuffle", ("--epochs", "4"), prepare=("prepare.py",)),
     # Hydra/OmegaConf-style: a committed config file with dotted overrides
     Case("config_file", ("--config", "configs/default.json", "--set", "train.epochs=4"), prepare=("prepare.py",)),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
-    Case("unfaithful_state", (), unseen=("history", "global_step")),
+    Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
 QUESTIONS = [q for case in CASES for q in questions(case)]
 
@@ -48,7 +48,9 @@ def recordings(tmp_path_factory):
             done[case.name] = record(case, tmp_path_factory.mktemp(case.name))
         return done[case.name]
 
-    return get
+    yield get
+    for recording in done.values():
+        recording.stop()
 
 
 def test_every_case_has_questions():
@@ -68,6 +70,7 @@ def test_replay_is_faithful(question, recordings, tmp_path):
                 "expected": verdict.expected, "stored": verdict.stored, "wrong": verdict.wrong,
                 "missing": verdict.missing, "extra": verdict.extra, "max_relative": verdict.max_relative,
                 "changed": verdict.changed, "added": verdict.added, "removed": verdict.removed,
-                "replay_s": round(verdict.replay_s, 1), "said": verdict.summary().split("said: ", 1)[1],
+                "replay_s": round(verdict.replay_s, 1), "plan": verdict.plan,
+                "said": verdict.summary().split("said: ", 1)[1],
             }) + "\n")
     assert verdict.ok, verdict.summary()
