@@ -11,17 +11,20 @@ that line replaced by its statement (same indentation) and the other markers rem
 whose id starts with ``d`` (inside the step loop) are replayed with ``--workers 2``.
 
 For each question, :func:`check` replays in a copy of the recorded project (with its ``.flor``
-and ``.git``), hashing every file outside ``.flor/`` and ``.git/`` before and after. The reference
+and ``.git``), hashing every file outside ``.flor/`` and ``.git/`` before and after (a file written
+again with the same bytes, a new mtime or inode, counts as touched too). The reference
 is a fresh full run of today's script in a copy of the project as it was just before the
 recording, with the same argv and environment. By default one fresh run per case has *every*
 statement of the case written in (the statements only read state, so each logs what it would
-log alone), started alongside the recording; ``CORPUS_FRESH=each`` also runs today's script
-of each question on its own and checks that it logs the same values as the combined run.
+log alone), started once the recording has finished; ``CORPUS_FRESH=each`` also runs today's
+script of each question on its own and checks that it logs the same values as the combined run.
 
 The environment is the machine's, as a user's would be: no thread variables (torch uses every
-core), unless ``CORPUS_THREADS=N`` asks for ``OMP_NUM_THREADS=N``; a checkpoint at every outer
-iteration (``FLOR_CKPT_PERIOD=1``, so the plans are the same on every machine), unless
-``CORPUS_CKPT_PERIOD`` says otherwise (empty: flor's adaptive default).
+core), unless ``CORPUS_THREADS=N`` asks for ``OMP_NUM_THREADS=N``; a checkpoint due at every
+outer iteration (``FLOR_CKPT_PERIOD=1``, so that memoization is used wherever it can be; flor's
+writer still skips one when two are pending), unless ``CORPUS_CKPT_PERIOD`` says otherwise
+(empty: flor's adaptive default). The plans still depend on timing: ``--workers 2`` is split
+into segments by the recorded iteration times.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,12 +175,14 @@ class Recording:
     recorded: Path
     fresh: Path
     _reference: subprocess.Popen | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reference_db(self) -> Path:
-        """The fresh run's database, once that run has finished."""
-        if self._reference is not None:
-            process, self._reference = self._reference, None
-            _must(finish(process), f"{self.case.name}: fresh run with every statement")
+        """The fresh run's database, once that run has finished (questions may ask at once)."""
+        with self._lock:
+            if self._reference is not None:
+                process, self._reference = self._reference, None
+                _must(finish(process), f"{self.case.name}: fresh run with every statement")
         return self.fresh / ".flor" / "flor.db"
 
     def stop(self) -> None:
@@ -268,8 +275,9 @@ def _relative(a, b) -> float | None:
     return abs(a - b) / max(abs(b), 1e-12)
 
 
-def _hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` outside .flor/ and .git/ (links by their target)."""
+def _hashes(root: Path) -> dict[str, tuple]:
+    """(sha256, (mtime, inode)) of every file under ``root`` outside .flor/ and .git/ (links by
+    their target): the bytes, and whether the file was written at all."""
     found = {}
     for folder, dirs, files in os.walk(root):
         if Path(folder) == root:
@@ -277,10 +285,11 @@ def _hashes(root: Path) -> dict[str, str]:
         for name in files:
             path = Path(folder) / name
             relative = str(path.relative_to(root))
+            stat = path.lstat()
             if path.is_symlink():
-                found[relative] = "link:" + os.readlink(path)
+                found[relative] = ("link:" + os.readlink(path), (stat.st_mtime_ns, stat.st_ino))
             else:
-                found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+                found[relative] = (hashlib.sha256(path.read_bytes()).hexdigest(), (stat.st_mtime_ns, stat.st_ino))
     return found
 
 
@@ -302,6 +311,7 @@ class Verdict:
     max_relative: float | None = None
     kept_last: int = 0  # contexts logged several times where only the last value was stored
     changed: list[str] = field(default_factory=list)
+    rewritten: list[str] = field(default_factory=list)  # written again, with the same bytes
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     replay_s: float = 0.0
@@ -313,7 +323,7 @@ class Verdict:
 
     @property
     def files_ok(self) -> bool:
-        return not (self.changed or self.added or self.removed)
+        return not (self.changed or self.rewritten or self.added or self.removed)
 
     @property
     def refused_naming_it(self) -> bool:
@@ -343,7 +353,8 @@ class Verdict:
             found.append(f"{self.extra} values at contexts the fresh run did not log")
         if self.expected == 0:
             found.append("the fresh run logged nothing")
-        for label, paths in (("changed", self.changed), ("created", self.added), ("deleted", self.removed)):
+        for label, paths in (("changed", self.changed), ("rewritten with the same bytes", self.rewritten),
+                             ("created", self.added), ("deleted", self.removed)):
             if paths:
                 found.append(f"user files {label}: {', '.join(paths)}")
         return found
@@ -366,8 +377,6 @@ def _last_lines(text: str, count: int = 3) -> str:
 
 def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
     """Replay ``question`` in a copy of the recorded project and compare with a fresh run."""
-    import time
-
     source = (question.case.folder / SCRIPT).read_text()
     today = today_text(source, question.qid)
 
@@ -411,7 +420,8 @@ def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
                 if rel is not None:
                     verdict.max_relative = max(verdict.max_relative or 0.0, rel)
     verdict.extra += sum(len(v) for c, v in got.items() if c not in expected)
-    verdict.changed = sorted(p for p in before if p in after and before[p] != after[p])
+    verdict.changed = sorted(p for p in before if p in after and before[p][0] != after[p][0])
+    verdict.rewritten = sorted(p for p in before if p in after and before[p][0] == after[p][0] and before[p] != after[p])
     verdict.added = sorted(p for p in after if p not in before)
     verdict.removed = sorted(p for p in before if p not in after)
     return verdict

@@ -6,13 +6,17 @@ full run of today's script logs, exit 0, and leave every user file byte-identica
 unfaithful case may instead exit non-zero naming the state flor cannot restore, but must never
 store a wrong value. See harness.py.
 
-CORPUS_REPORT=path appends one line per question (JSON) for a summary table.
+When the first question of a case is asked for, the case is recorded (alone, since flor plans
+from the recorded timings) and all of its selected questions are checked, CORPUS_PARALLEL (2) at
+a time: a replay's values do not depend on what else the machine runs. CORPUS_REPORT=path
+appends one line per question (JSON) for a summary table.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -39,17 +43,26 @@ QUESTIONS = [q for case in CASES for q in questions(case)]
 
 
 @pytest.fixture(scope="session")
-def recordings(tmp_path_factory):
-    """Each case recorded once, on first use."""
-    done = {}
+def verdicts(request, tmp_path_factory):
+    """The verdict of a question; the first question of a case records it and checks every
+    selected question of that case."""
+    selected = [item.callspec.params["question"] for item in request.session.items
+                if "question" in getattr(getattr(item, "callspec", None), "params", {})]
+    futures, recordings = {}, []
+    parallel = int(os.environ.get("CORPUS_PARALLEL", "2"))
 
-    def get(case: Case):
-        if case.name not in done:
-            done[case.name] = record(case, tmp_path_factory.mktemp(case.name))
-        return done[case.name]
+    def get(question):
+        if question.id not in futures:
+            recording = record(question.case, tmp_path_factory.mktemp(question.case.name))
+            recordings.append(recording)
+            batch = [q for q in selected if q.case == question.case] or [question]
+            with ThreadPoolExecutor(parallel) as pool:
+                for q in batch:
+                    futures[q.id] = pool.submit(check, q, recording, tmp_path_factory.mktemp(q.id))
+        return futures[question.id].result()
 
     yield get
-    for recording in done.values():
+    for recording in recordings:
         recording.stop()
 
 
@@ -60,8 +73,8 @@ def test_every_case_has_questions():
 
 
 @pytest.mark.parametrize("question", QUESTIONS, ids=[q.id for q in QUESTIONS])
-def test_replay_is_faithful(question, recordings, tmp_path):
-    verdict = check(question, recordings(question.case), tmp_path)
+def test_replay_is_faithful(question, verdicts):
+    verdict = verdicts(question)
     report = os.environ.get("CORPUS_REPORT")
     if report:
         with open(report, "a") as handle:
@@ -69,7 +82,7 @@ def test_replay_is_faithful(question, recordings, tmp_path):
                 "id": question.id, "workers": question.workers, "ok": verdict.ok, "exit": verdict.returncode,
                 "expected": verdict.expected, "stored": verdict.stored, "wrong": verdict.wrong,
                 "missing": verdict.missing, "extra": verdict.extra, "max_relative": verdict.max_relative,
-                "changed": verdict.changed, "added": verdict.added, "removed": verdict.removed,
+                "changed": verdict.changed, "rewritten": verdict.rewritten, "added": verdict.added, "removed": verdict.removed,
                 "replay_s": round(verdict.replay_s, 1), "plan": verdict.plan,
                 "said": verdict.summary().split("said: ", 1)[1],
             }) + "\n")
