@@ -87,3 +87,22 @@ def test_replay_is_faithful(question, verdicts):
                 "said": verdict.summary().split("said: ", 1)[1],
             }) + "\n")
     assert verdict.ok, verdict.summary()
+
+
+def test_harness_rules():
+    """The marker transforms and the pass rule, without running anything."""
+    from tests.realworld.harness import Verdict, recorded_text, today_text
+
+    text = "for e in x:\n    a = 1\n    # HINDSIGHT a_x: flor.log(\"x\", a)\n    # HINDSIGHT d_y: flor.log(\"y\", a)\n"
+    assert recorded_text(text) == "for e in x:\n    a = 1\n"
+    assert today_text(text, "d_y") == "for e in x:\n    a = 1\n    flor.log(\"y\", a)\n"
+    (question,) = [q for q in questions(CASES[-1]) if q.qid == "a_list"]
+    right = Verdict(question, 0, "done", expected=4, stored=4)
+    assert right.ok
+    assert not Verdict(question, 0, "done", expected=4, stored=4, wrong=1).ok
+    assert not Verdict(question, 0, "done", expected=4, stored=4, rewritten=["out/ckpt.pt"]).ok
+    assert Verdict(question, 1, "refused: memo would miss history", expected=4).ok  # names the state
+    assert not Verdict(question, 1, "worker failed: IndexError", expected=4).ok
+    assert not Verdict(question, 1, "refused: history", expected=4, stored=1, wrong=1).ok
+    (plain,) = [q for q in questions(CASES[0]) if q.qid == "a_epoch"]
+    assert not Verdict(plain, 1, "refused", expected=3).ok
