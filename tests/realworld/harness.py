@@ -1,0 +1,427 @@
+"""The faithful-replay harness: record a real-shaped script once, add one hindsight statement to
+today's version, replay it, and compare every replayed value with a fresh full run of today's
+script.
+
+A case is a folder under ``scripts/`` whose ``train.py`` carries marker comments::
+
+    # HINDSIGHT a_epoch: flor.log("weight_norm", ...)
+
+The recorded version has every marker line removed; today's version for question ``a_epoch`` has
+that line replaced by its statement (same indentation) and the other markers removed. Questions
+whose id starts with ``d`` (inside the step loop) are replayed with ``--workers 2``.
+
+For each question, :func:`check` replays in a copy of the recorded project (with its ``.flor``
+and ``.git``), hashing every file outside ``.flor/`` and ``.git/`` before and after (a file written
+again with the same bytes, a new mtime or inode, counts as touched too). The reference
+is a fresh full run of today's script in a copy of the project as it was just before the
+recording, with the same argv and environment. By default one fresh run per case has *every*
+statement of the case written in (the statements only read state, so each logs what it would
+log alone), started once the recording has finished; ``CORPUS_FRESH=each`` also runs today's
+script of each question on its own and checks that it logs the same values as the combined run.
+
+The environment is the machine's, as a user's would be: no thread variables (torch uses every
+core), unless ``CORPUS_THREADS=N`` asks for ``OMP_NUM_THREADS=N``; a checkpoint due at every
+outer iteration (``FLOR_CKPT_PERIOD=1``, so that memoization is used wherever it can be; flor's
+writer still skips one when two are pending), unless ``CORPUS_CKPT_PERIOD`` says otherwise
+(empty: flor's adaptive default). The plans still depend on timing: ``--workers 2`` is split
+into segments by the recorded iteration times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import clean_env, git
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+SCRIPT = "train.py"
+MARKER = re.compile(r"^(?P<indent>[ \t]*)# HINDSIGHT (?P<qid>\w+): (?P<statement>.+?)\s*$")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Case:
+    """One script of the corpus: its folder, the command line it was recorded with, the data
+    scripts run before the recording, and (unfaithful cases) the state a refusal must name."""
+
+    name: str
+    argv: tuple[str, ...] = ()
+    prepare: tuple[str, ...] = ()
+    unseen: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        return SCRIPTS / self.name
+
+
+@dataclass(frozen=True)
+class Question:
+    """One hindsight statement of a case."""
+
+    case: Case
+    qid: str
+    statement: str
+    name: str
+
+    @property
+    def workers(self) -> int:
+        return 2 if self.qid.startswith("d") else 1
+
+    @property
+    def id(self) -> str:
+        return f"{self.case.name}-{self.qid}"
+
+
+def questions(case: Case) -> list[Question]:
+    """The questions marked in the case's script, in file order."""
+    found = []
+    for line in (case.folder / SCRIPT).read_text().splitlines():
+        match = MARKER.match(line)
+        if match:
+            name = re.match(r'flor\.log\("([^"]+)"', match["statement"])
+            assert name, f"{case.name}: a HINDSIGHT statement must start with flor.log(\"NAME\", ...): {line}"
+            found.append(Question(case, match["qid"], match["statement"], name.group(1)))
+    return found
+
+
+def recorded_text(text: str) -> str:
+    """The script as recorded: no marker lines."""
+    return "".join(line for line in text.splitlines(keepends=True) if not MARKER.match(line))
+
+
+def today_text(text: str, qid: str) -> str:
+    """Today's script for one question: its statement written in, the other markers gone."""
+    out, placed = [], False
+    for line in text.splitlines(keepends=True):
+        match = MARKER.match(line)
+        if match is None:
+            out.append(line)
+        elif match["qid"] == qid:
+            out.append(f"{match['indent']}{match['statement']}\n")
+            placed = True
+    assert placed, f"no HINDSIGHT marker {qid!r}"
+    return "".join(out)
+
+
+def all_statements_text(text: str) -> str:
+    """The script with every statement written in: the reference run of a whole case."""
+    return "".join(
+        f"{m['indent']}{m['statement']}\n" if (m := MARKER.match(line)) else line
+        for line in text.splitlines(keepends=True)
+    )
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every recording, fresh run and replay (see the module docstring)."""
+    env = clean_env()
+    for name in THREAD_VARIABLES:
+        env.pop(name, None)
+    threads = os.environ.get("CORPUS_THREADS")
+    if threads:
+        env["OMP_NUM_THREADS"] = threads
+    period = os.environ.get("CORPUS_CKPT_PERIOD", "1")
+    if period:
+        env["FLOR_CKPT_PERIOD"] = period
+    return env
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` in ``root`` with :func:`child_env`."""
+    return subprocess.run([sys.executable, *args], cwd=root, env=child_env(), capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+
+
+def start(root: Path, *args: str) -> subprocess.Popen:
+    """:func:`run` in the background (wait with :func:`finish`)."""
+    return subprocess.Popen([sys.executable, *args], cwd=root, env=child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _must(done: subprocess.CompletedProcess, what: str) -> None:
+    if done.returncode != 0:
+        raise AssertionError(f"{what} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def _copy(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return destination
+
+
+@dataclass
+class Recording:
+    """A case recorded once: the project as it was before the run and after it, and the fresh
+    run of the script with every statement written in (started after the recording, so that
+    the recorded timings, from which flor splits a replay into segments, are the run's own)."""
+
+    case: Case
+    pristine: Path
+    recorded: Path
+    fresh: Path
+    _reference: subprocess.Popen | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reference_db(self) -> Path:
+        """The fresh run's database, once that run has finished (questions may ask at once)."""
+        with self._lock:
+            if self._reference is not None:
+                process, self._reference = self._reference, None
+                _must(finish(process), f"{self.case.name}: fresh run with every statement")
+        return self.fresh / ".flor" / "flor.db"
+
+    def stop(self) -> None:
+        """End the fresh run if no question waited for it (a failed check)."""
+        if self._reference is not None and self._reference.poll() is None:
+            self._reference.kill()
+            self._reference.wait()
+
+
+def record(case: Case, workdir: Path) -> Recording:
+    """Commit the case's files into a new git project, prepare its data, record one run, and
+    start the fresh reference run in its own copy."""
+    source = (case.folder / SCRIPT).read_text()
+    root = workdir / "recorded"
+    _copy(case.folder, root)
+    (root / SCRIPT).write_text(recorded_text(source))
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", case.name)
+    for script in case.prepare:
+        _must(run(root, script), f"{case.name}: {script}")
+    pristine = _copy(root, workdir / "pristine")
+    _must(run(root, SCRIPT, *case.argv), f"{case.name}: recording")
+    fresh = _copy(pristine, workdir / "fresh")
+    (fresh / SCRIPT).write_text(all_statements_text(source))
+    return Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
+
+
+# -- reading values back --------------------------------------------------------------------
+
+
+def _values(db: Path, name: str, source: str, tstamp: str | None = None) -> tuple[str, dict]:
+    """(tstamp, {loop context: [values in logging order]}) of ``name`` in one run of ``db``
+    (the given run, else the only one). A loop context is a tuple of (loop, rank among
+    same-named sibling loops, iteration) from the outermost loop in."""
+    from flor import values as flor_values
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        runs = connection.execute("SELECT run_id, tstamp FROM runs ORDER BY run_id").fetchall()
+        if tstamp is None:
+            assert len(runs) == 1, f"expected one run in {db}, found {len(runs)}"
+            run_id, tstamp = runs[0]
+        else:
+            (run_id,) = [r for r, t in runs if t == tstamp]
+        contexts = {ctx: (parent, parent_iteration, loop) for ctx, parent, parent_iteration, loop in connection.execute(
+            "SELECT ctx_id, parent_id, parent_iteration, loop_name FROM contexts WHERE run_id = ? ORDER BY ctx_id",
+            (run_id,))}
+        rows = connection.execute(
+            "SELECT ctx_id, iteration, value, vtype FROM logs WHERE run_id = ? AND name = ? AND source = ? ORDER BY rowid",
+            (run_id, name, source)).fetchall()
+    ranks, seen = {}, {}
+    for ctx, (parent, parent_iteration, loop) in contexts.items():
+        key = (parent, parent_iteration, loop)
+        seen[key] = seen.get(key, -1) + 1
+        ranks[ctx] = seen[key]
+
+    def path(ctx, iteration):
+        parts = []
+        while ctx is not None:
+            parent, parent_iteration, loop = contexts[ctx]
+            parts.append((loop, ranks[ctx], iteration))
+            ctx, iteration = parent, parent_iteration
+        return tuple(reversed(parts))
+
+    found: dict[tuple, list] = {}
+    for ctx, iteration, value, vtype in rows:
+        found.setdefault(path(ctx, iteration), []).append(flor_values.decode(value, vtype))
+    return tstamp, found
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+
+
+def _relative(a, b) -> float | None:
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(a) or math.isnan(b):
+        return math.inf
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def _hashes(root: Path) -> dict[str, tuple]:
+    """(sha256, (mtime, inode)) of every file under ``root`` outside .flor/ and .git/ (links by
+    their target): the bytes, and whether the file was written at all."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        if Path(folder) == root:
+            dirs[:] = [d for d in dirs if d not in (".flor", ".git")]
+        for name in files:
+            path = Path(folder) / name
+            relative = str(path.relative_to(root))
+            stat = path.lstat()
+            if path.is_symlink():
+                found[relative] = ("link:" + os.readlink(path), (stat.st_mtime_ns, stat.st_ino))
+            else:
+                found[relative] = (hashlib.sha256(path.read_bytes()).hexdigest(), (stat.st_mtime_ns, stat.st_ino))
+    return found
+
+
+# -- one question ---------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """What one replay did, against the fresh run."""
+
+    question: Question
+    returncode: int
+    output: str
+    expected: int = 0  # values the fresh run logged
+    stored: int = 0  # values the replay stored
+    wrong: int = 0  # stored, at a context the fresh run logged, with another value
+    missing: int = 0  # logged by the fresh run, not stored by the replay
+    extra: int = 0  # stored at a context the fresh run did not log
+    max_relative: float | None = None
+    kept_last: int = 0  # contexts logged several times where only the last value was stored
+    changed: list[str] = field(default_factory=list)
+    rewritten: list[str] = field(default_factory=list)  # written again, with the same bytes
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    replay_s: float = 0.0
+    plan: str = ""  # what `flor replay --dry-run` said it would do
+
+    @property
+    def values_ok(self) -> bool:
+        return self.wrong == 0 and self.missing == 0 and self.extra == 0 and self.expected > 0
+
+    @property
+    def files_ok(self) -> bool:
+        return not (self.changed or self.rewritten or self.added or self.removed)
+
+    @property
+    def refused_naming_it(self) -> bool:
+        """Non-zero exit whose output names the state flor cannot restore (unfaithful cases)."""
+        unseen = self.question.case.unseen
+        return self.returncode != 0 and any(name in self.output for name in unseen)
+
+    @property
+    def ok(self) -> bool:
+        if not self.files_ok or self.wrong or self.extra:
+            return False  # wrong values or touched user files: never acceptable
+        if self.question.case.unseen and self.refused_naming_it:
+            return True
+        return self.returncode == 0 and self.values_ok
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.returncode != 0:
+            found.append(f"exit {self.returncode}")
+        if self.wrong:
+            rel = f", max rel diff {self.max_relative:.3g}" if self.max_relative is not None else ""
+            found.append(f"{self.wrong} of {self.expected} values wrong{rel}")
+        if self.missing:
+            note = f" (only the last value of {self.kept_last} repeatedly logged contexts kept)" if self.kept_last else ""
+            found.append(f"{self.missing} of {self.expected} values missing{note}")
+        if self.extra:
+            found.append(f"{self.extra} values at contexts the fresh run did not log")
+        if self.expected == 0:
+            found.append("the fresh run logged nothing")
+        for label, paths in (("changed", self.changed), ("rewritten with the same bytes", self.rewritten),
+                             ("created", self.added), ("deleted", self.removed)):
+            if paths:
+                found.append(f"user files {label}: {', '.join(paths)}")
+        return found
+
+    def summary(self) -> str:
+        status = "ok" if self.ok else "FAIL: " + "; ".join(self.problems())
+        tail = _last_lines(self.output)
+        return (f"{self.question.id} (workers {self.question.workers}): {status}\n    plan: {self.plan}\n"
+                f"    flor replay said: {tail}")
+
+
+def _plan_lines(text: str) -> str:
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip().startswith("segment"))
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "[#" not in line]
+    return " | ".join(lines[-count:])
+
+
+def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
+    """Replay ``question`` in a copy of the recorded project and compare with a fresh run."""
+    source = (question.case.folder / SCRIPT).read_text()
+    today = today_text(source, question.qid)
+
+    replayed = _copy(recording.recorded, workdir / "replayed")
+    (replayed / SCRIPT).write_text(today)
+    before = _hashes(replayed)
+    command = ["-m", "flor", "replay", question.name]
+    if question.workers > 1:
+        command += ["--workers", str(question.workers)]
+    plan = run(replayed, *command, "--dry-run")
+    started = time.monotonic()
+    done = run(replayed, *command)
+    replay_s = time.monotonic() - started
+    after = _hashes(replayed)
+
+    _, expected = _values(recording.reference_db(), question.name, "record")
+    if os.environ.get("CORPUS_FRESH") == "each":
+        alone = _copy(recording.pristine, workdir / "fresh")
+        (alone / SCRIPT).write_text(today)
+        _must(run(alone, SCRIPT, *question.case.argv), f"{question.id}: fresh run of today's script")
+        _, logged_alone = _values(alone / ".flor" / "flor.db", question.name, "record")
+        assert _equal(logged_alone, expected), f"{question.id}: today's script alone logs other values than with every statement"
+    tstamp, _ = _values(recording.recorded / ".flor" / "flor.db", question.name, "record")
+    _, got = _values(replayed / ".flor" / "flor.db", question.name, "replay", tstamp)
+
+    verdict = Verdict(question, done.returncode, done.stdout + done.stderr, replay_s=replay_s,
+                      plan=_plan_lines(plan.stdout))
+    verdict.expected = sum(len(v) for v in expected.values())
+    verdict.stored = sum(len(v) for v in got.values())
+    for context, want in expected.items():
+        have = got.get(context, [])
+        verdict.missing += max(0, len(want) - len(have))
+        verdict.extra += max(0, len(have) - len(want))
+        if 0 < len(have) < len(want) and _equal(have, want[-len(have):]):
+            verdict.kept_last += 1  # a context logged several times, and only its last value stored
+            continue
+        for a, b in zip(have, want):
+            if not _same(a, b):
+                verdict.wrong += 1
+                rel = _relative(a, b)
+                if rel is not None:
+                    verdict.max_relative = max(verdict.max_relative or 0.0, rel)
+    verdict.extra += sum(len(v) for c, v in got.items() if c not in expected)
+    verdict.changed = sorted(p for p in before if p in after and before[p][0] != after[p][0])
+    verdict.rewritten = sorted(p for p in before if p in after and before[p][0] == after[p][0] and before[p] != after[p])
+    verdict.added = sorted(p for p in after if p not in before)
+    verdict.removed = sorted(p for p in before if p not in after)
+    return verdict

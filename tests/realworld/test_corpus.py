@@ -1,0 +1,108 @@
+"""Faithful replay on real-shaped training scripts (issue 13).
+
+Each case under scripts/ is recorded once (per test session); each of its HINDSIGHT questions is
+replayed in its own copy of the recorded project and must store exactly the values that a fresh
+full run of today's script logs, exit 0, and leave every user file byte-identical. The
+unfaithful case may instead exit non-zero naming the state flor cannot restore, but must never
+store a wrong value. See harness.py.
+
+When the first question of a case is asked for, the case is recorded (alone, since flor plans
+from the recorded timings) and all of its selected questions are checked, CORPUS_PARALLEL (2) at
+a time: a replay's values do not depend on what else the machine runs. CORPUS_REPORT=path
+appends one line per question (JSON) for a summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.realworld.harness import Case, check, questions, record
+
+CASES = [
+    # pytorch/examples mnist/main.py: argparse, main(), train()/test() helpers, Adadelta + StepLR
+    Case("mnist_examples", ("--epochs", "3", "--batch-size", "32", "--test-batch-size", "32", "--log-interval", "4"),
+         prepare=("prepare.py",)),
+    # karpathy/nanoGPT train.py: config globals + configurator, memmap data, grad accumulation
+    Case("nanogpt_style", ("--max_iters=12", "--eval_interval=4"), prepare=("data/shakespeare_char/prepare.py",)),
+    # HF *_no_trainer.py examples: a per-step OneCycleLR schedule, accumulation in the step loop
+    Case("onecycle_warmup", ("--num_train_epochs", "3", "--eval_every", "2")),
+    # torchvision references/classification: BatchNorm, train()/eval() switching, per-epoch saves
+    Case("batchnorm_cnn", ("--epochs", "3", "--eval-freq", "2"), prepare=("prepare.py",)),
+    # PyTorch reproducibility recipe: shuffle=True, num_workers=2, seed_worker, seeded generator
+    Case("dataloader_shuffle", ("--epochs", "4"), prepare=("prepare.py",)),
+    # Hydra/OmegaConf-style: a committed config file with dotted overrides
+    Case("config_file", ("--config", "configs/default.json", "--set", "train.epochs=4"), prepare=("prepare.py",)),
+    # deliberately unfaithful: a history list and a module-level global step, unseen by flor
+    Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
+]
+QUESTIONS = [q for case in CASES for q in questions(case)]
+
+
+@pytest.fixture(scope="session")
+def verdicts(request, tmp_path_factory):
+    """The verdict of a question; the first question of a case records it and checks every
+    selected question of that case."""
+    selected = [item.callspec.params["question"] for item in request.session.items
+                if "question" in getattr(getattr(item, "callspec", None), "params", {})]
+    futures, recordings = {}, []
+    parallel = int(os.environ.get("CORPUS_PARALLEL", "2"))
+
+    def get(question):
+        if question.id not in futures:
+            recording = record(question.case, tmp_path_factory.mktemp(question.case.name))
+            recordings.append(recording)
+            batch = [q for q in selected if q.case == question.case] or [question]
+            with ThreadPoolExecutor(parallel) as pool:
+                for q in batch:
+                    futures[q.id] = pool.submit(check, q, recording, tmp_path_factory.mktemp(q.id))
+        return futures[question.id].result()
+
+    yield get
+    for recording in recordings:
+        recording.stop()
+
+
+def test_every_case_has_questions():
+    for case in CASES:
+        kinds = {q.qid[0] for q in questions(case)}
+        assert {"a", "d"} <= kinds, f"{case.name}: needs an epoch-level and a step-level question"
+
+
+@pytest.mark.parametrize("question", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_replay_is_faithful(question, verdicts):
+    verdict = verdicts(question)
+    report = os.environ.get("CORPUS_REPORT")
+    if report:
+        with open(report, "a") as handle:
+            handle.write(json.dumps({
+                "id": question.id, "workers": question.workers, "ok": verdict.ok, "exit": verdict.returncode,
+                "expected": verdict.expected, "stored": verdict.stored, "wrong": verdict.wrong,
+                "missing": verdict.missing, "extra": verdict.extra, "max_relative": verdict.max_relative,
+                "changed": verdict.changed, "rewritten": verdict.rewritten, "added": verdict.added, "removed": verdict.removed,
+                "replay_s": round(verdict.replay_s, 1), "plan": verdict.plan,
+                "said": verdict.summary().split("said: ", 1)[1],
+            }) + "\n")
+    assert verdict.ok, verdict.summary()
+
+
+def test_harness_rules():
+    """The marker transforms and the pass rule, without running anything."""
+    from tests.realworld.harness import Verdict, recorded_text, today_text
+
+    text = "for e in x:\n    a = 1\n    # HINDSIGHT a_x: flor.log(\"x\", a)\n    # HINDSIGHT d_y: flor.log(\"y\", a)\n"
+    assert recorded_text(text) == "for e in x:\n    a = 1\n"
+    assert today_text(text, "d_y") == "for e in x:\n    a = 1\n    flor.log(\"y\", a)\n"
+    (question,) = [q for q in questions(CASES[-1]) if q.qid == "a_list"]
+    right = Verdict(question, 0, "done", expected=4, stored=4)
+    assert right.ok
+    assert not Verdict(question, 0, "done", expected=4, stored=4, wrong=1).ok
+    assert not Verdict(question, 0, "done", expected=4, stored=4, rewritten=["out/ckpt.pt"]).ok
+    assert Verdict(question, 1, "refused: memo would miss history", expected=4).ok  # names the state
+    assert not Verdict(question, 1, "worker failed: IndexError", expected=4).ok
+    assert not Verdict(question, 1, "refused: history", expected=4, stored=1, wrong=1).ok
+    (plain,) = [q for q in questions(CASES[0]) if q.qid == "a_epoch"]
+    assert not Verdict(plain, 1, "refused", expected=3).ok
