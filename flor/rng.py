@@ -131,3 +131,97 @@ def decode(blob: bytes | None) -> dict | None:
         kind, keys, pos, has_gauss, gauss = state["numpy"]
         state["numpy"] = {"kind": kind, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
     return state
+
+
+# -- generators of the script's own ---------------------------------------------------------
+#
+# Besides the global random state, scripts seed generators of their own: a torch.Generator handed
+# to a DataLoader (its shuffle order), numpy's default_rng(), a random.Random. A skipped loop
+# advances them, so a checkpoint keeps their state too: found by name in the frames that run the
+# loops, and on the loaders held there (DataLoader.generator, its sampler's).
+
+_LOADER_PATHS = ("generator", "sampler.generator", "batch_sampler.sampler.generator")
+
+
+def _kind(value) -> str | None:
+    torch = _torch()
+    if torch is not None and isinstance(value, torch.Generator):
+        return "torch"
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.random.Generator):
+            return "numpy"
+        if isinstance(value, numpy.random.RandomState):
+            return "randomstate"
+    if isinstance(value, random.Random) and type(value).__module__ == "random":
+        return "python"
+    return None
+
+
+def _attribute(value, path: str):
+    for part in path.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
+def _found(frames) -> dict[str, object]:
+    """name (or name.attribute path) -> generator object, in the given frames' variables."""
+    found: dict[str, object] = {}
+    seen: set[int] = set()
+    for frame in frames:
+        if frame is None:
+            continue
+        scope = frame.f_locals
+        for name, value in list(scope.items()):
+            candidates = [(name, value)]
+            if _kind(value) is None and hasattr(value, "sampler"):  # a DataLoader, say
+                candidates = [(f"{name}.{path}", _attribute(value, path)) for path in _LOADER_PATHS]
+            for key, obj in candidates:
+                if obj is not None and _kind(obj) is not None and id(obj) not in seen and key not in found:
+                    seen.add(id(obj))
+                    found[key] = obj
+    return found
+
+
+def _state_of(obj):
+    kind = _kind(obj)
+    if kind == "torch":
+        return {"kind": kind, "state": obj.get_state()}
+    if kind == "numpy":
+        return {"kind": kind, "state": obj.bit_generator.state}
+    if kind == "randomstate":
+        name, keys, pos, has_gauss, gauss = obj.get_state()
+        return {"kind": kind, "state": {"kind": name, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss),
+                                        "gauss": float(gauss)}}
+    return {"kind": kind, "state": obj.getstate()}
+
+
+def capture_generators(frames) -> dict:
+    """The state of every generator the frames hold (see above), by the name it was found under."""
+    return {key: _state_of(obj) for key, obj in _found(frames).items()}
+
+
+def restore_generators(frames, states: dict) -> None:
+    """Set the generators the frames hold to the states :func:`capture_generators` kept."""
+    if not states:
+        return
+    live = _found(frames)
+    for key, saved in states.items():
+        obj = live.get(key)
+        if obj is None or _kind(obj) != saved.get("kind"):
+            continue
+        state = saved["state"]
+        if saved["kind"] == "torch":
+            obj.set_state(_byte_tensor(state))
+        elif saved["kind"] == "numpy":
+            obj.bit_generator.state = state
+        elif saved["kind"] == "randomstate":
+            import numpy
+
+            obj.set_state((state["kind"], numpy.asarray(state["keys"], dtype=numpy.uint32), state["pos"],
+                           state["has_gauss"], state["gauss"]))
+        else:
+            version, internal, gauss = state
+            obj.setstate((version, tuple(internal), gauss))

@@ -404,6 +404,8 @@ class Run:
                     self._wake.set()
                     index += 1
             else:
+                if depth == 1 and self.scope is not None:
+                    self.scope.nested_loop_started(self)
                 # The hot path: nested loops restore ctx_id to this loop when they end.
                 self.ctx_id = ctx
                 last = index - 1

@@ -20,6 +20,9 @@ class Hooks:
     def outer_iteration_started(self, run, index: int) -> None:
         """Outer iteration ``index`` starts its body."""
 
+    def nested_loop_started(self, run) -> None:
+        """A loop directly inside the outer body starts."""
+
     def nested_loop_ended(self, run, frame) -> None:
         """A loop directly inside the outer body finished; ``frame`` runs the user's for loop."""
 

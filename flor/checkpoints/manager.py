@@ -15,11 +15,12 @@ from ..messages import warn
 from . import handoff
 from .hooks import Hooks
 from .policy import Policy
-from .snapshot import Snapshotter, gradients, object_state, pickled_objects, state_size
-from .variables import capture, loop_effect, loop_names
+from .snapshot import Snapshotter, gradients, has_state_dict, object_state, pickled_objects, state_size
+from .variables import capture, capture_globals, changed, fingerprint, lookup, loop_effect, loop_names
 from .writer import Job, Writer, Written
 
 FINISH_TIMEOUT_S = 600.0
+AUTO_STATE_BYTES = 256 << 20  # the largest unregistered object kept on its own
 
 
 class RecordManager(Hooks):
@@ -42,6 +43,7 @@ class RecordManager(Hooks):
         self.active = False
         self.outer_frame = None
         self.outer_names: tuple[str, ...] | None = None
+        self.before_nested: dict | None = None
 
     # -- hooks from Run.loop ----------------------------------------------------------------
 
@@ -59,6 +61,13 @@ class RecordManager(Hooks):
         self.index = index
         self.iteration_started = time.perf_counter()
         self.nested_seen = False
+        self.before_nested = None
+
+    def nested_loop_started(self, run):
+        if not self.active or self.nested_seen or self.index is None:
+            return
+        # What the loop changes and flor does not keep is found by comparing before and after.
+        self.before_nested = fingerprint(self.outer_frame, self.run.root, tuple(self.objects.values()))
 
     def nested_loop_ended(self, run, frame):
         if not self.active or self.nested_seen or self.index is None:
@@ -124,13 +133,29 @@ class RecordManager(Hooks):
                                      else ({}, []))
         if outer_frame is frame:
             outer_kept = {k: v for k, v in outer_kept.items() if k not in nested_kept}
-        missing = sorted(set(nested_missing) | set(outer_missing))
+        module_kept, module_missing = capture_globals(self.run.root)
+        unrestored: list[str] = []
+        auto: dict = {}
+        if frame is not None and self.before_nested is not None:
+            after = fingerprint(self.outer_frame, self.run.root, registered)
+            kept_names = set(nested_kept) | set(outer_kept) | {f"{m}:{n}" for m, values in module_kept.items() for n in values}
+            unrestored = sorted(changed(self.before_nested, after) - kept_names - set(nested_missing) - set(outer_missing))
+        # Objects with a state_dict that the loops change but the script did not register (a
+        # GradScaler, a scheduler stepped per batch, a second network): kept like registered ones.
+        missing = sorted(set(nested_missing) | set(outer_missing) | set(module_missing) | set(unrestored))
+        for name in list(missing):
+            obj = lookup(frame if name in nested_missing else self.outer_frame, name)
+            if has_state_dict(obj) and state_size({name: obj}) <= AUTO_STATE_BYTES:
+                auto[name] = object_state(obj)
+                missing.remove(name)
         known = self.outer_names is not None and (frame is None or nested_names is not None)
-        variables = {"nested": nested_kept, "outer": outer_kept, "inplace": sorted(inplace & set(nested_kept))}
+        variables = {"nested": nested_kept, "outer": outer_kept, "inplace": sorted(inplace & set(nested_kept)),
+                     "globals": module_kept}
         state = {name: object_state(obj) for name, obj in self.objects.items()}
         # The gradients the skipped loop accumulated: the optimizer may step after it (gradient
         # accumulation), and a state_dict does not hold them.
-        tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": gradients(self.objects)}
+        tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": gradients(self.objects),
+                "generators": rng.capture_generators((frame, self.outer_frame)), "auto": auto}
         extra = {"variables_missing": missing, "variables_known": known}
         if force and self._hand_off(point, tree, extra):
             return

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..rng import restore as restore_random_state
+from ..rng import restore_generators
 from ..errors import CheckpointError, UsageError
 from ..paths import ProjectPaths
 from .snapshot import ARRAY, DICT, FLOAT, PICKLE, TUPLE
@@ -43,6 +44,8 @@ class Checkpoint:
     variables_missing: list = field(default_factory=list)
     variables_known: bool = False
     grads: dict = field(default_factory=dict)
+    generators: dict = field(default_factory=dict)
+    auto: dict = field(default_factory=dict)  # unregistered objects with a state_dict the loop changed
 
     def __getitem__(self, name: str):
         """The stored state of one registered object: a state_dict, an array or the object."""
@@ -145,7 +148,7 @@ def unexpected_pickles(manifest: dict, recorded: list[str] | None) -> list[str]:
     for name, tree in (manifest.get("objects") or {}).items():
         if recorded is not None and name not in recorded and _needs_class(tree):
             found.append(repr(name))
-    for part in ("rng", "variables", "grads"):
+    for part in ("rng", "variables", "grads", "generators", "auto"):
         if _needs_class(manifest.get(part)):
             found.append(f"the {part}")
     return found
@@ -240,9 +243,12 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_var
     rng = _rebuild(manifest["rng"], blobs, objects, data_only, cache, "the random state")
     variables = _rebuild(manifest.get("variables", {}), blobs, objects, data_only, cache, "the variables") if with_variables else {}
     grads = _rebuild(manifest.get("grads", {}), blobs, objects, data_only, cache, "the gradients") if with_variables else {}
+    generators = _rebuild(manifest.get("generators", {}), blobs, objects, data_only, cache, "the generators")
+    auto = _rebuild(manifest.get("auto", {}), blobs, objects, data_only, cache, "the unregistered objects")
     return Checkpoint(
         manifest["run_id"], manifest["tstamp"], manifest["iteration"], manifest["point"], states, rng,
-        variables, manifest.get("variables_missing", []), manifest.get("variables_known", False), grads,
+        variables, manifest.get("variables_missing", []), manifest.get("variables_known", False), grads, generators,
+        auto,
     )
 
 
@@ -252,13 +258,22 @@ def restore_into(flor_dir: Path, location: str, objects: dict[str, object], fram
     it kept: those of the nested loop into ``frame`` (the frame running that loop), those of the
     outer body into ``outer_frame`` (what replay and resume do)."""
     from .variables import restore as restore_variables
+    from .variables import lookup, restore_globals
 
     checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled)
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
         restore_gradients(obj, checkpoint.grads.get(name), name)
     restore_random_state(checkpoint.rng)
+    restore_generators((frame, outer_frame), checkpoint.generators)
+    for name, stored in (checkpoint.auto or {}).items():
+        live = lookup(outer_frame, name)
+        if live is None and frame is not None:
+            live = lookup(frame, name)
+        if live is not None:
+            restore_object(live, stored, name)
     kept = checkpoint.variables or {}
+    restore_globals(kept.get("globals"))
     if outer_frame is not None and kept.get("outer"):
         restore_variables(outer_frame, kept["outer"])
     if frame is not None and kept.get("nested"):

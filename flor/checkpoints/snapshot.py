@@ -159,11 +159,16 @@ def numpy_module():
     return sys.modules["numpy"]
 
 
+def has_state_dict(obj) -> bool:
+    """Whether ``obj`` saves and loads its state like torch objects do (modules, optimizers,
+    schedulers, scalers)."""
+    return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+
+
 def object_state(obj) -> object:
     """The tree flor keeps for a registered object."""
-    state_dict = getattr(obj, "state_dict", None)
-    if callable(state_dict) and callable(getattr(obj, "load_state_dict", None)):
-        return {"state_dict": state_dict()}
+    if has_state_dict(obj):
+        return {"state_dict": obj.state_dict()}
     if _is_ndarray(obj):
         return {"ndarray": obj}
     return {"object": obj}

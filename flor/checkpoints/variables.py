@@ -208,3 +208,145 @@ def restore(frame, values: dict, inplace: frozenset | set = frozenset()) -> None
     local_vars = frame.f_locals
     local_vars.update(values)
     ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+
+
+# -- module globals that functions change -------------------------------------------------------
+#
+# A helper called in the skipped loop may change module state through `global` (a global step
+# counter, a best score). The syntax tree shows it: the names a function of the project declares
+# `global` are kept with the checkpoint, per module, when small.
+
+
+@lru_cache(maxsize=256)
+def _declared_globals(filename: str, mtime_key: int) -> tuple[str, ...]:
+    tree = _tree(filename)
+    if tree is None:
+        return ()
+    names: dict[str, None] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            names.update(dict.fromkeys(node.names))
+    return tuple(names)
+
+
+def _project_modules(root) -> list:
+    """The imported modules whose file lies in the project (not in an environment inside it)."""
+    import os
+
+    root = str(root)
+    found = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path or not path.endswith(".py"):
+            continue
+        path = os.path.abspath(path)
+        if path.startswith(root + os.sep) and "site-packages" not in path:
+            found.append((name, module, path))
+    return found
+
+
+def capture_globals(root) -> tuple[dict, list[str]]:
+    """({module: {name: small value}}, 'module.name' of those too big to keep) for the names the
+    project's functions declare global."""
+    import os
+
+    kept: dict[str, dict] = {}
+    missing: list[str] = []
+    for name, module, path in _project_modules(root):
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            continue
+        scope = vars(module)
+        for global_name in _declared_globals(path, mtime):
+            if global_name not in scope:
+                continue
+            value = scope[global_name]
+            if isinstance(value, types.ModuleType) or callable(value):
+                continue
+            if _small(value):
+                kept.setdefault(name, {})[global_name] = value
+            else:
+                missing.append(f"{name}.{global_name}")
+    return kept, missing
+
+
+def restore_globals(kept: dict) -> None:
+    """Put the module globals that :func:`capture_globals` kept back into their modules."""
+    for name, values in (kept or {}).items():
+        module = sys.modules.get(name)
+        if module is not None:
+            vars(module).update(values)
+
+
+# -- what changed that flor does not keep ---------------------------------------------------------
+#
+# The syntax tree cannot see everything a loop changes: a helper may append to a list it was
+# handed, or set an attribute of an object. So, at record time, a cheap fingerprint of the outer
+# frame's variables and of the project modules' globals is taken where the nested loop starts and
+# where it ends; what changed in between and is not kept with the checkpoint is listed as
+# *unrestored*, and replay re-executes rather than memoize when the rest of the body may read it.
+
+_FINGERPRINT_ITEMS = 200
+
+
+def _print_of(value, depth: int = 0):
+    """A cheap, comparable summary of a value: plain data itself (bounded), a tensor by identity
+    and version counter (bumped by in-place changes), an object by its attributes' prints."""
+    if value is None or type(value) in (bool, int, float, str, bytes):
+        return value if type(value) is not str or len(value) <= 256 else (len(value), hash(value))
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return ("tensor", id(value), value._version)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        return ("array", id(value), value.shape, hash(value.tobytes()) if value.nbytes <= 4096 else value.nbytes)
+    if depth >= 2:
+        return ("object", id(value))
+    if type(value) in (list, tuple, set, frozenset):
+        items = list(value)[:_FINGERPRINT_ITEMS] if type(value) in (list, tuple) else sorted(map(repr, value))[:_FINGERPRINT_ITEMS]
+        return (type(value).__name__, id(value), len(value), tuple(_print_of(v, depth + 1) for v in items))
+    if type(value) is dict:
+        items = list(value.items())[:_FINGERPRINT_ITEMS]
+        return ("dict", id(value), len(value), tuple((repr(k), _print_of(v, depth + 1)) for k, v in items))
+    if isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)):
+        return ("code", id(value))
+    attributes = getattr(value, "__dict__", None)
+    if type(attributes) is dict and depth == 0:
+        return ("object", id(value), tuple((k, _print_of(v, depth + 1)) for k, v in list(attributes.items())[:_FINGERPRINT_ITEMS]))
+    return ("object", id(value))
+
+
+def fingerprint(frame, root, exclude: tuple = ()) -> dict[str, object]:
+    """Prints of the outer frame's variables and of the project modules' globals, by name
+    (``module:name`` for a module's)."""
+    prints: dict[str, object] = {}
+    if frame is not None:
+        for name, value in list(frame.f_locals.items()):
+            if not any(value is obj for obj in exclude):
+                prints[name] = _print_of(value)
+    main = frame.f_globals if frame is not None else None
+    for module_name, module, _path in _project_modules(root):
+        scope = vars(module)
+        if scope is main:
+            continue
+        for name, value in list(scope.items()):
+            if not name.startswith("__") and not any(value is obj for obj in exclude):
+                prints[f"{module_name}:{name}"] = _print_of(value)
+    return prints
+
+
+def changed(before: dict, after: dict) -> set[str]:
+    """Names whose print differs between two fingerprints (new names included)."""
+    return {name for name in before.keys() | after.keys() if before.get(name, _ABSENT) != after.get(name, _ABSENT)}
+
+
+_ABSENT = object()
+
+
+def lookup(frame, name: str):
+    """The value a fingerprint name refers to: a variable of ``frame``, or ``module:name``."""
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        return getattr(sys.modules.get(module_name), attribute, None)
+    return frame.f_locals.get(name) if frame is not None else None

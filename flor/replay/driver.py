@@ -186,7 +186,14 @@ class ReplayRun(Run):
                     continue
                 self.ctx_id, self.iteration = ctx, index
                 self.outer_index, self.outer_action, self._nested_done = index, action, False
-                yield item
+                try:
+                    yield item
+                except GeneratorExit:
+                    # `break` in the body (a `while True` loop turned into flor.loop): this was
+                    # the last iteration, as in the recording, and its values are complete.
+                    self._completed.append(index)
+                    self.iterations_done += 1
+                    raise
                 self.ctx_id, self.iteration = ctx, index
                 self.iterations_done += 1
                 self._completed.append(index)

@@ -52,6 +52,7 @@ class RunReplay:
     rejected_run_level: bool = False
     retried: list[str] = field(default_factory=list)  # how drifted iterations were re-executed
     writes: dict = field(default_factory=dict)  # path -> bytes (None: deleted) the old code wrote
+    memo_blocked: list[str] = field(default_factory=list)  # why the nested loop cannot be skipped
 
     @property
     def seconds(self) -> float:
@@ -387,7 +388,13 @@ class Session:
         if layout.outer is None or not checkpoints:
             strategy = "reexec"  # nothing to restore from: re-execute the whole run
         read_after = layout.names_read_after_first_nested()
-        memo_possible = records.variables_known and not (records.missing_variables & read_after)
+        # A skipped loop's effect that no checkpoint holds: a variable the rest of the body reads,
+        # or module state (`module:name`) that anything may read.
+        blocking = sorted(n for n in records.missing_variables if n in read_after or ":" in n)
+        if not records.variables_known:
+            blocking = ["(the loops' variables could not be read from the script)"]
+        memo_possible = not blocking
+        item.memo_blocked = blocking
         selected = parse_iterations(self.iterations, outer_name, total)
         if not self.force:
             done = records.done_for(names)
@@ -454,6 +461,9 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     lines = [f"{head}  {item.strategy} for {', '.join(item.names)}  (estimated {item.seconds:.1f} s)"]
     for number, segment in enumerate(item.segments, 1):
         lines.append(f"    segment {number}: {segment.describe()}  (~{segment.seconds:.1f} s)")
+    if item.memo_blocked and item.strategy != "outside":
+        lines.append(f"    re-executed, not memoized: the nested loop changes {', '.join(item.memo_blocked[:5])}, "
+                     "which its checkpoints do not keep")
     if diff and item.diff:
         lines.append("".join("    " + line for line in item.diff.splitlines(keepends=True)).rstrip())
     return "\n".join(lines)

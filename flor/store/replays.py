@@ -1,4 +1,9 @@
-"""Replayed values: stored once per (run, loop, iteration, name), with drift and progress marks."""
+"""Replayed values, with drift and progress marks.
+
+The values of one (run, loop instance, iteration, name) arrive together (the replay worker sends
+an outer iteration's values at once); storing them replaces what an earlier replay stored there,
+so replaying again never doubles a value, and a name logged several times in one context keeps
+every value, in order."""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ class ReplaysMixin:
         self, run_id: int, contexts: Sequence[tuple], logs: Sequence[tuple], drift: Sequence[tuple] = (),
         done: Sequence[tuple] = (),
     ) -> None:
-        """Store replayed logs ``(ctx_id, iteration, name, value, vtype)`` once per (run, loop,
-        iteration, name); new loop instances (as in :meth:`write_batch`); drift rows
+        """Store replayed logs ``(ctx_id, iteration, name, value, vtype)``, replacing those an
+        earlier replay stored in the same (loop, iteration, name); new loop instances (as in :meth:`write_batch`); drift rows
         ``(ctx_id, iteration, name, recorded, replayed, difference)``; and finished outer
         iterations ``(name, iteration)`` (-1: the statements outside the outer loop)."""
         now = time.time()
@@ -34,8 +39,14 @@ class ReplaysMixin:
                     contexts,
                 )
             if logs:
+                keys = list(dict.fromkeys((-1 if c is None else c, -1 if i is None else i, n) for c, i, n, _v, _t in logs))
                 cursor.executemany(
-                    f"INSERT OR REPLACE INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
+                    f"DELETE FROM logs INDEXED BY logs_replay_once WHERE run_id = {rid} AND IFNULL(ctx_id, -1) = ? "
+                    "AND IFNULL(iteration, -1) = ? AND name = ? AND source = 'replay'",
+                    keys,
+                )
+                cursor.executemany(
+                    f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
                     f"VALUES ({rid}, ?, ?, ?, ?, ?, 'replay')",
                     logs,
                 )

@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS logs(
     vtype TEXT NOT NULL,
     source TEXT NOT NULL DEFAULT 'record'
 );
-CREATE UNIQUE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), name)
+CREATE INDEX IF NOT EXISTS logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), name)
     WHERE source = 'replay';
 CREATE TABLE IF NOT EXISTS log_blocks(
     block_id INTEGER PRIMARY KEY,
@@ -157,6 +157,11 @@ def _v4_environment(cursor) -> None:
     # others was tampered with. NULL for checkpoints listed before.
     if "pickled" not in _columns(cursor, "checkpoints"):
         cursor.execute("ALTER TABLE checkpoints ADD COLUMN pickled TEXT")
+    # A replayed name may hold several values in one loop context (a log inside a plain Python
+    # loop): the index of replayed values (same name: the UI reads through it) is no longer unique.
+    cursor.execute("DROP INDEX IF EXISTS logs_replay_once")
+    cursor.execute("CREATE INDEX logs_replay_once ON logs(run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), name) "
+                   "WHERE source = 'replay'")
 
 
 # (version, what it changed): entry k brings a database from version k to version k + 1.

@@ -367,7 +367,9 @@ class Verdict:
 
 
 def _plan_lines(text: str) -> str:
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip().startswith("segment"))
+    keep = ("segment", "re-executed", "exec for", "memo for", "outside for", "reexec for")
+    return " | ".join(line.strip() for line in text.splitlines()
+                      if any(word in line for word in keep) and "estimated" not in line.split("(")[0][:8])
 
 
 def _last_lines(text: str, count: int = 3) -> str:
