@@ -188,7 +188,8 @@ class Execution:
                 item.rejected_run_level = state.rejected_run_level
                 item.retried = state.retried
             for item in todo:
-                item.status = "failed" if item.errors else ("drifted" if item.rejected or item.rejected_run_level else "done")
+                drifted = (item.rejected or item.rejected_run_level) and not session.accept_drift
+                item.status = "failed" if item.errors else ("drifted" if drifted else "done")
                 item.reason = "; ".join(dict.fromkeys(item.errors))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

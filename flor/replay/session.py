@@ -518,9 +518,12 @@ def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
     lines = [text]
     if item.retried:
         lines.append(f"    drifted iterations were re-executed {' then '.join(item.retried)}")
-    if item.status == "drifted":
+    if item.rejected or item.rejected_run_level:
         where = _iterations(item, item.rejected, item.rejected_run_level)
-        lines.append(f"    still DRIFTED at {where}: its values are not stored (--accept-drift stores them)")
+        if item.status == "drifted":
+            lines.append(f"    still DRIFTED at {where}: its values are not stored (--accept-drift stores them)")
+        else:
+            lines.append(f"    DRIFTED at {where}: stored anyway (--accept-drift)")
     if item.writes:
         lines.append(describe_writes(item.writes, root))
     return "\n".join(lines)

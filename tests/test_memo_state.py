@@ -1,0 +1,127 @@
+"""What a checkpoint keeps of a skipped loop's effect beyond the registered objects: mutated
+containers, the script's own generators, module globals, unregistered objects with a state_dict,
+and what it cannot keep (which then blocks memoization)."""
+
+from __future__ import annotations
+
+import ast
+import sqlite3
+import sys
+
+import numpy as np
+import torch
+
+from flor import rng
+from flor.checkpoints import variables
+
+
+def test_mutations_the_syntax_tree_shows_are_found():
+    loop = ast.parse(
+        "for step in flor.loop('step', data):\n"
+        "    history['loss'].append(loss)\n"
+        "    stats.count += 1\n"
+        "    table[step] = 1\n"
+        "    del cache[0]\n"
+        "    seen.add(step)\n"
+        "    total = total + 1\n"
+        "    print(step)\n"
+    ).body[0]
+    assert variables.mutated_names(loop) == ["history", "stats", "table", "cache", "seen"]
+    assert "total" in variables.assigned_names(loop) and "print" not in variables.mutated_names(loop)
+
+
+def test_a_mutated_container_is_restored_in_place_and_a_rebound_one_is_rebound():
+    history = {"loss": [1.0, 2.0]}
+    alias = history  # another name for the same object: it must see the restored content
+    last = 0.5
+    variables.restore(sys._getframe(), {"history": {"loss": [1.0, 2.0, 3.0]}, "last": 0.25}, frozenset({"history"}))
+    assert alias is history and alias == {"loss": [1.0, 2.0, 3.0]}
+    assert sys._getframe().f_locals["last"] == 0.25 or last == 0.25
+
+
+def test_generators_of_the_script_are_kept_by_name_and_on_loaders():
+    g = torch.Generator().manual_seed(3)
+    n = np.random.default_rng(5)
+    loader = torch.utils.data.DataLoader(list(range(10)), shuffle=True, generator=torch.Generator().manual_seed(1))
+    frame = sys._getframe()
+    saved = rng.capture_generators((frame,))
+    assert {"g", "n", "loader.generator"} <= set(saved)
+    expected = (torch.rand(2, generator=g).tolist(), n.random(), [int(x) for x in loader])
+    rng.restore_generators((frame,), saved)
+    assert (torch.rand(2, generator=g).tolist(), n.random(), [int(x) for x in loader]) == expected
+
+
+MODULE_STATE = """
+import flor
+import torch
+import helpers
+
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)  # stepped per batch, unregistered
+with flor.checkpointing(model=model, optimizer=opt):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(4)):
+            opt.zero_grad()
+            helpers.train_step(model, torch.ones(2, 3))
+            opt.step()
+            sched.step()
+        # BODY
+"""
+
+HELPERS = """
+counter = 0
+
+def train_step(model, x):
+    global counter   # module state the syntax tree shows: kept with the checkpoint
+    counter += 1
+    model(x).sum().backward()
+"""
+
+HIDDEN = """
+STATS = {"steps": 0}   # changed through a subscript: no `global`, invisible to the syntax tree
+
+def train_step(model, x):
+    STATS["steps"] += 1
+    model(x).sum().backward()
+"""
+
+
+def _replayed(project, name):
+    with sqlite3.connect(project.db) as connection:
+        return [v for (v,) in connection.execute(
+            "SELECT value FROM logs WHERE name = ? AND source = 'replay' ORDER BY iteration", (name,))]
+
+
+def _fresh(project, *names):
+    """What a fresh run of today's script logs under each of ``names``."""
+    project.run("train.py")
+    with sqlite3.connect(project.db) as connection:
+        return [[v for (v,) in connection.execute(
+            "SELECT value FROM logs WHERE name = ? AND source = 'record' ORDER BY rowid", (name,))] for name in names]
+
+
+def _setup(project, line, helpers=HELPERS):
+    project.write("helpers.py", helpers)
+    project.write("train.py", MODULE_STATE)
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    text = (project.root / "train.py").read_text()
+    project.write("train.py", text.replace("        # BODY", "        " + line + "\n        # BODY"))
+
+
+def test_globals_and_an_unregistered_scheduler_are_kept_so_memoization_is_exact(project):
+    _setup(project, 'flor.log("lr", opt.param_groups[0]["lr"]); flor.log("counter", helpers.counter)')
+    plan = project.flor("replay", "lr", "counter", "--dry-run").stdout
+    assert "memo 0-2" in plan and "not memoized" not in plan
+    project.flor("replay", "lr", "counter")
+    assert [_replayed(project, "lr"), _replayed(project, "counter")] == _fresh(project, "lr", "counter")
+
+
+def test_state_changed_invisibly_blocks_memoization(project):
+    _setup(project, 'flor.log("steps", helpers.STATS["steps"])', HIDDEN)
+    plan = project.flor("replay", "steps", "--dry-run").stdout
+    assert "re-executed, not memoized: the nested loop changes helpers:STATS" in plan
+    project.flor("replay", "steps")
+    assert [_replayed(project, "steps")] == _fresh(project, "steps") == [[4, 8, 12]]
