@@ -19,7 +19,7 @@ import pytest
 from flor.replay import confine
 from tests.conftest import clean_env
 
-pytestmark = pytest.mark.skipif(confine.probe() is not None, reason=f"no private mount namespace here: {confine.probe()}")
+needs_namespace = pytest.mark.skipif(confine.probe() is not None, reason=f"no private mount namespace here: {confine.probe()}")
 
 WRITER = """
 import os, pathlib, shutil, subprocess, time
@@ -77,6 +77,7 @@ def _hashes(*roots):
     return found
 
 
+@needs_namespace
 def test_no_write_of_the_old_script_reaches_the_users_files(project, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -103,6 +104,7 @@ def test_no_write_of_the_old_script_reaches_the_users_files(project, tmp_path):
         assert connection.execute("SELECT COUNT(*) FROM logs WHERE name = 'bias' AND source = 'replay'").fetchone() == (3,)
 
 
+@needs_namespace
 def test_a_project_with_many_ignored_entries_is_confined_all_the_same(project):
     """Was: past 50,000 entries whole folders were linked into the workspace and written through."""
     project.write(".gitignore", "cache/\n")
@@ -128,6 +130,7 @@ def test_a_project_with_many_ignored_entries_is_confined_all_the_same(project):
     assert all((project.root / "cache" / f"d{d}" / "f0").read_text() == "user\n" for d in range(60))
 
 
+@needs_namespace
 def test_committed_symlinks_replay_as_symlinks(project, tmp_path):
     """Was: an absolute or outward symlink in the run's tree crashed the extraction (tarfile)."""
     target = tmp_path / "elsewhere.txt"
@@ -149,6 +152,7 @@ def test_committed_symlinks_replay_as_symlinks(project, tmp_path):
     assert "done: m: 2 value(s) stored" in done.stdout and "fidelity: 2 of 2" in done.stdout
 
 
+@needs_namespace
 def test_a_run_started_with_python_m_imports_its_own_modules(project):
     """Was: `python -m pkg.train` replayed with today's pkg/helper.py."""
     project.write("pkg/__init__.py", "")
@@ -170,3 +174,28 @@ def test_a_run_started_with_python_m_imports_its_own_modules(project):
     assert "done: w: 3 value(s) stored" in out and "fidelity: 3 of 3" in out
     with sqlite3.connect(project.db) as connection:
         assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {2}
+
+
+def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
+    """Where no namespace is allowed (FLOR_REPLAY_CONFINE=copy here): a workspace of copies."""
+    project.write(".gitignore", "out/\n")
+    project.write("train.py", """
+        import os
+        import flor
+        for epoch in flor.loop("epoch", range(3)):
+            os.makedirs("out", exist_ok=True)
+            with open("out/log.txt", "a") as handle:
+                handle.write(f"{os.getpid()}\\n")
+            flor.log("e", epoch)
+    """)
+    project.commit_all()
+    project.run("train.py")
+    before = (project.root / "out" / "log.txt").read_bytes()
+    project.write("train.py", (project.root / "train.py").read_text().replace('flor.log("e", epoch)', 'flor.log("e", epoch)\n    flor.log("e2", 2 * epoch)'))
+    done = subprocess.run([sys.executable, "-m", "flor", "replay", "e2"], cwd=project.root,
+                          env=clean_env(FLOR_REPLAY_CONFINE="copy"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "done: e2: 3 value(s) stored; fidelity: 3 of 3" in done.stdout, done.stderr
+    assert (project.root / "out" / "log.txt").read_bytes() == before
+    bad = subprocess.run([sys.executable, "-m", "flor", "replay", "e2", "--force"], cwd=project.root,
+                         env=clean_env(FLOR_REPLAY_CONFINE="sideways"), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == "flor: error: FLOR_REPLAY_CONFINE='sideways': expected namespace, copy or auto"
