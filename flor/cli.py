@@ -138,7 +138,7 @@ def _print_table(df, args) -> None:
     elif df.empty:
         print("(no rows)" if len(df.columns) else "(no runs)")
     else:
-        if "git_head" in df.columns and df["git_head"].dtype == object:
+        if "git_head" in df.columns:  # the full hash is in --csv/--json and the library's table
             df = df.assign(git_head=df["git_head"].map(lambda c: c[:10] if isinstance(c, str) else c))
         with pd.option_context(
             "display.max_rows", None, "display.max_columns", None, "display.width", None,
