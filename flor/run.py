@@ -13,7 +13,6 @@ flushes the deque to the store at least every second and at every outer-loop bou
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import threading
@@ -206,7 +205,7 @@ class Run:
             self._run_fields["vcs_note"] = f"skipped {len(snap.skipped)} large file(s)"
             # Replay reads today's copy of these; it refuses when one changed (size or time).
             self.environment["left_out"] = _file_stamps(self.root, snap.skipped)
-            self._run_fields["environment"] = json.dumps(self.environment)
+            self._run_fields["environment"] = _json(self.environment)
         self._run_fields.update(code_commit=snap.commit, git_head=snap.head, git_dirty=int(snap.dirty))
         self._wake.set()
 
@@ -248,7 +247,7 @@ class Run:
         if "threads" not in self.environment.get("numeric", {}) and "torch" in sys.modules:
             # torch was imported after the run began: take its numeric environment now.
             self.environment["numeric"] = numerics.capture()
-            self._run_fields["environment"] = json.dumps(self.environment)
+            self._run_fields["environment"] = _json(self.environment)
         self.before_end()
         self._stop.set()
         self._wake.set()
@@ -424,6 +423,12 @@ class Run:
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()
+
+
+def _json(value) -> str:
+    import json  # here: `import flor` does not pay for it
+
+    return json.dumps(value)
 
 
 def main_module() -> str | None:
