@@ -222,6 +222,8 @@ def _cmd_runs(args) -> int:
         lines = [("tstamp", "status", "duration", "filename", "commit", "git_head", "args")]
         for run in runs:
             shown_args = " ".join(f"{k}={v}" for k, v in store.args(run.run_id).items())
+            if not shown_args and len(run.argv) > 1:  # no args declared: what it was started with
+                shown_args = "(command) " + " ".join(run.argv[1:])
             lines.append((
                 run.tstamp, run.status, _duration(run.duration), run.filename,
                 (run.code_commit or "unversioned")[:10], _head(run), shown_args,

@@ -127,9 +127,15 @@ class Run:
     def _store_late_arg(self, name: str, value: object) -> None:
         self.store.set_arg(self.run_id, name, *values.encode(value))
 
-    def check_overrides(self) -> None:
-        """Refuse --kwargs names that the script never declared (before anything is recorded)."""
+    def check_overrides(self, early: bool = False) -> None:
+        """Refuse --kwargs names that the script never declared (before anything is recorded).
+
+        ``early`` (when a whole config was declared, before the model is built): refuse only the
+        names that the script's text does not even mention, which no later flor.arg can declare."""
         unknown = [name for name in self.overrides if name not in self.args]
+        if early and unknown:
+            text = _script_text(self.identity)
+            unknown = [name for name in unknown if text is not None and name.rpartition(".")[2] not in text]
         if unknown:
             raise ArgumentError(
                 f"--kwargs {', '.join(unknown)}: not declared with flor.arg "
@@ -423,6 +429,15 @@ class Run:
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()
+
+
+def _script_text(identity: tuple[Path, str]) -> str | None:
+    """The running script's source, or None (a notebook, an unreadable file)."""
+    folder, filename = identity
+    try:
+        return (folder / filename).read_text()
+    except (OSError, ValueError):
+        return None
 
 
 def _json(value) -> str:

@@ -72,6 +72,9 @@ def main(spec_path: str, channel: Channel) -> int:
 
     run = ReplayRun(spec, channel, writes)
     api.set_current(run)
+    from ..argparsing import install
+
+    install(api.args)  # the script's argparse options get the values the run recorded
 
     try:
         if spec.main_module:
