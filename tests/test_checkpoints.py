@@ -187,3 +187,51 @@ def test_resume_continues_a_killed_run_from_its_last_checkpoint(project):
     assert rows[2][1] == "finished" and rows[2][2] == rows[1][0]
     final = _rows(project.db, "SELECT run_id, value FROM logs WHERE name = 'final' ORDER BY run_id")
     assert [value for _run, value in final] == [final[0][1], final[0][1]]  # same result as uninterrupted
+
+
+WHILE_LOOP = """
+import flor, itertools, os, signal, numpy as np
+class Model:
+    def __init__(self):
+        self.w = np.zeros(2)
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"].copy()
+np.random.seed(3)
+model = Model()
+max_iters = flor.arg("max_iters", 6)
+with flor.checkpointing(model=model):
+    # was: iter_num = 0; while True: ...; iter_num += 1  (nanoGPT's loop, changed in one line)
+    for iter_num in flor.loop("iter", itertools.count()):
+        for micro in flor.loop("micro", range(2)):
+            model.w += np.random.rand(2)
+        flor.log("loss", float(model.w.sum()))
+        if iter_num == 3 and os.path.exists("crash-now"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if iter_num >= max_iters:
+            break
+flor.log("final", float(model.w.sum()))
+"""
+
+
+def test_a_while_true_loop_as_flor_loop_over_count_records_resumes_and_replays(project):
+    project.write("train.py", WHILE_LOOP)
+    project.write(".gitignore", "crash-now\n")
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    reference = _rows(project.db, "SELECT iteration, value FROM logs WHERE name = 'loss' ORDER BY iteration")
+    assert [it for it, _v in reference] == list(range(7))  # the iteration that breaks is recorded
+    (project.root / "crash-now").write_text("x")
+    assert project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"}, check=False).returncode == -9
+    (project.root / "crash-now").unlink()
+    project.flor("runs")
+    killed = _rows(project.db, "SELECT tstamp FROM runs WHERE status = 'killed'")[0][0]
+    project.flor("resume", killed)
+    finals = [v for (v,) in _rows(project.db, "SELECT value FROM logs WHERE name = 'final' ORDER BY run_id")]
+    assert finals == [finals[0], finals[0]]  # resumed from the checkpointed counter: same result
+    text = (project.root / "train.py").read_text()
+    project.write("train.py", text.replace('        flor.log("loss"', '        flor.log("w0", float(model.w[0]))\n        flor.log("loss"'))
+    first = _rows(project.db, "SELECT tstamp FROM runs ORDER BY tstamp")[0][0]
+    done = project.flor("replay", "w0", "--runs", first).stdout
+    assert "done: w0: 7 value(s) stored" in done and "DRIFTED" not in done
