@@ -269,6 +269,9 @@ def _cmd_show(args) -> int:
         checkpoints = store.checkpoints(run.run_id)
         writing = handoff.pending(store.path.parent, run.run_id)
         print("checkpoints" + ("" if checkpoints or writing else "  (none)"))
+        policy = (run.environment.get("checkpoints") or {}).get("explain")
+        if policy:
+            print(f"  policy: {policy}")
         for ckpt in checkpoints:
             print(
                 f"  iteration {ckpt.iteration:>5} ({ckpt.point:<6})  {ckpt.bytes / 1e6:9.2f} MB  "

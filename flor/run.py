@@ -255,6 +255,8 @@ class Run:
             self.environment["numeric"] = numerics.capture()
             self._run_fields["environment"] = _json(self.environment)
         self.before_end()
+        if "checkpoints" in self.environment:  # the checkpoint policy's account (flor show)
+            self._run_fields["environment"] = _json(self.environment)
         self._stop.set()
         self._wake.set()
         if self._flusher is not None:
