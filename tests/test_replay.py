@@ -348,8 +348,10 @@ def test_a_statement_in_an_eval_branch_replays_only_the_iterations_it_reaches(pr
     plan = project.flor("replay", "val_norm", "--dry-run").stdout
     assert "only epoch 0, 3: the statement is in a branch that ran where val was logged" in plan, plan
     assert "memo 0, memo 3" in plan or ("memo 0" in plan and "memo 3" in plan), plan
-    done = project.flor("replay", "val_norm").stdout
-    assert "done: val_norm: 2 value(s) stored" in done
+    replayed = project.flor("replay", "val_norm")
+    assert "done: val_norm: 2 value(s) stored" in replayed.stdout
+    # Where the time went, on stderr: set-up, restores, memoized and re-executed iterations.
+    assert "time: set-up" in replayed.stderr and "memoized iterations" in replayed.stderr
     (tstamp,) = _tstamps(project)
     assert _replayed(project, "val_norm", [tstamp]) == _fresh(project, "val_norm", {tstamp: []})
 

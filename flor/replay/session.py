@@ -54,6 +54,7 @@ class RunReplay:
     writes: dict = field(default_factory=dict)  # path -> bytes (None: deleted) the old code wrote
     memo_blocked: list[str] = field(default_factory=list)  # why the nested loop cannot be skipped
     reach_note: str = ""  # which iterations a statement in a branch can reach, and why
+    timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
 
     @property
     def seconds(self) -> float:
@@ -522,6 +523,15 @@ def describe_writes(writes: dict, root: Path | None, shown: int = 10) -> str:
             f"{', '.join(names[:shown])}{more}")
 
 
+def describe_timings(item: RunReplay) -> str:
+    """Where the workers' time went for one run (stderr: timings are not results)."""
+    t = item.timings
+    parts = [("set-up", t.get("setup_s", 0.0)), ("restoring checkpoints", t.get("restore_s", 0.0)),
+             ("memoized iterations", t.get("memo_s", 0.0)), ("re-executed iterations", t.get("exec_s", 0.0)),
+             ("after the loop", t.get("after_s", 0.0))]
+    return f"  {item.run.tstamp}  time: " + ", ".join(f"{label} {seconds:.2f} s" for label, seconds in parts)
+
+
 def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
     """The closing line(s) of one run."""
     head = f"{item.run.tstamp}  "
@@ -601,6 +611,8 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
         seconds = session.execute(plans)
         for item in plans:
             print(describe_outcome(item, session.root), file=out)
+            if item.timings:
+                say(describe_timings(item))
         return ReplayReport(plans, seconds)
     finally:
         session.close()
