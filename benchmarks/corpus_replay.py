@@ -204,7 +204,20 @@ def flordb_case(case: Case, tmp: Path, rep: int, source: str, flordb_py: Path) -
     return found
 
 
-def render(cases: list[Case], results: dict[str, list[dict]], command: str, elapsed: float) -> str:
+def warm_saving(reps: int = 5) -> dict:
+    """What a worker that stays warm between `flor replay` commands would save: the import of the
+    scripts' libraries (torch, numpy) that each command's workers pay once. Alternated with an
+    empty interpreter."""
+    found: dict = {"bare": [], "libraries": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(reps):
+            for key, code in (("bare", "pass"), ("libraries", "import numpy, torch, torch.nn, torch.optim")):
+                wall, _rc, _out = run_command([str(flor_python()), "-c", code], Path(tmp), env=child_env())
+                found[key].append(wall)
+    return found
+
+
+def render(cases: list[Case], results: dict[str, list[dict]], command: str, elapsed: float, warm: dict | None = None) -> str:
     lines = [
         "## Replay on the real-shaped corpus (issue 14)",
         "",
@@ -234,6 +247,14 @@ def render(cases: list[Case], results: dict[str, list[dict]], command: str, elap
                 f"{fmt_range([e['replay_s'] for e in entries], digits=2)} | {fmt_range([100 * x for x in ratios], digits=1)} % | "
                 f"{met or '-'} | {'; '.join(e['check'] for e in entries)} | {entries[-1]['plan']} | {entries[-1]['timing']} | {fdb_text} |"
             )
+    if warm:
+        saving = statistics.median(warm["libraries"]) - statistics.median(warm["bare"])
+        mnist = results.get("mnist")
+        share = f", {100 * saving / statistics.median([r['record_s'] for r in mnist]):.0f} % of the MNIST-shaped recording" if mnist else ""
+        lines += ["", f"A worker that stayed warm between `flor replay` commands would save each command the import of the "
+                  f"scripts' libraries: {saving:.2f} s here ({fmt_range(warm['libraries'], digits=2)} s with numpy and torch "
+                  f"against {fmt_range(warm['bare'], digits=2)} s for an empty interpreter{share}). Within one command, one "
+                  "worker already serves every run (it forks a process per task), so this is paid once per command."]
     return "\n".join(lines)
 
 
@@ -260,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(reps):
             for case in (cases if rep % 2 == 0 else list(reversed(cases))):
                 results[case.name].append(one_case(case, Path(tmp), rep, flordb_py))
+    warm = warm_saving(3 if args.quick else 7)
     command = "python benchmarks/corpus_replay.py" + (" --quick" if args.quick else "") + (" --no-flordb" if args.no_flordb else "")
-    section = render(cases, results, command, time.perf_counter() - started)
+    section = render(cases, results, command, time.perf_counter() - started, warm)
     if args.no_write:
         print(section)
     else:
