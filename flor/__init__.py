@@ -16,7 +16,7 @@ import sys as _sys
 from . import api as _api
 from . import messages as _messages
 from . import replay
-from .api import arg, checkpointing, commit, log, loop
+from .api import arg, args, checkpointing, commit, log, loop
 from .errors import (
     ArgumentError,
     CheckpointError,
@@ -42,6 +42,7 @@ __all__ = [
     "UsageError",
     "VersionControlError",
     "arg",
+    "args",
     "checkpointing",
     "commit",
     "dataframe",
@@ -95,3 +96,4 @@ def _excepthook(exc_type, exc, tb, _previous=_sys.excepthook):
 
 _sys.excepthook = _excepthook
 _api.take_kwargs_from_argv()
+_api.capture_argparse()

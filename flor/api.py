@@ -46,6 +46,17 @@ def take_kwargs_from_argv() -> None:
     sys.argv[:] = kept
 
 
+def capture_argparse() -> None:
+    """Record a script's argparse options as args (see ``argparsing``), unless this process is
+    flor's own command line or ``FLOR_ARGPARSE=0``."""
+    from . import argparsing, settings
+
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program in ("-m", "flor", "flor.exe", "-c") or not settings.argparse_capture():
+        return
+    argparsing.install(args)
+
+
 def fail_fast(exc: FlorError) -> None:
     """End a script on a user's mistake with one line on stderr and exit status 2."""
     error(exc)
@@ -232,3 +243,48 @@ class checkpointing:  # noqa: N801 - used as a function, like open()
         if run is not None and run.scope is self.manager:
             self.manager.leave(run, failed=exc_type is not None)
             run.scope = None
+
+
+_PLAIN_ARG_TYPES = (type(None), bool, int, float, str)
+
+
+def _recordable(value) -> bool:
+    if type(value) in _PLAIN_ARG_TYPES:
+        return True
+    return type(value) in (list, tuple) and len(value) <= 64 and all(type(v) in _PLAIN_ARG_TYPES for v in value)
+
+
+def args(settings, prefix: str = ""):
+    """Record every entry of a mapping or namespace of settings (a config dict, an argparse
+    ``Namespace``, a nanoGPT-style ``{k: globals()[k] ...}`` dict) as args, and return it with
+    ``--kwargs`` overrides applied in place, as :func:`arg` does for one value. Nested dicts
+    become dotted names (``--kwargs optimizer.lr=0.01``); values that are not plain (objects,
+    functions) are left alone and not recorded.
+
+    >>> config = flor.args({"lr": 1e-3, "optimizer": {"momentum": 0.9}})   # doctest: +SKIP
+    >>> globals().update(flor.args(config))   # nanoGPT: the script reads its globals   # doctest: +SKIP
+    """
+    run = _current or _collecting()
+    if isinstance(settings, dict):
+        items, setter = list(settings.items()), settings.__setitem__
+    elif hasattr(settings, "__dict__") and not isinstance(settings, type):
+        items, setter = list(vars(settings).items()), lambda key, value: setattr(settings, key, value)
+    else:
+        raise UsageError(f"flor.args needs a dict or a namespace of settings, got {type(settings).__name__}")
+    for key, value in items:
+        if type(key) is not str or not key or key.startswith("_"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            args(value, prefix=f"{name}.")
+        elif _recordable(value):
+            new = arg(name, value)
+            if new is not value:
+                setter(key, new)
+    if not prefix and not run.begun:
+        try:
+            run.check_overrides(early=True)
+        except ArgumentError as exc:
+            run.ended = True
+            fail_fast(exc)
+    return settings

@@ -43,8 +43,8 @@ def split_kwargs(argv: list[str]) -> tuple[list[str], dict[str, str]]:
             raise ArgumentError(
                 f"--kwargs expects name=value pairs, got {token!r}; write it as {token or 'name'}=VALUE"
             )
-        if not name.isidentifier():
-            raise ArgumentError(f"--kwargs name {name!r} is not a valid argument name")
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ArgumentError(f"--kwargs name {name!r} is not a valid argument name (letters, digits, _ and dots)")
         overrides[name] = raw
     return kept, overrides
 

@@ -222,6 +222,8 @@ def _cmd_runs(args) -> int:
         lines = [("tstamp", "status", "duration", "filename", "commit", "git_head", "args")]
         for run in runs:
             shown_args = " ".join(f"{k}={v}" for k, v in store.args(run.run_id).items())
+            if not shown_args and len(run.argv) > 1:  # no args declared: what it was started with
+                shown_args = "(command) " + " ".join(run.argv[1:])
             lines.append((
                 run.tstamp, run.status, _duration(run.duration), run.filename,
                 (run.code_commit or "unversioned")[:10], _head(run), shown_args,
@@ -267,6 +269,9 @@ def _cmd_show(args) -> int:
         checkpoints = store.checkpoints(run.run_id)
         writing = handoff.pending(store.path.parent, run.run_id)
         print("checkpoints" + ("" if checkpoints or writing else "  (none)"))
+        policy = (run.environment.get("checkpoints") or {}).get("explain")
+        if policy:
+            print(f"  policy: {policy}")
         for ckpt in checkpoints:
             print(
                 f"  iteration {ckpt.iteration:>5} ({ckpt.point:<6})  {ckpt.bytes / 1e6:9.2f} MB  "

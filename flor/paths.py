@@ -16,18 +16,29 @@ PosixPath('/work/proj/.flor/flor.db')
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 FLOR_DIR = ".flor"
 DB_NAME = "flor.db"
 
 
-@dataclass(frozen=True)
 class ProjectPaths:
-    """The paths of one project's records, from its root."""
+    """The paths of one project's records, from its root. (A plain class: ``dataclasses``
+    imports ``inspect``, 10 ms that ``import flor`` must not pay.)"""
 
-    root: Path
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"ProjectPaths({str(self.root)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ProjectPaths) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
     @classmethod
     def of_flor_dir(cls, flor_dir: Path) -> "ProjectPaths":

@@ -13,10 +13,6 @@ only the plain types and numpy arrays such a state holds.
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import pickle
 import random
 import sys
 
@@ -74,6 +70,8 @@ def restore(state: dict | None) -> None:
 
 def _plain(value):
     """A JSON-able copy of a state tree: arrays and tensors become base64 bytes."""
+    import base64
+
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -90,6 +88,8 @@ def _plain(value):
 
 
 def _unplain(value):
+    import base64
+
     if isinstance(value, dict):
         if set(value) == {_BYTES}:
             return base64.b64decode(value[_BYTES])
@@ -101,22 +101,31 @@ def _unplain(value):
 
 def encode(state: dict) -> bytes:
     """The state as JSON bytes, for the store."""
+    import json
+
     return json.dumps(_plain(state), separators=(",", ":")).encode()
 
 
-class _StateUnpickler(pickle.Unpickler):
-    """Reads the pickled states of older databases: plain values and numpy arrays, nothing else."""
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+}
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    }
 
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not part of a random state")
+def _state_unpickler(data: bytes):
+    """An unpickler for the pickled states of older databases: plain values and numpy arrays,
+    nothing else (imported here: ``import flor`` does not pay for pickle)."""
+    import io
+    import pickle
+
+    class StateUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in _ALLOWED:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a random state")
+
+    return StateUnpickler(io.BytesIO(data))
 
 
 def decode(blob: bytes | None) -> dict | None:
@@ -125,8 +134,10 @@ def decode(blob: bytes | None) -> dict | None:
         return None
     blob = bytes(blob)
     if blob[:1] == b"{":
+        import json
+
         return _unplain(json.loads(blob))
-    state = _StateUnpickler(io.BytesIO(blob)).load()
+    state = _state_unpickler(blob).load()
     if isinstance(state.get("numpy"), tuple):
         kind, keys, pos, has_gauss, gauss = state["numpy"]
         state["numpy"] = {"kind": kind, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}

@@ -13,7 +13,6 @@ flushes the deque to the store at least every second and at every outer-loop bou
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import threading
@@ -128,9 +127,15 @@ class Run:
     def _store_late_arg(self, name: str, value: object) -> None:
         self.store.set_arg(self.run_id, name, *values.encode(value))
 
-    def check_overrides(self) -> None:
-        """Refuse --kwargs names that the script never declared (before anything is recorded)."""
+    def check_overrides(self, early: bool = False) -> None:
+        """Refuse --kwargs names that the script never declared (before anything is recorded).
+
+        ``early`` (when a whole config was declared, before the model is built): refuse only the
+        names that the script's text does not even mention, which no later flor.arg can declare."""
         unknown = [name for name in self.overrides if name not in self.args]
+        if early and unknown:
+            text = _script_text(self.identity)
+            unknown = [name for name in unknown if text is not None and name.rpartition(".")[2] not in text]
         if unknown:
             raise ArgumentError(
                 f"--kwargs {', '.join(unknown)}: not declared with flor.arg "
@@ -206,7 +211,7 @@ class Run:
             self._run_fields["vcs_note"] = f"skipped {len(snap.skipped)} large file(s)"
             # Replay reads today's copy of these; it refuses when one changed (size or time).
             self.environment["left_out"] = _file_stamps(self.root, snap.skipped)
-            self._run_fields["environment"] = json.dumps(self.environment)
+            self._run_fields["environment"] = _json(self.environment)
         self._run_fields.update(code_commit=snap.commit, git_head=snap.head, git_dirty=int(snap.dirty))
         self._wake.set()
 
@@ -248,8 +253,10 @@ class Run:
         if "threads" not in self.environment.get("numeric", {}) and "torch" in sys.modules:
             # torch was imported after the run began: take its numeric environment now.
             self.environment["numeric"] = numerics.capture()
-            self._run_fields["environment"] = json.dumps(self.environment)
+            self._run_fields["environment"] = _json(self.environment)
         self.before_end()
+        if "checkpoints" in self.environment:  # the checkpoint policy's account (flor show)
+            self._run_fields["environment"] = _json(self.environment)
         self._stop.set()
         self._wake.set()
         if self._flusher is not None:
@@ -424,6 +431,21 @@ class Run:
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()
+
+
+def _script_text(identity: tuple[Path, str]) -> str | None:
+    """The running script's source, or None (a notebook, an unreadable file)."""
+    folder, filename = identity
+    try:
+        return (folder / filename).read_text()
+    except (OSError, ValueError):
+        return None
+
+
+def _json(value) -> str:
+    import json  # here: `import flor` does not pay for it
+
+    return json.dumps(value)
 
 
 def main_module() -> str | None:

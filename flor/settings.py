@@ -11,6 +11,8 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_CKPT_HANDOFF``          1/0: write the last big checkpoint from a forked process (1)
 ``FLOR_CKPT_HANDOFF_BYTES``    smallest state handed off, in bytes (67108864)
 ``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
+``FLOR_ARGPARSE``              1/0: record the script's argparse options as args (1)
+``FLOR_REPLAY_CONFINE``        auto/namespace/copy: how replay confines old code's writes (auto)
 =============================  =========================================================
 
 Internal variables (set by flor for its own child processes, or by tests):
@@ -147,3 +149,8 @@ def replay_confinement() -> str:
     if raw not in ("namespace", "copy"):
         raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy or auto")
     return raw
+
+
+def argparse_capture() -> bool:
+    """``FLOR_ARGPARSE``: record the script's argparse options as args (1, the default) or not (0)."""
+    return switch_setting("FLOR_ARGPARSE", True)

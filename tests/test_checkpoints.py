@@ -21,15 +21,41 @@ from flor.errors import UsageError
 from tests.conftest import TUTORIAL, clean_env
 
 
-def test_policy_period_from_costs():
+def test_policy_charges_what_training_loses_not_the_writers_wall_time():
+    """A 14.5 MB state with 2 s epochs (the MNIST example's shape): 3 ms in the training thread,
+    a writer that takes 0.4 s of wall time at low priority but slows training by 4 ms: every
+    epoch gets a checkpoint within 1 %."""
     policy = Policy(budget=0.01, cores=2)
-    policy.observe_iteration(1.5)
-    policy.observe_checkpoint(0.002, 0.01)
-    assert policy.period == 1
-    policy.observe_checkpoint(0.2, 0.2)
-    policy.observe_checkpoint(0.2, 0.2)
-    assert policy.period > 5
-    assert policy.due(3, 2, is_last=True)
+    policy.observe_iteration(2.3, 0.0)  # the first epoch: warm-up, no baseline
+    for epoch in range(1, 6):
+        policy.observe_checkpoint(0.003, nbytes=14_500_000)  # taken at the end of the step loop
+        policy.observe_checkpoint(0.0, 0.04)  # written: 40 ms of the writer's CPU
+        policy.observe_iteration(2.007 if epoch % 2 else 2.0, 0.4 if epoch % 2 else 0.0)
+    assert policy.slowdown_s is not None and policy.slowdown_s < 0.01  # measured, not the 0.4 s wall
+    assert policy.period == 1 and policy.due(6)
+    assert "every iteration" in policy.explain() and "measured" in policy.explain()
+
+
+def test_short_iterations_get_checkpoints_spaced_by_training_time():
+    policy = Policy(budget=0.01, cores=2)
+    policy.observe_checkpoint(0.004, elapsed_s=0.1)  # 4 ms per checkpoint, 1 ms of budget per iteration
+    policy.observe_iteration(0.1, 0.0)
+    due = []
+    for index in range(1, 13):
+        if policy.due(index, elapsed_s=0.1):  # at the end of the iteration
+            policy.observe_checkpoint(0.004, elapsed_s=0.1)
+            due.append(index)
+        policy.observe_iteration(0.1, 0.0)
+    assert due == [4, 8, 12] and policy.period == 4
+    assert policy.explain().startswith("about every 4 iterations (one per 0.40 s of training)")
+    assert Policy(budget=0.01).due(3, 2, is_last=True)
+
+
+def test_a_writer_that_falls_behind_is_throttled_and_said(project):
+    policy = Policy(budget=0.01, cores=2)
+    policy.throttled()
+    policy.observe_iteration(1.0, 0.0)
+    assert "1 skipped while the writer was behind" in policy.explain()
 
 
 def test_policy_fixed_period_and_bad_env(monkeypatch):
@@ -187,3 +213,60 @@ def test_resume_continues_a_killed_run_from_its_last_checkpoint(project):
     assert rows[2][1] == "finished" and rows[2][2] == rows[1][0]
     final = _rows(project.db, "SELECT run_id, value FROM logs WHERE name = 'final' ORDER BY run_id")
     assert [value for _run, value in final] == [final[0][1], final[0][1]]  # same result as uninterrupted
+
+
+WHILE_LOOP = """
+import flor, itertools, os, signal, numpy as np
+class Model:
+    def __init__(self):
+        self.w = np.zeros(2)
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"].copy()
+np.random.seed(3)
+model = Model()
+max_iters = flor.arg("max_iters", 6)
+with flor.checkpointing(model=model):
+    # was: iter_num = 0; while True: ...; iter_num += 1  (nanoGPT's loop, changed in one line)
+    for iter_num in flor.loop("iter", itertools.count()):
+        for micro in flor.loop("micro", range(2)):
+            model.w += np.random.rand(2)
+        flor.log("loss", float(model.w.sum()))
+        if iter_num == 3 and os.path.exists("crash-now"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if iter_num >= max_iters:
+            break
+flor.log("final", float(model.w.sum()))
+"""
+
+
+def test_a_while_true_loop_as_flor_loop_over_count_records_resumes_and_replays(project):
+    project.write("train.py", WHILE_LOOP)
+    project.write(".gitignore", "crash-now\n")
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    reference = _rows(project.db, "SELECT iteration, value FROM logs WHERE name = 'loss' ORDER BY iteration")
+    assert [it for it, _v in reference] == list(range(7))  # the iteration that breaks is recorded
+    (project.root / "crash-now").write_text("x")
+    assert project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"}, check=False).returncode == -9
+    (project.root / "crash-now").unlink()
+    project.flor("runs")
+    killed = _rows(project.db, "SELECT tstamp FROM runs WHERE status = 'killed'")[0][0]
+    project.flor("resume", killed)
+    finals = [v for (v,) in _rows(project.db, "SELECT value FROM logs WHERE name = 'final' ORDER BY run_id")]
+    assert finals == [finals[0], finals[0]]  # resumed from the checkpointed counter: same result
+    text = (project.root / "train.py").read_text()
+    project.write("train.py", text.replace('        flor.log("loss"', '        flor.log("w0", float(model.w[0]))\n        flor.log("loss"'))
+    first = _rows(project.db, "SELECT tstamp FROM runs ORDER BY tstamp")[0][0]
+    done = project.flor("replay", "w0", "--runs", first).stdout
+    assert "done: w0: 7 value(s) stored" in done and "DRIFTED" not in done
+
+
+def test_flor_show_says_why_checkpoints_fall_where_they_do(project):
+    project.write("train.py", TUTORIAL.read_text())
+    project.run("train.py", "--kwargs", "epochs=3")
+    tstamp = _rows(project.db, "SELECT tstamp FROM runs")[0][0]
+    show = project.flor("show", tstamp).stdout
+    policy = [line for line in show.splitlines() if line.strip().startswith("policy:")]
+    assert policy and "a checkpoint costs training" in policy[0] and "% of" in policy[0]

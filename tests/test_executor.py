@@ -66,3 +66,25 @@ def test_messages_reach_the_driver_in_order_and_the_result_ends_the_task(tmp_pat
     assert received == [("k", 0), ("k", 1), ("k", 2)]
     assert outcome.ok and outcome.result["stored"] == 7
     assert (tmp_path / "log").read_text() == "to the log\n"
+
+
+def test_one_warm_worker_serves_every_run_of_a_replay(project):
+    """The worker imports the libraries once and forks a process per task: three runs, one server."""
+    import sqlite3
+
+    project.write("train.py", """
+        import os
+        import flor
+        for epoch in flor.loop("epoch", range(2)):
+            flor.log("e", epoch)
+    """)
+    project.commit_all()
+    for _ in range(3):
+        project.run("train.py")
+    text = (project.root / "train.py").read_text()
+    project.write("train.py", text.replace('flor.log("e", epoch)', 'flor.log("e", epoch)\n    flor.log("server", os.getppid())'))
+    done = project.flor("replay", "server", "--workers", "1").stdout
+    assert done.count("done: server: 2 value(s) stored") == 3
+    with sqlite3.connect(project.db) as connection:
+        servers = {v for (v,) in connection.execute("SELECT value FROM logs WHERE name = 'server'")}
+    assert len(servers) == 1

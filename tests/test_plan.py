@@ -144,3 +144,55 @@ def test_epoch_body_statement_is_memo_with_from_flor_import_loop_log():
     assert layout.outer_name == "epoch" and len(layout.nested) == 2
     place = _epoch_body_place(source, '        log("in_body", loss)')
     assert place == BODY and strategy_for([place]) == "memo"
+
+
+HELPERS_SCRIPT = '''
+import flor
+
+def evaluate(model):
+    score = model.score()
+    flor.log("score", score)          # line 6: called from the epoch body
+    return score
+
+def train_step(model, batch):
+    model.fit(batch)
+    flor.log("batch_loss", 1.0)       # line 11: called from the step loop
+
+def both(model):
+    flor.log("both", 1)               # line 14: called from the body and from the step loop
+
+def unused():
+    flor.log("never", 1)              # line 17: never called here
+
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(10)):
+        for batch in flor.loop("step", loader):
+            train_step(model, batch)
+            both(model)
+        evaluate(model)
+        both(model)
+        if epoch % 5 == 0:
+            val = evaluate(model)
+            flor.log("val", val)
+            flor.log("new_in_branch", 1)  # line 29
+'''
+
+
+def test_a_helper_is_planned_from_where_it_is_called():
+    from flor.replay.analysis import BODY, NESTED, Layout
+
+    layout = Layout.of(HELPERS_SCRIPT)
+    assert layout.places(6) == {BODY}          # evaluate(): called in the epoch body (twice)
+    assert layout.places(11) == {NESTED}       # train_step(): called in the step loop
+    assert layout.where(14) == NESTED          # both(): called from both: re-executed
+    assert layout.places(17) == {NESTED}       # never seen called: re-executed, always correct
+
+
+def test_a_statement_under_an_if_is_marked_by_the_recorded_logs_of_its_branch():
+    from flor.replay.analysis import Layout
+
+    layout = Layout.of(HELPERS_SCRIPT)
+    assert layout.guards(29) == [{"val", "new_in_branch"}]  # the planner keeps the recorded ones
+    assert layout.guards(6) is None            # evaluate() is also called outside the branch
+    only_in_branch = HELPERS_SCRIPT.replace("        evaluate(model)\n        both(model)\n", "        both(model)\n")
+    assert Layout.of(only_in_branch).guards(6) == [{"val", "new_in_branch"}]

@@ -308,3 +308,61 @@ def test_a_loop_the_analysis_cannot_see_is_refused_not_planned_empty(project):
     project.write("train.py", text.replace('flor.log("total", total)', 'flor.log("total", total)\n    flor.log("double", 2 * total)'))
     done = project.flor("replay", "double", check=False)
     assert done.returncode == 3 and "cannot tell which loop of train.py is the flor.loop 'epoch'" in done.stdout
+
+
+BRANCHY = """
+import flor
+import numpy as np
+
+np.random.seed(0)
+w = np.zeros(3)
+
+def evaluate(w):
+    return float(np.abs(w).sum())
+
+class Box:
+    def __init__(self):
+        self.w = w
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w[...] = state["w"]
+
+box = Box()
+with flor.checkpointing(model=box):
+    for epoch in flor.loop("epoch", range(6)):
+        for step in flor.loop("step", range(3)):
+            w += np.random.rand(3)
+            flor.log("loss", float(w.sum()))
+        if epoch % 3 == 0:
+            flor.log("val", evaluate(w))
+            # EVAL
+"""
+
+
+def test_a_statement_in_an_eval_branch_replays_only_the_iterations_it_reaches(project):
+    project.write("train.py", BRANCHY)
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    _add(project, "            # EVAL", 'flor.log("val_norm", float(np.linalg.norm(w)))', 12)
+    plan = project.flor("replay", "val_norm", "--dry-run").stdout
+    assert "only epoch 0, 3: the statement is in a branch that ran where val was logged" in plan, plan
+    assert "memo 0, memo 3" in plan or ("memo 0" in plan and "memo 3" in plan), plan
+    replayed = project.flor("replay", "val_norm")
+    assert "done: val_norm: 2 value(s) stored" in replayed.stdout
+    # Where the time went, on stderr: set-up, restores, memoized and re-executed iterations.
+    assert "time: set-up" in replayed.stderr and "memoized iterations" in replayed.stderr
+    (tstamp,) = _tstamps(project)
+    assert _replayed(project, "val_norm", [tstamp]) == _fresh(project, "val_norm", {tstamp: []})
+
+
+def test_a_statement_in_a_helper_called_from_the_epoch_body_is_memoized(project):
+    project.write("train.py", BRANCHY.replace("def evaluate(w):\n", "def evaluate(w):\n    # HELPER\n"))
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    _add(project, "    # HELPER", 'flor.log("seen", float(w[0]))', 4)
+    plan = project.flor("replay", "seen", "--dry-run").stdout
+    assert "memo for seen" in plan and "only epoch 0, 3" in plan, plan
+    project.flor("replay", "seen")
+    (tstamp,) = _tstamps(project)
+    assert _replayed(project, "seen", [tstamp]) == _fresh(project, "seen", {tstamp: []})

@@ -78,9 +78,11 @@ class RecordManager(Hooks):
     def outer_iteration_ended(self, run, index):
         if not self.active:
             return
-        self.policy.observe_iteration(time.perf_counter() - self.iteration_started)
         if not self.nested_seen:
             self._maybe_checkpoint("end", None)
+        now = time.perf_counter()
+        overlap = self.writer.busy_within(self.iteration_started, now) if self.writer is not None else 0.0
+        self.policy.observe_iteration(now - self.iteration_started, overlap)
 
     def outer_loop_ended(self, run, last_index, frame):
         if not self.active:
@@ -98,27 +100,31 @@ class RecordManager(Hooks):
         if self.writer is not None:
             if not self.writer.close(FINISH_TIMEOUT_S):
                 warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
+        # Why checkpoints fell where they did, for `flor show`.
+        run.environment["checkpoints"] = self.policy.summary()
 
     # -- taking checkpoints -----------------------------------------------------------------
 
     def _maybe_checkpoint(self, point: str, frame) -> None:
         index = self.index
-        if self.policy.iteration_s is None:
-            # First iteration: judge the cost against the time the iteration has taken so far,
-            # and the snapshot against the size of the state, before copying any of it.
-            self.policy.observe_iteration(max(time.perf_counter() - self.iteration_started, 1e-6))
+        elapsed = max(time.perf_counter() - self.iteration_started, 1e-6)
+        if self.policy.train_s is None:
+            # Before the first checkpoint: judge the snapshot by the size of the state, before
+            # copying any of it.
             self.policy.state_bytes = state_size(self.objects)
         is_last = self.total is not None and index == self.total - 1
-        if not self.policy.due(index, self.last_checkpointed, is_last=is_last):
+        if not self.policy.due(index, self.last_checkpointed, is_last=is_last, elapsed_s=elapsed):
             return
         self._checkpoint(point, frame, force=is_last)
 
     def _checkpoint(self, point: str, frame, force: bool = False) -> None:
+        began = time.perf_counter()  # all of this runs in the training thread: the policy charges it
         if self.writer is None:
             self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle)
         if not force and self.writer.pending() >= 2:
             if not self.policy.fixed_period:
-                self.skipped += 1  # the writer is behind: skip rather than stall training
+                self.skipped += 1  # the writer is behind: throttle it rather than stall training
+                self.policy.throttled()
                 return
             # A period the user fixed is a promise: wait for the writer instead of skipping.
             self.writer.wait_below(2, FINISH_TIMEOUT_S)
@@ -165,7 +171,8 @@ class RecordManager(Hooks):
             self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
             return
         self.policy.state_bytes = snapshot.nbytes
-        self.policy.observe_checkpoint(snapshot.seconds, None, snapshot.nbytes)
+        now = time.perf_counter()
+        self.policy.observe_checkpoint(now - began, None, snapshot.nbytes, elapsed_s=now - self.iteration_started)
         job = Job(self.run.run_id, self.run.tstamp, self.index, point, snapshot, extra)
         if not self.writer.submit(job):
             self.writer.close(FINISH_TIMEOUT_S)
@@ -196,7 +203,7 @@ class RecordManager(Hooks):
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.
-        self.policy.observe_checkpoint(done.job.snapshot.seconds, done.cpu_seconds)
+        self.policy.observe_checkpoint(0.0, done.cpu_seconds)
         job = done.job
         try:
             self.run.store.add_checkpoint(

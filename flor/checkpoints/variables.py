@@ -229,11 +229,22 @@ def _declared_globals(filename: str, mtime_key: int) -> tuple[str, ...]:
     return tuple(names)
 
 
+_modules_cache: dict = {}
+
+
 def _project_modules(root) -> list:
-    """The imported modules whose file lies in the project (not in an environment inside it)."""
+    """The imported modules whose file lies in the project (not in an environment inside it).
+
+    Scanning ``sys.modules`` (thousands of entries once torch is imported) at every outer
+    iteration would cost training a millisecond each time: the answer is kept until a module is
+    imported."""
     import os
 
     root = str(root)
+    key = (root, len(sys.modules))
+    cached = _modules_cache.get("key")
+    if cached == key:
+        return _modules_cache["found"]
     found = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
@@ -242,6 +253,7 @@ def _project_modules(root) -> list:
         path = os.path.abspath(path)
         if path.startswith(root + os.sep) and "site-packages" not in path:
             found.append((name, module, path))
+    _modules_cache.update(key=key, found=found)
     return found
 
 

@@ -93,6 +93,9 @@ class Writer:
         self.recycle = recycle
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_IN_FLIGHT)
         self._known: set[str] = set()
+        # When the writer was busy (perf_counter intervals), so the policy can tell the iterations
+        # it overlapped from those it did not.
+        self._busy: list[list[float | None]] = []
         self._thread = threading.Thread(target=self._work, name="flor-checkpoint-writer", daemon=True)
         self._thread.start()
 
@@ -107,6 +110,13 @@ class Writer:
     def pending(self) -> int:
         """Jobs queued or being written."""
         return self._queue.unfinished_tasks
+
+    def busy_within(self, start: float, end: float) -> float:
+        """Seconds the writer was busy between ``start`` and ``end`` (perf_counter times)."""
+        total = 0.0
+        for began, ended in list(self._busy):
+            total += max(0.0, min(end, ended if ended is not None else end) - max(start, began))
+        return total
 
     def wait_below(self, count: int, timeout: float) -> bool:
         """Wait until fewer than ``count`` jobs are queued or being written; True when so."""
@@ -134,6 +144,8 @@ class Writer:
             pass
         while True:
             job = self._queue.get()
+            interval: list[float | None] = [time.perf_counter(), None]
+            self._busy = (self._busy + [interval])[-16:]
             try:
                 started, cpu_started = time.perf_counter(), time.thread_time()
                 location, written = self._write(job)
@@ -143,6 +155,7 @@ class Writer:
             except Exception as exc:  # disk full, permissions: tell the run, keep training
                 self.on_failed(job, exc)
             finally:
+                interval[1] = time.perf_counter()
                 self.recycle(job.snapshot.buffers)
                 self._queue.task_done()
 

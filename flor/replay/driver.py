@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import threading
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -55,8 +56,10 @@ class ReplayManager(Hooks):
         location = self.run.checkpoints.get(index, {}).get(point)
         if location is None:
             raise CheckpointError(f"run {self.run.tstamp} has no {point} checkpoint of iteration {index}")
+        started = time.perf_counter()
         restore_into(self.run.flor_dir, location, self.objects, frame, self.run.outer_frame,
                      pickled=self.run.spec.pickled.get(location))
+        self.run.timings["restore_s"] += time.perf_counter() - started
 
 
 class ReplayRun(Run):
@@ -82,6 +85,10 @@ class ReplayRun(Run):
         self.outer_name = spec.outer_name
         self.begun = True
         self._flush_lock = threading.Lock()
+        # Where the worker's time goes (reported with the result, summed per run by the driver).
+        self._t_start = time.perf_counter()
+        self._t_after: float | None = None
+        self.timings = {"setup_s": 0.0, "restore_s": 0.0, "memo_s": 0.0, "exec_s": 0.0, "after_s": 0.0}
         self._finished_ok = False
         self._rng_restored = False
         self._outer_seen = False
@@ -176,6 +183,8 @@ class ReplayRun(Run):
         self.push_ctx((ctx, parent, parent_iteration, name, None, None, None))
         self.depth = depth + 1
         self.outer_frame = sys._getframe(1)
+        timings = self.timings
+        timings["setup_s"] = time.perf_counter() - self._t_start
         try:
             for index, item in enumerate(islice(iterable, segment.stop)):
                 action = segment.actions.get(index)
@@ -186,6 +195,7 @@ class ReplayRun(Run):
                     continue
                 self.ctx_id, self.iteration = ctx, index
                 self.outer_index, self.outer_action, self._nested_done = index, action, False
+                began, restored = time.perf_counter(), timings["restore_s"]
                 try:
                     yield item
                 except GeneratorExit:
@@ -195,10 +205,13 @@ class ReplayRun(Run):
                     self.iterations_done += 1
                     raise
                 self.ctx_id, self.iteration = ctx, index
+                # Time in the iteration, less what its restore took (counted apart).
+                timings[f"{action}_s"] += time.perf_counter() - began - (timings["restore_s"] - restored)
                 self.iterations_done += 1
                 self._completed.append(index)
                 self._wake.set()
             self.outer_index = self.outer_action = None
+            self._t_after = time.perf_counter()
             if not segment.run_post:
                 self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
                 self.finish(ok=True)
@@ -353,6 +366,8 @@ class ReplayRun(Run):
         if self.ended:
             return
         writes = self._written() if self._written is not None else []
+        if self._t_after is not None:
+            self.timings["after_s"] = time.perf_counter() - self._t_after
         self.ended = True
         self._finished_ok = ok
         self._stop.set()
@@ -363,7 +378,7 @@ class ReplayRun(Run):
         self.channel.send(
             "result", ok=ok, error=error, stored=self.stored, matched=self.matched, drifted=self.drifted,
             drift=self.drift_by_name, iterations=self.iterations_done, rejected=sorted(set(self.rejected)),
-            rejected_run_level=self.rejected_run_level, writes=writes,
+            rejected_run_level=self.rejected_run_level, writes=writes, timings=self.timings,
         )
 
     def end(self) -> None:

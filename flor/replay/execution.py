@@ -221,5 +221,7 @@ class Execution:
             state.rejected_run_level |= bool(result.get("rejected_run_level"))
             for path, size in result.get("writes") or []:
                 item.writes[path] = size
+            for key, seconds in (result.get("timings") or {}).items():
+                item.timings[key] = item.timings.get(key, 0.0) + float(seconds)
             if not outcome.ok:
                 item.errors.append(outcome.error or "failed")

@@ -1,5 +1,11 @@
 """Executors: where replay segments run. The local one starts worker processes on this machine.
 
+A local worker is a small server: it imports the script's libraries once, then forks a fresh
+process for each task it is given (see ``worker.py``), so one worker serves every run of a replay
+(any code version: nothing of the project is imported before the fork) without paying the
+interpreter's start and ``import torch`` again. It reports ``{"kind": "exited", "code": N}`` when
+a task's process has ended.
+
 An executor takes :class:`Task` objects (a spec file each) and returns :class:`Outcome` objects;
 a cluster engine can plug in behind the same interface. While tasks run, what their workers send
 (values to store, progress) reaches the caller through ``on_message(key, message)``, in the
@@ -72,6 +78,8 @@ class _Worker:
         self.exited_at: float | None = None
         self.eof = False
         self.result: dict | None = None
+        self.finished: int | None = None  # the exit code of the task's process, once it ended
+        self.reading = False
         self._log = None  # the task's log file, once it has a task; output before that is dropped
         self._log_lock = threading.Lock()
         threading.Thread(target=self._copy_output, daemon=True).start()
@@ -88,10 +96,11 @@ class _Worker:
                 self._log = None
 
     def log_to(self, path: Path | None) -> None:
-        """Send the worker's output from now on to ``path``."""
-        if path is not None:
-            with self._log_lock:
-                self._log = open(path, "ab")
+        """Send the worker's output from now on to ``path`` (None: drop it)."""
+        with self._log_lock:
+            if self._log is not None:
+                self._log.close()
+            self._log = open(path, "ab") if path is not None else None
 
 
 class LocalProcessExecutor:
@@ -165,11 +174,14 @@ class LocalProcessExecutor:
         line = f"{task.spec_path}\n"
         try:
             worker.process.stdin.write(line.encode())
-            worker.process.stdin.close()
+            worker.process.stdin.flush()
         except OSError:  # it died while warming up
             return False
         worker.task, worker.started = task, time.monotonic()
-        threading.Thread(target=self._read, args=(worker,), daemon=True).start()
+        worker.result = worker.finished = None
+        if not worker.reading:
+            worker.reading = True
+            threading.Thread(target=self._read, args=(worker,), daemon=True).start()
         return True
 
     def _read(self, worker: _Worker) -> None:
@@ -216,6 +228,14 @@ class LocalProcessExecutor:
                 self._pump(on_message, 0.1)
                 now = time.monotonic()
                 for slot, worker in list(running.items()):
+                    if worker.finished is not None:  # the task's process ended; the worker serves on
+                        del running[slot]
+                        free_slots.append(slot)
+                        outcomes.append(_outcome(worker, worker.finished, now - worker.started))
+                        worker.log_to(None)
+                        worker.task = None
+                        self._idle.setdefault(slot, []).append(worker)
+                        continue
                     code = worker.process.poll()
                     if code is None:
                         continue
@@ -243,7 +263,9 @@ class LocalProcessExecutor:
                 worker.eof = True
             elif message.get("kind") == "result":
                 worker.result = message
-            else:
+            elif message.get("kind") == "exited":
+                worker.finished = int(message.get("code", 1))
+            elif worker.task is not None:
                 on_message(worker.task.key, message)
             try:
                 worker, message = self._messages.get_nowait()

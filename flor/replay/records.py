@@ -55,6 +55,19 @@ class RunRecords:
             pickled=pickled,
         )
 
+    def outer_iterations_of(self, store: Store, names: set[str], outer_name: str) -> set[int]:
+        """The outer iterations in which the run logged any of ``names`` (read when a statement
+        sits in a branch that those logs mark)."""
+        parents = {c[0]: (c[1], c[2], c[3]) for c in self.contexts}
+        roots = {c[0] for c in self.contexts if c[1] is None and c[3] == outer_name}
+        found: set[int] = set()
+        for ctx, iteration, *_rest in store.logs(self.run.run_id, sorted(names), "record"):
+            while ctx is not None and ctx not in roots:
+                ctx, iteration, _name = parents.get(ctx, (None, None, None))
+            if ctx is not None and iteration is not None:
+                found.add(iteration)
+        return found
+
     def done_for(self, names: list[str]) -> set[int]:
         """Outer iterations whose replay finished for every one of ``names``."""
         sets = [self.done.get(name, set()) for name in names]

@@ -18,7 +18,7 @@ from ..messages import say, warn
 from ..paths import ProjectPaths
 from ..store import RunRow, Store
 from ..vcs import Repo
-from .analysis import AFTER, Layout, strategy_for
+from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
 from .plan import Costs, Segment, plan_run
 from .records import RunRecords
@@ -53,6 +53,8 @@ class RunReplay:
     retried: list[str] = field(default_factory=list)  # how drifted iterations were re-executed
     writes: dict = field(default_factory=dict)  # path -> bytes (None: deleted) the old code wrote
     memo_blocked: list[str] = field(default_factory=list)  # why the nested loop cannot be skipped
+    reach_note: str = ""  # which iterations a statement in a branch can reach, and why
+    timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
 
     @property
     def seconds(self) -> float:
@@ -368,7 +370,7 @@ class Session:
         item.source = placement.source
         item.diff = placement.diff(old, run.filename)
         layout = Layout.of(placement.source)
-        places = {layout.where(ins.lineno) for ins in placement.inserted}
+        places = set().union(*(layout.places(ins.lineno) for ins in placement.inserted))
         outer_name = layout.outer_name
         recorded_loops = sorted({c[3] for c in records.contexts if c[1] is None})
         if layout.outer is None and recorded_loops:
@@ -396,6 +398,8 @@ class Session:
         memo_possible = not blocking
         item.memo_blocked = blocking
         selected = parse_iterations(self.iterations, outer_name, total)
+        if BODY in places and NESTED not in places:
+            selected = self._reached(item, layout, placement, records, outer_name, total, selected)
         if not self.force:
             done = records.done_for(names)
             if strategy == "outside" and -1 in done:
@@ -426,6 +430,28 @@ class Session:
         item.places, item.costs, item.memo_ok = places, costs, lambda index: memo_possible
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
+
+    def _reached(self, item: RunReplay, layout, placement, records: RunRecords, outer_name: str, total: int,
+                 selected: list[int] | None) -> list[int] | None:
+        """Only the outer iterations a statement under an ``if`` can reach: those where the
+        recorded logs of the same branch were logged (every iteration when one statement is not
+        guarded so)."""
+        marks: set[str] = set()
+        for inserted in placement.inserted:
+            guards = layout.guards(inserted.lineno)
+            if guards is None:
+                return selected
+            marks |= set().union(*guards)
+        marks &= records.recorded_names
+        if not marks:
+            return selected
+        reached = records.outer_iterations_of(self.store, marks, outer_name)
+        base = range(total) if selected is None else selected
+        chosen = sorted(i for i in base if i in reached)
+        shown = ", ".join(map(str, chosen[:12])) + (" ..." if len(chosen) > 12 else "")
+        item.reach_note = (f"only {outer_name} {shown or '(none)'}: the statement is in a branch that ran where "
+                           f"{', '.join(sorted(marks))} was logged")
+        return chosen
 
     def _unreproducible(self, run: RunRow) -> str:
         """Why this machine cannot give the run's code and files back (empty when it can)."""
@@ -461,6 +487,8 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     lines = [f"{head}  {item.strategy} for {', '.join(item.names)}  (estimated {item.seconds:.1f} s)"]
     for number, segment in enumerate(item.segments, 1):
         lines.append(f"    segment {number}: {segment.describe()}  (~{segment.seconds:.1f} s)")
+    if item.reach_note:
+        lines.append(f"    {item.reach_note}")
     if item.memo_blocked and item.strategy != "outside":
         lines.append(f"    re-executed, not memoized: the nested loop changes {', '.join(item.memo_blocked[:5])}, "
                      "which its checkpoints do not keep")
@@ -493,6 +521,15 @@ def describe_writes(writes: dict, root: Path | None, shown: int = 10) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return (f"    the old code wrote {len(names)} file(s), kept apart from yours and discarded: "
             f"{', '.join(names[:shown])}{more}")
+
+
+def describe_timings(item: RunReplay) -> str:
+    """Where the workers' time went for one run (stderr: timings are not results)."""
+    t = item.timings
+    parts = [("set-up", t.get("setup_s", 0.0)), ("restoring checkpoints", t.get("restore_s", 0.0)),
+             ("memoized iterations", t.get("memo_s", 0.0)), ("re-executed iterations", t.get("exec_s", 0.0)),
+             ("after the loop", t.get("after_s", 0.0))]
+    return f"  {item.run.tstamp}  time: " + ", ".join(f"{label} {seconds:.2f} s" for label, seconds in parts)
 
 
 def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
@@ -574,6 +611,8 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
         seconds = session.execute(plans)
         for item in plans:
             print(describe_outcome(item, session.root), file=out)
+            if item.timings:
+                say(describe_timings(item))
         return ReplayReport(plans, seconds)
     finally:
         session.close()

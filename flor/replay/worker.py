@@ -1,9 +1,10 @@
 """The replay worker: ``python -m flor.replay.worker --wait`` executes one segment of one run.
 
 The executor starts it *warm*: it takes its channel (its standard output, a pipe to the driver),
-enters a private mount namespace when replay is confined that way (first, while it has one
-thread), imports the third-party modules of the script (``FLOR_REPLAY_PRELOAD``), and waits for a
-line ``SPEC`` on stdin. Its own output and the script's go to its stderr, which the executor copies
+imports the third-party modules of the script (``FLOR_REPLAY_PRELOAD``), and waits for lines
+``SPEC`` on stdin. For each it forks a process that enters a private mount namespace (while it has
+one thread, as the kernel requires), runs the task, and exits; the server then says
+``{"kind": "exited"}`` and waits for the next line, so one import of torch serves every task. Its own output and the script's go to its stderr, which the executor copies
 into the task's log (the worker opens no file for writing). Then it sets the run's numeric
 environment, lays out the run's view of the project (``confine.py``; or a workspace of copies),
 installs a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
@@ -72,6 +73,9 @@ def main(spec_path: str, channel: Channel) -> int:
 
     run = ReplayRun(spec, channel, writes)
     api.set_current(run)
+    from ..argparsing import install
+
+    install(api.args)  # the script's argparse options get the values the run recorded
 
     try:
         if spec.main_module:
@@ -91,7 +95,7 @@ def main(spec_path: str, channel: Channel) -> int:
 
 
 def serve() -> int:
-    """A warm worker (see the module docstring). No line on stdin: exit at once."""
+    """A warm worker (see the module docstring): a server that forks one process per task."""
     import importlib
 
     # The channel is our stdout as the executor gave it; what anything else prints must not mix
@@ -100,14 +104,7 @@ def serve() -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    if settings.replay_confinement() == "namespace":
-        from . import confine
-
-        try:
-            confine.enter()
-        except confine.ConfinementError as exc:
-            channel.send("result", ok=False, error=f"cannot confine the replay: {exc}")
-            return 1
+    confined = settings.replay_confinement() == "namespace"
     for name in settings.replay_preload():
         try:
             importlib.import_module(name)
@@ -116,18 +113,48 @@ def serve() -> int:
     from .lazy_dynamo import defer_dynamo_import
 
     defer_dynamo_import()
-    spec = sys.stdin.readline().rstrip("\n")
-    if not spec:
-        return 0
-    os.dup2(2, 1)  # the script's prints go to the log with its errors
+    while True:
+        spec = sys.stdin.readline().rstrip("\n")
+        if not spec:
+            return 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the task's process: one thread, nothing of the project imported yet
+            os._exit(_task(spec, channel, confined))
+        _pid, status = os.waitpid(pid, 0)
+        channel.send("exited", code=os.waitstatus_to_exitcode(status))
+
+
+def _task(spec: str, channel: Channel, confined: bool) -> int:
+    """One task, in a process forked for it."""
+    code = 1
     try:
-        return main(spec, channel)
-    except Exception as exc:  # a failure of flor's own set-up: one line, as result and in the log
+        if confined:
+            from . import confine
+
+            try:
+                confine.enter()  # single-threaded here, as a new user namespace requires
+            except confine.ConfinementError as exc:
+                channel.send("result", ok=False, error=f"cannot confine the replay: {exc}")
+                return 1
+        os.dup2(2, 1)  # the script's prints go to the log with its errors
+        code = main(spec, channel)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # noqa: BLE001 - a failure of flor's own set-up: one line, as result and in the log
         from ..messages import error
 
         error(exc)
         channel.send("result", ok=False, error=str(exc))
-        return 1
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    return code
 
 
 if __name__ == "__main__":
