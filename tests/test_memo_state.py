@@ -125,3 +125,35 @@ def test_state_changed_invisibly_blocks_memoization(project):
     assert "re-executed, not memoized: the nested loop changes helpers:STATS" in plan
     project.flor("replay", "steps")
     assert [_replayed(project, "steps")] == _fresh(project, "steps") == [[4, 8, 12]]
+
+
+def test_gradients_are_kept_only_where_the_rest_of_the_body_reads_them(project):
+    """They are as large as the model: kept for a step after the skipped loop, not otherwise."""
+    import json
+
+    base = """
+import flor
+import torch
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+with flor.checkpointing(model=model, optimizer=opt):
+    for epoch in flor.loop("epoch", range(2)):
+        for micro in flor.loop("micro", range(2)):
+            {inner}
+        {after}
+"""
+    cases = {
+        "step after the loop": ("model(torch.ones(1, 3)).sum().backward()", "opt.step(); opt.zero_grad()", True),
+        "step inside the loop": ("opt.zero_grad(); model(torch.ones(1, 3)).sum().backward(); opt.step()",
+                                 'flor.log("w", float(model.weight.sum()))', False),
+    }
+    for label, (inner, after, expected) in cases.items():
+        project.write("train.py", base.format(inner=inner, after=after))
+        project.commit_all(label)
+        project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+        with sqlite3.connect(project.db) as connection:
+            (location,) = connection.execute(
+                "SELECT location FROM checkpoints WHERE iteration = 0 ORDER BY rowid DESC LIMIT 1").fetchone()
+        manifest = json.loads((project.root / ".flor" / location).read_text())
+        assert bool(manifest["grads"]) is expected, label

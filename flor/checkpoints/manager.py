@@ -16,7 +16,9 @@ from . import handoff
 from .hooks import Hooks
 from .policy import Policy
 from .snapshot import Snapshotter, gradients, has_state_dict, object_state, pickled_objects, state_size
-from .variables import capture, capture_globals, changed, fingerprint, lookup, loop_effect, loop_names
+from .variables import (
+    capture, capture_globals, changed, fingerprint, gradients_needed, lookup, loop_effect, loop_names, script_mentions,
+)
 from .writer import Job, Writer, Written
 
 FINISH_TIMEOUT_S = 600.0
@@ -160,7 +162,7 @@ class RecordManager(Hooks):
         state = {name: object_state(obj) for name, obj in self.objects.items()}
         # The gradients the skipped loop accumulated: the optimizer may step after it (gradient
         # accumulation), and a state_dict does not hold them.
-        tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": gradients(self.objects),
+        tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": self._gradients(point),
                 "generators": rng.capture_generators((frame, self.outer_frame)), "auto": auto}
         extra = {"variables_missing": missing, "variables_known": known}
         if force and self._hand_off(point, tree, extra):
@@ -178,6 +180,20 @@ class RecordManager(Hooks):
             self.writer.close(FINISH_TIMEOUT_S)
             self.writer.submit(job)
         self.last_checkpointed = self.index
+
+    def _gradients(self, point: str) -> dict:
+        """The gradients to keep: at the end of a nested loop, when the rest of the body may read
+        them; at the end of an iteration, unless the loop zeroes them (the next iteration starts
+        from none, or overwrites them)."""
+        frame = self.outer_frame
+        steppers = tuple(name for name, value in (frame.f_locals.items() if frame is not None else ())
+                         if any(value is obj for obj in self.objects.values())
+                         and (hasattr(value, "param_groups") or hasattr(value, "unscale_")))
+        if point == "end":
+            needed = not _zeroes_gradients(frame)
+        else:
+            needed = gradients_needed(frame, steppers)
+        return gradients(self.objects) if needed else {}
 
     def _hand_off(self, point: str, tree: dict, extra: dict) -> bool:
         """Write the last checkpoint of a big state from a forked process (see handoff.py);
@@ -219,3 +235,8 @@ class RecordManager(Hooks):
     def _report(self, message: str) -> None:
         self.failures.append(message)
         warn(message)
+
+
+def _zeroes_gradients(frame) -> bool:
+    """Whether the script zeroes gradients somewhere (``zero_grad``, ``.grad = None``)."""
+    return frame is not None and script_mentions(frame, ("zero_grad(", ".grad = None", "grad=None"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import re
 import sys
 import types
 from functools import lru_cache
@@ -299,7 +300,7 @@ def restore_globals(kept: dict) -> None:
 # where it ends; what changed in between and is not kept with the checkpoint is listed as
 # *unrestored*, and replay re-executes rather than memoize when the rest of the body may read it.
 
-_FINGERPRINT_ITEMS = 200
+_FINGERPRINT_ITEMS = 32
 
 
 def _print_of(value, depth: int = 0):
@@ -315,17 +316,20 @@ def _print_of(value, depth: int = 0):
         return ("array", id(value), value.shape, hash(value.tobytes()) if value.nbytes <= 4096 else value.nbytes)
     if depth >= 2:
         return ("object", id(value))
-    if type(value) in (list, tuple, set, frozenset):
-        items = list(value)[:_FINGERPRINT_ITEMS] if type(value) in (list, tuple) else sorted(map(repr, value))[:_FINGERPRINT_ITEMS]
+    if type(value) in (list, tuple, set, frozenset, dict):
+        # A container changes its length when appended to; only small ones are looked into,
+        # so that a print stays cheap (a list of 500 batches would cost milliseconds).
+        if len(value) > _FINGERPRINT_ITEMS:
+            return (type(value).__name__, id(value), len(value))
+        if type(value) is dict:
+            return ("dict", id(value), len(value), tuple((repr(k), _print_of(v, depth + 1)) for k, v in value.items()))
+        items = value if type(value) in (list, tuple) else sorted(map(repr, value))
         return (type(value).__name__, id(value), len(value), tuple(_print_of(v, depth + 1) for v in items))
-    if type(value) is dict:
-        items = list(value.items())[:_FINGERPRINT_ITEMS]
-        return ("dict", id(value), len(value), tuple((repr(k), _print_of(v, depth + 1)) for k, v in items))
     if isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)):
         return ("code", id(value))
     attributes = getattr(value, "__dict__", None)
-    if type(attributes) is dict and depth == 0:
-        return ("object", id(value), tuple((k, _print_of(v, depth + 1)) for k, v in list(attributes.items())[:_FINGERPRINT_ITEMS]))
+    if type(attributes) is dict and depth == 0 and len(attributes) <= 4 * _FINGERPRINT_ITEMS:
+        return ("object", id(value), tuple((k, _print_of(v, depth + 1)) for k, v in attributes.items()))
     return ("object", id(value))
 
 
@@ -362,3 +366,89 @@ def lookup(frame, name: str):
         module_name, _, attribute = name.partition(":")
         return getattr(sys.modules.get(module_name), attribute, None)
     return frame.f_locals.get(name) if frame is not None else None
+
+
+# -- whether the rest of the body reads gradients ------------------------------------------------
+#
+# Parameters' .grad are kept with a checkpoint so that an optimizer step after the skipped loop
+# (gradient accumulation) finds them. They are as large as the model, so they are kept only
+# where the syntax tree shows that something after the loop may read them: a step of a registered
+# optimizer (or of a scaler), backward, clipping, unscaling, or `.grad` itself, in the rest of the
+# outer body or in the script's functions it calls. Anything the tree cannot show here is caught
+# by the fidelity check, as for any other state.
+
+_GRAD_WORDS = re.compile(r"\.grad\b|backward\(|clip_grad|unscale_")
+
+
+@lru_cache(maxsize=256)
+def _rest_of_body(filename: str, mtime_key: int, outer_line: int, current_line: int) -> str:
+    """The source of what the outer loop at ``outer_line`` runs after ``current_line``, with the
+    bodies of the script's functions it calls by name."""
+    tree = _tree(filename)
+    if tree is None:
+        return "?"
+    outer = for_loop_at(tree, outer_line)
+    if outer is None:
+        return "?"
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    # What runs after the statement now executing (the nested loop, or the call of the helper
+    # that holds it), not what is inside it.
+    now = [n for n in ast.walk(outer) if isinstance(n, ast.stmt) and n is not outer
+           and n.lineno <= current_line <= n.end_lineno]
+    after = max((n.end_lineno for n in now), default=current_line)
+    rest = [n for n in ast.walk(outer) if isinstance(n, ast.stmt) and n.lineno > after and n is not outer]
+    texts = [ast.unparse(n) for n in rest]
+    for node in rest:
+        for call in ast.walk(node):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in functions:
+                texts.append(ast.unparse(functions[call.func.id]))
+    return "\n".join(texts)
+
+
+def gradients_needed(outer_frame, steppers: tuple[str, ...]) -> bool:
+    """Whether what the outer loop runs after the current line may read parameters' gradients;
+    ``steppers``: names of the registered optimizers (and scalers) whose ``.step(`` reads them."""
+    import os
+
+    if outer_frame is None:
+        return True
+    filename = outer_frame.f_code.co_filename
+    try:
+        mtime = os.stat(filename).st_mtime_ns
+    except OSError:
+        return True
+    start = outer_frame.f_code.co_firstlineno
+    loop = None
+    tree = _tree(filename)
+    if tree is not None:
+        candidates = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor))
+                      and n.lineno <= outer_frame.f_lineno <= n.end_lineno and n.lineno >= start]
+        loop = min(candidates, key=lambda n: n.lineno) if candidates else None
+    if loop is None:
+        return True
+    text = _rest_of_body(filename, mtime, loop.lineno, outer_frame.f_lineno)
+    if text == "?" or _GRAD_WORDS.search(text):
+        return True
+    return any(re.search(rf"\b{re.escape(name)}\.step\(", text) for name in steppers)
+
+
+@lru_cache(maxsize=64)
+def _source(filename: str, mtime_key: int) -> str:
+    try:
+        with open(filename, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, ValueError):
+        return ""
+
+
+def script_mentions(frame, words: tuple[str, ...]) -> bool:
+    """Whether the source file of ``frame`` contains any of ``words``."""
+    import os
+
+    filename = frame.f_code.co_filename
+    try:
+        mtime = os.stat(filename).st_mtime_ns
+    except OSError:
+        return False
+    text = _source(filename, mtime)
+    return any(word in text for word in words)

@@ -160,9 +160,13 @@ class Execution:
                     item.errors.append(str(exc))
                     continue
                 states.append(state)
-                tasks += self._tasks_for(state, item.segments, 0, state.records_path, accept_drift=False)
+                tasks += self._tasks_for(state, item.segments, 0, state.records_path,
+                                         accept_drift=session.inexact_threads is not None)
             self._execute(tasks, states)
-            for attempt, how in enumerate(RETRIES, 1):
+            # With other arithmetic than the recording's (--allow-inexact), drift is expected:
+            # re-executing would only repeat it, slower.
+            retries = () if session.inexact_threads is not None else RETRIES
+            for attempt, how in enumerate(retries, 1):
                 retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors]
                 if not retry:
                     break
