@@ -84,7 +84,7 @@ class RecordManager(Hooks):
             self._maybe_checkpoint("end", None)
         now = time.perf_counter()
         overlap = self.writer.busy_within(self.iteration_started, now) if self.writer is not None else 0.0
-        self.policy.observe_iteration(now - self.iteration_started, overlap)
+        self.policy.observe_iteration(now - self.iteration_started, overlap, index)
 
     def outer_loop_ended(self, run, last_index, frame):
         if not self.active:
@@ -174,7 +174,8 @@ class RecordManager(Hooks):
             return
         self.policy.state_bytes = snapshot.nbytes
         now = time.perf_counter()
-        self.policy.observe_checkpoint(now - began, None, snapshot.nbytes, elapsed_s=now - self.iteration_started)
+        self.policy.observe_checkpoint(now - began, None, snapshot.nbytes, elapsed_s=now - self.iteration_started,
+                                       copy_s=snapshot.seconds)
         job = Job(self.run.run_id, self.run.tstamp, self.index, point, snapshot, extra)
         if not self.writer.submit(job):
             self.writer.close(FINISH_TIMEOUT_S)
@@ -219,7 +220,7 @@ class RecordManager(Hooks):
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.
-        self.policy.observe_checkpoint(0.0, done.cpu_seconds)
+        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share)
         job = done.job
         try:
             self.run.store.add_checkpoint(

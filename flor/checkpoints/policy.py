@@ -5,10 +5,16 @@ What a checkpoint costs *training* is what the policy charges against the budget
 
 - the time the training thread spends on it (finding the loop's variables, the snapshot copy into
   host memory), measured each time;
-- the slowdown the background writer causes: iterations during which the writer was busy are
-  compared with iterations during which it was not, and the excess is charged to the checkpoints
-  written meanwhile. Until that has been measured, the writer's CPU time shared among the cores
-  stands in for it.
+- the slowdown the background writer causes. Iterations the writer overlapped are compared with
+  the mean of recent iterations it did not (iterations over twice that mean, an evaluation
+  branch, are left out of both), and the excess, signed so that noise averages out, is charged to
+  the checkpoints written meanwhile, at most the writer's own CPU time (beyond that it is noise).
+  Until that measure stands out of the noise (three windows, a mean over twice its standard
+  error), a model stands in: the writer runs at low priority, so what it costs training shows in
+  what it got of the CPU. While hashing and writing it measures its own CPU time against its wall
+  time: a writer that got a core whenever it asked ran on a core training left idle and cost
+  nothing; one that got a tenth of one was competing with training for busy cores, and that
+  share of its CPU time, spread over the cores, is charged.
 
 The writer's own wall time is not charged: at low priority beside a training loop that uses every
 core it may take long, and that costs training nothing. A writer that falls behind (two
@@ -18,11 +24,17 @@ Checkpoints are spaced by training time, not by a count of iterations: one is du
 training time since the last one reaches cost / budget, so a run of 0.1 s iterations gets one
 every few iterations, a run of 2 s epochs one every epoch, and long evaluation iterations count
 for what they take. ``FLOR_CKPT_PERIOD=N`` fixes the period at N iterations instead. The last
-iteration is always checkpointed. :meth:`Policy.explain` says why the spacing is what it is
+iteration is always checkpointed.
+
+Branches that run every N iterations (``if it % eval_interval == 0:``) are where hindsight
+questions tend to land, and replaying one of their iterations costs the iterations since the last
+checkpoint before it. Such an iteration takes longer than the others; once two have been seen N
+apart, the iteration before the next one is checkpointed, and the regular spacing widens so that
+both together stay within the budget. :meth:`Policy.explain` says why the spacing is what it is
 (``flor show`` prints it).
 
 >>> policy = Policy(budget=0.01)
->>> policy.observe_iteration(1.5, 0.0); policy.observe_checkpoint(0.002, 0.01)
+>>> policy.observe_iteration(1.5, 0.0); policy.observe_checkpoint(0.002)
 >>> policy.due(1)
 True
 """
@@ -31,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 
 from .. import settings
 
@@ -49,7 +62,6 @@ class Policy:
         self.fixed_period = settings.ckpt_period() if fixed_period is None else fixed_period
         self.cores = max(1, cores or os.cpu_count() or 1)
         self.iteration_s: float | None = None  # every iteration
-        self.clean_s: float | None = None  # iterations the writer was idle through (not the first)
         self.train_s: float | None = None  # the training thread's time per checkpoint
         self.writer_cpu_s: float | None = None  # the writer's CPU time per checkpoint
         self.slowdown_s: float | None = None  # measured: training time the writer cost per checkpoint
@@ -59,41 +71,90 @@ class Policy:
         self.iterations = 0
         self.taken = 0
         self.skipped = 0  # checkpoints skipped because the writer was behind
-        self._excess = 0.0  # slowdown of the iterations since the writer became busy
+        self.windows = 0  # writer-busy windows measured against clean iterations
+        self._clean: list[float] = []  # recent iterations the writer was idle through (not the first)
+        self._excess = 0.0  # signed slowdown of the iterations since the writer became busy
+        self._excess_iterations = 0
         self._excess_jobs = 0
         self._checkpoint_in_iteration = 0.0
+        self._excesses: list[float] = []  # per-checkpoint slowdown of each measured window
+        self._share: float | None = None  # the share of a core the writer got while computing
+        self._durations: list[float] = []  # recent iterations, for telling the long ones
+        self._long: list[int] = []  # indices of the long iterations (a branch ran)
+        self.branch_period: int | None = None  # iterations between them, once seen twice
+        self.anticipated: int | None = None  # the next iteration expected to run the branch
 
     # -- measurements ------------------------------------------------------------------------
 
-    def observe_iteration(self, seconds: float, writer_overlap_s: float) -> None:
-        """One outer iteration took ``seconds``; the writer was busy ``writer_overlap_s`` of them."""
+    def clean_s(self) -> float | None:
+        """A typical iteration that the writer did not overlap (the mean of recent ones: unbiased,
+        and the iterations of another kind are already left out)."""
+        return statistics.fmean(self._clean) if self._clean else None
+
+    def observe_iteration(self, seconds: float, writer_overlap_s: float, index: int | None = None) -> None:
+        """Outer iteration ``index`` took ``seconds``; the writer was busy ``writer_overlap_s`` of them."""
         own = self._checkpoint_in_iteration  # the checkpoint's own time is charged as train_s
         self._checkpoint_in_iteration = 0.0
         self.iteration_s = _ewma(self.iteration_s, seconds)
         self.since_s += seconds
         first = self.iterations == 0
+        self._note_branch(self.iterations if index is None else index, seconds - own)
         self.iterations += 1
         if first:
-            return  # warm-up (imports, caches): no baseline
+            return  # warm-up (imports, caches): no baseline for the writer's slowdown
+        work = seconds - own
+        clean = self.clean_s()
+        if clean is not None and work > 2 * clean:
+            return  # another kind of iteration (an evaluation branch): no measure of the writer
         if writer_overlap_s <= 0:
-            if self._excess_jobs and self.clean_s is not None:
-                self.slowdown_s = _ewma(self.slowdown_s, self._excess / self._excess_jobs, 0.5)
-            self._excess, self._excess_jobs = 0.0, 0
-            self.clean_s = _ewma(self.clean_s, seconds - own)
-        elif self.clean_s is not None:
-            self._excess += max(0.0, seconds - own - self.clean_s)
+            if self._excess_jobs and self._excess_iterations and clean is not None:
+                self._excesses = (self._excesses + [self._excess / self._excess_jobs])[-15:]
+                self.windows += 1
+                # The mean, signed: noise averages out; beyond the writer's own CPU time it is noise.
+                self.slowdown_s = min(max(0.0, statistics.fmean(self._excesses)), self.writer_cpu_s or 0.0)
+            self._excess, self._excess_iterations, self._excess_jobs = 0.0, 0, 0
+            self._clean = (self._clean + [work])[-15:]
+        elif clean is not None:
+            self._excess += work - clean
+            self._excess_iterations += 1
+
+    def _note_branch(self, index: int, work: float) -> None:
+        """Tell the long iterations (over 1.5 times the median of recent ones) and their period."""
+        recent = self._durations
+        if index == 0:
+            self._long = [0]  # long anyway (warm-up), and where `it % n == 0` branches run first
+        elif len(recent) >= 3 and work > 1.5 * statistics.median(recent):
+            self._long = (self._long + [index])[-3:]
+            if len(self._long) >= 2:
+                period = self._long[-1] - self._long[-2]
+                self.branch_period = period if period >= 2 else None
+        else:
+            self._durations = (recent + [work])[-15:]
+            if index == self.anticipated:  # the branch did not come: no period after all
+                self.branch_period = self.anticipated = None
+        if self.branch_period:
+            self.anticipated = self._long[-1] + self.branch_period
+            while self.anticipated <= index:
+                self.anticipated += self.branch_period
 
     def observe_checkpoint(self, train_s: float, writer_cpu_s: float | None = None, nbytes: int = 0,
-                           elapsed_s: float = 0.0) -> None:
+                           elapsed_s: float = 0.0, writer_share: float | None = None,
+                           copy_s: float | None = None) -> None:
         """One checkpoint took ``train_s`` of the training thread (reported when taken,
         ``elapsed_s`` into its iteration) and ``writer_cpu_s`` of the writer's CPU (reported when
-        written)."""
+        written, with ``writer_share``: its CPU time over its wall time while computing)."""
         if writer_cpu_s is not None:
             self.writer_cpu_s = _ewma(self.writer_cpu_s, writer_cpu_s, 0.5)
+            if writer_share is not None:
+                self._share = _ewma(self._share, min(1.0, max(0.0, writer_share)), 0.5)
             self._excess_jobs += 1
             return
-        self.train_s = _ewma(self.train_s, train_s, 0.5)
         self._checkpoint_in_iteration += train_s
+        if self.taken == 0 and copy_s is not None:
+            # The first one also pays one-time work (reading the script's syntax tree): until a
+            # later one is measured, charge what they cost, about the copy (``copy_s``) twice.
+            train_s = min(train_s, 2 * copy_s)
+        self.train_s = _ewma(self.train_s, train_s, 0.5)
         if nbytes and train_s > 0:
             self.copy_rate = nbytes / train_s
         # The rest of this iteration counts toward the next spacing (the whole iteration is added
@@ -110,23 +171,60 @@ class Policy:
     def cost(self) -> float:
         """Estimated training seconds lost per checkpoint."""
         train = self.train_s if self.train_s is not None else self.state_bytes / self.copy_rate
-        if self.slowdown_s is not None:
-            return train + self.slowdown_s
-        return train + (self.writer_cpu_s or 0.0) / self.cores
+        return train + self.writer_cost()
+
+    def measured(self) -> bool:
+        """Whether the writer's measured slowdown stands out of the noise."""
+        found = self._excesses
+        if len(found) < 3 or self.slowdown_s is None:
+            return False
+        error = statistics.stdev(found) / math.sqrt(len(found))
+        return statistics.fmean(found) > 2 * error
+
+    def writer_cost(self) -> float:
+        """Training seconds the writer costs per checkpoint: measured where the measure stands
+        out of the noise, else the share of its CPU time it had to take from training."""
+        cpu = self.writer_cpu_s or 0.0
+        if self.measured():
+            return self.slowdown_s
+        if self._share is None:
+            return cpu / self.cores
+        return cpu * (1.0 - self._share) / self.cores
 
     @property
-    def spacing_s(self) -> float:
+    def base_spacing_s(self) -> float:
         """Training seconds between checkpoints that keep their cost within the budget."""
         return self.cost() / self.budget
 
+    def branch_span_s(self) -> float | None:
+        """Training seconds between the long iterations of a periodic branch, when there is one."""
+        if not self.branch_period or not self.iteration_s:
+            return None
+        return self.branch_period * self.iteration_s
+
+    @property
+    def spacing_s(self) -> float:
+        """The regular spacing: the budget's, widened so that the checkpoints before a periodic
+        branch and the regular ones together cost the budget."""
+        base = self.base_spacing_s
+        span = self.branch_span_s()
+        if span is None:
+            return base
+        if span <= base:
+            return math.inf  # the branch comes more often than checkpoints do: only before it
+        return base * span / (span - base)
+
     @property
     def period(self) -> int:
-        """About how many outer iterations apart checkpoints fall now."""
+        """About how many outer iterations apart regular checkpoints fall now."""
         if self.fixed_period:
             return self.fixed_period
         if not self.iteration_s:
             return 1
-        return max(1, math.ceil(self.spacing_s / self.iteration_s - 1e-9))
+        spacing = self.spacing_s
+        if math.isinf(spacing):
+            return self.branch_period or 1
+        return max(1, math.ceil(spacing / self.iteration_s - 1e-9))
 
     def due(self, index: int, last_checkpointed: int | None = None, is_last: bool = False,
             elapsed_s: float | None = None) -> bool:
@@ -137,7 +235,20 @@ class Policy:
         if self.fixed_period:
             return (index + 1) % self.fixed_period == 0
         current = elapsed_s if elapsed_s is not None else (self.iteration_s or 0.0)
-        return self.since_s + current >= self.spacing_s - 1e-12
+        since = self.since_s + current
+        if self.anticipated is not None and index + 1 == self.anticipated:
+            # Before a periodic branch: always when regular checkpoints come more often than the
+            # branch; else once the budget's spacing less one branch period has passed.
+            span = self.branch_span_s() or 0.0
+            base = self.base_spacing_s
+            if span > base or since >= base - span - 1e-12:
+                return True
+        spacing = self.spacing_s
+        if self.anticipated is not None and self.iteration_s:
+            ahead = (self.anticipated - 1 - index) * self.iteration_s
+            if 0 < ahead <= spacing / 2:
+                return False  # the one before the branch comes soon: it stands for this one
+        return since >= spacing - 1e-12
 
     def explain(self) -> str:
         """Why checkpoints are as far apart as they are, in one line (for ``flor show``)."""
@@ -147,11 +258,24 @@ class Policy:
             return "no outer iteration finished"
         cost = self.cost()
         train = self.train_s or 0.0
-        writer = (f"{1000 * self.slowdown_s:.1f} ms the writer slowed it (measured)" if self.slowdown_s is not None
-                  else f"{1000 * (self.writer_cpu_s or 0.0) / self.cores:.1f} ms of writer CPU shared by {self.cores} cores")
+        writer_ms = 1000 * self.writer_cost()
+        cpu_ms = 1000 * (self.writer_cpu_s or 0.0)
+        if self.measured():
+            writer = f"{writer_ms:.1f} ms the writer slowed it (measured over {len(self._excesses)} windows)"
+        elif self._share is not None:
+            writer = (f"{writer_ms:.1f} ms of the writer's {cpu_ms:.1f} ms CPU: it got {100 * self._share:.0f} % of a "
+                      f"core while computing, the rest it took from training, shared by {self.cores} cores")
+        else:
+            writer = f"{writer_ms:.1f} ms of writer CPU shared by {self.cores} cores"
         period = self.period
         every = "every iteration" if period == 1 else f"about every {period} iterations"
-        text = (f"{every} (one per {self.spacing_s:.2f} s of training): a checkpoint costs training "
+        spacing = self.spacing_s
+        if math.isinf(spacing):
+            every = f"before each iteration of a branch that runs every {self.branch_period} iterations only"
+        elif self.branch_period:
+            every += f", and before each iteration of a branch that runs every {self.branch_period}"
+        one_per = self.base_spacing_s if math.isinf(spacing) else spacing
+        text = (f"{every} (one per {one_per:.2f} s of training): a checkpoint costs training "
                 f"{1000 * cost:.1f} ms ({1000 * train:.1f} ms in the training thread, {writer}); "
                 f"{100 * self.budget:g} % of {self.iteration_s:.2f} s iterations allows {1000 * self.budget * self.iteration_s:.1f} ms")
         if self.skipped:
@@ -164,5 +288,7 @@ class Policy:
             "explain": self.explain(), "budget": self.budget, "fixed_period": self.fixed_period,
             "iteration_s": self.iteration_s, "cost_s": self.cost() if self.iteration_s else None,
             "train_s": self.train_s, "slowdown_s": self.slowdown_s, "writer_cpu_s": self.writer_cpu_s,
+            "windows": self.windows, "writer_share": self._share,
+            "measured": self.measured(), "branch_period": self.branch_period,
             "taken": self.taken, "skipped": self.skipped,
         }
