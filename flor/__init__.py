@@ -46,6 +46,7 @@ __all__ = [
     "checkpointing",
     "commit",
     "dataframe",
+    "extract",
     "load_checkpoint",
     "log",
     "loop",
@@ -62,6 +63,18 @@ def dataframe(*names: str):
     from .query import dataframe as _dataframe
 
     return _dataframe(*names)
+
+
+def extract(name: str, pattern: str, *, runs=None, where=None, streams=None, dry_run: bool = False,
+            force: bool = False):
+    """Values of ``name`` read by ``pattern`` (a regular expression with one capture group) out of
+    what past runs printed, stored beside their logged values (``source='extract'``).
+
+    >>> flor.extract("test_loss", r"Average loss: ([0-9.]+)")     # doctest: +SKIP
+    """
+    from .extraction import extract as _extract
+
+    return _extract(name, pattern, runs=runs, where=where, streams=streams, dry_run=dry_run, force=force)
 
 
 def load_checkpoint(run, iteration=None, *objs, trusted: bool = True, **named):

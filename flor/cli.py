@@ -5,6 +5,8 @@ flor errors become one line on stderr and a documented exit status.
     flor query SQL [--csv | --json]
     flor runs
     flor show RUN
+    flor logs RUN [--grep REGEX] [--stream stdout|stderr|logging] [--json]
+    flor extract NAME PATTERN [--runs ...] [--where EXPR] [--stream ...] [--dry-run] [--force]
     flor replay [NAME ...] [--runs TSTAMP[,TSTAMP...]] [--where EXPR] [--workers N] ...
     flor resume RUN
     flor ui [--port N] [--host H] [--no-browser]
@@ -69,6 +71,28 @@ def _parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="show one run")
     show.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
+
+    logs = commands.add_parser("logs", help="what a run printed (stdout, stderr, logging), line by line")
+    logs.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
+    logs.add_argument("--grep", metavar="REGEX", help="only lines this regular expression finds")
+    logs.add_argument("--stream", action="extend", type=_comma_list, metavar="STREAM",
+                      help="only stdout, stderr or logging (repeat or separate with commas)")
+    logs.add_argument("--json", action="store_true", help="one JSON object per line: stream, time, loop context, text")
+
+    pull = commands.add_parser(
+        "extract", help="store values read out of what past runs printed, with no re-execution",
+        description="Read values of NAME out of the runs' captured output with PATTERN, a regular expression "
+        "with one capture group; each match is stored in the loop context of its line (source 'extract').",
+    )
+    pull.add_argument("name", metavar="NAME")
+    pull.add_argument("pattern", metavar="PATTERN", help='e.g. "Average loss: ([0-9.]+)"')
+    pull.add_argument("--runs", action="extend", type=_comma_list, metavar="TSTAMP[,TSTAMP...]",
+                      help="only runs whose tstamp starts with these (repeat --runs or separate with commas)")
+    pull.add_argument("--where", metavar="EXPR", help="only runs where EXPR holds over args and last logged values")
+    pull.add_argument("--stream", action="extend", type=_comma_list, metavar="STREAM",
+                      help="only lines of stdout, stderr or logging")
+    pull.add_argument("--dry-run", action="store_true", help="show the first matches per run and the count; store nothing")
+    pull.add_argument("--force", action="store_true", help="store NAME even where flor.log logs it too")
 
     _replay_parser(commands)
 
@@ -266,6 +290,7 @@ def _cmd_show(args) -> int:
         for name, source, count in names:
             tail = f"  last {last[name]!r}" if source == "record" and name in last else ""
             print(f"  {name:<20} {count:>8} {source}{tail}")
+        print("output    " + _captured(run.environment.get("capture"), store.output_counts([run.run_id])))
         checkpoints = store.checkpoints(run.run_id)
         writing = handoff.pending(store.path.parent, run.run_id)
         print("checkpoints" + ("" if checkpoints or writing else "  (none)"))
@@ -285,6 +310,60 @@ def _cmd_show(args) -> int:
     finally:
         store.close()
     return EXIT_OK
+
+
+def _cmd_logs(args) -> int:
+    import json
+
+    from .console import lines
+    from .query import open_for_reading
+
+    store = open_for_reading()
+    try:
+        run = store.find_run(args.run)
+        for line in lines(store, run.run_id, streams=args.stream, grep=args.grep):
+            if args.json:
+                print(json.dumps(line.to_json(), ensure_ascii=False))
+            else:
+                print(line.text)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _context_text(context: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in context.items()) or "run"
+
+
+def _cmd_extract(args) -> int:
+    from .extraction import extract
+
+    report = extract(args.name, args.pattern, runs=args.runs, where=args.where, streams=args.stream,
+                     dry_run=args.dry_run, force=args.force)
+    for run in report.runs:
+        print(f"{run.tstamp}  {run.count} match(es) in {run.lines} line(s)")
+        if args.dry_run:
+            for context, value, text in run.samples:
+                print(f"    {_context_text(context):<24} {value!r:<14} {text.strip()[:100]}")
+    if args.dry_run:
+        print(f"dry run: {report.count} value(s) of {args.name} would be stored; nothing was")
+    else:
+        print(f"done: {args.name}: {report.stored} value(s) stored from captured output")
+    return EXIT_OK
+
+
+def _captured(summary: dict | None, counts: dict) -> str:
+    """What `flor show` says of a run's captured output."""
+    lines = sum(counts.values())
+    if not summary and not lines:
+        return "(none captured)"
+    summary = summary or {}
+    streams = ", ".join(f"{n} {name}" for name, n in (summary.get("streams") or {}).items())
+    text = f"{lines} line(s)" + (f", {summary['bytes'] / 1024:.1f} KiB" if "bytes" in summary else "")
+    text += f" ({streams})" if streams else ""
+    if summary.get("truncated"):
+        text += f"; stopped at the cap of {summary['max_bytes'] / (1 << 20):g} MiB (FLOR_CAPTURE_MAX_BYTES)"
+    return text + "; `flor logs RUN` prints it"
 
 
 def _cmd_replay(args) -> int:
@@ -337,6 +416,7 @@ def _cmd_doctor(args) -> int:
 
 _HANDLERS = {
     "dataframe": _cmd_dataframe, "query": _cmd_query, "runs": _cmd_runs, "show": _cmd_show,
+    "logs": _cmd_logs, "extract": _cmd_extract,
     "replay": _cmd_replay, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
 }
 

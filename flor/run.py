@@ -90,6 +90,8 @@ class Run:
         self._flusher: threading.Thread | None = None
         self._snapshot_thread: threading.Thread | None = None
         self._run_fields: dict[str, object] = {}
+        self.capture = None  # flor.capture.Capture while the run keeps what it prints
+        self._output_lines = 0  # captured lines written so far (the next block's first line)
         self.environment: dict = {}
         self.failure: str | None = None
         self.flor_error = False  # the uncaught error was flor's own (a misuse), not the script's
@@ -157,6 +159,7 @@ class Run:
         # Settings that shape the recording are read now: a typo stops the script before training.
         snapshot_max_bytes = settings.snapshot_max_bytes()
         resumed_from = settings.resumed_from()
+        capture_max_bytes = settings.capture_max_bytes() if settings.capture() else None
         folder, filename = self.identity
         self.root, is_git = find_root(folder)
         try:
@@ -192,6 +195,11 @@ class Run:
         else:
             warn("not inside a git repository: this run is recorded, but its code version is not kept")
             self._run_fields["vcs_note"] = "unversioned: not inside a git repository"
+        if capture_max_bytes is not None:
+            from .capture import Capture
+
+            self.capture = Capture(self, capture_max_bytes)
+            self.capture.start()
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-flush", daemon=True)
         self._flusher.start()
         self._install_exit_hooks()
@@ -257,6 +265,8 @@ class Run:
         self.before_end()
         if "checkpoints" in self.environment:  # the checkpoint policy's account (flor show)
             self._run_fields["environment"] = _json(self.environment)
+        if self.capture is not None:
+            self.capture.stop()  # the real streams back: what is printed from here on is flor's
         self._stop.set()
         self._wake.set()
         if self._flusher is not None:
@@ -310,10 +320,16 @@ class Run:
         # The store's lock: the checkpoint writer's thread shares the connection.
         with self.store.lock:
             batch = self._drain()
+            output = self.capture.drain(final) if self.capture is not None else []
+            if final and self.capture is not None:
+                self.environment["capture"] = self.capture.summary()  # for flor show
+                self._run_fields["environment"] = _json(self.environment)
             fields = dict(self._run_fields)
             try:
-                self.write(*batch, fields)
+                self.write(*batch, fields, output)
             except StoreError as exc:
+                if output:
+                    self.capture.give_back(output)
                 if final:
                     count = len(batch[2]) + len(batch[3])
                     warn(f"{count} logged value(s) of run {self.tstamp} could not be written and are lost: {exc}")
@@ -330,12 +346,14 @@ class Run:
                 if self._run_fields.get(key) == fields[key]:
                     self._run_fields.pop(key, None)
 
-    def write(self, contexts: list, iterations: list, logs: list, special: list, fields: dict) -> None:
+    def write(self, contexts: list, iterations: list, logs: list, special: list, fields: dict,
+              output: list = ()) -> None:
         """Persist one batch (record mode)."""
         self.store.write_batch(
             self.run_id, contexts, logs, special=special, iterations=iterations,
-            heartbeat=time.time(), run_fields=fields,
+            heartbeat=time.time(), run_fields=fields, output=output, output_first=self._output_lines,
         )
+        self._output_lines += len(output)
 
     # -- loops --------------------------------------------------------------------------------
 

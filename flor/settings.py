@@ -13,6 +13,8 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
 ``FLOR_ARGPARSE``              1/0: record the script's argparse options as args (1)
 ``FLOR_REPLAY_CONFINE``        auto/namespace/copy: how replay confines old code's writes (auto)
+``FLOR_CAPTURE``               1/0: keep what the run prints (stdout, stderr, logging) (1)
+``FLOR_CAPTURE_MAX_BYTES``     the most captured output one run keeps (33554432: 32 MiB)
 =============================  =========================================================
 
 Internal variables (set by flor for its own child processes, or by tests):
@@ -32,6 +34,7 @@ from .errors import UsageError
 DEFAULT_CKPT_BUDGET = 0.01
 DEFAULT_HANDOFF_BYTES = 64 << 20
 DEFAULT_SNAPSHOT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_CAPTURE_MAX_BYTES = 32 << 20
 _ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
 
 
@@ -149,6 +152,16 @@ def replay_confinement() -> str:
     if raw not in ("namespace", "copy"):
         raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy or auto")
     return raw
+
+
+def capture() -> bool:
+    """``FLOR_CAPTURE``: keep what a recording run prints (1, the default) or not (0)."""
+    return switch_setting("FLOR_CAPTURE", True)
+
+
+def capture_max_bytes() -> int:
+    """``FLOR_CAPTURE_MAX_BYTES``: the most captured output (text bytes) one run keeps."""
+    return int_setting("FLOR_CAPTURE_MAX_BYTES", DEFAULT_CAPTURE_MAX_BYTES, 0, "a number of bytes such as 33554432")
 
 
 def argparse_capture() -> bool:

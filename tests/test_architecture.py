@@ -107,7 +107,8 @@ def test_the_public_api_is_short_and_deliberate():
     assert flor.__all__ == [
         "ArgumentError", "CheckpointError", "FlorError", "PropagationError", "ReplayError", "RunNotFoundError",
         "StoreError", "UsageError", "VersionControlError",
-        "arg", "args", "checkpointing", "commit", "dataframe", "load_checkpoint", "log", "loop", "query", "replay",
+        "arg", "args", "checkpointing", "commit", "dataframe", "extract", "load_checkpoint", "log", "loop", "query",
+        "replay",
     ]
     assert flor.__all__ == sorted(flor.__all__)
     for name in flor.__all__:

@@ -22,6 +22,7 @@ from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
 from .plan import Costs, Segment, plan_run
 from .records import RunRecords
+from ..selection import select_runs
 
 
 @dataclass
@@ -108,31 +109,6 @@ def parse_iterations(spec: str | None, outer_name: str | None, total: int) -> li
         raise UsageError(f"--iterations {spec!r}: expected all, last or numbers like 0,5,9") from None
 
 
-def _select_runs(store: Store, runs: list[str] | None, where: str | None) -> list[RunRow]:
-    chosen = [r for r in store.runs() if r.status != "running"]
-    if runs:
-        prefixes = [p.strip() for p in runs if p.strip()]
-        exact = {r.tstamp for r in chosen} & set(prefixes)
-        # A full tstamp names one run even when a later run's tstamp extends it (same second).
-        chosen = [r for r in chosen if r.tstamp in exact or any(
-            r.tstamp.startswith(p) for p in prefixes if p not in exact)]
-        if not chosen:
-            raise UsageError(f"no finished run matches --runs {' '.join(prefixes)}; `flor runs` lists them")
-    if where:
-        # flor's own filter language (as in flor ui), never DataFrame.query: that evaluates
-        # Python (`@pd.io.common.os.system(...)`, attribute chains, method calls).
-        from ..filters import compile_filter
-
-        records = []
-        for run in chosen:
-            row = {"tstamp": run.tstamp, **store.last_values(run.run_id), **store.args(run.run_id)}
-            records.append(row)
-        if records:
-            keep = compile_filter(where, dict.fromkeys(name for row in records for name in row))
-            chosen = [run for run, row in zip(chosen, records) if keep(row)]
-    return chosen
-
-
 def preload_modules(script: Path, root: Path) -> list[str]:
     """Modules that ``script`` imports at its top level from outside the project (torch, numpy):
     a warm worker imports them before its spec arrives. The project's own modules are left out,
@@ -192,7 +168,7 @@ class Session:
         self.store.reap_killed()
         self.root = self.store.path.parent.parent
         self.repo = Repo(self.root)
-        self.selected = _select_runs(self.store, runs, where)
+        self.selected = select_runs(self.store, runs, where)
         self.executor: LocalProcessExecutor | None = None
         self.accept_drift = accept_drift or allow_inexact
         self.inexact_threads: int | None = None
@@ -566,6 +542,24 @@ def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def _hint_extract(store: Store, plans: list[RunReplay]) -> None:
+    """Say when a name to replay is already in what the runs printed: ``flor extract`` reads it
+    with no re-execution (a hint only: flor does not guess the pattern)."""
+    from ..extraction import mention
+
+    wanted = [p for p in plans if p.status == "planned"]
+    names = dict.fromkeys(name for item in wanted for name in item.names)
+    if not names:
+        return
+    captured = store.output_counts([item.run.run_id for item in wanted])
+    ids = [item.run.run_id for item in wanted if captured.get(item.run.run_id)]
+    for name in names:
+        line = mention(store, ids, name)
+        if line is not None:
+            say(f"hint: what these runs printed mentions {name} (\"{line[:80]}\"); `flor extract {name} PATTERN` "
+                "reads values from that output with no re-execution")
+
+
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
            dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
            accept_drift: bool = False, allow_inexact: bool = False, out=None, progress=None) -> ReplayReport:
@@ -594,6 +588,7 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
         if not plans:
             print("no runs to replay", file=out)
             return ReplayReport([])
+        _hint_extract(session.store, plans)
         if dry_run:
             for item in plans:
                 print(describe_plan(item, diff), file=out)

@@ -17,13 +17,16 @@ Tables (``flor query`` reads them directly)::
     iterations(run_id, ctx_id, iteration, t)      start time of each iteration of a top-level loop
     logs(run_id, ctx_id, iteration, name, value, vtype, source)
                                          ctx_id/iteration: the innermost loop and its index (NULL at
-                                         run level); source: 'record' or 'replay'
+                                         run level); source: 'record', 'replay' or
+                                         'extract' (from captured output)
     checkpoints(run_id, iteration, point, location, bytes, bytes_written, snapshot_s, write_s, created)
     drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at)
     replay_done(run_id, name, iteration)          outer iterations whose replay of a name finished
+    output_blocks(run_id, first_line, n, streams, meta, text)
+                                         what a run printed, compressed blocks of lines (output.py)
 
 Modules: ``schema`` (tables and ordered migrations), ``connection`` (opening, transactions),
-``runs``, ``logs``, ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
+``runs``, ``logs``, ``output``, ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
 (``flor query``, read-only), ``readpool`` (pooled read-only connections for readers on several
 threads, such as ``flor ui``, and the named reads they make).
 
@@ -41,6 +44,7 @@ from .checkpoints import CheckpointRow, CheckpointsMixin
 from .connection import BUSY_TIMEOUT_S, Connection
 from .free_sql import FreeSQLMixin
 from .logs import LogsMixin
+from .output import OutputMixin
 from .readpool import ReadPool
 from .replays import ReplaysMixin
 from .runs import RunRow, RunsMixin
@@ -52,7 +56,7 @@ __all__ = [
 ]
 
 
-class Store(RunsMixin, LogsMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
+class Store(RunsMixin, LogsMixin, OutputMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
     """A connection to one project's database; open with :meth:`open`.
 
     >>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP

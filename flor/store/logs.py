@@ -61,6 +61,8 @@ class LogsMixin:
         iterations: Sequence[tuple] = (),
         heartbeat: float | None = None,
         run_fields: dict | None = None,
+        output: Sequence[tuple] = (),
+        output_first: int = 0,
     ) -> None:
         """Write one batch of a recording run in one transaction.
 
@@ -69,7 +71,8 @@ class LogsMixin:
         ``logs``: plain values as logged, ``(name, value, ctx_id, iteration)`` with value an int,
         float or str (SQLite's typeof gives the type tag, so no Python work per row); ``special``:
         already encoded values ``(ctx_id, iteration, name, stored, vtype)``; ``iterations``:
-        ``(ctx_id, iteration, t)`` of top-level loops.
+        ``(ctx_id, iteration, t)`` of top-level loops; ``output``: captured lines ``(stream code,
+        t, ctx_id, iteration, text)``, numbered from ``output_first`` (one block, see output.py).
         """
         rid = int(run_id)
 
@@ -125,6 +128,8 @@ class LogsMixin:
                     loose[name] = loose.get(name, 0) + count
             if loose:
                 cursor.executemany(ADD_LOOSE_SQL, loose.items())
+            if output:
+                self._insert_output(cursor, rid, output_first, output)
             fields = dict(run_fields or {})
             if heartbeat is not None:
                 fields["heartbeat"] = heartbeat

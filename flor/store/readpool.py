@@ -165,6 +165,23 @@ class ReadPool:
         threads) and merges them: sorting many small ranges is faster than one big one."""
         return self.read(_LAST_VALUES, (low, high))
 
+    def contexts(self, run_id: int) -> list[tuple]:
+        """Loop instances ``(ctx_id, parent_id, parent_iteration, loop_name)`` of one run."""
+        return self.read(
+            "SELECT ctx_id, parent_id, parent_iteration, loop_name FROM contexts WHERE run_id = ? ORDER BY ctx_id",
+            (run_id,),
+        )
+
+    def output_blocks(self, run_id: int) -> list[tuple]:
+        """``(first_line, streams, meta, text)`` of one run's captured output (see output.py)."""
+        return self.read(
+            "SELECT first_line, streams, meta, text FROM output_blocks WHERE run_id = ? ORDER BY first_line", (run_id,)
+        )
+
+    def output_line_count(self, run_id: int) -> int:
+        """How many lines of output one run captured."""
+        return self.read("SELECT IFNULL(SUM(n), 0) FROM output_blocks WHERE run_id = ?", (run_id,))[0][0]
+
     def run_log_counts(self, run_id: int) -> list[tuple]:
         """``(name, source, count, any numeric)`` of one run's logs, in the order names first
         appeared. One scan of the whole logs table (it has no index by run)."""

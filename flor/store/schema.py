@@ -109,6 +109,15 @@ CREATE TABLE IF NOT EXISTS replay_done(
     iteration INTEGER NOT NULL,
     PRIMARY KEY (run_id, name, iteration)
 );
+CREATE TABLE IF NOT EXISTS output_blocks(
+    run_id INTEGER NOT NULL,
+    first_line INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    streams TEXT NOT NULL,
+    meta BLOB NOT NULL,
+    text BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS output_blocks_by_run ON output_blocks(run_id, first_line);
 CREATE TABLE IF NOT EXISTS drift(
     run_id INTEGER NOT NULL,
     ctx_id INTEGER,
@@ -164,11 +173,18 @@ def _v4_environment(cursor) -> None:
                    "WHERE source = 'replay'")
 
 
+def _v5_output(cursor) -> None:
+    # What runs print, in blocks of lines (output.py; SCHEMA created the table): nothing to change
+    # in the tables that existed, and runs recorded before have no output.
+    pass
+
+
 # (version, what it changed): entry k brings a database from version k to version k + 1.
 MIGRATIONS: list[tuple[int, Callable]] = [
     (2, _v2_blocks),
     (3, _v3_user_head),
     (4, _v4_environment),
+    (5, _v5_output),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).

@@ -14,6 +14,8 @@ API (all GET, all JSON)::
                                           curves, downsampled; replayed values apart
     /api/runs/<tstamp>                    one run: args, status, error, logs, checkpoints
     /api/runs/<tstamp>/code               the script at the run's code version
+    /api/runs/<tstamp>/output?grep=&stream=&limit=
+                                          what the run printed: {lines, matched, total, shown}
     /api/diff?a=T1&b=T2                   git diff of the script between two runs
 
 >>> server, app = make_server(Path(".flor/flor.db"), Path("."), port=0)   # doctest: +SKIP
@@ -285,6 +287,23 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         commit = _checked_commit(detail["commit"])
         return _json({"tstamp": detail["tstamp"], "filename": detail["filename"], "commit": commit,
                       "text": read_code(data.root, commit, detail["filename"])})
+
+    @app.get("/api/runs/<path:tstamp>/output")
+    def output(tstamp: str):
+        from ..console import lines
+
+        table.refresh()
+        run_id = table.run_id(tstamp)
+        limit = _int_arg("limit", 2000, 1, 20000)
+        grep = request.args.get("grep") or None
+        streams = _list_arg("stream") or None
+        shown, matched = [], 0
+        for line in lines(data.db, run_id, streams=streams, grep=grep):
+            matched += 1
+            if len(shown) < limit:
+                shown.append(line.to_json())
+        total = data.db.output_line_count(run_id)
+        return _json({"tstamp": tstamp, "lines": shown, "matched": matched, "total": total})
 
     @app.get("/api/runs/<path:tstamp>")
     def run(tstamp: str):

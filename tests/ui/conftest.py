@@ -28,6 +28,7 @@ for epoch in flor.loop("epoch", range(epochs)):
     for step in flor.loop("step", range(20)):
         flor.log("loss", 1.0 / (1 + epoch * 20 + step) + lr)
     flor.log("accuracy", 1 - 0.5 / (epoch + 1) - lr)
+    print(f"epoch {epoch} done, accuracy {1 - 0.5 / (epoch + 1) - lr:.4f}")
     if fail:
         raise RuntimeError("boom at epoch 0")
 flor.log("note", "<b>not markup</b>")

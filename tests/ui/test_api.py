@@ -141,6 +141,18 @@ def test_run_page_code_and_diff(client, recorded):
     assert missing.status_code == 404 and "1999" in missing.json["error"]
 
 
+def test_output_of_a_run_with_its_loop_context_filtered(client, recorded):
+    body = client.get(f"/api/runs/{quote(recorded.tstamps[0])}/output").json
+    assert body["total"] == 3 and body["matched"] == 3
+    assert [(line["stream"], line["context"], line["text"]) for line in body["lines"]] == [
+        ("stdout", {"epoch": e}, f"epoch {e} done, accuracy {1 - 0.5 / (e + 1) - 0.01:.4f}") for e in range(3)]
+    narrowed = client.get(f"/api/runs/{quote(recorded.tstamps[0])}/output?grep=epoch%202&limit=5").json
+    assert narrowed["matched"] == 1 and narrowed["lines"][0]["line"] == 2
+    assert client.get(f"/api/runs/{quote(recorded.tstamps[0])}/output?stream=stderr").json["lines"] == []
+    bad = client.get(f"/api/runs/{quote(recorded.tstamps[0])}/output?grep=(")
+    assert bad.status_code == 400 and "not a regular expression" in bad.json["error"]
+
+
 def test_values_for_the_scatter_view(client, recorded):
     body = client.get("/api/values?names=lr,accuracy&where=" + quote("status == 'finished'")).json
     assert body["runs"] == [recorded.tstamps[i] for i in (0, 1, 3)]

@@ -5,6 +5,7 @@ Skipped when chromium or the playwright package is missing; `.ci/ui-setup.sh` in
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -142,6 +143,18 @@ def test_run_page_shows_error_code_and_diff(page, recorded):
     page.click("#show-diff")
     expect(page.locator("#run-code .add")).to_contain_text("range(30)")
     expect(page.locator("#run-code .del")).to_contain_text("range(20)")
+
+
+def test_run_page_shows_what_the_run_printed_searchable(page, recorded):
+    page.goto(page.url.split("#")[0] + f"#run={recorded.tstamps[0]}")
+    expect(page.locator("#run-output")).to_contain_text("epoch 0 done, accuracy 0.4900")
+    expect(page.locator("#run-output-note")).to_contain_text("3 captured")
+    page.fill("#output-grep", "epoch [12] done")
+    expect(page.locator("#run-output-note")).to_contain_text("2 of 2 matching")
+    expect(page.locator("#run-output")).not_to_contain_text("epoch 0 done")
+    expect(page.locator("#run-output .line").first).to_have_attribute("title", re.compile(r"^stdout epoch=1 \+"))
+    page.fill("#output-grep", "(")
+    expect(page.locator("#output-error")).to_contain_text("not a regular expression")
 
 
 def test_dragging_zooms_and_fetches_the_range_again(page, recorded):

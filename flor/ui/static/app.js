@@ -475,9 +475,36 @@ async function showRun(tstamp) {
   $("run-drift").replaceChildren(...table(["name", "values that drifted", "largest difference"],
     run.drift.map((d) => el("tr", {}, el("td", {}, d.name), el("td", { class: "num" }, d.count), el("td", { class: "num" }, formatValue(d.max_difference))))));
   $("run-code-name").textContent = `${run.filename} at ${run.commit ? run.commit.slice(0, 10) : "no version"}`;
+  showOutput();
   const others = await api("values", { names: "tstamp" }).catch(() => ({ runs: [] }));
   $("diff-against").replaceChildren(...others.runs.filter((t) => t !== run.tstamp).reverse()
     .map((t) => el("option", { value: t }, t)));
+}
+
+async function showOutput() {
+  const tstamp = state.runView;
+  const grep = $("output-grep").value;
+  const stream = $("output-stream").value;
+  let body;
+  try {
+    body = await api(`runs/${encodeURIComponent(tstamp)}/output`, { grep, stream });
+  } catch (error) {
+    $("output-error").textContent = error.message;
+    $("output-error").hidden = false;
+    return;
+  }
+  if (tstamp !== state.runView || grep !== $("output-grep").value || stream !== $("output-stream").value) return;
+  $("output-error").hidden = true;
+  const context = (c) => Object.entries(c).map(([k, v]) => `${k}=${v}`).join(" ");
+  $("run-output").replaceChildren(...body.lines.map((l) => el("span", { class: `line stream-${l.stream}`, title: `${l.stream} ${context(l.context)} +${l.t.toFixed(2)}s` }, l.text + "\n")));
+  $("run-output-note").textContent = !body.total ? "(none captured)"
+    : `${body.lines.length.toLocaleString()} of ${body.matched.toLocaleString()} matching line(s), ${body.total.toLocaleString()} captured`;
+}
+
+let outputTimer = null;
+function outputSearch() {
+  clearTimeout(outputTimer);
+  outputTimer = setTimeout(showOutput, 200);
 }
 
 function chartFromRun(tstamp, name) {
@@ -605,6 +632,8 @@ function wire() {
   $("scatter-logx").addEventListener("change", drawScatter);
   $("show-code").addEventListener("click", showCode);
   $("show-diff").addEventListener("click", showDiff);
+  $("output-grep").addEventListener("input", outputSearch);
+  $("output-stream").addEventListener("change", showOutput);
   window.addEventListener("hashchange", route);
   let resizeTimer = null;
   window.addEventListener("resize", () => {
