@@ -195,14 +195,27 @@ def flordb_case(case: Case, tmp: Path, rep: int, source: str, flordb_py: Path) -
             name = _statement_name(source, qid)
             wall, rc, out = run_command([str(flordb_py), "-m", "flordb", "replay", "--apply", name], repo, env=env,
                                         stdin="y\n", check=False)
-            found[qid] = {"replay_s": wall, "exit": rc, "ratio": wall / record_s,
+            found[qid] = {"replay_s": wall, "exit": rc, "ratio": wall / record_s, "values": _flordb_values(repo, name),
                           "error": out.strip().splitlines()[-1][:200] if rc != 0 or "Traceback" in out else ""}
-            log(f"{case.name} rep {rep} {qid} FlorDB: replay {wall:.1f} s = {100 * wall / record_s:.0f} % (exit {rc})")
+            log(f"{case.name} rep {rep} {qid} FlorDB: replay {wall:.1f} s = {100 * wall / record_s:.0f} % (exit {rc}), "
+                f"{found[qid]['values']} value(s) of {name} in its db")
     except RuntimeError as exc:
         found["error"] = str(exc).strip().splitlines()[-1][:300]
         log(f"{case.name} rep {rep}: FlorDB does not run this script: {found['error']}")
     shutil.rmtree(repo, ignore_errors=True)
     return found
+
+
+def _flordb_values(repo: Path, name: str) -> int:
+    """Rows named ``name`` in FlorDB's databases (-1 when they cannot be read)."""
+    count = 0
+    for path in (repo / ".flor").glob("*.db"):
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            try:
+                count += db.execute("SELECT count(*) FROM logs WHERE value_name = ?", (name,)).fetchone()[0]
+            except sqlite3.Error:
+                return -1
+    return count
 
 
 def warm_saving(reps: int = 5) -> dict:
@@ -241,7 +254,8 @@ def render(cases: list[Case], results: dict[str, list[dict]], command: str, elap
             met = "" if target is None else (f"≤ {100 * target:.0f} %: " + ("met" if statistics.median(ratios) <= target else "NOT met"))
             fdb = [r.get("flordb", {}).get(qid) for r in reps]
             fdb_text = "; ".join(
-                f"{100 * f['ratio']:.0f} %" + (f" (exit {f['exit']}: {f['error']})" if f.get("error") else "") for f in fdb if f
+                f"{100 * f['ratio']:.0f} %, {f.get('values', '?')} value(s) stored"
+                + (f" (exit {f['exit']}: {f['error']})" if f.get("error") else "") for f in fdb if f
             ) or (reps[-1].get("flordb", {}).get("error") or "not run")
             lines.append(
                 f"| {case.name} | `{entries[0]['name']}` ({qid}) | {fmt_range(rec, digits=1)} | {len(kept)} | "

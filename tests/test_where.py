@@ -7,7 +7,7 @@ import pytest
 
 from flor.errors import FilterError, UsageError
 from flor.filters import MAX_DEPTH, compile_filter
-from flor.replay.session import _select_runs
+from flor.selection import select_runs
 from flor.store import Store
 
 
@@ -29,7 +29,7 @@ def store(tmp_path):
 
 
 def _selected(store, where):
-    return [run.tstamp[:10] for run in _select_runs(store, None, where)]
+    return [run.tstamp[:10] for run in select_runs(store, None, where)]
 
 
 @pytest.mark.parametrize("where, expected", [
@@ -59,7 +59,7 @@ def test_where_selects_runs_by_args_and_last_values(store, where, expected):
 ])
 def test_where_mistakes_are_one_line_filter_errors(store, where, message):
     with pytest.raises(FilterError) as caught:
-        _select_runs(store, None, where)
+        select_runs(store, None, where)
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert isinstance(caught.value, UsageError)
 
@@ -95,7 +95,7 @@ def test_where_never_runs_code(store, tmp_path, index):
     marker = tmp_path / "escaped"
     where = _escapes(marker)[index]
     with pytest.raises(FilterError) as caught:
-        _select_runs(store, None, where)
+        select_runs(store, None, where)
     assert "\n" not in str(caught.value)
     assert not marker.exists()
 
