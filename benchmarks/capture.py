@@ -102,7 +102,7 @@ def build_store(repo: Path, runs: int, lines: int) -> None:
                     epoch = n // 100
                     text = (f"Test set: Average loss: {1.0 / (epoch + 1 + r):.4f}, Accuracy: {9000 + epoch}/10000"
                             if n % 100 == 99 else f"Train Epoch: {epoch} [{(n % 100) * 64}/6400]\tLoss: {0.5 / (n + 1):.6f}")
-                    block.append(("o", n * 0.01, 1, epoch, text))
+                    block.append(("o", n * 0.01, 1, epoch, [text]))  # a run of one line, as a print per step gives
                 store.write_batch(run_id, contexts if first == 0 else [], [], output=block, output_first=first)
             store.update_run(run_id, status="finished", ended=time.time())
     finally:

@@ -25,14 +25,19 @@ import sys
 import threading
 import time
 from collections import deque
-from itertools import islice
+from itertools import chain, groupby, islice
+from operator import itemgetter
 
 STREAMS = {"o": "stdout", "e": "stderr", "l": "logging", "f": "flor"}
 CODES = {name: code for code, name in STREAMS.items()}
 LOG_FORMAT = "%(levelname)s:%(name)s:%(message)s"  # logging's BASIC_FORMAT
 _LONGEST_PARTIAL = 1 << 20  # an unterminated line longer than this is kept as a line
 _NEVER = object()
+_KEY = itemgetter(0, 3, 4)  # a chunk's stream and loop context
+_text = itemgetter(1)
+_texts = itemgetter(4)  # a run's lines
 _local = threading.local()  # .record: the logging record whose handlers run in this thread
+_logging_threads: set[int] = set()  # threads inside logging's handlers now (a cheap first test)
 
 
 def final_state(text: str) -> str:
@@ -52,18 +57,9 @@ class Tee:
         self._flor_stream = stream
         self._flor_code = code
         self._flor_capture = capture
-
-    def write(self, text):
-        written = self._flor_stream.write(text)
-        capture = self._flor_capture
-        if capture.on:
-            code = self._flor_code
-            if getattr(_local, "record", None) is not None:
-                _local.printed = True  # a logging handler printed it: kept as logging, once
-                code = "l"
-            run = capture.run
-            capture.push((code, text, time.perf_counter(), run.ctx_id, run.iteration))
-        return written
+        # The hot path is a closure over what it needs (no attribute lookups on self): printing
+        # a line costs the real write and about half a microsecond more.
+        self.write = _writer(stream.write, code, capture)
 
     def writelines(self, lines) -> None:
         for line in lines:
@@ -78,21 +74,45 @@ class Tee:
         return f"<flor capture of {self._flor_stream!r}>"
 
 
+def _writer(real_write, code: str, capture: "Capture"):
+    push, run, clock, logging_threads, ident = (
+        capture.push, capture.run, time.perf_counter, _logging_threads, threading.get_ident)
+
+    def write(text):
+        written = real_write(text)
+        if capture.on:
+            if logging_threads and ident() in logging_threads:
+                _local.printed = True  # a logging handler printed it: kept as logging, once
+                push(("l", text, clock(), run.ctx_id, run.iteration))
+            else:
+                push((code, text, clock(), run.ctx_id, run.iteration))
+        return written
+
+    return write
+
+
 class Lines:
     """Chunks to lines, per stream: a line is complete at its newline and keeps the context of
-    that moment; carriage returns leave its final state."""
+    that moment; carriage returns leave its final state.
+
+    Lines come out in *runs* ``(code, t, ctx_id, iteration, texts)``: consecutive lines of one
+    stream in one loop context, completed together. Consecutive chunks of a stream in one context
+    are joined first (``print`` writes a line in two), so the work per line is a few C calls; a
+    line gets the time of the last chunk of its run of chunks."""
 
     def __init__(self) -> None:
         self._partial: dict[str, list] = {}  # code -> [text, t, ctx_id, iteration]
 
     def feed(self, chunks, t0: float) -> list[tuple]:
-        """Complete lines ``(code, t, ctx_id, iteration, text)`` from ``chunks``."""
-        lines = []
+        """The runs of lines that ``chunks`` complete."""
+        runs = []
         partial = self._partial
-        for code, text, t, ctx, iteration in chunks:
+        for (code, ctx, iteration), group in groupby(chunks, _KEY):
+            group = list(group)
+            t = group[-1][2] - t0
+            text = group[0][1] if len(group) == 1 else "".join(map(_text, group))
             if type(text) is not str:
                 text = str(text)
-            t -= t0
             pending = partial.get(code)
             if "\n" not in text:
                 if pending is None:
@@ -103,25 +123,32 @@ class Lines:
                     if len(pending[0]) > _LONGEST_PARTIAL:
                         pending[0] = final_state(pending[0])  # a bar redrawn without end
                         if len(pending[0]) > _LONGEST_PARTIAL:
-                            lines.append((code, t, ctx, iteration, pending[0]))
+                            runs.append((code, t, ctx, iteration, [pending[0]]))
                             del partial[code]
                 continue
             parts = text.split("\n")
-            head = parts[0] if pending is None else pending[0] + parts[0]
-            lines.append((code, t, ctx, iteration, final_state(head)))
-            for middle in parts[1:-1]:
-                lines.append((code, t, ctx, iteration, final_state(middle)))
-            if parts[-1]:
-                partial[code] = [parts[-1], t, ctx, iteration]
+            if pending is not None:
+                parts[0] = pending[0] + parts[0]
+            tail = parts.pop()
+            if "\r" in text or "\r" in parts[0]:
+                parts = [final_state(part) if "\r" in part else part for part in parts]
+            runs.append((code, t, ctx, iteration, parts))
+            if tail:
+                partial[code] = [tail, t, ctx, iteration]
             else:
                 partial.pop(code, None)
-        return lines
+        return runs
 
     def rest(self) -> list[tuple]:
-        """The unterminated lines (at the end of the run)."""
-        lines = [(code, t, ctx, it, final_state(text)) for code, (text, t, ctx, it) in self._partial.items() if text]
+        """The unterminated lines (at the end of the run), one run each."""
+        runs = [(code, t, ctx, it, [final_state(text)]) for code, (text, t, ctx, it) in self._partial.items() if text]
         self._partial.clear()
-        return lines
+        return runs
+
+
+def line_count(runs) -> int:
+    """How many lines ``runs`` hold."""
+    return sum(map(len, map(_texts, runs)))
 
 
 class Capture:
@@ -176,11 +203,15 @@ class Capture:
         def callHandlers(logger, record):  # noqa: N802 (logging's name)
             outer, outer_printed = getattr(_local, "record", None), getattr(_local, "printed", False)
             _local.record, _local.printed = record, False
+            me = threading.get_ident()
+            _logging_threads.add(me)
             try:
                 original(logger, record)
             finally:
                 printed = _local.printed
                 _local.record, _local.printed = outer, outer_printed
+                if outer is None:
+                    _logging_threads.discard(me)
             if not printed and capture.on:
                 try:
                     text = formatter.format(record)
@@ -193,39 +224,53 @@ class Capture:
         logging.Logger.callHandlers = callHandlers
 
     def drain(self, final: bool = False) -> list[tuple]:
-        """The lines completed since the last drain (all of them when ``final``), within the cap."""
+        """The runs of lines completed since the last drain (all of them when ``final``), within
+        the cap; see :class:`Lines`."""
         queue = self._queue
         chunks = list(islice(iter(queue.popleft, _NEVER), len(queue)))
-        lines = self._retry + self._lines.feed(chunks, self.run.t0)
+        runs = self._retry + self._lines.feed(chunks, self.run.t0)
         self._retry = []
         if final:
-            lines += self._lines.rest()
+            runs += self._lines.rest()
+        if not runs:
+            return runs
+        count = line_count(runs)
+        size = sum(map(len, chain.from_iterable(map(_texts, runs)))) + count
+        if not self.truncated and self.bytes + size <= self.max_bytes:  # the common case, in C calls
+            self._account(runs, count, size)
+            return runs
         kept = []
-        for line in lines:
+        for code, t, ctx, it, texts in runs:
             if self.truncated:
                 break
-            size = len(line[4]) + 1
-            if self.bytes + size > self.max_bytes:
-                self.truncated = True
-                self.on = False  # the rest is shown on the terminal but not kept
+            room = []
+            for text in texts:
+                if self.bytes + len(text) + 1 > self.max_bytes:
+                    self.truncated = True
+                    self.on = False  # the rest is shown on the terminal but not kept
+                    break
+                self.bytes += len(text) + 1
+                room.append(text)
+            if room:
+                kept.append((code, t, ctx, it, room))
+            if self.truncated:
                 note = (f"[flor: output capture stopped at {self.max_bytes / (1 << 20):g} MiB (FLOR_CAPTURE_MAX_BYTES); "
                         "the rest was shown but not kept]")
-                kept.append(("f", line[1], line[2], line[3], note))
-                break
-            self.bytes += size
-            kept.append(line)
-        for line in kept:
-            self.counts[STREAMS[line[0]]] += 1
-        self.lines += len(kept)
+                kept.append(("f", t, ctx, it, [note]))
+        self._account(kept, line_count(kept), 0)
         return kept
 
-    def give_back(self, lines: list[tuple]) -> None:
-        """Lines a failed write did not keep: the next drain returns them first."""
-        for line in lines:
-            self.counts[STREAMS[line[0]]] -= 1
-        self.lines -= len(lines)
-        self.bytes -= sum(len(line[4]) + 1 for line in lines)
-        self._retry = list(lines) + self._retry
+    def _account(self, runs, count: int, size: int, sign: int = 1) -> None:
+        self.bytes += sign * size
+        self.lines += sign * count
+        for code, _t, _ctx, _it, texts in runs:
+            self.counts[STREAMS[code]] += sign * len(texts)
+
+    def give_back(self, runs: list[tuple]) -> None:
+        """Runs a failed write did not keep: the next drain returns them first."""
+        size = sum(map(len, chain.from_iterable(map(_texts, runs)))) + line_count(runs)
+        self._account(runs, line_count(runs), size, -1)
+        self._retry = list(runs) + self._retry
 
     def summary(self) -> dict:
         """What was captured, for ``flor show`` (kept in the run's environment)."""

@@ -353,7 +353,10 @@ class Run:
             self.run_id, contexts, logs, special=special, iterations=iterations,
             heartbeat=time.time(), run_fields=fields, output=output, output_first=self._output_lines,
         )
-        self._output_lines += len(output)
+        if output:
+            from .capture import line_count
+
+            self._output_lines += line_count(output)
 
     # -- loops --------------------------------------------------------------------------------
 

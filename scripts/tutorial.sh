@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (see setup.sh), then the tutorial end to end in a fresh git repository:
-# record two runs with different `hidden`, show the table, add a statement and replay it.
+# record two runs with different `hidden`, show the table, read a printed value back out of the
+# runs' output, add a statement and replay it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,6 +23,9 @@ echo "== flor runs"
 flor runs
 echo "== flor dataframe hidden accuracy"
 flor dataframe hidden accuracy
+echo "== flor extract: the accuracy each run printed, read from its captured output (no re-execution)"
+flor extract printed_accuracy "accuracy=([0-9.]+)"
+flor dataframe hidden printed_accuracy
 if [ -f "$HERE/examples/tutorial/replay_weight_norm.py" ]; then
   python "$HERE/examples/tutorial/replay_weight_norm.py" train.py
   echo "== flor replay weight_norm"

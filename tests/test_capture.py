@@ -77,7 +77,9 @@ def test_lines_keep_the_final_state_of_redraws_and_the_context_at_the_newline():
     chunks = [("e", "\r  0%|", 1.0, 3, 0), ("e", "\r 50%|#", 1.5, 3, 1), ("e", "\r100%|##", 2.0, 3, 2),
               ("o", "a\nb", 2.25, 1, 0), ("e", "\n", 2.5, 1, 0), ("o", "c\r\n", 2.75, 1, 1)]
     assert lines.feed(chunks, 1.0) == [
-        ("o", 1.25, 1, 0, "a"), ("e", 1.5, 1, 0, "100%|##"), ("o", 1.75, 1, 1, "bc")]
+        ("o", 1.25, 1, 0, ["a"]), ("e", 1.5, 1, 0, ["100%|##"]), ("o", 1.75, 1, 1, ["bc"])]
+    assert lines.feed([("o", "x\ny\r\nz\rw", 3.0, 2, 0), ("o", "\n", 3.5, 2, 0)], 1.0) == [
+        ("o", 2.5, 2, 0, ["x", "y", "w"])]  # joined within one stream and context: the last chunk's time
     assert lines.rest() == []
     assert final_state("abcdef\rxy") == "xycdef" and final_state("plain") == "plain"
 

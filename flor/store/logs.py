@@ -71,8 +71,8 @@ class LogsMixin:
         ``logs``: plain values as logged, ``(name, value, ctx_id, iteration)`` with value an int,
         float or str (SQLite's typeof gives the type tag, so no Python work per row); ``special``:
         already encoded values ``(ctx_id, iteration, name, stored, vtype)``; ``iterations``:
-        ``(ctx_id, iteration, t)`` of top-level loops; ``output``: captured lines ``(stream code,
-        t, ctx_id, iteration, text)``, numbered from ``output_first`` (one block, see output.py).
+        ``(ctx_id, iteration, t)`` of top-level loops; ``output``: runs of captured lines ``(stream
+        code, t, ctx_id, iteration, texts)``, numbered from ``output_first`` (one block, see output.py).
         """
         rid = int(run_id)
 

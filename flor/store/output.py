@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import json
 import zlib
+from itertools import chain
+from operator import itemgetter
 from typing import Iterator, Sequence
 
 from .logs import ADD_LOOSE_SQL, count_names
 
 
-def encode_block(lines: Sequence[tuple]) -> tuple[str, bytes, bytes]:
-    """``(streams, meta, text)`` of lines ``(code, t, ctx_id, iteration, text)``."""
-    streams = "".join(line[0] for line in lines)
-    meta = json.dumps([[round(line[1], 4), line[2], line[3]] for line in lines], separators=(",", ":"))
-    text = "\n".join(line[4] for line in lines).encode("utf-8", "backslashreplace")
-    return streams, zlib.compress(meta.encode(), 1), zlib.compress(text, 1)
+def encode_block(runs: Sequence[tuple]) -> tuple[str, bytes, bytes]:
+    """``(streams, meta, text)`` of runs of lines ``(code, t, ctx_id, iteration, texts)`` (see
+    flor/capture.py); ``meta`` holds ``[count, t, ctx_id, iteration]`` for each run of lines that
+    share them."""
+    streams = "".join(code * len(texts) for code, _t, _ctx, _it, texts in runs)
+    meta: list[list] = []
+    for code, t, ctx, it, texts in runs:
+        t = round(t, 4)
+        if meta and meta[-1][1:] == [t, ctx, it]:
+            meta[-1][0] += len(texts)
+        else:
+            meta.append([len(texts), t, ctx, it])
+    text = "\n".join(chain.from_iterable(map(itemgetter(4), runs))).encode("utf-8", "backslashreplace")
+    return streams, zlib.compress(json.dumps(meta, separators=(",", ":")).encode(), 1), zlib.compress(text, 1)
 
 
 def decode_text(blob: bytes) -> str:
@@ -30,18 +40,22 @@ def decode_text(blob: bytes) -> str:
 
 
 def decode_meta(blob: bytes) -> list[list]:
-    return json.loads(zlib.decompress(blob))
+    """``[t, ctx_id, iteration]`` per line."""
+    meta = []
+    for count, t, ctx, it in json.loads(zlib.decompress(blob)):
+        meta += [[t, ctx, it]] * count
+    return meta
 
 
 class OutputMixin:
     """What :class:`~flor.store.Store` writes and reads of captured output."""
 
     @staticmethod
-    def _insert_output(cursor, run_id: int, first_line: int, lines: Sequence[tuple]) -> None:
-        streams, meta, text = encode_block(lines)
+    def _insert_output(cursor, run_id: int, first_line: int, runs: Sequence[tuple]) -> None:
+        streams, meta, text = encode_block(runs)
         cursor.execute(
             "INSERT INTO output_blocks(run_id, first_line, n, streams, meta, text) VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, first_line, len(lines), streams, meta, text),
+            (run_id, first_line, len(streams), streams, meta, text),  # one stream letter per line
         )
 
     def output_blocks(self, run_id: int) -> Iterator[tuple[int, str, bytes, bytes]]:
