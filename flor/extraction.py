@@ -25,7 +25,7 @@ from . import values
 from .console import compile_grep, context_reader, stream_codes
 from .errors import UsageError
 from .store import RunRow
-from .store.output import decode_meta, decode_text
+from .store.output import Meta, decode_text
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|nan|inf|infinity)", re.IGNORECASE)
@@ -166,7 +166,7 @@ def extract(name: str, pattern: str, *, runs: Sequence[str] | None = None, where
                     if codes is not None and kinds[index] not in codes:
                         continue
                     if meta is None:
-                        meta = decode_meta(meta_blob)
+                        meta = Meta(meta_blob)
                     _t, ctx, iteration = meta[index]
                     value = typed(group)
                     rows.append((ctx, iteration, *values.encode(value)))

@@ -10,9 +10,11 @@ thousands of lines at a time. Extracted values are rows of ``logs`` with ``sourc
 
 from __future__ import annotations
 
-import json
+import sys
 import zlib
-from itertools import chain
+from array import array
+from bisect import bisect_right
+from itertools import accumulate, chain
 from operator import itemgetter
 from typing import Iterator, Sequence
 
@@ -21,30 +23,66 @@ from .logs import ADD_LOOSE_SQL, count_names
 
 def encode_block(runs: Sequence[tuple]) -> tuple[str, bytes, bytes]:
     """``(streams, meta, text)`` of runs of lines ``(code, t, ctx_id, iteration, texts)`` (see
-    flor/capture.py); ``meta`` holds ``[count, t, ctx_id, iteration]`` for each run of lines that
-    share them."""
+    flor/capture.py). ``meta`` holds, for each run of lines that share them, the count, the time,
+    the loop instance and the iteration, as four little-endian arrays (int32, float64, int64,
+    int64; -1 for none) after an int32 count of runs: it decodes in C, however many lines."""
     streams = "".join(code * len(texts) for code, _t, _ctx, _it, texts in runs)
-    meta: list[list] = []
-    for code, t, ctx, it, texts in runs:
-        t = round(t, 4)
-        if meta and meta[-1][1:] == [t, ctx, it]:
-            meta[-1][0] += len(texts)
-        else:
-            meta.append([len(texts), t, ctx, it])
+    counts, times, contexts, iterations = array("i"), array("d"), array("q"), array("q")
+    for _code, t, ctx, it, texts in runs:
+        ctx, it = -1 if ctx is None else ctx, -1 if it is None else it
+        if counts and times[-1] == t and contexts[-1] == ctx and iterations[-1] == it:
+            counts[-1] += len(texts)
+            continue
+        counts.append(len(texts))
+        times.append(t)
+        contexts.append(ctx)
+        iterations.append(it)
+    parts = [array("i", [len(counts)]), counts, times, contexts, iterations]
+    if sys.byteorder != "little":
+        for part in parts:
+            part.byteswap()
+    meta = b"".join(part.tobytes() for part in parts)
     text = "\n".join(chain.from_iterable(map(itemgetter(4), runs))).encode("utf-8", "backslashreplace")
-    return streams, zlib.compress(json.dumps(meta, separators=(",", ":")).encode(), 1), zlib.compress(text, 1)
+    return streams, zlib.compress(meta, 1), zlib.compress(text, 1)
 
 
 def decode_text(blob: bytes) -> str:
     return zlib.decompress(blob).decode("utf-8", "replace")
 
 
-def decode_meta(blob: bytes) -> list[list]:
-    """``[t, ctx_id, iteration]`` per line."""
-    meta = []
-    for count, t, ctx, it in json.loads(zlib.decompress(blob)):
-        meta += [[t, ctx, it]] * count
-    return meta
+class Meta:
+    """The time and loop context of each line of a block, looked up by line index."""
+
+    def __init__(self, blob: bytes) -> None:
+        raw = zlib.decompress(blob)
+        (runs,) = array("i", raw[:4]) if sys.byteorder == "little" else _swapped("i", raw[:4])
+        arrays, offset = [], 4
+        for code, size in (("i", 4), ("d", 8), ("q", 8), ("q", 8)):
+            chunk = raw[offset:offset + runs * size]
+            arrays.append(array(code, chunk) if sys.byteorder == "little" else _swapped(code, chunk))
+            offset += runs * size
+        counts, self.times, self.contexts, self.iterations = arrays
+        self.ends = list(accumulate(counts))
+
+    def __getitem__(self, index: int) -> tuple[float, int | None, int | None]:
+        run = bisect_right(self.ends, index)
+        ctx, it = self.contexts[run], self.iterations[run]
+        return self.times[run], None if ctx < 0 else ctx, None if it < 0 else it
+
+    def __len__(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+
+def _swapped(code: str, data: bytes) -> array:
+    values = array(code, data)
+    values.byteswap()
+    return values
+
+
+def decode_meta(blob: bytes) -> list[tuple]:
+    """``(t, ctx_id, iteration)`` of every line of a block, in order."""
+    meta = Meta(blob)
+    return [meta[i] for i in range(len(meta))]
 
 
 class OutputMixin:
@@ -85,9 +123,12 @@ class OutputMixin:
         ``(ctx_id, iteration, stored, vtype)`` rows) in one transaction; the rows written."""
         def body(cursor):
             removed = 0
-            for run_id, rows in values.items():
+            ids = [int(r) for r in values]
+            for start in range(0, len(ids), 500):  # one scan of logs per 500 runs (it has no index by run)
+                chunk = ",".join(map(str, ids[start:start + 500]))
                 removed += cursor.execute(
-                    "DELETE FROM logs WHERE run_id = ? AND name = ? AND source = 'extract'", (run_id, name)).rowcount
+                    f"DELETE FROM logs WHERE name = ? AND source = 'extract' AND run_id IN ({chunk})", (name,)).rowcount
+            for run_id, rows in values.items():
                 cursor.executemany(
                     f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
                     f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?, 'extract')",
