@@ -168,6 +168,7 @@ class Capture:
         self.counts = dict.fromkeys(STREAMS.values(), 0)
         self._tees: list[tuple[str, Tee]] = []
         self._original_call_handlers = None
+        self._hook = None
 
     def start(self) -> None:
         for name, code in (("stdout", "o"), ("stderr", "e")):
@@ -190,8 +191,9 @@ class Capture:
         if self._original_call_handlers is not None:
             import logging
 
-            logging.Logger.callHandlers = self._original_call_handlers
-            self._original_call_handlers = None
+            if logging.Logger.callHandlers is self._hook:  # not if someone hooked it after us
+                logging.Logger.callHandlers = self._original_call_handlers
+            self._original_call_handlers = self._hook = None
 
     def _hook_logging(self) -> None:
         import logging
@@ -220,7 +222,7 @@ class Capture:
                 run = capture.run
                 capture.push(("l", text + "\n", time.perf_counter(), run.ctx_id, run.iteration))
 
-        self._original_call_handlers = original
+        self._original_call_handlers, self._hook = original, callHandlers
         logging.Logger.callHandlers = callHandlers
 
     def drain(self, final: bool = False) -> list[tuple]:

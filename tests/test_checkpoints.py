@@ -227,8 +227,8 @@ def test_sigkill_during_writes_never_lists_a_torn_checkpoint(project):
         json.loads(path.read_text())  # every visible manifest is complete
 
 
-RESUMABLE = """
-import flor, os, signal, numpy as np
+# A model whose state is one numpy array, for the scripts below.
+NUMPY_MODEL = """
 class Model:
     def __init__(self):
         self.w = np.zeros(2)
@@ -236,6 +236,11 @@ class Model:
         return {"w": self.w}
     def load_state_dict(self, state):
         self.w = state["w"].copy()
+"""
+
+RESUMABLE = """
+import flor, os, signal, numpy as np
+""" + NUMPY_MODEL + """\
 np.random.seed(flor.arg("seed", 3))
 model = Model()
 with flor.checkpointing(model=model):
@@ -271,13 +276,7 @@ def test_resume_continues_a_killed_run_from_its_last_checkpoint(project):
 
 WHILE_LOOP = """
 import flor, itertools, os, signal, numpy as np
-class Model:
-    def __init__(self):
-        self.w = np.zeros(2)
-    def state_dict(self):
-        return {"w": self.w}
-    def load_state_dict(self, state):
-        self.w = state["w"].copy()
+""" + NUMPY_MODEL + """\
 np.random.seed(3)
 model = Model()
 max_iters = flor.arg("max_iters", 6)
