@@ -169,6 +169,39 @@ def test_unchanged_tensors_are_stored_once(tmp_path):
     assert len(os.listdir(tmp_path / ".flor" / "objects")) == 4
 
 
+@pytest.mark.parametrize("refused", [False, True])
+def test_large_objects_are_written_exactly_with_or_without_direct_io(tmp_path, monkeypatch, refused):
+    # Direct I/O pads to 4 KiB blocks and truncates back; a file system that refuses O_DIRECT
+    # (EINVAL at open) gets buffered writes. Either way an object holds exactly its array's bytes.
+    import errno
+    import hashlib
+    from flor.checkpoints import writer as writer_module
+
+    opened = []
+    real_open = os.open
+
+    def spy(path, flags, *args):
+        direct = bool(flags & getattr(os, "O_DIRECT", 0))
+        opened.append(direct)
+        if refused and direct:
+            raise OSError(errno.EINVAL, "direct I/O refused")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(writer_module.os, "open", spy)
+    monkeypatch.setattr(writer_module, "_DIRECT_REFUSED", set())
+    odd = np.random.default_rng(0).random(154_323)  # 1,234,584 bytes: not a multiple of 4096
+    big = np.random.default_rng(1).random(3 * (4 << 20) // 8 + 11)  # more than one staging chunk
+    _, ckpt = _write_and_read(tmp_path, {"a": object_state(odd), "b": object_state(big)})
+    assert np.array_equal(ckpt["a"], odd) and np.array_equal(ckpt["b"], big)
+    for array in (odd, big):
+        digest = hashlib.sha256(array.tobytes()).hexdigest()
+        assert (tmp_path / ".flor" / "objects" / digest).stat().st_size == array.nbytes
+    assert not [p for p in (tmp_path / ".flor" / "objects").iterdir() if p.name.startswith(".")]
+    if hasattr(os, "O_DIRECT"):
+        assert any(opened)  # direct I/O was tried
+        assert (os.stat(tmp_path / ".flor" / "objects").st_dev in writer_module._DIRECT_REFUSED) == refused
+
+
 def _rows(db, sql):
     with sqlite3.connect(db) as connection:
         return connection.execute(sql).fetchall()
