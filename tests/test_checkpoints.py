@@ -56,6 +56,26 @@ def test_before_measuring_the_writer_is_charged_the_cpu_it_took_from_training():
     assert busy.writer_cost() == pytest.approx(0.0225) and busy.period == 2
 
 
+def test_the_writers_first_job_alone_does_not_skip_the_second_checkpoint():
+    """The first write pays one-time work; judged alone (80 ms of CPU at a tenth of a core) it
+    would space 2 s epochs two apart. The second checkpoint is taken, and the policy decides from
+    two measures; where the training thread's own cost is over budget, nothing is forced."""
+    policy = Policy(budget=0.01, cores=2)
+    policy.observe_iteration(2.3, 0.0)
+    policy.observe_checkpoint(0.003, nbytes=14_500_000, copy_s=0.003)
+    policy.observe_checkpoint(0.0, 0.08, writer_share=0.1)
+    assert policy.period == 2 and policy.due(1, elapsed_s=2.0)
+    policy.observe_iteration(2.0, 0.4)
+    policy.observe_checkpoint(0.003, nbytes=14_500_000)
+    policy.observe_checkpoint(0.0, 0.015, writer_share=0.5)
+    assert policy.writes == 2 and policy.period == 1
+    short = Policy(budget=0.01, cores=2)
+    short.observe_iteration(0.1, 0.0)
+    short.observe_checkpoint(0.003, nbytes=5_000_000, copy_s=0.003)
+    short.observe_checkpoint(0.0, 0.01, writer_share=0.5)
+    assert not short.due(1, elapsed_s=0.1)
+
+
 def test_checkpoints_fall_before_a_branch_that_runs_every_n_iterations():
     """0.1 s iterations with a 0.5 s evaluation every 10th: once two evaluations were seen 10
     apart, the iteration before each next one is checkpointed, and the regular spacing widens so
