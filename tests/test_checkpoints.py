@@ -95,6 +95,22 @@ def test_checkpoints_fall_before_a_branch_that_runs_every_n_iterations():
     assert "before each iteration of a branch that runs every 10" in policy.explain()
 
 
+def test_a_slow_moment_of_the_machine_does_not_move_the_checkpoints_before_a_branch():
+    """An evaluation every 10th iteration, and two noise spikes: one before the period is known
+    (it suggests a wrong period, dropped when its foretold iteration is not long) and one after
+    (off the period: ignored). The iterations before the evaluations still get checkpoints."""
+    policy = Policy(budget=0.01, cores=2)
+    due = []
+    for index in range(60):
+        seconds = 0.5 if index % 10 == 0 or index in (7, 33) else 0.1
+        if policy.due(index, elapsed_s=seconds):
+            policy.observe_checkpoint(0.004, elapsed_s=seconds)
+            due.append(index)
+        policy.observe_iteration(seconds, 0.0, index)
+    assert policy.branch_period == 10
+    assert {29, 39, 49, 59} <= set(due)
+
+
 def test_noise_and_evaluation_iterations_are_not_charged_to_the_writer():
     """Iteration times that wander both ways average out (a rectified sum would charge the
     noise), and an iteration twice the usual length (an evaluation branch) is no measure."""

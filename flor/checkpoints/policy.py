@@ -85,6 +85,7 @@ class Policy:
         self._durations: list[float] = []  # recent iterations, for telling the long ones
         self._long: list[int] = []  # indices of the long iterations (a branch ran)
         self.branch_period: int | None = None  # iterations between them, once seen twice
+        self._stray: int | None = None  # a long iteration off the known period
         self.anticipated: int | None = None  # the next iteration expected to run the branch
 
     # -- measurements ------------------------------------------------------------------------
@@ -122,18 +123,28 @@ class Policy:
             self._excess_iterations += 1
 
     def _note_branch(self, index: int, work: float) -> None:
-        """Tell the long iterations (over 1.5 times the median of recent ones) and their period."""
+        """Tell the long iterations (over 1.5 times the median of recent ones) and their period.
+
+        Once a period is known, a long iteration off it is noise (a slow moment of the machine)
+        and changes nothing; when the iteration the period foretold is not long, the period is
+        dropped and learned again from the next long iteration and the one before it."""
         recent = self._durations
         if index == 0:
             self._long = [0]  # long anyway (warm-up), and where `it % n == 0` branches run first
         elif len(recent) >= 3 and work > 1.5 * statistics.median(recent):
-            self._long = (self._long + [index])[-3:]
-            if len(self._long) >= 2:
-                period = self._long[-1] - self._long[-2]
-                self.branch_period = period if period >= 2 else None
+            period = self.branch_period
+            if period and (index - self._long[-1]) % period:
+                self._stray = index  # off the period: noise, unless the period turns out wrong
+            else:
+                if not period:
+                    previous = max([i for i in (*self._long, self._stray) if i is not None and i < index], default=None)
+                    if previous is not None and index - previous >= 2:
+                        self.branch_period = index - previous
+                self._long = (self._long + [index])[-3:]
+                self._stray = None
         else:
             self._durations = (recent + [work])[-15:]
-            if index == self.anticipated:  # the branch did not come: no period after all
+            if index == self.anticipated:  # the branch did not come: learn the period again
                 self.branch_period = self.anticipated = None
         if self.branch_period:
             self.anticipated = self._long[-1] + self.branch_period
