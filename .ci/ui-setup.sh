@@ -17,12 +17,16 @@ if [[ ! -x "$python" ]]; then
     exit 1
 fi
 
-if [[ ! -x /usr/bin/chromium ]]; then
+# chromium for the browser tests; make for the example pipeline's end-to-end test.
+packages=()
+[[ -x /usr/bin/chromium ]] || packages+=(chromium)
+command -v make >/dev/null || packages+=(make)
+if (( ${#packages[@]} )); then
     sudo=""
     if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends chromium
+    $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
 
 if ! "$python" -c "import playwright.sync_api" 2>/dev/null; then

@@ -43,6 +43,7 @@ __all__ = [
     "VersionControlError",
     "arg",
     "args",
+    "best",
     "checkpointing",
     "commit",
     "dataframe",
@@ -55,14 +56,29 @@ __all__ = [
 ]
 
 
-def dataframe(*names: str):
+def dataframe(*names: str, latest: bool = False, read_by: str | None = None, readers_of: str | None = None):
     """All runs as one pandas DataFrame: ``projid, tstamp, filename``, loop columns, then names.
 
+    ``latest=True``: the feature-store view, one row per item key with each name's most recent
+    value and the run that gave it. ``read_by`` / ``readers_of``: select runs by lineage.
+
     >>> flor.dataframe("hidden", "accuracy")          # doctest: +SKIP
+    >>> flor.dataframe("n_words", latest=True)        # doctest: +SKIP
     """
     from .query import dataframe as _dataframe
 
-    return _dataframe(*names)
+    return _dataframe(*names, latest=latest, read_by=read_by, readers_of=readers_of)
+
+
+def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed: bool = False):
+    """The run and iteration with the best value of a logged metric (the model registry); its
+    ``load(model=net)`` loads that checkpoint.
+
+    >>> flor.best("val_acc", checkpointed=True).load(model=net)      # doctest: +SKIP
+    """
+    from .registry import best as _best
+
+    return _best(name, mode, where, checkpointed=checkpointed)
 
 
 def extract(name: str, pattern: str, *, runs=None, where=None, streams=None, dry_run: bool = False,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import values
+from . import lineage, values
 from .args import split_kwargs
 from .errors import ArgumentError, FlorError, UsageError
 from .messages import error
@@ -64,7 +64,9 @@ def fail_fast(exc: FlorError) -> None:
 
 
 def _new_run() -> Run:
-    return Run(dict(_overrides), list(_argv))
+    run = Run(dict(_overrides), list(_argv))
+    run.read_runs.update(lineage.take_waiting())
+    return run
 
 
 def set_current(run: Run | None) -> None:
@@ -157,11 +159,17 @@ def log(name: str, value):
     return value
 
 
-def loop(name: str, iterable):
+def loop(name: str, iterable, key=None, incremental: bool = False):
     """Iterate over ``iterable`` (streaming), with ``name`` and the index in the log context.
+
+    ``key``: identify each iteration by its item's key instead of its position alone, ``True``
+    for the item itself (a path, a number) or a function of the item; the dataframe shows the
+    key in the loop's column. ``incremental=True`` (with a key) skips the items that an earlier
+    run with the same loop body and args finished.
 
     >>> for epoch in flor.loop("epoch", range(10)):
     ...     for step, batch in flor.loop("step", enumerate(loader)): ...
+    >>> for doc in flor.loop("document", paths, key=True, incremental=True): ...
     """
     if type(name) is not str or not name:
         raise UsageError(f"flor.loop name must be a non-empty string, got {name!r}")
@@ -169,8 +177,28 @@ def loop(name: str, iterable):
         iter(iterable)
     except TypeError:
         raise UsageError(f"flor.loop({name!r}, ...) needs an iterable, got {type(iterable).__name__}") from None
+    if key is not None and key is not True and not callable(key):
+        raise UsageError(f"flor.loop({name!r}, key=...) takes True or a function of the item, got {key!r}")
+    if incremental and key is None:
+        raise UsageError(f"flor.loop({name!r}, incremental=True) needs key=...: items are skipped by their key")
     run = _current or _begin()
-    return run.loop(name, iterable)
+    if key is None:
+        return run.loop(name, iterable)
+    keyed, items = run.keyed_loop(name, iterable, key, bool(incremental), sys._getframe(1))
+    return run.loop(name, items, keyed)
+
+
+def _deliver_read(run_ids: list[int], how: str) -> bool:
+    """The lineage sink: give a read to the run recording (or collecting args) here."""
+    run = _current or _pending
+    if run is None:
+        return False
+    if run_ids:
+        run.note_read(run_ids, how)
+    return True
+
+
+lineage.sink = _deliver_read
 
 
 def commit() -> None:

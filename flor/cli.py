@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
     frame = commands.add_parser("dataframe", help="all runs as one table of args and logs")
     frame.add_argument("names", nargs="*", metavar="NAME", help="args and log names (default: all)")
+    frame.add_argument("--latest", action="store_true",
+                       help="the feature-store view: one row per item key, each name's most recent value and its run")
+    frame.add_argument("--read-by", metavar="RUN", help="only the runs whose values RUN read (lineage)")
+    frame.add_argument("--readers-of", metavar="RUN", help="only the runs that read RUN's values (lineage)")
     fmt = frame.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     fmt.add_argument("--json", action="store_true", help="print JSON records, one per line")
@@ -195,7 +199,7 @@ def _cmd_dataframe(args) -> int:
     from .query import dataframe
 
     with _warnings_as_lines():
-        df = dataframe(*args.names)
+        df = dataframe(*args.names, latest=args.latest, read_by=args.read_by, readers_of=args.readers_of)
     _print_table(df, args)
     return EXIT_OK
 
@@ -307,9 +311,28 @@ def _cmd_show(args) -> int:
             print(f"  {marker.name.removesuffix(handoff.MARKER)}  being written by pid {pid}")
         for failure in handoff.failures(store.path.parent, run.run_id):
             print(f"  not written: {failure}")
+        _show_items_and_lineage(store, run)
     finally:
         store.close()
     return EXIT_OK
+
+
+def _show_items_and_lineage(store, run) -> None:
+    """The keyed items of a run (skipped ones with the run that did them) and its lineage."""
+    counts = store.item_counts(run.run_id)
+    if counts:
+        print("items")
+        for loop_name, state, count, by_run in counts:
+            if state == "skipped":
+                print(f"  {loop_name:<20} {count:>8} skipped: done before by run {store.run(by_run).tstamp} "
+                      f"(same loop body and args)")
+            else:
+                print(f"  {loop_name:<20} {count:>8} {'done' if state == 'done' else 'not finished'}")
+    for title, rows in (("read from", store.read_from(run.run_id)), ("read by", store.read_by(run.run_id))):
+        if rows:
+            print(title)
+            for _run_id, tstamp, filename, how in rows:
+                print(f"  {tstamp}  {filename}  ({how})")
 
 
 def _cmd_logs(args) -> int:

@@ -56,13 +56,22 @@ def _refresh_statuses(start: Path | None) -> None:
         store.close()
 
 
-def dataframe(*names: str, start: Path | None = None):
+def dataframe(*names: str, start: Path | None = None, latest: bool = False, read_by: str | None = None,
+              readers_of: str | None = None):
     """One pandas DataFrame of every run with the named args and logs (all names if none).
 
     A name that is neither an arg nor a logged name is a :class:`UsageError` when no name
     given is known, and a :class:`FlorWarning` (the table has the known ones) otherwise.
 
+    ``latest=True`` is the feature-store view: one row per item (the keys of its keyed loops)
+    with the most recent value of each name across runs, and the run that gave it (``tstamp``;
+    with several names, also ``tstamp_<name>`` per name). ``read_by=RUN`` keeps the runs that RUN
+    read values of, ``readers_of=RUN`` the runs that read RUN's (lineage).
+
+    A script that records a run and reads the table here records which runs it read.
+
     >>> flor.dataframe("hidden", "accuracy")      # doctest: +SKIP
+    >>> flor.dataframe("n_words", latest=True)    # doctest: +SKIP
     """
     for name in names:
         if type(name) is not str:
@@ -72,9 +81,71 @@ def dataframe(*names: str, start: Path | None = None):
     try:
         # One read transaction: runs that start meanwhile are either wholly in the table or not.
         store.begin_read()
-        return _build(store, list(names))
+        only = _lineage_filter(store, read_by, readers_of)
+        table, used = _build(store, list(names), only=only)
+        if latest:
+            table = _latest(table, [n for n in dict.fromkeys(names or table.columns) if n in table.columns
+                                    and n not in BASE_COLUMNS], _loop_names(table))
     finally:
         store.close()
+    _note_read(used, "feature store" if latest else "dataframe")
+    return table
+
+
+def _note_read(run_ids, how: str) -> None:
+    from . import lineage
+
+    lineage.note_read(run_ids, how)
+
+
+def _lineage_filter(store: Store, read_by: str | None, readers_of: str | None) -> set[int] | None:
+    """The run ids the lineage options keep (None: every run)."""
+    only = None
+    if read_by is not None:
+        reader = store.find_run(read_by)
+        only = {r[0] for r in store.read_from(reader.run_id)}
+    if readers_of is not None:
+        source = store.find_run(readers_of)
+        readers = {r[0] for r in store.read_by(source.run_id)}
+        only = readers if only is None else only & readers
+    return only
+
+
+def _loop_names(table) -> list[str]:
+    return list(table.attrs.get("flor_loops", []))
+
+
+def _latest(table, names: list[str], loops: list[str]):
+    """One row per item key: the last non-missing value of each name in run order (the table is
+    sorted by run tstamp), and the tstamp of the run that gave it."""
+    import pandas as pd
+
+    if not loops:
+        # No loops: the items are the runs' run-level values; one row holds the latest of each.
+        loops = []
+    # Rows without any of the names (a run that logged none of them) are not items.
+    table = table[table[names].notna().any(axis=1).to_numpy()] if names else table.iloc[0:0]
+    frame = table[loops + names].copy()
+    for loop_name in loops:
+        if frame[loop_name].dtype == object:
+            frame[loop_name] = frame[loop_name].infer_objects()
+    provenance = {}
+    for name in names:
+        provenance[f"tstamp_{name}"] = table["tstamp"].where(table[name].notna())
+    frame = pd.concat([frame, pd.DataFrame(provenance)], axis=1)
+    if loops:
+        grouped = frame.groupby(loops, sort=False, dropna=False).last().reset_index()
+    else:
+        grouped = frame.tail(0) if frame.empty else frame.ffill().tail(1).reset_index(drop=True)
+    grouped = grouped.dropna(subset=[f"tstamp_{n}" for n in names], how="all").reset_index(drop=True)
+    stamps = grouped[[f"tstamp_{n}" for n in names]]
+    result = grouped[loops + names].copy()
+    result["tstamp"] = stamps.max(axis=1, skipna=True) if len(names) > 1 else stamps.iloc[:, 0]
+    if len(names) > 1:
+        for name in names:
+            result[f"tstamp_{name}"] = stamps[f"tstamp_{name}"]
+    result.attrs["flor_loops"] = loops
+    return result
 
 
 _NUMERIC = {values.INT, values.FLOAT, values.BOOL}
@@ -232,11 +303,14 @@ def _report_unknown(store: Store, unknown: list[str], *, all_unknown: bool, arg_
     warnings.warn(f"{message}; left out of the table", FlorWarning, stacklevel=5)
 
 
-def _build(store: Store, names: list[str]):
+def _build(store: Store, names: list[str], only: set[int] | None = None):
+    """The table, and the ids of the runs whose values it holds."""
     import numpy as np
     import pandas as pd
 
     runs = store.runs_brief()
+    if only is not None:
+        runs = [r for r in runs if r[0] in only]
     run_ids = np.array([r[0] for r in runs], dtype=np.int64)
     by_run = pd.Index(run_ids)
     arg_names = store.arg_names()
@@ -316,6 +390,7 @@ def _build(store: Store, names: list[str]):
         table = table.iloc[order].reset_index(drop=True)
         rank = rank[order]
 
+    keyed = _keys_by_loop(store, table, loop_order, run_ids, contexts)
     result = {
         "projid": np.array([r[1] for r in runs], dtype=object)[rank],
         "tstamp": np.array([r[2] for r in runs], dtype=object)[rank],
@@ -325,7 +400,7 @@ def _build(store: Store, names: list[str]):
         "git_dirty": pd.array([None if r[5] is None else bool(r[5]) for r in runs], dtype="boolean")[rank],
     }
     for loop_name in loop_order:
-        result[loop_name] = _index_column(table[loop_name].to_numpy(float))
+        result[loop_name] = keyed[loop_name] if loop_name in keyed else _index_column(table[loop_name].to_numpy(float))
     wanted_args = [n for n in names if n in arg_set]
     if wanted_args:
         arg_rows = store.args_named(wanted_args)
@@ -342,7 +417,69 @@ def _build(store: Store, names: list[str]):
                 result[name] = _merged_ints(table[name].array)
             else:
                 result[name] = table[name].to_numpy() if table[name].dtype != object else table[name].to_numpy(object)
-    return pd.DataFrame(result)
+    frame = pd.DataFrame(result)
+    frame.attrs["flor_loops"] = loop_order
+    used = sorted({int(run_ids[r]) for r in np.unique(rank[_has_values(table, [n for n in names if n in table.columns])])}) \
+        if len(rank) else []
+    return frame, used
+
+
+def _has_values(table, names: list[str]):
+    """Rows of the merged table that hold a value of some name."""
+    import numpy as np
+
+    if not names:
+        return np.zeros(len(table), dtype=bool)
+    return table[names].notna().any(axis=1).to_numpy()
+
+
+def _keys_by_loop(store: Store, table, loop_order: list[str], run_ids, contexts) -> dict:
+    """Loop name -> the column of keys that replaces its positions, for the keyed loops."""
+    import numpy as np
+    import pandas as pd
+
+    from . import keys
+
+    keyed_names = [n for n in loop_order if n in store.keyed_loop_names()]
+    if not keyed_names or not len(table):
+        return {}
+    present = run_ids[np.unique(table["_rank"].to_numpy())]
+    rows = store.item_keys_of_runs([int(r) for r in present])
+    if not rows:
+        return {}
+    if contexts is None or not set(int(r) for r in present) <= set(np.unique(contexts[0]).tolist()):
+        ctx_rows = store.contexts_of_runs([int(r) for r in present])
+        numbers = np.array([r[:4] for r in ctx_rows], dtype=float).reshape(-1, 4)
+        contexts = (numbers[:, 0].astype(np.int64), numbers[:, 1].astype(np.int64), numbers[:, 2], numbers[:, 3],
+                    [r[4] for r in ctx_rows])
+    column = {"run_id": np.array([r[0] for r in rows], dtype=np.int64),
+              "ctx_id": np.array([r[1] for r in rows], dtype=float),
+              "iteration": np.array([r[2] for r in rows], dtype=float)}
+    loops, _order = _loop_columns(column, contexts)
+    by_run = pd.Index(run_ids)
+    ranks = by_run.get_indexer(column["run_id"])
+    names_of = {(int(r), int(c)): n for r, c, n in zip(contexts[0], contexts[1], contexts[4])}
+    own = np.array([names_of.get((int(r[0]), int(r[1]))) for r in rows], dtype=object)
+    decoded = np.empty(len(rows), dtype=object)
+    decoded[:] = [keys.decode(r[3], r[4]) for r in rows]
+    out = {}
+    for name in keyed_names:
+        pick = (own == name) & (ranks >= 0)
+        if not pick.any() or name not in loops:
+            continue
+        on = [n for n in loop_order if n in loops and not np.isnan(loops[n][pick]).any()]
+        keys_frame = pd.DataFrame({"_rank": ranks[pick], **{n: loops[n][pick] for n in on}, "__key": decoded[pick]})
+        keys_frame = keys_frame.drop_duplicates(subset=["_rank", *on], keep="last")
+        left = pd.DataFrame({"_rank": table["_rank"].to_numpy(), **{n: table[n].to_numpy(float) for n in on}})
+        merged = left.merge(keys_frame, on=["_rank", *on], how="left")["__key"].to_numpy(object)
+        positions = table[name].to_numpy(float)
+        values = np.empty(len(table), dtype=object)
+        for i, (key, position) in enumerate(zip(merged, positions)):
+            values[i] = key if key is not None and not (type(key) is float and key != key) else (
+                None if np.isnan(position) else int(position))
+        out[name] = pd.Series(values).infer_objects().to_numpy() if all(
+            type(v) is int for v in values) else values
+    return out
 
 
 def query(sql: str, start: Path | None = None):
@@ -353,7 +490,30 @@ def query(sql: str, start: Path | None = None):
     import pandas as pd
 
     columns, rows = query_rows(sql, start)
-    return pd.DataFrame.from_records(rows, columns=columns)
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    _note_query_lineage(frame, start)
+    return frame
+
+
+def _note_query_lineage(frame, start: Path | None) -> None:
+    """Lineage of a query: the runs its result names (by a run_id or tstamp column)."""
+    from . import lineage
+
+    if "run_id" not in frame and "tstamp" not in frame:
+        return
+    ids: set[int] = set()
+    if "run_id" in frame:
+        ids |= {int(v) for v in frame["run_id"].dropna().unique() if isinstance(v, (int,)) or str(v).isdigit()}
+    if "tstamp" in frame:
+        stamps = {str(v) for v in frame["tstamp"].dropna().unique()}
+        if stamps:
+            store = project_store(start)
+            try:
+                ids |= {r[0] for r in store.runs_brief() if r[2] in stamps}
+            finally:
+                store.close()
+    if ids:
+        lineage.note_read(sorted(ids), "query")
 
 
 def query_rows(sql: str, start: Path | None = None) -> tuple[list[str], list[tuple]]:

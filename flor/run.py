@@ -85,6 +85,12 @@ class Run:
         self.push_special = self._special_queue.append
         self.push_ctx = self._ctx_queue.append
         self.push_iteration = self._iteration_queue.append
+        # Keyed loops (keyed.py): the enclosing items' (loop, key), and their rows for the store.
+        self.key_stack: list = []
+        self._item_queue: deque = deque()
+        self.push_item = self._item_queue.append
+        self.read_runs: dict[int, str] = {}  # runs whose values this run read (lineage) -> how
+        self._lineage_written: set[int] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -319,6 +325,8 @@ class Run:
         """Write what was logged since the last flush; keep it in memory if the write fails."""
         # The store's lock: the checkpoint writer's thread shares the connection.
         with self.store.lock:
+            # Items first: an item marked done here has its values in this batch or an earlier one.
+            items = list(islice(iter(self._item_queue.popleft, _NEVER), len(self._item_queue)))
             batch = self._drain()
             output = self.capture.drain(final) if self.capture is not None else []
             if final and self.capture is not None:
@@ -326,8 +334,10 @@ class Run:
                 self._run_fields["environment"] = _json(self.environment)
             fields = dict(self._run_fields)
             try:
-                self.write(*batch, fields, output)
+                self.write(*batch, fields, output, items)
+                self._write_lineage()
             except StoreError as exc:
+                self._item_queue.extendleft(reversed(items))
                 if output:
                     self.capture.give_back(output)
                 if final:
@@ -347,28 +357,73 @@ class Run:
                     self._run_fields.pop(key, None)
 
     def write(self, contexts: list, iterations: list, logs: list, special: list, fields: dict,
-              output: list = ()) -> None:
+              output: list = (), items: list = ()) -> None:
         """Persist one batch (record mode)."""
+        keyed = [row for kind, row in items if kind == "loop"]
+        item_rows = [row for kind, row in items if kind == "item"]
         self.store.write_batch(
             self.run_id, contexts, logs, special=special, iterations=iterations,
             heartbeat=time.time(), run_fields=fields, output=output, output_first=self._output_lines,
+            keyed=keyed, items=item_rows,
         )
         if output:
             from .capture import line_count
 
             self._output_lines += line_count(output)
 
+    # -- lineage ------------------------------------------------------------------------------
+
+    def note_read(self, run_ids, how: str) -> None:
+        """This run read values of ``run_ids`` (through ``how``); stored with the next flush."""
+        for run_id in run_ids:
+            if run_id != self.run_id:
+                self.read_runs.setdefault(int(run_id), how)
+        if self.begun and not self.ended:
+            self._wake.set()
+
+    def _write_lineage(self) -> None:
+        new = [r for r in self.read_runs if r not in self._lineage_written]
+        if not new or self.store is None:
+            return
+        by_how: dict[str, list[int]] = {}
+        for run_id in new:
+            by_how.setdefault(self.read_runs[run_id], []).append(run_id)
+        for how, ids in by_how.items():
+            self.store.add_lineage(self.run_id, ids, how)
+        self._lineage_written.update(new)
+
     # -- loops --------------------------------------------------------------------------------
 
-    def loop(self, name: str, iterable):
+    def items_done_before(self, loop_name: str, fingerprint: str) -> dict[str, int]:
+        """Key path -> run, of the items that runs with this run's args finished in a loop of
+        this name and body (what an incremental loop skips)."""
+        wanted = {name: tuple(values.encode(value)) for name, value in self.args.items()}
+        with self.store.lock:
+            runs = self.store.runs_with_args(wanted, exclude=self.run_id)
+            return self.store.done_items(loop_name, fingerprint, runs)
+
+    def keyed_loop(self, name: str, iterable, key, incremental: bool, frame):
+        """A keyed loop's bookkeeping and the items it yields (see keyed.py)."""
+        from .fingerprint import loop_fingerprint
+        from .keyed import KeyedLoop
+
+        fingerprint = loop_fingerprint(frame, self.root) if incremental else None
+        if incremental and fingerprint is None:
+            from .messages import warn
+
+            warn(f"flor.loop({name!r}, incremental=True): its source cannot be read here, so every item runs")
+        keyed = KeyedLoop(self, name, key, incremental, fingerprint)
+        return keyed, keyed.items(iterable)
+
+    def loop(self, name: str, iterable, keyed=None):
         """Generator behind flor.loop in record mode (a resumed run first catches up)."""
         if self.resume is not None and self.depth == 0 and self.scope is not None:
             resume, self.resume = self.resume, None
-            return self._resumed_outer_loop(name, iterable, resume)
+            return self._resumed_outer_loop(name, iterable, resume, keyed)
         if self.depth == 1 and self._skip_nested is not None:
             location, self._skip_nested = self._skip_nested, None
             return self._restored_nested_loop(location)
-        return self._record_loop(name, iterable)
+        return self._record_loop(name, iterable, keyed)
 
     def _restored_nested_loop(self, location: str):
         from .checkpoints.restore import restore_into
@@ -379,7 +434,7 @@ class Run:
         return
         yield
 
-    def _resumed_outer_loop(self, name: str, iterable, resume: dict):
+    def _resumed_outer_loop(self, name: str, iterable, resume: dict, keyed=None):
         """Skip to the checkpoint a killed run left, restore it, and record from there on."""
         from .checkpoints.restore import restore_into
 
@@ -402,9 +457,9 @@ class Run:
                 return iterator
 
         self._index_offset = offset
-        yield from self._record_loop(name, _Offset())
+        yield from self._record_loop(name, _Offset(), keyed)
 
-    def _record_loop(self, name: str, iterable):
+    def _record_loop(self, name: str, iterable, keyed=None):
         parent, parent_iteration, depth = self.ctx_id, self.iteration, self.depth
         outer = depth == 0
         scope = self.scope if outer else None
@@ -415,6 +470,8 @@ class Run:
         ctx = self.next_ctx
         t_start = clock() - t0
         self.push_ctx((ctx, parent, parent_iteration, name, t_start, None, None))
+        if keyed is not None:
+            keyed.started(ctx)
         push_iteration = self.push_iteration
         index, self._index_offset = self._index_offset, 0
         self.depth = depth + 1

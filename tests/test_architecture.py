@@ -107,7 +107,7 @@ def test_the_public_api_is_short_and_deliberate():
     assert flor.__all__ == [
         "ArgumentError", "CheckpointError", "FlorError", "PropagationError", "ReplayError", "RunNotFoundError",
         "StoreError", "UsageError", "VersionControlError",
-        "arg", "args", "checkpointing", "commit", "dataframe", "extract", "load_checkpoint", "log", "loop", "query",
+        "arg", "args", "best", "checkpointing", "commit", "dataframe", "extract", "load_checkpoint", "log", "loop", "query",
         "replay",
     ]
     assert flor.__all__ == sorted(flor.__all__)

@@ -119,6 +119,9 @@ class ReplayRun(Run):
         for name, ctx, iteration, value, vtype in records["recorded"]:
             self._recorded.setdefault(name, {}).setdefault((ctx, iteration), []).append((value, vtype))
         self._seen: dict[tuple, int] = {}  # (name, ctx, iteration) -> occurrences compared so far
+        self.recorded_paths: dict[str, set[str]] = {}  # keyed loop -> key paths of the items it yielded
+        for loop_name, path in records.get("items", []):
+            self.recorded_paths.setdefault(loop_name, set()).add(path)
         # Verification state (see the module docstring).
         self._phase = _BEFORE
         self._held: dict[object, list] = {}  # outer iteration, _BEFORE or _AFTER -> rows held back
@@ -153,7 +156,20 @@ class ReplayRun(Run):
         self.managers.append(manager)
         return manager
 
-    def loop(self, name: str, iterable):
+    def note_read(self, run_ids, how: str) -> None:
+        """A replayed script's reads are not lineage: the recorded run's lineage stands."""
+
+    def keyed_loop(self, name: str, iterable, key, incremental: bool, frame):
+        """The items the recorded run yielded, in its order (incremental skips included)."""
+        from ..keyed import KeyedLoop
+
+        paths = self.recorded_paths.get(name)
+        if paths is None:
+            return None, iterable  # recorded before keys were kept: positions as they come
+        keyed = KeyedLoop(self, name, key, False, None, replay_paths=paths)
+        return keyed, keyed.items(iterable)
+
+    def loop(self, name: str, iterable, keyed=None):
         """Route flor.loop: the outer loop by the segment, a memoized nested loop skipped."""
         self._ensure_rng()
         # The outer loop: the first top-level loop inside flor.checkpointing, or, in a script
@@ -165,7 +181,7 @@ class ReplayRun(Run):
         if self.depth == 1 and self.outer_action == "memo" and not self._nested_done and self.scope is not None:
             self._nested_done = True
             return self._skipped_loop(name)
-        return super().loop(name, iterable)
+        return super().loop(name, iterable, keyed)
 
     def _skipped_loop(self, name: str):
         # Runs at the first next(): the caller's frame is the user's for statement.

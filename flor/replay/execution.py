@@ -75,6 +75,8 @@ class Execution:
             "rng": base64.b64encode(blob).decode() if blob else None,
             "contexts": [list(c[:4]) for c in item.records.contexts],
             "recorded": recorded,
+            # Keyed loops yield exactly the items the recording yielded (keyed.py).
+            "items": [[loop_name, path] for loop_name, path, _it in self.store.item_paths(run_id)],
         }
         path = state.folder / "records.json"
         path.write_text(json.dumps(data))

@@ -207,6 +207,20 @@ def plan_run(
     return segments
 
 
+def plan_independent(targets: list[int], workers: int, costs: Costs, places: set[str]) -> list[Segment]:
+    """Segments for a loop whose iterations share no state (``independence``): each target
+    iteration runs alone, with nothing before it re-executed, split across ``workers``."""
+    if not targets:
+        return []
+    weight = lambda i: costs.of(i, "exec") or 0.001
+    chunks = _split(sorted(targets), max(1, workers), weight)
+    return [
+        _costed(Segment({t: "exec" for t in chunk}, chunk, chunk[-1] + 1, False, number == 0 and "before" in places,
+                        False), costs)
+        for number, chunk in enumerate(chunks)
+    ]
+
+
 def _costed(segment: Segment, costs: Costs) -> Segment:
     segment.seconds = STARTUP_S + costs.before_loop_s + sum(costs.of(i, a) for i, a in segment.actions.items())
     return segment

@@ -20,7 +20,7 @@ from ..store import RunRow, Store
 from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
-from .plan import Costs, Segment, plan_run
+from .plan import Costs, Segment, plan_independent, plan_run
 from .records import RunRecords
 from ..selection import select_runs
 
@@ -89,8 +89,10 @@ class ReplayReport:
         return self.outcome == "ok"
 
 
-def parse_iterations(spec: str | None, outer_name: str | None, total: int) -> list[int] | None:
-    """``epoch=all|last|0,5,9`` -> the selected outer iterations (None: all)."""
+def parse_iterations(spec: str | None, outer_name: str | None, total: int,
+                     item_keys: dict[str, int] | None = None) -> list[int] | None:
+    """``epoch=all|last|0,5,9`` -> the selected outer iterations (None: all); for a keyed loop
+    the values are its items' keys (``document=a.txt,b.txt``), mapped through ``item_keys``."""
     if not spec:
         return None
     name, sep, value = spec.partition("=")
@@ -103,6 +105,8 @@ def parse_iterations(spec: str | None, outer_name: str | None, total: int) -> li
         return None
     if value == "last":
         return [total - 1] if total else []
+    if item_keys:
+        return sorted({item_keys[part.strip()] for part in value.split(",") if part.strip() in item_keys})
     try:
         return sorted({int(part) for part in value.split(",") if part.strip()})
     except ValueError:
@@ -160,7 +164,8 @@ class Session:
         self.gpus = gpus
         self.force = force
         if iterations:
-            parse_iterations(iterations, None, 0)  # the form is checked now, the loop name per run
+            if "=" not in iterations:  # the form is checked now; the loop name and values per run (keys or numbers)
+                parse_iterations(iterations, None, 0)
         self.iterations = iterations
         self.out = out or sys.stdout
         self.progress = progress or sys.stderr
@@ -373,7 +378,8 @@ class Session:
             blocking = ["(the loops' variables could not be read from the script)"]
         memo_possible = not blocking
         item.memo_blocked = blocking
-        selected = parse_iterations(self.iterations, outer_name, total)
+        item_keys = self._outer_keys(run.run_id, outer_name)
+        selected = parse_iterations(self.iterations, outer_name, total, item_keys)
         if BODY in places and NESTED not in places:
             selected = self._reached(item, layout, placement, records, outer_name, total, selected)
         if not self.force:
@@ -388,7 +394,15 @@ class Session:
                     item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
                     return
                 selected = remaining
-        if strategy == "reexec" and not checkpoints:
+        independent = self._independent(layout, item_keys, places)
+        if strategy == "reexec" and not checkpoints and independent:
+            # Items that share no state: each replayed alone, split across the workers.
+            item.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
+                                             costs, places)
+            item.reach_note = (item.reach_note + "; " if item.reach_note else "") + (
+                f"the {outer_name} loop's iterations share no state: each item is replayed alone, "
+                f"split across {min(self.workers, max(1, len(item.segments)))} worker(s)")
+        elif strategy == "reexec" and not checkpoints:
             # No checkpoints: one process re-executes everything.
             segment = Segment({i: "exec" for i in range(total)}, list(range(total)) if selected is None else selected,
                               total, True, True, True)
@@ -406,6 +420,28 @@ class Session:
         item.places, item.costs, item.memo_ok = places, costs, lambda index: memo_possible
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
+
+    def _outer_keys(self, run_id: int, outer_name: str | None) -> dict[str, int]:
+        """The outer loop's item keys (as text) -> positions, when the run keyed that loop."""
+        from .. import keys
+
+        found: dict[str, int] = {}
+        for loop_name, path, iteration in self.store.item_paths(run_id):
+            if loop_name == outer_name and iteration is not None:
+                parsed = keys.decode(path, "tuple")
+                if len(parsed) == 1:
+                    found[str(parsed[0][1])] = iteration
+        return found
+
+    @staticmethod
+    def _independent(layout, item_keys: dict, places: set[str]) -> bool:
+        """A keyed outer loop whose iterations share no state (``independence``), with the new
+        statements inside it (code after the loop needs every iteration's state)."""
+        from .independence import carried
+
+        if not item_keys or layout.outer is None or AFTER in places:
+            return False
+        return not carried(layout.outer)
 
     def _reached(self, item: RunReplay, layout, placement, records: RunRecords, outer_name: str, total: int,
                  selected: list[int] | None) -> list[int] | None:

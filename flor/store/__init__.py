@@ -20,13 +20,20 @@ Tables (``flor query`` reads them directly)::
                                          run level); source: 'record', 'replay' or
                                          'extract' (from captured output)
     checkpoints(run_id, iteration, point, location, bytes, bytes_written, snapshot_s, write_s, created)
+    keyed_loops(run_id, ctx_id, loop_name, fingerprint, incremental)
+                                         instances of keyed loops (flor.loop(..., key=...)) and the
+                                         code version of their body
+    item_keys(run_id, ctx_id, iteration, key, ktype, path, state, by_run)
+                                         each item of a keyed loop: started, done, or skipped
+                                         (incremental: done before by run by_run)
+    lineage(reader, source, how)         runs whose values a run read (flor.dataframe, flor.query)
     drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at)
     replay_done(run_id, name, iteration)          outer iterations whose replay of a name finished
     output_blocks(run_id, first_line, n, streams, meta, text)
                                          what a run printed, compressed blocks of lines (output.py)
 
 Modules: ``schema`` (tables and ordered migrations), ``connection`` (opening, transactions),
-``runs``, ``logs``, ``output``, ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
+``runs``, ``logs``, ``output``, ``items`` (keyed loops, lineage), ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
 (``flor query``, read-only), ``readpool`` (pooled read-only connections for readers on several
 threads, such as ``flor ui``, and the named reads they make).
 
@@ -43,6 +50,7 @@ from __future__ import annotations
 from .checkpoints import CheckpointRow, CheckpointsMixin
 from .connection import BUSY_TIMEOUT_S, Connection
 from .free_sql import FreeSQLMixin
+from .items import ItemsMixin
 from .logs import LogsMixin
 from .output import OutputMixin
 from .readpool import ReadPool
@@ -56,7 +64,7 @@ __all__ = [
 ]
 
 
-class Store(RunsMixin, LogsMixin, OutputMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
+class Store(RunsMixin, LogsMixin, OutputMixin, ItemsMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
     """A connection to one project's database; open with :meth:`open`.
 
     >>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Sequence
 
 from .. import blocks
+from .items import write_items
 from ..errors import StoreError
 
 ADD_LOOSE_SQL = (
@@ -63,6 +64,8 @@ class LogsMixin:
         run_fields: dict | None = None,
         output: Sequence[tuple] = (),
         output_first: int = 0,
+        keyed: Sequence[tuple] = (),
+        items: Sequence[tuple] = (),
     ) -> None:
         """Write one batch of a recording run in one transaction.
 
@@ -72,7 +75,8 @@ class LogsMixin:
         float or str (SQLite's typeof gives the type tag, so no Python work per row); ``special``:
         already encoded values ``(ctx_id, iteration, name, stored, vtype)``; ``iterations``:
         ``(ctx_id, iteration, t)`` of top-level loops; ``output``: runs of captured lines ``(stream
-        code, t, ctx_id, iteration, texts)``, numbered from ``output_first`` (one block, see output.py).
+        code, t, ctx_id, iteration, texts)``, numbered from ``output_first`` (one block, see output.py);
+        ``keyed`` and ``items``: keyed loop instances and their items (see items.py).
         """
         rid = int(run_id)
 
@@ -130,6 +134,8 @@ class LogsMixin:
                 cursor.executemany(ADD_LOOSE_SQL, loose.items())
             if output:
                 self._insert_output(cursor, rid, output_first, output)
+            if keyed or items:
+                write_items(cursor, rid, keyed, items)
             fields = dict(run_fields or {})
             if heartbeat is not None:
                 fields["heartbeat"] = heartbeat

@@ -144,6 +144,16 @@ class ReadPool:
             (run_id,),
         )
 
+    def run_lineage(self, run_id: int) -> tuple[list[tuple], list[tuple]]:
+        """(runs ``run_id`` read from, runs that read it): ``(tstamp, filename, how)`` each."""
+        read_from = self.read(
+            "SELECT r.tstamp, r.filename, l.how FROM lineage l JOIN runs r ON r.run_id = l.source "
+            "WHERE l.reader = ? ORDER BY r.tstamp", (run_id,))
+        read_by = self.read(
+            "SELECT r.tstamp, r.filename, l.how FROM lineage l JOIN runs r ON r.run_id = l.reader "
+            "WHERE l.source = ? ORDER BY r.tstamp", (run_id,))
+        return read_from, read_by
+
     def run_drift(self, run_id: int) -> list[tuple]:
         """``(name, count, max difference)`` of the drift replay found in one run, per name."""
         return self.read(

@@ -118,6 +118,33 @@ CREATE TABLE IF NOT EXISTS output_blocks(
     text BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS output_blocks_by_run ON output_blocks(run_id, first_line);
+CREATE TABLE IF NOT EXISTS keyed_loops(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER NOT NULL,
+    loop_name TEXT NOT NULL,
+    fingerprint TEXT,
+    incremental INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, ctx_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS item_keys(
+    run_id INTEGER NOT NULL,
+    ctx_id INTEGER NOT NULL,
+    iteration INTEGER,
+    key,
+    ktype TEXT NOT NULL,
+    path TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('started', 'done', 'skipped')),
+    by_run INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS item_keys_by_run ON item_keys(run_id, ctx_id, iteration);
+CREATE INDEX IF NOT EXISTS item_keys_done ON item_keys(state, run_id);
+CREATE TABLE IF NOT EXISTS lineage(
+    reader INTEGER NOT NULL,
+    source INTEGER NOT NULL,
+    how TEXT NOT NULL,
+    PRIMARY KEY (reader, source)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lineage_by_source ON lineage(source);
 CREATE TABLE IF NOT EXISTS drift(
     run_id INTEGER NOT NULL,
     ctx_id INTEGER,
@@ -179,12 +206,19 @@ def _v5_output(cursor) -> None:
     pass
 
 
+def _v6_dataflow(cursor) -> None:
+    # Keyed loops, their items and the lineage between runs (keys.py, lineage; SCHEMA created the
+    # tables): runs recorded before have none.
+    pass
+
+
 # (version, what it changed): entry k brings a database from version k to version k + 1.
 MIGRATIONS: list[tuple[int, Callable]] = [
     (2, _v2_blocks),
     (3, _v3_user_head),
     (4, _v4_environment),
     (5, _v5_output),
+    (6, _v6_dataflow),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).

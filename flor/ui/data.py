@@ -384,7 +384,8 @@ def sort_key(value: object) -> tuple:
 
 
 def run_detail(db: ReadPool, table: RunsTable, run_id: int) -> dict:
-    """Everything the run page shows except code: args, status, error, logs, checkpoints, drift.
+    """Everything the run page shows except code: args, status, error, logs, checkpoints, drift,
+    lineage (the runs it read from and the runs that read it).
 
     >>> run_detail(db, table, 1)["status"]                          # doctest: +SKIP
     'finished'
@@ -415,6 +416,11 @@ def run_detail(db: ReadPool, table: RunsTable, run_id: int) -> dict:
         for name, count, worst in db.run_drift(run_id)
     ]
     resumed = db.tstamp_of(resumed_from) if resumed_from else None
+    read_from, read_by = db.run_lineage(run_id)
+    lineage = {
+        "read_from": [{"tstamp": t, "filename": f, "how": h} for t, f, h in read_from],
+        "read_by": [{"tstamp": t, "filename": f, "how": h} for t, f, h in read_by],
+    }
     try:
         argv = json.loads(argv)
     except (TypeError, ValueError):
@@ -424,7 +430,7 @@ def run_detail(db: ReadPool, table: RunsTable, run_id: int) -> dict:
         "commit": commit, "vcs_note": vcs_note, "status": effective.effective_status(time.time()),
         "recorded_status": status, "started": started, "ended": ended, "host": host, "python": python,
         "error": error, "resumed_from": resumed,
-        "args": args, "logs": logs, "checkpoints": checkpoints, "drift": drift,
+        "args": args, "logs": logs, "checkpoints": checkpoints, "drift": drift, "lineage": lineage,
     }
 
 

@@ -474,6 +474,11 @@ async function showRun(tstamp) {
       el("td", { class: "num" }, ((c.snapshot_s || 0) * 1000).toFixed(1)), el("td", { class: "num" }, ((c.write_s || 0) * 1000).toFixed(1))))));
   $("run-drift").replaceChildren(...table(["name", "values that drifted", "largest difference"],
     run.drift.map((d) => el("tr", {}, el("td", {}, d.name), el("td", { class: "num" }, d.count), el("td", { class: "num" }, formatValue(d.max_difference))))));
+  const lineageRows = (runs) => runs.length ? runs.map((r) => el("tr", {},
+    el("td", {}, el("a", { href: "#run=" + encodeURIComponent(r.tstamp) }, r.tstamp)), el("td", {}, r.filename), el("td", { class: "note" }, r.how)))
+    : [el("tr", {}, el("td", { class: "note" }, "(none)"))];
+  $("run-read-from").replaceChildren(...lineageRows(run.lineage.read_from));
+  $("run-read-by").replaceChildren(...lineageRows(run.lineage.read_by));
   $("run-code-name").textContent = `${run.filename} at ${run.commit ? run.commit.slice(0, 10) : "no version"}`;
   showOutput();
   const others = await api("values", { names: "tstamp" }).catch(() => ({ runs: [] }));
