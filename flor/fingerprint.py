@@ -4,8 +4,12 @@ An incremental loop skips an item only when an earlier run processed it with the
 the fingerprint must change whenever the body could compute something else: it hashes the
 ``for`` statement (target, iterable and body, as syntax trees: comments and blank lines do not
 count) and the source of every function, class and module of the project that the body calls,
-followed transitively. Code outside the project (installed libraries) is not followed; its
-version is the environment's, like the Python version.
+followed transitively, and the *values* of the plain data those read by name (numbers, strings,
+tuples, lists, dicts and sets of them, numpy arrays: a reordered label list or a changed
+threshold is a change). An object of a project class is followed through its class. Code outside
+the project (installed libraries) is not followed; its version is the environment's, like the
+Python version. Other objects (a model, an open file) are not hashed. Past ``_MAX_DEPTH`` levels
+of calls the fingerprint is not trusted: the loop has none, and every item runs.
 
 A loop whose source cannot be read (a notebook cell, ``exec``) has no fingerprint, and an
 incremental loop without one runs every item.
@@ -61,10 +65,49 @@ def loop_fingerprint(frame, root: Path | None) -> str | None:
     if statement is None:
         return None
     digest = hashlib.sha256()
+    digest.update(Path(frame.f_code.co_filename).name.encode())
     digest.update(ast.dump(statement, include_attributes=False).encode())
     seen: set[str] = set()
-    _follow(statement, frame.f_globals, {**frame.f_globals, **frame.f_locals}, root, digest, seen, 0)
+    # Names the loop binds itself are not inputs of it; the iterable's *values* (which items
+    # there are) are what incremental is about, so only its code is followed.
+    bound = {n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
+    names = {k: v for k, v in {**frame.f_globals, **frame.f_locals}.items() if k not in bound}
+    try:
+        _follow(ast.Module(body=statement.body, type_ignores=[]), frame.f_globals, names, root, digest, seen, 0)
+        _follow(statement.iter, frame.f_globals, names, root, digest, seen, 0, values=False)
+    except _TooDeep:
+        return None
     return digest.hexdigest()
+
+
+class _TooDeep(Exception):
+    pass
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None), complex)
+_MAX_VALUE = 1 << 20
+
+
+def _value_text(value, budget: list[int]) -> str | None:
+    """A stable text of plain data (None: not plain data, or too big to be a setting)."""
+    if isinstance(value, _PLAIN):
+        text = repr(value)
+    elif isinstance(value, (tuple, list, set, frozenset)):
+        parts = [_value_text(v, budget) for v in (sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value)]
+        if any(p is None for p in parts):
+            return None
+        text = type(value).__name__ + "(" + ",".join(parts) + ")"
+    elif isinstance(value, dict):
+        parts = [(_value_text(k, budget), _value_text(v, budget)) for k, v in value.items()]
+        if any(a is None or b is None for a, b in parts):
+            return None
+        text = "{" + ",".join(f"{a}:{b}" for a, b in parts) + "}"
+    elif type(value).__module__ == "numpy" and hasattr(value, "tobytes") and getattr(value, "nbytes", _MAX_VALUE + 1) <= _MAX_VALUE:
+        text = f"ndarray{value.dtype}{value.shape}:" + hashlib.sha256(value.tobytes()).hexdigest()
+    else:
+        return None
+    budget[0] -= len(text)
+    return text if budget[0] >= 0 else None
 
 
 def _inside(path: str | None, root: Path | None) -> bool:
@@ -77,13 +120,26 @@ def _inside(path: str | None, root: Path | None) -> bool:
     return "site-packages" not in path and "dist-packages" not in path
 
 
-def _follow(node: ast.AST, globals_: dict, names: dict, root, digest, seen: set, depth: int) -> None:
-    """Hash the project code that ``node`` refers to by name (functions, classes, modules)."""
+def _follow(node: ast.AST, globals_: dict, names: dict, root, digest, seen: set, depth: int, values: bool = True) -> None:
+    """Hash the project code that ``node`` refers to by name (functions, classes, modules) and
+    the plain data it reads by name."""
     if depth > _MAX_DEPTH:
-        return
+        raise _TooDeep
     for sub in ast.walk(node):
         if isinstance(sub, ast.Name):
-            target = names.get(sub.id)
+            if sub.id not in names:
+                continue
+            target = names[sub.id]
+            key = f"value:{id(names)}:{sub.id}"
+            if values and key not in seen and not callable(target) and not isinstance(target, types.ModuleType):
+                seen.add(key)
+                text = _value_text(target, [_MAX_VALUE])
+                if text is not None:
+                    digest.update(f"{sub.id}={text}".encode())
+                else:
+                    kind = type(target)
+                    if kind.__module__ not in ("builtins",):
+                        _add(kind, root, digest, seen, depth)  # an object of a project class: its class
         elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
             owner = names.get(sub.value.id)
             target = getattr(owner, sub.attr, None) if isinstance(owner, types.ModuleType) else None

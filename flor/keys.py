@@ -31,9 +31,12 @@ def key_of(item, key, loop: str):
 
 
 def checked(value, loop: str):
-    """``value`` when it can be a key (lists become tuples), else a one-line UsageError."""
+    """``value`` when it can be a key (lists become tuples, paths their text, numpy scalars
+    Python numbers), else a one-line UsageError."""
     if type(value) is list:
         value = tuple(value)
+    elif type(value) not in (tuple, str, int, float):
+        value = _plain(value)
     if type(value) is tuple:
         return tuple(checked(part, loop) for part in value)
     if type(value) is str:
@@ -51,6 +54,27 @@ def checked(value, loop: str):
         f"flor.loop({loop!r}): a key must be a string, an int, a finite float or a tuple of them, "
         f"got {type(value).__name__} {shown}; pass key=lambda item: ... that returns one"
     )
+
+
+def _plain(value):
+    """A path as its text, a numpy integer or float as a Python one; anything else unchanged."""
+    import os
+
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    try:
+        import operator
+
+        return operator.index(value)
+    except TypeError:
+        pass
+    if hasattr(value, "dtype") and getattr(value, "shape", None) == ():
+        return float(value) if value.dtype.kind == "f" else value
+    return value
 
 
 def encode(key) -> tuple[object, str]:

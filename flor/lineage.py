@@ -31,3 +31,14 @@ def take_waiting() -> dict[int, str]:
     taken = dict(_waiting)
     _waiting.clear()
     return taken
+
+
+# In a replay worker: the recorded run's tstamp. What the dataframe and flor.best show the old code
+# is limited to runs that had started by then, as when it was recorded (runs since could change
+# what a replayed stage computes).
+pinned: str | None = None
+
+
+def visible(tstamp: str) -> bool:
+    """Whether a run with ``tstamp`` is visible to reads in this process."""
+    return pinned is None or tstamp <= pinned

@@ -57,7 +57,7 @@ def _refresh_statuses(start: Path | None) -> None:
 
 
 def dataframe(*names: str, start: Path | None = None, latest: bool = False, read_by: str | None = None,
-              readers_of: str | None = None):
+              readers_of: str | None = None, keys: bool = True):
     """One pandas DataFrame of every run with the named args and logs (all names if none).
 
     A name that is neither an arg nor a logged name is a :class:`UsageError` when no name
@@ -66,7 +66,8 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, read
     ``latest=True`` is the feature-store view: one row per item (the keys of its keyed loops)
     with the most recent value of each name across runs, and the run that gave it (``tstamp``;
     with several names, also ``tstamp_<name>`` per name). ``read_by=RUN`` keeps the runs that RUN
-    read values of, ``readers_of=RUN`` the runs that read RUN's (lineage).
+    read values of, ``readers_of=RUN`` the runs that read RUN's (lineage). ``keys=False`` keeps
+    keyed loops' positions in their columns (what checkpoints count in).
 
     A script that records a run and reads the table here records which runs it read.
 
@@ -82,10 +83,18 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, read
         # One read transaction: runs that start meanwhile are either wholly in the table or not.
         store.begin_read()
         only = _lineage_filter(store, read_by, readers_of)
-        table, used = _build(store, list(names), only=only)
+        table, used = _build(store, list(names), only=only, keys=keys)
         if latest:
-            table = _latest(table, [n for n in dict.fromkeys(names or table.columns) if n in table.columns
-                                    and n not in BASE_COLUMNS], _loop_names(table))
+            loops = _loop_names(table)
+            wanted = [n for n in dict.fromkeys(names or table.columns) if n in table.columns
+                      and n not in BASE_COLUMNS and n not in loops]
+            table = _latest(table, wanted, loops)
+            stamps = set()
+            for column in ["tstamp"] + [f"tstamp_{n}" for n in wanted]:
+                if column in table:
+                    stamps |= {t for t in table[column] if isinstance(t, str)}
+            by_tstamp = {r[2]: r[0] for r in store.runs_brief()}
+            used = sorted(by_tstamp[t] for t in stamps if t in by_tstamp)
     finally:
         store.close()
     _note_read(used, "feature store" if latest else "dataframe")
@@ -140,7 +149,9 @@ def _latest(table, names: list[str], loops: list[str]):
     grouped = grouped.dropna(subset=[f"tstamp_{n}" for n in names], how="all").reset_index(drop=True)
     stamps = grouped[[f"tstamp_{n}" for n in names]]
     result = grouped[loops + names].copy()
-    result["tstamp"] = stamps.max(axis=1, skipna=True) if len(names) > 1 else stamps.iloc[:, 0]
+    # The newest of the row's runs (tstamps sort as text); NaN where a name has no value.
+    result["tstamp"] = [max((t for t in row if isinstance(t, str)), default=None)
+                        for row in stamps.itertuples(index=False)]
     if len(names) > 1:
         for name in names:
             result[f"tstamp_{name}"] = stamps[f"tstamp_{name}"]
@@ -303,12 +314,14 @@ def _report_unknown(store: Store, unknown: list[str], *, all_unknown: bool, arg_
     warnings.warn(f"{message}; left out of the table", FlorWarning, stacklevel=5)
 
 
-def _build(store: Store, names: list[str], only: set[int] | None = None):
+def _build(store: Store, names: list[str], only: set[int] | None = None, keys: bool = True):
     """The table, and the ids of the runs whose values it holds."""
     import numpy as np
     import pandas as pd
 
-    runs = store.runs_brief()
+    from . import lineage
+
+    runs = [r for r in store.runs_brief() if lineage.visible(r[2])]
     if only is not None:
         runs = [r for r in runs if r[0] in only]
     run_ids = np.array([r[0] for r in runs], dtype=np.int64)
@@ -390,7 +403,8 @@ def _build(store: Store, names: list[str], only: set[int] | None = None):
         table = table.iloc[order].reset_index(drop=True)
         rank = rank[order]
 
-    keyed = _keys_by_loop(store, table, loop_order, run_ids, contexts)
+    keyed = _keys_by_loop(store, table, loop_order, run_ids, contexts,
+                          _has_values(table, [n for n in names if n in table.columns])) if keys else {}
     result = {
         "projid": np.array([r[1] for r in runs], dtype=object)[rank],
         "tstamp": np.array([r[2] for r in runs], dtype=object)[rank],
@@ -433,7 +447,7 @@ def _has_values(table, names: list[str]):
     return table[names].notna().any(axis=1).to_numpy()
 
 
-def _keys_by_loop(store: Store, table, loop_order: list[str], run_ids, contexts) -> dict:
+def _keys_by_loop(store: Store, table, loop_order: list[str], run_ids, contexts, with_values) -> dict:
     """Loop name -> the column of keys that replaces its positions, for the keyed loops."""
     import numpy as np
     import pandas as pd
@@ -443,7 +457,7 @@ def _keys_by_loop(store: Store, table, loop_order: list[str], run_ids, contexts)
     keyed_names = [n for n in loop_order if n in store.keyed_loop_names()]
     if not keyed_names or not len(table):
         return {}
-    present = run_ids[np.unique(table["_rank"].to_numpy())]
+    present = run_ids[np.unique(table["_rank"].to_numpy()[with_values])]
     rows = store.item_keys_of_runs([int(r) for r in present])
     if not rows:
         return {}

@@ -54,15 +54,17 @@ def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed
         raise UsageError(f"flor.best needs a logged name, got {name!r}")
     if mode not in ("max", "min"):
         raise UsageError(f"flor.best(mode=...) is 'max' or 'min', got {mode!r}")
+    from . import lineage
+
     store = project_store()
     try:
-        runs = select_runs(store, None, where)
+        runs = [r for r in select_runs(store, None, where) if lineage.visible(r.tstamp)]
         with_checkpoints = {r.run_id: {c.iteration for c in store.checkpoints(r.run_id)} for r in runs}
     finally:
         store.close()
     if not runs:
         raise UsageError(f"no finished run matches --where {where!r}" if where else "no finished runs yet")
-    table = dataframe(name)
+    table = dataframe(name, keys=False)  # positions, not keys: checkpoints count in positions
     loops = list(table.attrs.get("flor_loops", []))
     by_tstamp = {r.tstamp: r for r in runs}
     table = table[table["tstamp"].isin(list(by_tstamp))]
@@ -70,11 +72,11 @@ def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed
     numeric = values.map(lambda v: isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
                          and not (isinstance(v, float) and math.isnan(v)))
     table = table[numeric.to_numpy(bool)]
-    outer = loops[0] if loops else None
+    # Each row's outer loop is its outermost loop column with a value (runs may name theirs apart).
+    outer_of = [next((int(row[n]) for n in loops if not _missing(row[n])), None) for _, row in table.iterrows()]
     if checkpointed:
-        keep = [outer is not None and row[outer] is not None and not _missing(row[outer])
-                and int(row[outer]) in with_checkpoints[by_tstamp[row["tstamp"]].run_id]
-                for _, row in table.iterrows()]
+        keep = [it is not None and it in with_checkpoints[by_tstamp[t].run_id] for it, t in zip(outer_of, table["tstamp"])]
+        outer_of = [it for it, k in zip(outer_of, keep) if k]
         table = table[np.array(keep, dtype=bool)] if len(table) else table
     if not len(table):
         extra = " at a checkpointed iteration" if checkpointed else ""
@@ -83,7 +85,7 @@ def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed
     index = int(np.argmax(column) if mode == "max" else np.argmin(column))  # the first of ties
     row = table.iloc[index]
     run = by_tstamp[row["tstamp"]]
-    iteration = None if outer is None or _missing(row[outer]) else int(row[outer])
+    iteration = outer_of[index]
     return Best(
         name=name, value=row[name].item() if hasattr(row[name], "item") else row[name], tstamp=run.tstamp,
         run_id=run.run_id, iteration=iteration,

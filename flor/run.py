@@ -335,7 +335,6 @@ class Run:
             fields = dict(self._run_fields)
             try:
                 self.write(*batch, fields, output, items)
-                self._write_lineage()
             except StoreError as exc:
                 self._item_queue.extendleft(reversed(items))
                 if output:
@@ -355,6 +354,10 @@ class Run:
             for key in fields:
                 if self._run_fields.get(key) == fields[key]:
                     self._run_fields.pop(key, None)
+            try:
+                self._write_lineage()  # its own transaction: a failure here must not re-send the batch
+            except StoreError as exc:
+                warn(f"which runs run {self.tstamp} read could not be written yet ({exc}); retried")
 
     def write(self, contexts: list, iterations: list, logs: list, special: list, fields: dict,
               output: list = (), items: list = ()) -> None:
@@ -382,15 +385,17 @@ class Run:
             self._wake.set()
 
     def _write_lineage(self) -> None:
-        new = [r for r in self.read_runs if r not in self._lineage_written]
+        # A copy first: the script's thread may note a read while the flush thread writes.
+        reads = list(self.read_runs.items())
+        new = [(r, how) for r, how in reads if r not in self._lineage_written]
         if not new or self.store is None:
             return
         by_how: dict[str, list[int]] = {}
-        for run_id in new:
-            by_how.setdefault(self.read_runs[run_id], []).append(run_id)
+        for run_id, how in new:
+            by_how.setdefault(how, []).append(run_id)
         for how, ids in by_how.items():
             self.store.add_lineage(self.run_id, ids, how)
-        self._lineage_written.update(new)
+        self._lineage_written.update(r for r, _how in new)
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -398,8 +403,11 @@ class Run:
         """Key path -> run, of the items that runs with this run's args finished in a loop of
         this name and body (what an incremental loop skips)."""
         wanted = {name: tuple(values.encode(value)) for name, value in self.args.items()}
+        # A resumed run catches up to the killed run's checkpoint by position: the killed run's
+        # own items are not "done before" for it (its earlier runs' items still are).
+        resumed = settings.resumed_from()
         with self.store.lock:
-            runs = self.store.runs_with_args(wanted, exclude=self.run_id)
+            runs = [r for r in self.store.runs_with_args(wanted, exclude=self.run_id) if r != resumed]
             return self.store.done_items(loop_name, fingerprint, runs)
 
     def keyed_loop(self, name: str, iterable, key, incremental: bool, frame):

@@ -120,6 +120,60 @@ def test_incremental_skips_what_the_same_code_and_args_finished(project):
     assert "5 item(s) skipped" in fifth.stderr
 
 
+def test_a_changed_setting_the_body_reads_is_a_change_and_epochs_cannot_hold_incremental_items(project):
+    _docs(project, ["a.txt", "b.txt"])
+    script = """
+        from pathlib import Path
+        import flor
+        LABELS = ["x", "y"]
+        for doc in flor.loop("document", sorted(Path("docs").glob("*.txt")), key=lambda p: p.name, incremental=True):
+            flor.log("label", LABELS.index("y"))
+    """
+    project.write("f.py", script)
+    project.write("epochs.py", """
+        import flor
+        for epoch in flor.loop("epoch", range(2)):
+            for doc in flor.loop("document", ["a", "b"], key=True, incremental=True):
+                flor.log("n", 1)
+    """)
+    project.commit_all()
+    project.run("f.py")
+    assert "2 item(s) skipped" in project.run("f.py").stderr
+    project.write("f.py", script.replace('["x", "y"]', '["y", "x"]'))  # reordered labels: new values
+    assert "skipped" not in project.run("f.py").stderr
+    refused = project.run("epochs.py", check=False)
+    assert refused.returncode != 0 and "inside a loop that is not keyed" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_replay_refuses_items_missing_or_out_of_their_recorded_order(project):
+    # The documents are git-ignored data (as in a real pipeline): replay reads them from the project.
+    project.write(".gitignore", "docs/\n")
+    _docs(project, ["a.txt", "b.txt", "c.txt"])
+    project.write("featurize.py", FEATURIZE)
+    project.commit_all()
+    project.run("featurize.py")
+    (project.root / "docs" / "a.txt").unlink()
+    path = project.root / "featurize.py"
+    path.write_text(path.read_text().replace(
+        '        flor.log("n_words", scale * len(words))',
+        '        flor.log("n_words", scale * len(words))\n        flor.log("chars", len(page))'))
+    done = project.flor("replay", "chars", check=False)
+    assert done.returncode != 0
+    assert "items missing or in another order" in (done.stdout + done.stderr)
+    assert _rows(project, "SELECT COUNT(*) FROM logs WHERE name = 'chars'") == [(0,)]
+
+
+def test_random_state_keeps_items_in_one_process(project):
+    import ast
+
+    from flor.replay.independence import carried
+
+    source = "import numpy as np\nrng = np.random.default_rng(0)\nfor d in flor.loop('doc', docs, key=True):\n    flor.log('r', rng.integers(9))\n"
+    tree = ast.parse(source)
+    assert carried(tree.body[2], tree) == ["`rng.integers(...)` draws random numbers"]
+
+
 def test_incremental_runs_again_the_items_whose_processing_failed(project):
     _docs(project, ["a.txt", "b.txt", "c.txt"])
     (project.root / "docs" / "b.txt").write_text("FAIL z|q")
@@ -152,6 +206,8 @@ def test_the_latest_view_has_one_row_per_item_with_its_newest_value_and_run(proj
     project.run("redo.py")
     stamps = [r[0] for r in _rows(project, "SELECT tstamp FROM runs ORDER BY run_id")]
     rows = _frame(project, "n_words", latest=True)
+    assert [json.loads(line) for line in project.flor("dataframe", "--latest", "--json").stdout.splitlines()][0][
+        "document"] == "a.txt"  # every name, loops not taken for names
     got = [(r["document"], r["page"], r["n_words"], r["tstamp"]) for r in rows]
     assert got == [("a.txt", 0, 3, stamps[0]), ("a.txt", 1, 2, stamps[0]), ("b.txt", 0, 1, stamps[1]),
                    ("b.txt", 1, 5, stamps[1])]
@@ -295,6 +351,8 @@ def test_replay_of_chosen_keys_only(project):
         '            flor.log("n_words", scale * len(words))',
         '            flor.log("n_words", scale * len(words))\n            flor.log("chars", len(page))'))
     project.flor("replay", "chars", "--iterations", "document=d1.txt,d3.txt")
+    typo = project.flor("replay", "chars", "--iterations", "document=d9.txt", "--force", check=False)
+    assert "no such item in this run" in typo.stdout + typo.stderr
     assert _rows(project, "SELECT COUNT(*) FROM logs WHERE name = 'chars'") == [(4,)]
     rows = _frame(project, "chars")
     assert sorted({r["document"] for r in rows if r["chars"] is not None}) == ["d1.txt", "d3.txt"]

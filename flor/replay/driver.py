@@ -73,6 +73,9 @@ class ReplayRun(Run):
         self.flor_dir = ProjectPaths(Path(spec.root)).flor_dir
         self.run_id = spec.run_id
         self.tstamp = spec.tstamp
+        from .. import lineage
+
+        lineage.pinned = spec.tstamp
         self.root = Path(spec.root)
         records = json.loads(Path(spec.records_path).read_text())
         self.recorded_args = {name: values.decode(value, vtype) for name, value, vtype in records["args"]}
@@ -119,9 +122,11 @@ class ReplayRun(Run):
         for name, ctx, iteration, value, vtype in records["recorded"]:
             self._recorded.setdefault(name, {}).setdefault((ctx, iteration), []).append((value, vtype))
         self._seen: dict[tuple, int] = {}  # (name, ctx, iteration) -> occurrences compared so far
-        self.recorded_paths: dict[str, set[str]] = {}  # keyed loop -> key paths of the items it yielded
-        for loop_name, path in records.get("items", []):
-            self.recorded_paths.setdefault(loop_name, set()).add(path)
+        self._counts: dict[str, dict[str, int]] = {}
+        # Keyed loop -> key path -> position, of the items the recording yielded.
+        self.recorded_paths: dict[str, dict[str, int]] = {name: {} for name in records.get("keyed", [])}
+        for loop_name, path, iteration in records.get("items", []):
+            self.recorded_paths.setdefault(loop_name, {})[path] = iteration
         # Verification state (see the module docstring).
         self._phase = _BEFORE
         self._held: dict[object, list] = {}  # outer iteration, _BEFORE or _AFTER -> rows held back
@@ -157,7 +162,8 @@ class ReplayRun(Run):
         return manager
 
     def note_read(self, run_ids, how: str) -> None:
-        """A replayed script's reads are not lineage: the recorded run's lineage stands."""
+        """A replayed script's reads are not lineage: the recorded run's lineage stands (and
+        they see only the runs that had started when it was recorded: ``lineage.pinned``)."""
 
     def keyed_loop(self, name: str, iterable, key, incremental: bool, frame):
         """The items the recorded run yielded, in its order (incremental skips included)."""
@@ -167,7 +173,21 @@ class ReplayRun(Run):
         if paths is None:
             return None, iterable  # recorded before keys were kept: positions as they come
         keyed = KeyedLoop(self, name, key, False, None, replay_paths=paths)
+        keyed.replay_counts = self._children_counts(name)
         return keyed, keyed.items(iterable)
+
+    def _children_counts(self, name: str) -> dict[str, int]:
+        """Enclosing key path -> how many items of loop ``name`` the recording had under it."""
+        cached = self._counts.get(name)
+        if cached is None:
+            from .. import keys
+
+            cached = {}
+            for path in self.recorded_paths.get(name, {}):
+                parent = keys.path_text(json.loads(path)[:-1])
+                cached[parent] = cached.get(parent, 0) + 1
+            self._counts[name] = cached
+        return cached
 
     def loop(self, name: str, iterable, keyed=None):
         """Route flor.loop: the outer loop by the segment, a memoized nested loop skipped."""

@@ -76,7 +76,8 @@ class Execution:
             "contexts": [list(c[:4]) for c in item.records.contexts],
             "recorded": recorded,
             # Keyed loops yield exactly the items the recording yielded (keyed.py).
-            "items": [[loop_name, path] for loop_name, path, _it in self.store.item_paths(run_id)],
+            "items": [[loop_name, path, it] for loop_name, path, it in self.store.item_paths(run_id)],
+            "keyed": self.store.keyed_loops_of(run_id),
         }
         path = state.folder / "records.json"
         path.write_text(json.dumps(data))

@@ -10,7 +10,13 @@ across workers and runs only those asked for. This module says, for a ``for`` st
 - ``global`` or ``nonlocal`` in the body;
 - a change to an object made outside the body: an attribute or item assigned or deleted
   (``cache[k] = v``, ``self.n = 1``), or a method that changes its object (``results.append``,
-  ``seen.add``, ``f.write``, ``optimizer.step``).
+  ``seen.add``, ``f.write``, ``optimizer.step``);
+- random state: ``random.*``, ``np.random.*``, ``torch.rand*`` and the like, a generator's
+  methods (``rng.integers``), ``next(it)`` or ``f.readline()`` on an object made outside;
+- a call of an object the script made by assignment (``model(x)``, ``augment(x)`` where
+  ``augment = Compose(...)``): it may hold state, such as dropout drawing random numbers;
+- a name the body binds only in some branches and reads elsewhere (the previous item's value
+  shows through when the branch does not run).
 
 Calls into other functions are not followed: a helper that changes module state is not seen
 here. Replay still compares every recorded value it passes; an iteration whose values drift is
@@ -33,9 +39,21 @@ MUTATING_METHODS = frozenset({
 })
 
 
-def carried(loop: ast.For) -> list[str]:
-    """What one iteration of ``loop`` leaves for the next (empty: none seen)."""
+RANDOM_MODULES = frozenset({"random", "np.random", "numpy.random", "torch", "torch.cuda", "secrets"})
+RANDOM_FUNCTIONS = frozenset({
+    "random", "rand", "randn", "randint", "randrange", "randperm", "rand_like", "randn_like", "randint_like",
+    "integers", "choice", "choices", "shuffle", "permutation", "normal", "uniform", "sample", "bernoulli",
+    "multinomial", "binomial", "poisson", "exponential", "gauss", "standard_normal", "getrandbits", "seed",
+    "manual_seed", "dropout", "token_bytes",
+})
+READING_METHODS = frozenset({"readline", "readlines", "read", "recv", "get_nowait", "__next__"})
+
+
+def carried(loop: ast.For, tree: ast.AST | None = None) -> list[str]:
+    """What one iteration of ``loop`` leaves for the next (empty: none seen). ``tree``: the whole
+    script, which tells objects made by assignment from functions, classes and modules."""
     reasons: list[str] = []
+    made = _made_by_assignment(tree, loop) if tree is not None else set()
     fresh = _bound(loop.target)
     body = ast.Module(body=loop.body, type_ignores=[])
     bound_in_body: dict[str, int] = {}
@@ -62,12 +80,81 @@ def carried(loop: ast.For) -> list[str]:
                 owner = _owner(target)
                 if owner is not None and owner not in fresh and owner not in bound_in_body:
                     reasons.append(f"`{owner}` (made outside the loop) is changed")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            owner = _owner(node.func.value, attribute_ok=True)
-            if (node.func.attr in MUTATING_METHODS and owner is not None and owner not in fresh
-                    and owner not in bound_in_body and owner not in imported and owner != "flor"):
-                reasons.append(f"`{owner}.{node.func.attr}(...)` changes an object made outside the loop")
+        if isinstance(node, ast.Call):
+            reasons += _call_reasons(node, fresh, bound_in_body, imported, made)
+    reasons += _conditionally_bound(loop, fresh)
     return list(dict.fromkeys(reasons))
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _call_reasons(node: ast.Call, fresh: set, bound_in_body: dict, imported: set, made: set) -> list[str]:
+    func = node.func
+    outside = lambda name: name is not None and name not in fresh and name not in bound_in_body and name != "flor"
+    if isinstance(func, ast.Attribute):
+        owner = _owner(func.value, attribute_ok=True)
+        dotted = _dotted(func.value)
+        if func.attr in RANDOM_FUNCTIONS and (dotted in RANDOM_MODULES or outside(owner)):
+            return [f"`{dotted or owner}.{func.attr}(...)` draws random numbers"]
+        if func.attr in MUTATING_METHODS and outside(owner) and owner not in imported:
+            return [f"`{owner}.{func.attr}(...)` changes an object made outside the loop"]
+        if func.attr in READING_METHODS and outside(owner) and owner not in imported and dotted not in RANDOM_MODULES:
+            return [f"`{owner}.{func.attr}(...)` reads on from where the previous item left"]
+    elif isinstance(func, ast.Name):
+        if func.id == "next" and node.args and outside(_owner(node.args[0], attribute_ok=True)):
+            return ["`next(...)` on an iterator made outside the loop"]
+        if func.id in made and outside(func.id):
+            return [f"`{func.id}(...)` calls an object made outside the loop (it may hold state)"]
+    return []
+
+
+def _made_by_assignment(tree: ast.AST, loop: ast.For) -> set[str]:
+    """Names the script binds by assignment (objects), not by def, class or import, outside ``loop``."""
+    inside = {id(n) for n in ast.walk(loop)}
+    made, defined = set(), set()
+    for node in ast.walk(tree):
+        if id(node) in inside:
+            continue
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.With, ast.For)):
+            targets = (node.targets if isinstance(node, ast.Assign) else [node.target] if not isinstance(node, ast.With)
+                       else [i.optional_vars for i in node.items if i.optional_vars is not None])
+            for target in targets:
+                made |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {a.asname or a.name.split(".")[0] for a in node.names}
+    return made - defined
+
+
+def _conditionally_bound(loop: ast.For, fresh: set) -> list[str]:
+    """Names bound only inside a branch of one top-level statement of the body and read in another."""
+    always: set[str] = set()
+    where: dict[str, set[int]] = {}
+    reads: dict[str, set[int]] = {}
+    for index, statement in enumerate(loop.body):
+        if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            always |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Name):
+                (where if isinstance(node.ctx, ast.Store) else reads).setdefault(node.id, set()).add(index)
+    reasons = []
+    for name, places in where.items():
+        if name in always or name in fresh:
+            continue
+        if reads.get(name, set()) - places:
+            reasons.append(f"`{name}` is set only in some branches and read elsewhere")
+    return reasons
 
 
 def _bound(target: ast.AST) -> set[str]:

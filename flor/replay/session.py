@@ -106,7 +106,12 @@ def parse_iterations(spec: str | None, outer_name: str | None, total: int,
     if value == "last":
         return [total - 1] if total else []
     if item_keys:
-        return sorted({item_keys[part.strip()] for part in value.split(",") if part.strip() in item_keys})
+        wanted = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [k for k in wanted if k not in item_keys]
+        if len(unknown) == len(wanted):
+            shown = ", ".join(list(item_keys)[:5]) + (", ..." if len(item_keys) > 5 else "")
+            raise UsageError(f"--iterations {name.strip()}={value}: no such item in this run (its items: {shown})")
+        return sorted({item_keys[k] for k in wanted if k in item_keys})
     try:
         return sorted({int(part) for part in value.split(",") if part.strip()})
     except ValueError:
@@ -379,7 +384,13 @@ class Session:
         memo_possible = not blocking
         item.memo_blocked = blocking
         item_keys = self._outer_keys(run.run_id, outer_name)
-        selected = parse_iterations(self.iterations, outer_name, total, item_keys)
+        try:
+            selected = parse_iterations(self.iterations, outer_name, total, item_keys)
+        except UsageError as exc:
+            if not item_keys:
+                raise
+            item.status, item.reason = "skipped", str(exc)  # another run may have those items
+            return
         if BODY in places and NESTED not in places:
             selected = self._reached(item, layout, placement, records, outer_name, total, selected)
         if not self.force:
@@ -441,7 +452,7 @@ class Session:
 
         if not item_keys or layout.outer is None or AFTER in places:
             return False
-        return not carried(layout.outer)
+        return not carried(layout.outer, layout.tree)
 
     def _reached(self, item: RunReplay, layout, placement, records: RunRecords, outer_name: str, total: int,
                  selected: list[int] | None) -> list[int] | None:

@@ -78,6 +78,10 @@ class ItemsMixin:
             (run_id,),
         )
 
+    def keyed_loops_of(self, run_id: int) -> list[str]:
+        """Names of the keyed loops one run ran (also those that yielded no item)."""
+        return [r[0] for r in self._read("SELECT DISTINCT loop_name FROM keyed_loops WHERE run_id = ?", (run_id,))]
+
     def item_counts(self, run_id: int) -> list[tuple[str, str, int, int | None]]:
         """``(loop_name, state, count, by_run)`` of one run's items (flor show)."""
         return self._read(

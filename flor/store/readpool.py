@@ -145,7 +145,10 @@ class ReadPool:
         )
 
     def run_lineage(self, run_id: int) -> tuple[list[tuple], list[tuple]]:
-        """(runs ``run_id`` read from, runs that read it): ``(tstamp, filename, how)`` each."""
+        """(runs ``run_id`` read from, runs that read it): ``(tstamp, filename, how)`` each; none
+        in a database from before lineage was kept (the UI does not migrate what it reads)."""
+        if not self.read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lineage'"):
+            return [], []
         read_from = self.read(
             "SELECT r.tstamp, r.filename, l.how FROM lineage l JOIN runs r ON r.run_id = l.source "
             "WHERE l.reader = ? ORDER BY r.tstamp", (run_id,))
