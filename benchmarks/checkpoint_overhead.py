@@ -26,6 +26,7 @@ OpenMP's spinning threads make multi-threaded timings swing by 2x from one run t
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import shutil
 import statistics
@@ -293,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = [
         "## Checkpoint overhead (issue 3)",
         "",
-        f"Command: `{command}` ({elapsed / 60:.1f} min). Machine: {machine()}, shared with other jobs "
-        "(load average often 4-9 on 2 cores). Each run is a fresh process in a fresh git repository; "
+        f"Command: `{command}` ({elapsed / 60:.1f} min). Machine: {machine()}; load average (1, 5, 15 min) "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} when it ended. Each run is a fresh process in a fresh git repository; "
         "variants alternate within each repetition. Every child has OMP_NUM_THREADS=1 (multi-threaded "
         "torch on a loaded 2-core machine swung 2x run to run). Loop = perf_counter around the epoch loop "
         "inside the script; process = wall time of the whole child (interpreter start, imports, git "
