@@ -344,10 +344,7 @@ def _build(store: Store, names: list[str], only: set[int] | None = None, keys: b
     contexts = None
     if any((~np.isnan(c["ctx_id"])).any() for c in log_columns.values()):
         wanted = sorted({int(r) for c in log_columns.values() for r in np.unique(c["run_id"])})
-        rows = store.contexts_of_runs(wanted)
-        numbers = np.array([r[:4] for r in rows], dtype=float).reshape(-1, 4)
-        contexts = (numbers[:, 0].astype(np.int64), numbers[:, 1].astype(np.int64), numbers[:, 2], numbers[:, 3],
-                    [r[4] for r in rows])
+        contexts = _context_arrays(store, wanted)
 
     # One frame per name, keyed by run rank and its loop indices.
     frames, loop_order = [], []
@@ -438,6 +435,16 @@ def _build(store: Store, names: list[str], only: set[int] | None = None, keys: b
     return frame, used
 
 
+def _context_arrays(store: Store, run_ids: list[int]) -> tuple:
+    """The runs' loop instances as arrays (run, ctx, parent, parent iteration) and loop names."""
+    import numpy as np
+
+    rows = store.contexts_of_runs(run_ids)
+    numbers = np.array([r[:4] for r in rows], dtype=float).reshape(-1, 4)
+    return (numbers[:, 0].astype(np.int64), numbers[:, 1].astype(np.int64), numbers[:, 2], numbers[:, 3],
+            [r[4] for r in rows])
+
+
 def _has_values(table, names: list[str]):
     """Rows of the merged table that hold a value of some name."""
     import numpy as np
@@ -462,10 +469,7 @@ def _keys_by_loop(store: Store, table, loop_order: list[str], run_ids, contexts,
     if not rows:
         return {}
     if contexts is None or not set(int(r) for r in present) <= set(np.unique(contexts[0]).tolist()):
-        ctx_rows = store.contexts_of_runs([int(r) for r in present])
-        numbers = np.array([r[:4] for r in ctx_rows], dtype=float).reshape(-1, 4)
-        contexts = (numbers[:, 0].astype(np.int64), numbers[:, 1].astype(np.int64), numbers[:, 2], numbers[:, 3],
-                    [r[4] for r in ctx_rows])
+        contexts = _context_arrays(store, [int(r) for r in present])
     column = {"run_id": np.array([r[0] for r in rows], dtype=np.int64),
               "ctx_id": np.array([r[1] for r in rows], dtype=float),
               "iteration": np.array([r[2] for r in rows], dtype=float)}

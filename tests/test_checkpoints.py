@@ -324,8 +324,13 @@ flor.log("final", float(model.w.sum()))
 """
 
 
-def test_resume_continues_a_killed_run_from_its_last_checkpoint(project):
-    project.write("train.py", RESUMABLE)
+KEYED_RESUMABLE = RESUMABLE.replace('flor.loop("epoch", range(6))', 'flor.loop("epoch", [f"e{i}" for i in range(6)], key=True)') \
+    .replace("epoch == 3", 'epoch == "e3"')
+
+
+@pytest.mark.parametrize("script", [RESUMABLE, KEYED_RESUMABLE], ids=["positions", "keyed"])
+def test_resume_continues_a_killed_run_from_its_last_checkpoint(project, script):
+    project.write("train.py", script)
     project.write(".gitignore", "crash-now\n")
     project.commit_all()
     project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})  # the uninterrupted reference
@@ -341,6 +346,10 @@ def test_resume_continues_a_killed_run_from_its_last_checkpoint(project):
     assert rows[2][1] == "finished" and rows[2][2] == rows[1][0]
     final = _rows(project.db, "SELECT run_id, value FROM logs WHERE name = 'final' ORDER BY run_id")
     assert [value for _run, value in final] == [final[0][1], final[0][1]]  # same result as uninterrupted
+    if script is KEYED_RESUMABLE:  # the resumed run records the items it ran, once each, by key
+        keys = _rows(project.db, f"SELECT key, state FROM item_keys WHERE run_id = {rows[2][0]} ORDER BY iteration")
+        assert keys and all(state == "done" for _key, state in keys)
+        assert [k for k, _s in keys] == sorted({k for k, _s in keys})
 
 
 WHILE_LOOP = """
