@@ -177,7 +177,8 @@ class Run:
         except ValueError:
             cwd = str(Path.cwd().resolve())
         started = time.time()
-        self.environment = {"numeric": numerics.capture(), "main_module": main_module()}
+        # Notes made before the run began (the framework that drives its loops) are kept.
+        self.environment = {**self.environment, "numeric": numerics.capture(), "main_module": main_module()}
         self.store = Store.open(ProjectPaths(self.root).db)
         self.run_id, self.tstamp = self.store.insert_run(
             tstamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -294,6 +295,12 @@ class Run:
         """Called once before the final flush: let checkpoint writers finish."""
         for manager in self.managers:
             manager.finish(self)
+
+    def note_environment(self, key: str, value) -> None:
+        """Keep ``value`` under ``key`` in the run's environment (stored now, or when it begins)."""
+        self.environment[key] = value
+        if self.begun:
+            self._run_fields["environment"] = _json(self.environment)
 
     def checkpoint_manager(self, objects: dict):
         """What takes (record) or restores (replay) the checkpoints of a flor.checkpointing block."""

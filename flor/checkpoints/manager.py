@@ -46,6 +46,9 @@ class RecordManager(Hooks):
         self.outer_frame = None
         self.outer_names: tuple[str, ...] | None = None
         self.before_nested: dict | None = None
+        # A framework drives the loops (flor.integrations): no user frame holds their variables;
+        # what the loops change is in the registered objects.
+        self.frameless = False
 
     # -- hooks from Run.loop ----------------------------------------------------------------
 
@@ -54,6 +57,9 @@ class RecordManager(Hooks):
             return
         self.active = True
         self.total = total
+        if self.frameless:
+            self.outer_frame, self.outer_names = None, ()
+            return
         self.outer_frame = frame
         self.outer_names = loop_names(frame) if frame is not None else None
 
@@ -66,7 +72,7 @@ class RecordManager(Hooks):
         self.before_nested = None
 
     def nested_loop_started(self, run):
-        if not self.active or self.nested_seen or self.index is None:
+        if not self.active or self.nested_seen or self.index is None or self.frameless:
             return
         # What the loop changes and flor does not keep is found by comparing before and after.
         self.before_nested = fingerprint(self.outer_frame, self.run.root, tuple(self.objects.values()))
@@ -75,7 +81,7 @@ class RecordManager(Hooks):
         if not self.active or self.nested_seen or self.index is None:
             return
         self.nested_seen = True
-        self._maybe_checkpoint("nested", frame)
+        self._maybe_checkpoint("nested", None if self.frameless else frame)
 
     def outer_iteration_ended(self, run, index):
         if not self.active:
@@ -187,6 +193,9 @@ class RecordManager(Hooks):
         them; at the end of an iteration, unless the loop zeroes them (the next iteration starts
         from none, or overwrites them)."""
         frame = self.outer_frame
+        if self.frameless:
+            # The frameworks zero gradients before each step (and before validation).
+            return {}
         steppers = tuple(name for name, value in (frame.f_locals.items() if frame is not None else ())
                          if any(value is obj for obj in self.objects.values())
                          and (hasattr(value, "param_groups") or hasattr(value, "unscale_")))

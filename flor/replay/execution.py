@@ -183,7 +183,7 @@ class Execution:
                     segment = retry_segment(
                         sorted(state.rejected), item.total, item.checkpoints if attempt == 1 else {},
                         run_level=state.rejected_run_level, places=item.places, memo_ok=item.memo_ok,
-                        costs=item.costs,
+                        costs=item.costs, driven=bool(item.framework),
                     )
                     state.rejected, state.rejected_run_level = set(), False
                     tasks += self._tasks_for(state, [segment], attempt, state.records_path,

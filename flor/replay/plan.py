@@ -221,6 +221,43 @@ def plan_independent(targets: list[int], workers: int, costs: Costs, places: set
     ]
 
 
+def driven_actions(targets: list[int], stop: int, strategy: str, checkpoints: dict[int, dict[str, str]],
+                   memo_ok) -> dict[int, str]:
+    """An action for every iteration before ``stop``, as a framework's loop needs (it runs every
+    epoch: none can be skipped or jumped over): ``exec`` for the targets of a re-execution, else
+    ``memo`` where the iteration has a checkpoint where its nested loop ended, else ``exec``."""
+    chosen = set(targets)
+    actions = {}
+    for index in range(stop):
+        memo = "nested" in checkpoints.get(index, {}) and memo_ok(index)
+        actions[index] = "exec" if (strategy == "reexec" and index in chosen) or not memo else "memo"
+    return actions
+
+
+def plan_driven(
+    strategy: str,
+    total: int,
+    checkpoints: dict[int, dict[str, str]],
+    *,
+    places: set[str] = frozenset(),
+    selected: list[int] | None = None,
+    costs: Costs | None = None,
+    memo_ok=lambda index: True,
+) -> list[Segment]:
+    """One segment for a run whose outer loop a framework drove (see :func:`driven_actions`)."""
+    costs = costs or Costs()
+    needs_after, needs_before = "after" in places, "before" in places
+    if strategy == "outside" and not needs_after:
+        return [_costed(Segment({}, [], 0, False, True, False), costs)]
+    targets = [] if strategy == "outside" else sorted(
+        set(range(total) if selected is None else [i for i in selected if 0 <= i < total]))
+    if not targets and not needs_after:
+        return []
+    stop = total if needs_after else targets[-1] + 1
+    actions = driven_actions(targets, stop, strategy, checkpoints, memo_ok)
+    return [_costed(Segment(actions, targets, stop, needs_after, needs_before, needs_after), costs)]
+
+
 def _costed(segment: Segment, costs: Costs) -> Segment:
     segment.seconds = STARTUP_S + costs.before_loop_s + sum(costs.of(i, a) for i, a in segment.actions.items())
     return segment
@@ -235,12 +272,19 @@ def retry_segment(
     places: set[str] = frozenset(),
     memo_ok=lambda index: True,
     costs: Costs | None = None,
+    driven: bool = False,
 ) -> Segment:
     """One segment that re-executes ``targets`` (iterations whose replay drifted), each from the
     last checkpoint before it; with no ``checkpoints``, everything from the start of the run.
-    ``run_level``: the values logged outside the outer loop are re-executed too."""
+    ``run_level``: the values logged outside the outer loop are re-executed too. ``driven``: a
+    framework's loop, which needs an action for every iteration (:func:`driven_actions`)."""
     costs = costs or Costs()
     goal = sorted(set(targets) | (set(range(total)) if run_level else set()))
+    if driven:
+        stop = total if run_level else (max(goal) + 1 if goal else 0)
+        actions = driven_actions(goal, stop, "reexec", checkpoints, memo_ok)
+        return _costed(Segment(actions, sorted(targets), stop, run_level, run_level and "before" in places, run_level),
+                       costs)
     if checkpoints:
         actions = chain(goal, "reexec", checkpoints, memo_ok)
     else:

@@ -20,7 +20,7 @@ from ..store import RunRow, Store
 from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
-from .plan import Costs, Segment, plan_independent, plan_run
+from .plan import Costs, Segment, plan_driven, plan_independent, plan_run
 from .records import RunRecords
 from ..selection import select_runs
 
@@ -55,6 +55,7 @@ class RunReplay:
     writes: dict = field(default_factory=dict)  # path -> bytes (None: deleted) the old code wrote
     memo_blocked: list[str] = field(default_factory=list)  # why the nested loop cannot be skipped
     reach_note: str = ""  # which iterations a statement in a branch can reach, and why
+    framework: str = ""  # the integration that drove the run's loops (flor.integrations), if any
     timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
 
     @property
@@ -355,8 +356,18 @@ class Session:
             return
         item.source = placement.source
         item.diff = placement.diff(old, run.filename)
-        layout = Layout.of(placement.source)
+        framework = run.environment.get("framework") or ""
+        if framework:
+            from .frameworks import FrameworkLayout, describe
+
+            layout = FrameworkLayout.of(placement.source, framework, self.store.args(run.run_id))
+            item.framework = framework
+        else:
+            layout = Layout.of(placement.source)
         places = set().union(*(layout.places(ins.lineno) for ins in placement.inserted))
+        if framework:
+            first = placement.inserted[0].lineno
+            item.reach_note = describe(framework, layout.hook_of(first), places)
         outer_name = layout.outer_name
         recorded_loops = sorted({c[3] for c in records.contexts if c[1] is None})
         if layout.outer is None and recorded_loops:
@@ -381,6 +392,8 @@ class Session:
         blocking = sorted(n for n in records.missing_variables if n in read_after or ":" in n)
         if not records.variables_known:
             blocking = ["(the loops' variables could not be read from the script)"]
+        if framework and run.environment.get("framework_memo"):
+            blocking = [f"(its state at the end of the training steps: {run.environment['framework_memo']})"]
         memo_possible = not blocking
         item.memo_blocked = blocking
         item_keys = self._outer_keys(run.run_id, outer_name)
@@ -413,6 +426,9 @@ class Session:
             item.reach_note = (item.reach_note + "; " if item.reach_note else "") + (
                 f"the {outer_name} loop's iterations share no state: each item is replayed alone, "
                 f"split across {min(self.workers, max(1, len(item.segments)))} worker(s)")
+        elif framework:
+            item.segments = plan_driven(strategy, total, checkpoints, places=places, selected=selected, costs=costs,
+                                        memo_ok=lambda index: memo_possible)
         elif strategy == "reexec" and not checkpoints:
             # No checkpoints: one process re-executes everything.
             segment = Segment({i: "exec" for i in range(total)}, list(range(total)) if selected is None else selected,

@@ -36,6 +36,8 @@ CASES = [
     Case("dataloader_shuffle", ("--epochs", "4"), prepare=("prepare.py",)),
     # Hydra/OmegaConf-style: a committed config file with dotted overrides
     Case("config_file", ("--config", "configs/default.json", "--set", "train.epochs=4"), prepare=("prepare.py",)),
+    # Lightning docs' LitClassifier: save_hyperparameters, self.log, step outputs kept for epoch end
+    Case("lightning_classifier", ("--epochs", "3")),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
     Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
