@@ -249,9 +249,8 @@ def _project_modules(root) -> list:
     found = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if not path or not path.endswith(".py"):
-            continue
-        path = os.path.abspath(path)
+        if not path or not path.endswith(".py") or not os.path.isabs(path):
+            continue  # a relative __file__ (torch.ops: "_ops.py") names no file of the project
         if path.startswith(root + os.sep) and "site-packages" not in path:
             found.append((name, module, path))
     _modules_cache.update(key=key, found=found)

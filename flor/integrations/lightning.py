@@ -158,13 +158,40 @@ def _user_attributes(module) -> dict:
             and plain(value)}
 
 
+_TENSOR_LIST = "__flor_tensor_list__"
+
+
+def _pack(attributes: dict) -> dict:
+    """A list of same-shaped tensors (step outputs) as one stacked tensor: one copy, not hundreds."""
+    import torch
+
+    packed = {}
+    for name, value in attributes.items():
+        if (type(value) is list and len(value) > 1 and all(isinstance(v, torch.Tensor) for v in value)
+                and len({(v.shape, v.dtype, v.device) for v in value}) == 1):
+            value = {_TENSOR_LIST: torch.stack([v.detach() for v in value])}
+        packed[name] = value
+    return packed
+
+
+def _unpack(value):
+    if isinstance(value, dict) and _TENSOR_LIST in value:
+        import torch
+
+        stacked = value[_TENSOR_LIST]
+        if not isinstance(stacked, torch.Tensor):
+            stacked = torch.from_numpy(stacked)
+        return [t.clone() for t in stacked.unbind(0)]
+    return value
+
+
 def _metric_states(module) -> dict:
     """The accumulated state of the module's torchmetrics metrics (not in its state_dict)."""
     found = {}
     for name, child in module.named_modules():
         defaults = getattr(child, "_defaults", None)
         if isinstance(defaults, dict) and hasattr(child, "_update_count"):
-            found[name] = {"states": {s: copy.deepcopy(getattr(child, s)) for s in defaults},
+            found[name] = {"states": {s: getattr(child, s) for s in defaults},
                            "update_count": child._update_count}
     return found
 
@@ -197,22 +224,49 @@ class TrainerProgress:
     def state_dict(self) -> dict:
         loop = self.trainer.fit_loop.epoch_loop
         connector = self.trainer._logger_connector
-        return {
+        state = {
             "batch": loop.batch_progress.state_dict(),
             "scheduler": loop.scheduler_progress.state_dict(),
             "optim": loop.automatic_optimization.optim_progress.state_dict(),
             "manual": loop.manual_optimization.optim_step_progress.state_dict(),
             "batches_that_stepped": loop._batches_that_stepped,
-            # A dict subclass of metric objects: kept whole (flor would keep a dict as a plain one).
-            "results": self._dumps(loop._results),
-            "metrics": copy.deepcopy({"callback": getattr(connector, "_callback_metrics", {}),
-                                      "logged": getattr(connector, "_logged_metrics", {}),
-                                      "progress_bar": getattr(connector, "_progress_bar_metrics", {})}),
+            "results": loop._results,
+            "metrics": {"callback": getattr(connector, "_callback_metrics", {}),
+                        "logged": getattr(connector, "_logged_metrics", {}),
+                        "progress_bar": getattr(connector, "_progress_bar_metrics", {})},
             "callbacks": {cb.state_key: cb.state_dict() for cb in self._callbacks()},
             "precision": self.trainer.precision_plugin.state_dict(),
-            "attributes": copy.deepcopy(_user_attributes(self.module)),
-            "metrics_state": _metric_states(self.module),
         }
+        # One pickle (the pickling is the copy), which flor keeps and accounts for as a pickled part
+        # of this object: the logged results are a dict subclass of metric objects that flor
+        # would keep as a plain dict, step outputs kept in a list are hundreds of tiny tensors
+        # (cheaper as one object than as one each), and live objects are referred to by name.
+        return {"pickled": self._dumps(state), "attributes": _pack(_user_attributes(self.module)),
+                "metrics_state": _metric_states(self.module)}
+
+    def load_state_dict(self, saved: dict) -> None:
+        state = self._loads(saved["pickled"])
+        loop = self.trainer.fit_loop.epoch_loop
+        loop.batch_progress.load_state_dict(state["batch"])
+        loop.scheduler_progress.load_state_dict(state["scheduler"])
+        loop.automatic_optimization.optim_progress.load_state_dict(state["optim"])
+        loop.manual_optimization.optim_step_progress.load_state_dict(state["manual"])
+        loop._batches_that_stepped = state["batches_that_stepped"]
+        loop._results = state["results"]
+        connector = self.trainer._logger_connector
+        for key, name in (("callback", "_callback_metrics"), ("logged", "_logged_metrics"),
+                          ("progress_bar", "_progress_bar_metrics")):
+            if hasattr(connector, name):
+                setattr(connector, name, state["metrics"][key])
+        saved_callbacks = state["callbacks"]
+        for cb in self._callbacks():
+            if cb.state_key in saved_callbacks:
+                cb.load_state_dict(saved_callbacks[cb.state_key])
+        if state.get("precision"):
+            self.trainer.precision_plugin.load_state_dict(state["precision"])
+        for name, value in saved["attributes"].items():
+            setattr(self.module, name, _unpack(value))
+        _restore_metric_states(self.module, saved.get("metrics_state", {}))
 
     def _live(self) -> dict[str, object]:
         """Objects of this process that pickled state refers to by name, not by copy: the
@@ -243,29 +297,6 @@ class TrainerProgress:
         unpickler = pickle.Unpickler(io.BytesIO(data))
         unpickler.persistent_load = persistent_load
         return unpickler.load()
-
-    def load_state_dict(self, state: dict) -> None:
-        loop = self.trainer.fit_loop.epoch_loop
-        loop.batch_progress.load_state_dict(state["batch"])
-        loop.scheduler_progress.load_state_dict(state["scheduler"])
-        loop.automatic_optimization.optim_progress.load_state_dict(state["optim"])
-        loop.manual_optimization.optim_step_progress.load_state_dict(state["manual"])
-        loop._batches_that_stepped = state["batches_that_stepped"]
-        loop._results = self._loads(state["results"])
-        connector = self.trainer._logger_connector
-        for key, name in (("callback", "_callback_metrics"), ("logged", "_logged_metrics"),
-                          ("progress_bar", "_progress_bar_metrics")):
-            if hasattr(connector, name):
-                setattr(connector, name, state["metrics"][key])
-        saved = state["callbacks"]
-        for cb in self._callbacks():
-            if cb.state_key in saved:
-                cb.load_state_dict(saved[cb.state_key])
-        if state.get("precision"):
-            self.trainer.precision_plugin.load_state_dict(state["precision"])
-        for name, value in state["attributes"].items():
-            setattr(self.module, name, value)
-        _restore_metric_states(self.module, state.get("metrics_state", {}))
 
 
 # -- the callback --------------------------------------------------------------------------
