@@ -266,3 +266,50 @@ def test_hf_config_override_is_refused_in_one_line(tmp_path):
     done = run(root, "train.py", "--epochs", "1", "--train_size", "16", "--kwargs", "config.hidden_size=8")
     assert done.returncode == 2
     assert "config.hidden_size" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_lightning_epochs_cut_short_are_re_executed(project):
+    """An epoch ended by on_train_batch_start returning -1 skipped validation: no memoized epoch
+    can restore that state, so the run says so and its replays re-execute, with exact values."""
+    script = '''
+        import flor
+        import lightning.pytorch as L
+        import torch
+        from flor.integrations.lightning import FlorCallback
+
+        class Tiny(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(3, 2)
+
+            def on_train_batch_start(self, batch, batch_idx):
+                return -1 if batch_idx == 2 else None
+
+            def training_step(self, batch, batch_idx):
+                return self.layer(batch[0]).pow(2).mean()
+
+            def on_train_epoch_end(self):
+                pass  # HINDSIGHT
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        L.seed_everything(0)
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 3)), batch_size=4, shuffle=True)
+        L.Trainer(max_epochs=3, logger=False, callbacks=[FlorCallback()], enable_progress_bar=False,
+                  enable_checkpointing=False, enable_model_summary=False).fit(Tiny(), data)
+    '''
+    statement = 'flor.log("bias", self.layer.bias.sum().item())'
+    project.write("train.py", script)
+    project.commit_all()
+    fresh = shutil.copytree(project.root, project.root.parent / "fresh")
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    today = textwrap.dedent(script).replace("pass  # HINDSIGHT", statement)
+    (fresh / "train.py").write_text(today)
+    project.run(str(fresh / "train.py"), cwd=fresh, env={"FLOR_CKPT_PERIOD": "1"})
+    (project.root / "train.py").write_text(today)
+    plan = project.flor("replay", "bias", "--dry-run").stdout
+    assert "exec 0-2" in plan and "ended early" in plan
+    project.flor("replay", "bias")
+    replayed = _values(project.db, "bias", "replay")[1]
+    assert replayed and replayed == _values(fresh / ".flor" / "flor.db", "bias", "record")[1]

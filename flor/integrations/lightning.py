@@ -30,6 +30,7 @@ import sys
 
 from .. import api
 from ..errors import CheckpointError, FlorError, UsageError
+from ..messages import warn
 from .driven import DrivenLoop, begin_run, current_action, mark_framework, record_settings, replaying
 
 
@@ -311,21 +312,26 @@ class FlorCallback(_Callback):
         self._scope = None
         self._loop = None  # trainer.fit_loop.epoch_loop
         self._original_advance_end = None
+        self._unsupported = ""  # why this Lightning cannot memoize an epoch, if it cannot
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
         loop = trainer.fit_loop
-        missing = [p for p in _NEEDED if not _has(loop, p)]
+        missing = missing_internals(loop)
         if missing:
-            raise UsageError(f"flor.integrations.lightning does not support Lightning {pl.__version__}: its Trainer has no "
-                             f"fit_loop.{missing[0]} (supported: the Lightning 2.x versions that have it)")
+            # Record anyway; only memoized replay needs these, so replays of this run re-execute.
+            self._unsupported = (f"Lightning {pl.__version__} has no fit_loop.{missing[0]}, which a memoized epoch "
+                                 "needs")
+            warn(f"flor: {self._unsupported}; replays of this run will re-execute its epochs")
         callbacks = trainer.callbacks
         if callbacks and callbacks[0] is not self:
             # First, so that the epoch-end state is taken (and restored) before other callbacks run.
             callbacks.remove(self)
             callbacks.insert(0, self)
         mark_framework("lightning")
+        if self._unsupported:
+            (api.current_run() or api._collecting()).note_environment("framework_memo", self._unsupported)
         _declare(dict(pl_module.hparams), fixed=True)
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and getattr(datamodule, "hparams", None):
@@ -340,7 +346,8 @@ class FlorCallback(_Callback):
             objects[f"optimizer{i}" if i else "optimizer"] = optimizer
         for i, config in enumerate(trainer.lr_scheduler_configs):
             objects[f"scheduler{i}" if i else "scheduler"] = config.scheduler
-        objects["trainer"] = TrainerProgress(trainer, pl_module, self)
+        if not self._unsupported:
+            objects["trainer"] = TrainerProgress(trainer, pl_module, self)
         self._scope = api.checkpointing(**objects)
         self._scope.__enter__()
         if self._scope.manager is not None:
@@ -349,9 +356,10 @@ class FlorCallback(_Callback):
         finite = trainer.max_epochs is not None and trainer.max_epochs >= 0
         self._epochs = DrivenLoop("epoch", trainer.max_epochs if finite else None)
         self._steps = DrivenLoop("step")
-        # The training batches end where the epoch loop's on_advance_end sees the last one.
-        self._original_advance_end = self._loop.on_advance_end
-        self._loop.on_advance_end = self._on_advance_end
+        if not self._unsupported:
+            # The training batches end where the epoch loop's on_advance_end sees the last one.
+            self._original_advance_end = self._loop.on_advance_end
+            self._loop.on_advance_end = self._on_advance_end
 
     def _on_advance_end(self, data_fetcher) -> None:
         if self._steps is not None and self._steps.active and self._loop._is_training_done:
@@ -365,7 +373,7 @@ class FlorCallback(_Callback):
         self._epochs.begin()
         loop = self._loop
         loop.__dict__.pop("advance", None)
-        if current_action() == "memo":
+        if current_action() == "memo" and not self._unsupported:
             loop.advance = self._memoized_advance
 
     def _memoized_advance(self, data_fetcher) -> None:
@@ -381,7 +389,7 @@ class FlorCallback(_Callback):
             # The batches ended without the epoch loop's on_advance_end (on_train_batch_start
             # returned -1): the state here is not the one a memoized epoch can restore.
             run = api.current_run()
-            if run is not None and not replaying():
+            if run is not None and not replaying() and not self._unsupported:
                 run.note_environment("framework_memo", "an epoch's training batches ended early (on_train_batch_start "
                                                        "returned -1)")
             self._steps.end()
@@ -414,6 +422,11 @@ class FlorCallback(_Callback):
         if self._scope is not None:
             scope, self._scope = self._scope, None
             scope.__exit__(RuntimeError if failed else None, None, None)
+
+
+def missing_internals(fit_loop) -> list[str]:
+    """The Trainer internals a memoized epoch needs that this Lightning lacks (``_NEEDED``)."""
+    return [p for p in _NEEDED if not _has(fit_loop, p)]
 
 
 def _has(root, dotted: str) -> bool:

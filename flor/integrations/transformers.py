@@ -27,6 +27,7 @@ import pickle
 
 from .. import api
 from ..errors import FlorError, UsageError
+from ..messages import warn
 from .driven import DrivenLoop, begin_run, current_action, frame_of, mark_framework, record_settings, replaying
 
 try:
@@ -136,13 +137,16 @@ class FlorCallback(TrainerCallback):
         self._steps: DrivenLoop | None = None
         self._scope = None
         self._progress: TrainerProgress | None = None
+        self._unsupported = ""  # why this transformers cannot memoize an epoch, if it cannot
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         trainer = frame_of(Trainer).f_locals["self"]
-        for name in ("_run_epoch", "_maybe_log_save_evaluate", "_tr_loss", "_globalstep_last_logged"):
-            if not hasattr(trainer, name):
-                raise UsageError(f"flor.integrations.transformers does not support transformers {transformers.__version__}: "
-                                 f"its Trainer has no {name}")
+        missing = missing_internals(trainer)
+        if missing:
+            # Record anyway; only memoized replay needs these, so replays of this run re-execute.
+            self._unsupported = (f"transformers {transformers.__version__} has no Trainer.{missing[0]}, which a memoized "
+                                 "epoch needs")
+            warn(f"flor: {self._unsupported}; replays of this run will re-execute its epochs")
         self._trainer = trainer
         callbacks = trainer.callback_handler.callbacks
         if callbacks[0] is not self:
@@ -151,6 +155,8 @@ class FlorCallback(TrainerCallback):
             callbacks.insert(0, self)
         mark_framework("transformers")
         run = api.current_run() or api._collecting()
+        if self._unsupported:
+            run.note_environment("framework_memo", self._unsupported)
         chosen = {name: _plain(getattr(args, name)) for name in ARGUMENTS if hasattr(args, name)}
         record_settings({k: v for k, v in chosen.items() if k not in run.args and v is not None}, "", overridable=False)
         config = getattr(model, "config", None)
@@ -161,7 +167,8 @@ class FlorCallback(TrainerCallback):
         objects = {"model": trainer.model, "optimizer": trainer.optimizer}
         if trainer.lr_scheduler is not None:
             objects["scheduler"] = trainer.lr_scheduler
-        self._progress = objects["trainer"] = TrainerProgress(trainer)
+        if not self._unsupported:
+            self._progress = objects["trainer"] = TrainerProgress(trainer)
         self._scope = api.checkpointing(**objects)
         self._scope.__enter__()
         if self._scope.manager is not None:
@@ -176,7 +183,7 @@ class FlorCallback(TrainerCallback):
         self._steps.end()
         self._epochs.begin()
         self._trainer.__dict__.pop("_run_epoch", None)
-        if current_action() == "memo":
+        if current_action() == "memo" and not self._unsupported:
             self._trainer._run_epoch = self._memoized_epoch
 
     def _memoized_epoch(self, **kwargs):
@@ -218,6 +225,12 @@ class FlorCallback(TrainerCallback):
         if self._scope is not None:
             scope, self._scope = self._scope, None
             scope.__exit__(None, None, None)
+
+
+def missing_internals(trainer) -> list[str]:
+    """The Trainer internals a memoized epoch needs that this transformers lacks."""
+    return [name for name in ("_run_epoch", "_maybe_log_save_evaluate", "_tr_loss", "_globalstep_last_logged",
+                              "_total_loss_scalar", "current_flos") if not hasattr(trainer, name)]
 
 
 def _accepted(function, call: dict) -> dict:

@@ -393,7 +393,7 @@ class Session:
         if not records.variables_known:
             blocking = ["(the loops' variables could not be read from the script)"]
         if framework and run.environment.get("framework_memo"):
-            blocking = [f"(its state at the end of the training steps: {run.environment['framework_memo']})"]
+            blocking = [f"no checkpoint holds the state where the training steps end ({run.environment['framework_memo']})"]
         memo_possible = not blocking
         item.memo_blocked = blocking
         item_keys = self._outer_keys(run.run_id, outer_name)
@@ -528,7 +528,9 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
         lines.append(f"    segment {number}: {segment.describe()}  (~{segment.seconds:.1f} s)")
     if item.reach_note:
         lines.append(f"    {item.reach_note}")
-    if item.memo_blocked and item.strategy != "outside":
+    if item.memo_blocked and item.strategy != "outside" and item.framework:
+        lines.append(f"    re-executed, not memoized: {item.memo_blocked[0]}")
+    elif item.memo_blocked and item.strategy != "outside":
         lines.append(f"    re-executed, not memoized: the nested loop changes {', '.join(item.memo_blocked[:5])}, "
                      "which its checkpoints do not keep")
     if diff and item.diff:
