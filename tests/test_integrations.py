@@ -14,7 +14,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -162,38 +161,40 @@ def _args(db: Path, tstamp: str) -> dict:
 
 def _two_runs_replayed(tmp_path, folder: str, argv: tuple, kwargs: list[str], qid: str, name: str):
     """Record ``folder``'s script with each of ``kwargs``; replay ``qid`` for both runs; compare each
-    replayed value with a fresh run of today's script with the same args."""
-    from tests.realworld.harness import run
+    replayed value with a fresh run of today's script with the same args. The recordings and the
+    fresh runs start together (their imports are most of their time); the replay follows."""
+    from tests.realworld.harness import finish, start
 
     root, source = _project(tmp_path, folder, "recorded")
-    pristine = shutil.copytree(root, tmp_path / "pristine")
-    for override in kwargs:
-        done = run(root, "train.py", *argv, "--kwargs", override)
-        assert done.returncode == 0, done.stderr[-2000:]
-    tstamps = _tstamps(root / ".flor" / "flor.db")
-    assert len(tstamps) == 2
-
-    def fresh(index: int) -> dict:
-        copy = shutil.copytree(pristine, tmp_path / f"fresh{index}")
+    started = []
+    for index, override in enumerate(kwargs):
+        copy = shutil.copytree(root, tmp_path / f"fresh{index}")
         (copy / "train.py").write_text(today_text(source, qid))
-        done = run(copy, "train.py", *argv, "--kwargs", kwargs[index])
+        started.append((copy, start(copy, "train.py", *argv, "--kwargs", override)))
+    recordings = [start(root, "train.py", *argv, "--kwargs", override) for override in kwargs]
+    for done in [finish(p) for p in recordings] + [finish(p) for _copy, p in started]:
         assert done.returncode == 0, done.stderr[-2000:]
-        return _values(copy / ".flor" / "flor.db", name, "record")[1]
+    db = root / ".flor" / "flor.db"
+    tstamps = _tstamps(db)
+    assert len(tstamps) == 2
+    by_override = {}
+    for tstamp in tstamps:
+        recorded = _args(db, tstamp)
+        by_override[next(o for o in kwargs if float(o.split("=")[1]) == recorded[o.split("=")[0]])] = tstamp
 
-    with ThreadPoolExecutor(2) as pool:
-        references = [pool.submit(fresh, i) for i in range(2)]
-        (root / "train.py").write_text(today_text(source, qid))
-        before = _hashes(root)
-        plan = run(root, "-m", "flor", "replay", name, "--dry-run")
-        done = run(root, "-m", "flor", "replay", name)
-        after = _hashes(root)
-        expected = [r.result() for r in references]
+    from tests.realworld.harness import run
+
+    (root / "train.py").write_text(today_text(source, qid))
+    before = _hashes(root)
+    plan = run(root, "-m", "flor", "replay", name, "--dry-run")
+    done = run(root, "-m", "flor", "replay", name)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert before == after, "replay touched the user's files"
-    for tstamp, reference in zip(tstamps, expected):
-        replayed = _values(root / ".flor" / "flor.db", name, "replay", tstamp)[1]
+    assert _hashes(root) == before, "replay touched the user's files"
+    for index, override in enumerate(kwargs):
+        reference = _values(started[index][0] / ".flor" / "flor.db", name, "record")[1]
+        replayed = _values(db, name, "replay", by_override[override])[1]
         assert reference and replayed == reference
-    return root, tstamps, plan.stdout + plan.stderr, done.stdout + done.stderr
+    return root, [by_override[o] for o in kwargs], plan.stdout + plan.stderr, done.stdout + done.stderr
 
 
 def test_lightning_runs_recorded_and_replayed(tmp_path):
