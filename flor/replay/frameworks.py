@@ -128,13 +128,6 @@ class FrameworkLayout:
     def _around_fit(self, lineno: int) -> str:
         return AFTER if self.fit_lines and lineno > self.fit_lines[0] else BEFORE
 
-    def where(self, lineno: int) -> str:
-        found = self.places(lineno)
-        for place in (NESTED, BODY, AFTER, BEFORE):
-            if place in found:
-                return place
-        return NESTED
-
     def hook_of(self, lineno: int) -> str | None:
         """The name of the function holding ``lineno`` (for --dry-run)."""
         enclosing = [f for f in self.functions if f.lineno <= lineno <= f.end_lineno]
