@@ -38,6 +38,8 @@ CASES = [
     Case("config_file", ("--config", "configs/default.json", "--set", "train.epochs=4"), prepare=("prepare.py",)),
     # Lightning docs' LitClassifier: save_hyperparameters, self.log, step outputs kept for epoch end
     Case("lightning_classifier", ("--epochs", "3")),
+    # Lightning with a DataModule, torchmetrics, accumulation, ReduceLROnPlateau, EarlyStopping, ModelCheckpoint
+    Case("lightning_datamodule", ("--max_epochs", "6")),
     # HF text-classification examples: a model from a config, compute_metrics, eval every epoch
     Case("hf_text_classifier", ("--epochs", "3")),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor

@@ -18,6 +18,7 @@ from .renaming import Votes, rename_text
 from .results import NewStatement, Placement, Refusal
 from .scopes import BUILTINS, bind_all, params, statement_names
 from .splice import Decision, Splice
+from .syntax import is_self
 from .syntax import SCOPE_TYPES, full_ser, is_docstring
 from .text import char_col, indentation, parse_statement, reindent, shorten
 from .trees import Node, Tree
@@ -116,7 +117,7 @@ class Placer:
         self.anchoring.find_anchors(site)
         names = self._names(d, site, done)
         self._refuse_wrapping(names.stmt, site.O)
-        self._check_defined(names)
+        self._check_defined(names, site)
         k, conf = self._position(site, names, done)
         conf = min(conf, names.confidence, self._anchor_confidence(site, k), site.cap)
         self._fill(d, site, names, k, conf)
@@ -170,11 +171,11 @@ class Placer:
         if wrapped:
             raise Refusal(f"it wraps `{wrapped}`, a statement of this version; only new statements are inserted")
 
-    def _check_defined(self, names: _Names) -> None:
+    def _check_defined(self, names: _Names, site: Site) -> None:
         """Refuse a statement that reads a name this version does not define, or assigns one that
         this version uses (it would change what the old code computes)."""
         for name, target, need in names.needs:
-            if need == "attr" and target not in self.old.self_attrs:
+            if need == "attr" and target not in self.old.self_attrs and not self._inherited(target, site):
                 raise Refusal(f"{_named(name, target)} is not defined in this version")
             if need == "any" and target not in names.anywhere and target not in names.before:
                 raise Refusal(f"{_named(name, target)} is not defined in this version")
@@ -184,6 +185,32 @@ class Placer:
         for name in sorted(names.binds):
             if name in uses:
                 raise Refusal(f"it assigns `{name}`, which this version already uses")
+
+    def _inherited(self, attr: str, site: Site) -> bool:
+        """Whether ``self.<attr>`` comes from a base class outside the script (a LightningModule's
+        ``self.trainer``, ``self.optimizers()``): the old statement's class derives from a class the
+        script does not define, and today's script mentions the attribute only in new statements
+        (so neither version's own code defines it)."""
+        node = site.owner
+        while node is not None and node.kind != "ClassDef":
+            node = node.parent
+        if node is None:
+            return False
+        defined = {n.name for n in ast.walk(self.old.module) if isinstance(n, ast.ClassDef)}
+
+        def root(base):
+            while isinstance(base, (ast.Attribute, ast.Call, ast.Subscript)):
+                base = base.value if not isinstance(base, ast.Call) else base.func
+            return base.id if isinstance(base, ast.Name) else None
+
+        if not any(root(b) not in defined for b in node.node.bases):
+            return False
+        new_lines = set().union(*(range(e.statement.lineno, e.statement.end_lineno + 1) for e in self.decisions))
+        for n in ast.walk(self.today.module):
+            if isinstance(n, ast.Attribute) and is_self(n.value) and f"self.{n.attr}" == attr \
+                    and n.lineno not in new_lines:
+                return False
+        return True
 
     # -- position -----------------------------------------------------------------------------------
 
