@@ -106,6 +106,13 @@ def test_lightning_hooks_are_placed_by_when_the_trainer_calls_them(marker, expec
     assert layout.places(_line(LIGHTNING_SOURCE, marker)) == expected
 
 
+@pytest.mark.parametrize("interval, validation", [(1.0, {BEFORE, BODY}), (0.5, {BEFORE, NESTED}), (50, {BEFORE, NESTED})])
+def test_lightning_validation_within_epochs_is_per_step(interval, validation):
+    layout = FrameworkLayout.of(LIGHTNING_SOURCE, "lightning", {"trainer.val_check_interval": interval})
+    assert layout.places(_line(LIGHTNING_SOURCE, "19")) == validation
+    assert layout.places(_line(LIGHTNING_SOURCE, "15")) == {BODY}
+
+
 @pytest.mark.parametrize("strategy, metrics", [("epoch", {BODY}), ("steps", {NESTED})])
 def test_hf_evaluation_hooks_follow_the_recorded_eval_strategy(strategy, metrics):
     layout = FrameworkLayout.of(HF_SOURCE, "transformers", {"eval_strategy": strategy})

@@ -16,7 +16,8 @@ as ``compute_metrics=``):
 A statement in a helper stands where the helper is called (or handed over by keyword, as
 ``compute_metrics=compute_metrics``); a helper never seen called is ``nested`` (re-executed,
 which is always correct). Hugging Face's evaluation hooks run per epoch only when the run's
-recorded ``eval_strategy`` is ``epoch``; otherwise they are ``nested``.
+recorded ``eval_strategy`` is ``epoch``, and Lightning's validation hooks only when its
+``val_check_interval`` was 1.0 (after each epoch's batches); otherwise they are ``nested``.
 
 >>> FrameworkLayout.of(source, "lightning", {}).places(42)           # doctest: +SKIP
 {'body'}
@@ -65,12 +66,16 @@ class FrameworkLayout:
         self.tree = tree
         self.framework = framework
         table = LIGHTNING if framework == "lightning" else TRANSFORMERS
-        per_epoch_eval = framework == "lightning" or str(recorded_args.get("eval_strategy", "")).lower() in (
-            "epoch", "intervalstrategy.epoch")
+        if framework == "lightning":
+            # Validation runs after each epoch's batches unless the run asked for it within them.
+            interval = recorded_args.get("trainer.val_check_interval", 1.0)
+            per_epoch_eval = type(interval) is float and interval == 1.0
+        else:
+            per_epoch_eval = str(recorded_args.get("eval_strategy", "")).lower() in ("epoch", "intervalstrategy.epoch")
         self.kinds: dict[str, set[str]] = {}
         for place, names in table.items():
             if place == "validation":
-                kind = {BEFORE, BODY}
+                kind = {BEFORE, BODY} if per_epoch_eval else {BEFORE, NESTED}
             elif place == "evaluation":
                 kind = {BODY} if per_epoch_eval else {NESTED}
             else:
