@@ -138,6 +138,8 @@ def _replay_parser(commands) -> None:
     parser.add_argument("--iterations", metavar="LOOP=SEL", help="outer iterations: epoch=all|last|0,5,9 (default: all)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="parallel worker processes (default 1)")
     parser.add_argument("--gpus", metavar="IDS", help="comma-separated GPU ids; each worker gets one")
+    parser.add_argument("--executor", choices=("local", "ray"), help="where segments run (default local; FLOR_EXECUTOR)")
+    parser.add_argument("--address", metavar="ADDRESS", help="with --executor ray: the cluster (FLOR_RAY_ADDRESS)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan per run and its estimated time, run nothing")
     parser.add_argument("--diff", action="store_true", help="with --dry-run: show where each statement is inserted")
     parser.add_argument("--force", action="store_true", help="replay runs that already hold the values")
@@ -399,6 +401,7 @@ def _cmd_replay(args) -> int:
         *args.names, runs=args.runs, where=args.where, iterations=args.iterations, workers=args.workers,
         gpus=gpus, dry_run=args.dry_run, diff=args.diff, force=args.force, confirm=args.confirm,
         accept_drift=args.accept_drift, allow_inexact=args.allow_inexact, out=sys.stdout, progress=sys.stderr,
+        executor=args.executor, address=args.address,
     )
     return {
         "ok": EXIT_OK, "failed": EXIT_FAILED, "refused": EXIT_REFUSED, "drifted": EXIT_DRIFT,

@@ -13,6 +13,9 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
 ``FLOR_ARGPARSE``              1/0: record the script's argparse options as args (1)
 ``FLOR_REPLAY_CONFINE``        auto/namespace/copy: how replay confines old code's writes (auto)
+``FLOR_EXECUTOR``              local/ray: where replay segments run (local)
+``FLOR_RAY_ADDRESS``           the Ray cluster of ``--executor ray`` (Ray's own lookup)
+``FLOR_RAY_RETRIES``           restarts of a Ray task whose worker died (3)
 ``FLOR_CAPTURE``               1/0: keep what the run prints (stdout, stderr, logging) (1)
 ``FLOR_CAPTURE_MAX_BYTES``     the most captured output one run keeps (33554432: 32 MiB)
 =============================  =========================================================
@@ -152,6 +155,33 @@ def replay_confinement() -> str:
     if raw not in ("namespace", "copy"):
         raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy or auto")
     return raw
+
+
+def executor() -> str:
+    """``FLOR_EXECUTOR``: where replay segments run, ``local`` (the default) or ``ray``."""
+    raw = (_raw("FLOR_EXECUTOR") or "local").strip().lower()
+    if raw not in ("local", "ray"):
+        raise UsageError(f"FLOR_EXECUTOR={raw!r}: expected local or ray")
+    return raw
+
+
+def ray_address() -> str | None:
+    """``FLOR_RAY_ADDRESS``: the Ray cluster of ``--executor ray`` (default: Ray's own lookup)."""
+    return _raw("FLOR_RAY_ADDRESS") or None
+
+
+def ray_retries() -> int:
+    """``FLOR_RAY_RETRIES``: how often a Ray task whose worker died is started again (3)."""
+    raw = _raw("FLOR_RAY_RETRIES")
+    if raw is None or not raw.strip():
+        return 3
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(f"FLOR_RAY_RETRIES={raw!r}: expected a whole number, 0 or more")
+    return value
 
 
 def capture() -> bool:

@@ -157,7 +157,7 @@ class Session:
 
     def __init__(self, names, *, runs=None, where=None, iterations=None, workers=1, gpus=None,
                  force=False, start: Path | None = None, out=None, progress=None, accept_drift: bool = False,
-                 allow_inexact: bool = False) -> None:
+                 allow_inexact: bool = False, executor: str | None = None, address: str | None = None) -> None:
         from ..query import project_store
 
         self.names = list(names or [])
@@ -169,6 +169,10 @@ class Session:
         self.workers = workers
         self.gpus = gpus
         self.force = force
+        self.executor_kind = (executor or settings.executor()).lower()
+        if self.executor_kind not in ("local", "ray"):
+            raise UsageError(f"--executor {executor!r}: expected local or ray")
+        self.address = address or settings.ray_address()
         if iterations:
             if "=" not in iterations:  # the form is checked now; the loop name and values per run (keys or numbers)
                 parse_iterations(iterations, None, 0)
@@ -180,7 +184,7 @@ class Session:
         self.root = self.store.path.parent.parent
         self.repo = Repo(self.root)
         self.selected = select_runs(self.store, runs, where)
-        self.executor: LocalProcessExecutor | None = None
+        self.executor = None  # LocalProcessExecutor or RayExecutor, once warm_up chose
         self.accept_drift = accept_drift or allow_inexact
         self.inexact_threads: int | None = None
         self.notes: list[str] = []  # lines said once, before the outcomes
@@ -201,6 +205,8 @@ class Session:
         """Workers times the threads the runs computed with must fit the machine: float reductions
         over another number of threads give other bits. Fewer workers than asked keep values exact."""
         threads = max([numerics.threads(r.environment.get("numeric") or {}) for r in self.selected] or [1])
+        if self.executor_kind == "ray":
+            return  # each Ray task reserves the run's threads as CPUs on its node
         cores = numerics.cores()
         faithful = max(1, cores // threads)
         if self.gpus or self.workers <= faithful:
@@ -242,7 +248,13 @@ class Session:
             return
         filenames = dict.fromkeys(run.filename for run in self.selected)
         preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
-        self.executor = LocalProcessExecutor(self.workers, self.gpus, preload, confinement=self.confinement)
+        if self.executor_kind == "ray":
+            from .ray_executor import RayExecutor
+
+            self.executor = RayExecutor(self.workers, self.gpus, preload, confinement=self.confinement,
+                                        address=self.address, retries=settings.ray_retries())
+        else:
+            self.executor = LocalProcessExecutor(self.workers, self.gpus, preload, confinement=self.confinement)
         numeric = self.selected[0].environment.get("numeric") or {}
         env = ({n: str(self.inexact_threads) for n in numerics.THREAD_VARIABLES} if self.inexact_threads
                else numerics.thread_env(numeric))
@@ -627,7 +639,8 @@ def _hint_extract(store: Store, plans: list[RunReplay]) -> None:
 
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
            dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
-           accept_drift: bool = False, allow_inexact: bool = False, out=None, progress=None) -> ReplayReport:
+           accept_drift: bool = False, allow_inexact: bool = False, out=None, progress=None,
+           executor: str | None = None, address: str | None = None) -> ReplayReport:
     """Recover ``names`` (default: every new flor.log of today's script) for past runs.
 
     Values whose iteration drifted from the recording (even after re-execution) are not stored
@@ -641,7 +654,7 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
     out = out or sys.stdout
     session = Session(names, runs=runs, where=where, iterations=iterations, workers=workers, gpus=gpus,
                       force=force, out=out, progress=progress, accept_drift=accept_drift,
-                      allow_inexact=allow_inexact)
+                      allow_inexact=allow_inexact, executor=executor, address=address)
     try:
         for note in session.notes:
             say(note)

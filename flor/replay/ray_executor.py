@@ -1,0 +1,195 @@
+"""The Ray executor: replay segments as Ray tasks on a cluster (``flor replay --executor ray``).
+
+Each task carries what its worker needs as data, not paths of this machine: the spec, the run's
+records, and the run's code version as a tar archive. On the node, the task lays them out in a
+temporary folder and runs the usual worker (``python -m flor.replay.worker``, confined as
+locally) as a child process; what the worker sends (values, drift, the result) is the task's
+return value, so the driver stores it, as for local workers. Progress goes through a small actor
+that tasks report to and the driver reads.
+
+A task whose worker process dies with it (a node lost, a Ray worker killed) is retried by Ray,
+up to ``FLOR_RAY_RETRIES`` times (3); a retry starts the segment over, and nothing of the failed
+attempt was stored. A task that fails in the script is not retried: its error is reported.
+
+What the nodes must share: the project's path with its data (git-ignored files the script reads)
+and its ``.flor/`` checkpoints, and the same Python environment. The SQLite store stays on the
+machine that drives the replay. See docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ReplayError
+from .executor import Outcome, Task
+
+POLL_S = 0.5
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ReplayError("--executor ray needs Ray: pip install 'flor-hindsight[ray]'") from None
+    return ray
+
+
+def package(task: Task, spec_text: str) -> dict:
+    """A task's payload: the spec, the records and the code tree as bytes."""
+    spec = json.loads(spec_text)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(spec["run_tree"], arcname="tree")
+    return {"key": task.key, "spec": spec, "records": Path(spec["records_path"]).read_bytes(),
+            "tree": buffer.getvalue(), "env": dict(task.env)}
+
+
+def run_package(payload: dict, env_base: dict, board=None) -> dict:
+    """On a node: lay the payload out, run one worker on it, return what it sent."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from .channel import decode
+
+    with tempfile.TemporaryDirectory(prefix="flor-ray-task-") as tmp:
+        folder = Path(tmp)
+        with tarfile.open(fileobj=io.BytesIO(payload["tree"])) as archive:
+            archive.extractall(folder, filter="tar") if hasattr(tarfile, "data_filter") else archive.extractall(folder)
+        spec = dict(payload["spec"])
+        (folder / "records.json").write_bytes(payload["records"])
+        (folder / "scratch").mkdir()
+        spec.update(records_path=str(folder / "records.json"), run_tree=str(folder / "tree"),
+                    scratch=str(folder / "scratch"))
+        spec_path = folder / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        env = dict(os.environ)
+        env.update(env_base)
+        for name, value in payload["env"].items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        process = subprocess.Popen([sys.executable, "-m", "flor.replay.worker", "--wait"], env=env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   preexec_fn=_die_with_parent)
+        process.stdin.write(f"{spec_path}\n".encode())
+        process.stdin.close()
+        messages, code = [], None
+        for line in process.stdout:
+            message = decode(line)
+            if message is None:
+                continue
+            if message.get("kind") == "exited":
+                code = int(message.get("code", 1))
+            elif message.get("kind") == "progress" and board is not None:
+                board.report.remote(payload["key"], message.get("done", 0))
+            else:
+                messages.append(message)
+        stderr = process.stderr.read().decode(errors="replace")
+        process.wait()
+        return {"messages": messages, "code": code if code is not None else process.returncode, "log": stderr[-4000:]}
+
+
+def _die_with_parent() -> None:
+    """The worker ends with the Ray task that started it (a killed task leaves no replay behind)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Board:
+    """Progress reported by tasks, read by the driver."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, int] = {}
+
+    def report(self, key: str, done: int) -> None:
+        self.done[key] = max(done, self.done.get(key, 0))
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.done)
+
+
+class RayExecutor:
+    """Runs tasks on a Ray cluster (see the module docstring)."""
+
+    def __init__(self, workers: int = 1, gpus: list[str] | None = None, preload: list[str] | None = None,
+                 confinement: str = "namespace", address: str | None = None, retries: int = 3) -> None:
+        self.workers = workers
+        self.gpus = len(gpus or [])
+        self.preload = list(preload or [])
+        self.confinement = confinement
+        self.address = address
+        self.retries = retries
+
+    def warm_up(self, count: int | None = None, env: dict | None = None) -> None:
+        """Ray's workers are the cluster's own: nothing to start here."""
+
+    def close(self) -> None:
+        """The cluster outlives the replay."""
+
+    def run(self, tasks: list[Task], on_message: Callable[[str, dict], None]) -> list[Outcome]:
+        ray = _ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address or "auto", ignore_reinit_error=True, log_to_driver=False,
+                         configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ReplayError(f"cannot reach the Ray cluster at {self.address or 'auto'}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        board = ray.remote(num_cpus=0)(_Board).remote()
+        env_base = {"FLOR_REPLAY_PRELOAD": ",".join(self.preload), "FLOR_REPLAY_CONFINE": self.confinement,
+                    "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        remote = ray.remote(run_package)
+        started = time.monotonic()
+        refs = {}
+        for task in tasks:
+            # A task reserves as many CPUs as the run computed with: the same threads, the same bits.
+            cpus = int(task.env.get("OMP_NUM_THREADS") or 1)
+            options = remote.options(num_cpus=cpus, num_gpus=1 if self.gpus else 0, max_retries=self.retries,
+                                     retry_exceptions=False)
+            refs[options.remote(package(task, task.spec_path.read_text()), env_base, board)] = task
+        outcomes: list[Outcome] = []
+        shown: dict[str, int] = {}
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+            for key, done in ray.get(board.snapshot.remote()).items():
+                if done > shown.get(key, -1):
+                    shown[key] = done
+                    on_message(key, {"kind": "progress", "done": done})
+            for ref in ready:
+                task = refs.pop(ref)
+                outcomes.append(self._outcome(ray, ref, task, on_message, time.monotonic() - started))
+        return outcomes
+
+    @staticmethod
+    def _outcome(ray, ref, task: Task, on_message, seconds: float) -> Outcome:
+        try:
+            returned = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return Outcome(task, False, {}, f"the Ray task failed after its retries: {first}", seconds)
+        result = {}
+        for message in returned["messages"]:
+            if message.get("kind") == "result":
+                result = message
+            else:
+                on_message(task.key, message)
+        if returned["code"] == 0 and result.get("ok"):
+            return Outcome(task, True, result, None, seconds)
+        error = result.get("error")
+        if not error:
+            tail = [line for line in returned["log"].splitlines() if line.strip()]
+            error = f"the worker exited with status {returned['code']}" + (f": {tail[-1]}" if tail else "")
+        return Outcome(task, False, result, error, seconds)
