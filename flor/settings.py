@@ -14,6 +14,7 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_ARGPARSE``              1/0: record the script's argparse options as args (1)
 ``FLOR_REPLAY_CONFINE``        auto/namespace/copy: how replay confines old code's writes (auto)
 ``FLOR_EXECUTOR``              local/ray: where replay segments run (local)
+``FLOR_CHECKPOINT_STORE``      an fsspec URL keeping a copy of every checkpoint (unset: .flor/ only)
 ``FLOR_RAY_ADDRESS``           the Ray cluster of ``--executor ray`` (Ray's own lookup)
 ``FLOR_RAY_RETRIES``           restarts of a Ray task whose worker died (3)
 ``FLOR_CAPTURE``               1/0: keep what the run prints (stdout, stderr, logging) (1)
@@ -154,6 +155,17 @@ def replay_confinement() -> str:
         return "auto"
     if raw not in ("namespace", "copy"):
         raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy or auto")
+    return raw
+
+
+def checkpoint_store() -> str | None:
+    """``FLOR_CHECKPOINT_STORE``: an fsspec URL (``s3://bucket/prefix``) that keeps a copy of every
+    checkpoint and serves them to replay workers on other machines (unset: ``.flor/`` only)."""
+    raw = (_raw("FLOR_CHECKPOINT_STORE") or "").strip()
+    if not raw:
+        return None
+    if "://" not in raw:
+        raise UsageError(f"FLOR_CHECKPOINT_STORE={raw!r}: expected a URL such as s3://bucket/prefix")
     return raw
 
 

@@ -1,15 +1,17 @@
-"""Replay on a Ray cluster (issue 18): a real local cluster, a head and a second node, started by
-the test inside a private network namespace (``unshare -n``, then ``ip link set lo up``), where
-Ray falls back to 127.0.0.1 and no traffic can leave loopback.
+"""Replay on a Ray cluster with checkpoints in object storage (issue 18): a real local cluster (a
+head and a second node) and a real S3-compatible server (moto_server), both started by the test
+inside a private network namespace (``unshare -n``, then ``ip link set lo up``), where Ray falls
+back to 127.0.0.1 and no traffic can leave loopback.
 
-Two tutorial runs are recorded; an epoch-level and a step-level statement are replayed through
-Ray and must store exactly what the local executor stores; then a Ray worker is killed while it
-replays, and the replay still completes (Ray starts the task again).
+Two tutorial runs are recorded with their checkpoints in the bucket; the local copies are set
+apart, so the Ray workers restore from the bucket; an epoch-level and a step-level statement are
+replayed through Ray and must store exactly what the local executor stores from local
+checkpoints; then a Ray worker is killed while it replays, and the replay still completes (Ray
+starts the task again).
 """
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,22 +24,52 @@ from tests.conftest import TUTORIAL, clean_env
 ray = pytest.importorskip("ray")
 
 DRIVER = textwrap.dedent('''\
-    """Inside the namespace: a Ray cluster of two nodes, then flor replay through it."""
-    import os, signal, subprocess, sys, time
+    """Inside the namespace: an S3 server and a two-node Ray cluster on loopback; two runs recorded
+    with their checkpoints in the bucket; the local copies then set apart (the nodes read the
+    bucket); a replay through Ray, then one whose Ray worker is killed mid-task."""
+    import json, os, shutil, signal, socket, subprocess, sys, time
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    project, apart = sys.argv[1], sys.argv[2]
+    moto = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", "5099"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            socket.create_connection(("127.0.0.1", 5099), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      FSSPEC_S3_ENDPOINT_URL="http://127.0.0.1:5099", FLOR_CHECKPOINT_STORE="s3://flor-ray/tutorial")
+    import s3fs
+    s3fs.S3FileSystem().mkdir("flor-ray")
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    replay = [sys.executable, "-m", "flor", "replay", *sys.argv[2:], "--executor", "ray", "--address", cluster.address]
+    out = {}
     try:
-        if sys.argv[1] == "replay":
-            done = subprocess.run(replay, capture_output=True, text=True, timeout=300)
-            print(done.stdout, done.stderr, sep="\\n")
-            sys.exit(done.returncode)
-        # kill: the first Ray worker that runs a replay task dies mid-task
-        process = subprocess.Popen(replay, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for args in (["epochs=3"], ["epochs=3", "hidden=75"]):
+            subprocess.run([sys.executable, "train.py", "--kwargs", *args], check=True, capture_output=True,
+                           env={**os.environ, "FLOR_CKPT_PERIOD": "1"})
+        shutil.copytree(project, apart, symlinks=True)  # with its local checkpoints, for the comparison
+        shutil.rmtree(os.path.join(project, ".flor", "objects"))
+        shutil.rmtree(os.path.join(project, ".flor", "checkpoints"))
+        with open("train.py") as f:
+            text = f.read()
+        text = text.replace('            flor.log("loss", loss.item())\\n',
+                            '            flor.log("loss", loss.item())\\n            flor.log("input_mean", float(inputs.mean()))\\n')
+        text = text.replace("\\nwith torch.no_grad():", '        flor.log("weight_norm", sum(p.norm() ** 2 for p in '
+                            'net.parameters()).item() ** 0.5)\\n\\nwith torch.no_grad():', 1)
+        for folder in (project, apart):
+            with open(os.path.join(folder, "train.py"), "w") as f:
+                f.write(text)
+        replay = [sys.executable, "-m", "flor", "replay", "weight_norm", "input_mean", "--executor", "ray",
+                  "--address", cluster.address]
+        done = subprocess.run(replay, capture_output=True, text=True, timeout=300)
+        out["replay"] = [done.returncode, done.stdout[-2000:] + done.stderr[-3000:]]
+        # The first Ray worker seen running a replay task dies mid-task.
+        process = subprocess.Popen(replay + ["--force"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killed, deadline = None, time.monotonic() + 120
         while killed is None and time.monotonic() < deadline and process.poll() is None:
             found = subprocess.run(["pgrep", "-f", "ray::run_package"], capture_output=True, text=True).stdout.split()
@@ -50,11 +82,11 @@ DRIVER = textwrap.dedent('''\
                     pass  # that task ended first: wait for the next one
             time.sleep(0.05)
         output, _ = process.communicate(timeout=300)
-        print(output)
-        print("KILLED", killed)
-        sys.exit(process.returncode)
+        out["kill"] = [process.returncode, output[-3000:], killed]
     finally:
         cluster.shutdown()
+        moto.kill()
+    print("RESULT " + json.dumps(out))
 ''')
 
 
@@ -76,34 +108,30 @@ def _values(db, name):
             "WHERE l.name = ? AND l.source = 'replay'", (name,)).fetchall())
 
 
-def _in_namespace(project, *args, timeout=420):
-    (project.root.parent / "ray_driver.py").write_text(DRIVER)
-    env = clean_env(RAY_USAGE_STATS_ENABLED="0")
-    return subprocess.run(["unshare", "-n", sys.executable, str(project.root.parent / "ray_driver.py"), *args],
-                          cwd=project.root, env=env, capture_output=True, text=True, timeout=timeout)
+def test_replay_through_ray_with_checkpoints_in_s3_equals_local_and_survives_a_killed_worker(project):
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    import json
 
-
-def test_replay_through_ray_equals_local_and_survives_a_killed_worker(project):
     project.write("train.py", TUTORIAL.read_text())
     project.commit_all()
-    project.run("train.py", "--kwargs", "epochs=3")
-    project.run("train.py", "--kwargs", "epochs=3", "hidden=75")
-    text = (project.root / "train.py").read_text()
-    text = text.replace('            flor.log("loss", loss.item())\n',
-                        '            flor.log("loss", loss.item())\n            flor.log("input_mean", float(inputs.mean()))\n')
-    text = text.replace("\nwith torch.no_grad():", '        flor.log("weight_norm", sum(p.norm() ** 2 for p in '
-                        'net.parameters()).item() ** 0.5)\n\nwith torch.no_grad():', 1)
-    (project.root / "train.py").write_text(text)
-    local = shutil.copytree(project.root, project.root.parent / "local", symlinks=True)
-    project.flor("replay", "weight_norm", "input_mean", cwd=local)
-
-    done = _in_namespace(project, "replay", "weight_norm", "input_mean")
+    apart = project.root.parent / "apart"
+    (project.root.parent / "ray_driver.py").write_text(DRIVER)
+    done = subprocess.run(["unshare", "-n", sys.executable, str(project.root.parent / "ray_driver.py"), str(project.root),
+                           str(apart)], cwd=project.root, env=clean_env(RAY_USAGE_STATS_ENABLED="0"), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    code, output = found["replay"]
+    assert code == 0, output
+    # The same statements replayed by the local executor from local checkpoints.
+    local = subprocess.run([sys.executable, "-m", "flor", "replay", "weight_norm", "input_mean"], cwd=apart,
+                           env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr[-2000:]
     for name in ("weight_norm", "input_mean"):
         through_ray = _values(project.db, name)
-        assert through_ray and through_ray == _values(local / ".flor" / "flor.db", name)
-
-    killed = _in_namespace(project, "kill", "weight_norm", "input_mean", "--force")
-    assert killed.returncode == 0, killed.stdout[-3000:] + killed.stderr[-3000:]
-    assert "KILLED None" not in killed.stdout, "no Ray worker was seen running a replay task"
-    assert _values(project.db, "weight_norm") == _values(local / ".flor" / "flor.db", "weight_norm")
+        assert through_ray and through_ray == _values(apart / ".flor" / "flor.db", name)
+    code, output, killed = found["kill"]
+    assert killed is not None, "no Ray worker was seen running a replay task"
+    assert code == 0, output
+    assert _values(project.db, "weight_norm") == _values(apart / ".flor" / "flor.db", "weight_norm")

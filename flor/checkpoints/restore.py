@@ -27,6 +27,7 @@ from ..rng import restore as restore_random_state
 from ..rng import restore_generators
 from ..errors import CheckpointError, UsageError
 from ..paths import ProjectPaths
+from .remote import remote_store
 from .snapshot import ARRAY, DICT, FLOAT, PICKLE, TUPLE
 
 
@@ -191,9 +192,13 @@ def _array(meta: dict, digest: str, objects: Path, cache: dict):
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise CheckpointError(
-                f"checkpoint data {path} is missing or unreadable ({exc.strerror}); run `flor doctor`"
-            ) from exc
+            remote = remote_store()
+            if remote is None:
+                raise CheckpointError(
+                    f"checkpoint data {path} is missing or unreadable ({exc.strerror}); run `flor doctor`"
+                ) from exc
+            data = remote.read(f"objects/{digest}")  # on another machine: from object storage
+            path = remote.path(f"objects/{digest}")
         # Content addressed: a file that no longer hashes to its name is damaged; never restore it.
         if hashlib.sha256(data).hexdigest() != digest:
             raise CheckpointError(f"checkpoint data {path} is damaged (its content does not match its hash); run `flor doctor`")
@@ -220,7 +225,13 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_var
     paths = ProjectPaths.of_flor_dir(flor_dir)
     path = paths.at(location)
     try:
-        manifest = json.loads(path.read_text())
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            remote = remote_store()
+            if remote is None:
+                raise
+            manifest = json.loads(remote.read(location))  # on another machine: from object storage
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror}); run `flor doctor`") from exc
     except ValueError as exc:

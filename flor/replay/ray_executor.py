@@ -151,6 +151,9 @@ class RayExecutor:
         board = ray.remote(num_cpus=0)(_Board).remote()
         env_base = {"FLOR_REPLAY_PRELOAD": ",".join(self.preload), "FLOR_REPLAY_CONFINE": self.confinement,
                     "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        # The checkpoint store, and how to reach it, as this machine knows them (docs/scale-out.md).
+        env_base.update({k: v for k, v in os.environ.items()
+                         if k == "FLOR_CHECKPOINT_STORE" or k.startswith(("AWS_", "FSSPEC_"))})
         remote = ray.remote(run_package)
         started = time.monotonic()
         refs = {}

@@ -1,0 +1,116 @@
+"""Checkpoints in object storage (issue 18): a real S3-compatible server (moto_server on
+127.0.0.1, started by the test), ``FLOR_CHECKPOINT_STORE=s3://bucket/prefix``.
+
+(Two runs recorded this way and replayed through Ray: tests/test_ray.py.) A run's checkpoints land in the bucket (arrays by content, manifests last); a replay on a
+machine without the local copies (``.flor/objects`` and ``.flor/checkpoints`` deleted) restores
+from the bucket and stores exactly what a replay from local checkpoints stores; an array damaged
+in the bucket fails the replay loudly and stores nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TUTORIAL
+
+s3fs = pytest.importorskip("s3fs")
+pytest.importorskip("moto")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def s3_env(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "FLOR_CHECKPOINT_STORE": "s3://flor-test/tutorial"}
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("moto_server did not start")
+            time.sleep(0.2)
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"])
+    fs.mkdir("flor-test")
+    try:
+        yield env, fs
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _weight_norms(db):
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT r.tstamp, l.iteration, l.value FROM logs l JOIN runs r USING (run_id) "
+                                  "WHERE l.name = 'weight_norm' AND l.source = 'replay' ORDER BY 1, 2").fetchall()
+
+
+def test_checkpoints_in_s3_serve_a_replay_without_local_copies(project, s3_env):
+    env, fs = s3_env
+    project.write("train.py", TUTORIAL.read_text())
+    project.commit_all()
+    project.run("train.py", "--kwargs", "epochs=2", env={**env, "FLOR_CKPT_PERIOD": "1"})
+    with sqlite3.connect(project.db) as connection:
+        listed = [loc for (loc,) in connection.execute("SELECT location FROM checkpoints")]
+    assert len(listed) == 2
+    for location in listed:  # every listed checkpoint is whole in the bucket
+        manifest = fs.cat_file(f"flor-test/tutorial/{location}")
+        import json
+
+        for digest in json.loads(manifest)["blobs"]:
+            assert fs.exists(f"flor-test/tutorial/objects/{digest}")
+
+    text = (project.root / "train.py").read_text().replace(
+        "\nwith torch.no_grad():",
+        '        flor.log("weight_norm", sum(p.norm() ** 2 for p in net.parameters()).item() ** 0.5)\n\nwith torch.no_grad():', 1)
+    (project.root / "train.py").write_text(text)
+    local = shutil.copytree(project.root, project.root.parent / "local", symlinks=True)
+    done = subprocess.run([sys.executable, "-m", "flor", "replay", "weight_norm"], cwd=local, capture_output=True,
+                          text=True, env=_env(env, drop_store=True))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    remote_only = shutil.copytree(project.root, project.root.parent / "remote", symlinks=True)
+    shutil.rmtree(remote_only / ".flor" / "objects")
+    shutil.rmtree(remote_only / ".flor" / "checkpoints")
+    done = subprocess.run([sys.executable, "-m", "flor", "replay", "weight_norm"], cwd=remote_only, capture_output=True,
+                          text=True, env=_env(env))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _weight_norms(remote_only / ".flor" / "flor.db") == _weight_norms(local / ".flor" / "flor.db") != []
+
+    # An array damaged in the bucket: refused by its hash, nothing stored.
+    damaged = shutil.copytree(project.root, project.root.parent / "damaged", symlinks=True)
+    shutil.rmtree(damaged / ".flor" / "objects")
+    shutil.rmtree(damaged / ".flor" / "checkpoints")
+    digest = json.loads(fs.cat_file(f"flor-test/tutorial/{listed[0]}"))["blobs"][0]
+    fs.pipe_file(f"flor-test/tutorial/objects/{digest}", b"not the array")
+    done = subprocess.run([sys.executable, "-m", "flor", "replay", "weight_norm"], cwd=damaged, capture_output=True,
+                          text=True, env=_env(env))
+    assert done.returncode != 0 and "damaged" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _env(extra: dict, drop_store: bool = False) -> dict:
+    from tests.conftest import clean_env
+
+    env = clean_env(**extra)
+    if drop_store:
+        env.pop("FLOR_CHECKPOINT_STORE", None)
+    return env
