@@ -648,6 +648,60 @@ def _check_temp_files(report: Report, flor_dir: Path, repair: bool) -> None:
 # -- the whole check ----------------------------------------------------------------------------
 
 
+def _verify_remote(remote, location: str, verified: dict[str, str | None]) -> str | None:
+    """What is wrong with one checkpoint's copy in object storage, or None (arrays downloaded and
+    hashed, as a replay on another machine would)."""
+    from .errors import CheckpointError
+
+    try:
+        manifest = json.loads(remote.read(location))
+    except CheckpointError:
+        return "its manifest is not there"
+    except ValueError as exc:
+        return f"its manifest is not valid JSON ({exc})"
+    for digest in manifest.get("blobs") or []:
+        if digest not in verified:
+            try:
+                data = remote.read(f"objects/{digest}")
+                verified[digest] = None if hashlib.sha256(data).hexdigest() == digest else \
+                    f"object {digest[:12]} is corrupt (sha256 differs)"
+            except CheckpointError:
+                verified[digest] = f"object {digest[:12]} is missing"
+        if verified[digest]:
+            return verified[digest]
+    return None
+
+
+def _check_remote(report: Report, store: Store, flor_dir: Path, repair: bool) -> None:
+    """Every listed checkpoint's copy in ``FLOR_CHECKPOINT_STORE``; a repair uploads it again from
+    ``.flor/`` where the local copy is whole."""
+    from .checkpoints.remote import remote_store
+
+    remote = remote_store()
+    if remote is None:
+        return
+    verified: dict[str, str | None] = {}
+    for run_id, iteration, point, location, tstamp, pickled in store.all_checkpoints():
+        wrong = _verify_remote(remote, location, verified)
+        if not wrong:
+            continue
+        problem = report.add(f"checkpoint {location} in {remote.url} (run {tstamp or f'#{run_id}'}, iteration "
+                             f"{iteration}): {wrong}", "run `flor doctor --repair` to upload it again from .flor/")
+        if not repair:
+            continue
+        if _verify_manifest(flor_dir, location, {}, pickled) is not None:
+            problem.note = "not repaired: the copy in .flor/ is not whole either"
+            continue
+        text = (flor_dir / location).read_bytes()
+        for digest in json.loads(text)["blobs"]:
+            if verified.get(digest):
+                remote.put(f"objects/{digest}", (flor_dir / "objects" / digest).read_bytes())
+                verified[digest] = None
+        remote.put(location, text)
+        problem.repaired = True
+        problem.note = "uploaded again from .flor/"
+
+
 def check(start: Path | None = None, repair: bool = False) -> Report:
     """Check the project that contains ``start`` (default: the working directory).
 
@@ -674,6 +728,7 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
             if reaped:
                 report.notes.append(f"marked {reaped} run(s) killed: their process is gone")
             _check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
+            _check_remote(report, store, flor_dir, repair)
             _check_code_versions(report, store, repair)
         finally:
             store.close()

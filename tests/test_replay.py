@@ -366,3 +366,20 @@ def test_a_statement_in_a_helper_called_from_the_epoch_body_is_memoized(project)
     project.flor("replay", "seen")
     (tstamp,) = _tstamps(project)
     assert _replayed(project, "seen", [tstamp]) == _fresh(project, "seen", {tstamp: []})
+
+
+def test_an_iteration_cut_short_by_an_error_is_not_marked_done(toy):
+    """The statement raises in epoch 3: epochs 0-2 are kept, epoch 3 is not marked replayed (it
+    was once taken for a `break`), so the replay of the fixed statement stores it."""
+    tstamps = _tstamps(toy)
+    _add(toy, "        # BODY", 'flor.log("inv", 1.0 / (epoch - 3))', 8)
+    failed = toy.flor("replay", "inv", "--runs", tstamps[0], check=False)
+    assert failed.returncode != 0 and "ZeroDivisionError" in failed.stdout + failed.stderr
+    with sqlite3.connect(toy.db) as connection:
+        done = {i for (i,) in connection.execute("SELECT iteration FROM replay_done WHERE name = 'inv'")}
+    assert 3 not in done and done <= {0, 1, 2}
+    text = (toy.root / "train.py").read_text().replace("1.0 / (epoch - 3)", "1.0 / (epoch - 3.5)")
+    (toy.root / "train.py").write_text(text)
+    toy.flor("replay", "inv", "--runs", tstamps[0])
+    epochs = sorted(row[2] for row in values(toy.db, "inv", "AND l.source = 'replay'") if row[0] == tstamps[0])
+    assert epochs == list(range(6))

@@ -105,6 +105,25 @@ def test_checkpoints_in_s3_serve_a_replay_without_local_copies(project, s3_env):
                           text=True, env=_env(env))
     assert done.returncode != 0 and "damaged" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+    with sqlite3.connect(damaged / ".flor" / "flor.db") as connection:  # nothing marked done without its value
+        assert connection.execute("SELECT count(*) FROM replay_done WHERE iteration = 0").fetchone()[0] == 0
+
+    # flor doctor finds the damaged copy and uploads it again from .flor/; the replay then works.
+    doctor = subprocess.run([sys.executable, "-m", "flor", "doctor"], cwd=project.root, capture_output=True, text=True,
+                            env=_env(env))
+    assert doctor.returncode != 0 and digest[:12] in doctor.stdout + doctor.stderr
+    doctor = subprocess.run([sys.executable, "-m", "flor", "doctor", "--repair"], cwd=project.root, capture_output=True,
+                            text=True, env=_env(env))
+    assert "uploaded again" in doctor.stdout + doctor.stderr
+    done = subprocess.run([sys.executable, "-m", "flor", "replay", "weight_norm"], cwd=damaged, capture_output=True,
+                          text=True, env=_env(env))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _weight_norms(damaged / ".flor" / "flor.db") == _weight_norms(local / ".flor" / "flor.db"), done.stdout + done.stderr
+
+    # Through Ray, --dry-run says what the nodes must hold.
+    plan = subprocess.run([sys.executable, "-m", "flor", "replay", "weight_norm", "--force", "--executor", "ray",
+                           "--dry-run"], cwd=project.root, capture_output=True, text=True, env=_env(env))
+    assert "every node must hold this project" in plan.stdout + plan.stderr and "s3://flor-test/tutorial" in plan.stderr
 
 
 def _env(extra: dict, drop_store: bool = False) -> dict:

@@ -63,6 +63,13 @@ class RemoteStore:
             raise CheckpointError(f"checkpoint not uploaded to {self.url}: {type(exc).__name__}: {exc}") from exc
         return sent + len(manifest)
 
+    def put(self, relative: str, data: bytes) -> None:
+        """Write one file, replacing what is there (``flor doctor --repair``)."""
+        try:
+            self.fs.pipe_file(self.path(relative), bytes(data))
+        except Exception as exc:  # noqa: BLE001 - converted at the boundary
+            raise CheckpointError(f"cannot write {relative} to {self.url}: {type(exc).__name__}: {exc}") from exc
+
     def read(self, relative: str) -> bytes:
         try:
             return self.fs.cat_file(self.path(relative))

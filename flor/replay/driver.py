@@ -101,6 +101,7 @@ class ReplayRun(Run):
         self._nested_done = False
         self.iterations_done = 0
         self._completed: list[int] = []  # outer iterations whose values are all pushed
+        self._closed: int | None = None  # the iteration the loop was closed in (a break, or an exception)
         # Loop instances: local id -> (parent local id, parent iteration, loop name); local ->
         # original id. An instance is identified by its parent instance and iteration, its loop
         # name, and its rank among such siblings (a body may run two loops of the same name).
@@ -235,10 +236,11 @@ class ReplayRun(Run):
                 try:
                     yield item
                 except GeneratorExit:
-                    # `break` in the body (a `while True` loop turned into flor.loop): this was
-                    # the last iteration, as in the recording, and its values are complete.
-                    self._completed.append(index)
-                    self.iterations_done += 1
+                    # Either `break` in the body (a `while True` loop turned into flor.loop): this
+                    # was the last iteration, as in the recording, and its values are complete; or
+                    # an exception unwinding the body, and they are not. Which one is known when the
+                    # script ends (finish): only a script that ends well completes it.
+                    self._closed = index
                     raise
                 self.ctx_id, self.iteration = ctx, index
                 # Time in the iteration, less what its restore took (counted apart).
@@ -406,6 +408,11 @@ class ReplayRun(Run):
             self.timings["after_s"] = time.perf_counter() - self._t_after
         self.ended = True
         self._finished_ok = ok
+        if self._closed is not None:
+            if ok:  # the loop was left by `break`: that iteration is complete
+                self._completed.append(self._closed)
+                self.iterations_done += 1
+            self._closed = None
         self._stop.set()
         self._wake.set()
         if self._flusher is not None:

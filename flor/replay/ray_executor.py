@@ -58,6 +58,13 @@ def run_package(payload: dict, env_base: dict, board=None) -> dict:
 
     from .channel import decode
 
+    root = payload["spec"]["root"]
+    if not Path(root).is_dir():
+        import socket
+
+        error = (f"the project's path {root} does not exist on node {socket.gethostname()}: the nodes must hold the "
+                 "project with the data it reads (docs/scale-out.md)")
+        return {"messages": [{"kind": "result", "ok": False, "error": error}], "code": 1, "log": ""}
     with tempfile.TemporaryDirectory(prefix="flor-ray-task-") as tmp:
         folder = Path(tmp)
         with tarfile.open(fileobj=io.BytesIO(payload["tree"])) as archive:

@@ -189,6 +189,12 @@ class Session:
         self.inexact_threads: int | None = None
         self.notes: list[str] = []  # lines said once, before the outcomes
         self._plan_workers(allow_inexact)
+        if self.executor_kind == "ray":
+            store_url = settings.checkpoint_store()
+            self.notes.append(
+                f"replaying on Ray: every node must hold this project at {self.root} with the data its scripts read "
+                "(git-ignored files do not travel with the tasks); checkpoints are read from "
+                + (store_url if store_url else f"{self.root / '.flor'} at that same path") + " (docs/scale-out.md)")
         self._confinement: str | None = None
         self._locks: list = []
 

@@ -39,11 +39,11 @@ CASES = [
     # Lightning docs' LitClassifier: save_hyperparameters, self.log, step outputs kept for epoch end
     Case("lightning_classifier", ("--epochs", "3")),
     # Lightning with a DataModule, torchmetrics, accumulation, ReduceLROnPlateau, EarlyStopping, ModelCheckpoint
-    Case("lightning_datamodule", ("--max_epochs", "5")),
+    Case("lightning_datamodule", ("--max_epochs", "4")),
     # HF text-classification examples: a model from a config, compute_metrics, eval every epoch
     Case("hf_text_classifier", ("--epochs", "3")),
     # HF fine-tuning that keeps the best model: accumulation, warmup, EarlyStopping, a compute_loss override
-    Case("hf_early_stopping", ("--epochs", "4")),
+    Case("hf_early_stopping", ("--epochs", "3")),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
     Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
