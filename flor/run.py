@@ -164,6 +164,7 @@ class Run:
         self.check_overrides()
         # Settings that shape the recording are read now: a typo stops the script before training.
         snapshot_max_bytes = settings.snapshot_max_bytes()
+        settings.checkpoint_store()  # a malformed store URL stops the run here, not in the writer
         resumed_from = settings.resumed_from()
         capture_max_bytes = settings.capture_max_bytes() if settings.capture() else None
         folder, filename = self.identity

@@ -135,3 +135,15 @@ def test_replay_through_ray_with_checkpoints_in_s3_equals_local_and_survives_a_k
     assert killed is not None, "no Ray worker was seen running a replay task"
     assert code == 0, output
     assert _values(project.db, "weight_norm") == _values(apart / ".flor" / "flor.db", "weight_norm")
+
+
+def test_an_unreachable_cluster_is_refused_in_one_line(project):
+    project.write("train.py", TUTORIAL.read_text())
+    project.commit_all()
+    project.run("train.py", "--kwargs", "epochs=1")
+    text = (project.root / "train.py").read_text().replace(
+        "\nwith torch.no_grad():", '        flor.log("w", float(net[0].weight.sum()))\n\nwith torch.no_grad():', 1)
+    (project.root / "train.py").write_text(text)
+    done = project.flor("replay", "w", "--executor", "ray", "--address", "127.0.0.1:1", check=False)
+    assert done.returncode != 0 and "cannot reach the Ray cluster at 127.0.0.1:1" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -133,3 +133,10 @@ def _env(extra: dict, drop_store: bool = False) -> dict:
     if drop_store:
         env.pop("FLOR_CHECKPOINT_STORE", None)
     return env
+
+
+def test_a_malformed_store_url_stops_the_run_before_it_records(project):
+    project.write("train.py", TUTORIAL.read_text())
+    project.commit_all()
+    done = project.run("train.py", "--kwargs", "epochs=1", env={"FLOR_CHECKPOINT_STORE": "bucket"}, check=False)
+    assert done.returncode != 0 and "FLOR_CHECKPOINT_STORE='bucket'" in done.stderr and "Traceback" not in done.stderr

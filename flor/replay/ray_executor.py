@@ -115,6 +115,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def _reachable(address: str | None) -> None:
+    """Refuse at once a HOST:PORT where nothing listens (Ray itself keeps retrying for minutes)."""
+    import socket
+
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ReplayError(f"cannot reach the Ray cluster at {address} ({exc}); start one with `ray start --head` "
+                          "and pass the address it prints") from None
+
+
 class _Board:
     """Progress reported by tasks, read by the driver."""
 
@@ -148,6 +162,7 @@ class RayExecutor:
 
     def run(self, tasks: list[Task], on_message: Callable[[str, dict], None]) -> list[Outcome]:
         ray = _ray()
+        _reachable(self.address)
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address or "auto", ignore_reinit_error=True, log_to_driver=False,

@@ -173,6 +173,7 @@ class Session:
         if self.executor_kind not in ("local", "ray"):
             raise UsageError(f"--executor {executor!r}: expected local or ray")
         self.address = address or settings.ray_address()
+        settings.checkpoint_store()  # malformed: refused before anything runs
         if iterations:
             if "=" not in iterations:  # the form is checked now; the loop name and values per run (keys or numbers)
                 parse_iterations(iterations, None, 0)
