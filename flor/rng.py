@@ -223,16 +223,39 @@ def restore_generators(frames, states: dict) -> None:
         obj = live.get(key)
         if obj is None or _kind(obj) != saved.get("kind"):
             continue
-        state = saved["state"]
-        if saved["kind"] == "torch":
-            obj.set_state(_byte_tensor(state))
-        elif saved["kind"] == "numpy":
-            obj.bit_generator.state = state
-        elif saved["kind"] == "randomstate":
-            import numpy
+        set_generator_state(obj, saved)
 
-            obj.set_state((state["kind"], numpy.asarray(state["keys"], dtype=numpy.uint32), state["pos"],
-                           state["has_gauss"], state["gauss"]))
-        else:
-            version, internal, gauss = state
-            obj.setstate((version, tuple(internal), gauss))
+
+def generators_in(frames) -> dict[str, object]:
+    """name -> generator object of the script's own generators that ``frames`` hold (see above)."""
+    return _found(frames)
+
+
+def generator_state(obj) -> dict:
+    """The state of one generator, as :func:`capture_generators` keeps it."""
+    return _state_of(obj)
+
+
+def same_generator_state(obj, saved: dict) -> bool:
+    """Whether ``obj`` is still in the state ``saved`` (from :func:`generator_state`)."""
+    now = _state_of(obj)["state"]
+    if saved["kind"] == "torch":
+        return bool(now.equal(saved["state"]))
+    return _plain(now) == _plain(saved["state"])  # numpy's states hold arrays
+
+
+def set_generator_state(obj, saved: dict) -> None:
+    """Put one generator back into the state ``saved`` (from :func:`generator_state`)."""
+    state = saved["state"]
+    if saved["kind"] == "torch":
+        obj.set_state(_byte_tensor(state) if not hasattr(state, "dtype") else state)
+    elif saved["kind"] == "numpy":
+        obj.bit_generator.state = state
+    elif saved["kind"] == "randomstate":
+        import numpy
+
+        obj.set_state((state["kind"], numpy.asarray(state["keys"], dtype=numpy.uint32), state["pos"],
+                       state["has_gauss"], state["gauss"]))
+    else:
+        version, internal, gauss = state
+        obj.setstate((version, tuple(internal), gauss))

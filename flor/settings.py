@@ -13,6 +13,7 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
 ``FLOR_ARGPARSE``              1/0: record the script's argparse options as args (1)
 ``FLOR_REPLAY_CONFINE``        auto/namespace/copy: how replay confines old code's writes (auto)
+``FLOR_REPLAY_ISOLATE``        1/0: run replayed statements as observers that change nothing (1)
 ``FLOR_EXECUTOR``              local/ray: where replay segments run (local)
 ``FLOR_CHECKPOINT_STORE``      an fsspec URL keeping a copy of every checkpoint (unset: .flor/ only)
 ``FLOR_RAY_ADDRESS``           the Ray cluster of ``--executor ray`` (Ray's own lookup)
@@ -156,6 +157,12 @@ def replay_confinement() -> str:
     if raw not in ("namespace", "copy"):
         raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy or auto")
     return raw
+
+
+def replay_isolation() -> bool:
+    """``FLOR_REPLAY_ISOLATE``: run each replayed statement as an observer whose random draws, mode
+    switches and buffer updates are put back (docs/hindsight.md); 0 runs them bare, for measuring."""
+    return switch_setting("FLOR_REPLAY_ISOLATE", True)
 
 
 def checkpoint_store() -> str | None:

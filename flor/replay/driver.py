@@ -37,6 +37,7 @@ from ..errors import CheckpointError, UsageError
 from ..paths import ProjectPaths
 from ..run import Run
 from .channel import Channel
+from .isolation import Effects
 from .spec import WorkerSpec
 
 MAX_DRIFT_ROWS = 10_000
@@ -137,6 +138,8 @@ class ReplayRun(Run):
         self.rejected_run_level = False
         self.stored = self.matched = self.drifted = 0
         self.drift_by_name: dict[str, dict] = {}
+        self.first_drift: dict | None = None  # the first recorded value that differed, where and how
+        self.effects = Effects()  # what the new statements' observers put back (isolation.install)
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-replay-flush", daemon=True)
         self._flusher.start()
 
@@ -337,7 +340,7 @@ class ReplayRun(Run):
             if name in self.new_names:
                 self._held.setdefault(key, []).append((ctx, iteration, name, stored_value, vtype))
             else:
-                self._compare(key, name, ctx, iteration, stored_value, vtype, drift)
+                self._compare(key, name, ctx, iteration, stored_value, vtype, drift, local)
         done, accepted = [], []
         for index in completed:
             if index in self.store_iterations:
@@ -351,7 +354,7 @@ class ReplayRun(Run):
         self.stored += len(accepted)
         self.channel.send("progress", done=self.iterations_done)
 
-    def _compare(self, key, name, ctx, iteration, stored_value, vtype, drift: list) -> None:
+    def _compare(self, key, name, ctx, iteration, stored_value, vtype, drift: list, local=None) -> None:
         occurrence = self._seen.get((name, ctx, iteration), 0)
         self._seen[(name, ctx, iteration)] = occurrence + 1
         recorded = self._recorded.get(name, {}).get((ctx, iteration), [])
@@ -370,8 +373,21 @@ class ReplayRun(Run):
         entry["count"] += 1
         if difference is not None:
             entry["max_difference"] = max(entry["max_difference"] or 0.0, difference)
+        if self.first_drift is None:
+            self.first_drift = {"outer": key if isinstance(key, int) else None, "name": name,
+                                "where": self._describe_context(local, iteration),
+                                "recorded": _shown(original), "replayed": _shown(replayed)}
         if self.drifted <= MAX_DRIFT_ROWS:
             drift.append((ctx, iteration, name, recorded[occurrence][0], stored_value, difference))
+
+    def _describe_context(self, local, iteration) -> str:
+        """'epoch 1, step 3' for a loop context (outermost loop first); 'outside the loops' at run level."""
+        parts = []
+        while local is not None and local in self._local:
+            parent, parent_iteration, loop_name = self._local[local]
+            parts.append(f"{loop_name} {iteration}")
+            local, iteration = parent, parent_iteration
+        return ", ".join(reversed(parts)) or "outside the loops"
 
     def _trusted(self, key) -> bool:
         """No recorded value of ``key`` drifted, and, if one elsewhere drifted first (the state it
@@ -418,8 +434,11 @@ class ReplayRun(Run):
         if self._flusher is not None:
             self._flusher.join(timeout=60)
         self.flush(final=True)
+        if self.effects.error and ok:  # the script caught the observer's error: the run still failed
+            ok, error = False, self.effects.error
         self.channel.send(
-            "result", ok=ok, error=error, stored=self.stored, matched=self.matched, drifted=self.drifted,
+            "result", ok=ok, error=error, first_drift=self.first_drift, observer=self.effects.as_dict(),
+            stored=self.stored, matched=self.matched, drifted=self.drifted,
             drift=self.drift_by_name, iterations=self.iterations_done, rejected=sorted(set(self.rejected)),
             rejected_run_level=self.rejected_run_level, writes=writes, timings=self.timings,
         )
@@ -427,6 +446,11 @@ class ReplayRun(Run):
     def end(self) -> None:
         """At exit, as if the script finished."""
         self.finish(ok=True)
+
+
+def _shown(value) -> str:
+    text = f"{value:.6g}" if isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _same(a, b) -> bool:

@@ -224,6 +224,7 @@ class Execution:
                 merged["count"] += entry["count"]
                 if entry.get("max_difference") is not None:
                     merged["max_difference"] = max(merged["max_difference"] or 0.0, entry["max_difference"])
+            _merge_observations(item, result)
             state.rejected |= set(result.get("rejected") or [])
             state.rejected_run_level |= bool(result.get("rejected_run_level"))
             for path, size in result.get("writes") or []:
@@ -232,3 +233,22 @@ class Execution:
                 item.timings[key] = item.timings.get(key, 0.0) + float(seconds)
             if not outcome.ok:
                 item.errors.append(outcome.error or "failed")
+
+
+def _merge_observations(item, result: dict) -> None:
+    """Keep the earliest first drift (by outer iteration; run level last) and the union of what the
+    observers of every segment saw."""
+    first = result.get("first_drift")
+    if first:
+        def order(entry):
+            return (entry.get("outer") is None, entry.get("outer") or 0)
+
+        if item.first_drift is None or order(first) < order(item.first_drift):
+            item.first_drift = first
+    seen = result.get("observer") or {}
+    if seen:
+        merged = item.observer
+        merged["calls"] = merged.get("calls", 0) + seen.get("calls", 0)
+        for key in ("drew", "modes", "buffers"):
+            merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key, [])))
+        merged["error"] = merged.get("error") or seen.get("error", "")

@@ -20,6 +20,7 @@ from ..store import RunRow, Store
 from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
+from .isolation import describe as describe_effects, groups_of, training_call, wrap
 from .plan import Costs, Segment, plan_driven, plan_independent, plan_run
 from .records import RunRecords
 from ..selection import select_runs
@@ -57,6 +58,8 @@ class RunReplay:
     reach_note: str = ""  # which iterations a statement in a branch can reach, and why
     framework: str = ""  # the integration that drove the run's loops (flor.integrations), if any
     timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
+    first_drift: dict | None = None  # the earliest recorded value that differed (by outer iteration)
+    observer: dict = field(default_factory=dict)  # what the new statements did, merged over workers
 
     @property
     def seconds(self) -> float:
@@ -351,7 +354,7 @@ class Session:
         propagator = Propagator(today, old)
         statements = propagator.new_statements()
         if self.names:
-            statements = [s for s in statements if set(s.names) & set(self.names)]
+            statements = [s for s in statements if set(s.names or s.feeds) & set(self.names)]
             if not statements:
                 item.status = "skipped"
                 item.reason = f"today's {run.filename} adds no flor.log of {', '.join(self.names)} to this run's version"
@@ -373,7 +376,15 @@ class Session:
             reason = placement.reason if placement.reason.startswith("could not place") else f"could not place: {placement.reason}"
             item.status, item.reason = "refused", reason
             return
+        training = next((t for t in (training_call(ins.text) for ins in placement.inserted if ins.placed) if t), "")
+        if training:
+            item.status = "refused"
+            item.reason = (f"the new statement calls {training}: a hindsight statement observes the run and may not "
+                           "train it; log a value computed without it")
+            return
         item.source = placement.source
+        if settings.replay_isolation():
+            item.source = wrap(placement.source, groups_of(placement.inserted))
         item.diff = placement.diff(old, run.filename)
         framework = run.environment.get("framework") or ""
         if framework:
@@ -615,6 +626,10 @@ def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
     lines = [text]
     if item.retried:
         lines.append(f"    drifted iterations were re-executed {' then '.join(item.retried)}")
+    if item.first_drift:
+        first = item.first_drift
+        lines.append(f"    first drift: {first['name']} at {first['where']}: recorded {first['recorded']}, replayed "
+                     f"{first['replayed']}; {describe_effects(item.observer)}")
     if item.rejected or item.rejected_run_level:
         where = _iterations(item, item.rejected, item.rejected_run_level)
         if item.status == "drifted":

@@ -73,6 +73,9 @@ def main(spec_path: str, channel: Channel) -> int:
 
     run = ReplayRun(spec, channel, writes)
     api.set_current(run)
+    from .isolation import install as isolate
+
+    isolate(run, run.effects)  # the placed statements observe the run (`with __flor_observe__():`)
     from ..argparsing import install
 
     install(api.args)  # the script's argparse options get the values the run recorded

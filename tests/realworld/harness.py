@@ -68,12 +68,16 @@ class Case:
 
 @dataclass(frozen=True)
 class Question:
-    """One hindsight statement of a case."""
+    """One hindsight statement of a case (several marker lines with one id: a hindsight block,
+    the lines that feed a flor.log written before it). ``e_*`` questions (statements that would
+    perturb the run unless isolated) are asked twice: by memoization, and by re-execution in a
+    copy whose checkpoints are unlisted (``reexec``)."""
 
     case: Case
     qid: str
     statement: str
     name: str
+    reexec: bool = False
 
     @property
     def workers(self) -> int:
@@ -81,18 +85,23 @@ class Question:
 
     @property
     def id(self) -> str:
-        return f"{self.case.name}-{self.qid}"
+        return f"{self.case.name}-{self.qid}" + ("-reexec" if self.reexec else "")
 
 
 def questions(case: Case) -> list[Question]:
     """The questions marked in the case's script, in file order."""
-    found = []
+    lines: dict[str, list[str]] = {}
     for line in (case.folder / SCRIPT).read_text().splitlines():
         match = MARKER.match(line)
         if match:
-            name = re.match(r'flor\.log\("([^"]+)"', match["statement"])
-            assert name, f"{case.name}: a HINDSIGHT statement must start with flor.log(\"NAME\", ...): {line}"
-            found.append(Question(case, match["qid"], match["statement"], name.group(1)))
+            lines.setdefault(match["qid"], []).append(match["statement"])
+    found = []
+    for qid, block in lines.items():
+        name = re.match(r'flor\.log\("([^"]+)"', block[-1].strip())
+        assert name, f"{case.name}: a HINDSIGHT block must end with flor.log(\"NAME\", ...): {block[-1]}"
+        found.append(Question(case, qid, "\n".join(block), name.group(1)))
+        if qid.startswith("e_"):
+            found.append(Question(case, qid, "\n".join(block), name.group(1), reexec=True))
     return found
 
 
@@ -115,12 +124,43 @@ def today_text(text: str, qid: str) -> str:
     return "".join(out)
 
 
+TRUTH = "with __import__(\"_flor_truth\").observed():"
+
+
 def all_statements_text(text: str) -> str:
-    """The script with every statement written in: the reference run of a whole case."""
-    return "".join(
-        f"{m['indent']}{m['statement']}\n" if (m := MARKER.match(line)) else line
-        for line in text.splitlines(keepends=True)
-    )
+    """The script with every statement written in, each (block) run as an observer that changes
+    nothing (``truth.py``): the reference run of a whole case."""
+    out, previous = [], None
+    for line in text.splitlines(keepends=True):
+        m = MARKER.match(line)
+        if m is None:
+            out.append(line)
+            previous = None
+            continue
+        if m["qid"] != previous:
+            out.append(f"{m['indent']}{TRUTH}\n")
+            previous = m["qid"]
+        out.append(f"{m['indent']}    {m['statement']}\n")
+    return "".join(out)
+
+
+def _only(source: str, keep) -> str:
+    """``source`` with the markers of the questions ``keep(qid)`` accepts, and no others."""
+    return "".join(line for line in source.splitlines(keepends=True)
+                   if (m := MARKER.match(line)) is None or keep(m["qid"]))
+
+
+def _shared(qid: str) -> bool:
+    """Whether a question shares the case's one fresh run (e_* questions have their own)."""
+    return not qid.startswith("e_")
+
+
+def _fresh_copy(source: Path, destination: Path, text: str) -> Path:
+    """A copy of ``source`` with ``text`` as the script and the ground truth's observer beside it."""
+    _copy(source, destination)
+    (destination / SCRIPT).write_text(text)
+    shutil.copy(Path(__file__).with_name("truth.py"), destination / "_flor_truth.py")
+    return destination
 
 
 def child_env() -> dict[str, str]:
@@ -176,6 +216,19 @@ class Recording:
     fresh: Path
     _reference: subprocess.Popen | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # e_* questions call helpers that other questions log in, so each has a fresh run of its own.
+    alone: dict = field(default_factory=dict)  # qid -> [folder, its running fresh run or None]
+
+    def reference_for(self, question: Question) -> Path:
+        """The database of the fresh run that holds ``question``'s true values."""
+        if question.qid not in self.alone:
+            return self.reference_db()
+        with self._lock:
+            folder, process = self.alone[question.qid]
+            if process is not None:
+                self.alone[question.qid][1] = None
+                _must(finish(process), f"{question.id}: fresh run of its statement alone")
+        return folder / ".flor" / "flor.db"
 
     def reference_db(self) -> Path:
         """The fresh run's database, once that run has finished (questions may ask at once).
@@ -196,17 +249,18 @@ class Recording:
 
                     warnings.warn(f"{self.case.name}: the fresh run hung for {TIMEOUT_S} s; started once more", stacklevel=2)
                     shutil.rmtree(self.fresh)
-                    _copy(self.pristine, self.fresh)
-                    (self.fresh / SCRIPT).write_text(all_statements_text((self.case.folder / SCRIPT).read_text()))
+                    source = (self.case.folder / SCRIPT).read_text()
+                    _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared)))
                     done = finish(start(self.fresh, SCRIPT, *self.case.argv))
                 _must(done, f"{self.case.name}: fresh run with every statement")
         return self.fresh / ".flor" / "flor.db"
 
     def stop(self) -> None:
         """End the fresh run if no question waited for it (a failed check)."""
-        if self._reference is not None and self._reference.poll() is None:
-            self._reference.kill()
-            self._reference.wait()
+        for process in [self._reference] + [entry[1] for entry in self.alone.values()]:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def record(case: Case, workdir: Path) -> Recording:
@@ -223,9 +277,12 @@ def record(case: Case, workdir: Path) -> Recording:
         _must(run(root, script), f"{case.name}: {script}")
     pristine = _copy(root, workdir / "pristine")
     _must(run(root, SCRIPT, *case.argv), f"{case.name}: recording")
-    fresh = _copy(pristine, workdir / "fresh")
-    (fresh / SCRIPT).write_text(all_statements_text(source))
-    return Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
+    fresh = _fresh_copy(pristine, workdir / "fresh", all_statements_text(_only(source, _shared)))
+    recording = Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
+    for qid in dict.fromkeys(q.qid for q in questions(case) if q.qid.startswith("e_")):
+        folder = _fresh_copy(pristine, workdir / f"fresh-{qid}", all_statements_text(_only(source, qid.__eq__)))
+        recording.alone[qid] = [folder, start(folder, SCRIPT, *case.argv)]
+    return recording
 
 
 # -- reading values back --------------------------------------------------------------------
@@ -401,6 +458,9 @@ def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
 
     replayed = _copy(recording.recorded, workdir / "replayed")
     (replayed / SCRIPT).write_text(today)
+    if question.reexec:  # no checkpoint to restore: the replay re-executes every iteration
+        with sqlite3.connect(replayed / ".flor" / "flor.db") as connection:
+            connection.execute("DELETE FROM checkpoints")
     before = _hashes(replayed)
     command = ["-m", "flor", "replay", question.name]
     if question.workers > 1:
@@ -411,10 +471,10 @@ def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
     replay_s = time.monotonic() - started
     after = _hashes(replayed)
 
-    _, expected = _values(recording.reference_db(), question.name, "record")
+    _, expected = _values(recording.reference_for(question), question.name, "record")
     if os.environ.get("CORPUS_FRESH") == "each":
-        alone = _copy(recording.pristine, workdir / "fresh")
-        (alone / SCRIPT).write_text(today)
+        alone = _fresh_copy(recording.pristine, workdir / "fresh",
+                            all_statements_text(_only(source, question.qid.__eq__)))
         _must(run(alone, SCRIPT, *question.case.argv), f"{question.id}: fresh run of today's script")
         _, logged_alone = _values(alone / ".flor" / "flor.db", question.name, "record")
         assert _equal(logged_alone, expected), f"{question.id}: today's script alone logs other values than with every statement"

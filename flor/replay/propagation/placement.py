@@ -50,6 +50,7 @@ class _Names:
     before: set[str]
     anywhere: set[str]
     old_scope: Node
+    shared: set[str]  # names that earlier lines of its hindsight block assign
 
 
 class Placer:
@@ -147,8 +148,11 @@ class Placer:
         earlier = set().union(*(e.binds for e in done if e.placed and e.owner is not None))
         before |= earlier
         anywhere |= earlier
+        block = d.statement.block
+        shared = set() if block is None else set().union(
+            *(e.binds for e in done if e.placed and e.owner is not None and e.statement.block == block))
         needs = [(name, renames.get(name, name), _need(name, t_before, t_any)) for name in free]
-        return _Names(stmt, binds, renames, rconf, needs, before, anywhere, old_scope)
+        return _Names(stmt, binds, renames, rconf, needs, before, anywhere, old_scope, shared)
 
     def _renames(self, free, t_scope, old_scope, old_names) -> tuple[dict[str, str], float, str]:
         """(today's name -> old name, the lowest confidence of those renames, why it is low)."""
@@ -181,7 +185,7 @@ class Placer:
                 raise Refusal(f"{_named(name, target)} is not defined in this version")
             if need == "unknown" and target not in names.anywhere and not self.old.star_import:
                 raise Refusal(f"{_named(name, target)} is not defined in this version")
-        uses = self.old.scope_uses(names.old_scope) | names.anywhere
+        uses = self.old.scope_uses(names.old_scope) | (names.anywhere - names.shared)
         for name in sorted(names.binds):
             if name in uses:
                 raise Refusal(f"it assigns `{name}`, which this version already uses")
@@ -259,8 +263,19 @@ class Placer:
             name, target = lacking[0]
             if target in names.anywhere:
                 raise Refusal(f"{_named(name, target)} is assigned only after this point in this version")
-            raise Refusal(f"{_named(name, target)} is not defined in this version")
+            raise Refusal(f"{_named(name, target)} is not defined in this version{self._feeding_hint(site, name)}")
         return allowed
+
+    def _feeding_hint(self, site: Site, name: str) -> str:
+        """Where today's script computes ``name``, and how to make those lines travel with the
+        statement (a hindsight block)."""
+        where = ""
+        for node in reversed(site.T[: site.s.index]):
+            if name in statement_names(node.node)[1]:
+                where = f" (today `{shorten(node.header_text(self.today.lines))}`, line {node.first_line}, computes it)"
+                break
+        return (f"{where}; write the new lines that compute it right before the flor.log, with nothing between, "
+                "and they travel with it as one block")
 
     def _order_constraints(self, site: Site) -> list[tuple[int, bool, int]]:
         """(old index, whether the statement goes after it, weight) for each statement with a
@@ -412,7 +427,10 @@ class _Unwrap(ast.NodeTransformer):
 def _label(st: NewStatement) -> str:
     if st.names:
         return ", ".join(f"flor.log({n!r})" for n in st.names)
-    return f"`{shorten(st.source.splitlines()[0] if st.source else '')}`"
+    line = f"`{shorten(st.source.splitlines()[0] if st.source else '')}`"
+    if st.feeds:
+        return f"{line}, a line feeding " + ", ".join(f"flor.log({n!r})" for n in st.feeds)
+    return line
 
 
 def _need(name: str, t_before: set[str], t_any: set[str]) -> str:

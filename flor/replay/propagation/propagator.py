@@ -13,6 +13,7 @@ from .matching import Matching
 from .placement import Placer
 from .renaming import Votes
 from .results import NewStatement, Placement
+from .scopes import statement_names
 from .syntax import SCOPE_TYPES, header_nodes
 from .trees import Node, Tree
 
@@ -74,17 +75,27 @@ class Propagator:
         self.old = Tree(old_src, "this version", interned)
         self.matching = Matching(self.today, self.old)
         self.votes = Votes(self.matching)
+        self._blocks: dict[Node, tuple[int, list[str]]] = {}  # hindsight block lines -> (block, names fed)
 
     def new_statements(self) -> list[NewStatement]:
         """See :func:`find_new_statements`."""
-        return [self.today.new_statement(node) for node in self._new_nodes()]
+        return [self._statement(node) for node in self._new_nodes()]
+
+    def _statement(self, node: Node) -> NewStatement:
+        st = self.today.new_statement(node)
+        block = self._blocks.get(node)
+        if block is not None:
+            st.block, st.feeds = block
+            if st.names:
+                st.feeds = []
+        return st
 
     def place(
         self, statements: list[NewStatement] | None = None, *, threshold: float = DEFAULT_THRESHOLD
     ) -> Placement:
         """See :func:`propagate`."""
         if statements is None:
-            pairs = [(self.today.new_statement(n), n) for n in self._new_nodes()]
+            pairs = [(self._statement(n), n) for n in self._new_nodes()]
         else:
             pairs = [(st, self.today.find(st)) for st in statements]
         return Placer(self.matching, self.votes, pairs, threshold).run()
@@ -102,7 +113,42 @@ class Propagator:
                 found.append(top)
         # A statement inside another new statement travels with it.
         chosen = [n for n in found if not any(a in found for a in n.ancestors())]
-        return sorted(chosen, key=lambda n: n.order)
+        helpers = []
+        for node in chosen:
+            lines = self._feeding(node, chosen)
+            if lines:
+                names = self.today.new_statement(node).names
+                for n in (*lines, node):
+                    self._blocks[n] = (node.order, names)
+                helpers += lines
+        return sorted(chosen + helpers, key=lambda n: n.order)
+
+    def _feeding(self, log: Node, chosen: list[Node]) -> list[Node]:
+        """The new lines right before ``log`` that feed it (its hindsight block, in order): going
+        back from it, each statement that is new as a whole and assigns a name that the lines after
+        it read, or prepares an object they read (``model.eval()``), until one that does not."""
+        siblings = log.parent.blocks[log.field]
+        needed = set(statement_names(log.node)[0])
+        out: list[Node] = []
+        for index in range(log.index - 1, -1, -1):
+            node = siblings[index]
+            if node in chosen or not self._is_new_line(node):
+                break
+            free, binds = statement_names(node.node)
+            if not (binds & needed or _prepares(node.node, needed)):
+                break
+            needed |= set(free)
+            out.append(node)
+        return out[::-1]
+
+    def _is_new_line(self, node: Node) -> bool:
+        """A statement with no counterpart in the old version, nothing of it mapped, that is not a
+        function or class and holds no flor.log or flor.loop: a line a user added to compute a value."""
+        if node in self.matching.t2o or not isinstance(node.node, ast.stmt) or isinstance(node.node, SCOPE_TYPES):
+            return False
+        if node.logs or any(d in self.matching.t2o for d in node.descendants()):
+            return False
+        return not any(isinstance(x, ast.Call) and is_flor_call(x, "loop", self.today.flor) for x in ast.walk(node.node))
 
     def _is_new_block(self, node: Node) -> bool:
         # Widen to the enclosing block only when nothing in it exists in the old version: an `if`
@@ -119,3 +165,14 @@ class Propagator:
         if node.head_exact in self.old.head_exact_ids:
             return all(d.own_logs or d.blocks for d in node.descendants())
         return True
+
+
+def _prepares(stmt: ast.stmt, needed: set[str]) -> bool:
+    """Whether ``stmt`` is a bare call on an object the lines after it read (``model.eval()``,
+    ``metric.reset()``)."""
+    if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
+        return False
+    target = stmt.value.func
+    while isinstance(target, (ast.Attribute, ast.Call, ast.Subscript)):
+        target = target.value if not isinstance(target, ast.Call) else target.func
+    return isinstance(target, ast.Name) and target.id in needed and isinstance(stmt.value.func, ast.Attribute)

@@ -16,6 +16,9 @@ class NewStatement:
 
     ``lineno``/``end_lineno`` are lines of today's file, ``source`` its exact text with the
     indentation of its first line removed, ``names`` the names it logs with ``flor.log``.
+    A *hindsight block* is a ``flor.log`` statement with the new lines right before it that feed
+    it: each line is its own statement, with ``block`` (the same for the whole block) and, on the
+    lines that log nothing, ``feeds`` (the names their ``flor.log`` logs).
 
     >>> from flor.replay.propagation import find_new_statements
     >>> [new] = find_new_statements("import flor\nfor i in range(3):\n    flor.log('i', i)\n", "import flor\n")
@@ -28,6 +31,8 @@ class NewStatement:
     source: str
     names: list[str]
     col_offset: int = 0
+    block: int | None = None
+    feeds: list[str] = field(default_factory=list)
 
 
 @dataclass

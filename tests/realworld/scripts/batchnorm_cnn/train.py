@@ -81,6 +81,7 @@ def train_one_epoch(model, criterion, optimizer, data_loader, device, epoch, arg
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        # HINDSIGHT e_bn_forward: flor.log("train_logit_mean", model(image).mean().item())
         # HINDSIGHT d_step: flor.log("bn1_running_mean", model.bn1.running_mean.abs().mean().item())
         flor.log("loss", loss.item())
         if i % args.print_freq == 0:
@@ -145,6 +146,7 @@ def main(args):
     with flor.checkpointing(model=model, optimizer=optimizer, lr_scheduler=lr_scheduler):
         for epoch in flor.loop("epoch", range(args.epochs)):
             train_one_epoch(model, criterion, optimizer, data_loader, device, epoch, args)
+            # HINDSIGHT e_eval_helper: flor.log("train_set_acc", evaluate(model, criterion, data_loader, device=device))
             # HINDSIGHT a_epoch: flor.log("bn1_running_var", model.bn1.running_var.mean().item())
             lr_scheduler.step()
             if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:

@@ -64,6 +64,7 @@ def train(args, model, device, train_loader, optimizer, epoch):
         loss = F.nll_loss(output, target)
         loss.backward()
         optimizer.step()
+        # HINDSIGHT e_train_acc: flor.log("train_acc", (model(data).argmax(dim=1) == target).float().mean().item())
         # HINDSIGHT d_step: flor.log("fc2_grad_norm", model.fc2.weight.grad.norm().item())
         flor.log("loss", loss.item())
         if batch_idx % args.log_interval == 0:
@@ -131,6 +132,12 @@ def main():
     with flor.checkpointing(model=model, optimizer=optimizer):
         for epoch in flor.loop("epoch", range(1, args.epochs + 1)):
             train(args, model, device, train_loader, optimizer, epoch)
+            # HINDSIGHT e_val_block: val_sum, val_n = 0.0, 0
+            # HINDSIGHT e_val_block: with torch.no_grad():
+            # HINDSIGHT e_val_block:     for xb, yb in test_loader:
+            # HINDSIGHT e_val_block:         val_sum += F.nll_loss(model(xb), yb, reduction="sum").item()
+            # HINDSIGHT e_val_block:         val_n += len(yb)
+            # HINDSIGHT e_val_block: flor.log("val_loss_train_mode", val_sum / val_n)
             # HINDSIGHT a_epoch: flor.log("weight_norm", sum(p.norm() ** 2 for p in model.parameters()).item() ** 0.5)
             test(model, device, test_loader)
             scheduler.step()
