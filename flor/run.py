@@ -24,6 +24,7 @@ from pathlib import Path
 from . import numerics, rng, settings, values
 from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
+from .imported import imported
 from .messages import warn
 from .paths import ProjectPaths
 
@@ -266,7 +267,7 @@ class Run:
         self.ended = True
         if not self.begun:
             return
-        if "threads" not in self.environment.get("numeric", {}) and "torch" in sys.modules:
+        if "threads" not in self.environment.get("numeric", {}) and imported("torch") is not None:
             # torch was imported after the run began: take its numeric environment now.
             self.environment["numeric"] = numerics.capture()
             self._run_fields["environment"] = _json(self.environment)

@@ -401,3 +401,46 @@ def test_flor_show_says_why_checkpoints_fall_where_they_do(project):
     show = project.flor("show", tstamp).stdout
     policy = [line for line in show.splitlines() if line.strip().startswith("policy:")]
     assert policy and "a checkpoint costs training" in policy[0] and "% of" in policy[0]
+
+
+PLAIN_OBJECT_SCRIPT = """
+import flor
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+state = Counter()
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(5)):
+            state.n += 1
+            flor.log("loss", 1.0 / state.n)
+"""
+
+
+def test_checkpointing_a_plain_object_without_numpy_never_meets_numpy_half_imported(tmp_path):
+    """Was: 4 runs in 10 failed with "partially initialized module 'numpy' has no attribute
+    'ndarray'": the flush thread imported numpy while the training thread looked it up in
+    sys.modules. 50 runs of a script that never imports numpy, in parallel slots of one project
+    each (a slot's runs one after another)."""
+    from tests.conftest import git
+
+    slots, per_slot = 5, 10
+    roots = []
+    for slot in range(slots):
+        root = tmp_path / f"p{slot}"
+        root.mkdir()
+        git(root, "init", "-q", "-b", "main")
+        (root / "train.py").write_text(PLAIN_OBJECT_SCRIPT)
+        roots.append(root)
+    loop = "; ".join([f'"{sys.executable}" train.py >> log 2>&1; echo $? >> status'] * per_slot)
+    children = [subprocess.Popen(["sh", "-c", loop], cwd=root, env=clean_env()) for root in roots]
+    for child in children:
+        assert child.wait(timeout=300) == 0
+    for root in roots:
+        statuses = (root / "status").read_text().split()
+        log = (root / "log").read_text()
+        assert statuses == ["0"] * per_slot and "Traceback" not in log, log
+        assert "numpy" not in log
+
