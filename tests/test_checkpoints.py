@@ -444,3 +444,31 @@ def test_checkpointing_a_plain_object_without_numpy_never_meets_numpy_half_impor
         assert statuses == ["0"] * per_slot and "Traceback" not in log, log
         assert "numpy" not in log
 
+
+def test_load_checkpoint_unpickles_an_object_only_when_trusted(project):
+    """Was: flor.load_checkpoint defaulted to trusted=True, so a plain call unpickled (ran the code
+    of) an object kept as a pickle, though the README says it needs trusted=True."""
+    project.write("counter.py", """
+        class Counter:
+            def __init__(self):
+                self.n = 0
+    """)
+    project.write("train.py", """
+        import flor
+        from counter import Counter
+
+        state = Counter()
+        with flor.checkpointing(state=state):
+            for epoch in flor.loop("epoch", range(2)):
+                state.n += 1
+                flor.log("n", state.n)
+    """)
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    load = ("import flor\ntstamp = flor.query('SELECT tstamp FROM runs').tstamp[0]\n"
+            "try:\n    ckpt = flor.load_checkpoint(tstamp, 1{extra})\n"
+            "except flor.CheckpointError as exc:\n    print('refused:', exc)\n"
+            "else:\n    print('loaded', type(ckpt['state']).__name__, ckpt['state'].n)\n")
+    plain = project.run("-c", load.format(extra="")).stdout
+    assert plain.startswith("refused:") and "trusted=True" in plain and "'state'" in plain
+    trusted = project.run("-c", load.format(extra=", trusted=True")).stdout
+    assert trusted.strip() == "loaded Counter 2"
