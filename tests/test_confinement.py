@@ -176,6 +176,34 @@ def test_a_run_started_with_python_m_imports_its_own_modules(project):
         assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {2}
 
 
+@needs_namespace
+def test_replay_output_redirected_into_the_project_is_not_what_the_old_code_wrote(project):
+    """Was: `flor replay x > out.txt` in the project listed "the old code wrote 1 file(s) ...
+    out.txt (deleted)": out.txt, untracked and unknown to the run's version, was hidden from the
+    run's view, and that hiding was reported as the old code's deletion."""
+    project.write(".gitignore", "out/\n")
+    project.write("train.py", """
+        import os
+        import flor
+        for epoch in flor.loop("epoch", range(2)):
+            os.makedirs("out", exist_ok=True)
+            with open("out/log.txt", "a") as handle:
+                handle.write(f"{os.getpid()}\\n")
+            flor.log("e", epoch)
+    """)
+    project.commit_all()
+    project.run("train.py")
+    project.write("train.py", (project.root / "train.py").read_text().replace(
+        'flor.log("e", epoch)', 'flor.log("e", epoch)\n    flor.log("e2", 2 * epoch)'))
+    redirected = project.root / "out.txt"
+    with open(redirected, "w") as stdout:  # what the shell does for `flor replay e2 > out.txt`
+        done = subprocess.run([sys.executable, "-m", "flor", "replay", "e2"], cwd=project.root, env=clean_env(),
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)
+    said = redirected.read_text()
+    assert done.returncode == 0 and "done: e2: 2 value(s) stored" in said, done.stderr + said
+    assert "the old code wrote 1 file(s)" in said and "out/log.txt" in said
+    assert "out.txt" not in said.replace("out/log.txt", "")
+
 def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     """Where no namespace is allowed (FLOR_REPLAY_CONFINE=copy here): a workspace of copies."""
     project.write(".gitignore", "out/\n")
