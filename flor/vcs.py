@@ -196,7 +196,7 @@ class Repo:
             if small:
                 self.git(
                     "--literal-pathspecs", "add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
-                    env=env, input="\0".join(small).encode(), background=True,
+                    env=env, input="\0".join(small).encode(errors="surrogateescape"), background=True,
                 )
             tree = self.git("write-tree", env=env, background=True).decode().strip()
         finally:

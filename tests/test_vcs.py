@@ -218,3 +218,14 @@ def test_python_files_left_out_as_tool_output_are_warned_about(project):
     """)
     done = project.run("train.py")
     assert "Python files left out of the code version" in done.stderr and "outputs/ (outputs/)" in done.stderr
+
+
+def test_untracked_names_that_are_not_utf8_are_versioned_or_left_out_like_any_other(project):
+    import os
+
+    os.makedirs(project.root / "runs")
+    for name in (b"caf\xe9.py", b"runs/ev\xe9nts"):
+        (project.root / os.fsdecode(name)).write_bytes(b"x = 1\n")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:07", "m")
+    files = Repo(project.root).tree_files(snap.commit)
+    assert sorted(files) == ["README", os.fsdecode(b"caf\xe9.py")] and [(e.path, e.files) for e in snap.excluded] == [("runs/", 1)]
