@@ -234,7 +234,7 @@ class Repo:
             patterns.write_text("\n".join([*DEFAULT_EXCLUDES, *own]) + "\n", errors="surrogateescape")
             # As core.excludesFile, the lowest of git's sources: a .gitignore's own `!pattern` still wins.
             out = self.git(
-                "-c", f"core.excludesFile={patterns}", "check-ignore", "--no-index", "--verbose", "--non-matching",
+                "-c", f"core.excludesFile={patterns}", "check-ignore", "--no-index", "--verbose",
                 "-z", "--stdin", input="\0".join([*folders, *untracked]).encode(errors="surrogateescape"),
                 background=True, ok=(0, 1),
             )
