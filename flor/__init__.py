@@ -93,9 +93,11 @@ def extract(name: str, pattern: str, *, runs=None, where=None, streams=None, dry
     return _extract(name, pattern, runs=runs, where=where, streams=streams, dry_run=dry_run, force=force)
 
 
-def load_checkpoint(run, iteration=None, *objs, trusted: bool = True, **named):
+def load_checkpoint(run, iteration=None, *objs, trusted: bool = False, **named):
     """The checkpoint of ``run`` (tstamp prefix) at ``iteration`` (default: its last); with
-    objects given, restore their state too.
+    objects given, restore their state too. Tensors, arrays and plain values are read as data; an
+    object kept as a pickle is unpickled only with ``trusted=True`` (unpickling runs code: pass it
+    only for a .flor you trust), else CheckpointError says so.
 
     >>> flor.load_checkpoint("2026-11-26T15:04", 3, model=net)     # doctest: +SKIP
     """

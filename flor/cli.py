@@ -284,6 +284,7 @@ def _cmd_show(args) -> int:
         if run.git_head is not None:
             state = "with uncommitted or untracked changes" if run.git_dirty else "clean"
             print(f"git head  {run.git_head}  ({state})")
+        _show_left_out(run.environment)
         if run.resumed_from:
             print(f"resumes   {store.run(run.resumed_from).tstamp}")
         arguments = store.args(run.run_id)
@@ -317,6 +318,26 @@ def _cmd_show(args) -> int:
     finally:
         store.close()
     return EXIT_OK
+
+
+def _show_left_out(environment: dict) -> None:
+    """What the run's code version left out and why (replay reads today's copy of these)."""
+    from .vcs import Excluded
+
+    excluded = [Excluded.from_json(entry) for entry in environment.get("excluded") or []]
+    capped = list(environment.get("left_out") or {})
+    if not excluded and not capped:
+        return
+    print("left out  of the code version (replay reads today's copy from the project)")
+    for entry in excluded:
+        count = f"{entry.files} file(s)" if entry.path.endswith("/") else ""
+        why = "default pattern" if entry.source == "default" else f"{entry.source} pattern"
+        print(f"  {entry.path:<40} {count:>12}  {why} {entry.pattern}")
+    more = environment.get("excluded_more")
+    if more:
+        print(f"  ... and {more} more")
+    for rel in capped:
+        print(f"  {rel:<40} {'':>12}  over the size cap (FLOR_SNAPSHOT_MAX_BYTES)")
 
 
 def _show_items_and_lineage(store, run) -> None:

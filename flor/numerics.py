@@ -14,7 +14,8 @@ executor starts its workers with them.
 from __future__ import annotations
 
 import os
-import sys
+
+from .imported import imported
 
 # Variables that size the thread pools of torch, OpenMP and the BLAS libraries numpy uses.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -32,7 +33,7 @@ def cores() -> int:
 def capture() -> dict:
     """The numeric environment of this process now (torch's part only when torch is imported)."""
     found: dict = {"env": {name: os.environ.get(name) for name in THREAD_VARIABLES}, "cores": cores()}
-    torch = sys.modules.get("torch")
+    torch = imported("torch")
     if torch is None or not hasattr(torch, "get_num_threads"):
         return found
     found.update(

@@ -14,19 +14,20 @@ only the plain types and numpy arrays such a state holds.
 from __future__ import annotations
 
 import random
-import sys
+
+from .imported import imported
 
 _BYTES = "$bytes"
 
 
 def _torch():
-    return sys.modules.get("torch")
+    return imported("torch")
 
 
 def capture() -> dict:
     """The random state of python, numpy and torch (those already imported), CUDA included."""
     state: dict = {"python": random.getstate()}
-    numpy = sys.modules.get("numpy")
+    numpy = imported("numpy")
     if numpy is not None:
         kind, keys, pos, has_gauss, gauss = numpy.random.get_state()
         state["numpy"] = {"kind": kind, "keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
@@ -158,7 +159,7 @@ def _kind(value) -> str | None:
     torch = _torch()
     if torch is not None and isinstance(value, torch.Generator):
         return "torch"
-    numpy = sys.modules.get("numpy")
+    numpy = imported("numpy")
     if numpy is not None:
         if isinstance(value, numpy.random.Generator):
             return "numpy"

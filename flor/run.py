@@ -24,6 +24,7 @@ from pathlib import Path
 from . import numerics, rng, settings, values
 from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
+from .imported import imported
 from .messages import warn
 from .paths import ProjectPaths
 
@@ -33,6 +34,7 @@ from .paths import ProjectPaths
 FLUSH_INTERVAL_S = 1.0
 _NEVER = object()  # a sentinel no queue holds
 SNAPSHOT_WAIT_S = 30.0
+MAX_EXCLUDED_LISTED = 200  # entries of what the snapshot left out, kept with the run
 
 
 def script_identity() -> tuple[Path, str]:
@@ -213,7 +215,7 @@ class Run:
         self._install_exit_hooks()
 
     def _snapshot(self, rel_file: str, max_bytes: int) -> None:
-        from .vcs import Repo
+        from .vcs import FLORIGNORE, Repo
 
         try:
             snap = Repo(self.root).snapshot(self.tstamp, f"flor: run {self.tstamp} of {rel_file}", max_bytes)
@@ -221,6 +223,18 @@ class Run:
             warn(f"code version not kept for this run: {exc}")
             self._run_fields["vcs_note"] = f"unversioned: {exc}"
             return
+        if snap.excluded:
+            # Listed with the run for flor show; folders are one entry each, so the list stays short.
+            listed = snap.excluded[:MAX_EXCLUDED_LISTED]
+            self.environment["excluded"] = [entry.as_json() for entry in listed]
+            if len(snap.excluded) > len(listed):
+                self.environment["excluded_more"] = len(snap.excluded) - len(listed)
+            self._run_fields["environment"] = _json(self.environment)
+            code = [entry for entry in snap.excluded if entry.scripts]
+            if code:
+                shown = ", ".join(f"{e.path} ({e.pattern})" for e in code[:5]) + (" ..." if len(code) > 5 else "")
+                warn(f"Python files left out of the code version as other tools' output: {shown}; "
+                     f"add `!PATTERN` to {FLORIGNORE} to keep them, or commit them")
         if snap.skipped:
             shown = ", ".join(snap.skipped[:5]) + (" ..." if len(snap.skipped) > 5 else "")
             warn(f"left out of the code version, over the size cap (FLOR_SNAPSHOT_MAX_BYTES): {shown}")
@@ -266,7 +280,7 @@ class Run:
         self.ended = True
         if not self.begun:
             return
-        if "threads" not in self.environment.get("numeric", {}) and "torch" in sys.modules:
+        if "threads" not in self.environment.get("numeric", {}) and imported("torch") is not None:
             # torch was imported after the run began: take its numeric environment now.
             self.environment["numeric"] = numerics.capture()
             self._run_fields["environment"] = _json(self.environment)

@@ -5,6 +5,13 @@ ignore, without files over a size cap and without ``.flor/`` — built in a temp
 HEAD, branches, the user's index, working tree, stash and ``.gitignore`` are never touched. It is
 kept under ``refs/flor/runs/<tstamp>`` so that ``git gc`` keeps it.
 
+Untracked output of other tools is left out too (:data:`DEFAULT_EXCLUDES`: TensorBoard's
+``runs/``, Lightning's ``lightning_logs/`` with its ``.ckpt`` files, model weights...): it is
+data that grows with every run, not code, and was committed into every run's ref. A
+``.florignore`` at the project root (gitignore syntax) adds patterns, or re-includes one of the
+defaults with ``!``; what was left out, and by which pattern, is kept with the run (``flor show``).
+git itself matches the patterns (``git check-ignore``), so the syntax is exactly gitignore's.
+
 >>> Repo.find(Path.cwd()).snapshot("2026-11-26T15:04:07", "train.py")   # doctest: +SKIP
 Snapshot(commit='3f2a...', skipped=[])
 """
@@ -30,6 +37,13 @@ _LOCATING_VARIABLES = (
     "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
     "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM",
 )
+# Untracked folders and files that other tools write beside the code: TensorBoard, Lightning,
+# MLflow, Weights & Biases and Hydra's output folders, model weights and event files.
+DEFAULT_EXCLUDES = (
+    "runs/", "lightning_logs/", "mlruns/", "wandb/", "outputs/",
+    "*.ckpt", "*.pt", "*.pth", "*.safetensors", "events.out.tfevents.*",
+)
+FLORIGNORE = ".florignore"
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "flor",
     "GIT_AUTHOR_EMAIL": "flor@localhost",
@@ -57,11 +71,31 @@ def ref_for(tstamp: str) -> str:
 
 
 @dataclass
+class Excluded:
+    """An untracked file or folder that a snapshot left out, and the pattern that did."""
+
+    path: str  # relative to the root; a folder ends with "/"
+    pattern: str
+    source: str  # "default" or FLORIGNORE
+    files: int = 1  # the untracked files under a folder
+    scripts: int = 0  # how many of them are Python files (code, which the run's version then lacks)
+
+    def as_json(self) -> dict:
+        return {"path": self.path, "pattern": self.pattern, "source": self.source, "files": self.files,
+                "scripts": self.scripts}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Excluded":
+        return cls(data["path"], data["pattern"], data["source"], int(data.get("files", 1)), int(data.get("scripts", 0)))
+
+
+@dataclass
 class Snapshot:
     """The result of snapshotting the working tree."""
 
     commit: str
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # over the size cap
+    excluded: list[Excluded] = field(default_factory=list)  # by DEFAULT_EXCLUDES and .florignore
     head: str | None = None  # the user's HEAD commit, None in a repository without commits
     dirty: bool = False  # the versioned tree differs from HEAD's (uncommitted or untracked files)
 
@@ -80,10 +114,12 @@ class Repo:
             raise VersionControlError(f"{start} is not inside a git repository")
         return cls(root)
 
-    def git(self, *args: str, env: dict | None = None, input: bytes | None = None, background: bool = False) -> bytes:
+    def git(self, *args: str, env: dict | None = None, input: bytes | None = None, background: bool = False,
+            ok: tuple[int, ...] = (0,)) -> bytes:
         """Run git in the work tree and return its standard output.
 
         ``background``: run it at a lower CPU priority (the snapshot runs beside training).
+        ``ok``: the exit statuses that are not a failure.
         """
         inherited = {k: v for k, v in os.environ.items() if k not in _LOCATING_VARIABLES}
         full_env = {**inherited, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", **_IDENTITY, **(env or {})}
@@ -100,9 +136,10 @@ class Repo:
             )
         except FileNotFoundError as exc:
             raise VersionControlError("git is not installed; install it to version runs") from exc
-        if done.returncode != 0:
+        if done.returncode not in ok:
             message = done.stderr.decode(errors="replace").strip().splitlines()
-            raise VersionControlError(f"git {args[0]} failed: {message[-1] if message else done.returncode}")
+            command_name = next((a for a in args if not a.startswith("-") and "=" not in a), args[0])
+            raise VersionControlError(f"git {command_name} failed: {message[-1] if message else done.returncode}")
         return done.stdout
 
     def git_dir(self) -> Path:
@@ -134,13 +171,9 @@ class Repo:
         max_bytes = settings.snapshot_max_bytes() if max_bytes is None else max_bytes
         git_dir = self.git_dir()
         self.exclude_flor_dir()
-        untracked = [
-            p for p in self.git("ls-files", "-z", "--others", "--exclude-standard", background=True).decode().split("\0") if p
-        ]
+        untracked, excluded = self.untracked_code()
         small, skipped = [], []
         for rel in untracked:
-            if rel == ".flor" or rel.startswith(".flor/"):
-                continue
             try:
                 size = os.lstat(self.root / rel).st_size
             except OSError:
@@ -163,7 +196,7 @@ class Repo:
             if small:
                 self.git(
                     "--literal-pathspecs", "add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
-                    env=env, input="\0".join(small).encode(), background=True,
+                    env=env, input="\0".join(small).encode(errors="surrogateescape"), background=True,
                 )
             tree = self.git("write-tree", env=env, background=True).decode().strip()
         finally:
@@ -175,7 +208,63 @@ class Repo:
         commit = self.git(*args).decode().strip()
         self.git("update-ref", ref_for(tstamp), commit)
         head_tree = self.git("rev-parse", f"{parent}^{{tree}}").decode().strip() if parent else None
-        return Snapshot(commit=commit, skipped=skipped, head=parent, dirty=tree != head_tree)
+        return Snapshot(commit=commit, skipped=skipped, excluded=excluded, head=parent, dirty=tree != head_tree)
+
+    def untracked_code(self) -> tuple[list[str], list[Excluded]]:
+        """The untracked files that git does not ignore, but for ``.flor/`` and what
+        :data:`DEFAULT_EXCLUDES` and ``.florignore`` leave out; and what they left out."""
+        out = self.git("ls-files", "-z", "--others", "--exclude-standard", background=True)
+        untracked = [p for p in out.decode(errors="surrogateescape").split("\0")
+                     if p and not (p == ".flor" or p.startswith(".flor/"))]
+        if not untracked:
+            return [], []
+        return self._leave_out(untracked)
+
+    def _leave_out(self, untracked: list[str]) -> tuple[list[str], list[Excluded]]:
+        try:
+            own = (self.root / FLORIGNORE).read_text(errors="replace").splitlines()
+        except OSError:
+            own = []
+        # Each file and each folder above it is asked: a file under a left-out folder is listed
+        # once, as that (topmost) folder.
+        folders = sorted({rel.rsplit("/", depth)[0] for rel in untracked for depth in range(1, rel.count("/") + 1)})
+        scratch = tempfile.mkdtemp(prefix="flor-excludes-")
+        try:
+            patterns = Path(scratch) / "excludes"
+            patterns.write_text("\n".join([*DEFAULT_EXCLUDES, *own]) + "\n", errors="surrogateescape")
+            # As core.excludesFile, the lowest of git's sources: a .gitignore's own `!pattern` still wins.
+            out = self.git(
+                "-c", f"core.excludesFile={patterns}", "check-ignore", "--no-index", "--verbose",
+                "-z", "--stdin", input="\0".join([*folders, *untracked]).encode(errors="surrogateescape"),
+                background=True, ok=(0, 1),
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        fields = out.decode(errors="surrogateescape").split("\0")
+        hits: dict[str, tuple[str, str]] = {}  # path -> (pattern, source) of the paths left out
+        for at in range(0, len(fields) - 3, 4):
+            source, line, pattern, path = fields[at:at + 4]
+            if source == str(patterns) and not pattern.startswith("!"):
+                number = int(line)
+                hits[path] = (pattern, "default" if number <= len(DEFAULT_EXCLUDES) else FLORIGNORE)
+        if not hits:
+            return untracked, []
+        kept: list[str] = []
+        left_out: dict[str, Excluded] = {}
+        for rel in untracked:
+            parts = rel.split("/")
+            above = next((f for f in ("/".join(parts[:n]) for n in range(1, len(parts))) if f in hits), None)
+            key = rel if above is None else above
+            if key not in hits:
+                kept.append(rel)
+                continue
+            entry = left_out.get(key)
+            if entry is None:
+                pattern, source = hits[key]
+                left_out[key] = entry = Excluded(key if above is None else key + "/", pattern, source, 0)
+            entry.files += 1
+            entry.scripts += rel.endswith(".py")
+        return kept, sorted(left_out.values(), key=lambda e: e.path)
 
     def read_file(self, commit: str, path: str) -> str:
         """The text of ``path`` (relative to the root) at ``commit``."""
@@ -243,9 +332,11 @@ class Repo:
         return [p for p in out.split("\0") if p]
 
     def work_tree_files(self) -> list[str]:
-        """The work tree's code files now: tracked, and untracked but not ignored."""
-        out = self.git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode(errors="surrogateescape")
-        return [p for p in out.split("\0") if p and not (p == ".flor" or p.startswith(".flor/"))]
+        """The work tree's code files now, as a snapshot would see them (size aside): tracked, and
+        untracked but neither ignored nor left out (:data:`DEFAULT_EXCLUDES`, ``.florignore``)."""
+        tracked = self.git("ls-files", "-z", "--cached").decode(errors="surrogateescape")
+        untracked, _excluded = self.untracked_code()
+        return [p for p in tracked.split("\0") if p and not (p == ".flor" or p.startswith(".flor/"))] + untracked
 
     def diff(self, old: str, new: str, path: str | None = None) -> str:
         """Unified diff between two versions (optionally of one path)."""

@@ -401,3 +401,74 @@ def test_flor_show_says_why_checkpoints_fall_where_they_do(project):
     show = project.flor("show", tstamp).stdout
     policy = [line for line in show.splitlines() if line.strip().startswith("policy:")]
     assert policy and "a checkpoint costs training" in policy[0] and "% of" in policy[0]
+
+
+PLAIN_OBJECT_SCRIPT = """
+import flor
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+state = Counter()
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(5)):
+            state.n += 1
+            flor.log("loss", 1.0 / state.n)
+"""
+
+
+def test_checkpointing_a_plain_object_without_numpy_never_meets_numpy_half_imported(tmp_path):
+    """Was: 4 runs in 10 failed with "partially initialized module 'numpy' has no attribute
+    'ndarray'": the flush thread imported numpy while the training thread looked it up in
+    sys.modules. 50 runs of a script that never imports numpy, in parallel slots of one project
+    each (a slot's runs one after another)."""
+    from tests.conftest import git
+
+    slots, per_slot = 5, 10
+    roots = []
+    for slot in range(slots):
+        root = tmp_path / f"p{slot}"
+        root.mkdir()
+        git(root, "init", "-q", "-b", "main")
+        (root / "train.py").write_text(PLAIN_OBJECT_SCRIPT)
+        roots.append(root)
+    loop = "; ".join([f'"{sys.executable}" train.py >> log 2>&1; echo $? >> status'] * per_slot)
+    children = [subprocess.Popen(["sh", "-c", loop], cwd=root, env=clean_env()) for root in roots]
+    for child in children:
+        assert child.wait(timeout=300) == 0
+    for root in roots:
+        statuses = (root / "status").read_text().split()
+        log = (root / "log").read_text()
+        assert statuses == ["0"] * per_slot and "Traceback" not in log, log
+        assert "numpy" not in log
+
+
+def test_load_checkpoint_unpickles_an_object_only_when_trusted(project):
+    """Was: flor.load_checkpoint defaulted to trusted=True, so a plain call unpickled (ran the code
+    of) an object kept as a pickle, though the README says it needs trusted=True."""
+    project.write("counter.py", """
+        class Counter:
+            def __init__(self):
+                self.n = 0
+    """)
+    project.write("train.py", """
+        import flor
+        from counter import Counter
+
+        state = Counter()
+        with flor.checkpointing(state=state):
+            for epoch in flor.loop("epoch", range(2)):
+                state.n += 1
+                flor.log("n", state.n)
+    """)
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    load = ("import flor\ntstamp = flor.query('SELECT tstamp FROM runs').tstamp[0]\n"
+            "try:\n    ckpt = flor.load_checkpoint(tstamp, 1{extra})\n"
+            "except flor.CheckpointError as exc:\n    print('refused:', exc)\n"
+            "else:\n    print('loaded', type(ckpt['state']).__name__, ckpt['state'].n)\n")
+    plain = project.run("-c", load.format(extra="")).stdout
+    assert plain.startswith("refused:") and "trusted=True" in plain and "'state'" in plain
+    trusted = project.run("-c", load.format(extra=", trusted=True")).stdout
+    assert trusted.strip() == "loaded Counter 2"

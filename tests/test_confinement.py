@@ -176,6 +176,68 @@ def test_a_run_started_with_python_m_imports_its_own_modules(project):
         assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {2}
 
 
+@needs_namespace
+def test_replay_output_redirected_into_the_project_is_not_what_the_old_code_wrote(project):
+    """Was: `flor replay x > out.txt` in the project listed "the old code wrote 1 file(s) ...
+    out.txt (deleted)": out.txt, untracked and unknown to the run's version, was hidden from the
+    run's view, and that hiding was reported as the old code's deletion."""
+    project.write(".gitignore", "out/\n")
+    project.write("train.py", """
+        import os
+        import flor
+        for epoch in flor.loop("epoch", range(2)):
+            os.makedirs("out", exist_ok=True)
+            with open("out/log.txt", "a") as handle:
+                handle.write(f"{os.getpid()}\\n")
+            flor.log("e", epoch)
+    """)
+    project.commit_all()
+    project.run("train.py")
+    project.write("train.py", (project.root / "train.py").read_text().replace(
+        'flor.log("e", epoch)', 'flor.log("e", epoch)\n    flor.log("e2", 2 * epoch)'))
+    redirected = project.root / "out.txt"
+    with open(redirected, "w") as stdout:  # what the shell does for `flor replay e2 > out.txt`
+        done = subprocess.run([sys.executable, "-m", "flor", "replay", "e2"], cwd=project.root, env=clean_env(),
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)
+    said = redirected.read_text()
+    assert done.returncode == 0 and "done: e2: 2 value(s) stored" in said, done.stderr + said
+    assert "the old code wrote 1 file(s)" in said and "out/log.txt" in said
+    assert "out.txt" not in said.replace("out/log.txt", "")
+
+@pytest.mark.parametrize("how", ["namespace", "copy"])
+def test_files_left_out_of_the_code_version_are_read_by_the_replay_from_the_project(project, how):
+    """Files that snapshots leave out (other tools' output, model files, .florignore's, and those
+    over the size cap) are data: the old code reads them from the project, not hidden as code the
+    run's version lacked."""
+    if how == "namespace" and confine.probe() is not None:
+        pytest.skip(f"no private mount namespace here: {confine.probe()}")
+    project.write(".florignore", "inputs/\n")
+    project.write("train.py", """
+        import flor
+        base = sum(int(open(p).read()) for p in
+                   ("pretrained.pt", "lightning_logs/version_0/hparams.txt", "inputs/scale.txt", "data.bin"))
+        for epoch in flor.loop("epoch", range(2)):
+            flor.log("v", base * epoch)
+    """)
+    project.commit_all()
+    # Untracked: left out of the run's version.
+    project.write("pretrained.pt", "3\n")
+    project.write("lightning_logs/version_0/hparams.txt", "4\n")
+    project.write("inputs/scale.txt", "5\n")
+    project.write("data.bin", "6" + " " * 300 + "\n")
+    project.run("train.py", env={"FLOR_SNAPSHOT_MAX_BYTES": "100"})
+    with sqlite3.connect(project.db) as connection:
+        (commit,) = connection.execute("SELECT code_commit FROM runs").fetchone()
+    assert set(project.git("ls-tree", "-r", "--name-only", commit).split()) == {"README", ".florignore", "train.py"}
+    project.write("train.py", (project.root / "train.py").read_text().replace(
+        'flor.log("v", base * epoch)', 'flor.log("v", base * epoch)\n    flor.log("w", base)'))
+    done = subprocess.run([sys.executable, "-m", "flor", "replay", "w"], cwd=project.root,
+                          env=clean_env(FLOR_REPLAY_CONFINE=how) if how == "copy" else clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "done: w: 2 value(s) stored; fidelity: 2 of 2" in done.stdout, done.stdout + done.stderr
+    with sqlite3.connect(project.db) as connection:
+        assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {18}
+
 def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     """Where no namespace is allowed (FLOR_REPLAY_CONFINE=copy here): a workspace of copies."""
     project.write(".gitignore", "out/\n")

@@ -36,12 +36,12 @@ def test_snapshot_keeps_tracked_untracked_and_leaves_everything_else(project):
 
 
 def test_large_untracked_files_are_skipped(project):
-    project.write("weights.pt", "0" * 2000)
+    project.write("weights.bin", "0" * 2000)
     project.write("small.py", "a = 1\n")
     snap = Repo(project.root).snapshot("2026-01-01T00:00:01", "m", max_bytes=1000)
     files = project.git("ls-tree", "-r", "--name-only", snap.commit).split()
-    assert "small.py" in files and "weights.pt" not in files
-    assert snap.skipped == ["weights.pt"]
+    assert "small.py" in files and "weights.bin" not in files
+    assert snap.skipped == ["weights.bin"]
 
 
 def test_flor_dir_is_never_snapshotted(project):
@@ -140,3 +140,92 @@ def test_git_variables_of_another_repository_are_not_followed(project, tmp_path,
     assert project.git("rev-parse", ref_for("2026-01-01T00:00:00")).strip() == snap.commit
     refs = subprocess.run(["git", "-C", str(other), "for-each-ref"], capture_output=True, text=True).stdout
     assert refs == ""
+
+
+def _tree(project, commit):
+    return set(project.git("ls-tree", "-r", "--name-only", commit).split())
+
+
+def _tstamp(project):
+    import sqlite3
+
+    with sqlite3.connect(project.db) as connection:
+        return connection.execute("SELECT tstamp FROM runs").fetchone()[0]
+
+
+def test_other_tools_output_is_left_out_unless_tracked(project):
+    """Was: untracked runs/ (TensorBoard), lightning_logs/ (a .ckpt), mlruns/ and wandb/ were
+    committed into every run's hidden ref."""
+    project.write("tracked.pt", "kept: git tracks it")
+    project.commit_all()
+    for rel in ("runs/exp1/events.out.tfevents.1.host", "runs/exp2/events.out.tfevents.2.host",
+                "lightning_logs/version_0/checkpoints/epoch=0.ckpt", "mlruns/0/meta.yaml", "wandb/run-1/files/x.json",
+                "outputs/2026-01-01/main.log", "model.pt", "weights/best.pth", "w.safetensors",
+                "logs/events.out.tfevents.3.host", "train.py", "src/model.py"):
+        project.write(rel, "x")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:05", "m")
+    assert _tree(project, snap.commit) == {"README", "tracked.pt", "train.py", "src/model.py"}
+    left = {(e.path, e.pattern, e.source, e.files) for e in snap.excluded}
+    assert left == {
+        ("runs/", "runs/", "default", 2), ("lightning_logs/", "lightning_logs/", "default", 1),
+        ("mlruns/", "mlruns/", "default", 1), ("wandb/", "wandb/", "default", 1), ("outputs/", "outputs/", "default", 1),
+        ("model.pt", "*.pt", "default", 1), ("weights/best.pth", "*.pth", "default", 1),
+        ("w.safetensors", "*.safetensors", "default", 1),
+        ("logs/events.out.tfevents.3.host", "events.out.tfevents.*", "default", 1),
+    }
+    assert snap.skipped == [] and snap.dirty
+
+
+def test_florignore_adds_patterns_and_re_includes_defaults(project):
+    project.write(".florignore", "# mine\ncache/\n*.npz\n!model.pt\n!outputs/\n")
+    for rel in ("cache/a.bin", "data.npz", "model.pt", "other.pt", "outputs/keep.txt", "runs/e", "train.py"):
+        project.write(rel, "x")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:06", "m")
+    assert _tree(project, snap.commit) == {"README", ".florignore", "model.pt", "outputs/keep.txt", "train.py"}
+    assert {(e.path, e.pattern, e.source) for e in snap.excluded} == {
+        ("cache/", "cache/", ".florignore"), ("data.npz", "*.npz", ".florignore"),
+        ("other.pt", "*.pt", "default"), ("runs/", "runs/", "default"),
+    }
+
+
+def test_flor_show_lists_what_the_code_version_left_out_and_why(project):
+    project.write(".florignore", "scratch/\n")
+    project.write("runs/exp/events.out.tfevents.1", "x")
+    project.write("runs/exp/events.out.tfevents.2", "x")
+    project.write("scratch/notes.txt", "x")
+    project.write("best.ckpt", "x")
+    project.write("train.py", """
+        import flor
+        for epoch in flor.loop("epoch", range(2)):
+            flor.log("e", epoch)
+    """)
+    done = project.run("train.py")
+    assert "left out" not in done.stderr  # no Python file among them: nothing to warn about
+    shown = project.flor("show", _tstamp(project)).stdout
+    lines = [line.split() for line in shown.splitlines()]
+    assert ["runs/", "2", "file(s)", "default", "pattern", "runs/"] in lines, shown
+    assert ["scratch/", "1", "file(s)", ".florignore", "pattern", "scratch/"] in lines
+    assert ["best.ckpt", "default", "pattern", "*.ckpt"] in lines
+    code = project.git("ls-tree", "-r", "--name-only", ref_for(_tstamp(project))).split()
+    assert set(code) == {"README", ".florignore", "train.py"}
+
+
+def test_python_files_left_out_as_tool_output_are_warned_about(project):
+    project.write("outputs/helpers.py", "X = 1\n")
+    project.write("train.py", """
+        import flor
+        flor.log("x", 1)
+    """)
+    done = project.run("train.py")
+    assert "Python files left out of the code version" in done.stderr and "outputs/ (outputs/)" in done.stderr
+
+
+def test_untracked_names_that_are_not_utf8_are_versioned_or_left_out_like_any_other(project):
+    import os
+
+    os.makedirs(project.root / "runs")
+    for name in (b"caf\xe9.py", b"runs/ev\xe9nts"):
+        (project.root / os.fsdecode(name)).write_bytes(b"x = 1\n")
+    snap = Repo(project.root).snapshot("2026-01-01T00:00:07", "m")
+    files = Repo(project.root).tree_files(snap.commit)
+    assert sorted(files) == ["README", os.fsdecode(b"caf\xe9.py")] and [(e.path, e.files) for e in snap.excluded] == [("runs/", 1)]

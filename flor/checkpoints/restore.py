@@ -19,13 +19,13 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..rng import restore as restore_random_state
 from ..rng import restore_generators
 from ..errors import CheckpointError, UsageError
+from ..imported import imported
 from ..paths import ProjectPaths
 from .remote import remote_store
 from .snapshot import ARRAY, DICT, FLOAT, PICKLE, TUPLE
@@ -88,7 +88,7 @@ def restore_object(obj, stored, name: str) -> None:
         obj[...] = stored["ndarray"]
     elif "object" in stored:
         value = stored["object"]
-        torch = sys.modules.get("torch")
+        torch = imported("torch")
         if torch is not None and isinstance(obj, torch.Tensor) and isinstance(value, torch.Tensor):
             with torch.no_grad():
                 obj.copy_(value)

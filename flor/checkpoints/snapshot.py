@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ..errors import CheckpointError
+from ..imported import imported
 
 ARRAY, PICKLE, TUPLE, DICT, FLOAT = "__array__", "__pickle__", "__tuple__", "__dict__", "__float__"
 
@@ -43,7 +44,7 @@ class Snapshot:
 
 
 def _torch():
-    return sys.modules.get("torch")
+    return imported("torch")
 
 
 def _is_tensor(value) -> bool:
@@ -52,7 +53,7 @@ def _is_tensor(value) -> bool:
 
 
 def _is_ndarray(value) -> bool:
-    numpy = sys.modules.get("numpy")
+    numpy = imported("numpy")
     return numpy is not None and isinstance(value, numpy.ndarray) and value.dtype != object
 
 

@@ -20,6 +20,8 @@ import sys
 import types
 from functools import lru_cache
 
+from ..imported import imported
+
 MAX_VALUE_BYTES = 1 << 20
 MAX_ITEMS = 10_000
 
@@ -139,10 +141,10 @@ def loop_names(frame) -> tuple[str, ...] | None:
 def _small(value, depth: int = 0) -> bool:
     if value is None or type(value) in (bool, int, float, str):
         return type(value) is not str or len(value) <= MAX_VALUE_BYTES
-    torch = sys.modules.get("torch")
+    torch = imported("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         return value.numel() * value.element_size() <= MAX_VALUE_BYTES and value.layout == torch.strided
-    numpy = sys.modules.get("numpy")
+    numpy = imported("numpy")
     if numpy is not None:
         if isinstance(value, numpy.ndarray):
             return value.dtype != object and value.nbytes <= MAX_VALUE_BYTES
@@ -307,10 +309,10 @@ def _print_of(value, depth: int = 0):
     and version counter (bumped by in-place changes), an object by its attributes' prints."""
     if value is None or type(value) in (bool, int, float, str, bytes):
         return value if type(value) is not str or len(value) <= 256 else (len(value), hash(value))
-    torch = sys.modules.get("torch")
+    torch = imported("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         return ("tensor", id(value), value._version)
-    numpy = sys.modules.get("numpy")
+    numpy = imported("numpy")
     if numpy is not None and isinstance(value, numpy.ndarray):
         return ("array", id(value), value.shape, hash(value.tobytes()) if value.nbytes <= 4096 else value.nbytes)
     if depth >= 2:

@@ -114,6 +114,7 @@ class View:
     scratch: Path  # an empty folder, outside the run tree, for the scratch layers
     writable: list[Path] = field(default_factory=list)  # other places that get a scratch layer
     hide: list[str] = field(default_factory=list)  # project files the run's version did not have
+    hidden: set[str] = field(default_factory=set)  # the paths of those that setting up deleted
     layers: dict[str, int] = field(default_factory=dict)  # target -> fd of its scratch layer
 
 
@@ -188,6 +189,7 @@ def confine(view: View) -> None:
         try:
             if path.is_file() or path.is_symlink():
                 path.unlink()
+                view.hidden.add(str(path))
         except OSError:
             pass
     os.close(run_tree)
@@ -195,7 +197,9 @@ def confine(view: View) -> None:
 
 def written(view: View) -> list[tuple[str, int | None]]:
     """(path, bytes; None for a deletion) of every file the old code wrote or deleted, from the
-    scratch layers (Python's ``__pycache__`` left out)."""
+    scratch layers (Python's ``__pycache__`` left out). The deletions that hid today's files from
+    the run's view are not the old code's (say ``out.txt`` that the user's shell made to hold
+    replay's own output): they are left out too, unless the old code wrote the file again."""
     found = []
     for target, fd in view.layers.items():
         root = f"/proc/self/fd/{fd}"
@@ -207,7 +211,8 @@ def written(view: View) -> list[tuple[str, int | None]]:
                 rel = os.path.relpath(path, root)
                 shown = os.path.join(target, rel)
                 if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
-                    found.append((shown, None))  # a whiteout: the old code deleted it
+                    if shown not in view.hidden:
+                        found.append((shown, None))  # a whiteout: the old code deleted it
                 elif stat.S_ISREG(info.st_mode):
                     found.append((shown, info.st_size))
     return sorted(found)

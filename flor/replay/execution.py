@@ -157,7 +157,8 @@ class Execution:
                 try:
                     prepare(session.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
                             copies=session.confinement == "copy")
-                    state.hide = files_to_hide(session.repo, item.run.code_commit)
+                    state.hide = files_to_hide(session.repo, item.run.code_commit,
+                                               item.run.environment.get("left_out") or {})
                     state.records_path = self._records_file(state)
                 except FlorError as exc:
                     item.errors.append(str(exc))

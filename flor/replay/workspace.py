@@ -40,10 +40,12 @@ def prepare(repo: Repo, commit: str, filename: str, source: str, destination: Pa
     return destination
 
 
-def files_to_hide(repo: Repo, commit: str) -> list[str]:
-    """Today's code files (tracked, or untracked and not ignored) that the run's version lacks:
-    in the run's view of the project they must not exist."""
-    today = set(repo.work_tree_files())
+def files_to_hide(repo: Repo, commit: str, left_out=()) -> list[str]:
+    """Today's code files (tracked, or untracked and neither ignored nor left out of snapshots as
+    other tools' output) that the run's version lacks: in the run's view of the project they must
+    not exist. Files that snapshots leave out (``runs/``, ``*.ckpt``, ``.florignore``'s, and
+    ``left_out``: the run's own over the size cap) are data: the old code reads today's copy."""
+    today = set(repo.work_tree_files()) - set(left_out)
     return sorted(today - set(repo.tree_files(commit)))
 
 
