@@ -289,12 +289,13 @@ def _cmd_show(args) -> int:
         arguments = store.args(run.run_id)
         print("args      " + (", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "(none)"))
         names = store.log_names(run.run_id)
-        last = store.last_values(run.run_id)
+        last = store.last_values_of_runs([run.run_id]).get(run.run_id, {})
         print("logs")
         if not names:
             print("  (none)")
         for name, source, count in names:
-            tail = f"  last {last[name]!r}" if source == "record" and name in last else ""
+            # The run's last value (at its last iteration, any source) on the line of its source.
+            tail = f"  last {last[name][0]!r}" if name in last and last[name][1] == source else ""
             print(f"  {name:<20} {count:>8} {source}{tail}")
         print("output    " + _captured(run.environment.get("capture"), store.output_counts([run.run_id])))
         checkpoints = store.checkpoints(run.run_id)

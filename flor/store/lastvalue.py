@@ -20,7 +20,7 @@ merges partial results, both apply it)::
 
 ``enc`` prints a number in a fixed width, so digit strings compare as numbers, and ``~`` sorts
 after every digit, so a value at a level comes after everything nested in the same iteration (and
-no key is a prefix of another). :data:`ORDER_KEY` appends the rowid for the last-logged tie-break.
+no key is a prefix of another). :func:`order_key` appends the rowid for the last-logged tie-break.
 The paths come from a recursive walk up ``contexts`` (one primary-key lookup per level) for only
 the loop instances the rows name.
 """
@@ -34,11 +34,11 @@ def _enc(expression: str) -> str:
     return f"printf('%0{WIDTH}d', {expression})"
 
 
-def paths_cte(instances: str) -> str:
-    """``WITH RECURSIVE`` text defining ``lv_paths(run_id, ctx_id, path)`` for the loop instances
-    ``(run_id, ctx_id)`` that the SELECT ``instances`` gives."""
+def paths_ctes(instances: str) -> str:
+    """Common table expressions (for a ``WITH RECURSIVE`` clause) defining ``lv_paths(run_id,
+    ctx_id, path)`` for the loop instances ``(run_id, ctx_id)`` that the SELECT ``instances`` gives."""
     return (
-        "WITH RECURSIVE lv_up(run_id, ctx_id, at, path) AS ("
+        "lv_up(run_id, ctx_id, at, path) AS ("
         f"SELECT run_id, ctx_id, ctx_id, '' FROM ({instances}) "
         "UNION ALL "
         "SELECT u.run_id, u.ctx_id, c.parent_id, "
@@ -48,15 +48,16 @@ def paths_cte(instances: str) -> str:
     )
 
 
-def order_key(logs: str = "l", paths: str = "p") -> str:
-    """The SQL text of a logs row's order key (position, then rowid), with the logs row as
-    ``logs`` and its ``lv_paths`` row (LEFT JOINed on run_id and ctx_id) as ``paths``. A loop
-    instance whose context row is missing counts as a top-level loop."""
+def order_key(ctx: str = "l.ctx_id", iteration: str = "l.iteration", rowid: str = "l.rowid",
+              path: str = "p.path") -> str:
+    """The SQL text of a logs row's order key (position, then rowid), from SQL text for its
+    ctx_id, iteration and rowid and for its ``lv_paths.path`` (LEFT JOINed on run_id and
+    ctx_id). A loop instance whose context row is missing counts as a top-level loop."""
     position = (
-        f"CASE WHEN {logs}.ctx_id IS NULL THEN '~' ELSE IFNULL({paths}.path, {_enc(f'{logs}.ctx_id')}) || "
-        f"{_enc(f'IFNULL({logs}.iteration, -1)')} || '~' END"
+        f"CASE WHEN {ctx} IS NULL THEN '~' ELSE IFNULL({path}, {_enc(ctx)}) || "
+        f"{_enc(f'IFNULL({iteration}, -1)')} || '~' END"
     )
-    return f"{position} || {_enc(f'{logs}.rowid')}"
+    return f"{position} || {_enc(rowid)}"
 
 
 def rowid_of_key(key: str) -> str:
@@ -69,7 +70,7 @@ def last_rows_sql(where: str, instances: str) -> str:
     among the logs rows ``l`` that ``where`` (SQL text over ``l``) keeps; ``instances`` selects
     ``(run_id, ctx_id)`` of (at least) the loop instances those rows name."""
     return (
-        paths_cte(instances)
+        "WITH RECURSIVE " + paths_ctes(instances)
         + "SELECT x.run_id, x.name, x.value, x.vtype, x.source FROM ("
         f"SELECT MAX({order_key()}) AS k FROM logs l LEFT JOIN lv_paths p ON p.run_id = l.run_id "
         f"AND p.ctx_id = l.ctx_id WHERE {where} GROUP BY l.run_id, l.name"
