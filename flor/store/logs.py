@@ -160,15 +160,21 @@ class LogsMixin:
         recorded, replayed or extracted alike)."""
         return {name: value for name, (value, _source) in self.last_values_of_runs([run_id]).get(run_id, {}).items()}
 
-    def last_values_of_runs(self, run_ids: Sequence[int]) -> dict[int, dict[str, tuple[object, str]]]:
-        """run_id -> name -> (last value, its source) for the runs given, in one pass over the logs."""
+    def last_values_of_runs(self, run_ids: Sequence[int], names: Sequence[str] | None = None,
+                            ) -> dict[int, dict[str, tuple[object, str]]]:
+        """run_id -> name -> (last value, its source) for the runs given (of ``names`` only, when
+        given), in one pass over the logs."""
         from ..values import decode
 
         ids = ",".join(str(int(r)) for r in run_ids)
-        if not ids:
+        if not ids or (names is not None and not names):
             return {}
+        where, params = f"l.run_id IN ({ids})", []
+        if names is not None:
+            where += f" AND l.name IN ({','.join('?' * len(names))})"
+            params = list(names)
         rows = self._read(lastvalue.last_rows_sql(
-            f"l.run_id IN ({ids})", f"SELECT run_id, ctx_id FROM contexts WHERE run_id IN ({ids})"))
+            where, f"SELECT run_id, ctx_id FROM contexts WHERE run_id IN ({ids})"), params)
         out: dict[int, dict[str, tuple[object, str]]] = {}
         for run_id, name, value, vtype, source in rows:
             out.setdefault(run_id, {})[name] = (decode(value, vtype), source)
