@@ -288,7 +288,7 @@ async function drawChart(keepZoom) {
   if (request !== state.chartRequest) return;  // a newer request superseded this one
 
   const tables = [], series = [{ label: body.x_label }];
-  let points = 0, total = 0, inRange = 0, runLevel = [];
+  let points = 0, total = 0, inRange = 0, runLevel = [], lasts = [];
   for (const run of body.series) {
     for (const part of run.parts) {
       tables.push([part.x, part.y]);
@@ -297,9 +297,8 @@ async function drawChart(keepZoom) {
       inRange += part.in_range;
       // Recorded solid, replayed dashed, extracted (read out of printed lines) dotted.
       const replay = part.source === "replay", extract = part.source === "extract";
-      const last = run.last && run.last.source === part.source ? ` · last ${formatValue(run.last.value)}` : "";
       series.push({
-        label: run.run + (replay ? " (replayed)" : extract ? " (extracted)" : "") + last,
+        label: run.run + (replay ? " (replayed)" : extract ? " (extracted)" : ""),
         stroke: colorOf(run.run), width: replay || extract ? 2 : 1.5,
         dash: replay ? [6, 4] : extract ? [2, 3] : undefined,
         spanGaps: true, points: { show: (replay || extract) && part.x.length < 200 },
@@ -307,13 +306,19 @@ async function drawChart(keepZoom) {
       });
     }
     if (run.run_level !== null && run.run_level !== undefined) runLevel.push(`${run.run}: ${formatValue(run.run_level)}`);
+    // The run's last value as the table shows it (at its last iteration), beside the legend.
+    if (run.last && run.last.value !== null && run.last.value !== undefined) {
+      lasts.push(`${run.run}: ${formatValue(run.last.value)}` +
+        (run.last.source === "record" ? "" : ` (${run.last.source === "extract" ? "extracted" : "replayed"})`));
+    }
   }
   const data = tables.length ? uPlot.join(tables) : [[]];
   $("chart-note").textContent = tables.length
     ? `${body.name} against ${body.x_label}: ${total.toLocaleString()} values, ${points.toLocaleString()} drawn` +
       (zoom ? `; ${inRange.toLocaleString()} in the zoomed range` : "") +
       (points < inRange ? " (min and max per bucket; zoom in for detail)" : "") +
-      (runLevel.length ? `. Logged once per run: ${runLevel.join(", ")}` : "")
+      (runLevel.length ? `. Logged once per run: ${runLevel.join(", ")}` : "") +
+      (lasts.length ? `. Last values: ${lasts.join(", ")}` : "")
     : `${body.name} is logged only once per run: ${runLevel.join(", ") || "no numeric values"}`;
 
   const sameShape = state.chart && state.chart.series.length === series.length &&
