@@ -1,7 +1,7 @@
 """The ``flor`` command line. Every command is defined here and calls one library function;
 flor errors become one line on stderr and a documented exit status.
 
-    flor dataframe [NAME ...] [--csv | --json]
+    flor dataframe [NAME ...] [--latest | --last] [--csv | --json]
     flor query SQL [--csv | --json]
     flor runs
     flor show RUN
@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument("names", nargs="*", metavar="NAME", help="args and log names (default: all)")
     frame.add_argument("--latest", action="store_true",
                        help="the feature-store view: one row per item key, each name's most recent value and its run")
+    frame.add_argument("--last", action="store_true",
+                       help="one row per run: each name's last value (at the run's last logged iteration)")
     frame.add_argument("--read-by", metavar="RUN", help="only the runs whose values RUN read (lineage)")
     frame.add_argument("--readers-of", metavar="RUN", help="only the runs that read RUN's values (lineage)")
     fmt = frame.add_mutually_exclusive_group()
@@ -201,7 +203,8 @@ def _cmd_dataframe(args) -> int:
     from .query import dataframe
 
     with _warnings_as_lines():
-        df = dataframe(*args.names, latest=args.latest, read_by=args.read_by, readers_of=args.readers_of)
+        df = dataframe(*args.names, latest=args.latest, last=args.last, read_by=args.read_by,
+                       readers_of=args.readers_of)
     _print_table(df, args)
     return EXIT_OK
 
@@ -290,12 +293,13 @@ def _cmd_show(args) -> int:
         arguments = store.args(run.run_id)
         print("args      " + (", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "(none)"))
         names = store.log_names(run.run_id)
-        last = store.last_values(run.run_id)
+        last = store.last_values_of_runs([run.run_id]).get(run.run_id, {})
         print("logs")
         if not names:
             print("  (none)")
         for name, source, count in names:
-            tail = f"  last {last[name]!r}" if source == "record" and name in last else ""
+            # The run's last value (at its last iteration, any source) on the line of its source.
+            tail = f"  last {last[name][0]!r}" if name in last and last[name][1] == source else ""
             print(f"  {name:<20} {count:>8} {source}{tail}")
         print("output    " + _captured(run.environment.get("capture"), store.output_counts([run.run_id])))
         checkpoints = store.checkpoints(run.run_id)

@@ -56,12 +56,16 @@ def _refresh_statuses(start: Path | None) -> None:
         store.close()
 
 
-def dataframe(*names: str, start: Path | None = None, latest: bool = False, read_by: str | None = None,
-              readers_of: str | None = None, keys: bool = True):
+def dataframe(*names: str, start: Path | None = None, latest: bool = False, last: bool = False,
+              read_by: str | None = None, readers_of: str | None = None, keys: bool = True):
     """One pandas DataFrame of every run with the named args and logs (all names if none).
 
     A name that is neither an arg nor a logged name is a :class:`UsageError` when no name
     given is known, and a :class:`FlorWarning` (the table has the known ones) otherwise.
+
+    ``last=True`` is one row per run: its args and the last value of each logged name (its value
+    at the run's last logged iteration, recorded, replayed or extracted alike: the definition
+    ``flor ui`` and ``--where`` use, in store/lastvalue.py).
 
     ``latest=True`` is the feature-store view: one row per item (the keys of its keyed loops)
     with the most recent value of each name across runs, and the run that gave it (``tstamp``;
@@ -73,17 +77,23 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, read
 
     >>> flor.dataframe("hidden", "accuracy")      # doctest: +SKIP
     >>> flor.dataframe("n_words", latest=True)    # doctest: +SKIP
+    >>> flor.dataframe("lr", "val_loss", last=True)  # doctest: +SKIP
     """
     for name in names:
         if type(name) is not str:
             raise UsageError(f"flor.dataframe names must be strings, got {name!r}")
+    if latest and last:
+        raise UsageError("choose one of latest (one row per item) and last (one row per run)")
     _refresh_statuses(start)
     store = project_store(start)
     try:
         # One read transaction: runs that start meanwhile are either wholly in the table or not.
         store.begin_read()
         only = _lineage_filter(store, read_by, readers_of)
-        table, used = _build(store, list(names), only=only, keys=keys)
+        if last:
+            table, used = _last_per_run(store, list(names), only)
+        else:
+            table, used = _build(store, list(names), only=only, keys=keys)
         if latest:
             loops = _loop_names(table)
             wanted = [n for n in dict.fromkeys(names or table.columns) if n in table.columns
@@ -99,6 +109,44 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, read
         store.close()
     _note_read(used, "feature store" if latest else "dataframe")
     return table
+
+
+def _last_per_run(store: Store, names: list[str], only: set[int] | None):
+    """One row per run (by tstamp): the run columns, then each name's arg value or last value."""
+    import pandas as pd
+
+    from . import lineage
+
+    runs = [r for r in store.runs_brief() if lineage.visible(r[2]) and (only is None or r[0] in only)]
+    arg_names = store.arg_names()
+    logged = store.logged_names()
+    if not names:
+        names = list(dict.fromkeys(arg_names + logged))
+    known_logs = set(logged)
+    unknown = [n for n in dict.fromkeys(names) if n not in arg_names and n not in known_logs]
+    if unknown:
+        _report_unknown(store, unknown, all_unknown=len(unknown) == len(set(names)), arg_names=arg_names)
+    names = [n for n in dict.fromkeys(names) if n not in unknown]
+    wanted_args = [n for n in names if n in arg_names]
+    args: dict[tuple[int, str], object] = {}
+    for run_id, name, value, vtype in (store.args_named(wanted_args) if wanted_args else []):
+        args[(run_id, name)] = values.decode(value, vtype)
+    lasts = store.last_values_of_runs([r[0] for r in runs], [n for n in names if n not in arg_names])
+    result: dict = {
+        "projid": [r[1] for r in runs], "tstamp": [r[2] for r in runs], "filename": [r[3] for r in runs],
+        "git_head": [r[4] for r in runs],
+        "git_dirty": pd.array([None if r[5] is None else bool(r[5]) for r in runs], dtype="boolean"),
+    }
+    for name in names:
+        if name in arg_names:
+            result[name] = _arg_column([args.get((r[0], name)) for r in runs])
+        else:
+            last = [lasts.get(r[0], {}).get(name, (None, None))[0] for r in runs]
+            result[name] = _arg_column(last)
+    frame = pd.DataFrame(result)
+    frame.attrs["flor_loops"] = []
+    used = sorted(r[0] for r in runs if lasts.get(r[0]))
+    return frame, used
 
 
 def _note_read(run_ids, how: str) -> None:

@@ -4,7 +4,8 @@
 >>> best.load(model=net)                                           # doctest: +SKIP
 
 The candidates are the finished runs that ``where`` keeps (the one filter grammar, over args and
-last logged values, as ``flor replay --where``). Each value of the metric counts at its outer
+last logged values, as ``flor replay --where``; a last value is the one at the run's last logged
+iteration, see flor/store/lastvalue.py). Each value of the metric counts at its outer
 loop iteration (the iteration a checkpoint of that loop names); ``checkpointed=True`` considers
 only the iterations that have a checkpoint, so that the best one can always be loaded. Ties go to
 the earlier run and iteration, so the answer is stable.

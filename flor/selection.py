@@ -28,10 +28,12 @@ def select_runs(store: Store, runs: Sequence[str] | None, where: str | None) -> 
         # Python (`@pd.io.common.os.system(...)`, attribute chains, method calls).
         from .filters import compile_filter
 
+        # Last values as every surface reads them (store/lastvalue.py), in one pass over the logs.
+        last = store.last_values_of_runs([run.run_id for run in chosen])
         records = []
         for run in chosen:
-            row = {"tstamp": run.tstamp, **store.last_values(run.run_id), **store.args(run.run_id)}
-            records.append(row)
+            logged = {name: value for name, (value, _source) in last.get(run.run_id, {}).items()}
+            records.append({"tstamp": run.tstamp, **logged, **store.args(run.run_id)})
         if records:
             keep = compile_filter(where, dict.fromkeys(name for row in records for name in row))
             chosen = [run for run, row in zip(chosen, records) if keep(row)]

@@ -33,7 +33,7 @@ Tables (``flor query`` reads them directly)::
                                          what a run printed, compressed blocks of lines (output.py)
 
 Modules: ``schema`` (tables and ordered migrations), ``connection`` (opening, transactions),
-``runs``, ``logs``, ``output``, ``items`` (keyed loops, lineage), ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
+``runs``, ``logs``, ``lastvalue`` (a run's last value of a name, by loop position), ``output``, ``items`` (keyed loops, lineage), ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
 (``flor query``, read-only), ``readpool`` (pooled read-only connections for readers on several
 threads, such as ``flor ui``, and the named reads they make).
 

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Sequence
 
 from .. import blocks
+from . import lastvalue
 from .items import write_items
 from ..errors import StoreError
 
@@ -155,15 +156,29 @@ class LogsMixin:
         )
 
     def last_values(self, run_id: int) -> dict[str, object]:
-        """The last recorded value of every name a run logged."""
+        """The last value of every name a run logged (see lastvalue.py: at its last iteration,
+        recorded, replayed or extracted alike)."""
+        return {name: value for name, (value, _source) in self.last_values_of_runs([run_id]).get(run_id, {}).items()}
+
+    def last_values_of_runs(self, run_ids: Sequence[int], names: Sequence[str] | None = None,
+                            ) -> dict[int, dict[str, tuple[object, str]]]:
+        """run_id -> name -> (last value, its source) for the runs given (of ``names`` only, when
+        given), in one pass over the logs."""
         from ..values import decode
 
-        rows = self._read(
-            "SELECT name, value, vtype FROM logs WHERE rowid IN "
-            "(SELECT MAX(rowid) FROM logs WHERE run_id = ? AND source = 'record' GROUP BY name)",
-            (run_id,),
-        )
-        return {name: decode(value, vtype) for name, value, vtype in rows}
+        ids = ",".join(str(int(r)) for r in run_ids)
+        if not ids or (names is not None and not names):
+            return {}
+        where, params = f"l.run_id IN ({ids})", []
+        if names is not None:
+            where += f" AND l.name IN ({','.join('?' * len(names))})"
+            params = list(names)
+        rows = self._read(lastvalue.last_rows_sql(
+            where, f"SELECT run_id, ctx_id FROM contexts WHERE run_id IN ({ids})"), params)
+        out: dict[int, dict[str, tuple[object, str]]] = {}
+        for run_id, name, value, vtype, source in rows:
+            out.setdefault(run_id, {})[name] = (decode(value, vtype), source)
+        return out
 
     def contexts(self, run_id: int) -> list[tuple]:
         """Loop instances ``(ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end,

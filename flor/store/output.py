@@ -124,16 +124,21 @@ class OutputMixin:
         def body(cursor):
             removed = 0
             ids = [int(r) for r in values]
-            for start in range(0, len(ids), 500):  # one scan of logs per 500 runs (it has no index by run)
-                chunk = ",".join(map(str, ids[start:start + 500]))
-                removed += cursor.execute(
-                    f"DELETE FROM logs WHERE name = ? AND source = 'extract' AND run_id IN ({chunk})", (name,)).rowcount
+            # Insert before deleting what they replace: new rows then take rowids above every
+            # existing one (SQLite reuses the rowids of deleted rows at the end of the table), so
+            # readers that follow the rowid, such as flor ui, see them.
+            before = int(cursor.execute("SELECT IFNULL(MAX(rowid), 0) FROM logs").fetchone()[0])
             for run_id, rows in values.items():
                 cursor.executemany(
                     f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
                     f"VALUES ({int(run_id)}, ?, ?, ?, ?, ?, 'extract')",
                     [(ctx, it, name, stored, vtype) for ctx, it, stored, vtype in rows],
                 )
+            for start in range(0, len(ids), 500):  # one scan of logs per 500 runs (it has no index by run)
+                chunk = ",".join(map(str, ids[start:start + 500]))
+                removed += cursor.execute(
+                    f"DELETE FROM logs WHERE name = ? AND source = 'extract' AND run_id IN ({chunk}) "
+                    f"AND rowid <= {before}", (name,)).rowcount
             added = sum(len(rows) for rows in values.values())
             # log_names.loose counts the rows of a name that are not in columnar blocks: the
             # dataframe reads the rows of a name with any.

@@ -22,16 +22,33 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import StoreError
+from . import lastvalue
 
 # SQLite has no boolean or NaN: these are the value types a chart can draw.
 _NUMERIC = "vtype IN ('int', 'float', 'bool')"
 
-# The last value, newest rowid and count of every (run, name, source) in one pass; SQLite's
-# bare columns (value, vtype) come from the row that holds MAX(rowid).
+# Per (run, name, source) of a range of rowids: newest rowid, count, numeric count, count inside a
+# loop, sums of ctx_id and iteration, and the order key of the last value (the one definition,
+# lastvalue.py); then that row's value and vtype, looked up by the rowid the key ends with.
+# Rows are first grouped by loop instance too, keeping the greatest (iteration, rowid) packed in
+# one integer (iterations below 2**31, a range under 2**32 rows), so that the order key (text,
+# through the loop instance's path) is built once per instance rather than once per row: about
+# 2x faster than keying every row.
+_PACK = 1 << 32
 _LAST_VALUES = (
-    "SELECT run_id, name, source, value, vtype, MAX(rowid), COUNT(*), "
-    "SUM(vtype IN ('int', 'float', 'bool')), COUNT(ctx_id), SUM(ctx_id), SUM(iteration) "
-    "FROM logs WHERE rowid > ? AND rowid <= ? GROUP BY run_id, name, source"
+    "WITH RECURSIVE lv_g AS (SELECT run_id, name, source, ctx_id, MAX(rowid) AS top, COUNT(*) AS n, "
+    "SUM(vtype IN ('int', 'float', 'bool')) AS numeric, COUNT(ctx_id) AS looped, SUM(ctx_id) AS ctx_sum, "
+    f"SUM(iteration) AS iteration_sum, MAX(IFNULL(iteration, 0) * {_PACK} + rowid - ?1) AS packed "
+    "FROM logs WHERE rowid > ?1 AND rowid <= ?2 GROUP BY run_id, name, source, ctx_id), "
+    + lastvalue.paths_ctes("SELECT DISTINCT run_id, ctx_id FROM lv_g WHERE ctx_id IS NOT NULL")
+    + "SELECT g.run_id, g.name, g.source, x.value, x.vtype, g.top, g.n, g.numeric, g.looped, g.ctx_sum, "
+    "g.iteration_sum, g.k FROM ("
+    "SELECT g.run_id, g.name, g.source, MAX(g.top) AS top, SUM(g.n) AS n, SUM(g.numeric) AS numeric, "
+    "SUM(g.looped) AS looped, SUM(g.ctx_sum) AS ctx_sum, SUM(g.iteration_sum) AS iteration_sum, "
+    f"MAX({lastvalue.order_key('g.ctx_id', f'g.packed / {_PACK}', f'g.packed % {_PACK} + ?1')}) AS k "
+    "FROM lv_g g LEFT JOIN lv_paths p ON p.run_id = g.run_id AND p.ctx_id = g.ctx_id "
+    "GROUP BY g.run_id, g.name, g.source"
+    f") g JOIN logs x ON x.rowid = {lastvalue.rowid_of_key('g.k')}"
 )
 
 
@@ -172,10 +189,14 @@ class ReadPool:
     def last_values_between(self, low: int, high: int) -> list[tuple]:
         """Per (run, name, source) of the log rows with ``low < rowid <= high``: ``(run_id, name,
         source, value, vtype, newest rowid, count, numeric count, count inside a loop, sum of
-        ctx_id, sum of iteration)``, value and vtype those of the newest row.
+        ctx_id, sum of iteration, order key)``, value and vtype those of the last value (the row
+        with the greatest order key, see lastvalue.py; a caller merging ranges keeps the greatest).
 
         SQLite groups by sorting, so a caller covering many rows reads several ranges (on several
         threads) and merges them: sorting many small ranges is faster than one big one."""
+        if high - low >= _PACK:  # never in practice: the packed (iteration, rowid) needs less
+            middle = low + _PACK - 1
+            return self.last_values_between(low, middle) + self.last_values_between(middle, high)
         return self.read(_LAST_VALUES, (low, high))
 
     def contexts(self, run_id: int) -> list[tuple]:
@@ -282,6 +303,29 @@ class ReadPool:
             (run_id, name),
         )
         return found[0][0] if found else None
+
+    def extracted_values_text(self, run_id: int, name: str, *, top: int | None = None,
+                              count: int | None = None) -> tuple:
+        """``(values, ctx_ids, iterations, count, run-level value)`` of the extracted numeric
+        values of ``name`` (``flor extract``): those logged inside a loop, the first three as
+        group_concat text, and the last stored one logged outside any loop (None if none).
+        ``top`` and ``count`` as for the ``recorded_*`` reads: the newest extracted row of the
+        name in the run and how many there are."""
+        if top is None or count is None:
+            rows = ("(SELECT ctx_id, iteration, value, vtype FROM logs WHERE run_id = ? AND name = ? "
+                    "AND source = 'extract' ORDER BY rowid)")
+            params: tuple = (run_id, name)
+        else:
+            # An extraction writes a run's values of a name together, so this stops soon.
+            rows = ("(SELECT * FROM (SELECT rowid AS r, ctx_id, iteration, value, vtype FROM logs WHERE rowid <= ? "
+                    "AND +run_id = ? AND +name = ? AND +source = 'extract' ORDER BY rowid DESC LIMIT ?) "
+                    "ORDER BY r)")
+            params = (top, run_id, name, count)
+        looped = self.read(
+            "SELECT group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), COUNT(*) "
+            f"FROM {rows} WHERE ctx_id IS NOT NULL AND {_NUMERIC}", params)[0]
+        run_level = self.read(f"SELECT value FROM {rows} WHERE ctx_id IS NULL AND {_NUMERIC}", params)
+        return (*looped, run_level[-1][0] if run_level else None)
 
     # -- loops ----------------------------------------------------------------------------------
 

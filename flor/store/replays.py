@@ -39,16 +39,20 @@ class ReplaysMixin:
                     contexts,
                 )
             if logs:
-                keys = list(dict.fromkeys((-1 if c is None else c, -1 if i is None else i, n) for c, i, n, _v, _t in logs))
-                cursor.executemany(
-                    f"DELETE FROM logs INDEXED BY logs_replay_once WHERE run_id = {rid} AND IFNULL(ctx_id, -1) = ? "
-                    "AND IFNULL(iteration, -1) = ? AND name = ? AND source = 'replay'",
-                    keys,
-                )
+                # Insert before deleting what they replace: new rows then take rowids above every
+                # existing one (SQLite reuses the rowids of deleted rows at the end of the table),
+                # so readers that follow the rowid, such as flor ui, see them.
+                before = cursor.execute("SELECT IFNULL(MAX(rowid), 0) FROM logs").fetchone()[0]
                 cursor.executemany(
                     f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
                     f"VALUES ({rid}, ?, ?, ?, ?, ?, 'replay')",
                     logs,
+                )
+                keys = list(dict.fromkeys((-1 if c is None else c, -1 if i is None else i, n) for c, i, n, _v, _t in logs))
+                cursor.executemany(
+                    f"DELETE FROM logs INDEXED BY logs_replay_once WHERE run_id = {rid} AND IFNULL(ctx_id, -1) = ? "
+                    f"AND IFNULL(iteration, -1) = ? AND name = ? AND source = 'replay' AND rowid <= {int(before)}",
+                    keys,
                 )
                 cursor.executemany(ADD_LOOSE_SQL, count_names(row[2] for row in logs).items())
             if drift:

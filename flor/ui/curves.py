@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..store import ReadPool
-from .data import RunsTable, _plain
+from .data import SOURCES, RunsTable, _plain
 from .downsample import min_max
 
 _CACHED_CURVES = 64
@@ -40,7 +40,7 @@ class Curve:
 
     x: np.ndarray
     y: np.ndarray
-    replayed: np.ndarray  # bool per point
+    source: np.ndarray  # per point, its index in SOURCES: record, replay or extract
     x_label: str
     run_level: object = None
 
@@ -100,7 +100,8 @@ class SeriesReader:
         pair = self.table.pair(run_id, name)
         key = None
         if pair is not None:
-            key = (run_id, name, pair.record_top, pair.record_count, pair.replay_top, pair.replay_count)
+            key = (run_id, name, pair.record_top, pair.record_count, pair.replay_top, pair.replay_count,
+                   pair.extract_top, pair.extract_count)
             with self._lock:
                 if key in self._cache:
                     self._cache.move_to_end(key)
@@ -133,18 +134,21 @@ class SeriesReader:
 
     def _read_curve(self, run_id: int, name: str, pair) -> Curve:
         x, y, loop, run_level = self._recorded(run_id, name, pair)
-        rx, ry, replay_loop = self._replayed(run_id, name, loop)
-        loop = loop or replay_loop
+        rx, ry, loop = self._replayed(run_id, name, loop)
         if run_level is None and not len(x):
             run_level = self.db.replayed_run_level_value(run_id, name)
-        x = np.concatenate([x, rx]).astype(float)
-        y = np.concatenate([y, ry]).astype(float)
-        replayed = np.concatenate([np.zeros(len(x) - len(rx), bool), np.ones(len(rx), bool)])
+        ex, ey, loop, extracted_level = self._extracted(run_id, name, loop, pair)
+        if run_level is None and not len(x) and not len(rx):
+            run_level = extracted_level
+        parts = [(x, y), (rx, ry), (ex, ey)]
+        source = np.concatenate([np.full(len(px), i, np.int8) for i, (px, _) in enumerate(parts)])
+        x = np.concatenate([px for px, _ in parts]).astype(float)
+        y = np.concatenate([py for _, py in parts]).astype(float)
         if len(x) > 1 and np.any(np.diff(x) < 0):
             order = np.argsort(x, kind="stable")
-            x, y, replayed = x[order], y[order], replayed[order]
+            x, y, source = x[order], y[order], source[order]
         label = loop.label if loop is not None and len(x) else "run"
-        return Curve(x, y, replayed, label, _plain(run_level))
+        return Curve(x, y, source, label, _plain(run_level))
 
     def _recorded(self, run_id: int, name: str, pair):
         """(x, y, loop, last run-level value) of the recorded values."""
@@ -199,9 +203,27 @@ class SeriesReader:
         loop = loop or self._loop(run_id, int(ctx[0]))
         return loop.x(ctx, iteration), _parse_floats(values_text, count), loop
 
+    def _extracted(self, run_id: int, name: str, loop: _Loop | None, pair):
+        """(x, y, loop, last run-level value) of the values ``flor extract`` read out of the
+        run's output."""
+        if pair is not None and not pair.extract_count:
+            return np.zeros(0), np.zeros(0), loop, None
+        bounds: dict = {} if pair is None else {"top": pair.extract_top, "count": pair.extract_count}
+        values_text, ctx_text, iteration_text, count, run_level = self.db.extracted_values_text(
+            run_id, name, **bounds)
+        if not count:
+            return np.zeros(0), np.zeros(0), loop, run_level
+        ctx, iteration = _parse_ints(ctx_text), _parse_ints(iteration_text)
+        # Lines printed in another loop than the logged values' (an epoch summary beside step
+        # losses) count along their own loop.
+        first = int(ctx[0])
+        own = loop if loop is not None and first in loop.ids else self._loop(run_id, first)
+        return own.x(ctx, iteration), _parse_floats(values_text, count), loop or own, run_level
+
     def series(self, run_id: int, name: str, points: int = 2000,
                xmin: float | None = None, xmax: float | None = None) -> dict:
-        """The recorded and replayed parts of a curve, each cut to [xmin, xmax] and downsampled.
+        """The recorded, replayed and extracted parts of a curve, each cut to [xmin, xmax] and
+        downsampled; ``last``: the run's last value of the name and its source (store/lastvalue.py).
 
         >>> SeriesReader(db, table).series(1, "loss", points=500, xmin=0, xmax=100)   # doctest: +SKIP
         """
@@ -209,7 +231,8 @@ class SeriesReader:
             raise UsageError("points must be between 2 and 100000")
         curve = self.curve(run_id, name)
         parts = []
-        for source, mask in (("record", ~curve.replayed), ("replay", curve.replayed)):
+        for index, source in enumerate(SOURCES):
+            mask = curve.source == index
             x, y = curve.x[mask], curve.y[mask]
             if not len(x):
                 continue
@@ -226,4 +249,7 @@ class SeriesReader:
                 "x": sx.tolist(),
                 "y": [v if math.isfinite(v) else None for v in sy.tolist()],
             })
-        return {"name": name, "x_label": curve.x_label, "parts": parts, "run_level": curve.run_level}
+        pair = self.table.pair(run_id, name)
+        value, source = (None, None) if pair is None else pair.last()
+        return {"name": name, "x_label": curve.x_label, "parts": parts, "run_level": curve.run_level,
+                "last": {"value": _plain(value), "source": source}}

@@ -21,7 +21,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import values
@@ -64,6 +64,9 @@ class _Run:
         return "killed" if process_gone(self.pid, self.host, self.heartbeat, now) else "running"
 
 
+SOURCES = ("record", "replay", "extract")
+
+
 @dataclass
 class _Pair:
     """What the table knows of one (run, logged name)."""
@@ -76,13 +79,19 @@ class _Pair:
     iteration_sum: int = 0    # that lets a chart skip reading them (see curves.py)
     replay_count: int = 0
     replay_top: int = 0
-    last_record: object = None
-    last_replay: object = None
+    extract_count: int = 0    # exact: an extraction replaces all of a run's values of the name
+    extract_top: int = 0
+    # source -> (order key, value) of its last value (store/lastvalue.py: the greatest key is the
+    # last value, whatever the source; the key orders by loop position, not by storage).
+    lasts: dict = field(default_factory=dict)
     numeric: bool = False
 
-    def last(self) -> object:
-        # A replayed value fills a name the run never recorded (hindsight logging).
-        return self.last_record if self.record_count else self.last_replay
+    def last(self) -> tuple[object, str | None]:
+        """(the run's last value of the name, its source): the one with the greatest order key."""
+        if not self.lasts:
+            return None, None
+        source = max(self.lasts, key=lambda s: self.lasts[s][0])
+        return self.lasts[source][1], source
 
 
 class RunsTable:
@@ -211,22 +220,25 @@ class RunsTable:
             if known is None:
                 merged[row[:3]] = [*row, row[5]]  # the last item: where the pair first showed up
                 continue
-            known[3:6] = row[3:6]  # a later slice holds the newer last value
+            if row[11] > known[11]:  # the greater order key holds the last value
+                known[3], known[4], known[11] = row[3], row[4], row[11]
+            known[5] = max(known[5], row[5])
             for i in range(6, 11):
                 known[i] = (known[i] or 0) + (row[i] or 0)
         # Columns in the order their names first showed up.
-        return [row[:11] for row in sorted(merged.values(), key=lambda row: row[11])]
+        return [row[:12] for row in sorted(merged.values(), key=lambda row: row[12])]
 
     def _read_new_logs(self, dirty: set[int]) -> None:
         top = self.db.max_log_rowid()
         if top <= self._log_cursor:
             return
         for row in self.db.last_values_between(self._log_cursor, top):
-            self._merge(*row)
+            self._merge(*row, fresh=True)
             dirty.add(row[0])
         self._log_cursor = top
 
-    def _merge(self, run_id, name, source, value, vtype, top, count, numeric, looped, ctx_sum, iteration_sum) -> None:
+    def _merge(self, run_id, name, source, value, vtype, top, count, numeric, looped, ctx_sum, iteration_sum, key,
+               fresh: bool = False) -> None:
         pair = self._pairs.setdefault(run_id, {}).get(name)
         if pair is None:
             pair = self._pairs[run_id][name] = _Pair()
@@ -236,12 +248,23 @@ class RunsTable:
             pair.looped_count += looped or 0
             pair.ctx_sum += ctx_sum or 0
             pair.iteration_sum += iteration_sum or 0
-            pair.record_top, pair.last_record = top, values.decode(value, vtype)
+            pair.record_top = top
+        elif source == "extract":
+            # Extracting again deletes the earlier values in the same transaction: rows that
+            # arrive after the first pass are all the run's values of the name.
+            if fresh:
+                pair.extract_count = 0
+                pair.lasts.pop(source, None)
+            pair.extract_count += count
+            pair.extract_top = top
         else:
-            # Replay rewrites its rows (INSERT OR REPLACE), so this count may run high; it only
-            # says that replayed values exist.
+            # Replay replaces the values of each context it stores again, so this count may run
+            # high (it only says that replayed values exist); the replacements have greater keys.
             pair.replay_count += count
-            pair.replay_top, pair.last_replay = top, values.decode(value, vtype)
+            pair.replay_top = top
+        known = pair.lasts.get(source)
+        if known is None or key > known[0]:
+            pair.lasts[source] = (key, values.decode(value, vtype))
         self._log_names.setdefault(name)
         if numeric:
             pair.numeric = True
@@ -255,7 +278,7 @@ class RunsTable:
             if self.loading:
                 return None
             pair = self._pairs.get(run_id, {}).get(name)
-            return None if pair is None else _Pair(**vars(pair))
+            return None if pair is None else _Pair(**{**vars(pair), "lasts": dict(pair.lasts)})
 
     def log_summary(self, run_id: int) -> list[dict] | None:
         """[{name, source, count, numeric}] of one run, or None while the first scan runs."""
@@ -263,8 +286,11 @@ class RunsTable:
             if self.loading:
                 return None
             out = []
-            for name, pair in sorted(self._pairs.get(run_id, {}).items(), key=lambda item: item[1].record_top or item[1].replay_top):
-                for source, count in (("record", pair.record_count), ("replay", pair.replay_count)):
+            pairs = sorted(self._pairs.get(run_id, {}).items(),
+                           key=lambda item: item[1].record_top or item[1].replay_top or item[1].extract_top)
+            for name, pair in pairs:
+                counts = (pair.record_count, pair.replay_count, pair.extract_count)
+                for source, count in zip(SOURCES, counts):
                     if count:
                         out.append({"name": name, "source": source, "count": count, "numeric": pair.numeric})
             return out
@@ -298,8 +324,9 @@ class RunsTable:
             return list(self._numeric_names)
 
     def rows(self) -> list[dict]:
-        """One dict per run, oldest first: column name -> plain value, plus '_run_id' and
-        '_recorded_status' (the status in the store, before a dead process shows as killed)."""
+        """One dict per run, oldest first: column name -> plain value, plus '_run_id',
+        '_recorded_status' (the status in the store, before a dead process shows as killed) and
+        '_sources' (log column -> 'replay' or 'extract' where the last value was not recorded)."""
         with self.lock:
             now = time.time()
             if self._rows is None:
@@ -348,12 +375,16 @@ class RunsTable:
         }
         args = self._args.get(run.run_id, {})
         pairs = self._pairs.get(run.run_id, {})
+        sources = row["_sources"] = {}
         for shown, kind, name in columns:
             if kind == "arg":
                 row[shown] = _plain(args.get(name))
             elif kind == "log":
                 pair = pairs.get(name)
-                row[shown] = None if pair is None else _plain(pair.last())
+                value, source = (None, None) if pair is None else pair.last()
+                row[shown] = _plain(value)
+                if source not in (None, "record"):
+                    sources[shown] = source
         return row
 
     def run_id(self, tstamp: str) -> int:

@@ -8,10 +8,14 @@ API (all GET, all JSON)::
 
     /api/version                          {version, runs, running, running_runs}; the page polls it
     /api/runs?where=&sort=&desc=&offset=&limit=
-                                          one page of the runs table, filtered and sorted
+                                          one page of the runs table, filtered and sorted; each
+                                          log column holds the run's last value (store/lastvalue.py),
+                                          `sources` per row the columns whose last value was
+                                          replayed or extracted
     /api/values?names=lr,accuracy&where=  chosen columns of every matching run (scatter view)
     /api/series?runs=T1,T2&name=loss&points=2000&xmin=&xmax=
-                                          curves, downsampled; replayed values apart
+                                          curves, downsampled; recorded, replayed and extracted
+                                          values apart; each run's last value and its source
     /api/runs/<tstamp>                    one run: args, status, error, logs, checkpoints
     /api/runs/<tstamp>/code               the script at the run's code version
     /api/runs/<tstamp>/output?grep=&stream=&limit=
@@ -246,6 +250,7 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
             "columns": [{"name": name, "kind": kind} for name, kind in columns],
             "metrics": table.metric_names(),
             "rows": [[row.get(name) for name in names] for row in page],
+            "sources": [row["_sources"] for row in page],
         })
 
     @app.get("/api/values")
@@ -277,7 +282,7 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         for tstamp in tstamps:
             curve = data.series.series(table.run_id(tstamp), name, points, xmin, xmax)
             label = label if curve["x_label"] == "run" else (label or curve["x_label"])
-            out.append({"run": tstamp, "parts": curve["parts"], "run_level": curve["run_level"]})
+            out.append({"run": tstamp, "parts": curve["parts"], "run_level": curve["run_level"], "last": curve["last"]})
         return _json({"name": name, "x_label": label or "iteration", "series": out, "version": table.version})
 
     @app.get("/api/runs/<path:tstamp>/code")

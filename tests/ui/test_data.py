@@ -89,3 +89,35 @@ def test_late_args_new_runs_and_name_clashes_appear_on_refresh(store):
         assert table.run_id("2026-01-02") == second
     finally:
         db.close()
+
+
+def test_last_values_follow_loop_position_as_replays_and_extractions_arrive(store):
+    # The runs table after its first pass reads only new rows: a replay over earlier epochs
+    # (stored after later ones) must not become the last value, and extracting again replaces
+    # the extracted values (store/lastvalue.py).
+    run_id = new_run(store, "2026-01-01T00:00:00")
+    store.write_batch(run_id, [(1, None, None, "epoch", 0.0, 1.0, 3)], [("loss", 1.0 - e / 10, 1, e) for e in range(3)])
+    store.write_replayed(run_id, [], [(1, 2, "val", 0.7, "float")])
+    db = ReadPool(store.path)
+    try:
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        assert table.rows()[0]["val"] == 0.7
+        store.write_replayed(run_id, [], [(1, 0, "val", 1.1, "float"), (1, 1, "val", 0.9, "float")])
+        store.write_extracted("acc", {run_id: [(1, e, 0.5 + e / 10, "float") for e in range(3)]})
+        table.refresh()
+        row = table.rows()[0]
+        assert row["val"] == 0.7 and row["_sources"] == {"val": "replay", "acc": "extract"}
+        assert row["acc"] == pytest.approx(0.7)
+        store.write_extracted("acc", {run_id: [(1, 0, 0.25, "float")]})  # a narrower pattern: one match
+        table.refresh()
+        assert table.rows()[0]["acc"] == 0.25 and table.pair(run_id, "acc").extract_count == 1
+        reader = SeriesReader(db, table)
+        parts = {part["source"]: part for part in reader.series(run_id, "val")["parts"]}
+        assert list(parts) == ["replay"] and parts["replay"]["x"] == [0, 1, 2]
+        assert reader.series(run_id, "val")["last"] == {"value": 0.7, "source": "replay"}
+        (part,) = reader.series(run_id, "acc")["parts"]
+        assert part["source"] == "extract" and part["y"] == [0.25]
+    finally:
+        db.close()

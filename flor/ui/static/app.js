@@ -13,7 +13,7 @@ const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#0a6b5b"
 
 const state = {
   where: "", sort: "tstamp", desc: true, offset: 0,
-  columns: [], metrics: [], rows: [], matched: 0, total: 0, version: -1,
+  columns: [], metrics: [], rows: [], sources: [], matched: 0, total: 0, version: -1,
   hidden: new Set(JSON.parse(localStorage.getItem("flor-ui-hidden") || "[]")),
   picked: new Map(),            // tstamp -> {row values by column name}
   metric: localStorage.getItem("flor-ui-metric") || "",
@@ -92,7 +92,7 @@ async function loadRuns() {
   }
   $("filter").classList.remove("bad");
   $("filter-error").hidden = true;
-  Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows,
+  Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows, sources: body.sources || [],
     matched: body.matched, total: body.total, version: body.version, loading: body.loading });
   // A large store: the server still reads the last logged values; ask again shortly.
   if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 700);
@@ -109,10 +109,16 @@ function visibleColumns() {
   return state.columns.map((c, i) => ({ ...c, index: i })).filter((c) => !state.hidden.has(c.name));
 }
 
-function rowObject(values) {
-  const object = {};
+function rowObject(values, sources) {
+  const object = { _sources: sources || {} };
   state.columns.forEach((c, i) => { object[c.name] = values[i]; });
   return object;
+}
+
+// A last value that replay or extract gave (not the run's own record) is marked and says so.
+function sourceMark(value, source) {
+  if (!source) return { class: "", title: value === null || value === undefined ? "" : String(value) };
+  return { class: ` src-${source}`, title: `${value} (${source === "extract" ? "extracted" : "replayed"})` };
 }
 
 function renderTable() {
@@ -127,23 +133,25 @@ function renderTable() {
   $("runs").tHead.replaceChildren(head);
   const tstampIndex = state.columns.findIndex((c) => c.name === "tstamp");
   const body = document.createDocumentFragment();
-  for (const values of state.rows) {
+  state.rows.forEach((values, rowIndex) => {
     const tstamp = values[tstampIndex];
+    const sources = state.sources[rowIndex] || {};
     const picked = state.picked.has(tstamp);
     const box = el("input", { type: "checkbox", class: "pick", title: "chart and compare this run" });
     box.checked = picked;
-    box.addEventListener("change", () => togglePick(tstamp, values, box.checked));
+    box.addEventListener("change", () => togglePick(tstamp, values, sources, box.checked));
     const cells = columns.map((c) => {
       const value = values[c.index];
       if (c.name === "tstamp") return el("td", {}, el("a", { href: "#run=" + encodeURIComponent(tstamp) }, tstamp));
       const text = formatValue(value, c.name);
+      const mark = sourceMark(value, sources[c.name]);
       return el("td", {
-        class: (typeof value === "number" ? "num" : "") + (c.name === "status" ? ` status-${value}` : ""),
-        title: value === null ? "" : String(value),
+        class: (typeof value === "number" ? "num" : "") + (c.name === "status" ? ` status-${value}` : "") + mark.class,
+        title: mark.title,
       }, text);
     });
     body.append(el("tr", { class: picked ? "picked" : "", dataset: { tstamp } }, el("td", {}, box), cells));
-  }
+  });
   $("runs").tBodies[0].replaceChildren(body);
   // For benchmarks/ui.py: when the first rows appeared, measured from navigation start.
   if (state.rows.length && !performance.getEntriesByName("flor-first-rows").length) performance.mark("flor-first-rows");
@@ -197,8 +205,8 @@ function setAllColumns(visible) {
 
 // -- selection and comparison --------------------------------------------------------------------
 
-function togglePick(tstamp, values, on) {
-  if (on) state.picked.set(tstamp, rowObject(values));
+function togglePick(tstamp, values, sources, on) {
+  if (on) state.picked.set(tstamp, rowObject(values, sources));
   else state.picked.delete(tstamp);
   for (const tr of $("runs").tBodies[0].rows) {
     if (tr.dataset.tstamp === tstamp) tr.classList.toggle("picked", on);
@@ -222,8 +230,10 @@ function renderCompare() {
     const cells = runs.map(([, row]) => row[name]);
     const differs = new Set(cells.map((v) => JSON.stringify(v))).size > 1;
     if (onlyDiff && !differs) continue;
-    rows.push(el("tr", {}, el("th", {}, name), cells.map((v) =>
-      el("td", { class: differs ? "differs" : "" }, formatValue(v, name)))));
+    rows.push(el("tr", {}, el("th", {}, name), cells.map((v, i) => {
+      const mark = sourceMark(v, runs[i][1]._sources && runs[i][1]._sources[name]);
+      return el("td", { class: (differs ? "differs" : "") + mark.class, title: mark.title }, formatValue(v, name));
+    })));
   }
   $("compare").replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
 }
@@ -278,29 +288,37 @@ async function drawChart(keepZoom) {
   if (request !== state.chartRequest) return;  // a newer request superseded this one
 
   const tables = [], series = [{ label: body.x_label }];
-  let points = 0, total = 0, inRange = 0, runLevel = [];
+  let points = 0, total = 0, inRange = 0, runLevel = [], lasts = [];
   for (const run of body.series) {
     for (const part of run.parts) {
       tables.push([part.x, part.y]);
       points += part.x.length;
       total += part.total;
       inRange += part.in_range;
-      const replay = part.source === "replay";
+      // Recorded solid, replayed dashed, extracted (read out of printed lines) dotted.
+      const replay = part.source === "replay", extract = part.source === "extract";
       series.push({
-        label: run.run + (replay ? " (replayed)" : ""),
-        stroke: colorOf(run.run), width: replay ? 2 : 1.5, dash: replay ? [6, 4] : undefined,
-        spanGaps: true, points: { show: replay && part.x.length < 200 },
+        label: run.run + (replay ? " (replayed)" : extract ? " (extracted)" : ""),
+        stroke: colorOf(run.run), width: replay || extract ? 2 : 1.5,
+        dash: replay ? [6, 4] : extract ? [2, 3] : undefined,
+        spanGaps: true, points: { show: (replay || extract) && part.x.length < 200 },
         value: (u, v) => (v === null || v === undefined ? "–" : formatValue(v)),
       });
     }
     if (run.run_level !== null && run.run_level !== undefined) runLevel.push(`${run.run}: ${formatValue(run.run_level)}`);
+    // The run's last value as the table shows it (at its last iteration), beside the legend.
+    if (run.last && run.last.value !== null && run.last.value !== undefined) {
+      lasts.push(`${run.run}: ${formatValue(run.last.value)}` +
+        (run.last.source === "record" ? "" : ` (${run.last.source === "extract" ? "extracted" : "replayed"})`));
+    }
   }
   const data = tables.length ? uPlot.join(tables) : [[]];
   $("chart-note").textContent = tables.length
     ? `${body.name} against ${body.x_label}: ${total.toLocaleString()} values, ${points.toLocaleString()} drawn` +
       (zoom ? `; ${inRange.toLocaleString()} in the zoomed range` : "") +
       (points < inRange ? " (min and max per bucket; zoom in for detail)" : "") +
-      (runLevel.length ? `. Logged once per run: ${runLevel.join(", ")}` : "")
+      (runLevel.length ? `. Logged once per run: ${runLevel.join(", ")}` : "") +
+      (lasts.length ? `. Last values: ${lasts.join(", ")}` : "")
     : `${body.name} is logged only once per run: ${runLevel.join(", ") || "no numeric values"}`;
 
   const sameShape = state.chart && state.chart.series.length === series.length &&
@@ -515,7 +533,7 @@ function outputSearch() {
 function chartFromRun(tstamp, name) {
   state.picked.clear();
   const index = state.rows.findIndex((r) => r[state.columns.findIndex((c) => c.name === "tstamp")] === tstamp);
-  state.picked.set(tstamp, index >= 0 ? rowObject(state.rows[index]) : { tstamp });
+  state.picked.set(tstamp, index >= 0 ? rowObject(state.rows[index], state.sources[index]) : { tstamp });
   state.metric = name;
   location.hash = "";
 }
