@@ -32,15 +32,16 @@ import ast
 import builtins
 import random
 import sys
+import textwrap
 from dataclasses import dataclass, field
 
 from ..errors import ReplayError
+from ..imported import imported
+from .propagation.syntax import training_call as trains
 from .propagation.text import indentation, string_rows
 
 WRAPPER = "__flor_observe__"
 BUFFER_COPY_BYTES = 64 << 20  # buffers copied before each statement, smallest first
-_TRAINING_CALLS = {"backward": "backward()", "step": "an optimizer or scheduler step()",
-                   "zero_grad": "zero_grad()"}
 
 
 class ObserverError(ReplayError):
@@ -51,25 +52,13 @@ class ObserverError(ReplayError):
 
 
 def training_call(text: str) -> str:
-    """What in a statement's text trains the run instead of observing it ('' when nothing does):
-    a call of ``.backward()``, ``.step()`` or ``.zero_grad()``."""
+    """What in a placed statement's text trains the run instead of observing it ('' when nothing
+    does): ``.backward()``, ``.step()``, ``.zero_grad()``, gradient clipping."""
     try:
-        tree = ast.parse(text.strip("\n") if not text[:1].isspace() else _dedent(text))
+        tree = ast.parse(textwrap.dedent(text))
     except SyntaxError:
         return ""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name in _TRAINING_CALLS:
-                return f"`{ast.unparse(node)}` ({_TRAINING_CALLS[name]})"
-    return ""
-
-
-def _dedent(text: str) -> str:
-    import textwrap
-
-    return textwrap.dedent(text)
+    return trains(tree)
 
 
 @dataclass
@@ -212,9 +201,9 @@ class Observer:
         frame = sys._getframe(1)
         self.effects.calls += 1
         self._python = random.getstate()
-        numpy = sys.modules.get("numpy")
-        self._numpy = numpy.random.get_state() if numpy is not None and hasattr(numpy, "random") else None
-        torch = sys.modules.get("torch")
+        numpy = imported("numpy")
+        self._numpy = numpy.random.get_state() if numpy is not None else None
+        torch = imported("torch")
         self._torch_mod = torch if torch is not None and hasattr(torch, "get_rng_state") else None
         self._torch = self._cuda = None
         if self._torch_mod is not None:
@@ -237,7 +226,7 @@ class Observer:
             effects.drew.add("python")
             random.setstate(self._python)
         if self._numpy is not None:
-            numpy = sys.modules["numpy"]
+            numpy = imported("numpy")
             now = numpy.random.get_state()
             if now[2] != self._numpy[2] or not numpy.array_equal(now[1], self._numpy[1]):
                 effects.drew.add("numpy")

@@ -14,7 +14,7 @@ from .placement import Placer
 from .renaming import Votes
 from .results import NewStatement, Placement
 from .scopes import statement_names
-from .syntax import SCOPE_TYPES, header_nodes
+from .syntax import SCOPE_TYPES, header_nodes, training_call
 from .trees import Node, Tree
 
 DEFAULT_THRESHOLD = 0.7
@@ -146,8 +146,8 @@ class Propagator:
         function or class and holds no flor.log or flor.loop: a line a user added to compute a value."""
         if node in self.matching.t2o or not isinstance(node.node, ast.stmt) or isinstance(node.node, SCOPE_TYPES):
             return False
-        if node.logs or any(d in self.matching.t2o for d in node.descendants()):
-            return False
+        if node.logs or any(d in self.matching.t2o for d in node.descendants()) or training_call(node.node):
+            return False  # a line that trains (clips gradients, steps) is training code, not observation
         return not any(isinstance(x, ast.Call) and is_flor_call(x, "loop", self.today.flor) for x in ast.walk(node.node))
 
     def _is_new_block(self, node: Node) -> bool:

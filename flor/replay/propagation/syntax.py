@@ -17,6 +17,23 @@ SCOPE_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 KIND = {"AsyncFor": "For", "AsyncWith": "With", "AsyncFunctionDef": "FunctionDef", "TryStar": "Try"}
 
 
+# Calls that train the run rather than observe it: a hindsight statement never makes them.
+TRAINING_CALLS = {"backward": "backward()", "step": "an optimizer or scheduler step()", "zero_grad": "zero_grad()",
+                  "clip_grad_norm_": "gradient clipping", "clip_grad_value_": "gradient clipping"}
+
+
+def training_call(node: ast.AST) -> str:
+    """The first call under ``node`` that trains the run (see ``TRAINING_CALLS``), described for a
+    reason; '' when there is none."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            func = sub.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in TRAINING_CALLS:
+                return f"`{ast.unparse(sub)}` ({TRAINING_CALLS[name]})"
+    return ""
+
+
 def is_self(node: ast.AST) -> bool:
     """``self``, the name."""
     return isinstance(node, ast.Name) and node.id == "self"
