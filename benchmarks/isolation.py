@@ -1,0 +1,99 @@
+"""What observer isolation costs (issue 24): a step-level replay of the standard workload with the
+placed statement run as an isolated observer, against the same replay with isolation off
+(``FLOR_REPLAY_ISOLATE=0``).
+
+The standard workload (``workloads.STANDARD``, fewer epochs) is recorded once with flor's default
+checkpoint policy. A step-level statement that perturbs nothing (``flor.log("w0_norm", ...)``, so
+both replays are exact and store the same values) is replayed with ``--force``, alternately with
+and without isolation; whole ``flor replay`` processes, timed by the parent; paired ratios. A
+second statement, a forward pass at every step, is replayed with isolation, to show what a statement
+that does real work costs next to the observer.
+
+    python benchmarks/isolation.py [--reps 5] [--epochs 3] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _results import fmt_range, machine, write_section  # noqa: E402
+from workloads import STANDARD, child_env, flor_cli, flor_python, make_repo, run_command, run_script, script  # noqa: E402
+
+SECTION = "isolation"
+PURE = 'flor.log("w0_norm", net[0].weight.norm().item())'
+FORWARD = 'flor.log("train_acc", (net(inputs).argmax(1) == targets).float().mean().item())'
+
+
+def log(message: str) -> None:
+    print(f"[isolation {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    workload = replace(STANDARD, epochs=args.epochs)
+    with tempfile.TemporaryDirectory(prefix="flor-iso-bench-") as tmp:
+        repo = make_repo(Path(tmp), "standard", {"train.py": script(workload, "flor")})
+        recorded = run_script(flor_python(), "train.py", repo, env=child_env())
+        log(f"recorded in {recorded.wall_s:.1f} s")
+        (repo / "train.py").write_text(script(workload, "flor", step_stmt=f"{PURE}\n            {FORWARD}"))
+        times: dict[str, list[float]] = {"isolated": [], "bare": [], "forward": []}
+        for rep in range(args.reps):
+            order = ("isolated", "bare") if rep % 2 == 0 else ("bare", "isolated")
+            for kind in order:
+                env = child_env(FLOR_REPLAY_ISOLATE="1" if kind == "isolated" else "0")
+                wall, _, text = run_command([*flor_cli(), "replay", "w0_norm", "--force"], repo, env=env)
+                if "DRIFTED" in text or "done: w0_norm" not in text:
+                    raise SystemExit(f"{kind} replay did not finish exactly:\n{text[-3000:]}")
+                times[kind].append(wall)
+            wall, _, text = run_command([*flor_cli(), "replay", "train_acc", "--force"], repo, env=child_env())
+            if "DRIFTED" in text or "done: train_acc" not in text:
+                raise SystemExit(f"forward-pass replay did not finish exactly:\n{text[-3000:]}")
+            times["forward"].append(wall)
+            log(f"rep {rep + 1}: isolated {times['isolated'][-1]:.1f} s, bare {times['bare'][-1]:.1f} s, "
+                f"forward {times['forward'][-1]:.1f} s")
+    ratios = [i / b for i, b in zip(times["isolated"], times["bare"])]
+    steps = workload.steps * workload.epochs
+    per_call = [(i - b) / steps * 1e6 for i, b in zip(times["isolated"], times["bare"])]
+    lines = [
+        "## Observer isolation (issue 24)",
+        "",
+        f"Command: `python benchmarks/isolation.py --reps {args.reps} --epochs {args.epochs}` "
+        f"({(time.perf_counter() - started) / 60:.1f} min). {machine()}. {workload.describe()}, recorded once "
+        f"({recorded.wall_s:.1f} s) with the default checkpoint policy; a step-level statement that changes nothing "
+        f"(`{PURE}`) replayed with `--force`, {args.reps} times with isolation and {args.reps} times without "
+        "(`FLOR_REPLAY_ISOLATE=0`), alternately; whole `flor replay` processes at the machine's default threads.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| replay with isolation, s | {fmt_range(times['isolated'], digits=2)} |",
+        f"| replay without isolation, s | {fmt_range(times['bare'], digits=2)} |",
+        f"| with / without (paired) | {fmt_range(ratios, digits=3)} |",
+        f"| difference per isolated statement ({steps} per replay), µs | {fmt_range(per_call, digits=0)} |",
+        f"| a forward pass in train mode (`{FORWARD}`), isolated, s | {fmt_range(times['forward'], digits=2)} |",
+        "",
+        f"Target: isolation adds at most 5 % to a step-level replay; median {100 * (statistics.median(ratios) - 1):+.1f} %. "
+        "The forward-pass row shows a statement that does real work at every step, for scale.",
+    ]
+    section = "\n".join(lines)
+    if not args.no_write:
+        write_section(SECTION, section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
