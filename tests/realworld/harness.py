@@ -215,9 +215,10 @@ class Recording:
     recorded: Path
     fresh: Path
     _reference: subprocess.Popen | None = None
+    _done: subprocess.CompletedProcess | None = None  # how the fresh run ended
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # e_* questions call helpers that other questions log in, so each has a fresh run of its own.
-    alone: dict = field(default_factory=dict)  # qid -> [folder, its running fresh run or None]
+    alone: dict = field(default_factory=dict)  # qid -> [folder, its fresh run: running, then how it ended]
 
     def reference_for(self, question: Question) -> Path:
         """The database of the fresh run that holds ``question``'s true values."""
@@ -225,9 +226,9 @@ class Recording:
             return self.reference_db()
         with self._lock:
             folder, process = self.alone[question.qid]
-            if process is not None:
-                self.alone[question.qid][1] = None
-                _must(finish(process), f"{question.id}: fresh run of its statement alone")
+            if isinstance(process, subprocess.Popen):
+                self.alone[question.qid][1] = finish(process)
+            _must(self.alone[question.qid][1], f"{question.id}: fresh run of its statement alone")
         return folder / ".flor" / "flor.db"
 
     def reference_db(self) -> Path:
@@ -252,13 +253,15 @@ class Recording:
                     source = (self.case.folder / SCRIPT).read_text()
                     _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared)))
                     done = finish(start(self.fresh, SCRIPT, *self.case.argv))
-                _must(done, f"{self.case.name}: fresh run with every statement")
+                self._done = done
+            # Every question of the case fails when the fresh run did, not only the first to ask.
+            _must(self._done, f"{self.case.name}: fresh run with every statement")
         return self.fresh / ".flor" / "flor.db"
 
     def stop(self) -> None:
         """End the fresh run if no question waited for it (a failed check)."""
         for process in [self._reference] + [entry[1] for entry in self.alone.values()]:
-            if process is not None and process.poll() is None:
+            if isinstance(process, subprocess.Popen) and process.poll() is None:
                 process.kill()
                 process.wait()
 

@@ -50,8 +50,13 @@ def observed():
         yield
     random.setstate(py)
     numpy.random.set_state(np_state)
-    for module, state in zip(roots, states):
-        module.load_state_dict(state)
+    with torch.no_grad():
+        for module, state in zip(roots, states):
+            # Only what changed is copied back: a load_state_dict would bump every parameter's
+            # version and break the backward of a loss computed before the statement.
+            for key, value in module.state_dict(keep_vars=True).items():
+                if isinstance(value, torch.Tensor) and not torch.equal(value, state[key]):
+                    value.copy_(state[key])
     for module, training in modes:
         module.training = training
     for g, state in generators:
