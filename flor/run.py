@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from itertools import islice
 from pathlib import Path
@@ -35,6 +36,26 @@ FLUSH_INTERVAL_S = 1.0
 _NEVER = object()  # a sentinel no queue holds
 SNAPSHOT_WAIT_S = 30.0
 MAX_EXCLUDED_LISTED = 200  # entries of what the snapshot left out, kept with the run
+
+# Every Run of this process, so that a forked child can drop them (see _drop_runs_in_child).
+_runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
+
+
+def _drop_runs_in_child() -> None:
+    """In a child made by ``os.fork()``: the runs belong to the parent. The child must never
+    flush them (its copy of the queues holds values the parent writes too), never end them (the
+    run is the parent's), and never take their store lock (the fork may have copied it held by
+    a thread that does not exist here). Values it logs go nowhere."""
+    for run in list(_runs):
+        run.forked = True
+        run.ended = True
+        run.managers = []
+        run.capture = None
+        run.store = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_runs_in_child)
 
 
 def script_identity() -> tuple[Path, str]:
@@ -107,6 +128,8 @@ class Run:
         self.identity = script_identity()
         self.killed_by: str | None = None
         self._flush_error_reported = False
+        self.forked = False  # a copy of the parent's run in a forked child: never written
+        _runs.add(self)
 
     # -- args -------------------------------------------------------------------------------
 
@@ -345,6 +368,8 @@ class Run:
 
     def flush(self, final: bool = False) -> None:
         """Write what was logged since the last flush; keep it in memory if the write fails."""
+        if self.forked:
+            return  # the parent's run (see _drop_runs_in_child)
         # The store's lock: the checkpoint writer's thread shares the connection.
         with self.store.lock:
             # Items first: an item marked done here has its values in this batch or an earlier one.

@@ -448,7 +448,7 @@ class Session:
                     item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
                     return
                 selected = remaining
-        independent = self._independent(layout, item_keys, places)
+        independent = self._independent(layout, item_keys, places, run)
         if strategy == "reexec" and not checkpoints and independent:
             # Items that share no state: each replayed alone, split across the workers.
             item.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
@@ -490,15 +490,38 @@ class Session:
                     found[str(parsed[0][1])] = iteration
         return found
 
-    @staticmethod
-    def _independent(layout, item_keys: dict, places: set[str]) -> bool:
-        """A keyed outer loop whose iterations share no state (``independence``), with the new
-        statements inside it (code after the loop needs every iteration's state)."""
+    def _independent(self, layout, item_keys: dict, places: set[str], run: RunRow) -> bool:
+        """A keyed outer loop whose iterations share no state (``independence``, following the
+        helpers of the run's own code version), with the new statements inside it (code after
+        the loop needs every iteration's state)."""
         from .independence import carried
 
         if not item_keys or layout.outer is None or AFTER in places:
             return False
-        return not carried(layout.outer, layout.tree)
+        return not carried(layout.outer, layout.tree, self._module_reader(run))
+
+    def _module_reader(self, run: RunRow):
+        """dotted module name -> its syntax tree in the run's code version (None: not the
+        project's), looked up beside the script and at the project's root."""
+        import ast
+        import posixpath
+
+        folder = posixpath.dirname(run.filename)
+        listed: list[set[str]] = []
+
+        def read(dotted: str):
+            if not listed:  # read once, and only when the body calls an imported helper
+                listed.append(set(self.repo.tree_files(run.code_commit)) if run.code_commit else set())
+            files = listed[0]
+            rel = dotted.replace(".", "/")
+            for candidate in (posixpath.join(folder, rel + ".py"), posixpath.join(folder, rel, "__init__.py"),
+                              rel + ".py", posixpath.join(rel, "__init__.py")):
+                candidate = posixpath.normpath(candidate)
+                if candidate in files:
+                    return ast.parse(self.repo.read_file(run.code_commit, candidate))
+            return None
+
+        return read
 
     def _reached(self, item: RunReplay, layout, placement, records: RunRecords, outer_name: str, total: int,
                  selected: list[int] | None) -> list[int] | None:
