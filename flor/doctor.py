@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
+from .paths import ProjectPaths
 from .processes import pid_alive
 from .checkpoints.restore import unexpected_pickles
 from .store import DERIVED_TABLES, SEED_LOG_NAMES, TABLES, Store
@@ -97,10 +98,32 @@ def _rel(path: Path, root: Path) -> str:
 # -- the database -----------------------------------------------------------------------------
 
 
-def _database_state(db: Path) -> tuple[str | None, list[str]]:
-    """(what is wrong with the database file or None, tables of the schema that are missing)."""
+def _access_problem(path: Path, root: Path) -> tuple[str, str] | None:
+    """``("unreadable" | "read-only", what)`` when flor cannot read or write the file as it needs
+    to. Neither is damage: the file may be whole, so a repair must never treat it as corrupt."""
+    if path.is_dir():
+        return "unreadable", "is a directory, not a file"
     try:
-        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        with open(path, "rb") as handle:
+            handle.read(100)
+    except OSError as exc:
+        return "unreadable", f"cannot be read ({exc.strerror or exc})"
+    for target in (path, path.parent):
+        try:
+            read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY) or not os.access(target, os.W_OK)
+        except OSError:
+            read_only = False
+        if read_only:
+            which = "" if target == path else f" (its folder {_rel(target, root)})"
+            return "read-only", f"is read-only{which}"
+    return None
+
+
+def _database_state(db: Path, read_only: bool = False) -> tuple[str | None, list[str]]:
+    """(what is wrong with the database file or None, tables of the schema that are missing).
+    ``read_only``: the file cannot be written, so it is read as immutable (no -shm to make)."""
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro" + ("&immutable=1" if read_only else ""), uri=True, timeout=30)
     except sqlite3.Error as exc:
         return f"cannot be opened ({exc})", []
     try:
@@ -382,6 +405,20 @@ def _create_missing_tables(db: Path) -> None:
 def _check_database(report: Report, db: Path, repair: bool) -> bool:
     """Check (and repair) the database; True when it can be used afterwards."""
     root = report.root
+    access = _access_problem(db, root)
+    if access is not None:
+        kind, what = access
+        if kind == "unreadable":
+            report.add(f"the database {_rel(db, root)} {what}; this is not damage, and nothing was changed",
+                       "fix its permissions (or put the file back), then run `flor doctor` again; "
+                       "`--repair` changes nothing while it cannot be read")
+            return False
+        wrong, _missing = _database_state(db, read_only=True)
+        state = f"; SQLite's check says it {wrong}" if wrong else "; it reads whole"
+        report.add(f"the database {_rel(db, root)} {what}{state}; nothing was changed",
+                   "make it writable (permissions, or the mount), then run `flor doctor` again; "
+                   "`--repair` changes nothing while it is read-only")
+        return False
     wrong, missing = _database_state(db)
     if wrong is not None:
         problem = report.add(
@@ -428,25 +465,30 @@ def _check_database(report: Report, db: Path, repair: bool) -> bool:
 # -- checkpoints ------------------------------------------------------------------------------
 
 
-def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | None],
-                     pickled: list[str] | None = None) -> str | None:
-    """What is wrong with one checkpoint, or None. ``verified`` caches per-blob answers;
-    ``pickled``: the objects the store recorded as pickled in it."""
+MISSING, DAMAGED, UNREADABLE = "missing", "damaged", "unreadable"
+
+
+def _local_state(flor_dir: Path, location: str, verified: dict, pickled: list[str] | None = None,
+                 sha256: str | None = None) -> tuple[str, str] | None:
+    """``(kind, what)`` is wrong with one checkpoint's files in ``.flor/``, or None. ``kind``:
+    MISSING (a file is not there), DAMAGED (corrupt, edited, swapped), UNREADABLE (there but
+    cannot be read: permissions, a folder in its place; never a reason to unlist). ``verified``
+    caches per-blob answers; ``pickled``: the objects the store recorded as pickled in it;
+    ``sha256``: of the manifest's bytes, as the store kept it."""
     path = flor_dir / location
     try:
-        manifest = json.loads(path.read_text())
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return MISSING, f"its manifest {path.name} is missing"
     except OSError as exc:
-        return f"its manifest {path.name} cannot be read ({exc.strerror})"
-    except ValueError as exc:
-        return f"its manifest {path.name} is not valid JSON ({exc})"
-    blobs = manifest.get("blobs") if isinstance(manifest, dict) else None
-    if not isinstance(blobs, list) or "objects" not in manifest:
-        return f"its manifest {path.name} lacks the list of objects"
-    unexpected = unexpected_pickles(manifest, pickled)
-    if unexpected:
-        return (f"its manifest holds pickled code the run did not record ({', '.join(unexpected)}): it may have been "
-                "tampered with; do not load it with trusted=True")
-    for digest in blobs:
+        return UNREADABLE, f"its manifest {path.name} cannot be read ({exc.strerror or exc})"
+    wrong = _manifest_content(data, pickled)
+    if wrong:
+        return DAMAGED, f"its manifest {path.name} {wrong}"
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        return DAMAGED, (f"its manifest {path.name} is not the one written (its sha256 differs from the store's): "
+                         "it was edited or swapped")
+    for digest in json.loads(data)["blobs"]:
         if digest not in verified:
             blob = flor_dir / "objects" / str(digest)
             try:
@@ -454,34 +496,187 @@ def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | No
                 with open(blob, "rb") as handle:
                     for piece in iter(lambda: handle.read(1 << 22), b""):
                         sha.update(piece)
-                verified[digest] = None if sha.hexdigest() == digest else f"object {digest[:12]} is corrupt (sha256 differs)"
-            except OSError:
-                verified[digest] = f"object {digest[:12]} is missing"
+                verified[digest] = None if sha.hexdigest() == digest else (DAMAGED, f"object {digest[:12]} is corrupt (sha256 differs)")
+            except FileNotFoundError:
+                verified[digest] = (MISSING, f"object {digest[:12]} is missing")
+            except OSError as exc:
+                verified[digest] = (UNREADABLE, f"object {digest[:12]} cannot be read ({exc.strerror or exc})")
         if verified[digest]:
             return verified[digest]
     return None
 
 
+def _manifest_content(data: bytes, pickled: list[str] | None) -> str | None:
+    """What is wrong with a manifest's text (not JSON, no list of objects, smuggled pickles)."""
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        return f"is not valid JSON ({exc})"
+    blobs = manifest.get("blobs") if isinstance(manifest, dict) else None
+    if not isinstance(blobs, list) or "objects" not in manifest:
+        return "lacks the list of objects"
+    unexpected = unexpected_pickles(manifest, pickled)
+    if unexpected:
+        return (f"holds pickled code the run did not record ({', '.join(unexpected)}): it may have been "
+                "tampered with; do not load it with trusted=True")
+    return None
+
+
+def _verify_manifest(flor_dir: Path, location: str, verified: dict, pickled: list[str] | None = None,
+                     sha256: str | None = None) -> str | None:
+    """What is wrong with one checkpoint in ``.flor/``, or None (see :func:`_local_state`)."""
+    state = _local_state(flor_dir, location, verified, pickled, sha256)
+    return None if state is None else state[1]
+
+
+def _remote_state(remote, location: str, verified: dict, pickled: list[str] | None = None,
+                  sha256: str | None = None) -> str | None:
+    """What is wrong with one checkpoint's copy in the checkpoint store, or None (arrays
+    downloaded and hashed, as a replay on another machine would). An unreachable store raises
+    CheckpointError: that is not an answer about the checkpoint."""
+    data = remote.fetch(location)
+    if data is None:
+        return "its manifest is not there"
+    wrong = _manifest_content(data, pickled)
+    if wrong:
+        return f"its manifest {wrong}"
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        return "its manifest is not the one written (its sha256 differs from the store's): it was edited or swapped"
+    for digest in json.loads(data)["blobs"]:
+        if digest not in verified:
+            blob = remote.fetch(f"objects/{digest}")
+            verified[digest] = (f"object {digest[:12]} is missing" if blob is None else None
+                                if hashlib.sha256(blob).hexdigest() == digest else f"object {digest[:12]} is corrupt (sha256 differs)")
+        if verified[digest]:
+            return verified[digest]
+    return None
+
+
+def _keep_rows(flor_dir: Path, store: Store, keys: list[tuple]) -> Path:
+    """Write the rows of checkpoints about to be unlisted to ``.flor/doctor/unlisted-<time>.json``
+    (a repair keeps what it removes; ``flor doctor --repair`` can list them again from there)."""
+    folder = flor_dir / "doctor"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"unlisted-{_stamp()}-{os.getpid()}.json"
+    target.write_text(json.dumps(store.checkpoint_rows(keys), indent=1))
+    return target
+
+
+def _move_local_aside(flor_dir: Path, location: str, verified: dict) -> list[str]:
+    """Move a checkpoint's damaged local files to ``.flor/doctor/`` (reads then go to the
+    checkpoint store, whose copy is whole); the paths they were moved to."""
+    folder = flor_dir / "doctor"
+    moved = []
+    candidates = [flor_dir / location]
+    candidates += [flor_dir / "objects" / d for d, wrong in verified.items() if wrong and wrong[0] == DAMAGED]
+    for path in candidates:
+        if path.is_file():
+            target = folder / f"{path.relative_to(flor_dir)}.{_stamp()}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved.append(str(target.relative_to(flor_dir)))
+    return moved
+
+
+def _remote_for_doctor(report: Report):
+    """(the checkpoint store or None, why it cannot be reached or None)."""
+    from .checkpoints.remote import remote_store
+    from . import settings
+
+    try:
+        remote = remote_store()
+    except FlorError as exc:
+        report.add(f"the checkpoint store cannot be used ({exc})",
+                   "install what it needs or fix FLOR_CHECKPOINT_STORE; nothing is unlisted until its copies can be checked")
+        return None, str(exc)
+    if remote is None:
+        return None, None
+    return remote, remote.check(settings.store_check_s())
+
+
 def _check_checkpoints(report: Report, store: Store, flor_dir: Path, repair: bool, relist: bool) -> None:
-    rows = store.all_checkpoints()
-    verified: dict[str, str | None] = {}
-    bad = []
-    for run_id, iteration, point, location, tstamp, pickled in rows:
-        wrong = _verify_manifest(flor_dir, location, verified, pickled)
-        if wrong:
-            who = tstamp or f"#{run_id}"
-            problem = report.add(
-                f"checkpoint .flor/{location} (run {who}, iteration {iteration}): {wrong}",
-                "run `flor doctor --repair` to unlist it (its files are kept); replay then starts from an earlier checkpoint",
-            )
-            bad.append((problem, (run_id, iteration, point)))
-    if repair and bad:
-        store.unlist_checkpoints([key for _, key in bad])
-        for problem, _ in bad:
+    """Every listed checkpoint, in ``.flor/`` and (with FLOR_CHECKPOINT_STORE) in the store. A
+    checkpoint is unlisted only where neither copy is whole and both could be checked."""
+    remote, unreachable = _remote_for_doctor(report)
+    if remote is None and unreachable is not None:
+        remote = False  # configured but unusable: said above
+    url = remote.url if remote else "FLOR_CHECKPOINT_STORE"
+    verified: dict = {}
+    far_verified: dict = {}
+    unlist: list[tuple] = []
+    only_remote = 0
+    if remote and unreachable:
+        report.add(f"the checkpoint store {url} does not answer ({unreachable}); checkpoints whose copy is only "
+                   "there were not checked, and nothing is unlisted or uploaded",
+                   "run `flor doctor` again when the store answers (endpoint, credentials)")
+    for run_id, iteration, point, location, tstamp, pickled, sha, uploaded in store.all_checkpoints():
+        key = (run_id, iteration, point)
+        name = f"checkpoint .flor/{location} (run {tstamp or f'#{run_id}'}, iteration {iteration})"
+        local = _local_state(flor_dir, location, verified, pickled, sha)
+        if local is not None and local[0] == UNREADABLE:
+            report.add(f"{name}: {local[1]}; this is not damage, and it stays listed",
+                       "fix the file's permissions, then run `flor doctor` again; `--repair` leaves it alone")
+            continue
+        if remote is None:
+            if local:
+                unlist.append((report.add(f"{name}: {local[1]}", "run `flor doctor --repair` to unlist it (its files "
+                                          "and its row are kept); replay then starts from an earlier checkpoint"), key))
+            continue
+        if remote is False or unreachable:
+            continue  # said once above
+        try:
+            far = _remote_state(remote, location, far_verified, pickled, sha)
+        except FlorError as exc:
+            report.add(f"{name}: its copy in {url} cannot be checked ({exc}); not unlisted",
+                       "run `flor doctor` again when the store answers")
+            continue
+        if local is None and far is None:
+            if uploaded == 0 and repair:
+                store.mark_uploaded(*key)  # a run that ended before the upload's mark was written
+            continue
+        if local is None:
+            problem = report.add(f"{name}: {'it was not uploaded to ' + url if uploaded == 0 and far.startswith('its manifest is not there') else 'its copy in ' + url + ': ' + far}",
+                                 "run `flor doctor --repair` to upload it from .flor/")
+            if repair:
+                stamp = _stamp()
+                kept = [remote.keep_aside(location, stamp)] if not far.startswith("its manifest is not there") else []
+                damaged = frozenset(d for d, wrong in far_verified.items() if wrong and "corrupt" in wrong)
+                kept += [remote.keep_aside(f"objects/{d}", stamp) for d in sorted(damaged)]
+                remote.upload_written(flor_dir, location, replace=damaged)
+                for digest in damaged:
+                    far_verified[digest] = None
+                store.mark_uploaded(*key)
+                problem.repaired = True
+                kept = [k for k in kept if k]
+                problem.note = "uploaded again from .flor/" + (f" (what it replaced is kept at {', '.join(kept)})" if kept else "")
+            continue
+        if far is None:
+            if local[0] == MISSING:
+                only_remote += 1  # local copies deleted to save space: the store's copy serves reads
+                continue
+            problem = report.add(f"{name}: {local[1]}; its copy in {url} is whole",
+                                 "run `flor doctor --repair` to move the damaged local files aside (kept under "
+                                 ".flor/doctor/); reads then use the copy in the store")
+            if repair:
+                moved = _move_local_aside(flor_dir, location, verified)
+                problem.repaired = True
+                problem.note = f"moved aside to .flor/{', .flor/'.join(moved)}" if moved else "nothing local to move"
+            continue
+        unlist.append((report.add(f"{name}: {local[1]}; its copy in {url}: {far}",
+                                  "run `flor doctor --repair` to unlist it (its files and its row are kept); "
+                                  "replay then starts from an earlier checkpoint"), key))
+    if only_remote:
+        report.notes.append(f"{only_remote} checkpoint(s) are only in {url} (no local copy): replay reads them from there")
+    if repair and unlist:
+        kept = _keep_rows(flor_dir, store, [key for _, key in unlist])
+        store.unlist_checkpoints([key for _, key in unlist])
+        for problem, _ in unlist:
             problem.repaired = True
-            problem.note = "unlisted; its files are kept"
+            problem.note = f"unlisted; its files are kept, and its row in .flor/{kept.relative_to(flor_dir)}"
     if relist:
         _relist_manifests(report, store, flor_dir, verified)
+    if remote and not unreachable:
+        _relist_from_remote(report, store, flor_dir, remote, repair)
 
 
 def _relist_manifests(report: Report, store: Store, flor_dir: Path, verified: dict) -> None:
@@ -493,17 +688,73 @@ def _relist_manifests(report: Report, store: Store, flor_dir: Path, verified: di
     for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
         location = str(path.relative_to(flor_dir))
         try:
-            manifest = json.loads(path.read_text())
+            data = path.read_bytes()
+            manifest = json.loads(data)
             key = (int(manifest["run_id"]), int(manifest["iteration"]), str(manifest["point"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if key in listed or key[0] not in runs or _verify_manifest(flor_dir, location, verified):
             continue
         size = int(manifest.get("bytes", 0))
-        rows.append((*key, location, size, size, None, None, float(manifest.get("created", time.time()))))
+        rows.append((*key, location, size, size, None, None, float(manifest.get("created", time.time())),
+                     hashlib.sha256(data).hexdigest(), None))
     if rows:
         store.relist_checkpoints(rows)
         report.notes.append(f"listed again {len(rows)} intact checkpoint(s) found on disk")
+
+
+def _kept_digests(flor_dir: Path) -> dict[tuple, str]:
+    """(run_id, iteration, point) -> the manifest sha256 of rows an earlier repair unlisted."""
+    kept: dict[tuple, str] = {}
+    for path in sorted((flor_dir / "doctor").glob("unlisted-*.json")) if (flor_dir / "doctor").is_dir() else []:
+        try:
+            for row in json.loads(path.read_text()):
+                if row.get("manifest_sha256"):
+                    kept[(row["run_id"], row["iteration"], row["point"])] = row["manifest_sha256"]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return kept
+
+
+def _relist_from_remote(report: Report, store: Store, flor_dir: Path, remote, repair: bool) -> None:
+    """List again the whole checkpoints the checkpoint store holds for listed runs that lost
+    their row (an earlier repair that unlisted checkpoints whose local copies were deleted)."""
+    listed = {(r[0], r[1], r[2]) for r in store.all_checkpoints()}
+    runs = {r.run_id for r in store.runs()}
+    kept = _kept_digests(flor_dir)
+    verified: dict = {}
+    rows = []
+    try:
+        locations = remote.manifests()
+        for location in locations:
+            data = remote.fetch(location)
+            if data is None:
+                continue
+            try:
+                manifest = json.loads(data)
+                key = (int(manifest["run_id"]), int(manifest["iteration"]), str(manifest["point"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            if key in listed or key[0] not in runs or kept.get(key, sha) != sha:
+                continue
+            if location != ProjectPaths.of_flor_dir(flor_dir).location(ProjectPaths.of_flor_dir(flor_dir).manifest(*key)):
+                continue  # a manifest under another checkpoint's name
+            if _remote_state(remote, location, verified, None, sha):
+                continue
+            size = int(manifest.get("bytes", 0))
+            rows.append((*key, location, size, size, None, None, float(manifest.get("created", time.time())), sha, 1))
+    except FlorError as exc:
+        report.add(f"the checkpoints in {remote.url} cannot be listed ({exc})", "run `flor doctor` again when the store answers")
+        return
+    if not rows:
+        return
+    problem = report.add(f"{len(rows)} whole checkpoint(s) in {remote.url} are not listed (e.g. {rows[0][3]})",
+                         "run `flor doctor --repair` to list them again")
+    if repair:
+        store.relist_checkpoints(rows)
+        problem.repaired = True
+        problem.note = "listed again"
 
 
 # -- code versions ------------------------------------------------------------------------------
@@ -517,12 +768,10 @@ def _git_dir(repo: Repo) -> Path | None:
 
 
 def _existing_commits(repo: Repo, commits: list[str]) -> set[str]:
+    """The commits git holds; a failed git call raises (it says nothing about the commits)."""
     if not commits:
         return set()
-    try:
-        out = repo.git("cat-file", "--batch-check=%(objectname) %(objecttype)", input="\n".join(commits).encode() + b"\n")
-    except FlorError:
-        return set()
+    out = repo.git("cat-file", "--batch-check=%(objectname) %(objecttype)", input="\n".join(commits).encode() + b"\n")
     found = set()
     for line in out.decode(errors="replace").splitlines():
         parts = line.split()
@@ -532,10 +781,8 @@ def _existing_commits(repo: Repo, commits: list[str]) -> set[str]:
 
 
 def _refs(repo: Repo) -> dict[str, str]:
-    try:
-        out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", REF_PREFIX)
-    except FlorError:
-        return {}
+    """flor's refs; a failed git call raises (it says nothing about the refs)."""
+    out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", REF_PREFIX)
     refs = {}
     for line in out.decode(errors="replace").splitlines():
         name, _, commit = line.partition(" ")
@@ -554,8 +801,16 @@ def _check_code_versions(report: Report, store: Store, repair: bool) -> None:
         return
     every_run = store.runs()
     runs = [(r.run_id, r.tstamp, r.code_commit) for r in every_run if r.code_commit is not None]
-    existing = _existing_commits(repo, sorted({r[2] for r in runs}))
-    refs = _refs(repo)
+    try:
+        existing = _existing_commits(repo, sorted({r[2] for r in runs}))
+        refs = _refs(repo)
+    except FlorError as exc:
+        # Not "missing": a failed call knows nothing about the commits or refs. Acting on it
+        # would mark every run unversioned.
+        report.add(f"git failed while reading the runs' code versions ({' '.join(str(exc).split())[:300]}); "
+                   "nothing was checked or changed",
+                   "fix git (run `git status` in the project to see the error), then run `flor doctor` again")
+        return
     known = {ref_for(r.tstamp) for r in every_run}
     unknown = sorted(set(refs) - known)
     if unknown:
@@ -648,60 +903,6 @@ def _check_temp_files(report: Report, flor_dir: Path, repair: bool) -> None:
 # -- the whole check ----------------------------------------------------------------------------
 
 
-def _verify_remote(remote, location: str, verified: dict[str, str | None]) -> str | None:
-    """What is wrong with one checkpoint's copy in object storage, or None (arrays downloaded and
-    hashed, as a replay on another machine would)."""
-    from .errors import CheckpointError
-
-    try:
-        manifest = json.loads(remote.read(location))
-    except CheckpointError:
-        return "its manifest is not there"
-    except ValueError as exc:
-        return f"its manifest is not valid JSON ({exc})"
-    for digest in manifest.get("blobs") or []:
-        if digest not in verified:
-            try:
-                data = remote.read(f"objects/{digest}")
-                verified[digest] = None if hashlib.sha256(data).hexdigest() == digest else \
-                    f"object {digest[:12]} is corrupt (sha256 differs)"
-            except CheckpointError:
-                verified[digest] = f"object {digest[:12]} is missing"
-        if verified[digest]:
-            return verified[digest]
-    return None
-
-
-def _check_remote(report: Report, store: Store, flor_dir: Path, repair: bool) -> None:
-    """Every listed checkpoint's copy in ``FLOR_CHECKPOINT_STORE``; a repair uploads it again from
-    ``.flor/`` where the local copy is whole."""
-    from .checkpoints.remote import remote_store
-
-    remote = remote_store()
-    if remote is None:
-        return
-    verified: dict[str, str | None] = {}
-    for run_id, iteration, point, location, tstamp, pickled in store.all_checkpoints():
-        wrong = _verify_remote(remote, location, verified)
-        if not wrong:
-            continue
-        problem = report.add(f"checkpoint {location} in {remote.url} (run {tstamp or f'#{run_id}'}, iteration "
-                             f"{iteration}): {wrong}", "run `flor doctor --repair` to upload it again from .flor/")
-        if not repair:
-            continue
-        if _verify_manifest(flor_dir, location, {}, pickled) is not None:
-            problem.note = "not repaired: the copy in .flor/ is not whole either"
-            continue
-        text = (flor_dir / location).read_bytes()
-        for digest in json.loads(text)["blobs"]:
-            if verified.get(digest):
-                remote.put(f"objects/{digest}", (flor_dir / "objects" / digest).read_bytes())
-                verified[digest] = None
-        remote.put(location, text)
-        problem.repaired = True
-        problem.note = "uploaded again from .flor/"
-
-
 def check(start: Path | None = None, repair: bool = False) -> Report:
     """Check the project that contains ``start`` (default: the working directory).
 
@@ -728,7 +929,6 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
             if reaped:
                 report.notes.append(f"marked {reaped} run(s) killed: their process is gone")
             _check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
-            _check_remote(report, store, flor_dir, repair)
             _check_code_versions(report, store, repair)
         finally:
             store.close()

@@ -7,6 +7,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -277,8 +278,14 @@ class Session:
 
         paths = ProjectPaths(self.root)
         paths.locks.mkdir(parents=True, exist_ok=True)
+        _enough_open_files(len(self.selected))
         for run in sorted(self.selected, key=lambda r: r.run_id):  # one order: no deadlock
-            handle = open(paths.replay_lock(run.run_id), "a+")
+            try:
+                handle = open(paths.replay_lock(run.run_id), "a+")
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                raise UsageError(_too_many_runs(len(self.selected))) from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -680,6 +687,41 @@ def _hint_extract(store: Store, plans: list[RunReplay]) -> None:
         if line is not None:
             say(f"hint: what these runs printed mentions {name} (\"{line[:80]}\"); `flor extract {name} PATTERN` "
                 "reads values from that output with no re-execution")
+
+
+# Files a replay holds open besides its runs' locks (the store, git, workers' pipes and logs):
+# what it asks for, and the least it goes on with.
+_FILES_BESIDES_LOCKS = 256
+_FEWEST_BESIDES_LOCKS = 32
+
+
+def _too_many_runs(count: int) -> str:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (f"replaying {count} runs holds a lock file open for each, beyond this process's open-file limit "
+            f"({soft}, at most {hard}); raise it (ulimit -n {count + _FILES_BESIDES_LOCKS}) or replay fewer runs "
+            "at once (--runs, --where)")
+
+
+def _enough_open_files(count: int) -> None:
+    """Raise the soft open-file limit so that one lock per run fits (macOS starts at 256), up to
+    the hard limit; past that, refuse in one line before opening any."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    needed = count + _FILES_BESIDES_LOCKS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < count + _FEWEST_BESIDES_LOCKS:
+        raise UsageError(_too_many_runs(count))
 
 
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
