@@ -232,3 +232,27 @@ def test_a_forked_child_never_writes_its_parents_run(project):
     assert rows(project.db, "SELECT COUNT(*) FROM logs WHERE name = 'loss'") == [(3,)]
     assert rows(project.db, "SELECT COUNT(*) FROM logs WHERE name = 'child'") == [(0,)]
     assert rows(project.db, "SELECT DISTINCT value FROM logs WHERE name = 'child_status'") == [(0,)]
+
+
+def test_a_reader_in_another_pid_namespace_does_not_mark_a_live_run_killed(project):
+    # Issue 26: same host name, other PID namespace (a container, `unshare -p`): the run's pid
+    # is not there, and the reader marked the live run killed.
+    import shutil
+
+    from tests.conftest import clean_env
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-pf", "--mount-proc", "true"]).returncode:
+        pytest.skip("needs `unshare -p` (a PID namespace)")
+    project.write("slow.py", "import flor, time\nfor epoch in flor.loop('epoch', range(600)):\n"
+                             "    flor.log('loss', epoch)\n    print('began', flush=True)\n    time.sleep(0.1)\n")
+    process = subprocess.Popen([sys.executable, "slow.py"], cwd=project.root, env=clean_env(),
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "began"
+        done = subprocess.run(["unshare", "-pf", "--mount-proc", sys.executable, "-m", "flor", "runs"],
+                              cwd=project.root, env=clean_env(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert rows(project.db, "SELECT status FROM runs") == [("running",)]
+    finally:
+        process.kill()
+        process.wait()
