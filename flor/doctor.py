@@ -11,10 +11,12 @@ It checks, in order:
 
 It prints one line per problem with the way out, and exits 1 while problems remain.
 ``flor doctor --repair`` never overwrites anything silently: a corrupt database is moved aside to
-``flor.db.corrupt-<time>`` and its readable rows are copied into a fresh one; checkpoints whose
-files are missing or corrupt are unlisted (their files are kept); a broken ref is moved aside
-before it is written again from the commit the database holds; leftover temporary files of
-processes that are gone are removed.
+``flor.db.corrupt-<time>`` and its readable rows are copied into a fresh one; checkpoints with no
+whole copy left are unlisted, their files and rows kept (``checkpoints/audit.py``: the bucket of
+``FLOR_CHECKPOINT_STORE`` is checked first); a broken ref is moved aside before it is written
+again from the commit the database holds; leftover temporary files of processes that are gone are
+removed. What cannot be read (permissions, a read-only file, a failed git call) is named as what
+it is, never as damage, and is never acted on.
 
 It reads the store through :class:`~flor.store.Store` like every other module, except where the
 database itself is in question: the integrity check and the recovery of a damaged file read it
