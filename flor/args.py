@@ -45,6 +45,9 @@ def split_kwargs(argv: list[str]) -> tuple[list[str], dict[str, str]]:
             )
         if not all(part.isidentifier() for part in name.split(".")):
             raise ArgumentError(f"--kwargs name {name!r} is not a valid argument name (letters, digits, _ and dots)")
+        if name in overrides:
+            # Which one was meant is a guess; a run recorded with the other would be a wrong value.
+            raise ArgumentError(f"--kwargs gives {name} twice ({name}={overrides[name]} and {name}={raw}); give it once")
         overrides[name] = raw
     return kept, overrides
 

@@ -11,10 +11,12 @@ It checks, in order:
 
 It prints one line per problem with the way out, and exits 1 while problems remain.
 ``flor doctor --repair`` never overwrites anything silently: a corrupt database is moved aside to
-``flor.db.corrupt-<time>`` and its readable rows are copied into a fresh one; checkpoints whose
-files are missing or corrupt are unlisted (their files are kept); a broken ref is moved aside
-before it is written again from the commit the database holds; leftover temporary files of
-processes that are gone are removed.
+``flor.db.corrupt-<time>`` and its readable rows are copied into a fresh one; checkpoints with no
+whole copy left are unlisted, their files and rows kept (``checkpoints/audit.py``: the bucket of
+``FLOR_CHECKPOINT_STORE`` is checked first); a broken ref is moved aside before it is written
+again from the commit the database holds; leftover temporary files of processes that are gone are
+removed. What cannot be read (permissions, a read-only file, a failed git call) is named as what
+it is, never as damage, and is never acted on.
 
 It reads the store through :class:`~flor.store.Store` like every other module, except where the
 database itself is in question: the integrity check and the recovery of a damaged file read it
@@ -28,8 +30,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
 import time
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
 from .processes import pid_alive
-from .checkpoints.restore import unexpected_pickles
+from .checkpoints.audit import check_checkpoints
 from .store import DERIVED_TABLES, SEED_LOG_NAMES, TABLES, Store
 from .store.schema import migrate
 from .vcs import REF_PREFIX, Repo, find_root, ref_for
@@ -97,10 +97,32 @@ def _rel(path: Path, root: Path) -> str:
 # -- the database -----------------------------------------------------------------------------
 
 
-def _database_state(db: Path) -> tuple[str | None, list[str]]:
-    """(what is wrong with the database file or None, tables of the schema that are missing)."""
+def _access_problem(path: Path, root: Path) -> tuple[str, str] | None:
+    """``("unreadable" | "read-only", what)`` when flor cannot read or write the file as it needs
+    to. Neither is damage: the file may be whole, so a repair must never treat it as corrupt."""
+    if path.is_dir():
+        return "unreadable", "is a directory, not a file"
     try:
-        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        with open(path, "rb") as handle:
+            handle.read(100)
+    except OSError as exc:
+        return "unreadable", f"cannot be read ({exc.strerror or exc})"
+    for target in (path, path.parent):
+        try:
+            read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY) or not os.access(target, os.W_OK)
+        except OSError:
+            read_only = False
+        if read_only:
+            which = "" if target == path else f" (its folder {_rel(target, root)})"
+            return "read-only", f"is read-only{which}"
+    return None
+
+
+def _database_state(db: Path, read_only: bool = False) -> tuple[str | None, list[str]]:
+    """(what is wrong with the database file or None, tables of the schema that are missing).
+    ``read_only``: the file cannot be written, so it is read as immutable (no -shm to make)."""
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro" + ("&immutable=1" if read_only else ""), uri=True, timeout=30)
     except sqlite3.Error as exc:
         return f"cannot be opened ({exc})", []
     try:
@@ -382,6 +404,20 @@ def _create_missing_tables(db: Path) -> None:
 def _check_database(report: Report, db: Path, repair: bool) -> bool:
     """Check (and repair) the database; True when it can be used afterwards."""
     root = report.root
+    access = _access_problem(db, root)
+    if access is not None:
+        kind, what = access
+        if kind == "unreadable":
+            report.add(f"the database {_rel(db, root)} {what}; this is not damage, and nothing was changed",
+                       "fix its permissions (or put the file back), then run `flor doctor` again; "
+                       "`--repair` changes nothing while it cannot be read")
+            return False
+        wrong, _missing = _database_state(db, read_only=True)
+        state = f"; SQLite's check says it {wrong}" if wrong else "; it reads whole"
+        report.add(f"the database {_rel(db, root)} {what}{state}; nothing was changed",
+                   "make it writable (permissions, or the mount), then run `flor doctor` again; "
+                   "`--repair` changes nothing while it is read-only")
+        return False
     wrong, missing = _database_state(db)
     if wrong is not None:
         problem = report.add(
@@ -428,84 +464,6 @@ def _check_database(report: Report, db: Path, repair: bool) -> bool:
 # -- checkpoints ------------------------------------------------------------------------------
 
 
-def _verify_manifest(flor_dir: Path, location: str, verified: dict[str, str | None],
-                     pickled: list[str] | None = None) -> str | None:
-    """What is wrong with one checkpoint, or None. ``verified`` caches per-blob answers;
-    ``pickled``: the objects the store recorded as pickled in it."""
-    path = flor_dir / location
-    try:
-        manifest = json.loads(path.read_text())
-    except OSError as exc:
-        return f"its manifest {path.name} cannot be read ({exc.strerror})"
-    except ValueError as exc:
-        return f"its manifest {path.name} is not valid JSON ({exc})"
-    blobs = manifest.get("blobs") if isinstance(manifest, dict) else None
-    if not isinstance(blobs, list) or "objects" not in manifest:
-        return f"its manifest {path.name} lacks the list of objects"
-    unexpected = unexpected_pickles(manifest, pickled)
-    if unexpected:
-        return (f"its manifest holds pickled code the run did not record ({', '.join(unexpected)}): it may have been "
-                "tampered with; do not load it with trusted=True")
-    for digest in blobs:
-        if digest not in verified:
-            blob = flor_dir / "objects" / str(digest)
-            try:
-                sha = hashlib.sha256()
-                with open(blob, "rb") as handle:
-                    for piece in iter(lambda: handle.read(1 << 22), b""):
-                        sha.update(piece)
-                verified[digest] = None if sha.hexdigest() == digest else f"object {digest[:12]} is corrupt (sha256 differs)"
-            except OSError:
-                verified[digest] = f"object {digest[:12]} is missing"
-        if verified[digest]:
-            return verified[digest]
-    return None
-
-
-def _check_checkpoints(report: Report, store: Store, flor_dir: Path, repair: bool, relist: bool) -> None:
-    rows = store.all_checkpoints()
-    verified: dict[str, str | None] = {}
-    bad = []
-    for run_id, iteration, point, location, tstamp, pickled in rows:
-        wrong = _verify_manifest(flor_dir, location, verified, pickled)
-        if wrong:
-            who = tstamp or f"#{run_id}"
-            problem = report.add(
-                f"checkpoint .flor/{location} (run {who}, iteration {iteration}): {wrong}",
-                "run `flor doctor --repair` to unlist it (its files are kept); replay then starts from an earlier checkpoint",
-            )
-            bad.append((problem, (run_id, iteration, point)))
-    if repair and bad:
-        store.unlist_checkpoints([key for _, key in bad])
-        for problem, _ in bad:
-            problem.repaired = True
-            problem.note = "unlisted; its files are kept"
-    if relist:
-        _relist_manifests(report, store, flor_dir, verified)
-
-
-def _relist_manifests(report: Report, store: Store, flor_dir: Path, verified: dict) -> None:
-    """After a recovery, list again the intact checkpoints of recovered runs that lost their row."""
-    listed = {(r[0], r[1], r[2]) for r in store.all_checkpoints()}
-    runs = {r.run_id for r in store.runs()}
-    rows = []
-    folder = flor_dir / "checkpoints"
-    for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
-        location = str(path.relative_to(flor_dir))
-        try:
-            manifest = json.loads(path.read_text())
-            key = (int(manifest["run_id"]), int(manifest["iteration"]), str(manifest["point"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if key in listed or key[0] not in runs or _verify_manifest(flor_dir, location, verified):
-            continue
-        size = int(manifest.get("bytes", 0))
-        rows.append((*key, location, size, size, None, None, float(manifest.get("created", time.time()))))
-    if rows:
-        store.relist_checkpoints(rows)
-        report.notes.append(f"listed again {len(rows)} intact checkpoint(s) found on disk")
-
-
 # -- code versions ------------------------------------------------------------------------------
 
 
@@ -517,12 +475,10 @@ def _git_dir(repo: Repo) -> Path | None:
 
 
 def _existing_commits(repo: Repo, commits: list[str]) -> set[str]:
+    """The commits git holds; a failed git call raises (it says nothing about the commits)."""
     if not commits:
         return set()
-    try:
-        out = repo.git("cat-file", "--batch-check=%(objectname) %(objecttype)", input="\n".join(commits).encode() + b"\n")
-    except FlorError:
-        return set()
+    out = repo.git("cat-file", "--batch-check=%(objectname) %(objecttype)", input="\n".join(commits).encode() + b"\n")
     found = set()
     for line in out.decode(errors="replace").splitlines():
         parts = line.split()
@@ -532,10 +488,8 @@ def _existing_commits(repo: Repo, commits: list[str]) -> set[str]:
 
 
 def _refs(repo: Repo) -> dict[str, str]:
-    try:
-        out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", REF_PREFIX)
-    except FlorError:
-        return {}
+    """flor's refs; a failed git call raises (it says nothing about the refs)."""
+    out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", REF_PREFIX)
     refs = {}
     for line in out.decode(errors="replace").splitlines():
         name, _, commit = line.partition(" ")
@@ -554,8 +508,16 @@ def _check_code_versions(report: Report, store: Store, repair: bool) -> None:
         return
     every_run = store.runs()
     runs = [(r.run_id, r.tstamp, r.code_commit) for r in every_run if r.code_commit is not None]
-    existing = _existing_commits(repo, sorted({r[2] for r in runs}))
-    refs = _refs(repo)
+    try:
+        existing = _existing_commits(repo, sorted({r[2] for r in runs}))
+        refs = _refs(repo)
+    except FlorError as exc:
+        # Not "missing": a failed call knows nothing about the commits or refs. Acting on it
+        # would mark every run unversioned.
+        report.add(f"git failed while reading the runs' code versions ({' '.join(str(exc).split())[:300]}); "
+                   "nothing was checked or changed",
+                   "fix git (run `git status` in the project to see the error), then run `flor doctor` again")
+        return
     known = {ref_for(r.tstamp) for r in every_run}
     unknown = sorted(set(refs) - known)
     if unknown:
@@ -648,60 +610,6 @@ def _check_temp_files(report: Report, flor_dir: Path, repair: bool) -> None:
 # -- the whole check ----------------------------------------------------------------------------
 
 
-def _verify_remote(remote, location: str, verified: dict[str, str | None]) -> str | None:
-    """What is wrong with one checkpoint's copy in object storage, or None (arrays downloaded and
-    hashed, as a replay on another machine would)."""
-    from .errors import CheckpointError
-
-    try:
-        manifest = json.loads(remote.read(location))
-    except CheckpointError:
-        return "its manifest is not there"
-    except ValueError as exc:
-        return f"its manifest is not valid JSON ({exc})"
-    for digest in manifest.get("blobs") or []:
-        if digest not in verified:
-            try:
-                data = remote.read(f"objects/{digest}")
-                verified[digest] = None if hashlib.sha256(data).hexdigest() == digest else \
-                    f"object {digest[:12]} is corrupt (sha256 differs)"
-            except CheckpointError:
-                verified[digest] = f"object {digest[:12]} is missing"
-        if verified[digest]:
-            return verified[digest]
-    return None
-
-
-def _check_remote(report: Report, store: Store, flor_dir: Path, repair: bool) -> None:
-    """Every listed checkpoint's copy in ``FLOR_CHECKPOINT_STORE``; a repair uploads it again from
-    ``.flor/`` where the local copy is whole."""
-    from .checkpoints.remote import remote_store
-
-    remote = remote_store()
-    if remote is None:
-        return
-    verified: dict[str, str | None] = {}
-    for run_id, iteration, point, location, tstamp, pickled in store.all_checkpoints():
-        wrong = _verify_remote(remote, location, verified)
-        if not wrong:
-            continue
-        problem = report.add(f"checkpoint {location} in {remote.url} (run {tstamp or f'#{run_id}'}, iteration "
-                             f"{iteration}): {wrong}", "run `flor doctor --repair` to upload it again from .flor/")
-        if not repair:
-            continue
-        if _verify_manifest(flor_dir, location, {}, pickled) is not None:
-            problem.note = "not repaired: the copy in .flor/ is not whole either"
-            continue
-        text = (flor_dir / location).read_bytes()
-        for digest in json.loads(text)["blobs"]:
-            if verified.get(digest):
-                remote.put(f"objects/{digest}", (flor_dir / "objects" / digest).read_bytes())
-                verified[digest] = None
-        remote.put(location, text)
-        problem.repaired = True
-        problem.note = "uploaded again from .flor/"
-
-
 def check(start: Path | None = None, repair: bool = False) -> Report:
     """Check the project that contains ``start`` (default: the working directory).
 
@@ -727,8 +635,7 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
             reaped = store.reap_killed()
             if reaped:
                 report.notes.append(f"marked {reaped} run(s) killed: their process is gone")
-            _check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
-            _check_remote(report, store, flor_dir, repair)
+            check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
             _check_code_versions(report, store, repair)
         finally:
             store.close()

@@ -5,7 +5,7 @@ ending it (SIGKILL, out of memory, a machine that rebooted), the run is ``killed
 machine we can ask the kernel; for a run of another machine (a shared project folder) only the
 heartbeat tells, and a heartbeat older than :data:`STALE_HEARTBEAT_S` means gone.
 
->>> process_gone(os.getpid(), socket.gethostname(), time.time(), time.time())
+>>> process_gone(os.getpid(), this_machine(), time.time(), time.time())
 False
 """
 
@@ -15,6 +15,20 @@ import os
 import socket
 
 STALE_HEARTBEAT_S = 300.0
+_INIT_PID_NAMESPACE = 0xEFFFFFFC  # the kernel's PROC_PID_INIT_INO: the host's own PID namespace
+
+
+def this_machine() -> str:
+    """Where pids of this process mean what they say: the host name, and the PID namespace when
+    it is not the host's. Two containers (or `unshare -p`) with one host name see different
+    processes under the same pids; a reader elsewhere must not judge a run by its pid."""
+    host = socket.gethostname()
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+        inode = int(link.rpartition("[")[2].rstrip("]"))
+    except (OSError, ValueError):
+        return host
+    return host if inode == _INIT_PID_NAMESPACE else f"{host} (pid namespace {inode})"
 
 
 def pid_alive(pid: int) -> bool:
@@ -36,6 +50,6 @@ def pid_alive(pid: int) -> bool:
 
 def process_gone(pid: int | None, host: str | None, heartbeat: float | None, now: float) -> bool:
     """Whether the process of a ``running`` run is gone: dead on this machine, or silent too long."""
-    if host == socket.gethostname() and pid is not None and not pid_alive(pid):
+    if host == this_machine() and pid is not None and not pid_alive(pid):
         return True
     return heartbeat is not None and now - heartbeat > STALE_HEARTBEAT_S

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import blocks, values
+from . import blocks, settings, values
 from .errors import FlorWarning, StoreError, UsageError
 from .store import Store
 from .vcs import find_root
@@ -590,6 +590,6 @@ def query_rows(sql: str, start: Path | None = None) -> tuple[list[str], list[tup
     _refresh_statuses(start)
     store = project_store(start)
     try:
-        return store.execute_readonly(sql)
+        return store.execute_readonly(sql, max_seconds=settings.query_max_s(), max_bytes=settings.query_max_bytes())
     finally:
         store.close()

@@ -55,7 +55,8 @@ def resume(run: str, *, start: Path | None = None) -> int:
     env = dict(os.environ)
     env["FLOR_RESUMED_FROM"] = str(row.run_id)
     env["FLOR_RESUME_CHECKPOINT"] = json.dumps(
-        {"iteration": last.iteration, "point": last.point, "location": last.location, "pickled": last.pickled}
+        {"iteration": last.iteration, "point": last.point, "location": last.location, "pickled": last.pickled,
+         "sha256": last.sha256}
     )
     cwd = root / row.cwd if not os.path.isabs(row.cwd) else root
     say(f"resuming {row.tstamp} from iteration {last.iteration} ({last.point})")

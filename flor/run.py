@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from itertools import islice
 from pathlib import Path
@@ -35,6 +36,26 @@ FLUSH_INTERVAL_S = 1.0
 _NEVER = object()  # a sentinel no queue holds
 SNAPSHOT_WAIT_S = 30.0
 MAX_EXCLUDED_LISTED = 200  # entries of what the snapshot left out, kept with the run
+
+# Every Run of this process, so that a forked child can drop them (see _drop_runs_in_child).
+_runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
+
+
+def _drop_runs_in_child() -> None:
+    """In a child made by ``os.fork()``: the runs belong to the parent. The child must never
+    flush them (its copy of the queues holds values the parent writes too), never end them (the
+    run is the parent's), and never take their store lock (the fork may have copied it held by
+    a thread that does not exist here). Values it logs go nowhere."""
+    for run in list(_runs):
+        run.forked = True
+        run.ended = True
+        run.managers = []
+        run.capture = None
+        run.store = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_runs_in_child)
 
 
 def script_identity() -> tuple[Path, str]:
@@ -107,6 +128,8 @@ class Run:
         self.identity = script_identity()
         self.killed_by: str | None = None
         self._flush_error_reported = False
+        self.forked = False  # a copy of the parent's run in a forked child: never written
+        _runs.add(self)
 
     # -- args -------------------------------------------------------------------------------
 
@@ -146,6 +169,14 @@ class Run:
         if early and unknown:
             text = _script_text(self.identity)
             unknown = [name for name in unknown if text is not None and name.rpartition(".")[2] not in text]
+        if unknown and not early:
+            late = _declared_later(self.identity, unknown)
+            if late:
+                raise ArgumentError(
+                    f"--kwargs {', '.join(late)}: flor.arg({late[0]!r}) is declared after training began (inside "
+                    "the loop?), where --kwargs can no longer be checked before anything is recorded; declare it "
+                    "before the first flor.loop or flor.log"
+                )
         if unknown:
             raise ArgumentError(
                 f"--kwargs {', '.join(unknown)}: not declared with flor.arg "
@@ -166,7 +197,8 @@ class Run:
         self.check_overrides()
         # Settings that shape the recording are read now: a typo stops the script before training.
         snapshot_max_bytes = settings.snapshot_max_bytes()
-        settings.checkpoint_store()  # a malformed store URL stops the run here, not in the writer
+        if settings.checkpoint_store():  # a malformed store URL stops the run here, not in the writer
+            self._check_checkpoint_store()
         resumed_from = settings.resumed_from()
         capture_max_bytes = settings.capture_max_bytes() if settings.capture() else None
         folder, filename = self.identity
@@ -213,6 +245,25 @@ class Run:
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-flush", daemon=True)
         self._flusher.start()
         self._install_exit_hooks()
+
+    @staticmethod
+    def _check_checkpoint_store() -> None:
+        """Endpoint and credentials of FLOR_CHECKPOINT_STORE, checked once before training, within
+        FLOR_STORE_CHECK_S: a store that does not answer is said in one line, and this run's
+        checkpoints stay in .flor/ (listed as local) instead of waiting on it."""
+        from .checkpoints.remote import remote_store
+
+        timeout = settings.store_check_s()
+        try:
+            remote = remote_store()
+        except FlorError as exc:  # fsspec or the protocol's package missing: checkpoints stay local
+            warn(f"{exc}; this run's checkpoints stay in .flor/")
+            return
+        reason = remote.check(timeout)
+        remote.unreachable = reason
+        if reason is not None:
+            warn(f"checkpoint store {remote.url} unreachable ({reason}): this run's checkpoints stay in .flor/, "
+                 "listed as local; run `flor doctor --repair` to upload them later")
 
     def _snapshot(self, rel_file: str, max_bytes: int) -> None:
         from .vcs import FLORIGNORE, Repo
@@ -345,6 +396,8 @@ class Run:
 
     def flush(self, final: bool = False) -> None:
         """Write what was logged since the last flush; keep it in memory if the write fails."""
+        if self.forked:
+            return  # the parent's run (see _drop_runs_in_child)
         # The store's lock: the checkpoint writer's thread shares the connection.
         with self.store.lock:
             # Items first: an item marked done here has its values in this batch or an earlier one.
@@ -460,7 +513,7 @@ class Run:
 
         # Runs at the first next(): the caller's frame is the user's for statement.
         restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, sys._getframe(1), self._outer_frame,
-                     pickled=self._resume_pickled)
+                     pickled=self._resume_pickled, sha256=(self.resume or {}).get("sha256"))
         return
         yield
 
@@ -477,7 +530,7 @@ class Run:
         self._outer_frame = sys._getframe(1)
         if point == "end":
             restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, None, self._outer_frame,
-                         pickled=self._resume_pickled)
+                         pickled=self._resume_pickled, sha256=resume.get("sha256"))
         else:
             self._skip_nested = location
         offset = skip
@@ -539,6 +592,17 @@ class Run:
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()
+
+
+def _declared_later(identity: tuple[Path, str], names: list[str]) -> list[str]:
+    """Those of ``names`` that the script's text declares with ``flor.arg("name", ...)`` (so a
+    declaration that had not run yet when the run began: one inside the loop body)."""
+    import re
+
+    text = _script_text(identity)
+    if text is None:
+        return []
+    return [name for name in names if re.search(r"\barg\(\s*(['\"])" + re.escape(name) + r"\1", text)]
 
 
 def _script_text(identity: tuple[Path, str]) -> str | None:

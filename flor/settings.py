@@ -16,6 +16,10 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_REPLAY_ISOLATE``        1/0: run replayed statements as observers that change nothing (1)
 ``FLOR_EXECUTOR``              local/ray: where replay segments run (local)
 ``FLOR_CHECKPOINT_STORE``      an fsspec URL keeping a copy of every checkpoint (unset: .flor/ only)
+``FLOR_STORE_CHECK_S``         seconds the run's first check of that store may take (5)
+``FLOR_UPLOAD_WAIT_S``         seconds a run waits at its end for uploads still in flight (5)
+``FLOR_QUERY_MAX_S``           seconds one ``flor query`` statement may run (60)
+``FLOR_QUERY_MAX_BYTES``       the largest result ``flor query`` keeps in memory (268435456: 256 MiB)
 ``FLOR_RAY_ADDRESS``           the Ray cluster of ``--executor ray`` (Ray's own lookup)
 ``FLOR_RAY_RETRIES``           restarts of a Ray task whose worker died (3)
 ``FLOR_CAPTURE``               1/0: keep what the run prints (stdout, stderr, logging) (1)
@@ -174,6 +178,29 @@ def checkpoint_store() -> str | None:
     if "://" not in raw:
         raise UsageError(f"FLOR_CHECKPOINT_STORE={raw!r}: expected a URL such as s3://bucket/prefix")
     return raw
+
+
+def store_check_s() -> int:
+    """``FLOR_STORE_CHECK_S``: how long the check of ``FLOR_CHECKPOINT_STORE`` when a run begins
+    may take (endpoint and credentials); past it the store counts as unreachable for this run."""
+    return int_setting("FLOR_STORE_CHECK_S", 5, 1, "a number of seconds such as 5")
+
+
+def upload_wait_s() -> int:
+    """``FLOR_UPLOAD_WAIT_S``: how long a run waits at its end for checkpoint uploads still in
+    flight; what remains is named in one line and stays in ``.flor/`` (``flor doctor --repair``
+    uploads it)."""
+    return int_setting("FLOR_UPLOAD_WAIT_S", 5, 0, "a number of seconds such as 5")
+
+
+def query_max_s() -> int:
+    """``FLOR_QUERY_MAX_S``: how long one ``flor query`` statement may run."""
+    return int_setting("FLOR_QUERY_MAX_S", 60, 1, "a number of seconds such as 60")
+
+
+def query_max_bytes() -> int:
+    """``FLOR_QUERY_MAX_BYTES``: the largest result of ``flor query`` (about, in memory)."""
+    return int_setting("FLOR_QUERY_MAX_BYTES", 256 << 20, 1, "a number of bytes such as 268435456")
 
 
 def executor() -> str:

@@ -472,3 +472,30 @@ def test_load_checkpoint_unpickles_an_object_only_when_trusted(project):
     assert plain.startswith("refused:") and "trusted=True" in plain and "'state'" in plain
     trusted = project.run("-c", load.format(extra=", trusted=True")).stdout
     assert trusted.strip() == "loaded Counter 2"
+
+
+def test_uploads_never_block_and_the_wait_at_the_end_is_bounded(tmp_path):
+    # Issue 26, item 8: a store that never answers. The uploader's queue is bounded (submit says
+    # False rather than wait), and waiting for it ends at the time given.
+    import threading
+    import time
+
+    from flor.checkpoints.upload import MAX_QUEUED, Uploader
+
+    class Silent:
+        def __init__(self):
+            self.release = threading.Event()
+
+        def upload_written(self, flor_dir, location):
+            self.release.wait()  # a store that accepts and never answers
+
+    remote, uploaded = Silent(), []
+    uploader = Uploader(tmp_path, remote, uploaded.append, lambda key, exc: None)
+    started = time.monotonic()
+    accepted = [uploader.submit((1, i, "end"), f"checkpoints/1/{i}.json") for i in range(MAX_QUEUED + 5)]
+    assert time.monotonic() - started < 1
+    assert accepted.count(False) >= 4  # past the bound: refused at once, never waited for
+    assert uploader.wait(0.3) is False and time.monotonic() - started < 2
+    assert len(uploader.remaining()) >= MAX_QUEUED
+    remote.release.set()
+    assert uploader.wait(10) and len(uploaded) == accepted.count(True)

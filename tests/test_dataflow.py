@@ -390,3 +390,61 @@ def test_the_example_pipeline_runs_end_to_end(tmp_path):
     assert "30 item(s) skipped" in done.stderr  # the incremental re-run after adding 10 documents
     assert "labelled 40 document(s)" in out
     assert "n_sentences" in out
+
+
+REGISTER = """
+    import flor
+
+    seen = {"n": 0}
+
+
+    def register(doc):
+        seen["n"] += 1
+        return seen["n"]
+
+
+    docs = ["a", "bb", "ccc", "dddd"]
+    for doc in flor.loop("doc", docs, key=lambda d: d):
+        position = register(doc)
+        flor.log("size", len(doc))
+"""
+
+
+def test_state_carried_through_a_helper_keeps_items_in_order(project):
+    # Issue 26, item 9: `seen["n"] += 1` inside a helper the keyed body calls; the items were
+    # replayed "independently" and position was stored as 1, 1, 2, 3 with exit 0.
+    project.write("featurize.py", REGISTER)
+    project.commit_all()
+    project.run("featurize.py")
+    project.write("featurize.py", REGISTER.replace(
+        '        flor.log("size", len(doc))', '        flor.log("size", len(doc))\n        flor.log("position", position)'))
+    dry = project.flor("replay", "position", "--workers", "2", "--dry-run").stdout
+    assert "share no state" not in dry
+    project.flor("replay", "position", "--workers", "2")
+    rows = _frame(project, "position", latest=True)
+    assert sorted((r["doc"], r["position"]) for r in rows) == [("a", 1), ("bb", 2), ("ccc", 3), ("dddd", 4)]
+
+
+def test_helpers_the_body_calls_are_followed():
+    import ast
+
+    from flor.replay.independence import carried
+
+    def of(src, modules=None):
+        tree = ast.parse(src)
+        return carried(next(n for n in ast.walk(tree) if isinstance(n, ast.For)), tree, modules)
+
+    loop = "for d in flor.loop('doc', docs, key=True):\n    flor.log('n', {})\n"
+    assert of("seen = {'n': 0}\ndef f(d):\n    seen['n'] += 1\n    return seen['n']\n" + loop.format("f(d)"))
+    assert of("def f(d, acc=[]):\n    acc.append(d)\n    return len(acc)\n" + loop.format("f(d)"))  # default argument
+    assert of("class C:\n    def __init__(self): self.n = 0\n    def see(self, d):\n        self.n += 1\n"
+              "        return self.n\nc = C()\n" + loop.format("c.see(d)"))  # an object made outside the loop
+    assert of("def g(d):\n    global t\n    t = d\n    return d\ndef f(d): return g(d)\n" + loop.format("f(d)"))
+    assert of("import random\ndef f(d): return random.random()\n" + loop.format("f(d)"))
+    helpers = {"helpers": ast.parse("SEEN = []\ndef register(d):\n    SEEN.append(d)\n    return len(SEEN)\n")}
+    assert of("from helpers import register\n" + loop.format("register(d)"), helpers.get)
+    assert of("import helpers\n" + loop.format("helpers.register(d)"), helpers.get)
+    # Helpers that keep to the item are not state.
+    assert of("def f(d):\n    out = []\n    out.append(len(d))\n    return out\n" + loop.format("f(d)")) == []
+    assert of("class P:\n    def parse(self, d):\n        self.n = len(d)\n        return self.n\n"
+              "for d in flor.loop('doc', docs, key=True):\n    p = P()\n    flor.log('n', p.parse(d))\n") == []

@@ -286,3 +286,117 @@ with flor.checkpointing(state=state):
     for iteration, location in rows(project.db, "SELECT iteration, location FROM checkpoints"):
         assert (read_manifest(project.root / ".flor", location)["state"] == iteration + 1).all()
     assert check(project.root).ok
+
+
+# -- issue 26: repairs that never destroy ---------------------------------------------------------
+
+
+def _read_only_mount_works() -> bool:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /tmp /tmp && mount -o remount,bind,ro /tmp /tmp"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def test_an_unreadable_database_is_named_and_never_moved_aside(recorded):
+    # Tests run as root, where chmod 000 does not stop reads: a directory in the database's place
+    # is a file flor cannot read that is not damaged. Item 6: it was called corrupt and moved aside.
+    db = recorded.db
+    saved = db.with_name("saved.db")
+    os.replace(db, saved)
+    db.mkdir()
+    (db / "keep").write_text("x")
+    for repair in (False, True):
+        report = check(recorded.root, repair=repair)
+        (line,) = lines(report)
+        assert "is a directory, not a file" in line and "not damage" in line and "corrupt" not in line
+        assert not report.ok and not report.moved_aside
+    assert (db / "keep").read_text() == "x" and not list(db.parent.glob("flor.db.corrupt-*"))
+
+
+def test_a_permission_error_is_reported_as_unreadable_not_corrupt(recorded, monkeypatch):
+    # As root no file is unreadable by permission; monkeypatching open() to raise what a
+    # non-root user gets (EACCES) checks the wording and that --repair does nothing.
+    import builtins
+
+    real_open = builtins.open
+    db = str(recorded.db)
+
+    def denying(path, *args, **kwargs):
+        if str(path) == db:
+            raise PermissionError(13, "Permission denied", db)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denying)
+    report = check(recorded.root, repair=True)
+    assert [line for line in lines(report) if "cannot be read (Permission denied)" in line and "not damage" in line]
+    assert not report.moved_aside and recorded.db.is_file()
+
+
+def test_a_read_only_database_is_named_and_repair_changes_nothing(recorded):
+    """A read-only bind mount of .flor in a private mount namespace (root ignores chmod)."""
+    if not _read_only_mount_works():
+        pytest.skip("needs `unshare -m` and mount (root in a namespace) to make .flor read-only")
+    flor_dir = recorded.root / ".flor"
+    before = sorted(p.name for p in flor_dir.iterdir())
+    command = (f"mount --bind {flor_dir} {flor_dir} && mount -o remount,bind,ro {flor_dir} {flor_dir} && "
+               f"exec {sys.executable} -m flor doctor --repair")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], cwd=recorded.root, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "is read-only" in done.stdout and "corrupt" not in done.stdout, done.stdout
+    assert sorted(p.name for p in flor_dir.iterdir()) == before  # nothing moved aside
+
+
+def test_an_unreadable_checkpoint_object_stays_listed(recorded):
+    run_id, iteration, location, manifest = _first_checkpoint(recorded)
+    blob = recorded.root / ".flor" / "objects" / manifest["blobs"][0]
+    os.replace(blob, blob.with_name("saved"))
+    blob.mkdir()  # there, but unreadable (see above: root reads any file)
+    listed = rows(recorded.db, "SELECT COUNT(*) FROM checkpoints")[0][0]
+    report = check(recorded.root, repair=True)
+    assert any("cannot be read" in line and "not damage" in line for line in lines(report)), lines(report)
+    assert not any("missing" in line or "corrupt" in line for line in lines(report))
+    assert rows(recorded.db, "SELECT COUNT(*) FROM checkpoints")[0][0] == listed
+
+
+def test_a_failed_git_call_marks_no_run_unversioned(recorded, monkeypatch):
+    # A git that fails (a broken object store, a lock, an old git): simulated by making the
+    # one call that lists commits fail. It used to count every commit as missing.
+    from flor.errors import VersionControlError
+    from flor.vcs import Repo
+
+    real = Repo.git
+
+    def failing(self, *args, **kwargs):
+        if "cat-file" in args:
+            raise VersionControlError("git cat-file failed: fatal: unable to read object store")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Repo, "git", failing)
+    report = check(recorded.root, repair=True)
+    (line,) = lines(report)
+    assert "git failed" in line and "unable to read object store" in line and "missing" not in line
+    assert rows(recorded.db, "SELECT COUNT(*) FROM runs WHERE code_commit IS NULL") == [(0,)]
+
+
+def test_an_edited_manifest_fails_the_restore_and_doctor_names_it(recorded):
+    # Item 7: another checkpoint's blobs list in this manifest, every array still hashing to its
+    # name: restored without complaint before manifests were bound to their content.
+    listed = rows(recorded.db, "SELECT location, iteration FROM checkpoints ORDER BY run_id, iteration")
+    (first, it0), (second, _it1) = listed[0], listed[1]
+    one, two = (json.loads((recorded.root / ".flor" / loc).read_text()) for loc in (first, second))
+    one["blobs"] = two["blobs"]
+    (recorded.root / ".flor" / first).write_text(json.dumps(one))
+    done = subprocess.run([sys.executable, "-c", f"import flor; flor.load_checkpoint(1, {it0})"], cwd=recorded.root,
+                          env=clean_env(), capture_output=True, text=True)
+    assert done.returncode != 0 and "edited or swapped" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    report = check(recorded.root)
+    assert any(f".flor/{first}" in line and "edited or swapped" in line for line in lines(report)), lines(report)
+    # The repair keeps the row it removes.
+    check(recorded.root, repair=True)
+    kept = list((recorded.root / ".flor" / "doctor").glob("unlisted-*.json"))
+    assert kept and json.loads(kept[0].read_text())[0]["location"] == first

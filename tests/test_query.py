@@ -102,3 +102,22 @@ def test_unknown_names_are_named(two_runs):
     with pytest.warns(FlorWarning, match=r"^no arg or log named 'nosuch' \(known: .*\); left out of the table$"):
         df = dataframe("hidden", "nosuch")
     assert list(df.columns) == ["projid", "tstamp", "filename", "git_head", "git_dirty", "hidden"]
+
+
+def test_runaway_queries_stop_in_one_line(two_runs, monkeypatch):
+    # Issue 26: a recursive CTE grew without bound (2.6 GB in 40 s); randomblob(9e8) twice gave a
+    # MemoryError traceback.
+    import resource
+
+    with pytest.raises(UsageError, match="a value over 64 MiB"):
+        query("SELECT randomblob(900000000) AS a, randomblob(900000000) AS b")
+    monkeypatch.setenv("FLOR_QUERY_MAX_BYTES", str(8 << 20))
+    with pytest.raises(UsageError, match="the result is over 8 MiB"):
+        query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x, 'some text' AS t FROM c")
+    monkeypatch.setenv("FLOR_QUERY_MAX_S", "1")
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="stopped after 1 s"):
+        query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c")
+    assert time.monotonic() - started < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1_500_000  # KiB: no gigabytes held
+    assert query("SELECT COUNT(*) AS n FROM runs")["n"].tolist() == [2]  # the connection's limits put back

@@ -203,3 +203,56 @@ def test_notebook_commit_ends_run_and_querying_creates_none(project):
                           env=clean_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert rows(project.db, "SELECT COUNT(*) FROM runs") == [(2,)]
+
+
+FORKS = """
+import os, sys
+import flor
+for epoch in flor.loop("epoch", range(3)):
+    flor.log("loss", epoch)
+    for attempt in range(3):
+        flor.log("before_fork", epoch * 10 + attempt)  # still in the queue when the process forks
+        pid = os.fork()
+        if pid == 0:
+            flor.log("child", 1)
+            sys.exit(0)  # runs the exit handlers the child inherited
+        _, status = os.waitpid(pid, 0)
+        flor.log("child_status", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_never_writes_its_parents_run(project):
+    # Issue 26, item 11: the child's sys.exit ran flor's exit handler, which wrote the parent's
+    # unflushed values again (or hung on the store lock the fork copied held).
+    project.write("forks.py", FORKS)
+    done = project.run("forks.py", timeout=30)
+    assert "Traceback" not in done.stderr
+    assert rows(project.db, "SELECT COUNT(*), status FROM runs") == [(1, "finished")]
+    assert rows(project.db, "SELECT COUNT(*) FROM logs WHERE name = 'before_fork'") == [(9,)]
+    assert rows(project.db, "SELECT COUNT(*) FROM logs WHERE name = 'loss'") == [(3,)]
+    assert rows(project.db, "SELECT COUNT(*) FROM logs WHERE name = 'child'") == [(0,)]
+    assert rows(project.db, "SELECT DISTINCT value FROM logs WHERE name = 'child_status'") == [(0,)]
+
+
+def test_a_reader_in_another_pid_namespace_does_not_mark_a_live_run_killed(project):
+    # Issue 26: same host name, other PID namespace (a container, `unshare -p`): the run's pid
+    # is not there, and the reader marked the live run killed.
+    import shutil
+
+    from tests.conftest import clean_env
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-pf", "--mount-proc", "true"]).returncode:
+        pytest.skip("needs `unshare -p` (a PID namespace)")
+    project.write("slow.py", "import flor, time\nfor epoch in flor.loop('epoch', range(600)):\n"
+                             "    flor.log('loss', epoch)\n    print('began', flush=True)\n    time.sleep(0.1)\n")
+    process = subprocess.Popen([sys.executable, "slow.py"], cwd=project.root, env=clean_env(),
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "began"
+        done = subprocess.run(["unshare", "-pf", "--mount-proc", sys.executable, "-m", "flor", "runs"],
+                              cwd=project.root, env=clean_env(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert rows(project.db, "SELECT status FROM runs") == [("running",)]
+    finally:
+        process.kill()
+        process.wait()

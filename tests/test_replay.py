@@ -383,3 +383,33 @@ def test_an_iteration_cut_short_by_an_error_is_not_marked_done(toy):
     toy.flor("replay", "inv", "--runs", tstamps[0])
     epochs = sorted(row[2] for row in values(toy.db, "inv", "AND l.source = 'replay'") if row[0] == tstamps[0])
     assert epochs == list(range(6))
+
+
+def test_more_runs_than_the_open_file_limit_is_one_line(project):
+    # Issue 26: one lock file is held open per selected run; past the open-file limit (macOS
+    # starts at 256) the replay crashed with a raw "Too many open files" traceback.
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    project.write("train.py", "import flor\nfor epoch in flor.loop('epoch', range(2)):\n    flor.log('loss', epoch)\n")
+    project.commit_all()
+    project.run("train.py")
+    with sqlite3.connect(project.db) as connection:  # 60 runs of the same version, without recording each
+        columns = [r[1] for r in connection.execute("PRAGMA table_info(runs)") if r[1] not in ("run_id", "tstamp")]
+        for n in range(59):
+            connection.execute(f"INSERT INTO runs(tstamp, {', '.join(columns)}) SELECT tstamp || '.{n:02d}', "
+                               f"{', '.join(columns)} FROM runs WHERE run_id = 1")
+    project.write("train.py", "import flor\nfor epoch in flor.loop('epoch', range(2)):\n    flor.log('loss', epoch)\n"
+                              "    flor.log('double', 2 * epoch)\n")
+
+    def limited(soft, hard):
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    done = subprocess.run([sys.executable, "-m", "flor", "replay", "double"], cwd=project.root, env=clean_env(),
+                          capture_output=True, text=True, timeout=300, preexec_fn=limited(48, 48))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "open-file limit (48, at most 48)" in done.stderr and "ulimit -n" in done.stderr
+    assert len([l for l in done.stderr.splitlines() if l.startswith("flor: error:")]) == 1

@@ -140,3 +140,139 @@ def test_a_malformed_store_url_stops_the_run_before_it_records(project):
     project.commit_all()
     done = project.run("train.py", "--kwargs", "epochs=1", env={"FLOR_CHECKPOINT_STORE": "bucket"}, check=False)
     assert done.returncode != 0 and "FLOR_CHECKPOINT_STORE='bucket'" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- issue 26: repairs that never destroy, a slow or absent bucket -----------------------------------
+
+NUMPY = """
+import sys
+import flor, numpy as np
+state = np.arange(20_000.0)
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(4)):
+        print("training", epoch, file=sys.stderr)
+        state += 1
+        flor.log("total", float(state.sum()))
+"""
+
+
+def _listed(db):
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT iteration, location, uploaded FROM checkpoints ORDER BY iteration").fetchall()
+
+
+def _flor(project, env, *args):
+    return subprocess.run([sys.executable, "-m", "flor", *args], cwd=project.root, capture_output=True, text=True,
+                          env=_env(env), timeout=180)
+
+
+def test_doctor_never_unlists_what_the_bucket_holds_and_lists_it_again(project, s3_env):
+    # Item 5: local copies deleted to save space (docs/scale-out.md allows it); `--repair`
+    # unlisted all 4 while the bucket held 4 whole manifests.
+    env, fs = s3_env
+    project.write("train.py", NUMPY)
+    project.commit_all()
+    project.run("train.py", env={**env, "FLOR_CKPT_PERIOD": "1"})
+    listed = _listed(project.db)
+    assert len(listed) == 4 and {u for _i, _l, u in listed} == {1}
+    shutil.rmtree(project.root / ".flor" / "objects")
+    shutil.rmtree(project.root / ".flor" / "checkpoints")
+    done = _flor(project, env, "doctor", "--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 checkpoint(s) are only in s3://flor-test/tutorial" in done.stdout
+    assert _listed(project.db) == listed
+    # What an older repair unlisted is listed again from the bucket.
+    with sqlite3.connect(project.db) as connection:
+        connection.execute("DELETE FROM checkpoints WHERE iteration >= 2")
+    done = _flor(project, env, "doctor")
+    assert done.returncode == 1 and "2 whole checkpoint(s) in s3://flor-test/tutorial are not listed" in done.stdout
+    done = _flor(project, env, "doctor", "--repair")
+    assert done.returncode == 0 and "listed again" in done.stdout, done.stdout
+    assert [(i, loc) for i, loc, _u in _listed(project.db)] == [(i, loc) for i, loc, _u in listed]
+
+
+def test_an_edited_manifest_in_the_bucket_fails_the_restore_in_one_line(project, s3_env):
+    # Item 7: another checkpoint's blobs list, every array still hashing to its name.
+    env, fs = s3_env
+    project.write("train.py", NUMPY)
+    project.commit_all()
+    project.run("train.py", env={**env, "FLOR_CKPT_PERIOD": "1"})
+    first, second = (loc for _i, loc, _u in _listed(project.db)[:2])
+    shutil.rmtree(project.root / ".flor" / "objects")
+    shutil.rmtree(project.root / ".flor" / "checkpoints")
+    import json
+
+    one = json.loads(fs.cat_file(f"flor-test/tutorial/{first}"))
+    one["blobs"] = json.loads(fs.cat_file(f"flor-test/tutorial/{second}"))["blobs"]
+    fs.pipe_file(f"flor-test/tutorial/{first}", json.dumps(one).encode())
+    done = subprocess.run([sys.executable, "-c", "import flor; print(flor.load_checkpoint(1, 0)['state'][:3])"],
+                          cwd=project.root, capture_output=True, text=True, env=_env(env))
+    assert done.returncode != 0 and "edited or swapped" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    doctor = _flor(project, env, "doctor")
+    assert doctor.returncode == 1 and any(first in line and "edited or swapped" in line
+                                          for line in doctor.stdout.splitlines()), doctor.stdout
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for sock in held:
+            sock.close()
+        server.close()
+
+
+def _absent_bucket_run(project, endpoint):
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "FSSPEC_S3_ENDPOINT_URL": endpoint, "FLOR_CHECKPOINT_STORE": "s3://flor-test/tutorial",
+           "FLOR_CKPT_PERIOD": "1", "FLOR_STORE_CHECK_S": "2"}
+    project.write("train.py", NUMPY)
+    project.commit_all()
+    started = time.monotonic()
+    done = project.run("train.py", env=env, timeout=120)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("kind", ["silent", "refused"])
+def test_an_absent_bucket_neither_slows_nor_loses_a_run(project, s3_env, silent_endpoint, kind):
+    # Item 8: a silent endpoint made a run of 1 s exit after 610 s; a refused one unlisted every
+    # checkpoint although its local copy was written ("not written").
+    endpoint = silent_endpoint if kind == "silent" else f"http://127.0.0.1:{_free_port()}"
+    done, seconds = _absent_bucket_run(project, endpoint)
+    assert seconds < 30, seconds
+    warned = [line for line in done.stderr.splitlines() if "unreachable" in line]
+    assert len(warned) == 1 and warned[0].startswith("flor: warning: checkpoint store s3://flor-test/tutorial")
+    assert done.stderr.index(warned[0]) < done.stderr.index("training 0")  # said before training
+    assert "not written" not in done.stderr
+    assert "4 checkpoint(s) of run" in done.stderr and "flor doctor --repair" in done.stderr
+    listed = _listed(project.db)
+    assert [(i, u) for i, _l, u in listed] == [(0, 0), (1, 0), (2, 0), (3, 0)]
+    # Once the bucket answers, `flor doctor --repair` uploads them.
+    env, fs = s3_env
+    repaired = _flor(project, env, "doctor", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert [u for _i, _l, u in _listed(project.db)] == [1, 1, 1, 1]
+    for _i, location, _u in listed:
+        assert fs.exists(f"flor-test/tutorial/{location}")

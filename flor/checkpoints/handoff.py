@@ -100,13 +100,13 @@ def _child(root: Path, db_path: Path, job: Job, snapshot_s: float, marker: Path,
             while not os.path.exists(hold) and time.monotonic() < deadline:
                 time.sleep(0.02)
         started = time.perf_counter()
-        location, written = persist(root, job, set())
+        location, written, sha = persist(root, job, set())
         # SQLite must not be used in a forked copy of a process that has the database open (its
         # locks are per process): a fresh interpreter, with this pid, lists the checkpoint.
         package_parent = str(Path(__file__).resolve().parents[2])
         row = [str(db_path), str(marker), str(job.run_id), str(job.iteration), job.point, location,
                str(job.snapshot.nbytes), str(written), repr(snapshot_s), repr(time.perf_counter() - started),
-               json.dumps(pickled_objects(job.snapshot.skeleton))]
+               json.dumps(pickled_objects(job.snapshot.skeleton)), sha]
         os.execv(sys.executable, [sys.executable, "-c", _REGISTER.format(package_parent=package_parent), *row])
     except BaseException as exc:  # noqa: BLE001 - the child reports every failure in a file
         failure = f"{type(exc).__name__}: {exc}"
@@ -121,16 +121,21 @@ register(sys.argv[1:])
 
 
 def register(argv: list[str]) -> None:
-    """The end of a handed-off write (a fresh interpreter): list the checkpoint, drop the marker."""
-    db_path, marker, run_id, iteration, point, location, nbytes, written, snapshot_s, write_s, pickled = argv
+    """The end of a handed-off write (a fresh interpreter): list the checkpoint (as local), drop
+    the marker, then upload it to the checkpoint store, if one is configured, and mark it uploaded
+    (readers do not wait for the upload: the local copy is whole)."""
+    db_path, marker, run_id, iteration, point, location, nbytes, written, snapshot_s, write_s, pickled, sha = argv
     marker = Path(marker)
+    key = (int(run_id), int(iteration), point)
     try:
         from ..store import Store
+        from .remote import remote_store
 
+        remote = remote_store()
         store = Store.open(Path(db_path), create=False)
         try:
-            store.add_checkpoint(int(run_id), int(iteration), point, location, int(nbytes), int(written),
-                                 float(snapshot_s), float(write_s), json.loads(pickled))
+            store.add_checkpoint(*key, location, int(nbytes), int(written), float(snapshot_s), float(write_s),
+                                 json.loads(pickled), sha256=sha, uploaded=None if remote is None else 0)
         finally:
             store.close()
     except BaseException as exc:  # noqa: BLE001
@@ -138,6 +143,18 @@ def register(argv: list[str]) -> None:
     try:
         marker.unlink()
     except OSError:
+        pass
+    if remote is None:
+        return
+    try:
+        if remote.check(settings.store_check_s()) is None:
+            remote.upload_written(Path(db_path).parent, location)
+            store = Store.open(Path(db_path), create=False)
+            try:
+                store.mark_uploaded(*key)
+            finally:
+                store.close()
+    except BaseException:  # noqa: BLE001 - it stays local, listed so; `flor doctor --repair` uploads it
         pass
 
 

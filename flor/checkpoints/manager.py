@@ -2,14 +2,16 @@
 
 It asks the policy whether an iteration is due, snapshots the registered objects, the random
 state and the small variables of the nested loop (``variables``), and hands the snapshot to
-the background writer. The writer reports back; only then is the checkpoint listed in the store.
+the background writer. The writer reports back; only then is the checkpoint listed in the store,
+as local; with ``FLOR_CHECKPOINT_STORE`` set, the uploader (``upload.py``) then copies it there
+and marks it uploaded.
 """
 
 from __future__ import annotations
 
 import time
 
-from .. import rng
+from .. import rng, settings
 from ..errors import FlorError
 from ..messages import warn
 from . import handoff
@@ -19,6 +21,7 @@ from .snapshot import Snapshotter, gradients, has_state_dict, object_state, pick
 from .variables import (
     capture, capture_globals, changed, fingerprint, gradients_needed, lookup, loop_effect, loop_names, script_mentions,
 )
+from .remote import remote_store
 from .writer import Job, Writer, Written
 
 FINISH_TIMEOUT_S = 600.0
@@ -49,6 +52,9 @@ class RecordManager(Hooks):
         # A framework drives the loops (flor.integrations): no user frame holds their variables;
         # what the loops change is in the registered objects.
         self.frameless = False
+        self.uploader = None
+        self.not_uploaded: set[tuple] = set()  # checkpoints listed as local only (store down, failed, behind)
+        self._upload_warned = False
 
     # -- hooks from Run.loop ----------------------------------------------------------------
 
@@ -108,6 +114,7 @@ class RecordManager(Hooks):
         if self.writer is not None:
             if not self.writer.close(FINISH_TIMEOUT_S):
                 warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
+        self._finish_uploads()
         # Why checkpoints fell where they did, for `flor show`.
         run.environment["checkpoints"] = self.policy.summary()
 
@@ -231,13 +238,72 @@ class RecordManager(Hooks):
         # The writer mostly waits on the disk; what competes with training is its CPU time.
         self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share)
         job = done.job
+        key = (job.run_id, job.iteration, job.point)
         try:
+            remote = remote_store()
+        except FlorError:
+            remote = None  # an unusable store URL was reported when the run began
+        try:
+            # Listed as local at once: the local copy is whole, whatever the checkpoint store does.
             self.run.store.add_checkpoint(
                 job.run_id, job.iteration, job.point, done.location, done.nbytes, done.written,
                 job.snapshot.seconds, done.seconds, pickled_objects(job.snapshot.skeleton),
+                sha256=done.sha256, uploaded=None if remote is None else 0,
             )
         except FlorError as exc:
             self._report(f"checkpoint of iteration {job.iteration} written but not listed: {exc}")
+            return
+        if remote is None:
+            return
+        if remote.unreachable is not None:
+            self.not_uploaded.add(key)  # said once when the run began
+            return
+        if self.uploader is None:
+            from .upload import Uploader
+
+            self.uploader = Uploader(self.run.store.path.parent, remote, self._uploaded, self._upload_failed)
+        if not self.uploader.submit(key, done.location):
+            self.not_uploaded.add(key)
+            self._warn_upload(f"uploads to {remote.url} are behind: checkpoint of iteration {job.iteration} stays in "
+                              ".flor/ only, listed as local; `flor doctor --repair` uploads it")
+
+    def _uploaded(self, key: tuple) -> None:
+        try:
+            self.run.store.mark_uploaded(*key)
+        except FlorError:
+            pass  # it stays marked local; `flor doctor` finds the copy in the store whole
+
+    def _upload_failed(self, key: tuple, exc: Exception) -> None:
+        self.not_uploaded.add(key)
+        self._warn_upload(f"checkpoint of iteration {key[1]} is written to .flor/ but not uploaded: {exc}; it stays "
+                          "listed as local and `flor doctor --repair` uploads it")
+
+    def _warn_upload(self, message: str) -> None:
+        if not self._upload_warned:  # one line, not one per checkpoint; the end of the run counts them
+            self._upload_warned = True
+            self._report(message)
+
+    def _finish_uploads(self) -> None:
+        """Wait for uploads in flight up to FLOR_UPLOAD_WAIT_S, then name what remains in one line."""
+        try:
+            remote = remote_store()
+        except FlorError:
+            return
+        if remote is None:
+            return
+        remaining: list[tuple] = []
+        if self.uploader is not None:
+            try:
+                wait_s = settings.upload_wait_s()
+            except FlorError:
+                wait_s = 5
+            self.uploader.wait(wait_s)
+            remaining = self.uploader.remaining()
+        local_only = self.not_uploaded | set(remaining)
+        if local_only:
+            shown = ", ".join(str(k[1]) for k in sorted(local_only)[:8]) + (" ..." if len(local_only) > 8 else "")
+            warn(f"{len(local_only)} checkpoint(s) of run {self.run.tstamp} (iteration {shown}) not uploaded to "
+                 f"{remote.url}: they are in .flor/, listed as local; run `flor doctor --repair` to upload them")
 
     def _failed(self, job: Job, exc: Exception) -> None:
         self._report(f"checkpoint of iteration {job.iteration} not written: {exc}")

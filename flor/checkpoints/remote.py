@@ -1,11 +1,14 @@
 """Checkpoints in object storage: ``FLOR_CHECKPOINT_STORE=s3://bucket/prefix`` (any fsspec URL).
 
-The local ``.flor/`` stays where checkpoints are written first; with a store configured, the
-background writer then uploads the checkpoint's new arrays (by content: an array the store holds
+The local ``.flor/`` stays where checkpoints are written first, and a checkpoint is listed (as
+local) as soon as its local copy is durable. With a store configured, an uploader thread
+(``upload.py``) then sends the checkpoint's new arrays (by content: an array the store holds
 already is not sent again) and, last, its manifest, under the same layout as ``.flor/``
-(``objects/<sha256>``, ``checkpoints/<run_id>/<iteration>-<point>.json``). A checkpoint is listed
-in the store only once both are there, so a node that reads from the URL never sees a manifest
-without its arrays. Reading, a file missing locally (a replay worker on another node) is read
+(``objects/<sha256>``, ``checkpoints/<run_id>/<iteration>-<point>.json``), and marks it uploaded.
+A node that reads from the URL never sees a manifest without its arrays. A slow or absent store
+never slows or loses a run: it is checked (endpoint, credentials) when the run begins, with a
+time limit; uploads never block training; what did not reach it stays in ``.flor/``, listed as
+local, and ``flor doctor --repair`` uploads it. Reading, a file missing locally (a replay worker on another node) is read
 from the URL, and every array is checked against its hash as a local one is.
 
 One prefix per project: run ids are the project's own. fsspec and the protocol's package (s3fs
@@ -17,7 +20,9 @@ the usual variables (``AWS_*``, ``FSSPEC_S3_ENDPOINT_URL``).
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 from .. import settings
 from ..errors import CheckpointError
@@ -42,26 +47,82 @@ class RemoteStore:
         self.base = self.base.rstrip("/")
         _keep_working_at_exit()
         self.known: set[str] = set()  # digests this process saw in the store
+        self.unreachable: str | None = None  # why the check when the run began failed
+
+    def check(self, timeout: float) -> str | None:
+        """Whether the store answers, with these credentials, within ``timeout`` seconds: None,
+        or why not. Runs in a thread of its own: a store that accepts connections and never
+        answers must not hold the caller."""
+        outcome: list[str | None] = []
+
+        def probe():
+            try:
+                self.fs.ls(self.base, refresh=True)
+                outcome.append(None)
+            except FileNotFoundError:
+                outcome.append(None)  # reachable; the prefix is made by the first upload
+            except Exception as exc:  # noqa: BLE001 - any failure of the remote file system, named
+                outcome.append(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
+
+        thread = threading.Thread(target=probe, name="flor-store-check", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not outcome:
+            return f"no answer within {timeout:g}s"
+        return outcome[0]
+
+    def upload_written(self, flor_dir: Path, location: str, replace: frozenset = frozenset()) -> int:
+        """Upload a checkpoint whose local copy is whole: the arrays the store lacks (from
+        ``.flor/objects``) and those in ``replace`` (damaged there), then its manifest, byte for
+        byte; the bytes sent."""
+        local = Path(flor_dir) / location
+        try:
+            text = local.read_bytes()
+            blobs = json.loads(text)["blobs"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {location} cannot be uploaded: its local manifest cannot be read ({exc})") from None
+        sent = 0
+        try:
+            for digest in dict.fromkeys(blobs):
+                if digest in self.known and digest not in replace:
+                    continue
+                target = self.path(f"objects/{digest}")
+                if digest in replace or not self.fs.exists(target):
+                    source = Path(flor_dir) / "objects" / digest
+                    self.fs.put_file(str(source), target)
+                    sent += source.stat().st_size
+                self.known.add(digest)
+            self.fs.pipe_file(self.path(location), text)  # last: the checkpoint is whole
+        except Exception as exc:  # noqa: BLE001 - any failure of the remote file system, converted here
+            raise CheckpointError(f"checkpoint not uploaded to {self.url}: {type(exc).__name__}: {exc}") from exc
+        return sent + len(text)
+
+    def keep_aside(self, relative: str, stamp: str) -> str | None:
+        """Copy ``relative`` to ``doctor/<relative>.replaced-<stamp>`` in the store before a
+        repair replaces it; the copy's path (None when there was nothing to keep)."""
+        try:
+            data = self.fs.cat_file(self.path(relative))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - converted at the boundary
+            raise CheckpointError(f"cannot read {relative} from {self.url}: {type(exc).__name__}: {exc}") from exc
+        aside = f"doctor/{relative}.replaced-{stamp}"
+        self.put(aside, data)
+        return aside
+
+    def manifests(self) -> list[str]:
+        """The locations of every manifest the store holds (``checkpoints/<run>/<name>.json``)."""
+        try:
+            found = self.fs.glob(self.path("checkpoints/*/*.json"))
+        except FileNotFoundError:
+            return []
+        except Exception as exc:  # noqa: BLE001 - converted at the boundary
+            raise CheckpointError(f"cannot list {self.url}: {type(exc).__name__}: {exc}") from exc
+        prefix = self.base + "/"
+        return sorted(str(p)[len(prefix):] if str(p).startswith(prefix) else str(p) for p in found)
 
     def path(self, relative: str) -> str:
         return f"{self.base}/{relative}"
-
-    def upload(self, arrays: dict, manifest_location: str, manifest: bytes) -> int:
-        """Put the arrays the store lacks, then the manifest; the bytes sent."""
-        sent = 0
-        try:
-            for digest, data in arrays.items():
-                if digest in self.known:
-                    continue
-                target = self.path(f"objects/{digest}")
-                if not self.fs.exists(target):
-                    self.fs.pipe_file(target, bytes(data))
-                    sent += len(data)
-                self.known.add(digest)
-            self.fs.pipe_file(self.path(manifest_location), manifest)  # last: the checkpoint is whole
-        except Exception as exc:  # noqa: BLE001 - any failure of the remote file system, converted here
-            raise CheckpointError(f"checkpoint not uploaded to {self.url}: {type(exc).__name__}: {exc}") from exc
-        return sent + len(manifest)
 
     def put(self, relative: str, data: bytes) -> None:
         """Write one file, replacing what is there (``flor doctor --repair``)."""
@@ -75,6 +136,16 @@ class RemoteStore:
             return self.fs.cat_file(self.path(relative))
         except FileNotFoundError:
             raise CheckpointError(f"{relative} is in neither .flor/ nor {self.url}; run `flor doctor`") from None
+        except Exception as exc:  # noqa: BLE001 - converted at the boundary
+            raise CheckpointError(f"cannot read {relative} from {self.url}: {type(exc).__name__}: {exc}") from exc
+
+    def fetch(self, relative: str) -> bytes | None:
+        """The bytes of ``relative``, or None when the store does not hold it (an unreachable
+        store raises: absent and unreachable are different answers)."""
+        try:
+            return self.fs.cat_file(self.path(relative))
+        except FileNotFoundError:
+            return None
         except Exception as exc:  # noqa: BLE001 - converted at the boundary
             raise CheckpointError(f"cannot read {relative} from {self.url}: {type(exc).__name__}: {exc}") from exc
 

@@ -217,21 +217,31 @@ def _array(meta: dict, digest: str, objects: Path, cache: dict):
 
 
 def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_variables: bool = True,
-                  pickled: list[str] | None = None) -> Checkpoint:
+                  pickled: list[str] | None = None, sha256: str | None = None) -> Checkpoint:
     """Read one checkpoint from its manifest location (relative to ``.flor``).
 
     ``pickled``: the objects the store recorded as pickled in this checkpoint (None: a checkpoint
-    listed before flor recorded that, where ``trusted`` alone decides)."""
+    listed before flor recorded that, where ``trusted`` alone decides). ``sha256``: of the
+    manifest's bytes as written, which the store kept; a manifest that differs (edited, or
+    another checkpoint's put in its place) is refused."""
+    import hashlib
+
     paths = ProjectPaths.of_flor_dir(flor_dir)
     path = paths.at(location)
+    where = str(path)
     try:
         try:
-            manifest = json.loads(path.read_text())
+            data = path.read_bytes()
         except FileNotFoundError:
             remote = remote_store()
             if remote is None:
                 raise
-            manifest = json.loads(remote.read(location))  # on another machine: from object storage
+            data = remote.read(location)  # on another machine: from object storage
+            where = remote.path(location)
+        manifest = json.loads(data)
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise CheckpointError(f"checkpoint {where} is not the manifest that was written (its sha256 differs from "
+                                  "the one the store kept): it was edited or swapped; run `flor doctor`")
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror}); run `flor doctor`") from exc
     except ValueError as exc:
@@ -264,14 +274,14 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_var
 
 
 def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None, outer_frame=None,
-                 pickled: list[str] | None = None) -> Checkpoint:
+                 pickled: list[str] | None = None, sha256: str | None = None) -> Checkpoint:
     """Restore a checkpoint into live registered objects and the random state, and the variables
     it kept: those of the nested loop into ``frame`` (the frame running that loop), those of the
     outer body into ``outer_frame`` (what replay and resume do)."""
     from .variables import restore as restore_variables
     from .variables import lookup, restore_globals
 
-    checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled)
+    checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled, sha256=sha256)
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
         restore_gradients(obj, checkpoint.grads.get(name), name)
@@ -336,7 +346,7 @@ def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted
             raise CheckpointError(f"run {row.tstamp} has no checkpoint at iteration {iteration}; it has {have}")
         chosen = matches[0]
     flor_dir = store.path.parent
-    checkpoint = read_manifest(flor_dir, chosen.location, trusted=trusted, pickled=chosen.pickled)
+    checkpoint = read_manifest(flor_dir, chosen.location, trusted=trusted, pickled=chosen.pickled, sha256=chosen.sha256)
     if objs or named:
         checkpoint.restore(*objs, **named)
     return checkpoint

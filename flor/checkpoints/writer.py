@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import ProjectPaths
-from .remote import remote_store
 from .snapshot import Snapshot
 
 MAX_IN_FLIGHT = 2
@@ -175,6 +174,7 @@ class Written:
     seconds: float
     cpu_seconds: float
     share: float | None = None  # CPU time over wall time while hashing and writing (not syncing)
+    sha256: str | None = None  # of the manifest's bytes, kept in the store (a swapped manifest is refused)
 
 
 class Writer:
@@ -243,11 +243,11 @@ class Writer:
             try:
                 started, cpu_started = time.perf_counter(), time.thread_time()
                 timing: dict = {}
-                location, written = persist(self.root, job, self._known, timing)
+                location, written, sha = persist(self.root, job, self._known, timing)
                 seconds = time.perf_counter() - started
                 cpu = time.thread_time() - cpu_started
                 share = timing["cpu"] / timing["wall"] if timing.get("wall", 0) > 1e-3 else None
-                self.on_written(Written(job, location, job.snapshot.nbytes, written, seconds, cpu, share))
+                self.on_written(Written(job, location, job.snapshot.nbytes, written, seconds, cpu, share, sha))
             except Exception as exc:  # disk full, permissions: tell the run, keep training
                 self.on_failed(job, exc)
             finally:
@@ -256,9 +256,11 @@ class Writer:
                 self._queue.task_done()
 
 
-def persist(root: Path, job: Job, known: set[str], timing: dict | None = None) -> tuple[str, int]:
+def persist(root: Path, job: Job, known: set[str], timing: dict | None = None) -> tuple[str, int, str]:
     """Write ``job`` durably: its arrays by content, then its manifest. Returns the manifest's
-    location (relative to ``.flor``) and the bytes written; ``known`` holds digests already stored.
+    location (relative to ``.flor``), the bytes written and the manifest's sha256 (the store keeps
+    it); ``known`` holds digests already stored. Uploading to a checkpoint store is not done here
+    (``upload.py``): a slow store must never hold the writer.
     ``timing`` gets the thread's CPU and wall seconds of hashing and writing (the policy tells
     from them how much CPU the writer got: disk waits are left out)."""
     wall, cpu = time.perf_counter(), time.thread_time()
@@ -309,14 +311,4 @@ def persist(root: Path, job: Job, known: set[str], timing: dict | None = None) -
     write_durably(path, text)
     _fsync_dir(path.parent)
     location = paths.location(path)
-    remote = remote_store()
-    if remote is not None:
-        # Object storage (remote.py): the arrays it lacks, then the manifest, before the checkpoint
-        # is listed. The views are still the snapshot's buffers.
-        views = {}
-        for buffer, digest in zip(job.snapshot.buffers, blobs):
-            if digest not in views:
-                array = buffer.array
-                views[digest] = memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes()
-        written += remote.upload(views, location, text)
-    return location, written + len(text)
+    return location, written + len(text), hashlib.sha256(text).hexdigest()

@@ -59,7 +59,7 @@ class ReplayManager(Hooks):
             raise CheckpointError(f"run {self.run.tstamp} has no {point} checkpoint of iteration {index}")
         started = time.perf_counter()
         restore_into(self.run.flor_dir, location, self.objects, frame, self.run.outer_frame,
-                     pickled=self.run.spec.pickled.get(location))
+                     pickled=self.run.spec.pickled.get(location), sha256=self.run.spec.digests.get(location))
         self.run.timings["restore_s"] += time.perf_counter() - started
 
 

@@ -103,6 +103,7 @@ class Execution:
                 run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=session.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
                 accept_drift=accept_drift, pickled=item.records.pickled,
+                digests=item.records.digests,
             )
             spec_path = state.folder / f"{phase}-{index}.spec.json"
             spec_path.write_text(spec.to_json())

@@ -35,6 +35,7 @@ class RunRecords:
     missing_variables: set[str] = field(default_factory=set)
     variables_known: bool = True
     pickled: dict[str, list | None] = field(default_factory=dict)  # location -> objects recorded as pickled
+    digests: dict[str, str | None] = field(default_factory=dict)  # location -> the manifest's sha256 the store kept
 
     @classmethod
     def read(cls, store: Store, run: RunRow) -> "RunRecords":
@@ -43,16 +44,18 @@ class RunRecords:
         await_writers(store.path.parent, run.run_id, say=say)
         checkpoints: dict[int, dict[str, str]] = {}
         pickled: dict[str, list | None] = {}
+        digests: dict[str, str | None] = {}
         for row in store.checkpoints(run.run_id):
             checkpoints.setdefault(row.iteration, {})[row.point] = row.location
             pickled[row.location] = row.pickled
+            digests[row.location] = row.sha256
         missing, known = _missing_variables(ProjectPaths.of_db(store.path), checkpoints)
         return cls(
             run=run, checkpoints=checkpoints, contexts=store.contexts(run.run_id),
             iterations=store.iterations(run.run_id),
             recorded_names={name for name, source, _count in store.log_names(run.run_id) if source == "record"},
             done=store.replay_done_all(run.run_id), missing_variables=missing, variables_known=known,
-            pickled=pickled,
+            pickled=pickled, digests=digests,
         )
 
     def outer_iterations_of(self, store: Store, names: set[str], outer_name: str) -> set[int]:

@@ -7,6 +7,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -277,8 +278,14 @@ class Session:
 
         paths = ProjectPaths(self.root)
         paths.locks.mkdir(parents=True, exist_ok=True)
+        _enough_open_files(len(self.selected))
         for run in sorted(self.selected, key=lambda r: r.run_id):  # one order: no deadlock
-            handle = open(paths.replay_lock(run.run_id), "a+")
+            try:
+                handle = open(paths.replay_lock(run.run_id), "a+")
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                raise UsageError(_too_many_runs(len(self.selected))) from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -448,7 +455,7 @@ class Session:
                     item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
                     return
                 selected = remaining
-        independent = self._independent(layout, item_keys, places)
+        independent = self._independent(layout, item_keys, places, run)
         if strategy == "reexec" and not checkpoints and independent:
             # Items that share no state: each replayed alone, split across the workers.
             item.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
@@ -490,15 +497,38 @@ class Session:
                     found[str(parsed[0][1])] = iteration
         return found
 
-    @staticmethod
-    def _independent(layout, item_keys: dict, places: set[str]) -> bool:
-        """A keyed outer loop whose iterations share no state (``independence``), with the new
-        statements inside it (code after the loop needs every iteration's state)."""
+    def _independent(self, layout, item_keys: dict, places: set[str], run: RunRow) -> bool:
+        """A keyed outer loop whose iterations share no state (``independence``, following the
+        helpers of the run's own code version), with the new statements inside it (code after
+        the loop needs every iteration's state)."""
         from .independence import carried
 
         if not item_keys or layout.outer is None or AFTER in places:
             return False
-        return not carried(layout.outer, layout.tree)
+        return not carried(layout.outer, layout.tree, self._module_reader(run))
+
+    def _module_reader(self, run: RunRow):
+        """dotted module name -> its syntax tree in the run's code version (None: not the
+        project's), looked up beside the script and at the project's root."""
+        import ast
+        import posixpath
+
+        folder = posixpath.dirname(run.filename)
+        listed: list[set[str]] = []
+
+        def read(dotted: str):
+            if not listed:  # read once, and only when the body calls an imported helper
+                listed.append(set(self.repo.tree_files(run.code_commit)) if run.code_commit else set())
+            files = listed[0]
+            rel = dotted.replace(".", "/")
+            for candidate in (posixpath.join(folder, rel + ".py"), posixpath.join(folder, rel, "__init__.py"),
+                              rel + ".py", posixpath.join(rel, "__init__.py")):
+                candidate = posixpath.normpath(candidate)
+                if candidate in files:
+                    return ast.parse(self.repo.read_file(run.code_commit, candidate))
+            return None
+
+        return read
 
     def _reached(self, item: RunReplay, layout, placement, records: RunRecords, outer_name: str, total: int,
                  selected: list[int] | None) -> list[int] | None:
@@ -657,6 +687,41 @@ def _hint_extract(store: Store, plans: list[RunReplay]) -> None:
         if line is not None:
             say(f"hint: what these runs printed mentions {name} (\"{line[:80]}\"); `flor extract {name} PATTERN` "
                 "reads values from that output with no re-execution")
+
+
+# Files a replay holds open besides its runs' locks (the store, git, workers' pipes and logs):
+# what it asks for, and the least it goes on with.
+_FILES_BESIDES_LOCKS = 256
+_FEWEST_BESIDES_LOCKS = 32
+
+
+def _too_many_runs(count: int) -> str:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (f"replaying {count} runs holds a lock file open for each, beyond this process's open-file limit "
+            f"({soft}, at most {hard}); raise it (ulimit -n {count + _FILES_BESIDES_LOCKS}) or replay fewer runs "
+            "at once (--runs, --where)")
+
+
+def _enough_open_files(count: int) -> None:
+    """Raise the soft open-file limit so that one lock per run fits (macOS starts at 256), up to
+    the hard limit; past that, refuse in one line before opening any."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    needed = count + _FILES_BESIDES_LOCKS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < count + _FEWEST_BESIDES_LOCKS:
+        raise UsageError(_too_many_runs(count))
 
 
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,

@@ -42,6 +42,7 @@ class WorkerSpec:
     numeric: dict = field(default_factory=dict)  # the run's numeric environment (threads, flags, dtype)
     accept_drift: bool = False  # store values even where recorded values drifted
     pickled: dict[str, list | None] = field(default_factory=dict)  # checkpoint location -> objects kept as pickles
+    digests: dict[str, str | None] = field(default_factory=dict)  # checkpoint location -> its manifest's sha256
 
     def to_json(self) -> str:
         """The spec as JSON text (integer keys become strings, as JSON requires)."""

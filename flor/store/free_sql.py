@@ -2,12 +2,16 @@
 
 ``PRAGMA query_only`` alone lets ATTACH and VACUUM INTO create files anywhere and PRAGMAs change
 the connection, so an authorizer (an allowlist) refuses everything but reads while a statement is
-prepared and stepped.
+prepared and stepped. A statement is also bounded in time (a progress handler), in the size of
+one value (SQLite's length limit: ``randomblob(9e8)``) and in the size of its result (rows are
+fetched in chunks and counted), so a recursive CTE without an end stops with one line instead of
+filling memory.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Sequence
 
 from ..errors import StoreError, UsageError
@@ -94,23 +98,56 @@ def _first_keyword(sql: str) -> str:
     return "".join(ch for ch in word if ch.isalpha()).upper()
 
 
+MAX_VALUE_BYTES = 64 << 20  # the longest string or blob one value may be
+_FETCH = 1000
+_CHECK_EVERY = 20_000  # SQLite VM instructions between two looks at the clock
+
+
+def _row_bytes(row: tuple) -> int:
+    """About what a row costs in memory (enough to bound a result, cheap to compute)."""
+    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row) + 16 * len(row)
+
+
 class FreeSQLMixin:
     """``flor query``'s statements, read-only."""
 
-    def execute_readonly(self, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+    def execute_readonly(self, sql: str, params: Sequence = (), max_seconds: float = 60.0,
+                         max_bytes: int = 256 << 20) -> tuple[list[str], list[tuple]]:
         """Run one read-only statement; return (column names, rows).
 
         ``query_only`` alone lets ATTACH and VACUUM INTO create files anywhere and PRAGMAs change
         the connection, so an authorizer refuses everything but reads while the statement is
-        prepared and stepped (see :func:`_read_only_authorizer`)."""
+        prepared and stepped (see :func:`_read_only_authorizer`). It stops, with one line, past
+        ``max_seconds``, a value over ``MAX_VALUE_BYTES`` or a result over ``max_bytes``."""
         denied: list[str] = []
-        self.connection.set_authorizer(_read_only_authorizer(denied))
+        deadline = time.monotonic() + max_seconds
+        connection = self.connection
+        connection.set_authorizer(_read_only_authorizer(denied))
+        connection.set_progress_handler(lambda: int(time.monotonic() > deadline), _CHECK_EVERY)
+        length = connection.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) if hasattr(connection, "getlimit") else None
+        if length is not None:
+            connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         try:
-            cursor = self._retry(lambda: self.connection.execute(sql, params))
+            cursor = self._retry(lambda: connection.execute(sql, params))
             columns = [d[0] for d in cursor.description or ()]
-            return columns, cursor.fetchall()
+            rows: list[tuple] = []
+            size = 0
+            while True:
+                chunk = cursor.fetchmany(_FETCH)
+                if not chunk:
+                    return columns, rows
+                rows += chunk
+                size += sum(map(_row_bytes, chunk))
+                if size > max_bytes:
+                    raise UsageError(f"flor query stopped: the result is over {max_bytes >> 20} MiB after "
+                                     f"{len(rows):,} rows (FLOR_QUERY_MAX_BYTES); add a LIMIT or aggregate")
         except (sqlite3.Error, sqlite3.Warning) as exc:  # Warning: two statements (Python < 3.12)
             text = str(exc)
+            if "interrupted" in text and time.monotonic() > deadline:
+                raise UsageError(f"flor query stopped after {max_seconds:g} s (FLOR_QUERY_MAX_S): a recursive "
+                                 "query without an end, or too much to compute; add a LIMIT") from exc
+            if "too big" in text:
+                raise UsageError(f"flor query stopped: a value over {MAX_VALUE_BYTES >> 20} MiB ({text})") from exc
             if denied:
                 # SQLite reports a CREATE or DROP as a write to the schema table, and a VACUUM
                 # as the ATTACH it does inside: name them by the statement's first word.
@@ -125,4 +162,7 @@ class FreeSQLMixin:
                 raise UsageError(f"query failed: {text}") from exc
             raise StoreError(f"query failed: {text}") from exc
         finally:
-            self.connection.set_authorizer(None)
+            connection.set_authorizer(None)
+            connection.set_progress_handler(None, 0)
+            if length is not None:
+                connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length)

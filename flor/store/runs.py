@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from ..errors import RunNotFoundError
-from ..processes import process_gone
+from ..processes import process_gone, this_machine
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ class RunsMixin:
                 "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     candidate, projid, filename, json.dumps(argv), cwd, started, started,
-                    os.getpid(), socket.gethostname(), sys.executable, resumed_from, rng_state,
+                    os.getpid(), this_machine(), sys.executable, resumed_from, rng_state,
                     json.dumps(environment or {}),
                 ),
             )

@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS checkpoints(
     write_s REAL,
     created REAL NOT NULL,
     pickled TEXT,
+    manifest_sha256 TEXT,
+    uploaded INTEGER,
     PRIMARY KEY (run_id, iteration, point)
 );
 CREATE TABLE IF NOT EXISTS replay_done(
@@ -212,6 +214,18 @@ def _v6_dataflow(cursor) -> None:
     pass
 
 
+def _v7_checkpoint_binding(cursor) -> None:
+    # A checkpoint's manifest is bound to its content: the sha256 of the manifest's bytes, kept
+    # here when it is written, so an edited or swapped manifest (in .flor/ or in the bucket) is
+    # refused. And whether its copy reached FLOR_CHECKPOINT_STORE (NULL: no store configured;
+    # 0: local only, `flor doctor --repair` uploads it; 1: uploaded). NULL for earlier rows.
+    present = _columns(cursor, "checkpoints")
+    if "manifest_sha256" not in present:
+        cursor.execute("ALTER TABLE checkpoints ADD COLUMN manifest_sha256 TEXT")
+    if "uploaded" not in present:
+        cursor.execute("ALTER TABLE checkpoints ADD COLUMN uploaded INTEGER")
+
+
 # (version, what it changed): entry k brings a database from version k to version k + 1.
 MIGRATIONS: list[tuple[int, Callable]] = [
     (2, _v2_blocks),
@@ -219,6 +233,7 @@ MIGRATIONS: list[tuple[int, Callable]] = [
     (4, _v4_environment),
     (5, _v5_output),
     (6, _v6_dataflow),
+    (7, _v7_checkpoint_binding),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).

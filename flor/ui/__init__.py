@@ -32,6 +32,11 @@ def serve_project(start: Path | None = None, *, host: str = "127.0.0.1", port: i
     db_path = ProjectPaths(root).db
     if not db_path.exists():
         raise StoreError(f"no flor runs recorded under {root} yet; run a script that imports flor first")
+    # Opened once as every other command opens it: a database of a newer schema (or a damaged
+    # one) is refused in one line here, not served with columns this flor misreads.
+    from ..store import Store
+
+    Store.open(db_path, readonly=True).close()
     try:
         from .server import serve
     except ImportError as exc:  # flask is a dependency, but a stripped install may lack it

@@ -45,6 +45,7 @@ def _snapshot(project):
     (["verbose=maybe"], "verbose='maybe'"),
     (["epochs"], "name=value"),
     (["=3"], ""),
+    (["lr=1", "lr=2"], "--kwargs gives lr twice (lr=1 and lr=2)"),  # issue 26: silently took 2
 ])
 def test_bad_kwargs_stop_before_training_and_record_nothing(base, kwargs, expected):
     before = _snapshot(base)
@@ -77,6 +78,17 @@ def test_cli_bad_input_is_one_line_and_changes_nothing(base):
         tally(faults_injected=1)
     assert _snapshot(base) == before
     assert integrity_ok(base.db)
+
+
+def test_an_arg_declared_inside_the_loop_gets_a_clear_line(base):
+    # Issue 26: it got "not declared with flor.arg (declared args: (none))".
+    base.write("late.py", 'import flor\nfor epoch in flor.loop("epoch", range(2)):\n    lr = flor.arg("lr", 0.1)\n'
+                          '    flor.log("loss", lr)\n')
+    done = base.run("late.py", "--kwargs", "lr=0.5", check=False)
+    assert done.returncode == 2, done.stderr
+    line = one_flor_line(done.stderr)
+    assert "flor.arg('lr') is declared after training began" in line and "before the first flor.loop" in line, line
+    tally(faults_injected=1)
 
 
 FAILS_BEFORE_TRAINING = {

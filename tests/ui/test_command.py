@@ -61,3 +61,18 @@ def test_port_in_use_is_one_line(recorded):
 def test_help_lists_the_command():
     done = subprocess.run([sys.executable, "-m", "flor", "--help"], env=clean_env(), capture_output=True, text=True)
     assert " ui " in done.stdout or "ui " in done.stdout
+
+
+def test_a_database_of_a_newer_flor_is_refused_like_every_other_command(recorded, tmp_path):
+    # Issue 26: `flor ui` served it while every other command refused it.
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "newer"
+    shutil.copytree(recorded.root, copy)
+    with sqlite3.connect(copy / ".flor" / "flor.db") as connection:
+        connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    done = subprocess.run([sys.executable, "-m", "flor", "ui", "--no-browser"], cwd=copy, env=clean_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "made by a newer flor" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
