@@ -68,6 +68,9 @@ class ReplayRun(Run):
 
     def __init__(self, spec: WorkerSpec, channel: Channel, written=None) -> None:
         super().__init__({}, list(spec.argv))
+        from ..checkpoints import iterators
+
+        iterators.install()  # the old script's loaders are rebuilt from the iterators they make
         self.spec = spec
         self.channel = channel
         self._written = written  # () -> what the old code wrote (the private view's scratch layers)
