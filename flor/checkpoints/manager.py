@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from .. import rng
-from . import iterators
+from . import iterators, statehash
 from ..errors import FlorError
 from ..messages import warn
 from . import handoff
@@ -50,6 +50,7 @@ class RecordManager(Hooks):
         self.outer_names: tuple[str, ...] | None = None
         self.before_nested: dict | None = None
         self.iterators_said: set[str] = set()
+        self.lacking: set[int] = set()  # iterations whose checkpoint lacks a data iterator
         # A framework drives the loops (flor.integrations): no user frame holds their variables;
         # what the loops change is in the registered objects.
         self.frameless = False
@@ -132,6 +133,11 @@ class RecordManager(Hooks):
                 warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
         # Why checkpoints fell where they did, for `flor show`.
         run.environment["checkpoints"] = self.policy.summary()
+        # For replay: which checkpoints lack a data iterator (no segment starts after them), and the
+        # registered state's fingerprint at the end, against which code after the loop is verified.
+        run.environment["iterators_missing"] = sorted(self.lacking)
+        if not self.frameless:
+            run.environment["state_end"] = statehash.at_end(self.objects)
 
     # -- taking checkpoints -----------------------------------------------------------------
 
@@ -193,6 +199,8 @@ class RecordManager(Hooks):
         # Data iterators that live across iterations (one DataLoader iterator for the whole run):
         # their creation record and the batches drawn, to rebuild them (iterators.py).
         kept_iterators, missing_iterators = self._iterators(frame, registered)
+        if missing_iterators:
+            self.lacking.add(self.index)
         tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": self._gradients(point),
                 "generators": rng.capture_generators((frame, self.outer_frame)), "auto": auto,
                 "iterators": kept_iterators}
