@@ -468,9 +468,11 @@ class Session:
             segment.seconds = 2.0 + costs.before_loop_s + sum(costs.iteration_s)
             item.segments = [segment]
         else:
+            before_nested = strategy == "memo" and any(layout.before_first_nested(ins.lineno)
+                                                       for ins in placement.inserted)
             item.segments = plan_run(
                 strategy, total, checkpoints, places=places, selected=selected, workers=self.workers,
-                costs=costs, memo_ok=lambda index: memo_possible,
+                costs=costs, memo_ok=lambda index: memo_possible, before_nested=before_nested,
             )
         item.strategy = strategy
         item.total = total
