@@ -93,6 +93,6 @@ def test_a_dataloader_iterator_that_lives_across_iterations_is_rebuilt_where_it_
     iterators.restore((frame,), kept)
     assert batches(holder, 3) == expected
 
-    plain = iter(range(10))  # an iterator flor cannot keep: listed, when the script advances one
+    plain = iter(range(10))  # noqa: F841 - an iterator flor cannot keep: listed, when the script advances one
     assert "plain" in iterators.capture((sys._getframe(),))[1]
     assert "plain" not in iterators.capture((sys._getframe(),), script_advances=False)[1]
