@@ -131,3 +131,4 @@ def _excepthook(exc_type, exc, tb, _previous=_sys.excepthook):
 _sys.excepthook = _excepthook
 _api.take_kwargs_from_argv()
 _api.capture_argparse()
+_api.note_data_iterators()

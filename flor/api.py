@@ -57,6 +57,14 @@ def capture_argparse() -> None:
     argparsing.install(args)
 
 
+def note_data_iterators() -> None:
+    """Note how DataLoader iterators are made, once torch's data module is imported (see
+    ``checkpoints.iterators``): called at import and at the script's first flor calls."""
+    from .checkpoints import iterators
+
+    iterators.install()
+
+
 def fail_fast(exc: FlorError) -> None:
     """End a script on a user's mistake with one line on stderr and exit status 2."""
     error(exc)
@@ -83,6 +91,7 @@ def current_run() -> Run | None:
 
 def _collecting() -> Run:
     global _pending
+    note_data_iterators()
     if _current is not None:
         return _current
     if _pending is None:

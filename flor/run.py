@@ -565,7 +565,12 @@ class Run:
                     push_iteration((ctx, index, clock() - t0))
                     if scope is not None:
                         scope.outer_iteration_started(self, index)
-                    yield item
+                    try:
+                        yield item
+                    except GeneratorExit:
+                        if scope is not None:  # a `break` (a `while True` loop's end) or an exception
+                            scope.outer_loop_closed(self, index)
+                        raise
                     self.ctx_id, self.iteration = ctx, index
                     if scope is not None:
                         scope.outer_iteration_ended(self, index)

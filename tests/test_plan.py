@@ -196,3 +196,19 @@ def test_a_statement_under_an_if_is_marked_by_the_recorded_logs_of_its_branch():
     assert layout.guards(6) is None            # evaluate() is also called outside the branch
     only_in_branch = HELPERS_SCRIPT.replace("        evaluate(model)\n        both(model)\n", "        both(model)\n")
     assert Layout.of(only_in_branch).guards(6) == [{"val", "new_in_branch"}]
+
+
+def test_branch_before_the_nested_loop_is_memoized_only_from_the_state_before_it():
+    """An evaluation at the top of the body (before the nested loop) of iteration k needs the
+    state at the end of k-1: k is memoized only once k-1's state is there (issue 25)."""
+    from flor.replay.plan import chain
+
+    checkpoints = {i: {"nested": f"c{i}"} for i in (194, 200, 207, 223, 250, 272, 280, 300)}
+    plain = chain([200, 250, 300], "memo", checkpoints, lambda index: True)
+    assert plain == {200: "memo", 250: "memo", 300: "memo"}  # a statement after the nested loop
+    before = chain([200, 250, 300], "memo", checkpoints, lambda index: True, before_nested=True)
+    assert before[194] == "memo" and all(before[k] == "exec" for k in range(195, 200)) and before[200] == "memo"
+    assert before[223] == "memo" and all(before[k] == "exec" for k in range(224, 250)) and before[250] == "memo"
+    assert before[280] == "memo" and before[300] == "memo" and 201 not in before
+    ends = {199: {"end": "e199"}, 200: {"nested": "c200"}}
+    assert chain([200], "memo", ends, lambda index: True, before_nested=True) == {199: "restore_end", 200: "memo"}

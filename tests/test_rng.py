@@ -56,3 +56,43 @@ def test_a_pickled_state_cannot_run_code():
 def test_nothing_recorded_restores_nothing():
     assert rng.decode(None) is None
     rng.restore(None)
+
+
+def test_a_dataloader_iterator_that_lives_across_iterations_is_rebuilt_where_it_was():
+    """makemore's InfiniteDataLoader: one iterator, its sampler on its own generator; kept with a
+    checkpoint (creation record + batches drawn) and rebuilt without loading data (issue 25)."""
+    import sys
+
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    from flor.checkpoints import iterators
+
+    iterators.install()
+    data = TensorDataset(torch.arange(100))
+
+    class Infinite:
+        def __init__(self, generator):
+            sampler = RandomSampler(data, replacement=True, num_samples=10**9, generator=generator)
+            self.loader = DataLoader(data, sampler=sampler, batch_size=4)
+            self.data_iter = iter(self.loader)
+
+    def batches(holder, count):
+        return [next(holder.data_iter)[0].tolist() for _ in range(count)]
+
+    torch.manual_seed(0)
+    holder = Infinite(torch.Generator().manual_seed(5))
+    frame = sys._getframe()
+    batches(holder, 7)
+    kept, missing = iterators.capture((frame,))
+    assert missing == [] and kept["holder.data_iter"]["drawn"] == 7
+    expected = batches(holder, 3)
+
+    holder = Infinite(torch.Generator().manual_seed(5))  # a replay: the iterator as made before the loop
+    frame = sys._getframe()
+    iterators.restore((frame,), kept)
+    assert batches(holder, 3) == expected
+
+    plain = iter(range(10))  # noqa: F841 - an iterator flor cannot keep: listed, when the script advances one
+    assert "plain" in iterators.capture((sys._getframe(),))[1]
+    assert "plain" not in iterators.capture((sys._getframe(),), script_advances=False)[1]

@@ -32,6 +32,10 @@ class Hooks:
     def outer_loop_ended(self, run, last_index: int | None, frame) -> None:
         """The outer loop ran out of items."""
 
+    def outer_loop_closed(self, run, index: int) -> None:
+        """The outer loop was left in iteration ``index`` (``break``, or an exception unwinding:
+        which one, :meth:`leave` tells)."""
+
     def leave(self, run, failed: bool) -> None:
         """The ``with`` block is left."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from .. import rng, settings
+from . import iterators, statehash
 from ..errors import FlorError
 from ..messages import warn
 from . import handoff
@@ -43,12 +44,16 @@ class RecordManager(Hooks):
         self.iteration_started = 0.0
         self.nested_seen = False
         self.last_checkpointed: int | None = None
+        self.last_point: str | None = None
+        self.held = None  # the checkpoint of an iteration that broke out of the loop, until the block is left
         self.skipped = 0
         self.failures: list[str] = []
         self.active = False
         self.outer_frame = None
         self.outer_names: tuple[str, ...] | None = None
         self.before_nested: dict | None = None
+        self.iterators_said: set[str] = set()
+        self.lacking: set[int] = set()  # iterations whose checkpoint lacks a data iterator
         # A framework drives the loops (flor.integrations): no user frame holds their variables;
         # what the loops change is in the registered objects.
         self.frameless = False
@@ -107,8 +112,26 @@ class RecordManager(Hooks):
             self.index = last_index
             self._checkpoint("end", None, force=True)
 
+    def outer_loop_closed(self, run, index):
+        if not self.active:
+            return
+        self.active = False
+        if self.last_checkpointed == index and self.last_point == "end":
+            return
+        # The iteration that breaks is the last one: keep its end state, as for a loop with a
+        # length. Whether it was a `break` or an exception is known only when the block is left,
+        # so the snapshot is taken now and handed to the writer then (leave).
+        self.index = index
+        self._checkpoint("end", None, force=True, hold=True)
+
     def leave(self, run, failed):
         self.active = False
+        held, self.held = self.held, None
+        if held is not None:
+            if failed:
+                self.snapshotter.recycle(held.snapshot.buffers)
+            else:
+                self._submit(held)
 
     def finish(self, run):
         if self.writer is not None:
@@ -117,6 +140,11 @@ class RecordManager(Hooks):
         self._finish_uploads()
         # Why checkpoints fell where they did, for `flor show`.
         run.environment["checkpoints"] = self.policy.summary()
+        # For replay: which checkpoints lack a data iterator (no segment starts after them), and the
+        # registered state's fingerprint at the end, against which code after the loop is verified.
+        run.environment["iterators_missing"] = sorted(self.lacking)
+        if not self.frameless:
+            run.environment["state_end"] = statehash.at_end(self.objects)
 
     # -- taking checkpoints -----------------------------------------------------------------
 
@@ -132,7 +160,7 @@ class RecordManager(Hooks):
             return
         self._checkpoint(point, frame, force=is_last)
 
-    def _checkpoint(self, point: str, frame, force: bool = False) -> None:
+    def _checkpoint(self, point: str, frame, force: bool = False, hold: bool = False) -> None:
         began = time.perf_counter()  # all of this runs in the training thread: the policy charges it
         if self.writer is None:
             self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle)
@@ -175,10 +203,16 @@ class RecordManager(Hooks):
         state = {name: object_state(obj) for name, obj in self.objects.items()}
         # The gradients the skipped loop accumulated: the optimizer may step after it (gradient
         # accumulation), and a state_dict does not hold them.
+        # Data iterators that live across iterations (one DataLoader iterator for the whole run):
+        # their creation record and the batches drawn, to rebuild them (iterators.py).
+        kept_iterators, missing_iterators = self._iterators(frame, registered)
+        if missing_iterators:
+            self.lacking.add(self.index)
         tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": self._gradients(point),
-                "generators": rng.capture_generators((frame, self.outer_frame)), "auto": auto}
-        extra = {"variables_missing": missing, "variables_known": known}
-        if force and self._hand_off(point, tree, extra):
+                "generators": rng.capture_generators((frame, self.outer_frame)), "auto": auto,
+                "iterators": kept_iterators}
+        extra = {"variables_missing": missing, "variables_known": known, "iterators_missing": missing_iterators}
+        if force and not hold and self._hand_off(point, tree, extra):
             return
         try:
             snapshot = self.snapshotter.take(tree)
@@ -190,10 +224,35 @@ class RecordManager(Hooks):
         self.policy.observe_checkpoint(now - began, None, snapshot.nbytes, elapsed_s=now - self.iteration_started,
                                        copy_s=snapshot.seconds)
         job = Job(self.run.run_id, self.run.tstamp, self.index, point, snapshot, extra)
+        self.last_checkpointed, self.last_point = self.index, point
+        if hold:
+            self.held = job
+            return
+        self._submit(job)
+
+    def _submit(self, job: Job) -> None:
         if not self.writer.submit(job):
             self.writer.close(FINISH_TIMEOUT_S)
             self.writer.submit(job)
-        self.last_checkpointed = self.index
+
+    def _iterators(self, frame, registered: tuple) -> tuple[dict, list[str]]:
+        """The data iterators the loop's frames hold: kept ones, and those flor cannot keep (said
+        once per run: replay will not start a segment after a checkpoint that lacks them)."""
+        if self.frameless:
+            return {}, []
+        frames = (frame, self.outer_frame)
+        advances = any(f is not None and script_mentions(f, ("next(",)) for f in frames)
+        try:
+            kept, missing = iterators.capture(frames, registered, advances)
+        except Exception as exc:  # noqa: BLE001 - a probe of a user object never stops training
+            kept, missing = {}, [f"(data iterators: {type(exc).__name__}: {exc})"]
+        new = [name for name in missing if name not in self.iterators_said]
+        if new:
+            self.iterators_said.update(new)
+            warn(f"flor cannot keep the position of the iterator(s) {', '.join(f'`{n}`' for n in new)} with its "
+                 "checkpoints (only DataLoader iterators made after `import flor` are kept); a replay re-executes "
+                 "from the start rather than from a checkpoint that lacks them")
+        return kept, missing
 
     def _gradients(self, point: str) -> dict:
         """The gradients to keep: at the end of a nested loop, when the rest of the body may read
@@ -231,7 +290,7 @@ class RecordManager(Hooks):
             except OSError as exc:  # no memory to fork, too many processes: write it here instead
                 self._report(f"checkpoint of iteration {self.index} is written before exit ({exc})")
                 return False
-        self.last_checkpointed = self.index
+        self.last_checkpointed, self.last_point = self.index, point
         return True
 
     def _written(self, done: Written) -> None:

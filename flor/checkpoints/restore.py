@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..rng import restore as restore_random_state
 from ..rng import restore_generators
+from .iterators import restore as restore_iterators
 from ..errors import CheckpointError, UsageError
 from ..imported import imported
 from ..paths import ProjectPaths
@@ -47,6 +48,8 @@ class Checkpoint:
     grads: dict = field(default_factory=dict)
     generators: dict = field(default_factory=dict)
     auto: dict = field(default_factory=dict)  # unregistered objects with a state_dict the loop changed
+    iterators: dict = field(default_factory=dict)  # data iterators that live across iterations (iterators.py)
+    iterators_missing: list = field(default_factory=list)  # those flor could not keep
 
     def __getitem__(self, name: str):
         """The stored state of one registered object: a state_dict, an array or the object."""
@@ -149,7 +152,7 @@ def unexpected_pickles(manifest: dict, recorded: list[str] | None) -> list[str]:
     for name, tree in (manifest.get("objects") or {}).items():
         if recorded is not None and name not in recorded and _needs_class(tree):
             found.append(repr(name))
-    for part in ("rng", "variables", "grads", "generators", "auto"):
+    for part in ("rng", "variables", "grads", "generators", "auto", "iterators"):
         if _needs_class(manifest.get(part)):
             found.append(f"the {part}")
     return found
@@ -266,10 +269,11 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_var
     grads = _rebuild(manifest.get("grads", {}), blobs, objects, data_only, cache, "the gradients") if with_variables else {}
     generators = _rebuild(manifest.get("generators", {}), blobs, objects, data_only, cache, "the generators")
     auto = _rebuild(manifest.get("auto", {}), blobs, objects, data_only, cache, "the unregistered objects")
+    iterators = _rebuild(manifest.get("iterators", {}), blobs, objects, data_only, cache, "the data iterators")
     return Checkpoint(
         manifest["run_id"], manifest["tstamp"], manifest["iteration"], manifest["point"], states, rng,
         variables, manifest.get("variables_missing", []), manifest.get("variables_known", False), grads, generators,
-        auto,
+        auto, iterators, manifest.get("iterators_missing", []),
     )
 
 
@@ -287,6 +291,7 @@ def restore_into(flor_dir: Path, location: str, objects: dict[str, object], fram
         restore_gradients(obj, checkpoint.grads.get(name), name)
     restore_random_state(checkpoint.rng)
     restore_generators((frame, outer_frame), checkpoint.generators)
+    restore_iterators((frame, outer_frame), checkpoint.iterators)
     for name, stored in (checkpoint.auto or {}).items():
         live = lookup(outer_frame, name)
         if live is None and frame is not None:

@@ -198,6 +198,36 @@ class Layout:
                     found.append(node.args[0].value)
         return found
 
+    def _first_nested_line(self) -> int | None:
+        """The line of the outer body where its first nested flor loop runs: the loop itself, or the
+        call of a helper that holds one (``train(...)``); None when the body runs none."""
+        if self.outer is None:
+            return None
+        lines = [loop.lineno for loop in self.nested]
+        holders = {f.name for f in self.functions if any(f.lineno <= loop.lineno <= f.end_lineno
+                                                         for loop in self.other_loops)}
+        for node in ast.walk(self.outer):
+            if isinstance(node, ast.Call) and node is not self.outer.iter:
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+                if name in holders:
+                    lines.append(node.lineno)
+        return min(lines) if lines else None
+
+    def before_first_nested(self, lineno: int, _seen: frozenset = frozenset()) -> bool:
+        """Whether line ``lineno`` may run in the outer body before its first nested loop (itself,
+        or through a helper called there): a memoized iteration then needs the state that the
+        iteration before it left, not only its own checkpoint."""
+        first = self._first_nested_line()
+        if first is None:
+            return False
+        function = self._function_at(lineno)
+        if function is not None:
+            if function in _seen:
+                return False
+            return any(self.before_first_nested(call.lineno, _seen | {function}) for call in self._calls_of(function))
+        return self.outer.lineno < lineno < first
+
     def names_read_after_first_nested(self) -> set[str]:
         """Names the outer body reads after its first nested loop before assigning them there:
         the values that must come from the skipped loop or earlier iterations."""

@@ -63,11 +63,33 @@ class ReplayManager(Hooks):
         self.run.timings["restore_s"] += time.perf_counter() - started
 
 
+    def nested_loop_ended(self, run, frame) -> None:
+        """Where an exec iteration's checkpoint (point ``nested``) was taken: verify there."""
+        self.run.at_nested_end()
+
+    def fingerprint_matches(self, index: int, point: str) -> list[str] | None:
+        """The registered objects whose state differs from the checkpoint of ``index`` at
+        ``point`` ([] when none does); None when that checkpoint cannot be read."""
+        from ..checkpoints import statehash
+
+        location = self.run.checkpoints.get(index, {}).get(point)
+        if location is None:
+            return None
+        try:
+            manifest = json.loads((self.run.flor_dir / location).read_text())
+        except (OSError, ValueError):
+            return None
+        return statehash.differing(statehash.of_manifest(manifest), statehash.of_objects(self.objects))
+
+
 class ReplayRun(Run):
     """A run being replayed in a worker process; see the module docstring."""
 
     def __init__(self, spec: WorkerSpec, channel: Channel, written=None) -> None:
         super().__init__({}, list(spec.argv))
+        from ..checkpoints import iterators
+
+        iterators.install()  # the old script's loaders are rebuilt from the iterators they make
         self.spec = spec
         self.channel = channel
         self._written = written  # () -> what the old code wrote (the private view's scratch layers)
@@ -139,6 +161,19 @@ class ReplayRun(Run):
         self.stored = self.matched = self.drifted = 0
         self.drift_by_name: dict[str, dict] = {}
         self.first_drift: dict | None = None  # the first recorded value that differed, where and how
+        # How each iteration's values are verified (see the module docstring): an exec iteration
+        # after a restore needs recorded values that match, in it or in a later exec iteration of
+        # the same stretch, or the state's fingerprint at a checkpoint where the stretch ends.
+        self._basis = _bases(self.segment.actions)
+        self._check_at = _check_points(self.segment.actions, self._basis, self.checkpoints)
+        self._prints: dict[int, list[str] | None] = {}  # iteration -> objects whose fingerprint differed ([]: same)
+        self._pending: list[int] = []  # exec iterations waiting for a verified point
+        self._drift_from: int | None = None  # the first iteration of this segment found wrong
+        self._nested_seen = False
+        self._state_end = records.get("state_end")  # the recording's fingerprint at its end
+        self.verified = {"values": 0, "fingerprint": 0, "start": 0, "memo": 0}
+        self.unverified: list[int] = []
+        self.end_check: str = ""  # how the values after the loop were verified
         self.effects = Effects()  # what the new statements' observers put back (isolation.install)
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-replay-flush", daemon=True)
         self._flusher.start()
@@ -236,6 +271,7 @@ class ReplayRun(Run):
                 self.ctx_id, self.iteration = ctx, index
                 self.outer_index, self.outer_action, self._nested_done = index, action, False
                 began, restored = time.perf_counter(), timings["restore_s"]
+                self._nested_seen = False
                 try:
                     yield item
                 except GeneratorExit:
@@ -244,8 +280,10 @@ class ReplayRun(Run):
                     # an exception unwinding the body, and they are not. Which one is known when the
                     # script ends (finish): only a script that ends well completes it.
                     self._closed = index
+                    self._verify_at(index, "end", last=True)
                     raise
                 self.ctx_id, self.iteration = ctx, index
+                self._verify_at(index, "end")
                 # Time in the iteration, less what its restore took (counted apart).
                 timings[f"{action}_s"] += time.perf_counter() - began - (timings["restore_s"] - restored)
                 self.iterations_done += 1
@@ -346,6 +384,9 @@ class ReplayRun(Run):
             if index in self.store_iterations:
                 self._settle(index, accepted, done)
         if final:
+            if self._pending:  # a stretch that ended with nothing to verify it: its values are unverified
+                self.unverified.extend(self._pending)
+                self._reject(list(self._pending), accepted, done)
             if self._finished_ok and (self.segment.store_before or self.segment.store_after):
                 self._settle_run_level(accepted, done)
             self._held.clear()
@@ -389,27 +430,97 @@ class ReplayRun(Run):
             local, iteration = parent, parent_iteration
         return ", ".join(reversed(parts)) or "outside the loops"
 
+    def at_nested_end(self) -> None:
+        """The first nested loop of an exec iteration ended: verify the state there if its
+        checkpoint was taken there."""
+        if self._nested_seen or self.outer_index is None:
+            return
+        self._nested_seen = True
+        self._verify_at(self.outer_index, "nested")
+
+    def _verify_at(self, index: int, point: str, last: bool = False) -> None:
+        """Compare the registered state with the recording's checkpoint of ``index`` at ``point``,
+        where a re-executed stretch ends (see ``_check_points``)."""
+        wanted = self._check_at.get(index)
+        if wanted is None and last and self._basis.get(index) == "restored":
+            wanted = point if point in self.checkpoints.get(index, {}) else None
+        if wanted != point or index in self._prints or not self.managers:
+            return
+        self._prints[index] = self.managers[-1].fingerprint_matches(index, point)
+
     def _trusted(self, key) -> bool:
-        """No recorded value of ``key`` drifted, and, if one elsewhere drifted first (the state it
-        ran from may be wrong), it logged recorded values again and they all matched."""
+        """Run-level values: none of them drifted, and nothing this segment re-executed before
+        them is wrong or unverified."""
         if key in self._drifted:
             return False
-        suspect = key != _BEFORE and any(other != key for other in self._drifted)
-        return not suspect or self._checked.get(key, 0) > 0
+        if key == _BEFORE:
+            return True
+        return self._drift_from is None and not self._pending and not self.rejected
 
     def _settle(self, index: int, accepted: list, done: list) -> None:
-        """Send the held values of outer iteration ``index`` when they can be trusted, else reject it."""
-        held = self._held.pop(index, [])
-        trusted = self._trusted(index)
-        if trusted or self.spec.accept_drift:
-            accepted.extend(held)
-            done.extend((name, index) for name in self.new_names)
-        if not trusted:
+        """Send the held values of outer iteration ``index`` once they are verified; hold them
+        while a later point of the same stretch may still verify them; reject them when wrong."""
+        basis = self._basis.get(index, "start")
+        if index in self._drifted and (self._drift_from is None or index < self._drift_from):
+            self._drift_from = index
+        if self._drift_from is not None and index >= self._drift_from:
+            self._reject([*self._pending, index], accepted, done)
+            return
+        if basis == "restored":
+            self._pending.append(index)
+            prints = self._prints.get(index, "none")
+            if self._checked.get(index, 0) > 0:
+                self._release(accepted, done, "values")
+            elif prints == []:
+                self._release(accepted, done, "fingerprint")
+            elif prints not in ("none", None):  # the state differs from the recording's: wrong
+                self._note_state_drift(index, prints)
+                self._reject(self._pending, accepted, done)
+            return
+        self._send(index, accepted, done)
+        self.verified[basis] += 1
+
+    def _release(self, accepted: list, done: list, how: str) -> None:
+        for index in self._pending:
+            self._send(index, accepted, done)
+            self.verified[how] += 1
+        self._pending = []
+
+    def _send(self, index: int, accepted: list, done: list) -> None:
+        accepted.extend(self._held.pop(index, []))
+        done.extend((name, index) for name in self.new_names)
+
+    def _reject(self, indices: list[int], accepted: list, done: list) -> None:
+        for index in list(indices):
+            if self.spec.accept_drift:
+                self._send(index, accepted, done)
+            else:
+                self._held.pop(index, None)
             self.rejected.append(index)
+        if indices and (self._drift_from is None or min(indices) < self._drift_from):
+            self._drift_from = min(indices)
+        self._pending = [i for i in self._pending if i not in indices]
+
+    def _note_state_drift(self, index: int, objects: list[str]) -> None:
+        if self.first_drift is None:
+            where = f"the end of {self.outer_name or 'iteration'} {index}" if index >= 0 else "the end of the run"
+            self.first_drift = {"outer": index if index >= 0 else None, "name": "the registered state",
+                                "where": where,
+                                "recorded": "the checkpoint's", "replayed": f"other {', '.join(objects)}"}
 
     def _settle_run_level(self, accepted: list, done: list) -> None:
         """The values logged outside the outer loop, and their one "done" mark (-1), together."""
         trusted = self._trusted(_BEFORE) and self._trusted(_AFTER)
+        if trusted and self.segment.store_after and self._state_end and self.managers:
+            from ..checkpoints import statehash
+
+            differ = statehash.differing(self._state_end, statehash.of_objects(self.managers[-1].objects))
+            self.end_check = "fingerprint" if not differ else f"DIFFERS: {', '.join(differ)}"
+            if differ:
+                trusted = False
+                self._note_state_drift(-1, differ)
+        elif self.segment.store_after:
+            self.end_check = "values" if self._checked.get(_AFTER) else "unchecked"
         if trusted or self.spec.accept_drift:
             accepted.extend(self._held.pop(_BEFORE, []) + self._held.pop(_AFTER, []))
             done.extend((name, -1) for name in self.new_names)
@@ -441,11 +552,50 @@ class ReplayRun(Run):
             stored=self.stored, matched=self.matched, drifted=self.drifted,
             drift=self.drift_by_name, iterations=self.iterations_done, rejected=sorted(set(self.rejected)),
             rejected_run_level=self.rejected_run_level, writes=writes, timings=self.timings,
+            verified=self.verified, unverified=sorted(set(self.unverified)), end_check=self.end_check,
         )
 
     def end(self) -> None:
         """At exit, as if the script finished."""
         self.finish(ok=True)
+
+
+def _bases(actions: dict[int, str]) -> dict[int, str]:
+    """How each iteration of a segment comes to its state: ``start`` (re-executed from the run's
+    start, as the recording was), ``memo`` (restored from its own checkpoint), ``restored``
+    (re-executed after a restore: its values need verifying)."""
+    bases, restored, previous = {}, False, None
+    for index in sorted(actions):
+        action = actions[index]
+        if action == "exec":
+            bases[index] = "restored" if restored else "start"
+        else:
+            # A memoized iteration right after re-executed ones ran its body up to the skipped
+            # loop from the state they left: it is verified like them.
+            after_exec = previous is not None and previous[0] == index - 1 and bases[previous[0]] == "restored" \
+                and previous[1] == "exec"
+            bases[index] = "restored" if after_exec and action == "memo" else "memo"
+            restored = True
+        previous = (index, action)
+    return bases
+
+
+def _check_points(actions: dict[int, str], bases: dict[int, str], checkpoints: dict) -> dict[int, str]:
+    """Iteration -> point where the state is compared with the recording's checkpoint: the last
+    iteration of each re-executed stretch after a restore, where the recording has one."""
+    found = {}
+    indices = sorted(actions)
+    for position, index in enumerate(indices):
+        if bases[index] != "restored" or actions[index] != "exec":
+            continue
+        following = indices[position + 1] if position + 1 < len(indices) else None
+        if following == index + 1 and actions[following] == "exec":
+            continue  # the stretch goes on
+        points = checkpoints.get(index, {})
+        point = "end" if "end" in points else "nested" if "nested" in points else None
+        if point is not None:
+            found[index] = point
+    return found
 
 
 def _shown(value) -> str:

@@ -47,6 +47,7 @@ class _RunState:
         self.new_contexts: dict[tuple, int] = {}  # (parent, parent iteration, loop, rank) -> id
         self.provisional: dict[tuple, int] = {}  # (task key, provisional id) -> id
         self.rejected: set[int] = set()
+        self.unverified: set[int] = set()  # rejected because nothing could verify them
         self.rejected_run_level = False
         self.retried: list[str] = []
 
@@ -78,6 +79,8 @@ class Execution:
             # Keyed loops yield exactly the items the recording yielded (keyed.py).
             "items": [[loop_name, path, it] for loop_name, path, it in self.store.item_paths(run_id)],
             "keyed": self.store.keyed_loops_of(run_id),
+            # The registered state's fingerprint at the run's end: verifies the code after the loop.
+            "state_end": item.run.environment.get("state_end"),
         }
         path = state.folder / "records.json"
         path.write_text(json.dumps(data))
@@ -179,15 +182,17 @@ class Execution:
                 for state in retry:
                     item = state.item
                     shown = ", ".join(map(str, sorted(state.rejected))) + (" and outside the loop" if state.rejected_run_level else "")
-                    say(f"  {item.run.tstamp}: recorded values drifted at {item.outer_name or 'iteration'} {shown}; "
-                        f"re-executing {how}")
+                    what = ("could not be verified (no recorded value and no checkpoint to compare the state with)"
+                            if state.rejected <= state.unverified and not state.rejected_run_level
+                            else "drifted from the recording")
+                    say(f"  {item.run.tstamp}: {item.outer_name or 'iteration'} {shown} {what}; re-executing {how}")
                     state.retried.append(how)
                     segment = retry_segment(
                         sorted(state.rejected), item.total, item.checkpoints if attempt == 1 else {},
                         run_level=state.rejected_run_level, places=item.places, memo_ok=item.memo_ok,
                         costs=item.costs, driven=bool(item.framework),
                     )
-                    state.rejected, state.rejected_run_level = set(), False
+                    state.rejected, state.rejected_run_level, state.unverified = set(), False, set()
                     tasks += self._tasks_for(state, [segment], attempt, state.records_path,
                                              accept_drift=session.accept_drift and attempt == len(RETRIES))
                 self._execute(tasks, retry)
@@ -228,6 +233,11 @@ class Execution:
                     merged["max_difference"] = max(merged["max_difference"] or 0.0, entry["max_difference"])
             _merge_observations(item, result)
             state.rejected |= set(result.get("rejected") or [])
+            state.unverified |= set(result.get("unverified") or [])
+            for how, count in (result.get("verified") or {}).items():
+                item.verified[how] = item.verified.get(how, 0) + int(count)
+            if result.get("end_check"):
+                item.end_check = result["end_check"]
             state.rejected_run_level |= bool(result.get("rejected_run_level"))
             for path, size in result.get("writes") or []:
                 item.writes[path] = size

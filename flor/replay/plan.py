@@ -88,12 +88,18 @@ class Costs:
         return 0.0
 
 
-def chain(targets: list[int], strategy: str, checkpoints: dict[int, dict[str, str]], memo_ok) -> dict[int, str]:
-    """Actions that reach every target iteration with the right state, in one process."""
+def chain(targets: list[int], strategy: str, checkpoints: dict[int, dict[str, str]], memo_ok,
+          before_nested: bool = False) -> dict[int, str]:
+    """Actions that reach every target iteration with the right state, in one process.
+
+    ``before_nested``: a statement runs in the outer body before the nested loop (an evaluation
+    at the top of the body), so memoizing iteration k needs the state at the end of k-1 as well:
+    it is reached first (restored, or re-executed from the nearest earlier checkpoint)."""
     actions: dict[int, str] = {}
     state_at = -1  # the process holds the state at the end of this outer iteration (-1: loop start)
     for target in sorted(targets):
-        if strategy == "memo" and "nested" in checkpoints.get(target, {}) and memo_ok(target):
+        memo_here = strategy == "memo" and "nested" in checkpoints.get(target, {}) and memo_ok(target)
+        if memo_here and (not before_nested or state_at == target - 1):
             actions[target] = "memo"
             state_at = target
             continue
@@ -113,7 +119,7 @@ def chain(targets: list[int], strategy: str, checkpoints: dict[int, dict[str, st
                 start = restore[0] + 1
             for k in range(start, target):
                 actions[k] = "exec"
-        actions[target] = "exec"
+        actions[target] = "memo" if memo_here else "exec"
         state_at = target
     return actions
 
@@ -172,8 +178,9 @@ def plan_run(
     workers: int = 1,
     costs: Costs | None = None,
     memo_ok=lambda index: True,
+    before_nested: bool = False,
 ) -> list[Segment]:
-    """The segments that replay one run."""
+    """The segments that replay one run (``before_nested``: see :func:`chain`)."""
     costs = costs or Costs()
     needs_after = "after" in places
     needs_before = "before" in places
@@ -201,7 +208,7 @@ def plan_run(
         last_chunk = number == len(chunks) - 1
         run_post = last_chunk and needs_after
         goal = chunk + (list(range(chunk[-1] + 1, total)) if run_post else [])
-        actions = chain(goal, strategy, checkpoints, memo_ok)
+        actions = chain(goal, strategy, checkpoints, memo_ok, before_nested)
         segment = Segment(actions, chunk, total if run_post else chunk[-1] + 1, run_post, number == 0 and needs_before, run_post)
         segments.append(_costed(segment, costs))
     return segments

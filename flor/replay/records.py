@@ -36,6 +36,7 @@ class RunRecords:
     variables_known: bool = True
     pickled: dict[str, list | None] = field(default_factory=dict)  # location -> objects recorded as pickled
     digests: dict[str, str | None] = field(default_factory=dict)  # location -> the manifest's sha256 the store kept
+    lacking: set[int] = field(default_factory=set)  # checkpoints left out: they lack a data iterator
 
     @classmethod
     def read(cls, store: Store, run: RunRow) -> "RunRecords":
@@ -49,13 +50,19 @@ class RunRecords:
             checkpoints.setdefault(row.iteration, {})[row.point] = row.location
             pickled[row.location] = row.pickled
             digests[row.location] = row.sha256
+        # A checkpoint that lacks a data iterator the loop draws from is no place to start from.
+        lacking = set(run.environment.get("iterators_missing") or ())
+        if "iterators_missing" not in run.environment and run.status != "finished":
+            lacking = _lacking_iterators(ProjectPaths.of_db(store.path), checkpoints)
+        for index in lacking:
+            checkpoints.pop(index, None)
         missing, known = _missing_variables(ProjectPaths.of_db(store.path), checkpoints)
         return cls(
             run=run, checkpoints=checkpoints, contexts=store.contexts(run.run_id),
             iterations=store.iterations(run.run_id),
             recorded_names={name for name, source, _count in store.log_names(run.run_id) if source == "record"},
             done=store.replay_done_all(run.run_id), missing_variables=missing, variables_known=known,
-            pickled=pickled, digests=digests,
+            pickled=pickled, digests=digests, lacking=lacking,
         )
 
     def outer_iterations_of(self, store: Store, names: set[str], outer_name: str) -> set[int]:
@@ -113,3 +120,18 @@ def _missing_variables(paths: ProjectPaths, checkpoints: dict[int, dict[str, str
                 continue
             return set(manifest.get("variables_missing", [])), bool(manifest.get("variables_known"))
     return set(), True
+
+
+def _lacking_iterators(paths: ProjectPaths, checkpoints: dict[int, dict[str, str]]) -> set[int]:
+    """The iterations whose checkpoints list a data iterator they could not keep (a run that did
+    not finish says so only in its manifests)."""
+    found = set()
+    for index, points in checkpoints.items():
+        for location in points.values():
+            try:
+                manifest = json.loads(paths.at(location).read_text())
+            except (OSError, ValueError):
+                continue
+            if manifest.get("iterators_missing"):
+                found.add(index)
+    return found

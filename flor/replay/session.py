@@ -61,6 +61,8 @@ class RunReplay:
     timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
     first_drift: dict | None = None  # the earliest recorded value that differed (by outer iteration)
     observer: dict = field(default_factory=dict)  # what the new statements did, merged over workers
+    verified: dict = field(default_factory=dict)  # how stored iterations were verified -> count
+    end_check: str = ""  # how values after the loop were verified
 
     @property
     def seconds(self) -> float:
@@ -473,9 +475,11 @@ class Session:
             segment.seconds = 2.0 + costs.before_loop_s + sum(costs.iteration_s)
             item.segments = [segment]
         else:
+            before_nested = strategy == "memo" and any(layout.before_first_nested(ins.lineno)
+                                                       for ins in placement.inserted)
             item.segments = plan_run(
                 strategy, total, checkpoints, places=places, selected=selected, workers=self.workers,
-                costs=costs, memo_ok=lambda index: memo_possible,
+                costs=costs, memo_ok=lambda index: memo_possible, before_nested=before_nested,
             )
         item.strategy = strategy
         item.total = total
@@ -606,6 +610,19 @@ def _iterations(item: RunReplay, indices: list[int], run_level: bool) -> str:
     return text
 
 
+def _verification(item: RunReplay) -> str:
+    """How the stored values were verified, in words (nothing is stored unverified)."""
+    labels = {"values": "by the recorded values they logged again", "fingerprint": "by the registered state's "
+              "fingerprint at a checkpoint", "start": "re-executed from the start", "memo": "memoized from their checkpoints"}
+    parts = [f"{count} {item.outer_name or 'iteration'}(s) {labels[how]}" for how, count in item.verified.items()
+             if count and how in labels]
+    if item.end_check == "fingerprint":
+        parts.append("after the loop by the registered state's fingerprint at the end of the run")
+    elif item.end_check == "values":
+        parts.append("after the loop by the recorded values")
+    return "; ".join(parts)
+
+
 def describe_writes(writes: dict, root: Path | None, shown: int = 10) -> str:
     """What the old code wrote (kept in the replay's scratch layer, then discarded): paths in the
     project relative to it, first; others absolute."""
@@ -654,6 +671,9 @@ def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
             )
             text += f", DRIFTED: {worst}"
     lines = [text]
+    how = _verification(item)
+    if how:
+        lines.append(f"    verified: {how}")
     if item.retried:
         lines.append(f"    drifted iterations were re-executed {' then '.join(item.retried)}")
     if item.first_drift:

@@ -44,6 +44,8 @@ CASES = [
     Case("hf_text_classifier", ("--epochs", "3")),
     # HF fine-tuning that keeps the best model: accumulation, warmup, EarlyStopping, a compute_loss override
     Case("hf_early_stopping", ("--epochs", "3")),
+    # karpathy/makemore: an InfiniteDataLoader's one iterator (own generator) in a `while True` loop, eval every N, break
+    Case("makemore_style", ("--max-steps", "60", "--eval-every", "20"), prepare=("prepare.py",)),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
     Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
