@@ -191,9 +191,10 @@ def test_a_tampered_manifest_cannot_run_code(project, tmp_path):
                 "except flor.CheckpointError as exc:\n    print('refused:', exc)\n")
         said[trusted] = project.run("-c", code).stdout
         assert said[trusted].startswith("refused:") and not witness.exists()
-    assert "trusted=True" in said[False] and "tampered" in said[True]
+    # The store keeps each manifest's sha256 (issue 26): an edited manifest fails before any object is read.
+    assert all("edited or swapped" in said[trusted] for trusted in (False, True))
     doctor = project.flor("doctor", check=False)
-    assert doctor.returncode == 1 and "pickled code the run did not record" in doctor.stdout
+    assert doctor.returncode == 1 and "pickled code the run did not record" in doctor.stdout, doctor.stdout
     # The run's own checkpoints of plain data still load without trust.
     ok = project.run("-c", f"import flor\nprint(sorted(flor.load_checkpoint({tstamp!r}, 1).keys()))").stdout
     assert ok.strip() == "['model', 'optimizer']"
