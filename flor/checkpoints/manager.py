@@ -184,9 +184,10 @@ class RecordManager(Hooks):
                 state[name] = kept
         # The gradients the skipped loop accumulated: the optimizer may step after it (gradient
         # accumulation), and a state_dict does not hold them.
-        ok, generators = self.probes.call("random generators", OBJECT, "finding the script's generators",
-                                          rng.capture_generators, (frame, self.outer_frame), index=self.index,
-                                          default={})
+        ok, generators = self.probes.call(
+            "random generators", OBJECT, "finding the script's generators", rng.capture_generators,
+            (frame, self.outer_frame), self._variable_failed("looking for a random generator in it"),
+            index=self.index, default={})
         tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": self._gradients(point),
                 "generators": generators, "auto": auto}
         extra = {"variables_missing": missing, "variables_known": known,
