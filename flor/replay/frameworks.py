@@ -143,6 +143,11 @@ class FrameworkLayout:
         """No branch analysis through the framework's loop: every epoch may reach it."""
         return None
 
+    @property
+    def nested_name(self) -> str | None:
+        """No nested flor.loop in the script: the framework runs the steps."""
+        return None
+
     def live_after_first_nested(self, names: set[str]) -> Live:
         """What the rest of the epoch reads from the skipped batches is in the checkpoint."""
         return Live(frozenset(), frozenset())

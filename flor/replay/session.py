@@ -479,11 +479,8 @@ class Session:
                 item.memo_blocked = nested_only
                 item.segments = plan_run(strategy, total, checkpoints, places=places, selected=selected,
                                          workers=self.workers, costs=costs, memo_ok=lambda index: False)
-        if nested_only and memo_possible:
-            # A re-execution after drift restores a memoized iteration and runs the next one.
-            retry_ok = False
-        else:
-            retry_ok = memo_possible
+        # A re-execution after drift restores a memoized iteration and runs the next one.
+        retry_ok = memo_possible and not nested_only
         item.strategy = strategy
         item.total = total
         item.outer_name = outer_name
@@ -607,7 +604,7 @@ def _memo_blockers(layout, records: RunRecords) -> tuple[list[str], list[str]]:
     missing = set(records.missing_variables)
     plain = {n for n in missing if ":" not in n and "." not in n}
     live = layout.live_after_first_nested(plain)
-    loop = f"`{layout.nested_name}` loop" if getattr(layout, "nested_name", None) else "nested loop"
+    loop = f"`{layout.nested_name}` loop" if layout.nested_name else "nested loop"
 
     def why(name: str) -> str:
         entry = records.unkept.get(name)

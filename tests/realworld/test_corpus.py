@@ -44,6 +44,8 @@ CASES = [
     Case("hf_text_classifier", ("--epochs", "3")),
     # HF fine-tuning that keeps the best model: accumulation, warmup, EarlyStopping, a compute_loss override
     Case("hf_early_stopping", ("--epochs", "3")),
+    # HF Accelerate examples/nlp_example.py: everything prepared, outputs = model(**batch), per-step scheduler
+    Case("accelerate_nlp", ("--cpu", "--num_epochs", "3")),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
     Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
