@@ -204,3 +204,51 @@ def test_names_the_step_loop_leaves_dead_do_not_block_memoization(project):
     assert "segment 1: exec 0-2" in plan, plan
     project.flor("replay", "last")
     assert [_replayed(project, "last")] == _fresh(project, "last")
+
+
+FEED = """
+import flor
+
+class Model:
+    def __init__(self):
+        self.w = 1.0
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"]
+
+class Feed:
+    # Like Accelerate's prepared loader: counts its passes, and its state_dict raises.
+    def __init__(self):
+        self.passes = 0
+    def __iter__(self):
+        for x in (1.0, 2.0, 3.0):
+            yield x * (1 + self.passes)
+        self.passes += 1
+    def state_dict(self):
+        raise AttributeError("'DataLoader' object has no attribute 'dl_state_dict'")
+    def load_state_dict(self, state):
+        pass
+
+model, feed = Model(), Feed()
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(4)):
+        for step, x in flor.loop("step", enumerate(feed)):
+            model.w -= 0.01 * x
+        flor.log("w", model.w)
+        # BODY
+"""
+
+
+def test_what_only_the_step_loop_reads_again_blocks_only_plans_that_run_it_after_a_skipped_one(project):
+    project.write("train.py", FEED)
+    project.commit_all()
+    done = project.run("train.py", env={"FLOR_CKPT_PERIOD": "2"})  # checkpoints at epochs 0, 2, 3
+    assert done.stderr.count("checkpoints leave out `feed`") == 1, done.stderr
+    project.write("train.py", FEED.replace("        # BODY", '        flor.log("w2", model.w * 2)'))
+    plan = project.flor("replay", "w2", "--dry-run").stdout
+    # Memoizing epoch 0 and executing epoch 1 would run the step loop on a stale `feed`.
+    assert ("exec for w2 (memoization blocked: the `step` loop changes `feed`, which its checkpoints do not keep "
+            "(its state_dict() raised AttributeError") in plan and "segment 1: exec 0-3" in plan, plan
+    project.flor("replay", "w2")
+    assert [_replayed(project, "w2")] == _fresh(project, "w2")
