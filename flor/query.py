@@ -7,6 +7,9 @@ A value logged at a loop context applies to every row whose context extends it: 
 run-level logs repeat on each row of their run, an epoch-level value on each step row of that
 epoch. Forward and replayed values of the same run and iteration share a row. An int-valued
 name (or loop) that some rows lack is a nullable ``Int64`` column, so its values stay exact ints.
+A name logged several times in one loop context (an LBFGS closure, evaluated several times per
+step) keeps every value: the table gets a ``seq`` column after the loop columns, the ordinal of
+a value within its context (0, 1, ...), and a name logged once there fills each of its rows.
 
 >>> flor.dataframe("hidden", "loss")            # doctest: +SKIP
    projid               tstamp  filename  git_head  git_dirty  epoch  step  hidden      loss
@@ -23,6 +26,7 @@ from .store import Store
 from .vcs import find_root
 
 BASE_COLUMNS = ["projid", "tstamp", "filename", "git_head", "git_dirty"]
+SEQ = "seq"  # the column numbering the values of a name logged several times in one loop context
 _SHIFT = 1 << 32  # run_id and ctx_id packed into one int64 key
 
 
@@ -212,12 +216,15 @@ _NUMERIC = {values.INT, values.FLOAT, values.BOOL}
 
 def _column(store: Store, name: str) -> dict | None:
     """Every log under ``name``: numpy arrays ``run_id``, ``ctx_id`` and ``iteration`` (float,
-    NaN at run level) and ``value`` (typed), record rows before replayed ones."""
+    NaN at run level), ``value`` (typed) and ``replayed`` (bool: not recorded), in the order they
+    were logged, record rows before replayed ones."""
     import numpy as np
 
     stored_blocks = store.log_blocks(name)
     if stored_blocks:
-        return blocks.read(stored_blocks)
+        column = blocks.read(stored_blocks)  # blocks hold recorded values only
+        column["replayed"] = np.zeros(len(column["run_id"]), dtype=bool)
+        return column
     kinds = store.log_kinds(name)
     if not kinds:
         return None
@@ -232,7 +239,7 @@ def _column(store: Store, name: str) -> dict | None:
         rows = store.numeric_log_rows(name, ordered)
         try:
             table = np.fromiter(rows, dtype=[("r", "i8"), ("c", "f8"), ("i", "f8"), ("v", "i8" if exact_ints else "f8"),
-                                             ("null", "?")])
+                                             ("null", "?"), ("replayed", "?")])
         except (OverflowError, ValueError, TypeError):
             table = None
         if table is not None:
@@ -243,12 +250,14 @@ def _column(store: Store, name: str) -> dict | None:
                 value[table["null"]] = np.nan  # NaN floats are stored as NULL
             if vtypes == {values.BOOL}:
                 value = value.astype(bool)
-            return {"run_id": table["r"].copy(), "ctx_id": ctx.copy(), "iteration": iteration.copy(), "value": value.copy()}
+            return {"run_id": table["r"].copy(), "ctx_id": ctx.copy(), "iteration": iteration.copy(), "value": value.copy(),
+                    "replayed": table["replayed"].copy()}
     rows = store.log_rows_named(name, ordered)
     keys = np.array([r[:3] for r in rows], dtype=float).reshape(-1, 3)
     decoded = np.empty(len(rows), dtype=object)
     decoded[:] = [values.decode(r[3], r[4]) for r in rows]
-    return {"run_id": keys[:, 0].astype(np.int64), "ctx_id": keys[:, 1], "iteration": keys[:, 2], "value": decoded}
+    return {"run_id": keys[:, 0].astype(np.int64), "ctx_id": keys[:, 1], "iteration": keys[:, 2], "value": decoded,
+            "replayed": np.array([bool(r[5]) for r in rows], dtype=bool)}
 
 
 def _loop_columns(column: dict, contexts) -> tuple[dict, list[str]]:
@@ -333,18 +342,35 @@ def _arg_column(per_row):
     return pd.Series(per_row).infer_objects()
 
 
-def _dedupe_sorted(rank, loops: list, order):
-    """Positions (in ``order``) of the first row of each distinct (run, loop indices) key."""
+def _same_as_previous(rank, loops: list, order):
+    """For each row in ``order``, whether it has the (run, loop indices) key of the row before."""
     import numpy as np
 
-    keep = np.ones(len(order), dtype=bool)
+    same = np.zeros(len(order), dtype=bool)
     if len(order) > 1:
-        same = rank[order][1:] == rank[order][:-1]
+        same[1:] = rank[order][1:] == rank[order][:-1]
         for column in loops:
             a, b = column[order][1:], column[order][:-1]
-            same &= (a == b) | (np.isnan(a) & np.isnan(b))
-        keep[1:] = ~same
-    return order[keep]
+            same[1:] &= (a == b) | (np.isnan(a) & np.isnan(b))
+    return same
+
+
+def _dedupe_sorted(rank, loops: list, order):
+    """Positions (in ``order``) of the first row of each distinct (run, loop indices) key."""
+    return order[~_same_as_previous(rank, loops, order)]
+
+
+def _ordinals(rank, loops: list, replayed, order):
+    """For each row in ``order`` (sorted by key, stably: in logged order within a key), its
+    ordinal among the values of its (run, loop indices) key from the same source: repeated values
+    of a context are 0, 1, ...; a replayed value counts apart from the recorded ones it matches."""
+    import numpy as np
+
+    same = _same_as_previous(rank, loops, order)
+    same[1:] &= replayed[order][1:] == replayed[order][:-1]
+    positions = np.arange(len(order))
+    starts = np.maximum.accumulate(np.where(same, 0, positions)) if len(order) else positions
+    return (positions - starts).astype(float)
 
 
 def _report_unknown(store: Store, unknown: list[str], *, all_unknown: bool, arg_names: list[str]) -> None:
@@ -405,13 +431,26 @@ def _build(store: Store, names: list[str], only: set[int] | None = None, keys: b
         present = rank >= 0
         key_arrays = [loops[n] for n in outermost_first]
         sort_keys = [np.where(np.isnan(k), -1.0, k) for k in reversed(key_arrays)] + [rank]
-        order = np.lexsort(sort_keys) if len(rank) else np.arange(0)
+        order = np.lexsort(sort_keys) if len(rank) else np.arange(0)  # stable: logged order within a key
         order = order[present[order]]
+        seq = _ordinals(rank, key_arrays, column["replayed"], order)
+        if len(seq) and seq.max() > 0:
+            # Several values in one context: every one is a row, numbered by `seq`.
+            regroup = np.lexsort([seq] + [k[order] for k in sort_keys])
+            order, seq = order[regroup], seq[regroup]
+            keep = ~(_same_as_previous(rank, key_arrays, order) & np.r_[False, seq[1:] == seq[:-1]])
+            order, seq = order[keep], seq[keep]
+            frame = {"_rank": rank[order], **{n: loops[n][order] for n in outermost_first}, SEQ: seq,
+                     name: _nullable_ints(column["value"][order])}
+            frames.append(([*outermost_first, SEQ], frame))
+            continue
         order = _dedupe_sorted(rank, key_arrays, order)
         frame = {"_rank": rank[order], **{n: loops[n][order] for n in outermost_first},
                  name: _nullable_ints(column["value"][order])}
         frames.append((outermost_first, frame))
 
+    if any(SEQ in loops for loops, _frame in frames):
+        loop_order.append(SEQ)  # innermost: the values within one context
     if len(frames) == 1:
         loops, frame = frames[0]
         table = pd.DataFrame({k: v for k, v in frame.items()})

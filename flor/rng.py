@@ -178,8 +178,10 @@ def _attribute(value, path: str):
     return value
 
 
-def _found(frames) -> dict[str, object]:
-    """name (or name.attribute path) -> generator object, in the given frames' variables."""
+def _found(frames, on_error=None) -> dict[str, object]:
+    """name (or name.attribute path) -> generator object, in the given frames' variables. A
+    variable whose attributes cannot be looked at (a ``__getattr__`` raising KeyError) is passed
+    over; ``on_error(name, exc)`` hears of it."""
     found: dict[str, object] = {}
     seen: set[int] = set()
     for frame in frames:
@@ -188,8 +190,13 @@ def _found(frames) -> dict[str, object]:
         scope = frame.f_locals
         for name, value in list(scope.items()):
             candidates = [(name, value)]
-            if _kind(value) is None and hasattr(value, "sampler"):  # a DataLoader, say
-                candidates = [(f"{name}.{path}", _attribute(value, path)) for path in _LOADER_PATHS]
+            try:
+                if _kind(value) is None and hasattr(value, "sampler"):  # a DataLoader, say
+                    candidates = [(f"{name}.{path}", _attribute(value, path)) for path in _LOADER_PATHS]
+            except Exception as exc:  # the script's object: its attribute hooks may raise anything
+                if on_error is not None:
+                    on_error(name, exc)
+                continue
             for key, obj in candidates:
                 if obj is not None and _kind(obj) is not None and id(obj) not in seen and key not in found:
                     seen.add(id(obj))
@@ -210,9 +217,10 @@ def _state_of(obj):
     return {"kind": kind, "state": obj.getstate()}
 
 
-def capture_generators(frames) -> dict:
-    """The state of every generator the frames hold (see above), by the name it was found under."""
-    return {key: _state_of(obj) for key, obj in _found(frames).items()}
+def capture_generators(frames, on_error=None) -> dict:
+    """The state of every generator the frames hold (see above), by the name it was found under;
+    ``on_error(name, exc)`` hears of a variable that could not be looked into."""
+    return {key: _state_of(obj) for key, obj in _found(frames, on_error).items()}
 
 
 def restore_generators(frames, states: dict) -> None:

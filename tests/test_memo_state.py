@@ -122,7 +122,7 @@ def test_globals_and_an_unregistered_scheduler_are_kept_so_memoization_is_exact(
 def test_state_changed_invisibly_blocks_memoization(project):
     _setup(project, 'flor.log("steps", helpers.STATS["steps"])', HIDDEN)
     plan = project.flor("replay", "steps", "--dry-run").stdout
-    assert "re-executed, not memoized: the nested loop changes helpers:STATS" in plan
+    assert "exec for steps (memoization blocked: `helpers:STATS` is module state the `step` loop may change" in plan
     project.flor("replay", "steps")
     assert [_replayed(project, "steps")] == _fresh(project, "steps") == [[4, 8, 12]]
 
@@ -157,3 +157,98 @@ with flor.checkpointing(model=model, optimizer=opt):
                 "SELECT location FROM checkpoints WHERE iteration = 0 ORDER BY rowid DESC LIMIT 1").fetchone()
         manifest = json.loads((project.root / ".flor" / location).read_text())
         assert bool(manifest["grads"]) is expected, label
+
+
+IDIOMS = """
+import flor
+
+class Output:
+    def __init__(self, loss):
+        self.loss = loss
+        self.parts = [loss] * 2000  # too big to keep with a checkpoint
+
+class Model:
+    def __init__(self):
+        self.w = 1.0
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"]
+
+model = Model()
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(3)):
+        for step, batch in flor.loop("step", enumerate([1.0, 2.0, 3.0])):
+            outputs = Output(model.w * batch)
+            loss = outputs.loss
+            model.w -= 0.1 * loss
+        flor.log("w", model.w)
+        # BODY
+"""
+
+
+def test_names_the_step_loop_leaves_dead_do_not_block_memoization(project):
+    """`outputs` is too big to keep; it blocks only where the rest of the body reads it."""
+    project.write("train.py", IDIOMS)
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    text = IDIOMS.replace("        # BODY", '        flor.log("w2", model.w * 2)')
+    project.write("train.py", text)
+    plan = project.flor("replay", "w2", "--dry-run").stdout
+    assert "memo for w2" in plan and "memo 0-2" in plan and "not memoized" not in plan, plan
+    project.write("train.py", IDIOMS.replace("        # BODY", '        flor.log("last", outputs.loss)'))
+    plan = project.flor("replay", "last", "--dry-run").stdout
+    # The header says what will happen, and names the variable as code.
+    assert ("exec for last (memoization blocked: the `step` loop changes `outputs`, which its checkpoints do not "
+            "keep, and it is read after that loop)") in plan, plan
+    assert "segment 1: exec 0-2" in plan, plan
+    project.flor("replay", "last")
+    assert [_replayed(project, "last")] == _fresh(project, "last")
+
+
+FEED = """
+import flor
+
+class Model:
+    def __init__(self):
+        self.w = 1.0
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"]
+
+class Feed:
+    # Like Accelerate's prepared loader: counts its passes, and its state_dict raises.
+    def __init__(self):
+        self.passes = 0
+    def __iter__(self):
+        for x in (1.0, 2.0, 3.0):
+            yield x * (1 + self.passes)
+        self.passes += 1
+    def state_dict(self):
+        raise AttributeError("'DataLoader' object has no attribute 'dl_state_dict'")
+    def load_state_dict(self, state):
+        pass
+
+model, feed = Model(), Feed()
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(4)):
+        for step, x in flor.loop("step", enumerate(feed)):
+            model.w -= 0.01 * x
+        flor.log("w", model.w)
+        # BODY
+"""
+
+
+def test_what_only_the_step_loop_reads_again_blocks_only_plans_that_run_it_after_a_skipped_one(project):
+    project.write("train.py", FEED)
+    project.commit_all()
+    done = project.run("train.py", env={"FLOR_CKPT_PERIOD": "2"})  # checkpoints at epochs 0, 2, 3
+    assert done.stderr.count("checkpoints leave out `feed`") == 1, done.stderr
+    project.write("train.py", FEED.replace("        # BODY", '        flor.log("w2", model.w * 2)'))
+    plan = project.flor("replay", "w2", "--dry-run").stdout
+    # Memoizing epoch 0 and executing epoch 1 would run the step loop on a stale `feed`.
+    assert ("exec for w2 (memoization blocked: the `step` loop changes `feed`, which its checkpoints do not keep "
+            "(its state_dict() raised AttributeError") in plan and "segment 1: exec 0-3" in plan, plan
+    project.flor("replay", "w2")
+    assert [_replayed(project, "w2")] == _fresh(project, "w2")

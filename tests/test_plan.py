@@ -83,7 +83,7 @@ def test_layout_classifies_lines():
     assert layout.where(lines["after"]) == AFTER
     assert layout.where(lines["inside_helper"]) == NESTED  # a helper may run anywhere: re-execute
     assert layout.where(5) == BEFORE
-    assert "loss" in layout.names_read_after_first_nested()
+    assert layout.live_after_first_nested({"loss", "step"}).rest == {"loss"}
     assert strategy_for([BODY, AFTER]) == "memo" and strategy_for([BODY, NESTED]) == "reexec"
     assert strategy_for([BEFORE]) == "outside"
 
@@ -212,3 +212,58 @@ def test_branch_before_the_nested_loop_is_memoized_only_from_the_state_before_it
     assert before[280] == "memo" and before[300] == "memo" and 201 not in before
     ends = {199: {"end": "e199"}, 200: {"nested": "c200"}}
     assert chain([200], "memo", ends, lambda index: True, before_nested=True) == {199: "restore_end", 200: "memo"}
+
+
+LOOP_IDIOMS = """
+import flor
+def report(x):
+    return x + total_seen            # a helper reads a global
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(3)):
+        model.train()
+        for step, batch in flor.loop("step", enumerate(train_loader)):
+            outputs = model(**batch)
+            loss = outputs.loss
+            running = running + loss  # read by the next iteration's step loop
+            total_seen = step
+            last = loss
+        model.eval()
+        for batch in eval_loader:
+            outputs = model(**batch)
+            correct = (outputs.logits == batch["labels"]).sum()
+        if epoch % 2:
+            summary = last
+        flor.log("acc", correct)
+print(report(1))
+"""
+
+
+def test_liveness_of_what_the_step_loop_assigns():
+    layout = Layout.of(LOOP_IDIOMS)
+    names = {"outputs", "batch", "loss", "step", "running", "total_seen", "last", "train_loader"}
+    live = layout.live_after_first_nested(names)
+    # Reassigned before any read (the eval loop, the next iteration's step loop): dead.
+    assert not {"outputs", "batch", "loss", "step"} & (live.rest | live.nested)
+    assert live.rest == {"total_seen", "last"}  # a global a helper reads; read in a branch after the loop
+    assert live.nested == {"running", "train_loader"}  # only the step loop itself reads them again
+    assert layout.nested_name == "step"
+
+
+def test_liveness_is_conservative_where_the_body_may_be_cut_short_or_read_anything():
+    after_loop = LOOP_IDIOMS.replace('print(report(1))', 'print(loss)')
+    assert "loss" in Layout.of(after_loop).live_after_first_nested({"loss"}).rest
+    cut = LOOP_IDIOMS.replace("        model.eval()", "        if epoch == 1:\n            continue\n        model.eval()")
+    assert Layout.of(cut).live_after_first_nested({"outputs"}).rest == set()  # assigned before read either way
+    dynamic = LOOP_IDIOMS.replace('        flor.log("acc", correct)', '        flor.log("acc", eval("correct"))')
+    assert Layout.of(dynamic).live_after_first_nested({"outputs"}).reads("outputs")
+    in_function = "def main():\n" + "".join("    " + line + "\n" for line in LOOP_IDIOMS.splitlines()
+                                                if "def report" not in line and "return x +" not in line)
+    live = Layout.of(in_function).live_after_first_nested({"total_seen", "last"})
+    assert live.rest == {"last"}  # a module function cannot see main()'s locals
+
+
+def test_a_memoized_iteration_followed_by_an_executed_one_is_found():
+    from flor.replay.plan import runs_nested_after_memo
+
+    assert not runs_nested_after_memo(plan_run("memo", 4, ALL))
+    assert runs_nested_after_memo(plan_run("reexec", 10, EVERY_OTHER, selected=[4], workers=4))

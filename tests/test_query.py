@@ -2,12 +2,13 @@
 
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import flor
 from flor.errors import FlorWarning, StoreError, UsageError
-from flor.query import dataframe, query
+from flor.query import BASE_COLUMNS, dataframe, query
 from flor.store import Store
 
 
@@ -121,3 +122,42 @@ def test_runaway_queries_stop_in_one_line(two_runs, monkeypatch):
     assert time.monotonic() - started < 10
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1_500_000  # KiB: no gigabytes held
     assert query("SELECT COUNT(*) AS n FROM runs")["n"].tolist() == [2]  # the connection's limits put back
+
+
+CLOSURE = """
+import flor
+w = 1.0
+for epoch in flor.loop("epoch", range(2)):
+    for step in flor.loop("step", range(3)):
+        for k in range(4):                          # an LBFGS closure: evaluated 4 times per step
+            flor.log("closure_loss", w * (k + 1) + step)
+            flor.log("phase", f"eval{k}")           # not a number: read from the rows, not blocks
+        w *= 0.5
+        flor.log("w", w)
+    flor.log("epoch_w", w)
+"""
+
+
+def test_a_name_logged_several_times_in_one_context_keeps_every_value(in_project):
+    in_project.write("train.py", CLOSURE)
+    in_project.run("train.py")
+    df = dataframe("closure_loss", "phase", "w", "epoch_w")
+    assert list(df.columns) == [*BASE_COLUMNS, "epoch", "step", "seq", "closure_loss", "phase", "w", "epoch_w"]
+    assert len(df) == 2 * 3 * 4 and df["seq"].tolist() == [0, 1, 2, 3] * 6
+    assert df["closure_loss"].tolist()[:8] == [1.0, 2.0, 3.0, 4.0, 1.5, 2.0, 2.5, 3.0]
+    assert df["phase"].tolist()[:4] == ["eval0", "eval1", "eval2", "eval3"]
+    # A name logged once per context fills each of its rows, as an epoch's value fills its steps.
+    assert df["w"].tolist()[:5] == [0.5] * 4 + [0.25] and set(df["epoch_w"][:12]) == {0.125}
+    assert "seq" not in dataframe("w", "epoch_w").columns  # no repeats asked for: no seq column
+
+
+def test_a_replayed_value_is_not_counted_as_a_repeat_of_the_recorded_one(two_runs):
+    from flor.query import _ordinals
+
+    store = Store.open(two_runs.root / ".flor" / "flor.db")
+    store.write_replayed(1, [], [(1, 0, "val", 0.5, "float")])  # the recorded value, replayed again
+    store.close()
+    assert "seq" not in dataframe("val").columns
+    order = np.arange(4)
+    rank, loops, replayed = np.zeros(4), [np.array([0.0, 0.0, 0.0, 1.0])], np.array([False, False, True, False])
+    assert _ordinals(rank, loops, replayed, order).tolist() == [0, 1, 0, 0]

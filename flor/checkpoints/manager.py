@@ -4,7 +4,8 @@ It asks the policy whether an iteration is due, snapshots the registered objects
 state and the small variables of the nested loop (``variables``), and hands the snapshot to
 the background writer. The writer reports back; only then is the checkpoint listed in the store,
 as local; with ``FLOR_CHECKPOINT_STORE`` set, the uploader (``upload.py``) then copies it there
-and marks it uploaded.
+and marks it uploaded. Every look at a user object goes through ``probe``: a failure leaves the
+object out, never raises into training.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ..messages import warn
 from . import handoff
 from .hooks import Hooks
 from .policy import Policy
-from .snapshot import Snapshotter, gradients, has_state_dict, object_state, pickled_objects, state_size
+from .probe import OBJECT, VARIABLE, Probes
+from .snapshot import Snapshotter, gradients, has_state_dict, object_state, pickled_objects, state_size, tree_size
 from .variables import (
     capture, capture_globals, changed, fingerprint, gradients_needed, lookup, loop_effect, loop_names, script_mentions,
 )
@@ -38,6 +40,7 @@ class RecordManager(Hooks):
         self.policy = Policy()
         self.handoff_bytes = handoff.min_bytes()  # read now: a bad setting stops before training
         self.snapshotter = Snapshotter()
+        self.probes = Probes(run)
         self.writer: Writer | None = None
         self.total: int | None = None
         self.index: int | None = None
@@ -86,7 +89,8 @@ class RecordManager(Hooks):
         if not self.active or self.nested_seen or self.index is None or self.frameless:
             return
         # What the loop changes and flor does not keep is found by comparing before and after.
-        self.before_nested = fingerprint(self.outer_frame, self.run.root, tuple(self.objects.values()))
+        self.before_nested = fingerprint(self.outer_frame, self.run.root, tuple(self.objects.values()),
+                                         on_error=self._variable_failed("inspecting it"))
 
     def nested_loop_ended(self, run, frame):
         if not self.active or self.nested_seen or self.index is None:
@@ -154,7 +158,7 @@ class RecordManager(Hooks):
         if self.policy.train_s is None:
             # Before the first checkpoint: judge the snapshot by the size of the state, before
             # copying any of it.
-            self.policy.state_bytes = state_size(self.objects)
+            self.policy.state_bytes = state_size(self.objects, on_error=self._object_failed)
         is_last = self.total is not None and index == self.total - 1
         if not self.policy.due(index, self.last_checkpointed, is_last=is_last, elapsed_s=elapsed):
             return
@@ -174,44 +178,59 @@ class RecordManager(Hooks):
         # The loop's effect includes plain variables that the nested loop and the outer body
         # assign or mutate (the last loss, a list of losses): keep the small ones, list the others.
         registered = tuple(self.objects.values())
+        inspect_failed = self._variable_failed("inspecting it")
         effect = loop_effect(frame) if frame is not None else ((), frozenset())
         nested_names, inplace = effect if effect is not None else (None, frozenset())
-        nested_kept, nested_missing = capture(frame, nested_names, registered) if nested_names else ({}, [])
+        nested_kept, nested_missing = (capture(frame, nested_names, registered, inspect_failed) if nested_names
+                                       else ({}, []))
         outer_frame, outer_names = self.outer_frame, self.outer_names or ()
-        outer_kept, outer_missing = (capture(outer_frame, outer_names, registered) if outer_frame is not None
-                                     else ({}, []))
+        outer_kept, outer_missing = (capture(outer_frame, outer_names, registered, inspect_failed)
+                                     if outer_frame is not None else ({}, []))
         if outer_frame is frame:
             outer_kept = {k: v for k, v in outer_kept.items() if k not in nested_kept}
-        module_kept, module_missing = capture_globals(self.run.root)
+        module_kept, module_missing = capture_globals(self.run.root, inspect_failed)
         unrestored: list[str] = []
         auto: dict = {}
         if frame is not None and self.before_nested is not None:
-            after = fingerprint(self.outer_frame, self.run.root, registered)
+            after = fingerprint(self.outer_frame, self.run.root, registered, on_error=inspect_failed)
             kept_names = set(nested_kept) | set(outer_kept) | {f"{m}:{n}" for m, values in module_kept.items() for n in values}
             unrestored = sorted(changed(self.before_nested, after) - kept_names - set(nested_missing) - set(outer_missing))
         # Objects with a state_dict that the loops change but the script did not register (a
         # GradScaler, a scheduler stepped per batch, a second network): kept like registered ones.
         missing = sorted(set(nested_missing) | set(outer_missing) | set(module_missing) | set(unrestored))
         for name in list(missing):
+            if name in self.probes.unkept:
+                continue  # its state could not be read before: not asked again every iteration
             obj = lookup(frame if name in nested_missing else self.outer_frame, name)
-            if has_state_dict(obj) and state_size({name: obj}) <= AUTO_STATE_BYTES:
-                auto[name] = object_state(obj)
+            if not has_state_dict(obj):
+                continue
+            ok, kept = self.probes.call(name, VARIABLE, "its state_dict()", object_state, obj, index=self.index)
+            if ok and tree_size(kept) <= AUTO_STATE_BYTES:
+                auto[name] = kept
                 missing.remove(name)
         known = self.outer_names is not None and (frame is None or nested_names is not None)
         variables = {"nested": nested_kept, "outer": outer_kept, "inplace": sorted(inplace & set(nested_kept)),
                      "globals": module_kept}
-        state = {name: object_state(obj) for name, obj in self.objects.items()}
+        state = {}
+        for name, obj in self.objects.items():
+            ok, kept = self.probes.call(name, OBJECT, _reading(obj), object_state, obj, index=self.index)
+            if ok:
+                state[name] = kept
         # The gradients the skipped loop accumulated: the optimizer may step after it (gradient
         # accumulation), and a state_dict does not hold them.
+        ok, generators = self.probes.call(
+            "random generators", OBJECT, "finding the script's generators", rng.capture_generators,
+            (frame, self.outer_frame), self._variable_failed("looking for a random generator in it"),
+            index=self.index, default={})
         # Data iterators that live across iterations (one DataLoader iterator for the whole run):
         # their creation record and the batches drawn, to rebuild them (iterators.py).
         kept_iterators, missing_iterators = self._iterators(frame, registered)
         if missing_iterators:
             self.lacking.add(self.index)
         tree = {"objects": state, "rng": rng.capture(), "variables": variables, "grads": self._gradients(point),
-                "generators": rng.capture_generators((frame, self.outer_frame)), "auto": auto,
-                "iterators": kept_iterators}
-        extra = {"variables_missing": missing, "variables_known": known, "iterators_missing": missing_iterators}
+                "generators": generators, "auto": auto, "iterators": kept_iterators}
+        extra = {"variables_missing": missing, "variables_known": known, "iterators_missing": missing_iterators,
+                 "objects_missing": sorted(set(self.objects) - set(state))}
         if force and not hold and self._hand_off(point, tree, extra):
             return
         try:
@@ -219,6 +238,7 @@ class RecordManager(Hooks):
         except FlorError as exc:
             self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
             return
+        self._dropped(snapshot, extra)
         self.policy.state_bytes = snapshot.nbytes
         now = time.perf_counter()
         self.policy.observe_checkpoint(now - began, None, snapshot.nbytes, elapsed_s=now - self.iteration_started,
@@ -263,19 +283,37 @@ class RecordManager(Hooks):
             # The frameworks zero gradients before each step (and before validation).
             return {}
         steppers = tuple(name for name, value in (frame.f_locals.items() if frame is not None else ())
-                         if any(value is obj for obj in self.objects.values())
-                         and (hasattr(value, "param_groups") or hasattr(value, "unscale_")))
+                         if any(value is obj for obj in self.objects.values()) and _steps(value))
         if point == "end":
             needed = not _zeroes_gradients(frame)
         else:
             needed = gradients_needed(frame, steppers)
-        return gradients(self.objects) if needed else {}
+        return gradients(self.objects, on_error=self._object_failed) if needed else {}
+
+    # -- probes that failed -------------------------------------------------------------------
+
+    def _object_failed(self, name: str, exc: BaseException) -> None:
+        self.probes.failed(name, OBJECT, _reading(self.objects.get(name)), exc, self.index)
+
+    def _variable_failed(self, what: str):
+        return lambda name, exc: self.probes.failed(name, VARIABLE, what, exc, self.index)
+
+    def _dropped(self, snapshot, extra: dict) -> None:
+        """Note the objects the snapshot left out (a pickle that raised) in the manifest."""
+        for section, name, exc in snapshot.dropped:
+            if section == "objects":
+                self.probes.failed(name, OBJECT, "pickling it", exc, self.index)
+                extra["objects_missing"] = sorted(set(extra.get("objects_missing", [])) | {name})
+            else:
+                self.probes.failed(name, VARIABLE, "pickling its state", exc, self.index)
+                extra["variables_missing"] = sorted(set(extra.get("variables_missing", [])) | {name})
 
     def _hand_off(self, point: str, tree: dict, extra: dict) -> bool:
         """Write the last checkpoint of a big state from a forked process (see handoff.py);
         False when that does not apply here, and the writer thread takes it as usual."""
         threshold = self.handoff_bytes
-        if threshold is None or self.run.store is None or state_size(self.objects) < threshold:
+        if (threshold is None or self.run.store is None
+                or state_size(self.objects, on_error=self._object_failed) < threshold):
             return False
         # Holding the store's lock keeps the flush thread out of SQLite while the process forks.
         with self.run.store.lock:
@@ -284,6 +322,7 @@ class RecordManager(Hooks):
             except FlorError as exc:
                 self._report(f"checkpoint of iteration {self.index} not taken: {exc}")
                 return True
+            self._dropped(snapshot, extra)
             job = Job(self.run.run_id, self.run.tstamp, self.index, point, snapshot, extra)
             try:
                 handoff.hand_off(self.run.root, self.run.store.path, job, snapshot.seconds)
@@ -370,6 +409,19 @@ class RecordManager(Hooks):
     def _report(self, message: str) -> None:
         self.failures.append(message)
         warn(message)
+
+
+def _reading(obj) -> str:
+    """How flor reads an object's state, for a warning."""
+    return "its state_dict()" if has_state_dict(obj) else "reading its state"
+
+
+def _steps(value) -> bool:
+    """Whether ``value`` looks like an optimizer or a gradient scaler (its step reads gradients)."""
+    try:
+        return hasattr(value, "param_groups") or hasattr(value, "unscale_")
+    except Exception:  # a __getattr__ that raises something else: not one
+        return False
 
 
 def _zeroes_gradients(frame) -> bool:

@@ -20,6 +20,7 @@ from ..errors import CheckpointError
 from ..imported import imported
 
 ARRAY, PICKLE, TUPLE, DICT, FLOAT = "__array__", "__pickle__", "__tuple__", "__dict__", "__float__"
+PER_OBJECT = ("objects", "auto")  # sections of a checkpoint tree copied object by object
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Snapshot:
     buffers: list[Buffer] = field(default_factory=list)
     nbytes: int = 0
     seconds: float = 0.0
+    # (section, name, exception): objects left out because copying them failed (see take)
+    dropped: list[tuple[str, str, BaseException]] = field(default_factory=list)
 
 
 def _torch():
@@ -71,6 +74,10 @@ class Snapshotter:
 
     def take(self, state: dict, copy: bool = True) -> Snapshot:
         """Copy ``state`` (name -> tree) into host memory; return the skeleton and buffers.
+
+        In the sections listed in :data:`PER_OBJECT` (the registered objects, the unregistered
+        ones kept on their own), each object is copied on its own: one that fails (a pickle that
+        raises) is left out and listed in ``Snapshot.dropped``, and the others are kept.
 
         With ``copy=False``, arrays already in host memory are not copied: the buffers are views
         of the live state, for a caller that freezes it another way (a forked process).
@@ -142,9 +149,22 @@ class Snapshotter:
         import time
 
         started = time.perf_counter()
-        skeleton = {name: walk(tree) for name, tree in state.items()}
+        skeleton: dict = {}
+        dropped: list[tuple[str, str, BaseException]] = []
+        for section, tree in state.items():
+            if section not in PER_OBJECT or not isinstance(tree, dict):
+                skeleton[section] = walk(tree)
+                continue
+            kept = skeleton[section] = {}
+            for name, value in tree.items():
+                mark = len(buffers)
+                try:
+                    kept[name] = walk(value)
+                except Exception as exc:  # the user's objects: a pickle may raise anything
+                    del buffers[mark:]  # copies of the object's tensors made before it failed
+                    dropped.append((section, name, exc))
         nbytes = sum(b.array.nbytes for b in buffers)
-        return Snapshot(skeleton, buffers, nbytes, time.perf_counter() - started)
+        return Snapshot(skeleton, buffers, nbytes, time.perf_counter() - started, dropped)
 
 
 def _host_array(host):
@@ -163,7 +183,10 @@ def numpy_module():
 def has_state_dict(obj) -> bool:
     """Whether ``obj`` saves and loads its state like torch objects do (modules, optimizers,
     schedulers, scalers)."""
-    return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+    try:
+        return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+    except Exception:  # a __getattr__ that raises something other than AttributeError: no
+        return False
 
 
 def object_state(obj) -> object:
@@ -175,8 +198,24 @@ def object_state(obj) -> object:
     return {"object": obj}
 
 
-def state_size(objects: dict[str, object]) -> int:
-    """Bytes of the tensors and arrays that checkpointing the objects would copy (no copy made)."""
+def state_size(objects: dict[str, object], on_error=None) -> int:
+    """Bytes of the tensors and arrays that checkpointing the objects would copy (no copy made).
+
+    An object whose state cannot be read counts nothing; ``on_error(name, exc)`` hears of it
+    (without it, the exception propagates)."""
+    total = 0
+    for name, obj in objects.items():
+        try:
+            total += tree_size(object_state(obj))
+        except Exception as exc:  # the user's state_dict
+            if on_error is None:
+                raise
+            on_error(name, exc)
+    return total
+
+
+def tree_size(tree) -> int:
+    """Bytes of the tensors and arrays in a state tree (as :func:`object_state` gives it)."""
     total = 0
 
     def walk(value) -> None:
@@ -192,20 +231,26 @@ def state_size(objects: dict[str, object]) -> int:
             for item in value:
                 walk(item)
 
-    for obj in objects.values():
-        walk(object_state(obj))
+    walk(tree)
     return total
 
 
-def gradients(objects: dict[str, object]) -> dict:
+def gradients(objects: dict[str, object], on_error=None) -> dict:
     """The ``.grad`` of each parameter of the registered modules, by module and parameter name
-    (None where a parameter has none); modules without any gradient are left out."""
+    (None where a parameter has none); modules without any gradient are left out. A module whose
+    parameters cannot be listed is left out too, and ``on_error(name, exc)`` hears of it."""
     found = {}
     for name, obj in objects.items():
-        named = getattr(obj, "named_parameters", None)
-        if not callable(named):
+        try:
+            named = getattr(obj, "named_parameters", None)
+            if not callable(named):
+                continue
+            grads = {pname: param.grad for pname, param in named()}
+        except Exception as exc:  # the user's module
+            if on_error is None:
+                raise
+            on_error(name, exc)
             continue
-        grads = {pname: param.grad for pname, param in named()}
         if any(g is not None for g in grads.values()):
             found[name] = grads
     return found

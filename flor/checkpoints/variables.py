@@ -157,9 +157,10 @@ def _small(value, depth: int = 0) -> bool:
     return False
 
 
-def capture(frame, names: tuple[str, ...], exclude: tuple = ()) -> tuple[dict, list[str]]:
+def capture(frame, names: tuple[str, ...], exclude: tuple = (), on_error=None) -> tuple[dict, list[str]]:
     """(small values by name, names that could not be kept) from ``frame``; objects in
-    ``exclude`` (the registered ones, whose state the checkpoint holds) are left out."""
+    ``exclude`` (the registered ones, whose state the checkpoint holds) are left out. A value
+    that cannot be inspected is not kept, and ``on_error(name, exc)`` hears of it."""
     scope = frame.f_locals
     kept, missing = {}, []
     for name in names:
@@ -168,7 +169,13 @@ def capture(frame, names: tuple[str, ...], exclude: tuple = ()) -> tuple[dict, l
         value = scope[name]
         if any(value is obj for obj in exclude) or isinstance(value, types.ModuleType):
             continue
-        if _small(value):
+        try:
+            small = _small(value)
+        except Exception as exc:  # a user type whose len() or isinstance hooks raise
+            small = False
+            if on_error is not None:
+                on_error(name, exc)
+        if small:
             kept[name] = value
         else:
             missing.append(name)
@@ -259,9 +266,10 @@ def _project_modules(root) -> list:
     return found
 
 
-def capture_globals(root) -> tuple[dict, list[str]]:
+def capture_globals(root, on_error=None) -> tuple[dict, list[str]]:
     """({module: {name: small value}}, 'module.name' of those too big to keep) for the names the
-    project's functions declare global."""
+    project's functions declare global; one that cannot be inspected is listed as not kept, and
+    ``on_error('module.name', exc)`` hears of it."""
     import os
 
     kept: dict[str, dict] = {}
@@ -276,9 +284,15 @@ def capture_globals(root) -> tuple[dict, list[str]]:
             if global_name not in scope:
                 continue
             value = scope[global_name]
-            if isinstance(value, types.ModuleType) or callable(value):
-                continue
-            if _small(value):
+            try:
+                if isinstance(value, types.ModuleType) or callable(value):
+                    continue
+                small = _small(value)
+            except Exception as exc:  # a user type whose hooks raise
+                small = False
+                if on_error is not None:
+                    on_error(f"{name}.{global_name}", exc)
+            if small:
                 kept.setdefault(name, {})[global_name] = value
             else:
                 missing.append(f"{name}.{global_name}")
@@ -334,14 +348,34 @@ def _print_of(value, depth: int = 0):
     return ("object", id(value))
 
 
-def fingerprint(frame, root, exclude: tuple = ()) -> dict[str, object]:
+class _Unprintable:
+    """The print of a value that could not be inspected: equal to nothing, so the value counts
+    as changed (and, unless kept, as not restored)."""
+
+    def __eq__(self, other) -> bool:
+        return False
+
+    __hash__ = object.__hash__
+
+
+def _safe_print(name: str, value, on_error):
+    try:
+        return _print_of(value)
+    except Exception as exc:  # a user type whose repr, len or attributes raise
+        if on_error is not None:
+            on_error(name, exc)
+        return _Unprintable()
+
+
+def fingerprint(frame, root, exclude: tuple = (), on_error=None) -> dict[str, object]:
     """Prints of the outer frame's variables and of the project modules' globals, by name
-    (``module:name`` for a module's)."""
+    (``module:name`` for a module's); a value that cannot be inspected gets a print equal to
+    nothing, and ``on_error(name, exc)`` hears of it."""
     prints: dict[str, object] = {}
     if frame is not None:
         for name, value in list(frame.f_locals.items()):
             if not any(value is obj for obj in exclude):
-                prints[name] = _print_of(value)
+                prints[name] = _safe_print(name, value, on_error)
     main = frame.f_globals if frame is not None else None
     for module_name, module, _path in _project_modules(root):
         scope = vars(module)
@@ -349,7 +383,7 @@ def fingerprint(frame, root, exclude: tuple = ()) -> dict[str, object]:
             continue
         for name, value in list(scope.items()):
             if not name.startswith("__") and not any(value is obj for obj in exclude):
-                prints[f"{module_name}:{name}"] = _print_of(value)
+                prints[f"{module_name}:{name}"] = _safe_print(f"{module_name}:{name}", value, on_error)
     return prints
 
 

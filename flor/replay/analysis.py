@@ -26,6 +26,7 @@ import ast
 from dataclasses import dataclass, field
 
 from .florcalls import FlorNames, flor_names, is_flor_call
+from .liveness import Live, live_names
 
 BEFORE, BODY, NESTED, AFTER = "before", "body", "nested", "after"
 
@@ -97,6 +98,11 @@ class Layout:
     def outer_name(self) -> str | None:
         """The name given to flor.loop for the outer loop."""
         return None if self.outer is None else _loop_name(self.outer)
+
+    @property
+    def nested_name(self) -> str | None:
+        """The name given to flor.loop for the first nested loop."""
+        return _loop_name(self.nested[0]) if self.nested else None
 
     def _function_at(self, lineno: int):
         """The innermost function holding ``lineno`` that does not hold the outer loop (a helper)."""
@@ -228,35 +234,13 @@ class Layout:
             return any(self.before_first_nested(call.lineno, _seen | {function}) for call in self._calls_of(function))
         return self.outer.lineno < lineno < first
 
-    def names_read_after_first_nested(self) -> set[str]:
-        """Names the outer body reads after its first nested loop before assigning them there:
-        the values that must come from the skipped loop or earlier iterations."""
+    def live_after_first_nested(self, names: set[str]) -> Live:
+        """Which of ``names`` are live where the first nested loop ends (read later before the
+        script assigns them again; see ``liveness``): the values that must come from the skipped
+        loop's checkpoint."""
         if self.outer is None or not self.nested:
-            return set()
-        first = self.nested[0]
-        assigned: set[str] = set()
-        read: set[str] = set()
-        for statement in self.outer.body:
-            if statement.lineno <= first.end_lineno:
-                continue
-            bound_first = set()
-            for node in ast.walk(statement):
-                if isinstance(node, (ast.With, ast.AsyncWith)):
-                    for item in node.items:
-                        if item.optional_vars is not None:
-                            bound_first |= _stored(item.optional_vars)
-                elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-                    bound_first |= _stored(node.target)
-            for node in ast.walk(statement):
-                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-                    if node.id not in assigned and node.id not in bound_first:
-                        read.add(node.id)
-            assigned |= _stored(statement)
-        return read
-
-
-def _stored(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            return Live(frozenset(), frozenset())
+        return live_names(self.outer, self.nested[0], self.tree, names)
 
 
 def strategy_for(places: list[str]) -> str:

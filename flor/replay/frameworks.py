@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 
 from .analysis import AFTER, BEFORE, BODY, NESTED
+from .liveness import Live
 
 _COMMON_AFTER = {"on_train_end", "on_fit_end", "teardown", "test_step", "on_test_epoch_end", "on_test_start",
                  "on_test_end", "on_test_batch_end", "on_test_epoch_start", "predict_step", "on_predict_end"}
@@ -142,9 +143,14 @@ class FrameworkLayout:
         """No branch analysis through the framework's loop: every epoch may reach it."""
         return None
 
-    def names_read_after_first_nested(self) -> set[str]:
+    @property
+    def nested_name(self) -> str | None:
+        """No nested flor.loop in the script: the framework runs the steps."""
+        return None
+
+    def live_after_first_nested(self, names: set[str]) -> Live:
         """What the rest of the epoch reads from the skipped batches is in the checkpoint."""
-        return set()
+        return Live(frozenset(), frozenset())
 
 
 def describe(framework: str, hook: str | None, places: set[str]) -> str:

@@ -214,6 +214,13 @@ def plan_run(
     return segments
 
 
+def runs_nested_after_memo(segments: list[Segment]) -> bool:
+    """Whether a segment executes an iteration right after one it memoized (or restored that
+    way): the nested loop then runs again on what the skipped one left."""
+    return any(action == "memo" and segment.actions.get(index + 1) == "exec"
+               for segment in segments for index, action in segment.actions.items())
+
+
 def plan_independent(targets: list[int], workers: int, costs: Costs, places: set[str]) -> list[Segment]:
     """Segments for a loop whose iterations share no state (``independence``): each target
     iteration runs alone, with nothing before it re-executed, split across ``workers``."""

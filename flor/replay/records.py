@@ -2,7 +2,8 @@
 
 Its checkpoints (after waiting for a handed-off writer), its loop instances and iteration start
 times (for estimates), the names it recorded (compared, never replayed again), what earlier
-replays finished, and which variables its checkpoints could not keep. Planning is then a pure
+replays finished, and which variables and objects its checkpoints could not keep (a probe that
+failed while recording: ``checkpoints.probe``). Planning is then a pure
 function of these and of the placed source.
 
 >>> records = RunRecords.read(store, run)            # doctest: +SKIP
@@ -16,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..checkpoints.handoff import await_writers
+from ..checkpoints.probe import OBJECT, UNKEPT_KEY
 from ..messages import say
 from ..paths import ProjectPaths
 from ..store import RunRow, Store
@@ -37,6 +39,8 @@ class RunRecords:
     pickled: dict[str, list | None] = field(default_factory=dict)  # location -> objects recorded as pickled
     digests: dict[str, str | None] = field(default_factory=dict)  # location -> the manifest's sha256 the store kept
     lacking: set[int] = field(default_factory=set)  # checkpoints left out: they lack a data iterator
+    # name -> {"kind": "object"|"variable", "reason", "from": outer iteration}: left out while recording
+    unkept: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: Store, run: RunRow) -> "RunRecords":
@@ -57,13 +61,30 @@ class RunRecords:
         for index in lacking:
             checkpoints.pop(index, None)
         missing, known = _missing_variables(ProjectPaths.of_db(store.path), checkpoints)
+        unkept = dict(run.environment.get(UNKEPT_KEY) or {})
+        missing |= {name for name, entry in unkept.items() if entry.get("kind") != OBJECT}
         return cls(
             run=run, checkpoints=checkpoints, contexts=store.contexts(run.run_id),
             iterations=store.iterations(run.run_id),
             recorded_names={name for name, source, _count in store.log_names(run.run_id) if source == "record"},
             done=store.replay_done_all(run.run_id), missing_variables=missing, variables_known=known,
-            pickled=pickled, digests=digests, lacking=lacking,
+            pickled=pickled, digests=digests, lacking=lacking, unkept=unkept,
         )
+
+    def usable_checkpoints(self, outer_name: str) -> tuple[dict[int, dict[str, str]], str]:
+        """The checkpoints that hold every registered object, and why the others cannot be
+        restored (empty when all can): a registered object left out from an iteration on makes
+        that checkpoint and every later one incomplete."""
+        lacking = {name: entry for name, entry in self.unkept.items() if entry.get("kind") == OBJECT}
+        if not lacking:
+            return self.checkpoints, ""
+        first = min((entry.get("from") if entry.get("from") is not None else -1) for entry in lacking.values())
+        usable = {i: points for i, points in self.checkpoints.items() if first < 0 or i < first}
+        name, entry = min(lacking.items(), key=lambda item: item[1].get("from") if item[1].get("from") is not None else -1)
+        since = "" if first < 0 else f" from {outer_name} {first} on"
+        why = (f"the checkpoints{since} lack `{name}` ({entry.get('reason', 'it could not be read')}): "
+               "those are not restored; the iterations they would skip are re-executed")
+        return usable, why
 
     def outer_iterations_of(self, store: Store, names: set[str], outer_name: str) -> set[int]:
         """The outer iterations in which the run logged any of ``names`` (read when a statement

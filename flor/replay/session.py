@@ -22,7 +22,7 @@ from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
 from .isolation import describe as describe_effects, groups_of, training_call, wrap
-from .plan import Costs, Segment, plan_driven, plan_independent, plan_run
+from .plan import Costs, Segment, plan_driven, plan_independent, plan_run, runs_nested_after_memo
 from .records import RunRecords
 from ..selection import select_runs
 
@@ -56,6 +56,8 @@ class RunReplay:
     retried: list[str] = field(default_factory=list)  # how drifted iterations were re-executed
     writes: dict = field(default_factory=dict)  # path -> bytes (None: deleted) the old code wrote
     memo_blocked: list[str] = field(default_factory=list)  # why the nested loop cannot be skipped
+    unkept_note: str = ""  # which checkpoints lack a registered object, and so are not restored
+    wanted: str = ""  # the strategy where the statements stand asks for (memo, reexec, outside)
     reach_note: str = ""  # which iterations a statement in a branch can reach, and why
     framework: str = ""  # the integration that drove the run's loops (flor.integrations), if any
     timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
@@ -420,17 +422,18 @@ class Session:
         if unreproducible:
             item.status, item.reason = "refused", unreproducible
             return
-        checkpoints = records.checkpoints
+        # Checkpoints that lack a registered object (its state could not be read while
+        # recording) are never restored.
+        checkpoints, item.unkept_note = records.usable_checkpoints(outer_name or "iteration")
         total, costs = records.costs(outer_name) if outer_name else (0, Costs())
-        strategy = strategy_for(list(places))
+        strategy = item.wanted = strategy_for(list(places))
         if layout.outer is None or not checkpoints:
             strategy = "reexec"  # nothing to restore from: re-execute the whole run
-        read_after = layout.names_read_after_first_nested()
-        # A skipped loop's effect that no checkpoint holds: a variable the rest of the body reads,
-        # or module state (`module:name`) that anything may read.
-        blocking = sorted(n for n in records.missing_variables if n in read_after or ":" in n)
+        # A skipped loop's effect that no checkpoint holds matters where it is live: read before
+        # the script assigns it again (liveness); module state may be read by anything.
+        blocking, nested_only = _memo_blockers(layout, records)
         if not records.variables_known:
-            blocking = ["(the loops' variables could not be read from the script)"]
+            blocking = ["the loops' variables could not be read from the script"]
         if framework and run.environment.get("framework_memo"):
             blocking = [f"no checkpoint holds the state where the training steps end ({run.environment['framework_memo']})"]
         memo_possible = not blocking
@@ -481,11 +484,19 @@ class Session:
                 strategy, total, checkpoints, places=places, selected=selected, workers=self.workers,
                 costs=costs, memo_ok=lambda index: memo_possible, before_nested=before_nested,
             )
+            if memo_possible and nested_only and runs_nested_after_memo(item.segments):
+                # The nested loop would run again after a skipped one, reading what it left unkept.
+                memo_possible = False
+                item.memo_blocked = nested_only
+                item.segments = plan_run(strategy, total, checkpoints, places=places, selected=selected,
+                                         workers=self.workers, costs=costs, memo_ok=lambda index: False)
+        # A re-execution after drift restores a memoized iteration and runs the next one.
+        retry_ok = memo_possible and not nested_only
         item.strategy = strategy
         item.total = total
         item.outer_name = outer_name
         item.checkpoints = checkpoints
-        item.places, item.costs, item.memo_ok = places, costs, lambda index: memo_possible
+        item.places, item.costs, item.memo_ok = places, costs, lambda index: retry_ok
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
 
@@ -587,19 +598,59 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     head = f"{item.run.tstamp}  {item.run.filename}"
     if item.status != "planned":
         return f"{head}  {item.status}: {item.reason}"
-    lines = [f"{head}  {item.strategy} for {', '.join(item.names)}  (estimated {item.seconds:.1f} s)"]
+    title = headline(item)
+    lines = [f"{head}  {title}  (estimated {item.seconds:.1f} s)"]
     for number, segment in enumerate(item.segments, 1):
         lines.append(f"    segment {number}: {segment.describe()}  (~{segment.seconds:.1f} s)")
     if item.reach_note:
         lines.append(f"    {item.reach_note}")
-    if item.memo_blocked and item.strategy != "outside" and item.framework:
-        lines.append(f"    re-executed, not memoized: {item.memo_blocked[0]}")
-    elif item.memo_blocked and item.strategy != "outside":
-        lines.append(f"    re-executed, not memoized: the nested loop changes {', '.join(item.memo_blocked[:5])}, "
-                     "which its checkpoints do not keep")
+    if item.unkept_note:
+        lines.append(f"    {item.unkept_note}")
+    executed = any(action == "exec" for segment in item.segments for action in segment.actions.values())
+    reasons = item.memo_blocked[1:5] if "memoization blocked" in title else item.memo_blocked[:5]
+    if reasons and (item.strategy != "outside" or executed):
+        lines.append(f"    re-executed, not memoized: {'; '.join(reasons)}")
     if diff and item.diff:
         lines.append("".join("    " + line for line in item.diff.splitlines(keepends=True)).rstrip())
     return "\n".join(lines)
+
+
+def headline(item: RunReplay) -> str:
+    """What the plan does, as its segments do it: a statement in the epoch body whose iterations
+    are all re-executed reads ``exec for NAME (memoization blocked: ...)``, not ``memo``."""
+    names = ", ".join(item.names)
+    actions = {action for segment in item.segments for action in segment.actions.values()}
+    if item.wanted != "memo" or "memo" in actions:
+        return f"{item.strategy} for {names}"
+    if item.memo_blocked:
+        why = f"memoization blocked: {item.memo_blocked[0]}"
+    elif item.unkept_note:
+        why = "memoization blocked: no checkpoint holds every registered object"
+    else:
+        why = "no checkpoint where the nested loop ends"
+    return f"exec for {names} ({why})"
+
+
+def _memo_blockers(layout, records: RunRecords) -> tuple[list[str], list[str]]:
+    """Why the nested loop cannot be skipped (its effect that no checkpoint keeps and that is
+    live after it), and why it cannot run again after a skipped one (an unkept name only the
+    nested loop itself reads later): reasons naming variables as code."""
+    missing = set(records.missing_variables)
+    plain = {n for n in missing if ":" not in n and "." not in n}
+    live = layout.live_after_first_nested(plain)
+    loop = f"`{layout.nested_name}` loop" if layout.nested_name else "nested loop"
+
+    def why(name: str) -> str:
+        entry = records.unkept.get(name)
+        return f" ({entry['reason']})" if entry else ""
+
+    blocking = [f"`{n}` is module state the {loop} may change, which its checkpoints do not keep{why(n)}"
+                for n in sorted(missing - plain)]
+    blocking += [f"the {loop} changes `{n}`, which its checkpoints do not keep{why(n)}, and it is read after "
+                 "that loop" for n in sorted(plain) if live.reads(n)]
+    nested_only = [f"the {loop} changes `{n}`, which its checkpoints do not keep{why(n)}, and reads it in the "
+                   "next iteration, which would run after a skipped one" for n in sorted(plain) if live.reads_in_nested(n)]
+    return blocking, nested_only
 
 
 def _iterations(item: RunReplay, indices: list[int], run_level: bool) -> str:

@@ -233,22 +233,25 @@ class LogsMixin:
         return self._read("SELECT DISTINCT vtype, source FROM logs WHERE name = ?", (name,))
 
     def numeric_log_rows(self, name: str, record_first: bool):
-        """``(run_id, ctx_id or -1, iteration or -1, value or 0, value IS NULL)`` of the numeric
-        values of ``name`` (recorded before replayed ones with ``record_first``), streamed: the
-        dataframe reads them straight into a numpy array, with no list of tuples."""
-        order = " ORDER BY source DESC, rowid" if record_first else ""
+        """``(run_id, ctx_id or -1, iteration or -1, value or 0, value IS NULL, not recorded)`` of
+        the numeric values of ``name`` in the order they were logged (recorded before replayed
+        ones with ``record_first``), streamed: the dataframe reads them straight into a numpy
+        array, with no list of tuples."""
+        order = " ORDER BY source DESC, rowid" if record_first else " ORDER BY rowid"
         try:
             cursor = self._retry(lambda: self.connection.execute(
-                "SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, 0), value IS NULL "
-                f"FROM logs WHERE name = ?{order}", (name,)))
+                "SELECT run_id, IFNULL(ctx_id, -1), IFNULL(iteration, -1), IFNULL(value, 0), value IS NULL, "
+                f"source != 'record' FROM logs WHERE name = ?{order}", (name,)))
             yield from cursor
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
 
     def log_rows_named(self, name: str, record_first: bool) -> list[tuple]:
-        """``(run_id, ctx_id, iteration, value, vtype)`` of every value of ``name``."""
-        order = " ORDER BY source DESC, rowid" if record_first else ""
-        return self._read(f"SELECT run_id, ctx_id, iteration, value, vtype FROM logs WHERE name = ?{order}", (name,))
+        """``(run_id, ctx_id, iteration, value, vtype, not recorded)`` of every value of ``name``,
+        in the order they were logged (recorded first with ``record_first``)."""
+        order = " ORDER BY source DESC, rowid" if record_first else " ORDER BY rowid"
+        return self._read(
+            f"SELECT run_id, ctx_id, iteration, value, vtype, source != 'record' FROM logs WHERE name = ?{order}", (name,))
 
     def logged_names(self) -> list[str]:
         """Every logged name, in the order names first appeared."""

@@ -46,6 +46,8 @@ CASES = [
     Case("hf_early_stopping", ("--epochs", "3")),
     # karpathy/makemore: an InfiniteDataLoader's one iterator (own generator) in a `while True` loop, eval every N, break
     Case("makemore_style", ("--max-steps", "60", "--eval-every", "20"), prepare=("prepare.py",)),
+    # HF Accelerate examples/nlp_example.py: everything prepared, outputs = model(**batch), per-step scheduler
+    Case("accelerate_nlp", ("--cpu", "--num_epochs", "3")),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
     Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
