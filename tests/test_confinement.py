@@ -260,4 +260,4 @@ def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     assert (project.root / "out" / "log.txt").read_bytes() == before
     bad = subprocess.run([sys.executable, "-m", "flor", "replay", "e2", "--force"], cwd=project.root,
                          env=clean_env(FLOR_REPLAY_CONFINE="sideways"), capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip() == "flor: error: FLOR_REPLAY_CONFINE='sideways': expected namespace, copy or auto"
+    assert bad.returncode == 2 and bad.stderr.strip() == "flor: error: FLOR_REPLAY_CONFINE='sideways': expected namespace, copy, none or auto"
