@@ -210,10 +210,11 @@ def _mount_namespaces_for_tests() -> str | None:
 
 
 @needs_namespace
-def test_a_data_folder_that_is_its_own_mount_is_visible_read_only(project):
+def test_a_data_folder_that_is_its_own_mount_is_visible_and_kept_unwritten(project):
     """Finding (confusing): an overlay shows only its lower folder's own file system, so a data
     folder mounted inside the project was an empty folder to the old code (a bare
-    FileNotFoundError). Mounts inside the project are now bound back, read-only."""
+    FileNotFoundError). Mounts inside the project now get an overlay of their own: the old code
+    reads them, and what it writes there lands in the scratch layer, listed."""
     reason = _mount_namespaces_for_tests()
     if reason:
         pytest.skip(reason)
@@ -243,7 +244,8 @@ def test_a_data_folder_that_is_its_own_mount_is_visible_read_only(project):
     done = subprocess.run(["unshare", "-m", "sh", "-c", command], cwd=project.root, env=clean_env(),
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0 and "done: w: 2 value(s) stored; fidelity: 2 of 2" in done.stdout, done.stdout + done.stderr
-    assert done.stdout.rstrip().splitlines()[-1] == "in.txt"  # the old code's write was refused, read-only
+    assert done.stdout.rstrip().splitlines()[-1] == "in.txt"  # the old code's write did not reach the mount
+    assert "kept apart from yours and discarded: data/out.txt" in done.stdout
     with sqlite3.connect(project.db) as connection:
         assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {7}
 

@@ -16,8 +16,10 @@ namespace too when it is not root) and, before it runs any of the old code:
    ``python -m pkg.train`` all resolve to the code the run had, at the paths the run used;
 4. deletes, in the project's view only, the code files that today's project has and the run's
    version did not;
-5. binds back, read-only, the file systems mounted inside those places (a data folder that is
-   its own mount in the project): an overlay shows only its lower folder's own file system.
+5. lays an overlay of its own over each file system mounted inside those places (a data folder
+   that is its own mount in the project): an overlay shows only its lower folder's own file
+   system, so every place is opened before anything goes over it, and is the overlay's lower
+   layer through that handle. A mount that takes no overlay (a file) is bound back read-only.
 
 The kernel keeps the user's files out of reach: this is a property of the mount table, not of a
 list of patched functions. What the old code wrote is listed from the scratch layers
@@ -191,18 +193,22 @@ def _inside(point: str, folder: Path) -> bool:
     return point.startswith(str(folder).rstrip("/") + "/")
 
 
-def _submounts(targets: list[Path]) -> list[tuple[str, set[str]]]:
-    """The mounts inside the overlaid places (a data folder that is its own file system), the
-    outermost of each nest only (a recursive bind brings the rest)."""
-    found: list[tuple[str, set[str]]] = []
-    for point, options in _mounts():
-        if _kept(point) or not any(_inside(point, t) for t in targets):
-            continue
-        if any(point == outer or _inside(point, Path(outer)) for outer, _ in found):
-            continue
-        found = [(p, o) for p, o in found if not _inside(p, Path(point))]  # listed before its parent: unusual
-        found.append((point, options))
-    return found
+def _submounts(targets: list[Path]) -> dict[str, set[str]]:
+    """The mounts inside the overlaid places (a data folder that is its own file system, and any
+    mounted inside it in turn): point -> its per-mount options."""
+    return {point: options for point, options in _mounts()
+            if not _kept(point) and any(_inside(point, t) for t in targets)}
+
+
+def _overlay(target: str, lowers: list[str], upper: int, work: int) -> None:
+    options = (f"lowerdir={':'.join(_escape(p) for p in lowers)},upperdir=/proc/self/fd/{upper},"
+               f"workdir=/proc/self/fd/{work}")
+    try:
+        _mount("flor-replay", target, "overlay", 0, options + ("" if os.geteuid() == 0 else ",userxattr"))
+    except ConfinementError:
+        if os.geteuid() != 0:
+            raise
+        _mount("flor-replay", target, "overlay", 0, options)
 
 
 def confine(view: View) -> None:
@@ -211,42 +217,53 @@ def confine(view: View) -> None:
     targets = [t for t in targets if t.is_dir()]
     scratch = str(view.scratch)
     _read_only_everywhere()
-    # Held open (O_PATH) while the overlays go on: an overlay over a parent hides the mount.
-    inner = [(point, options, os.open(point, os.O_PATH | os.O_DIRECTORY)) for point, options in _submounts(targets)
-             if os.path.isdir(point)]
+    inner = _submounts(targets)
+    # Each place is opened (O_PATH) before anything is laid over it: an overlay on a parent
+    # shows only the parent's own file system, so a mount inside it is reached through this.
+    places = {str(t): (os.open(t, os.O_PATH | os.O_DIRECTORY), None) for t in targets}
+    for point, options in inner.items():
+        if point not in places:
+            try:
+                places[point] = (os.open(point, os.O_PATH), options)
+            except OSError:
+                continue  # gone, or not ours to open: it stays hidden, as before
     _mount("flor-scratch", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
-    layers = []
-    for number, target in enumerate(targets):
-        upper, work = Path(scratch, str(number), "upper"), Path(scratch, str(number), "work")
-        upper.mkdir(parents=True)
-        work.mkdir()
-        # Held open: once an outer overlay covers the scratch folder's path, only these reach it.
-        layers.append((target, os.open(upper, os.O_RDONLY | os.O_DIRECTORY), os.open(work, os.O_RDONLY | os.O_DIRECTORY)))
+    order = sorted(places, key=lambda t: (len(Path(t).parts), t))  # outer first: an inner overlay goes on the outer view
+    layers = {}
+    for number, target in enumerate(order):
+        if os.path.isdir(f"/proc/self/fd/{places[target][0]}"):
+            upper, work = Path(scratch, str(number), "upper"), Path(scratch, str(number), "work")
+            upper.mkdir(parents=True)
+            work.mkdir()
+            # Held open, and made before any overlay: once an outer overlay covers the scratch
+            # folder's path, only these reach it.
+            layers[target] = (os.open(upper, os.O_RDONLY | os.O_DIRECTORY), os.open(work, os.O_RDONLY | os.O_DIRECTORY))
     run_tree = os.open(view.run_tree, os.O_RDONLY | os.O_DIRECTORY)
     project = Path(view.project).resolve()
-    # Outer first: an inner overlay is laid over the outer view; a mount inside a place is bound
-    # back over that place's overlay before anything deeper goes on.
-    steps = [(len(t.parts), 1, str(t), layer) for t, *layer in layers]
-    steps += [(len(Path(point).parts), 0, point, (options, fd)) for point, options, fd in inner]
-    for _depth, kind, target, details in sorted(steps, key=lambda step: step[:3]):
-        if kind == 0:
-            options, fd = details
-            _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-            _mount(None, target, None, _read_only_flags(options))
-            os.close(fd)
-            continue
-        upper, work = details
-        lowers = [f"/proc/self/fd/{run_tree}"] if Path(target) == project else []
-        lowers.append(target)
-        options = (f"lowerdir={':'.join(_escape(p) for p in lowers)},upperdir=/proc/self/fd/{upper},"
-                   f"workdir=/proc/self/fd/{work}")
-        try:
-            _mount("flor-replay", target, "overlay", 0, options + ("" if os.geteuid() == 0 else ",userxattr"))
-        except ConfinementError:
-            if os.geteuid() != 0:
-                raise
-            _mount("flor-replay", target, "overlay", 0, options)
-        view.layers[target] = upper
+    for target in order:
+        fd, options = places[target]
+        if target in layers:
+            upper_fd, work_fd = layers[target]
+            lowers = [f"/proc/self/fd/{fd}"]
+            if target == str(project) or _inside(target, project):
+                code = os.path.join(f"/proc/self/fd/{run_tree}", os.path.relpath(target, project))
+                if os.path.isdir(code):  # the run's code version on top
+                    lowers.insert(0, os.path.normpath(code))
+            try:
+                _overlay(target, lowers, upper_fd, work_fd)
+                view.layers[target] = upper_fd
+                os.close(fd)
+                continue
+            except ConfinementError:
+                if options is None:  # one of the places programs write to: no view without it
+                    raise
+                os.close(upper_fd)
+                os.close(work_fd)
+        # A mount inside a place that takes no overlay (a file, an unusual file system): bound
+        # back as it is, read-only.
+        _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+        _mount(None, target, None, _read_only_flags(options or set()))
+        os.close(fd)
     if os.path.isdir("/dev/shm"):
         _mount("flor-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for rel in view.hide:

@@ -111,6 +111,9 @@ def restrict_writes(writable: list[Path], device_files: list[Path] = (Path("/dev
     version = abi()
     if numbers is None or version < 1:
         raise LandlockError(f"cannot guard the replay's writes: {unavailable()}")
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:  # the other threads would write unrestricted
+        raise LandlockError(f"cannot guard the replay's writes: the worker has {threads} threads, not one")
     create, add_rule, restrict = numbers
     libc = _c()
     rights = handled(version)
