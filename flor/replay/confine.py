@@ -27,7 +27,7 @@ list of patched functions. What the old code wrote is listed from the scratch la
 
 The old code must not be able to undo the view (``umount2`` of an overlay, then a remount of
 ``/`` read-write), nor to reach the user's files through another process's view
-(``/proc/<pid>/root``). So the task's process is the first of its own PID namespace, with its
+(``/proc/<pid>/root``). So the task runs in a PID namespace of its own, with its
 own ``/proc`` (:func:`enter`): the processes outside are not there to look through, and every
 process the old code starts ends with it (see ``lifetime.py``). And once the view is set up,
 :func:`lock` takes away what could change it: a process without root enters a further user
@@ -116,8 +116,9 @@ def enter() -> None:
     """Move into a private mount namespace (and a user namespace when not root) and a PID
     namespace of our own, with its own ``/proc``.
 
-    Returns in the first process of the new PID namespace, a child; the calling process waits
-    for it and exits as it did (``lifetime.supervise``), ending whatever it left behind. Called
+    Returns in the second process of the new PID namespace, a grandchild; the first stands as
+    its init, and the calling process waits and exits as the task did (``lifetime.supervise``),
+    ending whatever it left behind. Called
     first thing in a worker's task, while it has a single thread: the kernel refuses a new user
     namespace to a process with several."""
     if sys.platform != "linux":
@@ -135,6 +136,7 @@ def enter() -> None:
     # Our own /proc: the processes outside this namespace (the warm worker, the driver, the
     # user's shell) and their views of the file system (/proc/<pid>/root) are not in it.
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    lifetime.stand_as_init()  # the task runs in process 2, where signals work as usual
 
 
 @dataclass

@@ -5,10 +5,10 @@ daemon that forks twice and leaves its session. Those that outlive the task woul
 old code after ``flor replay`` returned, against the user's machine. So a task runs in a child
 of a *supervisor* (:func:`supervise`): the supervisor is a child subreaper (every orphan among
 the task's descendants is handed to it, however it detached), and once the task's process has
-ended it kills what is left, until nothing is. With a private view (``confine.py``) the task's
-process is also the first process of its own PID namespace, and the kernel ends every process
-of that namespace with it; the supervisor's sweep is then a second line, for the copy fallback
-it is the only one.
+ended it kills what is left, until nothing is. With a private view (``confine.py``) the task
+also runs in a PID namespace of its own, whose first process ends with it, and the kernel then
+ends every process of that namespace: the supervisor's sweep is a second line there, and the only
+one in the copy fallback.
 
 Each link of the chain dies with its parent (``PR_SET_PDEATHSIG``): a warm worker killed by the
 executor takes its task, and the task's processes, with it.
@@ -46,10 +46,15 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+_relay: int | None = None  # in the supervised child: where a first process reports its task's end
+
+
 def supervise() -> None:
     """Fork. Return in the child, which is to run the task. The calling process (the supervisor)
     never returns: it waits for the child, ends every process the child left behind, and exits
-    as the child did (with its status, or by its signal)."""
+    as the child did (with its status, or by its signal), or as the task did where the child
+    was only the first process of a PID namespace (:func:`stand_as_init`)."""
+    global _relay
     if sys.platform == "linux":
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
     for stream in (sys.stdout, sys.stderr):
@@ -58,18 +63,65 @@ def supervise() -> None:
         except (OSError, ValueError, AttributeError):
             pass
     parent = os.getpid()
+    relay_read, relay_write = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(relay_read)
+        _relay = relay_write
         die_with_parent(parent)
         return
+    os.close(relay_write)
     _pid, status = os.waitpid(pid, 0)
+    os.set_blocking(relay_read, False)  # a forked descendant may hold the other end open
+    try:
+        relayed = os.read(relay_read, 64)
+    except BlockingIOError:
+        relayed = b""
     end_descendants()
-    code = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(int(relayed) if relayed.strip().isdigit() else status)
     if code < 0:  # killed by a signal: be killed by it too, so the warm worker reports that
-        signal.signal(-code, signal.SIG_DFL)
+        try:
+            signal.signal(-code, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
+            pass
         os.kill(os.getpid(), -code)
         code = 128 - code
     os._exit(code)
+
+
+def stand_as_init() -> None:
+    """In the first process of a new PID namespace (a child of :func:`supervise`): fork the
+    task's process and return in it. This one stays process 1, reaping orphans, until the task's
+    process ends; then it reports how that ended to the supervisor and exits, and the kernel
+    ends every other process of the namespace.
+
+    The task must not be process 1 itself: the kernel ignores any signal process 1 has no
+    handler for, so ``os.kill(os.getpid(), signal.SIGKILL)`` or a default SIGTERM would do nothing."""
+    relay = _relay
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    pid = os.fork()
+    if pid == 0:
+        if relay is not None:
+            os.close(relay)
+        die_with_parent(1)
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the task's to handle
+    status = 1 << 8
+    while True:
+        try:
+            done, ended = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if done == pid:
+            status = ended
+            break
+    if relay is not None:
+        os.write(relay, str(status).encode())
+    os._exit(0)
 
 
 def _children() -> list[int]:

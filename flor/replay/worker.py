@@ -3,13 +3,14 @@
 The executor starts it *warm*: it takes its channel (its standard output, a pipe to the driver),
 imports the third-party modules of the script (``FLOR_REPLAY_PRELOAD``), and waits for lines
 ``SPEC`` on stdin. For each it forks a process that enters a private mount namespace and a PID
-namespace (while it has one thread, as the kernel requires), runs the task in the first process
-of that PID namespace, and exits once every process the task started has ended (``lifetime.py``);
-the server then says
-``{"kind": "exited"}`` and waits for the next line, so one import of torch serves every task. Its own output and the script's go to its stderr, which the executor copies
+namespace (while it has one thread, as the kernel requires), runs the task in that PID
+namespace, and exits once every process the task started has ended (``lifetime.py``); the
+server then says ``{"kind": "exited"}`` and waits for the next line, so one import of torch
+serves every task. Its own output and the script's go to its stderr, which the executor copies
 into the task's log (the worker opens no file for writing). Then it sets the run's numeric
 environment, lays out the run's view of the project (``confine.py``, locked before the old code
-runs; or a workspace of copies, its writes guarded by Landlock: ``landlock.py``), installs a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
+runs; or a workspace of copies, its writes guarded by Landlock: ``landlock.py``), installs
+a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
 run was started (``python train.py`` or ``python -m pkg.train``). Values, drift and the result go
 back over the channel; the worker never opens the store.
 """
