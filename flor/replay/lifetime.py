@@ -63,10 +63,17 @@ def supervise() -> None:
         except (OSError, ValueError, AttributeError):
             pass
     parent = os.getpid()
+    # This process's own /proc, opened now: the child may mount its PID namespace's over it.
+    try:
+        proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        proc = None  # no /proc (macOS): nothing to sweep with
     relay_read, relay_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(relay_read)
+        if proc is not None:
+            os.close(proc)
         _relay = relay_write
         die_with_parent(parent)
         return
@@ -77,7 +84,8 @@ def supervise() -> None:
         relayed = os.read(relay_read, 64)
     except BlockingIOError:
         relayed = b""
-    end_descendants()
+    if proc is not None:
+        end_descendants(proc)
     code = os.waitstatus_to_exitcode(int(relayed) if relayed.strip().isdigit() else status)
     if code < 0:  # killed by a signal: be killed by it too, so the warm worker reports that
         try:
@@ -124,20 +132,27 @@ def stand_as_init() -> None:
     os._exit(0)
 
 
-def _children() -> list[int]:
-    """This process's children (orphans handed to it included)."""
+def _read(proc: int, path: str) -> str:
+    fd = os.open(path, os.O_RDONLY, dir_fd=proc)
+    try:
+        return os.read(fd, 1 << 16).decode()
+    finally:
+        os.close(fd)
+
+
+def _children(proc: int) -> list[int]:
+    """This process's children (orphans handed to it included), read from ``proc``, a handle on
+    a /proc of this process's PID namespace."""
     me = os.getpid()
     try:
-        with open(f"/proc/{me}/task/{me}/children") as handle:  # one thread: its children are ours
-            return [int(pid) for pid in handle.read().split()]
+        return [int(pid) for pid in _read(proc, f"{me}/task/{me}/children").split()]  # one thread: its children are ours
     except OSError:
         pass
     found = []
-    for name in os.listdir("/proc"):  # kernels without CONFIG_PROC_CHILDREN
+    for name in os.listdir(proc):  # kernels without CONFIG_PROC_CHILDREN
         if name.isdigit():
             try:
-                with open(f"/proc/{name}/stat") as handle:
-                    text = handle.read()
+                text = _read(proc, f"{name}/stat")
             except OSError:
                 continue
             if int(text.rpartition(")")[2].split()[1]) == me:
@@ -145,11 +160,11 @@ def _children() -> list[int]:
     return found
 
 
-def end_descendants() -> None:
+def end_descendants(proc: int) -> None:
     """Kill every descendant of this process (a subreaper: a descendant whose parent died is one
-    of its children) and reap it, until none is left."""
+    of its children) and reap it, until none is left. ``proc``: see :func:`_children`."""
     while True:
-        children = _children()
+        children = _children(proc)
         if not children:
             break
         for pid in children:
