@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -305,3 +306,73 @@ def test_where_nothing_confines_replay_refuses_until_asked_for_none(project):
         assert ("flor: warning: --confinement none: the old code runs in a workspace of copies and nothing stops it "
                 "from deleting or overwriting your files") in done.stderr
         assert "kept apart" not in done.stdout
+
+
+AS_A_USER = """
+import ctypes, os, sys, tempfile
+from flor.replay import confine
+
+base = sys.argv[1]
+project = os.path.join(base, "project")
+libc = ctypes.CDLL(None, use_errno=True)
+confine.enter()
+view = confine.View(project=project, run_tree=os.path.join(base, "tree"), scratch=os.path.join(base, "scratch"),
+                    writable=[tempfile.gettempdir(), os.environ["HOME"]])
+confine.confine(view)
+getattr(confine, "lock", lambda: None)()  # (so that the test shows what it shows on code without it)
+for target in (project, tempfile.gettempdir(), os.environ["HOME"]):
+    libc.umount2(target.encode(), 2)
+libc.mount(None, b"/", None, 32 | 4096, None)
+if libc.unshare(0x10000000 | 0x00020000) == 0:  # a user namespace of its own: capabilities back
+    for target in (project, tempfile.gettempdir(), os.environ["HOME"]):
+        libc.umount2(target.encode(), 2)
+    libc.mount(None, b"/", None, 32 | 4096, None)
+with open(os.path.join(project, "data", "weights.txt"), "w") as handle:
+    handle.write("overwritten")
+print("ok")
+"""
+
+
+def _interpreter_for_nobody(base) -> str | None:
+    for python in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(python) and subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", "import os"],
+                cwd=base, capture_output=True, timeout=30).returncode == 0:
+            return python
+    return None
+
+
+@needs_namespace
+def test_without_root_the_view_is_locked_too(tmp_path):
+    """Finding 1 without root: the worker's own user namespace held every capability over its
+    mounts, so the same two calls undid the view. The view is locked by a further user namespace."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the worker's set-up as another user")
+    base = tempfile.mkdtemp(prefix="flor-test-user-", dir="/tmp")  # tmp_path's parents are root's alone
+    try:
+        os.chmod(base, 0o755)
+        python = _interpreter_for_nobody(base)
+        if python is None:
+            pytest.skip("no Python interpreter that user nobody may run")
+        for name in ("project/data", "tree", "scratch", "home"):
+            os.makedirs(os.path.join(base, name))
+        with open(os.path.join(base, "project", "data", "weights.txt"), "w") as handle:
+            handle.write("user weights\n")
+        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(__file__)), "flor"), os.path.join(base, "pkg", "flor"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        with open(os.path.join(base, "attack.py"), "w") as handle:
+            handle.write(AS_A_USER)
+        for folder, dirs, files in os.walk(base):
+            for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                os.chown(name, 65534, 65534)
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "attack.py", base],
+                              cwd=base, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.path.join(base, "home"),
+                                             "PYTHONPATH": os.path.join(base, "pkg")},
+                              capture_output=True, text=True, timeout=60)
+        if "user namespace" in done.stderr or "Operation not permitted" in done.stderr:
+            pytest.skip(f"no user namespaces for user nobody here: {done.stderr.strip().splitlines()[-1]}")
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+        with open(os.path.join(base, "project", "data", "weights.txt")) as handle:
+            assert handle.read() == "user weights\n"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -256,8 +256,14 @@ def confine(view: View) -> None:
                 view.layers[target] = upper_fd
                 os.close(fd)
                 continue
-            except ConfinementError:
+            except ConfinementError as exc:
                 if options is None:  # one of the places programs write to: no view without it
+                    held = [p for p in inner if _inside(p, Path(target))]
+                    if held and os.geteuid() != 0:
+                        raise ConfinementError(
+                            f"cannot lay the replay's overlay over {target}: it holds {len(held)} mount(s) ({held[0]}) "
+                            "that the kernel does not let a user namespace look under (replay as root, or with "
+                            f"--confinement copy) ({exc})") from None
                     raise
                 os.close(upper_fd)
                 os.close(work_fd)
