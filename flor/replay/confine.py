@@ -36,8 +36,10 @@ read-write there), and every process drops the capabilities that change mounts a
 ``no_new_privs`` before the old code runs. A new user namespace the old code makes gets
 capabilities back, but only over copies of the mount table that are locked in turn.
 
-Where the kernel refuses (no unprivileged user namespaces, no overlayfs), :func:`probe` says why,
-and replay falls back to a workspace of copies (see ``workspace.py``).
+Where the kernel refuses (no unprivileged user namespaces, a seccomp filter as Docker's, no
+overlayfs), :func:`probe` says why, and replay falls back to a workspace of copies whose writes
+Landlock guards (``workspace.py``, ``landlock.py``), or refuses where the kernel has no Landlock
+either, until asked for ``--confinement none``.
 
 >>> reason = probe()                      # None: confinement works here     # doctest: +SKIP
 """
@@ -45,7 +47,6 @@ and replay falls back to a workspace of copies (see ``workspace.py``).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -82,7 +83,9 @@ _libc = None
 def _c():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The running program's own symbols (libc's among them): find_library would start a
+        # subprocess, which must not happen between unshare(CLONE_NEWPID) and our fork.
+        _libc = ctypes.CDLL(None, use_errno=True)
         _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
         _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
     return _libc
