@@ -689,7 +689,10 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
     unless ``accept_drift``. ``workers`` beyond what keeps the recorded arithmetic (workers times
     the run's threads within the machine's cores) run as many as keep it, unless ``allow_inexact``.
     Results (plans, outcomes) are written to ``out`` (default stdout); progress bars and timings
-    to ``progress`` (default stderr).
+    to ``progress`` (default stderr). ``confinement`` (default ``FLOR_REPLAY_CONFINE``, else
+    ``auto``): ``namespace``, ``copy`` (Landlock-guarded copies) or ``none`` (unguarded, said in
+    one warning); ``auto`` takes the first of the two guarded ones the kernel allows and refuses
+    where it allows neither.
 
     >>> flor.replay("weight_norm", workers=2)           # doctest: +SKIP
     """
