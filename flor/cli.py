@@ -151,6 +151,9 @@ def _replay_parser(commands) -> None:
     parser.add_argument("--allow-inexact", action="store_true",
                         help="run --workers N even where N x the run's threads exceed the cores (other arithmetic: "
                         "values may differ from the recording and are stored anyway)")
+    parser.add_argument("--confinement", choices=("auto", "namespace", "copy", "none"),
+                        help="how the old code's writes are kept from your files (default auto: a private view where "
+                        "the kernel allows it, else copies guarded by Landlock; none: unguarded; FLOR_REPLAY_CONFINE)")
     parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
 
 
@@ -426,7 +429,7 @@ def _cmd_replay(args) -> int:
         *args.names, runs=args.runs, where=args.where, iterations=args.iterations, workers=args.workers,
         gpus=gpus, dry_run=args.dry_run, diff=args.diff, force=args.force, confirm=args.confirm,
         accept_drift=args.accept_drift, allow_inexact=args.allow_inexact, out=sys.stdout, progress=sys.stderr,
-        executor=args.executor, address=args.address,
+        executor=args.executor, address=args.address, confinement=args.confinement,
     )
     return {
         "ok": EXIT_OK, "failed": EXIT_FAILED, "refused": EXIT_REFUSED, "drifted": EXIT_DRIFT,

@@ -12,7 +12,7 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_CKPT_HANDOFF_BYTES``    smallest state handed off, in bytes (67108864)
 ``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
 ``FLOR_ARGPARSE``              1/0: record the script's argparse options as args (1)
-``FLOR_REPLAY_CONFINE``        auto/namespace/copy: how replay confines old code's writes (auto)
+``FLOR_REPLAY_CONFINE``        auto/namespace/copy/none: how replay confines old code's writes (auto)
 ``FLOR_REPLAY_ISOLATE``        1/0: run replayed statements as observers that change nothing (1)
 ``FLOR_EXECUTOR``              local/ray: where replay segments run (local)
 ``FLOR_CHECKPOINT_STORE``      an fsspec URL keeping a copy of every checkpoint (unset: .flor/ only)
@@ -152,14 +152,15 @@ def replay_preload() -> list[str]:
 
 def replay_confinement() -> str:
     """``FLOR_REPLAY_CONFINE``: how replay keeps old code's writes away from the user's files:
-    ``namespace`` (a private view of the file system; the default where the kernel allows it) or
-    ``copy`` (a workspace of copies: weaker, see docs/reliability.md). Set it to ``copy`` to choose
-    the weaker way on purpose."""
+    ``namespace`` (a private view of the file system; the default where the kernel allows it),
+    ``copy`` (a workspace of copies, writes elsewhere refused by Landlock) or ``none`` (a
+    workspace of copies and nothing that stops a write by absolute path: only on request, see
+    docs/reliability.md)."""
     raw = (_raw("FLOR_REPLAY_CONFINE") or "").strip().lower()
     if raw in ("", "auto"):
         return "auto"
-    if raw not in ("namespace", "copy"):
-        raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy or auto")
+    if raw not in ("namespace", "copy", "none"):
+        raise UsageError(f"FLOR_REPLAY_CONFINE={raw!r}: expected namespace, copy, none or auto")
     return raw
 
 

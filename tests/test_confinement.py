@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from flor.replay import confine
+from flor.replay import confine, landlock
 from tests.conftest import clean_env
 
 needs_namespace = pytest.mark.skipif(confine.probe() is not None, reason=f"no private mount namespace here: {confine.probe()}")
@@ -211,6 +211,8 @@ def test_files_left_out_of_the_code_version_are_read_by_the_replay_from_the_proj
     run's version lacked."""
     if how == "namespace" and confine.probe() is not None:
         pytest.skip(f"no private mount namespace here: {confine.probe()}")
+    if how == "copy" and landlock.unavailable() is not None:
+        pytest.skip(f"the copy fallback needs Landlock: {landlock.unavailable()}")
     project.write(".florignore", "inputs/\n")
     project.write("train.py", """
         import flor
@@ -238,6 +240,7 @@ def test_files_left_out_of_the_code_version_are_read_by_the_replay_from_the_proj
     with sqlite3.connect(project.db) as connection:
         assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {18}
 
+@pytest.mark.skipif(landlock.unavailable() is not None, reason=f"the copy fallback needs Landlock: {landlock.unavailable()}")
 def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     """Where no namespace is allowed (FLOR_REPLAY_CONFINE=copy here): a workspace of copies."""
     project.write(".gitignore", "out/\n")
@@ -260,4 +263,4 @@ def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     assert (project.root / "out" / "log.txt").read_bytes() == before
     bad = subprocess.run([sys.executable, "-m", "flor", "replay", "e2", "--force"], cwd=project.root,
                          env=clean_env(FLOR_REPLAY_CONFINE="sideways"), capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip() == "flor: error: FLOR_REPLAY_CONFINE='sideways': expected namespace, copy or auto"
+    assert bad.returncode == 2 and bad.stderr.strip() == "flor: error: FLOR_REPLAY_CONFINE='sideways': expected namespace, copy, none or auto"

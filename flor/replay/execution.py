@@ -160,7 +160,7 @@ class Execution:
                 state = _RunState(item, folder)
                 try:
                     prepare(session.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
-                            copies=session.confinement == "copy")
+                            copies=session.confinement != "namespace")
                     state.hide = files_to_hide(session.repo, item.run.code_commit,
                                                item.run.environment.get("left_out") or {})
                     state.records_path = self._records_file(state)

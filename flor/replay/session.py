@@ -26,6 +26,10 @@ from .plan import Costs, Segment, plan_driven, plan_independent, plan_run, runs_
 from .records import RunRecords
 from ..selection import select_runs
 
+CONFINEMENTS = ("auto", "namespace", "copy", "none")  # --confinement, FLOR_REPLAY_CONFINE
+UNGUARDED = ("--confinement none: the old code runs in a workspace of copies and nothing stops it from deleting or "
+             "overwriting your files by absolute path, through a subprocess, or through links to large files")
+
 
 @dataclass
 class RunReplay:
@@ -165,7 +169,8 @@ class Session:
 
     def __init__(self, names, *, runs=None, where=None, iterations=None, workers=1, gpus=None,
                  force=False, start: Path | None = None, out=None, progress=None, accept_drift: bool = False,
-                 allow_inexact: bool = False, executor: str | None = None, address: str | None = None) -> None:
+                 allow_inexact: bool = False, executor: str | None = None, address: str | None = None,
+                 confinement: str | None = None) -> None:
         from ..query import project_store
 
         self.names = list(names or [])
@@ -181,6 +186,9 @@ class Session:
         if self.executor_kind not in ("local", "ray"):
             raise UsageError(f"--executor {executor!r}: expected local or ray")
         self.address = address or settings.ray_address()
+        self.confinement_asked = (confinement or settings.replay_confinement()).lower()
+        if self.confinement_asked not in CONFINEMENTS:
+            raise UsageError(f"--confinement {confinement!r}: expected {', '.join(CONFINEMENTS)}")
         settings.checkpoint_store()  # malformed: refused before anything runs
         if iterations:
             if "=" not in iterations:  # the form is checked now; the loop name and values per run (keys or numbers)
@@ -239,22 +247,34 @@ class Session:
 
     @property
     def confinement(self) -> str:
-        """How workers keep the old code's writes away from the user's files (see confine.py)."""
+        """How workers keep the old code's writes away from the user's files: ``namespace`` (a
+        private view, confine.py), ``copy`` (a workspace of copies, writes elsewhere refused by
+        Landlock) or ``none`` (a workspace of copies, unguarded: only when asked for)."""
         if self._confinement is None:
-            from . import confine
+            from . import confine, landlock
 
-            choice = settings.replay_confinement()
-            if choice == "auto":
+            choice = self.confinement_asked
+            if choice == "none":
+                warn(UNGUARDED)
+                self._confinement = choice
+                return choice
+            reason = None
+            if choice in ("auto", "namespace"):
                 reason = confine.probe()
-                choice = "namespace" if reason is None else "copy"
-                if reason is not None:
-                    warn(f"replay cannot use a private view of the file system here ({reason}); "
-                         "old code's writes are confined by copies instead, which is weaker (docs/reliability.md)")
-            elif choice == "namespace":
-                reason = confine.probe()
-                if reason is not None:
+                if reason is None:
+                    self._confinement = "namespace"
+                    return self._confinement
+                if choice == "namespace":
                     raise UsageError(f"FLOR_REPLAY_CONFINE=namespace, but {reason}")
-            self._confinement = choice
+            missing = landlock.unavailable()
+            if missing is not None:
+                why = "; ".join(r for r in (reason, missing) if r)
+                raise UsageError(f"replay cannot confine the old code's writes here ({why}): it could delete or overwrite "
+                                 "your files; replay unguarded with --confinement none (FLOR_REPLAY_CONFINE=none)")
+            if reason is not None:
+                warn(f"replay cannot use a private view of the file system here ({reason}); the old code runs in a "
+                     "workspace of copies and Landlock refuses its writes anywhere else (docs/reliability.md)")
+            self._confinement = "copy"
         return self._confinement
 
     def warm_up(self) -> None:
@@ -798,21 +818,24 @@ def _enough_open_files(count: int) -> None:
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
            dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
            accept_drift: bool = False, allow_inexact: bool = False, out=None, progress=None,
-           executor: str | None = None, address: str | None = None) -> ReplayReport:
+           executor: str | None = None, address: str | None = None, confinement: str | None = None) -> ReplayReport:
     """Recover ``names`` (default: every new flor.log of today's script) for past runs.
 
     Values whose iteration drifted from the recording (even after re-execution) are not stored
     unless ``accept_drift``. ``workers`` beyond what keeps the recorded arithmetic (workers times
     the run's threads within the machine's cores) run as many as keep it, unless ``allow_inexact``.
     Results (plans, outcomes) are written to ``out`` (default stdout); progress bars and timings
-    to ``progress`` (default stderr).
+    to ``progress`` (default stderr). ``confinement`` (default ``FLOR_REPLAY_CONFINE``, else
+    ``auto``): ``namespace``, ``copy`` (Landlock-guarded copies) or ``none`` (unguarded, said in
+    one warning); ``auto`` takes the first of the two guarded ones the kernel allows and refuses
+    where it allows neither.
 
     >>> flor.replay("weight_norm", workers=2)           # doctest: +SKIP
     """
     out = out or sys.stdout
     session = Session(names, runs=runs, where=where, iterations=iterations, workers=workers, gpus=gpus,
                       force=force, out=out, progress=progress, accept_drift=accept_drift,
-                      allow_inexact=allow_inexact, executor=executor, address=address)
+                      allow_inexact=allow_inexact, executor=executor, address=address, confinement=confinement)
     try:
         for note in session.notes:
             say(note)

@@ -36,7 +36,7 @@ class WorkerSpec:
     records_path: str  # the run's recorded args, random state, loop instances and values (JSON)
     run_tree: str  # the run's code version, today's statements placed in it
     scratch: str  # an empty folder for this worker's scratch layers
-    confinement: str  # "namespace" (a private view of the file system) or "copy" (a workspace of copies)
+    confinement: str  # "namespace" (a private view), "copy" (copies, Landlock-guarded) or "none" (copies, unguarded)
     hide: list[str] = field(default_factory=list)  # today's code files the run's version did not have
     main_module: str | None = None  # the run was started as `python -m main_module`
     numeric: dict = field(default_factory=dict)  # the run's numeric environment (threads, flags, dtype)

@@ -2,12 +2,15 @@
 
 The executor starts it *warm*: it takes its channel (its standard output, a pipe to the driver),
 imports the third-party modules of the script (``FLOR_REPLAY_PRELOAD``), and waits for lines
-``SPEC`` on stdin. For each it forks a process that enters a private mount namespace (while it has
-one thread, as the kernel requires), runs the task, and exits; the server then says
-``{"kind": "exited"}`` and waits for the next line, so one import of torch serves every task. Its own output and the script's go to its stderr, which the executor copies
+``SPEC`` on stdin. For each it forks a process that enters a private mount namespace and a PID
+namespace (while it has one thread, as the kernel requires), runs the task in that PID
+namespace, and exits once every process the task started has ended (``lifetime.py``); the
+server then says ``{"kind": "exited"}`` and waits for the next line, so one import of torch
+serves every task. Its own output and the script's go to its stderr, which the executor copies
 into the task's log (the worker opens no file for writing). Then it sets the run's numeric
-environment, lays out the run's view of the project (``confine.py``; or a workspace of copies),
-installs a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
+environment, lays out the run's view of the project (``confine.py``, locked before the old code
+runs; or a workspace of copies, its writes guarded by Landlock: ``landlock.py``), installs
+a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
 run was started (``python train.py`` or ``python -m pkg.train``). Values, drift and the result go
 back over the channel; the worker never opens the store.
 """
@@ -34,6 +37,18 @@ def _writable_places(root: Path) -> list[Path]:
     return places
 
 
+def _guard_with_landlock(workspace: Path, scratch: Path) -> None:
+    """Copy confinement: writes only under the workspace, a temporary folder of the task's own
+    (``TMPDIR``) and ``/dev/shm``, for the old code and everything it starts (``landlock.py``)."""
+    from . import landlock
+
+    private_tmp = scratch / "tmp"
+    private_tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(private_tmp)
+    tempfile.tempdir = None  # the warm worker may have looked it up already
+    landlock.restrict_writes([workspace, scratch, Path("/dev/shm")])
+
+
 def main(spec_path: str, channel: Channel) -> int:
     """Run the segment described by the spec file ``spec_path``."""
     from .. import api, numerics
@@ -50,11 +65,14 @@ def main(spec_path: str, channel: Channel) -> int:
         view = confine.View(project=root, run_tree=Path(spec.run_tree), scratch=Path(spec.scratch),
                             writable=_writable_places(root), hide=list(spec.hide))
         confine.confine(view)
+        confine.lock()  # still one thread: from here on the view cannot change
         base = root
     else:
         from .workspace import guard_writes
 
         base = Path(spec.run_tree)
+        if spec.confinement == "copy":
+            _guard_with_landlock(base, Path(spec.scratch))
         guard_writes(base, root)
     script = base / spec.filename
     workdir = base / spec.cwd if (base / spec.cwd).is_dir() else base
@@ -108,6 +126,7 @@ def serve() -> int:
     os.dup2(devnull, 1)
     os.close(devnull)
     confined = settings.replay_confinement() == "namespace"
+    server = os.getpid()
     for name in settings.replay_preload():
         try:
             importlib.import_module(name)
@@ -124,6 +143,9 @@ def serve() -> int:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the task's process: one thread, nothing of the project imported yet
+            from .lifetime import die_with_parent
+
+            die_with_parent(server)  # a warm worker killed by the executor takes its task with it
             os._exit(_task(spec, channel, confined))
         _pid, status = os.waitpid(pid, 0)
         channel.send("exited", code=os.waitstatus_to_exitcode(status))
@@ -141,6 +163,10 @@ def _task(spec: str, channel: Channel, confined: bool) -> int:
             except confine.ConfinementError as exc:
                 channel.send("result", ok=False, error=f"cannot confine the replay: {exc}")
                 return 1
+        else:
+            from . import lifetime
+
+            lifetime.supervise()  # without a PID namespace: the supervisor ends what the task leaves
         os.dup2(2, 1)  # the script's prints go to the log with its errors
         code = main(spec, channel)
     except SystemExit as exc:
