@@ -264,3 +264,14 @@ def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     bad = subprocess.run([sys.executable, "-m", "flor", "replay", "e2", "--force"], cwd=project.root,
                          env=clean_env(FLOR_REPLAY_CONFINE="sideways"), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == "flor: error: FLOR_REPLAY_CONFINE='sideways': expected namespace, copy, none or auto"
+
+
+def test_the_confinement_probe_leaves_nothing_in_the_temporary_folder():
+    """Issue 26: every replay left a flor-probe-* folder in the temporary folder."""
+    import glob
+    import tempfile
+
+    pattern = os.path.join(tempfile.gettempdir(), "flor-probe-*")
+    before = set(glob.glob(pattern))
+    confine.probe()
+    assert set(glob.glob(pattern)) == before

@@ -52,6 +52,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,7 +382,7 @@ _PROBE = """
 import os, sys, tempfile
 sys.path.insert(0, {package!r})
 from flor.replay import confine
-base = tempfile.mkdtemp(prefix="flor-probe-")
+base = {base!r}
 tree, scratch, project = (os.path.join(base, n) for n in ("tree", "scratch", "project"))
 for folder in (tree, scratch, project):
     os.mkdir(folder)
@@ -399,11 +400,14 @@ print("ok")
 def probe() -> str | None:
     """None when confinement works on this machine, else why not (one line)."""
     package = str(Path(__file__).resolve().parents[2])
-    try:
-        done = subprocess.run([sys.executable, "-c", _PROBE.format(package=package)], capture_output=True,
-                              text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"the confinement check could not run ({exc})"
+    # The folder is made and removed here, outside the probe's namespace (issue 26: every replay
+    # left a flor-probe-* folder behind in the temporary folder).
+    with tempfile.TemporaryDirectory(prefix="flor-probe-", ignore_cleanup_errors=True) as base:
+        try:
+            done = subprocess.run([sys.executable, "-c", _PROBE.format(package=package, base=base)],
+                                  capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the confinement check could not run ({exc})"
     if done.returncode == 0 and done.stdout.strip() == "ok":
         return None
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
