@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import numerics, settings
@@ -21,7 +20,8 @@ from ..store import RunRow, Store
 from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
-from .isolation import describe as describe_effects, groups_of, training_call, wrap
+from .isolation import groups_of, training_call, wrap
+from .report import ReplayReport, RunReplay, describe_outcome, describe_plan, describe_timings
 from .plan import Costs, Segment, plan_driven, plan_independent, plan_run, runs_nested_after_memo
 from .records import RunRecords
 from ..selection import select_runs
@@ -29,77 +29,6 @@ from ..selection import select_runs
 CONFINEMENTS = ("auto", "namespace", "copy", "none")  # --confinement, FLOR_REPLAY_CONFINE
 UNGUARDED = ("--confinement none: the old code runs in a workspace of copies and nothing stops it from deleting or "
              "overwriting your files by absolute path, through a subprocess, or through links to large files")
-
-
-@dataclass
-class RunReplay:
-    """The plan and the outcome of replaying one run."""
-
-    run: RunRow
-    status: str = "planned"  # planned, skipped, refused, done, drifted (values left unstored), failed
-    reason: str = ""
-    names: list[str] = field(default_factory=list)
-    strategy: str = ""
-    segments: list[Segment] = field(default_factory=list)
-    diff: str = ""
-    source: str = ""
-    total: int = 0
-    stored: int = 0
-    matched: int = 0
-    drifted: int = 0
-    drift: dict = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    outer_name: str | None = None
-    checkpoints: dict = field(default_factory=dict)
-    records: RunRecords | None = None
-    places: set = field(default_factory=set)
-    costs: Costs = field(default_factory=Costs)
-    memo_ok: object = None  # index -> whether memoizing that iteration is sound
-    rejected: list[int] = field(default_factory=list)  # iterations left unstored: still drifting
-    rejected_run_level: bool = False
-    retried: list[str] = field(default_factory=list)  # how drifted iterations were re-executed
-    writes: dict = field(default_factory=dict)  # path -> bytes (None: deleted) the old code wrote
-    memo_blocked: list[str] = field(default_factory=list)  # why the nested loop cannot be skipped
-    unkept_note: str = ""  # which checkpoints lack a registered object, and so are not restored
-    wanted: str = ""  # the strategy where the statements stand asks for (memo, reexec, outside)
-    reach_note: str = ""  # which iterations a statement in a branch can reach, and why
-    framework: str = ""  # the integration that drove the run's loops (flor.integrations), if any
-    timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
-    first_drift: dict | None = None  # the earliest recorded value that differed (by outer iteration)
-    observer: dict = field(default_factory=dict)  # what the new statements did, merged over workers
-    verified: dict = field(default_factory=dict)  # how stored iterations were verified -> count
-    end_check: str = ""  # how values after the loop were verified
-
-    @property
-    def seconds(self) -> float:
-        """Estimated seconds of this run's replay (sum over its segments)."""
-        return sum(s.seconds for s in self.segments)
-
-
-@dataclass
-class ReplayReport:
-    """Every run considered, with what happened to it."""
-
-    runs: list[RunReplay]
-    seconds: float = 0.0
-
-    @property
-    def outcome(self) -> str:
-        """'failed' when a run failed, else 'refused' when one was refused, else 'drifted' when
-        replayed values drifted from the recording, else 'ok' (the CLI's exit status follows)."""
-        statuses = {r.status for r in self.runs}
-        if "failed" in statuses:
-            return "failed"
-        if "refused" in statuses:
-            return "refused"
-        if "drifted" in statuses:
-            return "drifted"
-        return "ok"
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed, was refused or drifted."""
-        return self.outcome == "ok"
 
 
 def parse_iterations(spec: str | None, outer_name: str | None, total: int,
@@ -613,44 +542,6 @@ class Session:
         return Execution(self).run(todo) if todo else 0.0
 
 
-def describe_plan(item: RunReplay, diff: bool = False) -> str:
-    """The --dry-run text of one run."""
-    head = f"{item.run.tstamp}  {item.run.filename}"
-    if item.status != "planned":
-        return f"{head}  {item.status}: {item.reason}"
-    title = headline(item)
-    lines = [f"{head}  {title}  (estimated {item.seconds:.1f} s)"]
-    for number, segment in enumerate(item.segments, 1):
-        lines.append(f"    segment {number}: {segment.describe()}  (~{segment.seconds:.1f} s)")
-    if item.reach_note:
-        lines.append(f"    {item.reach_note}")
-    if item.unkept_note:
-        lines.append(f"    {item.unkept_note}")
-    executed = any(action == "exec" for segment in item.segments for action in segment.actions.values())
-    reasons = item.memo_blocked[1:5] if "memoization blocked" in title else item.memo_blocked[:5]
-    if reasons and (item.strategy != "outside" or executed):
-        lines.append(f"    re-executed, not memoized: {'; '.join(reasons)}")
-    if diff and item.diff:
-        lines.append("".join("    " + line for line in item.diff.splitlines(keepends=True)).rstrip())
-    return "\n".join(lines)
-
-
-def headline(item: RunReplay) -> str:
-    """What the plan does, as its segments do it: a statement in the epoch body whose iterations
-    are all re-executed reads ``exec for NAME (memoization blocked: ...)``, not ``memo``."""
-    names = ", ".join(item.names)
-    actions = {action for segment in item.segments for action in segment.actions.values()}
-    if item.wanted != "memo" or "memo" in actions:
-        return f"{item.strategy} for {names}"
-    if item.memo_blocked:
-        why = f"memoization blocked: {item.memo_blocked[0]}"
-    elif item.unkept_note:
-        why = "memoization blocked: no checkpoint holds every registered object"
-    else:
-        why = "no checkpoint where the nested loop ends"
-    return f"exec for {names} ({why})"
-
-
 def _memo_blockers(layout, records: RunRecords) -> tuple[list[str], list[str]]:
     """Why the nested loop cannot be skipped (its effect that no checkpoint keeps and that is
     live after it), and why it cannot run again after a skipped one (an unkept name only the
@@ -671,95 +562,6 @@ def _memo_blockers(layout, records: RunRecords) -> tuple[list[str], list[str]]:
     nested_only = [f"the {loop} changes `{n}`, which its checkpoints do not keep{why(n)}, and reads it in the "
                    "next iteration, which would run after a skipped one" for n in sorted(plain) if live.reads_in_nested(n)]
     return blocking, nested_only
-
-
-def _iterations(item: RunReplay, indices: list[int], run_level: bool) -> str:
-    shown = ", ".join(map(str, indices))
-    text = f"{item.outer_name or 'iteration'} {shown}" if indices else ""
-    if run_level:
-        text += (" and " if text else "") + "outside the loop"
-    return text
-
-
-def _verification(item: RunReplay) -> str:
-    """How the stored values were verified, in words (nothing is stored unverified)."""
-    labels = {"values": "by the recorded values they logged again", "fingerprint": "by the registered state's "
-              "fingerprint at a checkpoint", "start": "re-executed from the start", "memo": "memoized from their checkpoints"}
-    parts = [f"{count} {item.outer_name or 'iteration'}(s) {labels[how]}" for how, count in item.verified.items()
-             if count and how in labels]
-    if item.end_check == "fingerprint":
-        parts.append("after the loop by the registered state's fingerprint at the end of the run")
-    elif item.end_check == "values":
-        parts.append("after the loop by the recorded values")
-    return "; ".join(parts)
-
-
-def describe_writes(writes: dict, root: Path | None, shown: int = 10) -> str:
-    """What the old code wrote (kept in the replay's scratch layer, then discarded): paths in the
-    project relative to it, first; others absolute."""
-    names = []
-    for path, size in writes.items():
-        rel = path
-        if root is not None:
-            try:
-                rel = str(Path(path).relative_to(Path(root).resolve()))
-            except ValueError:
-                pass
-        names.append((rel.startswith("/"), rel + (" (deleted)" if size is None else "")))
-    names = [name for _outside, name in sorted(names)]
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return (f"    the old code wrote {len(names)} file(s), kept apart from yours and discarded: "
-            f"{', '.join(names[:shown])}{more}")
-
-
-def describe_timings(item: RunReplay) -> str:
-    """Where the workers' time went for one run (stderr: timings are not results)."""
-    t = item.timings
-    parts = [("set-up", t.get("setup_s", 0.0)), ("restoring checkpoints", t.get("restore_s", 0.0)),
-             ("memoized iterations", t.get("memo_s", 0.0)), ("re-executed iterations", t.get("exec_s", 0.0)),
-             ("after the loop", t.get("after_s", 0.0))]
-    return f"  {item.run.tstamp}  time: " + ", ".join(f"{label} {seconds:.2f} s" for label, seconds in parts)
-
-
-def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
-    """The closing line(s) of one run."""
-    head = f"{item.run.tstamp}  "
-    if item.status in ("done", "drifted"):
-        text = f"{head}{item.status}: {', '.join(item.names)}: {item.stored} value(s) stored"
-    elif item.status == "failed":
-        text = f"{head}failed: {item.reason} (finished segments are kept; run `flor replay` again for the rest)"
-        if item.stored:
-            text += f"; {item.stored} value(s) stored"
-    else:
-        return f"{head}{item.status}: {item.reason}"
-    checked = item.matched + item.drifted
-    if checked:
-        text += f"; fidelity: {item.matched} of {checked} recorded values matched"
-        if item.drifted:
-            worst = ", ".join(
-                f"{name} ({entry['count']}x" + (f", max |diff| {entry['max_difference']:.3g})" if entry["max_difference"] is not None else ")")
-                for name, entry in item.drift.items()
-            )
-            text += f", DRIFTED: {worst}"
-    lines = [text]
-    how = _verification(item)
-    if how:
-        lines.append(f"    verified: {how}")
-    if item.retried:
-        lines.append(f"    drifted iterations were re-executed {' then '.join(item.retried)}")
-    if item.first_drift:
-        first = item.first_drift
-        lines.append(f"    first drift: {first['name']} at {first['where']}: recorded {first['recorded']}, replayed "
-                     f"{first['replayed']}; {describe_effects(item.observer)}")
-    if item.rejected or item.rejected_run_level:
-        where = _iterations(item, item.rejected, item.rejected_run_level)
-        if item.status == "drifted":
-            lines.append(f"    still DRIFTED at {where}: its values are not stored (--accept-drift stores them)")
-        else:
-            lines.append(f"    DRIFTED at {where}: stored anyway (--accept-drift)")
-    if item.writes:
-        lines.append(describe_writes(item.writes, root))
-    return "\n".join(lines)
 
 
 def _hint_extract(store: Store, plans: list[RunReplay]) -> None:
