@@ -55,7 +55,7 @@ from .. import settings
 
 COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is measured
 LONG_REMEMBERED = 16  # long iterations remembered for finding periods
-MAX_BRANCHES = 6  # periodic branches known or supposed at once (noise supposes some)
+MAX_SUPPOSED = 3  # periods supposed and not yet confirmed, at once (slow moments suppose some)
 
 
 def _ewma(old: float | None, new: float, weight: float = 0.3) -> float:
@@ -93,6 +93,7 @@ class Policy:
         self._first: int | None = None  # the first index observed: nothing is known before it
         # Periodic branches, learned or supposed: (period, phase) -> the last index it ran at.
         self.branches: dict[tuple[int, int], int] = {}
+        self._confirmed: set[tuple[int, int]] = set()  # those whose foretold iteration was long
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class Policy:
             explained = [key for key, last in self.branches.items() if (index - last) % key[0] == 0]
             for key in explained:
                 self.branches[key] = index
+                self._confirmed.add(key)
             if not explained:
                 remembered = set(self._long)
                 oldest = max(self._first, self._long[0]) if self._long else self._first
@@ -155,21 +157,25 @@ class Policy:
                         continue  # consecutive long iterations: noise, or a stretch of slow ones
                     if all(k in remembered for k in range(earlier, oldest - 1, -period)):
                         self.branches.setdefault((period, index % period), index)
-                # Noise could suppose many: keep the learned (confirmed) ones and the newest few.
-                if len(self.branches) > MAX_BRANCHES:
-                    for key in sorted(self.branches, key=self.branches.get)[:len(self.branches) - MAX_BRANCHES]:
-                        del self.branches[key]
+                # Noise supposes some at every slow moment: keep the learned ones, and of the
+                # supposed ones those tested soonest (a later slow moment must not push out the
+                # evaluation's period before its next iteration tests it).
+                supposed = sorted((k for k in self.branches if k not in self._confirmed),
+                                  key=lambda k: self.branches[k] + k[0])
+                for key in supposed[MAX_SUPPOSED:]:
+                    del self.branches[key]
             self._long = (self._long + [index])[-LONG_REMEMBERED:]
         else:
             self._durations = (recent + [work])[-15:]
             for key, last in list(self.branches.items()):
                 if index == last + key[0]:  # the branch did not come: not a period of it
                     del self.branches[key]
+                    self._confirmed.discard(key)
 
     @property
     def branch_period(self) -> int | None:
-        """The shortest period of a periodic branch known now (None: none)."""
-        return min((period for period, _ in self.branches), default=None)
+        """The shortest period of a periodic branch learned now (None: none)."""
+        return min((period for period, _ in self._confirmed), default=None)
 
     def anticipated(self) -> set[int]:
         """The next iteration each known periodic branch is expected to run at."""
@@ -238,9 +244,11 @@ class Policy:
     def branch_span_s(self) -> float | None:
         """Training seconds between checkpoints before periodic branches, all of them together
         (each branch's span is its period's training time; their rates add), when there is one."""
-        if not self.branches or not self.iteration_s:
+        # Learned periods only: a supposed one costs one checkpoint before it is tested, and
+        # the spacing would swing with every slow moment of the machine.
+        if not self._confirmed or not self.iteration_s:
             return None
-        return 1.0 / sum(1.0 / (period * self.iteration_s) for period, _ in self.branches)
+        return 1.0 / sum(1.0 / (period * self.iteration_s) for period, _ in self._confirmed)
 
     @property
     def spacing_s(self) -> float:
@@ -318,10 +326,10 @@ class Policy:
         period = self.period
         every = "every iteration" if period == 1 else f"about every {period} iterations"
         spacing = self.spacing_s
-        periods = " and ".join(str(p) for p in sorted({p for p, _ in self.branches}))
+        periods = " and ".join(str(p) for p in sorted({p for p, _ in self._confirmed}))
         if math.isinf(spacing):
             every = f"before each iteration of a branch that runs every {periods} iterations only"
-        elif self.branches:
+        elif self._confirmed:
             every += f", and before each iteration of a branch that runs every {periods}"
         one_per = self.base_spacing_s if math.isinf(spacing) else spacing
         text = (f"{every} (one per {one_per:.2f} s of training): a checkpoint costs training "
@@ -339,6 +347,6 @@ class Policy:
             "train_s": self.train_s, "slowdown_s": self.slowdown_s, "writer_cpu_s": self.writer_cpu_s,
             "windows": self.windows, "writer_share": self._share,
             "measured": self.measured(), "branch_period": self.branch_period,
-            "branch_periods": sorted({p for p, _ in self.branches}),
+            "branch_periods": sorted({p for p, _ in self._confirmed}),
             "taken": self.taken, "skipped": self.skipped,
         }
