@@ -15,7 +15,7 @@ The corpus scripts are the tests' own, scaled up as the scripts they mirror are 
 
 * ``makemore``: makemore's ``while True`` loop (an ``InfiniteDataLoader`` with its own generator,
   ``itertools.count`` + ``break``) run as makemore runs it: evaluation every 500 steps, to step
-  1000 (about 5 ms a step here). Questions: the eval branch (``wte_norm_at_eval``) and after the
+  1000. Questions: the eval branch (``wte_norm_at_eval``) and after the
   loop (``final_train_loss``).
 * ``accelerate``: Accelerate's ``nlp_example.py`` shape (everything prepared, ``outputs =
   model(**batch)``) on 1,024 training and 256 evaluation sequences (MRPC has 3,668 and 408), its
