@@ -35,6 +35,13 @@ def fmt_range(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{med * scale:.{digits}f} ({lo * scale:.{digits}f}-{hi * scale:.{digits}f})"
 
 
+def read_section(name: str) -> str | None:
+    """The markdown of the section called ``name`` in RESULTS.md (None: there is none)."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    found = re.search(re.escape(f"<!-- begin:{name} -->") + r"\n(.*?)\n?" + re.escape(f"<!-- end:{name} -->"), text, re.S)
+    return found.group(1) if found else None
+
+
 def write_section(name: str, markdown: str) -> None:
     """Replace (or append) the section called ``name`` in RESULTS.md with ``markdown``."""
     text = RESULTS.read_text() if RESULTS.exists() else HEADER

@@ -13,12 +13,30 @@ The corpus scripts are the tests' own, scaled up as the scripts they mirror are 
   model on 64-token blocks (about 0.1 s an iteration here), 300 iterations, evaluation every 50.
   Questions: the eval branch (``wte_norm_at_eval``) and the iteration body (``param_norm``).
 
+* ``makemore``: makemore's ``while True`` loop (an ``InfiniteDataLoader`` with its own generator,
+  ``itertools.count`` + ``break``) run as makemore runs it: evaluation every 500 steps, to step
+  1000. Questions: the eval branch (``wte_norm_at_eval``) and after the
+  loop (``final_train_loss``).
+* ``accelerate``: Accelerate's ``nlp_example.py`` shape (everything prepared, ``outputs =
+  model(**batch)``) on 1,024 training and 256 evaluation sequences (MRPC has 3,668 and 408), its
+  default 3 epochs. Question: the epoch body (``classifier_norm``, memoized although the step
+  loop assigns ``outputs``).
+* ``lbfgs``: time_sequence_prediction's LBFGS closure for its default 15 steps, the LSTM 51 units
+  wide as the original, on 20 waves of 100 points (the original: 100 of 1,000). Questions: after
+  the loop (``final_prediction_std``) and inside the closure (``closure_grad_norm``, every step
+  re-executed).
+
 Each repetition records the script (the machine's default threads, flor's default checkpoint
 policy: what a user gets), replays each question, and checks every replayed value against a fresh
 run of today's script. Times are whole processes timed by the parent. FlorDB 4.0.1 runs the same
 scripts where it can (its ``flor`` has the same four calls).
 
-    python benchmarks/corpus_replay.py [--reps 3] [--quick] [--no-flordb] [--no-write]
+    python benchmarks/corpus_replay.py [--reps 3] [--quick] [--no-flordb] [--no-write] [--cases makemore,lbfgs]
+
+``--cases`` runs the cases named (a full run takes about 20 minutes on 2 cores) and writes their rows
+into RESULTS.md's section in place of their earlier rows, keeping the other cases' rows and the
+paragraphs that say how those were measured. ``BENCH_CHECKOUT_FIRST=1`` measures this checkout's flor
+where the venv's editable install points at another checkout (a git worktree sharing one venv).
 """
 
 from __future__ import annotations
@@ -40,7 +58,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from _results import fmt_range, machine, write_section  # noqa: E402
+from _results import fmt_range, machine, read_section, write_section  # noqa: E402
 from workloads import child_env, flor_cli, flor_python, git, run_command  # noqa: E402
 
 from tests.realworld.harness import MARKER, _values, recorded_text, today_text  # noqa: E402
@@ -75,9 +93,30 @@ NANOGPT = Case(
      "--n_layer=4", "--n_embd=128", "--n_head=4", "--block_size=64", "--batch_size=12"),
     ("data/shakespeare_char/prepare.py",), {}, ("c_eval", "a_epoch"), {"c_eval": 0.30},
 )
+MAKEMORE = Case(
+    "makemore", "makemore_style", ("--max-steps", "1001", "--eval-every", "500"), ("prepare.py",), {},
+    ("c_eval", "a_after"),
+)
+ACCELERATE = Case(
+    "accelerate", "accelerate_nlp", ("--cpu", "--num_epochs", "3"), (),
+    {"train.py": [("SyntheticPairs(64, seed=1), SyntheticPairs(32, seed=2)",
+                   "SyntheticPairs(1024, seed=1), SyntheticPairs(256, seed=2)")]},
+    ("a_epoch",),
+)
+LBFGS = Case(
+    "lbfgs", "lbfgs_sequence", ("--steps", "15"), ("prepare.py",),
+    {"train.py": [("HIDDEN = 12", "HIDDEN = 51")], "prepare.py": [("T, L, N = 20, 30, 6", "T, L, N = 20, 100, 20")]},
+    ("a_after", "d_closure"),
+)
+CASES = [MNIST, NANOGPT, MAKEMORE, ACCELERATE, LBFGS]
 QUICK_MNIST = Case(MNIST.name, MNIST.folder, ("--epochs", "3"), MNIST.prepare, MNIST.edits, MNIST.questions, MNIST.target)
 QUICK_NANOGPT = Case(NANOGPT.name, NANOGPT.folder, tuple(a.replace("300", "60").replace("=50", "=20") for a in NANOGPT.argv),
                      NANOGPT.prepare, {}, NANOGPT.questions, NANOGPT.target)
+QUICK = {MNIST.name: QUICK_MNIST, NANOGPT.name: QUICK_NANOGPT,
+         MAKEMORE.name: Case(MAKEMORE.name, MAKEMORE.folder, ("--max-steps", "101", "--eval-every", "50"),
+                             MAKEMORE.prepare, {}, MAKEMORE.questions),
+         ACCELERATE.name: Case(ACCELERATE.name, ACCELERATE.folder, ACCELERATE.argv, (), {}, ACCELERATE.questions),
+         LBFGS.name: Case(LBFGS.name, LBFGS.folder, ("--steps", "4"), LBFGS.prepare, {}, LBFGS.questions)}
 
 
 def log(message: str) -> None:
@@ -273,14 +312,52 @@ def render(cases: list[Case], results: dict[str, list[dict]], command: str, elap
     return "\n".join(lines)
 
 
+def merge(old: str | None, new: str, ran: list[str]) -> str:
+    """The section after a run of some cases (``ran``): the old section's rows of the other cases and
+    its paragraphs, with the new rows in place of the ran cases' old ones and the new run's command
+    paragraph, as "Rows of ...", after the table (replacing an earlier one for the same cases)."""
+    if not old:
+        return new
+    def is_row(line: str) -> bool:
+        return line.startswith("| ") and not line.startswith("| case |")
+    def case_of(line: str) -> str:
+        return line.split("|")[1].strip()
+    new_lines = new.splitlines()
+    rows = [line for line in new_lines if is_row(line)]
+    said = next(line for line in new_lines if line.startswith("Command: "))
+    note = f"Rows of {', '.join(ran)}: " + said[len("Command: "):]
+    out, table_end = [], None
+    for line in old.splitlines():
+        if is_row(line) and case_of(line) in ran:
+            continue
+        if line.startswith(f"Rows of {', '.join(ran)}: "):
+            continue
+        out.append(line)
+        if is_row(line) or line.startswith("|---"):
+            table_end = len(out)
+    if table_end is None:
+        return new
+    out[table_end:table_end] = rows + ["", note]
+    # The removed note leaves its blank line: one blank line between paragraphs.
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller runs, one repetition (a smoke run)")
     parser.add_argument("--no-flordb", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--cases", help="comma-separated case names (default: all); their rows replace their earlier "
+                                        "rows in RESULTS.md, the other rows stay")
     args = parser.parse_args(argv)
-    cases = [QUICK_MNIST, QUICK_NANOGPT] if args.quick else [MNIST, NANOGPT]
+    names = [case.name for case in CASES]
+    chosen = args.cases.split(",") if args.cases else names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; the cases: {', '.join(names)}")
+    cases = [QUICK[case.name] if args.quick else case for case in CASES if case.name in chosen]
+    partial = len(cases) < len(CASES)
     reps = 1 if args.quick else args.reps
     flordb_py = None
     if not args.no_flordb:
@@ -296,9 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(reps):
             for case in (cases if rep % 2 == 0 else list(reversed(cases))):
                 results[case.name].append(one_case(case, Path(tmp), rep, flordb_py))
-    warm = warm_saving(3 if args.quick else 7)
-    command = "python benchmarks/corpus_replay.py" + (" --quick" if args.quick else "") + (" --no-flordb" if args.no_flordb else "")
+    warm = None if partial else warm_saving(3 if args.quick else 7)
+    command = "python benchmarks/corpus_replay.py" + (" --quick" if args.quick else "") + (
+        f" --reps {args.reps}" if args.reps != 3 and not args.quick else "") + (
+        " --no-flordb" if args.no_flordb else "") + (f" --cases {','.join(c.name for c in cases)}" if partial else "")
     section = render(cases, results, command, time.perf_counter() - started, warm)
+    if partial:
+        section = merge(read_section(SECTION), section, [case.name for case in cases])
     if args.no_write:
         print(section)
     else:

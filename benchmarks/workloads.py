@@ -167,6 +167,10 @@ def child_env(**extra: str) -> dict[str, str]:
         GIT_COMMITTER_EMAIL="bench@example.invalid",
     )
     env.pop("PYTHONPATH", None)
+    if os.environ.get("BENCH_CHECKOUT_FIRST") == "1":
+        # Measure this checkout's flor where the venv's editable install points at another
+        # checkout (a git worktree sharing one venv): the children import flor from here.
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     env.update(extra)
     return env
 

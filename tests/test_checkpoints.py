@@ -1,5 +1,6 @@
 """Checkpoints: policy, snapshot/writer round trip, dedup, durability under SIGKILL, exact restore."""
 
+import itertools
 import json
 import os
 import signal
@@ -109,6 +110,31 @@ def test_a_slow_moment_of_the_machine_does_not_move_the_checkpoints_before_a_bra
         policy.observe_iteration(seconds, 0.0, index)
     assert policy.branch_period == 10
     assert {29, 39, 49, 59} <= set(due)
+
+
+def test_two_periodic_branches_each_get_a_checkpoint_before_them():
+    """makemore's shape over itertools.count(): sampling every 20 steps (0.3 s) and an evaluation
+    every 50 from step 50 on (0.6 s), 0.1 s otherwise, and one noise spike. The evaluation's
+    iterations are mostly off the sampling's period; both periods are learned, and the iteration
+    before every later sampling and evaluation step is checkpointed, within the budget."""
+    policy = Policy(budget=0.01, cores=2)
+    due, trained_s = [], 0.0
+    for index in itertools.count():
+        if index == 300:
+            break
+        seconds = 0.1 + (0.2 if index % 20 == 0 else 0.0) + (0.5 if index > 0 and index % 50 == 0 else 0.0)
+        seconds += 0.4 if index == 77 else 0.0  # a slow moment of the machine
+        trained_s += seconds if index >= 100 else 0.0
+        if policy.due(index, elapsed_s=seconds):
+            policy.observe_checkpoint(0.004, elapsed_s=seconds)
+            due.append(index)
+        policy.observe_iteration(seconds, 0.0, index)
+    assert {period for period, _ in policy.branches} == {20, 50}
+    before = {i - 1 for i in range(101, 300) if i % 20 == 0 or i % 50 == 0}
+    assert before <= set(due), sorted(before - set(due))
+    later = [i for i in due if i >= 100]
+    assert len(later) * 0.004 <= 0.01 * trained_s  # 4 ms each, within 1 % of the training time since
+    assert "runs every 20 and 50" in policy.explain()
 
 
 def test_noise_and_evaluation_iterations_are_not_charged_to_the_writer():

@@ -32,8 +32,12 @@ Branches that run every N iterations (``if it % eval_interval == 0:``) are where
 questions tend to land, and replaying one of their iterations costs the iterations since the last
 checkpoint before it. Such an iteration takes longer than the others; once two have been seen N
 apart, the iteration before the next one is checkpointed, and the regular spacing widens so that
-both together stay within the budget. :meth:`Policy.explain` says why the spacing is what it is
-(``flor show`` prints it).
+all of them together stay within the budget. A loop may have several such branches (makemore
+samples every 200 steps and evaluates every 500): each long iteration that no learned period
+explains is a hypothesis for every earlier long iteration it could repeat (every iteration that
+period puts in the remembered window was long), kept until the iteration it foretells is not long,
+so each periodic branch gets its checkpoints. :meth:`Policy.explain` says why the spacing is what
+it is (``flor show`` prints it).
 
 >>> policy = Policy(budget=0.01)
 >>> policy.observe_iteration(1.5, 0.0); policy.observe_checkpoint(0.002)
@@ -50,6 +54,8 @@ import statistics
 from .. import settings
 
 COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is measured
+LONG_REMEMBERED = 16  # long iterations remembered for finding periods
+MAX_SUPPOSED = 3  # periods supposed and not yet confirmed, at once (slow moments suppose some)
 
 
 def _ewma(old: float | None, new: float, weight: float = 0.3) -> float:
@@ -83,10 +89,11 @@ class Policy:
         self._excesses: list[float] = []  # per-checkpoint slowdown of each measured window
         self._share: float | None = None  # the share of a core the writer got while computing
         self._durations: list[float] = []  # recent iterations, for telling the long ones
-        self._long: list[int] = []  # indices of the long iterations (a branch ran)
-        self.branch_period: int | None = None  # iterations between them, once seen twice
-        self._stray: int | None = None  # a long iteration off the known period
-        self.anticipated: int | None = None  # the next iteration expected to run the branch
+        self._long: list[int] = []  # indices of the recent long iterations (a branch ran), ascending
+        self._first: int | None = None  # the first index observed: nothing is known before it
+        # Periodic branches, learned or supposed: (period, phase) -> the last index it ran at.
+        self.branches: dict[tuple[int, int], int] = {}
+        self._confirmed: set[tuple[int, int]] = set()  # those whose foretold iteration was long
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -123,33 +130,56 @@ class Policy:
             self._excess_iterations += 1
 
     def _note_branch(self, index: int, work: float) -> None:
-        """Tell the long iterations (over 1.5 times the median of recent ones) and their period.
+        """Tell the long iterations (over 1.5 times the median of recent ones) and their periods.
 
-        Once a period is known, a long iteration off it is noise (a slow moment of the machine)
-        and changes nothing; when the iteration the period foretold is not long, the period is
-        dropped and learned again from the next long iteration and the one before it."""
+        A long iteration that a known period explains confirms it. One that none explains is
+        either noise (a slow moment of the machine) or a branch not yet learned: it supposes a
+        period for each earlier remembered long iteration it could repeat (every iteration of that
+        period and phase since the first remembered was long). A period whose foretold iteration
+        is not long is dropped: noise costs one checkpoint, and a second branch (makemore's
+        evaluation every 500 steps beside its sampling every 200) is learned like the first."""
+        if self._first is None:
+            self._first = index
         recent = self._durations
         if index == 0:
             self._long = [0]  # long anyway (warm-up), and where `it % n == 0` branches run first
         elif len(recent) >= 3 and work > 1.5 * statistics.median(recent):
-            period = self.branch_period
-            if period and (index - self._long[-1]) % period:
-                self._stray = index  # off the period: noise, unless the period turns out wrong
-            else:
-                if not period:
-                    previous = max([i for i in (*self._long, self._stray) if i is not None and i < index], default=None)
-                    if previous is not None and index - previous >= 2:
-                        self.branch_period = index - previous
-                self._long = (self._long + [index])[-3:]
-                self._stray = None
+            explained = [key for key, last in self.branches.items() if (index - last) % key[0] == 0]
+            for key in explained:
+                self.branches[key] = index
+                self._confirmed.add(key)
+            if not explained:
+                remembered = set(self._long)
+                oldest = max(self._first, self._long[0]) if self._long else self._first
+                for earlier in self._long:
+                    period = index - earlier
+                    if period < 2:
+                        continue  # consecutive long iterations: noise, or a stretch of slow ones
+                    if all(k in remembered for k in range(earlier, oldest - 1, -period)):
+                        self.branches.setdefault((period, index % period), index)
+                # Noise supposes some at every slow moment: keep the learned ones, and of the
+                # supposed ones those tested soonest (a later slow moment must not push out the
+                # evaluation's period before its next iteration tests it).
+                supposed = sorted((k for k in self.branches if k not in self._confirmed),
+                                  key=lambda k: self.branches[k] + k[0])
+                for key in supposed[MAX_SUPPOSED:]:
+                    del self.branches[key]
+            self._long = (self._long + [index])[-LONG_REMEMBERED:]
         else:
             self._durations = (recent + [work])[-15:]
-            if index == self.anticipated:  # the branch did not come: learn the period again
-                self.branch_period = self.anticipated = None
-        if self.branch_period:
-            self.anticipated = self._long[-1] + self.branch_period
-            while self.anticipated <= index:
-                self.anticipated += self.branch_period
+            for key, last in list(self.branches.items()):
+                if index == last + key[0]:  # the branch did not come: not a period of it
+                    del self.branches[key]
+                    self._confirmed.discard(key)
+
+    @property
+    def branch_period(self) -> int | None:
+        """The shortest period of a periodic branch learned now (None: none)."""
+        return min((period for period, _ in self._confirmed), default=None)
+
+    def anticipated(self) -> set[int]:
+        """The next iteration each known periodic branch is expected to run at."""
+        return {last + period for (period, _), last in self.branches.items()}
 
     def observe_checkpoint(self, train_s: float, writer_cpu_s: float | None = None, nbytes: int = 0,
                            elapsed_s: float = 0.0, writer_share: float | None = None,
@@ -212,21 +242,24 @@ class Policy:
         return self.cost() / self.budget
 
     def branch_span_s(self) -> float | None:
-        """Training seconds between the long iterations of a periodic branch, when there is one."""
-        if not self.branch_period or not self.iteration_s:
+        """Training seconds between checkpoints before periodic branches, all of them together
+        (each branch's span is its period's training time; their rates add), when there is one."""
+        # Learned periods only: a supposed one costs one checkpoint before it is tested, and
+        # the spacing would swing with every slow moment of the machine.
+        if not self._confirmed or not self.iteration_s:
             return None
-        return self.branch_period * self.iteration_s
+        return 1.0 / sum(1.0 / (period * self.iteration_s) for period, _ in self._confirmed)
 
     @property
     def spacing_s(self) -> float:
-        """The regular spacing: the budget's, widened so that the checkpoints before a periodic
-        branch and the regular ones together cost the budget."""
+        """The regular spacing: the budget's, widened so that the checkpoints before periodic
+        branches and the regular ones together cost the budget."""
         base = self.base_spacing_s
         span = self.branch_span_s()
         if span is None:
             return base
         if span <= base:
-            return math.inf  # the branch comes more often than checkpoints do: only before it
+            return math.inf  # the branches come more often than checkpoints do: only before them
         return base * span / (span - base)
 
     @property
@@ -258,18 +291,19 @@ class Policy:
             # second checkpoint of 2 s epochs look over budget. Take the second one when the
             # training thread's own cost fits, and decide from two measures.
             return True
-        if self.anticipated is not None and index + 1 == self.anticipated:
+        anticipated = self.anticipated()
+        if index + 1 in anticipated:
             # Before a periodic branch: always when regular checkpoints come more often than the
-            # branch; else once the budget's spacing less one branch period has passed.
+            # branches; else once the budget's spacing less their span has passed.
             span = self.branch_span_s() or 0.0
             base = self.base_spacing_s
             if span > base or since >= base - span - 1e-12:
                 return True
         spacing = self.spacing_s
-        if self.anticipated is not None and self.iteration_s:
-            ahead = (self.anticipated - 1 - index) * self.iteration_s
+        if anticipated and self.iteration_s:
+            ahead = (min((n for n in anticipated if n > index + 1), default=math.inf) - 1 - index) * self.iteration_s
             if 0 < ahead <= spacing / 2:
-                return False  # the one before the branch comes soon: it stands for this one
+                return False  # the one before a branch comes soon: it stands for this one
         return since >= spacing - 1e-12
 
     def explain(self) -> str:
@@ -292,10 +326,11 @@ class Policy:
         period = self.period
         every = "every iteration" if period == 1 else f"about every {period} iterations"
         spacing = self.spacing_s
+        periods = " and ".join(str(p) for p in sorted({p for p, _ in self._confirmed}))
         if math.isinf(spacing):
-            every = f"before each iteration of a branch that runs every {self.branch_period} iterations only"
-        elif self.branch_period:
-            every += f", and before each iteration of a branch that runs every {self.branch_period}"
+            every = f"before each iteration of a branch that runs every {periods} iterations only"
+        elif self._confirmed:
+            every += f", and before each iteration of a branch that runs every {periods}"
         one_per = self.base_spacing_s if math.isinf(spacing) else spacing
         text = (f"{every} (one per {one_per:.2f} s of training): a checkpoint costs training "
                 f"{1000 * cost:.1f} ms ({1000 * train:.1f} ms in the training thread, {writer}); "
@@ -312,5 +347,6 @@ class Policy:
             "train_s": self.train_s, "slowdown_s": self.slowdown_s, "writer_cpu_s": self.writer_cpu_s,
             "windows": self.windows, "writer_share": self._share,
             "measured": self.measured(), "branch_period": self.branch_period,
+            "branch_periods": sorted({p for p, _ in self._confirmed}),
             "taken": self.taken, "skipped": self.skipped,
         }

@@ -48,6 +48,7 @@ class RunReplay:
     unkept_note: str = ""  # which checkpoints lack a registered object, and so are not restored
     wanted: str = ""  # the strategy where the statements stand asks for (memo, reexec, outside)
     reach_note: str = ""  # which iterations a statement in a branch can reach, and why
+    nested: bool = True  # whether the outer loop's body holds a flor.loop (memo skips it)
     framework: str = ""  # the integration that drove the run's loops (flor.integrations), if any
     timings: dict = field(default_factory=dict)  # where the workers' time went (summed over segments)
     first_drift: dict | None = None  # the earliest recorded value that differed (by outer iteration)
@@ -120,6 +121,8 @@ def headline(item: RunReplay) -> str:
         why = f"memoization blocked: {item.memo_blocked[0]}"
     elif item.unkept_note:
         why = "memoization blocked: no checkpoint holds every registered object"
+    elif not item.nested:  # a loop of one level (LBFGS's steps): nothing to skip in its body
+        why = f"the {item.outer_name or 'outer'} loop holds no nested flor.loop to skip: each iteration runs"
     else:
         why = "no checkpoint where the nested loop ends"
     return f"exec for {names} ({why})"

@@ -376,6 +376,7 @@ class Session:
         checkpoints, item.unkept_note = records.usable_checkpoints(outer_name or "iteration")
         total, costs = records.costs(outer_name) if outer_name else (0, Costs())
         strategy = item.wanted = strategy_for(list(places))
+        item.nested = bool(layout.nested)
         if layout.outer is None or not checkpoints:
             strategy = "reexec"  # nothing to restore from: re-execute the whole run
         # A skipped loop's effect that no checkpoint holds matters where it is live: read before

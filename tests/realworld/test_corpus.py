@@ -48,6 +48,8 @@ CASES = [
     Case("makemore_style", ("--max-steps", "60", "--eval-every", "20"), prepare=("prepare.py",)),
     # HF Accelerate examples/nlp_example.py: everything prepared, outputs = model(**batch), per-step scheduler
     Case("accelerate_nlp", ("--cpu", "--num_epochs", "3")),
+    # PyTorch-examples time_sequence_prediction: LBFGS calls a closure that logs, forward and backward ~20 times a step
+    Case("lbfgs_sequence", ("--steps", "4"), prepare=("prepare.py",)),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
     Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
