@@ -22,7 +22,7 @@ from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
 from .isolation import describe as describe_effects, groups_of, training_call, wrap
-from .plan import Costs, Segment, plan_driven, plan_independent, plan_run, runs_nested_after_memo
+from .plan import Costs, Segment, alone_check, plan_driven, plan_independent, plan_run, runs_nested_after_memo
 from .records import RunRecords
 from ..selection import select_runs
 
@@ -69,6 +69,7 @@ class RunReplay:
     observer: dict = field(default_factory=dict)  # what the new statements did, merged over workers
     verified: dict = field(default_factory=dict)  # how stored iterations were verified -> count
     end_check: str = ""  # how values after the loop were verified
+    alone_check: tuple | None = None  # an item replayed alone and in order, compared before trusting independence
 
     @property
     def seconds(self) -> float:
@@ -485,6 +486,7 @@ class Session:
             # Items that share no state: each replayed alone, split across the workers.
             item.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
                                              costs, places)
+            item.alone_check = alone_check(item.segments)
             item.reach_note = (item.reach_note + "; " if item.reach_note else "") + (
                 f"the {outer_name} loop's iterations share no state: each item is replayed alone, "
                 f"split across {min(self.workers, max(1, len(item.segments)))} worker(s)")
