@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .checkpoints.handoff import await_writers
 from .errors import UsageError
+from .integrations.driven import FRAMEWORK_KEY
 from .messages import say
 from .paths import ProjectPaths
 from .query import project_store
@@ -43,6 +44,17 @@ def resume(run: str, *, start: Path | None = None) -> int:
         raise UsageError(f"run {row.tstamp} is still running")
     if not checkpoints:
         raise UsageError(f"run {row.tstamp} has no checkpoint to resume from")
+    framework = row.environment.get(FRAMEWORK_KEY)
+    if framework:
+        # A framework's Trainer restarts its epoch loop at the checkpoint's epoch, where the
+        # epoch's training batches ended (its own progress restored), and nowhere else.
+        unsupported = row.environment.get("framework_memo")
+        if unsupported:
+            raise UsageError(f"run {row.tstamp} cannot be resumed: {unsupported}; rerun the script instead")
+        checkpoints = [c for c in checkpoints if c.point != "end"]
+        if not checkpoints:
+            raise UsageError(f"run {row.tstamp} has no checkpoint where a {framework} epoch's batches end; "
+                             "rerun the script instead")
     last = max(checkpoints, key=lambda c: (c.iteration, c.point == "end"))
     script = root / row.filename
     if row.code_commit:

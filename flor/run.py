@@ -525,8 +525,14 @@ class Run:
         self._resume_pickled = resume.get("pickled")
         iterator = iter(iterable)
         skip = index + 1 if point == "end" else index
-        for _ in range(skip):
-            next(iterator, None)
+        fast_forward = getattr(iterable, "fast_forward", None)
+        if fast_forward is not None:
+            # A framework's driven loop: its trainer skips the epochs itself (its progress set to
+            # the checkpoint's); drawing items here would end the loop.
+            fast_forward(skip)
+        else:
+            for _ in range(skip):
+                next(iterator, None)
         self._outer_frame = sys._getframe(1)
         if point == "end":
             restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, None, self._outer_frame,

@@ -425,6 +425,53 @@ def test_state_carried_through_a_helper_keeps_items_in_order(project):
     assert sorted((r["doc"], r["position"]) for r in rows) == [("a", 1), ("bb", 2), ("ccc", 3), ("dddd", 4)]
 
 
+HIDDEN_STATE = """
+import flor
+import holder
+
+docs = ["a", "bb", "ccc", "dddd"]
+for doc in flor.loop("doc", docs, key=lambda d: d):
+    position = holder.REGISTRY.register(doc)
+    flor.log("size", len(doc))
+"""
+
+
+def test_state_the_analysis_cannot_see_is_caught_by_replaying_an_item_alone_and_in_order(project):
+    """State kept in an object of an imported module, changed through a method of a class defined
+    in a third file (as an installed library's would be): the static judgment calls the items
+    independent; replaying the first item planned alone both alone and after the one before it
+    shows the difference, so the items are replayed in order, with a fresh run's values."""
+    project.write("vendor/__init__.py", "")
+    project.write("vendor/registry.py", '''
+        class Registry:
+            def __init__(self):
+                self.state = {"n": 0}
+
+            def register(self, doc):
+                self.state["n"] += 1
+                return self.state["n"]
+    ''')
+    project.write("holder.py", "import vendor.registry as registry\nREGISTRY = registry.Registry()\n")
+    project.write("featurize.py", HIDDEN_STATE)
+    project.commit_all()
+    project.run("featurize.py")
+    project.write("featurize.py", HIDDEN_STATE.replace(
+        '    flor.log("size", len(doc))', '    flor.log("size", len(doc))\n    flor.log("position", position)'))
+    dry = project.flor("replay", "position", "--workers", "2", "--dry-run").stdout
+    assert "share no state" in dry  # what the syntax tree shows
+    done = project.flor("replay", "position", "--workers", "2")
+    assert "replayed in order" in done.stdout + done.stderr
+    rows = _frame(project, "position", latest=True)
+    assert sorted((r["doc"], r["position"]) for r in rows) == [("a", 1), ("bb", 2), ("ccc", 3), ("dddd", 4)]
+    # Items that share nothing pass the same check and stay split across workers.
+    project.write("featurize.py", HIDDEN_STATE.replace(
+        '    flor.log("size", len(doc))', '    flor.log("size", len(doc))\n    flor.log("twice", 2 * len(doc))'))
+    done = project.flor("replay", "twice", "--workers", "2")
+    assert "replayed in order" not in done.stdout + done.stderr
+    assert sorted((r["doc"], r["twice"]) for r in _frame(project, "twice", latest=True)) == [
+        ("a", 2), ("bb", 4), ("ccc", 6), ("dddd", 8)]
+
+
 def test_helpers_the_body_calls_are_followed():
     import ast
 

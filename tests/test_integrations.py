@@ -321,3 +321,126 @@ def test_lightning_epochs_cut_short_are_re_executed(project):
     project.flor("replay", "bias")
     replayed = _values(project.db, "bias", "replay")[1]
     assert replayed and replayed == _values(fresh / ".flor" / "flor.db", "bias", "record")[1]
+
+
+# -- flor resume of a framework run ---------------------------------------------------------------
+
+RESUMABLE_LIGHTNING = '''
+    import os, time
+    import flor
+    import lightning.pytorch as L
+    import torch
+    from flor.integrations.lightning import FlorCallback, FlorLogger
+
+    class Tiny(L.LightningModule):
+        def __init__(self, lr=0.1):
+            super().__init__()
+            self.save_hyperparameters()
+            self.layer = torch.nn.Linear(3, 2)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+        def on_train_epoch_end(self):
+            flor.log("bias", self.layer.bias.sum().item())
+            flor.log("numbering", [self.current_epoch, self.global_step])
+            time.sleep(float(os.environ.get("SLOW", "0")))
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.9)]
+
+    L.seed_everything(0)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 3)), batch_size=4, shuffle=True)
+    check = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 3)), batch_size=4)
+    L.Trainer(max_epochs=6, logger=FlorLogger(), callbacks=[FlorCallback()], enable_progress_bar=False,
+              enable_checkpointing=False, enable_model_summary=False).fit(Tiny(), data, check)
+'''
+
+
+def _kill_after_checkpoints(root: Path, argv: tuple, count: int) -> None:
+    """Start the script, poll the store until the new run has ``count`` checkpoints listed, SIGKILL it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.realworld.harness import child_env
+
+    db = root / ".flor" / "flor.db"
+    with sqlite3.connect(db) as connection:
+        before = connection.execute("SELECT COALESCE(MAX(run_id), 0) FROM runs").fetchone()[0]
+    process = subprocess.Popen([sys.executable, "train.py", *argv], cwd=root, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**child_env(), "FLOR_CKPT_PERIOD": "1", "SLOW": "0.5"})
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+                    (listed,) = connection.execute("SELECT COUNT(*) FROM checkpoints WHERE run_id > ?", (before,)).fetchone()
+            except sqlite3.Error:
+                continue
+            if listed >= count:
+                break
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it was killed"
+
+
+@pytest.mark.parametrize("framework", ["lightning", "transformers"])
+def test_framework_run_killed_and_resumed_equals_a_fresh_run(tmp_path, project, framework):
+    """6 (Lightning) or 5 (HF) epochs, a checkpoint each, SIGKILL once 3 are listed, `flor resume`:
+    the resumed run continues the epoch and step numbering of the killed one, and every value it
+    logs equals the fresh run's in the same epoch and step (the epochs after the checkpoint's all
+    logged)."""
+    from tests.realworld.harness import run
+
+    if framework == "lightning":
+        project.write("train.py", RESUMABLE_LIGHTNING)
+        project.commit_all()
+        root, argv = project.root, ()
+    else:
+        root, source = _project(tmp_path, "hf_text_classifier", "hf")
+        statement = 'flor.log("epoch_classifier_norm", model.classifier.weight.norm().item())'
+        (root / "train.py").write_text(today_text(source, "a_epoch").replace(
+            statement, statement + '; import os, time; time.sleep(float(os.environ.get("SLOW", "0")))'))
+        (root / ".gitignore").write_text("hf_out/\n")
+        from tests.conftest import git
+
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "slow")
+        argv = ("--epochs", "5", "--train_size", "64")
+    assert run(root, "train.py", *argv).returncode == 0  # the fresh, uninterrupted run (the same environment)
+    _kill_after_checkpoints(root, argv, 3)
+    assert run(root, "-m", "flor", "runs").returncode == 0
+    db = root / ".flor" / "flor.db"
+    fresh, killed = _tstamps(db)
+    done = run(root, "-m", "flor", "resume", killed)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = _tstamps(db)[2]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        names = [n for (n,) in connection.execute("SELECT DISTINCT name FROM logs WHERE run_id = 1")]
+        status = connection.execute("SELECT status, resumed_from FROM runs WHERE run_id = 3").fetchone()
+    assert status == ("finished", 2)
+    start, compared = None, 0
+    for name in names:
+        expected = _values(db, name, "record", fresh)[1]
+        got = _values(db, name, "record", resumed)[1]
+        assert got, name
+        for context, values in got.items():
+            assert context and context[0][0] == "epoch", f"{name} logged outside an epoch: {context}"
+            assert expected.get(context) == values, (name, context, values, expected.get(context))
+        first = min(context[0][2] for context in got)
+        start = first if start is None else min(start, first)
+        later = {c: v for c, v in expected.items() if c and c[0][2] > first}
+        assert all(got.get(c) == v for c, v in later.items()), name
+        compared += len(later)
+    assert compared >= 3 and 1 <= start <= 3  # continued from the killed run's checkpoint, not from epoch 0

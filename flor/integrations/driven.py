@@ -37,6 +37,10 @@ class _Feed:
             raise TypeError("a driven loop without a known length")
         return self.total
 
+    def fast_forward(self, count: int) -> None:
+        """A resumed run starts at item ``count`` (its trainer skipped the items before it)."""
+        self.index += count
+
     def __next__(self) -> int:
         if not self.more:
             raise StopIteration
@@ -96,6 +100,15 @@ def current_action() -> str | None:
     ``exec``); None when recording."""
     run = api.current_run()
     return getattr(run, "outer_action", None) if replaying() else None
+
+
+def resuming() -> dict | None:
+    """In a run started by ``flor resume``, before its outer loop starts: the checkpoint it
+    continues from (``iteration``, ``point``); None otherwise."""
+    run = api.current_run()
+    if run is None or replaying():
+        return None
+    return getattr(run, "resume", None)
 
 
 def mark_framework(name: str) -> None:

@@ -31,7 +31,7 @@ import sys
 from .. import api
 from ..errors import CheckpointError, FlorError, UsageError
 from ..messages import warn
-from .driven import DrivenLoop, begin_run, current_action, mark_framework, record_settings, replaying
+from .driven import DrivenLoop, begin_run, current_action, mark_framework, record_settings, replaying, resuming
 
 
 def _import_lightning():
@@ -313,6 +313,7 @@ class FlorCallback(_Callback):
         self._loop = None  # trainer.fit_loop.epoch_loop
         self._original_advance_end = None
         self._unsupported = ""  # why this Lightning cannot memoize an epoch, if it cannot
+        self._resumed = False  # a `flor resume` run whose first epoch restores the killed run's checkpoint
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
@@ -360,6 +361,22 @@ class FlorCallback(_Callback):
             # The training batches end where the epoch loop's on_advance_end sees the last one.
             self._original_advance_end = self._loop.on_advance_end
             self._loop.on_advance_end = self._on_advance_end
+        resume = resuming()
+        if resume is not None:
+            self._start_at(trainer, resume)
+
+    def _start_at(self, trainer, resume: dict) -> None:
+        """``flor resume``: the Trainer starts at the checkpoint's epoch (its progress counters set
+        as a finished epoch leaves them), whose batches are replaced by the checkpoint's restore,
+        as a memoized epoch is; validation and the epoch's end then run as they did."""
+        if self._unsupported or resume.get("point") == "end":
+            why = self._unsupported or "the checkpoint is not where an epoch's batches end"
+            api.fail_fast(UsageError(f"flor resume: {why}; rerun the script instead"))
+        epoch = resume["iteration"]
+        progress = trainer.fit_loop.epoch_progress
+        for tracker in (progress.total, progress.current):
+            tracker.ready = tracker.started = tracker.processed = tracker.completed = epoch
+        self._resumed = True
 
     def _on_advance_end(self, data_fetcher) -> None:
         if self._steps is not None and self._steps.active and self._loop._is_training_done:
@@ -373,8 +390,9 @@ class FlorCallback(_Callback):
         self._epochs.begin()
         loop = self._loop
         loop.__dict__.pop("advance", None)
-        if current_action() == "memo" and not self._unsupported:
+        if (current_action() == "memo" or self._resumed) and not self._unsupported:
             loop.advance = self._memoized_advance
+        self._resumed = False
 
     def _memoized_advance(self, data_fetcher) -> None:
         """One call instead of the epoch's batches: restore the state they left (the replay

@@ -28,7 +28,8 @@ import pickle
 from .. import api
 from ..errors import FlorError, UsageError
 from ..messages import warn
-from .driven import DrivenLoop, begin_run, current_action, frame_of, mark_framework, record_settings, replaying
+from .driven import (DrivenLoop, begin_run, current_action, frame_of, mark_framework, record_settings, replaying,
+                     resuming)
 
 try:
     import transformers
@@ -138,6 +139,8 @@ class FlorCallback(TrainerCallback):
         self._scope = None
         self._progress: TrainerProgress | None = None
         self._unsupported = ""  # why this transformers cannot memoize an epoch, if it cannot
+        self._skip_epochs = 0  # `flor resume`: the Trainer's epochs before the checkpoint's, not run
+        self._resumed = False  # `flor resume`: the checkpoint's epoch restores it instead of its steps
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         trainer = frame_of(Trainer).f_locals["self"]
@@ -176,15 +179,32 @@ class FlorCallback(TrainerCallback):
         epochs = state.num_train_epochs
         self._epochs = DrivenLoop("epoch", int(math.ceil(epochs)) if epochs else None)
         self._steps = DrivenLoop("step")
+        resume = resuming()
+        if resume is not None:
+            if self._unsupported or resume.get("point") == "end":
+                why = self._unsupported or "the checkpoint is not where an epoch's steps end"
+                api.fail_fast(UsageError(f"flor resume: {why}; rerun the script instead"))
+            # The Trainer counts its epochs from 0: those before the checkpoint's do nothing, and
+            # the checkpoint's is restored where its steps ended, as a memoized epoch is.
+            self._skip_epochs, self._resumed = resume["iteration"], True
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         if self._epochs is None:
             return
+        self._trainer.__dict__.pop("_run_epoch", None)
+        if self._skip_epochs:
+            self._skip_epochs -= 1
+            self._trainer._run_epoch = self._skipped_epoch
+            return
         self._steps.end()
         self._epochs.begin()
-        self._trainer.__dict__.pop("_run_epoch", None)
-        if current_action() == "memo" and not self._unsupported:
+        if (current_action() == "memo" or self._resumed) and not self._unsupported:
             self._trainer._run_epoch = self._memoized_epoch
+        self._resumed = False
+
+    def _skipped_epoch(self, **kwargs):
+        """Instead of ``Trainer._run_epoch``, for an epoch a resumed run's checkpoint comes after."""
+        self._trainer.__dict__.pop("_run_epoch", None)
 
     def _memoized_epoch(self, **kwargs):
         """Instead of ``Trainer._run_epoch``: restore the state where its steps ended (the

@@ -27,7 +27,7 @@ from .. import numerics, values
 from ..errors import FlorError
 from ..messages import say
 from .executor import LocalProcessExecutor, Task
-from .plan import retry_segment
+from .plan import in_order, retry_segment
 from .progress import Progress
 from .spec import WorkerSpec
 from .workspace import files_to_hide, prepare
@@ -60,6 +60,7 @@ class Execution:
         self.store = session.store
         self.root = session.root
         self.tasks: dict[str, tuple[_RunState, int]] = {}
+        self.captured: dict[str, list] = {}  # check task -> the values it logged (independence)
 
     # -- laying out ------------------------------------------------------------------------
 
@@ -129,6 +130,9 @@ class Execution:
             return
         if message["kind"] != "batch":
             return
+        if key in self.captured:  # a check's values are compared, never stored
+            self.captured[key] += [(it, name, value, vtype) for _ctx, it, name, value, vtype in message.get("logs", [])]
+            return
         contexts = []
         for provisional, parent, parent_iteration, loop_name, rank in message.get("contexts", []):
             parent = self._ctx(state, key, parent)
@@ -146,6 +150,33 @@ class Execution:
         state.item.stored += len(logs)
 
     # -- running ---------------------------------------------------------------------------
+
+    def _check_independence(self, states: list[_RunState]) -> None:
+        """Before trusting that a keyed loop's items share no state (a static judgment that cannot
+        see into every call), replay the first item planned alone both alone and after the item
+        before it; unless both give the same values, the items are replayed in order."""
+        if not states:
+            return
+        tasks = []
+        for state in states:
+            for task in self._tasks_for(state, list(state.item.alone_check), "check", state.records_path,
+                                        accept_drift=True):
+                self.captured[task.key] = []
+                tasks.append(task)
+        outcomes = {o.task.key: o for o in self._execute(tasks, states, merge=False)}
+        for state in states:
+            item = state.item
+            alone, after = (f"{item.run.run_id}.check.{i}" for i in range(2))
+            same = all(outcomes[k].ok for k in (alone, after)) and self.captured[alone] == self.captured[after]
+            if same:
+                continue
+            index = min(item.alone_check[0].actions)
+            targets = sorted({t for segment in item.segments for t in segment.store})
+            item.segments = [in_order(targets, item.places, item.costs)]
+            note = (f"{item.outer_name} {index} replayed alone differs from {item.outer_name} {index - 1}, {index} "
+                    "replayed in order: its items share state flor cannot see, so they are replayed in order")
+            item.reach_note = (item.reach_note + "; " if item.reach_note else "") + note
+            say(f"  {item.run.tstamp}: {note}")
 
     def run(self, todo: list) -> float:
         """Run every planned segment of ``todo``, then re-execute what drifted; fill in outcomes."""
@@ -168,7 +199,9 @@ class Execution:
                     item.errors.append(str(exc))
                     continue
                 states.append(state)
-                tasks += self._tasks_for(state, item.segments, 0, state.records_path,
+            self._check_independence([s for s in states if s.item.alone_check])
+            for state in states:
+                tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
                                          accept_drift=session.inexact_threads is not None)
             self._execute(tasks, states)
             # With other arithmetic than the recording's (--allow-inexact), drift is expected:
@@ -209,9 +242,9 @@ class Execution:
             shutil.rmtree(scratch, ignore_errors=True)
         return time.monotonic() - started
 
-    def _execute(self, tasks: list[Task], states: list[_RunState]) -> None:
+    def _execute(self, tasks: list[Task], states: list[_RunState], merge: bool = True) -> list:
         if not tasks:
-            return
+            return []
         session = self.session
         totals = {s.item.run.tstamp: sum(t.iterations for t in tasks if self.tasks[t.key][0] is s) for s in states}
         self.progress = Progress(session.progress, {k: v for k, v in totals.items() if v},
@@ -221,6 +254,8 @@ class Execution:
         outcomes = session.executor.run(tasks, self._on_message)
         session.executor = None  # a finished run closes its workers; the next attempt starts fresh ones
         self.progress.close()
+        if not merge:
+            return outcomes
         for outcome in outcomes:
             state, _index = self.tasks[outcome.task.key]
             item, result = state.item, outcome.result
@@ -245,6 +280,7 @@ class Execution:
                 item.timings[key] = item.timings.get(key, 0.0) + float(seconds)
             if not outcome.ok:
                 item.errors.append(outcome.error or "failed")
+        return outcomes
 
 
 def _merge_observations(item, result: dict) -> None:

@@ -235,6 +235,28 @@ def plan_independent(targets: list[int], workers: int, costs: Costs, places: set
     ]
 
 
+def alone_check(segments: list[Segment]) -> tuple[Segment, Segment] | None:
+    """Two segments that test what independence assumes, before anything is stored: the first
+    item an independent plan replays without the one before it, replayed alone and after that
+    one; None when no item runs alone (nothing is assumed). Nothing after the loop runs."""
+    alone = None
+    for segment in segments:
+        for index in sorted(segment.actions):
+            if index > 0 and segment.actions.get(index - 1) != "exec" and (alone is None or index < alone):
+                alone = index
+    if alone is None:
+        return None
+    return (Segment({alone: "exec"}, [alone], alone + 1, False, False, False),
+            Segment({alone - 1: "exec", alone: "exec"}, [alone], alone + 1, False, False, False))
+
+
+def in_order(targets: list[int], places: set[str], costs: Costs) -> Segment:
+    """One segment that re-executes every item up to the last target, in order."""
+    stop = max(targets) + 1
+    return _costed(Segment({i: "exec" for i in range(stop)}, sorted(targets), stop, False, "before" in places, False),
+                   costs)
+
+
 def driven_actions(targets: list[int], stop: int, strategy: str, checkpoints: dict[int, dict[str, str]],
                    memo_ok) -> dict[int, str]:
     """An action for every iteration before ``stop``, as a framework's loop needs (it runs every

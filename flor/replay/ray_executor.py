@@ -1,7 +1,8 @@
 """The Ray executor: replay segments as Ray tasks on a cluster (``flor replay --executor ray``).
 
 Each task carries what its worker needs as data, not paths of this machine: the spec, the run's
-records, and the run's code version as a tar archive. On the node, the task lays them out in a
+records, and the run's code version as a tar archive (put in Ray's object store once per run and
+shared by its tasks). On the node, the task lays them out in a
 temporary folder and runs the usual worker (``python -m flor.replay.worker``, confined as
 locally) as a child process; what the worker sends (values, drift, the result) is the task's
 return value, so the driver stores it, as for local workers. Progress goes through a small actor
@@ -12,7 +13,9 @@ up to ``FLOR_RAY_RETRIES`` times (3); a retry starts the segment over, and nothi
 attempt was stored. A task that fails in the script is not retried: its error is reported.
 
 What the nodes must share: the project's path with its data (git-ignored files the script reads)
-and its ``.flor/`` checkpoints, and the same Python environment. The SQLite store stays on the
+and its ``.flor/`` checkpoints, and the same Python environment; a task on a node where the
+project's path is missing or empty, or that lacks the ``.flor/`` checkpoints it restores, fails in
+one line naming the node. The SQLite store stays on the
 machine that drives the replay. See docs/scale-out.md.
 """
 
@@ -41,33 +44,55 @@ def _ray():
 
 
 def package(task: Task, spec_text: str) -> dict:
-    """A task's payload: the spec, the records and the code tree as bytes."""
+    """A task's payload: the spec and the records (the code tree travels apart: :func:`archive`)."""
     spec = json.loads(spec_text)
+    return {"key": task.key, "spec": spec, "records": Path(spec["records_path"]).read_bytes(), "env": dict(task.env)}
+
+
+def archive(run_tree: str) -> bytes:
+    """A run's code tree as a tar archive: built once per run and shared by its tasks."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(spec["run_tree"], arcname="tree")
-    return {"key": task.key, "spec": spec, "records": Path(spec["records_path"]).read_bytes(),
-            "tree": buffer.getvalue(), "env": dict(task.env)}
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(run_tree, arcname="tree")
+    return buffer.getvalue()
 
 
-def run_package(payload: dict, env_base: dict, board=None) -> dict:
-    """On a node: lay the payload out, run one worker on it, return what it sent."""
+def missing_on_node(spec: dict, env: dict) -> str | None:
+    """What this node lacks of the project that the task needs, as one line; None when nothing.
+    Without it, an empty folder at the project's path replays as if the data were absent."""
+    import socket
+
+    root, node = Path(spec["root"]), socket.gethostname()
+    if not root.is_dir():
+        return (f"the project's path {root} does not exist on node {node}: the nodes must hold the "
+                "project with the data it reads (docs/scale-out.md)")
+    if not any(root.iterdir()):
+        return (f"the project's path {root} is empty on node {node}: the project's files (the data the script reads) "
+                "and its .flor checkpoints must be there (docs/scale-out.md)")
+    restores = any(action in ("memo", "restore_end") for action in spec["segment"]["actions"].values())
+    if restores and spec["checkpoints"] and not env.get("FLOR_CHECKPOINT_STORE") and not (root / ".flor").is_dir():
+        return (f"node {node} has no {root / '.flor'}: this task restores the run's checkpoints; share the project's "
+                ".flor folder with the nodes or keep checkpoints in a bucket (FLOR_CHECKPOINT_STORE, docs/scale-out.md)")
+    return None
+
+
+def run_package(payload: dict, tree: bytes, env_base: dict, board=None) -> dict:
+    """On a node: lay the payload out, run one worker on it, return what it sent. ``tree`` is the
+    run's code archive (an object reference, resolved by Ray, when sent through a cluster)."""
     import subprocess
     import sys
     import tempfile
 
     from .channel import decode
 
-    root = payload["spec"]["root"]
-    if not Path(root).is_dir():
-        import socket
-
-        error = (f"the project's path {root} does not exist on node {socket.gethostname()}: the nodes must hold the "
-                 "project with the data it reads (docs/scale-out.md)")
-        return {"messages": [{"kind": "result", "ok": False, "error": error}], "code": 1, "log": ""}
+    env = dict(os.environ)
+    env.update(env_base)
+    missing = missing_on_node(payload["spec"], env)
+    if missing:
+        return {"messages": [{"kind": "result", "ok": False, "error": missing}], "code": 1, "log": ""}
     with tempfile.TemporaryDirectory(prefix="flor-ray-task-") as tmp:
         folder = Path(tmp)
-        with tarfile.open(fileobj=io.BytesIO(payload["tree"])) as archive:
+        with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
             archive.extractall(folder, filter="tar") if hasattr(tarfile, "data_filter") else archive.extractall(folder)
         spec = dict(payload["spec"])
         (folder / "records.json").write_bytes(payload["records"])
@@ -76,8 +101,6 @@ def run_package(payload: dict, env_base: dict, board=None) -> dict:
                     scratch=str(folder / "scratch"))
         spec_path = folder / "spec.json"
         spec_path.write_text(json.dumps(spec))
-        env = dict(os.environ)
-        env.update(env_base)
         for name, value in payload["env"].items():
             if value is None:
                 env.pop(name, None)
@@ -178,13 +201,19 @@ class RayExecutor:
                          if k == "FLOR_CHECKPOINT_STORE" or k.startswith(("AWS_", "FSSPEC_"))})
         remote = ray.remote(run_package)
         started = time.monotonic()
-        refs = {}
+        refs, trees = {}, {}
         for task in tasks:
             # A task reserves as many CPUs as the run computed with: the same threads, the same bits.
             cpus = int(task.env.get("OMP_NUM_THREADS") or 1)
             options = remote.options(num_cpus=cpus, num_gpus=1 if self.gpus else 0, max_retries=self.retries,
                                      retry_exceptions=False)
-            refs[options.remote(package(task, task.spec_path.read_text()), env_base, board)] = task
+            payload = package(task, task.spec_path.read_text())
+            run_tree = payload["spec"]["run_tree"]
+            if run_tree not in trees:
+                # One archive per run in the object store, whatever its number of tasks (a large
+                # tree packed and shipped for each task filled the driver's memory).
+                trees[run_tree] = ray.put(archive(run_tree))
+            refs[options.remote(payload, trees[run_tree], env_base, board)] = task
         outcomes: list[Outcome] = []
         shown: dict[str, int] = {}
         while refs:

@@ -55,6 +55,7 @@ class RunReplay:
     observer: dict = field(default_factory=dict)  # what the new statements did, merged over workers
     verified: dict = field(default_factory=dict)  # how stored iterations were verified -> count
     end_check: str = ""  # how values after the loop were verified
+    alone_check: tuple | None = None  # an item replayed alone and in order, compared before trusting independence
 
     @property
     def seconds(self) -> float:

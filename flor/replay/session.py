@@ -22,7 +22,7 @@ from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .executor import LocalProcessExecutor
 from .isolation import groups_of, training_call, wrap
 from .report import ReplayReport, RunReplay, describe_outcome, describe_plan, describe_timings
-from .plan import Costs, Segment, plan_driven, plan_independent, plan_run, runs_nested_after_memo
+from .plan import Costs, Segment, alone_check, plan_driven, plan_independent, plan_run, runs_nested_after_memo
 from .records import RunRecords
 from ..selection import select_runs
 
@@ -415,6 +415,7 @@ class Session:
             # Items that share no state: each replayed alone, split across the workers.
             item.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
                                              costs, places)
+            item.alone_check = alone_check(item.segments)
             item.reach_note = (item.reach_note + "; " if item.reach_note else "") + (
                 f"the {outer_name} loop's iterations share no state: each item is replayed alone, "
                 f"split across {min(self.workers, max(1, len(item.segments)))} worker(s)")
