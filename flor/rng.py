@@ -170,7 +170,8 @@ def _kind(value) -> str | None:
     return None
 
 
-def _attribute(value, path: str):
+def attribute_at(value, path: str):
+    """``value.a.b`` for the path ``"a.b"``; None where a part is missing or None."""
     for part in path.split("."):
         value = getattr(value, part, None)
         if value is None:
@@ -192,7 +193,7 @@ def _found(frames, on_error=None) -> dict[str, object]:
             candidates = [(name, value)]
             try:
                 if _kind(value) is None and hasattr(value, "sampler"):  # a DataLoader, say
-                    candidates = [(f"{name}.{path}", _attribute(value, path)) for path in _LOADER_PATHS]
+                    candidates = [(f"{name}.{path}", attribute_at(value, path)) for path in _LOADER_PATHS]
             except Exception as exc:  # the script's object: its attribute hooks may raise anything
                 if on_error is not None:
                     on_error(name, exc)

@@ -30,6 +30,7 @@ import sys
 import types
 
 from ..imported import imported
+from ..rng import attribute_at
 
 _LOADER_PATHS = ("generator", "sampler.generator", "batch_sampler.sampler.generator")
 _installed = False
@@ -54,20 +55,12 @@ class FirstDraw:
         return next(self.inner)
 
 
-def _attribute(value, path: str):
-    for part in path.split("."):
-        value = getattr(value, part, None)
-        if value is None:
-            return None
-    return value
-
-
 def _generators(loader) -> dict[str, object]:
     """The loader's torch generators by path (one entry per object)."""
     torch = imported("torch")
     found, seen = {}, set()
     for path in _LOADER_PATHS:
-        obj = _attribute(loader, path)
+        obj = attribute_at(loader, path)
         if obj is not None and isinstance(obj, torch.Generator) and id(obj) not in seen:
             seen.add(id(obj))
             found[path] = obj
