@@ -203,6 +203,7 @@ class Observer:
         self._python = random.getstate()
         numpy = imported("numpy")
         self._numpy = numpy.random.get_state() if numpy is not None else None
+        self._numpy_words = _mt_words(numpy) if numpy is not None else None
         torch = imported("torch")
         self._torch_mod = torch if torch is not None and hasattr(torch, "get_rng_state") else None
         self._torch = self._cuda = None
@@ -214,8 +215,7 @@ class Observer:
         found = rng.generators_in([frame, *self._frames()])
         self._generators = [(key, obj, rng.generator_state(obj)) for key, obj in found.items()]
         self._modules = self._modules_of(frame) if self._torch_mod is not None else []
-        self._modes = [(name, m, m.training) for name, m in self._all_submodules()]
-        self._params, self._buffers = self._tensors()
+        self._modes, self._params, self._buffers = self._walk()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -227,10 +227,14 @@ class Observer:
             random.setstate(self._python)
         if self._numpy is not None:
             numpy = imported("numpy")
-            now = numpy.random.get_state()
-            if now[2] != self._numpy[2] or not numpy.array_equal(now[1], self._numpy[1]):
-                effects.drew.add("numpy")
-                numpy.random.set_state(self._numpy)
+            # The generator's words in memory tell a draw for a fraction of get_state's cost; only
+            # a cached Gaussian (has_gauss) can change without them, so then the whole state is read.
+            words = _mt_words(numpy)
+            if words is None or words != self._numpy_words or self._numpy[3]:
+                now = numpy.random.get_state()
+                if now[2] != self._numpy[2] or now[3:] != self._numpy[3:] or not numpy.array_equal(now[1], self._numpy[1]):
+                    effects.drew.add("numpy")
+                    numpy.random.set_state(self._numpy)
         torch = self._torch_mod
         if torch is not None:
             if not torch.equal(torch.get_rng_state(), self._torch):
@@ -268,43 +272,43 @@ class Observer:
                 out.append((name, value))
         return out
 
-    def _all_submodules(self):
-        seen = set()
-        for name, module in self._modules:
-            for sub_name, sub in module.named_modules(prefix=name):
-                if id(sub) not in seen:
-                    seen.add(id(sub))
-                    yield sub_name, sub
-
-    def _tensors(self):
-        params, buffers, seen = [], [], set()
-        for name, module in self._modules:
-            for pname, p in module.named_parameters(prefix=name):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    grad = p.grad
-                    params.append((pname, p, p._version, grad, None if grad is None else grad._version))
-            for bname, b in module.named_buffers(prefix=name):
-                if id(b) not in seen:
-                    seen.add(id(b))
-                    buffers.append([bname, b, b._version, None])
+    def _walk(self):
+        """One walk over the modules: (path, module, mode) of every submodule, and its parameters
+        and buffers with their version counters (names are built only for a message)."""
+        modes, params, buffers, seen = [], [], [], set()
+        for name, root in self._modules:
+            for path, module in root.named_modules(prefix=name):
+                if id(module) in seen:
+                    continue
+                seen.add(id(module))
+                modes.append((path, module, module.training))
+                for key, p in module._parameters.items():
+                    if p is not None and id(p) not in seen:
+                        seen.add(id(p))
+                        grad = p.grad
+                        params.append((path, key, p, p._version, grad, None if grad is None else grad._version))
+                for key, b in module._buffers.items():
+                    if b is not None and id(b) not in seen:
+                        seen.add(id(b))
+                        buffers.append([path, key, b, b._version, None])
         budget = BUFFER_COPY_BYTES
-        for entry in sorted(buffers, key=lambda e: e[1].numel() * e[1].element_size()):
-            size = entry[1].numel() * entry[1].element_size()
+        for entry in sorted(buffers, key=lambda e: e[2].numel() * e[2].element_size()):
+            size = entry[2].numel() * entry[2].element_size()
             if size > budget:
                 break
             budget -= size
-            entry[3] = entry[1].detach().clone()
-        return params, buffers
+            entry[4] = entry[2].detach().clone()
+        return modes, params, buffers
 
     def _put_back_tensors(self) -> str:
         torch = self._torch_mod
         problem = ""
-        for name, b, version, copy in self._buffers:
+        for path, key, b, version, copy in self._buffers:
             # BatchNorm's kernel updates running_mean/var without bumping their version counters,
             # so a kept copy is compared by content; only a buffer too large to copy relies on them.
             if b._version == version and (copy is None or torch.equal(b, copy)):
                 continue
+            name = f"{path}.{key}"
             if copy is None:
                 problem = problem or (f"the new statement changed the buffer `{name}` in place, and it is too large "
                                       "for flor to keep a copy; compute the value without changing it")
@@ -312,14 +316,28 @@ class Observer:
             with torch.no_grad():
                 b.copy_(copy)
             self.effects.buffers.add(name)
-        for name, p, version, grad, grad_version in self._params:
+        for path, key, p, version, grad, grad_version in self._params:
             if p._version != version:
-                return (f"the new statement changed the parameter `{name}` (an optimizer step?): a hindsight "
+                return (f"the new statement changed the parameter `{path}.{key}` (an optimizer step?): a hindsight "
                         "statement may observe training, not take part in it")
             if p.grad is not grad or (grad is not None and grad._version != grad_version):
-                return (f"the new statement changed the gradient of `{name}` (a backward()?): a hindsight "
+                return (f"the new statement changed the gradient of `{path}.{key}` (a backward()?): a hindsight "
                         "statement may observe training, not take part in it")
         return problem
+
+
+def _mt_words(numpy) -> bytes | None:
+    """The raw words and position of numpy's global MT19937 generator (None where numpy's global
+    generator is not one, or its memory cannot be read)."""
+    try:
+        generator = numpy.random.mtrand._rand._bit_generator
+        if type(generator).__name__ != "MT19937":
+            return None
+        import ctypes
+
+        return ctypes.string_at(generator.ctypes.state_address, 624 * 4 + 4)
+    except Exception:  # noqa: BLE001 - another numpy: fall back to reading the whole state
+        return None
 
 
 def install(run, effects: Effects) -> None:
