@@ -170,18 +170,6 @@ def _kind(value) -> str | None:
     return None
 
 
-def _generator_types() -> frozenset:
-    """The exact classes of generators :func:`_kind` knows, of the libraries already imported."""
-    found: list[type] = [random.Random]
-    torch = _torch()
-    if torch is not None:
-        found.append(torch.Generator)
-    numpy = imported("numpy")
-    if numpy is not None:
-        found += [numpy.random.Generator, numpy.random.RandomState]
-    return frozenset(found)
-
-
 def attribute_at(value, path: str):
     """``value.a.b`` for the path ``"a.b"``; None where a part is missing or None."""
     for part in path.split("."):
@@ -191,45 +179,27 @@ def attribute_at(value, path: str):
     return value
 
 
-_PLAIN = (int, float, complex, str, bytes, bool, type(None), list, tuple, dict, set, frozenset)
-
-
 def _found(frames, on_error=None) -> dict[str, object]:
     """name (or name.attribute path) -> generator object, in the given frames' variables. A
     variable whose attributes cannot be looked at (a ``__getattr__`` raising KeyError) is passed
-    over; ``on_error(name, exc)`` hears of it.
-
-    Generators are known by their exact class: ``isinstance`` against ``torch.Generator`` goes
-    through a Python-level metaclass hook, and this runs at every checkpoint and around every
-    statement a replay observes."""
+    over; ``on_error(name, exc)`` hears of it."""
     found: dict[str, object] = {}
     seen: set[int] = set()
-    kinds = _generator_types()
-    scanned: set[int] = set()
     for frame in frames:
-        if frame is None or id(frame) in scanned:
+        if frame is None:
             continue
-        scanned.add(id(frame))
         scope = frame.f_locals
         for name, value in list(scope.items()):
-            cls = type(value)
-            if cls in _PLAIN:
-                continue
-            if cls in kinds:
-                candidates = [(name, value)]
-            else:
-                try:
-                    attrs = getattr(value, "__dict__", None)
-                    loader = ("sampler" in attrs) if type(attrs) is dict else hasattr(value, "sampler")
-                    if not loader:  # not a DataLoader (or like one): nothing to find on it
-                        continue
+            candidates = [(name, value)]
+            try:
+                if _kind(value) is None and hasattr(value, "sampler"):  # a DataLoader, say
                     candidates = [(f"{name}.{path}", attribute_at(value, path)) for path in _LOADER_PATHS]
-                except Exception as exc:  # the script's object: its attribute hooks may raise anything
-                    if on_error is not None:
-                        on_error(name, exc)
-                    continue
+            except Exception as exc:  # the script's object: its attribute hooks may raise anything
+                if on_error is not None:
+                    on_error(name, exc)
+                continue
             for key, obj in candidates:
-                if type(obj) in kinds and id(obj) not in seen and key not in found:
+                if obj is not None and _kind(obj) is not None and id(obj) not in seen and key not in found:
                     seen.add(id(obj))
                     found[key] = obj
     return found
