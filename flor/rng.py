@@ -152,7 +152,7 @@ def decode(blob: bytes | None) -> dict | None:
 # advances them, so a checkpoint keeps their state too: found by name in the frames that run the
 # loops, and on the loaders held there (DataLoader.generator, its sampler's).
 
-_LOADER_PATHS = ("generator", "sampler.generator", "batch_sampler.sampler.generator")
+LOADER_PATHS = ("generator", "sampler.generator", "batch_sampler.sampler.generator")
 
 
 def _kind(value) -> str | None:
@@ -193,7 +193,7 @@ def _found(frames, on_error=None) -> dict[str, object]:
             candidates = [(name, value)]
             try:
                 if _kind(value) is None and hasattr(value, "sampler"):  # a DataLoader, say
-                    candidates = [(f"{name}.{path}", attribute_at(value, path)) for path in _LOADER_PATHS]
+                    candidates = [(f"{name}.{path}", attribute_at(value, path)) for path in LOADER_PATHS]
             except Exception as exc:  # the script's object: its attribute hooks may raise anything
                 if on_error is not None:
                     on_error(name, exc)

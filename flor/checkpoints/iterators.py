@@ -30,9 +30,8 @@ import sys
 import types
 
 from ..imported import imported
-from ..rng import attribute_at
+from ..rng import LOADER_PATHS, attribute_at
 
-_LOADER_PATHS = ("generator", "sampler.generator", "batch_sampler.sampler.generator")
 _installed = False
 
 
@@ -59,7 +58,7 @@ def _generators(loader) -> dict[str, object]:
     """The loader's torch generators by path (one entry per object)."""
     torch = imported("torch")
     found, seen = {}, set()
-    for path in _LOADER_PATHS:
+    for path in LOADER_PATHS:
         obj = attribute_at(loader, path)
         if obj is not None and isinstance(obj, torch.Generator) and id(obj) not in seen:
             seen.add(id(obj))
