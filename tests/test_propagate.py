@@ -419,16 +419,26 @@ def test_property_identical_version_gives_back_old_plus_statement(case, unit):
     assert placement.source == today
 
 
-@PROPERTY_SETTINGS
-@given(insertions())
-def test_property_renamed_version_gets_the_renamed_statement_or_a_refusal(case):
-    tree, where, index, name = case
-    old = source(tree, rename=(name, "renamed_var"))
-    where.insert(index, ["stmt", f'flor.log("hindsight", {name}.size + 1)'])
-    today = source(tree)
-    placement = propagate(today, old)
-    if placement.ok:  # a refusal is allowed; a wrong placement never is
-        assert placement.source == source(tree, rename=(name, "renamed_var"))
+def test_property_renamed_version_gets_the_renamed_statement_or_a_refusal():
+    # A refusal is allowed and a wrong placement never is; but a propagator that refused every
+    # renamed version would pass that alone, so most of the cases must also be placed (all of
+    # several hundred generated cases were, when this was written).
+    placed: list[bool] = []
+
+    @PROPERTY_SETTINGS
+    @given(insertions())
+    def one_case(case):
+        tree, where, index, name = case
+        old = source(tree, rename=(name, "renamed_var"))
+        where.insert(index, ["stmt", f'flor.log("hindsight", {name}.size + 1)'])
+        today = source(tree)
+        placement = propagate(today, old)
+        if placement.ok:
+            assert placement.source == source(tree, rename=(name, "renamed_var"))
+        placed.append(placement.ok)
+
+    one_case()
+    assert placed and sum(placed) >= 0.75 * len(placed), f"placed {sum(placed)} of {len(placed)} renamed versions"
 
 
 def edit(draw, text: str, extra: str) -> str:
