@@ -216,3 +216,32 @@ def test_an_older_database_is_migrated_in_order(tmp_path):
     assert store.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
         str(schema.SCHEMA_VERSION),)
     assert [m[0] for m in schema.MIGRATIONS] == sorted(m[0] for m in schema.MIGRATIONS)
+
+
+def test_a_failed_read_of_log_names_is_raised_not_taken_for_an_old_database(tmp_path):
+    # Only a database from before blocks (no log_names table) falls back to rows; a read that
+    # fails for another reason used to fall back silently, reading the same bad file again.
+    store = Store.open(tmp_path / "db")
+    run_id, _ = _run(store)
+    store.write_batch(run_id, [], [("acc", 0.5, 1, 0)])
+    assert store.log_blocks("acc")
+
+    class FailingOnLogNames:
+        def __init__(self, real):
+            self.real = real
+
+        def execute(self, sql, *params):
+            if "FROM log_names" in sql:
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.real.execute(sql, *params)
+
+    real = store.connection
+    store.connection = FailingOnLogNames(real)
+    try:
+        with pytest.raises(StoreError, match="disk I/O error"):
+            store.log_blocks("acc")
+    finally:
+        store.connection = real
+    real.execute("DROP TABLE log_names")
+    assert store.log_blocks("acc") is None  # the old schema's absence still reads row by row
+    store.close()

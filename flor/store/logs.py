@@ -210,10 +210,13 @@ class LogsMixin:
     def log_blocks(self, name: str) -> list[tuple] | None:
         """Blocks ``(run_id, vtype, n, ctx_ids, iterations, values)`` holding every value of
         ``name``, in write order; None when some values are only rows of ``logs`` (see blocks.py)."""
-        try:
-            loose = self._read("SELECT loose FROM log_names WHERE name = ?", (name,))
-        except StoreError:
-            return None  # a database from before blocks, opened read-only
+        # A database from before blocks has no log_names until a writer migrates it, and a
+        # read-only open does not migrate: its values are read row by row. Only that absence
+        # falls back; any other failure (a locked or damaged file) is raised, since falling back
+        # would hide it and read the same damaged file again, slowly.
+        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_names'"):
+            return None
+        loose = self._read("SELECT loose FROM log_names WHERE name = ?", (name,))
         if not loose or loose[0][0] != 0:
             return None
         return self._read(
