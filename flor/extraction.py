@@ -132,7 +132,7 @@ def extract(name: str, pattern: str, *, runs: Sequence[str] | None = None, where
     ``source='extract'`` unless ``dry_run``. Errors, in one line: a pattern without exactly one
     group, no captured output, a pattern that matches nothing, a ``name`` that flor.log already
     logs in these runs (unless ``force``)."""
-    from .query import project_store
+    from .store.project import project_store
     from .selection import select_runs
 
     if type(name) is not str or not name.strip():

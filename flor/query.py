@@ -21,43 +21,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import blocks, settings, values
-from .errors import FlorWarning, StoreError, UsageError
+from .errors import FlorWarning, UsageError
 from .store import Store
-from .vcs import find_root
+from .store.project import project_store, refresh_statuses
+from .store.project import open_for_reading  # noqa: F401  (cli.py imports it from here; cli.py is not this change's)
 
 BASE_COLUMNS = ["projid", "tstamp", "filename", "git_head", "git_dirty"]
 SEQ = "seq"  # the column numbering the values of a name logged several times in one loop context
 _SHIFT = 1 << 32  # run_id and ctx_id packed into one int64 key
-
-
-def project_store(start: Path | None = None, *, readonly: bool = True) -> Store:
-    """The store of the project that contains ``start`` (default: the working directory)."""
-    root, _ = find_root(Path.cwd() if start is None else start)
-    path = root / ".flor" / "flor.db"
-    if not path.exists():
-        raise StoreError(f"no flor runs recorded under {root} yet; run a script that imports flor first")
-    store = Store.open(path, readonly=False, create=False) if not readonly else Store.open(path, readonly=True)
-    return store
-
-
-def open_for_reading(start: Path | None = None) -> Store:
-    """The project's store, read-only, after marking runs whose process died as killed."""
-    _refresh_statuses(start)
-    return project_store(start)
-
-
-def _refresh_statuses(start: Path | None) -> None:
-    """Mark runs whose process died as killed before showing them."""
-    try:
-        store = project_store(start, readonly=False)
-    except StoreError:
-        return
-    try:
-        store.reap_killed()
-    except StoreError:
-        pass
-    finally:
-        store.close()
 
 
 def dataframe(*names: str, start: Path | None = None, latest: bool = False, last: bool = False,
@@ -88,7 +59,7 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
             raise UsageError(f"flor.dataframe names must be strings, got {name!r}")
     if latest and last:
         raise UsageError("choose one of latest (one row per item) and last (one row per run)")
-    _refresh_statuses(start)
+    refresh_statuses(start)
     store = project_store(start)
     try:
         # One read transaction: runs that start meanwhile are either wholly in the table or not.
@@ -626,7 +597,7 @@ def query_rows(sql: str, start: Path | None = None) -> tuple[list[str], list[tup
     ``flor query --json/--csv`` prints, with every value's SQLite type intact."""
     if type(sql) is not str or not sql.strip():
         raise UsageError("flor.query needs an SQL string, e.g. \"SELECT * FROM runs\"")
-    _refresh_statuses(start)
+    refresh_statuses(start)
     store = project_store(start)
     try:
         return store.execute_readonly(sql, max_seconds=settings.query_max_s(), max_bytes=settings.query_max_bytes())

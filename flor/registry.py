@@ -48,7 +48,8 @@ def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed
     """The run and iteration with the best value of ``name`` (``mode`` "max" or "min")."""
     import numpy as np
 
-    from .query import dataframe, project_store
+    from .query import dataframe
+    from .store.project import project_store
     from .selection import select_runs
 
     if type(name) is not str or not name:

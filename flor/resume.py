@@ -22,7 +22,7 @@ from .errors import UsageError
 from .integrations.driven import FRAMEWORK_KEY
 from .messages import say
 from .paths import ProjectPaths
-from .query import project_store
+from .store.project import project_store
 from .vcs import Repo
 
 

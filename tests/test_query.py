@@ -161,3 +161,21 @@ def test_a_replayed_value_is_not_counted_as_a_repeat_of_the_recorded_one(two_run
     order = np.arange(4)
     rank, loops, replayed = np.zeros(4), [np.array([0.0, 0.0, 0.0, 1.0])], np.array([False, False, True, False])
     assert _ordinals(rank, loops, replayed, order).tolist() == [0, 1, 0, 0]
+
+
+def test_a_store_that_cannot_mark_dead_runs_is_read_and_says_so(two_runs, monkeypatch):
+    # Marking runs whose process is gone is the reader's write; when it fails (a writer holds the
+    # lock too long, a read-only copy) the table is still read, and a warning says the statuses
+    # are as stored. It used to be dropped without a word.
+    def locked(self):
+        raise StoreError("cannot write the flor database: database is locked")
+
+    monkeypatch.setattr(Store, "reap_killed", locked)
+    with pytest.warns(FlorWarning, match="could not be marked killed.*database is locked"):
+        df = dataframe("hidden")
+    assert df["hidden"].tolist() == [500, 75]
+
+
+def test_no_database_yet_is_one_error(in_project):
+    with pytest.raises(StoreError, match="no flor runs recorded"):
+        dataframe("hidden")

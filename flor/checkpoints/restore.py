@@ -330,7 +330,7 @@ def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted
     >>> best = flor.dataframe("val_acc").sort_values("val_acc").iloc[-1]        # doctest: +SKIP
     >>> flor.load_checkpoint(best.tstamp, best.epoch, model=net)                 # doctest: +SKIP
     """
-    from ..query import project_store
+    from ..store.project import project_store
     from .handoff import await_writers
 
     store = project_store()
