@@ -306,7 +306,7 @@ def _cmd_show(args) -> int:
             print(f"  {name:<20} {count:>8} {source}{tail}")
         print("output    " + _captured(run.environment.get("capture"), store.output_counts([run.run_id])))
         checkpoints = store.checkpoints(run.run_id)
-        writing = handoff.pending(store.path.parent, run.run_id)
+        writing = handoff.pending(store.paths.flor_dir, run.run_id)
         print("checkpoints" + ("" if checkpoints or writing else "  (none)"))
         policy = (run.environment.get("checkpoints") or {}).get("explain")
         if policy:
@@ -319,7 +319,7 @@ def _cmd_show(args) -> int:
             )
         for marker, pid in writing:
             print(f"  {marker.name.removesuffix(handoff.MARKER)}  being written by pid {pid}")
-        for failure in handoff.failures(store.path.parent, run.run_id):
+        for failure in handoff.failures(store.paths.flor_dir, run.run_id):
             print(f"  not written: {failure}")
         _show_items_and_lineage(store, run)
     finally:

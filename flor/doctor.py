@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
+from .paths import ProjectPaths
 from .processes import pid_alive
 from .checkpoints.audit import check_checkpoints
 from .store import DERIVED_TABLES, SEED_LOG_NAMES, TABLES, Store
@@ -580,7 +581,8 @@ def _leftover_pid(name: str) -> int | None:
 
 def _check_temp_files(report: Report, flor_dir: Path, repair: bool) -> None:
     leftovers = []
-    for folder in (flor_dir / "objects", flor_dir / "checkpoints"):
+    paths = ProjectPaths.of_flor_dir(flor_dir)
+    for folder in (paths.objects, paths.all_checkpoints):
         if not folder.is_dir():
             continue
         for path in folder.rglob(".*.tmp-*"):
@@ -620,8 +622,8 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
     """
     root, _ = find_root(Path.cwd() if start is None else Path(start))
     report = Report(root)
-    flor_dir = root / ".flor"
-    db = flor_dir / "flor.db"
+    paths = ProjectPaths(root)
+    flor_dir, db = paths.flor_dir, paths.db
     if not db.exists():
         report.notes.append(f"no flor database at {_rel(db, root)}: nothing recorded yet")
         if flor_dir.is_dir():

@@ -20,6 +20,12 @@ from pathlib import Path
 
 FLOR_DIR = ".flor"
 DB_NAME = "flor.db"
+GIT_EXCLUDE = FLOR_DIR + "/"  # the line of .git/info/exclude that keeps .flor/ out of git's view
+
+
+def in_flor_dir(relative: str) -> bool:
+    """Whether a path relative to the project's root (as git lists it) lies in ``.flor/``."""
+    return relative == FLOR_DIR or relative.startswith(GIT_EXCLUDE)
 
 
 class ProjectPaths:
@@ -64,6 +70,15 @@ class ProjectPaths:
     def objects(self) -> Path:
         """Content-addressed checkpoint arrays."""
         return self.flor_dir / "objects"
+
+    def object(self, digest: str) -> Path:
+        """One checkpoint array, by its sha256."""
+        return self.objects / str(digest)
+
+    @property
+    def doctor(self) -> Path:
+        """What ``flor doctor --repair`` moved aside or unlisted (kept, never deleted)."""
+        return self.flor_dir / "doctor"
 
     def run_checkpoints(self, run_id: int) -> Path:
         """The folder of one run's checkpoint manifests."""

@@ -11,17 +11,16 @@ recorded: flor refuses when it changed, since the checkpoint belongs to that cod
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from . import settings
 from .checkpoints.handoff import await_writers
 from .errors import UsageError
 from .integrations.driven import FRAMEWORK_KEY
 from .messages import say
-from .paths import ProjectPaths
 from .store.project import project_store
 from .vcs import Repo
 
@@ -35,11 +34,11 @@ def resume(run: str, *, start: Path | None = None) -> int:
     try:
         store.reap_killed()
         row = store.find_run(run)
-        await_writers(store.path.parent, row.run_id, say=say)
+        await_writers(store.paths.flor_dir, row.run_id, say=say)
         checkpoints = store.checkpoints(row.run_id)
     finally:
         store.close()
-    root = ProjectPaths.of_db(store.path).root
+    root = store.paths.root
     if row.status == "running":
         raise UsageError(f"run {row.tstamp} is still running")
     if not checkpoints:
@@ -65,11 +64,8 @@ def resume(run: str, *, start: Path | None = None) -> int:
                 f"(git show {row.code_commit[:10]}:{row.filename} > {row.filename})"
             )
     env = dict(os.environ)
-    env["FLOR_RESUMED_FROM"] = str(row.run_id)
-    env["FLOR_RESUME_CHECKPOINT"] = json.dumps(
-        {"iteration": last.iteration, "point": last.point, "location": last.location, "pickled": last.pickled,
-         "sha256": last.sha256}
-    )
+    env.update(settings.resume_env(row.run_id, {"iteration": last.iteration, "point": last.point, "location": last.location,
+                                                "pickled": last.pickled, "sha256": last.sha256}))
     cwd = root / row.cwd if not os.path.isabs(row.cwd) else root
     say(f"resuming {row.tstamp} from iteration {last.iteration} ({last.point})")
     argv = list(row.argv) or [row.filename]

@@ -47,8 +47,8 @@ DEFAULT_CAPTURE_MAX_BYTES = 32 << 20
 _ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
 
 
-def _raw(name: str) -> str | None:
-    raw = os.environ.get(name)
+def _raw(name: str, environ=None) -> str | None:
+    raw = (os.environ if environ is None else environ).get(name)
     return raw if raw and raw.strip() else None
 
 
@@ -170,10 +170,11 @@ def replay_isolation() -> bool:
     return switch_setting("FLOR_REPLAY_ISOLATE", True)
 
 
-def checkpoint_store() -> str | None:
+def checkpoint_store(environ=None) -> str | None:
     """``FLOR_CHECKPOINT_STORE``: an fsspec URL (``s3://bucket/prefix``) that keeps a copy of every
-    checkpoint and serves them to replay workers on other machines (unset: ``.flor/`` only)."""
-    raw = (_raw("FLOR_CHECKPOINT_STORE") or "").strip()
+    checkpoint and serves them to replay workers on other machines (unset: ``.flor/`` only).
+    ``environ``: the environment a task will run with, when it is not this process's own."""
+    raw = (_raw("FLOR_CHECKPOINT_STORE", environ) or "").strip()
     if not raw:
         return None
     if "://" not in raw:
@@ -244,3 +245,26 @@ def capture_max_bytes() -> int:
 def argparse_capture() -> bool:
     """``FLOR_ARGPARSE``: record the script's argparse options as args (1, the default) or not (0)."""
     return switch_setting("FLOR_ARGPARSE", True)
+
+
+# -- what flor sets for its own child processes (read back by the functions above) ----------------
+
+
+def worker_env(preload: list[str], confinement: str) -> dict[str, str]:
+    """The settings a replay worker starts with: read back there by :func:`replay_preload` and
+    :func:`replay_confinement`."""
+    return {"FLOR_REPLAY_PRELOAD": ",".join(preload), "FLOR_REPLAY_CONFINE": confinement}
+
+
+def checkpoint_store_env() -> dict[str, str]:
+    """The checkpoint store, and how to reach it (AWS_*, FSSPEC_*), as this machine knows them:
+    what a node of a cluster needs to read the same checkpoints (docs/scale-out.md)."""
+    return {k: v for k, v in os.environ.items() if k == "FLOR_CHECKPOINT_STORE" or k.startswith(("AWS_", "FSSPEC_"))}
+
+
+def resume_env(run_id: int, checkpoint: dict) -> dict[str, str]:
+    """What ``flor resume`` tells the script it restarts: read back there by :func:`resumed_from`
+    and :func:`resume_checkpoint`."""
+    import json
+
+    return {"FLOR_RESUMED_FROM": str(run_id), "FLOR_RESUME_CHECKPOINT": json.dumps(checkpoint)}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import settings
 from .errors import VersionControlError
+from .paths import GIT_EXCLUDE, ProjectPaths, in_flor_dir
 
 _NICE = shutil.which("nice")
 REF_PREFIX = "refs/flor/runs/"
@@ -60,7 +61,7 @@ def find_root(start: Path) -> tuple[Path, bool]:
         if (folder / ".git").exists():
             return folder, True
     for folder in (start, *start.parents):
-        if (folder / ".flor").is_dir():
+        if ProjectPaths(folder).flor_dir.is_dir():
             return folder, False
     return start, False
 
@@ -159,10 +160,10 @@ class Repo:
         exclude = self.git_dir() / "info" / "exclude"
         try:
             text = exclude.read_text() if exclude.exists() else ""
-            if ".flor/" not in text.split():
+            if GIT_EXCLUDE not in text.split():
                 exclude.parent.mkdir(parents=True, exist_ok=True)
                 with open(exclude, "a") as handle:
-                    handle.write(("" if text.endswith("\n") or not text else "\n") + ".flor/\n")
+                    handle.write(("" if text.endswith("\n") or not text else "\n") + GIT_EXCLUDE + "\n")
         except OSError as exc:
             raise VersionControlError(f"cannot write {exclude}: {exc}") from exc
 
@@ -215,7 +216,7 @@ class Repo:
         :data:`DEFAULT_EXCLUDES` and ``.florignore`` leave out; and what they left out."""
         out = self.git("ls-files", "-z", "--others", "--exclude-standard", background=True)
         untracked = [p for p in out.decode(errors="surrogateescape").split("\0")
-                     if p and not (p == ".flor" or p.startswith(".flor/"))]
+                     if p and not in_flor_dir(p)]
         if not untracked:
             return [], []
         return self._leave_out(untracked)
@@ -336,7 +337,7 @@ class Repo:
         untracked but neither ignored nor left out (:data:`DEFAULT_EXCLUDES`, ``.florignore``)."""
         tracked = self.git("ls-files", "-z", "--cached").decode(errors="surrogateescape")
         untracked, _excluded = self.untracked_code()
-        return [p for p in tracked.split("\0") if p and not (p == ".flor" or p.startswith(".flor/"))] + untracked
+        return [p for p in tracked.split("\0") if p and not in_flor_dir(p)] + untracked
 
     def diff(self, old: str, new: str, path: str | None = None) -> str:
         """Unified diff between two versions (optionally of one path)."""

@@ -165,3 +165,95 @@ def test_sql_lives_in_the_store_package_only():
                 if statement.match(node.value):
                     offenders.append(f"{name}: {node.value[:40]!r}")
     assert offenders == []
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def _named(node: ast.AST) -> str | None:
+    """The name an expression ends in (``flor_dir``, ``self.flor_dir``, ``Path(flor_dir)``)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Path" and node.args:
+        node = node.args[0]
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+# Where a .flor path is still built by hand, each with its reason. An entry names the exact
+# expression, so a new one in the same module still fails.
+PATHS_BUILT_ELSEWHERE = {
+    # replay/session.py and replay/driver.py are being restructured by another change in the same
+    # session (issue 27's typed records); their one line each moves to ProjectPaths there.
+    ("flor.replay.session", "self.store.path.parent"),
+    ("flor.replay.session", "'.flor'"),
+    ("flor.replay.driver", "self.run.flor_dir / location"),
+}
+
+
+def _hand_built_flor_paths(name: str, tree: ast.AST) -> list[str]:
+    docstrings = _docstring_nodes(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if node.value.rstrip("/") in (".flor", "flor.db"):
+                found.append(repr(node.value))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and _named(node.left) == "flor_dir":
+            found.append(ast.unparse(node))
+        elif (isinstance(node, ast.Attribute) and node.attr == "parent" and isinstance(node.value, ast.Attribute)
+              and node.value.attr == "path"):
+            found.append(ast.unparse(node))  # a store's database path, climbed to .flor/ or the root
+    return [f"{name}: {what}" for what in found if (name, what) not in PATHS_BUILT_ELSEWHERE]
+
+
+def test_flor_paths_are_built_in_paths_only():
+    """``.flor/`` and what lies under it are named by flor/paths.py alone (ProjectPaths)."""
+    offenders = []
+    for name, path in _modules().items():
+        if name != "flor.paths":
+            offenders += _hand_built_flor_paths(name, ast.parse(path.read_text()))
+    assert offenders == []
+
+
+def test_the_path_rule_finds_hand_built_paths():
+    code = 'db = root / ".flor" / "flor.db"\nblob = flor_dir / "objects" / d\nx = Path(flor_dir) / loc\ny = store.path.parent\n'
+    assert len(_hand_built_flor_paths("m", ast.parse(code))) == 5
+    assert _hand_built_flor_paths("m", ast.parse('"""Lives in .flor/ (a docstring)."""\np = paths.db\n')) == []
+
+
+# FLOR_* names written outside settings.py that are not environment reads, each with its reason.
+FLOR_NAMES_ELSEWHERE = {
+    ("flor.ui.server", "FLOR_DATA"),  # a key of the Flask app's config, not an environment variable
+    ("flor.checkpoints.audit", "FLOR_CHECKPOINT_STORE"),  # the setting's name shown in doctor's lines
+}
+
+
+def _flor_names(name: str, tree: ast.AST) -> list[str]:
+    """Every string that is exactly a ``FLOR_*`` name (how an environment variable is read or set)."""
+    import re
+
+    docstrings = _docstring_nodes(tree)
+    found = [node.value for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+             and re.fullmatch(r"FLOR_[A-Z0-9_]+", node.value)]
+    return [f"{name}: {value}" for value in found if (name, value) not in FLOR_NAMES_ELSEWHERE]
+
+
+def test_flor_settings_are_read_in_settings_only():
+    """Every FLOR_* environment variable is read (and, for flor's own children, set) through
+    flor/settings.py, which refuses a malformed value in one line."""
+    offenders = []
+    for name, path in _modules().items():
+        if name != "flor.settings":
+            offenders += _flor_names(name, ast.parse(path.read_text()))
+    assert offenders == []
+
+
+def test_the_settings_rule_finds_a_raw_read():
+    code = 'import os\nurl = os.environ.get("FLOR_CHECKPOINT_STORE")\nenv["FLOR_REPLAY_CONFINE"] = "copy"\n'
+    assert _flor_names("m", ast.parse(code)) == ["m: FLOR_CHECKPOINT_STORE", "m: FLOR_REPLAY_CONFINE"]
+    assert _flor_names("m", ast.parse('raise UsageError("FLOR_X is malformed; unset it")\n')) == []

@@ -46,7 +46,8 @@ def _local_state(flor_dir: Path, location: str, verified: dict, pickled: list[st
     cannot be read: permissions, a folder in its place; never a reason to unlist). ``verified``
     caches per-blob answers; ``pickled``: the objects the store recorded as pickled in it;
     ``sha256``: of the manifest's bytes, as the store kept it."""
-    path = flor_dir / location
+    paths = ProjectPaths.of_flor_dir(flor_dir)
+    path = paths.at(location)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -61,7 +62,7 @@ def _local_state(flor_dir: Path, location: str, verified: dict, pickled: list[st
                          "it was edited or swapped")
     for digest in json.loads(data)["blobs"]:
         if digest not in verified:
-            blob = flor_dir / "objects" / str(digest)
+            blob = paths.object(digest)
             try:
                 sha = hashlib.sha256()
                 with open(blob, "rb") as handle:
@@ -126,7 +127,7 @@ def _remote_state(remote, location: str, verified: dict, pickled: list[str] | No
 def _keep_rows(flor_dir: Path, store, keys: list[tuple]) -> Path:
     """Write the rows of checkpoints about to be unlisted to ``.flor/doctor/unlisted-<time>.json``
     (a repair keeps what it removes; ``flor doctor --repair`` can list them again from there)."""
-    folder = flor_dir / "doctor"
+    folder = ProjectPaths.of_flor_dir(flor_dir).doctor
     folder.mkdir(exist_ok=True)
     target = folder / f"unlisted-{_stamp()}-{os.getpid()}.json"
     target.write_text(json.dumps(store.checkpoint_rows(keys), indent=1))
@@ -136,10 +137,11 @@ def _keep_rows(flor_dir: Path, store, keys: list[tuple]) -> Path:
 def _move_local_aside(flor_dir: Path, location: str, verified: dict) -> list[str]:
     """Move a checkpoint's damaged local files to ``.flor/doctor/`` (reads then go to the
     checkpoint store, whose copy is whole); the paths they were moved to."""
-    folder = flor_dir / "doctor"
+    paths = ProjectPaths.of_flor_dir(flor_dir)
+    folder = paths.doctor
     moved = []
-    candidates = [flor_dir / location]
-    candidates += [flor_dir / "objects" / d for d, wrong in verified.items() if wrong and wrong[0] == DAMAGED]
+    candidates = [paths.at(location)]
+    candidates += [paths.object(d) for d, wrong in verified.items() if wrong and wrong[0] == DAMAGED]
     for path in candidates:
         if path.is_file():
             target = folder / f"{path.relative_to(flor_dir)}.{_stamp()}"
@@ -254,7 +256,7 @@ def _relist_manifests(report, store, flor_dir: Path, verified: dict) -> None:
     listed = {(r[0], r[1], r[2]) for r in store.all_checkpoints()}
     runs = {r.run_id for r in store.runs()}
     rows = []
-    folder = flor_dir / "checkpoints"
+    folder = ProjectPaths.of_flor_dir(flor_dir).all_checkpoints
     for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
         location = str(path.relative_to(flor_dir))
         try:
@@ -276,7 +278,8 @@ def _relist_manifests(report, store, flor_dir: Path, verified: dict) -> None:
 def _kept_digests(flor_dir: Path) -> dict[tuple, str]:
     """(run_id, iteration, point) -> the manifest sha256 of rows an earlier repair unlisted."""
     kept: dict[tuple, str] = {}
-    for path in sorted((flor_dir / "doctor").glob("unlisted-*.json")) if (flor_dir / "doctor").is_dir() else []:
+    folder = ProjectPaths.of_flor_dir(flor_dir).doctor
+    for path in sorted(folder.glob("unlisted-*.json")) if folder.is_dir() else []:
         try:
             for row in json.loads(path.read_text()):
                 if row.get("manifest_sha256"):

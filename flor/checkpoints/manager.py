@@ -359,7 +359,7 @@ class RecordManager(Hooks):
         if self.uploader is None:
             from .upload import Uploader
 
-            self.uploader = Uploader(self.run.store.path.parent, remote, self._uploaded, self._upload_failed)
+            self.uploader = Uploader(self.run.store.paths.flor_dir, remote, self._uploaded, self._upload_failed)
         if not self.uploader.submit(key, done.location):
             self.not_uploaded.add(key)
             self._warn_upload(f"uploads to {remote.url} are behind: checkpoint of iteration {job.iteration} stays in "

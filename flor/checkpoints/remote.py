@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import CheckpointError
+from ..paths import ProjectPaths
 
 _stores: dict[str, "RemoteStore"] = {}
 _lock = threading.Lock()
@@ -75,7 +76,8 @@ class RemoteStore:
         """Upload a checkpoint whose local copy is whole: the arrays the store lacks (from
         ``.flor/objects``) and those in ``replace`` (damaged there), then its manifest, byte for
         byte; the bytes sent."""
-        local = Path(flor_dir) / location
+        paths = ProjectPaths.of_flor_dir(flor_dir)
+        local = paths.at(location)
         try:
             text = local.read_bytes()
             blobs = json.loads(text)["blobs"]
@@ -88,7 +90,7 @@ class RemoteStore:
                     continue
                 target = self.path(f"objects/{digest}")
                 if digest in replace or not self.fs.exists(target):
-                    source = Path(flor_dir) / "objects" / digest
+                    source = paths.object(digest)
                     self.fs.put_file(str(source), target)
                     sent += source.stat().st_size
                 self.known.add(digest)

@@ -336,7 +336,7 @@ def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted
     store = project_store()
     try:
         row = store.run(run) if isinstance(run, int) else store.find_run(str(run))
-        await_writers(store.path.parent, row.run_id)
+        await_writers(store.paths.flor_dir, row.run_id)
         rows = store.checkpoints(row.run_id)
     finally:
         store.close()
@@ -350,7 +350,7 @@ def load_checkpoint(run: str | int, iteration: int | None = None, *objs, trusted
             have = ", ".join(str(r.iteration) for r in rows)
             raise CheckpointError(f"run {row.tstamp} has no checkpoint at iteration {iteration}; it has {have}")
         chosen = matches[0]
-    flor_dir = store.path.parent
+    flor_dir = store.paths.flor_dir
     checkpoint = read_manifest(flor_dir, chosen.location, trusted=trusted, pickled=chosen.pickled, sha256=chosen.sha256)
     if objs or named:
         checkpoint.restore(*objs, **named)

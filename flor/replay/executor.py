@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from .. import settings
 from .channel import decode
 
 # How long to wait for the last messages of a worker that has exited (a child it forked may
@@ -136,8 +137,7 @@ class LocalProcessExecutor:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         package_parent = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["FLOR_REPLAY_PRELOAD"] = ",".join(self.preload)
-        env["FLOR_REPLAY_CONFINE"] = self.confinement
+        env.update(settings.worker_env(self.preload, self.confinement))
         return env
 
     def _start(self, slot: int | None, overrides: dict, idle: bool = True) -> _Worker:

@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from .. import settings
 from ..errors import ReplayError
+from ..paths import ProjectPaths
 from .executor import Outcome, Task
 
 POLL_S = 0.5
@@ -70,8 +72,8 @@ def missing_on_node(spec: dict, env: dict) -> str | None:
         return (f"the project's path {root} is empty on node {node}: the project's files (the data the script reads) "
                 "and its .flor checkpoints must be there (docs/scale-out.md)")
     restores = any(action in ("memo", "restore_end") for action in spec["segment"]["actions"].values())
-    if restores and spec["checkpoints"] and not env.get("FLOR_CHECKPOINT_STORE") and not (root / ".flor").is_dir():
-        return (f"node {node} has no {root / '.flor'}: this task restores the run's checkpoints; share the project's "
+    if restores and spec["checkpoints"] and not settings.checkpoint_store(env) and not ProjectPaths(root).flor_dir.is_dir():
+        return (f"node {node} has no {ProjectPaths(root).flor_dir}: this task restores the run's checkpoints; share the project's "
                 ".flor folder with the nodes or keep checkpoints in a bucket (FLOR_CHECKPOINT_STORE, docs/scale-out.md)")
     return None
 
@@ -194,11 +196,9 @@ class RayExecutor:
                 raise ReplayError(f"cannot reach the Ray cluster at {self.address or 'auto'}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         board = ray.remote(num_cpus=0)(_Board).remote()
-        env_base = {"FLOR_REPLAY_PRELOAD": ",".join(self.preload), "FLOR_REPLAY_CONFINE": self.confinement,
+        env_base = {**settings.worker_env(self.preload, self.confinement),
                     "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        # The checkpoint store, and how to reach it, as this machine knows them (docs/scale-out.md).
-        env_base.update({k: v for k, v in os.environ.items()
-                         if k == "FLOR_CHECKPOINT_STORE" or k.startswith(("AWS_", "FSSPEC_"))})
+        env_base.update(settings.checkpoint_store_env())
         remote = ray.remote(run_package)
         started = time.monotonic()
         refs, trees = {}, {}

@@ -46,7 +46,7 @@ class RunRecords:
     def read(cls, store: Store, run: RunRow) -> "RunRecords":
         """Read what replay needs of ``run`` from ``store``."""
         # A run's last checkpoint may still be written by a handed-off process: plan with it.
-        await_writers(store.path.parent, run.run_id, say=say)
+        await_writers(store.paths.flor_dir, run.run_id, say=say)
         checkpoints: dict[int, dict[str, str]] = {}
         pickled: dict[str, list | None] = {}
         digests: dict[str, str | None] = {}

@@ -21,10 +21,11 @@ import os
 import shutil
 from pathlib import Path
 
+from ..paths import FLOR_DIR
 from ..vcs import Repo
 
 COPY_LIMIT_BYTES = 64 << 20  # copy mode: larger files are linked, not copied
-_SKIP = {".git", ".flor"}
+_SKIP = {".git", FLOR_DIR}
 
 
 def prepare(repo: Repo, commit: str, filename: str, source: str, destination: Path, *, copies: bool) -> Path:

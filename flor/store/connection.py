@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import StoreError
+from ..paths import ProjectPaths
 from .schema import SCHEMA_VERSION, migrate
 
 BUSY_TIMEOUT_S = 60.0
@@ -36,6 +37,11 @@ class Connection:
         # The threads of one run (the log flusher, the checkpoint writer) share this connection:
         # one write transaction at a time. Held across a fork so no thread is inside SQLite then.
         self.lock = threading.RLock()
+
+    @property
+    def paths(self) -> ProjectPaths:
+        """The paths of the project whose database this is (``.flor/`` is the database's folder)."""
+        return ProjectPaths.of_db(self.path)
 
     # -- opening --------------------------------------------------------------------------
 
