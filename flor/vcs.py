@@ -148,6 +148,45 @@ class Repo:
         path = Path(self.git("rev-parse", "--git-dir").decode().strip())
         return path if path.is_absolute() else self.root / path
 
+    def existing_commits(self, commits: list[str]) -> set[str]:
+        """Which of ``commits`` git holds. A failed git call raises: it says nothing about the
+        commits, and a caller that took it for "none" would mark every run unversioned."""
+        if not commits:
+            return set()
+        out = self.git("cat-file", "--batch-check=%(objectname) %(objecttype)", input="\n".join(commits).encode() + b"\n")
+        found = set()
+        for line in out.decode(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == "commit":
+                found.add(parts[0])
+        return found
+
+    def flor_refs(self) -> dict[str, str]:
+        """flor's refs (``refs/flor/runs/...``) and the commits they point to; a failed git call raises."""
+        out = self.git("for-each-ref", "--format=%(refname) %(objectname)", REF_PREFIX)
+        refs = {}
+        for line in out.decode(errors="replace").splitlines():
+            name, _, commit = line.partition(" ")
+            refs[name] = commit
+        return refs
+
+    def rewrite_ref(self, ref: str, commit: str, aside_suffix: str) -> Path | None:
+        """Point ``ref`` at ``commit`` again; a loose ref file there (damaged, or pointing
+        elsewhere) is first moved to ``.git/flor-doctor/<name>.<aside_suffix>``, never overwritten.
+        Returns where it was moved, or None."""
+        loose = self.git_dir() / ref
+        aside = None
+        try:
+            if loose.exists():
+                folder = self.git_dir() / "flor-doctor"
+                folder.mkdir(exist_ok=True)
+                aside = folder / f"{loose.name}.{aside_suffix}"
+                os.replace(loose, aside)
+        except OSError as exc:
+            raise VersionControlError(f"cannot move the ref file {loose} aside: {exc.strerror or exc}") from exc
+        self.git("update-ref", ref, commit)
+        return aside
+
     def head(self) -> str | None:
         """The commit HEAD points to, or None in a repository without commits."""
         try:

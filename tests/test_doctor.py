@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from flor.checkpoints.restore import read_manifest
-from flor.doctor import check, recover_database
+from flor.doctor import check
+from flor.store.salvage import recover_database
 from flor.errors import StoreError
 from flor.vcs import ref_for
 from tests.conftest import clean_env
@@ -363,17 +364,20 @@ def test_an_unreadable_checkpoint_object_stays_listed(recorded):
     assert rows(recorded.db, "SELECT COUNT(*) FROM checkpoints")[0][0] == listed
 
 
-def test_a_failed_git_call_marks_no_run_unversioned(recorded, monkeypatch):
+@pytest.mark.parametrize("call", ["cat-file", "for-each-ref"])
+def test_a_failed_git_call_marks_no_run_unversioned(recorded, monkeypatch, call):
     # A git that fails (a broken object store, a lock, an old git): simulated by making the
-    # one call that lists commits fail. It used to count every commit as missing.
+    # call that lists commits, or the one that lists refs, fail. The first used to count every
+    # commit as missing; the repair must refuse that part in one line and change nothing.
     from flor.errors import VersionControlError
     from flor.vcs import Repo
 
     real = Repo.git
+    refs = real(Repo(recorded.root), "for-each-ref", "refs/flor/")
 
     def failing(self, *args, **kwargs):
-        if "cat-file" in args:
-            raise VersionControlError("git cat-file failed: fatal: unable to read object store")
+        if call in args:
+            raise VersionControlError(f"git {call} failed: fatal: unable to read object store")
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Repo, "git", failing)
@@ -381,6 +385,7 @@ def test_a_failed_git_call_marks_no_run_unversioned(recorded, monkeypatch):
     (line,) = lines(report)
     assert "git failed" in line and "unable to read object store" in line and "missing" not in line
     assert rows(recorded.db, "SELECT COUNT(*) FROM runs WHERE code_commit IS NULL") == [(0,)]
+    assert real(Repo(recorded.root), "for-each-ref", "refs/flor/") == refs  # no ref rewritten
 
 
 def test_an_edited_manifest_fails_the_restore_and_doctor_names_it(recorded):
