@@ -258,3 +258,38 @@ def test_the_settings_rule_finds_a_raw_read():
     code = 'import os\nurl = os.environ.get("FLOR_CHECKPOINT_STORE")\nenv["FLOR_REPLAY_CONFINE"] = "copy"\n'
     assert _flor_names("m", ast.parse(code)) == ["m: FLOR_CHECKPOINT_STORE", "m: FLOR_REPLAY_CONFINE"]
     assert _flor_names("m", ast.parse('raise UsageError("FLOR_X is malformed; unset it")\n')) == []
+
+
+def _message_start(node: ast.AST) -> str:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        return str(node.values[0].value)
+    return ""
+
+
+def _prefixed_messages(name: str, tree: ast.AST) -> list[str]:
+    """Messages that start with ``flor:`` although what prints them adds the prefix: warn() and
+    error() of flor/messages.py, flor's exceptions and warnings (printed as ``flor: error: ...``)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        called = _named(node.func) or ""
+        if called in ("warn", "error") or called.endswith(("Error", "Warning")):
+            if _message_start(node.args[0]).startswith("flor:"):
+                found.append(f"{name}: {called}({ast.unparse(node.args[0])[:60]})")
+    return found
+
+
+def test_one_flor_prefix_per_line():
+    """``flor: warning: flor: ...`` came from messages that carried the prefix their printer adds."""
+    offenders = []
+    for name, path in _modules().items():
+        offenders += _prefixed_messages(name, ast.parse(path.read_text()))
+    assert offenders == []
+
+
+def test_the_prefix_rule_finds_a_double_prefix():
+    code = 'warn(f"flor: {x}; y")\nraise UsageError("flor: no")\nsay("flor: 3 items skipped")\nwarn("fine")\n'
+    assert len(_prefixed_messages("m", ast.parse(code))) == 2

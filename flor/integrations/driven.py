@@ -155,4 +155,4 @@ def frame_of(kind: type, *, function: str | None = None):
         if isinstance(owner, kind) and (function is None or frame.f_code.co_name == function):
             return frame
         frame = frame.f_back
-    raise UsageError(f"flor: this hook was not called by a {kind.__name__}")
+    raise UsageError(f"this hook was not called by a {kind.__name__}")

@@ -324,7 +324,7 @@ class FlorCallback(_Callback):
             # Record anyway; only memoized replay needs these, so replays of this run re-execute.
             self._unsupported = (f"Lightning {pl.__version__} has no fit_loop.{missing[0]}, which a memoized epoch "
                                  "needs")
-            warn(f"flor: {self._unsupported}; replays of this run will re-execute its epochs")
+            warn(f"{self._unsupported}; replays of this run will re-execute its epochs")
         callbacks = trainer.callbacks
         if callbacks and callbacks[0] is not self:
             # First, so that the epoch-end state is taken (and restored) before other callbacks run.
@@ -400,7 +400,7 @@ class FlorCallback(_Callback):
         self._loop.__dict__.pop("advance", None)
         self._steps.begin()
         if not self._loop._is_training_done:
-            raise FlorError("flor: the restored checkpoint does not end this epoch's training batches")
+            raise FlorError("the restored checkpoint does not end this epoch's training batches")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._steps is not None and self._steps.active:

@@ -149,7 +149,7 @@ class FlorCallback(TrainerCallback):
             # Record anyway; only memoized replay needs these, so replays of this run re-execute.
             self._unsupported = (f"transformers {transformers.__version__} has no Trainer.{missing[0]}, which a memoized "
                                  "epoch needs")
-            warn(f"flor: {self._unsupported}; replays of this run will re-execute its epochs")
+            warn(f"{self._unsupported}; replays of this run will re-execute its epochs")
         self._trainer = trainer
         callbacks = trainer.callback_handler.callbacks
         if callbacks[0] is not self:
