@@ -293,3 +293,16 @@ def test_one_flor_prefix_per_line():
 def test_the_prefix_rule_finds_a_double_prefix():
     code = 'warn(f"flor: {x}; y")\nraise UsageError("flor: no")\nsay("flor: 3 items skipped")\nwarn("fine")\n'
     assert len(_prefixed_messages("m", ast.parse(code))) == 2
+
+
+def test_an_unreadable_database_is_said_in_one_place():
+    """``cannot read/open the flor database`` is store.connection.unreadable's line, raised by every reader."""
+    import re
+
+    said = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Constant, ast.JoinedStr)) and re.search(
+                    r"cannot (read|open|\{doing\})( from)? the (flor )?database", ast.unparse(node)):
+                said.append(name)
+    assert said == ["flor.store.connection"]

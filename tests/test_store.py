@@ -245,3 +245,19 @@ def test_a_failed_read_of_log_names_is_raised_not_taken_for_an_old_database(tmp_
     real.execute("DROP TABLE log_names")
     assert store.log_blocks("acc") is None  # the old schema's absence still reads row by row
     store.close()
+
+
+def test_an_unreadable_database_is_one_message_everywhere(tmp_path):
+    # Five readers said it five ways; now every reader raises store.connection.unreadable's line.
+    from flor.store import ReadPool
+
+    bad = tmp_path / "flor.db"
+    bad.write_bytes(b"this is not a database " * 200)
+    attempts = [lambda: Store.open(bad, readonly=True), lambda: Store.open(bad, create=False),
+                lambda: ReadPool(bad).read("SELECT 1")]
+    for attempt in attempts:
+        with pytest.raises(StoreError) as caught:
+            attempt()
+        text = str(caught.value)
+        assert text.startswith(f"cannot open the flor database {bad}: file is not a database;"), text
+        assert text.endswith("`flor doctor` checks it and `flor doctor --repair` repairs it") and "\n" not in text

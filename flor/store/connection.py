@@ -26,6 +26,14 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def unreadable(path: Path, exc: BaseException, doing: str = "read") -> StoreError:
+    """The one error for a database that SQLite cannot open or read (every reader of the store
+    raises it): what failed, in SQLite's words, and the way out."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return StoreError(f"cannot {doing} the flor database {path}: {reason}; if this persists, "
+                      "`flor doctor` checks it and `flor doctor --repair` repairs it")
+
+
 class Connection:
     """A connection to one project's database, and its transactions; :class:`~flor.store.Store`
     adds what is read and written. Open with :meth:`open`."""
@@ -65,9 +73,7 @@ class Connection:
             else:
                 store._prepare()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"cannot open the flor database {path}: {exc}; run `flor doctor` to check and repair it"
-            ) from exc
+            raise unreadable(path, exc, "open") from exc
         except OSError as exc:
             raise StoreError(f"cannot create the flor database {path}: {exc}") from exc
         return store
@@ -122,7 +128,7 @@ class Connection:
         try:
             self._retry(lambda: self.connection.execute("BEGIN"))
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+            raise unreadable(self.path, exc) from exc
 
     def close(self) -> None:
         """Close the connection; further calls fail."""
@@ -175,7 +181,7 @@ class Connection:
         try:
             return self._retry(lambda: self.connection.execute(sql, params).fetchall())
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+            raise unreadable(self.path, exc) from exc
 
 
 class _Cursor:

@@ -13,8 +13,8 @@ from typing import Sequence
 
 from .. import blocks
 from . import lastvalue
+from .connection import unreadable
 from .items import write_items
-from ..errors import StoreError
 
 ADD_LOOSE_SQL = (
     "INSERT INTO log_names(name, loose) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET loose = loose + excluded.loose"
@@ -247,7 +247,7 @@ class LogsMixin:
                 f"source != 'record' FROM logs WHERE name = ?{order}", (name,)))
             yield from cursor
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+            raise unreadable(self.path, exc) from exc
 
     def log_rows_named(self, name: str, record_first: bool) -> list[tuple]:
         """``(run_id, ctx_id, iteration, value, vtype, not recorded)`` of every value of ``name``,

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from ..errors import StoreError
 from . import lastvalue
+from .connection import unreadable
 
 # SQLite has no boolean or NaN: these are the value types a chart can draw.
 _NUMERIC = "vtype IN ('int', 'float', 'bool')"
@@ -81,7 +82,7 @@ class ReadPool:
             connection.execute("PRAGMA busy_timeout = 60000")
             connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the flor database {self.path} read-only: {exc}") from exc
+            raise unreadable(self.path, exc, "open") from exc
         with self._lock:
             self._all.append(connection)
         return connection
@@ -96,7 +97,7 @@ class ReadPool:
         try:
             return connection.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+            raise unreadable(self.path, exc) from exc
         finally:
             with self._lock:
                 self._idle.append(connection)
@@ -107,7 +108,7 @@ class ReadPool:
             try:
                 return self._watcher.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot read the flor database {self.path}: {exc}") from exc
+                raise unreadable(self.path, exc) from exc
 
     def close(self) -> None:
         """Close every connection."""
