@@ -89,7 +89,12 @@ def current_run() -> Run | None:
     return _current
 
 
-def _collecting() -> Run:
+def overridden() -> frozenset[str]:
+    """The names given a value with ``--kwargs`` on this script's command line."""
+    return frozenset(_overrides)
+
+
+def collecting_run() -> Run:
     global _pending
     note_data_iterators()
     if _current is not None:
@@ -116,9 +121,10 @@ def _end_pending_at_exit(run: Run) -> None:
     run.end()
 
 
-def _begin() -> Run:
+def begin_run() -> Run:
+    """Begin the run now (its args checked, row inserted, random state taken) unless it has begun."""
     global _current, _pending
-    run = _collecting()
+    run = collecting_run()
     if not run.begun:
         try:
             run.begin()
@@ -141,7 +147,7 @@ def arg(name: str, default: object = None) -> object:
 
     >>> lr = flor.arg("lr", 1e-3)        # python train.py --kwargs lr=0.01  ->  0.01
     """
-    run = _current or _collecting()
+    run = _current or collecting_run()
     try:
         return run.arg(name, default)
     except ArgumentError as exc:
@@ -158,7 +164,7 @@ def log(name: str, value):
     """
     run = _current
     if run is None:
-        run = _begin()
+        run = begin_run()
     if type(name) is not str:
         raise UsageError(f"flor.log name must be a string, got {type(name).__name__} {name!r}")
     if type(value) in _FAST_TYPES:
@@ -190,7 +196,7 @@ def loop(name: str, iterable, key=None, incremental: bool = False):
         raise UsageError(f"flor.loop({name!r}, key=...) takes True or a function of the item, got {key!r}")
     if incremental and key is None:
         raise UsageError(f"flor.loop({name!r}, incremental=True) needs key=...: items are skipped by their key")
-    run = _current or _begin()
+    run = _current or begin_run()
     if key is None:
         return run.loop(name, iterable)
     keyed, items = run.keyed_loop(name, iterable, key, bool(incremental), sys._getframe(1))
@@ -218,7 +224,7 @@ def commit() -> None:
     global _current
     run = _current
     if run is None and _pending is not None:
-        run = _begin()
+        run = begin_run()
     if run is None:
         return
     _current = None
@@ -267,7 +273,7 @@ class checkpointing:  # noqa: N801 - used as a function, like open()
     def __enter__(self) -> "checkpointing":
         # Entering the block does not begin the run: args declared later (for example in the
         # outer loop's range) are still checked before anything is recorded.
-        run = _current or _collecting()
+        run = _current or collecting_run()
         if run.scope is not None:
             raise UsageError("flor.checkpointing blocks cannot be nested; register all objects in one")
         self.run = run
@@ -282,13 +288,42 @@ class checkpointing:  # noqa: N801 - used as a function, like open()
             run.scope = None
 
 
-_PLAIN_ARG_TYPES = (type(None), bool, int, float, str)
+def record_settings(settings: dict, prefix: str = "", *, fixed: str | None = None, keep_declared: bool = False,
+                    setter=None) -> dict[str, object]:
+    """Record the plain entries of ``settings`` as args named ``prefix + key`` (nested dicts as
+    dotted names) and apply ``--kwargs`` (recording) or the recorded values (replay) to them in
+    place; return the top-level entries recorded, with the values to use. Keys that are not
+    non-empty strings or start with ``_``, and values that are not plain settings
+    (:func:`~flor.values.is_plain_setting`: objects, functions), are left alone.
 
+    The one definition of "record settings as args": :func:`args` and the integrations'
+    hyper-parameters and trainer settings go through it.
 
-def _recordable(value) -> bool:
-    if type(value) in _PLAIN_ARG_TYPES:
-        return True
-    return type(value) in (list, tuple) and len(value) <= 64 and all(type(v) in _PLAIN_ARG_TYPES for v in value)
+    ``fixed``: the settings are already in effect (a model built from them), so an override of
+    one would be silently ignored; it stops the script in one line, ``fixed`` saying why and what
+    to do. (A replay applies recorded values, never overrides: its callers pass None.)
+    ``keep_declared``: names already declared (an argparse option of the same name) stay as they
+    are. ``setter(key, value)``: how a changed value is put back (default: ``settings[key] = value``).
+    """
+    run = _current or collecting_run()
+    put = setter or settings.__setitem__
+    used: dict[str, object] = {}
+    for key, value in list(settings.items()):
+        if type(key) is not str or not key or key.startswith("_"):
+            continue
+        name = prefix + key
+        if isinstance(value, dict):
+            record_settings(value, name + ".", fixed=fixed, keep_declared=keep_declared)
+            continue
+        if (keep_declared and name in run.args) or not values.is_plain_setting(value):
+            continue
+        if fixed is not None and name in _overrides:
+            fail_fast(ArgumentError(f"--kwargs {name}=... cannot take effect: {fixed}"))
+        new = arg(name, value)
+        if new is not value:
+            put(key, new)
+        used[key] = new
+    return used
 
 
 def args(settings, prefix: str = ""):
@@ -301,23 +336,13 @@ def args(settings, prefix: str = ""):
     >>> config = flor.args({"lr": 1e-3, "optimizer": {"momentum": 0.9}})   # doctest: +SKIP
     >>> globals().update(flor.args(config))   # nanoGPT: the script reads its globals   # doctest: +SKIP
     """
-    run = _current or _collecting()
+    run = _current or collecting_run()
     if isinstance(settings, dict):
-        items, setter = list(settings.items()), settings.__setitem__
+        record_settings(settings, prefix)
     elif hasattr(settings, "__dict__") and not isinstance(settings, type):
-        items, setter = list(vars(settings).items()), lambda key, value: setattr(settings, key, value)
+        record_settings(dict(vars(settings)), prefix, setter=lambda key, value: setattr(settings, key, value))
     else:
         raise UsageError(f"flor.args needs a dict or a namespace of settings, got {type(settings).__name__}")
-    for key, value in items:
-        if type(key) is not str or not key or key.startswith("_"):
-            continue
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            args(value, prefix=f"{name}.")
-        elif _recordable(value):
-            new = arg(name, value)
-            if new is not value:
-                setter(key, new)
     if not prefix and not run.begun:
         try:
             run.check_overrides(early=True)

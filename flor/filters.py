@@ -31,6 +31,7 @@ import tokenize
 from typing import Callable, Iterable, Mapping
 
 from .errors import FilterError
+from .values import is_plain
 
 __all__ = ["FilterError", "MAX_DEPTH", "MAX_LENGTH", "compile_filter"]
 
@@ -147,7 +148,7 @@ class _Compiler:
 
     def _Constant(self, node: ast.Constant) -> Callable[[Row], object]:
         value = node.value
-        if not isinstance(value, (int, float, str, bool, type(None))):
+        if not is_plain(value):  # a syntax tree's constants are of exact types
             raise FilterError(f"the constant {value!r} is not allowed in a filter")
         return lambda row: value
 

@@ -16,7 +16,12 @@ import math
 
 INT, FLOAT, BOOL, STR, NONE, JSON, REPR = "int", "float", "bool", "str", "none", "json", "repr"
 
+# The one definition of a *plain* value, for every part of flor that asks: None, bool, int, float,
+# str, by exact type. A subclass (numpy.float64, an IntEnum, a str subclass) may carry precision
+# or behaviour of its own, so it is converted or refused, never taken for the plain value.
 _PLAIN = {int: INT, float: FLOAT, str: STR, bool: BOOL, type(None): NONE}
+PLAIN_TYPES = tuple(_PLAIN)
+_MAX_SETTING_ITEMS = 64
 _warned_repr: set[str] = set()
 
 
@@ -33,6 +38,13 @@ class Encoded:
 def is_plain(value: object) -> bool:
     """True for values that are immutable and stored as themselves (the hot path of flor.log)."""
     return type(value) in _PLAIN
+
+
+def is_plain_setting(value: object) -> bool:
+    """A value that can be recorded as an arg: plain, or a short list or tuple of plain values."""
+    if type(value) in _PLAIN:
+        return True
+    return type(value) in (list, tuple) and len(value) <= _MAX_SETTING_ITEMS and all(type(v) in _PLAIN for v in value)
 
 
 def _as_number(value: object) -> object | None:

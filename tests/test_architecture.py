@@ -306,3 +306,69 @@ def test_an_unreadable_database_is_said_in_one_place():
                     r"cannot (read|open|\{doing\})( from)? the (flor )?database", ast.unparse(node)):
                 said.append(name)
     assert said == ["flor.store.connection"]
+
+
+def _api_privates(name: str, tree: ast.AST) -> list[str]:
+    """Underscore names of flor.api that ``name`` imports or reaches for (``api._overrides``)."""
+    found = []
+    aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module.endswith("api") and (module in ("api", "flor.api") or node.level):
+                found += [alias.name for alias in node.names if alias.name.startswith("_")]
+            if (module in ("", "flor") or node.level) and any(a.name == "api" for a in node.names):
+                aliases |= {a.asname or "api" for a in node.names if a.name == "api"}
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name for a in node.names if a.name == "flor.api"}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name) and node.value.id in aliases):
+            found.append(f"{node.value.id}.{node.attr}")
+    return [f"{name}: {what}" for what in found]
+
+
+def test_no_module_reaches_into_api_privates():
+    """What the integrations (and everything else) need of flor.api is public there: collecting_run,
+    begin_run, overridden, record_settings."""
+    offenders = []
+    for name, path in _modules().items():
+        if name != "flor.api":
+            offenders += _api_privates(name, ast.parse(path.read_text()))
+    assert offenders == []
+
+
+def test_the_api_rule_finds_a_private_reach():
+    code = "from .. import api\nfrom ..api import _overrides\nrun = api._collecting()\nx = api.current_run()\n"
+    assert _api_privates("m", ast.parse(code)) == ["m: _overrides", "m: api._collecting"]
+
+
+# Definitions of a plain value other than flor/values.py's, each with its reason.
+PLAIN_ELSEWHERE = {
+    # The code version of a loop body reads the values of constants by name: bytes and complex
+    # are plain data there too, and a subclass (an IntEnum) counts; changing that would change
+    # every recorded fingerprint (incremental runs would redo their items).
+    "flor.fingerprint",
+    # flor ui's JSON: what a browser can show as itself (a numpy float is a float there).
+    "flor.ui.data",
+}
+
+
+def _plain_definitions(name: str, tree: ast.AST) -> list[str]:
+    """Literal collections of the plain types (bool, int, float, str): a definition of "plain"."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.Set, ast.List)):
+            names = {e.id for e in node.elts if isinstance(e, ast.Name)}
+            if {"bool", "int", "float", "str"} <= names:
+                found.append(f"{name}: {ast.unparse(node)}")
+    return found
+
+
+def test_one_definition_of_a_plain_value():
+    offenders = []
+    for name, path in _modules().items():
+        if name != "flor.values" and name not in PLAIN_ELSEWHERE:
+            offenders += _plain_definitions(name, ast.parse(path.read_text()))
+    assert offenders == []
+    assert _plain_definitions("m", ast.parse("ok = value is None or type(value) in (bool, int, float, str)\n"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CheckpointError
 from ..imported import imported
+from ..values import is_plain
 
 ARRAY, PICKLE, TUPLE, DICT, FLOAT = "__array__", "__pickle__", "__tuple__", "__dict__", "__float__"
 PER_OBJECT = ("objects", "auto")  # sections of a checkpoint tree copied object by object
@@ -123,7 +124,7 @@ class Snapshotter:
             return meta
 
         def walk(value):
-            if value is None or type(value) in (bool, int, float, str):
+            if is_plain(value):
                 if type(value) is float and value != value:
                     return {FLOAT: "nan"}  # JSON has no NaN; data, not a pickle
                 return value

@@ -21,6 +21,7 @@ import types
 from functools import lru_cache
 
 from ..imported import imported
+from ..values import is_plain
 
 MAX_VALUE_BYTES = 1 << 20
 MAX_ITEMS = 10_000
@@ -139,7 +140,7 @@ def loop_names(frame) -> tuple[str, ...] | None:
 
 
 def _small(value, depth: int = 0) -> bool:
-    if value is None or type(value) in (bool, int, float, str):
+    if is_plain(value):
         return type(value) is not str or len(value) <= MAX_VALUE_BYTES
     torch = imported("torch")
     if torch is not None and isinstance(value, torch.Tensor):
@@ -321,7 +322,7 @@ _FINGERPRINT_ITEMS = 32
 def _print_of(value, depth: int = 0):
     """A cheap, comparable summary of a value: plain data itself (bounded), a tensor by identity
     and version counter (bumped by in-place changes), an object by its attributes' prints."""
-    if value is None or type(value) in (bool, int, float, str, bytes):
+    if is_plain(value) or type(value) is bytes:
         return value if type(value) is not str or len(value) <= 256 else (len(value), hash(value))
     torch = imported("torch")
     if torch is not None and isinstance(value, torch.Tensor):

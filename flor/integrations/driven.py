@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 from .. import api
-from ..errors import ArgumentError, UsageError
+from ..errors import UsageError
 
 FRAMEWORK_KEY = "framework"  # run.environment[...]: which integration drove the loops
 
@@ -113,7 +113,7 @@ def resuming() -> dict | None:
 
 def mark_framework(name: str) -> None:
     """Note in the run which framework drives its loops (replay plans by the framework's hooks)."""
-    run = api.current_run() or api._collecting()
+    run = api.current_run() or api.collecting_run()
     run.note_environment(FRAMEWORK_KEY, name)
 
 
@@ -124,7 +124,7 @@ def begin_run() -> None:
     if replaying():
         run._ensure_rng()
     elif run is None or not run.begun:
-        api._begin()
+        api.begin_run()
 
 
 def record_settings(settings: dict, prefix: str, overridable: bool) -> dict:
@@ -133,17 +133,9 @@ def record_settings(settings: dict, prefix: str, overridable: bool) -> dict:
     ``overridable=False``: the setting is already in effect (a model built from it), so a
     ``--kwargs`` override of it would be silently ignored: it stops the script in one line.
     """
-    out = {}
-    for key, value in settings.items():
-        if type(key) is not str or not key or key.startswith("_") or not api._recordable(value):
-            continue
-        name = prefix + key
-        if not overridable and name in api._overrides and not replaying():
-            api.fail_fast(ArgumentError(
-                f"--kwargs {name}=... cannot take effect: {name} is fixed before flor sees it; "
-                "set it in the script (or make it a flor.arg)"))
-        out[key] = api.arg(name, value)
-    return out
+    fixed = None if overridable or replaying() else (
+        "it is fixed before flor sees it; set it in the script (or make it a flor.arg)")
+    return api.record_settings(dict(settings), prefix, fixed=fixed)
 
 
 def frame_of(kind: type, *, function: str | None = None):

@@ -31,6 +31,7 @@ import sys
 from .. import api
 from ..errors import CheckpointError, FlorError, UsageError
 from ..messages import warn
+from ..values import is_plain
 from .driven import DrivenLoop, begin_run, current_action, mark_framework, record_settings, replaying, resuming
 
 
@@ -73,27 +74,12 @@ def _declare(settings: dict, prefix: str = "", fixed: bool = False) -> dict:
     ``--kwargs`` (recording) or the recorded values (replay) in place; returns the top-level
     entries that changed. Names already declared (an argparse option of the same name) stay.
     ``fixed``: the settings are already in effect, so an override of one stops the script."""
-    run = api.current_run() or api._collecting()
-    changed = {}
-    for key, value in list(settings.items()):
-        if type(key) is not str or not key or key.startswith("_"):
-            continue
-        name = prefix + key
-        if isinstance(value, dict):
-            _declare(value, name + ".", fixed)
-            continue
-        if name in run.args or not api._recordable(value):
-            continue
-        if fixed and name in api._overrides and not replaying():
-            api.fail_fast(UsageError(
-                f"--kwargs {name}=... cannot take effect: the module was built before flor.integrations.lightning "
-                "was imported; import it before defining the LightningModule"))
-        new = api.arg(name, value)
-        if new is not value:
-            settings[key] = new
-            if not prefix:
-                changed[key] = new
-    return changed
+    before = dict(settings)
+    why = None if not fixed or replaying() else (
+        "the module was built before flor.integrations.lightning was imported; import it before defining the "
+        "LightningModule")
+    used = api.record_settings(settings, prefix, fixed=why, keep_declared=True)
+    return {key: value for key, value in used.items() if value is not before[key]} if not prefix else {}
 
 
 def _set_local(frame, name: str, value) -> None:
@@ -145,7 +131,7 @@ def _user_attributes(module) -> dict:
     import torch
 
     def plain(value, depth=0) -> bool:
-        if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
+        if is_plain(value) or isinstance(value, torch.Tensor):
             return not isinstance(value, torch.nn.Parameter)
         if depth < 3 and type(value) in (list, tuple):
             return all(plain(v, depth + 1) for v in value)
@@ -332,7 +318,7 @@ class FlorCallback(_Callback):
             callbacks.insert(0, self)
         mark_framework("lightning")
         if self._unsupported:
-            (api.current_run() or api._collecting()).note_environment("framework_memo", self._unsupported)
+            (api.current_run() or api.collecting_run()).note_environment("framework_memo", self._unsupported)
         _declare(dict(pl_module.hparams), fixed=True)
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and getattr(datamodule, "hparams", None):
@@ -466,7 +452,7 @@ def _trainer_setting(trainer, name: str):
 
 
 def _plain_setting(value):
-    if value is None or type(value) in (bool, int, float, str):
+    if is_plain(value):
         return value
     return str(value)
 

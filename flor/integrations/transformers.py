@@ -66,8 +66,8 @@ def _install_arguments_hook() -> None:
     def __post_init__(self):
         # Overrides (recording) or the recorded values (replay) go in before the arguments are
         # checked and derived values computed, as if the script had passed them.
-        run = api.current_run() or api._collecting()
-        wanted = set(getattr(run, "recorded_args", {})) if replaying() else set(api._overrides)
+        run = api.current_run() or api.collecting_run()
+        wanted = set(getattr(run, "recorded_args", {})) if replaying() else set(api.overridden())
         for name in sorted(wanted & names):
             if name not in run.args:
                 setattr(self, name, api.arg(name, _plain(getattr(self, name))))
@@ -157,7 +157,7 @@ class FlorCallback(TrainerCallback):
             callbacks.remove(self)
             callbacks.insert(0, self)
         mark_framework("transformers")
-        run = api.current_run() or api._collecting()
+        run = api.current_run() or api.collecting_run()
         if self._unsupported:
             run.note_environment("framework_memo", self._unsupported)
         chosen = {name: _plain(getattr(args, name)) for name in ARGUMENTS if hasattr(args, name)}
