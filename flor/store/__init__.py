@@ -1,4 +1,4 @@
-"""The store: the only package that speaks SQL (``flor doctor``'s recovery reader aside).
+"""The store: the only package that speaks SQL (``flor doctor``'s reader of a damaged file is ``salvage``).
 
 One SQLite database per project at ``.flor/flor.db``, in WAL mode with a busy timeout, so that
 many runs can write to it at once while readers query it. Every write is one short
@@ -35,7 +35,8 @@ Tables (``flor query`` reads them directly)::
 Modules: ``schema`` (tables and ordered migrations), ``connection`` (opening, transactions),
 ``runs``, ``logs``, ``lastvalue`` (a run's last value of a name, by loop position), ``output``, ``items`` (keyed loops, lineage), ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
 (``flor query``, read-only), ``readpool`` (pooled read-only connections for readers on several
-threads, such as ``flor ui``, and the named reads they make).
+threads, such as ``flor ui``, and the named reads they make), ``project`` (the store of the project
+that contains a folder), ``salvage`` (``flor doctor``'s raw reader of a damaged file).
 
 A value's full loop context is its (loop, iteration) and, up the parent links, those of the
 enclosing loops: ``epoch=3, step=17``. Keeping one row per loop instance rather than per
