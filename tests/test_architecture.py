@@ -185,6 +185,15 @@ def _named(node: ast.AST) -> str | None:
     return None
 
 
+def _everywhere(rule, but: tuple[str, ...] = ()) -> list[str]:
+    """What ``rule(name, tree)`` finds in every flor module but those named in ``but``."""
+    found: list[str] = []
+    for name, path in _modules().items():
+        if name not in but:
+            found += rule(name, ast.parse(path.read_text()))
+    return found
+
+
 # Where a .flor path is still built by hand, each with its reason. An entry names the exact
 # expression, so a new one in the same module still fails.
 PATHS_BUILT_ELSEWHERE = {
@@ -213,11 +222,7 @@ def _hand_built_flor_paths(name: str, tree: ast.AST) -> list[str]:
 
 def test_flor_paths_are_built_in_paths_only():
     """``.flor/`` and what lies under it are named by flor/paths.py alone (ProjectPaths)."""
-    offenders = []
-    for name, path in _modules().items():
-        if name != "flor.paths":
-            offenders += _hand_built_flor_paths(name, ast.parse(path.read_text()))
-    assert offenders == []
+    assert _everywhere(_hand_built_flor_paths, but=("flor.paths",)) == []
 
 
 def test_the_path_rule_finds_hand_built_paths():
@@ -247,11 +252,7 @@ def _flor_names(name: str, tree: ast.AST) -> list[str]:
 def test_flor_settings_are_read_in_settings_only():
     """Every FLOR_* environment variable is read (and, for flor's own children, set) through
     flor/settings.py, which refuses a malformed value in one line."""
-    offenders = []
-    for name, path in _modules().items():
-        if name != "flor.settings":
-            offenders += _flor_names(name, ast.parse(path.read_text()))
-    assert offenders == []
+    assert _everywhere(_flor_names, but=("flor.settings",)) == []
 
 
 def test_the_settings_rule_finds_a_raw_read():
@@ -284,10 +285,7 @@ def _prefixed_messages(name: str, tree: ast.AST) -> list[str]:
 
 def test_one_flor_prefix_per_line():
     """``flor: warning: flor: ...`` came from messages that carried the prefix their printer adds."""
-    offenders = []
-    for name, path in _modules().items():
-        offenders += _prefixed_messages(name, ast.parse(path.read_text()))
-    assert offenders == []
+    assert _everywhere(_prefixed_messages) == []
 
 
 def test_the_prefix_rule_finds_a_double_prefix():
@@ -331,11 +329,7 @@ def _api_privates(name: str, tree: ast.AST) -> list[str]:
 def test_no_module_reaches_into_api_privates():
     """What the integrations (and everything else) need of flor.api is public there: collecting_run,
     begin_run, overridden, record_settings."""
-    offenders = []
-    for name, path in _modules().items():
-        if name != "flor.api":
-            offenders += _api_privates(name, ast.parse(path.read_text()))
-    assert offenders == []
+    assert _everywhere(_api_privates, but=("flor.api",)) == []
 
 
 def test_the_api_rule_finds_a_private_reach():
@@ -366,9 +360,5 @@ def _plain_definitions(name: str, tree: ast.AST) -> list[str]:
 
 
 def test_one_definition_of_a_plain_value():
-    offenders = []
-    for name, path in _modules().items():
-        if name != "flor.values" and name not in PLAIN_ELSEWHERE:
-            offenders += _plain_definitions(name, ast.parse(path.read_text()))
-    assert offenders == []
+    assert _everywhere(_plain_definitions, but=("flor.values", *PLAIN_ELSEWHERE)) == []
     assert _plain_definitions("m", ast.parse("ok = value is None or type(value) in (bool, int, float, str)\n"))
