@@ -21,12 +21,13 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import numerics, values
 from ..errors import FlorError
 from ..messages import say
-from .executor import LocalProcessExecutor, Task
+from .executor import Task
 from .plan import in_order, retry_segment
 from .progress import Progress
 from .spec import WorkerSpec
@@ -52,13 +53,27 @@ class _RunState:
         self.retried: list[str] = []
 
 
-class Execution:
-    """Executes the planned runs of one replay session."""
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """What execution needs of the replay's options, decided before it starts."""
 
-    def __init__(self, session) -> None:
-        self.session = session
-        self.store = session.store
-        self.root = session.root
+    root: Path  # the project's root
+    confinement: str  # namespace, copy or none (session.confinement, already probed)
+    progress: object  # the stream progress bars go to
+    inexact_threads: int | None  # --allow-inexact: threads per worker (drift then expected, not retried)
+    accept_drift: bool  # store the last attempt's values even when they drifted
+
+
+class Execution:
+    """Executes the planned runs of one replay: given the store it writes, the repository the
+    code versions come from, the one executor every attempt runs on, and its settings."""
+
+    def __init__(self, store, repo, executor, settings: ExecutionSettings) -> None:
+        self.store = store
+        self.repo = repo
+        self.executor = executor
+        self.settings = settings
+        self.root = settings.root
         self.tasks: dict[str, tuple[_RunState, int]] = {}
         self.captured: dict[str, list] = {}  # check task -> the values it logged (independence)
 
@@ -88,12 +103,12 @@ class Execution:
         return path
 
     def _tasks_for(self, state: _RunState, segments, phase: int, records_path: Path, accept_drift: bool) -> list[Task]:
-        session, item = self.session, state.item
+        settings, item = self.settings, state.item
         numeric = dict(item.run.environment.get("numeric") or {})
         env = numerics.thread_env(numeric)
-        if session.inexact_threads:
-            numeric["threads"] = session.inexact_threads
-            env = {name: str(session.inexact_threads) for name in numerics.THREAD_VARIABLES}
+        if settings.inexact_threads:
+            numeric["threads"] = settings.inexact_threads
+            env = {name: str(settings.inexact_threads) for name in numerics.THREAD_VARIABLES}
         tasks = []
         for index, segment in enumerate(segments):
             key = f"{item.run.run_id}.{phase}.{index}"
@@ -104,7 +119,7 @@ class Execution:
                 cwd=item.run.cwd if not os.path.isabs(item.run.cwd) else ".", argv=list(item.run.argv),
                 names=list(item.names), recorded_names=sorted(item.records.recorded_names), outer_name=item.outer_name,
                 checkpoints=item.checkpoints, segment=segment, records_path=str(records_path),
-                run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=session.confinement,
+                run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=settings.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
                 accept_drift=accept_drift, pickled=item.records.pickled,
                 digests=item.records.digests,
@@ -180,7 +195,7 @@ class Execution:
 
     def run(self, todo: list) -> float:
         """Run every planned segment of ``todo``, then re-execute what drifted; fill in outcomes."""
-        session = self.session
+        settings = self.settings
         scratch = Path(tempfile.mkdtemp(prefix="flor-replay-"))
         started = time.monotonic()
         try:
@@ -190,9 +205,9 @@ class Execution:
                 folder.mkdir()
                 state = _RunState(item, folder)
                 try:
-                    prepare(session.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
-                            copies=session.confinement != "namespace")
-                    state.hide = files_to_hide(session.repo, item.run.code_commit,
+                    prepare(self.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
+                            copies=settings.confinement != "namespace")
+                    state.hide = files_to_hide(self.repo, item.run.code_commit,
                                                item.run.environment.get("left_out") or {})
                     state.records_path = self._records_file(state)
                 except FlorError as exc:
@@ -202,11 +217,11 @@ class Execution:
             self._check_independence([s for s in states if s.item.alone_check])
             for state in states:
                 tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
-                                         accept_drift=session.inexact_threads is not None)
+                                         accept_drift=settings.inexact_threads is not None)
             self._execute(tasks, states)
             # With other arithmetic than the recording's (--allow-inexact), drift is expected:
             # re-executing would only repeat it, slower.
-            retries = () if session.inexact_threads is not None else RETRIES
+            retries = () if settings.inexact_threads is not None else RETRIES
             for attempt, how in enumerate(retries, 1):
                 retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors]
                 if not retry:
@@ -227,7 +242,7 @@ class Execution:
                     )
                     state.rejected, state.rejected_run_level, state.unverified = set(), False, set()
                     tasks += self._tasks_for(state, [segment], attempt, state.records_path,
-                                             accept_drift=session.accept_drift and attempt == len(RETRIES))
+                                             accept_drift=settings.accept_drift and attempt == len(RETRIES))
                 self._execute(tasks, retry)
             for state in states:
                 item = state.item
@@ -235,7 +250,7 @@ class Execution:
                 item.rejected_run_level = state.rejected_run_level
                 item.retried = state.retried
             for item in todo:
-                drifted = (item.rejected or item.rejected_run_level) and not session.accept_drift
+                drifted = (item.rejected or item.rejected_run_level) and not settings.accept_drift
                 item.status = "failed" if item.errors else ("drifted" if drifted else "done")
                 item.reason = "; ".join(dict.fromkeys(item.errors))
         finally:
@@ -245,14 +260,12 @@ class Execution:
     def _execute(self, tasks: list[Task], states: list[_RunState], merge: bool = True) -> list:
         if not tasks:
             return []
-        session = self.session
         totals = {s.item.run.tstamp: sum(t.iterations for t in tasks if self.tasks[t.key][0] is s) for s in states}
-        self.progress = Progress(session.progress, {k: v for k, v in totals.items() if v},
+        self.progress = Progress(self.settings.progress, {k: v for k, v in totals.items() if v},
                                  {t.key: self.tasks[t.key][0].item.run.tstamp for t in tasks})
-        if session.executor is None:
-            session.executor = LocalProcessExecutor(session.workers, session.gpus, confinement=session.confinement)
-        outcomes = session.executor.run(tasks, self._on_message)
-        session.executor = None  # a finished run closes its workers; the next attempt starts fresh ones
+        # The same executor for every attempt: a finished run closes its idle workers, and the
+        # next attempt's tasks start (local) or reach (Ray) workers of the same kind.
+        outcomes = self.executor.run(tasks, self._on_message)
         self.progress.close()
         if not merge:
             return outcomes

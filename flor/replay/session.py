@@ -130,7 +130,7 @@ class Session:
         self.root = self.store.path.parent.parent
         self.repo = Repo(self.root)
         self.selected = select_runs(self.store, runs, where)
-        self.executor = None  # LocalProcessExecutor or RayExecutor, once warm_up chose
+        self.executor = None  # LocalProcessExecutor or RayExecutor: made once, by _executor()
         self.accept_drift = accept_drift or allow_inexact
         self.inexact_threads: int | None = None
         self.notes: list[str] = []  # lines said once, before the outcomes
@@ -206,23 +206,30 @@ class Session:
             self._confinement = "copy"
         return self._confinement
 
+    def _executor(self):
+        """The executor of this replay, chosen once (by ``--executor``) and made on first use: the
+        warm-up, the planned attempt and every retry run on the same one."""
+        if self.executor is None:
+            filenames = dict.fromkeys(run.filename for run in self.selected)
+            preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
+            if self.executor_kind == "ray":
+                from .ray_executor import RayExecutor
+
+                self.executor = RayExecutor(self.workers, self.gpus, preload, confinement=self.confinement,
+                                            address=self.address, retries=settings.ray_retries())
+            else:
+                self.executor = LocalProcessExecutor(self.workers, self.gpus, preload, confinement=self.confinement)
+        return self.executor
+
     def warm_up(self) -> None:
         """Start workers importing the script's libraries now, while planning goes on."""
         if not self.selected:
             return
-        filenames = dict.fromkeys(run.filename for run in self.selected)
-        preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
-        if self.executor_kind == "ray":
-            from .ray_executor import RayExecutor
-
-            self.executor = RayExecutor(self.workers, self.gpus, preload, confinement=self.confinement,
-                                        address=self.address, retries=settings.ray_retries())
-        else:
-            self.executor = LocalProcessExecutor(self.workers, self.gpus, preload, confinement=self.confinement)
+        executor = self._executor()
         numeric = self.selected[0].environment.get("numeric") or {}
         env = ({n: str(self.inexact_threads) for n in numerics.THREAD_VARIABLES} if self.inexact_threads
                else numerics.thread_env(numeric))
-        self.executor.warm_up(len(self.selected), env)
+        executor.warm_up(len(self.selected), env)
 
     def lock_runs(self) -> None:
         """Hold each selected run's replay lock: a second `flor replay` of the same runs waits, then
@@ -538,10 +545,14 @@ class Session:
 
     def execute(self, plans: list[RunReplay]) -> float:
         """Run every planned segment; fill in the outcomes. Returns the wall time."""
-        from .execution import Execution
+        from .execution import Execution, ExecutionSettings
 
         todo = [p for p in plans if p.status == "planned"]
-        return Execution(self).run(todo) if todo else 0.0
+        if not todo:
+            return 0.0
+        settings_ = ExecutionSettings(root=self.root, confinement=self.confinement, progress=self.progress,
+                                      inexact_threads=self.inexact_threads, accept_drift=self.accept_drift)
+        return Execution(self.store, self.repo, self._executor(), settings_).run(todo)
 
 
 def _memo_blockers(layout, records: RunRecords) -> tuple[list[str], list[str]]:
