@@ -16,6 +16,7 @@ import sys
 from . import lineage, values
 from .args import split_kwargs
 from .errors import ArgumentError, FlorError, UsageError
+from .logged import LoggedValue
 from .messages import error
 from .run import Run
 
@@ -162,9 +163,11 @@ def log(name: str, value):
     if type(name) is not str:
         raise UsageError(f"flor.log name must be a string, got {type(name).__name__} {name!r}")
     if type(value) in _FAST_TYPES:
+        # The hot path: a plain tuple of PlainLog's layout (a named tuple would cost more than the rest).
         run.push_log((name, value, run.ctx_id, run.iteration))
     else:
-        run.push_special((run.ctx_id, run.iteration, name, *_encode_logged(value, name)))
+        stored, vtype = _encode_logged(value, name)
+        run.push_special(LoggedValue(name, stored, vtype, run.ctx_id, run.iteration))
     return value
 
 

@@ -26,6 +26,7 @@ from . import numerics, rng, settings, values
 from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
 from .imported import imported
+from .logged import IterationStart, LoopInstance
 from .messages import warn
 from .paths import ProjectPaths
 
@@ -558,7 +559,7 @@ class Run:
         self.next_ctx += 1
         ctx = self.next_ctx
         t_start = clock() - t0
-        self.push_ctx((ctx, parent, parent_iteration, name, t_start, None, None))
+        self.push_ctx(LoopInstance(ctx, parent, parent_iteration, name, t_start))
         if keyed is not None:
             keyed.started(ctx)
         push_iteration = self.push_iteration
@@ -568,7 +569,7 @@ class Run:
             if outer:
                 for item in iterable:
                     self.ctx_id, self.iteration = ctx, index
-                    push_iteration((ctx, index, clock() - t0))
+                    push_iteration(IterationStart(ctx, index, clock() - t0))
                     if scope is not None:
                         scope.outer_iteration_started(self, index)
                     try:
@@ -599,7 +600,7 @@ class Run:
             elif depth == 1 and self.scope is not None:
                 self.scope.nested_loop_ended(self, sys._getframe(1))
         finally:
-            self.push_ctx((ctx, parent, parent_iteration, name, t_start, clock() - t0, index))
+            self.push_ctx(LoopInstance(ctx, parent, parent_iteration, name, t_start, clock() - t0, index))
             self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
             if outer:
                 self._wake.set()

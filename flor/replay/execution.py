@@ -6,7 +6,7 @@ values), and gives each segment to the executor as a task. Workers send values b
 is the one that stores them, resolving the loop instances the recording never had to real ids.
 
 **Drift is never stored quietly.** A worker holds back an iteration whose recorded values came out
-different (see ``driver.py``) and reports it as rejected. The rejected iterations of a run are
+different (see ``worker_run.py``) and reports it as rejected. The rejected iterations of a run are
 then re-executed: first from the last checkpoint before each (a memoized restore may have missed
 state that the checkpoint could not hold), then, for those still rejected, from the start of the
 run with no checkpoint at all. What still drifts then is left unstored and reported (with
@@ -26,7 +26,9 @@ from pathlib import Path
 
 from .. import numerics, values
 from ..errors import FlorError
+from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
 from ..messages import say
+from .channel import NewInstance
 from .executor import Task
 from .plan import in_order, retry_segment
 from .progress import Progress
@@ -43,7 +45,7 @@ class _RunState:
     def __init__(self, item, folder: Path) -> None:
         self.item = item
         self.folder = folder
-        known = [c[0] for c in item.records.contexts]
+        known = [instance.ctx_id for instance in item.records.contexts]
         self.next_ctx = (max(known) if known else 0) + 1
         self.new_contexts: dict[tuple, int] = {}  # (parent, parent iteration, loop, rank) -> id
         self.provisional: dict[tuple, int] = {}  # (task key, provisional id) -> id
@@ -84,13 +86,12 @@ class Execution:
         item = state.item
         run_id = item.run.run_id
         compare = sorted(item.records.recorded_names - set(item.names))
-        recorded = [[name, ctx, it, value, vtype] for ctx, it, name, value, vtype, _src
-                    in (self.store.logs(run_id, compare, "record") if compare else [])]
+        recorded = [logged.as_json() for logged in (self.store.logs(run_id, compare, "record") if compare else [])]
         blob = self.store.rng_state(run_id)
         data = {
             "args": [[name, *values.encode(value)] for name, value in self.store.args(run_id).items()],
             "rng": base64.b64encode(blob).decode() if blob else None,
-            "contexts": [list(c[:4]) for c in item.records.contexts],
+            "contexts": [instance.as_json() for instance in item.records.contexts],
             "recorded": recorded,
             # Keyed loops yield exactly the items the recording yielded (keyed.py).
             "items": [[loop_name, path, it] for loop_name, path, it in self.store.item_paths(run_id)],
@@ -146,21 +147,23 @@ class Execution:
         if message["kind"] != "batch":
             return
         if key in self.captured:  # a check's values are compared, never stored
-            self.captured[key] += [(it, name, value, vtype) for _ctx, it, name, value, vtype in message.get("logs", [])]
+            self.captured[key] += [logged._replace(ctx_id=None)
+                                   for logged in map(LoggedValue.from_json, message.get("logs", []))]
             return
         contexts = []
-        for provisional, parent, parent_iteration, loop_name, rank in message.get("contexts", []):
-            parent = self._ctx(state, key, parent)
-            identity = (parent, parent_iteration, loop_name, rank)
+        for new in map(NewInstance.from_json, message.get("contexts", [])):
+            parent = self._ctx(state, key, new.parent_id)
+            identity = (parent, new.parent_iteration, new.loop_name, new.rank)
             real = state.new_contexts.get(identity)
             if real is None:
                 real = state.new_contexts[identity] = state.next_ctx
                 state.next_ctx += 1
-                contexts.append((real, parent, parent_iteration, loop_name, None, None, None))
-            state.provisional[(key, provisional)] = real
-        logs = [(self._ctx(state, key, ctx), it, name, value, vtype) for ctx, it, name, value, vtype in message.get("logs", [])]
-        drift = [(self._ctx(state, key, ctx), it, name, rec, rep, diff) for ctx, it, name, rec, rep, diff in message.get("drift", [])]
-        done = [tuple(mark) for mark in message.get("done", [])]
+                contexts.append(LoopInstance(real, parent, new.parent_iteration, new.loop_name))
+            state.provisional[(key, new.provisional_id)] = real
+        logs = [logged._replace(ctx_id=self._ctx(state, key, logged.ctx_id))
+                for logged in map(LoggedValue.from_json, message.get("logs", []))]
+        drift = [d._replace(ctx_id=self._ctx(state, key, d.ctx_id)) for d in map(Drift.from_json, message.get("drift", []))]
+        done = [ReplayDone(name, iteration) for name, iteration in message.get("done", [])]
         self.store.write_replayed(state.item.run.run_id, contexts, logs, drift, done)
         state.item.stored += len(logs)
 

@@ -366,7 +366,7 @@ class Session:
             first = placement.inserted[0].lineno
             item.reach_note = describe(framework, layout.hook_of(first), places)
         outer_name = layout.outer_name
-        recorded_loops = sorted({c[3] for c in records.contexts if c[1] is None})
+        recorded_loops = sorted({c.loop_name for c in records.contexts if c.parent_id is None})
         if layout.outer is None and recorded_loops:
             # The run went through flor.loop, but the analysis cannot see which statement is its
             # outer loop (flor.loop reached under a name no import gives it): a plan would skip it.

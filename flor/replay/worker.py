@@ -10,7 +10,7 @@ serves every task. Its own output and the script's go to its stderr, which the e
 into the task's log (the worker opens no file for writing). Then it sets the run's numeric
 environment, lays out the run's view of the project (``confine.py``, locked before the old code
 runs; or a workspace of copies, its writes guarded by Landlock: ``landlock.py``), installs
-a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
+a :class:`~flor.replay.worker_run.ReplayRun` and runs the script as ``__main__`` the way the
 run was started (``python train.py`` or ``python -m pkg.train``). Values, drift and the result go
 back over the channel; the worker never opens the store.
 """
@@ -53,7 +53,7 @@ def main(spec_path: str, channel: Channel) -> int:
     """Run the segment described by the spec file ``spec_path``."""
     from .. import api, numerics
     from ..args import split_kwargs
-    from .driver import ReplayRun
+    from .worker_run import ReplayRun
     from .spec import WorkerSpec
 
     spec = WorkerSpec.from_json(Path(spec_path).read_text())

@@ -34,9 +34,10 @@ from .. import rng, values
 from ..checkpoints.hooks import Hooks
 from ..checkpoints.restore import restore_into
 from ..errors import CheckpointError, UsageError
+from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
 from ..paths import ProjectPaths
 from ..run import Run
-from .channel import Channel
+from .channel import Channel, NewInstance
 from .isolation import Effects
 from .spec import WorkerSpec
 
@@ -125,26 +126,25 @@ class ReplayRun(Run):
         self.iterations_done = 0
         self._completed: list[int] = []  # outer iterations whose values are all pushed
         self._closed: int | None = None  # the iteration the loop was closed in (a break, or an exception)
-        # Loop instances: local id -> (parent local id, parent iteration, loop name); local ->
-        # original id. An instance is identified by its parent instance and iteration, its loop
+        # Loop instances: local id -> the instance as this process ran it; local -> original id. An instance is identified by its parent instance and iteration, its loop
         # name, and its rank among such siblings (a body may run two loops of the same name).
         # An instance the recording never had gets a provisional negative id; the driver gives
         # it a real one.
-        self._local: dict[int, tuple] = {}
+        self._local: dict[int, LoopInstance] = {}
         self._local_rank: dict[tuple, int] = {}
         self._rank_of: dict[int, int] = {}
         self._to_original: dict[int, int] = {}
         self._original: dict[tuple, int] = {}
         self._next_provisional = 0
         ranks: dict[tuple, int] = {}
-        for ctx_id, parent_id, parent_iteration, loop_name in records["contexts"]:
-            sibling = (parent_id, parent_iteration, loop_name)
+        for instance in map(LoopInstance.from_json, records["contexts"]):
+            sibling = instance.sibling_key
             ranks[sibling] = ranks.get(sibling, -1) + 1
-            self._original[(*sibling, ranks[sibling])] = ctx_id
-        # name -> (ctx, iteration) -> recorded (value, vtype) in the order they were logged.
-        self._recorded: dict[str, dict[tuple, list]] = {}
-        for name, ctx, iteration, value, vtype in records["recorded"]:
-            self._recorded.setdefault(name, {}).setdefault((ctx, iteration), []).append((value, vtype))
+            self._original[(*sibling, ranks[sibling])] = instance.ctx_id
+        # name -> (ctx, iteration) -> recorded values in the order they were logged.
+        self._recorded: dict[str, dict[tuple, list[LoggedValue]]] = {}
+        for logged in map(LoggedValue.from_json, records["recorded"]):
+            self._recorded.setdefault(logged.name, {}).setdefault((logged.ctx_id, logged.iteration), []).append(logged)
         self._seen: dict[tuple, int] = {}  # (name, ctx, iteration) -> occurrences compared so far
         self._counts: dict[str, dict[str, int]] = {}
         # Keyed loop -> key path -> position, of the items the recording yielded.
@@ -245,7 +245,7 @@ class ReplayRun(Run):
     def _skipped_loop(self, name: str):
         # Runs at the first next(): the caller's frame is the user's for statement.
         self.next_ctx += 1  # the instance still counts, so later sibling loops keep their rank
-        self.push_ctx((self.next_ctx, self.ctx_id, self.iteration, name, None, None, None))
+        self.push_ctx(LoopInstance(self.next_ctx, self.ctx_id, self.iteration, name))
         self.scope.restore(self.outer_index, "nested", sys._getframe(1))
         return
         yield  # a generator that yields nothing
@@ -255,7 +255,7 @@ class ReplayRun(Run):
         parent, parent_iteration, depth = self.ctx_id, self.iteration, self.depth
         self.next_ctx += 1
         ctx = self.next_ctx
-        self.push_ctx((ctx, parent, parent_iteration, name, None, None, None))
+        self.push_ctx(LoopInstance(ctx, parent, parent_iteration, name))
         self.depth = depth + 1
         self.outer_frame = sys._getframe(1)
         timings = self.timings
@@ -310,24 +310,25 @@ class ReplayRun(Run):
         known = self._to_original.get(local)
         if known is not None:
             return known
-        parent_local, parent_iteration, loop_name = self._local[local]
-        parent = self._original_ctx(parent_local, new_contexts)
-        key = (parent, parent_iteration, loop_name, self._rank_of[local])
+        instance = self._local[local]
+        parent = self._original_ctx(instance.parent_id, new_contexts)
+        key = (parent, instance.parent_iteration, instance.loop_name, self._rank_of[local])
         original = self._original.get(key)
         if original is None:
             self._next_provisional -= 1
             original = self._next_provisional
             self._original[key] = original
-            new_contexts.append((original, *key))
+            new_contexts.append(NewInstance(original, parent, instance.parent_iteration, instance.loop_name,
+                                            self._rank_of[local]))
         self._to_original[local] = original
         return original
 
     def _outer_of(self, local: int | None, iteration: int | None) -> int | None:
         while local is not None:
-            parent_local, parent_iteration, loop_name = self._local[local]
-            if parent_local is None:
-                return iteration if loop_name == self.outer_name or self.outer_name is None else None
-            local, iteration = parent_local, parent_iteration
+            instance = self._local[local]
+            if instance.parent_id is None:
+                return iteration if instance.loop_name == self.outer_name or self.outer_name is None else None
+            local, iteration = instance.parent_id, instance.parent_iteration
         return None
 
     # -- comparing, holding back and sending -------------------------------------------------
@@ -350,35 +351,39 @@ class ReplayRun(Run):
         return outer if outer in self.store_iterations else None
 
     def _process(self, contexts: list, logs: list, special: list, completed: list[int], final: bool) -> None:
-        for ctx, parent, parent_iteration, loop_name, *_rest in contexts:
-            if ctx not in self._local:
-                self._local[ctx] = (parent, parent_iteration, loop_name)
-                sibling = (parent, parent_iteration, loop_name)
+        for instance in contexts:
+            if instance.ctx_id not in self._local:
+                self._local[instance.ctx_id] = instance
+                sibling = instance.sibling_key
                 self._local_rank[sibling] = self._local_rank.get(sibling, -1) + 1
-                self._rank_of[ctx] = self._local_rank[sibling]
-        new_contexts: list = []
-        drift: list = []
-        rows = []
-        for name, value, ctx, it in logs:
+                self._rank_of[instance.ctx_id] = self._local_rank[sibling]
+        new_contexts: list[NewInstance] = []
+        drift: list[Drift] = []
+        # The plain values in order (with the outer loop's start and end marks among them), then
+        # the encoded ones, as LoggedValue records in this process's loop instances.
+        rows: list = []
+        for name, value, ctx, it in logs:  # PlainLog's layout: the queue of flor.log's hot path
             if name is _OUTER_STARTED:
-                rows.append((None, value, None, None, None))
+                rows.append(value)  # the outer loop started (None) or ended (_AFTER)
             else:
-                rows.append((name, *values.encode(value), ctx, it))
-        rows += [(name, stored_value, vtype, ctx, it) for ctx, it, name, stored_value, vtype in special]
-        for name, stored_value, vtype, local, iteration in rows:
-            if name is None:  # the outer loop started (or ended: stored_value is _AFTER)
-                self._phase = _AFTER if stored_value == _AFTER else "loop"
+                rows.append(LoggedValue(name, *values.encode(value), ctx, it, "replay"))
+        rows += special
+        for logged in rows:
+            if not isinstance(logged, LoggedValue):
+                self._phase = _AFTER if logged == _AFTER else "loop"
                 continue
+            name = logged.name
             if name not in self.new_names and name not in self.compare_names:
                 continue
+            local, iteration = logged.ctx_id, logged.iteration
             key = self._owner_key(local, iteration)
             if key is None:
                 continue
             ctx = self._original_ctx(local, new_contexts)
             if name in self.new_names:
-                self._held.setdefault(key, []).append((ctx, iteration, name, stored_value, vtype))
+                self._held.setdefault(key, []).append(logged._replace(ctx_id=ctx, source="replay"))
             else:
-                self._compare(key, name, ctx, iteration, stored_value, vtype, drift, local)
+                self._compare(key, logged._replace(ctx_id=ctx), drift, local)
         done, accepted = [], []
         for index in completed:
             if index in self.store_iterations:
@@ -391,18 +396,22 @@ class ReplayRun(Run):
                 self._settle_run_level(accepted, done)
             self._held.clear()
         if accepted or drift or new_contexts or done:
-            self.channel.send("batch", contexts=new_contexts, logs=accepted, drift=drift, done=done)
+            self.channel.send("batch", contexts=[c.as_json() for c in new_contexts],
+                              logs=[v.as_json() for v in accepted], drift=[d.as_json() for d in drift],
+                              done=[[mark.name, mark.iteration] for mark in done])
         self.stored += len(accepted)
         self.channel.send("progress", done=self.iterations_done)
 
-    def _compare(self, key, name, ctx, iteration, stored_value, vtype, drift: list, local=None) -> None:
+    def _compare(self, key, logged: LoggedValue, drift: list, local=None) -> None:
+        """Compare ``logged`` (in the recording's loop instances) with the value recorded there."""
+        name, ctx, iteration = logged.name, logged.ctx_id, logged.iteration
         occurrence = self._seen.get((name, ctx, iteration), 0)
         self._seen[(name, ctx, iteration)] = occurrence + 1
         recorded = self._recorded.get(name, {}).get((ctx, iteration), [])
         if occurrence >= len(recorded):
             return  # the recording logged it fewer times here: nothing to compare with
-        original = values.decode(*recorded[occurrence])
-        replayed = values.decode(stored_value, vtype)
+        original = values.decode(recorded[occurrence].value, recorded[occurrence].vtype)
+        replayed = values.decode(logged.value, logged.vtype)
         self._checked[key] = self._checked.get(key, 0) + 1
         if _same(original, replayed):
             self.matched += 1
@@ -419,15 +428,15 @@ class ReplayRun(Run):
                                 "where": self._describe_context(local, iteration),
                                 "recorded": _shown(original), "replayed": _shown(replayed)}
         if self.drifted <= MAX_DRIFT_ROWS:
-            drift.append((ctx, iteration, name, recorded[occurrence][0], stored_value, difference))
+            drift.append(Drift(ctx, iteration, name, recorded[occurrence].value, logged.value, difference))
 
     def _describe_context(self, local, iteration) -> str:
         """'epoch 1, step 3' for a loop context (outermost loop first); 'outside the loops' at run level."""
         parts = []
         while local is not None and local in self._local:
-            parent, parent_iteration, loop_name = self._local[local]
-            parts.append(f"{loop_name} {iteration}")
-            local, iteration = parent, parent_iteration
+            instance = self._local[local]
+            parts.append(f"{instance.loop_name} {iteration}")
+            local, iteration = instance.parent_id, instance.parent_iteration
         return ", ".join(reversed(parts)) or "outside the loops"
 
     def at_nested_end(self) -> None:
@@ -488,7 +497,7 @@ class ReplayRun(Run):
 
     def _send(self, index: int, accepted: list, done: list) -> None:
         accepted.extend(self._held.pop(index, []))
-        done.extend((name, index) for name in self.new_names)
+        done.extend(ReplayDone(name, index) for name in self.new_names)
 
     def _reject(self, indices: list[int], accepted: list, done: list) -> None:
         for index in list(indices):
@@ -523,7 +532,7 @@ class ReplayRun(Run):
             self.end_check = "values" if self._checked.get(_AFTER) else "unchecked"
         if trusted or self.spec.accept_drift:
             accepted.extend(self._held.pop(_BEFORE, []) + self._held.pop(_AFTER, []))
-            done.extend((name, -1) for name in self.new_names)
+            done.extend(ReplayDone(name, -1) for name in self.new_names)
         self.rejected_run_level = not trusted
 
     def finish(self, ok: bool, error: str | None = None) -> None:
