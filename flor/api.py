@@ -162,12 +162,13 @@ def log(name: str, value):
         run = _begin()
     if type(name) is not str:
         raise UsageError(f"flor.log name must be a string, got {type(name).__name__} {name!r}")
+    loops = run.loops
     if type(value) in _FAST_TYPES:
         # The hot path: a plain tuple of PlainLog's layout (a named tuple would cost more than the rest).
-        run.push_log((name, value, run.ctx_id, run.iteration))
+        run.push_log((name, value, loops.ctx_id, loops.iteration))
     else:
         stored, vtype = _encode_logged(value, name)
-        run.push_special(LoggedValue(name, stored, vtype, run.ctx_id, run.iteration))
+        run.push_special(LoggedValue(name, stored, vtype, loops.ctx_id, loops.iteration))
     return value
 
 

@@ -107,6 +107,15 @@ class Drift(NamedTuple):
         return cls(*data)
 
 
+class ItemPath(NamedTuple):
+    """An item a keyed loop yielded: the loop's name, the item's key path (``keys.path_text``) and
+    its position in the loop (None when it was skipped before it got one)."""
+
+    loop_name: str
+    path: str
+    iteration: int | None
+
+
 class ReplayDone(NamedTuple):
     """The replay of ``name`` finished outer iteration ``iteration`` (-1: outside the loop)."""
 

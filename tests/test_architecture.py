@@ -169,7 +169,7 @@ def test_sql_lives_in_the_store_package_only():
 
 # Store reads whose rows are typed records (flor/logged.py, store.CheckpointRow): outside
 # flor/store/ they are read by field name, never by position or by unpacking in field order.
-ROW_READS = frozenset({"logs", "contexts", "iterations", "checkpoints"})
+ROW_READS = frozenset({"logs", "contexts", "iterations", "checkpoints", "item_paths"})
 
 
 def _row_source(node: ast.AST) -> str | None:

@@ -82,20 +82,23 @@ class Execution:
     # -- laying out ------------------------------------------------------------------------
 
     def _records_file(self, state: _RunState) -> Path:
-        """What a worker needs from the store about the run, read once, as one JSON file."""
+        """What a worker needs of the run's records, as one JSON file: what planning read
+        (``RunRecords``), and the recorded values of the names it compares (read here: which
+        names those are is known once the run is planned)."""
         item = state.item
         run_id = item.run.run_id
         compare = sorted(item.records.recorded_names - set(item.names))
         recorded = [logged.as_json() for logged in (self.store.logs(run_id, compare, "record") if compare else [])]
-        blob = self.store.rng_state(run_id)
+        records = item.records
+        blob = records.rng
         data = {
-            "args": [[name, *values.encode(value)] for name, value in self.store.args(run_id).items()],
+            "args": [[name, *values.encode(value)] for name, value in records.args.items()],
             "rng": base64.b64encode(blob).decode() if blob else None,
             "contexts": [instance.as_json() for instance in item.records.contexts],
             "recorded": recorded,
             # Keyed loops yield exactly the items the recording yielded (keyed.py).
-            "items": [[loop_name, path, it] for loop_name, path, it in self.store.item_paths(run_id)],
-            "keyed": self.store.keyed_loops_of(run_id),
+            "items": [[i.loop_name, i.path, i.iteration] for i in records.item_paths],
+            "keyed": records.keyed,
             # The registered state's fingerprint at the run's end: verifies the code after the loop.
             "state_end": item.run.environment.get("state_end"),
         }

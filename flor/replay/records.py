@@ -1,6 +1,7 @@
-"""RunRecords: what planning the replay of one run needs from the store, read once.
+"""RunRecords: what planning and executing the replay of one run need from the store, read once.
 
-Its checkpoints (after waiting for a handed-off writer), its loop instances and iteration start
+Its recorded args, random state and keyed loops' items (what a worker answers and yields as the
+recording did), its checkpoints (after waiting for a handed-off writer), its loop instances and iteration start
 times (for estimates), the names it recorded (compared, never replayed again), what earlier
 replays finished, and which variables and objects its checkpoints could not keep (a probe that
 failed while recording: ``checkpoints.probe``). Planning is then a pure
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..checkpoints.handoff import await_writers
 from ..checkpoints.probe import OBJECT, UNKEPT_KEY
-from ..logged import IterationStart, LoopInstance
+from ..logged import IterationStart, ItemPath, LoopInstance
 from ..messages import say
 from ..paths import ProjectPaths
 from ..store import RunRow, Store
@@ -35,6 +36,10 @@ class RunRecords:
     iterations: list[IterationStart]
     recorded_names: set[str]
     done: dict[str, set[int]]  # name -> outer iterations replayed to the end (-1: outside the loop)
+    args: dict[str, object] = field(default_factory=dict)  # as recorded (decoded)
+    rng: bytes | None = None  # the random state captured when the run began
+    item_paths: list[ItemPath] = field(default_factory=list)  # the items keyed loops yielded, in order
+    keyed: list[str] = field(default_factory=list)  # the keyed loops it ran (also those with no item)
     missing_variables: set[str] = field(default_factory=set)
     variables_known: bool = True
     pickled: dict[str, list | None] = field(default_factory=dict)  # location -> objects recorded as pickled
@@ -70,6 +75,8 @@ class RunRecords:
             recorded_names={name for name, source, _count in store.log_names(run.run_id) if source == "record"},
             done=store.replay_done_all(run.run_id), missing_variables=missing, variables_known=known,
             pickled=pickled, digests=digests, lacking=lacking, unkept=unkept,
+            args=store.args(run.run_id), rng=store.rng_state(run.run_id), item_paths=store.item_paths(run.run_id),
+            keyed=store.keyed_loops_of(run.run_id),
         )
 
     def usable_checkpoints(self, outer_name: str) -> tuple[dict[int, dict[str, str]], str]:

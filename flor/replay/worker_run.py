@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from itertools import islice
 from pathlib import Path
 
@@ -34,14 +35,17 @@ from .. import rng, values
 from ..checkpoints.hooks import Hooks
 from ..checkpoints.restore import restore_into
 from ..errors import CheckpointError, UsageError
-from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
+from ..logged import Drift, ItemPath, LoggedValue, LoopInstance, ReplayDone
 from ..paths import ProjectPaths
-from ..run import Run
+from ..loopcontext import LoopContext
+from ..run import drop_in_forked_children
 from .channel import Channel, NewInstance
 from .isolation import Effects
 from .spec import WorkerSpec
 
 MAX_DRIFT_ROWS = 10_000
+FLUSH_INTERVAL_S = 1.0  # values are sent at least this often (and when an outer iteration ends)
+_NEVER = object()  # a sentinel no queue holds
 _BEFORE, _AFTER = "before", "after"  # run-level values, by when they were logged
 _OUTER_STARTED = object()  # pushed into the log queue where the outer loop starts
 
@@ -83,11 +87,15 @@ class ReplayManager(Hooks):
         return statehash.differing(statehash.of_manifest(manifest), statehash.of_objects(self.objects))
 
 
-class ReplayRun(Run):
-    """A run being replayed in a worker process; see the module docstring."""
+class ReplayRun:
+    """A run being replayed in a worker process; see the module docstring.
+
+    It answers what ``flor.api``, the checkpoint hooks, keyed loops and the integrations ask of
+    the current run, as a recording ``Run`` does, and shares only its loop-context tracking
+    (:class:`~flor.loopcontext.LoopContext`, by composition): nothing of a recording's begin,
+    store writes, lineage or resume exists here."""
 
     def __init__(self, spec: WorkerSpec, channel: Channel, written=None) -> None:
-        super().__init__({}, list(spec.argv))
         from ..checkpoints import iterators
 
         iterators.install()  # the old script's loaders are rebuilt from the iterators they make
@@ -110,7 +118,28 @@ class ReplayRun(Run):
         self.new_names = set(spec.names)
         self.compare_names = set(spec.recorded_names) - self.new_names
         self.outer_name = spec.outer_name
-        self.begun = True
+        self.begun = True  # by flor.api's measure: there is nothing more to begin
+        self.ended = False
+        self.store = None  # a worker never opens the store
+        self.args: dict[str, object] = {}
+        self.defaults: dict[str, object] = {}
+        self.environment: dict = {}  # what the integrations note (not stored: the recording's stands)
+        self.scope = None  # the ReplayManager of the active flor.checkpointing, if any
+        self.managers: list[ReplayManager] = []
+        self.key_stack: list = []  # keyed loops: the enclosing items' (loop, key)
+        self.push_item = lambda row: None  # a replay's items are the recording's: nothing to keep
+        self.flor_error = False
+        self.failure: str | None = None
+        self.t0 = time.perf_counter()
+        # Appending to a deque is atomic: the flush thread drains while the script appends.
+        self._log_queue: deque = deque()
+        self._special_queue: deque = deque()
+        self.push_log = self._log_queue.append
+        self.push_special = self._special_queue.append
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.loops = LoopContext(self._wake.set)
+        drop_in_forked_children(self)  # a forked child (a data loader's worker) never sends
         self._flush_lock = threading.Lock()
         # Where the worker's time goes (reported with the result, summed per run by the driver).
         self._t_start = time.perf_counter()
@@ -149,8 +178,8 @@ class ReplayRun(Run):
         self._counts: dict[str, dict[str, int]] = {}
         # Keyed loop -> key path -> position, of the items the recording yielded.
         self.recorded_paths: dict[str, dict[str, int]] = {name: {} for name in records.get("keyed", [])}
-        for loop_name, path, iteration in records.get("items", []):
-            self.recorded_paths.setdefault(loop_name, {})[path] = iteration
+        for item in map(ItemPath._make, records.get("items", [])):
+            self.recorded_paths.setdefault(item.loop_name, {})[item.path] = item.iteration
         # Verification state (see the module docstring).
         self._phase = _BEFORE
         self._held: dict[object, list] = {}  # outer iteration, _BEFORE or _AFTER -> rows held back
@@ -200,6 +229,31 @@ class ReplayRun(Run):
         self.managers.append(manager)
         return manager
 
+    def note_environment(self, key: str, value) -> None:
+        """Integrations note what drives the loops; a replay keeps it for this process only."""
+        self.environment[key] = value
+
+    def note_failure(self, exc: BaseException) -> None:
+        """The uncaught error ending the script (its result says it: ``finish``)."""
+        from ..errors import FlorError
+
+        self.flor_error = isinstance(exc, FlorError)
+        self.failure = f"{type(exc).__name__}: {exc}".strip()
+
+    def _flush_forever(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.flush()
+
+    def _drain(self) -> tuple[list, list, list]:
+        instances, _starts = self.loops.drain()
+        logs = list(islice(iter(self._log_queue.popleft, _NEVER), len(self._log_queue)))
+        special = list(islice(iter(self._special_queue.popleft, _NEVER), len(self._special_queue)))
+        return instances, logs, special
+
     def note_read(self, run_ids, how: str) -> None:
         """A replayed script's reads are not lineage: the recorded run's lineage stands (and
         they see only the runs that had started when it was recorded: ``lineage.pinned``)."""
@@ -233,30 +287,29 @@ class ReplayRun(Run):
         self._ensure_rng()
         # The outer loop: the first top-level loop inside flor.checkpointing, or, in a script
         # without checkpoints, the first top-level loop of the outer loop's name.
-        if self.depth == 0 and not self._outer_seen and (self.scope is not None or name == self.outer_name):
+        loops = self.loops
+        if loops.depth == 0 and not self._outer_seen and (self.scope is not None or name == self.outer_name):
             self._outer_seen = True
             self.push_log((_OUTER_STARTED, None, None, None))
             return self._outer_loop(name, iterable)
-        if self.depth == 1 and self.outer_action == "memo" and not self._nested_done and self.scope is not None:
+        if loops.depth == 1 and self.outer_action == "memo" and not self._nested_done and self.scope is not None:
             self._nested_done = True
             return self._skipped_loop(name)
-        return super().loop(name, iterable, keyed)
+        return loops.loop(self, name, iterable, keyed)
 
     def _skipped_loop(self, name: str):
         # Runs at the first next(): the caller's frame is the user's for statement.
-        self.next_ctx += 1  # the instance still counts, so later sibling loops keep their rank
-        self.push_ctx(LoopInstance(self.next_ctx, self.ctx_id, self.iteration, name))
+        self.loops.new_instance(name)  # the instance still counts, so later sibling loops keep their rank
         self.scope.restore(self.outer_index, "nested", sys._getframe(1))
         return
         yield  # a generator that yields nothing
 
     def _outer_loop(self, name: str, iterable):
         segment = self.segment
-        parent, parent_iteration, depth = self.ctx_id, self.iteration, self.depth
-        self.next_ctx += 1
-        ctx = self.next_ctx
-        self.push_ctx(LoopInstance(ctx, parent, parent_iteration, name))
-        self.depth = depth + 1
+        loops = self.loops
+        parent, parent_iteration, depth = loops.ctx_id, loops.iteration, loops.depth
+        ctx = loops.new_instance(name)
+        loops.depth = depth + 1
         self.outer_frame = sys._getframe(1)
         timings = self.timings
         timings["setup_s"] = time.perf_counter() - self._t_start
@@ -268,7 +321,7 @@ class ReplayRun(Run):
                 if action == "restore_end":
                     self.scope.restore(index, "end", None)
                     continue
-                self.ctx_id, self.iteration = ctx, index
+                loops.ctx_id, loops.iteration = ctx, index
                 self.outer_index, self.outer_action, self._nested_done = index, action, False
                 began, restored = time.perf_counter(), timings["restore_s"]
                 self._nested_seen = False
@@ -282,7 +335,7 @@ class ReplayRun(Run):
                     self._closed = index
                     self._verify_at(index, "end", last=True)
                     raise
-                self.ctx_id, self.iteration = ctx, index
+                loops.ctx_id, loops.iteration = ctx, index
                 self._verify_at(index, "end")
                 # Time in the iteration, less what its restore took (counted apart).
                 timings[f"{action}_s"] += time.perf_counter() - began - (timings["restore_s"] - restored)
@@ -292,13 +345,13 @@ class ReplayRun(Run):
             self.outer_index = self.outer_action = None
             self._t_after = time.perf_counter()
             if not segment.run_post:
-                self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
+                loops.ctx_id, loops.iteration, loops.depth = parent, parent_iteration, depth
                 self.finish(ok=True)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)
         finally:
-            self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
+            loops.ctx_id, loops.iteration, loops.depth = parent, parent_iteration, depth
             # Logged after this, at run level: after the loop.
             self.push_log((_OUTER_STARTED, _AFTER, None, None))
 
@@ -337,7 +390,7 @@ class ReplayRun(Run):
         """Send what was logged since the last flush (replay has no store to retry against)."""
         with self._flush_lock:
             completed, self._completed = self._completed, []
-            contexts, _iterations, logs, special = self._drain()
+            contexts, logs, special = self._drain()
             self._process(contexts, logs, special, completed, final)
 
     def _owner_key(self, local, iteration):
