@@ -55,6 +55,17 @@ def _drop_runs_in_child() -> None:
         run.store = None
 
 
+def flush_forever(stop: threading.Event, wake: threading.Event, flush) -> None:
+    """The body of a run's flush thread (a replay worker's too): ``flush()`` at least every
+    FLUSH_INTERVAL_S, and as soon as ``wake`` is set, until ``stop`` is."""
+    while not stop.is_set():
+        wake.wait(FLUSH_INTERVAL_S)
+        wake.clear()
+        if stop.is_set():
+            break
+        flush()
+
+
 def drop_in_forked_children(run) -> None:
     """Treat ``run`` (a replay worker's run too) as the parent's in a forked child: see
     ``_drop_runs_in_child``."""
@@ -379,12 +390,7 @@ class Run:
     # -- flushing -----------------------------------------------------------------------------
 
     def _flush_forever(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(FLUSH_INTERVAL_S)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            self.flush()
+        flush_forever(self._stop, self._wake, self.flush)
 
     def _drain(self) -> tuple[list, ...]:
         def take(queue: deque) -> list:

@@ -254,3 +254,15 @@ def test_store_row_reads_return_records(tmp_path):
     (checkpoint,) = store.checkpoints(run_id)
     assert checkpoint.point == "end" and checkpoint.iteration == 0
     store.close()
+
+
+def test_the_worker_run_is_no_recording_run():
+    """A replay worker's run shares loop-context tracking with a recording's (composition), and
+    nothing that must never run in a worker: begin, store writes, lineage, resume."""
+    from flor.loopcontext import LoopContext
+    from flor.replay.worker_run import ReplayRun
+    from flor.run import Run
+
+    assert not issubclass(ReplayRun, Run)
+    assert not any(hasattr(ReplayRun, name) for name in ("begin", "write", "_write_lineage", "_resumed_outer_loop"))
+    assert isinstance(Run({}, []).loops, LoopContext)

@@ -38,13 +38,12 @@ from ..errors import CheckpointError, UsageError
 from ..logged import Drift, ItemPath, LoggedValue, LoopInstance, ReplayDone
 from ..paths import ProjectPaths
 from ..loopcontext import LoopContext
-from ..run import drop_in_forked_children
+from ..run import drop_in_forked_children, flush_forever
 from .channel import Channel, NewInstance
 from .isolation import Effects
 from .spec import WorkerSpec
 
 MAX_DRIFT_ROWS = 10_000
-FLUSH_INTERVAL_S = 1.0  # values are sent at least this often (and when an outer iteration ends)
 _NEVER = object()  # a sentinel no queue holds
 _BEFORE, _AFTER = "before", "after"  # run-level values, by when they were logged
 _OUTER_STARTED = object()  # pushed into the log queue where the outer loop starts
@@ -241,12 +240,7 @@ class ReplayRun:
         self.failure = f"{type(exc).__name__}: {exc}".strip()
 
     def _flush_forever(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(FLUSH_INTERVAL_S)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            self.flush()
+        flush_forever(self._stop, self._wake, self.flush)
 
     def _drain(self) -> tuple[list, list, list]:
         instances, _starts = self.loops.drain()
