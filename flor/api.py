@@ -16,6 +16,7 @@ import sys
 from . import lineage, values
 from .args import split_kwargs
 from .errors import ArgumentError, FlorError, UsageError
+from .logged import LoggedValue
 from .messages import error
 from .run import Run
 
@@ -167,10 +168,13 @@ def log(name: str, value):
         run = begin_run()
     if type(name) is not str:
         raise UsageError(f"flor.log name must be a string, got {type(name).__name__} {name!r}")
+    loops = run.loops
     if type(value) in _FAST_TYPES:
-        run.push_log((name, value, run.ctx_id, run.iteration))
+        # The hot path: a plain tuple of PlainLog's layout (a named tuple would cost more than the rest).
+        run.push_log((name, value, loops.ctx_id, loops.iteration))
     else:
-        run.push_special((run.ctx_id, run.iteration, name, *_encode_logged(value, name)))
+        stored, vtype = _encode_logged(value, name)
+        run.push_special(LoggedValue(name, stored, vtype, loops.ctx_id, loops.iteration))
     return value
 
 

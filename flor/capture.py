@@ -83,9 +83,9 @@ def _writer(real_write, code: str, capture: "Capture"):
         if capture.on:
             if logging_threads and ident() in logging_threads:
                 _local.printed = True  # a logging handler printed it: kept as logging, once
-                push(("l", text, clock(), run.ctx_id, run.iteration))
+                push(("l", text, clock(), run.loops.ctx_id, run.loops.iteration))
             else:
-                push((code, text, clock(), run.ctx_id, run.iteration))
+                push((code, text, clock(), run.loops.ctx_id, run.loops.iteration))
         return written
 
     return write
@@ -220,7 +220,7 @@ class Capture:
                 except Exception:  # a record whose message does not format: logging's own problem
                     text = str(record.msg)
                 run = capture.run
-                capture.push(("l", text + "\n", time.perf_counter(), run.ctx_id, run.iteration))
+                capture.push(("l", text + "\n", time.perf_counter(), run.loops.ctx_id, run.loops.iteration))
 
         self._original_call_handlers, self._hook = original, callHandlers
         logging.Logger.callHandlers = callHandlers

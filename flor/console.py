@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 from .capture import CODES, STREAMS
 from .errors import UsageError
+from .logged import LoopInstance
 from .store import Store
 from .store.output import decode_meta, decode_text
 
@@ -42,10 +43,10 @@ def stream_codes(streams: Sequence[str] | None) -> str | None:
     return "".join(CODES[s] for s in streams) + "f"
 
 
-def context_reader(contexts: Sequence[tuple]) -> Callable[[int | None, int | None], dict]:
+def context_reader(contexts: Sequence[LoopInstance]) -> Callable[[int | None, int | None], dict]:
     """A function from a line's (ctx_id, iteration) to its loop context, outermost loop first
     (``{'epoch': 3, 'step': 120}``); ``contexts`` as :meth:`Store.contexts` returns them."""
-    parents = {row[0]: (row[1], row[2], row[3]) for row in contexts}
+    parents = {c.ctx_id: (c.parent_id, c.parent_iteration, c.loop_name) for c in contexts}
     cache: dict = {}
 
     def read(ctx: int | None, iteration: int | None) -> dict:

@@ -34,7 +34,7 @@ class KeyedLoop:
         self.replay_paths = replay_paths
         self.replay_counts: dict[str, int] = {}  # enclosing path -> items the recording had under it
         self.parent = tuple(run.key_stack)
-        if incremental and run.depth > len(run.key_stack):
+        if incremental and run.loops.depth > len(run.key_stack):
             # An item's identity is its key path; under a loop that is not keyed (epochs) the same
             # key comes back in every iteration of it, and "done before" would skip them all.
             raise UsageError(

@@ -26,6 +26,7 @@ from . import numerics, rng, settings, values
 from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
 from .imported import imported
+from .loopcontext import LoopContext
 from .messages import warn
 from .paths import ProjectPaths
 
@@ -52,6 +53,23 @@ def _drop_runs_in_child() -> None:
         run.managers = []
         run.capture = None
         run.store = None
+
+
+def flush_forever(stop: threading.Event, wake: threading.Event, flush) -> None:
+    """The body of a run's flush thread (a replay worker's too): ``flush()`` at least every
+    FLUSH_INTERVAL_S, and as soon as ``wake`` is set, until ``stop`` is."""
+    while not stop.is_set():
+        wake.wait(FLUSH_INTERVAL_S)
+        wake.clear()
+        if stop.is_set():
+            break
+        flush()
+
+
+def drop_in_forked_children(run) -> None:
+    """Treat ``run`` (a replay worker's run too) as the parent's in a forked child: see
+    ``_drop_runs_in_child``."""
+    _runs.add(run)
 
 
 if hasattr(os, "register_at_fork"):
@@ -85,11 +103,6 @@ class Run:
         self.tstamp: str | None = None
         self.store = None  # flor.store.Store once the run has begun
         self.root: Path | None = None
-        # Loop context: the innermost loop instance, its current index, and the nesting depth.
-        self.ctx_id: int | None = None
-        self.iteration: int | None = None
-        self.depth = 0
-        self.next_ctx = 0
         self.scope = None  # the checkpoint manager of the active flor.checkpointing, if any
         self.managers: list = []
         # Resuming a killed run: the checkpoint to start from, and the nested loop it replaces.
@@ -97,17 +110,12 @@ class Run:
         self._skip_nested: str | None = None
         self._resume_pickled: list | None = None
         self._outer_frame = None
-        self._index_offset = 0
         self.t0 = time.perf_counter()
         # Appending to a deque is atomic, so the flush thread can drain while training appends.
         self._log_queue: deque = deque()
         self._special_queue: deque = deque()
-        self._ctx_queue: deque = deque()
-        self._iteration_queue: deque = deque()
         self.push_log = self._log_queue.append
         self.push_special = self._special_queue.append
-        self.push_ctx = self._ctx_queue.append
-        self.push_iteration = self._iteration_queue.append
         # Keyed loops (keyed.py): the enclosing items' (loop, key), and their rows for the store.
         self.key_stack: list = []
         self._item_queue: deque = deque()
@@ -116,6 +124,9 @@ class Run:
         self._lineage_written: set[int] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Where the script is among its loops (flor.log files values there); shared in kind
+        # with a replay worker's run, by composition.
+        self.loops = LoopContext(self._wake.set)
         self._flusher: threading.Thread | None = None
         self._snapshot_thread: threading.Thread | None = None
         self._run_fields: dict[str, object] = {}
@@ -379,12 +390,7 @@ class Run:
     # -- flushing -----------------------------------------------------------------------------
 
     def _flush_forever(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(FLUSH_INTERVAL_S)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            self.flush()
+        flush_forever(self._stop, self._wake, self.flush)
 
     def _drain(self) -> tuple[list, ...]:
         def take(queue: deque) -> list:
@@ -392,7 +398,8 @@ class Run:
             return list(islice(iter(queue.popleft, _NEVER), len(queue)))
 
         # Loop instances first: a log drained below never refers to one drained later.
-        return take(self._ctx_queue), take(self._iteration_queue), take(self._log_queue), take(self._special_queue)
+        instances, starts = self.loops.drain()
+        return instances, starts, take(self._log_queue), take(self._special_queue)
 
     def flush(self, final: bool = False) -> None:
         """Write what was logged since the last flush; keep it in memory if the write fails."""
@@ -419,8 +426,8 @@ class Run:
                     warn(f"{count} logged value(s) of run {self.tstamp} could not be written and are lost: {exc}")
                     return
                 # Put everything back in front so that the next flush retries it in order.
-                queues = (self._ctx_queue, self._iteration_queue, self._log_queue, self._special_queue)
-                for queue, items in zip(queues, batch):
+                self.loops.give_back(batch[0], batch[1])
+                for queue, items in zip((self._log_queue, self._special_queue), batch[2:]):
                     queue.extendleft(reversed(items))
                 if not self._flush_error_reported:
                     self._flush_error_reported = True
@@ -500,13 +507,14 @@ class Run:
 
     def loop(self, name: str, iterable, keyed=None):
         """Generator behind flor.loop in record mode (a resumed run first catches up)."""
-        if self.resume is not None and self.depth == 0 and self.scope is not None:
+        depth = self.loops.depth
+        if self.resume is not None and depth == 0 and self.scope is not None:
             resume, self.resume = self.resume, None
             return self._resumed_outer_loop(name, iterable, resume, keyed)
-        if self.depth == 1 and self._skip_nested is not None:
+        if depth == 1 and self._skip_nested is not None:
             location, self._skip_nested = self._skip_nested, None
             return self._restored_nested_loop(location)
-        return self._record_loop(name, iterable, keyed)
+        return self.loops.loop(self, name, iterable, keyed)
 
     def _restored_nested_loop(self, location: str):
         from .checkpoints.restore import restore_into
@@ -545,64 +553,7 @@ class Run:
             def __iter__(self_inner):
                 return iterator
 
-        self._index_offset = offset
-        yield from self._record_loop(name, _Offset(), keyed)
-
-    def _record_loop(self, name: str, iterable, keyed=None):
-        parent, parent_iteration, depth = self.ctx_id, self.iteration, self.depth
-        outer = depth == 0
-        scope = self.scope if outer else None
-        if scope is not None:
-            scope.outer_loop_started(self, _length(iterable), sys._getframe(1))
-        clock, t0 = time.perf_counter, self.t0
-        self.next_ctx += 1
-        ctx = self.next_ctx
-        t_start = clock() - t0
-        self.push_ctx((ctx, parent, parent_iteration, name, t_start, None, None))
-        if keyed is not None:
-            keyed.started(ctx)
-        push_iteration = self.push_iteration
-        index, self._index_offset = self._index_offset, 0
-        self.depth = depth + 1
-        try:
-            if outer:
-                for item in iterable:
-                    self.ctx_id, self.iteration = ctx, index
-                    push_iteration((ctx, index, clock() - t0))
-                    if scope is not None:
-                        scope.outer_iteration_started(self, index)
-                    try:
-                        yield item
-                    except GeneratorExit:
-                        if scope is not None:  # a `break` (a `while True` loop's end) or an exception
-                            scope.outer_loop_closed(self, index)
-                        raise
-                    self.ctx_id, self.iteration = ctx, index
-                    if scope is not None:
-                        scope.outer_iteration_ended(self, index)
-                    self._wake.set()
-                    index += 1
-            else:
-                if depth == 1 and self.scope is not None:
-                    self.scope.nested_loop_started(self)
-                # The hot path: nested loops restore ctx_id to this loop when they end.
-                self.ctx_id = ctx
-                last = index - 1
-                try:
-                    for last, item in enumerate(iterable, index):
-                        self.iteration = last
-                        yield item
-                finally:
-                    index = last + 1
-            if scope is not None:
-                scope.outer_loop_ended(self, index - 1 if index else None, sys._getframe(1))
-            elif depth == 1 and self.scope is not None:
-                self.scope.nested_loop_ended(self, sys._getframe(1))
-        finally:
-            self.push_ctx((ctx, parent, parent_iteration, name, t_start, clock() - t0, index))
-            self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
-            if outer:
-                self._wake.set()
+        yield from self.loops.loop(self, name, _Offset(), keyed, first=offset)
 
 
 def _declared_later(identity: tuple[Path, str], names: list[str]) -> list[str]:
@@ -648,11 +599,3 @@ def _file_stamps(root: Path, paths: list[str]) -> dict[str, list]:
             continue
         stamps[rel] = [info.st_size, info.st_mtime_ns]
     return stamps
-
-
-def _length(iterable) -> int | None:
-    """len(iterable) when it has one (range, list, DataLoader), without consuming it."""
-    try:
-        return len(iterable)
-    except (TypeError, AttributeError, NotImplementedError):
-        return None

@@ -196,13 +196,7 @@ def _everywhere(rule, but: tuple[str, ...] = ()) -> list[str]:
 
 # Where a .flor path is still built by hand, each with its reason. An entry names the exact
 # expression, so a new one in the same module still fails.
-PATHS_BUILT_ELSEWHERE = {
-    # replay/session.py and replay/driver.py are being restructured by another change in the same
-    # session (issue 27's typed records); their one line each moves to ProjectPaths there.
-    ("flor.replay.session", "self.store.path.parent"),
-    ("flor.replay.session", "'.flor'"),
-    ("flor.replay.driver", "self.run.flor_dir / location"),
-}
+PATHS_BUILT_ELSEWHERE: set[tuple[str, str]] = set()
 
 
 def _hand_built_flor_paths(name: str, tree: ast.AST) -> list[str]:
@@ -362,3 +356,102 @@ def _plain_definitions(name: str, tree: ast.AST) -> list[str]:
 def test_one_definition_of_a_plain_value():
     assert _everywhere(_plain_definitions, but=("flor.values", *PLAIN_ELSEWHERE)) == []
     assert _plain_definitions("m", ast.parse("ok = value is None or type(value) in (bool, int, float, str)\n"))
+# Store reads whose rows are typed records (flor/logged.py, store.CheckpointRow): outside
+# flor/store/ they are read by field name, never by position or by unpacking in field order.
+ROW_READS = frozenset({"logs", "contexts", "iterations", "checkpoints", "item_paths"})
+
+
+def _row_source(node: ast.AST) -> str | None:
+    """The row read ``node`` iterates (``store.logs(...)``, ``records.contexts``, a variable or
+    parameter named ``contexts``, either branch of ``... if ... else ...``), or None."""
+    if isinstance(node, ast.IfExp):
+        return _row_source(node.body) or _row_source(node.orelse)
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Attribute) and node.attr in ROW_READS:
+        return node.attr
+    if isinstance(node, ast.Name) and node.id == "contexts":  # (a variable named `logs` holds PlainLog rows)
+        return node.id
+    return None
+
+
+def positional_row_reads(tree: ast.AST) -> list[str]:
+    """Where ``tree`` reads a store row by position: a loop over a row read whose target is a tuple
+    (``for ctx, it, name, *_ in store.logs(...)``), or whose row is subscripted with a number or a
+    slice (``c[0]``, ``c[:4]``)."""
+    found = []
+    loops: list[tuple[ast.AST, ast.AST, list[ast.AST]]] = []  # (target, iterable, where the row is used)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            loops.append((node.target, node.iter, node.body))
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            used = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+            for generator in node.generators:
+                loops.append((generator.target, generator.iter, used + generator.ifs))
+    for target, iterable, used in loops:
+        source = _row_source(iterable)
+        if source is None:
+            continue
+        if isinstance(target, (ast.Tuple, ast.List)):
+            found.append(f"line {target.lineno}: rows of .{source} unpacked by position")
+            continue
+        if not isinstance(target, ast.Name):
+            continue
+        for part in used:
+            for sub in ast.walk(part):
+                if (isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name) and sub.value.id == target.id
+                        and (isinstance(sub.slice, ast.Slice)
+                             or (isinstance(sub.slice, ast.Constant) and isinstance(sub.slice.value, int)))):
+                    found.append(f"line {sub.lineno}: a row of .{source} read as {target.id}[...]")
+    return found
+
+
+def test_store_rows_are_read_by_field_name_outside_the_store():
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith("flor.store"):
+            continue
+        offenders += [f"{name}: {where}" for where in positional_row_reads(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_positional_read_check_finds_one():
+    tree = ast.parse(
+        "for ctx, it, *_ in store.logs(run_id): pass\n"
+        "known = [c[0] for c in item.records.contexts]\n"
+        "for row in self.store.checkpoints(1):\n    print(row[2])\n"
+        "ok = [c.ctx_id for c in records.contexts]\n"
+    )
+    assert sorted(where.split(":")[0] for where in positional_row_reads(tree)) == ["line 1", "line 2", "line 4"]
+
+
+def test_store_row_reads_return_records(tmp_path):
+    """What ROW_READS name really are records with fields, so reading them by name is possible."""
+    from flor.logged import IterationStart, LoggedValue, LoopInstance
+    from flor.store import Store
+
+    store = Store.open(tmp_path / "flor.db")
+    run_id, _ = store.insert_run(tstamp="2026-01-01T00:00:00", projid="p", filename="t.py", argv=[], cwd=".",
+                                 started=0.0, args=[])
+    store.write_batch(run_id, [LoopInstance(1, None, None, "epoch", 0.0, 1.0, 1)], [("loss", 0.5, 1, 0)],
+                      special=[LoggedValue("note", "{}", "json", None, None)], iterations=[IterationStart(1, 0, 0.0)])
+    store.add_checkpoint(run_id, 0, "end", "objects/x.json", 1, 1, 0.0, 0.0)
+    (instance,) = store.contexts(run_id)
+    assert isinstance(instance, LoopInstance) and instance.loop_name == "epoch"
+    assert all(isinstance(v, LoggedValue) for v in store.logs(run_id)) and len(store.logs(run_id)) == 2
+    assert isinstance(store.iterations(run_id)[0], IterationStart)
+    (checkpoint,) = store.checkpoints(run_id)
+    assert checkpoint.point == "end" and checkpoint.iteration == 0
+    store.close()
+
+
+def test_the_worker_run_is_no_recording_run():
+    """A replay worker's run shares loop-context tracking with a recording's (composition), and
+    nothing that must never run in a worker: begin, store writes, lineage, resume."""
+    from flor.loopcontext import LoopContext
+    from flor.replay.worker_run import ReplayRun
+    from flor.run import Run
+
+    assert not issubclass(ReplayRun, Run)
+    assert not any(hasattr(ReplayRun, name) for name in ("begin", "write", "_write_lineage", "_resumed_outer_loop"))
+    assert isinstance(Run({}, []).loops, LoopContext)

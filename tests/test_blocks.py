@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flor.logged import LoggedValue
 from flor import blocks
 from flor.errors import FlorWarning, UsageError
 from flor.query import dataframe
@@ -89,7 +90,7 @@ def test_replayed_strings_and_big_ints_fall_back_to_rows(in_project):
     run = _new_run(store, "2026-01-01T00:00:00")
     store.write_batch(run, CONTEXTS, [("loss", 0.9, 2, 0), ("tag", "a", 1, 0), ("loss", 0.8, 2, 1)])
     store.write_batch(run, [], [("tag", 3, 1, 1), ("huge", 2**70, 1, 0)])
-    store.write_replayed(run, [], [(1, 0, "loss", 5.0, "float")])
+    store.write_replayed(run, [], [LoggedValue("loss", 5.0, "float", 1, 0)])
     store.close()
     for name in ("loss", "tag", "huge"):
         assert not _uses_blocks(in_project.root, name)

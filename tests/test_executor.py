@@ -1,7 +1,10 @@
 """The local executor's warm workers and the modules they import ahead of their spec."""
 
 import json
+import os
 import time
+
+import pytest
 
 from flor.replay.executor import LocalProcessExecutor, Task
 from flor.replay.session import preload_modules
@@ -88,3 +91,56 @@ def test_one_warm_worker_serves_every_run_of_a_replay(project):
     with sqlite3.connect(project.db) as connection:
         servers = {v for (v,) in connection.execute("SELECT value FROM logs WHERE name = 'server'")}
     assert len(servers) == 1
+
+
+@pytest.mark.slow
+def test_the_executor_chosen_runs_every_attempt_even_with_confirm(in_project, monkeypatch):
+    """`flor replay --executor ray --confirm` and its drift retries run on the executor chosen
+    (once), never on a local one made up on the way. Ray itself is not started: a stand-in with
+    Ray's name runs the tasks locally and says which executor ran each attempt."""
+    import builtins
+
+    import flor
+    from flor.replay import executor as executor_module
+    from flor.replay import ray_executor
+
+    ran: list[str] = []
+    real_run = executor_module.LocalProcessExecutor.run
+
+    def tracking_run(self, tasks, on_message):
+        ran.append(type(self).__name__)
+        return real_run(self, tasks, on_message)
+
+    class StandInRay(executor_module.LocalProcessExecutor):
+        def __init__(self, workers=1, gpus=None, preload=None, confinement="copy", address=None, retries=3):
+            super().__init__(workers, gpus, preload, confinement=confinement)
+
+    monkeypatch.setattr(executor_module.LocalProcessExecutor, "run", tracking_run)
+    monkeypatch.setattr(ray_executor, "RayExecutor", StandInRay)
+    monkeypatch.setattr(builtins, "input", lambda prompt="": "y")
+    in_project.write("train.py", """
+        import time
+        import flor
+        for epoch in flor.loop("epoch", range(2)):
+            flor.log("clock", time.time_ns())
+    """)
+    in_project.commit_all()
+    in_project.run("train.py")
+    text = (in_project.root / "train.py").read_text()
+    in_project.write("train.py", text + "    flor.log(\"twice\", epoch * 2)\n")
+    # The clock drifts in every attempt: the planned one and both retries run.
+    flor.replay("twice", executor="ray", confirm=True, confinement="none", out=open(os.devnull, "w"))
+    assert ran == ["StandInRay"] * 3
+
+
+def test_a_module_that_fails_to_preload_is_said_in_the_task_log(tmp_path):
+    """The warm worker goes on without it (the script imports it itself), but not silently."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"workspace": str(tmp_path / "missing")}))
+    task = Task("0.0", spec, 1, 1.0, tmp_path / "log")
+    executor = LocalProcessExecutor(1, preload=["flor_no_such_module"])
+    executor.warm_up()
+    (outcome,) = executor.run([task], lambda key, message: None)
+    log = (tmp_path / "log").read_text()
+    assert "preloading flor_no_such_module failed (ModuleNotFoundError" in log
+    assert "malformed spec" in log  # the task itself still ran

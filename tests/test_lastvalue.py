@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from flor.logged import LoggedValue
 from flor.store import Store
 from tests.conftest import GIT_ENV, Project, git
 
@@ -174,9 +175,9 @@ def test_position_orders_nested_loops_and_run_level_values(tmp_path):
         logs += [("twice", 1.0, 1, 2), ("twice", 2.0, 1, 2)]
         store.write_batch(run_id, contexts, logs, run_fields={"status": "finished", "ended": time.time()})
         # Replayed out of order: epoch 2's step 4, then epoch 0's step 1.
-        store.write_replayed(run_id, [], [(4, 4, "grad", 44.0, "float")])
-        store.write_replayed(run_id, [], [(2, 1, "grad", 1.0, "float")])
-        store.write_replayed(run_id, [], [(None, None, "final", 7.0, "float"), (4, 3, "final", 3.0, "float")])
+        store.write_replayed(run_id, [], [LoggedValue("grad", 44.0, "float", 4, 4)])
+        store.write_replayed(run_id, [], [LoggedValue("grad", 1.0, "float", 2, 1)])
+        store.write_replayed(run_id, [], [LoggedValue("final", 7.0, "float", None, None), LoggedValue("final", 3.0, "float", 4, 3)])
         last = store.last_values(run_id)
         assert last == {"loss": 24.0, "mixed": 24.0, "twice": 2.0, "grad": 44.0, "final": 7.0}
     finally:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import flor
+from flor.logged import LoggedValue
 from flor.errors import FlorWarning, StoreError, UsageError
 from flor.query import BASE_COLUMNS, dataframe, query
 from flor.store import Store
@@ -27,7 +28,7 @@ def two_runs(in_project):
     contexts = [(1, None, None, "epoch", 0, 1, 2), (2, 1, 0, "step", 0, 1, 2), (3, 1, 1, "step", 0, 1, 2)]
     logs = [("loss", 0.9, 2, 0), ("loss", 0.8, 2, 1), ("val", 0.5, 1, 0),
             ("loss", 0.7, 3, 0), ("loss", 0.6, 3, 1), ("val", 0.6, 1, 1), ("accuracy", 0.9, None, None)]
-    special = [(None, None, "note", '{"k": [1, 2]}', "json")]
+    special = [LoggedValue("note", '{"k": [1, 2]}', "json", None, None)]
     _record(root, [("hidden", 500, "int"), ("opt", "adam", "str")], contexts, logs, special, "2026-01-01T00:00:00")
     _record(root, [("hidden", 75, "int"), ("opt", "sgd", "str")], contexts[:2], logs[:3], [], "2026-01-02T00:00:00")
     return in_project
@@ -63,7 +64,7 @@ def test_all_names_by_default(two_runs):
 
 def test_replayed_and_recorded_share_rows(two_runs):
     store = Store.open(two_runs.root / ".flor" / "flor.db")
-    store.write_replayed(1, [], [(1, 0, "norm", 3.0, "float"), (1, 1, "norm", 4.0, "float")])
+    store.write_replayed(1, [], [LoggedValue("norm", 3.0, "float", 1, 0), LoggedValue("norm", 4.0, "float", 1, 1)])
     store.close()
     df = dataframe("val", "norm")
     first = df[df.tstamp == "2026-01-01T00:00:00"]
@@ -155,7 +156,7 @@ def test_a_replayed_value_is_not_counted_as_a_repeat_of_the_recorded_one(two_run
     from flor.query import _ordinals
 
     store = Store.open(two_runs.root / ".flor" / "flor.db")
-    store.write_replayed(1, [], [(1, 0, "val", 0.5, "float")])  # the recorded value, replayed again
+    store.write_replayed(1, [], [LoggedValue("val", 0.5, "float", 1, 0)])  # the recorded value, replayed again
     store.close()
     assert "seq" not in dataframe("val").columns
     order = np.arange(4)

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from flor.logged import LoggedValue
 from flor.errors import RunNotFoundError, StoreError, UsageError
 from flor.store import Store
 
@@ -50,33 +51,37 @@ def test_batch_write_and_read(tmp_path):
         run_id,
         [(1, None, None, "epoch", 0.0, None, None), (1, None, None, "epoch", 0.0, 2.0, 1)],
         [("loss", 0.5, 1, 0), ("acc", 1, None, None), ("name", "x", None, None), ("nan", float("nan"), 1, 0)],
-        special=[(None, None, "flag", 1, "bool")],
+        special=[LoggedValue("flag", 1, "bool", None, None)],
         iterations=[(1, 0, 0.0)],
     )
     rows = store.logs(run_id)
-    assert rows[:3] == [(1, 0, "loss", 0.5, "float", "record"), (None, None, "acc", 1, "int", "record"),
-                        (None, None, "name", "x", "str", "record")]
-    assert rows[3][4] == "float" and rows[3][3] is None  # NaN: SQLite keeps NULL, the tag keeps the type
-    assert rows[4] == (None, None, "flag", 1, "bool", "record")
-    assert store.contexts(run_id) == [(1, None, None, "epoch", 0.0, 2.0, 1)]
-    assert store.iterations(run_id) == [(1, 0, 0.0)]
+    assert rows[:3] == [LoggedValue("loss", 0.5, "float", 1, 0), LoggedValue("acc", 1, "int", None, None),
+                        LoggedValue("name", "x", "str", None, None)]
+    assert rows[3].vtype == "float" and rows[3].value is None  # NaN: SQLite keeps NULL, the tag keeps the type
+    assert rows[4] == LoggedValue("flag", 1, "bool", None, None, "record")
+    (instance,) = store.contexts(run_id)
+    assert (instance.ctx_id, instance.loop_name, instance.t_end, instance.iterations) == (1, "epoch", 2.0, 1)
+    (start,) = store.iterations(run_id)
+    assert (start.ctx_id, start.iteration, start.t) == (1, 0, 0.0)
 
 
 def test_huge_ints_fall_back_to_encoding(tmp_path):
     store = Store.open(tmp_path / "db")
     run_id, _ = _run(store)
     store.write_batch(run_id, [], [("big", 2**70, None, None), ("small", 3, None, None)])
-    assert [(r[2], r[3], r[4]) for r in store.logs(run_id)] == [("big", str(2**70), "int"), ("small", 3, "int")]
+    assert [(r.name, r.value, r.vtype) for r in store.logs(run_id)] == [("big", str(2**70), "int"), ("small", 3, "int")]
 
 
 def test_replayed_logs_are_stored_once(tmp_path):
     store = Store.open(tmp_path / "db")
     run_id, _ = _run(store)
     for value in (1.0, 2.0):
-        store.write_replayed(run_id, [], [(1, 0, "norm", value, "float"), (None, None, "final", value, "float")])
+        store.write_replayed(run_id, [], [LoggedValue("norm", value, "float", 1, 0),
+                                          LoggedValue("final", value, "float", None, None)])
     rows = store.logs(run_id, source="replay")
     assert sorted(rows, key=str) == sorted(
-        [(1, 0, "norm", 2.0, "float", "replay"), (None, None, "final", 2.0, "float", "replay")], key=str)
+        [LoggedValue("norm", 2.0, "float", 1, 0, "replay"), LoggedValue("final", 2.0, "float", None, None, "replay")],
+        key=str)
 
 
 def test_reap_marks_dead_processes_killed(tmp_path):

@@ -5,7 +5,7 @@ iteration k holds the registered state where the first loop nested in the outer 
 (point ``nested``), or at the end of the iteration when the body has no nested loop (point
 ``end``). What happens at those points depends on the run: a recording run takes checkpoints
 (:class:`~flor.checkpoints.manager.RecordManager`), a replaying run restores them
-(:class:`~flor.replay.driver.ReplayManager`).
+(:class:`~flor.replay.worker_run.ReplayManager`).
 """
 
 from __future__ import annotations

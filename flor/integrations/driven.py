@@ -90,7 +90,7 @@ class DrivenLoop:
 
 def replaying() -> bool:
     """Whether this process is a replay worker (its current run is a ReplayRun)."""
-    from ..replay.driver import ReplayRun
+    from ..replay.worker_run import ReplayRun
 
     return isinstance(api.current_run(), ReplayRun)
 

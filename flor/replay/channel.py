@@ -6,13 +6,36 @@ line, and the driver stores them. So a worker needs no database at all: it can r
 view of the file system, on another machine, or be killed at any moment without holding a lock.
 
 Messages: ``{"kind": "progress", "done": N}``, ``{"kind": "batch", "contexts": [...], "logs":
-[...], "drift": [...], "done": [...]}`` and, last, ``{"kind": "result", ...}``.
+[...], "drift": [...], "done": [...]}`` and, last, ``{"kind": "result", ...}``. A batch's lists
+hold records as JSON arrays: :class:`NewInstance`, :class:`~flor.logged.LoggedValue`,
+:class:`~flor.logged.Drift` and :class:`~flor.logged.ReplayDone`, each written by its
+``as_json`` (or in its field order) and read back by ``from_json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
+
+
+class NewInstance(NamedTuple):
+    """A loop instance the recording never had, as a worker sends it: its provisional (negative)
+    id, the instance and iteration it runs in (in the recording's ids, or another provisional one)
+    and its rank among the instances of its loop there. The driver gives it a real id."""
+
+    provisional_id: int
+    parent_id: int | None
+    parent_iteration: int | None
+    loop_name: str
+    rank: int
+
+    def as_json(self) -> list:
+        return [self.provisional_id, self.parent_id, self.parent_iteration, self.loop_name, self.rank]
+
+    @classmethod
+    def from_json(cls, data: list) -> "NewInstance":
+        return cls(*data)
 
 
 class Channel:

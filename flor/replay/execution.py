@@ -6,7 +6,7 @@ values), and gives each segment to the executor as a task. Workers send values b
 is the one that stores them, resolving the loop instances the recording never had to real ids.
 
 **Drift is never stored quietly.** A worker holds back an iteration whose recorded values came out
-different (see ``driver.py``) and reports it as rejected. The rejected iterations of a run are
+different (see ``worker_run.py``) and reports it as rejected. The rejected iterations of a run are
 then re-executed: first from the last checkpoint before each (a memoized restore may have missed
 state that the checkpoint could not hold), then, for those still rejected, from the start of the
 run with no checkpoint at all. What still drifts then is left unstored and reported (with
@@ -21,12 +21,15 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import numerics, values
 from ..errors import FlorError
+from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
 from ..messages import say
-from .executor import LocalProcessExecutor, Task
+from .channel import NewInstance
+from .executor import Task
 from .plan import in_order, retry_segment
 from .progress import Progress
 from .spec import WorkerSpec
@@ -42,7 +45,7 @@ class _RunState:
     def __init__(self, item, folder: Path) -> None:
         self.item = item
         self.folder = folder
-        known = [c[0] for c in item.records.contexts]
+        known = [instance.ctx_id for instance in item.records.contexts]
         self.next_ctx = (max(known) if known else 0) + 1
         self.new_contexts: dict[tuple, int] = {}  # (parent, parent iteration, loop, rank) -> id
         self.provisional: dict[tuple, int] = {}  # (task key, provisional id) -> id
@@ -52,34 +55,50 @@ class _RunState:
         self.retried: list[str] = []
 
 
-class Execution:
-    """Executes the planned runs of one replay session."""
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """What execution needs of the replay's options, decided before it starts."""
 
-    def __init__(self, session) -> None:
-        self.session = session
-        self.store = session.store
-        self.root = session.root
+    root: Path  # the project's root
+    confinement: str  # namespace, copy or none (session.confinement, already probed)
+    progress: object  # the stream progress bars go to
+    inexact_threads: int | None  # --allow-inexact: threads per worker (drift then expected, not retried)
+    accept_drift: bool  # store the last attempt's values even when they drifted
+
+
+class Execution:
+    """Executes the planned runs of one replay: given the store it writes, the repository the
+    code versions come from, the one executor every attempt runs on, and its settings."""
+
+    def __init__(self, store, repo, executor, settings: ExecutionSettings) -> None:
+        self.store = store
+        self.repo = repo
+        self.executor = executor
+        self.settings = settings
+        self.root = settings.root
         self.tasks: dict[str, tuple[_RunState, int]] = {}
         self.captured: dict[str, list] = {}  # check task -> the values it logged (independence)
 
     # -- laying out ------------------------------------------------------------------------
 
     def _records_file(self, state: _RunState) -> Path:
-        """What a worker needs from the store about the run, read once, as one JSON file."""
+        """What a worker needs of the run's records, as one JSON file: what planning read
+        (``RunRecords``), and the recorded values of the names it compares (read here: which
+        names those are is known once the run is planned)."""
         item = state.item
         run_id = item.run.run_id
         compare = sorted(item.records.recorded_names - set(item.names))
-        recorded = [[name, ctx, it, value, vtype] for ctx, it, name, value, vtype, _src
-                    in (self.store.logs(run_id, compare, "record") if compare else [])]
-        blob = self.store.rng_state(run_id)
+        recorded = [logged.as_json() for logged in (self.store.logs(run_id, compare, "record") if compare else [])]
+        records = item.records
+        blob = records.rng
         data = {
-            "args": [[name, *values.encode(value)] for name, value in self.store.args(run_id).items()],
+            "args": [[name, *values.encode(value)] for name, value in records.args.items()],
             "rng": base64.b64encode(blob).decode() if blob else None,
-            "contexts": [list(c[:4]) for c in item.records.contexts],
+            "contexts": [instance.as_json() for instance in item.records.contexts],
             "recorded": recorded,
             # Keyed loops yield exactly the items the recording yielded (keyed.py).
-            "items": [[loop_name, path, it] for loop_name, path, it in self.store.item_paths(run_id)],
-            "keyed": self.store.keyed_loops_of(run_id),
+            "items": [[i.loop_name, i.path, i.iteration] for i in records.item_paths],
+            "keyed": records.keyed,
             # The registered state's fingerprint at the run's end: verifies the code after the loop.
             "state_end": item.run.environment.get("state_end"),
         }
@@ -88,12 +107,12 @@ class Execution:
         return path
 
     def _tasks_for(self, state: _RunState, segments, phase: int, records_path: Path, accept_drift: bool) -> list[Task]:
-        session, item = self.session, state.item
+        settings, item = self.settings, state.item
         numeric = dict(item.run.environment.get("numeric") or {})
         env = numerics.thread_env(numeric)
-        if session.inexact_threads:
-            numeric["threads"] = session.inexact_threads
-            env = {name: str(session.inexact_threads) for name in numerics.THREAD_VARIABLES}
+        if settings.inexact_threads:
+            numeric["threads"] = settings.inexact_threads
+            env = {name: str(settings.inexact_threads) for name in numerics.THREAD_VARIABLES}
         tasks = []
         for index, segment in enumerate(segments):
             key = f"{item.run.run_id}.{phase}.{index}"
@@ -104,7 +123,7 @@ class Execution:
                 cwd=item.run.cwd if not os.path.isabs(item.run.cwd) else ".", argv=list(item.run.argv),
                 names=list(item.names), recorded_names=sorted(item.records.recorded_names), outer_name=item.outer_name,
                 checkpoints=item.checkpoints, segment=segment, records_path=str(records_path),
-                run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=session.confinement,
+                run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=settings.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
                 accept_drift=accept_drift, pickled=item.records.pickled,
                 digests=item.records.digests,
@@ -131,21 +150,23 @@ class Execution:
         if message["kind"] != "batch":
             return
         if key in self.captured:  # a check's values are compared, never stored
-            self.captured[key] += [(it, name, value, vtype) for _ctx, it, name, value, vtype in message.get("logs", [])]
+            self.captured[key] += [logged._replace(ctx_id=None)
+                                   for logged in map(LoggedValue.from_json, message.get("logs", []))]
             return
         contexts = []
-        for provisional, parent, parent_iteration, loop_name, rank in message.get("contexts", []):
-            parent = self._ctx(state, key, parent)
-            identity = (parent, parent_iteration, loop_name, rank)
+        for new in map(NewInstance.from_json, message.get("contexts", [])):
+            parent = self._ctx(state, key, new.parent_id)
+            identity = (parent, new.parent_iteration, new.loop_name, new.rank)
             real = state.new_contexts.get(identity)
             if real is None:
                 real = state.new_contexts[identity] = state.next_ctx
                 state.next_ctx += 1
-                contexts.append((real, parent, parent_iteration, loop_name, None, None, None))
-            state.provisional[(key, provisional)] = real
-        logs = [(self._ctx(state, key, ctx), it, name, value, vtype) for ctx, it, name, value, vtype in message.get("logs", [])]
-        drift = [(self._ctx(state, key, ctx), it, name, rec, rep, diff) for ctx, it, name, rec, rep, diff in message.get("drift", [])]
-        done = [tuple(mark) for mark in message.get("done", [])]
+                contexts.append(LoopInstance(real, parent, new.parent_iteration, new.loop_name))
+            state.provisional[(key, new.provisional_id)] = real
+        logs = [logged._replace(ctx_id=self._ctx(state, key, logged.ctx_id))
+                for logged in map(LoggedValue.from_json, message.get("logs", []))]
+        drift = [d._replace(ctx_id=self._ctx(state, key, d.ctx_id)) for d in map(Drift.from_json, message.get("drift", []))]
+        done = [ReplayDone(name, iteration) for name, iteration in message.get("done", [])]
         self.store.write_replayed(state.item.run.run_id, contexts, logs, drift, done)
         state.item.stored += len(logs)
 
@@ -180,7 +201,7 @@ class Execution:
 
     def run(self, todo: list) -> float:
         """Run every planned segment of ``todo``, then re-execute what drifted; fill in outcomes."""
-        session = self.session
+        settings = self.settings
         scratch = Path(tempfile.mkdtemp(prefix="flor-replay-"))
         started = time.monotonic()
         try:
@@ -190,9 +211,9 @@ class Execution:
                 folder.mkdir()
                 state = _RunState(item, folder)
                 try:
-                    prepare(session.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
-                            copies=session.confinement != "namespace")
-                    state.hide = files_to_hide(session.repo, item.run.code_commit,
+                    prepare(self.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
+                            copies=settings.confinement != "namespace")
+                    state.hide = files_to_hide(self.repo, item.run.code_commit,
                                                item.run.environment.get("left_out") or {})
                     state.records_path = self._records_file(state)
                 except FlorError as exc:
@@ -202,11 +223,11 @@ class Execution:
             self._check_independence([s for s in states if s.item.alone_check])
             for state in states:
                 tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
-                                         accept_drift=session.inexact_threads is not None)
+                                         accept_drift=settings.inexact_threads is not None)
             self._execute(tasks, states)
             # With other arithmetic than the recording's (--allow-inexact), drift is expected:
             # re-executing would only repeat it, slower.
-            retries = () if session.inexact_threads is not None else RETRIES
+            retries = () if settings.inexact_threads is not None else RETRIES
             for attempt, how in enumerate(retries, 1):
                 retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors]
                 if not retry:
@@ -227,7 +248,7 @@ class Execution:
                     )
                     state.rejected, state.rejected_run_level, state.unverified = set(), False, set()
                     tasks += self._tasks_for(state, [segment], attempt, state.records_path,
-                                             accept_drift=session.accept_drift and attempt == len(RETRIES))
+                                             accept_drift=settings.accept_drift and attempt == len(RETRIES))
                 self._execute(tasks, retry)
             for state in states:
                 item = state.item
@@ -235,7 +256,7 @@ class Execution:
                 item.rejected_run_level = state.rejected_run_level
                 item.retried = state.retried
             for item in todo:
-                drifted = (item.rejected or item.rejected_run_level) and not session.accept_drift
+                drifted = (item.rejected or item.rejected_run_level) and not settings.accept_drift
                 item.status = "failed" if item.errors else ("drifted" if drifted else "done")
                 item.reason = "; ".join(dict.fromkeys(item.errors))
         finally:
@@ -245,14 +266,12 @@ class Execution:
     def _execute(self, tasks: list[Task], states: list[_RunState], merge: bool = True) -> list:
         if not tasks:
             return []
-        session = self.session
         totals = {s.item.run.tstamp: sum(t.iterations for t in tasks if self.tasks[t.key][0] is s) for s in states}
-        self.progress = Progress(session.progress, {k: v for k, v in totals.items() if v},
+        self.progress = Progress(self.settings.progress, {k: v for k, v in totals.items() if v},
                                  {t.key: self.tasks[t.key][0].item.run.tstamp for t in tasks})
-        if session.executor is None:
-            session.executor = LocalProcessExecutor(session.workers, session.gpus, confinement=session.confinement)
-        outcomes = session.executor.run(tasks, self._on_message)
-        session.executor = None  # a finished run closes its workers; the next attempt starts fresh ones
+        # The same executor for every attempt: a finished run closes its idle workers, and the
+        # next attempt's tasks start (local) or reach (Ray) workers of the same kind.
+        outcomes = self.executor.run(tasks, self._on_message)
         self.progress.close()
         if not merge:
             return outcomes

@@ -1,6 +1,7 @@
-"""RunRecords: what planning the replay of one run needs from the store, read once.
+"""RunRecords: what planning and executing the replay of one run need from the store, read once.
 
-Its checkpoints (after waiting for a handed-off writer), its loop instances and iteration start
+Its recorded args, random state and keyed loops' items (what a worker answers and yields as the
+recording did), its checkpoints (after waiting for a handed-off writer), its loop instances and iteration start
 times (for estimates), the names it recorded (compared, never replayed again), what earlier
 replays finished, and which variables and objects its checkpoints could not keep (a probe that
 failed while recording: ``checkpoints.probe``). Planning is then a pure
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..checkpoints.handoff import await_writers
 from ..checkpoints.probe import OBJECT, UNKEPT_KEY
+from ..logged import IterationStart, ItemPath, LoopInstance
 from ..messages import say
 from ..paths import ProjectPaths
 from ..store import RunRow, Store
@@ -30,10 +32,14 @@ class RunRecords:
 
     run: RunRow
     checkpoints: dict[int, dict[str, str]]  # outer iteration -> point -> location
-    contexts: list[tuple]
-    iterations: list[tuple]
+    contexts: list[LoopInstance]
+    iterations: list[IterationStart]
     recorded_names: set[str]
     done: dict[str, set[int]]  # name -> outer iterations replayed to the end (-1: outside the loop)
+    args: dict[str, object] = field(default_factory=dict)  # as recorded (decoded)
+    rng: bytes | None = None  # the random state captured when the run began
+    item_paths: list[ItemPath] = field(default_factory=list)  # the items keyed loops yielded, in order
+    keyed: list[str] = field(default_factory=list)  # the keyed loops it ran (also those with no item)
     missing_variables: set[str] = field(default_factory=set)
     variables_known: bool = True
     pickled: dict[str, list | None] = field(default_factory=dict)  # location -> objects recorded as pickled
@@ -69,6 +75,8 @@ class RunRecords:
             recorded_names={name for name, source, _count in store.log_names(run.run_id) if source == "record"},
             done=store.replay_done_all(run.run_id), missing_variables=missing, variables_known=known,
             pickled=pickled, digests=digests, lacking=lacking, unkept=unkept,
+            args=store.args(run.run_id), rng=store.rng_state(run.run_id), item_paths=store.item_paths(run.run_id),
+            keyed=store.keyed_loops_of(run.run_id),
         )
 
     def usable_checkpoints(self, outer_name: str) -> tuple[dict[int, dict[str, str]], str]:
@@ -89,12 +97,14 @@ class RunRecords:
     def outer_iterations_of(self, store: Store, names: set[str], outer_name: str) -> set[int]:
         """The outer iterations in which the run logged any of ``names`` (read when a statement
         sits in a branch that those logs mark)."""
-        parents = {c[0]: (c[1], c[2], c[3]) for c in self.contexts}
-        roots = {c[0] for c in self.contexts if c[1] is None and c[3] == outer_name}
+        parents = {c.ctx_id: c for c in self.contexts}
+        roots = {c.ctx_id for c in self.contexts if c.parent_id is None and c.loop_name == outer_name}
         found: set[int] = set()
-        for ctx, iteration, *_rest in store.logs(self.run.run_id, sorted(names), "record"):
+        for logged in store.logs(self.run.run_id, sorted(names), "record"):
+            ctx, iteration = logged.ctx_id, logged.iteration
             while ctx is not None and ctx not in roots:
-                ctx, iteration, _name = parents.get(ctx, (None, None, None))
+                parent = parents.get(ctx)
+                ctx, iteration = (parent.parent_id, parent.parent_iteration) if parent else (None, None)
             if ctx is not None and iteration is not None:
                 found.add(iteration)
         return found
@@ -107,19 +117,19 @@ class RunRecords:
     def costs(self, outer_name: str) -> tuple[int, Costs]:
         """(outer iterations recorded, their timings) from the run's loop instances."""
         run, instances = self.run, self.contexts
-        roots = [c for c in instances if c[1] is None and c[3] == outer_name]
+        roots = [c for c in instances if c.parent_id is None and c.loop_name == outer_name]
         if not roots:
             return 0, Costs()
-        root = roots[0][0]
-        starts = {it: t or 0.0 for ctx, it, t in self.iterations if ctx == root}
+        root = roots[0].ctx_id
+        starts = {s.iteration: s.t or 0.0 for s in self.iterations if s.ctx_id == root}
         if not starts:
             return 0, Costs()
         total = max(starts) + 1
         nested: dict[int, float] = {}
-        for ctx, parent, parent_iteration, _name, t_start, t_end, _count in instances:
-            if parent == root and parent_iteration not in nested and t_start is not None and t_end is not None:
-                nested[parent_iteration] = t_end - t_start
-        end = roots[0][5]
+        for c in instances:
+            if c.parent_id == root and c.parent_iteration not in nested and c.t_start is not None and c.t_end is not None:
+                nested[c.parent_iteration] = c.t_end - c.t_start
+        end = roots[0].t_end
         if end is None and run.ended:
             end = run.ended - run.started
         iteration_s, nested_s = [], []

@@ -10,7 +10,7 @@ serves every task. Its own output and the script's go to its stderr, which the e
 into the task's log (the worker opens no file for writing). Then it sets the run's numeric
 environment, lays out the run's view of the project (``confine.py``, locked before the old code
 runs; or a workspace of copies, its writes guarded by Landlock: ``landlock.py``), installs
-a :class:`~flor.replay.driver.ReplayRun` and runs the script as ``__main__`` the way the
+a :class:`~flor.replay.worker_run.ReplayRun` and runs the script as ``__main__`` the way the
 run was started (``python train.py`` or ``python -m pkg.train``). Values, drift and the result go
 back over the channel; the worker never opens the store.
 """
@@ -53,7 +53,7 @@ def main(spec_path: str, channel: Channel) -> int:
     """Run the segment described by the spec file ``spec_path``."""
     from .. import api, numerics
     from ..args import split_kwargs
-    from .driver import ReplayRun
+    from .worker_run import ReplayRun
     from .spec import WorkerSpec
 
     spec = WorkerSpec.from_json(Path(spec_path).read_text())
@@ -127,11 +127,14 @@ def serve() -> int:
     os.close(devnull)
     confined = settings.replay_confinement() == "namespace"
     server = os.getpid()
+    failed = []  # what could not be preloaded: said in each task's log (output before a task is dropped)
     for name in settings.replay_preload():
         try:
             importlib.import_module(name)
-        except BaseException:  # noqa: BLE001 - the script imports it for real and reports the error
-            pass
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a module that fails (or exits) on import
+            # Not fatal: the script imports it for real and its own error is reported then. An
+            # interrupt is not caught: it ends the server.
+            failed.append(f"flor: preloading {name} failed ({type(exc).__name__}: {exc}); the script imports it itself")
     from .lazy_dynamo import defer_dynamo_import
 
     defer_dynamo_import()
@@ -146,6 +149,8 @@ def serve() -> int:
             from .lifetime import die_with_parent
 
             die_with_parent(server)  # a warm worker killed by the executor takes its task with it
+            for line in failed:
+                print(line, file=sys.stderr)
             os._exit(_task(spec, channel, confined))
         _pid, status = os.waitpid(pid, 0)
         channel.send("exited", code=os.waitstatus_to_exitcode(status))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..logged import ItemPath
+
 ITEM_SQL = (
     "INSERT OR REPLACE INTO item_keys(run_id, ctx_id, iteration, key, ktype, path, state, by_run) "
     "VALUES ({rid}, ?, ?, ?, ?, ?, ?, ?)"
@@ -69,14 +71,14 @@ class ItemsMixin:
         """Names of the loops that some run keyed."""
         return {r[0] for r in self._read("SELECT DISTINCT loop_name FROM keyed_loops")}
 
-    def item_paths(self, run_id: int) -> list[tuple[str, str, int | None]]:
-        """``(loop_name, path, iteration)`` of the items one run yielded, in order."""
-        return self._read(
+    def item_paths(self, run_id: int) -> list[ItemPath]:
+        """The items one run yielded, in order."""
+        return [ItemPath._make(row) for row in self._read(
             "SELECT k.loop_name, i.path, i.iteration FROM item_keys i JOIN keyed_loops k "
             "ON k.run_id = i.run_id AND k.ctx_id = i.ctx_id WHERE i.run_id = ? AND i.state != 'skipped' "
             "ORDER BY i.ctx_id, i.iteration",
             (run_id,),
-        )
+        )]
 
     def keyed_loops_of(self, run_id: int) -> list[str]:
         """Names of the keyed loops one run ran (also those that yielded no item)."""

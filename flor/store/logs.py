@@ -12,6 +12,7 @@ import sqlite3
 from typing import Sequence
 
 from .. import blocks
+from ..logged import IterationStart, LoggedValue, LoopInstance
 from . import lastvalue
 from .connection import unreadable
 from .items import write_items
@@ -56,11 +57,11 @@ class LogsMixin:
     def write_batch(
         self,
         run_id: int,
-        contexts: Sequence[tuple],
+        contexts: Sequence[LoopInstance],
         logs: Sequence[tuple],
         *,
-        special: Sequence[tuple] = (),
-        iterations: Sequence[tuple] = (),
+        special: Sequence[LoggedValue] = (),
+        iterations: Sequence[IterationStart] = (),
         heartbeat: float | None = None,
         run_fields: dict | None = None,
         output: Sequence[tuple] = (),
@@ -70,12 +71,12 @@ class LogsMixin:
     ) -> None:
         """Write one batch of a recording run in one transaction.
 
-        ``contexts``: loop instances ``(ctx_id, parent_id, parent_iteration, loop_name, t_start,
-        t_end, iterations)`` (a later row for the same ctx_id replaces the earlier one);
-        ``logs``: plain values as logged, ``(name, value, ctx_id, iteration)`` with value an int,
-        float or str (SQLite's typeof gives the type tag, so no Python work per row); ``special``:
-        already encoded values ``(ctx_id, iteration, name, stored, vtype)``; ``iterations``:
-        ``(ctx_id, iteration, t)`` of top-level loops; ``output``: runs of captured lines ``(stream
+        ``contexts``: :class:`~flor.logged.LoopInstance` records (a later one for the same ctx_id
+        replaces the earlier one); ``logs``: plain values as logged, tuples of
+        :class:`~flor.logged.PlainLog`'s layout with value an int, float or str (SQLite's typeof
+        gives the type tag, so no Python work per row); ``special``: already encoded
+        :class:`~flor.logged.LoggedValue` records; ``iterations``: :class:`~flor.logged.IterationStart`
+        of top-level loops; ``output``: runs of captured lines ``(stream
         code, t, ctx_id, iteration, texts)``, numbered from ``output_first`` (one block, see output.py);
         ``keyed`` and ``items``: keyed loop instances and their items (see items.py).
         """
@@ -119,17 +120,18 @@ class LogsMixin:
                     )
                     loose = count_names(row[2] for row in encoded)
             if special:
+                rows = [(v.ctx_id, v.iteration, v.name, v.value, v.vtype) for v in special]
                 try:
                     cursor.executemany(
                         f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
-                        special,
+                        rows,
                     )
                 except UnicodeEncodeError:
                     cursor.executemany(
                         f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype) VALUES ({rid}, ?, ?, ?, ?, ?)",
-                        [(ctx, it, _encodable(name), _encodable(v), t) for ctx, it, name, v, t in special],
+                        [(ctx, it, _encodable(name), _encodable(v), t) for ctx, it, name, v, t in rows],
                     )
-                for name, count in count_names(_encodable(row[2]) for row in special).items():
+                for name, count in count_names(_encodable(v.name) for v in special).items():
                     loose[name] = loose.get(name, 0) + count
             if loose:
                 cursor.executemany(ADD_LOOSE_SQL, loose.items())
@@ -180,24 +182,23 @@ class LogsMixin:
             out.setdefault(run_id, {})[name] = (decode(value, vtype), source)
         return out
 
-    def contexts(self, run_id: int) -> list[tuple]:
-        """Loop instances ``(ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end,
-        iterations)`` of a run, in creation order."""
-        return self._read(
+    def contexts(self, run_id: int) -> list[LoopInstance]:
+        """A run's loop instances, in creation order."""
+        return [LoopInstance._make(row) for row in self._read(
             "SELECT ctx_id, parent_id, parent_iteration, loop_name, t_start, t_end, iterations "
             "FROM contexts WHERE run_id = ? ORDER BY ctx_id",
             (run_id,),
-        )
+        )]
 
-    def iterations(self, run_id: int) -> list[tuple[int, int, float | None]]:
-        """``(ctx_id, iteration, t)``: start times of the iterations of a run's top-level loops."""
-        return self._read(
+    def iterations(self, run_id: int) -> list[IterationStart]:
+        """Start times of the iterations of a run's top-level loops."""
+        return [IterationStart._make(row) for row in self._read(
             "SELECT ctx_id, iteration, t FROM iterations WHERE run_id = ? ORDER BY ctx_id, iteration", (run_id,)
-        )
+        )]
 
-    def logs(self, run_id: int, names: Sequence[str] | None = None, source: str | None = None):
-        """(ctx_id, iteration, name, value, vtype, source) rows of one run, in order."""
-        sql = "SELECT ctx_id, iteration, name, value, vtype, source FROM logs WHERE run_id = ?"
+    def logs(self, run_id: int, names: Sequence[str] | None = None, source: str | None = None) -> list[LoggedValue]:
+        """The values of one run (of ``names``, from ``source``), in the order they were logged."""
+        sql = "SELECT name, value, vtype, ctx_id, iteration, source FROM logs WHERE run_id = ?"
         params: list = [run_id]
         if names is not None:
             sql += f" AND name IN ({','.join('?' * len(names))})"
@@ -205,7 +206,7 @@ class LogsMixin:
         if source is not None:
             sql += " AND source = ?"
             params.append(source)
-        return self._read(sql + " ORDER BY rowid", params)
+        return [LoggedValue._make(row) for row in self._read(sql + " ORDER BY rowid", params)]
 
     def log_blocks(self, name: str) -> list[tuple] | None:
         """Blocks ``(run_id, vtype, n, ctx_ids, iterations, values)`` holding every value of

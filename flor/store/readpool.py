@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import StoreError
+from ..logged import LoopInstance
 from . import lastvalue
 from .connection import unreadable
 
@@ -200,12 +201,12 @@ class ReadPool:
             return self.last_values_between(low, middle) + self.last_values_between(middle, high)
         return self.read(_LAST_VALUES, (low, high))
 
-    def contexts(self, run_id: int) -> list[tuple]:
-        """Loop instances ``(ctx_id, parent_id, parent_iteration, loop_name)`` of one run."""
-        return self.read(
+    def contexts(self, run_id: int) -> list[LoopInstance]:
+        """Loop instances of one run (without their times and counts)."""
+        return [LoopInstance(*row) for row in self.read(
             "SELECT ctx_id, parent_id, parent_iteration, loop_name FROM contexts WHERE run_id = ? ORDER BY ctx_id",
             (run_id,),
-        )
+        )]
 
     def output_blocks(self, run_id: int) -> list[tuple]:
         """``(first_line, streams, meta, text)`` of one run's captured output (see output.py)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
 from .logs import ADD_LOOSE_SQL, count_names
 
 
@@ -17,13 +18,13 @@ class ReplaysMixin:
     """What :class:`~flor.store.Store` writes and reads for replay."""
 
     def write_replayed(
-        self, run_id: int, contexts: Sequence[tuple], logs: Sequence[tuple], drift: Sequence[tuple] = (),
-        done: Sequence[tuple] = (),
+        self, run_id: int, contexts: Sequence[LoopInstance], logs: Sequence[LoggedValue], drift: Sequence[Drift] = (),
+        done: Sequence[ReplayDone] = (),
     ) -> None:
-        """Store replayed logs ``(ctx_id, iteration, name, value, vtype)``, replacing those an
-        earlier replay stored in the same (loop, iteration, name); new loop instances (as in :meth:`write_batch`); drift rows
-        ``(ctx_id, iteration, name, recorded, replayed, difference)``; and finished outer
-        iterations ``(name, iteration)`` (-1: the statements outside the outer loop)."""
+        """Store replayed values (stored with source ``replay``, whatever theirs), replacing those
+        an earlier replay stored in the same (loop, iteration, name); new loop instances (as in
+        :meth:`write_batch`); what drifted; and finished outer iterations (-1: the statements
+        outside the outer loop)."""
         now = time.time()
         rid = int(run_id)
 
@@ -46,15 +47,16 @@ class ReplaysMixin:
                 cursor.executemany(
                     f"INSERT INTO logs(run_id, ctx_id, iteration, name, value, vtype, source) "
                     f"VALUES ({rid}, ?, ?, ?, ?, ?, 'replay')",
-                    logs,
+                    [(v.ctx_id, v.iteration, v.name, v.value, v.vtype) for v in logs],
                 )
-                keys = list(dict.fromkeys((-1 if c is None else c, -1 if i is None else i, n) for c, i, n, _v, _t in logs))
+                keys = list(dict.fromkeys((-1 if v.ctx_id is None else v.ctx_id, -1 if v.iteration is None else v.iteration,
+                                           v.name) for v in logs))
                 cursor.executemany(
                     f"DELETE FROM logs INDEXED BY logs_replay_once WHERE run_id = {rid} AND IFNULL(ctx_id, -1) = ? "
                     f"AND IFNULL(iteration, -1) = ? AND name = ? AND source = 'replay' AND rowid <= {int(before)}",
                     keys,
                 )
-                cursor.executemany(ADD_LOOSE_SQL, count_names(row[2] for row in logs).items())
+                cursor.executemany(ADD_LOOSE_SQL, count_names(v.name for v in logs).items())
             if drift:
                 cursor.executemany(
                     f"INSERT INTO drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at) "

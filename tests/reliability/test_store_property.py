@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flor import values
+from flor.logged import LoggedValue
 from flor.store import Store
 
 from .helpers import tally
@@ -75,7 +76,7 @@ def _write(store: Store, run_id: int, batch: list) -> None:
                 group = []
             kind = this
             if name is not None:
-                group.append((name, v, ctx, it) if this else (ctx, it, name, *values.encode(v)))
+                group.append((name, v, ctx, it) if this else LoggedValue(name, *values.encode(v), ctx, it))
     else:
         store.write_batch(run_id, [], [(ctx, name, *values.encode(v)) for name, v, ctx, it in batch])
 
@@ -83,11 +84,7 @@ def _write(store: Store, run_id: int, batch: list) -> None:
 def _read(store: Store, run_id: int) -> list:
     out = []
     for row in store.logs(run_id):
-        if _SPLIT:
-            ctx, it, name, stored, vtype, _source = row
-        else:
-            (ctx, name, stored, vtype, _source), it = row, None
-        out.append((name, values.decode(stored, vtype), ctx, it))
+        out.append((row.name, values.decode(row.value, row.vtype), row.ctx_id, row.iteration))
     return out
 
 
@@ -145,6 +142,6 @@ def test_big_int_in_a_batch_is_stored_once(tmp_path):
         run_id, _ = store.insert_run(tstamp="2026-01-01T00:00:00", projid="p", filename="t.py", argv=[],
                                      cwd=".", started=1.0, args=[])
         store.write_batch(run_id, [], [("x", 0, None, None), ("x", 2**63, None, None)])
-        assert [values.decode(r[3], r[4]) for r in store.logs(run_id)] == [0, 2**63]
+        assert [values.decode(r.value, r.vtype) for r in store.logs(run_id)] == [0, 2**63]
     finally:
         store.close()

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("flask")
 
+from flor.logged import LoggedValue
 from flor.errors import StoreError  # noqa: E402
 from flor.store import ReadPool, Store  # noqa: E402
 from flor.ui.server import UIData, create_app  # noqa: E402
@@ -109,7 +110,7 @@ def test_replayed_values_come_apart_from_recorded_ones(recorded, tmp_path):
     store = Store.open(copy)
     run_id, = store._read("SELECT run_id FROM runs WHERE tstamp = ?", (recorded.tstamps[0],))[0]
     (epoch_loop,), = store._read("SELECT ctx_id FROM contexts WHERE run_id = ? AND loop_name = 'epoch'", (run_id,))
-    store.write_replayed(run_id, [], [(epoch_loop, i, "grad_norm", 2.0 + i, "float") for i in range(3)])
+    store.write_replayed(run_id, [], [LoggedValue("grad_norm", 2.0 + i, "float", epoch_loop, i) for i in range(3)])
     store.close()
     data = UIData.open(copy, recorded.root)
     data.load(wait=None)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from flor.logged import LoggedValue
 from flor.store import ReadPool, Store
 from flor.ui.curves import SeriesReader
 from flor.ui.data import RunsTable
@@ -97,14 +98,14 @@ def test_last_values_follow_loop_position_as_replays_and_extractions_arrive(stor
     # the extracted values (store/lastvalue.py).
     run_id = new_run(store, "2026-01-01T00:00:00")
     store.write_batch(run_id, [(1, None, None, "epoch", 0.0, 1.0, 3)], [("loss", 1.0 - e / 10, 1, e) for e in range(3)])
-    store.write_replayed(run_id, [], [(1, 2, "val", 0.7, "float")])
+    store.write_replayed(run_id, [], [LoggedValue("val", 0.7, "float", 1, 2)])
     db = ReadPool(store.path)
     try:
         table = RunsTable(db)
         table.refresh()
         table.wait_loaded()
         assert table.rows()[0]["val"] == 0.7
-        store.write_replayed(run_id, [], [(1, 0, "val", 1.1, "float"), (1, 1, "val", 0.9, "float")])
+        store.write_replayed(run_id, [], [LoggedValue("val", 1.1, "float", 1, 0), LoggedValue("val", 0.9, "float", 1, 1)])
         store.write_extracted("acc", {run_id: [(1, e, 0.5 + e / 10, "float") for e in range(3)]})
         table.refresh()
         row = table.rows()[0]

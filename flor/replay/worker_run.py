@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from itertools import islice
 from pathlib import Path
 
@@ -34,13 +35,16 @@ from .. import rng, values
 from ..checkpoints.hooks import Hooks
 from ..checkpoints.restore import restore_into
 from ..errors import CheckpointError, UsageError
+from ..logged import Drift, ItemPath, LoggedValue, LoopInstance, ReplayDone
 from ..paths import ProjectPaths
-from ..run import Run
-from .channel import Channel
+from ..loopcontext import LoopContext
+from ..run import drop_in_forked_children, flush_forever
+from .channel import Channel, NewInstance
 from .isolation import Effects
 from .spec import WorkerSpec
 
 MAX_DRIFT_ROWS = 10_000
+_NEVER = object()  # a sentinel no queue holds
 _BEFORE, _AFTER = "before", "after"  # run-level values, by when they were logged
 _OUTER_STARTED = object()  # pushed into the log queue where the outer loop starts
 
@@ -76,17 +80,21 @@ class ReplayManager(Hooks):
         if location is None:
             return None
         try:
-            manifest = json.loads((self.run.flor_dir / location).read_text())
+            manifest = json.loads(ProjectPaths.of_flor_dir(self.run.flor_dir).at(location).read_text())
         except (OSError, ValueError):
             return None
         return statehash.differing(statehash.of_manifest(manifest), statehash.of_objects(self.objects))
 
 
-class ReplayRun(Run):
-    """A run being replayed in a worker process; see the module docstring."""
+class ReplayRun:
+    """A run being replayed in a worker process; see the module docstring.
+
+    It answers what ``flor.api``, the checkpoint hooks, keyed loops and the integrations ask of
+    the current run, as a recording ``Run`` does, and shares only its loop-context tracking
+    (:class:`~flor.loopcontext.LoopContext`, by composition): nothing of a recording's begin,
+    store writes, lineage or resume exists here."""
 
     def __init__(self, spec: WorkerSpec, channel: Channel, written=None) -> None:
-        super().__init__({}, list(spec.argv))
         from ..checkpoints import iterators
 
         iterators.install()  # the old script's loaders are rebuilt from the iterators they make
@@ -109,7 +117,28 @@ class ReplayRun(Run):
         self.new_names = set(spec.names)
         self.compare_names = set(spec.recorded_names) - self.new_names
         self.outer_name = spec.outer_name
-        self.begun = True
+        self.begun = True  # by flor.api's measure: there is nothing more to begin
+        self.ended = False
+        self.store = None  # a worker never opens the store
+        self.args: dict[str, object] = {}
+        self.defaults: dict[str, object] = {}
+        self.environment: dict = {}  # what the integrations note (not stored: the recording's stands)
+        self.scope = None  # the ReplayManager of the active flor.checkpointing, if any
+        self.managers: list[ReplayManager] = []
+        self.key_stack: list = []  # keyed loops: the enclosing items' (loop, key)
+        self.push_item = lambda row: None  # a replay's items are the recording's: nothing to keep
+        self.flor_error = False
+        self.failure: str | None = None
+        self.t0 = time.perf_counter()
+        # Appending to a deque is atomic: the flush thread drains while the script appends.
+        self._log_queue: deque = deque()
+        self._special_queue: deque = deque()
+        self.push_log = self._log_queue.append
+        self.push_special = self._special_queue.append
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.loops = LoopContext(self._wake.set)
+        drop_in_forked_children(self)  # a forked child (a data loader's worker) never sends
         self._flush_lock = threading.Lock()
         # Where the worker's time goes (reported with the result, summed per run by the driver).
         self._t_start = time.perf_counter()
@@ -125,32 +154,31 @@ class ReplayRun(Run):
         self.iterations_done = 0
         self._completed: list[int] = []  # outer iterations whose values are all pushed
         self._closed: int | None = None  # the iteration the loop was closed in (a break, or an exception)
-        # Loop instances: local id -> (parent local id, parent iteration, loop name); local ->
-        # original id. An instance is identified by its parent instance and iteration, its loop
+        # Loop instances: local id -> the instance as this process ran it; local -> original id. An instance is identified by its parent instance and iteration, its loop
         # name, and its rank among such siblings (a body may run two loops of the same name).
         # An instance the recording never had gets a provisional negative id; the driver gives
         # it a real one.
-        self._local: dict[int, tuple] = {}
+        self._local: dict[int, LoopInstance] = {}
         self._local_rank: dict[tuple, int] = {}
         self._rank_of: dict[int, int] = {}
         self._to_original: dict[int, int] = {}
         self._original: dict[tuple, int] = {}
         self._next_provisional = 0
         ranks: dict[tuple, int] = {}
-        for ctx_id, parent_id, parent_iteration, loop_name in records["contexts"]:
-            sibling = (parent_id, parent_iteration, loop_name)
+        for instance in map(LoopInstance.from_json, records["contexts"]):
+            sibling = instance.sibling_key
             ranks[sibling] = ranks.get(sibling, -1) + 1
-            self._original[(*sibling, ranks[sibling])] = ctx_id
-        # name -> (ctx, iteration) -> recorded (value, vtype) in the order they were logged.
-        self._recorded: dict[str, dict[tuple, list]] = {}
-        for name, ctx, iteration, value, vtype in records["recorded"]:
-            self._recorded.setdefault(name, {}).setdefault((ctx, iteration), []).append((value, vtype))
+            self._original[(*sibling, ranks[sibling])] = instance.ctx_id
+        # name -> (ctx, iteration) -> recorded values in the order they were logged.
+        self._recorded: dict[str, dict[tuple, list[LoggedValue]]] = {}
+        for logged in map(LoggedValue.from_json, records["recorded"]):
+            self._recorded.setdefault(logged.name, {}).setdefault((logged.ctx_id, logged.iteration), []).append(logged)
         self._seen: dict[tuple, int] = {}  # (name, ctx, iteration) -> occurrences compared so far
         self._counts: dict[str, dict[str, int]] = {}
         # Keyed loop -> key path -> position, of the items the recording yielded.
         self.recorded_paths: dict[str, dict[str, int]] = {name: {} for name in records.get("keyed", [])}
-        for loop_name, path, iteration in records.get("items", []):
-            self.recorded_paths.setdefault(loop_name, {})[path] = iteration
+        for item in map(ItemPath._make, records.get("items", [])):
+            self.recorded_paths.setdefault(item.loop_name, {})[item.path] = item.iteration
         # Verification state (see the module docstring).
         self._phase = _BEFORE
         self._held: dict[object, list] = {}  # outer iteration, _BEFORE or _AFTER -> rows held back
@@ -200,6 +228,26 @@ class ReplayRun(Run):
         self.managers.append(manager)
         return manager
 
+    def note_environment(self, key: str, value) -> None:
+        """Integrations note what drives the loops; a replay keeps it for this process only."""
+        self.environment[key] = value
+
+    def note_failure(self, exc: BaseException) -> None:
+        """The uncaught error ending the script (its result says it: ``finish``)."""
+        from ..errors import FlorError
+
+        self.flor_error = isinstance(exc, FlorError)
+        self.failure = f"{type(exc).__name__}: {exc}".strip()
+
+    def _flush_forever(self) -> None:
+        flush_forever(self._stop, self._wake, self.flush)
+
+    def _drain(self) -> tuple[list, list, list]:
+        instances, _starts = self.loops.drain()
+        logs = list(islice(iter(self._log_queue.popleft, _NEVER), len(self._log_queue)))
+        special = list(islice(iter(self._special_queue.popleft, _NEVER), len(self._special_queue)))
+        return instances, logs, special
+
     def note_read(self, run_ids, how: str) -> None:
         """A replayed script's reads are not lineage: the recorded run's lineage stands (and
         they see only the runs that had started when it was recorded: ``lineage.pinned``)."""
@@ -233,30 +281,29 @@ class ReplayRun(Run):
         self._ensure_rng()
         # The outer loop: the first top-level loop inside flor.checkpointing, or, in a script
         # without checkpoints, the first top-level loop of the outer loop's name.
-        if self.depth == 0 and not self._outer_seen and (self.scope is not None or name == self.outer_name):
+        loops = self.loops
+        if loops.depth == 0 and not self._outer_seen and (self.scope is not None or name == self.outer_name):
             self._outer_seen = True
             self.push_log((_OUTER_STARTED, None, None, None))
             return self._outer_loop(name, iterable)
-        if self.depth == 1 and self.outer_action == "memo" and not self._nested_done and self.scope is not None:
+        if loops.depth == 1 and self.outer_action == "memo" and not self._nested_done and self.scope is not None:
             self._nested_done = True
             return self._skipped_loop(name)
-        return super().loop(name, iterable, keyed)
+        return loops.loop(self, name, iterable, keyed)
 
     def _skipped_loop(self, name: str):
         # Runs at the first next(): the caller's frame is the user's for statement.
-        self.next_ctx += 1  # the instance still counts, so later sibling loops keep their rank
-        self.push_ctx((self.next_ctx, self.ctx_id, self.iteration, name, None, None, None))
+        self.loops.new_instance(name)  # the instance still counts, so later sibling loops keep their rank
         self.scope.restore(self.outer_index, "nested", sys._getframe(1))
         return
         yield  # a generator that yields nothing
 
     def _outer_loop(self, name: str, iterable):
         segment = self.segment
-        parent, parent_iteration, depth = self.ctx_id, self.iteration, self.depth
-        self.next_ctx += 1
-        ctx = self.next_ctx
-        self.push_ctx((ctx, parent, parent_iteration, name, None, None, None))
-        self.depth = depth + 1
+        loops = self.loops
+        parent, parent_iteration, depth = loops.ctx_id, loops.iteration, loops.depth
+        ctx = loops.new_instance(name)
+        loops.depth = depth + 1
         self.outer_frame = sys._getframe(1)
         timings = self.timings
         timings["setup_s"] = time.perf_counter() - self._t_start
@@ -268,7 +315,7 @@ class ReplayRun(Run):
                 if action == "restore_end":
                     self.scope.restore(index, "end", None)
                     continue
-                self.ctx_id, self.iteration = ctx, index
+                loops.ctx_id, loops.iteration = ctx, index
                 self.outer_index, self.outer_action, self._nested_done = index, action, False
                 began, restored = time.perf_counter(), timings["restore_s"]
                 self._nested_seen = False
@@ -282,7 +329,7 @@ class ReplayRun(Run):
                     self._closed = index
                     self._verify_at(index, "end", last=True)
                     raise
-                self.ctx_id, self.iteration = ctx, index
+                loops.ctx_id, loops.iteration = ctx, index
                 self._verify_at(index, "end")
                 # Time in the iteration, less what its restore took (counted apart).
                 timings[f"{action}_s"] += time.perf_counter() - began - (timings["restore_s"] - restored)
@@ -292,13 +339,13 @@ class ReplayRun(Run):
             self.outer_index = self.outer_action = None
             self._t_after = time.perf_counter()
             if not segment.run_post:
-                self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
+                loops.ctx_id, loops.iteration, loops.depth = parent, parent_iteration, depth
                 self.finish(ok=True)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)
         finally:
-            self.ctx_id, self.iteration, self.depth = parent, parent_iteration, depth
+            loops.ctx_id, loops.iteration, loops.depth = parent, parent_iteration, depth
             # Logged after this, at run level: after the loop.
             self.push_log((_OUTER_STARTED, _AFTER, None, None))
 
@@ -310,24 +357,25 @@ class ReplayRun(Run):
         known = self._to_original.get(local)
         if known is not None:
             return known
-        parent_local, parent_iteration, loop_name = self._local[local]
-        parent = self._original_ctx(parent_local, new_contexts)
-        key = (parent, parent_iteration, loop_name, self._rank_of[local])
+        instance = self._local[local]
+        parent = self._original_ctx(instance.parent_id, new_contexts)
+        key = (parent, instance.parent_iteration, instance.loop_name, self._rank_of[local])
         original = self._original.get(key)
         if original is None:
             self._next_provisional -= 1
             original = self._next_provisional
             self._original[key] = original
-            new_contexts.append((original, *key))
+            new_contexts.append(NewInstance(original, parent, instance.parent_iteration, instance.loop_name,
+                                            self._rank_of[local]))
         self._to_original[local] = original
         return original
 
     def _outer_of(self, local: int | None, iteration: int | None) -> int | None:
         while local is not None:
-            parent_local, parent_iteration, loop_name = self._local[local]
-            if parent_local is None:
-                return iteration if loop_name == self.outer_name or self.outer_name is None else None
-            local, iteration = parent_local, parent_iteration
+            instance = self._local[local]
+            if instance.parent_id is None:
+                return iteration if instance.loop_name == self.outer_name or self.outer_name is None else None
+            local, iteration = instance.parent_id, instance.parent_iteration
         return None
 
     # -- comparing, holding back and sending -------------------------------------------------
@@ -336,7 +384,7 @@ class ReplayRun(Run):
         """Send what was logged since the last flush (replay has no store to retry against)."""
         with self._flush_lock:
             completed, self._completed = self._completed, []
-            contexts, _iterations, logs, special = self._drain()
+            contexts, logs, special = self._drain()
             self._process(contexts, logs, special, completed, final)
 
     def _owner_key(self, local, iteration):
@@ -350,35 +398,39 @@ class ReplayRun(Run):
         return outer if outer in self.store_iterations else None
 
     def _process(self, contexts: list, logs: list, special: list, completed: list[int], final: bool) -> None:
-        for ctx, parent, parent_iteration, loop_name, *_rest in contexts:
-            if ctx not in self._local:
-                self._local[ctx] = (parent, parent_iteration, loop_name)
-                sibling = (parent, parent_iteration, loop_name)
+        for instance in contexts:
+            if instance.ctx_id not in self._local:
+                self._local[instance.ctx_id] = instance
+                sibling = instance.sibling_key
                 self._local_rank[sibling] = self._local_rank.get(sibling, -1) + 1
-                self._rank_of[ctx] = self._local_rank[sibling]
-        new_contexts: list = []
-        drift: list = []
-        rows = []
-        for name, value, ctx, it in logs:
+                self._rank_of[instance.ctx_id] = self._local_rank[sibling]
+        new_contexts: list[NewInstance] = []
+        drift: list[Drift] = []
+        # The plain values in order (with the outer loop's start and end marks among them), then
+        # the encoded ones, as LoggedValue records in this process's loop instances.
+        rows: list = []
+        for name, value, ctx, it in logs:  # PlainLog's layout: the queue of flor.log's hot path
             if name is _OUTER_STARTED:
-                rows.append((None, value, None, None, None))
+                rows.append(value)  # the outer loop started (None) or ended (_AFTER)
             else:
-                rows.append((name, *values.encode(value), ctx, it))
-        rows += [(name, stored_value, vtype, ctx, it) for ctx, it, name, stored_value, vtype in special]
-        for name, stored_value, vtype, local, iteration in rows:
-            if name is None:  # the outer loop started (or ended: stored_value is _AFTER)
-                self._phase = _AFTER if stored_value == _AFTER else "loop"
+                rows.append(LoggedValue(name, *values.encode(value), ctx, it, "replay"))
+        rows += special
+        for logged in rows:
+            if not isinstance(logged, LoggedValue):
+                self._phase = _AFTER if logged == _AFTER else "loop"
                 continue
+            name = logged.name
             if name not in self.new_names and name not in self.compare_names:
                 continue
+            local, iteration = logged.ctx_id, logged.iteration
             key = self._owner_key(local, iteration)
             if key is None:
                 continue
             ctx = self._original_ctx(local, new_contexts)
             if name in self.new_names:
-                self._held.setdefault(key, []).append((ctx, iteration, name, stored_value, vtype))
+                self._held.setdefault(key, []).append(logged._replace(ctx_id=ctx, source="replay"))
             else:
-                self._compare(key, name, ctx, iteration, stored_value, vtype, drift, local)
+                self._compare(key, logged._replace(ctx_id=ctx), drift, local)
         done, accepted = [], []
         for index in completed:
             if index in self.store_iterations:
@@ -391,18 +443,22 @@ class ReplayRun(Run):
                 self._settle_run_level(accepted, done)
             self._held.clear()
         if accepted or drift or new_contexts or done:
-            self.channel.send("batch", contexts=new_contexts, logs=accepted, drift=drift, done=done)
+            self.channel.send("batch", contexts=[c.as_json() for c in new_contexts],
+                              logs=[v.as_json() for v in accepted], drift=[d.as_json() for d in drift],
+                              done=[[mark.name, mark.iteration] for mark in done])
         self.stored += len(accepted)
         self.channel.send("progress", done=self.iterations_done)
 
-    def _compare(self, key, name, ctx, iteration, stored_value, vtype, drift: list, local=None) -> None:
+    def _compare(self, key, logged: LoggedValue, drift: list, local=None) -> None:
+        """Compare ``logged`` (in the recording's loop instances) with the value recorded there."""
+        name, ctx, iteration = logged.name, logged.ctx_id, logged.iteration
         occurrence = self._seen.get((name, ctx, iteration), 0)
         self._seen[(name, ctx, iteration)] = occurrence + 1
         recorded = self._recorded.get(name, {}).get((ctx, iteration), [])
         if occurrence >= len(recorded):
             return  # the recording logged it fewer times here: nothing to compare with
-        original = values.decode(*recorded[occurrence])
-        replayed = values.decode(stored_value, vtype)
+        original = values.decode(recorded[occurrence].value, recorded[occurrence].vtype)
+        replayed = values.decode(logged.value, logged.vtype)
         self._checked[key] = self._checked.get(key, 0) + 1
         if _same(original, replayed):
             self.matched += 1
@@ -419,15 +475,15 @@ class ReplayRun(Run):
                                 "where": self._describe_context(local, iteration),
                                 "recorded": _shown(original), "replayed": _shown(replayed)}
         if self.drifted <= MAX_DRIFT_ROWS:
-            drift.append((ctx, iteration, name, recorded[occurrence][0], stored_value, difference))
+            drift.append(Drift(ctx, iteration, name, recorded[occurrence].value, logged.value, difference))
 
     def _describe_context(self, local, iteration) -> str:
         """'epoch 1, step 3' for a loop context (outermost loop first); 'outside the loops' at run level."""
         parts = []
         while local is not None and local in self._local:
-            parent, parent_iteration, loop_name = self._local[local]
-            parts.append(f"{loop_name} {iteration}")
-            local, iteration = parent, parent_iteration
+            instance = self._local[local]
+            parts.append(f"{instance.loop_name} {iteration}")
+            local, iteration = instance.parent_id, instance.parent_iteration
         return ", ".join(reversed(parts)) or "outside the loops"
 
     def at_nested_end(self) -> None:
@@ -488,7 +544,7 @@ class ReplayRun(Run):
 
     def _send(self, index: int, accepted: list, done: list) -> None:
         accepted.extend(self._held.pop(index, []))
-        done.extend((name, index) for name in self.new_names)
+        done.extend(ReplayDone(name, index) for name in self.new_names)
 
     def _reject(self, indices: list[int], accepted: list, done: list) -> None:
         for index in list(indices):
@@ -523,7 +579,7 @@ class ReplayRun(Run):
             self.end_check = "values" if self._checked.get(_AFTER) else "unchecked"
         if trusted or self.spec.accept_drift:
             accepted.extend(self._held.pop(_BEFORE, []) + self._held.pop(_AFTER, []))
-            done.extend((name, -1) for name in self.new_names)
+            done.extend(ReplayDone(name, -1) for name in self.new_names)
         self.rejected_run_level = not trusted
 
     def finish(self, ok: bool, error: str | None = None) -> None:

@@ -1,0 +1,378 @@
+"""Planning one `flor replay`: for each selected run, place today's new statements into its code
+version, and decide which iterations each worker memoizes, restores and re-executes.
+
+The planner is given what it reads from: the store (each run's records, read once into
+``RunRecords``), the repository (the run's code version) and the replay's options. It writes
+nothing and starts nothing: its result is one :class:`~flor.replay.report.RunReplay` per run,
+planned, skipped or refused with a reason, which ``execution`` then runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import settings
+from ..errors import FlorError, UsageError
+from ..messages import warn
+from ..store import RunRow, Store
+from ..vcs import Repo
+from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
+from .isolation import groups_of, training_call, wrap
+from .plan import Costs, Segment, alone_check, plan_driven, plan_independent, plan_run, runs_nested_after_memo
+from .records import RunRecords
+from .report import RunReplay
+
+
+def parse_iterations(spec: str | None, outer_name: str | None, total: int,
+                     item_keys: dict[str, int] | None = None) -> list[int] | None:
+    """``epoch=all|last|0,5,9`` -> the selected outer iterations (None: all); for a keyed loop
+    the values are its items' keys (``document=a.txt,b.txt``), mapped through ``item_keys``."""
+    if not spec:
+        return None
+    name, sep, value = spec.partition("=")
+    if not sep:
+        raise UsageError(f"--iterations {spec!r}: write it as LOOP=all|last|0,5,9 (e.g. epoch=last)")
+    if outer_name is not None and name.strip() != outer_name:
+        raise UsageError(f"--iterations names the loop {name.strip()!r}, but the outer loop is {outer_name!r}")
+    value = value.strip()
+    if value == "all":
+        return None
+    if value == "last":
+        return [total - 1] if total else []
+    if item_keys:
+        wanted = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [k for k in wanted if k not in item_keys]
+        if len(unknown) == len(wanted):
+            shown = ", ".join(list(item_keys)[:5]) + (", ..." if len(item_keys) > 5 else "")
+            raise UsageError(f"--iterations {name.strip()}={value}: no such item in this run (its items: {shown})")
+        return sorted({item_keys[k] for k in wanted if k in item_keys})
+    try:
+        return sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        raise UsageError(f"--iterations {spec!r}: expected all, last or numbers like 0,5,9") from None
+
+
+class Planner:
+    """Plans the replay of runs; see the module docstring."""
+
+    def __init__(self, store: Store, repo: Repo, root: Path, *, names: list[str], force: bool,
+                 iterations: str | None, workers: int) -> None:
+        self.store = store
+        self.repo = repo
+        self.root = root
+        self.names = names
+        self.force = force
+        self.iterations = iterations
+        self.workers = workers
+        self.selected: list[RunRow] = []
+
+    def plan(self, selected: list[RunRow]) -> list[RunReplay]:
+        """Place and plan every run of ``selected``."""
+        from .propagation import Propagator
+
+        self.selected = selected
+        plans = []
+        todays: dict[str, str | None] = {}
+        self._check_names_exist(todays)
+        for run in self.selected:
+            item = RunReplay(run)
+            plans.append(item)
+            try:
+                self._plan_one(item, todays, Propagator)
+            except FlorError as exc:
+                item.status, item.reason = "refused", str(exc)
+        return plans
+
+    def _today(self, filename: str, todays: dict) -> str | None:
+        if filename not in todays:
+            path = self.root / filename
+            todays[filename] = path.read_text() if path.is_file() else None
+        return todays[filename]
+
+    def _check_names_exist(self, todays: dict) -> None:
+        """Names asked for that no flor.log of today's scripts logs: an error when none is
+        logged anywhere (nothing could be replayed), else a warning naming them."""
+        import ast
+
+        from .florcalls import logged_names
+
+        if not self.names or not self.selected:
+            return
+        logged: dict[str, None] = {}
+        filenames = list(dict.fromkeys(run.filename for run in self.selected))
+        for filename in filenames:
+            text = self._today(filename, todays)
+            if text is None:
+                continue
+            try:
+                logged.update(dict.fromkeys(logged_names(ast.parse(text))))
+            except (SyntaxError, ValueError):
+                return  # the runs are refused one by one with the parse error
+        unknown = [n for n in self.names if n not in logged]
+        if not unknown:
+            return
+        where = " or ".join(f"today's {name}" for name in filenames)
+        shown = ", ".join(logged) or "nothing"
+        message = f"no flor.log of {' or '.join(map(repr, unknown))} in {where} (it logs: {shown})"
+        if len(unknown) == len(self.names):
+            raise UsageError(message + "; add the statement to the script first")
+        warn(message)
+
+    def _plan_one(self, item: RunReplay, todays, Propagator) -> None:
+        run = item.run
+        if not run.code_commit:
+            item.status, item.reason = "refused", "its code version was not kept (recorded outside git); it cannot be replayed"
+            return
+        today = self._today(run.filename, todays)
+        if today is None:
+            item.status, item.reason = "refused", f"{run.filename} does not exist in the working tree today"
+            return
+        old = self.repo.read_file(run.code_commit, run.filename)
+        records = item.records = RunRecords.read(self.store, run)
+        # One matching of today's script against this version, to find the statements and place them.
+        propagator = Propagator(today, old)
+        statements = propagator.new_statements()
+        if self.names:
+            statements = [s for s in statements if set(s.names or s.feeds) & set(self.names)]
+            if not statements:
+                item.status = "skipped"
+                item.reason = f"today's {run.filename} adds no flor.log of {', '.join(self.names)} to this run's version"
+                return
+        if not statements:
+            item.status, item.reason = "skipped", f"today's {run.filename} adds no new flor.log to this run's version"
+            return
+        names = sorted({n for s in statements for n in s.names if not self.names or n in self.names})
+        if not self.force:
+            recorded = [n for n in names if n in records.recorded_names]
+            if recorded:
+                names = [n for n in names if n not in recorded]
+                if not names:
+                    item.status, item.reason = "skipped", f"already holds {', '.join(recorded)} (use --force to replay again)"
+                    return
+        item.names = names
+        placement = propagator.place(statements)
+        if not placement.ok:
+            reason = placement.reason if placement.reason.startswith("could not place") else f"could not place: {placement.reason}"
+            item.status, item.reason = "refused", reason
+            return
+        training = next((t for t in (training_call(ins.text) for ins in placement.inserted if ins.placed) if t), "")
+        if training:
+            item.status = "refused"
+            item.reason = (f"the new statement calls {training}: a hindsight statement observes the run and may not "
+                           "train it; log a value computed without it")
+            return
+        item.source = placement.source
+        if settings.replay_isolation():
+            item.source = wrap(placement.source, groups_of(placement.inserted))
+        item.diff = placement.diff(old, run.filename)
+        framework = run.environment.get("framework") or ""
+        if framework:
+            from .frameworks import FrameworkLayout, describe
+
+            layout = FrameworkLayout.of(placement.source, framework, records.args)
+            item.framework = framework
+        else:
+            layout = Layout.of(placement.source)
+        places = set().union(*(layout.places(ins.lineno) for ins in placement.inserted))
+        if framework:
+            first = placement.inserted[0].lineno
+            item.reach_note = describe(framework, layout.hook_of(first), places)
+        outer_name = layout.outer_name
+        recorded_loops = sorted({c.loop_name for c in records.contexts if c.parent_id is None})
+        if layout.outer is None and recorded_loops:
+            # The run went through flor.loop, but the analysis cannot see which statement is its
+            # outer loop (flor.loop reached under a name no import gives it): a plan would skip it.
+            item.status = "refused"
+            item.reason = (f"cannot tell which loop of {run.filename} is the flor.loop {recorded_loops[0]!r} that the run "
+                           "recorded; call it as flor.loop(...) (or through an `import flor as ...` alias)")
+            return
+        unreproducible = self._unreproducible(run)
+        if unreproducible:
+            item.status, item.reason = "refused", unreproducible
+            return
+        # Checkpoints that lack a registered object (its state could not be read while
+        # recording) are never restored.
+        checkpoints, item.unkept_note = records.usable_checkpoints(outer_name or "iteration")
+        total, costs = records.costs(outer_name) if outer_name else (0, Costs())
+        strategy = item.wanted = strategy_for(list(places))
+        item.nested = bool(layout.nested)
+        if layout.outer is None or not checkpoints:
+            strategy = "reexec"  # nothing to restore from: re-execute the whole run
+        # A skipped loop's effect that no checkpoint holds matters where it is live: read before
+        # the script assigns it again (liveness); module state may be read by anything.
+        blocking, nested_only = _memo_blockers(layout, records)
+        if not records.variables_known:
+            blocking = ["the loops' variables could not be read from the script"]
+        if framework and run.environment.get("framework_memo"):
+            blocking = [f"no checkpoint holds the state where the training steps end ({run.environment['framework_memo']})"]
+        memo_possible = not blocking
+        item.memo_blocked = blocking
+        item_keys = _outer_keys(records, outer_name)
+        try:
+            selected = parse_iterations(self.iterations, outer_name, total, item_keys)
+        except UsageError as exc:
+            if not item_keys:
+                raise
+            item.status, item.reason = "skipped", str(exc)  # another run may have those items
+            return
+        if BODY in places and NESTED not in places:
+            selected = self._reached(item, layout, placement, records, outer_name, total, selected)
+        if not self.force:
+            done = records.done_for(names)
+            if strategy == "outside" and -1 in done:
+                item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
+                return
+            if strategy != "outside" and done:
+                base = list(range(total)) if selected is None else selected
+                remaining = [i for i in base if i not in done]
+                if not remaining and (AFTER not in places or -1 in done):
+                    item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
+                    return
+                selected = remaining
+        independent = self._independent(layout, item_keys, places, run)
+        if strategy == "reexec" and not checkpoints and independent:
+            # Items that share no state: each replayed alone, split across the workers.
+            item.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
+                                             costs, places)
+            item.alone_check = alone_check(item.segments)
+            item.reach_note = (item.reach_note + "; " if item.reach_note else "") + (
+                f"the {outer_name} loop's iterations share no state: each item is replayed alone, "
+                f"split across {min(self.workers, max(1, len(item.segments)))} worker(s)")
+        elif framework:
+            item.segments = plan_driven(strategy, total, checkpoints, places=places, selected=selected, costs=costs,
+                                        memo_ok=lambda index: memo_possible)
+        elif strategy == "reexec" and not checkpoints:
+            # No checkpoints: one process re-executes everything.
+            segment = Segment({i: "exec" for i in range(total)}, list(range(total)) if selected is None else selected,
+                              total, True, True, True)
+            segment.seconds = 2.0 + costs.before_loop_s + sum(costs.iteration_s)
+            item.segments = [segment]
+        else:
+            before_nested = strategy == "memo" and any(layout.before_first_nested(ins.lineno)
+                                                       for ins in placement.inserted)
+            item.segments = plan_run(
+                strategy, total, checkpoints, places=places, selected=selected, workers=self.workers,
+                costs=costs, memo_ok=lambda index: memo_possible, before_nested=before_nested,
+            )
+            if memo_possible and nested_only and runs_nested_after_memo(item.segments):
+                # The nested loop would run again after a skipped one, reading what it left unkept.
+                memo_possible = False
+                item.memo_blocked = nested_only
+                item.segments = plan_run(strategy, total, checkpoints, places=places, selected=selected,
+                                         workers=self.workers, costs=costs, memo_ok=lambda index: False)
+        # A re-execution after drift restores a memoized iteration and runs the next one.
+        retry_ok = memo_possible and not nested_only
+        item.strategy = strategy
+        item.total = total
+        item.outer_name = outer_name
+        item.checkpoints = checkpoints
+        item.places, item.costs, item.memo_ok = places, costs, lambda index: retry_ok
+        if not item.segments:
+            item.status, item.reason = "skipped", "no iterations selected"
+
+    def _independent(self, layout, item_keys: dict, places: set[str], run: RunRow) -> bool:
+        """A keyed outer loop whose iterations share no state (``independence``, following the
+        helpers of the run's own code version), with the new statements inside it (code after
+        the loop needs every iteration's state)."""
+        from .independence import carried
+
+        if not item_keys or layout.outer is None or AFTER in places:
+            return False
+        return not carried(layout.outer, layout.tree, self._module_reader(run))
+
+    def _module_reader(self, run: RunRow):
+        """dotted module name -> its syntax tree in the run's code version (None: not the
+        project's), looked up beside the script and at the project's root."""
+        import ast
+        import posixpath
+
+        folder = posixpath.dirname(run.filename)
+        listed: list[set[str]] = []
+
+        def read(dotted: str):
+            if not listed:  # read once, and only when the body calls an imported helper
+                listed.append(set(self.repo.tree_files(run.code_commit)) if run.code_commit else set())
+            files = listed[0]
+            rel = dotted.replace(".", "/")
+            for candidate in (posixpath.join(folder, rel + ".py"), posixpath.join(folder, rel, "__init__.py"),
+                              rel + ".py", posixpath.join(rel, "__init__.py")):
+                candidate = posixpath.normpath(candidate)
+                if candidate in files:
+                    return ast.parse(self.repo.read_file(run.code_commit, candidate))
+            return None
+
+        return read
+
+    def _reached(self, item: RunReplay, layout, placement, records: RunRecords, outer_name: str, total: int,
+                 selected: list[int] | None) -> list[int] | None:
+        """Only the outer iterations a statement under an ``if`` can reach: those where the
+        recorded logs of the same branch were logged (every iteration when one statement is not
+        guarded so)."""
+        marks: set[str] = set()
+        for inserted in placement.inserted:
+            guards = layout.guards(inserted.lineno)
+            if guards is None:
+                return selected
+            marks |= set().union(*guards)
+        marks &= records.recorded_names
+        if not marks:
+            return selected
+        reached = records.outer_iterations_of(self.store, marks, outer_name)
+        base = range(total) if selected is None else selected
+        chosen = sorted(i for i in base if i in reached)
+        shown = ", ".join(map(str, chosen[:12])) + (" ..." if len(chosen) > 12 else "")
+        item.reach_note = (f"only {outer_name} {shown or '(none)'}: the statement is in a branch that ran where "
+                           f"{', '.join(sorted(marks))} was logged")
+        return chosen
+
+    def _unreproducible(self, run: RunRow) -> str:
+        """Why this machine cannot give the run's code and files back (empty when it can)."""
+        problems = self.repo.missing_submodules(run.code_commit)
+        if problems:
+            return problems[0]
+        for rel, (size, mtime) in (run.environment.get("left_out") or {}).items():
+            try:
+                info = os.stat(self.root / rel)
+                same = (info.st_size, info.st_mtime_ns) == (size, mtime)
+            except OSError:
+                same = False
+            if not same:
+                return (f"{rel} was left out of the run's code version (over the size cap) and has changed or gone "
+                        "since; the replay would read other data")
+        return ""
+
+
+def _memo_blockers(layout, records: RunRecords) -> tuple[list[str], list[str]]:
+    """Why the nested loop cannot be skipped (its effect that no checkpoint keeps and that is
+    live after it), and why it cannot run again after a skipped one (an unkept name only the
+    nested loop itself reads later): reasons naming variables as code."""
+    missing = set(records.missing_variables)
+    plain = {n for n in missing if ":" not in n and "." not in n}
+    live = layout.live_after_first_nested(plain)
+    loop = f"`{layout.nested_name}` loop" if layout.nested_name else "nested loop"
+
+    def why(name: str) -> str:
+        entry = records.unkept.get(name)
+        return f" ({entry['reason']})" if entry else ""
+
+    blocking = [f"`{n}` is module state the {loop} may change, which its checkpoints do not keep{why(n)}"
+                for n in sorted(missing - plain)]
+    blocking += [f"the {loop} changes `{n}`, which its checkpoints do not keep{why(n)}, and it is read after "
+                 "that loop" for n in sorted(plain) if live.reads(n)]
+    nested_only = [f"the {loop} changes `{n}`, which its checkpoints do not keep{why(n)}, and reads it in the "
+                   "next iteration, which would run after a skipped one" for n in sorted(plain) if live.reads_in_nested(n)]
+    return blocking, nested_only
+
+
+def _outer_keys(records: RunRecords, outer_name: str | None) -> dict[str, int]:
+    """The outer loop's item keys (as text) -> positions, when the run keyed that loop."""
+    from .. import keys
+
+    found: dict[str, int] = {}
+    for item in records.item_paths:
+        if item.loop_name == outer_name and item.iteration is not None:
+            parsed = keys.decode(item.path, "tuple")
+            if len(parsed) == 1:
+                found[str(parsed[0][1])] = item.iteration
+    return found
