@@ -169,3 +169,66 @@ def in_step(run, index: int, point: str, due: bool) -> bool:
     except StoreError:
         return due
     return decided
+
+
+def with_ranks(table, rank: int | None = None):
+    """A dataframe's rank runs shown as their job: ``tstamp`` the job's, and a ``rank`` column
+    after it (empty for runs that are no job's); added only when the table holds a job. ``rank``
+    given: only that rank's rows (runs that are no job's have no rank, and are left out)."""
+    if "tstamp" not in table.columns:
+        return table
+    split = [split_tstamp(t) if isinstance(t, str) else (t, None) for t in table["tstamp"]]
+    if rank is None and all(r is None for _, r in split):
+        return table
+    import pandas as pd
+
+    table = table.copy()
+    table["tstamp"] = [t for t, _ in split]
+    table.insert(table.columns.get_loc("tstamp") + 1, "rank", pd.array([r for _, r in split], dtype="Int64"))
+    if rank is not None:
+        table = table[table["rank"] == rank].reset_index(drop=True)
+    return table
+
+
+def listed_runs(store) -> list:
+    """Every run as ``flor runs`` lists it: a job as one row (its tstamp, the status of the job:
+    finished only when every rank finished, its world size with the status), in place of its ranks."""
+    from dataclasses import replace
+
+    runs = store.runs()
+    jobs = {job.job_id: job for job in store.jobs()}
+    of_run = store.job_of_runs()
+    listed, shown = [], set()
+    for run in runs:
+        member = of_run.get(run.run_id)
+        if member is None:
+            listed.append(run)
+            continue
+        job_id = member[0]
+        if job_id in shown:
+            continue
+        shown.add(job_id)
+        job = jobs[job_id]
+        ended = [r.ended for r in job.ranks]
+        finished = job.status != "running" and all(e is not None for e in ended)
+        listed.append(replace(
+            run, tstamp=job.tstamp, status=f"{job.status} ({len(job.ranks)}/{job.world_size} ranks)",
+            started=job.started, ended=max(ended) if finished and ended else None,
+        ))
+    return listed
+
+
+def find_job(store, prefix: str):
+    """The job (a ``JobRow``) whose tstamp is ``prefix`` or starts with it, when that names one
+    job and no other run; else None (the caller looks for a run)."""
+    prefix = str(prefix).strip()
+    if not prefix or RANK_SEPARATOR in prefix:
+        return None
+    matches = [job for job in store.jobs() if job.tstamp.startswith(prefix)]
+    exact = [job for job in matches if job.tstamp == prefix]
+    if exact:
+        return exact[0]
+    if len(matches) != 1:
+        return None
+    others = [r for r in store.runs() if r.tstamp.startswith(prefix) and split_tstamp(r.tstamp)[1] is None]
+    return None if others else matches[0]
