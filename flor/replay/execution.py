@@ -200,15 +200,23 @@ class Execution:
                     continue
                 states.append(state)
             self._check_independence([s for s in states if s.item.alone_check])
+            # A distributed job's ranks run together, segment by segment (replay/job.py).
+            jobs = session.jobs
             for state in states:
-                tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
-                                         accept_drift=session.inexact_threads is not None)
-            self._execute(tasks, states)
+                if state.item.run.run_id not in jobs:
+                    tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
+                                             accept_drift=session.inexact_threads is not None)
+            self._execute(tasks, [s for s in states if s.item.run.run_id not in jobs])
+            if jobs:
+                from .job import run_jobs
+
+                run_jobs(self, [s for s in states if s.item.run.run_id in jobs], jobs, session.preload)
             # With other arithmetic than the recording's (--allow-inexact), drift is expected:
             # re-executing would only repeat it, slower.
             retries = () if session.inexact_threads is not None else RETRIES
             for attempt, how in enumerate(retries, 1):
-                retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors]
+                retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors
+                         and s.item.run.run_id not in jobs]  # a job's drift is reported as it came
                 if not retry:
                     break
                 tasks = []

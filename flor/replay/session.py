@@ -143,6 +143,8 @@ class Session:
                 + (store_url if store_url else f"{self.root / '.flor'} at that same path") + " (docs/scale-out.md)")
         self._confinement: str | None = None
         self._locks: list = []
+        self.preload: list[str] = []  # modules warm workers import first (the gangs of a job too)
+        self.jobs: dict = {}  # run_id -> replay.job.JobReplay: the ranks of a distributed job
 
     def close(self) -> None:
         """Release the store, the runs' replay locks and any worker that got no task."""
@@ -212,6 +214,7 @@ class Session:
             return
         filenames = dict.fromkeys(run.filename for run in self.selected)
         preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
+        self.preload = preload
         if self.executor_kind == "ray":
             from .ray_executor import RayExecutor
 
@@ -262,6 +265,9 @@ class Session:
                 self._plan_one(item, todays, Propagator)
             except FlorError as exc:
                 item.status, item.reason = "refused", str(exc)
+        from .job import plan_jobs
+
+        self.jobs = plan_jobs(self, plans)  # a distributed job's ranks replay together (replay/job.py)
         return plans
 
     def _today(self, filename: str, todays: dict) -> str | None:
@@ -656,6 +662,10 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
             for item in plans:
                 print(describe_plan(item, diff), file=out)
             total = sum(p.seconds for p in plans if p.status == "planned")
+            from .job import describe as describe_jobs
+
+            for line in describe_jobs(session.jobs, os.cpu_count() or 1):
+                print(line, file=out)
             print(f"estimated {total:.1f} s of work with {session.workers} worker(s)", file=out)
             return ReplayReport(plans)
         if confirm:
