@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -243,19 +244,42 @@ def _refs(project) -> list[str]:
     return project.git("for-each-ref", "--format=%(objectname)", "refs/flor/").split()
 
 
-@pytest.mark.slow
-@needs_netns
-def test_a_torchrun_job_is_one_run_with_every_rank(project, monkeypatch):
-    import flor
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A project with our DDP script recorded as two torchrun jobs (2 ranks each, other args)."""
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    from tests.conftest import GIT_ENV, Project, git
 
-    project.write("train.py", DDP_SCRIPT)
-    project.write(".gitignore", "model.pt\n")
-    project.commit_all()
-    before = project.git("status", "--porcelain")
-    results = launch_many(project, [(2, ["train.py", "--kwargs", "lr=0.01"]), (2, ["train.py", "--kwargs", "lr=0.02"])])
+    root = tmp_path_factory.mktemp("jobs") / "proj"
+    root.mkdir()
+    saved = {k: os.environ.get(k) for k in GIT_ENV}
+    os.environ.update(GIT_ENV)
+    try:
+        git(root, "init", "-q", "-b", "main")
+        project = Project(root)
+        project.write("train.py", DDP_SCRIPT)
+        project.write(".gitignore", "model.pt\n")
+        project.commit_all()
+        results = launch_many(project, [(2, ["train.py", "--kwargs", "lr=0.01"]),
+                                        (2, ["train.py", "--kwargs", "lr=0.02"])])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     for code, output in results:
         assert code == 0, output[-3000:]
-    assert project.git("status", "--porcelain") == before  # user files untouched (model.pt is ignored)
+    return project
+
+
+@pytest.mark.slow
+def test_a_torchrun_job_is_one_run_with_every_rank(recorded, monkeypatch):
+    import flor
+
+    project = recorded
+    assert project.git("status", "--porcelain") == ""  # user files untouched (model.pt is ignored)
     store = Store.open(project.db, readonly=True)
     jobs = store.jobs()
     assert len(jobs) == 2 and all(j.status == "finished" and [r.rank for r in j.ranks] == [0, 1] for j in jobs)
@@ -279,3 +303,70 @@ def test_a_torchrun_job_is_one_run_with_every_rank(project, monkeypatch):
     assert len(listed) == 3 and all("finished (2/2 ranks)" in line for line in listed[1:])
     shown = project.flor("show", jobs[0].tstamp).stdout
     assert "world size 2" in shown and "rank 0" in shown and "rank 1" in shown
+
+
+NEW_STATEMENTS = [
+    # epoch level, after the all_reduce
+    ('        flor.log("mean_loss", total.item() / world / len(loader))\n',
+     '        flor.log("w_norm", model.module.weight.norm().item())\n'),
+    # the rank-0-only branch
+    ('                flor.log("eval", ((model.module(X).squeeze(-1) - Y) ** 2).mean().item())\n',
+     '                flor.log("eval_bias", model.module.bias.item())\n'),
+    # step level
+    ('            flor.log("loss", loss.item())\n', '            flor.log("step_x", x.sum().item())\n'),
+]
+
+
+def _in_netns(project, *commands: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    script = "ip link set lo up\n" + "\n".join(commands)
+    return subprocess.run(["unshare", "-rn", "sh", "-ec", script], cwd=project.root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _values(db: Path, name: str, source: str) -> dict:
+    """(job tstamp, rank) -> [(iteration, value), ...] of ``name``."""
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT r.tstamp, l.iteration, l.value FROM logs l JOIN runs r USING (run_id) "
+            "WHERE l.name = ? AND l.source = ? ORDER BY r.tstamp, l.rowid", (name, source)).fetchall()
+    found: dict = {}
+    for tstamp, iteration, value in rows:
+        found.setdefault(job.split_tstamp(tstamp), []).append((iteration, value))
+    return found
+
+
+@pytest.mark.slow
+def test_a_job_replays_as_a_unit_and_equals_a_fresh_launch(recorded):
+    project = recorded
+    store = Store.open(project.db, readonly=True)
+    first, second = (j.tstamp for j in store.jobs())
+    store.close()
+    original = (project.root / "train.py").read_text()
+    text = original
+    for anchor, line in NEW_STATEMENTS:
+        text = text.replace(anchor, anchor + line)
+    (project.root / "train.py").write_text(text)
+    py = f"{sys.executable} -m flor"
+    dry = _in_netns(project, f"{py} replay w_norm eval_bias --dry-run")
+    assert "2 ranks replayed together, 1 segment(s) of 2 processes each" in dry.stdout, dry.stdout + dry.stderr
+    done = _in_netns(project, f"{py} replay w_norm eval_bias", f"{py} replay step_x --runs {first}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # A fresh launch of the first job with the statements written in (a third job).
+    [(code, output)] = launch_many(project, [(2, ["train.py", "--kwargs", "lr=0.01"])])
+    assert code == 0, output[-3000:]
+    store = Store.open(project.db, readonly=True)
+    fresh = [j.tstamp for j in store.jobs() if j.tstamp not in (first, second)][0]
+    store.close()
+    (project.root / "train.py").write_text(original)
+    for name in ("w_norm", "eval_bias", "step_x"):
+        replayed, truth = _values(project.db, name, "replay"), _values(project.db, name, "record")
+        for rank in (0, 1):
+            expected = truth.get((fresh, rank))
+            if name == "eval_bias" and rank == 1:
+                assert expected is None and (first, 1) not in replayed  # rank 0's branch only
+                continue
+            assert expected and replayed[(first, rank)] == expected, name
+            if name != "step_x":
+                assert len(replayed[(second, rank)]) == 4
+    assert (second, 0) not in _values(project.db, "step_x", "replay")

@@ -215,6 +215,8 @@ class Session:
         filenames = dict.fromkeys(run.filename for run in self.selected)
         preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
         self.preload = preload
+        if set(self.store.job_of_runs()) & {run.run_id for run in self.selected}:
+            return  # a distributed job's ranks start in gangs of their own (replay/job.py)
         if self.executor_kind == "ray":
             from .ray_executor import RayExecutor
 
