@@ -232,3 +232,27 @@ def find_job(store, prefix: str):
         return None
     others = [r for r in store.runs() if r.tstamp.startswith(prefix) and split_tstamp(r.tstamp)[1] is None]
     return None if others else matches[0]
+
+
+def job_notes(store) -> list[str]:
+    """``flor doctor``'s lines about jobs that did not finish: which rank was killed or failed
+    first, and which ranks never reached this store (each rank's flushed values are kept)."""
+    notes = []
+    for job in store.jobs():
+        if job.status in ("finished", "running"):
+            continue
+        parts = []
+        for rank in job.ranks:
+            if rank.status in ("killed", "failed"):
+                parts.append(f"rank {rank.rank} {rank.status}" + (f" ({rank.error})" if rank.error else ""))
+        if job.missing:
+            parts.append(f"rank(s) {', '.join(map(str, job.missing))} missing (never recorded here: killed before "
+                         "their first flor.loop or flor.log, or on another node)")
+        notes.append(f"job {job.tstamp} ({job.world_size} ranks) {job.status}: " + "; ".join(parts)
+                     + "; the values every rank flushed are kept")
+    return notes
+
+
+def job_tstamp(tstamp: str) -> str:
+    """The tstamp that names a run's code version (its hidden ref): its job's for a rank run."""
+    return split_tstamp(tstamp)[0]

@@ -76,7 +76,6 @@ def _namespaces_work() -> bool:
         return False
 
 
-needs_netns = pytest.mark.skipif(not _namespaces_work(), reason="needs `unshare -rn` (a private network namespace)")
 
 
 def launch_many(project, launches: list[tuple[int, list[str]]], *, timeout: float = 240, extra: str = "") -> list:
@@ -370,3 +369,60 @@ def test_a_job_replays_as_a_unit_and_equals_a_fresh_launch(recorded):
             if name != "step_x":
                 assert len(replayed[(second, rank)]) == 4
     assert (second, 0) not in _values(project.db, "step_x", "replay")
+
+
+TINY_SCRIPT = '''
+import os, signal, time
+import flor
+
+rank = int(os.environ["RANK"])
+kill_at = flor.arg("kill_at", -1)
+for epoch in flor.loop("epoch", range(flor.arg("epochs", 3))):
+    for step in flor.loop("step", range(5)):
+        flor.log("v", rank * 1000 + epoch * 10 + step)
+    if epoch == kill_at:
+        time.sleep(1.5)  # the flush thread writes what was logged (at least every second)
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # the other ranks wait here until the launcher stops them
+'''
+
+
+@pytest.mark.slow
+def test_eight_ranks_launched_together_give_one_run_one_commit_and_every_value(project):
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    project.write("tiny.py", TINY_SCRIPT)
+    project.commit_all()
+    launches = 3
+    results = launch_many(project, [(8, ["tiny.py"])] * launches)
+    for code, output in results:
+        assert code == 0, output[-3000:]
+    store = Store.open(project.db, readonly=True)
+    jobs = store.jobs()
+    assert len(jobs) == launches and all(len(j.ranks) == 8 and j.status == "finished" for j in jobs)
+    assert len({j.code_commit for j in jobs}) == launches and len(_refs(project)) == launches
+    with sqlite3.connect(project.db) as connection:
+        counts = connection.execute("SELECT run_id, COUNT(*) FROM logs GROUP BY run_id").fetchall()
+    assert len(counts) == 8 * launches and {n for _, n in counts} == {3 * 5}
+
+
+@pytest.mark.slow
+def test_a_killed_rank_marks_the_job_killed_and_keeps_what_every_rank_flushed(project):
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    project.write("tiny.py", TINY_SCRIPT)
+    project.commit_all()
+    [(code, output)] = launch_many(project, [(2, ["tiny.py", "--kwargs", "kill_at=1"])])
+    assert code != 0
+    shown = project.flor("doctor")
+    doctor = shown.stdout + shown.stderr
+    store = Store.open(project.db, readonly=True)
+    [killed] = store.jobs()
+    assert killed.status == "killed" and {r.status for r in killed.ranks} == {"killed"}
+    with sqlite3.connect(project.db) as connection:
+        kept = dict(connection.execute("SELECT run_id, COUNT(*) FROM logs GROUP BY run_id").fetchall())
+    assert [kept.get(r.run_id) for r in killed.ranks] == [10, 10]  # epochs 0 and 1 of both ranks
+    assert f"job {killed.tstamp} (2 ranks) killed: " in doctor and "rank 1 killed" in doctor
+    refused = project.flor("resume", killed.tstamp, check=False)
+    assert refused.returncode != 0 and "distributed job" in refused.stderr and "Traceback" not in refused.stderr
