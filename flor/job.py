@@ -40,6 +40,7 @@ class RankIdentity:
     world_size: int
     local_rank: int | None
     group_rank: int | None  # the node's index among the launch's nodes (torchrun), else None
+    local_world_size: int | None  # ranks this launcher started on this node (LOCAL_WORLD_SIZE), else None
     host: str
     launcher: str  # 'torchrun', 'slurm' or 'env' (RANK/WORLD_SIZE set by a script)
     key: str  # the launch key: the same for every rank of one launch on this machine, never for two
@@ -109,8 +110,11 @@ def identify(environ=None, ppid: int | None = None) -> RankIdentity | None:
     group = _int(environ, "GROUP_RANK")
     if group is None:
         group = _int(environ, "SLURM_NODEID")
+    local_world = _int(environ, "LOCAL_WORLD_SIZE")
+    if local_world is None:
+        local_world = _int(environ, "SLURM_NTASKS_PER_NODE")
     return RankIdentity(rank=rank, world_size=world, local_rank=local, group_rank=group,
-                        host=socket.gethostname(), launcher=launcher, key=key, ids=ids)
+                        local_world_size=local_world, host=socket.gethostname(), launcher=launcher, key=key, ids=ids)
 
 
 def rank_tstamp(job_tstamp: str, rank: int) -> str:
@@ -135,7 +139,7 @@ def join(store, fields: dict):
     return store.join_job(
         key=identity.key, rank=identity.rank, world_size=identity.world_size, launcher=identity.launcher,
         identity=identity.as_json(), local_rank=identity.local_rank, group_rank=identity.group_rank,
-        host=identity.host, **fields,
+        local_world_size=identity.local_world_size, host=identity.host, **fields,
     )
 
 

@@ -85,7 +85,7 @@ def launch_many(project, launches: list[tuple[int, list[str]]], *, timeout: floa
     for n, (nproc, args) in enumerate(launches):
         command = " ".join([*TORCHRUN, f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1",
                             f"--master-port={29400 + n}", *args])
-        lines.append(f"({command}) > out{n}.txt 2>&1; echo $? > rc{n}.txt &")
+        lines.append(f"{{ {command} > out{n}.txt 2>&1; echo $? > rc{n}.txt; }} &")
     lines.append("wait")
     env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
     done = subprocess.run(["unshare", "-rn", "sh", "-c", "\n".join(lines) + extra], cwd=project.root, env=env,
@@ -426,3 +426,52 @@ def test_a_killed_rank_marks_the_job_killed_and_keeps_what_every_rank_flushed(pr
     assert f"job {killed.tstamp} (2 ranks) killed: " in doctor and "rank 1 killed" in doctor
     refused = project.flor("resume", killed.tstamp, check=False)
     assert refused.returncode != 0 and "distributed job" in refused.stderr and "Traceback" not in refused.stderr
+
+
+NODES_SCRIPT = '''
+import torch
+import torch.distributed as dist
+import flor
+
+dist.init_process_group("gloo")
+for epoch in flor.loop("epoch", range(3)):
+    total = torch.tensor([float(dist.get_rank() + epoch)])
+    dist.all_reduce(total)
+    flor.log("total", total.item())
+dist.destroy_process_group()
+'''
+
+
+@pytest.mark.slow
+def test_two_nodes_each_with_its_own_working_copy(project):
+    """--nnodes 2, simulated by two torchrun launches on this machine (static rendezvous on
+    loopback), each node in its own clone: each store holds its node's ranks as one job."""
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    from tests.conftest import Project, git
+
+    project.write("nodes.py", NODES_SCRIPT)
+    project.commit_all()
+    other = project.root.parent / "node1"
+    git(project.root.parent, "clone", "-q", str(project.root), str(other))
+    nodes = [project.root, other]
+    lines = ["ip link set lo up"]
+    for node, root in enumerate(nodes):
+        command = " ".join([*TORCHRUN, "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=2",
+                            "--master-addr=127.0.0.1", "--master-port=29477", "nodes.py"])
+        lines.append(f"{{ cd {root} && {command} > {root}/out.txt 2>&1; echo $? > {root}/rc.txt; }} &")
+    lines.append("wait")
+    env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    done = subprocess.run(["unshare", "-rn", "sh", "-c", "\n".join(lines)], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    for node, root in enumerate(nodes):
+        assert (root / "rc.txt").read_text().strip() == "0", (root / "out.txt").read_text()[-3000:]
+        store = Store.open(Project(root).db, readonly=True)
+        [recorded] = store.jobs()
+        assert recorded.world_size == 4 and [r.rank for r in recorded.ranks] == [2 * node, 2 * node + 1]
+        assert {r.group_rank for r in recorded.ranks} == {node} and recorded.status == "finished"
+        assert recorded.missing == [r for r in range(4) if r // 2 != node] and recorded.code_commit
+        with sqlite3.connect(Project(root).db) as connection:
+            totals = connection.execute("SELECT value FROM logs WHERE name = 'total' ORDER BY run_id, rowid").fetchall()
+        assert [t[0] for t in totals] == [6.0, 10.0, 14.0] * 2  # the all_reduce spanned both nodes

@@ -30,6 +30,7 @@ class RankRow:
     rank: int
     local_rank: int | None
     group_rank: int | None
+    local_world_size: int | None
     host: str | None
     status: str
     pid: int | None
@@ -51,10 +52,20 @@ class JobRow:
     ranks: tuple[RankRow, ...]
 
     @property
+    def expected_here(self) -> int:
+        """How many ranks this store should hold: the world, or on one node of several
+        (``--nnodes``, each recording into its own working copy) the ranks that node started."""
+        local = {r.local_world_size for r in self.ranks if r.local_world_size}
+        groups = {r.group_rank for r in self.ranks}
+        if len(local) == 1 and len(groups) == 1 and next(iter(local)) < self.world_size:
+            return next(iter(local))
+        return self.world_size
+
+    @property
     def status(self) -> str:
         """finished only when every rank finished; killed or failed when one was; else running."""
         states = [r.status for r in self.ranks]
-        if len(states) == self.world_size and all(s == "finished" for s in states):
+        if len(states) >= self.expected_here and all(s == "finished" for s in states):
             return "finished"
         for worst in ("killed", "failed", "running"):
             if worst in states:
@@ -73,6 +84,7 @@ class JobsMixin:
 
     def join_job(self, *, key: str, rank: int, world_size: int, launcher: str, identity: dict,
                  local_rank: int | None, group_rank: int | None, host: str, tstamp: str,
+                 local_world_size: int | None = None,
                  projid: str, filename: str, argv: list[str], cwd: str, started: float,
                  args: Iterable[tuple[str, object, str]], rng_state: bytes | None, resumed_from: int | None,
                  environment: dict | None) -> Membership:
@@ -106,9 +118,10 @@ class JobsMixin:
                 cursor.execute("UPDATE runs SET code_commit = ?, vcs_note = ?, git_head = ?, git_dirty = ? "
                                "WHERE run_id = ?", (commit, note, head, dirty, run_id))
             cursor.execute(
-                "INSERT INTO job_ranks(run_id, job_id, rank, local_rank, group_rank, world_size, host, identity) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, job_id, rank, local_rank, group_rank, world_size, host, json.dumps(identity)),
+                "INSERT INTO job_ranks(run_id, job_id, rank, local_rank, group_rank, world_size, local_world_size, "
+                "host, identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, job_id, rank, local_rank, group_rank, world_size, local_world_size, host,
+                 json.dumps(identity)),
             )
             return Membership(run_id, mine, job_id, job_tstamp, creates)
 
@@ -144,7 +157,7 @@ class JobsMixin:
     def _jobs(self, where: str, params: tuple = ()) -> list[JobRow]:
         rows = self._read(
             "SELECT j.job_id, j.tstamp, j.world_size, j.launcher, j.started, j.code_commit, "
-            "k.run_id, k.rank, k.local_rank, k.group_rank, k.host, r.status, r.pid, r.started, r.ended, r.error "
+            "k.run_id, k.rank, k.local_rank, k.group_rank, k.local_world_size, k.host, r.status, r.pid, r.started, r.ended, r.error "
             f"FROM jobs j LEFT JOIN job_ranks k ON k.job_id = j.job_id LEFT JOIN runs r ON r.run_id = k.run_id "
             f"{where} ORDER BY j.tstamp, k.rank", params)
         jobs: dict[int, list] = {}

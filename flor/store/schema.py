@@ -177,6 +177,7 @@ CREATE TABLE IF NOT EXISTS job_ranks(
     local_rank INTEGER,
     group_rank INTEGER,
     world_size INTEGER NOT NULL,
+    local_world_size INTEGER,
     host TEXT,
     identity TEXT NOT NULL,
     UNIQUE (job_id, rank)
