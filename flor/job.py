@@ -42,7 +42,7 @@ class RankIdentity:
     group_rank: int | None  # the node's index among the launch's nodes (torchrun), else None
     local_world_size: int | None  # ranks this launcher started on this node (LOCAL_WORLD_SIZE), else None
     host: str
-    launcher: str  # 'torchrun', 'slurm' or 'env' (RANK/WORLD_SIZE set by a script)
+    launcher: str  # 'torchrun', 'slurm', 'lightning' (its own DDP launcher) or 'env' (RANK/WORLD_SIZE set by a script)
     key: str  # the launch key: the same for every rank of one launch on this machine, never for two
     ids: dict = field(default_factory=dict)  # what the key was made of
 
@@ -82,6 +82,16 @@ def identify(environ=None, ppid: int | None = None) -> RankIdentity | None:
     environ = os.environ if environ is None else environ
     rank, world = _int(environ, "RANK"), _int(environ, "WORLD_SIZE")
     launcher = "env"
+    lightning = (rank is None and world is not None and "NODE_RANK" in environ and "LOCAL_RANK" in environ
+                 and "TORCHELASTIC_RUN_ID" not in environ)
+    if lightning:
+        # Lightning's own launcher (strategy="ddp" without torchrun) sets no RANK: the script it
+        # starts is local rank 0 and starts the others, one node. Its pid names the launch.
+        if _int(environ, "NODE_RANK") != 0:
+            return None  # several nodes under Lightning's launcher: the rank is not in the environment
+        rank, launcher = _int(environ, "LOCAL_RANK"), "lightning"
+        if ppid is None and rank == 0:
+            ppid = os.getpid()
     if rank is None or world is None:
         rank, world = _int(environ, "SLURM_PROCID"), _int(environ, "SLURM_NTASKS")
         launcher = "slurm"
@@ -101,7 +111,7 @@ def identify(environ=None, ppid: int | None = None) -> RankIdentity | None:
             ids[name] = environ.get(name)
         if launcher != "slurm":  # RANK set by a script under Slurm: the rendezvous names the launch too
             ids.update(MASTER_ADDR=environ.get("MASTER_ADDR"), MASTER_PORT=environ.get("MASTER_PORT"))
-    else:
+    else:  # a script's own RANK/WORLD_SIZE, or Lightning's launcher
         ids.update(MASTER_ADDR=environ.get("MASTER_ADDR"), MASTER_PORT=environ.get("MASTER_PORT"))
     key = hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()[:32]
     local = _int(environ, "LOCAL_RANK")
