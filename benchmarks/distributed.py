@@ -222,7 +222,9 @@ def checkpoint_bytes(scratch: Path) -> dict:
 
 def render(results: dict, command: str, elapsed: float) -> str:
     lines = ["## Distributed jobs: a 2-rank gloo DDP job (issue 28)", "",
-             f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}. Every launch inside a private network "
+             f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}, load average {results['load'][0]:.1f} at "
+             f"start and {results['load'][1]:.1f} at end (the 2 cores are shared with other work). Every launch inside "
+             "a private network "
              "namespace, gloo on loopback, one thread per rank; the machine is shared by other work, so compare "
              "within a row. Each cell: median (min-max); compared commands run alternately.", ""]
     if "overhead" in results:
@@ -274,7 +276,7 @@ def main() -> None:
     args = parser.parse_args()
     only = args.only.split(",")
     began = time.perf_counter()
-    results: dict = {}
+    results: dict = {"load": [os.getloadavg()[0], 0.0]}
     with tempfile.TemporaryDirectory(prefix="flor-dist-bench-") as scratch:
         scratch = Path(scratch)
         if "stress" in only:
@@ -286,9 +288,10 @@ def main() -> None:
         if "overhead" in only:
             results["overhead"] = overhead(scratch, args.reps)
         if "replay" in only:
-            results["replay"] = replay(scratch, max(1, args.reps // 2))
+            results["replay"] = replay(scratch, max(2, args.reps // 2))
         if "start" in only:
-            results["start"] = start(scratch, max(1, args.reps // 2))
+            results["start"] = start(scratch, max(2, args.reps // 2))
+    results["load"][1] = os.getloadavg()[0]
     text = render(results, "python benchmarks/distributed.py " + " ".join(sys.argv[1:]), time.perf_counter() - began)
     print(text)
     if not args.no_write:
