@@ -476,3 +476,62 @@ def test_two_nodes_each_with_its_own_working_copy(project):
         with sqlite3.connect(Project(root).db) as connection:
             totals = connection.execute("SELECT value FROM logs WHERE name = 'total' ORDER BY run_id, rowid").fetchall()
         assert [t[0] for t in totals] == [6.0, 10.0, 14.0] * 2  # the all_reduce spanned both nodes
+
+
+LIGHTNING_DDP = '''
+import flor
+import lightning.pytorch as L
+import torch
+from flor.integrations.lightning import FlorCallback, FlorLogger
+
+
+class Tiny(L.LightningModule):
+    def __init__(self, lr=0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = torch.nn.Linear(3, 2)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self):
+        flor.log("bias", self.layer.bias.sum().item())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+if __name__ == "__main__":
+    L.seed_everything(0)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 3)), batch_size=4)
+    L.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp", logger=FlorLogger(),
+              callbacks=[FlorCallback()], enable_progress_bar=False, enable_checkpointing=False,
+              enable_model_summary=False).fit(Tiny(), data)
+'''
+
+
+@pytest.mark.slow
+def test_lightning_ddp_is_one_job_and_replays_as_one(project):
+    """strategy="ddp" on CPU with Lightning's own launcher (no torchrun, no RANK in the environment)."""
+    pytest.importorskip("lightning")
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    project.write("train.py", LIGHTNING_DDP)
+    project.commit_all()
+    recorded = _in_netns(project, f"{sys.executable} train.py")
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    project.write("train.py", LIGHTNING_DDP.replace(
+        '        flor.log("bias", self.layer.bias.sum().item())\n',
+        '        flor.log("bias", self.layer.bias.sum().item())\n'
+        '        flor.log("wsum", self.layer.weight.sum().item())\n'))
+    replayed = _in_netns(project, f"{sys.executable} -m flor replay wsum")
+    assert replayed.returncode == 0, replayed.stdout[-2000:] + replayed.stderr[-3000:]
+    store = Store.open(project.db, readonly=True)
+    [lit] = store.jobs()
+    assert lit.launcher == "lightning" and lit.status == "finished" and [r.rank for r in lit.ranks] == [0, 1]
+    store.close()
+    assert replayed.stdout.count("wsum: 3 value(s) stored; fidelity: 6 of 6 recorded values matched") == 2
+    values = _values(project.db, "wsum", "replay")
+    assert len(values[(lit.tstamp, 0)]) == 3 and values[(lit.tstamp, 0)] == values[(lit.tstamp, 1)]
