@@ -535,3 +535,20 @@ def test_lightning_ddp_is_one_job_and_replays_as_one(project):
     assert replayed.stdout.count("wsum: 3 value(s) stored; fidelity: 6 of 6 recorded values matched") == 2
     values = _values(project.db, "wsum", "replay")
     assert len(values[(lit.tstamp, 0)]) == 3 and values[(lit.tstamp, 0)] == values[(lit.tstamp, 1)]
+
+
+@pytest.mark.slow
+def test_a_segment_where_one_rank_fails_stores_nothing_from_any_rank(project):
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    project.write("tiny.py", TINY_SCRIPT)
+    project.commit_all()
+    [(code, output)] = launch_many(project, [(2, ["tiny.py"])])
+    assert code == 0, output[-3000:]
+    anchor = "    if epoch == kill_at:\n"
+    (project.root / "tiny.py").write_text(TINY_SCRIPT.replace(anchor, '    flor.log("bad", 1 // (1 - rank))\n' + anchor))
+    done = _in_netns(project, f"{sys.executable} -m flor replay bad")
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and "failed on rank 1" in said and "nothing stored from any rank" in said, said[-3000:]
+    assert "trying the segment again, whole" in said and "Traceback" not in done.stdout
+    assert _values(project.db, "bad", "replay") == {}
