@@ -57,20 +57,20 @@ __all__ = [
 
 
 def dataframe(*names: str, latest: bool = False, last: bool = False, read_by: str | None = None,
-              readers_of: str | None = None):
+              readers_of: str | None = None, rank: int | None = None):
     """All runs as one pandas DataFrame: ``projid, tstamp, filename``, loop columns, then names.
 
     ``last=True``: one row per run, each name's last value (at the run's last logged iteration,
     as ``flor ui`` shows it). ``latest=True``: the feature-store view, one row per item key with
     each name's most recent value and the run that gave it. ``read_by`` / ``readers_of``: select
-    runs by lineage.
+    runs by lineage. A distributed job's rows carry a ``rank`` column; ``rank=0`` keeps rank 0's.
 
     >>> flor.dataframe("hidden", "accuracy")          # doctest: +SKIP
     >>> flor.dataframe("n_words", latest=True)        # doctest: +SKIP
     """
     from .query import dataframe as _dataframe
 
-    return _dataframe(*names, latest=latest, last=last, read_by=read_by, readers_of=readers_of)
+    return _dataframe(*names, latest=latest, last=last, read_by=read_by, readers_of=readers_of, rank=rank)
 
 
 def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed: bool = False):

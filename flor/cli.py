@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the feature-store view: one row per item key, each name's most recent value and its run")
     frame.add_argument("--last", action="store_true",
                        help="one row per run: each name's last value (at the run's last logged iteration)")
+    frame.add_argument("--rank", type=int, metavar="N", help="only rank N of distributed jobs")
     frame.add_argument("--read-by", metavar="RUN", help="only the runs whose values RUN read (lineage)")
     frame.add_argument("--readers-of", metavar="RUN", help="only the runs that read RUN's values (lineage)")
     fmt = frame.add_mutually_exclusive_group()
@@ -207,7 +208,7 @@ def _cmd_dataframe(args) -> int:
 
     with _warnings_as_lines():
         df = dataframe(*args.names, latest=args.latest, last=args.last, read_by=args.read_by,
-                       readers_of=args.readers_of)
+                       readers_of=args.readers_of, rank=args.rank)
     _print_table(df, args)
     return EXIT_OK
 
@@ -249,9 +250,11 @@ def _cmd_query(args) -> int:
 def _cmd_runs(args) -> int:
     from .query import open_for_reading
 
+    from .job import listed_runs
+
     store = open_for_reading()
     try:
-        runs = store.runs()
+        runs = listed_runs(store)  # a distributed job is one line
         if not runs:
             print("(no runs)")
             return EXIT_OK
@@ -276,9 +279,14 @@ def _cmd_show(args) -> int:
     from .checkpoints import handoff
     from .query import open_for_reading
 
+    from .job import find_job
+
     store = open_for_reading()
     try:
-        run = store.find_run(args.run)
+        job = find_job(store, args.run)
+        if job is not None:  # a distributed job: its ranks, then its lowest rank's run in full
+            _show_job(store, job)
+        run = store.run(job.ranks[0].run_id) if job is not None and job.ranks else store.find_run(args.run)
         started = datetime.fromtimestamp(run.started).isoformat(timespec="seconds")
         print(f"run       {run.tstamp}")
         print(f"project   {run.projid}")
@@ -325,6 +333,22 @@ def _cmd_show(args) -> int:
     finally:
         store.close()
     return EXIT_OK
+
+
+def _show_job(store, job) -> None:
+    started = datetime.fromtimestamp(job.started).isoformat(timespec="seconds")
+    print(f"job       {job.tstamp}  ({job.launcher}, world size {job.world_size})")
+    print(f"status    {job.status}" + (f": rank(s) {', '.join(map(str, job.missing))} never recorded here"
+                                       if job.missing else ""))
+    print(f"started   {started}")
+    print("ranks")
+    counts = store.output_counts([r.run_id for r in job.ranks])
+    for r in job.ranks:
+        duration = None if r.ended is None else r.ended - r.started
+        lines = counts.get(r.run_id)
+        print(f"  rank {r.rank:<3} local {r.local_rank if r.local_rank is not None else '-':<3} host {r.host or '-'}  "
+              f"pid {r.pid}  {r.status}" + (f": {r.error}" if r.error else "") +
+              f"  duration {_duration(duration)}" + (f"  output {lines} lines" if lines else ""))
 
 
 def _show_left_out(environment: dict) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
 from .paths import ProjectPaths
+from .job import job_notes, job_tstamp
 from .processes import pid_alive
 from .checkpoints.audit import check_checkpoints
 from .store import Store, salvage
@@ -222,7 +223,7 @@ def _check_code_versions(report: Report, store: Store, repair: bool) -> None:
                    "nothing was checked or changed",
                    "fix git (run `git status` in the project to see the error), then run `flor doctor` again")
         return
-    known = {ref_for(r.tstamp) for r in every_run}
+    known = {ref_for(job_tstamp(r.tstamp)) for r in every_run}  # a job's ranks share its snapshot
     unknown = sorted(set(refs) - known)
     if unknown:
         report.notes.append(
@@ -231,7 +232,7 @@ def _check_code_versions(report: Report, store: Store, repair: bool) -> None:
             f".flor/flor.db.corrupt-* or a backup"
         )
     for run_id, tstamp, commit in runs:
-        ref = ref_for(tstamp)
+        ref = ref_for(job_tstamp(tstamp))
         loose = git_dir / ref
         if commit not in existing:
             problem = report.add(
@@ -336,6 +337,7 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
             reaped = store.reap_killed()
             if reaped:
                 report.notes.append(f"marked {reaped} run(s) killed: their process is gone")
+            report.notes.extend(job_notes(store))  # distributed jobs that did not finish (flor/job.py)
             check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
             _check_code_versions(report, store, repair)
         finally:

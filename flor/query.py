@@ -32,7 +32,8 @@ _SHIFT = 1 << 32  # run_id and ctx_id packed into one int64 key
 
 
 def dataframe(*names: str, start: Path | None = None, latest: bool = False, last: bool = False,
-              read_by: str | None = None, readers_of: str | None = None, keys: bool = True):
+              read_by: str | None = None, readers_of: str | None = None, keys: bool = True,
+              rank: int | None = None):
     """One pandas DataFrame of every run with the named args and logs (all names if none).
 
     A name that is neither an arg nor a logged name is a :class:`UsageError` when no name
@@ -46,7 +47,8 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
     with the most recent value of each name across runs, and the run that gave it (``tstamp``;
     with several names, also ``tstamp_<name>`` per name). ``read_by=RUN`` keeps the runs that RUN
     read values of, ``readers_of=RUN`` the runs that read RUN's (lineage). ``keys=False`` keeps
-    keyed loops' positions in their columns (what checkpoints count in).
+    keyed loops' positions in their columns (what checkpoints count in). A distributed job
+    (flor/job.py) is one tstamp with a ``rank`` column; ``rank=N`` keeps rank N's rows.
 
     A script that records a run and reads the table here records which runs it read.
 
@@ -59,6 +61,10 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
             raise UsageError(f"flor.dataframe names must be strings, got {name!r}")
     if latest and last:
         raise UsageError("choose one of latest (one row per item) and last (one row per run)")
+    if rank is not None and (type(rank) is not int or rank < 0):
+        raise UsageError(f"flor.dataframe rank must be a rank number (0, 1, ...), got {rank!r}")
+    if rank is not None and latest:
+        raise UsageError("rank selects a job's rows; latest=True merges runs, so it takes no rank")
     refresh_statuses(start)
     store = project_store(start)
     try:
@@ -69,6 +75,10 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
             table, used = _last_per_run(store, list(names), only)
         else:
             table, used = _build(store, list(names), only=only, keys=keys)
+        if not latest:
+            from .job import with_ranks
+
+            table = with_ranks(table, rank)
         if latest:
             loops = _loop_names(table)
             wanted = [n for n in dict.fromkeys(names or table.columns) if n in table.columns

@@ -33,7 +33,14 @@ def resume(run: str, *, start: Path | None = None) -> int:
     store = project_store(start, readonly=False)
     try:
         store.reap_killed()
-        row = store.find_run(run)
+        from .job import find_job, split_tstamp
+
+        job = find_job(store, run)
+        row = None if job is not None else store.find_run(run)
+        if job is not None or split_tstamp(row.tstamp)[1] is not None:
+            name = job.tstamp if job is not None else split_tstamp(row.tstamp)[0]
+            raise UsageError(f"run {name} is a distributed job: flor resume does not relaunch jobs yet; "
+                             "relaunch it with its launcher (torchrun) instead (docs/distributed.md)")
         await_writers(store.paths.flor_dir, row.run_id, say=say)
         checkpoints = store.checkpoints(row.run_id)
     finally:

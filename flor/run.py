@@ -140,6 +140,7 @@ class Run:
         self.killed_by: str | None = None
         self._flush_error_reported = False
         self.forked = False  # a copy of the parent's run in a forked child: never written
+        self.job = None  # flor.store.Membership when this process is a rank of a distributed job
         _runs.add(self)
 
     # -- args -------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class Run:
         # Notes made before the run began (the framework that drives its loops) are kept.
         self.environment = {**self.environment, "numeric": numerics.capture(), "main_module": main_module()}
         self.store = Store.open(ProjectPaths(self.root).db)
-        self.run_id, self.tstamp = self.store.insert_run(
+        fields = dict(
             tstamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
             projid=self.root.name,
             filename=rel_file,
@@ -238,13 +239,22 @@ class Run:
             resumed_from=resumed_from,
             environment=self.environment,
         )
+        # A rank of a distributed launch joins its job's run (flor/job.py); anything else is a run.
+        from .job import join
+
+        self.job = join(self.store, fields)
+        if self.job is not None:
+            self.run_id, self.tstamp = self.job.run_id, self.job.tstamp
+        else:
+            self.run_id, self.tstamp = self.store.insert_run(**fields)
         self.begun = True
         self.t0 = time.perf_counter()
         if is_git:
-            self._snapshot_thread = threading.Thread(
-                target=self._snapshot, args=(rel_file, snapshot_max_bytes), name="flor-snapshot", daemon=True
-            )
-            self._snapshot_thread.start()
+            if self.job is None or self.job.snapshots:  # one snapshot per job: its other ranks name it
+                self._snapshot_thread = threading.Thread(
+                    target=self._snapshot, args=(rel_file, snapshot_max_bytes), name="flor-snapshot", daemon=True
+                )
+                self._snapshot_thread.start()
         else:
             warn("not inside a git repository: this run is recorded, but its code version is not kept")
             self._run_fields["vcs_note"] = "unversioned: not inside a git repository"
@@ -279,11 +289,16 @@ class Run:
     def _snapshot(self, rel_file: str, max_bytes: int) -> None:
         from .vcs import FLORIGNORE, Repo
 
+        tstamp = self.tstamp if self.job is None else self.job.job_tstamp
         try:
-            snap = Repo(self.root).snapshot(self.tstamp, f"flor: run {self.tstamp} of {rel_file}", max_bytes)
+            snap = Repo(self.root).snapshot(tstamp, f"flor: run {tstamp} of {rel_file}", max_bytes)
         except FlorError as exc:
             warn(f"code version not kept for this run: {exc}")
             self._run_fields["vcs_note"] = f"unversioned: {exc}"
+            if self.job is not None:
+                from .job import share_snapshot
+
+                share_snapshot(self, None, f"unversioned: {exc}")
             return
         if snap.excluded:
             # Listed with the run for flor show; folders are one entry each, so the list stays short.
@@ -305,6 +320,10 @@ class Run:
             self.environment["left_out"] = _file_stamps(self.root, snap.skipped)
             self._run_fields["environment"] = _json(self.environment)
         self._run_fields.update(code_commit=snap.commit, git_head=snap.head, git_dirty=int(snap.dirty))
+        if self.job is not None:
+            from .job import share_snapshot
+
+            share_snapshot(self, snap, self._run_fields.get("vcs_note"))
         self._wake.set()
 
     def _install_exit_hooks(self) -> None:

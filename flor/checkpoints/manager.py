@@ -160,7 +160,14 @@ class RecordManager(Hooks):
             # copying any of it.
             self.policy.state_bytes = state_size(self.objects, on_error=self._object_failed)
         is_last = self.total is not None and index == self.total - 1
-        if not self.policy.due(index, self.last_checkpointed, is_last=is_last, elapsed_s=elapsed):
+        due = self.policy.due(index, self.last_checkpointed, is_last=is_last, elapsed_s=elapsed)
+        if getattr(self.run, "job", None) is not None:
+            from ..job import in_step
+
+            # Every rank of a job checkpoints at the same iterations: the first decides (flor/job.py).
+            due = in_step(self.run, index, point, due or is_last)
+            is_last = is_last or due  # a rank never skips the job's checkpoint for a busy writer
+        if not due:
             return
         self._checkpoint(point, frame, force=is_last)
 

@@ -86,7 +86,7 @@ def restore_object(obj, stored, name: str) -> None:
         loader = getattr(obj, "load_state_dict", None)
         if not callable(loader):
             raise CheckpointError(f"{name!r} was checkpointed with a state_dict but {type(obj).__name__} cannot load one")
-        loader(stored["state_dict"])
+        loader(_match_wrapping(obj, stored["state_dict"]))
     elif "ndarray" in stored:
         obj[...] = stored["ndarray"]
     elif "object" in stored:
@@ -107,6 +107,29 @@ def restore_object(obj, stored, name: str) -> None:
             raise CheckpointError(
                 f"cannot restore {name!r} in place ({type(obj).__name__}); read it from the checkpoint instead"
             )
+
+
+WRAPPED_PREFIX = "module."  # DistributedDataParallel / DataParallel keep the model as `.module`
+
+
+def _match_wrapping(obj, state):
+    """``state`` with its keys matched to ``obj``'s wrapping: a model checkpointed inside
+    DistributedDataParallel (keys ``module.*``) restores into the bare model, and the other way
+    round. A replay may run the model unwrapped where the recording wrapped it (a script that
+    wraps only when ``RANK`` is set), and ``load_checkpoint`` is often called on the bare model."""
+    own = getattr(obj, "state_dict", None)
+    if not isinstance(state, dict) or not state or not callable(own) or not hasattr(obj, "named_parameters"):
+        return state  # not a torch module (an optimizer's state has no such keys)
+    keys = list(own().keys())
+    if not keys:
+        return state
+    stored_wrapped = all(isinstance(k, str) and k.startswith(WRAPPED_PREFIX) for k in state)
+    target_wrapped = all(k.startswith(WRAPPED_PREFIX) for k in keys)
+    if stored_wrapped and not target_wrapped:
+        return type(state)((k[len(WRAPPED_PREFIX):], v) for k, v in state.items())
+    if target_wrapped and not stored_wrapped:
+        return type(state)((WRAPPED_PREFIX + k, v) for k, v in state.items())
+    return state
 
 
 class _DataUnpickler(pickle.Unpickler):

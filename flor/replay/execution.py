@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import numerics, values
@@ -64,14 +64,17 @@ class ExecutionSettings:
     progress: object  # the stream progress bars go to
     inexact_threads: int | None  # --allow-inexact: threads per worker (drift then expected, not retried)
     accept_drift: bool  # store the last attempt's values even when they drifted
+    gpus: list | None = None  # --gpus: the devices workers (and a job's gang) are given
+    preload: list[str] = field(default_factory=list)  # modules workers import first
 
 
 class Execution:
     """Executes the planned runs of one replay: given the store it writes, the repository the
     code versions come from, the one executor every attempt runs on, and its settings."""
 
-    def __init__(self, store, repo, executor, settings: ExecutionSettings) -> None:
+    def __init__(self, store, repo, executor, settings: ExecutionSettings, jobs: dict | None = None) -> None:
         self.store = store
+        self.jobs = jobs or {}  # run_id -> replay.job.JobReplay: ranks that run together, in gangs
         self.repo = repo
         self.executor = executor
         self.settings = settings
@@ -221,15 +224,23 @@ class Execution:
                     continue
                 states.append(state)
             self._check_independence([s for s in states if s.item.alone_check])
+            # A distributed job's ranks run together, segment by segment (replay/job.py).
+            jobs = self.jobs
             for state in states:
-                tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
-                                         accept_drift=settings.inexact_threads is not None)
-            self._execute(tasks, states)
+                if state.item.run.run_id not in jobs:
+                    tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
+                                             accept_drift=settings.inexact_threads is not None)
+            self._execute(tasks, [s for s in states if s.item.run.run_id not in jobs])
+            if jobs:
+                from .job import run_jobs
+
+                run_jobs(self, [s for s in states if s.item.run.run_id in jobs], jobs)
             # With other arithmetic than the recording's (--allow-inexact), drift is expected:
             # re-executing would only repeat it, slower.
             retries = () if settings.inexact_threads is not None else RETRIES
             for attempt, how in enumerate(retries, 1):
-                retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors]
+                retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors
+                         and s.item.run.run_id not in jobs]  # a job's drift is reported as it came
                 if not retry:
                     break
                 tasks = []
@@ -263,7 +274,7 @@ class Execution:
             shutil.rmtree(scratch, ignore_errors=True)
         return time.monotonic() - started
 
-    def _execute(self, tasks: list[Task], states: list[_RunState], merge: bool = True) -> list:
+    def _execute(self, tasks: list[Task], states: list[_RunState], merge: bool = True, executor=None) -> list:
         if not tasks:
             return []
         totals = {s.item.run.tstamp: sum(t.iterations for t in tasks if self.tasks[t.key][0] is s) for s in states}
@@ -271,7 +282,7 @@ class Execution:
                                  {t.key: self.tasks[t.key][0].item.run.tstamp for t in tasks})
         # The same executor for every attempt: a finished run closes its idle workers, and the
         # next attempt's tasks start (local) or reach (Ray) workers of the same kind.
-        outcomes = self.executor.run(tasks, self._on_message)
+        outcomes = (executor or self.executor).run(tasks, self._on_message)
         self.progress.close()
         if not merge:
             return outcomes

@@ -123,6 +123,9 @@ class LocalProcessExecutor:
             self.workers = min(self.workers, len(self.gpus)) if workers > 1 else len(self.gpus)
         self.preload = list(preload or [])
         self.confinement = confinement
+        # The ranks of a distributed job (replay/job.py): when one fails, the others would wait in a
+        # collective for it, so they are stopped at once.
+        self.gang = False
         self._idle: dict[int | None, list[_Worker]] = {}  # warm workers by slot (None: any)
         self._messages: queue.Queue = queue.Queue()
 
@@ -232,6 +235,7 @@ class LocalProcessExecutor:
                         del running[slot]
                         free_slots.append(slot)
                         outcomes.append(_outcome(worker, worker.finished, now - worker.started))
+                        self._stop_gang(outcomes[-1], running)
                         worker.log_to(None)
                         worker.task = None
                         self._idle.setdefault(slot, []).append(worker)
@@ -246,11 +250,18 @@ class LocalProcessExecutor:
                     del running[slot]
                     free_slots.append(slot)
                     outcomes.append(_outcome(worker, code, now - worker.started))
+                    self._stop_gang(outcomes[-1], running)
         finally:
             for worker in running.values():
                 worker.process.kill()
             self.close()
         return outcomes
+
+    def _stop_gang(self, outcome: Outcome, running: dict) -> None:
+        if self.gang and not outcome.ok:
+            for worker in running.values():
+                if worker.process.poll() is None:
+                    worker.process.kill()  # its task's process dies with it (lifetime.py)
 
     def _pump(self, on_message, timeout: float) -> None:
         """Hand the messages that arrived to ``on_message``, waiting up to ``timeout`` for the first."""

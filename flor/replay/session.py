@@ -110,6 +110,17 @@ class Session:
                 + (store_url if store_url else f"{self.store.paths.flor_dir} at that same path") + " (docs/scale-out.md)")
         self._confinement: str | None = None
         self._locks: list = []
+        self._preload: list[str] | None = None
+        self.jobs: dict = {}  # run_id -> replay.job.JobReplay: the ranks of a distributed job
+
+    @property
+    def preload(self) -> list[str]:
+        """The modules workers import first (the scripts' libraries), warm workers and job gangs alike."""
+        if self._preload is None:
+            filenames = dict.fromkeys(run.filename for run in self.selected)
+            self._preload = list(dict.fromkeys(m for name in filenames
+                                               for m in preload_modules(self.root / name, self.root)))
+        return self._preload
 
     def close(self) -> None:
         """Release the store, the runs' replay locks and any worker that got no task."""
@@ -177,8 +188,7 @@ class Session:
         """The executor of this replay, chosen once (by ``--executor``) and made on first use: the
         warm-up, the planned attempt and every retry run on the same one."""
         if self.executor is None:
-            filenames = dict.fromkeys(run.filename for run in self.selected)
-            preload = list(dict.fromkeys(m for name in filenames for m in preload_modules(self.root / name, self.root)))
+            preload = self.preload
             if self.executor_kind == "ray":
                 from .ray_executor import RayExecutor
 
@@ -192,6 +202,8 @@ class Session:
         """Start workers importing the script's libraries now, while planning goes on."""
         if not self.selected:
             return
+        if set(self.store.job_of_runs()) & {run.run_id for run in self.selected}:
+            return  # a distributed job's ranks start in gangs of their own (replay/job.py)
         executor = self._executor()
         numeric = self.selected[0].environment.get("numeric") or {}
         env = ({n: str(self.inexact_threads) for n in numerics.THREAD_VARIABLES} if self.inexact_threads
@@ -226,7 +238,11 @@ class Session:
         """Place and plan every selected run (see ``planner``)."""
         planner = Planner(self.store, self.repo, self.root, names=self.names, force=self.force,
                           iterations=self.iterations, workers=self.workers)
-        return planner.plan(self.selected)
+        plans = planner.plan(self.selected)
+        from .job import plan_jobs
+
+        self.jobs = plan_jobs(self, plans)  # a distributed job's ranks replay together (replay/job.py)
+        return plans
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -238,8 +254,9 @@ class Session:
         if not todo:
             return 0.0
         settings_ = ExecutionSettings(root=self.root, confinement=self.confinement, progress=self.progress,
-                                      inexact_threads=self.inexact_threads, accept_drift=self.accept_drift)
-        return Execution(self.store, self.repo, self._executor(), settings_).run(todo)
+                                      inexact_threads=self.inexact_threads, accept_drift=self.accept_drift,
+                                      gpus=self.gpus, preload=self.preload)
+        return Execution(self.store, self.repo, self._executor(), settings_, jobs=self.jobs).run(todo)
 
 
 def _hint_extract(store: Store, plans: list[RunReplay]) -> None:
@@ -332,6 +349,10 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
             for item in plans:
                 print(describe_plan(item, diff), file=out)
             total = sum(p.seconds for p in plans if p.status == "planned")
+            from .job import describe as describe_jobs
+
+            for line in describe_jobs(session.jobs, numerics.cores()):
+                print(line, file=out)
             print(f"estimated {total:.1f} s of work with {session.workers} worker(s)", file=out)
             return ReplayReport(plans)
         if confirm:

@@ -29,6 +29,12 @@ Tables (``flor query`` reads them directly)::
     lineage(reader, source, how)         runs whose values a run read (flor.dataframe, flor.query)
     drift(run_id, ctx_id, iteration, name, recorded, replayed, difference, replayed_at)
     replay_done(run_id, name, iteration)          outer iterations whose replay of a name finished
+    jobs(job_id, tstamp, launch_key, world_size, launcher, started, snapshot_run, code_commit, ...)
+    job_ranks(run_id, job_id, rank, local_rank, group_rank, world_size, host, identity)
+                                         a distributed launch (flor/job.py) and the run of each of
+                                         its ranks (tstamp "<job tstamp>+r<rank>")
+    job_checkpoints(job_id, iteration, point, take, decided_by)
+                                         the job's checkpoint decisions, the same for every rank
     output_blocks(run_id, first_line, n, streams, meta, text)
                                          what a run printed, compressed blocks of lines (output.py)
 
@@ -52,6 +58,7 @@ from .checkpoints import CheckpointRow, CheckpointsMixin
 from .connection import BUSY_TIMEOUT_S, Connection
 from .free_sql import FreeSQLMixin
 from .items import ItemsMixin
+from .jobs import JobRow, JobsMixin, Membership, RankRow
 from .logs import LogsMixin
 from .output import OutputMixin
 from .readpool import ReadPool
@@ -60,12 +67,12 @@ from .runs import RunRow, RunsMixin
 from .schema import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, TABLES, split_sql
 
 __all__ = [
-    "BUSY_TIMEOUT_S", "CheckpointRow", "DERIVED_TABLES", "ReadPool", "RunRow", "SCHEMA", "SCHEMA_VERSION",
+    "BUSY_TIMEOUT_S", "CheckpointRow", "DERIVED_TABLES", "JobRow", "Membership", "RankRow", "ReadPool", "RunRow", "SCHEMA", "SCHEMA_VERSION",
     "SEED_LOG_NAMES", "Store", "TABLES", "split_sql",
 ]
 
 
-class Store(RunsMixin, LogsMixin, OutputMixin, ItemsMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
+class Store(RunsMixin, JobsMixin, LogsMixin, OutputMixin, ItemsMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
     """A connection to one project's database; open with :meth:`open`.
 
     >>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP

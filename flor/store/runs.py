@@ -77,30 +77,15 @@ class RunsMixin:
         environment: dict | None = None,
     ) -> tuple[int, str]:
         """Insert a running run and its args; return (run_id, tstamp), the tstamp made unique."""
-        import sys
-
         candidates = _tstamp_candidates(tstamp, started)
 
         def body(cursor):
             for candidate in candidates:
-                taken = cursor.execute("SELECT 1 FROM runs WHERE tstamp = ?", (candidate,)).fetchone()
-                if not taken:
+                if not tstamp_taken(cursor, candidate):
                     break
-            cursor.execute(
-                "INSERT INTO runs(tstamp, projid, filename, argv, cwd, status, started, heartbeat, "
-                "pid, host, python, resumed_from, rng_state, environment) "
-                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    candidate, projid, filename, json.dumps(argv), cwd, started, started,
-                    os.getpid(), this_machine(), sys.executable, resumed_from, rng_state,
-                    json.dumps(environment or {}),
-                ),
-            )
-            run_id = cursor.lastrowid
-            cursor.executemany(
-                "INSERT OR REPLACE INTO args(run_id, name, value, vtype) VALUES (?, ?, ?, ?)",
-                [(run_id, name, value, vtype) for name, value, vtype in args],
-            )
+            run_id = insert_run_row(cursor, candidate, projid=projid, filename=filename, argv=argv, cwd=cwd,
+                                    started=started, args=args, rng_state=rng_state, resumed_from=resumed_from,
+                                    environment=environment)
             return run_id, candidate
 
         return self._write(body)
@@ -198,6 +183,37 @@ class RunsMixin:
 
         rows = self._read("SELECT name, value, vtype FROM args WHERE run_id = ? ORDER BY rowid", (run_id,))
         return {name: decode(value, vtype) for name, value, vtype in rows}
+
+
+def tstamp_taken(cursor, tstamp: str) -> bool:
+    """Whether a run or a distributed job (flor/job.py) already has ``tstamp``."""
+    if cursor.execute("SELECT 1 FROM runs WHERE tstamp = ?", (tstamp,)).fetchone():
+        return True
+    return cursor.execute("SELECT 1 FROM jobs WHERE tstamp = ?", (tstamp,)).fetchone() is not None
+
+
+def insert_run_row(cursor, tstamp: str, *, projid: str, filename: str, argv: list[str], cwd: str, started: float,
+                   args: Iterable[tuple[str, object, str]], rng_state: bytes | None, resumed_from: int | None,
+                   environment: dict | None) -> int:
+    """Insert a running run (this process) and its args in ``cursor``'s transaction; its run_id."""
+    import sys
+
+    cursor.execute(
+        "INSERT INTO runs(tstamp, projid, filename, argv, cwd, status, started, heartbeat, "
+        "pid, host, python, resumed_from, rng_state, environment) "
+        "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            tstamp, projid, filename, json.dumps(argv), cwd, started, started,
+            os.getpid(), this_machine(), sys.executable, resumed_from, rng_state,
+            json.dumps(environment or {}),
+        ),
+    )
+    run_id = cursor.lastrowid
+    cursor.executemany(
+        "INSERT OR REPLACE INTO args(run_id, name, value, vtype) VALUES (?, ?, ?, ?)",
+        [(run_id, name, value, vtype) for name, value, vtype in args],
+    )
+    return run_id
 
 
 def _tstamp_candidates(tstamp: str, started: float) -> list[str]:

@@ -157,6 +157,39 @@ CREATE TABLE IF NOT EXISTS drift(
     difference REAL,
     replayed_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs(
+    job_id INTEGER PRIMARY KEY,
+    tstamp TEXT NOT NULL UNIQUE,
+    launch_key TEXT NOT NULL UNIQUE,
+    world_size INTEGER NOT NULL,
+    launcher TEXT NOT NULL,
+    started REAL NOT NULL,
+    snapshot_run INTEGER,
+    code_commit TEXT,
+    vcs_note TEXT,
+    git_head TEXT,
+    git_dirty INTEGER
+);
+CREATE TABLE IF NOT EXISTS job_ranks(
+    run_id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(job_id),
+    rank INTEGER NOT NULL,
+    local_rank INTEGER,
+    group_rank INTEGER,
+    world_size INTEGER NOT NULL,
+    local_world_size INTEGER,
+    host TEXT,
+    identity TEXT NOT NULL,
+    UNIQUE (job_id, rank)
+);
+CREATE TABLE IF NOT EXISTS job_checkpoints(
+    job_id INTEGER NOT NULL,
+    iteration INTEGER NOT NULL,
+    point TEXT NOT NULL,
+    take INTEGER NOT NULL,
+    decided_by INTEGER NOT NULL,
+    PRIMARY KEY (job_id, iteration, point)
+) WITHOUT ROWID;
 """
 
 # Tables rebuilt from others, which a recovery does not copy.
@@ -226,6 +259,12 @@ def _v7_checkpoint_binding(cursor) -> None:
         cursor.execute("ALTER TABLE checkpoints ADD COLUMN uploaded INTEGER")
 
 
+def _v8_jobs(cursor) -> None:
+    # Distributed jobs (flor/job.py; SCHEMA created the tables): a job, its ranks' runs, and the
+    # job's shared checkpoint decisions. Runs recorded before are no job's rank.
+    pass
+
+
 # (version, what it changed): entry k brings a database from version k to version k + 1.
 MIGRATIONS: list[tuple[int, Callable]] = [
     (2, _v2_blocks),
@@ -234,6 +273,7 @@ MIGRATIONS: list[tuple[int, Callable]] = [
     (5, _v5_output),
     (6, _v6_dataflow),
     (7, _v7_checkpoint_binding),
+    (8, _v8_jobs),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).

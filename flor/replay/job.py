@@ -1,0 +1,203 @@
+"""Replaying a distributed job (flor/job.py) as a unit.
+
+A job's ranks are planned as runs of their own (each has its own values, checkpoints and random
+state), then tied together here:
+
+- **Planning.** Every rank of the job must be selected and planned (a job is replayed whole or
+  not at all), and every rank follows one plan: the same segments, so that a segment starts on
+  every rank at the same checkpoint (recording checkpoints every rank in step). A rank whose own
+  plan found nothing to store (a statement in a rank-0-only branch) still runs, to take part in
+  the collectives, with the plan of the others.
+- **Execution.** Each segment runs as a gang: ``world_size`` worker processes at once, each with
+  its recorded ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` and a fresh rendezvous on loopback
+  (``MASTER_ADDR=127.0.0.1``, a free port, ``GLOO_SOCKET_IFNAME=lo``), restoring its own
+  checkpoint; the collectives in the replayed code run for real. What the ranks send is held
+  until every rank's worker succeeded: a segment where one rank fails stores nothing from any
+  rank, its other ranks are stopped at once (they would wait in a collective), and the whole
+  segment is tried again once with a fresh rendezvous.
+- Re-execution of drifted iterations (execution.py's retries) is not done for jobs: their drift
+  is reported as it came out.
+
+``--executor ray`` refuses job runs in one line (a gang needs a placement group; not yet).
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+from dataclasses import dataclass, field
+
+from ..messages import say
+
+ATTEMPTS = 2  # a segment that fails on some rank is tried once more, whole
+
+
+@dataclass
+class JobReplay:
+    """One job in a replay: its ranks' plans, rank by rank."""
+
+    job_id: int
+    tstamp: str
+    world_size: int
+    items: list = field(default_factory=list)  # RunReplay of rank 0, 1, ...
+    local_ranks: list = field(default_factory=list)
+
+
+def plan_jobs(session, plans: list) -> dict[int, JobReplay]:
+    """Tie the plans of each selected job's ranks together; run_id -> its JobReplay (for
+    planned jobs only). Refuses, in one line on every rank, a job that cannot replay whole."""
+    of_run = session.store.job_of_runs()
+    groups: dict[int, list] = {}
+    for item in plans:
+        member = of_run.get(item.run.run_id)
+        if member is not None:
+            groups.setdefault(member[0], []).append((member[2], item))
+    planned: dict[int, JobReplay] = {}
+    for job_id, members in groups.items():
+        row = session.store.job(job_id)
+        members.sort(key=lambda m: m[0])
+        ranks, items = [m[0] for m in members], [m[1] for m in members]
+        local = {r.rank: r.local_rank for r in row.ranks}
+        job = JobReplay(job_id, row.tstamp, row.world_size, items, [local.get(r) for r in ranks])
+        reason = _refusal(session, job, ranks)
+        if reason is None and all(i.status == "skipped" for i in items):
+            continue  # every rank holds the values already
+        if reason is None:
+            reason = _align(job)
+        if reason is not None:
+            for item in items:
+                item.status, item.reason = "refused", reason
+            continue
+        for item in items:
+            planned[item.run.run_id] = job
+    return planned
+
+
+def _refusal(session, job: JobReplay, ranks: list[int]) -> str | None:
+    if session.executor_kind == "ray":
+        return (f"job {job.tstamp} has {job.world_size} ranks; --executor ray does not replay distributed jobs yet "
+                "(a gang needs a placement group): use --executor local")
+    missing = [r for r in range(job.world_size) if r not in ranks]
+    if missing:
+        return (f"job {job.tstamp} replays as a whole, and rank(s) {', '.join(map(str, missing))} are not selected "
+                f"or not recorded here: select the job with --runs {job.tstamp}")
+    for rank, item in enumerate(job.items):
+        if item.status in ("refused", "failed"):
+            return f"rank {rank} of job {job.tstamp}: {item.reason}"
+    return None
+
+
+def _align(job: JobReplay) -> str | None:
+    """Give every rank the plan of the first planned rank; None, or why the ranks cannot share one."""
+    leader = next(item for item in job.items if item.status == "planned")
+    points = {i: sorted(points) for i, points in leader.checkpoints.items()}
+    for rank, item in enumerate(job.items):
+        if item is leader:
+            continue
+        theirs = {i: sorted(p) for i, p in item.checkpoints.items()}
+        if theirs != points:
+            return (f"job {job.tstamp}: rank {rank} checkpointed at other iterations than rank "
+                    f"{job.items.index(leader)} (recorded before checkpoints were kept in step), so no segment "
+                    "can start on every rank at once")
+        if item.records is None or item.outer_name != leader.outer_name:
+            return f"job {job.tstamp}: rank {rank} could not be planned like the others ({item.reason or 'no plan'})"
+        if item.status == "skipped":
+            # Nothing to store on this rank (a rank-0-only branch), but it takes part in the collectives.
+            item.status, item.reason = "planned", ""
+            item.names = list(item.names or leader.names)
+        if [s.actions for s in item.segments] != [s.actions for s in leader.segments]:
+            item.segments = copy.deepcopy(leader.segments)
+    return None
+
+
+def describe(jobs: dict[int, JobReplay], cores: int) -> list[str]:
+    """--dry-run lines: each job's world size, processes per segment, and what the cores allow."""
+    lines = []
+    for job in {id(j): j for j in jobs.values()}.values():
+        segments = len(job.items[0].segments)
+        line = (f"job {job.tstamp}: {job.world_size} ranks replayed together, {segments} segment(s) of "
+                f"{job.world_size} processes each (gloo on loopback, a fresh rendezvous per segment)")
+        if cores < job.world_size:
+            line += (f"; this machine has {cores} core(s) for {job.world_size} ranks: they share them, with the "
+                     "recorded threads per rank kept, so values stay exact and only time grows")
+        lines.append(line)
+    return lines
+
+
+def free_port() -> int:
+    """A free TCP port on loopback for a segment's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rank_env(job: JobReplay, rank: int, port: int) -> dict[str, str]:
+    """The launcher's environment of rank ``rank``, with a fresh rendezvous on loopback."""
+    local = job.local_ranks[rank]
+    return {
+        "RANK": str(rank), "WORLD_SIZE": str(job.world_size),
+        "LOCAL_RANK": str(rank if local is None else local), "LOCAL_WORLD_SIZE": str(job.world_size),
+        "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
+        "TORCHELASTIC_RUN_ID": f"flor-replay-{job.tstamp}",
+    }
+
+
+def run_jobs(execution, states: list, jobs: dict[int, JobReplay]) -> None:
+    """Run the segments of each job as gangs of its ranks (see the module docstring)."""
+    from .executor import LocalProcessExecutor
+
+    settings = execution.settings
+    by_run = {state.item.run.run_id: state for state in states}
+    done: set[int] = set()
+    for job in jobs.values():
+        if id(job) in done:
+            continue
+        done.add(id(job))
+        ranked = [by_run.get(item.run.run_id) for item in job.items]
+        if any(state is None for state in ranked):  # a rank's code version could not be laid out
+            for item in job.items:
+                item.errors.append(f"job {job.tstamp}: a rank's code version could not be laid out; nothing replayed")
+            continue
+        for number in range(len(job.items[0].segments)):
+            for attempt in range(1, ATTEMPTS + 1):
+                port = free_port()
+                tasks = []
+                for rank, state in enumerate(ranked):
+                    [task] = execution._tasks_for(state, [state.item.segments[number]], f"job{number}-{attempt}",
+                                                  state.records_path, accept_drift=settings.inexact_threads is not None)
+                    task.env = {**task.env, **rank_env(job, rank, port)}
+                    tasks.append(task)
+                gang = LocalProcessExecutor(job.world_size, settings.gpus, settings.preload, confinement=settings.confinement)
+                gang.gang = True
+                errors_before = [len(item.errors) for item in job.items]
+                held: list = []
+                store = execution._on_message
+
+                def hold(key, message, held=held, store=store):
+                    if message.get("kind") == "batch":
+                        held.append((key, message))
+                    else:
+                        store(key, message)
+
+                execution._on_message = hold
+                try:
+                    outcomes = execution._execute(tasks, ranked, executor=gang)
+                finally:
+                    del execution._on_message  # back to the method
+                if outcomes and all(outcome.ok for outcome in outcomes):
+                    for key, message in held:
+                        execution._on_message(key, message)
+                    break
+                failed = [(rank, outcome.error) for rank, outcome in enumerate(outcomes) if not outcome.ok]
+                first = next(((r, e) for r, e in failed if "signal 9" not in (e or "")), failed[0] if failed else (0, "?"))
+                note = (f"job {job.tstamp}: segment {number + 1} failed on rank {first[0]} ({first[1]}); "
+                        "nothing stored from any rank")
+                if attempt < ATTEMPTS:
+                    for item, before in zip(job.items, errors_before):
+                        del item.errors[before:]  # the whole segment is tried again
+                    say(f"  {note}; trying the segment again, whole")
+                else:
+                    for item in job.items:
+                        item.errors.append(note)
+            if any(item.errors for item in job.items):
+                break
