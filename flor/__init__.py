@@ -137,3 +137,4 @@ _sys.excepthook = _excepthook
 _api.take_kwargs_from_argv()
 _api.capture_argparse()
 _api.note_data_iterators()
+_api.note_trackers()

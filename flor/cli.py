@@ -8,6 +8,7 @@ flor errors become one line on stderr and a documented exit status.
     flor logs RUN [--grep REGEX] [--stream stdout|stderr|logging] [--csv | --json]
     flor extract NAME PATTERN [--runs ...] [--where EXPR] [--stream ...] [--dry-run] [--force]
     flor replay [NAME ...] [--runs TSTAMP[,TSTAMP...]] [--where EXPR] [--workers N] ...
+    flor export --to mlflow|tensorboard [NAME ...] [--runs ...] [--where EXPR] [--csv | --json]
     flor resume RUN
     flor ui [--port N] [--host H] [--no-browser]
     flor doctor [--repair] [--csv | --json]
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="store NAME even where flor.log logs it too")
 
     _replay_parser(commands)
+    _export_parser(commands)
 
     resume = commands.add_parser("resume", help="continue a killed run from its last checkpoint")
     resume.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
@@ -150,6 +152,25 @@ def _fmt(args) -> str:
     return "json" if getattr(args, "json", False) else "csv" if getattr(args, "csv", False) else "text"
 
 
+def _export_parser(commands) -> None:
+    out = commands.add_parser(
+        "export", help="write runs' values (recorded, replayed, extracted) into MLflow or TensorBoard",
+        description="Write the values of NAME (default: every logged name) of past runs into the tracker run "
+        "each flor run logged to (noted when it was recorded), or a new one per run; values the tracker "
+        "already holds at the same step are not written again.",
+    )
+    out.add_argument("names", nargs="*", metavar="NAME", help="logged names (default: all)")
+    out.add_argument("--to", required=True, choices=("mlflow", "tensorboard"), help="the tracker")
+    out.add_argument("--runs", action="extend", type=_comma_list, metavar="TSTAMP[,TSTAMP...]",
+                     help="only runs whose tstamp starts with these (repeat --runs or separate with commas)")
+    out.add_argument("--where", metavar="EXPR", help="only runs where EXPR holds over args and last logged values")
+    out.add_argument("--tracking-uri", metavar="URI",
+                     help="with --to mlflow: this tracking server or store instead of the one the run logged to")
+    out.add_argument("--experiment", metavar="NAME", help="with --to mlflow: the experiment of new runs (default flor)")
+    out.add_argument("--log-dir", metavar="DIR", help="with --to tensorboard: write under DIR/<tstamp> instead")
+    _format_options(out)
+
+
 def _replay_parser(commands) -> None:
     parser = commands.add_parser(
         "replay", help="recover new flor.log statements for past runs",
@@ -180,6 +201,8 @@ def _replay_parser(commands) -> None:
     parser.add_argument("--confinement", choices=("auto", "namespace", "copy", "none"),
                         help="how the old code's writes are kept from your files (default auto: a private view where "
                         "the kernel allows it, else copies guarded by Landlock; none: unguarded; FLOR_REPLAY_CONFINE)")
+    parser.add_argument("--export", choices=("mlflow", "tensorboard"),
+                        help="also write the values stored into this tracker (as flor export does)")
     parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
 
 
@@ -307,7 +330,7 @@ def _cmd_replay(args) -> int:
         gpus=gpus, dry_run=args.dry_run, diff=args.diff, force=args.force, confirm=args.confirm,
         accept_drift=args.accept_drift, allow_inexact=args.allow_inexact,
         out=sys.stdout if fmt == "text" else io.StringIO(), progress=sys.stderr,
-        executor=args.executor, address=args.address, confinement=args.confinement,
+        executor=args.executor, address=args.address, confinement=args.confinement, export=args.export,
     )
     if fmt != "text":
         from .output import write_rows
@@ -317,6 +340,19 @@ def _cmd_replay(args) -> int:
     return {
         "ok": EXIT_OK, "failed": EXIT_FAILED, "refused": EXIT_REFUSED, "drifted": EXIT_DRIFT,
     }[report.outcome]
+
+
+def _cmd_export(args) -> int:
+    from .export import COLUMNS, export, text_lines
+    from .output import write_rows
+
+    report = export(args.to, *args.names, runs=args.runs, where=args.where, tracking_uri=args.tracking_uri,
+                    experiment=args.experiment, log_dir=args.log_dir)
+    if _fmt(args) == "text":
+        print("\n".join(text_lines(report)))
+    else:
+        write_rows(_fmt(args), COLUMNS, report.rows(), sys.stdout)
+    return EXIT_OK
 
 
 def _cmd_resume(args) -> int:
@@ -360,7 +396,7 @@ def _cmd_doctor(args) -> int:
 _HANDLERS = {
     "dataframe": _cmd_dataframe, "query": _cmd_query, "runs": _cmd_runs, "show": _cmd_show,
     "logs": _cmd_logs, "extract": _cmd_extract,
-    "replay": _cmd_replay, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
+    "replay": _cmd_replay, "export": _cmd_export, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
 }
 
 

@@ -1,0 +1,122 @@
+"""Scripts written for a tracker, recorded with `import flor` and its loops only: what they log
+to TensorBoard / MLflow is recorded by flor too (with the tracker run noted), a hindsight value
+is replayed and exported back, and the tracker's own reader finds it at the right step."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+pytest.importorskip("tensorboard")
+
+TENSORBOARD_SCRIPT = """
+import flor
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+torch.manual_seed(0)
+net = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+data = torch.randn(8, 3)
+writer = SummaryWriter("tb/exp")
+with flor.checkpointing(model=net, optimizer=opt):
+    for epoch in flor.loop("epoch", range(3)):
+        for i in flor.loop("step", range(4)):
+            loss = net(data[2 * i:2 * i + 2]).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            writer.add_scalar("train/loss", loss.item(), epoch * 4 + i)
+        # HINDSIGHT
+writer.close()
+"""
+
+
+def _rows(db, sql):
+    with sqlite3.connect(db) as connection:
+        return connection.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_tensorboard_script_recorded_replayed_exported_and_read_back(project):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    project.write("train.py", TENSORBOARD_SCRIPT)
+    project.write(".gitignore", "tb/\n")
+    project.commit_all("tensorboard script")
+    project.run("train.py")
+    # What the script gave TensorBoard, flor recorded in its loop context, with the tracker's step.
+    losses = _rows(project.db, "SELECT COUNT(*) FROM logs WHERE name = 'train/loss'")
+    assert losses == [(12,)]
+    steps = [r[0] for r in _rows(project.db, "SELECT value FROM logs WHERE name = 'tracker_step' ORDER BY rowid")]
+    assert steps == [str(s) for s in range(12)] or [int(s) for s in steps] == list(range(12))
+    (environment,) = _rows(project.db, "SELECT environment FROM runs")[0]
+    log_dir = json.loads(environment)["trackers"]["tensorboard"]["log_dir"]
+    assert log_dir == str(project.root / "tb" / "exp")
+    shown = project.flor("show", _rows(project.db, "SELECT tstamp FROM runs")[0][0]).stdout
+    assert f"tracker   tensorboard: log_dir={log_dir}" in shown
+
+    text = (project.root / "train.py").read_text()
+    (project.root / "train.py").write_text(text.replace(
+        "        # HINDSIGHT", '        flor.log("weight_norm", net.weight.norm().item())'))
+    project.flor("replay", "weight_norm", "--export", "tensorboard")
+    replayed = [float(r[0]) for r in _rows(project.db, "SELECT value FROM logs WHERE name = 'weight_norm' ORDER BY rowid")]
+    assert len(replayed) == 3
+
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    points = events.Scalars("weight_norm")
+    # Each epoch's value at the last step the script gave TensorBoard in that epoch.
+    assert [p.step for p in points] == [3, 7, 11]
+    assert [p.value for p in points] == pytest.approx(replayed, rel=1e-6)
+    assert len(events.Scalars("train/loss")) == 12  # the script's own curve, untouched
+    # Exporting again writes nothing new.
+    again = project.flor("export", "--to", "tensorboard", "weight_norm", "--json").stdout
+    assert json.loads(again)["written"] == 0
+
+
+MLFLOW_SCRIPT = """
+import flor
+import mlflow
+
+mlflow.set_experiment("demo")
+with mlflow.start_run():
+    w = 1.0
+    for epoch in flor.loop("epoch", range(3)):
+        w = w * 0.5
+        mlflow.log_metric("w", w, step=10 * epoch)
+        # HINDSIGHT
+"""
+
+
+@pytest.mark.slow
+def test_mlflow_script_recorded_replayed_exported_and_read_back(project, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"file://{project.root / 'mlruns'}"
+    env = {"MLFLOW_TRACKING_URI": uri}
+    # MLflow 3 keeps its file store only on request; the test's processes inherit it from here.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    project.write("train.py", MLFLOW_SCRIPT)
+    project.write(".gitignore", "mlruns/\n")
+    project.commit_all("mlflow script")
+    project.run("train.py", env=env)
+    assert _rows(project.db, "SELECT value FROM logs WHERE name = 'w' ORDER BY rowid") == [("0.5",), ("0.25",), ("0.125",)] \
+        or len(_rows(project.db, "SELECT value FROM logs WHERE name = 'w'")) == 3
+    (environment,) = _rows(project.db, "SELECT environment FROM runs")[0]
+    noted = json.loads(environment)["trackers"]["mlflow"]
+    assert noted["tracking_uri"] == uri
+
+    text = (project.root / "train.py").read_text()
+    (project.root / "train.py").write_text(text.replace("        # HINDSIGHT", '        flor.log("w_sq", w * w)'))
+    project.flor("replay", "w_sq")
+    done = project.flor("export", "--to", "mlflow", "w_sq", "--json").stdout
+    assert json.loads(done)["written"] == 3
+
+    history = MlflowClient(uri).get_metric_history(noted["run_id"], "w_sq")
+    assert [(m.step, m.value) for m in history] == [(0, 0.25), (10, 0.0625), (20, 0.015625)]
+    again = project.flor("export", "--to", "mlflow", "w_sq", "--json").stdout
+    assert json.loads(again)["written"] == 0
