@@ -9,6 +9,7 @@ flor errors become one line on stderr and a documented exit status.
     flor extract NAME PATTERN [--runs ...] [--where EXPR] [--stream ...] [--dry-run] [--force]
     flor replay [NAME ...] [--runs TSTAMP[,TSTAMP...]] [--where EXPR] [--workers N] ...
     flor export --to mlflow|tensorboard [NAME ...] [--runs ...] [--where EXPR] [--csv | --json]
+    flor checkpoint export RUN [--iteration N] --to model.safetensors|model.pt [--object NAME]
     flor resume RUN
     flor ui [--port N] [--host H] [--no-browser]
     flor doctor [--repair] [--csv | --json]
@@ -108,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
 
     _replay_parser(commands)
     _export_parser(commands)
+
+    checkpoint = commands.add_parser("checkpoint", help="checkpoints out of flor: export a run's model to a file")
+    actions = checkpoint.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    ckpt = actions.add_parser(
+        "export", help="write the registered objects' state at an iteration to .safetensors or .pt",
+        description="Write the state of RUN's registered objects (flor.checkpointing) at one iteration to a file "
+        "that serving or a registry reads; the run, iteration and code commit go into its metadata.",
+    )
+    ckpt.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
+    ckpt.add_argument("--iteration", type=int, metavar="N", help="the checkpoint at this iteration (default: the last)")
+    ckpt.add_argument("--to", required=True, metavar="FILE", help="model.safetensors or model.pt")
+    ckpt.add_argument("--object", metavar="NAME",
+                      help="only this registered object, with its own keys (load_state_dict-ready)")
+    ckpt.add_argument("--trusted", action="store_true",
+                      help="unpickle objects the run kept as pickles (runs code: only for a .flor you trust)")
 
     resume = commands.add_parser("resume", help="continue a killed run from its last checkpoint")
     resume.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
@@ -355,6 +372,16 @@ def _cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _cmd_checkpoint(args) -> int:
+    from .checkpoints.export import export_checkpoint
+
+    done = export_checkpoint(args.run, args.to, iteration=args.iteration, obj=args.object, trusted=args.trusted)
+    extras = f", {done.extras} non-tensor value(s) in its metadata" if done.extras else ""
+    print(f"{done.path}: {', '.join(done.objects)} of run {done.tstamp} at iteration {done.iteration} "
+          f"({done.tensors} tensor(s){extras})")
+    return EXIT_OK
+
+
 def _cmd_resume(args) -> int:
     from .resume import resume
 
@@ -396,7 +423,7 @@ def _cmd_doctor(args) -> int:
 _HANDLERS = {
     "dataframe": _cmd_dataframe, "query": _cmd_query, "runs": _cmd_runs, "show": _cmd_show,
     "logs": _cmd_logs, "extract": _cmd_extract,
-    "replay": _cmd_replay, "export": _cmd_export, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
+    "replay": _cmd_replay, "export": _cmd_export, "checkpoint": _cmd_checkpoint, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
 }
 
 

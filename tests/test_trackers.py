@@ -120,3 +120,59 @@ def test_mlflow_script_recorded_replayed_exported_and_read_back(project, monkeyp
     assert [(m.step, m.value) for m in history] == [(0, 0.25), (10, 0.0625), (20, 0.015625)]
     again = project.flor("export", "--to", "mlflow", "w_sq", "--json").stdout
     assert json.loads(again)["written"] == 0
+
+
+CHECKPOINTED = """
+import flor
+import torch
+
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+opt = torch.optim.Adam(net.parameters(), lr=0.01)
+x = torch.randn(16, 3)
+with flor.checkpointing(model=net, optimizer=opt):
+    for epoch in flor.loop("epoch", range(3)):
+        loss = net(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if epoch == 1:
+            torch.save(net.state_dict(), "epoch1.pt")
+"""
+
+
+@pytest.mark.slow
+def test_checkpoint_export_to_safetensors_and_pt(project):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    project.write("train.py", CHECKPOINTED)
+    project.write(".gitignore", "*.pt\n*.safetensors\n")
+    project.commit_all("checkpointed")
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
+    (tstamp, commit), = _rows(project.db, "SELECT tstamp, code_commit FROM runs")
+    out = project.flor("checkpoint", "export", tstamp[:10], "--iteration", "1", "--to", "model.safetensors").stdout
+    assert "model, optimizer of run" in out and "at iteration 1" in out
+    path = str(project.root / "model.safetensors")
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    assert meta["flor.tstamp"] == tstamp and meta["flor.code_commit"] == commit and meta["flor.iteration"] == "1"
+    assert json.loads(meta["flor.extras"])["optimizer.param_groups.0.lr"] == 0.01
+    tensors = load_file(path)
+    expected = torch.load(project.root / "epoch1.pt")
+    for key, value in expected.items():
+        assert torch.equal(tensors[f"model.{key}"], value)
+    assert any(k.startswith("optimizer.state.") for k in tensors)
+
+    project.flor("checkpoint", "export", tstamp, "--iteration", "1", "--to", "net.safetensors", "--object", "model")
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    net.load_state_dict(load_file(str(project.root / "net.safetensors")))  # load_state_dict-ready
+    project.flor("checkpoint", "export", tstamp, "--iteration", "1", "--to", "net.pt", "--object", "model")
+    loaded = torch.load(project.root / "net.pt")
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+
+    bad = project.flor("checkpoint", "export", tstamp, "--iteration", "7", "--to", "x.safetensors", check=False)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "no checkpoint at iteration 7" in bad.stderr
+    wrong = project.flor("checkpoint", "export", tstamp, "--to", "x.onnx", check=False)
+    assert wrong.returncode == 2 and "name a .safetensors or .pt file" in wrong.stderr
