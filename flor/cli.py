@@ -8,7 +8,7 @@ flor errors become one line on stderr and a documented exit status.
     flor logs RUN [--grep REGEX] [--stream stdout|stderr|logging] [--csv | --json]
     flor extract NAME PATTERN [--runs ...] [--where EXPR] [--stream ...] [--dry-run] [--force]
     flor replay [NAME ...] [--runs TSTAMP[,TSTAMP...]] [--where EXPR] [--workers N] ...
-    flor export --to mlflow|tensorboard [NAME ...] [--runs ...] [--where EXPR] [--csv | --json]
+    flor export --to mlflow|tensorboard|wandb [NAME ...] [--runs ...] [--where EXPR] [--csv | --json]
     flor checkpoint export RUN [--iteration N] --to model.safetensors|model.pt [--object NAME]
     flor resume RUN
     flor ui [--port N] [--host H] [--no-browser]
@@ -171,13 +171,14 @@ def _fmt(args) -> str:
 
 def _export_parser(commands) -> None:
     out = commands.add_parser(
-        "export", help="write runs' values (recorded, replayed, extracted) into MLflow or TensorBoard",
+        "export", help="write runs' values (recorded, replayed, extracted) into MLflow, TensorBoard or W&B",
         description="Write the values of NAME (default: every logged name) of past runs into the tracker run "
         "each flor run logged to (noted when it was recorded), or a new one per run; values the tracker "
         "already holds at the same step are not written again.",
     )
     out.add_argument("names", nargs="*", metavar="NAME", help="logged names (default: all)")
-    out.add_argument("--to", required=True, choices=("mlflow", "tensorboard"), help="the tracker")
+    out.add_argument("--to", required=True, choices=("mlflow", "tensorboard", "wandb"),
+                     help="the tracker (wandb: a new run linked to the script's; W&B history only moves forward)")
     out.add_argument("--runs", action="extend", type=_comma_list, metavar="TSTAMP[,TSTAMP...]",
                      help="only runs whose tstamp starts with these (repeat --runs or separate with commas)")
     out.add_argument("--where", metavar="EXPR", help="only runs where EXPR holds over args and last logged values")
@@ -218,7 +219,7 @@ def _replay_parser(commands) -> None:
     parser.add_argument("--confinement", choices=("auto", "namespace", "copy", "none"),
                         help="how the old code's writes are kept from your files (default auto: a private view where "
                         "the kernel allows it, else copies guarded by Landlock; none: unguarded; FLOR_REPLAY_CONFINE)")
-    parser.add_argument("--export", choices=("mlflow", "tensorboard"),
+    parser.add_argument("--export", choices=("mlflow", "tensorboard", "wandb"),
                         help="also write the values stored into this tracker (as flor export does)")
     parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
 

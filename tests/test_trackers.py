@@ -176,3 +176,70 @@ def test_checkpoint_export_to_safetensors_and_pt(project):
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "no checkpoint at iteration 7" in bad.stderr
     wrong = project.flor("checkpoint", "export", tstamp, "--to", "x.onnx", check=False)
     assert wrong.returncode == 2 and "name a .safetensors or .pt file" in wrong.stderr
+
+
+WANDB_SCRIPT = """
+import flor
+import wandb
+
+run = wandb.init(project="demo", dir=".")
+w = 1.0
+for epoch in flor.loop("epoch", range(3)):
+    w = w * 0.5
+    wandb.log({"w": w}, step=10 * epoch)
+    # HINDSIGHT
+run.finish()
+"""
+
+
+def _wandb_history(path):
+    """The history rows of an offline W&B run file (a LevelDB-style log of protobuf records)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, pending, rows = path.read_bytes(), 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pending, pos = pending + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a whole record, or its last fragment
+            record = pb.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+            elif record.WhichOneof("record_type") == "run":
+                rows.append({"$config": {i.key: json.loads(i.value_json) for i in record.run.config.update}})
+    return rows
+
+
+@pytest.mark.slow
+def test_wandb_script_recorded_replayed_and_exported_to_a_linked_run(project, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    project.write("train.py", WANDB_SCRIPT)
+    project.write(".gitignore", "wandb/\n")
+    project.commit_all("wandb script")
+    project.run("train.py")
+    assert len(_rows(project.db, "SELECT value FROM logs WHERE name = 'w'")) == 3  # once each, not twice
+    (environment,) = _rows(project.db, "SELECT environment FROM runs")[0]
+    linked = json.loads(environment)["trackers"]["wandb"]["path"]
+    assert linked.endswith("demo/" + linked.split("/")[-1])
+
+    text = (project.root / "train.py").read_text()
+    (project.root / "train.py").write_text(text.replace("    # HINDSIGHT", '    flor.log("w_sq", w * w)'))
+    project.flor("replay", "w_sq")
+    before = set(project.root.glob("wandb/offline-run-*"))
+    done = json.loads(project.flor("export", "--to", "wandb", "w_sq", "--json").stdout)
+    assert done["written"] == 3
+    (new_run,) = set(project.root.glob("wandb/offline-run-*")) - before
+    (run_file,) = new_run.glob("run-*.wandb")
+    rows = _wandb_history(run_file)
+    history = [(r["_step"], r["w_sq"]) for r in rows if "w_sq" in r]
+    assert history == [(0, 0.25), (10, 0.0625), (20, 0.015625)]
+    config = next(r["$config"] for r in rows if "$config" in r)
+    assert config["flor.linked_run"] == linked

@@ -2,7 +2,8 @@
 
 MLflow gets metrics with ``step`` on the run the script logged to, or a new run per flor run
 (``to_mlflow``); TensorBoard an event file in the run's log dir, or a new one
-(``to_tensorboard``). Which values at which step: ``points``. Each tracker's package is imported
+(``to_tensorboard``); W&B, whose history only moves forward, a new run linked to the script's
+(``to_wandb``). Which values at which step: ``points``. Each tracker's package is imported
 only here, when asked for.
 
 >>> export("mlflow", "grad_norm", runs=["2026-12"])      # doctest: +SKIP
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-TARGETS = ("mlflow", "tensorboard")
+TARGETS = ("mlflow", "tensorboard", "wandb")
 # The stable keys of `flor export --json/--csv`, one row per run.
 COLUMNS = ("tstamp", "to", "where", "written", "skipped")
 
@@ -58,10 +59,14 @@ def export(to: str, *names: str, runs=None, where: str | None = None, tracking_u
             from . import to_mlflow
 
             where_to, written = to_mlflow.write(found, tracking_uri=tracking_uri, experiment=experiment)
-        else:
+        elif to == "tensorboard":
             from . import to_tensorboard
 
             where_to, written = to_tensorboard.write(found, log_dir=log_dir, root=root)
+        else:
+            from . import to_wandb
+
+            where_to, written = to_wandb.write(found)
         report.runs.append(ExportedRun(found.run.tstamp, to, where_to, written, found.skipped))
     return report
 

@@ -13,6 +13,7 @@ to read a value or a tracker run leaves the user's call untouched (the tracker g
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Callable
 
 from ..imported import imported
@@ -22,6 +23,7 @@ Note = Callable[[str, dict], None]
 
 _installed: set[str] = set()
 _targets: dict = {}
+_inside = threading.local()
 
 
 def install(record: Record, note: Note) -> None:
@@ -59,11 +61,19 @@ def _wrap(owner, attribute: str, after: Callable) -> None:
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
-        result = original(*args, **kwargs)
+        # Only the outermost hooked call records: wandb.log calls Run.log, a tracker may call
+        # its own hooked functions; each value is recorded once.
+        depth = getattr(_inside, "depth", 0)
+        _inside.depth = depth + 1
         try:
-            after(result, *args, **kwargs)
-        except Exception:  # noqa: BLE001
-            pass
+            result = original(*args, **kwargs)
+        finally:
+            _inside.depth = depth
+        if depth == 0:
+            try:
+                after(result, *args, **kwargs)
+            except Exception:  # noqa: BLE001
+                pass
         return result
 
     wrapper.__flor_wrapped__ = True
@@ -142,3 +152,7 @@ def _wandb(module) -> None:
             _record(key, value, step)
 
     _wrap(run_class, "log", log)
+    top = imported("wandb")
+    bound = getattr(top, "log", None)
+    if getattr(bound, "__self__", None) is not None and isinstance(bound.__self__, run_class):
+        top.log = bound.__self__.log  # wandb.init bound wandb.log to its run before the hook went in
