@@ -361,8 +361,13 @@ class Run:
     def _say_kept(self, status: str) -> None:
         """One line on stderr: what was kept of this run and how to look at it (FLOR_QUIET=1: none)."""
         try:
-            if settings.quiet():
-                return
+            quiet = settings.quiet()
+        except UsageError as exc:
+            warn(str(exc))  # the run is kept; only its closing line is in question
+            return
+        if quiet:
+            return
+        try:
             values = sum(count for _name, _source, count in self.store.log_names(self.run_id))
             checkpoints = len(self.store.checkpoints(self.run_id))
             code = self.store.run(self.run_id).code_commit
