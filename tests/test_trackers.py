@@ -243,3 +243,40 @@ def test_wandb_script_recorded_replayed_and_exported_to_a_linked_run(project, mo
     assert history == [(0, 0.25), (10, 0.0625), (20, 0.015625)]
     config = next(r["$config"] for r in rows if "$config" in r)
     assert config["flor.linked_run"] == linked
+
+
+@pytest.mark.slow
+def test_export_of_a_run_without_a_tracker_makes_one_run_per_flor_run(project, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.test_record import SMALL
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file://{project.root / 'mlruns'}"
+    project.write("train.py", SMALL)
+    project.write(".gitignore", "mlruns/\nflor-tensorboard/\n")
+    project.commit_all("small")
+    project.run("train.py", "--kwargs", "epochs=2")
+    (tstamp, commit), = _rows(project.db, "SELECT tstamp, code_commit FROM runs")
+    first = json.loads(project.flor("export", "--to", "mlflow", "acc", "loss", "final", "--tracking-uri", uri,
+                                    "--json").stdout)
+    assert first["written"] == 2 + 8 and first["skipped"] == 1  # 'final' is a string
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("flor").experiment_id])
+    assert run.data.tags["flor.tstamp"] == tstamp and run.data.tags["flor.code_commit"] == commit
+    assert run.data.params == {"epochs": "2"}
+    # No tracker steps: an epoch's value at its epoch, a step's at its count across epochs.
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "acc")] == [(0, 0.0), (1, 0.1)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(8))
+    again = json.loads(project.flor("export", "--to", "mlflow", "acc", "--tracking-uri", uri, "--json").stdout)
+    assert again["written"] == 0 and again["where"] == first["where"]  # the same MLflow run, nothing twice
+
+    project.flor("export", "--to", "tensorboard", "acc")
+    events = EventAccumulator(str(project.root / "flor-tensorboard" / tstamp.replace(":", "-")))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("acc")] == [(0, 0.0), (1, pytest.approx(0.1))]
+    bad = project.flor("export", "--to", "mlflow", "nosuch", check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("flor: error: no logged values named 'nosuch'")
+    assert len(bad.stderr.splitlines()) == 1
