@@ -84,6 +84,8 @@ def _wrap(owner, attribute: str, after: Callable) -> None:
 
 
 def _writer_dir(writer) -> None:
+    if getattr(writer, "_flor_noted", False):
+        return  # once per writer: add_scalar is called every step
     log_dir = getattr(writer, "log_dir", None) or getattr(writer, "logdir", None)
     if log_dir is None and hasattr(writer, "get_logdir"):
         log_dir = writer.get_logdir()
@@ -91,6 +93,10 @@ def _writer_dir(writer) -> None:
         import os
 
         _note("tensorboard", {"log_dir": os.path.abspath(str(log_dir))})
+        try:
+            writer._flor_noted = True
+        except AttributeError:
+            pass
 
 
 def _tensorboard(module) -> None:
