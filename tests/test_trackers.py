@@ -1,4 +1,5 @@
-"""Scripts written for a tracker, recorded with `import flor` and its loops only: what they log
+"""Scripts written for a tracker, recorded with `import flor` and its loops only (no flor.log,
+no checkpointing): what they log
 to TensorBoard / MLflow is recorded by flor too (with the tracker run noted), a hindsight value
 is replayed and exported back, and the tracker's own reader finds it at the right step."""
 
@@ -21,15 +22,14 @@ net = torch.nn.Linear(3, 1)
 opt = torch.optim.SGD(net.parameters(), lr=0.1)
 data = torch.randn(8, 3)
 writer = SummaryWriter("tb/exp")
-with flor.checkpointing(model=net, optimizer=opt):
-    for epoch in flor.loop("epoch", range(3)):
-        for i in flor.loop("step", range(4)):
-            loss = net(data[2 * i:2 * i + 2]).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            writer.add_scalar("train/loss", loss.item(), epoch * 4 + i)
-        # HINDSIGHT
+for epoch in flor.loop("epoch", range(3)):
+    for i in flor.loop("step", range(4)):
+        loss = net(data[2 * i:2 * i + 2]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        writer.add_scalar("train/loss", loss.item(), epoch * 4 + i)
+    # HINDSIGHT
 writer.close()
 """
 
@@ -60,7 +60,7 @@ def test_tensorboard_script_recorded_replayed_exported_and_read_back(project):
 
     text = (project.root / "train.py").read_text()
     (project.root / "train.py").write_text(text.replace(
-        "        # HINDSIGHT", '        flor.log("weight_norm", net.weight.norm().item())'))
+        "    # HINDSIGHT", '    flor.log("weight_norm", net.weight.norm().item())'))
     project.flor("replay", "weight_norm", "--export", "tensorboard")
     replayed = [float(r[0]) for r in _rows(project.db, "SELECT value FROM logs WHERE name = 'weight_norm' ORDER BY rowid")]
     assert len(replayed) == 3
