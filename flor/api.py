@@ -75,6 +75,11 @@ def note_trackers() -> None:
     from . import settings
 
     if _tracker_state["on"] is None:
+        program = os.path.basename(sys.argv[0]) if sys.argv else ""
+        if program in ("-m", "flor", "flor.exe"):
+            # flor's own command line logs to no tracker (flor export imports one to write to
+            # it); under `python -m`, argv[0] is "-m" until the module runs: decide at its first loop.
+            return
         _tracker_state["on"] = settings.trackers()
     if _tracker_state["on"]:
         from .trackers import hooks
