@@ -57,20 +57,26 @@ __all__ = [
 
 
 def dataframe(*names: str, latest: bool = False, last: bool = False, read_by: str | None = None,
-              readers_of: str | None = None, rank: int | None = None):
+              readers_of: str | None = None, rank: int | None = None, where: str | None = None,
+              order_by: str | None = None, limit: int | None = None, per_run: bool = False):
     """All runs as one pandas DataFrame: ``projid, tstamp, filename``, loop columns, then names.
 
     ``last=True``: one row per run, each name's last value (at the run's last logged iteration,
     as ``flor ui`` shows it). ``latest=True``: the feature-store view, one row per item key with
     each name's most recent value and the run that gave it. ``read_by`` / ``readers_of``: select
     runs by lineage. A distributed job's rows carry a ``rank`` column; ``rank=0`` keeps rank 0's.
+    ``where`` (flor's filter grammar over args, last values and run columns),
+    ``order_by`` (``"val_loss, lr desc"``) and ``limit`` choose runs as ``flor runs`` does;
+    ``per_run=True`` is ``last=True``.
 
     >>> flor.dataframe("hidden", "accuracy")          # doctest: +SKIP
+    >>> flor.dataframe("lr", "val_loss", per_run=True, where="lr < 0.01", order_by="val_loss", limit=3)  # doctest: +SKIP
     >>> flor.dataframe("n_words", latest=True)        # doctest: +SKIP
     """
     from .query import dataframe as _dataframe
 
-    return _dataframe(*names, latest=latest, last=last, read_by=read_by, readers_of=readers_of, rank=rank)
+    return _dataframe(*names, latest=latest, last=last, read_by=read_by, readers_of=readers_of, rank=rank,
+                      where=where, order_by=order_by, limit=limit, per_run=per_run)
 
 
 def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed: bool = False):
@@ -132,3 +138,4 @@ _sys.excepthook = _excepthook
 _api.take_kwargs_from_argv()
 _api.capture_argparse()
 _api.note_data_iterators()
+_api.note_trackers()

@@ -66,6 +66,54 @@ def note_data_iterators() -> None:
     iterators.install()
 
 
+TRACKER_STEP = "tracker_step"  # the step the script gave its tracker, where it changes (flor export reads it)
+_tracker_state: dict = {"on": None, "step_at": None}
+
+
+def note_trackers() -> None:
+    """Hook the trackers the script has imported (``trackers.hooks``), once each, unless
+    ``FLOR_TRACKERS=0``; called at import and at each flor.loop, never importing a tracker."""
+    from . import settings
+
+    if _tracker_state["on"] is None:
+        program = os.path.basename(sys.argv[0]) if sys.argv else ""
+        if program in ("-m", "flor", "flor.exe"):
+            # flor's own command line logs to no tracker (flor export imports one to write to
+            # it); under `python -m`, argv[0] is "-m" until the module runs: decide at its first loop.
+            return
+        _tracker_state["on"] = settings.trackers()
+    if _tracker_state["on"]:
+        from .trackers import hooks
+
+        hooks.install(_from_tracker, _tracker_run)
+
+
+def _from_tracker(name: str, value: float, step) -> None:
+    """A scalar the script gave its tracker: recorded as flor.log would, in the loop context;
+    the tracker's own step is kept as ``tracker_step`` when it changes within that context."""
+    run = _current or begin_run()
+    log(name, value)
+    if step is None or isinstance(step, bool):
+        return
+    try:
+        step = int(step)
+    except (TypeError, ValueError):
+        return
+    at = (id(run), run.loops.ctx_id, run.loops.iteration, step)
+    if _tracker_state["step_at"] != at:
+        _tracker_state["step_at"] = at
+        log(TRACKER_STEP, step)
+
+
+def _tracker_run(tracker: str, where: dict) -> None:
+    """Note the tracker run this flor run logs to (flor show, flor export), once per change."""
+    run = _current or collecting_run()
+    known = dict(run.environment.get("trackers") or {})
+    if known.get(tracker) != where:
+        known[tracker] = dict(where)
+        run.note_environment("trackers", known)
+
+
 def fail_fast(exc: FlorError) -> None:
     """End a script on a user's mistake with one line on stderr and exit status 2."""
     error(exc)
@@ -98,6 +146,7 @@ def overridden() -> frozenset[str]:
 def collecting_run() -> Run:
     global _pending
     note_data_iterators()
+    note_trackers()
     if _current is not None:
         return _current
     if _pending is None:
@@ -201,6 +250,7 @@ def loop(name: str, iterable, key=None, incremental: bool = False):
     if incremental and key is None:
         raise UsageError(f"flor.loop({name!r}, incremental=True) needs key=...: items are skipped by their key")
     run = _current or begin_run()
+    note_trackers()
     if key is None:
         return run.loop(name, iterable)
     keyed, items = run.keyed_loop(name, iterable, key, bool(incremental), sys._getframe(1))

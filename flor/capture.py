@@ -9,9 +9,11 @@ what it printed up to the last flush.
 
 ``logging`` records are kept too, as stream ``logging``: a record that a handler prints to a
 captured stream is kept once, as that printed line; one that goes elsewhere (a file, a stream
-a handler held before the run began) is kept in ``logging``'s basic format. Telling the two
-apart takes one hook, around :meth:`logging.Logger.callHandlers`, installed while the run
-records.
+a handler held before the run began) is kept as the handler that printed it to the terminal
+formatted it: ``logging.basicConfig(format=...)`` called after ``import flor`` (the usual order)
+holds the real stderr, and its lines are kept as the user saw them; a record that no handler
+printed to stdout or stderr (a file) is kept in ``logging``'s basic format. Telling these apart
+takes one hook, around :meth:`logging.Logger.callHandlers`, installed while the run records.
 
 A carriage return redraws a line (progress bars): a line keeps its final state, as a terminal
 would show it. ``FLOR_CAPTURE=0`` turns capture off; ``FLOR_CAPTURE_MAX_BYTES`` caps what one run
@@ -216,7 +218,7 @@ class Capture:
                     _logging_threads.discard(me)
             if not printed and capture.on:
                 try:
-                    text = formatter.format(record)
+                    text = _as_printed(logger, record) or formatter.format(record)
                 except Exception:  # a record whose message does not format: logging's own problem
                     text = str(record.msg)
                 run = capture.run
@@ -278,3 +280,21 @@ class Capture:
         """What was captured, for ``flor show`` (kept in the run's environment)."""
         return {"lines": self.lines, "bytes": self.bytes, "streams": {k: v for k, v in self.counts.items() if v},
                 "truncated": self.truncated, "max_bytes": self.max_bytes}
+
+
+def _as_printed(logger, record) -> str | None:
+    """The text of ``record`` as the first handler that wrote it to the real stdout or stderr
+    (one that held the stream before capture began) formatted it; None when none did."""
+    import logging
+
+    real = {id(getattr(stream, "_flor_stream", stream)) for stream in (sys.stdout, sys.stderr)}
+    real |= {id(sys.__stdout__), id(sys.__stderr__)}
+    current = logger
+    while current is not None:
+        for handler in current.handlers:
+            stream = getattr(handler, "stream", None)
+            if (isinstance(handler, logging.StreamHandler) and stream is not None and id(stream) in real
+                    and record.levelno >= handler.level and handler.filter(record)):
+                return handler.format(record)
+        current = current.parent if current.propagate else None
+    return None

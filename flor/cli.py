@@ -1,16 +1,21 @@
 """The ``flor`` command line. Every command is defined here and calls one library function;
 flor errors become one line on stderr and a documented exit status.
 
-    flor dataframe [NAME ...] [--latest | --last] [--csv | --json]
+    flor dataframe [NAME ...] [--latest | --last] [--where EXPR] [--order KEYS] [--limit N] [--csv | --json]
     flor query SQL [--csv | --json]
-    flor runs
-    flor show RUN
-    flor logs RUN [--grep REGEX] [--stream stdout|stderr|logging] [--json]
+    flor runs [--where EXPR] [--status S] [--order KEYS] [--limit N] [--csv | --json]
+    flor show RUN [--csv | --json]
+    flor logs RUN [--grep REGEX] [--stream stdout|stderr|logging] [--csv | --json]
     flor extract NAME PATTERN [--runs ...] [--where EXPR] [--stream ...] [--dry-run] [--force]
     flor replay [NAME ...] [--runs TSTAMP[,TSTAMP...]] [--where EXPR] [--workers N] ...
+    flor export --to mlflow|tensorboard|wandb [NAME ...] [--runs ...] [--where EXPR] [--csv | --json]
+    flor checkpoint export RUN [--iteration N] --to model.safetensors|model.pt [--object NAME]
     flor resume RUN
     flor ui [--port N] [--host H] [--no-browser]
-    flor doctor [--repair]
+    flor doctor [--repair] [--csv | --json]
+
+Every command that reads takes ``--json`` (one object per line, stable keys: docs/cli.md) and
+``--csv``; text tables print a missing value as nothing, ints as ints and moments as times.
 
 Results go to stdout; progress, timings, warnings and errors go to stderr, so that
 ``flor replay ... > out.txt`` holds only results.
@@ -25,8 +30,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import sys
-from datetime import datetime
 
 from .errors import FlorError, UsageError
 from .messages import error, warn
@@ -64,27 +69,29 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument("--rank", type=int, metavar="N", help="only rank N of distributed jobs")
     frame.add_argument("--read-by", metavar="RUN", help="only the runs whose values RUN read (lineage)")
     frame.add_argument("--readers-of", metavar="RUN", help="only the runs that read RUN's values (lineage)")
-    fmt = frame.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", action="store_true", help="print CSV")
-    fmt.add_argument("--json", action="store_true", help="print JSON records, one per line")
+    _selection_options(frame)
+    _format_options(frame)
 
     sql = commands.add_parser("query", help="read-only SQL over the store")
     sql.add_argument("sql", metavar="SQL")
-    sqlfmt = sql.add_mutually_exclusive_group()
-    sqlfmt.add_argument("--csv", action="store_true", help="print CSV")
-    sqlfmt.add_argument("--json", action="store_true", help="print JSON records, one per line")
+    _format_options(sql)
 
-    commands.add_parser("runs", help="list runs with status, duration, args and commit")
+    runs = commands.add_parser("runs", help="list runs with status, duration, args and commit")
+    runs.add_argument("--status", action="extend", type=_comma_list, metavar="STATUS",
+                      help="only runs of these statuses: running, finished, failed, killed (repeat or separate with commas)")
+    _selection_options(runs)
+    _format_options(runs)
 
     show = commands.add_parser("show", help="show one run")
     show.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
+    _format_options(show)
 
     logs = commands.add_parser("logs", help="what a run printed (stdout, stderr, logging), line by line")
     logs.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
     logs.add_argument("--grep", metavar="REGEX", help="only lines this regular expression finds")
     logs.add_argument("--stream", action="extend", type=_comma_list, metavar="STREAM",
                       help="only stdout, stderr or logging (repeat or separate with commas)")
-    logs.add_argument("--json", action="store_true", help="one JSON object per line: stream, time, loop context, text")
+    _format_options(logs)
 
     pull = commands.add_parser(
         "extract", help="store values read out of what past runs printed, with no re-execution",
@@ -102,6 +109,23 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="store NAME even where flor.log logs it too")
 
     _replay_parser(commands)
+    _export_parser(commands)
+
+    checkpoint = commands.add_parser("checkpoint", help="checkpoints out of flor: export a run's model to a file")
+    actions = checkpoint.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    ckpt = actions.add_parser(
+        "export", help="write the registered objects' state at an iteration to .safetensors or .pt",
+        description="Write the state of RUN's registered objects (flor.checkpointing) at one iteration to a file "
+        "that serving or a registry reads; the run, iteration and code commit go into its metadata.",
+    )
+    ckpt.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
+    ckpt.add_argument("--iteration", type=int, metavar="N", help="the checkpoint at this iteration (default: the last)")
+    ckpt.add_argument("--to", required=True, metavar="FILE", help="model.safetensors or model.pt")
+    ckpt.add_argument("--object", metavar="NAME",
+                      help="only this registered object, with its own keys (load_state_dict-ready)")
+    ckpt.add_argument("--trusted", action="store_true",
+                      help="unpickle objects the run kept as pickles (runs code: only for a .flor you trust)")
 
     resume = commands.add_parser("resume", help="continue a killed run from its last checkpoint")
     resume.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
@@ -123,7 +147,47 @@ def _parser() -> argparse.ArgumentParser:
         "(damaged files are moved aside, never overwritten).",
     )
     doctor.add_argument("--repair", action="store_true", help="repair what can be rebuilt")
+    _format_options(doctor)
     return parser
+
+
+def _format_options(parser) -> None:
+    """--csv and --json, the same on every command that reads (docs/cli.md lists their keys)."""
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="print CSV: a header, then one line per row")
+    fmt.add_argument("--json", action="store_true", help="print JSON objects, one per line, with stable keys")
+
+
+def _selection_options(parser) -> None:
+    """--where, --order and --limit over runs: the filter grammar of flor/filters.py."""
+    parser.add_argument("--where", metavar="EXPR",
+                        help="only runs where EXPR holds over args, last logged values and run columns, e.g. \"lr < 0.01\"")
+    parser.add_argument("--order", metavar="KEYS", help="order runs by these columns, e.g. \"val_loss, lr desc\"")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+
+
+def _fmt(args) -> str:
+    return "json" if getattr(args, "json", False) else "csv" if getattr(args, "csv", False) else "text"
+
+
+def _export_parser(commands) -> None:
+    out = commands.add_parser(
+        "export", help="write runs' values (recorded, replayed, extracted) into MLflow, TensorBoard or W&B",
+        description="Write the values of NAME (default: every logged name) of past runs into the tracker run "
+        "each flor run logged to (noted when it was recorded), or a new one per run; values the tracker "
+        "already holds at the same step are not written again.",
+    )
+    out.add_argument("names", nargs="*", metavar="NAME", help="logged names (default: all)")
+    out.add_argument("--to", required=True, choices=("mlflow", "tensorboard", "wandb"),
+                     help="the tracker (wandb: a new run linked to the script's; W&B history only moves forward)")
+    out.add_argument("--runs", action="extend", type=_comma_list, metavar="TSTAMP[,TSTAMP...]",
+                     help="only runs whose tstamp starts with these (repeat --runs or separate with commas)")
+    out.add_argument("--where", metavar="EXPR", help="only runs where EXPR holds over args and last logged values")
+    out.add_argument("--tracking-uri", metavar="URI",
+                     help="with --to mlflow: this tracking server or store instead of the one the run logged to")
+    out.add_argument("--experiment", metavar="NAME", help="with --to mlflow: the experiment of new runs (default flor)")
+    out.add_argument("--log-dir", metavar="DIR", help="with --to tensorboard: write under DIR/<tstamp> instead")
+    _format_options(out)
 
 
 def _replay_parser(commands) -> None:
@@ -144,6 +208,7 @@ def _replay_parser(commands) -> None:
     parser.add_argument("--executor", choices=("local", "ray"), help="where segments run (default local; FLOR_EXECUTOR)")
     parser.add_argument("--address", metavar="ADDRESS", help="with --executor ray: the cluster (FLOR_RAY_ADDRESS)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan per run and its estimated time, run nothing")
+    _format_options(parser)
     parser.add_argument("--diff", action="store_true", help="with --dry-run: show where each statement is inserted")
     parser.add_argument("--force", action="store_true", help="replay runs that already hold the values")
     parser.add_argument("--confirm", action="store_true", help="ask before running")
@@ -155,49 +220,23 @@ def _replay_parser(commands) -> None:
     parser.add_argument("--confinement", choices=("auto", "namespace", "copy", "none"),
                         help="how the old code's writes are kept from your files (default auto: a private view where "
                         "the kernel allows it, else copies guarded by Landlock; none: unguarded; FLOR_REPLAY_CONFINE)")
+    parser.add_argument("--export", choices=("mlflow", "tensorboard", "wandb"),
+                        help="also write the values stored into this tracker (as flor export does)")
     parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
 
 
 # -- output -------------------------------------------------------------------------------------
 
 
-def _print_table(df, args) -> None:
-    import pandas as pd
+def _print_frame(df, args) -> None:
+    """A DataFrame as --json, --csv or a text table (missing values empty, ints as ints, times as times)."""
+    from .output import frame_rows, write_rows
 
-    if getattr(args, "csv", False):
-        df.to_csv(sys.stdout, index=False)
-    elif getattr(args, "json", False):
-        # Not DataFrame.to_json: it rounds floats to 10 digits and fails on bytes.
-        from .output import frame_rows, write_json_lines
-
-        write_json_lines(list(df.columns), frame_rows(df), sys.stdout)
-    elif df.empty:
-        print("(no rows)" if len(df.columns) else "(no runs)")
-    else:
-        if "git_head" in df.columns:  # the full hash is in --csv/--json and the library's table
-            df = df.assign(git_head=df["git_head"].map(lambda c: c[:10] if isinstance(c, str) else c))
-        with pd.option_context(
-            "display.max_rows", None, "display.max_columns", None, "display.width", None,
-            "display.max_colwidth", None,
-        ):
-            print(df.to_string(index=False))
-
-
-def _head(run) -> str:
-    """The user's HEAD when the run started, short, with ``+dirty`` when the code differed from it."""
-    if run.git_head is None:
-        return "-"
-    return run.git_head[:10] + ("+dirty" if run.git_dirty else "")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+    columns, rows = list(df.columns), frame_rows(df)
+    if _fmt(args) == "text" and "git_head" in columns:  # the full hash is in --csv/--json and the library's table
+        at = columns.index("git_head")
+        rows = [row[:at] + ((row[at][:10] if isinstance(row[at], str) else row[at]),) + row[at + 1:] for row in rows]
+    write_rows(_fmt(args), columns, rows, sys.stdout, empty="(no rows)" if columns else "(no runs)")
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -208,8 +247,9 @@ def _cmd_dataframe(args) -> int:
 
     with _warnings_as_lines():
         df = dataframe(*args.names, latest=args.latest, last=args.last, read_by=args.read_by,
-                       readers_of=args.readers_of, rank=args.rank)
-    _print_table(df, args)
+                       readers_of=args.readers_of, rank=args.rank, where=args.where, order_by=args.order,
+                       limit=args.limit)
+    _print_frame(df, args)
     return EXIT_OK
 
 
@@ -231,216 +271,69 @@ def _warnings_as_lines():
 
 
 def _cmd_query(args) -> int:
+    from .output import write_rows
     from .query import query_rows
 
+    # Straight from the sqlite rows: a DataFrame would turn an int column with a NULL into floats.
     columns, rows = query_rows(args.sql)
-    if args.json or args.csv:
-        # Straight from the sqlite rows: a DataFrame would turn an int column with a NULL into
-        # floats.
-        from .output import write_csv, write_json_lines
-
-        (write_json_lines if args.json else write_csv)(columns, rows, sys.stdout)
-        return EXIT_OK
-    import pandas as pd
-
-    _print_table(pd.DataFrame.from_records(rows, columns=columns), args)
+    write_rows(_fmt(args), columns, rows, sys.stdout)
     return EXIT_OK
 
 
 def _cmd_runs(args) -> int:
-    from .query import open_for_reading
+    from .output import write_rows
+    from .query import list_runs
+    from .runlist import COLUMNS, text_rows
 
-    from .job import listed_runs
-
-    store = open_for_reading()
-    try:
-        runs = listed_runs(store)  # a distributed job is one line
-        if not runs:
-            print("(no runs)")
-            return EXIT_OK
-        lines = [("tstamp", "status", "duration", "filename", "commit", "git_head", "args")]
-        for run in runs:
-            shown_args = " ".join(f"{k}={v}" for k, v in store.args(run.run_id).items())
-            if not shown_args and len(run.argv) > 1:  # no args declared: what it was started with
-                shown_args = "(command) " + " ".join(run.argv[1:])
-            lines.append((
-                run.tstamp, run.status, _duration(run.duration), run.filename,
-                (run.code_commit or "unversioned")[:10], _head(run), shown_args,
-            ))
-    finally:
-        store.close()
-    widths = [max(len(str(row[i])) for row in lines) for i in range(len(lines[0]) - 1)]
-    for row in lines:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1]))
+    listed = list_runs(where=args.where, status=args.status, order=args.order, limit=args.limit)
+    if _fmt(args) == "text":
+        write_rows("text", *text_rows(listed), sys.stdout, empty="(no runs)")
+    else:
+        write_rows(_fmt(args), COLUMNS, [summary.row() for summary in listed], sys.stdout)
     return EXIT_OK
 
 
 def _cmd_show(args) -> int:
-    from .checkpoints import handoff
-    from .query import open_for_reading
+    from .output import write_rows
+    from .runinfo import JSON_KEYS, describe_run, text_lines
 
-    from .job import find_job
-
-    store = open_for_reading()
-    try:
-        job = find_job(store, args.run)
-        if job is not None:  # a distributed job: its ranks, then its lowest rank's run in full
-            _show_job(store, job)
-        run = store.run(job.ranks[0].run_id) if job is not None and job.ranks else store.find_run(args.run)
-        started = datetime.fromtimestamp(run.started).isoformat(timespec="seconds")
-        print(f"run       {run.tstamp}")
-        print(f"project   {run.projid}")
-        print(f"file      {run.filename}  (cwd {run.cwd})")
-        print(f"status    {run.status}" + (f": {run.error}" if run.error else ""))
-        print(f"started   {started}  duration {_duration(run.duration)}")
-        print(f"command   {' '.join(run.argv)}")
-        print(f"code      {run.code_commit or 'unversioned'}" + (f"  ({run.vcs_note})" if run.vcs_note else ""))
-        if run.git_head is not None:
-            state = "with uncommitted or untracked changes" if run.git_dirty else "clean"
-            print(f"git head  {run.git_head}  ({state})")
-        _show_left_out(run.environment)
-        if run.resumed_from:
-            print(f"resumes   {store.run(run.resumed_from).tstamp}")
-        arguments = store.args(run.run_id)
-        print("args      " + (", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "(none)"))
-        names = store.log_names(run.run_id)
-        last = store.last_values_of_runs([run.run_id]).get(run.run_id, {})
-        print("logs")
-        if not names:
-            print("  (none)")
-        for name, source, count in names:
-            # The run's last value (at its last iteration, any source) on the line of its source.
-            tail = f"  last {last[name][0]!r}" if name in last and last[name][1] == source else ""
-            print(f"  {name:<20} {count:>8} {source}{tail}")
-        print("output    " + _captured(run.environment.get("capture"), store.output_counts([run.run_id])))
-        checkpoints = store.checkpoints(run.run_id)
-        writing = handoff.pending(store.paths.flor_dir, run.run_id)
-        print("checkpoints" + ("" if checkpoints or writing else "  (none)"))
-        policy = (run.environment.get("checkpoints") or {}).get("explain")
-        if policy:
-            print(f"  policy: {policy}")
-        for ckpt in checkpoints:
-            print(
-                f"  iteration {ckpt.iteration:>5} ({ckpt.point:<6})  {ckpt.bytes / 1e6:9.2f} MB  "
-                f"written {ckpt.bytes_written / 1e6:9.2f} MB  snapshot {1000 * (ckpt.snapshot_s or 0):7.1f} ms  "
-                f"write {1000 * (ckpt.write_s or 0):7.1f} ms"
-            )
-        for marker, pid in writing:
-            print(f"  {marker.name.removesuffix(handoff.MARKER)}  being written by pid {pid}")
-        for failure in handoff.failures(store.paths.flor_dir, run.run_id):
-            print(f"  not written: {failure}")
-        _show_items_and_lineage(store, run)
-    finally:
-        store.close()
+    details = describe_run(args.run)
+    if _fmt(args) == "text":
+        print("\n".join(text_lines(details)))
+    else:
+        record = details.to_json()
+        write_rows(_fmt(args), JSON_KEYS, [tuple(record[key] for key in JSON_KEYS)], sys.stdout)
     return EXIT_OK
-
-
-def _show_job(store, job) -> None:
-    started = datetime.fromtimestamp(job.started).isoformat(timespec="seconds")
-    print(f"job       {job.tstamp}  ({job.launcher}, world size {job.world_size})")
-    print(f"status    {job.status}" + (f": rank(s) {', '.join(map(str, job.missing))} never recorded here"
-                                       if job.missing else ""))
-    print(f"started   {started}")
-    print("ranks")
-    counts = store.output_counts([r.run_id for r in job.ranks])
-    for r in job.ranks:
-        duration = None if r.ended is None else r.ended - r.started
-        lines = counts.get(r.run_id)
-        print(f"  rank {r.rank:<3} local {r.local_rank if r.local_rank is not None else '-':<3} host {r.host or '-'}  "
-              f"pid {r.pid}  {r.status}" + (f": {r.error}" if r.error else "") +
-              f"  duration {_duration(duration)}" + (f"  output {lines} lines" if lines else ""))
-
-
-def _show_left_out(environment: dict) -> None:
-    """What the run's code version left out and why (replay reads today's copy of these)."""
-    from .vcs import Excluded
-
-    excluded = [Excluded.from_json(entry) for entry in environment.get("excluded") or []]
-    capped = list(environment.get("left_out") or {})
-    if not excluded and not capped:
-        return
-    print("left out  of the code version (replay reads today's copy from the project)")
-    for entry in excluded:
-        count = f"{entry.files} file(s)" if entry.path.endswith("/") else ""
-        why = "default pattern" if entry.source == "default" else f"{entry.source} pattern"
-        print(f"  {entry.path:<40} {count:>12}  {why} {entry.pattern}")
-    more = environment.get("excluded_more")
-    if more:
-        print(f"  ... and {more} more")
-    for rel in capped:
-        print(f"  {rel:<40} {'':>12}  over the size cap (FLOR_SNAPSHOT_MAX_BYTES)")
-
-
-def _show_items_and_lineage(store, run) -> None:
-    """The keyed items of a run (skipped ones with the run that did them) and its lineage."""
-    counts = store.item_counts(run.run_id)
-    if counts:
-        print("items")
-        for loop_name, state, count, by_run in counts:
-            if state == "skipped":
-                print(f"  {loop_name:<20} {count:>8} skipped: done before by run {store.run(by_run).tstamp} "
-                      f"(same loop body and args)")
-            else:
-                print(f"  {loop_name:<20} {count:>8} {'done' if state == 'done' else 'not finished'}")
-    for title, rows in (("read from", store.read_from(run.run_id)), ("read by", store.read_by(run.run_id))):
-        if rows:
-            print(title)
-            for _run_id, tstamp, filename, how in rows:
-                print(f"  {tstamp}  {filename}  ({how})")
 
 
 def _cmd_logs(args) -> int:
-    import json
+    from .console import LINE_COLUMNS, run_lines
+    from .output import write_rows
 
-    from .console import lines
-    from .query import open_for_reading
+    found = 0
 
-    store = open_for_reading()
-    try:
-        run = store.find_run(args.run)
-        for line in lines(store, run.run_id, streams=args.stream, grep=args.grep):
-            if args.json:
-                print(json.dumps(line.to_json(), ensure_ascii=False))
-            else:
-                print(line.text)
-    finally:
-        store.close()
-    return EXIT_OK
+    def rows():
+        nonlocal found
+        for line in run_lines(args.run, streams=args.stream, grep=args.grep):
+            found += 1
+            yield line.row()
 
-
-def _context_text(context: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in context.items()) or "run"
+    if _fmt(args) == "text":
+        for row in rows():
+            print(row[-1])
+    else:
+        write_rows(_fmt(args), LINE_COLUMNS, rows(), sys.stdout)
+    # As grep: a search that found nothing exits 1 (and says nothing on stdout).
+    return EXIT_FAILED if args.grep and not found else EXIT_OK
 
 
 def _cmd_extract(args) -> int:
-    from .extraction import extract
+    from .extraction import extract, text_lines
 
     report = extract(args.name, args.pattern, runs=args.runs, where=args.where, streams=args.stream,
                      dry_run=args.dry_run, force=args.force)
-    for run in report.runs:
-        print(f"{run.tstamp}  {run.count} match(es) in {run.lines} line(s)")
-        if args.dry_run:
-            for context, value, text in run.samples:
-                print(f"    {_context_text(context):<24} {value!r:<14} {text.strip()[:100]}")
-    if args.dry_run:
-        print(f"dry run: {report.count} value(s) of {args.name} would be stored; nothing was")
-    else:
-        print(f"done: {args.name}: {report.stored} value(s) stored from captured output")
+    print("\n".join(text_lines(report, args.name, dry_run=args.dry_run)))
     return EXIT_OK
-
-
-def _captured(summary: dict | None, counts: dict) -> str:
-    """What `flor show` says of a run's captured output."""
-    lines = sum(counts.values())
-    if not summary and not lines:
-        return "(none captured)"
-    summary = summary or {}
-    streams = ", ".join(f"{n} {name}" for name, n in (summary.get("streams") or {}).items())
-    text = f"{lines} line(s)" + (f", {summary['bytes'] / 1024:.1f} KiB" if "bytes" in summary else "")
-    text += f" ({streams})" if streams else ""
-    if summary.get("truncated"):
-        text += f"; stopped at the cap of {summary['max_bytes'] / (1 << 20):g} MiB (FLOR_CAPTURE_MAX_BYTES)"
-    return text + "; `flor logs RUN` prints it"
 
 
 def _cmd_replay(args) -> int:
@@ -448,16 +341,48 @@ def _cmd_replay(args) -> int:
 
     if args.kwargs is not None:
         raise UsageError("replay runs each run with its recorded args; --kwargs overrides are refused")
+    fmt = _fmt(args)
+    if fmt != "text" and not args.dry_run:
+        raise UsageError(f"--{fmt} prints the plan: add --dry-run (a replay prints its outcome as text)")
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     report = replay(
         *args.names, runs=args.runs, where=args.where, iterations=args.iterations, workers=args.workers,
         gpus=gpus, dry_run=args.dry_run, diff=args.diff, force=args.force, confirm=args.confirm,
-        accept_drift=args.accept_drift, allow_inexact=args.allow_inexact, out=sys.stdout, progress=sys.stderr,
-        executor=args.executor, address=args.address, confinement=args.confinement,
+        accept_drift=args.accept_drift, allow_inexact=args.allow_inexact,
+        out=sys.stdout if fmt == "text" else io.StringIO(), progress=sys.stderr,
+        executor=args.executor, address=args.address, confinement=args.confinement, export=args.export,
     )
+    if fmt != "text":
+        from .output import write_rows
+        from .replay.report import PLAN_COLUMNS, plan_row
+
+        write_rows(fmt, PLAN_COLUMNS, [plan_row(item) for item in report.runs], sys.stdout)
     return {
         "ok": EXIT_OK, "failed": EXIT_FAILED, "refused": EXIT_REFUSED, "drifted": EXIT_DRIFT,
     }[report.outcome]
+
+
+def _cmd_export(args) -> int:
+    from .export import COLUMNS, export, text_lines
+    from .output import write_rows
+
+    report = export(args.to, *args.names, runs=args.runs, where=args.where, tracking_uri=args.tracking_uri,
+                    experiment=args.experiment, log_dir=args.log_dir)
+    if _fmt(args) == "text":
+        print("\n".join(text_lines(report)))
+    else:
+        write_rows(_fmt(args), COLUMNS, report.rows(), sys.stdout)
+    return EXIT_OK
+
+
+def _cmd_checkpoint(args) -> int:
+    from .checkpoints.export import export_checkpoint
+
+    done = export_checkpoint(args.run, args.to, iteration=args.iteration, obj=args.object, trusted=args.trusted)
+    extras = f", {done.extras} non-tensor value(s) in its metadata" if done.extras else ""
+    print(f"{done.path}: {', '.join(done.objects)} of run {done.tstamp} at iteration {done.iteration} "
+          f"({done.tensors} tensor(s){extras})")
+    return EXIT_OK
 
 
 def _cmd_resume(args) -> int:
@@ -476,6 +401,12 @@ def _cmd_doctor(args) -> int:
     from .doctor import check
 
     report = check(repair=args.repair)
+    if _fmt(args) != "text":
+        from .doctor import ROW_COLUMNS
+        from .output import write_rows
+
+        write_rows(_fmt(args), ROW_COLUMNS, report.rows(), sys.stdout)
+        return EXIT_OK if report.ok else EXIT_FAILED
     for problem in report.problems:
         print(f"flor doctor: {problem.line()}")
     for note in report.notes:
@@ -495,7 +426,7 @@ def _cmd_doctor(args) -> int:
 _HANDLERS = {
     "dataframe": _cmd_dataframe, "query": _cmd_query, "runs": _cmd_runs, "show": _cmd_show,
     "logs": _cmd_logs, "extract": _cmd_extract,
-    "replay": _cmd_replay, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
+    "replay": _cmd_replay, "export": _cmd_export, "checkpoint": _cmd_checkpoint, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
 }
 
 

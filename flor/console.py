@@ -32,6 +32,10 @@ class Line:
     def to_json(self) -> dict:
         return {"line": self.number, "stream": self.stream, "t": self.t, "context": self.context, "text": self.text}
 
+    def row(self) -> tuple:
+        """The values of :data:`LINE_COLUMNS` (the text last)."""
+        return (self.number, self.stream, self.t, self.context, self.text)
+
 
 def stream_codes(streams: Sequence[str] | None) -> str | None:
     """The one-letter codes of stream names (None: every stream); an unknown name is an error."""
@@ -89,3 +93,21 @@ def lines(store: Store, run_id: int, *, streams: Sequence[str] | None = None, gr
             if regex is not None and regex.search(text) is None:
                 continue
             yield Line(first + index, STREAMS.get(code, code), t, context(ctx, iteration), text)
+
+
+# The stable keys of `flor logs --json/--csv` (Line.to_json's).
+LINE_COLUMNS = ("line", "stream", "t", "context", "text")
+
+
+def run_lines(run: str, *, streams: Sequence[str] | None = None, grep: str | None = None,
+              start=None) -> Iterator[Line]:
+    """The captured lines of the run whose tstamp starts with ``run`` (what ``flor logs`` prints);
+    the store is open while the lines are read and closed when they end or the reader stops."""
+    from .query import open_for_reading
+
+    store = open_for_reading(start)
+    try:
+        found = store.find_run(run)
+        yield from lines(store, found.run_id, streams=streams, grep=grep)
+    finally:
+        store.close()

@@ -60,6 +60,10 @@ class Problem:
         return " ".join(text.split())
 
 
+# The stable keys of `flor doctor --json/--csv`: kind is problem, repaired or note.
+ROW_COLUMNS = ("kind", "what", "fix", "note")
+
+
 @dataclass
 class Report:
     """What ``flor doctor`` found and did."""
@@ -74,6 +78,11 @@ class Report:
     def ok(self) -> bool:
         """True when no problem remains (none found, or all repaired)."""
         return all(p.repaired for p in self.problems)
+
+    def rows(self) -> list[tuple]:
+        """``flor doctor --json/--csv``: one row of :data:`ROW_COLUMNS` per problem, then per note."""
+        found = [("repaired" if p.repaired else "problem", p.what, p.fix, p.note or None) for p in self.problems]
+        return found + [("note", note, None, None) for note in self.notes]
 
     def add(self, what: str, fix: str) -> Problem:
         """Record a problem found (not yet repaired) and return it."""

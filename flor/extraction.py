@@ -185,3 +185,20 @@ def extract(name: str, pattern: str, *, runs: Sequence[str] | None = None, where
         return report
     finally:
         store.close()
+
+
+def text_lines(report, name: str, *, dry_run: bool = False) -> list[str]:
+    """What ``flor extract`` prints of ``report``: a line per run (with its first matches on a dry
+    run), then the total."""
+    out = []
+    for run in report.runs:
+        out.append(f"{run.tstamp}  {run.count} match(es) in {run.lines} line(s)")
+        if dry_run:
+            for context, value, text in run.samples:
+                where = ", ".join(f"{k}={v}" for k, v in context.items()) or "run"
+                out.append(f"    {where:<24} {value!r:<14} {text.strip()[:100]}")
+    if dry_run:
+        out.append(f"dry run: {report.count} value(s) of {name} would be stored; nothing was")
+    else:
+        out.append(f"done: {name}: {report.stored} value(s) stored from captured output")
+    return out

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Mapping
 from .errors import FilterError
 from .values import is_plain
 
-__all__ = ["FilterError", "MAX_DEPTH", "MAX_LENGTH", "compile_filter"]
+__all__ = ["FilterError", "MAX_DEPTH", "MAX_LENGTH", "compile_filter", "order_rows"]
 
 MAX_LENGTH = 2000
 # Far beyond any real filter, and shallow enough that compiling and evaluating the closures
@@ -243,3 +243,45 @@ def _describe(node: object) -> str:
     }
     kind = type(node).__name__
     return names.get(kind, f"'{kind}'")
+
+
+_ORDER_TERM = re.compile(r"^\s*(?:`([^`]+)`|([A-Za-z_][\w.]*))\s*(?:\s(asc|desc))?\s*$", re.IGNORECASE)
+
+
+def order_rows(rows: list, text: str | None, columns: Iterable[str], get=lambda row, name: row.get(name)) -> list:
+    """``rows`` sorted by ``text``: comma-separated column names, each optionally followed by
+    ``asc`` (the default) or ``desc``, e.g. ``val_loss, lr desc`` (back-quote names such as
+    ```loss/train```). Rows missing a value (or holding one that does not compare) come last
+    either way, so a run that never logged the metric never heads the list. The sort is stable.
+
+    >>> [r["a"] for r in order_rows([{"a": 1}, {"a": None}, {"a": 3}], "a desc", ["a"])]
+    [3, 1, None]
+    """
+    if text is None or not text.strip():
+        return list(rows)
+    known = set(columns)
+    terms = []
+    for part in text.split(","):
+        match = _ORDER_TERM.match(part)
+        if match is None:
+            raise FilterError(f"cannot read the order {part.strip()!r}; write NAME or NAME desc, separated by commas")
+        name = match.group(1) or match.group(2)
+        if name not in known:
+            shown = ", ".join(sorted(known)[:30])
+            raise FilterError(f"unknown column {name!r} in the order; columns are: {shown}")
+        terms.append((name, (match.group(3) or "asc").lower() == "desc"))
+    ordered = list(rows)
+    for name, descending in reversed(terms):  # stable sorts, last key first
+        def rank(row, name=name):
+            value = get(row, name)
+            if isinstance(value, bool) or value is None or (isinstance(value, float) and value != value):
+                value = None if not isinstance(value, bool) else int(value)
+            if isinstance(value, (int, float)):
+                return (0, value, "")
+            if isinstance(value, str):
+                return (1, 0, value)
+            return (2, 0, "")
+        present = [row for row in ordered if rank(row)[0] < 2]
+        missing = [row for row in ordered if rank(row)[0] == 2]
+        ordered = sorted(present, key=rank, reverse=descending) + missing
+    return ordered

@@ -204,9 +204,19 @@ def with_ranks(table, rank: int | None = None):
     return table
 
 
-def listed_runs(store) -> list:
-    """Every run as ``flor runs`` lists it: a job as one row (its tstamp, the status of the job:
-    finished only when every rank finished, its world size with the status), in place of its ranks."""
+@dataclass(frozen=True)
+class ListedRun:
+    """A run as ``flor runs`` lists it; for a distributed job, one row in place of its ranks: the
+    job's tstamp and status (finished only when every rank finished), its world size and how many
+    ranks this store holds."""
+
+    run: object  # the RunRow (store/runs.py): for a job, its tstamp, status and times
+    world_size: int | None = None  # None: not a job
+    ranks: int = 0
+
+
+def listed_runs(store) -> list[ListedRun]:
+    """Every run as ``flor runs`` lists it: a job as one row, in place of its ranks."""
     from dataclasses import replace
 
     runs = store.runs()
@@ -216,7 +226,7 @@ def listed_runs(store) -> list:
     for run in runs:
         member = of_run.get(run.run_id)
         if member is None:
-            listed.append(run)
+            listed.append(ListedRun(run))
             continue
         job_id = member[0]
         if job_id in shown:
@@ -225,10 +235,10 @@ def listed_runs(store) -> list:
         job = jobs[job_id]
         ended = [r.ended for r in job.ranks]
         finished = job.status != "running" and all(e is not None for e in ended)
-        listed.append(replace(
-            run, tstamp=job.tstamp, status=f"{job.status} ({len(job.ranks)}/{job.world_size} ranks)",
-            started=job.started, ended=max(ended) if finished and ended else None,
-        ))
+        listed.append(ListedRun(
+            replace(run, tstamp=job.tstamp, status=job.status, started=job.started,
+                    ended=max(ended) if finished and ended else None),
+            job.world_size, len(job.ranks)))
     return listed
 
 

@@ -85,6 +85,8 @@ def _csv_value(value: object) -> object:
         return repr(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(json_value(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return value
 
 
@@ -110,3 +112,60 @@ def frame_rows(df) -> list[tuple]:
             values = [None if gone else v for v, gone in zip(values, missing)]
         columns.append(values)
     return list(zip(*columns)) if columns else []
+
+
+# Columns whose numbers are moments (seconds since the epoch) in flor's tables: the text view
+# prints them as local ISO times, not as 1.796603e+09. --json and --csv keep the exact number.
+TIME_COLUMNS = frozenset({"started", "ended", "heartbeat", "t", "t_start", "t_end", "created", "replayed_at", "time"})
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """``seconds`` since the epoch as a local ISO-8601 time with its UTC offset, to the second."""
+    if seconds is None:
+        return None
+    from datetime import datetime
+
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+
+
+def text_value(value: object, column: str = "") -> str:
+    """One cell of a text table: empty for a missing value, ints as ints, moments as times, floats
+    short (the exact value is in --json/--csv)."""
+    value = json_value(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)) and column in TIME_COLUMNS and value > 1e8:
+        return iso_time(float(value)) or ""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return repr(value)  # 3.0: a float column, said so, never an int in disguise
+        text = repr(value)
+        return text if len(text) <= 12 else f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+def write_text_table(columns: Sequence[str], rows: Iterable[Sequence], out: IO[str], *, empty: str = "(no rows)") -> None:
+    """Aligned columns for people: a header, then one line per row; the last column is not padded."""
+    cells = [[text_value(v, str(c)) for v, c in zip(row, columns)] for row in rows]
+    if not cells:
+        out.write(empty + "\n")
+        return
+    table = [[str(c) for c in columns]] + cells
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        padded = [cell.ljust(width) for cell, width in zip(line[:-1], widths)] + line[-1:]
+        out.write("  ".join(padded).rstrip() + "\n")
+
+
+def write_rows(fmt: str, columns: Sequence[str], rows: Iterable[Sequence], out: IO[str], *, empty: str = "(no rows)") -> None:
+    """The rows as ``fmt``: ``json`` (one object per line), ``csv`` or ``text`` (aligned)."""
+    if fmt == "json":
+        write_json_lines(columns, rows, out)
+    elif fmt == "csv":
+        write_csv(columns, rows, out)
+    else:
+        write_text_table(columns, rows, out, empty=empty)

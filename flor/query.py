@@ -33,7 +33,8 @@ _SHIFT = 1 << 32  # run_id and ctx_id packed into one int64 key
 
 def dataframe(*names: str, start: Path | None = None, latest: bool = False, last: bool = False,
               read_by: str | None = None, readers_of: str | None = None, keys: bool = True,
-              rank: int | None = None):
+              rank: int | None = None, where: str | None = None, order_by: str | None = None,
+              limit: int | None = None, per_run: bool = False):
     """One pandas DataFrame of every run with the named args and logs (all names if none).
 
     A name that is neither an arg nor a logged name is a :class:`UsageError` when no name
@@ -52,6 +53,13 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
 
     A script that records a run and reads the table here records which runs it read.
 
+    ``where``, ``order_by`` and ``limit`` choose runs as ``flor runs`` does (runlist.py): ``where``
+    in flor's filter grammar over each run's args, last logged values and run columns
+    (``tstamp``, ``status``, ``duration_s``, ...), ``order_by`` as ``"val_loss, lr desc"`` (runs
+    missing the value last), ``limit`` the first that many runs; the table keeps their rows, runs
+    in that order. ``per_run=True`` is ``last=True``, one row per run (``mlflow.search_runs``'s shape).
+
+    >>> flor.dataframe("lr", "val_loss", per_run=True, where="lr < 0.01", order_by="val_loss", limit=5)  # doctest: +SKIP
     >>> flor.dataframe("hidden", "accuracy")      # doctest: +SKIP
     >>> flor.dataframe("n_words", latest=True)    # doctest: +SKIP
     >>> flor.dataframe("lr", "val_loss", last=True)  # doctest: +SKIP
@@ -59,8 +67,9 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
     for name in names:
         if type(name) is not str:
             raise UsageError(f"flor.dataframe names must be strings, got {name!r}")
+    last = last or per_run
     if latest and last:
-        raise UsageError("choose one of latest (one row per item) and last (one row per run)")
+        raise UsageError("choose one of latest (one row per item) and last/per_run (one row per run)")
     if rank is not None and (type(rank) is not int or rank < 0):
         raise UsageError(f"flor.dataframe rank must be a rank number (0, 1, ...), got {rank!r}")
     if rank is not None and latest:
@@ -71,6 +80,17 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
         # One read transaction: runs that start meanwhile are either wholly in the table or not.
         store.begin_read()
         only = _lineage_filter(store, read_by, readers_of)
+        chosen = None
+        if where or order_by or limit is not None:
+            from .runlist import summaries
+
+            if limit is not None and (type(limit) is not int or limit < 0):
+                raise UsageError(f"limit must be a whole number of runs, 0 or more; got {limit!r}")
+
+            picked = [s.run for s in summaries(store, where=where, order=order_by)]
+            picked = [run for run in picked if only is None or run.run_id in only]
+            chosen = [run.tstamp for run in (picked if limit is None else picked[:limit])]
+            only = {run.run_id for run in picked if run.tstamp in set(chosen)}
         if last:
             table, used = _last_per_run(store, list(names), only)
         else:
@@ -92,6 +112,10 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
             used = sorted(by_tstamp[t] for t in stamps if t in by_tstamp)
     finally:
         store.close()
+    if chosen is not None and "tstamp" in table.columns and not latest:
+        # The runs in the order asked for; each run's rows keep theirs (a stable sort).
+        rank = {tstamp: i for i, tstamp in enumerate(chosen)}
+        table = table.iloc[table["tstamp"].map(rank).argsort(kind="stable")].reset_index(drop=True)
     _note_read(used, "feature store" if latest else "dataframe")
     return table
 
@@ -611,5 +635,22 @@ def query_rows(sql: str, start: Path | None = None) -> tuple[list[str], list[tup
     store = project_store(start)
     try:
         return store.execute_readonly(sql, max_seconds=settings.query_max_s(), max_bytes=settings.query_max_bytes())
+    finally:
+        store.close()
+
+
+def list_runs(*, where: str | None = None, status=None, order: str | None = None, limit: int | None = None,
+              start: Path | None = None) -> list:
+    """The project's runs for ``flor runs`` (:class:`runlist.RunSummary` each; a killed run's status
+    said as such first), filtered by status and ``where``, ordered, limited.
+
+    >>> list_runs(where="lr < 0.01", status="finished", order="val_loss", limit=3)  # doctest: +SKIP
+    """
+    from .runlist import summaries
+
+    store = open_for_reading(start)
+    try:
+        store.begin_read()
+        return summaries(store, where=where, status=status, order=order, limit=limit)
     finally:
         store.close()

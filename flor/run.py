@@ -27,7 +27,7 @@ from .args import convert, describe_declared
 from .errors import ArgumentError, FlorError, StoreError, UsageError
 from .imported import imported
 from .loopcontext import LoopContext
-from .messages import warn
+from .messages import say, warn
 from .paths import ProjectPaths
 
 # The store (sqlite3) and git helpers are imported when a run begins, so that `import flor`
@@ -385,7 +385,26 @@ class Run:
         self._run_fields.update(status=status, ended=time.time(), error=error)
         self.flush(final=True)
         if self.store is not None:
+            self._say_kept(status)
             self.store.close()
+
+    def _say_kept(self, status: str) -> None:
+        """One line on stderr: what was kept of this run and how to look at it (FLOR_QUIET=1: none)."""
+        try:
+            quiet = settings.quiet()
+        except UsageError as exc:
+            warn(str(exc))  # the run is kept; only its closing line is in question
+            return
+        if quiet:
+            return
+        try:
+            values = sum(count for _name, _source, count in self.store.log_names(self.run_id))
+            checkpoints = len(self.store.checkpoints(self.run_id))
+            code = self.store.run(self.run_id).code_commit
+        except (FlorError, OSError):
+            return
+        kept = f"{values} value(s), {checkpoints} checkpoint(s)" + (f", code {str(code)[:10]}" if code else "")
+        say(f"flor: {status} run {self.tstamp} kept ({kept}); see it with: flor show {self.tstamp}")
 
     def before_end(self) -> None:
         """Called once before the final flush: let checkpoint writers finish."""

@@ -24,6 +24,8 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_RAY_RETRIES``           restarts of a Ray task whose worker died (3)
 ``FLOR_CAPTURE``               1/0: keep what the run prints (stdout, stderr, logging) (1)
 ``FLOR_CAPTURE_MAX_BYTES``     the most captured output one run keeps (33554432: 32 MiB)
+``FLOR_TRACKERS``              1/0: also record what the script logs to TensorBoard, MLflow, W&B (1)
+``FLOR_QUIET``                 1/0: say nothing at the end of a recorded run (0)
 =============================  =========================================================
 
 Internal variables (set by flor for its own child processes, or by tests):
@@ -268,3 +270,14 @@ def resume_env(run_id: int, checkpoint: dict) -> dict[str, str]:
     import json
 
     return {"FLOR_RESUMED_FROM": str(run_id), "FLOR_RESUME_CHECKPOINT": json.dumps(checkpoint)}
+
+
+def trackers() -> bool:
+    """FLOR_TRACKERS: whether values the script logs through SummaryWriter.add_scalar(s),
+    mlflow.log_metric(s) and wandb.log are also recorded by flor (flor/trackers)."""
+    return switch_setting("FLOR_TRACKERS", True)
+
+
+def quiet() -> bool:
+    """FLOR_QUIET: whether a recorded run ends without its one line on stderr (what was kept)."""
+    return switch_setting("FLOR_QUIET", False)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up (see setup.sh), then the tutorial end to end in a fresh git repository:
+# Set up with what the tutorial needs only (setup.sh tutorial: torch CPU, scikit-learn), then the tutorial end to end in a fresh git repository:
 # record two runs with different `hidden`, show the table, read a printed value back out of the
 # runs' output, add a statement and replay it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh tutorial
 HERE=$(pwd)
 WORK=${FLOR_TUTORIAL_DIR:-$(mktemp -d /tmp/flor-tutorial-XXXXXX)}
 mkdir -p "$WORK"

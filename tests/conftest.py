@@ -31,6 +31,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     env.update(GIT_ENV)
     env["PYTHONPATH"] = str(REPO_ROOT)
     env.setdefault("OMP_NUM_THREADS", "1")
+    # The line a recorded run ends with (what was kept, `flor show TSTAMP`) is tested on its own;
+    # elsewhere it would be noise in every stderr a test compares.
+    env["FLOR_QUIET"] = "1"
     env.update(extra)
     return env
 
@@ -42,6 +45,7 @@ def _isolated_git(monkeypatch):
     for key in list(os.environ):
         if key.startswith("FLOR_"):
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FLOR_QUIET", "1")  # as clean_env: the end-of-run line is tested on its own
 
 
 def git(cwd: Path, *args: str) -> str:

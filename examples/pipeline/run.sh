@@ -6,7 +6,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 if [ -z "${FLOR_PYTHON:-}" ]; then
-  bash "$REPO/scripts/setup.sh"
+  bash "$REPO/scripts/setup.sh" tutorial
   FLOR_PYTHON="$REPO/.venv/bin/python"
 fi
 WORK=${FLOR_PIPELINE_DIR:-$(mktemp -d /tmp/flor-pipeline-XXXXXX)}

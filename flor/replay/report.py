@@ -111,6 +111,18 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     return "\n".join(lines)
 
 
+# The stable keys of `flor replay --dry-run --json/--csv`, one row per run considered.
+PLAN_COLUMNS = ("tstamp", "filename", "status", "reason", "names", "plan", "seconds", "segments")
+
+
+def plan_row(item: RunReplay) -> tuple:
+    """One run's plan as the values of :data:`PLAN_COLUMNS` (a rendering of the plan, nothing more)."""
+    planned = item.status == "planned"
+    segments = [{"actions": segment.describe(), "seconds": segment.seconds} for segment in item.segments]
+    return (item.run.tstamp, item.run.filename, item.status, item.reason or None, list(item.names),
+            headline(item) if planned else None, item.seconds if planned else None, segments)
+
+
 def headline(item: RunReplay) -> str:
     """What the plan does, as its segments do it: a statement in the epoch body whose iterations
     are all re-executed reads ``exec for NAME (memoization blocked: ...)``, not ``memo``."""

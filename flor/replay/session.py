@@ -315,7 +315,8 @@ def _enough_open_files(count: int) -> None:
 def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1, gpus=None,
            dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
            accept_drift: bool = False, allow_inexact: bool = False, out=None, progress=None,
-           executor: str | None = None, address: str | None = None, confinement: str | None = None) -> ReplayReport:
+           executor: str | None = None, address: str | None = None, confinement: str | None = None,
+           export: str | None = None) -> ReplayReport:
     """Recover ``names`` (default: every new flor.log of today's script) for past runs.
 
     Values whose iteration drifted from the recording (even after re-execution) are not stored
@@ -325,7 +326,8 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
     to ``progress`` (default stderr). ``confinement`` (default ``FLOR_REPLAY_CONFINE``, else
     ``auto``): ``namespace``, ``copy`` (Landlock-guarded copies) or ``none`` (unguarded, said in
     one warning); ``auto`` takes the first of the two guarded ones the kernel allows and refuses
-    where it allows neither.
+    where it allows neither. ``export`` (``mlflow``, ``tensorboard``): write the stored values
+    into that tracker too (flor/export).
 
     >>> flor.replay("weight_norm", workers=2)           # doctest: +SKIP
     """
@@ -368,6 +370,11 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
             print(describe_outcome(item, session.root), file=out)
             if item.timings:
                 say(describe_timings(item))
+        if export:
+            from ..export import export_replayed, text_lines
+
+            for line in text_lines(export_replayed(plans, export, start=session.root)):
+                print(line, file=out)
         return ReplayReport(plans, seconds)
     finally:
         session.close()
