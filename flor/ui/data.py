@@ -488,3 +488,37 @@ def diff_code(root: Path, old: str | None, new: str | None, filename: str) -> st
     if not old or not new:
         raise UsageError("one of these runs is unversioned, so there is nothing to diff")
     return Repo.find(root).diff(old, new, filename)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def table_csv(rows: list[dict], columns: list[str]) -> str:
+    """The runs table as CSV: the chosen columns, then ``hindsight``, which names each last value
+    that was replayed or extracted rather than recorded (``accuracy=replay;loss=extract``).
+
+    Text that a spreadsheet would run as a formula (starting with =, +, -, @) is prefixed with a
+    quote: a logged string must not become a formula in someone's spreadsheet.
+
+    >>> print(table_csv([{"tstamp": "t1", "lr": 0.1, "note": "=1+1", "_sources": {"acc": "replay"}}],
+    ...                 ["tstamp", "lr", "note"]), end="")
+    tstamp,lr,note,hindsight
+    t1,0.1,'=1+1,acc=replay
+    """
+    import csv
+    import io
+
+    def cell(value: object) -> object:
+        value = _plain(value)
+        if isinstance(value, str) and value.startswith(_FORMULA_START):
+            return "'" + value
+        return "" if value is None else value
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*columns, "hindsight"])
+    for row in rows:
+        sources = row.get("_sources") or {}
+        writer.writerow([*(cell(row.get(name)) for name in columns),
+                         ";".join(f"{name}={source}" for name, source in sorted(sources.items()))])
+    return out.getvalue()

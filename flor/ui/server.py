@@ -40,12 +40,12 @@ from flask import Flask, Response, request, send_from_directory
 from ..errors import FlorError, RunNotFoundError, StoreError, UsageError, VersionControlError
 from ..store import ReadPool
 from .curves import SeriesReader
-from .data import RunsTable, diff_code, read_code, run_detail, sort_key
+from .data import RunsTable, diff_code, read_code, run_detail, sort_key, table_csv
 from ..filters import FilterError, compile_filter
 
 STATIC = Path(__file__).with_name("static")
 MAX_PAGE = 1000
-MAX_COMPARED = 20
+MAX_COMPARED = 100  # a page of the table: the default chart draws every visible run
 FIRST_ANSWER_WAIT_S = 0.15
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _COMMIT = re.compile(r"^[0-9a-fA-F]{4,64}$")
@@ -218,10 +218,10 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
             if table.loading and "unknown column" in str(exc):
                 raise FilterError(f"{exc}; logged values are still being read, try again in a moment") from None
             raise
-        return [row for row in table.rows() if keep(row)], columns
+        inside = _brushes(request.args.get("brush", ""), {name for name, _ in columns})
+        return [row for row in table.rows() if keep(row) and inside(row)], columns
 
-    @app.get("/api/runs")
-    def runs():
+    def sorted_rows() -> tuple[list[dict], list[tuple[str, str]], str, bool]:
         rows, columns = matching_rows()
         names = [name for name, _ in columns]
         sort = request.args.get("sort") or "tstamp"
@@ -234,7 +234,12 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         present = [row for row in rows if row.get(sort) is not None]
         missing = [row for row in rows if row.get(sort) is None]
         present.sort(key=lambda row: sort_key(row.get(sort)), reverse=descending)
-        ordered = present + missing
+        return present + missing, columns, sort, descending
+
+    @app.get("/api/runs")
+    def runs():
+        ordered, columns, sort, descending = sorted_rows()
+        names = [name for name, _ in columns]
         offset = _int_arg("offset", 0, 0, 10**9)
         limit = _int_arg("limit", 100, 1, MAX_PAGE)
         page = ordered[offset:offset + limit]
@@ -252,6 +257,18 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
             "rows": [[row.get(name) for name in names] for row in page],
             "sources": [row["_sources"] for row in page],
         })
+
+    @app.get("/api/runs.csv")
+    def runs_csv():
+        ordered, columns, _, _ = sorted_rows()
+        known = [name for name, _ in columns]
+        chosen = _list_arg("columns") or known
+        unknown = [name for name in chosen if name not in known]
+        if unknown:
+            raise UsageError(f"unknown columns: {', '.join(unknown)}")
+        response = Response(table_csv(ordered, chosen), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f'attachment; filename="{data.root.name or "flor"}-runs.csv"'
+        return response
 
     @app.get("/api/values")
     def column_values():
@@ -278,12 +295,16 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
             raise UsageError(f"compare at most {MAX_COMPARED} runs at once")
         points = _int_arg("points", 2000, 2, 100_000)
         xmin, xmax = _float_arg("xmin"), _float_arg("xmax")
-        out, label = [], None
+        x_mode = request.args.get("x") or "iteration"
+        out, label, integer = [], None, True
         for tstamp in tstamps:
-            curve = data.series.series(table.run_id(tstamp), name, points, xmin, xmax)
-            label = label if curve["x_label"] == "run" else (label or curve["x_label"])
+            curve = data.series.series(table.run_id(tstamp), name, points, xmin, xmax, x_mode)
+            if curve["x_label"] != "run":
+                label = label or curve["x_label"]
+                integer = integer and curve["integer_x"]
             out.append({"run": tstamp, "parts": curve["parts"], "run_level": curve["run_level"], "last": curve["last"]})
-        return _json({"name": name, "x_label": label or "iteration", "series": out, "version": table.version})
+        return _json({"name": name, "x": x_mode, "x_label": label or "iteration", "integer_x": integer,
+                      "series": out, "version": table.version})
 
     @app.get("/api/runs/<path:tstamp>/code")
     def code(tstamp: str):
@@ -329,6 +350,31 @@ def create_app(data: UIData, *, loopback_only: bool = True) -> Flask:
         return _json({"a": old["tstamp"], "b": new["tstamp"], "files": files, "text": text})
 
     return app
+
+
+def _brushes(text: str, known: set[str]):
+    """A predicate over rows from ``name:low:high;...`` (the parallel coordinates' brushes): a
+    row is kept when each named value is a number within its range."""
+    ranges = []
+    for item in filter(None, text.split(";")):
+        name, _, bounds = item.rpartition(":")
+        name, _, low = name.rpartition(":")
+        try:
+            low_value, high_value = float(low), float(bounds)
+        except ValueError:
+            raise UsageError(f"a brush is NAME:LOW:HIGH with numbers, got {item!r}") from None
+        if name not in known:
+            raise UsageError(f"cannot brush unknown column {name!r}")
+        ranges.append((name, low_value, high_value))
+
+    def inside(row: dict) -> bool:
+        for name, low_value, high_value in ranges:
+            value = row.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_value <= value <= high_value:
+                return False
+        return True
+
+    return inside
 
 
 def _checked_commit(commit: str | None) -> str | None:

@@ -258,3 +258,40 @@ def test_a_running_run_shows_as_it_logs(recorded, tmp_path):
             process.kill()
             process.wait()
         data.close()
+
+
+def test_brushes_narrow_the_table_and_bad_ones_are_one_line(client, recorded):
+    body = client.get("/api/runs?brush=" + quote("epochs:4:10;lr:0:0.01")).json
+    assert [r["tstamp"] for r in rows_of(body)] == [recorded.tstamps[1], recorded.tstamps[3]]
+    assert body["matched"] == 2 and body["total"] == 4
+    refused = client.get("/api/runs?brush=nope:1:2")
+    assert refused.status_code == 400 and "unknown column 'nope'" in refused.json["error"]
+    refused = client.get("/api/runs?brush=lr:a:2")
+    assert refused.status_code == 400 and "NAME:LOW:HIGH" in refused.json["error"]
+
+
+def test_csv_of_the_filtered_sorted_table(client, recorded):
+    response = client.get("/api/runs.csv?sort=lr&desc=0&columns=tstamp,lr,note&where=" + quote("lr < 0.01"))
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    lines = response.get_data(as_text=True).splitlines()
+    assert lines[0] == "tstamp,lr,note,hindsight"
+    assert lines[1:] == [f"{recorded.tstamps[3]},0.0001,<b>not markup</b>,", f"{recorded.tstamps[1]},0.001,<b>not markup</b>,"]
+    assert client.get("/api/runs.csv?columns=nope").status_code == 400
+
+
+def test_series_by_step_and_time(client, recorded):
+    body = client.get(f"/api/series?runs={recorded.tstamps[0]}&name=accuracy&x=step").json
+    assert body["x_label"] == "step (step counted across epoch)" and body["integer_x"] is True
+    assert body["series"][0]["parts"][0]["x"] == [19, 39, 59]
+    body = client.get(f"/api/series?runs={recorded.tstamps[0]}&name=loss&x=time").json
+    xs = body["series"][0]["parts"][0]["x"]
+    assert body["integer_x"] is False and len(xs) == 60 and xs == sorted(xs) and xs[0] >= 0
+    refused = client.get(f"/api/series?runs={recorded.tstamps[0]}&name=loss&x=wall")
+    assert refused.status_code == 400 and "x must be one of iteration, step, time" in refused.json["error"]
+
+
+def test_a_filter_with_equals_suggests_the_comparison(client):
+    refused = client.get("/api/runs?where=" + quote("lr=0.01 and optimizer='adam'"))
+    assert refused.status_code == 400
+    assert refused.json["error"].endswith("did you mean `lr == 0.01 and optimizer == 'adam'`?")

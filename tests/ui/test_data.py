@@ -121,3 +121,37 @@ def test_last_values_follow_loop_position_as_replays_and_extractions_arrive(stor
         assert part["source"] == "extract" and part["y"] == [0.25]
     finally:
         db.close()
+
+
+def test_x_by_step_and_time_and_gaps_are_not_bridged(store):
+    run_id = new_run(store, "2026-01-02T00:00:00")
+    t0 = 0.0  # loop times are kept in seconds since the run started
+    contexts = [(1, None, None, "epoch", t0, t0 + 40.0, 4)]
+    logs = []
+    for epoch in range(4):
+        contexts.append((2 + epoch, 1, epoch, "step", t0 + 10 * epoch, t0 + 10 * epoch + 10, 5))
+        for step in range(5):
+            logs.append(("loss", 1.0 / (1 + step), 2 + epoch, step))
+        if epoch != 2:  # epoch 2's value withheld (drift): a gap, not a line across it
+            logs.append(("acc", epoch / 10, 1, epoch))
+    store.write_batch(run_id, contexts, logs)
+    db = ReadPool(store.path)
+    try:
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        reader = SeriesReader(db, table)
+        acc = reader.series(run_id, "acc")
+        (part,) = acc["parts"]
+        assert part["x"] == [0, 1, 2, 3] and part["y"] == [0.0, 0.1, None, 0.3] and part["gaps"] == 1
+        by_step = reader.series(run_id, "acc", x_mode="step")
+        assert by_step["x_label"] == "step (step counted across epoch)" and by_step["integer_x"]
+        assert by_step["parts"][0]["x"] == [4, 9, 14, 19]  # the last step of each epoch, the gap half way
+        assert reader.series(run_id, "loss", x_mode="step")["parts"][0]["x"] == list(range(20))
+        by_time = reader.series(run_id, "loss", x_mode="time")
+        assert not by_time["integer_x"] and by_time["x_label"].startswith("wall time")
+        assert by_time["parts"][0]["x"][:2] == pytest.approx([2.0, 4.0])  # steps spread evenly over their epoch
+        with pytest.raises(Exception, match="x must be one of"):
+            reader.series(run_id, "loss", x_mode="wall")
+    finally:
+        db.close()
