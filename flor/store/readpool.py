@@ -220,6 +220,16 @@ class ReadPool:
         return self.read("SELECT ctx_id, iteration, t FROM iterations WHERE run_id = ? ORDER BY ctx_id, iteration",
                          (run_id,))
 
+    def run_notes(self) -> list[tuple]:
+        """``(run_id, name, tags, note, archived, updated)`` of every annotated run (see
+        annotations.py); none in a database from before the table (opened read-only, never migrated)."""
+        try:
+            return self.read("SELECT run_id, name, tags, note, archived, updated FROM run_notes ORDER BY run_id")
+        except StoreError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+
     def output_blocks(self, run_id: int) -> list[tuple]:
         """``(first_line, streams, meta, text)`` of one run's captured output (see output.py)."""
         return self.read(

@@ -27,9 +27,11 @@ from pathlib import Path
 from .. import values
 from ..errors import RunNotFoundError, StoreError, UsageError
 from ..processes import process_gone
-from ..store import ReadPool
+from ..store import ReadPool, RunNote
 
 BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
+# What people wrote about runs (flor ui --allow-edit): shown once any run has some.
+NOTE_COLUMNS = ("run_name", "run_tags", "run_note", "archived")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
 _SCAN_SLICE = 20_000  # rowids per query of the first pass over the logs
 
@@ -125,6 +127,7 @@ class RunsTable:
         self._rows: list[dict] | None = None
         self._row_of: dict[int, dict] = {}
         self._dirty: set[int] = set()  # runs whose row must be rebuilt at the next rows()
+        self._notes: dict[int, RunNote] = {}
 
     def refresh(self) -> bool:
         """Read what changed since the last call; True when anything did."""
@@ -135,8 +138,12 @@ class RunsTable:
             self._data_version = current
             names = (len(self._arg_names), len(self._log_names))
             dirty: set[int] = set()
+            had_notes = bool(self._notes)
             self._read_runs(dirty)
             self._read_args(dirty)
+            self._read_notes(dirty)
+            if had_notes != bool(self._notes):
+                self._rows = None  # the note columns appear (or go)
             if self._scan is None:
                 self._start_scan()
             elif not self.loading:
@@ -180,6 +187,18 @@ class RunsTable:
                 names[name] = None
         dirty.update({row[0] for row in rows})
         self._arg_cursor = rows[-1][4]
+
+    def _read_notes(self, dirty: set[int]) -> None:
+        # A small table rewritten in place (not append-only): read whole, compare.
+        notes = {note.run_id: note for note in map(RunNote.from_row, self.db.run_notes())}
+        dirty.update(run_id for run_id in notes.keys() | self._notes.keys()
+                     if notes.get(run_id) != self._notes.get(run_id))
+        self._notes = notes
+
+    def note(self, run_id: int) -> RunNote | None:
+        """What people wrote about the run, if anything."""
+        with self.lock:
+            return self._notes.get(run_id)
 
     def _start_scan(self) -> None:
         top = self.db.max_log_rowid()
@@ -309,8 +328,9 @@ class RunsTable:
 
     def _column_map(self) -> list[tuple[str, str, str]]:
         with self.lock:
-            out = [(name, "run", name) for name in BASE_COLUMNS]
-            taken = set(BASE_COLUMNS)
+            base = BASE_COLUMNS + (NOTE_COLUMNS if self._notes else ())
+            out = [(name, "run", name) for name in base]
+            taken = set(base)
             for kind, names in (("arg", self._arg_names), ("log", self._log_names)):
                 for name in names:
                     shown = f"{kind}_{name}" if name in taken else name
@@ -373,6 +393,11 @@ class RunsTable:
             **self._timing(run, now),
             "commit": run.commit[:10] if run.commit else None,
         }
+        note = self._notes.get(run.run_id)
+        if self._notes:
+            row.update({"run_name": note.name if note else None, "run_tags": ", ".join(note.tags) if note else None,
+                        "run_note": note.note if note else None, "archived": bool(note and note.archived)})
+        row["_archived"] = bool(note and note.archived)
         args = self._args.get(run.run_id, {})
         pairs = self._pairs.get(run.run_id, {})
         sources = row["_sources"] = {}
@@ -462,7 +487,15 @@ def run_detail(db: ReadPool, table: RunsTable, run_id: int) -> dict:
         "recorded_status": status, "started": started, "ended": ended, "host": host, "python": python,
         "error": error, "resumed_from": resumed,
         "args": args, "logs": logs, "checkpoints": checkpoints, "drift": drift, "lineage": lineage,
+        "annotations": note_json(table.note(run_id)),
     }
+
+
+def note_json(note: RunNote | None) -> dict:
+    """A run's annotations as the page reads them (empty when it has none)."""
+    if note is None:
+        return {"name": None, "tags": [], "note": None, "archived": False}
+    return {"name": note.name, "tags": list(note.tags), "note": note.note, "archived": note.archived}
 
 
 def read_code(root: Path, commit: str | None, filename: str) -> str:

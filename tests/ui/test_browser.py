@@ -314,3 +314,50 @@ def test_new_runs_appear_without_reloading(browser, recorded, tmp_path):
         context.close()
         server.shutdown()
         app.config["FLOR_DATA"].close()
+
+
+def test_runs_are_named_and_archived_behind_a_path_prefix_with_the_edit_token(browser, recorded, tmp_path):
+    import shutil
+
+    from flor.store import Store
+
+    root = tmp_path / "editable"
+    shutil.copytree(recorded.root, root)
+    Store.open(root / ".flor" / "flor.db").close()  # as serve_project does with --allow-edit
+    server, app = make_server(root / ".flor" / "flor.db", root, allow_edit=True, base_path="/proxy/8080")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        # Without the trailing slash: redirected, and every URL of the page stays under the prefix.
+        seen: list[str] = []
+        page.on("request", lambda request: seen.append(request.url))
+        page.goto(f"http://127.0.0.1:{server.server_port}/proxy/8080")
+        page.wait_for_selector("#runs tbody tr[data-tstamp]")
+        assert seen[0].endswith("/proxy/8080") and all("/proxy/8080/" in url for url in seen[1:]), seen
+        page.locator("#runs").get_by_role("link", name=recorded.tstamps[2], exact=True).click()
+        page.fill("#note-name", "the failed one")
+        page.fill("#note-tags", "broken, look")
+        page.fill("#note-text", "raised on purpose")
+        page.check("#note-archived")
+        page.click("#note-save")
+        expect(page.locator("#note-status")).to_have_text("saved")
+        # A request without the token (what a forged one would be) is refused.
+        status = page.evaluate("""(t) => fetch('api/runs/' + t + '/annotations', {method: 'POST',
+            headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name: 'forged'})}).then(r => r.status)""",
+                               recorded.tstamps[2])
+        assert status == 403
+        page.click("text=← all runs")
+        expect(page.locator("#count")).to_have_text("3 runs (1 archived not shown)")
+        page.check("#show-archived")
+        expect(page.locator("#count")).to_have_text("4 runs")
+        row = page.locator(f"#runs tbody tr[data-tstamp='{recorded.tstamps[2]}']")
+        expect(row).to_contain_text("the failed one")
+        expect(row).to_contain_text("broken, look")
+        page.reload()  # the archived toggle is in the URL too
+        expect(page.locator("#show-archived")).to_be_checked()
+        expect(page.locator(f"#runs tbody tr[data-tstamp='{recorded.tstamps[2]}']")).to_contain_text("the failed one")
+    finally:
+        context.close()
+        server.shutdown()
+        app.config["FLOR_DATA"].close()

@@ -155,3 +155,39 @@ def test_x_by_step_and_time_and_gaps_are_not_bridged(store):
             reader.series(run_id, "loss", x_mode="wall")
     finally:
         db.close()
+
+
+def test_annotations_table_comes_with_migration_11_and_an_older_store_reads_as_none(tmp_path):
+    import sqlite3
+
+    from flor.store import SCHEMA_VERSION
+    from flor.store.schema import MIGRATIONS
+
+    assert MIGRATIONS[-1][0] == SCHEMA_VERSION and MIGRATIONS[-1][1].__name__ == "_v11_run_notes"
+    path = tmp_path / ".flor" / "flor.db"
+    store = Store.open(path)
+    run_id = new_run(store, "2026-01-03T00:00:00")
+    with pytest.raises(Exception, match="a run's name must be at most"):
+        store.annotate_run(run_id, name="x" * 201)
+    with pytest.raises(Exception, match="no run with id"):
+        store.annotate_run(run_id + 1, name="x")
+    assert store.annotate_run(run_id, archived=True).archived is True
+    store.close()
+    # An older database (before the table) opened read-only is not migrated: no annotations.
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE run_notes")
+        connection.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    db = ReadPool(path)
+    try:
+        assert db.run_notes() == []
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        assert "run_name" not in [name for name, _ in table.columns()]
+    finally:
+        db.close()
+    store = Store.open(path)  # opened for writing (flor ui --allow-edit): the table is back
+    try:
+        assert store.run_note(run_id) is None
+    finally:
+        store.close()

@@ -43,6 +43,7 @@ function readUrl() {
   state.scatterX = q.get("sx") || "";
   state.scatterY = q.get("sy") || "";
   state.pcMetric = q.get("pc") || "";
+  state.archived = q.get("archived") === "1";
   state.brush = {};
   for (const item of (q.get("brush") || "").split(";").filter(Boolean)) {
     const [name, lo, hi] = item.split(":");
@@ -69,6 +70,7 @@ function writeUrl() {
   put("sx", state.scatterX);
   put("sy", state.scatterY);
   put("pc", state.pcMetric);
+  put("archived", state.archived ? "1" : "");
   const query = q.toString();
   history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
 }
@@ -125,6 +127,20 @@ async function api(path, params) {
   return body;
 }
 
+// The only write: a run's annotations, when the server runs with --allow-edit. The token comes
+// from this page's own HTML (no other site can read it); the server refuses a POST without it.
+const EDIT_TOKEN = (document.querySelector('meta[name="flor-edit-token"]') || {}).content || "";
+
+async function apiPost(path, payload) {
+  const response = await fetch("api/" + path, {
+    method: "POST", body: JSON.stringify(payload),
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-Flor-Token": EDIT_TOKEN },
+  });
+  const body = await response.json().catch(() => ({ error: response.statusText }));
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
 function formatValue(value, column) {
   if (value === null || value === undefined) return "";
   if (column === "duration") return formatDuration(value);
@@ -153,7 +169,8 @@ function colorOf(tstamp) {
 async function loadRuns() {
   let body;
   try {
-    body = await api("runs", { where: state.where, brush: brushParam(), sort: state.sort, desc: state.desc ? 1 : 0,
+    body = await api("runs", { where: state.where, brush: brushParam(), archived: state.archived ? 1 : "",
+      sort: state.sort, desc: state.desc ? 1 : 0,
       offset: state.offset, limit: PAGE });
   } catch (error) {
     return filterRefused(error);
@@ -162,7 +179,7 @@ async function loadRuns() {
   $("filter").classList.remove("bad");
   $("filter-error").hidden = true;
   Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows, sources: body.sources || [],
-    matched: body.matched, total: body.total, version: body.version, loading: body.loading });
+    matched: body.matched, total: body.total, archivedCount: body.archived || 0, version: body.version, loading: body.loading });
   // A large store: the server still reads the last logged values; ask again shortly.
   if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 700);
   if (body.offset >= body.matched && body.matched > 0 && state.offset > 0) {
@@ -198,6 +215,7 @@ function renderCount(refused) {
     (state.where ? ` ${JSON.stringify(state.where)}` : "") +
     (brushed ? ` within the brushed range${brushed > 1 ? "s" : ""}` : "") +
     (refused !== undefined ? ` (not ${JSON.stringify(refused)}: see below)` : "") +
+    (state.archivedCount && !state.archived ? ` (${state.archivedCount} archived not shown)` : "") +
     (state.loading ? " · reading logged values…" : "");
 }
 
@@ -477,11 +495,36 @@ async function showRun(tstamp) {
     : [el("tr", {}, el("td", { class: "note" }, "(none)"))];
   $("run-read-from").replaceChildren(...lineageRows(run.lineage.read_from));
   $("run-read-by").replaceChildren(...lineageRows(run.lineage.read_by));
+  showNotes(run.annotations);
   $("run-code-name").textContent = `${run.filename} at ${run.commit ? run.commit.slice(0, 10) : "no version"}`;
   showOutput();
   const others = await api("values", { names: "tstamp" }).catch(() => ({ runs: [] }));
   $("diff-against").replaceChildren(...others.runs.filter((t) => t !== run.tstamp).reverse()
     .map((t) => el("option", { value: t }, t)));
+}
+
+function showNotes(notes) {
+  $("note-name").value = notes.name || "";
+  $("note-tags").value = notes.tags.join(", ");
+  $("note-text").value = notes.note || "";
+  $("note-archived").checked = notes.archived;
+  for (const id of ["note-name", "note-tags", "note-text", "note-archived", "note-save"]) $(id).disabled = !EDIT_TOKEN;
+  $("note-status").textContent = EDIT_TOKEN ? "" : "read-only: start `flor ui --allow-edit` to name, tag, note or archive runs";
+}
+
+async function saveNotes() {
+  const tstamp = state.runView;
+  $("note-status").textContent = "saving…";
+  try {
+    const notes = await apiPost(`runs/${encodeURIComponent(tstamp)}/annotations`, {
+      name: $("note-name").value, tags: $("note-tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+      note: $("note-text").value, archived: $("note-archived").checked,
+    });
+    showNotes(notes);
+    $("note-status").textContent = "saved";
+  } catch (error) {
+    $("note-status").textContent = error.message;
+  }
 }
 
 async function showOutput() {
@@ -652,6 +695,8 @@ function wire() {
     renderPanels();
   });
   $("compare-diff").addEventListener("change", renderCompare);
+  $("show-archived").addEventListener("change", () => { state.archived = $("show-archived").checked; applyFilter(); });
+  $("note-save").addEventListener("click", saveNotes);
   const scatterChanged = () => {
     state.scatterX = $("scatter-x").value;
     state.scatterY = $("scatter-y").value;
@@ -686,6 +731,7 @@ function showSettings() {
   $("smooth").value = String(state.smooth);
   $("smooth-value").textContent = state.smooth ? String(state.smooth) : "off";
   $("logy").checked = state.logy;
+  $("show-archived").checked = state.archived;
 }
 
 async function start() {
