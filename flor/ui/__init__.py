@@ -7,7 +7,8 @@
     flor ui --base-path /proxy/8080 --allow-host notebooks.example.com   # behind a path-prefix proxy
 
 Modules: ``server`` (Flask app and API), ``data`` (what the page shows, through the store's
-read-only pool), ``curves`` (series of one name), ``downsample`` (min/max per bucket),
+read-only pool), ``curves`` (series of one name), ``axes`` (x by iteration, step or wall time; gaps),
+``downsample`` (min/max per bucket),
 ``static/`` (the page and the vendored uPlot). Filters use flor's one filter language,
 :mod:`flor.filters`. Flask is imported only when the page is served.
 

@@ -128,6 +128,7 @@ class RunsTable:
         self._row_of: dict[int, dict] = {}
         self._dirty: set[int] = set()  # runs whose row must be rebuilt at the next rows()
         self._notes: dict[int, RunNote] = {}
+        self._by_tstamp: dict[str, int] | None = None
 
     def refresh(self) -> bool:
         """Read what changed since the last call; True when anything did."""
@@ -171,6 +172,7 @@ class RunsTable:
             self._rows = None
         dirty.update(run_id for run_id, run in runs.items() if self._runs.get(run_id) != run)
         self._runs = runs
+        self._by_tstamp = None
 
     def _read_args(self, dirty: set[int]) -> None:
         # Args are written with their run, and late ones (flor.arg after the first log) later.
@@ -415,7 +417,11 @@ class RunsTable:
     def run_id(self, tstamp: str) -> int:
         """The id of the run with this tstamp (exact, or an unambiguous prefix)."""
         with self.lock:
-            matches = [r.run_id for r in self._runs.values() if r.tstamp == tstamp]
+            # By a dict rather than a scan: a chart of 100 runs of 10,000 asks 100 times.
+            if self._by_tstamp is None or len(self._by_tstamp) != len(self._runs):
+                self._by_tstamp = {r.tstamp: r.run_id for r in self._runs.values()}
+            exact = self._by_tstamp.get(tstamp)
+            matches = [exact] if exact is not None else []
             if not matches:
                 matches = [r.run_id for r in self._runs.values() if r.tstamp.startswith(tstamp)]
             if len(matches) != 1:

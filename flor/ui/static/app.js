@@ -176,12 +176,13 @@ async function loadRuns() {
     return filterRefused(error);
   }
   state.shownWhere = state.where;
+  const wasLoading = state.loading;
   $("filter").classList.remove("bad");
   $("filter-error").hidden = true;
   Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows, sources: body.sources || [],
     matched: body.matched, total: body.total, archivedCount: body.archived || 0, version: body.version, loading: body.loading });
   // A large store: the server still reads the last logged values; ask again shortly.
-  if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 700);
+  if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 300);
   if (body.offset >= body.matched && body.matched > 0 && state.offset > 0) {
     state.offset = 0;
     return loadRuns();
@@ -192,6 +193,7 @@ async function loadRuns() {
   renderGroupChoices();
   renderParallelChoices();
   writeUrl();
+  if (state.routed && (panelsStale() || (wasLoading && !state.loading))) { renderPanels(); drawParallel(); }
   return true;
 }
 
@@ -602,7 +604,7 @@ function route() {
   $("run-view").hidden = true;
   $("main-view").hidden = false;
   renderCompare();
-  loadRuns().then(() => { renderPanels(); drawParallel(); });
+  loadRuns().then(() => { state.routed = true; renderPanels(); drawParallel(); });
 }
 
 async function poll() {

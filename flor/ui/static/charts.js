@@ -30,11 +30,20 @@ function chartWidth(node) {
   return Math.max(320, (node.parentElement || node).clientWidth - 4);
 }
 
+function panelKey() {
+  return panelMetrics().join("\n") + "\u0000" + state.metrics.join("\n");
+}
+
+// Panels whose names are not built yet (the logged names arrived after the first rows).
+function panelsStale() {
+  return $("panels").dataset.key !== panelKey();
+}
+
 // Rebuild the panels when their names changed, then draw them all.
 function renderPanels(keepZoom) {
   const names = panelMetrics();
   const box = $("panels");
-  const key = names.join("\n") + "\u0000" + state.metrics.join("\n");
+  const key = panelKey();
   if (box.dataset.key !== key) {
     box.dataset.key = key;
     for (const view of state.views) if (view.chart) view.chart.destroy();
@@ -177,6 +186,12 @@ async function drawPanel(view, keepZoom) {
     view.note.textContent = view.name ? "No runs match the filter." : "No numeric values logged yet.";
     return;
   }
+  if (state.loading) {
+    // Until the server has read every run's logged values it cannot find a run's rows quickly
+    // (each curve would be a scan of the store); loadRuns draws again once it is done.
+    view.note.textContent = "reading logged values…";
+    return;
+  }
   const zoom = keepZoom ? view.zoom : null;
   let body;
   view.busy = true;
@@ -235,6 +250,8 @@ async function drawPanel(view, keepZoom) {
   node.dataset.points = String(points);
   node.dataset.series = String(built.series.length);
   node.dataset.drawn = String(request);
+  // For benchmarks/ui_scale.py: when the first chart was drawn, from navigation start.
+  if (!performance.getEntriesByName("flor-first-chart").length) performance.mark("flor-first-chart");
 }
 
 function panelOptions(view, series, bands, body) {
