@@ -265,6 +265,10 @@ def test_hindsight_values_are_labelled_and_the_table_downloads_as_csv(browser, r
     run_id, = store._read("SELECT run_id FROM runs WHERE tstamp = ?", (recorded.tstamps[0],))[0]
     (epoch_loop,), = store._read("SELECT ctx_id FROM contexts WHERE run_id = ? AND loop_name = 'epoch'", (run_id,))
     store.write_replayed(run_id, [], [(epoch_loop, i, "grad_norm", 2.0 + i, "float") for i in range(3)])
+    # The longer run's epoch 3 withheld (as drift would): a gap in its curve, not a line across.
+    later, = store._read("SELECT run_id FROM runs WHERE tstamp = ?", (recorded.tstamps[3],))[0]
+    (later_loop,), = store._read("SELECT ctx_id FROM contexts WHERE run_id = ? AND loop_name = 'epoch'", (later,))
+    store.write_replayed(later, [], [(later_loop, i, "grad_norm", 1.0 + i, "float") for i in (0, 1, 2, 4, 5)])
     store.close()
     server, app = make_server(root / ".flor" / "flor.db", root)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -288,6 +292,11 @@ def test_hindsight_values_are_labelled_and_the_table_downloads_as_csv(browser, r
         assert len(lines) == 5 and lines[1].startswith(recorded.tstamps[3])  # sorted by lr, ascending
         first = next(line for line in lines if line.startswith(recorded.tstamps[0]))
         assert first.endswith("grad_norm=replay")
+        page.goto(f"http://127.0.0.1:{server.server_port}/?charts=grad_norm&sel={recorded.tstamps[3]}")
+        wait_drawn(page, 5)
+        expect(page.locator(".chart-note").first).to_contain_text("1 gap(s) where iterations have no value")
+        drawn = page.evaluate("() => { const u = state.views[0].chart; return [u.data[0], u.data[1], u.series[1].spanGaps]; }")
+        assert drawn == [[0, 1, 2, 3, 4, 5], [1, 2, 3, None, 5, 6], False]  # a null at the gap: the line stops there
     finally:
         context.close()
         server.shutdown()
