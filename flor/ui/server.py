@@ -1,19 +1,25 @@
-"""The web server of ``flor ui``: a Flask app that serves the page and a read-only JSON API.
+"""The web server of ``flor ui``: a Flask app that serves the page and a JSON API.
 
-It answers only GET (and HEAD); any other method is 405. It listens on 127.0.0.1 unless told
-otherwise, and then also refuses requests whose Host header is not a loopback name, so that a web
-page elsewhere cannot reach it through DNS rebinding. Nothing it serves can change the store.
+It answers only GET (and HEAD); any other method is 405, except, with ``--allow-edit``, POSTs of
+run annotations that carry the server's edit token. It listens on 127.0.0.1 unless told
+otherwise, and then also refuses requests whose Host header is neither a loopback name nor one
+named with ``--allow-host``, so that a web page elsewhere cannot reach it through DNS rebinding.
+Nothing it serves can change a recorded value.
 
 API (all GET, all JSON)::
 
     /api/version                          {version, runs, running, running_runs}; the page polls it
-    /api/runs?where=&sort=&desc=&offset=&limit=
+    /api/runs?where=&brush=&archived=&sort=&desc=&offset=&limit=
                                           one page of the runs table, filtered and sorted; each
                                           log column holds the run's last value (store/lastvalue.py),
                                           `sources` per row the columns whose last value was
-                                          replayed or extracted
+                                          replayed or extracted; brush=NAME:LOW:HIGH;...
+                                          keeps runs inside every range; archived=1 keeps
+                                          archived runs (left out otherwise)
+    /api/runs.csv?where=&brush=&sort=&desc=&columns=
+                                          the whole matching table as CSV, with `hindsight`
     /api/values?names=lr,accuracy&where=  chosen columns of every matching run (scatter view)
-    /api/series?runs=T1,T2&name=loss&points=2000&xmin=&xmax=
+    /api/series?runs=T1,T2&name=loss&points=2000&xmin=&xmax=&x=iteration|step|time
                                           curves, downsampled; recorded, replayed and extracted
                                           values apart; each run's last value and its source
     /api/runs/<tstamp>                    one run: args, status, error, logs, checkpoints
@@ -21,6 +27,8 @@ API (all GET, all JSON)::
     /api/runs/<tstamp>/output?grep=&stream=&limit=
                                           what the run printed: {lines, matched, total, shown}
     /api/diff?a=T1&b=T2                   git diff of the script between two runs
+    POST /api/runs/<tstamp>/annotations   {name, tags, note, archived} (--allow-edit, with the
+                                          X-Flor-Token header the page carries)
 
 >>> server, app = make_server(Path(".flor/flor.db"), Path("."), port=0)   # doctest: +SKIP
 >>> server.serve_forever()                                                 # doctest: +SKIP
