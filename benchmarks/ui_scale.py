@@ -83,16 +83,18 @@ def main() -> int:
         print(f"store: {options.runs + 1} runs, {values:,} values, {path.stat().st_size / 1e6:.0f} MB", flush=True)
         use_browser = Path(CHROMIUM).exists() and importlib.util.find_spec("playwright") is not None
         load_before = os.getloadavg()[0]
-        keys = ("runs_first", "series_100", "page_rows", "page_first_chart", "page_chart_100")
+        keys = ("runs_first", "loaded", "series_100", "page_rows", "page_first_chart", "page_chart_100")
         timings: dict[str, list[float]] = {k: [] for k in keys}
         with contextlib.ExitStack() as stack:
             browser = stack.enter_context(launched_browser()) if use_browser else None
             for rep in range(options.repeat):
+                began = time.perf_counter()
                 server = Server(scratch)
                 try:
                     seconds, body = server.get("/api/runs?limit=100&sort=tstamp&desc=1")
                     timings["runs_first"].append(seconds)
                     server.app.config["FLOR_DATA"].table.wait_loaded()
+                    timings["loaded"].append(time.perf_counter() - began)
                     page = json.loads(server.get("/api/runs?limit=100&sort=tstamp&desc=1")[1])
                     tstamps = [row[0] for row in page["rows"]]
                     seconds, body = server.get(f"/api/series?runs={','.join(tstamps)}&name=accuracy&points=2000")
@@ -114,6 +116,7 @@ def main() -> int:
                       flush=True)
         labels = {
             "runs_first": "API `/api/runs`, first page of 100, right after the server started",
+            "loaded": "server start -> every run's last logged values read (the background pass over the logs)",
             "series_100": f"API `/api/series` of `accuracy` over the {CHARTED} runs of the first page (not cached)",
             "page_rows": "**browser: navigation start -> first table rows rendered** (fresh server)",
             "page_first_chart": f"browser: navigation start -> the chart the page opens on ({CHARTED} runs) drawn; "
