@@ -393,7 +393,8 @@ async function drawScatter() {
   if (!x || !y) return;
   let body;
   try {
-    body = await api("values", { names: x === y ? x : `${x},${y}`, where: state.where, brush: brushParam() });
+    body = await api("values", { names: x === y ? x : `${x},${y}`, where: state.where, brush: brushParam(),
+      archived: state.archived ? 1 : "" });
   } catch (error) {
     return;
   }
@@ -500,7 +501,7 @@ async function showRun(tstamp) {
   showNotes(run.annotations);
   $("run-code-name").textContent = `${run.filename} at ${run.commit ? run.commit.slice(0, 10) : "no version"}`;
   showOutput();
-  const others = await api("values", { names: "tstamp" }).catch(() => ({ runs: [] }));
+  const others = await api("values", { names: "tstamp", archived: 1 }).catch(() => ({ runs: [] }));
   $("diff-against").replaceChildren(...others.runs.filter((t) => t !== run.tstamp).reverse()
     .map((t) => el("option", { value: t }, t)));
 }

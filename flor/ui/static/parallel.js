@@ -53,7 +53,7 @@ async function drawParallel() {
   }
   let body;
   try {
-    body = await api("values", { names: names.join(","), where: state.where });
+    body = await api("values", { names: names.join(","), where: state.where, archived: state.archived ? 1 : "" });
   } catch (error) {
     return;
   }
