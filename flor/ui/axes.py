@@ -55,9 +55,10 @@ class XAxis:
 
     @classmethod
     def build(cls, mode: str, loop: LoopShape | None, clock: list[tuple], starts: list[tuple],
-              iteration_label: str) -> "XAxis":
+              iteration_label: str, ended: float | None = None) -> "XAxis":
         """The axis for ``mode``; ``clock`` and ``starts`` are the store's loop_clock and
-        iteration_starts rows of the run (their times are seconds since the run started)."""
+        iteration_starts rows of the run (their times are seconds since the run started);
+        ``ended``: when the run ended, in the same seconds (None while it runs)."""
         if mode not in X_MODES:
             raise UsageError(f"x must be one of {', '.join(X_MODES)}, got {mode!r}")
         same = cls(mode, iteration_label, lambda x: x, True)
@@ -65,7 +66,7 @@ class XAxis:
             return same
         if mode == "step":
             return _by_step(loop, clock) or same
-        return _by_time(loop, clock, starts)
+        return _by_time(loop, clock, starts, ended)
 
 
 def _by_step(loop: LoopShape, clock: list[tuple]) -> XAxis | None:
@@ -82,10 +83,13 @@ def _by_step(loop: LoopShape, clock: list[tuple]) -> XAxis | None:
         return None
     child = max(per_name, key=lambda n: sum(per_name[n].values()))
     steps = per_name[child]
-    total = int(sum(c or 0 for c in loop.counts))
-    per_position = np.zeros(total, dtype=float)
-    for i, (ctx, count) in enumerate(zip(loop.ids, loop.counts)):
-        for j in range(count or 0):
+    counts = [c or 0 for c in loop.counts]
+    # A loop that a crash cut short did not count its last iteration; its children did run.
+    last = int(loop.ids[-1])
+    counts[-1] = max([counts[-1]] + [j + 1 for (ctx, j) in steps if ctx == last])
+    per_position = np.zeros(int(sum(counts)), dtype=float)
+    for i, (ctx, count) in enumerate(zip(loop.ids, counts)):
+        for j in range(count):
             per_position[int(loop.offsets[i]) + j] = steps.get((int(ctx), j), 0)
     ends = np.cumsum(per_position) - 1  # the last step of each iteration
 
@@ -99,7 +103,7 @@ def _by_step(loop: LoopShape, clock: list[tuple]) -> XAxis | None:
     return XAxis("step", f"step ({child} counted across {loop.name})", place, True)
 
 
-def _by_time(loop: LoopShape, clock: list[tuple], starts: list[tuple]) -> XAxis:
+def _by_time(loop: LoopShape, clock: list[tuple], starts: list[tuple], ended: float | None) -> XAxis:
     """Seconds since the run started at the end of each value's iteration (estimated evenly
     within a nested loop instance, which records only its start and end)."""
     spans = {ctx_id: (t_start, t_end) for ctx_id, _, _, _, _, t_start, t_end in clock}
@@ -122,10 +126,15 @@ def _by_time(loop: LoopShape, clock: list[tuple], starts: list[tuple]) -> XAxis:
             known = np.array([mine.get(j + 1, np.nan) for j in range(count)], dtype=float)
             ends[here] = np.where(np.isnan(known), ends[here], known)
 
+    # A loop that a crash cut short has no end, nor a count of its last iteration: that
+    # iteration ended with the run. (While the run goes on, such values are left out.)
+    missing = np.nan if ended is None else ended
+    ends[np.isnan(ends)] = missing
+
     def place(x: np.ndarray) -> np.ndarray:
         at = x.astype(np.int64)
         inside = (at >= 0) & (at < len(ends))
-        out = np.full(len(x), np.nan)
+        out = np.full(len(x), missing)
         out[inside] = ends[at[inside]]
         return out
 

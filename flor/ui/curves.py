@@ -232,7 +232,7 @@ class SeriesReader:
         shape = LoopShape(loop.name, loop.ids, loop.counts, loop.offsets, loop.nested)
         clock = self.db.loop_clock(run_id)
         starts = self.db.iteration_starts(run_id) if mode == "time" else []
-        return XAxis.build(mode, shape, clock, starts, curve.x_label)
+        return XAxis.build(mode, shape, clock, starts, curve.x_label, self.table.elapsed(run_id))
 
     def series(self, run_id: int, name: str, points: int = 2000,
                xmin: float | None = None, xmax: float | None = None, x_mode: str = "iteration") -> dict:

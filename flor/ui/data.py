@@ -197,6 +197,14 @@ class RunsTable:
                      if notes.get(run_id) != self._notes.get(run_id))
         self._notes = notes
 
+    def elapsed(self, run_id: int) -> float | None:
+        """Seconds from the run's start to its end; None while it runs (or when unknown)."""
+        with self.lock:
+            run = self._runs.get(run_id)
+        if run is None or run.ended is None:
+            return None
+        return run.ended - run.started
+
     def note(self, run_id: int) -> RunNote | None:
         """What people wrote about the run, if anything."""
         with self.lock:

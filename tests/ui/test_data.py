@@ -191,3 +191,23 @@ def test_annotations_table_comes_with_migration_11_and_an_older_store_reads_as_n
         assert store.run_note(run_id) is None
     finally:
         store.close()
+
+
+def test_a_crashed_epoch_is_placed_by_step_and_time_at_the_run_end(store):
+    run_id = new_run(store, "2026-01-04T00:00:00")
+    # The epoch loop a crash cut short: no end, no count; its step loop ran 5 steps.
+    contexts = [(1, None, None, "epoch", 0.0, None, 0), (2, 1, 0, "step", 0.0, 1.0, 5)]
+    logs = [("loss", 1.0, 2, s) for s in range(5)] + [("acc", 0.5, 1, 0)]
+    store.write_batch(run_id, contexts, logs)
+    started = store.run(run_id).started
+    store.update_run(run_id, status="failed", ended=started + 3.0)
+    db = ReadPool(store.path)
+    try:
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        reader = SeriesReader(db, table)
+        assert reader.series(run_id, "acc", x_mode="step")["parts"][0]["x"] == [4]
+        assert reader.series(run_id, "acc", x_mode="time")["parts"][0]["x"] == pytest.approx([3.0])
+    finally:
+        db.close()
