@@ -167,8 +167,10 @@ function groupedSeries(body, runs, colors) {
     const value = (u, v) => (v === null || v === undefined ? "–" : formatValue(v));
     series.push({ label: `${label} mean of ${group.runs}`, stroke: color, width: 2, spanGaps: false, value,
       points: { show: countValues(mean) <= MARKERS_UNDER, size: 6, fill: color } });
-    series.push({ label: `${label} min`, stroke: color + "30", width: 1, spanGaps: false, value, points: { show: false } });
-    series.push({ label: `${label} max`, stroke: color + "30", width: 1, spanGaps: false, value, points: { show: false } });
+    series.push({ label: `${label} min`, stroke: color + "30", width: 1, spanGaps: false, value, points: { show: false },
+      band: true });
+    series.push({ label: `${label} max`, stroke: color + "30", width: 1, spanGaps: false, value, points: { show: false },
+      band: true });
     bands.push({ series: [base + 2, base + 1], fill: color + "22" });
   });
   return { tables, series, bands, groups: groups.size };
@@ -247,6 +249,9 @@ async function drawPanel(view, keepZoom) {
     view.chart = new uPlot(panelOptions(view, series, built.bands, body), data, node);
     view.shape = shape;
   }
+  // The band's edges stay out of the legend: it lists each group's mean (and how many runs).
+  const legendRows = node.querySelectorAll(".u-legend .u-series");
+  series.forEach((s, i) => { if (s.band && legendRows[i]) legendRows[i].style.display = "none"; });
   node.dataset.points = String(points);
   node.dataset.series = String(built.series.length);
   node.dataset.drawn = String(request);
