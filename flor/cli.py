@@ -140,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1: this machine only; widen it on purpose)",
     )
     ui.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
+    ui.add_argument("--allow-edit", action="store_true", help="let the page name, tag, note and archive runs")
+    ui.add_argument("--base-path", default="", help="URL prefix a proxy serves the page under, e.g. /proxy/8080")
+    ui.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="Host name a proxy forwards")
 
     doctor = commands.add_parser(
         "doctor", help="check the database, checkpoints and code versions; --repair fixes what it can",
@@ -394,7 +397,8 @@ def _cmd_resume(args) -> int:
 def _cmd_ui(args) -> int:
     from .ui import serve_project
 
-    return serve_project(host=args.host, port=args.port, open_browser=not args.no_browser)
+    return serve_project(host=args.host, port=args.port, open_browser=not args.no_browser, allow_edit=args.allow_edit,
+                         base_path=args.base_path, allowed_hosts=tuple(args.allow_host))
 
 
 def _cmd_doctor(args) -> int:

@@ -83,7 +83,10 @@ def compile_filter(text: str, columns: Iterable[str]) -> Callable[[Row], bool]:
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise FilterError(f"cannot parse the filter {text!r}: {exc.msg}{_syntax_hint(source)}") from exc
+        hint = _syntax_hint(source)
+        for placeholder, name in quoted.items():
+            hint = hint.replace(placeholder, f"`{name}`")
+        raise FilterError(f"cannot parse the filter {text!r}: {exc.msg}{hint}") from exc
     except (ValueError, MemoryError, RecursionError) as exc:
         raise FilterError(f"cannot parse the filter {text!r}") from exc
     try:
@@ -233,7 +236,50 @@ def _syntax_hint(source: str) -> str:
             return "; write 'or' instead of '||'"
     if "@" in tokens:
         return "; '@' variables are not part of a filter, only columns and constants"
-    return ""
+    return _equals_hint(source)
+
+
+# A lone '=' (assignment) where a comparison was meant, and '=>' / '=<' written backwards.
+_MISSPELT = {"=": "==", "=>": ">=", "=<": "<="}
+
+
+def _equals_hint(source: str) -> str:
+    """'; did you mean `lr == 0.01`?' when writing ``==`` for ``=`` (or ``>=`` for ``=>``)
+    makes the filter parse. Found by tokens, so never inside a string.
+
+    >>> _equals_hint("lr=0.01")
+    '; did you mean `lr == 0.01`?'
+    """
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return ""
+    pieces, changed, skip = [], False, False
+    for index, token in enumerate(tokens):
+        if skip:
+            skip = False
+            continue
+        text = token.string
+        if token.type == tokenize.OP and text == "=":
+            following = tokens[index + 1] if index + 1 < len(tokens) else None
+            pair = "=" + following.string if following is not None and following.start == token.end else ""
+            if pair in _MISSPELT:
+                text, skip = _MISSPELT[pair], True
+            else:
+                text = "=="
+            changed = True
+        if token.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            continue
+        pieces.append(text)
+    if not changed:
+        return ""
+    fixed = " ".join(pieces)
+    fixed = re.sub(r"\( ", "(", re.sub(r" \)", ")", re.sub(r" ,", ",", fixed)))
+    try:
+        ast.parse(fixed, mode="eval")
+    except (SyntaxError, ValueError):
+        return ""
+    return f"; did you mean `{fixed}`?"
 
 
 def _describe(node: object) -> str:

@@ -37,9 +37,12 @@ Tables (``flor query`` reads them directly)::
                                          the job's checkpoint decisions, the same for every rank
     output_blocks(run_id, first_line, n, streams, meta, text)
                                          what a run printed, compressed blocks of lines (output.py)
+    run_notes(run_id, name, tags, note, archived, updated)
+                                         what people wrote about a run in `flor ui --allow-edit`
+                                         (annotations.py); tags: a JSON list of text
 
 Modules: ``schema`` (tables and ordered migrations), ``connection`` (opening, transactions),
-``runs``, ``logs``, ``lastvalue`` (a run's last value of a name, by loop position), ``output``, ``items`` (keyed loops, lineage), ``replays``, ``checkpoints`` (what is read and written of each), ``free_sql``
+``runs``, ``logs``, ``lastvalue`` (a run's last value of a name, by loop position), ``output``, ``items`` (keyed loops, lineage), ``replays``, ``annotations`` (run names, tags, notes), ``checkpoints`` (what is read and written of each), ``free_sql``
 (``flor query``, read-only), ``readpool`` (pooled read-only connections for readers on several
 threads, such as ``flor ui``, and the named reads they make), ``project`` (the store of the project
 that contains a folder), ``salvage`` (``flor doctor``'s raw reader of a damaged file).
@@ -54,6 +57,7 @@ iteration keeps the cost of an inner-loop iteration to a counter increment.
 
 from __future__ import annotations
 
+from .annotations import AnnotationsMixin, RunNote
 from .checkpoints import CheckpointRow, CheckpointsMixin
 from .connection import BUSY_TIMEOUT_S, Connection
 from .free_sql import FreeSQLMixin
@@ -67,12 +71,14 @@ from .runs import RunRow, RunsMixin
 from .schema import DERIVED_TABLES, SCHEMA, SCHEMA_VERSION, SEED_LOG_NAMES, TABLES, split_sql
 
 __all__ = [
-    "BUSY_TIMEOUT_S", "CheckpointRow", "DERIVED_TABLES", "JobRow", "Membership", "RankRow", "ReadPool", "RunRow", "SCHEMA", "SCHEMA_VERSION",
+    "BUSY_TIMEOUT_S", "CheckpointRow", "DERIVED_TABLES", "JobRow", "Membership", "RankRow", "ReadPool", "RunNote",
+    "RunRow", "SCHEMA", "SCHEMA_VERSION",
     "SEED_LOG_NAMES", "Store", "TABLES", "split_sql",
 ]
 
 
-class Store(RunsMixin, JobsMixin, LogsMixin, OutputMixin, ItemsMixin, ReplaysMixin, CheckpointsMixin, FreeSQLMixin, Connection):
+class Store(RunsMixin, JobsMixin, LogsMixin, OutputMixin, ItemsMixin, ReplaysMixin, CheckpointsMixin, AnnotationsMixin,
+            FreeSQLMixin, Connection):
     """A connection to one project's database; open with :meth:`open`.
 
     >>> store = Store.open(Path(".flor/flor.db"))          # doctest: +SKIP

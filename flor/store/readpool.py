@@ -208,6 +208,30 @@ class ReadPool:
             (run_id,),
         )]
 
+    def loop_clock(self, run_id: int) -> list[tuple]:
+        """``(ctx_id, parent_id, parent_iteration, loop_name, iterations, t_start, t_end)`` of every
+        loop instance of one run, by ctx_id: what a chart needs to place values by step or time."""
+        return self.read(
+            "SELECT ctx_id, parent_id, parent_iteration, loop_name, iterations, t_start, t_end FROM contexts "
+            "WHERE run_id = ? ORDER BY ctx_id",
+            (run_id,),
+        )
+
+    def iteration_starts(self, run_id: int) -> list[tuple]:
+        """``(ctx_id, iteration, t)``: when each iteration of a top-level loop of one run began."""
+        return self.read("SELECT ctx_id, iteration, t FROM iterations WHERE run_id = ? ORDER BY ctx_id, iteration",
+                         (run_id,))
+
+    def run_notes(self) -> list[tuple]:
+        """``(run_id, name, tags, note, archived, updated)`` of every annotated run (see
+        annotations.py); none in a database from before the table (opened read-only, never migrated)."""
+        try:
+            return self.read("SELECT run_id, name, tags, note, archived, updated FROM run_notes ORDER BY run_id")
+        except StoreError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+
     def output_blocks(self, run_id: int) -> list[tuple]:
         """``(first_line, streams, meta, text)`` of one run's captured output (see output.py)."""
         return self.read(

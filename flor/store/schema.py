@@ -120,6 +120,14 @@ CREATE TABLE IF NOT EXISTS output_blocks(
     text BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS output_blocks_by_run ON output_blocks(run_id, first_line);
+CREATE TABLE IF NOT EXISTS run_notes(
+    run_id INTEGER PRIMARY KEY REFERENCES runs(run_id),
+    name TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    note TEXT,
+    archived INTEGER NOT NULL DEFAULT 0,
+    updated REAL
+);
 CREATE TABLE IF NOT EXISTS keyed_loops(
     run_id INTEGER NOT NULL,
     ctx_id INTEGER NOT NULL,
@@ -265,6 +273,12 @@ def _v8_jobs(cursor) -> None:
     pass
 
 
+def _v10_run_notes(cursor) -> None:
+    # Names, tags, notes and archiving of runs, written by `flor ui --allow-edit`
+    # (store/annotations.py; SCHEMA created the table): runs recorded before have none.
+    pass
+
+
 # (version, what it changed): entry k brings a database from version k to version k + 1.
 MIGRATIONS: list[tuple[int, Callable]] = [
     (2, _v2_blocks),
@@ -274,6 +288,7 @@ MIGRATIONS: list[tuple[int, Callable]] = [
     (6, _v6_dataflow),
     (7, _v7_checkpoint_binding),
     (8, _v8_jobs),
+    (10, _v10_run_notes),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).

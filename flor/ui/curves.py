@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..store import ReadPool
+from .axes import LoopShape, XAxis, breaks
 from .data import SOURCES, RunsTable, _plain
 from .downsample import min_max
 
@@ -43,6 +44,7 @@ class Curve:
     source: np.ndarray  # per point, its index in SOURCES: record, replay or extract
     x_label: str
     run_level: object = None
+    loop: "_Loop | None" = None  # the loop the values were logged in (for x by step or time)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class _Loop:
     ids: np.ndarray
     counts: list          # iterations per instance; None while an instance is still running
     offsets: np.ndarray   # x of the first iteration of each instance
+    nested: bool = False
 
     def x(self, ctx: np.ndarray, iteration: np.ndarray) -> np.ndarray:
         """x of values logged at (ctx, iteration)."""
@@ -130,7 +133,8 @@ class SeriesReader:
             label = f"{name} (counted across {outer if outer is not None else 'the outer loop'})"
         counts = [row[3] for row in instances]
         offsets = np.concatenate([[0], np.cumsum([c or 0 for c in counts])[:-1]]).astype(float)
-        return _Loop(name, label, np.array([row[0] for row in instances], dtype=np.int64), counts, offsets)
+        return _Loop(name, label, np.array([row[0] for row in instances], dtype=np.int64), counts, offsets,
+                     parent is not None)
 
     def _read_curve(self, run_id: int, name: str, pair) -> Curve:
         x, y, loop, run_level = self._recorded(run_id, name, pair)
@@ -148,7 +152,7 @@ class SeriesReader:
             order = np.argsort(x, kind="stable")
             x, y, source = x[order], y[order], source[order]
         label = loop.label if loop is not None and len(x) else "run"
-        return Curve(x, y, source, label, _plain(run_level))
+        return Curve(x, y, source, label, _plain(run_level), loop if len(x) else None)
 
     def _recorded(self, run_id: int, name: str, pair):
         """(x, y, loop, last run-level value) of the recorded values."""
@@ -220,36 +224,77 @@ class SeriesReader:
         own = loop if loop is not None and first in loop.ids else self._loop(run_id, first)
         return own.x(ctx, iteration), _parse_floats(values_text, count), loop or own, run_level
 
+    def axis(self, run_id: int, curve: Curve, mode: str) -> XAxis:
+        """How this run's loop positions become x for ``mode`` (iteration, step or time)."""
+        loop = curve.loop
+        if mode == "iteration" or loop is None:
+            return XAxis.build("iteration", None, [], [], curve.x_label)
+        shape = LoopShape(loop.name, loop.ids, loop.counts, loop.offsets, loop.nested)
+        clock = self.db.loop_clock(run_id)
+        starts = self.db.iteration_starts(run_id) if mode == "time" else []
+        return XAxis.build(mode, shape, clock, starts, curve.x_label, self.table.elapsed(run_id))
+
     def series(self, run_id: int, name: str, points: int = 2000,
-               xmin: float | None = None, xmax: float | None = None) -> dict:
-        """The recorded, replayed and extracted parts of a curve, each cut to [xmin, xmax] and
-        downsampled; ``last``: the run's last value of the name and its source (store/lastvalue.py).
+               xmin: float | None = None, xmax: float | None = None, x_mode: str = "iteration") -> dict:
+        """The recorded, replayed and extracted parts of a curve placed by ``x_mode``, each cut to
+        [xmin, xmax] and downsampled, a null y where iterations are missing (so no line bridges
+        them); ``last``: the run's last value of the name and its source (store/lastvalue.py).
 
         >>> SeriesReader(db, table).series(1, "loss", points=500, xmin=0, xmax=100)   # doctest: +SKIP
         """
         if points < 2 or points > 100_000:
             raise UsageError("points must be between 2 and 100000")
         curve = self.curve(run_id, name)
+        axis = self.axis(run_id, curve, x_mode)
         parts = []
         for index, source in enumerate(SOURCES):
             mask = curve.source == index
-            x, y = curve.x[mask], curve.y[mask]
+            position, y = curve.x[mask], curve.y[mask]
+            if not len(position):
+                continue
+            cuts = breaks(position)
+            x = axis.place(position)
+            known = ~np.isnan(x)  # a value whose time is unknown (a loop still running) is left out
+            if not known.all():
+                keep = np.nonzero(known)[0]
+                cuts = np.searchsorted(keep, cuts)
+                x, y = x[known], y[known]
             if not len(x):
                 continue
             lo = 0 if xmin is None else int(np.searchsorted(x, xmin, side="left"))
             hi = len(x) if xmax is None else int(np.searchsorted(x, xmax, side="right"))
             # One point beyond each edge keeps the line running to the border of a zoomed chart.
             lo, hi = max(lo - 1, 0), min(hi + 1, len(x))
-            sx, sy = min_max(x[lo:hi], y[lo:hi], points)
+            sx, sy = _downsample_between_breaks(x[lo:hi], y[lo:hi], cuts[(cuts > lo) & (cuts < hi)] - lo, points)
             parts.append({
                 "source": source,
                 "total": int(len(x)),
                 "in_range": int(hi - lo),
-                "shown": int(len(sx)),
-                "x": sx.tolist(),
-                "y": [v if math.isfinite(v) else None for v in sy.tolist()],
+                "shown": int(len(sx) - sum(1 for v in sy if v is None)),
+                "gaps": int(len(cuts)),
+                "x": sx,
+                "y": sy,
             })
         pair = self.table.pair(run_id, name)
         value, source = (None, None) if pair is None else pair.last()
-        return {"name": name, "x_label": curve.x_label, "parts": parts, "run_level": curve.run_level,
-                "last": {"value": _plain(value), "source": source}}
+        return {"name": name, "x_label": axis.label if len(curve.x) else curve.x_label, "integer_x": axis.integer,
+                "parts": parts, "run_level": curve.run_level, "last": {"value": _plain(value), "source": source}}
+
+
+def _downsample_between_breaks(x: np.ndarray, y: np.ndarray, cuts: np.ndarray, points: int) -> tuple[list, list]:
+    """(x, y) lists downsampled piece by piece between breaks, with a null y half way across
+    each break: the chart draws a gap there instead of a line over the missing iterations."""
+    xs: list = []
+    ys: list = []
+    bounds = [0, *[int(c) for c in cuts], len(x)]
+    for start, stop in zip(bounds, bounds[1:]):
+        if stop <= start:
+            continue
+        share = max(2, points * (stop - start) // max(len(x), 1))
+        sx, sy = min_max(x[start:stop], y[start:stop], share)
+        if xs:
+            xs.append((xs[-1] + float(sx[0])) / 2)
+            ys.append(None)
+        xs.extend(sx.tolist())
+        ys.extend(v if math.isfinite(v) else None for v in sy.tolist())
+    return xs, ys

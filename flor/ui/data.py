@@ -27,9 +27,11 @@ from pathlib import Path
 from .. import values
 from ..errors import RunNotFoundError, StoreError, UsageError
 from ..processes import process_gone
-from ..store import ReadPool
+from ..store import ReadPool, RunNote
 
 BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
+# What people wrote about runs (flor ui --allow-edit): shown once any run has some.
+NOTE_COLUMNS = ("run_name", "run_tags", "run_note", "archived")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
 _SCAN_SLICE = 20_000  # rowids per query of the first pass over the logs
 
@@ -125,6 +127,8 @@ class RunsTable:
         self._rows: list[dict] | None = None
         self._row_of: dict[int, dict] = {}
         self._dirty: set[int] = set()  # runs whose row must be rebuilt at the next rows()
+        self._notes: dict[int, RunNote] = {}
+        self._by_tstamp: dict[str, int] | None = None
 
     def refresh(self) -> bool:
         """Read what changed since the last call; True when anything did."""
@@ -135,8 +139,12 @@ class RunsTable:
             self._data_version = current
             names = (len(self._arg_names), len(self._log_names))
             dirty: set[int] = set()
+            had_notes = bool(self._notes)
             self._read_runs(dirty)
             self._read_args(dirty)
+            self._read_notes(dirty)
+            if had_notes != bool(self._notes):
+                self._rows = None  # the note columns appear (or go)
             if self._scan is None:
                 self._start_scan()
             elif not self.loading:
@@ -164,6 +172,7 @@ class RunsTable:
             self._rows = None
         dirty.update(run_id for run_id, run in runs.items() if self._runs.get(run_id) != run)
         self._runs = runs
+        self._by_tstamp = None
 
     def _read_args(self, dirty: set[int]) -> None:
         # Args are written with their run, and late ones (flor.arg after the first log) later.
@@ -180,6 +189,26 @@ class RunsTable:
                 names[name] = None
         dirty.update({row[0] for row in rows})
         self._arg_cursor = rows[-1][4]
+
+    def _read_notes(self, dirty: set[int]) -> None:
+        # A small table rewritten in place (not append-only): read whole, compare.
+        notes = {note.run_id: note for note in map(RunNote.from_row, self.db.run_notes())}
+        dirty.update(run_id for run_id in notes.keys() | self._notes.keys()
+                     if notes.get(run_id) != self._notes.get(run_id))
+        self._notes = notes
+
+    def elapsed(self, run_id: int) -> float | None:
+        """Seconds from the run's start to its end; None while it runs (or when unknown)."""
+        with self.lock:
+            run = self._runs.get(run_id)
+        if run is None or run.ended is None:
+            return None
+        return run.ended - run.started
+
+    def note(self, run_id: int) -> RunNote | None:
+        """What people wrote about the run, if anything."""
+        with self.lock:
+            return self._notes.get(run_id)
 
     def _start_scan(self) -> None:
         top = self.db.max_log_rowid()
@@ -309,8 +338,9 @@ class RunsTable:
 
     def _column_map(self) -> list[tuple[str, str, str]]:
         with self.lock:
-            out = [(name, "run", name) for name in BASE_COLUMNS]
-            taken = set(BASE_COLUMNS)
+            base = BASE_COLUMNS + (NOTE_COLUMNS if self._notes else ())
+            out = [(name, "run", name) for name in base]
+            taken = set(base)
             for kind, names in (("arg", self._arg_names), ("log", self._log_names)):
                 for name in names:
                     shown = f"{kind}_{name}" if name in taken else name
@@ -373,6 +403,11 @@ class RunsTable:
             **self._timing(run, now),
             "commit": run.commit[:10] if run.commit else None,
         }
+        note = self._notes.get(run.run_id)
+        if self._notes:
+            row.update({"run_name": note.name if note else None, "run_tags": ", ".join(note.tags) if note else None,
+                        "run_note": note.note if note else None, "archived": bool(note and note.archived)})
+        row["_archived"] = bool(note and note.archived)
         args = self._args.get(run.run_id, {})
         pairs = self._pairs.get(run.run_id, {})
         sources = row["_sources"] = {}
@@ -390,7 +425,11 @@ class RunsTable:
     def run_id(self, tstamp: str) -> int:
         """The id of the run with this tstamp (exact, or an unambiguous prefix)."""
         with self.lock:
-            matches = [r.run_id for r in self._runs.values() if r.tstamp == tstamp]
+            # By a dict rather than a scan: a chart of 100 runs of 10,000 asks 100 times.
+            if self._by_tstamp is None or len(self._by_tstamp) != len(self._runs):
+                self._by_tstamp = {r.tstamp: r.run_id for r in self._runs.values()}
+            exact = self._by_tstamp.get(tstamp)
+            matches = [exact] if exact is not None else []
             if not matches:
                 matches = [r.run_id for r in self._runs.values() if r.tstamp.startswith(tstamp)]
             if len(matches) != 1:
@@ -462,7 +501,15 @@ def run_detail(db: ReadPool, table: RunsTable, run_id: int) -> dict:
         "recorded_status": status, "started": started, "ended": ended, "host": host, "python": python,
         "error": error, "resumed_from": resumed,
         "args": args, "logs": logs, "checkpoints": checkpoints, "drift": drift, "lineage": lineage,
+        "annotations": note_json(table.note(run_id)),
     }
+
+
+def note_json(note: RunNote | None) -> dict:
+    """A run's annotations as the page reads them (empty when it has none)."""
+    if note is None:
+        return {"name": None, "tags": [], "note": None, "archived": False}
+    return {"name": note.name, "tags": list(note.tags), "note": note.note, "archived": note.archived}
 
 
 def read_code(root: Path, commit: str | None, filename: str) -> str:
@@ -488,3 +535,37 @@ def diff_code(root: Path, old: str | None, new: str | None, filename: str) -> st
     if not old or not new:
         raise UsageError("one of these runs is unversioned, so there is nothing to diff")
     return Repo.find(root).diff(old, new, filename)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def table_csv(rows: list[dict], columns: list[str]) -> str:
+    """The runs table as CSV: the chosen columns, then ``hindsight``, which names each last value
+    that was replayed or extracted rather than recorded (``accuracy=replay;loss=extract``).
+
+    Text that a spreadsheet would run as a formula (starting with =, +, -, @) is prefixed with a
+    quote: a logged string must not become a formula in someone's spreadsheet.
+
+    >>> print(table_csv([{"tstamp": "t1", "lr": 0.1, "note": "=1+1", "_sources": {"acc": "replay"}}],
+    ...                 ["tstamp", "lr", "note"]), end="")
+    tstamp,lr,note,hindsight
+    t1,0.1,'=1+1,acc=replay
+    """
+    import csv
+    import io
+
+    def cell(value: object) -> object:
+        value = _plain(value)
+        if isinstance(value, str) and value.startswith(_FORMULA_START):
+            return "'" + value
+        return "" if value is None else value
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*columns, "hindsight"])
+    for row in rows:
+        sources = row.get("_sources") or {}
+        writer.writerow([*(cell(row.get(name)) for name in columns),
+                         ";".join(f"{name}={source}" for name, source in sorted(sources.items()))])
+    return out.getvalue()

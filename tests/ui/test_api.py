@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from urllib.parse import quote
 
@@ -259,3 +260,135 @@ def test_a_running_run_shows_as_it_logs(recorded, tmp_path):
             process.kill()
             process.wait()
         data.close()
+
+
+def test_brushes_narrow_the_table_and_bad_ones_are_one_line(client, recorded):
+    body = client.get("/api/runs?brush=" + quote("epochs:4:10;lr:0:0.01")).json
+    assert [r["tstamp"] for r in rows_of(body)] == [recorded.tstamps[1], recorded.tstamps[3]]
+    assert body["matched"] == 2 and body["total"] == 4
+    refused = client.get("/api/runs?brush=nope:1:2")
+    assert refused.status_code == 400 and "unknown column 'nope'" in refused.json["error"]
+    refused = client.get("/api/runs?brush=lr:a:2")
+    assert refused.status_code == 400 and "NAME:LOW:HIGH" in refused.json["error"]
+
+
+def test_csv_of_the_filtered_sorted_table(client, recorded):
+    response = client.get("/api/runs.csv?sort=lr&desc=0&columns=tstamp,lr,note&where=" + quote("lr < 0.01"))
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    lines = response.get_data(as_text=True).splitlines()
+    assert lines[0] == "tstamp,lr,note,hindsight"
+    assert lines[1:] == [f"{recorded.tstamps[3]},0.0001,<b>not markup</b>,", f"{recorded.tstamps[1]},0.001,<b>not markup</b>,"]
+    assert client.get("/api/runs.csv?columns=nope").status_code == 400
+
+
+def test_series_by_step_and_time(client, recorded):
+    body = client.get(f"/api/series?runs={recorded.tstamps[0]}&name=accuracy&x=step").json
+    assert body["x_label"] == "step (step counted across epoch)" and body["integer_x"] is True
+    assert body["series"][0]["parts"][0]["x"] == [19, 39, 59]
+    body = client.get(f"/api/series?runs={recorded.tstamps[0]}&name=loss&x=time").json
+    xs = body["series"][0]["parts"][0]["x"]
+    assert body["integer_x"] is False and len(xs) == 60 and xs == sorted(xs) and xs[0] >= 0
+    refused = client.get(f"/api/series?runs={recorded.tstamps[0]}&name=loss&x=wall")
+    assert refused.status_code == 400 and "x must be one of iteration, step, time" in refused.json["error"]
+
+
+def test_a_filter_with_equals_suggests_the_comparison(client):
+    refused = client.get("/api/runs?where=" + quote("lr=0.01 and optimizer='adam'"))
+    assert refused.status_code == 400
+    assert refused.json["error"].endswith("did you mean `lr == 0.01 and optimizer == 'adam'`?")
+
+
+@pytest.fixture
+def editable(recorded, tmp_path):
+    """An app with editing allowed over a copy of the store (the edits must not reach `recorded`)."""
+    import shutil
+
+    copy = tmp_path / "proj"
+    shutil.copytree(recorded.root, copy)
+    db = copy / ".flor" / "flor.db"
+    Store.open(db).close()  # as `flor ui --allow-edit` does: brings the schema up to date
+    data = UIData.open(db, copy)
+    data.load(wait=None)
+    yield create_app(data, edit_token="s3cret").test_client(), db
+    data.close()
+
+
+def test_annotations_need_the_token_and_json(editable, recorded):
+    client, _ = editable
+    path = f"/api/runs/{recorded.tstamps[0]}/annotations"
+    refused = client.post(path, json={"name": "baseline"})
+    assert refused.status_code == 403 and "edit token" in refused.json["error"]
+    refused = client.post(path, json={"name": "baseline"}, headers={"X-Flor-Token": "guess"})
+    assert refused.status_code == 403
+    # A form post (what another site can send without asking) is refused even with the token.
+    refused = client.post(path, data={"name": "x"}, headers={"X-Flor-Token": "s3cret"})
+    assert refused.status_code == 415
+    refused = client.post(path, json={"colour": "red"}, headers={"X-Flor-Token": "s3cret"})
+    assert refused.status_code == 400 and "some of: archived, name, note, tags" in refused.json["error"]
+    refused = client.post(path, json={"tags": "a,b"}, headers={"X-Flor-Token": "s3cret"})
+    assert refused.status_code == 400 and "tags must be a list" in refused.json["error"]
+    assert client.post(f"/api/runs/{recorded.tstamps[0]}", json={}, headers={"X-Flor-Token": "s3cret"}).status_code == 405
+    assert "name" not in [c["name"] for c in client.get("/api/runs").json["columns"]]
+
+
+def test_annotations_are_stored_shown_and_archived_runs_hidden(editable, recorded):
+    client, db = editable
+    token = {"X-Flor-Token": "s3cret"}
+    saved = client.post(f"/api/runs/{recorded.tstamps[0]}/annotations",
+                        json={"name": "baseline", "tags": ["sweep", " best ", "sweep"], "note": "the first"},
+                        headers=token)
+    assert saved.status_code == 200
+    assert saved.json == {"name": "baseline", "tags": ["sweep", "best"], "note": "the first", "archived": False}
+    client.post(f"/api/runs/{recorded.tstamps[2]}/annotations", json={"archived": True}, headers=token)
+    body = client.get("/api/runs").json
+    assert body["total"] == 3 and body["archived"] == 1
+    rows = {r["tstamp"]: r for r in rows_of(body)}
+    assert recorded.tstamps[2] not in rows
+    assert rows[recorded.tstamps[0]]["run_name"] == "baseline" and rows[recorded.tstamps[0]]["run_tags"] == "sweep, best"
+    assert client.get("/api/runs?where=" + quote("run_name == 'baseline'")).json["matched"] == 1
+    everything = client.get("/api/runs?archived=1").json
+    assert everything["total"] == 4 and rows_of(everything)[2]["archived"] is True
+    # Only the name changes; the tags and note stay. And the store has it for other readers.
+    client.post(f"/api/runs/{recorded.tstamps[0]}/annotations", json={"name": "renamed"}, headers=token)
+    store = Store.open(db, readonly=True)
+    try:
+        run_id, = store._read("SELECT run_id FROM runs WHERE tstamp = ?", (recorded.tstamps[0],))[0]
+        note = store.run_note(run_id)
+        assert (note.name, note.tags, note.note) == ("renamed", ("sweep", "best"), "the first")
+    finally:
+        store.close()
+    detail = client.get(f"/api/runs/{recorded.tstamps[0]}").json
+    assert detail["annotations"]["name"] == "renamed"
+
+
+def test_read_only_server_refuses_edits_with_a_hint(client, recorded):
+    refused = client.post(f"/api/runs/{recorded.tstamps[0]}/annotations", json={"name": "x"})
+    assert refused.status_code == 405 and "--allow-edit" in refused.json["error"]
+    assert client.get("/api/version").json["edit"] is False
+    page = client.get("/").get_data(as_text=True)
+    assert '<meta name="flor-edit-token" content="">' in page
+    assert re.search(r'src="static/app\.js\?v=[0-9a-f]{12}"', page)  # assets carry a hash of their content
+
+
+def test_base_path_and_allowed_hosts_for_a_proxy(recorded):
+    from werkzeug.test import Client
+
+    from flor.ui.server import BasePath, normal_base_path
+
+    data = UIData.open(recorded.db, recorded.root)
+    data.load(wait=None)
+    try:
+        app = create_app(data, allowed_hosts=("notebooks.example.com",))
+        client = Client(BasePath(app, normal_base_path("proxy/8080/")))
+        assert client.get("/proxy/8080/api/version").status_code == 200
+        assert client.get("/api/version").status_code == 200  # a proxy that strips the prefix
+        moved = client.get("/proxy/8080")
+        assert moved.status_code == 308 and moved.headers["Location"] == "8080/"
+        assert client.get("/proxy/8080/", headers={"Host": "notebooks.example.com"}).status_code == 200
+        refused = client.get("/proxy/8080/api/runs", headers={"Host": "evil.example:8080"})
+        assert refused.status_code == 403 and "--allow-host evil.example" in refused.json["error"]
+    finally:
+        data.close()
+    with pytest.raises(Exception, match="--base-path must be a URL path"):
+        normal_base_path("/a/../b")

@@ -76,3 +76,14 @@ def test_a_database_of_a_newer_flor_is_refused_like_every_other_command(recorded
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "made by a newer flor" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_allow_edit_stays_on_loopback_and_a_bad_base_path_is_one_line(recorded):
+    done = subprocess.run([sys.executable, "-m", "flor", "ui", "--no-browser", "--allow-edit", "--host", "0.0.0.0"],
+                          cwd=recorded.root, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--allow-edit serves only on this machine" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = subprocess.run([sys.executable, "-m", "flor", "ui", "--no-browser", "--base-path", "/a/../b"],
+                          cwd=recorded.root, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--base-path must be a URL path" in done.stderr and "Traceback" not in done.stderr

@@ -122,3 +122,93 @@ def test_last_values_follow_loop_position_as_replays_and_extractions_arrive(stor
         assert part["source"] == "extract" and part["y"] == [0.25]
     finally:
         db.close()
+
+
+def test_x_by_step_and_time_and_gaps_are_not_bridged(store):
+    run_id = new_run(store, "2026-01-02T00:00:00")
+    t0 = 0.0  # loop times are kept in seconds since the run started
+    contexts = [(1, None, None, "epoch", t0, t0 + 40.0, 4)]
+    logs = []
+    for epoch in range(4):
+        contexts.append((2 + epoch, 1, epoch, "step", t0 + 10 * epoch, t0 + 10 * epoch + 10, 5))
+        for step in range(5):
+            logs.append(("loss", 1.0 / (1 + step), 2 + epoch, step))
+        if epoch != 2:  # epoch 2's value withheld (drift): a gap, not a line across it
+            logs.append(("acc", epoch / 10, 1, epoch))
+    store.write_batch(run_id, contexts, logs)
+    db = ReadPool(store.path)
+    try:
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        reader = SeriesReader(db, table)
+        acc = reader.series(run_id, "acc")
+        (part,) = acc["parts"]
+        assert part["x"] == [0, 1, 2, 3] and part["y"] == [0.0, 0.1, None, 0.3] and part["gaps"] == 1
+        by_step = reader.series(run_id, "acc", x_mode="step")
+        assert by_step["x_label"] == "step (step counted across epoch)" and by_step["integer_x"]
+        assert by_step["parts"][0]["x"] == [4, 9, 14, 19]  # the last step of each epoch, the gap half way
+        assert reader.series(run_id, "loss", x_mode="step")["parts"][0]["x"] == list(range(20))
+        by_time = reader.series(run_id, "loss", x_mode="time")
+        assert not by_time["integer_x"] and by_time["x_label"].startswith("wall time")
+        assert by_time["parts"][0]["x"][:2] == pytest.approx([2.0, 4.0])  # steps spread evenly over their epoch
+        with pytest.raises(Exception, match="x must be one of"):
+            reader.series(run_id, "loss", x_mode="wall")
+    finally:
+        db.close()
+
+
+def test_annotations_table_comes_with_migration_10_and_an_older_store_reads_as_none(tmp_path):
+    import sqlite3
+
+    from flor.store import SCHEMA_VERSION
+    from flor.store.schema import MIGRATIONS
+
+    assert MIGRATIONS[-1][0] == SCHEMA_VERSION and MIGRATIONS[-1][1].__name__ == "_v10_run_notes"
+    path = tmp_path / ".flor" / "flor.db"
+    store = Store.open(path)
+    run_id = new_run(store, "2026-01-03T00:00:00")
+    with pytest.raises(Exception, match="a run's name must be at most"):
+        store.annotate_run(run_id, name="x" * 201)
+    with pytest.raises(Exception, match="no run with id"):
+        store.annotate_run(run_id + 1, name="x")
+    assert store.annotate_run(run_id, archived=True).archived is True
+    store.close()
+    # An older database (before the table) opened read-only is not migrated: no annotations.
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE run_notes")
+        connection.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    db = ReadPool(path)
+    try:
+        assert db.run_notes() == []
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        assert "run_name" not in [name for name, _ in table.columns()]
+    finally:
+        db.close()
+    store = Store.open(path)  # opened for writing (flor ui --allow-edit): the table is back
+    try:
+        assert store.run_note(run_id) is None
+    finally:
+        store.close()
+
+
+def test_a_crashed_epoch_is_placed_by_step_and_time_at_the_run_end(store):
+    run_id = new_run(store, "2026-01-04T00:00:00")
+    # The epoch loop a crash cut short: no end, no count; its step loop ran 5 steps.
+    contexts = [(1, None, None, "epoch", 0.0, None, 0), (2, 1, 0, "step", 0.0, 1.0, 5)]
+    logs = [("loss", 1.0, 2, s) for s in range(5)] + [("acc", 0.5, 1, 0)]
+    store.write_batch(run_id, contexts, logs)
+    started = store.run(run_id).started
+    store.update_run(run_id, status="failed", ended=started + 3.0)
+    db = ReadPool(store.path)
+    try:
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        reader = SeriesReader(db, table)
+        assert reader.series(run_id, "acc", x_mode="step")["parts"][0]["x"] == [4]
+        assert reader.series(run_id, "acc", x_mode="time")["parts"][0]["x"] == pytest.approx([3.0])
+    finally:
+        db.close()

@@ -11,15 +11,88 @@ const POLL_MS = 2000;
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#0a6b5b", "#bf3989",
   "#4d2d00", "#57606a", "#116329"];
 
+const MAX_CHARTED = 100;      // the server's MAX_COMPARED: a page of the table
+const X_MODES = ["iteration", "step", "time"];
+
+// What the page shows is kept in the URL (readUrl, writeUrl): a reload or a shared link restores
+// the filter, brushes, sort, page, selection, hidden columns and the charts' settings.
 const state = {
-  where: "", sort: "tstamp", desc: true, offset: 0,
+  where: "", sort: "tstamp", desc: true, offset: 0, brush: {},
   columns: [], metrics: [], rows: [], sources: [], matched: 0, total: 0, version: -1,
   hidden: new Set(JSON.parse(localStorage.getItem("flor-ui-hidden") || "[]")),
   picked: new Map(),            // tstamp -> {row values by column name}
-  metric: localStorage.getItem("flor-ui-metric") || "",
-  chart: null, zoom: null, chartRequest: 0, chartBusy: false,
+  panels: [], views: [], smooth: 0, xmode: "iteration", logy: false, group: "",
+  scatterX: "", scatterY: "", pcMetric: "", pcAxes: null,
   scatter: null, runView: null,
 };
+
+// -- state in the URL --------------------------------------------------------------------------
+
+function readUrl() {
+  const q = new URLSearchParams(location.search);
+  state.where = q.get("where") || "";
+  state.sort = q.get("sort") || "tstamp";
+  state.desc = q.has("desc") ? q.get("desc") === "1" : state.sort === "tstamp";
+  state.offset = Math.max(0, Number(q.get("offset")) || 0);
+  if (q.has("hide")) state.hidden = new Set(q.get("hide").split(",").filter(Boolean));
+  state.panels = (q.get("charts") || "").split(",").filter(Boolean);
+  state.smooth = Math.min(0.99, Math.max(0, Number(q.get("smooth")) || 0));
+  state.xmode = X_MODES.includes(q.get("x")) ? q.get("x") : "iteration";
+  state.logy = q.get("logy") === "1";
+  state.group = q.get("group") || "";
+  state.scatterX = q.get("sx") || "";
+  state.scatterY = q.get("sy") || "";
+  state.pcMetric = q.get("pc") || "";
+  state.archived = q.get("archived") === "1";
+  state.brush = {};
+  for (const item of (q.get("brush") || "").split(";").filter(Boolean)) {
+    const [name, lo, hi] = item.split(":");
+    if (name && Number.isFinite(Number(lo)) && Number.isFinite(Number(hi))) state.brush[name] = [Number(lo), Number(hi)];
+  }
+  return (q.get("sel") || "").split(",").filter(Boolean);
+}
+
+function writeUrl() {
+  const q = new URLSearchParams();
+  const put = (key, value, skip) => { if (value !== skip && value !== "" && value !== undefined) q.set(key, value); };
+  put("where", state.where);
+  put("brush", brushParam());
+  put("sort", state.sort, "tstamp");
+  if (state.desc !== (state.sort === "tstamp")) q.set("desc", state.desc ? "1" : "0");
+  put("offset", String(state.offset), "0");
+  put("sel", [...state.picked.keys()].join(","));
+  if (q.has("hide") || state.hidden.size) put("hide", [...state.hidden].join(","));
+  put("charts", state.panels.join(","));
+  put("x", state.xmode, "iteration");
+  put("smooth", String(state.smooth), "0");
+  put("logy", state.logy ? "1" : "0", "0");
+  put("group", state.group);
+  put("sx", state.scatterX);
+  put("sy", state.scatterY);
+  put("pc", state.pcMetric);
+  put("archived", state.archived ? "1" : "");
+  const query = q.toString();
+  history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
+}
+
+function brushParam() {
+  return Object.entries(state.brush).map(([name, [lo, hi]]) => `${name}:${lo}:${hi}`).join(";");
+}
+
+// The runs ticked in a shared link: their rows, read back by tstamp.
+async function restoreSelection(tstamps) {
+  if (!tstamps.length) return;
+  const body = await api("runs", { where: `tstamp in (${tstamps.map((t) => JSON.stringify(t)).join(", ")},)`,
+    limit: 1000 }).catch(() => null);
+  if (!body) return;
+  const names = body.columns.map((c) => c.name);
+  const found = new Map(body.rows.map((values, i) => {
+    const row = { _sources: body.sources[i] || {} };
+    names.forEach((n, k) => { row[n] = values[k]; });
+    return [row.tstamp, row];
+  }));
+  for (const t of tstamps) if (found.has(t)) state.picked.set(t, found.get(t));
+}
 
 // -- small helpers -----------------------------------------------------------------------------
 
@@ -46,8 +119,23 @@ async function api(path, params) {
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== "") query.set(key, value);
   }
-  const url = "/api/" + path + (query.toString() ? "?" + query : "");
+  // Relative: behind a path-prefix proxy the page lives under that prefix.
+  const url = "api/" + path + (query.toString() ? "?" + query : "");
   const response = await fetch(url, { headers: { Accept: "application/json" } });
+  const body = await response.json().catch(() => ({ error: response.statusText }));
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+// The only write: a run's annotations, when the server runs with --allow-edit. The token comes
+// from this page's own HTML (no other site can read it); the server refuses a POST without it.
+const EDIT_TOKEN = (document.querySelector('meta[name="flor-edit-token"]') || {}).content || "";
+
+async function apiPost(path, payload) {
+  const response = await fetch("api/" + path, {
+    method: "POST", body: JSON.stringify(payload),
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-Flor-Token": EDIT_TOKEN },
+  });
   const body = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new Error(body.error || response.statusText);
   return body;
@@ -72,8 +160,7 @@ function formatDuration(seconds) {
 }
 
 function colorOf(tstamp) {
-  const keys = [...state.picked.keys()];
-  const index = keys.indexOf(tstamp);
+  const index = chartedRuns().findIndex((r) => r.tstamp === tstamp);
   return COLORS[(index < 0 ? 0 : index) % COLORS.length];
 }
 
@@ -82,18 +169,18 @@ function colorOf(tstamp) {
 async function loadRuns() {
   let body;
   try {
-    body = await api("runs", { where: state.where, sort: state.sort, desc: state.desc ? 1 : 0,
+    body = await api("runs", { where: state.where, brush: brushParam(), archived: state.archived ? 1 : "",
+      sort: state.sort, desc: state.desc ? 1 : 0,
       offset: state.offset, limit: PAGE });
   } catch (error) {
-    $("filter").classList.add("bad");
-    $("filter-error").textContent = error.message;
-    $("filter-error").hidden = false;
-    return;
+    return filterRefused(error);
   }
+  state.shownWhere = state.where;
+  const wasLoading = state.loading;
   $("filter").classList.remove("bad");
   $("filter-error").hidden = true;
   Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows, sources: body.sources || [],
-    matched: body.matched, total: body.total, version: body.version, loading: body.loading });
+    matched: body.matched, total: body.total, archivedCount: body.archived || 0, version: body.version, loading: body.loading });
   // A large store: the server still reads the last logged values; ask again shortly.
   if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 700);
   if (body.offset >= body.matched && body.matched > 0 && state.offset > 0) {
@@ -102,7 +189,36 @@ async function loadRuns() {
   }
   renderTable();
   renderColumnsMenu();
-  renderMetricChoices();
+  renderScatterChoices();
+  renderGroupChoices();
+  renderParallelChoices();
+  writeUrl();
+  if (state.routed && (panelsStale() || (wasLoading && !state.loading))) { renderPanels(); drawParallel(); }
+  return true;
+}
+
+// A filter the server refused: say why (with the fix when there is one), keep the rows of the
+// last filter that worked, and make the count say which filter they match.
+function filterRefused(error) {
+  $("filter").classList.add("bad");
+  $("filter-error").textContent = error.message;
+  $("filter-error").hidden = false;
+  const typed = state.where;
+  state.where = state.shownWhere || "";
+  renderCount(typed);
+  writeUrl();
+  return false;
+}
+
+function renderCount(refused) {
+  const brushed = Object.keys(state.brush).length;
+  const narrowed = state.where || brushed;
+  $("count").textContent = (narrowed ? `${state.matched} of ${state.total} runs match` : `${state.total} runs`) +
+    (state.where ? ` ${JSON.stringify(state.where)}` : "") +
+    (brushed ? ` within the brushed range${brushed > 1 ? "s" : ""}` : "") +
+    (refused !== undefined ? ` (not ${JSON.stringify(refused)}: see below)` : "") +
+    (state.archivedCount && !state.archived ? ` (${state.archivedCount} archived not shown)` : "") +
+    (state.loading ? " · reading logged values…" : "");
 }
 
 function visibleColumns() {
@@ -115,9 +231,11 @@ function rowObject(values, sources) {
   return object;
 }
 
-// A last value that replay or extract gave (not the run's own record) is marked and says so.
-function sourceMark(value, source) {
-  if (!source) return { class: "", title: value === null || value === undefined ? "" : String(value) };
+// A last value that replay or extract gave (not the run's own record) is marked and says so; a
+// logged value says it was recorded.
+function sourceMark(value, source, kind) {
+  const empty = value === null || value === undefined;
+  if (!source) return { class: "", title: empty ? "" : String(value) + (kind === "log" ? " (recorded)" : "") };
   return { class: ` src-${source}`, title: `${value} (${source === "extract" ? "extracted" : "replayed"})` };
 }
 
@@ -144,7 +262,7 @@ function renderTable() {
       const value = values[c.index];
       if (c.name === "tstamp") return el("td", {}, el("a", { href: "#run=" + encodeURIComponent(tstamp) }, tstamp));
       const text = formatValue(value, c.name);
-      const mark = sourceMark(value, sources[c.name]);
+      const mark = sourceMark(value, sources[c.name], c.kind);
       return el("td", {
         class: (typeof value === "number" ? "num" : "") + (c.name === "status" ? ` status-${value}` : "") + mark.class,
         title: mark.title,
@@ -158,10 +276,13 @@ function renderTable() {
   if (state.rows.length && !state.loading && !performance.getEntriesByName("flor-all-columns").length) {
     performance.mark("flor-all-columns");
   }
+  const csv = new URLSearchParams({ sort: state.sort, desc: state.desc ? "1" : "0",
+    columns: columns.map((c) => c.name).join(",") });
+  if (state.where) csv.set("where", state.where);
+  if (brushParam()) csv.set("brush", brushParam());
+  $("csv").href = "api/runs.csv?" + csv;
   const last = Math.min(state.offset + state.rows.length, state.matched);
-  $("count").textContent = (state.where
-    ? `${state.matched} of ${state.total} runs match` : `${state.total} runs`) +
-    (state.loading ? " · reading logged values…" : "");
+  renderCount();
   $("page").textContent = state.matched ? `${state.offset + 1}–${last}` : "";
   $("prev").disabled = state.offset === 0;
   $("next").disabled = last >= state.matched;
@@ -171,7 +292,7 @@ function sortBy(column) {
   if (state.sort === column) state.desc = !state.desc;
   else { state.sort = column; state.desc = column === "tstamp"; }
   state.offset = 0;
-  loadRuns();
+  loadRuns().then(() => { if (!state.picked.size) renderPanels(); });
 }
 
 function renderColumnsMenu() {
@@ -193,6 +314,7 @@ function renderColumnsMenu() {
 
 function saveHidden() {
   localStorage.setItem("flor-ui-hidden", JSON.stringify([...state.hidden]));
+  writeUrl();
 }
 
 function setAllColumns(visible) {
@@ -211,9 +333,9 @@ function togglePick(tstamp, values, sources, on) {
   for (const tr of $("runs").tBodies[0].rows) {
     if (tr.dataset.tstamp === tstamp) tr.classList.toggle("picked", on);
   }
-  state.zoom = null;
+  writeUrl();
   renderCompare();
-  drawChart();
+  renderPanels();
 }
 
 function renderCompare() {
@@ -223,6 +345,7 @@ function renderCompare() {
   if (runs.length < 2) return;
   const onlyDiff = $("compare-diff").checked;
   const names = state.columns.map((c) => c.name).filter((n) => n !== "tstamp");
+  const kinds = new Map(state.columns.map((c) => [c.name, c.kind]));
   const head = el("tr", {}, el("th", {}, ""), runs.map(([t]) =>
     el("th", { style: `color:${colorOf(t)}` }, el("a", { href: "#run=" + encodeURIComponent(t) }, t))));
   const rows = [];
@@ -231,132 +354,11 @@ function renderCompare() {
     const differs = new Set(cells.map((v) => JSON.stringify(v))).size > 1;
     if (onlyDiff && !differs) continue;
     rows.push(el("tr", {}, el("th", {}, name), cells.map((v, i) => {
-      const mark = sourceMark(v, runs[i][1]._sources && runs[i][1]._sources[name]);
+      const mark = sourceMark(v, runs[i][1]._sources && runs[i][1]._sources[name], kinds.get(name));
       return el("td", { class: (differs ? "differs" : "") + mark.class, title: mark.title }, formatValue(v, name));
     })));
   }
   $("compare").replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
-}
-
-// -- the line chart of the selected runs ---------------------------------------------------------
-
-function renderMetricChoices() {
-  const select = $("metric");
-  const metrics = state.metrics;
-  const key = metrics.join("\n");
-  if (select.dataset.key !== key) {
-    select.dataset.key = key;
-    select.replaceChildren(...metrics.map((m) => el("option", { value: m }, m)));
-  }
-  if (!metrics.includes(state.metric)) {
-    state.metric = metrics.includes("loss") ? "loss" : metrics[0] || "";
-  }
-  select.value = state.metric;
-  renderScatterChoices();
-}
-
-function chartWidth(id) {
-  return Math.max(320, $(id).parentElement.clientWidth - 4);
-}
-
-async function drawChart(keepZoom) {
-  const node = $("chart");
-  const request = ++state.chartRequest;
-  node.dataset.request = String(request);
-  const runs = [...state.picked.keys()];
-  if (!runs.length || !state.metric) {
-    if (state.chart) { state.chart.destroy(); state.chart = null; }
-    node.dataset.points = "0";
-    node.dataset.drawn = String(request);
-    $("chart-note").textContent = state.metric
-      ? "Tick runs in the table to chart them; drag across the chart to zoom."
-      : "No numeric values logged yet.";
-    return;
-  }
-  const zoom = keepZoom ? state.zoom : null;
-  let body;
-  state.chartBusy = true;
-  try {
-    body = await api("series", { runs: runs.join(","), name: state.metric,
-      points: Math.round(chartWidth("chart") * 2), xmin: zoom ? zoom[0] : "", xmax: zoom ? zoom[1] : "" });
-  } catch (error) {
-    if (request === state.chartRequest) $("chart-note").textContent = error.message;
-    return;
-  } finally {
-    state.chartBusy = false;
-  }
-  if (request !== state.chartRequest) return;  // a newer request superseded this one
-
-  const tables = [], series = [{ label: body.x_label }];
-  let points = 0, total = 0, inRange = 0, runLevel = [], lasts = [];
-  for (const run of body.series) {
-    for (const part of run.parts) {
-      tables.push([part.x, part.y]);
-      points += part.x.length;
-      total += part.total;
-      inRange += part.in_range;
-      // Recorded solid, replayed dashed, extracted (read out of printed lines) dotted.
-      const replay = part.source === "replay", extract = part.source === "extract";
-      series.push({
-        label: run.run + (replay ? " (replayed)" : extract ? " (extracted)" : ""),
-        stroke: colorOf(run.run), width: replay || extract ? 2 : 1.5,
-        dash: replay ? [6, 4] : extract ? [2, 3] : undefined,
-        spanGaps: true, points: { show: (replay || extract) && part.x.length < 200 },
-        value: (u, v) => (v === null || v === undefined ? "–" : formatValue(v)),
-      });
-    }
-    if (run.run_level !== null && run.run_level !== undefined) runLevel.push(`${run.run}: ${formatValue(run.run_level)}`);
-    // The run's last value as the table shows it (at its last iteration), beside the legend.
-    if (run.last && run.last.value !== null && run.last.value !== undefined) {
-      lasts.push(`${run.run}: ${formatValue(run.last.value)}` +
-        (run.last.source === "record" ? "" : ` (${run.last.source === "extract" ? "extracted" : "replayed"})`));
-    }
-  }
-  const data = tables.length ? uPlot.join(tables) : [[]];
-  $("chart-note").textContent = tables.length
-    ? `${body.name} against ${body.x_label}: ${total.toLocaleString()} values, ${points.toLocaleString()} drawn` +
-      (zoom ? `; ${inRange.toLocaleString()} in the zoomed range` : "") +
-      (points < inRange ? " (min and max per bucket; zoom in for detail)" : "") +
-      (runLevel.length ? `. Logged once per run: ${runLevel.join(", ")}` : "") +
-      (lasts.length ? `. Last values: ${lasts.join(", ")}` : "")
-    : `${body.name} is logged only once per run: ${runLevel.join(", ") || "no numeric values"}`;
-
-  const sameShape = state.chart && state.chart.series.length === series.length &&
-    state.chart.series.every((s, i) => s.label === series[i].label) && state.chart.dataset === body.name;
-  if (sameShape && keepZoom) {
-    state.chart.setData(data, !zoom);
-    if (zoom) state.chart.setScale("x", { min: zoom[0], max: zoom[1] });
-  } else {
-    if (state.chart) state.chart.destroy();
-    state.chart = new uPlot(chartOptions(series, body), data, node);
-    state.chart.dataset = body.name;
-  }
-  node.dataset.points = String(points);
-  node.dataset.drawn = String(request);
-}
-
-function chartOptions(series, body) {
-  let zoomTimer = null;
-  return {
-    width: chartWidth("chart"), height: 320,
-    scales: { x: { time: false }, y: { distr: $("logy").checked ? 3 : 1 } },
-    axes: [{ label: body.x_label }, { label: body.name, size: 70 }],
-    series,
-    // The page zooms itself (setScale: false) so that it can fetch the range again at full
-    // detail: downsampling hid what lies between the kept points.
-    cursor: { drag: { x: true, y: false, setScale: false } },
-    legend: { live: true },
-    hooks: {
-      setSelect: [(u) => {
-        if (u.select.width < 2) return;
-        const min = u.posToVal(u.select.left, "x"), max = u.posToVal(u.select.left + u.select.width, "x");
-        u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-        u.setScale("x", { min, max });
-        clearTimeout(zoomTimer);
-        zoomTimer = setTimeout(() => { state.zoom = [min, max]; drawChart(true); }, 50);
-      }],
-    },
-  };
 }
 
 // -- scatter of one column against another across runs --------------------------------------------
@@ -368,8 +370,8 @@ function renderScatterChoices() {
   if (xs.dataset.key === key) return;
   xs.dataset.key = key;
   const args = state.columns.filter((c) => c.kind === "arg").map((c) => c.name);
-  const previousX = xs.value || localStorage.getItem("flor-ui-scatter-x") || args[0] || names[0];
-  const previousY = ys.value || localStorage.getItem("flor-ui-scatter-y") ||
+  const previousX = state.scatterX || xs.value || args[0] || names[0];
+  const previousY = state.scatterY || ys.value ||
     (state.metrics.includes("accuracy") ? "accuracy" : state.metrics[0]) || names[0];
   xs.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
   ys.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
@@ -389,11 +391,10 @@ function padded(values, log) {
 async function drawScatter() {
   const x = $("scatter-x").value, y = $("scatter-y").value;
   if (!x || !y) return;
-  localStorage.setItem("flor-ui-scatter-x", x);
-  localStorage.setItem("flor-ui-scatter-y", y);
   let body;
   try {
-    body = await api("values", { names: x === y ? x : `${x},${y}`, where: state.where });
+    body = await api("values", { names: x === y ? x : `${x},${y}`, where: state.where, brush: brushParam(),
+      archived: state.archived ? 1 : "" });
   } catch (error) {
     return;
   }
@@ -426,7 +427,7 @@ async function drawScatter() {
   const numbers = (u, splits) => splits.map((v) => formatValue(v));
   const tick = (cats) => cats ? (u, splits) => splits.map((s) => Number.isInteger(s) && cats[s] !== undefined ? cats[s] : "") : undefined;
   state.scatter = new uPlot({
-    width: chartWidth("scatter"), height: 280,
+    width: chartWidth(node), height: 280,
     // Explicit ranges: uPlot's own autorange assumes distinct x values, and runs often share one.
     scales: { x: { time: false, distr: logx ? 3 : 1, range: () => padded(data[0], logx) },
       y: { range: () => padded(data[1], false) } },
@@ -497,11 +498,36 @@ async function showRun(tstamp) {
     : [el("tr", {}, el("td", { class: "note" }, "(none)"))];
   $("run-read-from").replaceChildren(...lineageRows(run.lineage.read_from));
   $("run-read-by").replaceChildren(...lineageRows(run.lineage.read_by));
+  showNotes(run.annotations);
   $("run-code-name").textContent = `${run.filename} at ${run.commit ? run.commit.slice(0, 10) : "no version"}`;
   showOutput();
-  const others = await api("values", { names: "tstamp" }).catch(() => ({ runs: [] }));
+  const others = await api("values", { names: "tstamp", archived: 1 }).catch(() => ({ runs: [] }));
   $("diff-against").replaceChildren(...others.runs.filter((t) => t !== run.tstamp).reverse()
     .map((t) => el("option", { value: t }, t)));
+}
+
+function showNotes(notes) {
+  $("note-name").value = notes.name || "";
+  $("note-tags").value = notes.tags.join(", ");
+  $("note-text").value = notes.note || "";
+  $("note-archived").checked = notes.archived;
+  for (const id of ["note-name", "note-tags", "note-text", "note-archived", "note-save"]) $(id).disabled = !EDIT_TOKEN;
+  $("note-status").textContent = EDIT_TOKEN ? "" : "read-only: start `flor ui --allow-edit` to name, tag, note or archive runs";
+}
+
+async function saveNotes() {
+  const tstamp = state.runView;
+  $("note-status").textContent = "saving…";
+  try {
+    const notes = await apiPost(`runs/${encodeURIComponent(tstamp)}/annotations`, {
+      name: $("note-name").value, tags: $("note-tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+      note: $("note-text").value, archived: $("note-archived").checked,
+    });
+    showNotes(notes);
+    $("note-status").textContent = "saved";
+  } catch (error) {
+    $("note-status").textContent = error.message;
+  }
 }
 
 async function showOutput() {
@@ -534,7 +560,7 @@ function chartFromRun(tstamp, name) {
   state.picked.clear();
   const index = state.rows.findIndex((r) => r[state.columns.findIndex((c) => c.name === "tstamp")] === tstamp);
   state.picked.set(tstamp, index >= 0 ? rowObject(state.rows[index], state.sources[index]) : { tstamp });
-  state.metric = name;
+  state.panels = [name];
   location.hash = "";
 }
 
@@ -579,7 +605,7 @@ function route() {
   $("run-view").hidden = true;
   $("main-view").hidden = false;
   renderCompare();
-  loadRuns().then(() => drawChart());
+  loadRuns().then(() => { state.routed = true; renderPanels(); drawParallel(); });
 }
 
 async function poll() {
@@ -593,9 +619,11 @@ async function poll() {
       await loadRuns();
       // Redraw only when a charted run is still logging, and never pile up requests: a long
       // running curve takes a while to read.
-      const running = body.running_runs.some((t) => state.picked.has(t));
-      if (running && !state.chartBusy) drawChart(true);
+      const charted = new Set(chartedRuns().map((r) => r.tstamp));
+      const running = body.running_runs.some((t) => charted.has(t));
+      if (running && !state.views.some((v) => v.busy)) renderPanels(true);
       drawScatter();
+      drawParallel();
     } else if (!state.runView && body.running) {
       loadRuns();  // durations of running runs grow
     } else if (changed && state.runView) {
@@ -609,19 +637,32 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
+function applyFilter() {
+  state.where = $("filter").value.trim();
+  state.offset = 0;
+  loadRuns().then((ok) => {
+    if (!ok) return;
+    drawScatter();
+    drawParallel();
+    if (!state.picked.size) renderPanels();
+  });
+}
+
+function chartSettingChanged() {
+  writeUrl();
+  for (const view of state.views) view.zoom = null;
+  renderPanels();
+}
+
 function wire() {
-  $("filter").addEventListener("keydown", (event) => {
-    if (event.key === "Enter") {
-      state.where = $("filter").value.trim();
-      state.offset = 0;
-      loadRuns().then(drawScatter);
-    }
-  });
-  $("filter").addEventListener("search", () => {
-    if (!$("filter").value && state.where) { state.where = ""; state.offset = 0; loadRuns().then(drawScatter); }
-  });
-  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadRuns(); });
-  $("next").addEventListener("click", () => { state.offset += PAGE; loadRuns(); });
+  $("filter").addEventListener("keydown", (event) => { if (event.key === "Enter") applyFilter(); });
+  $("filter").addEventListener("search", () => { if (!$("filter").value && state.where) applyFilter(); });
+  const page = (offset) => {
+    state.offset = offset;
+    loadRuns().then(() => { if (!state.picked.size) renderPanels(); });
+  };
+  $("prev").addEventListener("click", () => page(Math.max(0, state.offset - PAGE)));
+  $("next").addEventListener("click", () => page(state.offset + PAGE));
   $("columns-button").addEventListener("click", (event) => {
     const menu = $("columns-menu");
     menu.hidden = !menu.hidden;
@@ -634,25 +675,42 @@ function wire() {
   });
   $("columns-all").addEventListener("click", () => setAllColumns(true));
   $("columns-none").addEventListener("click", () => setAllColumns(false));
-  $("metric").addEventListener("change", () => {
-    state.metric = $("metric").value;
-    localStorage.setItem("flor-ui-metric", state.metric);
-    state.zoom = null;
-    drawChart();
+  $("add-panel").addEventListener("change", () => {
+    const name = $("add-panel").value;
+    if (!name) return;
+    state.panels = [...panelMetrics(), name];
+    chartSettingChanged();
   });
-  $("logy").addEventListener("change", () => { if (state.chart) { state.chart.destroy(); state.chart = null; } drawChart(true); });
-  $("reset-zoom").addEventListener("click", () => { state.zoom = null; drawChart(true); });
+  $("x-mode").addEventListener("change", () => { state.xmode = $("x-mode").value; chartSettingChanged(); });
+  $("smooth").addEventListener("input", () => {
+    state.smooth = Number($("smooth").value);
+    $("smooth-value").textContent = state.smooth ? String(state.smooth) : "off";
+    chartSettingChanged();
+  });
+  $("logy").addEventListener("change", () => { state.logy = $("logy").checked; chartSettingChanged(); });
+  $("group-by").addEventListener("change", () => { state.group = $("group-by").value; chartSettingChanged(); });
   $("clear-selection").addEventListener("click", () => {
     state.picked.clear();
     for (const box of document.querySelectorAll("#runs input.pick")) box.checked = false;
     for (const tr of $("runs").tBodies[0].rows) tr.classList.remove("picked");
+    writeUrl();
     renderCompare();
-    drawChart();
+    renderPanels();
   });
   $("compare-diff").addEventListener("change", renderCompare);
-  $("scatter-x").addEventListener("change", drawScatter);
-  $("scatter-y").addEventListener("change", drawScatter);
+  $("show-archived").addEventListener("change", () => { state.archived = $("show-archived").checked; applyFilter(); });
+  $("note-save").addEventListener("click", saveNotes);
+  const scatterChanged = () => {
+    state.scatterX = $("scatter-x").value;
+    state.scatterY = $("scatter-y").value;
+    writeUrl();
+    drawScatter();
+  };
+  $("scatter-x").addEventListener("change", scatterChanged);
+  $("scatter-y").addEventListener("change", scatterChanged);
   $("scatter-logx").addEventListener("change", drawScatter);
+  $("pc-metric").addEventListener("change", () => { state.pcMetric = $("pc-metric").value; writeUrl(); drawParallel(); });
+  wireParallel();
   $("show-code").addEventListener("click", showCode);
   $("show-diff").addEventListener("click", showDiff);
   $("output-grep").addEventListener("input", outputSearch);
@@ -662,12 +720,30 @@ function wire() {
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => {
-      if (state.chart) state.chart.setSize({ width: chartWidth("chart"), height: 320 });
-      if (state.scatter) state.scatter.setSize({ width: chartWidth("scatter"), height: 280 });
+      resizePanels();
+      if (state.scatter) state.scatter.setSize({ width: chartWidth($("scatter")), height: 280 });
+      drawParallel();
     }, 150);
   });
 }
 
-wire();
-route();
-poll();
+// The settings read from the URL, shown in the controls before the first load.
+function showSettings() {
+  $("filter").value = state.where;
+  $("x-mode").value = state.xmode;
+  $("smooth").value = String(state.smooth);
+  $("smooth-value").textContent = state.smooth ? String(state.smooth) : "off";
+  $("logy").checked = state.logy;
+  $("show-archived").checked = state.archived;
+}
+
+async function start() {
+  const selection = readUrl();
+  showSettings();
+  wire();
+  await restoreSelection(selection);
+  route();
+  poll();
+}
+
+start();
