@@ -25,7 +25,7 @@ from .variables import (
     capture, capture_globals, changed, fingerprint, gradients_needed, lookup, loop_effect, loop_names, script_mentions,
 )
 from .remote import remote_store
-from .writer import Job, Writer, Written
+from .writer import Encoding, Job, Writer, Written
 
 FINISH_TIMEOUT_S = 600.0
 AUTO_STATE_BYTES = 256 << 20  # the largest unregistered object kept on its own
@@ -39,6 +39,7 @@ class RecordManager(Hooks):
         self.objects = objects
         self.policy = Policy()
         self.handoff_bytes = handoff.min_bytes()  # read now: a bad setting stops before training
+        self.encoding = Encoding(settings.ckpt_compress(), settings.ckpt_full_every())
         self.snapshotter = Snapshotter()
         self.probes = Probes(run)
         self.writer: Writer | None = None
@@ -71,6 +72,7 @@ class RecordManager(Hooks):
             return
         self.active = True
         self.total = total
+        self.policy.total = total
         if self.frameless:
             self.outer_frame, self.outer_names = None, ()
             return
@@ -167,7 +169,7 @@ class RecordManager(Hooks):
     def _checkpoint(self, point: str, frame, force: bool = False, hold: bool = False) -> None:
         began = time.perf_counter()  # all of this runs in the training thread: the policy charges it
         if self.writer is None:
-            self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle)
+            self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle, self.encoding)
         if not force and self.writer.pending() >= 2:
             if not self.policy.fixed_period:
                 self.skipped += 1  # the writer is behind: throttle it rather than stall training
@@ -334,7 +336,7 @@ class RecordManager(Hooks):
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.
-        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share)
+        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=done.written)
         job = done.job
         key = (job.run_id, job.iteration, job.point)
         try:

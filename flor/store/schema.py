@@ -226,6 +226,13 @@ def _v7_checkpoint_binding(cursor) -> None:
         cursor.execute("ALTER TABLE checkpoints ADD COLUMN uploaded INTEGER")
 
 
+def _v9_checkpoint_pins(cursor) -> None:
+    # Checkpoints the model registry pinned (flor.best names them), which `flor gc` keeps unless
+    # asked; the table is new (SCHEMA creates it), earlier databases have no pins.
+    cursor.execute("CREATE TABLE IF NOT EXISTS checkpoint_pins(run_id INTEGER NOT NULL, iteration INTEGER NOT NULL, "
+                   "reason TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (run_id, iteration, reason))")
+
+
 # (version, what it changed): entry k brings a database from version k to version k + 1.
 MIGRATIONS: list[tuple[int, Callable]] = [
     (2, _v2_blocks),
@@ -234,6 +241,7 @@ MIGRATIONS: list[tuple[int, Callable]] = [
     (5, _v5_output),
     (6, _v6_dataflow),
     (7, _v7_checkpoint_binding),
+    (9, _v9_checkpoint_pins),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # flor's tables, in the order the schema creates them (runs before the tables that refer to them).
