@@ -309,11 +309,14 @@ with flor.checkpointing(state=state):
 
 def test_sigkill_during_writes_never_lists_a_torn_checkpoint(project):
     project.write("killable.py", KILLABLE)
-    for attempt in range(4):
+    for attempt in range(8):
         child = subprocess.Popen([sys.executable, "killable.py"], cwd=project.root, env=clean_env(FLOR_CKPT_PERIOD="1"))
-        time.sleep(2.5 + 0.37 * attempt)  # compressing costs the writer CPU: let a few land first
+        time.sleep(1.5 + 0.37 * attempt)
         child.send_signal(signal.SIGKILL)
         child.wait()
+        # Four kills at least; more where a loaded machine (compressing writers) listed fewer than four.
+        if attempt >= 3 and len(_rows(project.db, "SELECT iteration FROM checkpoints")) >= 4:
+            break
     rows = _rows(project.db, "SELECT run_id, iteration, location FROM checkpoints")
     assert len(rows) >= 4
     for run_id, iteration, location in rows:

@@ -68,14 +68,24 @@ def available() -> bool:
     return _zstd() is not None
 
 
+_LANES = {2: "uint16", 4: "uint32", 8: "uint64"}  # items whose bytes are split with shifts (fast)
+
+
 def shuffle(view, itemsize: int, out=None):
-    """The bytes of ``view`` grouped by position in their item (a numpy uint8 array; one copy,
-    into ``out`` where given)."""
+    """The bytes of ``view`` grouped by position in their item (a numpy uint8 array, into
+    ``out`` where given). Byte k of every item is ``(item >> 8k) & 0xff``: a shift and a
+    narrowing per lane run several times faster than numpy's strided transpose."""
     numpy = _numpy()
     flat = numpy.frombuffer(view, dtype=numpy.uint8)
     count = len(flat) // itemsize
     out = numpy.empty(len(flat), dtype=numpy.uint8) if out is None else out[: len(flat)]
-    out[: count * itemsize].reshape(itemsize, count)[...] = flat[: count * itemsize].reshape(count, itemsize).T
+    lanes = out[: count * itemsize].reshape(itemsize, count)
+    if itemsize in _LANES:
+        items = flat[: count * itemsize].view(_LANES[itemsize])
+        for k in range(itemsize):
+            numpy.copyto(lanes[k], items >> (8 * k), casting="unsafe")  # little-endian byte k
+    else:
+        lanes[...] = flat[: count * itemsize].reshape(count, itemsize).T
     out[count * itemsize:] = flat[count * itemsize:]
     return out
 
@@ -86,7 +96,15 @@ def unshuffle(data, itemsize: int):
     flat = numpy.frombuffer(data, dtype=numpy.uint8)
     count = len(flat) // itemsize
     out = numpy.empty(len(flat), dtype=numpy.uint8)
-    out[: count * itemsize].reshape(count, itemsize)[...] = flat[: count * itemsize].reshape(itemsize, count).T
+    lanes = flat[: count * itemsize].reshape(itemsize, count)
+    if itemsize in _LANES:
+        kind = numpy.dtype(_LANES[itemsize])
+        items = out[: count * itemsize].view(kind)
+        items[...] = lanes[0]
+        for k in range(1, itemsize):
+            items |= lanes[k].astype(kind) << kind.type(8 * k)
+    else:
+        out[: count * itemsize].reshape(count, itemsize)[...] = lanes.T
     out[count * itemsize:] = flat[count * itemsize:]
     return out
 
