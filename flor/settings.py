@@ -11,7 +11,7 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 ``FLOR_CKPT_DISK``             checkpoint bytes a run may keep: bytes, or a multiple of its state such as 20x (20x, at most 4 GiB)
 ``FLOR_CKPT_DISK_TOTAL``       checkpoint bytes the project may keep; ``flor gc`` thins the oldest runs to it (unbounded)
 ``FLOR_CKPT_COMPRESS``         1/0: compress checkpoint arrays (zstd after a byte shuffle) where it pays (1)
-``FLOR_CKPT_FULL_EVERY``       K: arrays are deltas against the previous checkpoint, standalone every K (8; 1: no deltas)
+``FLOR_CKPT_FULL_EVERY``       K: arrays are deltas against the previous checkpoint, standalone every K (4; 1: no deltas)
 ``FLOR_CKPT_HANDOFF``          1/0: write the last big checkpoint from a forked process (1)
 ``FLOR_CKPT_HANDOFF_BYTES``    smallest state handed off, in bytes (67108864)
 ``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
@@ -105,7 +105,7 @@ def ckpt_period() -> int | None:
 
 
 DEFAULT_CKPT_DISK_CAP = 4 << 30  # the default's cap: a 1.5 GB state keeps two or three checkpoints, not 30 GB
-DEFAULT_FULL_EVERY = 8
+DEFAULT_FULL_EVERY = 4  # at most 3 deltas to decode: restore time grows with the chain
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def ckpt_compress() -> bool:
 
 def ckpt_full_every() -> int:
     """``FLOR_CKPT_FULL_EVERY``: a standalone copy of each array every K checkpoints (1: no deltas)."""
-    return int_setting("FLOR_CKPT_FULL_EVERY", DEFAULT_FULL_EVERY, 1, "a whole number of checkpoints such as 8")
+    return int_setting("FLOR_CKPT_FULL_EVERY", DEFAULT_FULL_EVERY, 1, "a whole number of checkpoints such as 4")
 
 
 def ckpt_handoff() -> bool:

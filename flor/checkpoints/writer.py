@@ -160,7 +160,7 @@ class Encoding:
     (1: never a delta), so a restore decodes at most ``full_every - 1`` deltas."""
 
     compress: bool = True
-    full_every: int = 8
+    full_every: int = 4
 
 
 @dataclass
