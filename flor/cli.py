@@ -461,7 +461,7 @@ def _cmd_doctor(args) -> int:
     report = check(repair=args.repair)
     for problem in report.problems:
         print(f"flor doctor: {problem.line()}")
-    for note in report.notes:
+    for note in report.notes + report.space:
         print(f"flor doctor: {note}")
     remaining = sum(not p.repaired for p in report.problems)
     repaired = len(report.problems) - remaining

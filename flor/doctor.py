@@ -74,6 +74,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     rows_recovered: dict[str, int] = field(default_factory=dict)
     moved_aside: list[Path] = field(default_factory=list)
+    space: list[str] = field(default_factory=list)  # what each run's checkpoints take on disk (not a problem)
 
     @property
     def ok(self) -> bool:
@@ -650,7 +651,7 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
                 report.notes.append(f"marked {reaped} run(s) killed: their process is gone")
             check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
             _check_code_versions(report, store, repair)
-            report.notes.extend(_space_per_run(store, flor_dir))
+            report.space = _space_per_run(store, flor_dir)
         finally:
             store.close()
     _check_temp_files(report, flor_dir, repair)
