@@ -278,3 +278,23 @@ def test_gc_dry_run_changes_nothing_and_gc_keeps_the_spine_bit_exact(project):
     doctor = subprocess.run([sys.executable, "-m", "flor", "doctor"], cwd=project.root, capture_output=True,
                             text=True, env=clean_env())
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+@pytest.mark.slow
+def test_the_project_total_is_kept_by_thinning_the_oldest_runs_first(project):
+    import sqlite3
+
+    project.write("walk.py", WALK)
+    project.commit_all()
+    project.run("walk.py", env={"FLOR_CKPT_PERIOD": "1"})
+    project.write("walk.py", WALK.replace("default_rng(0)", "default_rng(1)"))  # no object shared with the first
+    project.commit_all()
+    done = project.run("walk.py", env={"FLOR_CKPT_PERIOD": "1", "FLOR_CKPT_DISK_TOTAL": "0.9M"})
+    assert "FLOR_CKPT_DISK_TOTAL" in done.stderr + done.stdout
+    with sqlite3.connect(project.db) as connection:
+        kept = connection.execute("SELECT run_id, iteration FROM checkpoints ORDER BY 1, 2").fetchall()
+    first = [it for run, it in kept if run == kept[0][0]]
+    second = [it for run, it in kept if run != kept[0][0]]
+    # The older run is thinned (to its spine, or to its ends when the spines are still over); the
+    # run that just ended is not touched.
+    assert first[0] == 0 and first[-1] == 11 and set(first) <= {0, 4, 8, 11} and second == list(range(12))

@@ -40,6 +40,7 @@ class RecordManager(Hooks):
         self.policy = Policy()
         self.handoff_bytes = handoff.min_bytes()  # read now: a bad setting stops before training
         self.encoding = Encoding(settings.ckpt_compress(), settings.ckpt_full_every())
+        self.disk_total = settings.ckpt_disk_total()  # the project's bound: older runs thinned at the end
         self.snapshotter = Snapshotter()
         self.probes = Probes(run)
         self.writer: Writer | None = None
@@ -144,6 +145,8 @@ class RecordManager(Hooks):
             if not self.writer.close(FINISH_TIMEOUT_S):
                 warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
         self._finish_uploads()
+        if self.disk_total is not None:
+            self._thin_older_runs()
         # Why checkpoints fell where they did, for `flor show`.
         run.environment["checkpoints"] = self.policy.summary()
         # For replay: which checkpoints lack a data iterator (no segment starts after them), and the
@@ -404,6 +407,20 @@ class RecordManager(Hooks):
             shown = ", ".join(str(k[1]) for k in sorted(local_only)[:8]) + (" ..." if len(local_only) > 8 else "")
             warn(f"{len(local_only)} checkpoint(s) of run {self.run.tstamp} (iteration {shown}) not uploaded to "
                  f"{remote.url}: they are in .flor/, listed as local; run `flor doctor --repair` to upload them")
+
+    def _thin_older_runs(self) -> None:
+        """FLOR_CKPT_DISK_TOTAL: thin the oldest runs (never this one, still running) until the
+        project's checkpoints fit, as `flor gc` would; said in one line."""
+        from ..paths import ProjectPaths
+        from .gc import collect
+
+        try:
+            done = collect(self.run.store, ProjectPaths(self.run.root).flor_dir, budget=self.disk_total)
+        except (FlorError, OSError) as exc:
+            self._report(f"FLOR_CKPT_DISK_TOTAL: older runs not thinned ({exc})")
+            return
+        if done.frees:
+            warn(f"FLOR_CKPT_DISK_TOTAL: {done.describe()[0]} (older runs thinned; `flor gc --dry-run` shows them)")
 
     def _failed(self, job: Job, exc: Exception) -> None:
         self._report(f"checkpoint of iteration {job.iteration} not written: {exc}")
