@@ -188,7 +188,7 @@ def budget_case(budget: str, loop: str) -> tuple[int, int, int]:
         git(repo, "init", "-q", "-b", "main")
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", "walk")
-        env = child_env(FLOR_CKPT_DISK=budget)
+        env = child_env(FLOR_CKPT_DISK=budget, PYTHONPATH=str(ROOT))  # this checkout's flor (a worktree shares the venv)
         subprocess.run([sys.executable, "walk.py"], cwd=repo, env=env, check=True, capture_output=True)
         flor = repo / ".flor"
         kept = sum(p.stat().st_size for p in (flor / "objects").iterdir()) + \
@@ -214,7 +214,7 @@ def main() -> None:
         "restore ms per checkpoint |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in args.states.split(","):
+    for name in [n for n in args.states.split(",") if n]:
         found = measure(name, args.checkpoints)
         raw = statistics.median(found["written"]["raw"])
         for enc in ENCODINGS:
@@ -224,22 +224,26 @@ def main() -> None:
                          f"{statistics.median(written) / raw:.2f} | {fmt_range(found['cpu'][enc], 1e3, 1)} | "
                          f"{fmt_range(found['restore'][enc], 1e3, 1)} |")
         print("\n".join(lines[-3:]), flush=True)
+    budget_lines = []
     if not args.no_budget:
-        lines += ["", "Disk budget: a 2.6 MB random walk, 400 iterations of 0.02 s, recorded under FLOR_CKPT_DISK "
+        budget_lines += ["Disk budget: a 2.6 MB random walk, 400 iterations of 0.02 s, recorded under FLOR_CKPT_DISK "
                   "(`range(400)`: length known; `itertools.count()` + `break`: unknown).", "",
-                  "| loop | FLOR_CKPT_DISK | budget MB | kept in .flor MB | kept / budget | checkpoints |", "|---|---|---|---|---|---|"]
+                         "| loop | FLOR_CKPT_DISK | budget MB | kept in .flor MB | kept / budget | checkpoints |", "|---|---|---|---|---|---|"]
         for loop, label in (("range(400)", "range"), ("itertools.count()", "count")):
             for budget in ("10M", "30M"):
                 kept, limit, count = budget_case(budget, loop)
-                lines.append(f"| {label} | {budget} | {limit / 1e6:.1f} | {kept / 1e6:.2f} | {kept / limit:.3f} | {count} |")
-                print(lines[-1], flush=True)
+                budget_lines.append(f"| {label} | {budget} | {limit / 1e6:.1f} | {kept / 1e6:.2f} | {kept / limit:.3f} | {count} |")
+                print(budget_lines[-1], flush=True)
     lines[0] = (f"Command: `python benchmarks/checkpoint_space.py --checkpoints {args.checkpoints}` "
                 f"({(time.time() - started) / 60:.1f} min). {machine()}, load average "
                 f"{os.getloadavg()[0]:.0f} (other work on the 2 cores: CPU times are high and noisy).")
     text = "\n".join(lines)
     print(text)
-    if not args.no_write:
+    if not args.no_write and len(lines) > 4:
         write_section(SECTION, "## Checkpoint space (issue 29)\n\n" + text)
+    if not args.no_write and budget_lines:
+        budget_lines.insert(0, lines[0].replace("--checkpoints", "--states '' --checkpoints") + "\n")
+        write_section(SECTION + "_budget", "## Checkpoint disk budget (issue 29)\n\n" + "\n".join(budget_lines))
 
 
 if __name__ == "__main__":
