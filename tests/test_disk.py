@@ -243,6 +243,9 @@ def test_gc_dry_run_changes_nothing_and_gc_keeps_the_spine_bit_exact(project):
         return subprocess.run([sys.executable, "-m", "flor", "gc", *args], cwd=project.root, capture_output=True,
                               text=True, env=clean_env(FLOR_CKPT_FULL_EVERY="4"))
 
+    bad = gc("--budget", "lots")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--budget" in bad.stderr
+    assert "Traceback" not in bad.stderr
     dry = gc("--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would remove" in dry.stdout and "re-executes at most" in dry.stdout
