@@ -102,7 +102,7 @@ def _pin(found: Best, mode: str) -> None:
     """The registry keeps the checkpoint it names: `flor gc` leaves it unless asked."""
     from .query import project_store
 
-    store = project_store()
+    store = project_store(readonly=False)
     try:
         store.pin_checkpoint(found.run_id, found.iteration, f"flor.best {found.name} {mode}")
     finally:
