@@ -151,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--repair", action="store_true", help="repair what can be rebuilt")
     _format_options(doctor)
+    gc = commands.add_parser("gc", help="thin old runs' checkpoints to a spine (first, last, every K-th, before branches)")
+    gc.add_argument("--runs", action="append", help="tstamp prefixes (comma-separated or repeated; default all runs)")
+    gc.add_argument("--keep-last", type=int, default=0, metavar="N", help="leave the newest N runs alone")
+    gc.add_argument("--older-than", type=float, metavar="DAYS", help="only runs started more than DAYS ago")
+    gc.add_argument("--budget", metavar="BYTES", help="thin, oldest runs first, until checkpoints fit (e.g. 2G)")
+    gc.add_argument("--include-pinned", action="store_true", help="thin checkpoints flor.best pinned too")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be freed and what replay would cost")
     return parser
 
 
@@ -413,7 +420,7 @@ def _cmd_doctor(args) -> int:
         return EXIT_OK if report.ok else EXIT_FAILED
     for problem in report.problems:
         print(f"flor doctor: {problem.line()}")
-    for note in report.notes:
+    for note in report.notes + report.space:
         print(f"flor doctor: {note}")
     remaining = sum(not p.repaired for p in report.problems)
     repaired = len(report.problems) - remaining
@@ -427,10 +434,19 @@ def _cmd_doctor(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_gc(args) -> int:
+    from .checkpoints.gc import gc_project
+
+    done = gc_project(args.runs, args.keep_last, args.older_than, args.budget, args.dry_run, args.include_pinned)
+    print("\n".join(f"flor gc: {line}" for line in done.describe()))
+    return EXIT_OK
+
+
 _HANDLERS = {
     "dataframe": _cmd_dataframe, "query": _cmd_query, "runs": _cmd_runs, "show": _cmd_show,
     "logs": _cmd_logs, "extract": _cmd_extract,
-    "replay": _cmd_replay, "export": _cmd_export, "checkpoint": _cmd_checkpoint, "resume": _cmd_resume, "ui": _cmd_ui, "doctor": _cmd_doctor,
+    "replay": _cmd_replay, "export": _cmd_export, "checkpoint": _cmd_checkpoint, "resume": _cmd_resume, "ui": _cmd_ui,
+    "doctor": _cmd_doctor, "gc": _cmd_gc,
 }
 
 

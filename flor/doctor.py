@@ -73,6 +73,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     rows_recovered: dict[str, int] = field(default_factory=dict)
     moved_aside: list[Path] = field(default_factory=list)
+    space: list[str] = field(default_factory=list)  # what each run's checkpoints take on disk (not a problem)
 
     @property
     def ok(self) -> bool:
@@ -321,6 +322,19 @@ def _check_temp_files(report: Report, flor_dir: Path, repair: bool) -> None:
 # -- the whole check ----------------------------------------------------------------------------
 
 
+def _space_per_run(store, flor_dir: Path) -> list[str]:
+    """What each run's checkpoints take on disk (objects no other run shares, and manifests)."""
+    from .checkpoints.gc import space
+
+    rows = space(store, flor_dir)
+    if not rows:
+        return []
+    total = sum(size for _, _, size in rows)
+    lines = [f"checkpoints take {total / 1e6:.1f} MB in {len(rows)} run(s) (`flor gc --dry-run` says what thinning frees):"]
+    lines += [f"  {tstamp}: {count} checkpoint(s), {size / 1e6:.1f} MB" for tstamp, count, size in rows]
+    return lines
+
+
 def check(start: Path | None = None, repair: bool = False) -> Report:
     """Check the project that contains ``start`` (default: the working directory).
 
@@ -349,6 +363,7 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
             report.notes.extend(job_notes(store))  # distributed jobs that did not finish (flor/job.py)
             check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
             _check_code_versions(report, store, repair)
+            report.space = _space_per_run(store, flor_dir)
         finally:
             store.close()
     _check_temp_files(report, flor_dir, repair)

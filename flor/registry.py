@@ -88,12 +88,26 @@ def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed
     row = table.iloc[index]
     run = by_tstamp[row["tstamp"]]
     iteration = outer_of[index]
-    return Best(
+    found = Best(
         name=name, value=row[name].item() if hasattr(row[name], "item") else row[name], tstamp=run.tstamp,
         run_id=run.run_id, iteration=iteration,
         loops={n: (None if _missing(row[n]) else row[n]) for n in loops},
         checkpointed=iteration is not None and iteration in with_checkpoints[run.run_id],
     )
+    if found.checkpointed:
+        _pin(found, mode)
+    return found
+
+
+def _pin(found: Best, mode: str) -> None:
+    """The registry keeps the checkpoint it names: `flor gc` leaves it unless asked."""
+    from .query import project_store
+
+    store = project_store(readonly=False)
+    try:
+        store.pin_checkpoint(found.run_id, found.iteration, f"flor.best {found.name} {mode}")
+    finally:
+        store.close()
 
 
 def _missing(value) -> bool:

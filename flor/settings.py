@@ -8,6 +8,10 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 =============================  =========================================================
 ``FLOR_CKPT_BUDGET``           fraction of training time checkpoints may cost (0.01)
 ``FLOR_CKPT_PERIOD``           checkpoint every N outer iterations instead (unset)
+``FLOR_CKPT_DISK``             checkpoint bytes a run may keep: bytes, or a multiple of its state such as 20x (20x, at most 4 GiB)
+``FLOR_CKPT_DISK_TOTAL``       checkpoint bytes the project may keep; ``flor gc`` thins the oldest runs to it (unbounded)
+``FLOR_CKPT_COMPRESS``         1/0: compress checkpoint arrays (zstd after a byte shuffle) where it pays (1)
+``FLOR_CKPT_FULL_EVERY``       K: arrays are deltas against the previous checkpoint, standalone every K (4; 1: no deltas)
 ``FLOR_CKPT_HANDOFF``          1/0: write the last big checkpoint from a forked process (1)
 ``FLOR_CKPT_HANDOFF_BYTES``    smallest state handed off, in bytes (67108864)
 ``FLOR_SNAPSHOT_MAX_BYTES``    untracked files larger than this stay out of a code version
@@ -39,6 +43,7 @@ Internal variables (set by flor for its own child processes, or by tests):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from .errors import UsageError
 
@@ -99,6 +104,86 @@ def ckpt_budget() -> float:
 def ckpt_period() -> int | None:
     """``FLOR_CKPT_PERIOD``: a fixed checkpoint period in outer iterations, or None (adaptive)."""
     return int_setting("FLOR_CKPT_PERIOD", None, 1, "a whole number of iterations")
+
+
+DEFAULT_CKPT_DISK_CAP = 4 << 30  # the default's cap: a 1.5 GB state keeps two or three checkpoints, not 30 GB
+DEFAULT_FULL_EVERY = 4  # at most 3 deltas to decode: restore time grows with the chain
+
+
+@dataclass(frozen=True)
+class DiskBudget:
+    """A checkpoint disk budget: ``bytes``, or ``times`` the state's size (capped at ``cap``)."""
+
+    bytes: int | None = None
+    times: float | None = None
+    cap: int | None = None
+    text: str = ""
+
+    def of(self, state_bytes: int) -> int | None:
+        """The budget in bytes for a state of ``state_bytes`` (None: unbounded)."""
+        if self.bytes is not None:
+            return self.bytes
+        if self.times is None:
+            return None
+        found = int(self.times * max(state_bytes, 1))
+        return min(found, self.cap) if self.cap else found
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def parse_bytes(name: str, raw: str, multiples: bool = False) -> DiskBudget:
+    """``raw`` as a number of bytes (``500M``, ``2G``, ``123456``) or, with ``multiples``, a
+    multiple of the state size (``20x``); a one-line UsageError otherwise."""
+    import re
+
+    text = raw.strip().lower()
+    expected = "bytes such as 500M or 2G" + (", or a multiple of the state size such as 20x" if multiples else "")
+    if multiples and text.endswith("x"):
+        try:
+            times = float(text[:-1])
+        except ValueError:
+            raise UsageError(f"{name}={raw!r}: expected {expected}") from None
+        if not times > 0:
+            raise UsageError(f"{name}={raw!r}: expected a multiple above 0, such as 20x")
+        return DiskBudget(times=times, text=raw.strip())
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([a-z]*)", text)
+    if not match or match.group(2) not in _UNITS:
+        raise UsageError(f"{name}={raw!r}: expected {expected}")
+    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if value <= 0:
+        raise UsageError(f"{name}={raw!r}: expected more than 0 bytes")
+    return DiskBudget(bytes=value, text=raw.strip())
+
+
+def ckpt_disk() -> DiskBudget:
+    """``FLOR_CKPT_DISK``: the checkpoint bytes one run may keep (default 20 times its state, at
+    most 4 GiB)."""
+    raw = _raw("FLOR_CKPT_DISK")
+    if raw is None:
+        return DiskBudget(times=20.0, cap=DEFAULT_CKPT_DISK_CAP, text="default 20x, at most 4 GiB")
+    if raw.strip().lower() in ("none", "unbounded", "off"):
+        return DiskBudget(text=raw.strip())
+    return parse_bytes("FLOR_CKPT_DISK", raw, multiples=True)
+
+
+def ckpt_disk_total() -> int | None:
+    """``FLOR_CKPT_DISK_TOTAL``: the checkpoint bytes of the whole project (None: unbounded)."""
+    raw = _raw("FLOR_CKPT_DISK_TOTAL")
+    if raw is None or raw.strip().lower() in ("none", "unbounded", "off"):
+        return None
+    return parse_bytes("FLOR_CKPT_DISK_TOTAL", raw).bytes
+
+
+def ckpt_compress() -> bool:
+    """``FLOR_CKPT_COMPRESS``: whether checkpoint arrays are compressed where it pays."""
+    return switch_setting("FLOR_CKPT_COMPRESS", True)
+
+
+def ckpt_full_every() -> int:
+    """``FLOR_CKPT_FULL_EVERY``: a standalone copy of each array every K checkpoints (1: no deltas)."""
+    return int_setting("FLOR_CKPT_FULL_EVERY", DEFAULT_FULL_EVERY, 1, "a whole number of checkpoints such as 4")
 
 
 def ckpt_handoff() -> bool:

@@ -230,7 +230,8 @@ def test_the_path_rule_finds_hand_built_paths():
 
 # FLOR_* names written outside settings.py that are not environment reads, each with its reason.
 FLOR_NAMES_ELSEWHERE = {
-    ("flor.ui.server", "FLOR_DATA"),  # a key of the Flask app's config, not an environment variable
+    ("flor.ui.server", "FLOR_DATA"),
+    ("flor.ui.server", "FLOR_BASE_PATH"),  # a key of the Flask app's config (--base-path), not an environment variable  # a key of the Flask app's config, not an environment variable
     ("flor.checkpoints.audit", "FLOR_CHECKPOINT_STORE"),  # the setting's name shown in doctor's lines
 }
 

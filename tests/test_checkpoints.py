@@ -17,7 +17,7 @@ from flor.checkpoints.policy import Policy
 from flor.checkpoints.restore import read_manifest
 from flor import rng
 from flor.checkpoints.snapshot import Snapshotter, object_state
-from flor.checkpoints.writer import Job, Writer
+from flor.checkpoints.writer import Encoding, Job, Writer
 from flor.errors import UsageError
 from tests.conftest import TUTORIAL, clean_env
 
@@ -181,9 +181,9 @@ def test_policy_fixed_period_and_bad_env(monkeypatch):
         Policy()
 
 
-def _write_and_read(tmp_path, state):
+def _write_and_read(tmp_path, state, encoding=None):
     done = []
-    writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None)
+    writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None, encoding)
     snap = Snapshotter().take({"objects": state, "rng": rng.capture(), "variables": {}})
     writer.submit(Job(1, "t", 0, "nested", snap, {}))
     assert writer.close(30)
@@ -219,7 +219,8 @@ def test_snapshot_is_a_copy(tmp_path):
 def test_unchanged_tensors_are_stored_once(tmp_path):
     frozen, trained = torch.randn(1000, 100), torch.randn(1000, 100)
     done = []
-    writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None)
+    # Raw bytes (compression off): the sizes below are the arrays' own (test_disk.py has the encodings).
+    writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None, Encoding(False, 1))
     snapshotter = Snapshotter()
     for iteration in range(3):
         trained.add_(1)
@@ -253,7 +254,7 @@ def test_large_objects_are_written_exactly_with_or_without_direct_io(tmp_path, m
     monkeypatch.setattr(writer_module, "_DIRECT_REFUSED", set())
     odd = np.random.default_rng(0).random(154_323)  # 1,234,584 bytes: not a multiple of 4096
     big = np.random.default_rng(1).random(3 * (4 << 20) // 8 + 11)  # more than one staging chunk
-    _, ckpt = _write_and_read(tmp_path, {"a": object_state(odd), "b": object_state(big)})
+    _, ckpt = _write_and_read(tmp_path, {"a": object_state(odd), "b": object_state(big)}, Encoding(False, 1))
     assert np.array_equal(ckpt["a"], odd) and np.array_equal(ckpt["b"], big)
     for array in (odd, big):
         digest = hashlib.sha256(array.tobytes()).hexdigest()
@@ -308,11 +309,14 @@ with flor.checkpointing(state=state):
 
 def test_sigkill_during_writes_never_lists_a_torn_checkpoint(project):
     project.write("killable.py", KILLABLE)
-    for attempt in range(4):
+    for attempt in range(8):
         child = subprocess.Popen([sys.executable, "killable.py"], cwd=project.root, env=clean_env(FLOR_CKPT_PERIOD="1"))
         time.sleep(1.5 + 0.37 * attempt)
         child.send_signal(signal.SIGKILL)
         child.wait()
+        # Four kills at least; more where a loaded machine (compressing writers) listed fewer than four.
+        if attempt >= 3 and len(_rows(project.db, "SELECT iteration FROM checkpoints")) >= 4:
+            break
     rows = _rows(project.db, "SELECT run_id, iteration, location FROM checkpoints")
     assert len(rows) >= 4
     for run_id, iteration, location in rows:

@@ -318,6 +318,8 @@ except flor.UsageError as e:
     assert out[1] == f"{stamps[0]} 2"
     assert out[2] == "[4.0, 4.0, 4.0]"
     assert out[3].startswith("refused: flor.best(mode=...) is 'max' or 'min'")
+    # The registry pins the checkpoints it named: `flor gc` keeps them (issue 29).
+    assert sorted(_rows(project, "SELECT run_id, iteration FROM checkpoint_pins")) == [(1, 2), (2, 3)]
 
 
 def test_a_hindsight_feature_is_replayed_for_every_keyed_item_in_parallel(project):

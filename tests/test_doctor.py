@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from flor.checkpoints.objects import stored
 from flor.checkpoints.restore import read_manifest
 from flor.doctor import check
 from flor.store.salvage import recover_database
@@ -61,8 +62,10 @@ def lines(report):
 def test_healthy_project_has_no_problems(recorded):
     report = check(recorded.root)
     assert report.ok and report.problems == [] and report.notes == []
+    assert report.space and "checkpoints take" in report.space[0]  # space per run (issue 29)
     done = recorded.flor("doctor")
-    assert done.stdout.strip() == "flor doctor: no problems found"
+    assert done.stdout.strip().splitlines()[-1] == "flor doctor: no problems found"
+    assert all(line.startswith("flor doctor: ") for line in done.stdout.splitlines())
 
 
 def test_no_database_is_not_a_problem(project):
@@ -80,7 +83,7 @@ def test_missing_and_corrupt_objects_are_unlisted_and_kept(recorded):
     run_id, iteration, location, manifest = _first_checkpoint(recorded)
     objects = recorded.root / ".flor" / "objects"
     digest = manifest["blobs"][0]
-    blob = objects / digest
+    blob = stored(objects, digest)  # raw or compressed (objects.py)
     damaged = bytes([blob.read_bytes()[0] ^ 0xFF]) + blob.read_bytes()[1:]
     blob.write_bytes(damaged)
     report = check(recorded.root)
@@ -102,7 +105,7 @@ def test_missing_object_and_unreadable_manifest(recorded):
     listed = rows(recorded.db, "SELECT location FROM checkpoints ORDER BY run_id, iteration")
     first = json.loads((recorded.root / ".flor" / listed[0][0]).read_text())
     for digest in set(first["blobs"]):
-        (recorded.root / ".flor" / "objects" / digest).unlink()
+        stored(recorded.root / ".flor" / "objects", digest).unlink()
     (recorded.root / ".flor" / listed[-1][0]).write_text('{"format": 1, "bl')
     text = "\n".join(lines(check(recorded.root)))
     assert "is missing" in text and "is not valid JSON" in text
@@ -354,7 +357,7 @@ def test_a_read_only_database_is_named_and_repair_changes_nothing(recorded):
 
 def test_an_unreadable_checkpoint_object_stays_listed(recorded):
     run_id, iteration, location, manifest = _first_checkpoint(recorded)
-    blob = recorded.root / ".flor" / "objects" / manifest["blobs"][0]
+    blob = stored(recorded.root / ".flor" / "objects", manifest["blobs"][0])
     os.replace(blob, blob.with_name("saved"))
     blob.mkdir()  # there, but unreadable (see above: root reads any file)
     listed = rows(recorded.db, "SELECT COUNT(*) FROM checkpoints")[0][0]

@@ -76,7 +76,7 @@ def test_checkpoints_in_s3_serve_a_replay_without_local_copies(project, s3_env):
         import json
 
         for digest in json.loads(manifest)["blobs"]:
-            assert fs.exists(f"flor-test/tutorial/objects/{digest}")
+            assert fs.exists(f"flor-test/tutorial/objects/{digest}") or fs.exists(f"flor-test/tutorial/objects/{digest}.z")
 
     text = (project.root / "train.py").read_text().replace(
         "\nwith torch.no_grad():",
@@ -276,3 +276,47 @@ def test_an_absent_bucket_neither_slows_nor_loses_a_run(project, s3_env, silent_
     assert [u for _i, _l, u in _listed(project.db)] == [1, 1, 1, 1]
     for _i, location, _u in listed:
         assert fs.exists(f"flor-test/tutorial/{location}")
+
+
+@pytest.mark.slow
+def test_gc_removes_the_dropped_checkpoints_from_the_bucket_too(project, s3_env):
+    """Issue 29: `flor gc` thins the checkpoint store's copies as it thins .flor/, and what it
+    keeps still restores from the bucket alone, bit for bit."""
+    import hashlib
+    import json
+
+    from flor.checkpoints.restore import read_manifest
+    from tests.test_disk import WALK
+
+    env, fs = s3_env
+    project.write("walk.py", WALK)
+    project.commit_all()
+    project.run("walk.py", env={**env, "FLOR_CKPT_PERIOD": "1", "FLOR_CKPT_FULL_EVERY": "4", "FLOR_UPLOAD_WAIT_S": "120"})
+    with sqlite3.connect(project.db) as connection:
+        rows = connection.execute("SELECT iteration, location FROM checkpoints ORDER BY 1").fetchall()
+    assert len(rows) == 12 and all(fs.exists(f"flor-test/tutorial/{loc}") for _, loc in rows)
+    before = {it: read_manifest(project.root / ".flor", loc)["model"]["w"].tobytes() for it, loc in rows}
+    done = subprocess.run([sys.executable, "-m", "flor", "gc"], cwd=project.root, capture_output=True, text=True,
+                          env=_env({**env, "FLOR_CKPT_FULL_EVERY": "4"}))
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(project.db) as connection:
+        kept = connection.execute("SELECT iteration, location FROM checkpoints ORDER BY 1").fetchall()
+    assert [it for it, _ in kept] == [0, 4, 8, 11]
+    for it, loc in rows:
+        assert fs.exists(f"flor-test/tutorial/{loc}") == (it in (0, 4, 8, 11)), loc
+    # Every object the kept manifests need (bases included) is in the bucket, and nothing else.
+    needed = set()
+    for _, loc in kept:
+        needed.update(json.loads(fs.cat_file(f"flor-test/tutorial/{loc}"))["blobs"])
+    names = {p.rsplit("/", 1)[1].split(".")[0] for p in fs.ls("flor-test/tutorial/objects")}
+    assert needed <= names
+    # From the bucket alone (local copies gone), each kept checkpoint restores bit for bit.
+    shutil.rmtree(project.root / ".flor" / "objects")
+    shutil.rmtree(project.root / ".flor" / "checkpoints")
+    reader = ("import sys, hashlib\nfrom flor.checkpoints.restore import read_manifest\n"
+              "for loc in sys.argv[1:]:\n"
+              "    print(hashlib.sha256(read_manifest('.flor', loc)['model']['w'].tobytes()).hexdigest())\n")
+    read = subprocess.run([sys.executable, "-c", reader, *[loc for _, loc in kept]], cwd=project.root,
+                          capture_output=True, text=True, env=_env(env))
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert read.stdout.split() == [hashlib.sha256(before[it]).hexdigest() for it, _ in kept]

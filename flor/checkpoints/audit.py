@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import settings
 from ..errors import FlorError
 from ..paths import ProjectPaths
+from .objects import DAMAGED, MISSING, UNREADABLE, ObjectError, Reader, stored
 from .restore import unexpected_pickles
 
 
@@ -36,7 +37,6 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%S")
 
 
-MISSING, DAMAGED, UNREADABLE = "missing", "damaged", "unreadable"
 
 
 def _local_state(flor_dir: Path, location: str, verified: dict, pickled: list[str] | None = None,
@@ -60,21 +60,27 @@ def _local_state(flor_dir: Path, location: str, verified: dict, pickled: list[st
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         return DAMAGED, (f"its manifest {path.name} is not the one written (its sha256 differs from the store's): "
                          "it was edited or swapped")
+    reader = Reader(ProjectPaths.of_flor_dir(flor_dir).objects)
     for digest in json.loads(data)["blobs"]:
         if digest not in verified:
-            blob = paths.object(digest)
-            try:
-                sha = hashlib.sha256()
-                with open(blob, "rb") as handle:
-                    for piece in iter(lambda: handle.read(1 << 22), b""):
-                        sha.update(piece)
-                verified[digest] = None if sha.hexdigest() == digest else (DAMAGED, f"object {digest[:12]} is corrupt (sha256 differs)")
-            except FileNotFoundError:
-                verified[digest] = (MISSING, f"object {digest[:12]} is missing")
-            except OSError as exc:
-                verified[digest] = (UNREADABLE, f"object {digest[:12]} cannot be read ({exc.strerror or exc})")
+            verified[digest] = _object_state(reader, str(digest))
         if verified[digest]:
             return verified[digest]
+    return None
+
+
+def _object_state(reader: Reader, digest: str) -> tuple[str, str] | None:
+    """What is wrong with one object (decoded through its delta chain and hashed), or None."""
+    try:
+        reader.read(digest)
+    except ObjectError as exc:
+        if exc.kind == MISSING:
+            return MISSING, f"object {digest[:12]} is missing"
+        if exc.kind == UNREADABLE:
+            return UNREADABLE, f"object {digest[:12]} cannot be read ({exc})"
+        return DAMAGED, f"object {digest[:12]} is corrupt (sha256 differs): {exc}"
+    finally:
+        reader.cache.clear()  # one object's bytes at a time: doctor reads whole projects
     return None
 
 
@@ -114,11 +120,11 @@ def _remote_state(remote, location: str, verified: dict, pickled: list[str] | No
         return f"its manifest {wrong}"
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         return "its manifest is not the one written (its sha256 differs from the store's): it was edited or swapped"
+    reader = Reader(None, remote)
     for digest in json.loads(data)["blobs"]:
         if digest not in verified:
-            blob = remote.fetch(f"objects/{digest}")
-            verified[digest] = (f"object {digest[:12]} is missing" if blob is None else None
-                                if hashlib.sha256(blob).hexdigest() == digest else f"object {digest[:12]} is corrupt (sha256 differs)")
+            found = _object_state(reader, str(digest))
+            verified[digest] = None if found is None else found[1]
         if verified[digest]:
             return verified[digest]
     return None
@@ -141,7 +147,8 @@ def _move_local_aside(flor_dir: Path, location: str, verified: dict) -> list[str
     folder = paths.doctor
     moved = []
     candidates = [paths.at(location)]
-    candidates += [paths.object(d) for d, wrong in verified.items() if wrong and wrong[0] == DAMAGED]
+    candidates += [stored(paths.objects, d) or paths.object(d)
+                   for d, wrong in verified.items() if wrong and wrong[0] == DAMAGED]
     for path in candidates:
         if path.is_file():
             target = folder / f"{path.relative_to(flor_dir)}.{_stamp()}"

@@ -33,7 +33,7 @@ from ..errors import CheckpointError
 from ..paths import ProjectPaths
 from ..processes import pid_alive
 from .snapshot import pickled_objects
-from .writer import Job, persist
+from .writer import Deltas, Encoding, Job, persist
 
 MARKER, FAILED = ".writing", ".failed"
 
@@ -94,13 +94,15 @@ def _child(root: Path, db_path: Path, job: Job, snapshot_s: float, marker: Path,
         marker.write_text(str(os.getpid()))
         os.write(ready_w, b"1")
         os.close(ready_w)
+        compress = settings.ckpt_compress()
         hold = settings.handoff_hold()  # for tests: write once this file exists
         if hold:
             deadline = time.monotonic() + 120
             while not os.path.exists(hold) and time.monotonic() < deadline:
                 time.sleep(0.02)
         started = time.perf_counter()
-        location, written, sha = persist(root, job, set())
+        # A forked writer has no previous checkpoint in memory: compressed, never a delta.
+        location, written, sha = persist(root, job, set(), None, Deltas(Encoding(compress, 1)))
         # SQLite must not be used in a forked copy of a process that has the database open (its
         # locks are per process): a fresh interpreter, with this pid, lists the checkpoint.
         package_parent = str(Path(__file__).resolve().parents[2])

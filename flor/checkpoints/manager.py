@@ -25,7 +25,7 @@ from .variables import (
     capture, capture_globals, changed, fingerprint, gradients_needed, lookup, loop_effect, loop_names, script_mentions,
 )
 from .remote import remote_store
-from .writer import Job, Writer, Written
+from .writer import Encoding, Job, Writer, Written
 
 FINISH_TIMEOUT_S = 600.0
 AUTO_STATE_BYTES = 256 << 20  # the largest unregistered object kept on its own
@@ -39,6 +39,8 @@ class RecordManager(Hooks):
         self.objects = objects
         self.policy = Policy()
         self.handoff_bytes = handoff.min_bytes()  # read now: a bad setting stops before training
+        self.encoding = Encoding(settings.ckpt_compress(), settings.ckpt_full_every())
+        self.disk_total = settings.ckpt_disk_total()  # the project's bound: older runs thinned at the end
         self.snapshotter = Snapshotter()
         self.probes = Probes(run)
         self.writer: Writer | None = None
@@ -71,6 +73,7 @@ class RecordManager(Hooks):
             return
         self.active = True
         self.total = total
+        self.policy.total = total
         if self.frameless:
             self.outer_frame, self.outer_names = None, ()
             return
@@ -142,6 +145,8 @@ class RecordManager(Hooks):
             if not self.writer.close(FINISH_TIMEOUT_S):
                 warn(f"checkpoints still being written after {FINISH_TIMEOUT_S:.0f}s were abandoned")
         self._finish_uploads()
+        if self.disk_total is not None:
+            self._thin_older_runs()
         # Why checkpoints fell where they did, for `flor show`.
         run.environment["checkpoints"] = self.policy.summary()
         # For replay: which checkpoints lack a data iterator (no segment starts after them), and the
@@ -174,7 +179,7 @@ class RecordManager(Hooks):
     def _checkpoint(self, point: str, frame, force: bool = False, hold: bool = False) -> None:
         began = time.perf_counter()  # all of this runs in the training thread: the policy charges it
         if self.writer is None:
-            self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle)
+            self.writer = Writer(self.run.root, self._written, self._failed, self.snapshotter.recycle, self.encoding)
         if not force and self.writer.pending() >= 2:
             if not self.policy.fixed_period:
                 self.skipped += 1  # the writer is behind: throttle it rather than stall training
@@ -341,7 +346,7 @@ class RecordManager(Hooks):
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.
-        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share)
+        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=done.written)
         job = done.job
         key = (job.run_id, job.iteration, job.point)
         try:
@@ -409,6 +414,20 @@ class RecordManager(Hooks):
             shown = ", ".join(str(k[1]) for k in sorted(local_only)[:8]) + (" ..." if len(local_only) > 8 else "")
             warn(f"{len(local_only)} checkpoint(s) of run {self.run.tstamp} (iteration {shown}) not uploaded to "
                  f"{remote.url}: they are in .flor/, listed as local; run `flor doctor --repair` to upload them")
+
+    def _thin_older_runs(self) -> None:
+        """FLOR_CKPT_DISK_TOTAL: thin the oldest runs (never this one, still running) until the
+        project's checkpoints fit, as `flor gc` would; said in one line."""
+        from ..paths import ProjectPaths
+        from .gc import collect
+
+        try:
+            done = collect(self.run.store, ProjectPaths(self.run.root).flor_dir, budget=self.disk_total)
+        except (FlorError, OSError) as exc:
+            self._report(f"FLOR_CKPT_DISK_TOTAL: older runs not thinned ({exc})")
+            return
+        if done.frees:
+            warn(f"FLOR_CKPT_DISK_TOTAL: {done.describe()[0]} (older runs thinned; `flor gc --dry-run` shows them)")
 
     def _failed(self, job: Job, exc: Exception) -> None:
         self._report(f"checkpoint of iteration {job.iteration} not written: {exc}")

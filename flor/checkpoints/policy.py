@@ -52,6 +52,7 @@ import os
 import statistics
 
 from .. import settings
+from .diskbudget import DiskSpacing
 
 COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is measured
 LONG_REMEMBERED = 16  # long iterations remembered for finding periods
@@ -65,8 +66,13 @@ def _ewma(old: float | None, new: float, weight: float = 0.3) -> float:
 class Policy:
     """Adaptive checkpoint spacing from measured costs."""
 
-    def __init__(self, budget: float | None = None, fixed_period: int | None = None, cores: int | None = None) -> None:
+    def __init__(self, budget: float | None = None, fixed_period: int | None = None, cores: int | None = None,
+                 disk: DiskSpacing | None = None) -> None:
         self.budget = settings.ckpt_budget() if budget is None else budget
+        # The disk budget (diskbudget.py): checkpoints at least its period apart as well.
+        self.disk = DiskSpacing(setting=settings.ckpt_disk()) if disk is None else disk
+        self.total: int | None = None  # the outer loop's length, where known (the disk budget spreads over it)
+        self.disk_refused = 0  # checkpoints the time budget called for and the disk budget refused
         self.fixed_period = settings.ckpt_period() if fixed_period is None else fixed_period
         self.cores = max(1, cores or os.cpu_count() or 1)
         self.iteration_s: float | None = None  # every iteration
@@ -183,10 +189,12 @@ class Policy:
 
     def observe_checkpoint(self, train_s: float, writer_cpu_s: float | None = None, nbytes: int = 0,
                            elapsed_s: float = 0.0, writer_share: float | None = None,
-                           copy_s: float | None = None) -> None:
+                           copy_s: float | None = None, written_bytes: int | None = None) -> None:
         """One checkpoint took ``train_s`` of the training thread (reported when taken,
         ``elapsed_s`` into its iteration) and ``writer_cpu_s`` of the writer's CPU (reported when
         written, with ``writer_share``: its CPU time over its wall time while computing)."""
+        if written_bytes is not None:
+            self.disk.observe_written(written_bytes)
         if writer_cpu_s is not None:
             self.writes += 1
             self.writer_cpu_s = _ewma(self.writer_cpu_s, writer_cpu_s, 0.5)
@@ -262,9 +270,29 @@ class Policy:
             return math.inf  # the branches come more often than checkpoints do: only before them
         return base * span / (span - base)
 
+    def disk_period(self, index: int) -> float:
+        """The fewest iterations between checkpoints that the disk budget allows after ``index``."""
+        self.disk.estimate = self.state_bytes
+        return self.disk.period(index, self.total, max(0, self.taken - self.writes))
+
+    def disk_binds(self, index: int | None = None) -> bool:
+        """Whether the disk budget, not the time budget, sets the spacing now."""
+        if self.fixed_period or self.disk.budget_bytes is None:
+            return False
+        return self.disk_period(self.iterations if index is None else index) > self._time_period()
+
     @property
     def period(self) -> int:
         """About how many outer iterations apart regular checkpoints fall now."""
+        if self.fixed_period:
+            return self.fixed_period
+        disk = self.disk_period(self.iterations)
+        time_period = self._time_period()
+        if disk > time_period:
+            return disk if not math.isinf(disk) else max(self.total or 0, self.iterations, 1)
+        return time_period
+
+    def _time_period(self) -> int:
         if self.fixed_period:
             return self.fixed_period
         if not self.iteration_s:
@@ -282,6 +310,20 @@ class Policy:
             return True
         if self.fixed_period:
             return (index + 1) % self.fixed_period == 0
+        by_time = self._due_by_time(index, elapsed_s)
+        if last_checkpointed is None or self.disk.budget_bytes is None:
+            return by_time
+        if index - last_checkpointed < self.disk_period(index):
+            if by_time:
+                self.disk_refused += 1  # the disk budget: too soon after the last one
+            return False
+        if self._confirmed and self.disk_binds(index):
+            # The disk allows few: spend them before the periodic branches, where questions land.
+            return index + 1 in self.anticipated()
+        return by_time
+
+    def _due_by_time(self, index: int, elapsed_s: float | None) -> bool:
+        """Whether the time budget (and the periodic branches) call for a checkpoint now."""
         current = elapsed_s if elapsed_s is not None else (self.iteration_s or 0.0)
         since = self.since_s + current
         if self.writes < 2 and self.taken == 1 and self.train_s is not None and self.iteration_s \
@@ -337,6 +379,12 @@ class Policy:
                 f"{100 * self.budget:g} % of {self.iteration_s:.2f} s iterations allows {1000 * self.budget * self.iteration_s:.1f} ms")
         if self.skipped:
             text += f"; {self.skipped} skipped while the writer was behind"
+        if self.disk.budget_bytes is not None:
+            binds = self.disk_refused > 0 if self.total is not None and self.iterations >= self.total else self.disk_binds()
+            which = "the disk budget set the period" if binds else "the time budget set the period"
+            if self.disk_refused:
+                which += f", refusing {self.disk_refused} checkpoint(s) the time budget allowed"
+            text += f"; {which} ({self.disk.explain()})"
         return text
 
     def summary(self) -> dict:
@@ -349,4 +397,5 @@ class Policy:
             "measured": self.measured(), "branch_period": self.branch_period,
             "branch_periods": sorted({p for p, _ in self._confirmed}),
             "taken": self.taken, "skipped": self.skipped,
+            "disk_refused": self.disk_refused, **self.disk.summary(),
         }

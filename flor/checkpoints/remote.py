@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import settings
 from ..errors import CheckpointError
 from ..paths import ProjectPaths
+from .objects import base_of, files, stored
 
 _stores: dict[str, "RemoteStore"] = {}
 _lock = threading.Lock()
@@ -85,14 +86,20 @@ class RemoteStore:
             raise CheckpointError(f"checkpoint {location} cannot be uploaded: its local manifest cannot be read ({exc})") from None
         sent = 0
         try:
-            for digest in dict.fromkeys(blobs):
+            for digest in _with_bases(ProjectPaths.of_flor_dir(Path(flor_dir)).objects, blobs):
                 if digest in self.known and digest not in replace:
                     continue
-                target = self.path(f"objects/{digest}")
+                source = stored(ProjectPaths.of_flor_dir(Path(flor_dir)).objects, digest) or ProjectPaths.of_flor_dir(Path(flor_dir)).objects / digest
+                target = self.path(f"objects/{source.name}")  # raw or encoded, as it is kept locally
+                # One look, under the name it has here (a copy under the other name is a rare
+                # re-encoding; sending it again is harmless): uploads must keep up with the run.
                 if digest in replace or not self.fs.exists(target):
-                    source = paths.object(digest)
                     self.fs.put_file(str(source), target)
                     sent += source.stat().st_size
+                    if digest in replace:  # a damaged copy under the other name would still be read first
+                        for other in files(ProjectPaths.of_flor_dir(Path(flor_dir)).objects, digest):
+                            if other.name != source.name and self.fs.exists(self.path(f"objects/{other.name}")):
+                                self.fs.rm(self.path(f"objects/{other.name}"))
                 self.known.add(digest)
             self.fs.pipe_file(self.path(location), text)  # last: the checkpoint is whole
         except Exception as exc:  # noqa: BLE001 - any failure of the remote file system, converted here
@@ -156,6 +163,24 @@ class RemoteStore:
             return bool(self.fs.exists(self.path(relative)))
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _with_bases(objects: Path, blobs: list[str]) -> list[str]:
+    """The digests of a checkpoint's objects and of the delta bases they need, bases first (a
+    reader of the store never meets a delta whose base is not there)."""
+    ordered: dict[str, None] = {}
+
+    def add(digest: str, depth: int = 0) -> None:
+        if digest in ordered or depth > 64:
+            return
+        base = base_of(objects, digest)
+        if base:
+            add(base, depth + 1)
+        ordered[digest] = None
+
+    for digest in blobs:
+        add(digest)
+    return list(ordered)
 
 
 def _keep_working_at_exit() -> None:

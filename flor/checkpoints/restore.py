@@ -28,6 +28,7 @@ from .iterators import restore as restore_iterators
 from ..errors import CheckpointError, UsageError
 from ..imported import imported
 from ..paths import ProjectPaths
+from .objects import Reader
 from .remote import remote_store
 from .snapshot import ARRAY, DICT, FLOAT, PICKLE, TUPLE
 
@@ -209,26 +210,10 @@ def _key(value):
     return value
 
 
-def _array(meta: dict, digest: str, objects: Path, cache: dict):
-    import hashlib
-
-    path = objects / digest
-    data = cache.get(digest)
-    if data is None:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            remote = remote_store()
-            if remote is None:
-                raise CheckpointError(
-                    f"checkpoint data {path} is missing or unreadable ({exc.strerror}); run `flor doctor`"
-                ) from exc
-            data = remote.read(f"objects/{digest}")  # on another machine: from object storage
-            path = remote.path(f"objects/{digest}")
-        # Content addressed: a file that no longer hashes to its name is damaged; never restore it.
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise CheckpointError(f"checkpoint data {path} is damaged (its content does not match its hash); run `flor doctor`")
-        cache[digest] = data
+def _array(meta: dict, digest: str, objects, cache: dict):
+    """One array, rebuilt from its object (``objects``: an ``objects.Reader``, which decodes,
+    follows delta chains and verifies every hash)."""
+    data = objects.read(digest)
     if meta["kind"] == "torch":
         import torch
 
@@ -272,9 +257,18 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_var
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror}); run `flor doctor`") from exc
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); run `flor doctor`") from exc
-    objects = paths.objects
+    objects = Reader(paths.objects, remote_store)
     blobs = manifest["blobs"]
     cache: dict = {}
+    try:
+        return _read_states(manifest, blobs, objects, cache, trusted, pickled, path, with_variables)
+    except CheckpointError as exc:
+        # A damaged object (a link of a delta chain, too) fails in one line naming the checkpoint.
+        raise CheckpointError(f"checkpoint of iteration {manifest.get('iteration')} ({location}): {exc}") from None
+
+
+def _read_states(manifest: dict, blobs: list, objects, cache: dict, trusted: bool, pickled, path,
+                 with_variables: bool) -> Checkpoint:
     states = {}
     for name, tree in manifest["objects"].items():
         if not trusted:

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import ProjectPaths
+from .objects import Encoder, itemsize_of
 from .snapshot import Snapshot
 
 MAX_IN_FLIGHT = 2
 FORMAT = 1
+DELTA_MAX_BYTES = 1 << 30  # a larger state keeps no copy of the previous checkpoint: no deltas
 
 
 def _fsync_dir(path: Path) -> None:
@@ -152,6 +154,36 @@ def write_durably(path: Path, data, sync: bool = True, direct: bool = False) -> 
 
 
 @dataclass
+class Encoding:
+    """How the writer stores arrays: compressed (``compress``), and as XOR deltas against the
+    previous checkpoint of the run with a standalone copy every ``full_every`` checkpoints
+    (1: never a delta), so a restore decodes at most ``full_every - 1`` deltas."""
+
+    compress: bool = True
+    full_every: int = 4
+
+
+@dataclass
+class Previous:
+    """An array of the run's previous checkpoint: what the next one's delta is taken against."""
+
+    digest: str
+    raw: object  # numpy uint8 copy of its bytes
+    depth: int  # deltas between it and a standalone object (0: it stands alone)
+
+
+class Deltas:
+    """What one writer remembers to write deltas: per run, the arrays of its last checkpoint by
+    position, and how deep in a chain each object it wrote is."""
+
+    def __init__(self, encoding: Encoding) -> None:
+        self.encoding = encoding
+        self.encoder = Encoder() if encoding.compress else None
+        self.previous: dict[int, dict[int, Previous]] = {}
+        self.depth: dict[str, int] = {}
+
+
+@dataclass
 class Job:
     """One checkpoint to write."""
 
@@ -180,8 +212,10 @@ class Written:
 class Writer:
     """A background thread that persists checkpoint jobs in order."""
 
-    def __init__(self, root: Path, on_written, on_failed, recycle) -> None:
+    def __init__(self, root: Path, on_written, on_failed, recycle, encoding: Encoding | None = None) -> None:
         self.root = Path(root)
+        self.encoding = encoding or Encoding()
+        self._deltas: Deltas | None = None  # made in the writer's thread (its compressor is its own)
         self.on_written = on_written
         self.on_failed = on_failed
         self.recycle = recycle
@@ -243,7 +277,9 @@ class Writer:
             try:
                 started, cpu_started = time.perf_counter(), time.thread_time()
                 timing: dict = {}
-                location, written, sha = persist(self.root, job, self._known, timing)
+                if self._deltas is None:
+                    self._deltas = Deltas(self.encoding)
+                location, written, sha = persist(self.root, job, self._known, timing, self._deltas)
                 seconds = time.perf_counter() - started
                 cpu = time.thread_time() - cpu_started
                 share = timing["cpu"] / timing["wall"] if timing.get("wall", 0) > 1e-3 else None
@@ -256,33 +292,32 @@ class Writer:
                 self._queue.task_done()
 
 
-def persist(root: Path, job: Job, known: set[str], timing: dict | None = None) -> tuple[str, int, str]:
+def persist(root: Path, job: Job, known: set[str], timing: dict | None = None,
+            deltas: Deltas | None = None) -> tuple[str, int, str]:
     """Write ``job`` durably: its arrays by content, then its manifest. Returns the manifest's
     location (relative to ``.flor``), the bytes written and the manifest's sha256 (the store keeps
     it); ``known`` holds digests already stored. Uploading to a checkpoint store is not done here
     (``upload.py``): a slow store must never hold the writer.
     ``timing`` gets the thread's CPU and wall seconds of hashing and writing (the policy tells
-    from them how much CPU the writer got: disk waits are left out)."""
+    from them how much CPU the writer got: disk waits are left out). ``deltas``: how arrays are
+    encoded (objects.py) and what the run's previous checkpoint held; None writes raw bytes."""
     wall, cpu = time.perf_counter(), time.thread_time()
     paths = ProjectPaths(root)
     objects = paths.objects
     objects.mkdir(parents=True, exist_ok=True)
     blobs, written, new = [], 0, []
-    for buffer in job.snapshot.buffers:
+    encoder = deltas.encoder if deltas is not None else None
+    previous = _previous_of(deltas, job)
+    for index, buffer in enumerate(job.snapshot.buffers):
         view = memoryview(buffer.array).cast("B") if buffer.array.flags.c_contiguous else buffer.array.tobytes()
         digest = hashlib.sha256(view).hexdigest()
         blobs.append(digest)
-        if digest in known:
-            continue
-        target = objects / digest
-        if not target.exists():
-            # No fsync per object: a checkpoint holds hundreds of tensors, and a fsync each cost
-            # the writer about 3 ms of CPU and 5 ms of wall time apiece. One flush of the file
-            # system below makes them all durable before the manifest that names them is written.
-            write_durably(target, view, sync=False, direct=len(view) >= _DIRECT_MIN)
-            written += len(view)
-            new.append(target)
-        known.add(digest)
+        before = previous.get(index) if previous is not None else None
+        depth = _store(objects, digest, view, itemsize_of(buffer.dtype), known, encoder, before, deltas, new)
+        if depth is not None:
+            written += depth[1]
+        if previous is not None:
+            _remember(previous, index, digest, view, deltas, before)
     if timing is not None:
         timing["wall"], timing["cpu"] = time.perf_counter() - wall, time.thread_time() - cpu
     if new and not _syncfs(objects):
@@ -312,3 +347,60 @@ def persist(root: Path, job: Job, known: set[str], timing: dict | None = None) -
     _fsync_dir(path.parent)
     location = paths.location(path)
     return location, written + len(text), hashlib.sha256(text).hexdigest()
+
+
+def _previous_of(deltas: Deltas | None, job: Job) -> dict | None:
+    """The run's previous arrays by position, where deltas are written (else None)."""
+    if deltas is None or deltas.encoder is None or deltas.encoding.full_every <= 1:
+        return None
+    if job.snapshot.nbytes > DELTA_MAX_BYTES:
+        deltas.previous.pop(job.run_id, None)
+        return None
+    return deltas.previous.setdefault(job.run_id, {})
+
+
+def _store(objects: Path, digest: str, view, itemsize: int, known: set[str], encoder, before: Previous | None,
+           deltas: Deltas | None, new: list) -> tuple[int, int] | None:
+    """Store one array unless it is there; (its chain depth, bytes written), or None when it was
+    there already."""
+    from .objects import stored
+
+    if digest in known:
+        return None
+    if stored(objects, digest) is not None:
+        known.add(digest)
+        return None
+    # No fsync per object: a checkpoint holds hundreds of tensors, and a fsync each cost the
+    # writer about 3 ms of CPU and 5 ms of wall time apiece. One flush of the file system after
+    # them makes them all durable before the manifest that names them is written.
+    depth = 0
+    if encoder is None:
+        data, target = view, objects / digest
+    else:
+        limit = deltas.encoding.full_every - 1
+        chain = before is not None and before.digest != digest and before.depth < limit
+        encoded = encoder.encode(view, itemsize, before.raw if chain else None, before.digest if chain else None)
+        data, target = encoded.data, objects / f"{digest}{encoded.suffix}"
+        depth = before.depth + 1 if encoded.base else 0
+        deltas.depth[digest] = depth
+    write_durably(target, data, sync=False, direct=len(data) >= _DIRECT_MIN)
+    new.append(target)
+    known.add(digest)
+    return depth, len(data)
+
+
+def _remember(previous: dict, index: int, digest: str, view, deltas: Deltas, before: Previous | None) -> None:
+    """Keep array ``index`` of this checkpoint for the next one's delta (its memory reused)."""
+    import numpy
+
+    if before is not None and before.digest == digest:
+        return
+    # An object this writer did not write (there already) has a depth it does not know: the
+    # next one at this position stands alone.
+    depth = deltas.depth.get(digest, deltas.encoding.full_every)
+    source = numpy.frombuffer(view, dtype=numpy.uint8)
+    if before is not None and before.raw.nbytes == source.nbytes:
+        numpy.copyto(before.raw, source)
+        before.digest, before.depth = digest, depth
+    else:
+        previous[index] = Previous(digest, source.copy(), depth)

@@ -103,3 +103,18 @@ class CheckpointsMixin:
             "INSERT OR IGNORE INTO checkpoints(run_id, iteration, point, location, bytes, bytes_written, "
             "snapshot_s, write_s, created, manifest_sha256, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
         ))
+
+    def pin_checkpoint(self, run_id: int, iteration: int, reason: str) -> None:
+        """Keep the checkpoints of ``run_id`` at ``iteration`` from ``flor gc`` (the model registry
+        pins what ``flor.best`` names)."""
+        self._write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO checkpoint_pins(run_id, iteration, reason, created) VALUES (?, ?, ?, ?)",
+            (run_id, iteration, reason, time.time()),
+        ))
+
+    def checkpoint_pins(self) -> dict[int, set[int]]:
+        """run_id -> the pinned iterations."""
+        found: dict[int, set[int]] = {}
+        for run_id, iteration in self._read("SELECT run_id, iteration FROM checkpoint_pins"):
+            found.setdefault(run_id, set()).add(iteration)
+        return found

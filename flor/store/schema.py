@@ -273,6 +273,13 @@ def _v8_jobs(cursor) -> None:
     pass
 
 
+def _v9_checkpoint_pins(cursor) -> None:
+    # Checkpoints the model registry pinned (flor.best names them), which `flor gc` keeps unless
+    # asked; the table is new (SCHEMA creates it), earlier databases have no pins.
+    cursor.execute("CREATE TABLE IF NOT EXISTS checkpoint_pins(run_id INTEGER NOT NULL, iteration INTEGER NOT NULL, "
+                   "reason TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (run_id, iteration, reason))")
+
+
 def _v10_run_notes(cursor) -> None:
     # Names, tags, notes and archiving of runs, written by `flor ui --allow-edit`
     # (store/annotations.py; SCHEMA created the table): runs recorded before have none.
@@ -288,6 +295,7 @@ MIGRATIONS: list[tuple[int, Callable]] = [
     (6, _v6_dataflow),
     (7, _v7_checkpoint_binding),
     (8, _v8_jobs),
+    (9, _v9_checkpoint_pins),
     (10, _v10_run_notes),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

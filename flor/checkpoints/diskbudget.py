@@ -1,0 +1,85 @@
+"""The disk budget of one run's checkpoints (``FLOR_CKPT_DISK``), beside the time budget.
+
+The time budget (policy.py) says how often a checkpoint is affordable in training time; this one
+says how many bytes of checkpoints the run may leave. From the bytes each checkpoint actually
+wrote (after dedup, compression and deltas; the size of the state until one is written) and what
+the run has used, it gives the fewest iterations between two checkpoints that keep the run within
+its budget, keeping room for the last iteration's checkpoint (always taken):
+
+    period = ceil(iterations left * bytes per checkpoint / bytes left)
+
+A loop of known length knows the iterations left. One of unknown length (``itertools.count``
+with a ``break``, nanoGPT's) supposes it runs as long again as it has so far: the spacing then
+widens as the run goes on, and the bytes used approach the budget without passing it (each step
+spends a share of what is left). The policy takes whichever of the two budgets spaces checkpoints
+further apart and says which (``flor show``).
+
+>>> spacing = DiskSpacing(budget_bytes=100)
+>>> spacing.observe_written(10); spacing.period(index=0, total=100)
+13
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class DiskSpacing:
+    """Checkpoint spacing that keeps a run's checkpoint bytes within ``budget_bytes``."""
+
+    def __init__(self, budget_bytes: int | None = None, text: str = "", setting=None) -> None:
+        self._budget_bytes = budget_bytes  # None: unbounded (or from ``setting`` once the state is known)
+        self.setting = setting  # a settings.DiskBudget: bytes, or a multiple of the state's size
+        self.text = text or (setting.text if setting is not None else "")  # how the user said it
+        self.used = 0  # bytes the writer reported written
+        self.written = 0  # checkpoints the writer reported
+        self.per_checkpoint: float | None = None  # bytes a checkpoint writes (the largest recent)
+        self.estimate = 0  # bytes a checkpoint copies, before one is written
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """The budget in bytes (None: unbounded, or a multiple of a state not yet measured)."""
+        if self._budget_bytes is None and self.setting is not None and (self.setting.bytes or self.estimate):
+            self._budget_bytes = self.setting.of(self.estimate)  # fixed once: the state's size at the start
+        return self._budget_bytes
+
+    def observe_written(self, nbytes: int) -> None:
+        """A checkpoint was written: ``nbytes`` reached the disk."""
+        self.used += nbytes
+        self.written += 1
+        # The larger of the last and a slow average: a standalone checkpoint after deltas is
+        # larger than the deltas, and under-guessing it is what would pass the budget.
+        average = nbytes if self.per_checkpoint is None else 0.8 * self.per_checkpoint + 0.2 * nbytes
+        self.per_checkpoint = max(nbytes, average)
+
+    def bytes_per_checkpoint(self) -> float:
+        return self.per_checkpoint if self.per_checkpoint is not None else float(max(self.estimate, 1))
+
+    def period(self, index: int, total: int | None, in_flight: int = 0) -> float:
+        """The fewest iterations from a checkpoint at ``index`` to the next (inf: none but the
+        last); 1 when there is no budget. ``in_flight``: checkpoints taken and not yet written."""
+        if self.budget_bytes is None:
+            return 1
+        each = self.bytes_per_checkpoint()
+        left = self.budget_bytes - self.used - in_flight * each - each  # room kept for the last one
+        if left < each:
+            return math.inf
+        remaining = (total - index - 1) if total is not None else index + 1
+        if remaining <= 0:
+            return 1  # the loop is over: nothing left to space
+        return max(1, math.ceil(remaining * each / left - 1e-9))
+
+    def explain(self) -> str:
+        """What the disk budget allows, in a clause."""
+        if self.budget_bytes is None:
+            return "no disk budget (FLOR_CKPT_DISK unbounded)"
+        return (f"FLOR_CKPT_DISK {self.text or self.budget_bytes} = {_mb(self.budget_bytes)}, {_mb(self.used)} used by "
+                f"{self.written} checkpoint(s) of about {_mb(self.bytes_per_checkpoint())}")
+
+    def summary(self) -> dict:
+        return {"disk_budget_bytes": self.budget_bytes, "disk_used_bytes": self.used,
+                "disk_per_checkpoint_bytes": self.per_checkpoint}
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:.1f} MB"

@@ -1,0 +1,303 @@
+"""Checkpoints within a disk budget (issue 29): compressed objects, delta chains, the disk budget
+in the policy, thinning and ``flor gc``."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from flor import rng
+from flor.checkpoints import objects
+from flor.checkpoints.restore import read_manifest
+from flor.checkpoints.snapshot import Snapshotter, object_state
+from flor.checkpoints.writer import Encoding, Job, Writer
+from flor.errors import CheckpointError
+
+
+def _train(steps: int, seed: int = 0):
+    """A small MLP with Adam, trained ``steps`` steps at a time: yields (model, optimizer)."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    data = torch.randn(256, 64)
+    target = torch.randint(0, 10, (256,))
+    while True:
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(data), target).backward()
+            opt.step()
+        yield net, opt
+
+
+def _record(tmp_path, count: int, encoding: Encoding, steps: int = 3):
+    """Write ``count`` checkpoints of a training run; (locations, the states as they were)."""
+    done = []
+    writer = Writer(tmp_path, done.append, lambda job, exc: done.append(exc), lambda buffers: None, encoding)
+    snapshotter = Snapshotter()
+    states = []
+    training = _train(steps)
+    for iteration in range(count):
+        net, opt = next(training)
+        state = {"model": object_state(net), "opt": object_state(opt)}
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+        snap = snapshotter.take({"objects": state, "rng": rng.capture(), "variables": {}})
+        assert writer.submit(Job(1, "t", iteration, "nested", snap, {}))
+        assert writer.close(30)
+    assert all(not isinstance(d, Exception) for d in done), done
+    return [d.location for d in done], states, done
+
+
+def _stored(tmp_path):
+    return sorted((tmp_path / ".flor" / "objects").iterdir())
+
+
+def test_restores_through_a_delta_chain_are_bit_exact(tmp_path):
+    locations, states, done = _record(tmp_path, 7, Encoding(True, 4))
+    encoded = [p for p in _stored(tmp_path) if p.suffix == objects.SUFFIX]
+    bases = {p.name[:-2]: objects.base_of(tmp_path / ".flor" / "objects", p.name[:-2]) for p in encoded}
+    assert any(bases.values()), "no delta was written"
+    for location, state in zip(locations, states):
+        ckpt = read_manifest(tmp_path / ".flor", location)
+        for key, value in state.items():
+            assert torch.equal(ckpt["model"][key], value), key
+            assert ckpt["model"][key].numpy().tobytes() == value.numpy().tobytes()  # bit for bit
+    # A full checkpoint every K = 4: no chain is longer than 3 deltas.
+    for digest in bases:
+        depth, link = 0, bases[digest]
+        while link:
+            depth += 1
+            link = objects.base_of(tmp_path / ".flor" / "objects", link)
+        assert depth <= 3
+    raw = sum(d.job.snapshot.nbytes for d in done)
+    assert sum(d.written for d in done) < raw  # compression and deltas paid on this state
+
+
+def test_compression_off_writes_raw_bytes_named_by_their_hash(tmp_path):
+    locations, states, _ = _record(tmp_path, 3, Encoding(False, 1))
+    for path in _stored(tmp_path):
+        assert path.suffix == "" and hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    ckpt = read_manifest(tmp_path / ".flor", locations[-1])
+    assert all(torch.equal(ckpt["model"][k], v) for k, v in states[-1].items())
+
+
+def test_a_damaged_delta_fails_in_one_line_naming_the_checkpoint(tmp_path):
+    locations, _, _ = _record(tmp_path, 4, Encoding(True, 8))
+    folder = tmp_path / ".flor" / "objects"
+    deltas = [p for p in _stored(tmp_path) if p.suffix == objects.SUFFIX and objects.base_of(folder, p.name[:-2])]
+    # Damage the base of a delta of the last checkpoint: the later checkpoint fails, not silently.
+    last = read_manifest.__globals__["json"].loads((tmp_path / ".flor" / locations[-1]).read_bytes())
+    chained = [d for d in last["blobs"] if objects.base_of(folder, d)]
+    assert chained and deltas
+    base = objects.stored(folder, objects.base_of(folder, chained[0]))
+    data = bytearray(base.read_bytes())
+    data[-20] ^= 0xFF
+    base.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as caught:
+        read_manifest(tmp_path / ".flor", locations[-1])
+    message = str(caught.value)
+    assert "\n" not in message and "checkpoint of iteration 3" in message and "damaged" in message
+    assert "flor doctor" in message
+
+
+def test_encoder_keeps_raw_bytes_where_compressing_does_not_pay():
+    encoder = objects.Encoder()
+    noise = np.random.default_rng(0).integers(0, 256, 1 << 16, dtype=np.uint8).tobytes()
+    assert encoder.encode(memoryview(noise), 1).suffix == ""
+    zeros = np.zeros(1 << 14, dtype=np.float32)
+    packed = encoder.encode(memoryview(zeros).cast("B"), 4)
+    assert packed.suffix == objects.SUFFIX and len(packed.data) < 1000
+    assert objects.decode(packed.data, None) == zeros.tobytes()
+
+
+def _simulate(policy, iterations: int, written: int, state: int = 10_000_000, known_length: bool = True,
+              eval_every: int | None = None):
+    """Drive a policy through a loop of 0.1 s iterations (evaluation iterations take 1 s) whose
+    checkpoints each write ``written`` bytes; the iterations checkpointed."""
+    policy.state_bytes = state
+    policy.total = iterations if known_length else None
+    taken, last = [], None
+    for index in range(iterations):
+        long = eval_every is not None and index % eval_every == 0
+        seconds = 1.0 if long else 0.1
+        if policy.due(index, last, is_last=known_length and index == iterations - 1, elapsed_s=seconds):
+            policy.observe_checkpoint(0.0005, nbytes=state, elapsed_s=seconds)
+            policy.observe_checkpoint(0.0, 0.002, writer_share=1.0, written_bytes=written)
+            taken.append(index)
+            last = index
+        policy.observe_iteration(seconds, 0.0, index)
+    if not known_length and last != iterations - 1:
+        taken.append(iterations - 1)  # the manager keeps the end state of a loop of unknown length
+    return taken
+
+
+@pytest.mark.parametrize("known_length", [True, False], ids=["range", "count"])
+def test_checkpoints_are_spaced_so_that_the_disk_budget_holds(known_length):
+    from flor.checkpoints.diskbudget import DiskSpacing
+    from flor.checkpoints.policy import Policy
+
+    budget, each = 100_000_000, 8_000_000
+    free = _simulate(Policy(budget=0.01, cores=2, disk=DiskSpacing()), 300, each, known_length=known_length)
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing(budget))
+    taken = _simulate(policy, 300, each, known_length=known_length)
+    assert len(free) * each > 2 * budget  # the time budget alone would pass it
+    assert len(taken) * each <= 1.05 * budget  # within 5 %
+    assert len(taken) * each >= 0.6 * budget  # and it is used, not wasted
+    assert taken[-1] == 299
+    assert "the disk budget set the period" in policy.explain() and "FLOR_CKPT_DISK" in policy.explain()
+
+
+def test_under_a_disk_budget_the_checkpoints_go_before_periodic_branches():
+    from flor.checkpoints.diskbudget import DiskSpacing
+    from flor.checkpoints.policy import Policy
+
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing(60_000_000))
+    taken = _simulate(policy, 300, 8_000_000, eval_every=50)
+    assert len(taken) * 8_000_000 <= 1.05 * 60_000_000
+    before = [i for i in taken if (i + 1) % 50 == 0]
+    assert len(before) >= 3 and len(before) >= len(taken) - 3  # first, last and the rest before evaluations
+
+
+def test_the_time_budget_is_said_when_it_sets_the_period():
+    from flor.checkpoints.diskbudget import DiskSpacing
+    from flor.checkpoints.policy import Policy
+
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing(10**12))
+    _simulate(policy, 50, 8_000_000)
+    assert "the time budget set the period" in policy.explain()
+
+
+def test_disk_settings_are_read_with_one_line_errors(monkeypatch):
+    from flor import settings
+    from flor.errors import UsageError
+
+    monkeypatch.setenv("FLOR_CKPT_DISK", "20x")
+    assert settings.ckpt_disk().of(5_000_000) == 100_000_000
+    monkeypatch.setenv("FLOR_CKPT_DISK", "500M")
+    assert settings.ckpt_disk().of(1) == 500 << 20
+    monkeypatch.delenv("FLOR_CKPT_DISK")
+    assert settings.ckpt_disk().of(1 << 30) == 4 << 30  # the default's cap
+    for bad in ("lots", "-3x", "0"):
+        monkeypatch.setenv("FLOR_CKPT_DISK", bad)
+        with pytest.raises(UsageError, match="FLOR_CKPT_DISK"):
+            settings.ckpt_disk()
+    monkeypatch.setenv("FLOR_CKPT_DISK_TOTAL", "2G")
+    assert settings.ckpt_disk_total() == 2 << 30
+    monkeypatch.setenv("FLOR_CKPT_FULL_EVERY", "0")
+    with pytest.raises(UsageError, match="FLOR_CKPT_FULL_EVERY"):
+        settings.ckpt_full_every()
+
+
+def test_the_spine_is_the_first_the_last_every_kth_and_before_branches():
+    from flor.checkpoints.gc import spine
+    from flor.store.checkpoints import CheckpointRow
+
+    rows = [CheckpointRow(i, "end", f"c/{i}", 1, 1, None, None, 0.0) for i in range(0, 30)]
+    kept = spine(rows, 8, [10], {13})
+    assert kept == {0, 8, 16, 24, 29, 9, 19, 13}
+
+
+WALK = """
+import flor, numpy as np
+class Model:
+    def __init__(self):
+        self.w = np.zeros(20_000, dtype=np.float32)
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"].copy()
+rng = np.random.default_rng(0)
+model = Model()
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(12)):
+        model.w += rng.standard_normal(20_000).astype(np.float32) * 0.01
+        flor.log("loss", float(np.abs(model.w).sum()))
+"""
+
+
+def _listing(project):
+    import sqlite3
+
+    files = sorted(str(p.relative_to(project.root)) for p in (project.root / ".flor").rglob("*")
+                   if p.is_file() and "locks" not in p.parts and not p.name.startswith("flor.db"))
+    with sqlite3.connect(project.db) as connection:
+        rows = connection.execute("SELECT run_id, iteration, location FROM checkpoints ORDER BY 1, 2").fetchall()
+    return files, rows
+
+
+@pytest.mark.slow
+def test_gc_dry_run_changes_nothing_and_gc_keeps_the_spine_bit_exact(project):
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    project.write("walk.py", WALK)
+    project.commit_all()
+    project.run("walk.py", env={"FLOR_CKPT_PERIOD": "1", "FLOR_CKPT_FULL_EVERY": "4"})
+    files, rows = _listing(project)
+    assert len(rows) == 12
+    before = {it: read_manifest(project.root / ".flor", loc)["model"]["w"].copy() for _, it, loc in rows}
+
+    def gc(*args):
+        return subprocess.run([sys.executable, "-m", "flor", "gc", *args], cwd=project.root, capture_output=True,
+                              text=True, env=clean_env(FLOR_CKPT_FULL_EVERY="4"))
+
+    bad = gc("--budget", "lots")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--budget" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    dry = gc("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove" in dry.stdout and "re-executes at most" in dry.stdout
+    assert _listing(project) == (files, rows)  # nothing changed
+
+    # A replay in progress holds the run's lock: gc leaves the run alone.
+    import fcntl
+
+    from flor.paths import ProjectPaths
+
+    paths = ProjectPaths(project.root)
+    paths.locks.mkdir(parents=True, exist_ok=True)
+    with open(paths.replay_lock(rows[0][0]), "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = gc()
+        assert "a flor replay of it is in progress" in busy.stdout
+        assert _listing(project) == (files, rows)
+
+    # The registry pins iteration 5: it stays.
+    from flor.store import Store
+
+    store = Store.open(project.db)
+    store.pin_checkpoint(rows[0][0], 5, "flor.best loss min")
+    store.close()
+    done = gc()
+    assert done.returncode == 0, done.stderr
+    assert "removed" in done.stdout
+    _, left = _listing(project)
+    kept = sorted(it for _, it, _ in left)
+    assert kept == [0, 4, 5, 8, 11]
+    for _, it, loc in left:  # bit for bit, through whatever delta chains remain or were re-based
+        assert read_manifest(project.root / ".flor", loc)["model"]["w"].tobytes() == before[it].tobytes()
+    doctor = subprocess.run([sys.executable, "-m", "flor", "doctor"], cwd=project.root, capture_output=True,
+                            text=True, env=clean_env())
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+@pytest.mark.slow
+def test_the_project_total_is_kept_by_thinning_the_oldest_runs_first(project):
+    import sqlite3
+
+    project.write("walk.py", WALK)
+    project.commit_all()
+    project.run("walk.py", env={"FLOR_CKPT_PERIOD": "1"})
+    project.write("walk.py", WALK.replace("default_rng(0)", "default_rng(1)"))  # no object shared with the first
+    project.commit_all()
+    done = project.run("walk.py", env={"FLOR_CKPT_PERIOD": "1", "FLOR_CKPT_DISK_TOTAL": "0.9M"})
+    assert "FLOR_CKPT_DISK_TOTAL" in done.stderr + done.stdout
+    with sqlite3.connect(project.db) as connection:
+        kept = connection.execute("SELECT run_id, iteration FROM checkpoints ORDER BY 1, 2").fetchall()
+    first = [it for run, it in kept if run == kept[0][0]]
+    second = [it for run, it in kept if run != kept[0][0]]
+    # The older run is thinned (to its spine, or to its ends when the spines are still over); the
+    # run that just ended is not touched.
+    assert first[0] == 0 and first[-1] == 11 and set(first) <= {0, 4, 8, 11} and second == list(range(12))
