@@ -65,7 +65,7 @@ def cli_keys():
     from flor.runlist import COLUMNS
 
     assert COLUMNS == ("tstamp", "status", "started", "ended", "duration_s", "filename", "code_commit", "git_head",
-                       "git_dirty", "args")
+                       "git_dirty", "args", "world_size", "ranks")
     return COLUMNS
 
 
