@@ -15,9 +15,12 @@ and ``.git``), hashing every file outside ``.flor/`` and ``.git/`` before and af
 again with the same bytes, a new mtime or inode, counts as touched too). The reference
 is a fresh full run of today's script in a copy of the project as it was just before the
 recording, with the same argv and environment. By default one fresh run per case has *every*
-statement of the case written in (the statements only read state, so each logs what it would
-log alone), started once the recording has finished; ``CORPUS_FRESH=each`` also runs today's
-script of each question on its own and checks that it logs the same values as the combined run.
+statement of the case written in (each inside ``truth.py``'s observer, so each logs what it would
+log alone), started once the recording has finished. An ``e_*`` question that would make another
+question log more often (it calls the helper that question sits in) or rebinds a name another
+reads gets a fresh run of its own (:func:`own_fresh_run`); the others share the case's run.
+``CORPUS_FRESH=each`` also runs today's script of each question on its own and checks that it logs
+the same values as the run it was compared with.
 
 The environment is the machine's, as a user's would be: no thread variables (torch uses every
 core), unless ``CORPUS_THREADS=N`` asks for ``OMP_NUM_THREADS=N``; a checkpoint due at every
@@ -29,6 +32,7 @@ into segments by the recorded iteration times.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import math
 import os
@@ -150,9 +154,72 @@ def _only(source: str, keep) -> str:
                    if (m := MARKER.match(line)) is None or keep(m["qid"]))
 
 
-def _shared(qid: str) -> bool:
-    """Whether a question shares the case's one fresh run (e_* questions have their own)."""
-    return not qid.startswith("e_")
+def _blocks(source: str) -> dict[str, str]:
+    """qid -> its statement (the marker lines of one id, joined)."""
+    found: dict[str, list[str]] = {}
+    for line in source.splitlines():
+        match = MARKER.match(line)
+        if match:
+            found.setdefault(match["qid"], []).append(match["statement"])
+    return {qid: "\n".join(lines) for qid, lines in found.items()}
+
+
+def _called(tree: ast.AST) -> set[str]:
+    """Names a piece of code calls: ``f(...)`` and ``obj.f(...)`` both give ``f``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                names.add(node.func.id)
+            elif isinstance(node.func, ast.Attribute):
+                names.add(node.func.attr)
+    return names
+
+
+def _names(tree: ast.AST, context: type) -> set[str]:
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, context)}
+
+
+def _holds_statement(tree: ast.AST) -> bool:
+    """Whether ``tree`` holds a question's statement (written in by :func:`all_statements_text`)."""
+    return any(isinstance(node, ast.With) and "_flor_truth" in ast.unparse(node.items[0].context_expr)
+               for node in ast.walk(tree))
+
+
+def own_fresh_run(source: str, qid: str) -> bool:
+    """Whether an ``e_*`` question needs a fresh run of its own instead of the case's shared one.
+
+    In the shared run every statement runs inside the truth observer, so a statement that would
+    perturb training does not; what the observer cannot undo is a statement making another one
+    log more often (``evaluate(...)`` where a b-question sits inside ``evaluate``) or rebinding a
+    name another statement reads. So: its own run when the statement assigns a name another
+    statement reads, when it calls (directly or through the script's functions) a function that
+    holds another statement, or when another statement sits in a class (a method the statement
+    may call without naming it: ``model(x)`` runs ``forward``)."""
+    blocks = _blocks(source)
+    own = ast.parse(blocks[qid])
+    others = [ast.parse(text) for other, text in blocks.items() if other != qid]
+    if _names(own, ast.Store) & set().union(*(_names(tree, ast.Load) for tree in others)):
+        return True
+    script = ast.parse(all_statements_text(_only(source, lambda other: other != qid)))
+    if any(isinstance(node, ast.ClassDef) and _holds_statement(node) for node in ast.walk(script)):
+        return True
+    functions = [node for node in ast.walk(script) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    calls = {node.name: _called(node) for node in functions}
+    holders = {node.name for node in functions if _holds_statement(node)}
+    reached, frontier = set(), _called(own)
+    while frontier:
+        name = frontier.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        frontier |= calls.get(name, set())
+    return bool(reached & holders)
+
+
+def _shared_by(source: str):
+    """The questions the case's one fresh run holds: all but the e_* ones that need their own."""
+    return lambda qid: not (qid.startswith("e_") and own_fresh_run(source, qid))
 
 
 def _fresh_copy(source: Path, destination: Path, text: str) -> Path:
@@ -251,7 +318,7 @@ class Recording:
                     warnings.warn(f"{self.case.name}: the fresh run hung for {TIMEOUT_S} s; started once more", stacklevel=2)
                     shutil.rmtree(self.fresh)
                     source = (self.case.folder / SCRIPT).read_text()
-                    _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared)))
+                    _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared_by(source))))
                     done = finish(start(self.fresh, SCRIPT, *self.case.argv))
                 self._done = done
             # Every question of the case fails when the fresh run did, not only the first to ask.
@@ -280,9 +347,9 @@ def record(case: Case, workdir: Path) -> Recording:
         _must(run(root, script), f"{case.name}: {script}")
     pristine = _copy(root, workdir / "pristine")
     _must(run(root, SCRIPT, *case.argv), f"{case.name}: recording")
-    fresh = _fresh_copy(pristine, workdir / "fresh", all_statements_text(_only(source, _shared)))
+    fresh = _fresh_copy(pristine, workdir / "fresh", all_statements_text(_only(source, _shared_by(source))))
     recording = Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
-    for qid in dict.fromkeys(q.qid for q in questions(case) if q.qid.startswith("e_")):
+    for qid in dict.fromkeys(q.qid for q in questions(case) if q.qid.startswith("e_") and own_fresh_run(source, q.qid)):
         folder = _fresh_copy(pristine, workdir / f"fresh-{qid}", all_statements_text(_only(source, qid.__eq__)))
         recording.alone[qid] = [folder, start(folder, SCRIPT, *case.argv)]
     return recording
