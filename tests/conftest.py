@@ -94,6 +94,22 @@ def pytest_pycollect_makemodule(module_path, parent):
     return module
 
 
+# -- the fast tier ---------------------------------------------------------------------------------
+#
+# `pytest -m "not slow"` runs in under a minute on 2 cores. A test that trains, launches
+# processes or takes more than about 2 s carries @pytest.mark.slow; these folders are slow as a
+# whole (the realworld corpus records and replays real training; the reliability suite kills and
+# corrupts runs). tests/test_fast_tier.py checks that the fast tier still imports every module.
+
+SLOW_FOLDERS = ("realworld", "reliability")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if set(Path(str(item.path)).relative_to(REPO_ROOT / "tests").parts[:-1]) & set(SLOW_FOLDERS):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_git(monkeypatch):
     for key, value in GIT_ENV.items():
