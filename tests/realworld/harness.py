@@ -33,11 +33,13 @@ into segments by the recorded iteration times.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import math
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -244,21 +246,72 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python ARGS`` in ``root`` with :func:`child_env`."""
-    return subprocess.run([sys.executable, *args], cwd=root, env=child_env(), capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+class Hung(AssertionError):
+    """A child that ran past TIMEOUT_S; ``stacks`` is what it (and its children, DataLoader
+    workers included) printed when stopped: every thread's Python stack, from faulthandler."""
+
+    def __init__(self, what: str, stacks: str) -> None:
+        super().__init__(f"{what}: no end after {TIMEOUT_S} s; the stacks of its threads when stopped:\n{stacks[-6000:]}")
+        self.stacks = stacks
 
 
 def start(root: Path, *args: str) -> subprocess.Popen:
-    """:func:`run` in the background (wait with :func:`finish`)."""
-    return subprocess.Popen([sys.executable, *args], cwd=root, env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    """``python ARGS`` in ``root`` with :func:`child_env`, in the background (wait with
+    :func:`finish`). In a session of its own and with faulthandler on, so that a hung child and
+    every process it forked can be stopped together, each printing its threads' stacks."""
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", *args], cwd=root, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+def finish(process: subprocess.Popen, what: str = "a child") -> subprocess.CompletedProcess:
+    """How ``process`` ended; a child still running after TIMEOUT_S is stopped with SIGABRT (its
+    whole session: faulthandler prints each thread's stack) and :class:`Hung` is raised."""
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        try:
+            # One process at a time, the forked ones first, so that their dumps do not interleave.
+            for pid in sorted(_session(process.pid), key=lambda p: p == process.pid):
+                _abort(pid)
+            stdout, stderr = process.communicate(timeout=30)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            stderr = ""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise Hung(what, stderr or "") from None
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+
+
+def _session(sid: int) -> list[int]:
+    """The live processes of session ``sid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) and fields[3] == str(sid) and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _abort(pid: int, wait_s: float = 5.0) -> None:
+    """SIGABRT to ``pid`` (faulthandler prints its stacks), then wait until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGABRT)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and (fields := _stat(pid)) and fields[0] != "Z":
+        time.sleep(0.05)
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """:func:`start` and :func:`finish`."""
+    return finish(start(root, *args), f"python {' '.join(args)} in {root}")
 
 
 def _must(done: subprocess.CompletedProcess, what: str) -> None:
@@ -294,7 +347,7 @@ class Recording:
         with self._lock:
             folder, process = self.alone[question.qid]
             if isinstance(process, subprocess.Popen):
-                self.alone[question.qid][1] = finish(process)
+                self.alone[question.qid][1] = finish(process, f"{question.id}: fresh run")
             _must(self.alone[question.qid][1], f"{question.id}: fresh run of its statement alone")
         return folder / ".flor" / "flor.db"
 
@@ -309,13 +362,14 @@ class Recording:
             if self._reference is not None:
                 process, self._reference = self._reference, None
                 try:
-                    done = finish(process)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                    done = finish(process, f"{self.case.name}: fresh run")
+                except Hung as hung:
                     import warnings
 
-                    warnings.warn(f"{self.case.name}: the fresh run hung for {TIMEOUT_S} s; started once more", stacklevel=2)
+                    dump = self.fresh.parent / "hung-fresh-run.txt"
+                    dump.write_text(hung.stacks)
+                    warnings.warn(f"{self.case.name}: the fresh run hung for {TIMEOUT_S} s (its stacks: {dump}); "
+                                  "started once more", stacklevel=2)
                     shutil.rmtree(self.fresh)
                     source = (self.case.folder / SCRIPT).read_text()
                     _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared_by(source))))
@@ -329,7 +383,8 @@ class Recording:
         """End the fresh run if no question waited for it (a failed check)."""
         for process in [self._reference] + [entry[1] for entry in self.alone.values()]:
             if isinstance(process, subprocess.Popen) and process.poll() is None:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # its session: DataLoader workers too
                 process.wait()
 
 

@@ -155,3 +155,25 @@ def test_which_e_questions_share_the_case_fresh_run():
         ("batchnorm_cnn", "e_bn_forward"), ("batchnorm_cnn", "e_eval_helper"))}
     assert shapes == {("mnist_examples", "e_train_acc"): False, ("mnist_examples", "e_val_block"): False,
                       ("batchnorm_cnn", "e_bn_forward"): False, ("batchnorm_cnn", "e_eval_helper"): True}
+
+
+def test_a_hung_child_is_stopped_with_the_stacks_of_every_process_it_forked(tmp_path, monkeypatch):
+    """What the harness gives when a recording or fresh run hangs (dataloader_shuffle hung so
+    under pytest): the Python stacks of the child and of the processes it forked."""
+    from tests.realworld import harness
+
+    monkeypatch.setattr(harness, "TIMEOUT_S", 3)
+    (tmp_path / "hang.py").write_text(
+        "import os, sys, time\n"
+        "child = os.fork()\n"
+        "print('started', flush=True)\n"
+        "if child == 0:\n"
+        "    time.sleep(600)  # the forked child\n"
+        "else:\n"
+        "    time.sleep(600)  # the parent\n")
+    process = harness.start(tmp_path, "hang.py")
+    with pytest.raises(harness.Hung) as caught:
+        harness.finish(process, "hang.py")
+    stacks = caught.value.stacks
+    assert 'hang.py", line 5' in stacks and 'hang.py", line 7' in stacks, stacks
+    assert process.returncode is not None
