@@ -16,6 +16,7 @@ def _run(store, tstamp="2026-01-01T00:00:00", **kw):
     )
 
 
+@pytest.mark.slow
 def test_schema_and_wal(tmp_path):
     store = Store.open(tmp_path / ".flor" / "flor.db")
     assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -79,6 +80,7 @@ def test_replayed_logs_are_stored_once(tmp_path):
         [(1, 0, "norm", 2.0, "float", "replay"), (None, None, "final", 2.0, "float", "replay")], key=str)
 
 
+@pytest.mark.slow
 def test_reap_marks_dead_processes_killed(tmp_path):
     store = Store.open(tmp_path / "db")
     run_id, _ = _run(store)

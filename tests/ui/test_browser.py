@@ -25,6 +25,8 @@ pytest.importorskip("flask")
 
 from flor.ui.server import make_server  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test trains or launches processes
+
 
 @pytest.fixture(scope="module")
 def url(recorded):
