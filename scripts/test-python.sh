@@ -21,7 +21,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON/bin/python" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install -q -e ".[test-min]"
+if ! "$VENV/bin/python" -m pip install -q -e ".[test-min]" > "$VENV/pip.log" 2>&1; then
+  cat "$VENV/pip.log"
+  echo "the Python $VERSION leg could not install flor (above)"
+  exit 1
+fi
 if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "note: torch is installed in $VENV; this leg was meant to run without it"
 fi
