@@ -105,8 +105,10 @@ SLOW_FOLDERS = ("realworld", "reliability")
 
 
 def pytest_collection_modifyitems(config, items):
+    tests = REPO_ROOT / "tests"
     for item in items:
-        if set(Path(str(item.path)).relative_to(REPO_ROOT / "tests").parts[:-1]) & set(SLOW_FOLDERS):
+        path = Path(str(item.path))
+        if path.is_relative_to(tests) and set(path.relative_to(tests).parts[:-1]) & set(SLOW_FOLDERS):
             item.add_marker(pytest.mark.slow)
 
 
