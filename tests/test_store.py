@@ -184,8 +184,12 @@ def test_a_database_of_a_newer_flor_is_refused_not_rewritten(tmp_path):
     Store.open(path).close()
     import sqlite3
 
-    with sqlite3.connect(path) as connection:
+    connection = sqlite3.connect(path)
+    with connection:
         connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    # Closed here, so that its write is in the file now: left open, it is closed whenever Python
+    # drops it (on 3.10, at the next connect below), and that close copies the WAL into the file.
+    connection.close()
     before = path.read_bytes()
     for readonly in (False, True):
         with pytest.raises(StoreError, match="made by a newer flor .*upgrade flor"):
