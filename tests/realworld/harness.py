@@ -376,7 +376,11 @@ class Recording:
                     shutil.rmtree(self.fresh)
                     source = (self.case.folder / SCRIPT).read_text()
                     _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared_by(source))))
-                    done = finish(start(self.fresh, SCRIPT, *self.case.argv))
+                    again = start(self.fresh, SCRIPT, *self.case.argv)
+                    try:
+                        done = finish(again, f"{self.case.name}: fresh run, started once more")
+                    except Hung as twice:  # kept, so that every question of the case says so
+                        done = subprocess.CompletedProcess(again.args, again.returncode, "", str(twice))
                 self._done = done
             # Every question of the case fails when the fresh run did, not only the first to ask.
             _must(self._done, f"{self.case.name}: fresh run with every statement")
