@@ -7,4 +7,5 @@ bash scripts/setup.sh
 if [ -f .ci/ui-setup.sh ] && { [ "$(id -u)" = 0 ] || [ -n "${CI:-}" ]; }; then
   bash .ci/ui-setup.sh .venv
 fi
-exec .venv/bin/python -m pytest "$@"
+# --require-optional: here every optional package is installed, so a missing one is an error, not a skip.
+exec .venv/bin/python -m pytest --require-optional "$@"

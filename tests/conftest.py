@@ -3,6 +3,8 @@ and a helper that runs a script in such a project with the interpreter under tes
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -36,6 +38,81 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["FLOR_QUIET"] = "1"
     env.update(extra)
     return env
+
+
+# -- test files that need an optional package ----------------------------------------------------
+#
+# CI's Python 3.10 and 3.13 legs install flor with its plain dependencies only (torch's CPU wheel
+# is at hand for 3.11 alone; see docs/testing.md). A test file that imports one of these packages
+# at its top is then skipped, with the package named, rather than failing to collect. The full
+# suite (scripts/test.sh) passes --require-optional: there a missing package is an error.
+
+OPTIONAL_PACKAGES = frozenset({
+    "torch", "lightning", "pytorch_lightning", "torchmetrics", "transformers", "accelerate", "ray", "s3fs",
+    "moto", "boto3", "botocore", "sklearn", "IPython", "tqdm", "playwright",
+})
+
+
+def pytest_addoption(parser):
+    parser.addoption("--require-optional", action="store_true",
+                     help="fail, instead of skipping, a test file whose optional package (torch, ...) is missing")
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return set()  # pytest's own collection reports the problem
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def missing_optional(path: Path) -> list[str]:
+    """The optional packages ``path`` imports at its top that this interpreter lacks."""
+    return sorted(name for name in _top_level_imports(path) & OPTIONAL_PACKAGES
+                  if importlib.util.find_spec(name) is None)
+
+
+class _NeedsMissingPackage(pytest.Module):
+    """A test file whose optional package is not installed: one skip, naming the package."""
+
+    missing: list[str] = []
+
+    def collect(self):
+        pytest.skip(f"{self.path.name} needs {', '.join(self.missing)} (not installed)", allow_module_level=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):
+    missing = missing_optional(Path(module_path))
+    if not missing or parent.config.getoption("require_optional"):
+        return None
+    module = _NeedsMissingPackage.from_parent(parent, path=Path(module_path))
+    module.missing = missing
+    return module
+
+
+# -- the fast tier ---------------------------------------------------------------------------------
+#
+# `pytest -m "not slow"` runs in under a minute on 2 cores. A test that trains, launches
+# processes or takes more than about 2 s carries @pytest.mark.slow; these folders are slow as a
+# whole (the realworld corpus records and replays real training; the reliability suite kills and
+# corrupts runs). tests/test_fast_tier.py checks that the fast tier still imports every module.
+
+SLOW_FOLDERS = ("realworld", "reliability")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = REPO_ROOT / "tests"
+    for item in items:
+        path = Path(str(item.path))
+        if path.is_relative_to(tests) and set(path.relative_to(tests).parts[:-1]) & set(SLOW_FOLDERS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import sqlite3
+import pytest
+
+pytestmark = pytest.mark.slow  # every test trains or launches processes
 
 ARGPARSE_SCRIPT = """
 import argparse

@@ -61,6 +61,7 @@ def test_describe_declared():
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True)
 
 
+@pytest.mark.slow
 @given(st.dictionaries(names, st.integers()), st.lists(st.from_regex(r"[a-z]{1,5}", fullmatch=True), max_size=3))
 def test_ints_round_trip_through_the_command_line(pairs, script_args):
     argv = ["t.py", *script_args, "--kwargs", *[f"{k}={v}" for k, v in pairs.items()]]

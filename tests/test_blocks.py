@@ -118,6 +118,7 @@ _number = st.one_of(st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True, al
 _log = st.tuples(st.sampled_from(["a", "b"]), _number, st.sampled_from([None, 1, 2, 3]), st.integers(0, 3))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(_log, max_size=12), min_size=1, max_size=4), runs=st.integers(1, 2))
 def test_blocks_and_rows_give_the_same_dataframe(in_project, batches, runs):

@@ -96,6 +96,7 @@ def test_typed_values_and_matches_within_lines():
 # -- capture while recording ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_output_passes_through_unchanged_and_is_kept_line_by_line(project):
     project.write("mixed.py", MIXED)
     project.commit_all()
@@ -120,6 +121,7 @@ def test_output_passes_through_unchanged_and_is_kept_line_by_line(project):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown stream" in bad.stderr
 
 
+@pytest.mark.slow
 def test_logging_records_are_kept_once(project):
     project.write("logs.py", """\
         import logging, sys
@@ -152,6 +154,7 @@ def test_logging_records_are_kept_once(project):
     ]
 
 
+@pytest.mark.slow
 def test_tqdm_draws_its_bar_on_a_terminal_and_the_final_state_is_kept(project):
     pytest.importorskip("tqdm")
     project.write("bar.py", """\
@@ -198,6 +201,7 @@ def test_tqdm_draws_its_bar_on_a_terminal_and_the_final_state_is_kept(project):
     assert bars[0]["text"].startswith("epoch 0: 100%")
 
 
+@pytest.mark.slow
 def test_sigkill_keeps_what_was_printed_up_to_the_last_flush(project):
     project.write("slow.py", """\
         import sys, time
@@ -221,6 +225,7 @@ def test_sigkill_keeps_what_was_printed_up_to_the_last_flush(project):
     assert len(seen) - len(kept) <= 40
 
 
+@pytest.mark.slow
 def test_a_run_keeps_output_up_to_the_cap_and_says_so(project):
     project.write("loud.py", """\
         import flor
@@ -242,6 +247,7 @@ def test_a_run_keeps_output_up_to_the_cap_and_says_so(project):
 # -- extract ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_extract_reads_the_test_loss_per_epoch_of_an_argparse_script(project):
     project.write("main.py", ARGPARSE_SCRIPT)
     project.commit_all()
@@ -275,6 +281,7 @@ def test_extract_reads_the_test_loss_per_epoch_of_an_argparse_script(project):
         assert db.execute("SELECT COUNT(*) FROM logs WHERE name = 'test_loss'").fetchone() == (6,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (("x", "Average loss"), "has no capture groups"),
     (("x", "(A)(v)"), "has 2 capture groups"),
@@ -293,6 +300,7 @@ def test_extract_errors_are_one_line_and_store_nothing(project, args, message):
         assert db.execute("SELECT COUNT(*) FROM logs WHERE source = 'extract'").fetchone() == (0,)
 
 
+@pytest.mark.slow
 def test_extract_beside_a_logged_name_with_force_and_from_the_library(project, monkeypatch):
     project.write("main.py", ARGPARSE_SCRIPT)
     project.commit_all()
@@ -307,6 +315,7 @@ def test_extract_beside_a_logged_name_with_force_and_from_the_library(project, m
     assert [sample[:2] for sample in report.runs[0].samples] == [({"epoch": 0}, 0.25), ({"epoch": 1}, 0.1667)]
 
 
+@pytest.mark.slow
 def test_extract_on_the_tutorial_equals_what_it_printed(project):
     shutil.copy(TUTORIAL, project.root / "train.py")
     project.commit_all()
@@ -317,6 +326,7 @@ def test_extract_on_the_tutorial_equals_what_it_printed(project):
     assert frame[0]["printed_accuracy"] == printed and round(frame[0]["accuracy"], 4) == printed
 
 
+@pytest.mark.slow
 def test_replay_points_at_output_it_could_extract_from(project):
     project.write("main.py", ARGPARSE_SCRIPT)
     project.commit_all()

@@ -191,6 +191,7 @@ def _write_and_read(tmp_path, state, encoding=None):
     return written, read_manifest(tmp_path / ".flor", written.location)
 
 
+@pytest.mark.slow
 def test_round_trip_of_modules_optimizers_arrays_and_objects(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     opt = torch.optim.Adam(net.parameters())
@@ -232,6 +233,7 @@ def test_unchanged_tensors_are_stored_once(tmp_path):
     assert len(os.listdir(tmp_path / ".flor" / "objects")) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("refused", [False, True])
 def test_large_objects_are_written_exactly_with_or_without_direct_io(tmp_path, monkeypatch, refused):
     # Direct I/O pads to 4 KiB blocks and truncates back; a file system that refuses O_DIRECT
@@ -270,6 +272,7 @@ def _rows(db, sql):
         return connection.execute(sql).fetchall()
 
 
+@pytest.mark.slow
 def test_restoring_epoch_k_and_training_on_gives_the_same_losses(project):
     """Bit for bit on CPU: the recorded losses of epochs after k, from the checkpoint of epoch k."""
     project.write("train.py", TUTORIAL.read_text())
@@ -307,6 +310,7 @@ with flor.checkpointing(state=state):
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_writes_never_lists_a_torn_checkpoint(project):
     project.write("killable.py", KILLABLE)
     for attempt in range(8):
@@ -358,6 +362,7 @@ KEYED_RESUMABLE = RESUMABLE.replace('flor.loop("epoch", range(6))', 'flor.loop("
     .replace("epoch == 3", 'epoch == "e3"')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [RESUMABLE, KEYED_RESUMABLE], ids=["positions", "keyed"])
 def test_resume_continues_a_killed_run_from_its_last_checkpoint(project, script):
     project.write("train.py", script)
@@ -402,6 +407,7 @@ flor.log("final", float(model.w.sum()))
 """
 
 
+@pytest.mark.slow
 def test_a_while_true_loop_as_flor_loop_over_count_records_resumes_and_replays(project):
     project.write("train.py", WHILE_LOOP)
     project.write(".gitignore", "crash-now\n")
@@ -424,6 +430,7 @@ def test_a_while_true_loop_as_flor_loop_over_count_records_resumes_and_replays(p
     assert "done: w0: 7 value(s) stored" in done and "DRIFTED" not in done
 
 
+@pytest.mark.slow
 def test_flor_show_says_why_checkpoints_fall_where_they_do(project):
     project.write("train.py", TUTORIAL.read_text())
     project.run("train.py", "--kwargs", "epochs=3")
@@ -449,6 +456,7 @@ with flor.checkpointing(state=state):
 """
 
 
+@pytest.mark.slow
 def test_checkpointing_a_plain_object_without_numpy_never_meets_numpy_half_imported(tmp_path):
     """Was: 4 runs in 10 failed with "partially initialized module 'numpy' has no attribute
     'ndarray'": the flush thread imported numpy while the training thread looked it up in
@@ -475,6 +483,7 @@ def test_checkpointing_a_plain_object_without_numpy_never_meets_numpy_half_impor
         assert "numpy" not in log
 
 
+@pytest.mark.slow
 def test_load_checkpoint_unpickles_an_object_only_when_trusted(project):
     """Was: flor.load_checkpoint defaulted to trusted=True, so a plain call unpickled (ran the code
     of) an object kept as a pickle, though the README says it needs trusted=True."""

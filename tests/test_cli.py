@@ -3,8 +3,12 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from flor.store import Store
 from tests.test_record import SMALL
+
+pytestmark = pytest.mark.slow  # every test trains or launches processes
 
 
 def test_runs_show_query_and_errors(project):

@@ -77,6 +77,7 @@ def _hashes(*roots):
     return found
 
 
+@pytest.mark.slow
 @needs_namespace
 def test_no_write_of_the_old_script_reaches_the_users_files(project, tmp_path):
     outside = tmp_path / "outside"
@@ -104,6 +105,7 @@ def test_no_write_of_the_old_script_reaches_the_users_files(project, tmp_path):
         assert connection.execute("SELECT COUNT(*) FROM logs WHERE name = 'bias' AND source = 'replay'").fetchone() == (3,)
 
 
+@pytest.mark.slow
 @needs_namespace
 def test_a_project_with_many_ignored_entries_is_confined_all_the_same(project):
     """Was: past 50,000 entries whole folders were linked into the workspace and written through."""
@@ -130,6 +132,7 @@ def test_a_project_with_many_ignored_entries_is_confined_all_the_same(project):
     assert all((project.root / "cache" / f"d{d}" / "f0").read_text() == "user\n" for d in range(60))
 
 
+@pytest.mark.slow
 @needs_namespace
 def test_committed_symlinks_replay_as_symlinks(project, tmp_path):
     """Was: an absolute or outward symlink in the run's tree crashed the extraction (tarfile)."""
@@ -152,6 +155,7 @@ def test_committed_symlinks_replay_as_symlinks(project, tmp_path):
     assert "done: m: 2 value(s) stored" in done.stdout and "fidelity: 2 of 2" in done.stdout
 
 
+@pytest.mark.slow
 @needs_namespace
 def test_a_run_started_with_python_m_imports_its_own_modules(project):
     """Was: `python -m pkg.train` replayed with today's pkg/helper.py."""
@@ -176,6 +180,7 @@ def test_a_run_started_with_python_m_imports_its_own_modules(project):
         assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {2}
 
 
+@pytest.mark.slow
 @needs_namespace
 def test_replay_output_redirected_into_the_project_is_not_what_the_old_code_wrote(project):
     """Was: `flor replay x > out.txt` in the project listed "the old code wrote 1 file(s) ...
@@ -204,6 +209,7 @@ def test_replay_output_redirected_into_the_project_is_not_what_the_old_code_wrot
     assert "the old code wrote 1 file(s)" in said and "out/log.txt" in said
     assert "out.txt" not in said.replace("out/log.txt", "")
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["namespace", "copy"])
 def test_files_left_out_of_the_code_version_are_read_by_the_replay_from_the_project(project, how):
     """Files that snapshots leave out (other tools' output, model files, .florignore's, and those
@@ -240,6 +246,7 @@ def test_files_left_out_of_the_code_version_are_read_by_the_replay_from_the_proj
     with sqlite3.connect(project.db) as connection:
         assert {r[0] for r in connection.execute("SELECT value FROM logs WHERE name = 'w'")} == {18}
 
+@pytest.mark.slow
 @pytest.mark.skipif(landlock.unavailable() is not None, reason=f"the copy fallback needs Landlock: {landlock.unavailable()}")
 def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     """Where no namespace is allowed (FLOR_REPLAY_CONFINE=copy here): a workspace of copies."""
@@ -266,6 +273,7 @@ def test_the_copy_fallback_replays_exactly_and_keeps_small_files(project):
     assert bad.returncode == 2 and bad.stderr.strip() == "flor: error: FLOR_REPLAY_CONFINE='sideways': expected namespace, copy, none or auto"
 
 
+@pytest.mark.slow
 def test_the_confinement_probe_leaves_nothing_in_the_temporary_folder():
     """Issue 26: every replay left a flor-probe-* folder in the temporary folder."""
     import glob

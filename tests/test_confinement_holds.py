@@ -25,6 +25,8 @@ from flor.replay import confine, landlock
 from tests.conftest import clean_env
 from tests.seccomp_filter import SUPPORTED as SECCOMP_SUPPORTED, refuse_namespaces
 
+pytestmark = pytest.mark.slow  # every test trains or launches processes
+
 _NAMESPACE = confine.probe()
 needs_namespace = pytest.mark.skipif(_NAMESPACE is not None, reason=f"no private mount namespace here: {_NAMESPACE}")
 needs_landlock = pytest.mark.skipif(landlock.unavailable() is not None, reason=f"{landlock.unavailable()}")

@@ -43,6 +43,7 @@ def _frame(project, *names, latest=False):
     return [json.loads(line) for line in project.flor(*args).stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_keys_of_strings_ints_and_tuples_show_in_the_loop_columns(project):
     project.write("keys.py", """
         import flor
@@ -63,6 +64,7 @@ def test_keys_of_strings_ints_and_tuples_show_in_the_loop_columns(project):
     assert project.run("-c", script).stdout.strip() == "[('x', 1), ('y', 2)]"
 
 
+@pytest.mark.slow
 def test_duplicate_and_unusable_keys_are_refused_in_one_line(project):
     project.write("dup.py", """
         import flor
@@ -87,6 +89,7 @@ def test_duplicate_and_unusable_keys_are_refused_in_one_line(project):
     assert _rows(project, "SELECT COUNT(*) FROM logs WHERE name = 'n'") == [(2,)]
 
 
+@pytest.mark.slow
 def test_incremental_skips_what_the_same_code_and_args_finished(project):
     _docs(project, ["a.txt", "b.txt", "c.txt"])
     project.write("featurize.py", FEATURIZE)
@@ -120,6 +123,7 @@ def test_incremental_skips_what_the_same_code_and_args_finished(project):
     assert "5 item(s) skipped" in fifth.stderr
 
 
+@pytest.mark.slow
 def test_a_changed_setting_the_body_reads_is_a_change_and_epochs_cannot_hold_incremental_items(project):
     _docs(project, ["a.txt", "b.txt"])
     script = """
@@ -146,6 +150,7 @@ def test_a_changed_setting_the_body_reads_is_a_change_and_epochs_cannot_hold_inc
     assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_replay_refuses_items_missing_or_out_of_their_recorded_order(project):
     # The documents are git-ignored data (as in a real pipeline): replay reads them from the project.
     project.write(".gitignore", "docs/\n")
@@ -174,6 +179,7 @@ def test_random_state_keeps_items_in_one_process(project):
     assert carried(tree.body[2], tree) == ["`rng.integers(...)` draws random numbers"]
 
 
+@pytest.mark.slow
 def test_incremental_runs_again_the_items_whose_processing_failed(project):
     _docs(project, ["a.txt", "b.txt", "c.txt"])
     (project.root / "docs" / "b.txt").write_text("FAIL z|q")
@@ -190,6 +196,7 @@ def test_incremental_runs_again_the_items_whose_processing_failed(project):
     assert done == [("b.txt",), ("c.txt",)]
 
 
+@pytest.mark.slow
 def test_the_latest_view_has_one_row_per_item_with_its_newest_value_and_run(project):
     _docs(project, ["a.txt", "b.txt"])
     project.write("featurize.py", FEATURIZE)
@@ -213,6 +220,7 @@ def test_the_latest_view_has_one_row_per_item_with_its_newest_value_and_run(proj
                    ("b.txt", 1, 5, stamps[1])]
 
 
+@pytest.mark.slow
 def test_lineage_is_recorded_both_ways_and_selects_runs(project):
     _docs(project, ["a.txt"])
     project.write("featurize.py", FEATURIZE)
@@ -246,6 +254,7 @@ def test_lineage_is_recorded_both_ways_and_selects_runs(project):
     assert {r["tstamp"] for r in downstream} == {stamps[1]}
 
 
+@pytest.mark.slow
 def test_the_run_page_shows_lineage_both_ways(project):
     pytest.importorskip("flask")
     from flor.ui.server import UIData, create_app
@@ -274,6 +283,7 @@ def test_the_run_page_shows_lineage_both_ways(project):
     assert feat == {"read_from": [], "read_by": [{"tstamp": stamps[1], "filename": "train.py", "how": "feature store"}]}
 
 
+@pytest.mark.slow
 def test_best_finds_the_run_and_iteration_and_loads_its_checkpoint(project):
     project.write("train.py", """
         import flor, numpy as np
@@ -322,6 +332,7 @@ except flor.UsageError as e:
     assert sorted(_rows(project, "SELECT run_id, iteration FROM checkpoint_pins")) == [(1, 2), (2, 3)]
 
 
+@pytest.mark.slow
 def test_a_hindsight_feature_is_replayed_for_every_keyed_item_in_parallel(project):
     _docs(project, [f"d{i}.txt" for i in range(6)], text="a b c|d e")
     project.write("featurize.py", FEATURIZE)
@@ -344,6 +355,7 @@ def test_a_hindsight_feature_is_replayed_for_every_keyed_item_in_parallel(projec
     assert fresh_rows == [(16,)]
 
 
+@pytest.mark.slow
 def test_replay_of_chosen_keys_only(project):
     _docs(project, [f"d{i}.txt" for i in range(4)], text="a b|c")
     project.write("featurize.py", FEATURIZE)
@@ -375,6 +387,7 @@ def test_carried_state_is_seen_in_the_syntax_tree():
     assert of("    global g\n    g = 1\n")
 
 
+@pytest.mark.slow
 def test_the_example_pipeline_runs_end_to_end(tmp_path):
     import shutil
     import subprocess
@@ -412,6 +425,7 @@ REGISTER = """
 """
 
 
+@pytest.mark.slow
 def test_state_carried_through_a_helper_keeps_items_in_order(project):
     # Issue 26, item 9: `seen["n"] += 1` inside a helper the keyed body calls; the items were
     # replayed "independently" and position was stored as 1, 1, 2, 3 with exit 0.
@@ -438,6 +452,7 @@ for doc in flor.loop("doc", docs, key=lambda d: d):
 """
 
 
+@pytest.mark.slow
 def test_state_the_analysis_cannot_see_is_caught_by_replaying_an_item_alone_and_in_order(project):
     """State kept in an object of an imported module, changed through a method of a class defined
     in a third file (as an installed library's would be): the static judgment calls the items

@@ -19,6 +19,8 @@ from flor.errors import StoreError
 from flor.vcs import ref_for
 from tests.conftest import clean_env
 
+pytestmark = pytest.mark.slow  # every test reads a recorded training run
+
 SCRIPT = """
 import flor, numpy as np
 state = np.arange(50_000.0)

@@ -36,6 +36,7 @@ def test_warm_workers_without_a_task_are_stopped_at_once_when_closed():
     assert all(p.returncode is not None for p in processes) and time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_a_task_reaches_a_warm_worker_and_its_failure_is_reported(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"workspace": str(tmp_path / "missing")}))
@@ -47,6 +48,7 @@ def test_a_task_reaches_a_warm_worker_and_its_failure_is_reported(tmp_path):
     assert "malformed spec" in (tmp_path / "log").read_text()  # the worker's output went to the task's log
 
 
+@pytest.mark.slow
 def test_messages_reach_the_driver_in_order_and_the_result_ends_the_task(tmp_path, monkeypatch):
     """A worker's channel carries its messages; the executor hands them over and keeps the result."""
     from flor.replay import executor as module
@@ -71,6 +73,7 @@ def test_messages_reach_the_driver_in_order_and_the_result_ends_the_task(tmp_pat
     assert (tmp_path / "log").read_text() == "to the log\n"
 
 
+@pytest.mark.slow
 def test_one_warm_worker_serves_every_run_of_a_replay(project):
     """The worker imports the libraries once and forks a process per task: three runs, one server."""
     import sqlite3

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from flor.replay.plan import plan_run
 from tests.conftest import clean_env, git
 
@@ -51,6 +53,7 @@ def _rows(project, sql, *params):
         return connection.execute(sql, params).fetchall()
 
 
+@pytest.mark.slow
 def test_accumulated_gradients_are_restored_when_the_step_follows_the_skipped_loop(project):
     """Was: the checkpoint where the micro-step loop ends lacked p.grad, so a memoized iteration
     stepped with no gradients (nanoGPT's shape) and replay stored wrong values with exit 0."""
@@ -81,6 +84,7 @@ with flor.checkpointing(model=model, optimizer=opt):
     assert replayed == fresh and len(fresh) == 4
 
 
+@pytest.mark.slow
 def test_a_statement_that_drifts_even_after_reexecution_is_not_stored_and_exits_4(project):
     """State outside everything flor can see (a file the script reads and changes) drifts for
     real: nothing drifted is stored, the exit status says so, --accept-drift stores it."""
@@ -101,6 +105,7 @@ def test_a_statement_that_drifts_even_after_reexecution_is_not_stored_and_exits_
     assert _rows(project, "SELECT COUNT(*) FROM logs WHERE name = 'n2'") == [(3,)]
 
 
+@pytest.mark.slow
 def test_run_level_values_logged_several_times_are_compared_in_order(project):
     """Was: a value logged several times in one context (a while loop) was reported as DRIFTED."""
     _record(project, """
@@ -129,6 +134,7 @@ def test_segments_never_overlap():
         assert execs == segment.store, f"{segment.describe()} runs iterations it does not own"
 
 
+@pytest.mark.slow
 def test_two_replays_of_the_same_runs_do_the_work_once(project):
     """Was: two `flor replay` at once both did all the work and both reported every value."""
     _record(project, env={"FLOR_CKPT_PERIOD": "1"})
@@ -151,6 +157,7 @@ def test_two_replays_of_the_same_runs_do_the_work_once(project):
     assert _rows(project, "SELECT COUNT(*) FROM logs WHERE name = 'w'") == [(3,)]
 
 
+@pytest.mark.slow
 def test_workers_beyond_the_recorded_threads_are_capped_and_said(project):
     """Was: each worker got cores // workers threads, the recording all cores': values drifted."""
     _record(project, env={"OMP_NUM_THREADS": "2"})
@@ -169,6 +176,7 @@ def test_workers_beyond_the_recorded_threads_are_capped_and_said(project):
     assert done.returncode == 0 and "fidelity: 12 of 12" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_tampered_manifest_cannot_run_code(project, tmp_path):
     """Was: a manifest edited to name a pickled object ran code in flor.load_checkpoint (trusted
     by default), though the run never had pickled objects; flor doctor did not flag it."""
@@ -200,6 +208,7 @@ def test_a_tampered_manifest_cannot_run_code(project, tmp_path):
     assert ok.strip() == "['model', 'optimizer']"
 
 
+@pytest.mark.slow
 def test_export_attributes_do_not_change_what_the_replay_reads(project):
     """Was: a run whose repository had `config.json export-ignore` replayed with today's config."""
     project.write(".gitattributes", "config.json export-ignore\n")
@@ -220,6 +229,7 @@ for epoch in flor.loop("epoch", range(3)):
     assert {v for (v,) in _rows(project, "SELECT value FROM logs WHERE name = 's'")} == {2}
 
 
+@pytest.mark.slow
 def test_a_submodule_replays_at_the_commit_the_run_recorded(project, tmp_path):
     """Was: today's submodule files were used."""
     lib = tmp_path / "lib"

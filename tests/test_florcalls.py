@@ -2,6 +2,8 @@
 
 import ast
 
+import pytest
+
 from flor.replay.florcalls import flor_names, is_flor_call
 
 
@@ -23,6 +25,7 @@ def test_module_aliases_and_imported_names():
     assert not is_flor_call(ast.parse("fl.log").body[0].value, "log", names)  # not a call
 
 
+@pytest.mark.slow
 def test_imports_that_are_not_flor():
     names = flor_names(ast.parse("import florx as fl\nfrom .flor import log\nfrom flor.api import loop\n"))
     assert names.modules == {"flor"} and names.functions == {} and not names.star

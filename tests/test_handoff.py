@@ -49,6 +49,7 @@ def _wait_until(condition, timeout=60.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_last_checkpoint_is_handed_off_exact_and_listed(project):
     project.write("train.py", SCRIPT)
     project.run("train.py", env=HANDOFF)
@@ -60,6 +61,7 @@ def test_last_checkpoint_is_handed_off_exact_and_listed(project):
     assert not _markers(project)
 
 
+@pytest.mark.slow
 def test_run_returns_before_the_handoff_is_done_and_readers_wait(project):
     project.write("train.py", SCRIPT)
     go = project.root.parent / "go"
@@ -74,6 +76,7 @@ def test_run_returns_before_the_handoff_is_done_and_readers_wait(project):
     assert not _markers(project) and [i for i, _ in _checkpoints(project)] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_killed_handoff_lists_nothing_half_written(project):
     project.write("train.py", SCRIPT)
     project.run("train.py", env={**HANDOFF, "FLOR_CKPT_HANDOFF_HOLD": str(project.root.parent / "never")})
@@ -86,6 +89,7 @@ def test_killed_handoff_lists_nothing_half_written(project):
     assert loaded.stdout.strip() == "1"
 
 
+@pytest.mark.slow
 def test_handoff_can_be_turned_off_and_bad_settings_are_refused(project):
     project.write("train.py", SCRIPT)
     never = str(project.root.parent / "never")
@@ -97,6 +101,7 @@ def test_handoff_can_be_turned_off_and_bad_settings_are_refused(project):
         assert "trained" not in bad.stdout and len(bad.stderr.strip().splitlines()) == 1  # refused before training
 
 
+@pytest.mark.slow
 def test_failed_handoff_is_reported_by_show(project):
     project.write("train.py", SCRIPT)
     go = project.root.parent / "go"

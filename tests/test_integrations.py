@@ -204,6 +204,7 @@ def _two_runs_replayed(tmp_path, folder: str, argv: tuple, kwargs: list[str], qi
     return root, [by_override[o] for o in kwargs], plan.stdout + plan.stderr, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_lightning_runs_recorded_and_replayed(tmp_path):
     root, tstamps, plan, out = _two_runs_replayed(
         tmp_path, "lightning_classifier", ("--epochs", "2", "--train_size", "128"),
@@ -218,6 +219,7 @@ def test_lightning_runs_recorded_and_replayed(tmp_path):
     assert {tuple(part[0] for part in context) for context in loss} == {("epoch", "step")}
 
 
+@pytest.mark.slow
 def test_hf_trainer_runs_recorded_and_replayed(tmp_path):
     root, tstamps, plan, out = _two_runs_replayed(
         tmp_path, "hf_text_classifier", ("--epochs", "2", "--train_size", "64"),
@@ -231,6 +233,7 @@ def test_hf_trainer_runs_recorded_and_replayed(tmp_path):
     assert learning_rates and max(v for values in learning_rates.values() for v in values) <= 0.0005
 
 
+@pytest.mark.slow
 def test_lightning_override_reaches_the_init_variable(project):
     project.write("train.py", '''
         import flor
@@ -267,6 +270,7 @@ def test_lightning_override_reaches_the_init_variable(project):
     assert done.returncode == 2 and "trainer.max_epochs" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_hf_config_override_is_refused_in_one_line(tmp_path):
     from tests.realworld.harness import run
 
@@ -276,6 +280,7 @@ def test_hf_config_override_is_refused_in_one_line(tmp_path):
     assert "config.hidden_size" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_lightning_epochs_cut_short_are_re_executed(project):
     """An epoch ended by on_train_batch_start returning -1 skipped validation: no memoized epoch
     can restore that state, so the run says so and its replays re-execute, with exact values."""
@@ -395,6 +400,7 @@ def _kill_after_checkpoints(root: Path, argv: tuple, count: int) -> None:
     assert process.returncode == -signal.SIGKILL, "the run ended before it was killed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["lightning", "transformers"])
 def test_framework_run_killed_and_resumed_equals_a_fresh_run(tmp_path, project, framework):
     """6 (Lightning) or 5 (HF) epochs, a checkpoint each, SIGKILL once 3 are listed, `flor resume`:

@@ -88,6 +88,7 @@ def test_wrap_keeps_lines_of_a_simple_statement_and_indents_a_block():
     assert sum(isinstance(n, ast.With) for n in ast.walk(tree)) == 1
 
 
+@pytest.mark.slow
 def test_training_calls_are_named():
     assert "backward" in training_call("flor.log('g', loss.backward())")
     assert "step" in training_call("opt.step()\n")
@@ -125,6 +126,7 @@ def test_a_line_not_right_before_the_log_is_named_in_the_refusal():
 # -- the observer, in process ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_observer_puts_back_random_state_modes_and_buffers_and_refuses_parameter_changes():
     import numpy as np
     import torch
@@ -184,6 +186,7 @@ def recorded(tmp_path_factory):
     return project, truth / ".flor" / "flor.db"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reexec", [False, True], ids=["memoized", "re-executed"])
 def test_perturbing_statements_replay_equal_to_the_isolated_truth(recorded, tmp_path, reexec):
     from tests.conftest import Project
@@ -204,6 +207,7 @@ def test_perturbing_statements_replay_equal_to_the_isolated_truth(recorded, tmp_
         assert want and _values(copy.db, name, "replay") == want, name
 
 
+@pytest.mark.slow
 def test_a_drift_that_remains_is_explained(recorded, tmp_path):
     from tests.conftest import Project
 
@@ -221,6 +225,7 @@ def test_a_drift_that_remains_is_explained(recorded, tmp_path):
     assert "drew random numbers from torch" in said and "flor put that back" in said, said
 
 
+@pytest.mark.slow
 def test_a_statement_that_trains_is_refused(recorded, tmp_path):
     from tests.conftest import Project
 

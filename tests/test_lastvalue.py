@@ -77,6 +77,7 @@ def _named(text: str, tstamps) -> list[str]:
     return sorted(t for t in tstamps if re.search(re.escape(t) + r"(?![.\d-])", text))
 
 
+@pytest.mark.slow
 def test_storage_order_differs_from_iteration_order(replayed):
     with sqlite3.connect(replayed.db) as connection:
         stored = [it for (it,) in connection.execute(
@@ -86,6 +87,7 @@ def test_storage_order_differs_from_iteration_order(replayed):
     assert stored == [2, 3, 0] and newest == 0  # epoch 1 never replayed; epoch 0 stored last
 
 
+@pytest.mark.slow
 def test_every_surface_agrees_on_the_last_value(replayed, monkeypatch):
     pytest.importorskip("flask")
     import flor
@@ -135,6 +137,7 @@ def test_every_surface_agrees_on_the_last_value(replayed, monkeypatch):
     assert (best.tstamp, best.iteration, best.value) == (by_lr[0.3], 3, 0.6)
 
 
+@pytest.mark.slow
 def test_extracted_values_are_labelled_extract(replayed):
     pytest.importorskip("flask")
     from flor.ui.server import UIData, create_app

@@ -6,7 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import clean_env
+
+pytestmark = pytest.mark.slow  # every test trains or launches processes
 
 TRAIN = """
 import sys

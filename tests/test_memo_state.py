@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import torch
 
+import pytest
+
 from flor import rng
 from flor.checkpoints import variables
 
@@ -111,6 +113,7 @@ def _setup(project, line, helpers=HELPERS):
     project.write("train.py", text.replace("        # BODY", "        " + line + "\n        # BODY"))
 
 
+@pytest.mark.slow
 def test_globals_and_an_unregistered_scheduler_are_kept_so_memoization_is_exact(project):
     _setup(project, 'flor.log("lr", opt.param_groups[0]["lr"]); flor.log("counter", helpers.counter)')
     plan = project.flor("replay", "lr", "counter", "--dry-run").stdout
@@ -119,6 +122,7 @@ def test_globals_and_an_unregistered_scheduler_are_kept_so_memoization_is_exact(
     assert [_replayed(project, "lr"), _replayed(project, "counter")] == _fresh(project, "lr", "counter")
 
 
+@pytest.mark.slow
 def test_state_changed_invisibly_blocks_memoization(project):
     _setup(project, 'flor.log("steps", helpers.STATS["steps"])', HIDDEN)
     plan = project.flor("replay", "steps", "--dry-run").stdout
@@ -127,6 +131,7 @@ def test_state_changed_invisibly_blocks_memoization(project):
     assert [_replayed(project, "steps")] == _fresh(project, "steps") == [[4, 8, 12]]
 
 
+@pytest.mark.slow
 def test_gradients_are_kept_only_where_the_rest_of_the_body_reads_them(project):
     """They are as large as the model: kept for a step after the skipped loop, not otherwise."""
     import json
@@ -187,6 +192,7 @@ with flor.checkpointing(model=model):
 """
 
 
+@pytest.mark.slow
 def test_names_the_step_loop_leaves_dead_do_not_block_memoization(project):
     """`outputs` is too big to keep; it blocks only where the rest of the body reads it."""
     project.write("train.py", IDIOMS)
@@ -240,6 +246,7 @@ with flor.checkpointing(model=model):
 """
 
 
+@pytest.mark.slow
 def test_what_only_the_step_loop_reads_again_blocks_only_plans_that_run_it_after_a_skipped_one(project):
     project.write("train.py", FEED)
     project.commit_all()

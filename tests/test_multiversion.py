@@ -1,6 +1,9 @@
 """Multiversion hindsight logging: five runs over three code versions, one new statement today."""
 
 import sqlite3
+import pytest
+
+pytestmark = pytest.mark.slow  # every test trains or launches processes
 
 HEAD = """
 import flor

@@ -1,5 +1,7 @@
 """Plans: which iterations are memoized, executed, restored, and how segments split."""
 
+import pytest
+
 from flor.replay.analysis import AFTER, BEFORE, BODY, NESTED, Layout, strategy_for
 from flor.replay.plan import Costs, Segment, chain, plan_run
 
@@ -102,6 +104,7 @@ with checkpointing(model=model):
 '''
 
 
+@pytest.mark.slow
 def test_layout_follows_aliases_of_flor():
     layout = Layout.of(ALIASED)
     lines = ALIASED.splitlines()
@@ -113,6 +116,7 @@ def test_layout_follows_aliases_of_flor():
     assert Layout.of(ALIASED.replace("with checkpointing(", "with open(")).outer_name == "warmup"
 
 
+@pytest.mark.slow
 def test_a_loop_named_loop_is_flor_only_when_imported_from_flor():
     source = "import flor\nfrom mylib import loop\nfor e in loop('epoch', range(3)):\n    pass\n"
     assert Layout.of(source).outer is None

@@ -86,6 +86,7 @@ with flor.checkpointing(weights=weights, counter=counter, lock=threading.Lock())
 """
 
 
+@pytest.mark.slow
 def test_a_registered_object_whose_state_dict_raises_leaves_training_running(project):
     project.write("train.py", RAISING)
     project.commit_all()
@@ -186,6 +187,7 @@ with flor.checkpointing(model=model, optimizer=optimizer, lr_scheduler=lr_schedu
 """
 
 
+@pytest.mark.slow
 def test_the_accelerate_loop_records_and_replays_exactly(project):
     pytest.importorskip("accelerate")
     project.write("train.py", ACCELERATE)

@@ -71,6 +71,7 @@ def test_find_new_statements_ignores_other_changes_and_old_log_names():
     assert find_new_statements(today, OLD) == []
 
 
+@pytest.mark.slow
 def test_find_new_statements_takes_a_new_block_whole():
     block = '            if step % 10 == 0:\n                flor.log("lr", optimizer.param_groups[0]["lr"])\n'
     [new] = find_new_statements(insert_after(OLD, "loss.backward()", block), OLD)
@@ -78,6 +79,7 @@ def test_find_new_statements_takes_a_new_block_whole():
     assert (new.lineno, new.end_lineno) == (13, 14)
 
 
+@pytest.mark.slow
 def test_find_new_statements_knows_log_imported_from_flor():
     today = TODAY.replace("import flor\n", "import flor\nfrom flor import log as flog\n").replace(
         'flor.log("grad_norm"', 'flog("grad_norm"'
@@ -123,6 +125,7 @@ def test_find_new_statements_raises_on_unparsable_source():
 # -- propagate: placements ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_propagate_into_the_same_version_gives_today():
     placement = propagate(TODAY, OLD)
     assert isinstance(placement, Placement)
@@ -135,6 +138,7 @@ def test_propagate_into_the_same_version_gives_today():
     assert "after `loss.backward()`" in placement.reason
 
 
+@pytest.mark.slow
 def test_propagate_renames_variables_but_not_strings_attributes_or_keywords():
     old = OLD.replace("net", "model").replace("Net(", "Model(")
     statement = '            flor.log("net", net.net_size(net=net), str(net))  # net\n'
@@ -183,6 +187,7 @@ def test_diff_is_a_unified_diff_of_the_insertion():
     ]
 
 
+@pytest.mark.slow
 def test_statement_moves_into_the_helper_function_of_the_old_version():
     old = textwrap.dedent(
         """\
@@ -228,6 +233,7 @@ def refused(today: str, old: str, **kw) -> str:
     return placement.reason
 
 
+@pytest.mark.slow
 def test_refuses_a_name_that_the_old_version_lacks():
     today = insert_after(OLD, "loss.backward()", '            flor.log("lr", scheduler.get_last_lr())\n')
     reason = refused(today, OLD)
@@ -253,6 +259,7 @@ def test_refuses_a_statement_that_wraps_an_old_one():
     assert "wraps `acc = evaluate(net)`" in refused(today, OLD)
 
 
+@pytest.mark.slow
 def test_refuses_a_statement_that_overwrites_an_old_variable():
     today = insert_after(OLD, "loss.backward()", '            loss = flor.log("l2", loss * 2)\n')
     assert "assigns `loss`" in refused(today, OLD)
@@ -265,6 +272,7 @@ def test_refuses_a_duplicated_anchor():
     assert "ambiguous" in refused(today, old)
 
 
+@pytest.mark.slow
 def test_threshold_decides_on_weaker_placements():
     old = insert_after(OLD, "loss.backward()", "            clip(net)\n")
     assert propagate(TODAY, old).confidence == pytest.approx(0.85)
@@ -407,6 +415,7 @@ def insertions(draw):
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(insertions(), st.sampled_from(["    ", "  ", "\t"]))
 def test_property_identical_version_gives_back_old_plus_statement(case, unit):
@@ -419,6 +428,7 @@ def test_property_identical_version_gives_back_old_plus_statement(case, unit):
     assert placement.source == today
 
 
+@pytest.mark.slow
 def test_property_renamed_version_gets_the_renamed_statement_or_a_refusal():
     # A refusal is allowed and a wrong placement never is; but a propagator that refused every
     # renamed version would pass that alone, so most of the cases must also be placed (all of
@@ -464,6 +474,7 @@ def edited_versions(draw):
     return edit(draw, source(tree), "added_call()"), old
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(edited_versions())
 def test_property_only_inserted_lines_change_and_the_statement_keeps_its_neighbours(case):
@@ -489,6 +500,7 @@ def test_property_only_inserted_lines_change_and_the_statement_keeps_its_neighbo
     assert common(placement.source) == common(today)
 
 
+@pytest.mark.slow
 @settings(PROPERTY_SETTINGS, max_examples=25)
 @given(scripts(), scripts())
 def test_property_unrelated_versions_never_crash(a, b):

@@ -106,6 +106,7 @@ def test_unknown_names_are_named(two_runs):
     assert list(df.columns) == ["projid", "tstamp", "filename", "git_head", "git_dirty", "hidden"]
 
 
+@pytest.mark.slow
 def test_runaway_queries_stop_in_one_line(two_runs, monkeypatch):
     # Issue 26: a recursive CTE grew without bound (2.6 GB in 40 s); randomblob(9e8) twice gave a
     # MemoryError traceback.
@@ -139,6 +140,7 @@ for epoch in flor.loop("epoch", range(2)):
 """
 
 
+@pytest.mark.slow
 def test_a_name_logged_several_times_in_one_context_keeps_every_value(in_project):
     in_project.write("train.py", CLOSURE)
     in_project.run("train.py")

@@ -108,6 +108,7 @@ def _values(db, name):
             "WHERE l.name = ? AND l.source = 'replay'", (name,)).fetchall())
 
 
+@pytest.mark.slow
 def test_replay_through_ray_with_checkpoints_in_s3_equals_local_and_survives_a_killed_worker(project):
     pytest.importorskip("s3fs")
     pytest.importorskip("moto")
@@ -137,6 +138,7 @@ def test_replay_through_ray_with_checkpoints_in_s3_equals_local_and_survives_a_k
     assert _values(project.db, "weight_norm") == _values(apart / ".flor" / "flor.db", "weight_norm")
 
 
+@pytest.mark.slow
 def test_an_unreachable_cluster_is_refused_in_one_line(project):
     project.write("train.py", TUTORIAL.read_text())
     project.commit_all()

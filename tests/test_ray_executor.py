@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from flor.replay import ray_executor
 from flor.replay.executor import Task
 
@@ -99,6 +101,7 @@ class _FakeRay:
         return {"messages": [{"kind": "result", "ok": False, "error": "not run"}], "code": 1, "log": ""}
 
 
+@pytest.mark.slow
 def test_the_code_archive_is_built_once_per_run_and_shared_by_its_tasks(tmp_path, monkeypatch):
     fake = _FakeRay()
     monkeypatch.setattr(ray_executor, "_ray", lambda: fake)

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import TUTORIAL, clean_env
 
+pytestmark = pytest.mark.slow  # every test trains or launches processes
+
 SMALL = """
 import flor
 epochs = flor.arg("epochs", 3)

@@ -107,6 +107,7 @@ def _tstamps(project):
         return [r[0] for r in connection.execute("SELECT tstamp FROM runs ORDER BY tstamp")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "line, marker, indent, workers",
     [
@@ -143,6 +144,7 @@ def test_replay_equals_a_fresh_run(toy, line, marker, indent, workers):
     assert _replayed(toy, name, tstamps) == replayed
 
 
+@pytest.mark.slow
 def test_planning_matches_today_against_each_run_version_once(toy, monkeypatch):
     # The statements are found and placed with one matching per run (it is the costly part).
     from flor.replay.propagation.matching import Matching
@@ -161,6 +163,7 @@ def test_planning_matches_today_against_each_run_version_once(toy, monkeypatch):
     assert all('+        flor.log("wnorm"' in p.diff for p in plans)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_plans_and_diff(toy):
     _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
     out = toy.flor("replay", "--dry-run", "--diff").stdout
@@ -171,6 +174,7 @@ def test_dry_run_prints_plans_and_diff(toy):
     assert values(toy.db, "wnorm") == []
 
 
+@pytest.mark.slow
 def test_killed_worker_keeps_finished_iterations_and_second_replay_does_the_rest(toy, tmp_path):
     marker, calls = tmp_path / "crash", tmp_path / "calls.txt"
     marker.write_text("x")
@@ -188,6 +192,7 @@ def test_killed_worker_keeps_finished_iterations_and_second_replay_does_the_rest
     assert [r[3] for r in values(toy.db, "probe")] == [0, 2, 4, 6, 8, 10]
 
 
+@pytest.mark.slow
 def test_drift_is_reported(toy):
     text = (toy.root / "train.py").read_text()
     # The recorded code logs `loss`; make today's version of the run differ in what it logs:
@@ -200,6 +205,7 @@ def test_drift_is_reported(toy):
         assert connection.execute("SELECT COUNT(*) FROM drift WHERE name = 'loss'").fetchone()[0] > 0
 
 
+@pytest.mark.slow
 def test_bad_replay_input(toy):
     form = toy.flor("replay", "--iterations", "epoch", check=False)
     assert form.returncode == 2 and form.stderr.startswith("flor: error: --iterations 'epoch'")
@@ -217,6 +223,7 @@ def test_bad_replay_input(toy):
     assert "adds no flor.log of loss" in old
 
 
+@pytest.mark.slow
 def test_tutorial_weight_norm_equals_fresh_run(project):
     project.write("train.py", TUTORIAL.read_text())
     project.commit_all()
@@ -231,6 +238,7 @@ def test_tutorial_weight_norm_equals_fresh_run(project):
     assert replayed == fresh and [len(v) for v in replayed.values()] == [3, 3]
 
 
+@pytest.mark.slow
 def test_replay_imports_the_runs_own_version_of_project_modules(toy):
     toy.write("helpers.py", HELPERS.replace("return float(w.sum())", "return -1.0"))
     _add(toy, "# AFTER", 'flor.log("final_again", helpers.total(model.w))', 0)
@@ -262,6 +270,7 @@ with fl.checkpointing(model=model):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpointing", [True, False], ids=["memo", "no-checkpoints"])
 def test_replay_of_a_script_that_imports_flor_as_fl(project, checkpointing):
     # Was: the outer `fl.loop` went unseen by the analysis, so replay planned no iterations
@@ -293,6 +302,7 @@ def test_executor_gives_each_worker_its_gpu_and_threads():
     assert env["OMP_NUM_THREADS"] == "3" and "MKL_NUM_THREADS" not in env
 
 
+@pytest.mark.slow
 def test_a_loop_the_analysis_cannot_see_is_refused_not_planned_empty(project):
     project.write("train.py", """
         import flor
@@ -340,6 +350,7 @@ with flor.checkpointing(model=box):
 """
 
 
+@pytest.mark.slow
 def test_a_statement_in_an_eval_branch_replays_only_the_iterations_it_reaches(project):
     project.write("train.py", BRANCHY)
     project.commit_all()
@@ -356,6 +367,7 @@ def test_a_statement_in_an_eval_branch_replays_only_the_iterations_it_reaches(pr
     assert _replayed(project, "val_norm", [tstamp]) == _fresh(project, "val_norm", {tstamp: []})
 
 
+@pytest.mark.slow
 def test_a_statement_in_a_helper_called_from_the_epoch_body_is_memoized(project):
     project.write("train.py", BRANCHY.replace("def evaluate(w):\n", "def evaluate(w):\n    # HELPER\n"))
     project.commit_all()
@@ -368,6 +380,7 @@ def test_a_statement_in_a_helper_called_from_the_epoch_body_is_memoized(project)
     assert _replayed(project, "seen", [tstamp]) == _fresh(project, "seen", {tstamp: []})
 
 
+@pytest.mark.slow
 def test_an_iteration_cut_short_by_an_error_is_not_marked_done(toy):
     """The statement raises in epoch 3: epochs 0-2 are kept, epoch 3 is not marked replayed (it
     was once taken for a `break`), so the replay of the fixed statement stores it."""
@@ -385,6 +398,7 @@ def test_an_iteration_cut_short_by_an_error_is_not_marked_done(toy):
     assert epochs == list(range(6))
 
 
+@pytest.mark.slow
 def test_more_runs_than_the_open_file_limit_is_one_line(project):
     # Issue 26: one lock file is held open per selected run; past the open-file limit (macOS
     # starts at 256) the replay crashed with a raw "Too many open files" traceback.

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import TUTORIAL
 
+pytestmark = pytest.mark.slow  # every test trains or launches processes
+
 s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 

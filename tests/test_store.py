@@ -17,6 +17,7 @@ def _run(store, tstamp="2026-01-01T00:00:00", **kw):
     )
 
 
+@pytest.mark.slow
 def test_schema_and_wal(tmp_path):
     store = Store.open(tmp_path / ".flor" / "flor.db")
     assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -84,6 +85,7 @@ def test_replayed_logs_are_stored_once(tmp_path):
         key=str)
 
 
+@pytest.mark.slow
 def test_reap_marks_dead_processes_killed(tmp_path):
     store = Store.open(tmp_path / "db")
     run_id, _ = _run(store)
@@ -187,8 +189,12 @@ def test_a_database_of_a_newer_flor_is_refused_not_rewritten(tmp_path):
     Store.open(path).close()
     import sqlite3
 
-    with sqlite3.connect(path) as connection:
+    connection = sqlite3.connect(path)
+    with connection:
         connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    # Closed here, so that its write is in the file now: left open, it is closed whenever Python
+    # drops it (on 3.10, at the next connect below), and that close copies the WAL into the file.
+    connection.close()
     before = path.read_bytes()
     for readonly in (False, True):
         with pytest.raises(StoreError, match="made by a newer flor .*upgrade flor"):

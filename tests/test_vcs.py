@@ -52,6 +52,7 @@ def test_flor_dir_is_never_snapshotted(project):
     assert not any(f.startswith(".flor") for f in project.git("ls-tree", "-r", "--name-only", snap.commit).split())
 
 
+@pytest.mark.slow
 def test_repository_without_commits(tmp_path):
     from tests.conftest import git
 
@@ -127,6 +128,7 @@ def test_extract_gives_the_exact_tree_whatever_the_export_attributes(project, tm
     assert os.readlink(out / "link.yaml") == "config.yaml" and os.readlink(out / "outside") == "/etc/hostname"
 
 
+@pytest.mark.slow
 def test_git_variables_of_another_repository_are_not_followed(project, tmp_path, monkeypatch):
     """With GIT_DIR pointing elsewhere, the snapshot and its ref still go to the project's own repository."""
     import subprocess
@@ -189,6 +191,7 @@ def test_florignore_adds_patterns_and_re_includes_defaults(project):
     }
 
 
+@pytest.mark.slow
 def test_flor_show_lists_what_the_code_version_left_out_and_why(project):
     project.write(".florignore", "scratch/\n")
     project.write("runs/exp/events.out.tfevents.1", "x")
@@ -211,6 +214,7 @@ def test_flor_show_lists_what_the_code_version_left_out_and_why(project):
     assert set(code) == {"README", ".florignore", "train.py"}
 
 
+@pytest.mark.slow
 def test_python_files_left_out_as_tool_output_are_warned_about(project):
     project.write("outputs/helpers.py", "X = 1\n")
     project.write("train.py", """

@@ -90,6 +90,7 @@ def _escapes(marker):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(20))
 def test_where_never_runs_code(store, tmp_path, index):
     marker = tmp_path / "escaped"
@@ -110,6 +111,7 @@ def test_the_ui_and_replay_share_one_grammar():
     assert compile_filter("s == 'a && b || c'", ["s"])({"s": "a && b || c"}) is True  # inside a string: text
 
 
+@pytest.mark.slow
 def test_cli_where_error_is_one_line_and_exit_2(project, tmp_path):
     store = Store.open(project.db)
     _finished(store, "2026-01-01T00:00:00", [("hidden", 500, "int")], [])

@@ -54,7 +54,9 @@ def preload_modules(script: Path, root: Path) -> list[str]:
                 spec = None
             origin = (spec.origin or (list(spec.submodule_search_locations or []) or [None])[0]) if spec else None
             outside = origin is not None and not Path(origin).resolve().is_relative_to(root.resolve())
-            verdict[top] = outside and top not in sys.builtin_module_names and spec.origin != "frozen"
+            # The standard library is left out by name: which of its modules are frozen or built in
+            # differs between Python versions (os is a file on 3.10, frozen from 3.11).
+            verdict[top] = outside and top not in sys.stdlib_module_names and spec.origin != "frozen"
         if verdict[top]:
             chosen.append(name)
     return chosen

@@ -11,6 +11,7 @@ filling memory.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from typing import Sequence
 
@@ -34,6 +35,9 @@ _DENIED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer"})
 _READS = (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, getattr(sqlite3, "SQLITE_RECURSIVE", 33))
 _FUNCTION = getattr(sqlite3, "SQLITE_FUNCTION", 31)
 _SCHEMA_TABLES = ("sqlite_master", "sqlite_temp_master")
+# Python 3.11 clears an authorizer with None; 3.10 keeps None as the callback, which then denies
+# everything the connection reads afterwards ("not authorized"), so there one that allows all.
+_NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *_: sqlite3.SQLITE_OK)
 _SCHEMA_WRITE = "changing the schema"
 _ACTIONS = {
     getattr(sqlite3, f"SQLITE_{name.replace(' ', '_')}"): name
@@ -162,7 +166,7 @@ class FreeSQLMixin:
                 raise UsageError(f"query failed: {text}") from exc
             raise StoreError(f"query failed: {text}") from exc
         finally:
-            connection.set_authorizer(None)
+            connection.set_authorizer(_NO_AUTHORIZER)
             connection.set_progress_handler(None, 0)
             if length is not None:
                 connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length)

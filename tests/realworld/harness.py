@@ -15,9 +15,12 @@ and ``.git``), hashing every file outside ``.flor/`` and ``.git/`` before and af
 again with the same bytes, a new mtime or inode, counts as touched too). The reference
 is a fresh full run of today's script in a copy of the project as it was just before the
 recording, with the same argv and environment. By default one fresh run per case has *every*
-statement of the case written in (the statements only read state, so each logs what it would
-log alone), started once the recording has finished; ``CORPUS_FRESH=each`` also runs today's
-script of each question on its own and checks that it logs the same values as the combined run.
+statement of the case written in (each inside ``truth.py``'s observer, so each logs what it would
+log alone), started once the recording has finished. An ``e_*`` question that would make another
+question log more often (it calls the helper that question sits in) or rebinds a name another
+reads gets a fresh run of its own (:func:`own_fresh_run`); the others share the case's run.
+``CORPUS_FRESH=each`` also runs today's script of each question on its own and checks that it logs
+the same values as the run it was compared with.
 
 The environment is the machine's, as a user's would be: no thread variables (torch uses every
 core), unless ``CORPUS_THREADS=N`` asks for ``OMP_NUM_THREADS=N``; a checkpoint due at every
@@ -29,11 +32,14 @@ into segments by the recorded iteration times.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import hashlib
 import math
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -150,9 +156,72 @@ def _only(source: str, keep) -> str:
                    if (m := MARKER.match(line)) is None or keep(m["qid"]))
 
 
-def _shared(qid: str) -> bool:
-    """Whether a question shares the case's one fresh run (e_* questions have their own)."""
-    return not qid.startswith("e_")
+def _blocks(source: str) -> dict[str, str]:
+    """qid -> its statement (the marker lines of one id, joined)."""
+    found: dict[str, list[str]] = {}
+    for line in source.splitlines():
+        match = MARKER.match(line)
+        if match:
+            found.setdefault(match["qid"], []).append(match["statement"])
+    return {qid: "\n".join(lines) for qid, lines in found.items()}
+
+
+def _called(tree: ast.AST) -> set[str]:
+    """Names a piece of code calls: ``f(...)`` and ``obj.f(...)`` both give ``f``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                names.add(node.func.id)
+            elif isinstance(node.func, ast.Attribute):
+                names.add(node.func.attr)
+    return names
+
+
+def _names(tree: ast.AST, context: type) -> set[str]:
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, context)}
+
+
+def _holds_statement(tree: ast.AST) -> bool:
+    """Whether ``tree`` holds a question's statement (written in by :func:`all_statements_text`)."""
+    return any(isinstance(node, ast.With) and "_flor_truth" in ast.unparse(node.items[0].context_expr)
+               for node in ast.walk(tree))
+
+
+def own_fresh_run(source: str, qid: str) -> bool:
+    """Whether an ``e_*`` question needs a fresh run of its own instead of the case's shared one.
+
+    In the shared run every statement runs inside the truth observer, so a statement that would
+    perturb training does not; what the observer cannot undo is a statement making another one
+    log more often (``evaluate(...)`` where a b-question sits inside ``evaluate``) or rebinding a
+    name another statement reads. So: its own run when the statement assigns a name another
+    statement reads, when it calls (directly or through the script's functions) a function that
+    holds another statement, or when another statement sits in a class (a method the statement
+    may call without naming it: ``model(x)`` runs ``forward``)."""
+    blocks = _blocks(source)
+    own = ast.parse(blocks[qid])
+    others = [ast.parse(text) for other, text in blocks.items() if other != qid]
+    if _names(own, ast.Store) & set().union(*(_names(tree, ast.Load) for tree in others)):
+        return True
+    script = ast.parse(all_statements_text(_only(source, lambda other: other != qid)))
+    if any(isinstance(node, ast.ClassDef) and _holds_statement(node) for node in ast.walk(script)):
+        return True
+    functions = [node for node in ast.walk(script) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    calls = {node.name: _called(node) for node in functions}
+    holders = {node.name for node in functions if _holds_statement(node)}
+    reached, frontier = set(), _called(own)
+    while frontier:
+        name = frontier.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        frontier |= calls.get(name, set())
+    return bool(reached & holders)
+
+
+def _shared_by(source: str):
+    """The questions the case's one fresh run holds: all but the e_* ones that need their own."""
+    return lambda qid: not (qid.startswith("e_") and own_fresh_run(source, qid))
 
 
 def _fresh_copy(source: Path, destination: Path, text: str) -> Path:
@@ -177,21 +246,72 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python ARGS`` in ``root`` with :func:`child_env`."""
-    return subprocess.run([sys.executable, *args], cwd=root, env=child_env(), capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+class Hung(AssertionError):
+    """A child that ran past TIMEOUT_S; ``stacks`` is what it (and its children, DataLoader
+    workers included) printed when stopped: every thread's Python stack, from faulthandler."""
+
+    def __init__(self, what: str, stacks: str) -> None:
+        super().__init__(f"{what}: no end after {TIMEOUT_S} s; the stacks of its threads when stopped:\n{stacks[-6000:]}")
+        self.stacks = stacks
 
 
 def start(root: Path, *args: str) -> subprocess.Popen:
-    """:func:`run` in the background (wait with :func:`finish`)."""
-    return subprocess.Popen([sys.executable, *args], cwd=root, env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    """``python ARGS`` in ``root`` with :func:`child_env`, in the background (wait with
+    :func:`finish`). In a session of its own and with faulthandler on, so that a hung child and
+    every process it forked can be stopped together, each printing its threads' stacks."""
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", *args], cwd=root, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+def finish(process: subprocess.Popen, what: str = "a child") -> subprocess.CompletedProcess:
+    """How ``process`` ended; a child still running after TIMEOUT_S is stopped with SIGABRT (its
+    whole session: faulthandler prints each thread's stack) and :class:`Hung` is raised."""
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        try:
+            # One process at a time, the forked ones first, so that their dumps do not interleave.
+            for pid in sorted(_session(process.pid), key=lambda p: p == process.pid):
+                _abort(pid)
+            stdout, stderr = process.communicate(timeout=30)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            stderr = ""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise Hung(what, stderr or "") from None
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+
+
+def _session(sid: int) -> list[int]:
+    """The live processes of session ``sid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) and fields[3] == str(sid) and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _abort(pid: int, wait_s: float = 5.0) -> None:
+    """SIGABRT to ``pid`` (faulthandler prints its stacks), then wait until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGABRT)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and (fields := _stat(pid)) and fields[0] != "Z":
+        time.sleep(0.05)
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """:func:`start` and :func:`finish`."""
+    return finish(start(root, *args), f"python {' '.join(args)} in {root}")
 
 
 def _must(done: subprocess.CompletedProcess, what: str) -> None:
@@ -227,32 +347,40 @@ class Recording:
         with self._lock:
             folder, process = self.alone[question.qid]
             if isinstance(process, subprocess.Popen):
-                self.alone[question.qid][1] = finish(process)
+                self.alone[question.qid][1] = finish(process, f"{question.id}: fresh run")
             _must(self.alone[question.qid][1], f"{question.id}: fresh run of its statement alone")
         return folder / ".flor" / "flor.db"
 
     def reference_db(self) -> Path:
         """The fresh run's database, once that run has finished (questions may ask at once).
 
-        A fresh run that hangs (seen once, dataloader_shuffle: a recording whose DataLoader forks
-        workers beside flor's threads; under investigation) is started once more from the
-        pristine copy, with a warning, so that one hang does not fail every question of the case;
-        a second hang fails them."""
+        A fresh run that hangs (seen in earlier sessions, dataloader_shuffle: a DataLoader forking
+        workers beside flor's threads; not reproduced since, in 9 recordings and fresh runs 3 at a
+        time under a load of about 20, and 2 pytest runs of the case, all with the exact-class generator
+        search that coincided with it) is started once more from the
+        pristine copy, with a warning naming the file that holds the stacks of the hung run and of
+        its DataLoader workers (:func:`finish`), so that one hang does not fail every question of
+        the case; a second hang fails them, with the stacks in the message."""
         with self._lock:
             if self._reference is not None:
                 process, self._reference = self._reference, None
                 try:
-                    done = finish(process)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                    done = finish(process, f"{self.case.name}: fresh run")
+                except Hung as hung:
                     import warnings
 
-                    warnings.warn(f"{self.case.name}: the fresh run hung for {TIMEOUT_S} s; started once more", stacklevel=2)
+                    dump = self.fresh.parent / "hung-fresh-run.txt"
+                    dump.write_text(hung.stacks)
+                    warnings.warn(f"{self.case.name}: the fresh run hung for {TIMEOUT_S} s (its stacks: {dump}); "
+                                  "started once more", stacklevel=2)
                     shutil.rmtree(self.fresh)
                     source = (self.case.folder / SCRIPT).read_text()
-                    _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared)))
-                    done = finish(start(self.fresh, SCRIPT, *self.case.argv))
+                    _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared_by(source))))
+                    again = start(self.fresh, SCRIPT, *self.case.argv)
+                    try:
+                        done = finish(again, f"{self.case.name}: fresh run, started once more")
+                    except Hung as twice:  # kept, so that every question of the case says so
+                        done = subprocess.CompletedProcess(again.args, again.returncode, "", str(twice))
                 self._done = done
             # Every question of the case fails when the fresh run did, not only the first to ask.
             _must(self._done, f"{self.case.name}: fresh run with every statement")
@@ -262,7 +390,8 @@ class Recording:
         """End the fresh run if no question waited for it (a failed check)."""
         for process in [self._reference] + [entry[1] for entry in self.alone.values()]:
             if isinstance(process, subprocess.Popen) and process.poll() is None:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # its session: DataLoader workers too
                 process.wait()
 
 
@@ -280,9 +409,9 @@ def record(case: Case, workdir: Path) -> Recording:
         _must(run(root, script), f"{case.name}: {script}")
     pristine = _copy(root, workdir / "pristine")
     _must(run(root, SCRIPT, *case.argv), f"{case.name}: recording")
-    fresh = _fresh_copy(pristine, workdir / "fresh", all_statements_text(_only(source, _shared)))
+    fresh = _fresh_copy(pristine, workdir / "fresh", all_statements_text(_only(source, _shared_by(source))))
     recording = Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
-    for qid in dict.fromkeys(q.qid for q in questions(case) if q.qid.startswith("e_")):
+    for qid in dict.fromkeys(q.qid for q in questions(case) if q.qid.startswith("e_") and own_fresh_run(source, q.qid)):
         folder = _fresh_copy(pristine, workdir / f"fresh-{qid}", all_statements_text(_only(source, qid.__eq__)))
         recording.alone[qid] = [folder, start(folder, SCRIPT, *case.argv)]
     return recording

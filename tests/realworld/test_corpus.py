@@ -120,3 +120,60 @@ def test_harness_rules():
     assert not Verdict(question, 1, "refused: history", expected=4, stored=1, wrong=1).ok
     (plain,) = [q for q in questions(CASES[0]) if q.qid == "a_epoch"]
     assert not Verdict(plain, 1, "refused", expected=3).ok
+
+
+def test_which_e_questions_share_the_case_fresh_run():
+    """An e_* question shares the case's fresh run unless it would make another question log more
+    often or rebind a name another statement reads (harness.own_fresh_run)."""
+    from tests.realworld.harness import SCRIPTS, own_fresh_run
+
+    script = (
+        "def helper(x):\n"
+        "    y = x + 1\n"
+        "    # HINDSIGHT b_inner: flor.log('y', y)\n"
+        "    return y\n"
+        "def outer(x):\n"
+        "    return helper(x)\n"
+        "class Net:\n"
+        "    def forward(self, x):\n"
+        "        return x\n"
+        "for step in flor.loop('step', range(3)):\n"
+        "    z = step\n"
+        "    # HINDSIGHT d_z: flor.log('z', z)\n"
+        "    # HINDSIGHT e_calls: flor.log('h', outer(step))\n"
+        "    # HINDSIGHT e_rebinds: z = 0\n"
+        "    # HINDSIGHT e_rebinds: flor.log('zero', z)\n"
+        "    # HINDSIGHT e_plain: flor.log('sq', step * step)\n"
+    )
+    assert own_fresh_run(script, "e_calls")  # outer -> helper, which holds b_inner
+    assert own_fresh_run(script, "e_rebinds")  # d_z reads z
+    assert not own_fresh_run(script, "e_plain")
+    in_method = script.replace("        return x\n", "        # HINDSIGHT b_fwd: flor.log('x', x)\n        return x\n")
+    assert own_fresh_run(in_method, "e_plain")  # a method may run without being named
+    shapes = {(case, qid): own_fresh_run((SCRIPTS / case / "train.py").read_text(), qid) for case, qid in (
+        ("mnist_examples", "e_train_acc"), ("mnist_examples", "e_val_block"),
+        ("batchnorm_cnn", "e_bn_forward"), ("batchnorm_cnn", "e_eval_helper"))}
+    assert shapes == {("mnist_examples", "e_train_acc"): False, ("mnist_examples", "e_val_block"): False,
+                      ("batchnorm_cnn", "e_bn_forward"): False, ("batchnorm_cnn", "e_eval_helper"): True}
+
+
+def test_a_hung_child_is_stopped_with_the_stacks_of_every_process_it_forked(tmp_path, monkeypatch):
+    """What the harness gives when a recording or fresh run hangs (dataloader_shuffle hung so
+    under pytest): the Python stacks of the child and of the processes it forked."""
+    from tests.realworld import harness
+
+    monkeypatch.setattr(harness, "TIMEOUT_S", 3)
+    (tmp_path / "hang.py").write_text(
+        "import os, sys, time\n"
+        "child = os.fork()\n"
+        "print('started', flush=True)\n"
+        "if child == 0:\n"
+        "    time.sleep(600)  # the forked child\n"
+        "else:\n"
+        "    time.sleep(600)  # the parent\n")
+    process = harness.start(tmp_path, "hang.py")
+    with pytest.raises(harness.Hung) as caught:
+        harness.finish(process, "hang.py")
+    stacks = caught.value.stacks
+    assert 'hang.py", line 5' in stacks and 'hang.py", line 7' in stacks, stacks
+    assert process.returncode is not None

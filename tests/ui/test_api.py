@@ -15,6 +15,8 @@ from flor.errors import StoreError  # noqa: E402
 from flor.store import ReadPool, Store  # noqa: E402
 from flor.ui.server import UIData, create_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # records four runs, then serves them
+
 
 @pytest.fixture(scope="module")
 def client(recorded):

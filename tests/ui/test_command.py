@@ -12,6 +12,8 @@ import pytest
 
 from tests.ui.conftest import clean_env
 
+pytestmark = pytest.mark.slow  # every test trains or launches processes
+
 pytest.importorskip("flask")
 
 

@@ -7,6 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import pytest
+
 from flor.ui.downsample import min_max
 
 
@@ -31,6 +33,7 @@ def test_all_nan_buckets_leave_a_gap():
     assert np.isnan(sy).any() and np.nanmax(sy) == 1.0
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(arrays(np.float64, st.integers(1, 500), elements=st.floats(-1e6, 1e6)), st.integers(2, 100))
 def test_extremes_kept_and_order_preserved(y, points):

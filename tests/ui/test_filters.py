@@ -76,6 +76,7 @@ values = st.one_of(st.integers(-5, 5), st.floats(-5, 5, allow_nan=False), st.sam
 ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">="])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["lr", "accuracy"]), ops, values), min_size=1, max_size=4),
        st.sampled_from([" and ", " or "]), values, values)
