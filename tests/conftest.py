@@ -16,6 +16,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = REPO_ROOT / "examples" / "tutorial" / "train.py"
+# A run recorded inside pytest's own process ends at its exit, after each test's environment is
+# put back: quiet there too (the end-of-run line is tested on its own).
+os.environ.setdefault("FLOR_QUIET", "1")
 
 GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,

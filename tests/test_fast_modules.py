@@ -61,3 +61,44 @@ def test_transformers_trainer_has_the_methods_a_memoized_epoch_drives():
     # The other internals are attributes a Trainer sets on itself; the methods are on the class.
     assert set(integration.missing_internals(transformers.Trainer)) <= {
         "_tr_loss", "_globalstep_last_logged", "_total_loss_scalar", "current_flos"}
+
+
+def test_tracker_hooks_record_each_scalar_once_and_leave_the_call_alone(monkeypatch):
+    """flor.trackers.hooks on a stand-in mlflow module (the real trackers are tested in
+    test_trackers.py, slow): the user's call gets its value, flor gets name, value and step once
+    per outermost call, a non-scalar is not recorded, and a second install hooks nothing twice."""
+    import types
+
+    from flor.trackers import hooks
+
+    calls, recorded, noted = [], [], []
+    mlflow = types.ModuleType("mlflow")
+
+    class _Info:
+        run_id, experiment_id = "r1", "0"
+
+    class _Run:
+        info = _Info()
+
+    mlflow.active_run = lambda: _Run()
+    mlflow.get_tracking_uri = lambda: "file:///tmp/mlruns"
+    mlflow.start_run = lambda *a, **k: _Run()
+
+    def log_metric(key, value, step=None):
+        calls.append((key, value, step))
+        if key == "outer":
+            mlflow.log_metric("inner", 1.0, step)  # a tracker calling its own hooked function
+
+    mlflow.log_metric = log_metric
+    mlflow.log_metrics = lambda metrics, step=None: [mlflow.log_metric(k, v, step) for k, v in metrics.items()]
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    monkeypatch.setattr(hooks, "_installed", set())
+    monkeypatch.setattr(hooks, "_targets", {})
+    hooks.install(lambda *a: recorded.append(a), lambda *a: noted.append(a))
+    hooks.install(lambda *a: recorded.append(a), lambda *a: noted.append(a))  # once per tracker
+    mlflow.log_metric("loss", 0.5, step=3)
+    mlflow.log_metric("text", "not a number")
+    mlflow.log_metric("outer", 2.0, 4)
+    assert calls == [("loss", 0.5, 3), ("text", "not a number", None), ("outer", 2.0, 4), ("inner", 1.0, 4)]
+    assert recorded == [("loss", 0.5, 3), ("outer", 2.0, 4)]
+    assert noted[0] == ("mlflow", {"run_id": "r1", "experiment_id": "0", "tracking_uri": "file:///tmp/mlruns"})
