@@ -257,6 +257,7 @@ def test_dragging_zooms_and_fetches_the_range_again(page, recorded):
 def test_hindsight_values_are_labelled_and_the_table_downloads_as_csv(browser, recorded, tmp_path):
     import shutil
 
+    from flor.logged import LoggedValue
     from flor.store import Store
 
     root = tmp_path / "hindsight"
@@ -264,11 +265,11 @@ def test_hindsight_values_are_labelled_and_the_table_downloads_as_csv(browser, r
     store = Store.open(root / ".flor" / "flor.db")
     run_id, = store._read("SELECT run_id FROM runs WHERE tstamp = ?", (recorded.tstamps[0],))[0]
     (epoch_loop,), = store._read("SELECT ctx_id FROM contexts WHERE run_id = ? AND loop_name = 'epoch'", (run_id,))
-    store.write_replayed(run_id, [], [(epoch_loop, i, "grad_norm", 2.0 + i, "float") for i in range(3)])
+    store.write_replayed(run_id, [], [LoggedValue("grad_norm", 2.0 + i, "float", epoch_loop, i) for i in range(3)])
     # The longer run's epoch 3 withheld (as drift would): a gap in its curve, not a line across.
     later, = store._read("SELECT run_id FROM runs WHERE tstamp = ?", (recorded.tstamps[3],))[0]
     (later_loop,), = store._read("SELECT ctx_id FROM contexts WHERE run_id = ? AND loop_name = 'epoch'", (later,))
-    store.write_replayed(later, [], [(later_loop, i, "grad_norm", 1.0 + i, "float") for i in (0, 1, 2, 4, 5)])
+    store.write_replayed(later, [], [LoggedValue("grad_norm", 1.0 + i, "float", later_loop, i) for i in (0, 1, 2, 4, 5)])
     store.close()
     server, app = make_server(root / ".flor" / "flor.db", root)
     threading.Thread(target=server.serve_forever, daemon=True).start()
