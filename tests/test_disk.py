@@ -264,6 +264,26 @@ def test_gc_dry_run_changes_nothing_and_gc_keeps_the_spine_bit_exact(project):
         assert "a flor replay of it is in progress" in busy.stdout
         assert _listing(project) == (files, rows)
 
+    # Another run still recording may be writing a checkpoint not listed yet that names, by content,
+    # an object these checkpoints hold: gc thins nothing meanwhile, and says why.
+    import os
+    import sqlite3
+    import time
+
+    with sqlite3.connect(project.db) as connection:
+        columns = [c[1] for c in connection.execute("PRAGMA table_info(runs)")]
+        row = dict(zip(columns, connection.execute("SELECT * FROM runs").fetchone()))
+        row.update(run_id=None, tstamp="2999-01-01T00:00:00", status="running", pid=os.getpid(), ended=None,
+                   heartbeat=time.time())
+        connection.execute(f"INSERT INTO runs({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                           list(row.values()))
+    writing = gc()
+    assert writing.returncode == 0, writing.stderr
+    assert "run 2999-01-01T00:00:00 is still writing checkpoints" in writing.stdout
+    assert _listing(project) == (files, rows)
+    with sqlite3.connect(project.db) as connection:
+        connection.execute("DELETE FROM runs WHERE tstamp = '2999-01-01T00:00:00'")
+
     # The registry pins iteration 5: it stays.
     from flor.store import Store
 

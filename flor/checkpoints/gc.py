@@ -34,6 +34,7 @@ from pathlib import Path
 from .. import settings
 from ..errors import UsageError
 from ..paths import ProjectPaths
+from . import handoff
 from .objects import SUFFIX, Encoder, Reader, base_of, files, header, stored
 
 
@@ -166,7 +167,8 @@ def _locked(paths: ProjectPaths, run_id: int):
 
 
 def plan(store, flor_dir: Path, runs: list | None = None, keep_last: int = 0, older_than_days: float | None = None,
-         budget: int | None = None, include_pinned: bool = False, remote=None, _locks: list | None = None) -> GcPlan:
+         budget: int | None = None, include_pinned: bool = False, remote=None, _locks: list | None = None,
+         this_run: int | None = None) -> GcPlan:
     """What gc would do (nothing is changed). ``runs``: RunRows to consider (default all);
     ``keep_last``: the newest N runs are left alone; ``older_than_days``: only runs started before
     then; ``budget``: thin until the project's checkpoints fit it (else every run to its spine)."""
@@ -181,6 +183,12 @@ def plan(store, flor_dir: Path, runs: list | None = None, keep_last: int = 0, ol
     newest = {r.run_id for r in everything[len(everything) - keep_last:]} if keep_last else set()
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
     pins = store.checkpoint_pins() if not include_pinned else {}
+    # A run still recording (or a checkpoint still being handed off) may be writing a checkpoint
+    # that is not listed yet and names, by content, an object an older run's checkpoint holds:
+    # removing that object would damage the new checkpoint. So nothing is thinned meanwhile.
+    # ``this_run``: the run that asks at its own end (its checkpoints are all listed by then).
+    writing = [r.tstamp for r in everything
+               if r.run_id != this_run and (r.status == "running" or handoff.pending(flor_dir, r.run_id))]
     # Which objects each checkpoint names, and who else needs them.
     manifests: dict[tuple, list[str]] = {}
     rows_of: dict[int, list] = {}
@@ -206,7 +214,10 @@ def plan(store, flor_dir: Path, runs: list | None = None, keep_last: int = 0, ol
                        pinned=set(pins.get(run.run_id, ())))
         item.bytes = sum(_size(objects, d, remote) for r in rows for d in set(manifests[(run.run_id, r.iteration, r.point)])
                          if owner_count.get(d) == 1) + sum(_manifest_size(flor_dir, r.location) for r in rows)
-        if run.run_id in newest:
+        if writing:
+            item.skipped = (f"run {writing[0]} is still writing checkpoints, which may share objects with this run's; "
+                            "run flor gc again when it has ended")
+        elif run.run_id in newest:
             item.skipped = f"one of the newest {keep_last}"
         elif cutoff is not None and run.started >= cutoff:
             item.skipped = f"newer than {older_than_days:g} day(s)"
@@ -412,6 +423,7 @@ def gc_project(runs: list[str] | None = None, keep_last: int = 0, older_than_day
     limit = settings.parse_bytes("--budget", budget).bytes if budget is not None else None
     store = project_store(readonly=dry_run)
     try:
+        store.reap_killed()  # a run whose process is gone is not "still writing" (and a dry run only reads)
         chosen = None
         if runs:
             chosen = [store.find_run(prefix) for text in runs for prefix in text.split(",") if prefix.strip()]

@@ -422,7 +422,8 @@ class RecordManager(Hooks):
         from .gc import collect
 
         try:
-            done = collect(self.run.store, ProjectPaths(self.run.root).flor_dir, budget=self.disk_total)
+            done = collect(self.run.store, ProjectPaths(self.run.root).flor_dir, budget=self.disk_total,
+                           this_run=self.run.run_id)
         except (FlorError, OSError) as exc:
             self._report(f"FLOR_CKPT_DISK_TOTAL: older runs not thinned ({exc})")
             return
