@@ -46,11 +46,27 @@ def _drop_runs_in_child() -> None:
     """In a child made by ``os.fork()``: the runs belong to the parent. The child must never
     flush them (its copy of the queues holds values the parent writes too), never end them (the
     run is the parent's), and never take their store lock (the fork may have copied it held by
-    a thread that does not exist here). Values it logs go nowhere."""
-    for run in list(_runs):
+    a thread that does not exist here). Values it logs go nowhere.
+
+    Nor does the child keep the run's SIGTERM handler: a DataLoader's worker that its parent
+    terminates (it does so to any worker that has not exited 5 s after the loop stopped) must die
+    as it would without flor, not unwind through its queues' finalizers, which can wait forever
+    on a pipe that nobody reads any more, and the parent's exit with them."""
+    import signal
+
+    runs = list(_runs)
+    handler = signal.getsignal(signal.SIGTERM)
+    if any(handler == getattr(run, "_on_sigterm", None) for run in runs):
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):  # not the main thread: Run._on_sigterm passes it on
+            pass
+    for run in runs:
         run.forked = True
         run.ended = True
         run.managers = []
+        if getattr(run, "capture", None) is not None:
+            run.capture.on = False  # what the child prints goes to the streams only
         run.capture = None
         run.store = None
 
@@ -338,6 +354,12 @@ class Run:
                 pass
 
     def _on_sigterm(self, signum, frame) -> None:
+        if self.forked:  # a forked child's, where the handler could not be reset: die as without flor
+            import signal
+
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.killed_by = "terminated by SIGTERM"
         # Unwind the script so that its finally blocks run and the exit hook records the run.
         raise SystemExit(128 + signum)

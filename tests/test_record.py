@@ -236,6 +236,36 @@ def test_a_forked_child_never_writes_its_parents_run(project):
     assert rows(project.db, "SELECT DISTINCT value FROM logs WHERE name = 'child_status'") == [(0,)]
 
 
+TERMINATED_CHILD = """
+import os, signal, time
+import flor
+for epoch in flor.loop("epoch", range(2)):
+    flor.log("loss", epoch)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # as a DataLoader worker: busy when its parent stops it
+        os.write(write, b"x")
+        time.sleep(30)
+        os._exit(0)
+    os.read(read, 1)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    flor.log("child_status", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_dies_of_sigterm_as_without_flor(project):
+    # CI (stop 34): a dataloader_shuffle recording hung for 300 s. A DataLoader terminates a worker
+    # that has not exited 5 s after the loop stopped; the worker had inherited the run's SIGTERM
+    # handler, so instead of dying it unwound through its queues' finalizers, which can block on a
+    # pipe nobody reads, and the parent's exit waits for it.
+    project.write("terminated.py", TERMINATED_CHILD)
+    done = project.run("terminated.py", timeout=60)
+    assert "Traceback" not in done.stderr
+    assert rows(project.db, "SELECT DISTINCT value FROM logs WHERE name = 'child_status'") == [(-15,)]
+    assert rows(project.db, "SELECT COUNT(*), status FROM runs") == [(1, "finished")]
+
+
 def test_a_reader_in_another_pid_namespace_does_not_mark_a_live_run_killed(project):
     # Issue 26: same host name, other PID namespace (a container, `unshare -p`): the run's pid
     # is not there, and the reader marked the live run killed.
@@ -258,3 +288,42 @@ def test_a_reader_in_another_pid_namespace_does_not_mark_a_live_run_killed(proje
     finally:
         process.kill()
         process.wait()
+
+
+FORK_DURING_WRITE = """
+import os, sys, threading, time
+import flor
+from flor.run import _runs
+for epoch in flor.loop("epoch", range(2)):
+    flor.log("loss", epoch)
+store = next(iter(_runs)).store
+slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT COUNT(*) FROM c"
+inside = threading.Event()
+def write(cursor):
+    inside.set()
+    return cursor.execute(slow).fetchone()
+writer = threading.Thread(target=store._write, args=(write,))
+writer.start()
+inside.wait()
+pid = os.fork()
+if pid == 0:
+    # The fork waited for the write: the child's copy of the connection is between transactions.
+    code = 3 if store.connection.in_transaction else 0
+    sys.stdout.flush()
+    sys.exit(code)  # the interpreter shuts down: the parent's connection must not be closed here
+_, status = os.waitpid(pid, 0)
+writer.join()
+flor.log("child_status", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_fork_waits_for_the_store_and_the_child_never_closes_it(project):
+    # A DataLoader forks its workers while the run's flush thread may be inside SQLite: the
+    # child's copy of SQLite's mutexes would be held by a thread it does not have, and a child
+    # that closes the inherited connection checkpoints (and may delete) the parent's WAL.
+    project.write("forkwrite.py", FORK_DURING_WRITE)
+    done = project.run("forkwrite.py", timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert rows(project.db, "SELECT value FROM logs WHERE name = 'child_status'") == [(0,)]
+    assert rows(project.db, "SELECT COUNT(*) FROM logs WHERE name = 'loss'") == [(2,)]
+    assert rows(project.db, "PRAGMA integrity_check") == [("ok",)]

@@ -7,10 +7,12 @@ retried while another process holds the lock, so "database is locked" never reac
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +36,48 @@ def unreadable(path: Path, exc: BaseException, doing: str = "read") -> StoreErro
                       "`flor doctor` checks it and `flor doctor --repair` repairs it")
 
 
+FORK_WAIT_S = 1.0  # how long a fork waits for a write transaction of this process to finish
+
+# Every open connection of this process: a fork waits for their write transactions (below).
+_open: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+_held: list[threading.RLock] = []  # the locks taken for the fork in progress
+_inherited: list[sqlite3.Connection] = []  # a forked child's copies, kept open forever
+
+
+def _before_fork() -> None:
+    # No thread of ours inside SQLite while the process forks (a DataLoader starting its workers):
+    # the child's copy of SQLite's mutexes would be held by a thread the child does not have.
+    if _open:
+        import ctypes  # noqa: F401  (imported here, so that the child's import is a lookup)
+    for connection in list(_open):
+        if connection.lock.acquire(timeout=FORK_WAIT_S):
+            _held.append(connection.lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held:
+        _held.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's connections are the parent's: the child must never close them. Closing the
+    # last connection of a process checkpoints the write-ahead log and may delete it, which the
+    # parent still uses (SQLite: "do not carry an open connection across a fork"), so each is
+    # kept from ever being freed, even when the child's interpreter shuts down.
+    import ctypes
+
+    _after_fork_in_parent()
+    for connection in list(_open):
+        _inherited.append(connection.connection)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(connection.connection))
+    _open.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
+
+
 class Connection:
     """A connection to one project's database, and its transactions; :class:`~flor.store.Store`
     adds what is read and written. Open with :meth:`open`."""
@@ -45,6 +89,7 @@ class Connection:
         # The threads of one run (the log flusher, the checkpoint writer) share this connection:
         # one write transaction at a time. Held across a fork so no thread is inside SQLite then.
         self.lock = threading.RLock()
+        _open.add(self)
 
     @property
     def paths(self) -> ProjectPaths:
