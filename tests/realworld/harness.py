@@ -246,6 +246,18 @@ def child_env() -> dict[str, str]:
     return env
 
 
+HANGS: list[tuple[str, Path, str]] = []  # (what, file holding the stacks, the stacks): shown by conftest.py
+
+
+def note_hang(what: str, hung: "Hung", dump: Path) -> None:
+    """Keep the stacks of a child that hung, warn, and list it for the end of the session."""
+    import warnings
+
+    dump.write_text(hung.stacks)
+    HANGS.append((what, dump, hung.stacks))
+    warnings.warn(f"{what} hung for {TIMEOUT_S} s (its stacks: {dump}); started once more", stacklevel=3)
+
+
 class Hung(AssertionError):
     """A child that ran past TIMEOUT_S; ``stacks`` is what it (and its children, DataLoader
     workers included) printed when stopped: every thread's Python stack, from faulthandler."""
@@ -367,12 +379,7 @@ class Recording:
                 try:
                     done = finish(process, f"{self.case.name}: fresh run")
                 except Hung as hung:
-                    import warnings
-
-                    dump = self.fresh.parent / "hung-fresh-run.txt"
-                    dump.write_text(hung.stacks)
-                    warnings.warn(f"{self.case.name}: the fresh run hung for {TIMEOUT_S} s (its stacks: {dump}); "
-                                  "started once more", stacklevel=2)
+                    note_hang(f"{self.case.name}: fresh run", hung, self.fresh.parent / "hung-fresh-run.txt")
                     shutil.rmtree(self.fresh)
                     source = (self.case.folder / SCRIPT).read_text()
                     _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared_by(source))))
@@ -408,7 +415,16 @@ def record(case: Case, workdir: Path) -> Recording:
     for script in case.prepare:
         _must(run(root, script), f"{case.name}: {script}")
     pristine = _copy(root, workdir / "pristine")
-    _must(run(root, SCRIPT, *case.argv), f"{case.name}: recording")
+    try:
+        done = run(root, SCRIPT, *case.argv)
+    except Hung as hung:
+        # As for the fresh run (Recording.reference_db): kept and shown at the end of the session
+        # (conftest.py), recorded once more from the pristine copy; a second hang fails.
+        note_hang(f"{case.name}: recording", hung, workdir / "hung-recording.txt")
+        shutil.rmtree(root)
+        _copy(pristine, root)
+        done = run(root, SCRIPT, *case.argv)
+    _must(done, f"{case.name}: recording")
     fresh = _fresh_copy(pristine, workdir / "fresh", all_statements_text(_only(source, _shared_by(source))))
     recording = Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
     for qid in dict.fromkeys(q.qid for q in questions(case) if q.qid.startswith("e_") and own_fresh_run(source, q.qid)):
