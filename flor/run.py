@@ -83,6 +83,11 @@ def script_identity() -> tuple[Path, str]:
     if path and not os.path.basename(path).startswith("<"):
         path = Path(path).resolve()
         return path.parent, path.name
+    from .notebook import identify
+
+    notebook = identify()  # a Jupyter kernel: the notebook it runs (notebook.py)
+    if notebook is not None:
+        return notebook.folder, notebook.filename
     session = os.environ.get("JPY_SESSION_NAME") or getattr(main, "__session__", None)
     if session:
         return Path.cwd(), Path(str(session)).name
@@ -137,10 +142,15 @@ class Run:
         self.flor_error = False  # the uncaught error was flor's own (a misuse), not the script's
         # Which script this is, taken now: at exit __main__ may be half torn down.
         self.identity = script_identity()
+        from .notebook import current_cell, is_notebook
+
+        # A notebook's run: the cell of its first flor call (its code version is the cells run).
+        self.first_cell = current_cell() if is_notebook(self.identity[1]) else None
         self.killed_by: str | None = None
         self._flush_error_reported = False
         self.forked = False  # a copy of the parent's run in a forked child: never written
         self.job = None  # flor.store.Membership when this process is a rank of a distributed job
+        self._notebook_snapshot: tuple[str, int] | None = None  # (rel_file, max bytes) to version again at the end
         _runs.add(self)
 
     # -- args -------------------------------------------------------------------------------
@@ -231,7 +241,7 @@ class Run:
             tstamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
             projid=self.root.name,
             filename=rel_file,
-            argv=list(self.argv),
+            argv=[rel_file] if self.first_cell is not None else list(self.argv),
             cwd=cwd,
             started=started,
             args=[(name, *values.encode(value)) for name, value in self.args.items()],
@@ -249,13 +259,15 @@ class Run:
             self.run_id, self.tstamp = self.store.insert_run(**fields)
         self.begun = True
         self.t0 = time.perf_counter()
-        if is_git:
+        if self.first_cell is not None:
+            self._begin_notebook(rel_file, snapshot_max_bytes, is_git)  # versioned in this cell
+        elif is_git:
             if self.job is None or self.job.snapshots:  # one snapshot per job: its other ranks name it
                 self._snapshot_thread = threading.Thread(
                     target=self._snapshot, args=(rel_file, snapshot_max_bytes), name="flor-snapshot", daemon=True
                 )
                 self._snapshot_thread.start()
-        else:
+        if not is_git:
             warn("not inside a git repository: this run is recorded, but its code version is not kept")
             self._run_fields["vcs_note"] = "unversioned: not inside a git repository"
         if capture_max_bytes is not None:
@@ -266,6 +278,25 @@ class Run:
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-flush", daemon=True)
         self._flusher.start()
         self._install_exit_hooks()
+
+    def _begin_notebook(self, rel_file: str, max_bytes: int, is_git: bool) -> None:
+        """A notebook's run is versioned now, in the cell of its first training call (why a
+        version cannot be kept is said in that cell's output), and again when it ends."""
+        from .notebook import UNKNOWN, unknown_warning
+
+        if self.identity[1] == UNKNOWN:
+            warn(unknown_warning())
+        self._notebook_snapshot = (rel_file, max_bytes) if is_git else None
+        if is_git:
+            self._snapshot(rel_file, max_bytes)
+
+    def _notebook_cells(self, rel_file: str) -> dict[str, str] | None:
+        """The cells this run executed, as the script its code version keeps (None: not a notebook)."""
+        if self.first_cell is None:
+            return None
+        from .notebook import executed_cells, recorded_script, script_of
+
+        return {script_of(rel_file): recorded_script(executed_cells(), rel_file)}
 
     @staticmethod
     def _check_checkpoint_store() -> None:
@@ -291,7 +322,8 @@ class Run:
 
         tstamp = self.tstamp if self.job is None else self.job.job_tstamp
         try:
-            snap = Repo(self.root).snapshot(tstamp, f"flor: run {tstamp} of {rel_file}", max_bytes)
+            snap = Repo(self.root).snapshot(tstamp, f"flor: run {tstamp} of {rel_file}", max_bytes,
+                                            extra=self._notebook_cells(rel_file))
         except FlorError as exc:
             warn(f"code version not kept for this run: {exc}")
             self._run_fields["vcs_note"] = f"unversioned: {exc}"
@@ -376,6 +408,8 @@ class Run:
             self._flusher.join(timeout=60)
         if self._snapshot_thread is not None:
             self._snapshot_thread.join(timeout=SNAPSHOT_WAIT_S)
+        if self.first_cell is not None:
+            self._end_notebook()
         if self.killed_by:
             status, error = "killed", self.killed_by
         elif self.failure:
@@ -387,6 +421,15 @@ class Run:
         if self.store is not None:
             self._say_kept(status)
             self.store.close()
+
+    def _end_notebook(self) -> None:
+        """Version the notebook's run again with every cell it ran, and leave those cells out of
+        the next run of this kernel."""
+        from .notebook import current_cell, end_span
+
+        if self._notebook_snapshot is not None:
+            self._snapshot(*self._notebook_snapshot)
+        end_span(self.first_cell, current_cell())
 
     def _say_kept(self, status: str) -> None:
         """One line on stderr: what was kept of this run and how to look at it (FLOR_QUIET=1: none)."""
