@@ -32,7 +32,8 @@ TRAIN = """with flor.checkpointing(model=model):
         # BODY"""
 
 AFTER = """%time total = float(model.w.sum())
-flor.log("final", float(model.w.max()))"""
+flor.log("final", float(model.w.max()))
+flor.commit()"""
 
 STATEMENT = '        flor.log("wnorm", float(np.linalg.norm(model.w)))'
 
@@ -83,6 +84,8 @@ def test_a_statement_added_to_a_cell_replays_into_each_recorded_notebook_run(pro
     assert len(tstamps) == 2 and all(commits)
     script = project.git("show", f"{commits[1]}:train_nb.ipynb.flor.py")
     assert "# In[1]:" in script and 'flor.arg("seed", 7)' in script and "pass  # flor: IPython syntax" in script
+    # Versioned at its first training call, and again by flor.commit() with the cells run since.
+    assert script.rstrip().endswith("flor.commit()")
 
     missing = project.flor("replay", "wnorm", check=False)  # not in today's notebook yet: one line, what to do
     assert missing.returncode != 0 and "add the statement to a cell of the notebook first" in missing.stderr
