@@ -26,6 +26,9 @@ from typing import NamedTuple
 SCRIPT_SUFFIX = ".flor.py"  # the recorded cells' script, next to the notebook in the run's snapshot
 UNKNOWN = "(unknown notebook)"  # the filename of a run whose kernel did not say which notebook it ran
 _LEFT_OUT = "pass  # flor: IPython syntax, not run by replay: "
+# Both scripts (recorded and today's) begin so: a kernel gives cells `display` as a builtin.
+_PREAMBLE = ("try:\n    from IPython.display import display\nexcept ImportError:  # replayed where IPython is not installed\n"
+             "    display = print\n")
 
 # The execution counts of the cells that earlier runs of this kernel spanned (first, last): a
 # later run's script leaves them out, since replaying it must not run the earlier run's loops.
@@ -136,7 +139,7 @@ def executed_cells() -> list[tuple[int, str]]:
 
 def recorded_script(cells: list[tuple[int, str]], notebook: str) -> str:
     """The cells a run executed as one script (what its snapshot keeps and replay executes)."""
-    parts = [f"# flor: the cells {notebook} executed for this run, in the order they ran.\n"]
+    parts = [f"# flor: the cells {notebook} executed for this run, in the order they ran.\n", _PREAMBLE]
     parts += [f"\n# In[{count}]:\n{to_python(source)}\n" for count, source in cells]
     return "".join(parts)
 
@@ -152,7 +155,7 @@ def todays_script(text: str, notebook: str) -> str:
                    for cell in cells]
     except (ValueError, AttributeError, TypeError) as exc:
         raise UsageError(f"{notebook} is not a readable notebook ({exc}); save it from Jupyter and replay again") from None
-    parts = [f"# flor: the code cells of today's {notebook}.\n"]
+    parts = [f"# flor: the code cells of today's {notebook}.\n", _PREAMBLE]
     parts += [f"\n# cell {number}:\n{to_python(source)}\n" for number, source in enumerate(sources, 1)]
     return "".join(parts)
 

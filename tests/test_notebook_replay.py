@@ -32,6 +32,7 @@ TRAIN = """with flor.checkpointing(model=model):
         # BODY"""
 
 AFTER = """%time total = float(model.w.sum())
+display(round(float(model.w.sum()), 3))
 flor.log("final", float(model.w.max()))
 flor.commit()"""
 

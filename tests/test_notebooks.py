@@ -115,3 +115,26 @@ def test_flor_runs_shows_unversioned_whole():
                                 git_head=None, git_dirty=0, started="s", argv=["a.ipynb"])
     _, rows = text_rows([types.SimpleNamespace(run=run, args={}, world_size=None, ranks=None)])
     assert rows[0][4] == "unversioned"
+
+
+def _notebook_run(root, filename: str, commit: str | None = None) -> str:
+    import time
+
+    from flor.store import Store
+
+    store = Store.open(root / ".flor" / "flor.db")
+    run_id, tstamp = store.insert_run(tstamp="2026-01-01T00:00:00", projid="p", filename=filename, argv=[filename],
+                                      cwd=".", started=time.time(), args=[])
+    store.update_run(run_id, status="finished", ended=time.time(), code_commit=commit)
+    store.close()
+    return tstamp
+
+
+def test_a_notebook_run_is_not_resumed_and_an_unknown_notebook_is_refused_with_why(project):
+    from flor.resume import resume
+
+    tstamp = _notebook_run(project.root, notebook.UNKNOWN, commit=project.git("rev-parse", "HEAD").strip())
+    with pytest.raises(UsageError, match="ran in the notebook .* run its cells again in Jupyter"):
+        resume(tstamp, start=project.root)
+    done = project.flor("replay", "--dry-run", check=False)
+    assert "its kernel did not say which notebook it ran" in done.stdout + done.stderr, done.stdout + done.stderr
