@@ -120,6 +120,27 @@ def current_cell() -> int | None:
     return None if ipython is None else int(getattr(ipython, "execution_count", 0) or 0)
 
 
+def after_each_cell(callback):
+    """Call ``callback()`` after each cell the kernel runs from now on; returns what stops it."""
+    ipython = shell()
+    events = getattr(ipython, "events", None)
+    if events is None:
+        return lambda: None
+
+    def ran(result=None) -> None:
+        callback()
+
+    events.register("post_run_cell", ran)
+
+    def stop() -> None:
+        try:
+            events.unregister("post_run_cell", ran)
+        except ValueError:  # already gone (the kernel's shell torn down)
+            pass
+
+    return stop
+
+
 def end_span(first: int | None, last: int | None) -> None:
     """A run of this kernel ended: its cells are left out of later runs' scripts."""
     if first is not None and last is not None:

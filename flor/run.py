@@ -151,6 +151,7 @@ class Run:
         self.forked = False  # a copy of the parent's run in a forked child: never written
         self.job = None  # flor.store.Membership when this process is a rank of a distributed job
         self._notebook_snapshot: tuple[str, int] | None = None  # (rel_file, max bytes) to version again at the end
+        self._unhook_cells = None  # stops versioning the notebook's run after each cell
         _runs.add(self)
 
     # -- args -------------------------------------------------------------------------------
@@ -281,14 +282,23 @@ class Run:
 
     def _begin_notebook(self, rel_file: str, max_bytes: int, is_git: bool) -> None:
         """A notebook's run is versioned now, in the cell of its first training call (why a
-        version cannot be kept is said in that cell's output), and again when it ends."""
-        from .notebook import UNKNOWN, unknown_warning
+        version cannot be kept is said in that cell's output), again after each cell it runs (the
+        kernel may be killed before the run ends), and when it ends."""
+        from .notebook import UNKNOWN, after_each_cell, unknown_warning
 
         if self.identity[1] == UNKNOWN:
             warn(unknown_warning())
         self._notebook_snapshot = (rel_file, max_bytes) if is_git else None
         if is_git:
             self._snapshot(rel_file, max_bytes)
+            self._unhook_cells = after_each_cell(self._cell_ran)
+
+    def _cell_ran(self) -> None:
+        if self.ended or (self._snapshot_thread is not None and self._snapshot_thread.is_alive()):
+            return  # the end versions every cell; a version still being taken is not queued behind
+        self._snapshot_thread = threading.Thread(target=self._snapshot, args=self._notebook_snapshot,
+                                                 name="flor-snapshot", daemon=True)
+        self._snapshot_thread.start()
 
     def _notebook_cells(self, rel_file: str) -> dict[str, str] | None:
         """The cells this run executed, as the script its code version keeps (None: not a notebook)."""
@@ -427,6 +437,8 @@ class Run:
         the next run of this kernel."""
         from .notebook import current_cell, end_span
 
+        if self._unhook_cells is not None:
+            self._unhook_cells()
         if self._notebook_snapshot is not None:
             self._snapshot(*self._notebook_snapshot)
         end_span(self.first_cell, current_cell())

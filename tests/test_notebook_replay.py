@@ -33,15 +33,14 @@ TRAIN = """with flor.checkpointing(model=model):
 
 AFTER = """%time total = float(model.w.sum())
 display(round(float(model.w.sum()), 3))
-flor.log("final", float(model.w.max()))
-flor.commit()"""
+flor.log("final", float(model.w.max()))"""
 
 STATEMENT = '        flor.log("wnorm", float(np.linalg.norm(model.w)))'
 
 
-def _notebook(path: Path, seed: int, statement: bool = False) -> None:
+def _notebook(path: Path, seed: int, statement: bool = False, commit: bool = False) -> None:
     train = TRAIN + ("\n" + STATEMENT if statement else "")
-    cells = [MODEL, SETUP.replace("SEED", str(seed)), train, AFTER]
+    cells = [MODEL, SETUP.replace("SEED", str(seed)), train, AFTER] + (["flor.commit()"] if commit else [])
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
 
 
@@ -75,7 +74,7 @@ def test_a_statement_added_to_a_cell_replays_into_each_recorded_notebook_run(pro
     _notebook(notebook, seed=0)
     project.commit_all("notebook")
     _execute(notebook)
-    _notebook(notebook, seed=7)  # the second run: other args, an uncommitted change
+    _notebook(notebook, seed=7, commit=True)  # the second run: other args, an uncommitted change, ended in a cell
     _execute(notebook)
     runs = project.flor("runs").stdout
     assert runs.count("train_nb.ipynb") == 2 and "ipykernel" not in runs and "interactive" not in runs, runs
@@ -85,14 +84,16 @@ def test_a_statement_added_to_a_cell_replays_into_each_recorded_notebook_run(pro
     assert len(tstamps) == 2 and all(commits)
     script = project.git("show", f"{commits[1]}:train_nb.ipynb.flor.py")
     assert "# In[1]:" in script and 'flor.arg("seed", 7)' in script and "pass  # flor: IPython syntax" in script
-    # Versioned at its first training call, and again by flor.commit() with the cells run since.
+    # Versioned at its first training call, and again by flor.commit() with the cells run since;
+    # the first run, never committed, at the kernel's exit (and after each cell) with all of them.
     assert script.rstrip().endswith("flor.commit()")
+    assert project.git("show", f"{commits[0]}:train_nb.ipynb.flor.py").rstrip().endswith('flor.log("final", float(model.w.max()))')
 
     missing = project.flor("replay", "wnorm", check=False)  # not in today's notebook yet: one line, what to do
     assert missing.returncode != 0 and "add the statement to a cell of the notebook first" in missing.stderr
     assert "Traceback" not in missing.stderr
 
-    _notebook(notebook, seed=7, statement=True)  # today's notebook: the statement added to the training cell
+    _notebook(notebook, seed=7, statement=True, commit=True)  # today's notebook: the statement added to the training cell
     done = project.flor("replay", "wnorm")
     # Memoized as for a script: each epoch restored from its checkpoint, its nested loop skipped.
     assert done.stdout.count("done: wnorm") == 2, done.stdout + done.stderr
@@ -105,7 +106,7 @@ def test_a_statement_added_to_a_cell_replays_into_each_recorded_notebook_run(pro
     for tstamp, seed in zip(tstamps, (0, 7)):
         folder = tmp_path / f"fresh{seed}"
         folder.mkdir()
-        _notebook(folder / "train_nb.ipynb", seed=seed, statement=True)
+        _notebook(folder / "train_nb.ipynb", seed=seed, statement=True, commit=seed == 7)
         output = _execute(folder / "train_nb.ipynb", session=seed == 7)
         assert "not inside a git repository" in output, output
         if seed == 0:

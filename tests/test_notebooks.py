@@ -138,3 +138,28 @@ def test_a_notebook_run_is_not_resumed_and_an_unknown_notebook_is_refused_with_w
         resume(tstamp, start=project.root)
     done = project.flor("replay", "--dry-run", check=False)
     assert "its kernel did not say which notebook it ran" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_a_callback_runs_after_each_cell_until_stopped(kernel):
+    class Events:  # IPython's EventManager, as far as flor uses it
+        def __init__(self):
+            self.callbacks = []
+
+        def register(self, event, function):
+            self.callbacks.append(function)
+
+        def unregister(self, event, function):
+            self.callbacks.remove(function)  # ValueError when not registered, as IPython's
+
+        def trigger(self):
+            for function in list(self.callbacks):
+                function(None)
+
+    ran = []
+    kernel.events = Events()
+    stop = notebook.after_each_cell(lambda: ran.append(1))
+    kernel.events.trigger()
+    stop()
+    stop()  # twice: harmless
+    kernel.events.trigger()
+    assert ran == [1]
