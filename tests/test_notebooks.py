@@ -163,3 +163,15 @@ def test_a_callback_runs_after_each_cell_until_stopped(kernel):
     stop()  # twice: harmless
     kernel.events.trigger()
     assert ran == [1]
+
+
+def test_the_page_shows_and_diffs_a_notebook_runs_cells_not_its_json(project):
+    from flor.ui.data import diff_code, read_code
+    from flor.vcs import Repo
+
+    project.write("a.ipynb", "{}")
+    repo = Repo(project.root)
+    old = repo.snapshot("2026-01-01T00:00:00", "one", extra={"a.ipynb.flor.py": "x = 1\n"}).commit
+    new = repo.snapshot("2026-01-01T00:00:01", "two", extra={"a.ipynb.flor.py": "x = 2\n"}).commit
+    assert read_code(project.root, old, "a.ipynb") == "x = 1\n"
+    assert "-x = 1\n+x = 2" in diff_code(project.root, old, new, "a.ipynb")
