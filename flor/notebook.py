@@ -45,7 +45,12 @@ class Notebook(NamedTuple):
 
 def is_notebook(filename: str) -> bool:
     """Whether a run's filename names a notebook (its code version holds the cells' script)."""
-    return filename.endswith(".ipynb") or filename == UNKNOWN
+    return filename.endswith(".ipynb") or is_unknown(filename)
+
+
+def is_unknown(filename: str) -> bool:
+    """Whether a run's filename says its kernel was not told its notebook (in the run's folder)."""
+    return filename.rpartition("/")[2] == UNKNOWN
 
 
 def script_of(filename: str) -> str:

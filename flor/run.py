@@ -284,9 +284,9 @@ class Run:
         """A notebook's run is versioned now, in the cell of its first training call (why a
         version cannot be kept is said in that cell's output), again after each cell it runs (the
         kernel may be killed before the run ends), and when it ends."""
-        from .notebook import UNKNOWN, after_each_cell, unknown_warning
+        from .notebook import after_each_cell, is_unknown, unknown_warning
 
-        if self.identity[1] == UNKNOWN:
+        if is_unknown(self.identity[1]):
             warn(unknown_warning())
         self._notebook_snapshot = (rel_file, max_bytes) if is_git else None
         if is_git:

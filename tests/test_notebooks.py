@@ -40,6 +40,7 @@ def test_the_file_replay_runs_for_a_notebook_is_its_cells_script(tmp_path):
     assert notebook.script_of("nb/train.ipynb") == "nb/train.ipynb.flor.py"
     assert notebook.script_of(notebook.UNKNOWN) == notebook.UNKNOWN + ".flor.py"
     assert notebook.script_of("train.py") == "train.py"
+    assert notebook.is_notebook("sub/" + notebook.UNKNOWN) and notebook.is_unknown("sub/" + notebook.UNKNOWN)
     (tmp_path / "a.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": "y = 2"}]}))
     (tmp_path / "b.py").write_text("z = 3\n")
     assert "y = 2" in notebook.todays_source(tmp_path, "a.ipynb")
@@ -133,7 +134,7 @@ def _notebook_run(root, filename: str, commit: str | None = None) -> str:
 def test_a_notebook_run_is_not_resumed_and_an_unknown_notebook_is_refused_with_why(project):
     from flor.resume import resume
 
-    tstamp = _notebook_run(project.root, notebook.UNKNOWN, commit=project.git("rev-parse", "HEAD").strip())
+    tstamp = _notebook_run(project.root, "sub/" + notebook.UNKNOWN, commit=project.git("rev-parse", "HEAD").strip())
     with pytest.raises(UsageError, match="ran in the notebook .* run its cells again in Jupyter"):
         resume(tstamp, start=project.root)
     done = project.flor("replay", "--dry-run", check=False)

@@ -16,7 +16,7 @@ from .. import settings
 from ..errors import FlorError, UsageError
 from ..messages import warn
 from ..store import RunRow, Store
-from ..notebook import UNKNOWN, is_notebook, script_of, todays_source
+from ..notebook import is_notebook, is_unknown, script_of, todays_source
 from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .isolation import groups_of, training_call, wrap
@@ -129,7 +129,7 @@ class Planner:
         if today is None:
             item.status, item.reason = "refused", (
                 "its kernel did not say which notebook it ran (docs/notebooks.md): today's cells cannot be read"
-                if run.filename == UNKNOWN else f"{run.filename} does not exist in the working tree today")
+                if is_unknown(run.filename) else f"{run.filename} does not exist in the working tree today")
             return
         old = self.repo.read_file(run.code_commit, script_of(run.filename))  # a notebook: the cells it ran
         records = item.records = RunRecords.read(self.store, run)
