@@ -48,6 +48,9 @@ def test_the_file_replay_runs_for_a_notebook_is_its_cells_script(tmp_path):
     assert notebook.todays_source(tmp_path, "gone.ipynb") is None
 
 
+_CONNECTION_SESSION = notebook._connection_session  # before the kernel fixture stands it in
+
+
 class _Shell:
     def __init__(self, user_ns, history):
         self.user_ns = user_ns
@@ -176,3 +179,15 @@ def test_the_page_shows_and_diffs_a_notebook_runs_cells_not_its_json(project):
     new = repo.snapshot("2026-01-01T00:00:01", "two", extra={"a.ipynb.flor.py": "x = 2\n"}).commit
     assert read_code(project.root, old, "a.ipynb") == "x = 1\n"
     assert "-x = 1\n+x = 2" in diff_code(project.root, old, new, "a.ipynb")
+
+
+def test_a_kernel_started_by_a_manager_reads_its_notebook_from_the_connection_file(kernel, monkeypatch, tmp_path):
+    connection = tmp_path / "kernel-1.json"
+    connection.write_text(json.dumps({"shell_port": 1, "jupyter_session": str(tmp_path / "nb.ipynb")}))
+    connect = types.ModuleType("ipykernel.connect")
+    connect.get_connection_file = lambda: str(connection)
+    monkeypatch.setitem(sys.modules, "ipykernel.connect", connect)
+    monkeypatch.setattr(notebook, "_connection_session", _CONNECTION_SESSION)
+    assert notebook.identify() == notebook.Notebook(tmp_path.resolve(), "nb.ipynb", "connection file")
+    connection.write_text(json.dumps({"shell_port": 1}))  # nbclient without a session name: not told
+    assert notebook.identify().filename == notebook.UNKNOWN
