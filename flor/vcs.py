@@ -39,9 +39,10 @@ _LOCATING_VARIABLES = (
     "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM",
 )
 # Untracked folders and files that other tools write beside the code: TensorBoard, Lightning,
-# MLflow, Weights & Biases and Hydra's output folders, model weights and event files.
+# MLflow, Weights & Biases and Hydra's output folders, Jupyter's autosaved copies of notebooks,
+# model weights and event files.
 DEFAULT_EXCLUDES = (
-    "runs/", "lightning_logs/", "mlruns/", "wandb/", "outputs/",
+    "runs/", "lightning_logs/", "mlruns/", "wandb/", "outputs/", ".ipynb_checkpoints/",
     "*.ckpt", "*.pt", "*.pth", "*.safetensors", "events.out.tfevents.*",
 )
 FLORIGNORE = ".florignore"

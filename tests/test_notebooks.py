@@ -107,9 +107,11 @@ def test_a_snapshot_keeps_a_file_the_working_tree_lacks(project):
     from flor.vcs import Repo
 
     project.write("a.ipynb", "{}")
+    project.write(".ipynb_checkpoints/a-checkpoint.ipynb", "{}")  # Jupyter's autosave: left out
     snap = Repo(project.root).snapshot("2026-01-01T00:00:00", "test", extra={"a.ipynb.flor.py": "x = 1\n"})
     assert project.git("show", f"{snap.commit}:a.ipynb.flor.py") == "x = 1\n"
-    assert not (project.root / "a.ipynb.flor.py").exists() and "a.ipynb" in project.git("ls-tree", "--name-only", snap.commit)
+    listed = project.git("ls-tree", "--name-only", snap.commit).split()
+    assert not (project.root / "a.ipynb.flor.py").exists() and "a.ipynb" in listed and ".ipynb_checkpoints" not in listed
 
 
 def test_flor_runs_shows_unversioned_whole():
