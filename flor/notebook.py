@@ -20,8 +20,11 @@ import ast
 import json
 import os
 import sys
+import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
+
+from .messages import warn
 
 SCRIPT_SUFFIX = ".flor.py"  # the recorded cells' script, next to the notebook in the run's snapshot
 UNKNOWN = "(unknown notebook)"  # the filename of a run whose kernel did not say which notebook it ran
@@ -216,3 +219,47 @@ def todays_source(root: Path, filename: str) -> str | None:
         return None
     text = path.read_text()
     return todays_script(text, filename) if is_notebook(filename) else text
+
+
+class Versioning:
+    """How a notebook's run is versioned: in the cell of its first training call (why a version
+    cannot be kept is said in that cell's output), again in the background after each cell it
+    runs (the kernel may be killed before the run ends), and when it ends, each time with the
+    cells run so far (``cells``). ``snapshot`` is the run's own, which asks for ``cells``."""
+
+    def __init__(self, first_cell: int, rel_file: str, snapshot: Callable[[], None]) -> None:
+        self.first_cell = first_cell
+        self.rel_file = rel_file
+        self._snapshot = snapshot
+        self._thread: threading.Thread | None = None
+        self._stop: Callable[[], None] = lambda: None
+        self._versioned = False
+        self._ended = False
+
+    def cells(self) -> dict[str, str]:
+        """The cells the run executed, as the script its code version keeps next to the notebook."""
+        return {script_of(self.rel_file): recorded_script(executed_cells(), self.rel_file)}
+
+    def begin(self, is_git: bool) -> None:
+        if is_unknown(self.rel_file):
+            warn(unknown_warning())
+        self._versioned = is_git  # outside git the run says so itself
+        if is_git:
+            self._snapshot()
+            self._stop = after_each_cell(self._cell_ran)
+
+    def _cell_ran(self) -> None:
+        if self._ended or (self._thread is not None and self._thread.is_alive()):
+            return  # the end versions every cell; a version still being taken is not queued behind
+        self._thread = threading.Thread(target=self._snapshot, name="flor-snapshot", daemon=True)
+        self._thread.start()
+
+    def end(self, wait_s: float) -> None:
+        """Version the run with every cell it ran, and leave those cells out of the kernel's next run."""
+        self._ended = True
+        self._stop()
+        if self._thread is not None:
+            self._thread.join(timeout=wait_s)
+        if self._versioned:
+            self._snapshot()
+        end_span(self.first_cell, current_cell())

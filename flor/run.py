@@ -150,8 +150,7 @@ class Run:
         self._flush_error_reported = False
         self.forked = False  # a copy of the parent's run in a forked child: never written
         self.job = None  # flor.store.Membership when this process is a rank of a distributed job
-        self._notebook_snapshot: tuple[str, int] | None = None  # (rel_file, max bytes) to version again at the end
-        self._unhook_cells = None  # stops versioning the notebook's run after each cell
+        self.notebook = None  # notebook.Versioning: how a notebook's run is versioned, once it begins
         _runs.add(self)
 
     # -- args -------------------------------------------------------------------------------
@@ -261,7 +260,10 @@ class Run:
         self.begun = True
         self.t0 = time.perf_counter()
         if self.first_cell is not None:
-            self._begin_notebook(rel_file, snapshot_max_bytes, is_git)  # versioned in this cell
+            from .notebook import Versioning
+
+            self.notebook = Versioning(self.first_cell, rel_file, lambda: self._snapshot(rel_file, snapshot_max_bytes))
+            self.notebook.begin(is_git)  # versioned in this cell
         elif is_git:
             if self.job is None or self.job.snapshots:  # one snapshot per job: its other ranks name it
                 self._snapshot_thread = threading.Thread(
@@ -279,34 +281,6 @@ class Run:
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-flush", daemon=True)
         self._flusher.start()
         self._install_exit_hooks()
-
-    def _begin_notebook(self, rel_file: str, max_bytes: int, is_git: bool) -> None:
-        """A notebook's run is versioned now, in the cell of its first training call (why a
-        version cannot be kept is said in that cell's output), again after each cell it runs (the
-        kernel may be killed before the run ends), and when it ends."""
-        from .notebook import after_each_cell, is_unknown, unknown_warning
-
-        if is_unknown(self.identity[1]):
-            warn(unknown_warning())
-        self._notebook_snapshot = (rel_file, max_bytes) if is_git else None
-        if is_git:
-            self._snapshot(rel_file, max_bytes)
-            self._unhook_cells = after_each_cell(self._cell_ran)
-
-    def _cell_ran(self) -> None:
-        if self.ended or (self._snapshot_thread is not None and self._snapshot_thread.is_alive()):
-            return  # the end versions every cell; a version still being taken is not queued behind
-        self._snapshot_thread = threading.Thread(target=self._snapshot, args=self._notebook_snapshot,
-                                                 name="flor-snapshot", daemon=True)
-        self._snapshot_thread.start()
-
-    def _notebook_cells(self, rel_file: str) -> dict[str, str] | None:
-        """The cells this run executed, as the script its code version keeps (None: not a notebook)."""
-        if self.first_cell is None:
-            return None
-        from .notebook import executed_cells, recorded_script, script_of
-
-        return {script_of(rel_file): recorded_script(executed_cells(), rel_file)}
 
     @staticmethod
     def _check_checkpoint_store() -> None:
@@ -333,7 +307,7 @@ class Run:
         tstamp = self.tstamp if self.job is None else self.job.job_tstamp
         try:
             snap = Repo(self.root).snapshot(tstamp, f"flor: run {tstamp} of {rel_file}", max_bytes,
-                                            extra=self._notebook_cells(rel_file))
+                                            extra=self.notebook.cells() if self.notebook is not None else None)
         except FlorError as exc:
             warn(f"code version not kept for this run: {exc}")
             self._run_fields["vcs_note"] = f"unversioned: {exc}"
@@ -418,8 +392,8 @@ class Run:
             self._flusher.join(timeout=60)
         if self._snapshot_thread is not None:
             self._snapshot_thread.join(timeout=SNAPSHOT_WAIT_S)
-        if self.first_cell is not None:
-            self._end_notebook()
+        if self.notebook is not None:
+            self.notebook.end(SNAPSHOT_WAIT_S)
         if self.killed_by:
             status, error = "killed", self.killed_by
         elif self.failure:
@@ -431,17 +405,6 @@ class Run:
         if self.store is not None:
             self._say_kept(status)
             self.store.close()
-
-    def _end_notebook(self) -> None:
-        """Version the notebook's run again with every cell it ran, and leave those cells out of
-        the next run of this kernel."""
-        from .notebook import current_cell, end_span
-
-        if self._unhook_cells is not None:
-            self._unhook_cells()
-        if self._notebook_snapshot is not None:
-            self._snapshot(*self._notebook_snapshot)
-        end_span(self.first_cell, current_cell())
 
     def _say_kept(self, status: str) -> None:
         """One line on stderr: what was kept of this run and how to look at it (FLOR_QUIET=1: none)."""

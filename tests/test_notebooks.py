@@ -146,23 +146,24 @@ def test_a_notebook_run_is_not_resumed_and_an_unknown_notebook_is_refused_with_w
     assert "its kernel did not say which notebook it ran" in done.stdout + done.stderr, done.stdout + done.stderr
 
 
+class _Events:  # IPython's EventManager, as far as flor uses it
+    def __init__(self):
+        self.callbacks = []
+
+    def register(self, event, function):
+        self.callbacks.append(function)
+
+    def unregister(self, event, function):
+        self.callbacks.remove(function)  # ValueError when not registered, as IPython's
+
+    def trigger(self):
+        for function in list(self.callbacks):
+            function(None)
+
+
 def test_a_callback_runs_after_each_cell_until_stopped(kernel):
-    class Events:  # IPython's EventManager, as far as flor uses it
-        def __init__(self):
-            self.callbacks = []
-
-        def register(self, event, function):
-            self.callbacks.append(function)
-
-        def unregister(self, event, function):
-            self.callbacks.remove(function)  # ValueError when not registered, as IPython's
-
-        def trigger(self):
-            for function in list(self.callbacks):
-                function(None)
-
     ran = []
-    kernel.events = Events()
+    kernel.events = _Events()
     stop = notebook.after_each_cell(lambda: ran.append(1))
     kernel.events.trigger()
     stop()
@@ -193,3 +194,31 @@ def test_a_kernel_started_by_a_manager_reads_its_notebook_from_the_connection_fi
     assert notebook.identify() == notebook.Notebook(tmp_path.resolve(), "nb.ipynb", "connection file")
     connection.write_text(json.dumps({"shell_port": 1}))  # nbclient without a session name: not told
     assert notebook.identify().filename == notebook.UNKNOWN
+
+
+def test_a_notebook_run_is_versioned_at_its_first_call_after_each_cell_and_at_its_end(kernel):
+    import threading
+
+    kernel.events = _Events()
+    taken, done = [], threading.Event()
+
+    def snapshot():
+        taken.append(versioning.cells()["nb.ipynb.flor.py"])
+        done.set()
+
+    versioning = notebook.Versioning(2, "nb.ipynb", snapshot)
+    versioning.begin(is_git=True)
+    assert len(taken) == 1 and "# In[3]:\nflor.log('a', x)" in taken[0]
+    kernel.history_manager.input_hist_raw.append("y = 2")
+    done.clear()
+    kernel.events.trigger()  # a cell ran: versioned again in the background
+    assert done.wait(5) and "y = 2" in taken[1]
+    kernel.execution_count = 4
+    versioning.end(wait_s=5)
+    assert len(taken) == 3 and kernel.events.callbacks == []
+    kernel.history_manager.input_hist_raw.append("z = 3")
+    assert notebook.executed_cells() == [(1, "import flor"), (5, "z = 3")]  # the next run: its cells only
+    outside = notebook.Versioning(5, "nb.ipynb", snapshot)
+    outside.begin(is_git=False)
+    outside.end(wait_s=5)
+    assert len(taken) == 3  # outside git: nothing taken (the run says so itself)
