@@ -94,6 +94,8 @@ def test_a_statement_added_to_a_cell_replays_into_each_recorded_notebook_run(pro
     assert "Traceback" not in missing.stderr
 
     _notebook(notebook, seed=7, statement=True, commit=True)  # today's notebook: the statement added to the training cell
+    plan = project.flor("replay", "wnorm", "--dry-run", "--diff").stdout
+    assert "+++ b/train_nb.ipynb.flor.py" in plan and "+" + STATEMENT in plan, plan  # placed in the recorded cells
     done = project.flor("replay", "wnorm")
     # Memoized as for a script: each epoch restored from its checkpoint, its nested loop skipped.
     assert done.stdout.count("done: wnorm") == 2, done.stdout + done.stderr

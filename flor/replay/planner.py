@@ -168,7 +168,7 @@ class Planner:
         item.source = placement.source
         if settings.replay_isolation():
             item.source = wrap(placement.source, groups_of(placement.inserted))
-        item.diff = placement.diff(old, run.filename)
+        item.diff = placement.diff(old, script_of(run.filename))  # a notebook: of the recorded cells
         framework = run.environment.get("framework") or ""
         if framework:
             from .frameworks import FrameworkLayout, describe
