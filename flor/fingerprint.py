@@ -11,8 +11,8 @@ the project (installed libraries) is not followed; its version is the environmen
 Python version. Other objects (a model, an open file) are not hashed. Past ``_MAX_DEPTH`` levels
 of calls the fingerprint is not trusted: the loop has none, and every item runs.
 
-A loop whose source cannot be read (a notebook cell, ``exec``) has no fingerprint, and an
-incremental loop without one runs every item.
+A loop whose source cannot be read (``exec``) has no fingerprint, and an incremental loop without
+one runs every item; a notebook cell's source is read from IPython's line cache.
 """
 
 from __future__ import annotations

@@ -48,6 +48,11 @@ def resume(run: str, *, start: Path | None = None) -> int:
     root = store.paths.root
     if row.status == "running":
         raise UsageError(f"run {row.tstamp} is still running")
+    from .notebook import is_notebook
+
+    if is_notebook(row.filename):  # no script to start: its kernel ran cells
+        raise UsageError(f"run {row.tstamp} ran in the notebook {row.filename}, which `flor resume` cannot restart; "
+                         "run its cells again in Jupyter")
     if not checkpoints:
         raise UsageError(f"run {row.tstamp} has no checkpoint to resume from")
     framework = row.environment.get(FRAMEWORK_KEY)

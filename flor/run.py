@@ -99,6 +99,11 @@ def script_identity() -> tuple[Path, str]:
     if path and not os.path.basename(path).startswith("<"):
         path = Path(path).resolve()
         return path.parent, path.name
+    from .notebook import identify
+
+    notebook = identify()  # a Jupyter kernel: the notebook it runs (notebook.py)
+    if notebook is not None:
+        return notebook.folder, notebook.filename
     session = os.environ.get("JPY_SESSION_NAME") or getattr(main, "__session__", None)
     if session:
         return Path.cwd(), Path(str(session)).name
@@ -153,10 +158,15 @@ class Run:
         self.flor_error = False  # the uncaught error was flor's own (a misuse), not the script's
         # Which script this is, taken now: at exit __main__ may be half torn down.
         self.identity = script_identity()
+        from .notebook import current_cell, is_notebook
+
+        # A notebook's run: the cell of its first flor call (its code version is the cells run).
+        self.first_cell = current_cell() if is_notebook(self.identity[1]) else None
         self.killed_by: str | None = None
         self._flush_error_reported = False
         self.forked = False  # a copy of the parent's run in a forked child: never written
         self.job = None  # flor.store.Membership when this process is a rank of a distributed job
+        self.notebook = None  # notebook.Versioning: how a notebook's run is versioned, once it begins
         _runs.add(self)
 
     # -- args -------------------------------------------------------------------------------
@@ -247,7 +257,7 @@ class Run:
             tstamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
             projid=self.root.name,
             filename=rel_file,
-            argv=list(self.argv),
+            argv=[rel_file] if self.first_cell is not None else list(self.argv),
             cwd=cwd,
             started=started,
             args=[(name, *values.encode(value)) for name, value in self.args.items()],
@@ -265,13 +275,18 @@ class Run:
             self.run_id, self.tstamp = self.store.insert_run(**fields)
         self.begun = True
         self.t0 = time.perf_counter()
-        if is_git:
+        if self.first_cell is not None:
+            from .notebook import Versioning
+
+            self.notebook = Versioning(self.first_cell, rel_file, lambda: self._snapshot(rel_file, snapshot_max_bytes))
+            self.notebook.begin(is_git)  # versioned in this cell
+        elif is_git:
             if self.job is None or self.job.snapshots:  # one snapshot per job: its other ranks name it
                 self._snapshot_thread = threading.Thread(
                     target=self._snapshot, args=(rel_file, snapshot_max_bytes), name="flor-snapshot", daemon=True
                 )
                 self._snapshot_thread.start()
-        else:
+        if not is_git:
             warn("not inside a git repository: this run is recorded, but its code version is not kept")
             self._run_fields["vcs_note"] = "unversioned: not inside a git repository"
         if capture_max_bytes is not None:
@@ -307,7 +322,8 @@ class Run:
 
         tstamp = self.tstamp if self.job is None else self.job.job_tstamp
         try:
-            snap = Repo(self.root).snapshot(tstamp, f"flor: run {tstamp} of {rel_file}", max_bytes)
+            snap = Repo(self.root).snapshot(tstamp, f"flor: run {tstamp} of {rel_file}", max_bytes,
+                                            extra=self.notebook.cells() if self.notebook is not None else None)
         except FlorError as exc:
             warn(f"code version not kept for this run: {exc}")
             self._run_fields["vcs_note"] = f"unversioned: {exc}"
@@ -398,6 +414,8 @@ class Run:
             self._flusher.join(timeout=60)
         if self._snapshot_thread is not None:
             self._snapshot_thread.join(timeout=SNAPSHOT_WAIT_S)
+        if self.notebook is not None:
+            self.notebook.end(SNAPSHOT_WAIT_S)
         if self.killed_by:
             status, error = "killed", self.killed_by
         elif self.failure:

@@ -95,7 +95,7 @@ def text_rows(listed: list[RunSummary]) -> tuple[list[str], list[tuple]]:
         head = "" if run.git_head is None else run.git_head[:10] + ("+dirty" if run.git_dirty else "")
         status = run.status + (f" ({summary.ranks}/{summary.world_size} ranks)" if summary.world_size else "")
         rows.append((run.tstamp, status, duration_text(run.duration) or "-", run.filename,
-                     (run.code_commit or "unversioned")[:10], head or "-", run.started, shown))
+                     run.code_commit[:10] if run.code_commit else "unversioned", head or "-", run.started, shown))
     return columns, rows
 
 

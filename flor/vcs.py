@@ -39,9 +39,10 @@ _LOCATING_VARIABLES = (
     "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM",
 )
 # Untracked folders and files that other tools write beside the code: TensorBoard, Lightning,
-# MLflow, Weights & Biases and Hydra's output folders, model weights and event files.
+# MLflow, Weights & Biases and Hydra's output folders, Jupyter's autosaved copies of notebooks,
+# model weights and event files.
 DEFAULT_EXCLUDES = (
-    "runs/", "lightning_logs/", "mlruns/", "wandb/", "outputs/",
+    "runs/", "lightning_logs/", "mlruns/", "wandb/", "outputs/", ".ipynb_checkpoints/",
     "*.ckpt", "*.pt", "*.pth", "*.safetensors", "events.out.tfevents.*",
 )
 FLORIGNORE = ".florignore"
@@ -206,8 +207,11 @@ class Repo:
         except OSError as exc:
             raise VersionControlError(f"cannot write {exclude}: {exc}") from exc
 
-    def snapshot(self, tstamp: str, message: str, max_bytes: int | None = None) -> Snapshot:
-        """Commit the working tree under the run's hidden ref without touching anything else."""
+    def snapshot(self, tstamp: str, message: str, max_bytes: int | None = None,
+                 extra: dict[str, str] | None = None) -> Snapshot:
+        """Commit the working tree under the run's hidden ref without touching anything else;
+        ``extra``: files (path -> text) the version holds that the working tree does not (a
+        notebook run's cells, as a script)."""
         max_bytes = settings.snapshot_max_bytes() if max_bytes is None else max_bytes
         git_dir = self.git_dir()
         self.exclude_flor_dir()
@@ -238,6 +242,9 @@ class Repo:
                     "--literal-pathspecs", "add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
                     env=env, input="\0".join(small).encode(errors="surrogateescape"), background=True,
                 )
+            for rel, text in (extra or {}).items():
+                blob = self.git("hash-object", "-w", "--stdin", input=text.encode()).decode().strip()
+                self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{rel}", env=env)
             tree = self.git("write-tree", env=env, background=True).decode().strip()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -52,7 +52,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 OPTIONAL_PACKAGES = frozenset({
     "torch", "lightning", "pytorch_lightning", "torchmetrics", "transformers", "accelerate", "ray", "s3fs",
-    "moto", "boto3", "botocore", "sklearn", "IPython", "tqdm", "playwright",
+    "moto", "boto3", "botocore", "sklearn", "IPython", "tqdm", "playwright", "nbclient", "nbformat", "ipykernel",
 })
 
 

@@ -30,20 +30,41 @@ MAX_ITEMS = 10_000
 @lru_cache(maxsize=64)
 def _parse(filename: str, mtime_ns: int):
     try:
-        with open(filename, encoding="utf-8") as handle:
-            return ast.parse(handle.read(), filename)
+        text = _cell_text(filename)
+        if text is None:
+            with open(filename, encoding="utf-8") as handle:
+                text = handle.read()
+        return ast.parse(text, filename)
     except (OSError, SyntaxError, ValueError):
         return None
 
 
-def _tree(filename: str):
+def _cell_text(filename: str) -> str | None:
+    """The source of a notebook cell (IPython keeps it in linecache under a file name that is
+    never written), else None."""
+    import linecache
+
+    entry = linecache.cache.get(filename)
+    if entry is None or len(entry) < 3 or entry[1] is not None:  # a real file's entry has an mtime
+        return None
+    return "".join(entry[2])
+
+
+def _stamp(filename: str) -> int | None:
+    """What tells a changed source apart: a file's mtime, a notebook cell's hash (a cell's text
+    never changes: a re-run cell gets a new name); None when there is no source."""
     import os
 
     try:
-        mtime = os.stat(filename).st_mtime_ns
+        return os.stat(filename).st_mtime_ns
     except OSError:
-        return None
-    return _parse(filename, mtime)
+        text = _cell_text(filename)
+        return None if text is None else hash(text)
+
+
+def _tree(filename: str):
+    stamp = _stamp(filename)
+    return None if stamp is None else _parse(filename, stamp)
 
 
 def for_loop_at(tree: ast.AST, lineno: int) -> ast.For | None:
@@ -123,12 +144,9 @@ def _names_at(filename: str, lineno: int, mtime_key: int) -> tuple[tuple[str, ..
 def loop_effect(frame) -> tuple[tuple[str, ...], frozenset[str]] | None:
     """(names the for loop that ``frame`` is executing assigns or mutates, those only mutated),
     or None if unknown."""
-    import os
-
     filename = frame.f_code.co_filename
-    try:
-        mtime = os.stat(filename).st_mtime_ns
-    except OSError:
+    mtime = _stamp(filename)
+    if mtime is None:
         return None
     return _names_at(filename, frame.f_lineno, mtime)
 

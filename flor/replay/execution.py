@@ -28,6 +28,7 @@ from .. import numerics, values
 from ..errors import FlorError
 from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
 from ..messages import say
+from ..notebook import script_of
 from .channel import NewInstance
 from .executor import Task
 from .plan import in_order, retry_segment
@@ -122,7 +123,7 @@ class Execution:
             scratch = state.folder / f"scratch-{phase}-{index}"
             scratch.mkdir()
             spec = WorkerSpec(
-                run_id=item.run.run_id, tstamp=item.run.tstamp, root=str(self.root), filename=item.run.filename,
+                run_id=item.run.run_id, tstamp=item.run.tstamp, root=str(self.root), filename=script_of(item.run.filename),
                 cwd=item.run.cwd if not os.path.isabs(item.run.cwd) else ".", argv=list(item.run.argv),
                 names=list(item.names), recorded_names=sorted(item.records.recorded_names), outer_name=item.outer_name,
                 checkpoints=item.checkpoints, segment=segment, records_path=str(records_path),
@@ -214,7 +215,7 @@ class Execution:
                 folder.mkdir()
                 state = _RunState(item, folder)
                 try:
-                    prepare(self.repo, item.run.code_commit, item.run.filename, item.source, folder / "tree",
+                    prepare(self.repo, item.run.code_commit, script_of(item.run.filename), item.source, folder / "tree",
                             copies=settings.confinement != "namespace")
                     state.hide = files_to_hide(self.repo, item.run.code_commit,
                                                item.run.environment.get("left_out") or {})

@@ -16,6 +16,7 @@ from .. import settings
 from ..errors import FlorError, UsageError
 from ..messages import warn
 from ..store import RunRow, Store
+from ..notebook import is_notebook, is_unknown, script_of, todays_source
 from ..vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .isolation import groups_of, training_call, wrap
@@ -86,8 +87,7 @@ class Planner:
 
     def _today(self, filename: str, todays: dict) -> str | None:
         if filename not in todays:
-            path = self.root / filename
-            todays[filename] = path.read_text() if path.is_file() else None
+            todays[filename] = todays_source(self.root, filename)  # a notebook: its code cells as a script
         return todays[filename]
 
     def _check_names_exist(self, todays: dict) -> None:
@@ -116,7 +116,8 @@ class Planner:
         shown = ", ".join(logged) or "nothing"
         message = f"no flor.log of {' or '.join(map(repr, unknown))} in {where} (it logs: {shown})"
         if len(unknown) == len(self.names):
-            raise UsageError(message + "; add the statement to the script first")
+            where = "to a cell of the notebook" if all(map(is_notebook, filenames)) else "to the script"
+            raise UsageError(f"{message}; add the statement {where} first")
         warn(message)
 
     def _plan_one(self, item: RunReplay, todays, Propagator) -> None:
@@ -126,9 +127,11 @@ class Planner:
             return
         today = self._today(run.filename, todays)
         if today is None:
-            item.status, item.reason = "refused", f"{run.filename} does not exist in the working tree today"
+            item.status, item.reason = "refused", (
+                "its kernel did not say which notebook it ran (docs/notebooks.md): today's cells cannot be read"
+                if is_unknown(run.filename) else f"{run.filename} does not exist in the working tree today")
             return
-        old = self.repo.read_file(run.code_commit, run.filename)
+        old = self.repo.read_file(run.code_commit, script_of(run.filename))  # a notebook: the cells it ran
         records = item.records = RunRecords.read(self.store, run)
         # One matching of today's script against this version, to find the statements and place them.
         propagator = Propagator(today, old)
@@ -165,7 +168,7 @@ class Planner:
         item.source = placement.source
         if settings.replay_isolation():
             item.source = wrap(placement.source, groups_of(placement.inserted))
-        item.diff = placement.diff(old, run.filename)
+        item.diff = placement.diff(old, script_of(run.filename))  # a notebook: of the recorded cells
         framework = run.environment.get("framework") or ""
         if framework:
             from .frameworks import FrameworkLayout, describe

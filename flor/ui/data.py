@@ -513,7 +513,8 @@ def note_json(note: RunNote | None) -> dict:
 
 
 def read_code(root: Path, commit: str | None, filename: str) -> str:
-    """The text of ``filename`` at ``commit`` (``git show COMMIT:FILENAME`` in the project root).
+    """The text of ``filename`` at ``commit`` (``git show COMMIT:FILENAME`` in the project root);
+    for a notebook, the cells the run executed (docs/notebooks.md).
 
     >>> read_code(Path("."), "3f2a9c1", "train.py")[:6]              # doctest: +SKIP
     'import'
@@ -522,11 +523,13 @@ def read_code(root: Path, commit: str | None, filename: str) -> str:
 
     if not commit:
         raise UsageError("this run is unversioned (it ran outside git), so its code was not kept")
-    return Repo.find(root).read_file(commit, filename)
+    from ..notebook import script_of
+
+    return Repo.find(root).read_file(commit, script_of(filename))
 
 
 def diff_code(root: Path, old: str | None, new: str | None, filename: str) -> str:
-    """``git diff OLD NEW -- FILE`` in the project root.
+    """``git diff OLD NEW -- FILE`` in the project root (a notebook: of the cells its runs executed).
 
     >>> diff_code(Path("."), "3f2a9c1", "8e01b7d", "train.py")      # doctest: +SKIP
     """
@@ -534,7 +537,9 @@ def diff_code(root: Path, old: str | None, new: str | None, filename: str) -> st
 
     if not old or not new:
         raise UsageError("one of these runs is unversioned, so there is nothing to diff")
-    return Repo.find(root).diff(old, new, filename)
+    from ..notebook import script_of
+
+    return Repo.find(root).diff(old, new, script_of(filename))
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
