@@ -4,6 +4,7 @@ and a helper that runs a script in such a project with the interpreter under tes
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -28,6 +29,16 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "Test User",
     "GIT_COMMITTER_EMAIL": "test@example.com",
 }
+
+
+@contextlib.contextmanager
+def git_env_in_this_process():
+    """This process's own environment with GIT_ENV, put back after (for fixtures wider than a
+    test, whose code runs git in-process)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in GIT_ENV.items():
+            monkeypatch.setenv(key, value)
+        yield
 
 
 def clean_env(**extra: str) -> dict[str, str]:

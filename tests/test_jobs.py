@@ -248,13 +248,11 @@ def recorded(tmp_path_factory):
     """A project with our DDP script recorded as two torchrun jobs (2 ranks each, other args)."""
     if not _namespaces_work():
         pytest.skip("needs `unshare -rn` (a private network namespace)")
-    from tests.conftest import GIT_ENV, Project, git
+    from tests.conftest import Project, git, git_env_in_this_process
 
     root = tmp_path_factory.mktemp("jobs") / "proj"
     root.mkdir()
-    saved = {k: os.environ.get(k) for k in GIT_ENV}
-    os.environ.update(GIT_ENV)
-    try:
+    with git_env_in_this_process():
         git(root, "init", "-q", "-b", "main")
         project = Project(root)
         project.write("train.py", DDP_SCRIPT)
@@ -262,12 +260,6 @@ def recorded(tmp_path_factory):
         project.commit_all()
         results = launch_many(project, [(2, ["train.py", "--kwargs", "lr=0.01"]),
                                         (2, ["train.py", "--kwargs", "lr=0.02"])])
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     for code, output in results:
         assert code == 0, output[-3000:]
     return project

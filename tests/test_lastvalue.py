@@ -6,7 +6,6 @@ shows or filters by it agrees: flor ui's API, `flor replay --where`, `flor extra
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from flor.logged import LoggedValue
 from flor.store import Store
-from tests.conftest import GIT_ENV, Project, git
+from tests.conftest import Project, git, git_env_in_this_process
 
 SCRIPT = """\
 import flor
@@ -42,9 +41,7 @@ def replayed(tmp_path_factory):
     epoch 0 after (so storage order is not iteration order), and whose printed acc was extracted."""
     root = tmp_path_factory.mktemp("lastvalue") / "proj"
     root.mkdir()
-    saved = {k: os.environ.get(k) for k in GIT_ENV}
-    os.environ.update(GIT_ENV)  # the UI runs git in this process
-    try:
+    with git_env_in_this_process():  # the UI runs git in this process
         git(root, "init", "-q", "-b", "main")
         project = Project(root)
         project.write("train.py", SCRIPT)
@@ -57,12 +54,6 @@ def replayed(tmp_path_factory):
         project.flor("replay", "val_loss", "--iterations", "epoch=0")
         project.flor("extract", "acc", r"acc ([0-9.]+)")
         yield project
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _tstamps(project) -> dict[float, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT_ENV
+from tests.conftest import GIT_ENV, git_env_in_this_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,13 +90,5 @@ def record_project(root: Path) -> Recorded:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Recorded:
     """Four recorded runs: lr=0.01; lr=0.001 epochs=5 adam; a failed one; lr=0.0001 epochs=9 (v2)."""
-    saved = {k: os.environ.get(k) for k in GIT_ENV}
-    os.environ.update(GIT_ENV)  # the server runs git in this process
-    try:
+    with git_env_in_this_process():  # the server runs git in this process
         yield record_project(tmp_path_factory.mktemp("ui") / "proj")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
