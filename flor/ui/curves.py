@@ -235,10 +235,12 @@ class SeriesReader:
         return XAxis.build(mode, shape, clock, starts, curve.x_label, self.table.elapsed(run_id))
 
     def series(self, run_id: int, name: str, points: int = 2000,
-               xmin: float | None = None, xmax: float | None = None, x_mode: str = "iteration") -> dict:
+               xmin: float | None = None, xmax: float | None = None, x_mode: str = "iteration",
+               last: tuple | None = None) -> dict:
         """The recorded, replayed and extracted parts of a curve placed by ``x_mode``, each cut to
         [xmin, xmax] and downsampled, a null y where iterations are missing (so no line bridges
-        them); ``last``: the run's last value of the name and its source (store/lastvalue.py).
+        them); ``last``: the run's last value of the name and its source (store/lastvalue.py),
+        from the runs table, or given (``last``: (value, source)) while the table is still reading.
 
         >>> SeriesReader(db, table).series(1, "loss", points=500, xmin=0, xmax=100)   # doctest: +SKIP
         """
@@ -276,7 +278,7 @@ class SeriesReader:
                 "y": sy,
             })
         pair = self.table.pair(run_id, name)
-        value, source = (None, None) if pair is None else pair.last()
+        value, source = last if pair is None and last is not None else (None, None) if pair is None else pair.last()
         return {"name": name, "x_label": axis.label if len(curve.x) else curve.x_label, "integer_x": axis.integer,
                 "parts": parts, "run_level": curve.run_level, "last": {"value": _plain(value), "source": source}}
 

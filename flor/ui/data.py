@@ -129,6 +129,7 @@ class RunsTable:
         self._dirty: set[int] = set()  # runs whose row must be rebuilt at the next rows()
         self._notes: dict[int, RunNote] = {}
         self._by_tstamp: dict[str, int] | None = None
+        self._early: list[tuple[str, bool]] | None = None  # names of the first log rows (metric_names)
 
     def refresh(self) -> bool:
         """Read what changed since the last call; True when anything did."""
@@ -349,9 +350,49 @@ class RunsTable:
             return out
 
     def metric_names(self) -> list[str]:
-        """Logged names with at least one numeric value (the ones a chart can draw)."""
+        """Logged names with at least one numeric value (the ones a chart can draw). While the
+        pass over the logs runs, on a store indexed by run and name, the numeric names of the
+        first log rows: enough for the page to open on a chart without waiting for the pass."""
         with self.lock:
-            return list(self._numeric_names)
+            if not self.loading:
+                return list(self._numeric_names)
+        return [name for name, numeric in self._early_names() if numeric] if self.charts_ready else []
+
+    @property
+    def charts_ready(self) -> bool:
+        """Whether curves and last values can be read now: once the pass is done, or before on a
+        store whose logs are indexed by run and name (each read is then an index search; without
+        the index, each would be a scan of every run's logs)."""
+        return not self.loading or self.db.has_run_name_index()
+
+    def _early_names(self) -> list[tuple[str, bool]]:
+        if self._early is None:
+            self._early = self.db.early_log_names()
+        return self._early
+
+    def lasts_of(self, run_ids: list[int], names: list[str] | None = None) -> dict[int, dict[str, tuple]]:
+        """run_id -> name -> (last value as JSON carries it, source), read from the store for
+        these runs only (lastvalue.py's one definition, the same the pass keeps)."""
+        out: dict[int, dict[str, tuple]] = {}
+        for run_id, name, value, vtype, source in self.db.last_values_of(run_ids, names):
+            out.setdefault(run_id, {})[name] = (_plain(values.decode(value, vtype)), source)
+        return out
+
+    def page_while_loading(self, page: list[dict], names: list[str]) -> tuple[list[str], list[list], list[dict]]:
+        """While the pass runs (and charts_ready): the log columns of the first log rows' names,
+        and for the runs of ``page`` their values and sources, read for those runs only, so the
+        first rows show values. Display only: filters and sorts still wait for the pass, which
+        knows every run. Returns (extra column names, their values per row, sources per row)."""
+        taken = set(names)
+        extra = [(name if name not in taken else f"log_{name}", name) for name, _ in self._early_names()]
+        lasts = self.lasts_of([row["_run_id"] for row in page], [name for _, name in extra])
+        cells, sources = [], []
+        for row in page:
+            known = lasts.get(row["_run_id"], {})
+            cells.append([known.get(name, (None, None))[0] for _, name in extra])
+            sources.append({**row["_sources"], **{shown: known[name][1] for shown, name in extra
+                                                  if name in known and known[name][1] != "record"}})
+        return [shown for shown, _ in extra], cells, sources
 
     def rows(self) -> list[dict]:
         """One dict per run, oldest first: column name -> plain value, plus '_run_id',

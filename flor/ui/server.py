@@ -318,6 +318,14 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
         offset = _int_arg("offset", 0, 0, 10**9)
         limit = _int_arg("limit", 100, 1, MAX_PAGE)
         page = ordered[offset:offset + limit]
+        shown = [{"name": name, "kind": kind} for name, kind in columns]
+        cells = [[row.get(name) for name in names] for row in page]
+        sources = [row["_sources"] for row in page]
+        if table.loading and table.charts_ready:
+            # The first rows show the page's logged values before the pass has read every run's.
+            extra, values, sources = table.page_while_loading(page, names)
+            shown += [{"name": name, "kind": "log"} for name in extra]
+            cells = [row + more for row, more in zip(cells, values)]
         return _json({
             "version": table.version,
             "loading": table.loading,
@@ -328,10 +336,11 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
             "limit": limit,
             "sort": sort,
             "desc": descending,
-            "columns": [{"name": name, "kind": kind} for name, kind in columns],
+            "charts_ready": table.charts_ready,
+            "columns": shown,
             "metrics": table.metric_names(),
-            "rows": [[row.get(name) for name in names] for row in page],
-            "sources": [row["_sources"] for row in page],
+            "rows": cells,
+            "sources": sources,
         })
 
     @app.get("/api/runs.csv")
@@ -373,8 +382,12 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
         xmin, xmax = _float_arg("xmin"), _float_arg("xmax")
         x_mode = request.args.get("x") or "iteration"
         out, label, integer = [], None, True
-        for tstamp in tstamps:
-            curve = data.series.series(table.run_id(tstamp), name, points, xmin, xmax, x_mode)
+        run_ids = [table.run_id(tstamp) for tstamp in tstamps]
+        # Before the pass is done, the runs' last values are read for these runs only, at once.
+        lasts = table.lasts_of(run_ids, [name]) if table.loading else {}
+        for tstamp, run_id in zip(tstamps, run_ids):
+            curve = data.series.series(run_id, name, points, xmin, xmax, x_mode,
+                                       last=lasts.get(run_id, {}).get(name, (None, None)) if table.loading else None)
             if curve["x_label"] != "run":
                 label = label or curve["x_label"]
                 integer = integer and curve["integer_x"]

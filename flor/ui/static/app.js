@@ -180,7 +180,8 @@ async function loadRuns() {
   $("filter").classList.remove("bad");
   $("filter-error").hidden = true;
   Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows, sources: body.sources || [],
-    matched: body.matched, total: body.total, archivedCount: body.archived || 0, version: body.version, loading: body.loading });
+    matched: body.matched, total: body.total, archivedCount: body.archived || 0, version: body.version, loading: body.loading,
+    chartsReady: Boolean(body.charts_ready) });
   // A large store: the server still reads the last logged values; ask again shortly.
   if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 700);
   if (body.offset >= body.matched && body.matched > 0 && state.offset > 0) {

@@ -1,0 +1,135 @@
+"""flor ui before its pass over every run's logs is done (issue 32): the page's first rows show
+their logged values, and the chart it opens on is drawn, from reads of the runs on screen
+through the logs index by run and name (schema version 11), and they agree with what the pass
+gives once it is done. The pass is held with a hook, so "before" is certain, not a race."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from flor.logged import LoggedValue
+from flor.store import ReadPool, Store
+from flor.store.schema import MIGRATIONS
+from flor.ui.data import RunsTable
+
+pytest.importorskip("flask")
+
+from flor.ui.server import UIData, create_app  # noqa: E402
+
+
+def build(path) -> list[int]:
+    """Five runs: an epoch loop with a nested step loop (`loss` per step, `acc` per epoch, a
+    text `note` at the end); run 2 has replayed epochs, the third of them stored before the
+    first two (the last value follows loop position, not storage); run 4 logs only `loss`."""
+    store = Store.open(path)
+    ids = []
+    for i in range(5):
+        run_id, _ = store.insert_run(tstamp=f"2026-01-0{i + 1}T00:00:00", projid="p", filename="t.py", argv=["t.py"],
+                                     cwd=".", started=time.time(), args=())
+        contexts = [(1, None, None, "epoch", 0.0, 1.0, 3)] + [(2 + e, 1, e, "step", 0.0, 1.0, 4) for e in range(3)]
+        logs = [("loss", 1.0 / (1 + e * 4 + s) + i, 2 + e, s) for e in range(3) for s in range(4)]
+        if i != 4:
+            logs += [("acc", 0.1 * e + i, 1, e) for e in range(3)] + [("note", f"run {i}", None, None)]
+        store.write_batch(run_id, contexts, logs)
+        ids.append(run_id)
+    store.write_replayed(ids[2], [], [LoggedValue("acc", 9.5, "float", 1, 2)])
+    store.write_replayed(ids[2], [], [LoggedValue("acc", 9.0, "float", 1, 0), LoggedValue("acc", 9.25, "float", 1, 1)])
+    store.close()
+    return ids
+
+
+class HeldPass:
+    """Holds RunsTable's pass over the logs until released."""
+
+    def __init__(self, monkeypatch):
+        self.release = threading.Event()
+        original = RunsTable._scan_logs
+
+        def held(table, top):
+            assert self.release.wait(30), "the test never released the pass"
+            return original(table, top)
+
+        monkeypatch.setattr(RunsTable, "_scan_logs", held)
+
+
+def rows_of(body):
+    names = [c["name"] for c in body["columns"]]
+    return [dict(zip(names, row)) for row in body["rows"]], [dict(s) for s in body["sources"]]
+
+
+def test_migration_11_indexes_logs_by_run_and_name(tmp_path):
+    assert (11, "_v11_logs_by_run_name") in [(v, step.__name__) for v, step in MIGRATIONS]
+    path = tmp_path / ".flor" / "flor.db"
+    build(path)
+    with sqlite3.connect(path) as connection:
+        plan = connection.execute("EXPLAIN QUERY PLAN SELECT value FROM logs WHERE run_id = 1 AND name = 'loss' "
+                                  "AND source = 'record' ORDER BY rowid DESC").fetchall()
+    assert "logs_by_run_name" in str(plan) and "TEMP B-TREE" not in str(plan)
+    # A store of version 10 (no index) gains it when next opened for writing.
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP INDEX logs_by_run_name")
+        connection.execute("UPDATE meta SET value = '10' WHERE key = 'schema_version'")
+    assert not ReadPool(path).has_run_name_index()
+    Store.open(path).close()
+    assert ReadPool(path).has_run_name_index()
+
+
+def test_first_rows_and_the_opening_chart_come_before_the_pass_and_agree_with_it(tmp_path, monkeypatch):
+    path = tmp_path / ".flor" / "flor.db"
+    ids = build(path)
+    held = HeldPass(monkeypatch)
+    data = UIData(ReadPool(path), tmp_path)
+    try:
+        data.load()
+        client = create_app(data).test_client()
+        early = client.get("/api/runs?sort=tstamp&desc=1").json
+        assert early["loading"] and early["charts_ready"]
+        assert early["metrics"] == ["loss", "acc"]  # the first rows' numeric names, in order
+        early_rows, early_sources = rows_of(early)
+        tstamps = [row["tstamp"] for row in early_rows]
+        series = {name: client.get(f"/api/series?runs={','.join(tstamps)}&name={name}").json for name in ("loss", "acc")}
+        assert data.table.loading  # all of the above answered while the pass was held
+
+        held.release.set()
+        assert data.table.wait_loaded(30)
+        late = client.get("/api/runs?sort=tstamp&desc=1").json
+        assert not late["loading"]
+        late_rows, late_sources = rows_of(late)
+        for name in ("loss", "acc", "note"):
+            assert [row.get(name) for row in early_rows] == [row.get(name) for row in late_rows], name
+        assert early_sources == late_sources
+        by_run = dict(zip(tstamps, early_rows))
+        assert by_run["2026-01-03T00:00:00"]["acc"] == 9.5  # the last epoch's replay, stored before epochs 0 and 1
+        assert early_sources[tstamps.index("2026-01-03T00:00:00")] == {"acc": "replay"}
+        assert by_run["2026-01-05T00:00:00"]["acc"] is None
+        for name in ("loss", "acc"):
+            again = client.get(f"/api/series?runs={','.join(tstamps)}&name={name}").json
+            assert again["series"] == series[name]["series"], name
+            assert again["x_label"] == series[name]["x_label"]
+        lasts = {s["run"]: s["last"] for s in series["acc"]["series"]}
+        assert lasts["2026-01-03T00:00:00"] == {"value": 9.5, "source": "replay"}
+        assert len(series["loss"]["series"][0]["parts"][0]["x"]) == 12
+    finally:
+        held.release.set()
+        data.close()
+
+
+def test_a_store_without_the_index_waits_for_the_pass_as_before(tmp_path, monkeypatch):
+    path = tmp_path / ".flor" / "flor.db"
+    build(path)
+    with sqlite3.connect(path) as connection:  # a version 10 store opened read-only: never migrated
+        connection.execute("DROP INDEX logs_by_run_name")
+    held = HeldPass(monkeypatch)
+    data = UIData(ReadPool(path), tmp_path)
+    try:
+        data.load()
+        body = create_app(data).test_client().get("/api/runs").json
+        assert body["loading"] and not body["charts_ready"] and body["metrics"] == []
+        assert "loss" not in [c["name"] for c in body["columns"]]  # no scan of every run's logs per page
+    finally:
+        held.release.set()
+        data.close()
