@@ -133,3 +133,57 @@ def test_a_store_without_the_index_waits_for_the_pass_as_before(tmp_path, monkey
     finally:
         held.release.set()
         data.close()
+
+
+@pytest.mark.slow
+def test_the_page_opens_on_its_chart_while_the_pass_is_held(recorded, monkeypatch):
+    """In a real browser: the table's first rows with their last values and the chart of the
+    first logged name over the runs shown, both drawn while the pass over the logs is held; the
+    chart's note gives the last values the table shows after the pass."""
+    from pathlib import Path
+
+    CHROMIUM = "/usr/bin/chromium"
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (run .ci/ui-setup.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from flor.ui.server import make_server
+
+    from .test_browser import ARGS
+
+    held = HeldPass(monkeypatch)
+    server, app = make_server(recorded.db, recorded.root)
+    table = app.config["FLOR_DATA"].table
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.set_default_timeout(15_000)
+            page.goto(f"http://127.0.0.1:{server.server_port}/")
+            page.wait_for_function("() => { const c = document.querySelector('.panel .chart'); "
+                                   "return c && c.dataset.drawn === c.dataset.request && c.dataset.drawn !== '0'; }")
+            assert table.loading  # drawn before the pass
+            assert page.eval_on_selector(".panel", "p => p.dataset.metric") == "loss"
+            assert page.eval_on_selector(".panel .chart", "c => Number(c.dataset.series)") == 4
+            assert page.eval_on_selector(".panel .chart", "c => Number(c.dataset.points)") == 60 + 100 + 20 + 270
+            early_note = page.locator(".chart-note").first.inner_text()
+            assert "over the 4 run(s) shown in the table" in early_note and "Last values:" in early_note
+            early_cells = page.eval_on_selector_all("#runs tbody tr", "rows => rows.map(r => r.innerText)")
+            assert "reading logged values" in page.locator("#count").inner_text()
+
+            held.release.set()
+            sync_api.expect(page.locator("#count")).not_to_contain_text("reading logged values")
+            page.wait_for_function("() => { const c = document.querySelector('.panel .chart'); "
+                                   "return c.dataset.drawn === c.dataset.request; }")
+            assert page.locator(".chart-note").first.inner_text() == early_note
+            late_cells = page.eval_on_selector_all("#runs tbody tr", "rows => rows.map(r => r.innerText)")
+            assert late_cells == early_cells  # the same columns and values before and after the pass
+            browser.close()
+        assert not errors, errors
+    finally:
+        held.release.set()
+        server.shutdown()
+        app.config["FLOR_DATA"].close()
