@@ -34,6 +34,18 @@ BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
 NOTE_COLUMNS = ("run_name", "run_tags", "run_note", "archived")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
 _SCAN_SLICE = 20_000  # rowids per query of the first pass over the logs
+QUICK_PASS_ROWS = 100_000  # a pass over fewer log rows takes well under a first answer's wait
+
+
+def _yield_cpu() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread is a task with its own nice
+    value). The pass over the logs takes seconds of CPU on a large store; the requests of the
+    page that opens meanwhile (first rows, the chart), and the browser drawing them on the same
+    machine, should not wait behind it. Elsewhere, or when refused, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def _plain(value: object) -> object:
@@ -124,6 +136,7 @@ class RunsTable:
         self._log_cursor = 0
         self._arg_cursor = 0
         self._scan: threading.Thread | None = None
+        self._scan_top = 0
         self._rows: list[dict] | None = None
         self._row_of: dict[int, dict] = {}
         self._dirty: set[int] = set()  # runs whose row must be rebuilt at the next rows()
@@ -211,10 +224,17 @@ class RunsTable:
         with self.lock:
             return self._notes.get(run_id)
 
+    @property
+    def quick_pass(self) -> bool:
+        """Whether the pass over the logs is short (under ``QUICK_PASS_ROWS`` rows): worth a
+        first answer's brief wait for the whole table rather than one without logged values."""
+        return self._scan_top < QUICK_PASS_ROWS
+
     def _start_scan(self) -> None:
-        top = self.db.max_log_rowid()
+        top = self._scan_top = self.db.max_log_rowid()
 
         def scan() -> None:
+            _yield_cpu()
             try:
                 rows = self._scan_logs(top)
             except StoreError as exc:
@@ -243,7 +263,7 @@ class RunsTable:
         merged: dict[tuple, list] = {}
         lows = range(0, top, _SCAN_SLICE)
         # SQLite lets go of the GIL while it works, so slices read on several connections at once.
-        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), initializer=_yield_cpu) as pool:
             slices = list(pool.map(lambda low: self.db.last_values_between(low, min(low + _SCAN_SLICE, top)), lows))
         for row in (row for rows in slices for row in rows):
             known = merged.get(row[:3])

@@ -278,8 +278,10 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
     def matching_rows() -> tuple[list[dict], list[tuple[str, str]]]:
         table.refresh()
         # A small store is read in a blink: answer with the whole table rather than a first
-        # version without logged values. A large one answers at once and fills in later.
-        table.wait_loaded(FIRST_ANSWER_WAIT_S)
+        # version without logged values. A large one answers at once and fills in later (the
+        # page's own rows are read for it meanwhile, see RunsTable.page_while_loading).
+        if table.quick_pass or not table.charts_ready:
+            table.wait_loaded(FIRST_ANSWER_WAIT_S)
         columns = table.columns()
         try:
             keep = compile_filter(request.args.get("where", ""), [name for name, _ in columns])
@@ -305,6 +307,8 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
                 raise UsageError(f"cannot sort by unknown column {sort!r}")
             sort = "tstamp"  # a logged name not read yet: sort by time until it is
         descending = request.args.get("desc", "0") in ("1", "true")
+        if sort == "tstamp":  # the rows are kept in tstamp order, and every run has one
+            return (rows[::-1] if descending else rows), columns, sort, descending
         # Missing values go last in both directions: sort present values, then append the rest.
         present = [row for row in rows if row.get(sort) is not None]
         missing = [row for row in rows if row.get(sort) is None]

@@ -187,3 +187,26 @@ def test_the_page_opens_on_its_chart_while_the_pass_is_held(recorded, monkeypatc
         held.release.set()
         server.shutdown()
         app.config["FLOR_DATA"].close()
+
+
+def test_a_large_store_answers_the_first_page_without_waiting_for_the_pass(tmp_path, monkeypatch):
+    from flor.ui import data as ui_data
+
+    path = tmp_path / ".flor" / "flor.db"
+    build(path)
+    held = HeldPass(monkeypatch)
+    data = UIData(ReadPool(path), tmp_path)
+    waits: list = []
+    try:
+        data.load()
+        assert data.table.quick_pass  # 5 runs: the first answer waits a moment for the whole table
+        monkeypatch.setattr(ui_data, "QUICK_PASS_ROWS", 10)  # as if the store held more log rows
+        original = RunsTable.wait_loaded
+        monkeypatch.setattr(RunsTable, "wait_loaded", lambda table, timeout=None: waits.append(timeout)
+                            or original(table, timeout))
+        body = create_app(data).test_client().get("/api/runs").json
+        assert body["loading"] and not waits
+        assert [c["name"] for c in body["columns"]][-3:] == ["loss", "acc", "note"]
+    finally:
+        held.release.set()
+        data.close()

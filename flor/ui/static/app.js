@@ -616,7 +616,9 @@ async function poll() {
     $("live").classList.remove("stale");
     $("project").textContent = body.root;
     const changed = body.version !== state.version;
-    if (changed && !state.runView) {
+    if (changed && !state.runView && !state.routed) {
+      // The page's first loadRuns is still on its way: a second one would only compete with it.
+    } else if (changed && !state.runView) {
       await loadRuns();
       // Redraw only when a charted run is still logging, and never pile up requests: a long
       // running curve takes a while to read.
