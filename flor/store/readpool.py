@@ -236,6 +236,39 @@ class ReadPool:
         return self.read(lastvalue.last_rows_sql(
             where, f"SELECT run_id, ctx_id FROM contexts WHERE run_id IN ({ids})"), params)
 
+    # -- one name's values over many runs at once (flor ui's chart of a page of runs) -----------
+
+    def looped_values_of_runs(self, run_ids: Sequence[int], name: str) -> list[tuple]:
+        """``(run_id, source, values, ctx_ids, iterations, count)`` per run and source: the
+        numeric values of ``name`` logged inside a loop, in the order they were stored, the
+        first three as group_concat text. One read through ``logs_by_run_name`` (an IN over the
+        runs), however many runs; the few values logged outside loops come from
+        :meth:`level_values_of_runs`."""
+        ids = ",".join(str(int(r)) for r in run_ids)
+        return self.read(
+            "SELECT run_id, source, group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), "
+            f"COUNT(*) FROM (SELECT run_id, source, ctx_id, iteration, value FROM logs WHERE run_id IN ({ids}) "
+            f"AND name = ? AND ctx_id IS NOT NULL AND {_NUMERIC} ORDER BY run_id, source, rowid) GROUP BY run_id, source",
+            (name,),
+        ) if ids else []
+
+    def level_values_of_runs(self, run_ids: Sequence[int], name: str) -> list[tuple]:
+        """``(run_id, source, value)`` of the numeric values of ``name`` logged outside any loop
+        in the runs, in the order they were stored."""
+        ids = ",".join(str(int(r)) for r in run_ids)
+        return self.read(
+            f"SELECT run_id, source, value FROM logs WHERE run_id IN ({ids}) AND name = ? AND ctx_id IS NULL "
+            f"AND {_NUMERIC} ORDER BY rowid", (name,),
+        ) if ids else []
+
+    def loops_of_runs(self, run_ids: Sequence[int]) -> list[tuple]:
+        """``(run_id, ctx_id, parent_id, loop_name, iterations)`` of every loop instance of the
+        runs, by run and ctx_id (what :meth:`loop_instances` gives, for many runs at once)."""
+        ids = ",".join(str(int(r)) for r in run_ids)
+        return self.read(
+            f"SELECT run_id, ctx_id, parent_id, loop_name, iterations FROM contexts WHERE run_id IN ({ids}) "
+            "ORDER BY run_id, ctx_id") if ids else []
+
     def contexts(self, run_id: int) -> list[LoopInstance]:
         """Loop instances of one run (without their times and counts)."""
         return [LoopInstance(*row) for row in self.read(

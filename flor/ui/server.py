@@ -389,8 +389,9 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
         run_ids = [table.run_id(tstamp) for tstamp in tstamps]
         # Before the pass is done, the runs' last values are read for these runs only, at once.
         lasts = table.lasts_of(run_ids, [name]) if table.loading else {}
+        curves = data.series.curves(run_ids, name)  # a few reads for all the runs, not several per run
         for tstamp, run_id in zip(tstamps, run_ids):
-            curve = data.series.series(run_id, name, points, xmin, xmax, x_mode,
+            curve = data.series.series(run_id, name, points, xmin, xmax, x_mode, curve=curves[run_id],
                                        last=lasts.get(run_id, {}).get(name, (None, None)) if table.loading else None)
             if curve["x_label"] != "run":
                 label = label or curve["x_label"]

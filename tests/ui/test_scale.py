@@ -80,7 +80,7 @@ def test_migration_11_indexes_logs_by_run_and_name(tmp_path):
 
 def test_first_rows_and_the_opening_chart_come_before_the_pass_and_agree_with_it(tmp_path, monkeypatch):
     path = tmp_path / ".flor" / "flor.db"
-    ids = build(path)
+    build(path)
     held = HeldPass(monkeypatch)
     data = UIData(ReadPool(path), tmp_path)
     try:
@@ -210,3 +210,44 @@ def test_a_large_store_answers_the_first_page_without_waiting_for_the_pass(tmp_p
     finally:
         held.release.set()
         data.close()
+
+
+def test_curves_of_many_runs_read_at_once_equal_those_read_run_by_run(tmp_path):
+    """SeriesReader.curves (three reads for a page of runs) against _read_curve (several reads
+    per run, with and without what the pass counted): recorded values in a nested loop, sparse,
+    NaN, run-level ones, replayed epochs stored out of order, extracted values, a text name."""
+    import math
+
+    import numpy as np
+
+    from flor.ui.curves import SeriesReader
+
+    path = tmp_path / ".flor" / "flor.db"
+    ids = build(path)
+    store = Store.open(path)
+    store.write_batch(ids[0], [], [("val", 3.0, 2, 1), ("val", math.nan, 3, 0), ("val", 99.0, None, None),
+                                   ("lvl", 7, None, None), ("lvl", 8, None, None)])
+    store.write_replayed(ids[1], [], [LoggedValue("val", 0.5, "float", 1, 1), LoggedValue("lvl", 4.0, "float", None, None)])
+    store.write_extracted("ext", {ids[3]: [(1, 2, 0.3, "float"), (1, 0, 0.1, "float"), (None, None, 5, "int")],
+                                  ids[4]: [(3, 1, 0.7, "float")]})
+    store.close()
+    db = ReadPool(path)
+    try:
+        table = RunsTable(db)
+        table.refresh()
+        table.wait_loaded()
+        reader = SeriesReader(db, table)
+        for name in ("loss", "acc", "val", "lvl", "ext", "note"):
+            together = reader.curves(ids, name)
+            for run_id in ids:
+                for pair in (None, table.pair(run_id, name)):
+                    alone = reader._read_curve(run_id, name, pair)
+                    got = together[run_id]
+                    where = (name, run_id, pair is None)
+                    assert np.array_equal(got.x, alone.x) and np.array_equal(got.source, alone.source), where
+                    assert np.array_equal(got.y, alone.y, equal_nan=True), where
+                    assert (got.x_label, got.run_level) == (alone.x_label, alone.run_level), where
+                    assert type(got.run_level) is type(alone.run_level), where
+        assert together  # the text name: every run's curve is empty
+    finally:
+        db.close()
