@@ -137,6 +137,7 @@ class RunsTable:
         self._arg_cursor = 0
         self._scan: threading.Thread | None = None
         self._scan_top = 0
+        self._stopping = threading.Event()
         self._rows: list[dict] | None = None
         self._row_of: dict[int, dict] = {}
         self._dirty: set[int] = set()  # runs whose row must be rebuilt at the next rows()
@@ -168,6 +169,15 @@ class RunsTable:
             self._dirty |= dirty
             self.version += 1
             return True
+
+    def stop(self) -> None:
+        """Stop the pass over the logs and wait for the slices being read to end: closing the
+        connections under a running query crashes the interpreter (SQLite frees what the query
+        still uses), which a server closed soon after it started did."""
+        self._stopping.set()
+        scan = self._scan
+        if scan is not None:
+            scan.join()
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Block until the first pass over the logs is done; True when it is."""
@@ -263,8 +273,13 @@ class RunsTable:
         merged: dict[tuple, list] = {}
         lows = range(0, top, _SCAN_SLICE)
         # SQLite lets go of the GIL while it works, so slices read on several connections at once.
+        def read(low: int) -> list:
+            if self._stopping.is_set():  # the server is closing: read no more slices
+                raise StoreError("the pass over the logs was stopped")
+            return self.db.last_values_between(low, min(low + _SCAN_SLICE, top))
+
         with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), initializer=_yield_cpu) as pool:
-            slices = list(pool.map(lambda low: self.db.last_values_between(low, min(low + _SCAN_SLICE, top)), lows))
+            slices = list(pool.map(read, lows))
         for row in (row for rows in slices for row in rows):
             known = merged.get(row[:3])
             if known is None:

@@ -106,7 +106,8 @@ class UIData:
         return self.table.wait_loaded(wait)
 
     def close(self) -> None:
-        """Close the database connections."""
+        """Stop the pass over the logs, then close the database connections."""
+        self.table.stop()
         self.db.close()
 
 

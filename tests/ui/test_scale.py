@@ -251,3 +251,18 @@ def test_curves_of_many_runs_read_at_once_equal_those_read_run_by_run(tmp_path):
         assert together  # the text name: every run's curve is empty
     finally:
         db.close()
+
+
+def test_closing_while_the_pass_runs_stops_it_before_the_connections_close(tmp_path, monkeypatch):
+    # A server closed soon after it started (a benchmark's, a test's, Ctrl+C on a large store)
+    # closed the connections under the pass's running queries: the interpreter crashed.
+    from flor.ui import data as ui_data
+
+    path = tmp_path / ".flor" / "flor.db"
+    build(path)
+    monkeypatch.setattr(ui_data, "_SCAN_SLICE", 1)  # one query per log row: the pass is still running below
+    data = UIData(ReadPool(path), tmp_path)
+    data.load()
+    data.close()
+    assert not data.table._scan.is_alive()
+    assert data.table.load_error == "the pass over the logs was stopped" or not data.table.loading
