@@ -65,6 +65,52 @@ def page_times(browser, url: str) -> tuple[float, float, float]:
     return rows, first_chart, chart
 
 
+def write_cost(repeat: int) -> int:
+    """What the logs index by run and name (migration 11) costs a recording: ``Store.write_batch``
+    of 200 batches of 1,000 plain values into a fresh store, alternately without and with it."""
+    from flor.store import Store
+
+    def once(indexed: bool) -> float:
+        scratch = Path(tempfile.mkdtemp(prefix="flor-ui-index-"))
+        try:
+            store = Store.open(scratch / "flor.db")
+            if not indexed:
+                store.connection.execute("DROP INDEX logs_by_run_name")
+            run_id, _ = store.insert_run(tstamp="t", projid="p", filename="t.py", argv=[], cwd=".", started=0.0, args=())
+            batches = [[(f"m{k}", 0.5 + i, 1, b * 100 + i) for i in range(100) for k in range(10)] for b in range(200)]
+            began = time.perf_counter()
+            for logs in batches:
+                store.write_batch(run_id, [], logs)
+            took = time.perf_counter() - began
+            store.close()
+            return took
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    load_before = os.getloadavg()[0]
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeat):
+        for indexed in (False, True):
+            times[indexed].append(once(indexed))
+    markdown = "\n".join([
+        "## Cost of the logs index by run and name to a recording (issue 32, migration 11)",
+        "",
+        f"`Store.write_batch` of 200 batches of 1,000 plain values (10 names) into a fresh store, alternately "
+        f"without and with `logs_by_run_name`; medians (min-max) of {repeat} repetitions, wall s.",
+        "",
+        "| store | wall s | per value |",
+        "|---|---|---|",
+        *[f"| {'with' if indexed else 'without'} the index | {fmt_range(times[indexed], 1, 3)} | "
+          f"{sorted(times[indexed])[len(times[indexed]) // 2] / 200_000 * 1e6:.1f} µs |" for indexed in (False, True)],
+        "",
+        f"Machine: {machine()}; load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after. "
+        "Command: `.venv/bin/python benchmarks/ui_scale.py --write-cost`",
+    ])
+    print(markdown)
+    write_section("ui_index_cost", markdown)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -73,7 +119,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1,000 runs, 2 repetitions; RESULTS.md untouched")
+    parser.add_argument("--write-cost", action="store_true",
+                        help="measure what the logs index costs a recording instead (section ui_index_cost)")
     options = parser.parse_args()
+    if options.write_cost:
+        return write_cost(options.repeat)
     if options.quick:
         options.runs, options.repeat = 1000, 2
 
