@@ -378,7 +378,8 @@ function renderScatterChoices() {
   ys.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
   xs.value = names.includes(previousX) ? previousX : names[0] || "";
   ys.value = names.includes(previousY) ? previousY : names[0] || "";
-  drawScatter();
+  // On the page's first load, route() draws it after asking for the chart, which comes first.
+  if (state.routed) drawScatter();
 }
 
 function padded(values, log) {
@@ -606,7 +607,7 @@ function route() {
   $("run-view").hidden = true;
   $("main-view").hidden = false;
   renderCompare();
-  loadRuns().then(() => { state.routed = true; renderPanels(); drawParallel(); });
+  loadRuns().then(() => { state.routed = true; renderPanels(); drawScatter(); drawParallel(); });
 }
 
 async function poll() {
