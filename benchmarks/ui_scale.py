@@ -9,8 +9,10 @@ with ``--args`` args and ``--metrics`` metrics logged once per epoch for ``--epo
 (10,000 x 10 x 10 = 1,000,000 values). Then, ``--repeat`` times, alternately, each against a
 fresh server:
 
-- API: ``GET /api/runs`` (first page of 100) right after the server starts; ``GET /api/series``
-  of one metric over the 100 runs of that page (the chart the page opens on), curves not cached;
+- API: ``GET /api/runs`` (first page of 100) right after the server starts, then ``GET
+  /api/series`` of one metric over the 100 runs of that page (the chart the page opens on) while
+  the background pass over the logs still runs; after the pass, the same series again, curves
+  not cached;
 - browser: headless chromium opens the page: navigation start -> first table rows, and ->
   the first chart drawn (the first metric over the 100 visible runs, as the page opens); then
   another metric chosen in the panel -> its chart of 100 runs drawn.
@@ -63,6 +65,52 @@ def page_times(browser, url: str) -> tuple[float, float, float]:
     return rows, first_chart, chart
 
 
+def write_cost(repeat: int) -> int:
+    """What the logs index by run and name (migration 11) costs a recording: ``Store.write_batch``
+    of 200 batches of 1,000 plain values into a fresh store, alternately without and with it."""
+    from flor.store import Store
+
+    def once(indexed: bool) -> float:
+        scratch = Path(tempfile.mkdtemp(prefix="flor-ui-index-"))
+        try:
+            store = Store.open(scratch / "flor.db")
+            if not indexed:
+                store.connection.execute("DROP INDEX logs_by_run_name")
+            run_id, _ = store.insert_run(tstamp="t", projid="p", filename="t.py", argv=[], cwd=".", started=0.0, args=())
+            batches = [[(f"m{k}", 0.5 + i, 1, b * 100 + i) for i in range(100) for k in range(10)] for b in range(200)]
+            began = time.perf_counter()
+            for logs in batches:
+                store.write_batch(run_id, [], logs)
+            took = time.perf_counter() - began
+            store.close()
+            return took
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    load_before = os.getloadavg()[0]
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeat):
+        for indexed in (False, True):
+            times[indexed].append(once(indexed))
+    markdown = "\n".join([
+        "## Cost of the logs index by run and name to a recording (issue 32, migration 11)",
+        "",
+        f"`Store.write_batch` of 200 batches of 1,000 plain values (10 names) into a fresh store, alternately "
+        f"without and with `logs_by_run_name`; medians (min-max) of {repeat} repetitions, wall s.",
+        "",
+        "| store | wall s | per value |",
+        "|---|---|---|",
+        *[f"| {'with' if indexed else 'without'} the index | {fmt_range(times[indexed], 1, 3)} | "
+          f"{sorted(times[indexed])[len(times[indexed]) // 2] / 200_000 * 1e6:.1f} µs |" for indexed in (False, True)],
+        "",
+        f"Machine: {machine()}; load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after. "
+        "Command: `.venv/bin/python benchmarks/ui_scale.py --write-cost`",
+    ])
+    print(markdown)
+    write_section("ui_index_cost", markdown)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -71,7 +119,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1,000 runs, 2 repetitions; RESULTS.md untouched")
+    parser.add_argument("--write-cost", action="store_true",
+                        help="measure what the logs index costs a recording instead (section ui_index_cost)")
     options = parser.parse_args()
+    if options.write_cost:
+        return write_cost(options.repeat)
     if options.quick:
         options.runs, options.repeat = 1000, 2
 
@@ -83,7 +135,9 @@ def main() -> int:
         print(f"store: {options.runs + 1} runs, {values:,} values, {path.stat().st_size / 1e6:.0f} MB", flush=True)
         use_browser = Path(CHROMIUM).exists() and importlib.util.find_spec("playwright") is not None
         load_before = os.getloadavg()[0]
-        keys = ("runs_first", "loaded", "series_100", "page_rows", "page_first_chart", "page_chart_100")
+        keys = ("runs_first", "series_early", "loaded", "series_100", "page_rows", "page_first_chart",
+                "page_chart_100")
+        early_runs = 0  # repetitions whose early series was answered before the pass ended
         timings: dict[str, list[float]] = {k: [] for k in keys}
         with contextlib.ExitStack() as stack:
             browser = stack.enter_context(launched_browser()) if use_browser else None
@@ -93,6 +147,12 @@ def main() -> int:
                 try:
                     seconds, body = server.get("/api/runs?limit=100&sort=tstamp&desc=1")
                     timings["runs_first"].append(seconds)
+                    tstamps = [row[0] for row in json.loads(body)["rows"]]
+                    seconds, body = server.get(f"/api/series?runs={','.join(tstamps)}&name=accuracy&points=2000")
+                    if len(json.loads(body)["series"]) != CHARTED:
+                        raise RuntimeError("the early series answer lacks runs")
+                    timings["series_early"].append(seconds)
+                    early_runs += server.app.config["FLOR_DATA"].table.loading
                     server.app.config["FLOR_DATA"].table.wait_loaded()
                     timings["loaded"].append(time.perf_counter() - began)
                     page = json.loads(server.get("/api/runs?limit=100&sort=tstamp&desc=1")[1])
@@ -116,11 +176,13 @@ def main() -> int:
                       flush=True)
         labels = {
             "runs_first": "API `/api/runs`, first page of 100, right after the server started",
+            "series_early": f"API `/api/series` of `accuracy` over the {CHARTED} runs of the first page, right after "
+                            "(the pass over the logs still running)",
             "loaded": "server start -> every run's last logged values read (the background pass over the logs)",
             "series_100": f"API `/api/series` of `accuracy` over the {CHARTED} runs of the first page (not cached)",
             "page_rows": "**browser: navigation start -> first table rows rendered** (fresh server)",
-            "page_first_chart": f"browser: navigation start -> the chart the page opens on ({CHARTED} runs) drawn; "
-                                "waits for the background pass over the logs",
+            "page_first_chart": f"**browser: navigation start -> the chart the page opens on ({CHARTED} runs) drawn** "
+                                "(no longer waits for the pass over the logs)",
             "page_chart_100": f"**browser: another metric chosen -> its chart of {CHARTED} runs drawn**",
         }
         lines = [
@@ -129,7 +191,8 @@ def main() -> int:
             f"Store: {options.runs:,} runs with {options.args} args and {options.metrics} metrics each, each metric "
             f"logged at {options.epochs} epochs: {values:,} logged values, {path.stat().st_size / 1e6:.0f} MB. "
             f"Each repetition starts a fresh server; API and browser alternate. Medians (min-max) of "
-            f"{options.repeat} repetitions, wall ms. Target: under 1,000 ms.",
+            f"{options.repeat} repetitions, wall ms. Target: under 1,000 ms. The early series was answered "
+            f"before the pass ended in {early_runs} of {options.repeat} repetitions.",
             "",
             "| measurement | wall ms |",
             "|---|---|",

@@ -6,8 +6,12 @@ read fails with :class:`~flor.errors.StoreError`. Connections are pooled so that
 (a web server's, a background scan's) can read at once; SQLite lets go of the GIL while it works.
 
 The queries below are tuned for a store of millions of log rows and are kept exactly as measured
-(``benchmarks/ui.py``): the logs table has no index by run or name, so reads of one run's values
-either come from a rowid range or from the partial index of replayed values.
+(``benchmarks/ui.py``, ``benchmarks/ui_scale.py``). Since schema version 11 the logs table has an
+index by (run_id, name, source), ``logs_by_run_name``: a run's values of a name are found without
+a scan, which lets the page chart and fill in the runs on screen before the pass over all logs
+ends. A store not yet migrated (the UI never writes) lacks it: reads of one run's values then
+come from a rowid range (once the pass has counted them) or from the partial index of replayed
+values, and the page waits for the pass as before.
 
 >>> pool = ReadPool(Path(".flor/flor.db"))                     # doctest: +SKIP
 >>> pool.runs_summary()[0][1]                                   # doctest: +SKIP
@@ -72,6 +76,7 @@ class ReadPool:
         # data_version is per connection: it must always be asked of the same one.
         self._watcher = self._connect()
         self._watch_lock = threading.Lock()
+        self._indexed: bool | None = None
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -200,6 +205,69 @@ class ReadPool:
             middle = low + _PACK - 1
             return self.last_values_between(low, middle) + self.last_values_between(middle, high)
         return self.read(_LAST_VALUES, (low, high))
+
+    def has_run_name_index(self) -> bool:
+        """Whether the logs are indexed by (run_id, name, source) (schema version 11 on)."""
+        if self._indexed is None:
+            self._indexed = bool(self.read(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'logs_by_run_name'"))
+        return self._indexed
+
+    def early_log_names(self, rows: int = 5000) -> list[tuple[str, bool]]:
+        """``(name, any numeric)`` of the names among the first ``rows`` log rows, in the order
+        they first appear: what a page can chart before the pass over all logs has named every
+        column (the first run's names, at the cost of reading a few pages)."""
+        return [(name, bool(numeric)) for name, numeric in self.read(
+            "SELECT name, MAX(vtype IN ('int', 'float', 'bool')) FROM (SELECT rowid AS r, name, vtype FROM logs "
+            "ORDER BY rowid LIMIT ?) GROUP BY name ORDER BY MIN(r)", (rows,))]
+
+    def last_values_of(self, run_ids: Sequence[int], names: Sequence[str] | None = None) -> list[tuple]:
+        """``(run_id, name, value, vtype, source)``: the last value (lastvalue.py) of each name
+        (of ``names`` only, when given) in each of ``run_ids``, in one read. Through
+        ``logs_by_run_name`` when the store has it, a page of 100 runs reads only their rows;
+        without, it is one scan of the logs."""
+        ids = ",".join(str(int(r)) for r in run_ids)
+        if not ids or (names is not None and not names):
+            return []
+        where, params = f"l.run_id IN ({ids})", []
+        if names is not None:
+            where += f" AND l.name IN ({','.join('?' * len(names))})"
+            params = list(names)
+        return self.read(lastvalue.last_rows_sql(
+            where, f"SELECT run_id, ctx_id FROM contexts WHERE run_id IN ({ids})"), params)
+
+    # -- one name's values over many runs at once (flor ui's chart of a page of runs) -----------
+
+    def looped_values_of_runs(self, run_ids: Sequence[int], name: str) -> list[tuple]:
+        """``(run_id, source, values, ctx_ids, iterations, count)`` per run and source: the
+        numeric values of ``name`` logged inside a loop, in the order they were stored, the
+        first three as group_concat text. One read through ``logs_by_run_name`` (an IN over the
+        runs), however many runs; the few values logged outside loops come from
+        :meth:`level_values_of_runs`."""
+        ids = ",".join(str(int(r)) for r in run_ids)
+        return self.read(
+            "SELECT run_id, source, group_concat(IFNULL(value, 'nan')), group_concat(ctx_id), group_concat(iteration), "
+            f"COUNT(*) FROM (SELECT run_id, source, ctx_id, iteration, value FROM logs WHERE run_id IN ({ids}) "
+            f"AND name = ? AND ctx_id IS NOT NULL AND {_NUMERIC} ORDER BY run_id, source, rowid) GROUP BY run_id, source",
+            (name,),
+        ) if ids else []
+
+    def level_values_of_runs(self, run_ids: Sequence[int], name: str) -> list[tuple]:
+        """``(run_id, source, value)`` of the numeric values of ``name`` logged outside any loop
+        in the runs, in the order they were stored."""
+        ids = ",".join(str(int(r)) for r in run_ids)
+        return self.read(
+            f"SELECT run_id, source, value FROM logs WHERE run_id IN ({ids}) AND name = ? AND ctx_id IS NULL "
+            f"AND {_NUMERIC} ORDER BY rowid", (name,),
+        ) if ids else []
+
+    def loops_of_runs(self, run_ids: Sequence[int]) -> list[tuple]:
+        """``(run_id, ctx_id, parent_id, loop_name, iterations)`` of every loop instance of the
+        runs, by run and ctx_id (what :meth:`loop_instances` gives, for many runs at once)."""
+        ids = ",".join(str(int(r)) for r in run_ids)
+        return self.read(
+            f"SELECT run_id, ctx_id, parent_id, loop_name, iterations FROM contexts WHERE run_id IN ({ids}) "
+            "ORDER BY run_id, ctx_id") if ids else []
 
     def contexts(self, run_id: int) -> list[LoopInstance]:
         """Loop instances of one run (without their times and counts)."""

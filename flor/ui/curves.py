@@ -121,15 +121,116 @@ class SeriesReader:
                     self._cache.popitem(last=False)
         return curve
 
+    def curves(self, run_ids: list[int], name: str) -> dict[int, Curve]:
+        """run_id -> the whole curve of ``name``, for many runs: the cached ones from the cache,
+        the others in three reads for all of them (store/readpool.py; through the logs index by
+        run and name, when the store has it) rather than several per run."""
+        out: dict[int, Curve] = {}
+        missing = []
+        for run_id in run_ids:
+            key = self._key(run_id, name)
+            with self._lock:
+                cached = self._cache.get(key) if key is not None else None
+            if cached is not None:
+                out[run_id] = cached
+            else:
+                missing.append((run_id, key))
+        if not missing:
+            return out
+        ids = [run_id for run_id, _ in missing]
+        looped: dict[int, dict] = {}
+        for run_id, source, values_text, ctx_text, iteration_text, count in self.db.looped_values_of_runs(ids, name):
+            looped.setdefault(run_id, {})[source] = (values_text, ctx_text, iteration_text, count)
+        levels: dict[int, dict] = {}
+        for run_id, source, value in self.db.level_values_of_runs(ids, name):
+            levels.setdefault(run_id, {}).setdefault(source, []).append(value)
+        instances: dict[int, list] = {}
+        for run_id, *instance in self.db.loops_of_runs(ids):
+            instances.setdefault(run_id, []).append(instance)
+        for run_id, key in missing:
+            curve = self._assemble(looped.get(run_id, {}), levels.get(run_id, {}), instances.get(run_id, []))
+            out[run_id] = curve
+            self._remember(key, curve)
+        return out
+
+    def _assemble(self, looped: dict, levels: dict, instances: list) -> Curve:
+        """A curve from its run's numeric values read in bulk (see :meth:`curves`), placed as
+        :meth:`_read_curve` places them: recorded values along the loop of the newest one; a
+        run-level value recorded (the newest), else replayed (the first), else extracted (the
+        newest) when no looped value precedes it."""
+        known = {row[0]: row for row in instances}
+
+        def loop_of(ctx_id: int) -> _Loop:
+            own = known.get(ctx_id)
+            shared = [row for row in instances if own is not None and row[2] == own[2]]
+            outer = known.get(own[1]) if own is not None and own[1] is not None else None
+            return self._make_loop([(row[0], row[1], row[2], row[3]) for row in shared],
+                                   outer[2] if outer is not None else None)
+
+        def parsed(source: str):
+            values_text, ctx_text, iteration_text, count = looped.get(source, (None, None, None, 0))
+            if not count:
+                return np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return None, _parse_floats(values_text, count), _parse_ints(ctx_text), _parse_ints(iteration_text)
+
+        _, y, ctx, iteration = parsed("record")
+        loop = loop_of(int(ctx[-1])) if len(y) else None
+        x = loop.x(ctx, iteration) if loop is not None else np.zeros(0)
+        run_level = levels.get("record", [None])[-1]
+        _, ry, rctx, riteration = parsed("replay")
+        rx = np.zeros(0)
+        if len(ry):
+            order = np.lexsort((riteration, rctx))  # by loop position, as the replay index gives them
+            ry, rctx, riteration = ry[order], rctx[order], riteration[order]
+            loop = loop or loop_of(int(rctx[0]))
+            rx = loop.x(rctx, riteration)
+        if run_level is None and not len(x):
+            run_level = levels.get("replay", [None])[0]
+        _, ey, ectx, eiteration = parsed("extract")
+        ex = np.zeros(0)
+        if len(ey):
+            own = loop if loop is not None and int(ectx[0]) in loop.ids else loop_of(int(ectx[0]))
+            ex, loop = own.x(ectx, eiteration), loop or own
+        if run_level is None and not len(x) and not len(rx):
+            run_level = levels.get("extract", [None])[-1]
+        return self._combine([(x, y), (rx, ry), (ex, ey)], loop, run_level)
+
+    def _key(self, run_id: int, name: str) -> tuple | None:
+        pair = self.table.pair(run_id, name)
+        if pair is None:
+            return None
+        return (run_id, name, pair.record_top, pair.record_count, pair.replay_top, pair.replay_count,
+                pair.extract_top, pair.extract_count)
+
+    def _remember(self, key: tuple | None, curve: Curve) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._cache[key] = curve
+            # Bounded by points, not entries: one million-step curve weighs as much as 500 small ones.
+            while len(self._cache) > 1 and (
+                len(self._cache) > _CACHED_CURVES
+                or sum(len(c.x) for c in self._cache.values()) > _CACHED_POINTS
+            ):
+                self._cache.popitem(last=False)
+
     def _loop(self, run_id: int, ctx_id: int) -> _Loop:
         """The loop that holds ``ctx_id``: all its instances in the run and their offsets."""
         instances = self.db.loop_instances(run_id, ctx_id)
+        outer = None
+        if instances and instances[0][1] is not None:
+            outer = self.db.loop_name(run_id, instances[0][1])
+        return self._make_loop(instances, outer)
+
+    @staticmethod
+    def _make_loop(instances: list, outer: str | None) -> _Loop:
+        """A loop from its instances ``(ctx_id, parent_id, loop_name, iterations)`` by ctx_id and
+        the name of the loop around it (None: top level, or its context row is missing)."""
         if not instances:
             return _Loop("iteration", "iteration", np.zeros(0, np.int64), [], np.zeros(0))
         name, parent = instances[0][2], instances[0][1]
         label = name
         if parent is not None:
-            outer = self.db.loop_name(run_id, parent)
             label = f"{name} (counted across {outer if outer is not None else 'the outer loop'})"
         counts = [row[3] for row in instances]
         offsets = np.concatenate([[0], np.cumsum([c or 0 for c in counts])[:-1]]).astype(float)
@@ -144,7 +245,11 @@ class SeriesReader:
         ex, ey, loop, extracted_level = self._extracted(run_id, name, loop, pair)
         if run_level is None and not len(x) and not len(rx):
             run_level = extracted_level
-        parts = [(x, y), (rx, ry), (ex, ey)]
+        return self._combine([(x, y), (rx, ry), (ex, ey)], loop, run_level)
+
+    @staticmethod
+    def _combine(parts: list, loop: "_Loop | None", run_level: object) -> Curve:
+        """One curve of the recorded, replayed and extracted (x, y), sorted by x."""
         source = np.concatenate([np.full(len(px), i, np.int8) for i, (px, _) in enumerate(parts)])
         x = np.concatenate([px for px, _ in parts]).astype(float)
         y = np.concatenate([py for _, py in parts]).astype(float)
@@ -235,16 +340,19 @@ class SeriesReader:
         return XAxis.build(mode, shape, clock, starts, curve.x_label, self.table.elapsed(run_id))
 
     def series(self, run_id: int, name: str, points: int = 2000,
-               xmin: float | None = None, xmax: float | None = None, x_mode: str = "iteration") -> dict:
+               xmin: float | None = None, xmax: float | None = None, x_mode: str = "iteration",
+               last: tuple | None = None, curve: Curve | None = None) -> dict:
         """The recorded, replayed and extracted parts of a curve placed by ``x_mode``, each cut to
         [xmin, xmax] and downsampled, a null y where iterations are missing (so no line bridges
-        them); ``last``: the run's last value of the name and its source (store/lastvalue.py).
+        them); ``last``: the run's last value of the name and its source (store/lastvalue.py),
+        from the runs table, or given (``last``: (value, source)) while the table is still reading;
+        ``curve``: the run's curve when the caller read it already (:meth:`curves`).
 
         >>> SeriesReader(db, table).series(1, "loss", points=500, xmin=0, xmax=100)   # doctest: +SKIP
         """
         if points < 2 or points > 100_000:
             raise UsageError("points must be between 2 and 100000")
-        curve = self.curve(run_id, name)
+        curve = curve if curve is not None else self.curve(run_id, name)
         axis = self.axis(run_id, curve, x_mode)
         parts = []
         for index, source in enumerate(SOURCES):
@@ -276,7 +384,7 @@ class SeriesReader:
                 "y": sy,
             })
         pair = self.table.pair(run_id, name)
-        value, source = (None, None) if pair is None else pair.last()
+        value, source = last if pair is None and last is not None else (None, None) if pair is None else pair.last()
         return {"name": name, "x_label": axis.label if len(curve.x) else curve.x_label, "integer_x": axis.integer,
                 "parts": parts, "run_level": curve.run_level, "last": {"value": _plain(value), "source": source}}
 

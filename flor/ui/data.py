@@ -34,6 +34,18 @@ BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
 NOTE_COLUMNS = ("run_name", "run_tags", "run_note", "archived")
 NUMERIC = (values.INT, values.FLOAT, values.BOOL)
 _SCAN_SLICE = 20_000  # rowids per query of the first pass over the logs
+QUICK_PASS_ROWS = 100_000  # a pass over fewer log rows takes well under a first answer's wait
+
+
+def _yield_cpu() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread is a task with its own nice
+    value). The pass over the logs takes seconds of CPU on a large store; the requests of the
+    page that opens meanwhile (first rows, the chart), and the browser drawing them on the same
+    machine, should not wait behind it. Elsewhere, or when refused, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def _plain(value: object) -> object:
@@ -124,11 +136,14 @@ class RunsTable:
         self._log_cursor = 0
         self._arg_cursor = 0
         self._scan: threading.Thread | None = None
+        self._scan_top = 0
+        self._stopping = threading.Event()
         self._rows: list[dict] | None = None
         self._row_of: dict[int, dict] = {}
         self._dirty: set[int] = set()  # runs whose row must be rebuilt at the next rows()
         self._notes: dict[int, RunNote] = {}
         self._by_tstamp: dict[str, int] | None = None
+        self._early: list[tuple[str, bool]] | None = None  # names of the first log rows (metric_names)
 
     def refresh(self) -> bool:
         """Read what changed since the last call; True when anything did."""
@@ -154,6 +169,15 @@ class RunsTable:
             self._dirty |= dirty
             self.version += 1
             return True
+
+    def stop(self) -> None:
+        """Stop the pass over the logs and wait for the slices being read to end: closing the
+        connections under a running query crashes the interpreter (SQLite frees what the query
+        still uses), which a server closed soon after it started did."""
+        self._stopping.set()
+        scan = self._scan
+        if scan is not None:
+            scan.join()
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Block until the first pass over the logs is done; True when it is."""
@@ -210,10 +234,17 @@ class RunsTable:
         with self.lock:
             return self._notes.get(run_id)
 
+    @property
+    def quick_pass(self) -> bool:
+        """Whether the pass over the logs is short (under ``QUICK_PASS_ROWS`` rows): worth a
+        first answer's brief wait for the whole table rather than one without logged values."""
+        return self._scan_top < QUICK_PASS_ROWS
+
     def _start_scan(self) -> None:
-        top = self.db.max_log_rowid()
+        top = self._scan_top = self.db.max_log_rowid()
 
         def scan() -> None:
+            _yield_cpu()
             try:
                 rows = self._scan_logs(top)
             except StoreError as exc:
@@ -242,8 +273,13 @@ class RunsTable:
         merged: dict[tuple, list] = {}
         lows = range(0, top, _SCAN_SLICE)
         # SQLite lets go of the GIL while it works, so slices read on several connections at once.
-        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-            slices = list(pool.map(lambda low: self.db.last_values_between(low, min(low + _SCAN_SLICE, top)), lows))
+        def read(low: int) -> list:
+            if self._stopping.is_set():  # the server is closing: read no more slices
+                raise StoreError("the pass over the logs was stopped")
+            return self.db.last_values_between(low, min(low + _SCAN_SLICE, top))
+
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), initializer=_yield_cpu) as pool:
+            slices = list(pool.map(read, lows))
         for row in (row for rows in slices for row in rows):
             known = merged.get(row[:3])
             if known is None:
@@ -349,9 +385,49 @@ class RunsTable:
             return out
 
     def metric_names(self) -> list[str]:
-        """Logged names with at least one numeric value (the ones a chart can draw)."""
+        """Logged names with at least one numeric value (the ones a chart can draw). While the
+        pass over the logs runs, on a store indexed by run and name, the numeric names of the
+        first log rows: enough for the page to open on a chart without waiting for the pass."""
         with self.lock:
-            return list(self._numeric_names)
+            if not self.loading:
+                return list(self._numeric_names)
+        return [name for name, numeric in self._early_names() if numeric] if self.charts_ready else []
+
+    @property
+    def charts_ready(self) -> bool:
+        """Whether curves and last values can be read now: once the pass is done, or before on a
+        store whose logs are indexed by run and name (each read is then an index search; without
+        the index, each would be a scan of every run's logs)."""
+        return not self.loading or self.db.has_run_name_index()
+
+    def _early_names(self) -> list[tuple[str, bool]]:
+        if self._early is None:
+            self._early = self.db.early_log_names()
+        return self._early
+
+    def lasts_of(self, run_ids: list[int], names: list[str] | None = None) -> dict[int, dict[str, tuple]]:
+        """run_id -> name -> (last value as JSON carries it, source), read from the store for
+        these runs only (lastvalue.py's one definition, the same the pass keeps)."""
+        out: dict[int, dict[str, tuple]] = {}
+        for run_id, name, value, vtype, source in self.db.last_values_of(run_ids, names):
+            out.setdefault(run_id, {})[name] = (_plain(values.decode(value, vtype)), source)
+        return out
+
+    def page_while_loading(self, page: list[dict], names: list[str]) -> tuple[list[str], list[list], list[dict]]:
+        """While the pass runs (and charts_ready): the log columns of the first log rows' names,
+        and for the runs of ``page`` their values and sources, read for those runs only, so the
+        first rows show values. Display only: filters and sorts still wait for the pass, which
+        knows every run. Returns (extra column names, their values per row, sources per row)."""
+        taken = set(names)
+        extra = [(name if name not in taken else f"log_{name}", name) for name, _ in self._early_names()]
+        lasts = self.lasts_of([row["_run_id"] for row in page], [name for _, name in extra])
+        cells, sources = [], []
+        for row in page:
+            known = lasts.get(row["_run_id"], {})
+            cells.append([known.get(name, (None, None))[0] for _, name in extra])
+            sources.append({**row["_sources"], **{shown: known[name][1] for shown, name in extra
+                                                  if name in known and known[name][1] != "record"}})
+        return [shown for shown, _ in extra], cells, sources
 
     def rows(self) -> list[dict]:
         """One dict per run, oldest first: column name -> plain value, plus '_run_id',

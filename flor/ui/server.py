@@ -106,7 +106,8 @@ class UIData:
         return self.table.wait_loaded(wait)
 
     def close(self) -> None:
-        """Close the database connections."""
+        """Stop the pass over the logs, then close the database connections."""
+        self.table.stop()
         self.db.close()
 
 
@@ -278,8 +279,10 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
     def matching_rows() -> tuple[list[dict], list[tuple[str, str]]]:
         table.refresh()
         # A small store is read in a blink: answer with the whole table rather than a first
-        # version without logged values. A large one answers at once and fills in later.
-        table.wait_loaded(FIRST_ANSWER_WAIT_S)
+        # version without logged values. A large one answers at once and fills in later (the
+        # page's own rows are read for it meanwhile, see RunsTable.page_while_loading).
+        if table.quick_pass or not table.charts_ready:
+            table.wait_loaded(FIRST_ANSWER_WAIT_S)
         columns = table.columns()
         try:
             keep = compile_filter(request.args.get("where", ""), [name for name, _ in columns])
@@ -305,6 +308,8 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
                 raise UsageError(f"cannot sort by unknown column {sort!r}")
             sort = "tstamp"  # a logged name not read yet: sort by time until it is
         descending = request.args.get("desc", "0") in ("1", "true")
+        if sort == "tstamp":  # the rows are kept in tstamp order, and every run has one
+            return (rows[::-1] if descending else rows), columns, sort, descending
         # Missing values go last in both directions: sort present values, then append the rest.
         present = [row for row in rows if row.get(sort) is not None]
         missing = [row for row in rows if row.get(sort) is None]
@@ -318,6 +323,14 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
         offset = _int_arg("offset", 0, 0, 10**9)
         limit = _int_arg("limit", 100, 1, MAX_PAGE)
         page = ordered[offset:offset + limit]
+        shown = [{"name": name, "kind": kind} for name, kind in columns]
+        cells = [[row.get(name) for name in names] for row in page]
+        sources = [row["_sources"] for row in page]
+        if table.loading and table.charts_ready:
+            # The first rows show the page's logged values before the pass has read every run's.
+            extra, values, sources = table.page_while_loading(page, names)
+            shown += [{"name": name, "kind": "log"} for name in extra]
+            cells = [row + more for row, more in zip(cells, values)]
         return _json({
             "version": table.version,
             "loading": table.loading,
@@ -328,10 +341,11 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
             "limit": limit,
             "sort": sort,
             "desc": descending,
-            "columns": [{"name": name, "kind": kind} for name, kind in columns],
+            "charts_ready": table.charts_ready,
+            "columns": shown,
             "metrics": table.metric_names(),
-            "rows": [[row.get(name) for name in names] for row in page],
-            "sources": [row["_sources"] for row in page],
+            "rows": cells,
+            "sources": sources,
         })
 
     @app.get("/api/runs.csv")
@@ -373,8 +387,13 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
         xmin, xmax = _float_arg("xmin"), _float_arg("xmax")
         x_mode = request.args.get("x") or "iteration"
         out, label, integer = [], None, True
-        for tstamp in tstamps:
-            curve = data.series.series(table.run_id(tstamp), name, points, xmin, xmax, x_mode)
+        run_ids = [table.run_id(tstamp) for tstamp in tstamps]
+        # Before the pass is done, the runs' last values are read for these runs only, at once.
+        lasts = table.lasts_of(run_ids, [name]) if table.loading else {}
+        curves = data.series.curves(run_ids, name)  # a few reads for all the runs, not several per run
+        for tstamp, run_id in zip(tstamps, run_ids):
+            curve = data.series.series(run_id, name, points, xmin, xmax, x_mode, curve=curves[run_id],
+                                       last=lasts.get(run_id, {}).get(name, (None, None)) if table.loading else None)
             if curve["x_label"] != "run":
                 label = label or curve["x_label"]
                 integer = integer and curve["integer_x"]

@@ -180,7 +180,8 @@ async function loadRuns() {
   $("filter").classList.remove("bad");
   $("filter-error").hidden = true;
   Object.assign(state, { columns: body.columns, metrics: body.metrics, rows: body.rows, sources: body.sources || [],
-    matched: body.matched, total: body.total, archivedCount: body.archived || 0, version: body.version, loading: body.loading });
+    matched: body.matched, total: body.total, archivedCount: body.archived || 0, version: body.version, loading: body.loading,
+    chartsReady: Boolean(body.charts_ready) });
   // A large store: the server still reads the last logged values; ask again shortly.
   if (body.loading) setTimeout(() => { if (state.loading) loadRuns(); }, 700);
   if (body.offset >= body.matched && body.matched > 0 && state.offset > 0) {
@@ -377,7 +378,8 @@ function renderScatterChoices() {
   ys.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
   xs.value = names.includes(previousX) ? previousX : names[0] || "";
   ys.value = names.includes(previousY) ? previousY : names[0] || "";
-  drawScatter();
+  // On the page's first load, route() draws it after asking for the chart, which comes first.
+  if (state.routed) drawScatter();
 }
 
 function padded(values, log) {
@@ -605,7 +607,7 @@ function route() {
   $("run-view").hidden = true;
   $("main-view").hidden = false;
   renderCompare();
-  loadRuns().then(() => { state.routed = true; renderPanels(); drawParallel(); });
+  loadRuns().then(() => { state.routed = true; renderPanels(); drawScatter(); drawParallel(); });
 }
 
 async function poll() {
@@ -615,7 +617,9 @@ async function poll() {
     $("live").classList.remove("stale");
     $("project").textContent = body.root;
     const changed = body.version !== state.version;
-    if (changed && !state.runView) {
+    if (changed && !state.runView && !state.routed) {
+      // The page's first loadRuns is still on its way: a second one would only compete with it.
+    } else if (changed && !state.runView) {
       await loadRuns();
       // Redraw only when a charted run is still logging, and never pile up requests: a long
       // running curve takes a while to read.

@@ -188,9 +188,10 @@ async function drawPanel(view, keepZoom) {
     view.note.textContent = view.name ? "No runs match the filter." : "No numeric values logged yet.";
     return;
   }
-  if (state.loading) {
+  if (state.loading && !state.chartsReady) {
     // Until the server has read every run's logged values it cannot find a run's rows quickly
-    // (each curve would be a scan of the store); loadRuns draws again once it is done.
+    // in a store without the index by run and name (each curve would be a scan of the store);
+    // loadRuns draws again once it is done. With the index, the chart is drawn at once.
     view.note.textContent = "reading logged values…";
     return;
   }
