@@ -58,6 +58,7 @@ STATIC = Path(__file__).with_name("static")
 MAX_PAGE = 1000
 MAX_COMPARED = 100  # a page of the table: the default chart draws every visible run
 FIRST_ANSWER_WAIT_S = 0.15
+CSV_WAIT_S = 300.0  # a download of the whole table waits this long for the pass over the logs
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _COMMIT = re.compile(r"^[0-9a-fA-F]{4,64}$")
 _EDIT_PATH = re.compile(r"^/api/runs/.+/annotations$")
@@ -350,6 +351,10 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
 
     @app.get("/api/runs.csv")
     def runs_csv():
+        # The whole table, logged values and their sources included: those come from the pass over
+        # the logs, so a download waits for it (the first rows' early values are the page's only).
+        if not table.wait_loaded(CSV_WAIT_S):
+            raise UsageError("the table is still being read from the logs; download it again in a minute")
         ordered, columns, _, _ = sorted_rows()
         known = [name for name, _ in columns]
         chosen = _list_arg("columns") or known
