@@ -66,6 +66,7 @@ class ExecutionSettings:
     accept_drift: bool  # store the last attempt's values even when they drifted
     gpus: list | None = None  # --gpus: the devices workers (and a job's gang) are given
     preload: list[str] = field(default_factory=list)  # modules workers import first
+    verify_slice: int = 2  # memoized iterations per segment that run the full body too (--verify-slice)
 
 
 class Execution:
@@ -129,7 +130,7 @@ class Execution:
                 run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=settings.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
                 accept_drift=accept_drift, pickled=item.records.pickled,
-                digests=item.records.digests,
+                digests=item.records.digests, verify_slice=settings.verify_slice, **_slice_fields(item, segment),
             )
             spec_path = state.folder / f"{phase}-{index}.spec.json"
             spec_path.write_text(spec.to_json())
@@ -303,6 +304,7 @@ class Execution:
                 item.verified[how] = item.verified.get(how, 0) + int(count)
             if result.get("end_check"):
                 item.end_check = result["end_check"]
+            _merge_slice(item, result.get("slice") or {})
             state.rejected_run_level |= bool(result.get("rejected_run_level"))
             for path, size in result.get("writes") or []:
                 item.writes[path] = size
@@ -330,3 +332,27 @@ def _merge_observations(item, result: dict) -> None:
         for key in ("drew", "modes", "buffers"):
             merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key, [])))
         merged["error"] = merged.get("error") or seen.get("error", "")
+
+
+def _slice_fields(item, segment) -> dict:
+    """The slice a segment's worker runs: only where every iteration is memoized and the code
+    after the loop does not run (what skipped statements leave would be read there)."""
+    plan = item.slice
+    if plan is None or plan.whole or segment.run_post:
+        return {}
+    if not segment.actions or any(action not in ("memo", "restore_end") for action in segment.actions.values()):
+        return {}
+    return {"slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
+            "slice_objects": list(plan.objects)}
+
+
+def _merge_slice(item, seen: dict) -> None:
+    if not seen.get("statements"):
+        return
+    merged = item.slice_outcome
+    merged["statements"] = seen["statements"]
+    for key in ("sliced", "verified"):
+        merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key) or []))
+    fell = seen.get("fell_back")
+    if fell and (not merged.get("fell_back") or fell["iteration"] < merged["fell_back"]["iteration"]):
+        merged["fell_back"] = fell

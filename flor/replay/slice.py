@@ -68,7 +68,7 @@ PURE_METHODS = frozenset({
     "strip", "lower", "upper", "startswith", "endswith", "count", "index", "t", "transpose", "permute",
     "squeeze", "unsqueeze", "flatten", "softmax", "log_softmax", "topk", "sort", "contiguous", "type", "to",
     "cuda", "data_ptr", "get_last_lr", "square", "prod", "cumsum", "round", "clamp", "float32", "amax",
-    "amin", "sigmoid", "tanh", "relu", "matmul", "mm", "dot", "square", "expand", "expand_as", "repeat",
+    "amin", "sigmoid", "tanh", "relu", "matmul", "mm", "dot", "expand", "expand_as", "repeat",
     "chunk", "narrow", "masked_fill", "gather", "where", "nonzero", "unique", "bincount", "allclose",
 })
 LOCAL_METHODS = frozenset({
