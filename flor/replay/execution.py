@@ -353,6 +353,7 @@ def _merge_slice(item, seen: dict) -> None:
     merged["statements"] = seen["statements"]
     for key in ("sliced", "verified"):
         merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key) or []))
+    merged["uncompared"] = merged.get("uncompared", 0) + int(seen.get("uncompared") or 0)
     fell = seen.get("fell_back")
     if fell and (not merged.get("fell_back") or fell["iteration"] < merged["fell_back"]["iteration"]):
         merged["fell_back"] = fell

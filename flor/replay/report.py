@@ -247,7 +247,8 @@ def _slice_line(item: RunReplay) -> str:
     seen, loop = item.slice_outcome, item.outer_name or "iteration"
     verified, sliced = seen.get("verified", []), seen.get("sliced", [])
     text = (f"slice: {len(sliced)} memoized {loop}(s) ran only the statements the new ones need "
-            f"({seen['statements']} statement(s) skipped; recorded values those would log were not compared)")
+            f"({seen['statements']} statement(s) skipped; {seen.get('uncompared', 0)} recorded value(s) they would log "
+            "not compared)")
     if verified:
         text += f"; checked against the whole body at {loop} {', '.join(map(str, verified))}: equal"
     fell = seen.get("fell_back")

@@ -192,7 +192,20 @@ class SliceRun:
     def result(self) -> dict:
         """What the worker's result says of the slice."""
         return {"statements": self.skipped_statements, "sliced": self.sliced, "verified": self.verified,
-                "fell_back": self.fell_back}
+                "fell_back": self.fell_back, "uncompared": self._uncompared()}
+
+    def _uncompared(self) -> int:
+        """Recorded values at the outer loop's level, in iterations that ran the slice only,
+        that were not logged again (their statements were skipped): not compared."""
+        run = self.run
+        outer = run._original.get((None, None, run.outer_name, 0))
+        count = 0
+        for name, by_context in run._recorded.items():
+            if name in run.new_names:
+                continue
+            for index in self.sliced:
+                count += max(0, len(by_context.get((outer, index), [])) - run._seen.get((name, outer, index), 0))
+        return count
 
 
 def _state_of(obj):
