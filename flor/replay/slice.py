@@ -123,6 +123,7 @@ class _Effects:
     reads: set = field(default_factory=set)
     writes: set = field(default_factory=set)
     prints: bool = False
+    logs: bool = False  # logs a name the run recorded (not new): not compared where skipped
     restores: bool = False  # reaches the skipped nested loop
     new: bool = False  # holds (or calls a function that holds) a new statement
     whole: str = ""  # a reason to keep the body whole
@@ -132,6 +133,7 @@ class _Effects:
         self.reads |= other.reads
         self.writes |= other.writes
         self.prints |= other.prints
+        self.logs |= other.logs
         self.restores |= other.restores
         self.new |= other.new
         self.whole = self.whole or other.whole
@@ -305,6 +307,8 @@ class _Analyzer:
                 effects.restores = True
             elif is_flor_call(node, "log", s.flor) and _logs_new(node, s.new_names):
                 effects.new = True
+            elif is_flor_call(node, "log", s.flor):
+                effects.logs = True
             self._args(node, effects)
             return
         if isinstance(func, ast.Name) and func.id == WRAPPER:
@@ -665,9 +669,10 @@ def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset
         if index in why:
             statements.append(Statement(node.lineno, node.col_offset, _text(lines, node), True, why[index]))
         else:
-            left = "prints" if one.prints else "nothing a kept statement reads"
+            notes = [note for flag, note in ((one.prints, "it prints"), (one.logs, "its flor.log values are not compared"))
+                     if flag]
             statements.append(Statement(node.lineno, node.col_offset, _text(lines, node), False,
-                                        f"writes nothing a kept statement reads ({left})"))
+                                        "writes nothing a kept statement reads" + (f" ({'; '.join(notes)})" if notes else "")))
     if all(s.kept for s in statements):
         return Slice(statements=tuple(statements), whole="every statement of the body is needed")
     kept = [effects[i] for i in why]
