@@ -270,3 +270,43 @@ def test_a_model_whose_forward_changes_itself_is_not_trusted_with_its_parameters
         {WEIGHT_NORM}
     """, head=head)
     assert result.whole or "evaluate(model, test_loader)" in kept(result)
+
+
+def test_the_worker_compiles_skipped_statements_behind_the_guard_with_their_line_numbers():
+    import builtins
+
+    import pytest
+
+    from flor.errors import ReplayError
+    from flor.replay.slice_run import GUARD, compile_sliced
+
+    source = "ran = []\nfor i in range(2):\n    ran.append(('kept', i))\n    ran.append(('skipped', i))\n    x = 1 / 0 if i > 5 else 0\n"
+    code = compile_sliced(source, "train.py", [[4, 4]])
+    for full in (False, True):
+        setattr(builtins, GUARD, lambda full=full: full)
+        try:
+            scope: dict = {}
+            exec(code, scope)
+        finally:
+            delattr(builtins, GUARD)
+        assert [kind for kind, _ in scope["ran"]] == (["kept", "skipped"] * 2 if full else ["kept", "kept"])
+    broken = compile_sliced("for i in range(1):\n    pass\n    y = 1 / 0\n", "train.py", [[3, 4]])
+    setattr(builtins, GUARD, lambda: True)
+    try:
+        with pytest.raises(ZeroDivisionError) as caught:
+            exec(broken, {})
+    finally:
+        delattr(builtins, GUARD)
+    assert caught.traceback[-1].lineno == 2  # 0-based: the guarded statement is still line 3 of train.py
+    with pytest.raises(ReplayError, match="--no-slice"):
+        compile_sliced(source, "train.py", [[9, 4]])
+
+
+def test_a_negative_verify_slice_is_refused_in_one_line(in_project):
+    import pytest
+
+    from flor.errors import UsageError
+    from flor.replay.session import Session
+
+    with pytest.raises(UsageError, match="--verify-slice must be 0 or more"):
+        Session([], verify_slice=-1)
