@@ -310,3 +310,15 @@ def test_a_negative_verify_slice_is_refused_in_one_line(in_project):
 
     with pytest.raises(UsageError, match="--verify-slice must be 0 or more"):
         Session([], verify_slice=-1)
+
+
+def test_a_function_of_a_project_module_is_code_flor_cannot_see():
+    head = HEAD.replace("from helpers import evaluate_elsewhere", "from helpers import evaluate_elsewhere\nimport helpers")
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        helpers.bump()
+        print(epoch)
+        flor.log("c", helpers.counter)
+    """, head=head, names=("c",))
+    assert not result.whole
+    assert "helpers.bump()" in kept(result) and skipped(result) == ["print(epoch)"]

@@ -23,8 +23,9 @@ files, library globals). Aliasing follows assignments: ``m = model`` reaches the
 the call graph (their arguments bound to what the call passes, ``global`` names kept); code flor
 cannot see is taken to read and write everything reachable from its receiver and arguments, and
 the world. What flor assumes of libraries (documented in docs/slicing.md, and checked at run time
-by verification): functions of imported modules (``torch.flatten``, ``F.nll_loss``, ``math.sqrt``)
-read their arguments only, unless they draw random numbers, end in ``_`` (in place) or do I/O;
+by verification): functions of the numeric libraries (``torch.flatten``, ``F.nll_loss``,
+``math.sqrt``) read their arguments only, unless they draw random numbers, end in ``_`` (in place)
+or do I/O;
 methods in :data:`PURE_METHODS` read only; methods in :data:`LOCAL_METHODS` change their receiver
 and arguments but not the world; calling a ``torch.nn`` module changes its ``other`` facet (buffers)
 and the world (dropout draws), never its parameters (unless the script's own ``forward`` assigns
@@ -80,6 +81,7 @@ LOCAL_METHODS = frozenset({
 SAME_OBJECT = frozenset({"to", "cuda", "cpu", "train", "eval", "float", "half", "double", "requires_grad_"})
 MODE_METHODS = frozenset({"eval", "train"})
 PARAM_READERS = frozenset({"parameters", "named_parameters"})
+LIBRARIES = frozenset({"torch", "numpy", "math", "statistics", "scipy", "einops", "operator", "itertools"})
 IO_FUNCTIONS = frozenset({"save", "load", "open", "write", "print", "dump", "savez", "savetxt", "imwrite"})
 
 
@@ -198,8 +200,8 @@ class _Analyzer:
             func = node.func
             if isinstance(func, ast.Attribute):
                 dotted = _dotted(func.value)
-                if dotted is not None and dotted.split(".")[0] in self.s.imported and dotted.split(".")[0] not in self.env:
-                    return frozenset(out)  # a function of an imported module
+                if dotted is not None and dotted.split(".")[0] in self.s.libraries and dotted.split(".")[0] not in self.env:
+                    return frozenset(out)  # a function of a numeric library
                 if func.attr in PARAM_READERS:
                     return _restrict(self.reach_of(func.value), PARAMS)
                 if func.attr in SAME_OBJECT:
@@ -241,6 +243,8 @@ class _Analyzer:
     def _name_read(self, name: str, effects: _Effects, objects: bool = True) -> None:
         if self.local is None or name not in self.local:
             effects.reads.add(("n", name))
+            if name in self.s.imported and name not in self.s.libraries and name not in self.env:
+                effects.reads.add(WORLD)  # a module's attributes: its globals, which calls may change
         if objects:
             self._read_objects(self.reach(name), effects)
 
@@ -355,10 +359,11 @@ class _Analyzer:
     def _method(self, node: ast.Call, func: ast.Attribute, effects: _Effects) -> None:
         s, method = self.s, func.attr
         dotted = _dotted(func.value)
-        if dotted is not None and dotted.split(".")[0] in s.imported and dotted.split(".")[0] not in self.env:
-            # A function of an imported module (torch.flatten, F.nll_loss, np.mean).
+        if dotted is not None and dotted.split(".")[0] in s.libraries and dotted.split(".")[0] not in self.env:
+            # A function of a numeric library (torch.flatten, F.nll_loss, np.mean).
             args = self._args(node, effects)
-            if method in RANDOM_FUNCTIONS or method in IO_FUNCTIONS or (method.endswith("_") and not method.endswith("__")):
+            if method in RANDOM_FUNCTIONS or method in IO_FUNCTIONS or (method.endswith("_") and not method.endswith("__")) \
+                    or "distributed" in dotted:  # in place, random, I/O, or collectives that fill their tensors
                 self._read_objects(args, effects)
                 self._write_objects(args, effects)
                 effects.reads.add(WORLD)
@@ -556,6 +561,17 @@ class _Slicer:
                 self.classes[node.name] = node
         self.imported = {(a.asname or a.name).split(".")[0] for node in ast.walk(tree)
                          if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
+        # Names bound to modules of the numeric libraries, whose functions compute from their
+        # arguments (`import torch.nn.functional as F`, `from torch import nn`); the project's
+        # own modules and every other import are code flor cannot see.
+        self.libraries = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                self.libraries |= {(a.asname or a.name).split(".")[0] for a in node.names
+                                   if a.name.split(".")[0] in LIBRARIES}
+            elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in LIBRARIES:
+                self.libraries |= {a.asname or a.name for a in node.names if a.name != "*"
+                                   and (a.name[:1].islower() or a.name in ("nn", "F"))}
         self.new_functions = {f.lineno for f in self.functions.values()
                               if any(f.lineno <= line <= f.end_lineno for line in new_lines)}
         self.active: set = set()
