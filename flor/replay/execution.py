@@ -30,7 +30,7 @@ from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
 from ..messages import say
 from .channel import NewInstance
 from .executor import Task
-from .plan import in_order, retry_segment
+from .plan import in_order, retry_segment, sliceable
 from .progress import Progress
 from .spec import WorkerSpec
 from .workspace import files_to_hide, prepare
@@ -338,9 +338,7 @@ def _slice_fields(item, segment) -> dict:
     """The slice a segment's worker runs: only where every iteration is memoized and the code
     after the loop does not run (what skipped statements leave would be read there)."""
     plan = item.slice
-    if plan is None or plan.whole or segment.run_post:
-        return {}
-    if not segment.actions or any(action not in ("memo", "restore_end") for action in segment.actions.values()):
+    if plan is None or plan.whole or not sliceable(segment):
         return {}
     return {"slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
             "slice_objects": list(plan.objects)}

@@ -52,6 +52,14 @@ class Segment:
         return ", ".join(parts)
 
 
+def sliceable(segment: Segment) -> bool:
+    """Whether a segment's memoized iterations may run the slice (replay/slice.py): every
+    iteration memoized and the code after the loop not run, since what a skipped statement leaves
+    would be read there."""
+    return bool(segment.actions) and not segment.run_post and all(
+        action in ("memo", "restore_end") for action in segment.actions.values())
+
+
 def _span(indices: list[int]) -> str:
     return str(indices[0]) if len(indices) == 1 else f"{indices[0]}-{indices[-1]}"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import settings
 from ..store import RunRow
 from .isolation import describe as describe_effects
-from .plan import Costs, Segment
+from .plan import Costs, Segment, sliceable
 from .records import RunRecords
 
 
@@ -108,7 +108,10 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     reasons = item.memo_blocked[1:5] if "memoization blocked" in title else item.memo_blocked[:5]
     if reasons and (item.strategy != "outside" or executed):
         lines.append(f"    re-executed, not memoized: {'; '.join(reasons)}")
-    if item.slice is not None:
+    if item.slice is not None and not any(sliceable(segment) for segment in item.segments):
+        lines.append("    no slice: every segment re-executes iterations or runs the code after the loop, where what a "
+                     "skipped statement leaves would be read")
+    elif item.slice is not None:
         lines += [f"    {line}" for line in item.slice.describe()]
     if diff and item.diff:
         lines.append("".join("    " + line for line in item.diff.splitlines(keepends=True)).rstrip())
