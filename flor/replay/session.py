@@ -247,6 +247,12 @@ class Session:
         from .job import plan_jobs
 
         self.jobs = plan_jobs(self, plans)  # a distributed job's ranks replay together (replay/job.py)
+        for item in plans:
+            if item.run.run_id in self.jobs and item.slice is not None:
+                from .slice import Slice
+
+                # A rank that fell back alone would run collectives the others skip, and wait.
+                item.slice = Slice(whole="a distributed job: every rank runs its whole body")
         return plans
 
     # -- execution ----------------------------------------------------------------------------
