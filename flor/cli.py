@@ -234,7 +234,8 @@ def _replay_parser(commands) -> None:
                         help="also write the values stored into this tracker (as flor export does)")
     parser.add_argument("--no-slice", action="store_true", help="memoized iterations run their whole body (no slice)")
     parser.add_argument("--verify-slice", type=int, default=2, metavar="N",
-                        help="memoized iterations per worker that also run the whole body to check the slice (default 2)")
+                        help="memoized iterations per worker (the first and, spread to the last, the rest) that also "
+                        "run the whole body to check the slice (default 2)")
     parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
 
 

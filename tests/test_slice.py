@@ -322,3 +322,12 @@ def test_a_function_of_a_project_module_is_code_flor_cannot_see():
     """, head=head, names=("c",))
     assert not result.whole
     assert "helpers.bump()" in kept(result) and skipped(result) == ["print(epoch)"]
+
+
+def test_the_verified_iterations_are_the_first_and_spread_to_the_last():
+    from flor.replay.slice_run import _sample
+
+    assert _sample([3, 4, 5, 6, 7], 2) == {3, 7}
+    assert _sample([3, 4, 5, 6, 7], 3) == {3, 5, 7}
+    assert _sample([3, 4, 5], 1) == {3} and _sample([3], 4) == {3} and _sample([3, 4], 0) == set()
+    assert _sample([0, 1], 9) == {0, 1}

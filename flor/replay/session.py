@@ -339,7 +339,8 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
     one warning); ``auto`` takes the first of the two guarded ones the kernel allows and refuses
     where it allows neither. ``export`` (``mlflow``, ``tensorboard``): write the stored values
     into that tracker too (flor/export). ``slicing``: memoized iterations run only the statements
-    the new ones depend on (docs/slicing.md), the first ``verify_slice`` of each segment checked
+    the new ones depend on (docs/slicing.md), ``verify_slice`` of each segment (the first and the
+    last, and others between) checked
     against the full body; False replays as before slicing (``--no-slice``).
 
     >>> flor.replay("weight_norm", workers=2)           # doctest: +SKIP

@@ -5,8 +5,8 @@ iteration may skip. The worker compiles the placed script with each of them behi
 ``if __flor_full_body__():`` (:func:`compile_sliced`, line numbers kept), and :class:`SliceRun`
 answers that call: false while a memoized iteration runs its slice, true otherwise.
 
-**Verified, never trusted.** The first ``verify`` memoized iterations of a segment run twice from
-the same state: the slice first, with what it logs held apart, its loop instances discarded, and
+**Verified, never trusted.** ``verify`` memoized iterations of a segment (the first, and the
+others spread evenly to its last) run twice from the same state: the slice first, with what it logs held apart, its loop instances discarded, and
 what it changes put back afterwards (the names the kept statements assign, the unregistered
 objects they change, by ``state_dict`` or a deep copy, and the random state); then the full body,
 whose values are the ones stored (the nested loop's checkpoint is restored again). The new
@@ -79,7 +79,7 @@ class SliceRun:
         self.skipped_statements = len(skip)
         self.names = list(names)
         self.objects = list(objects)
-        self.verify_left = max(0, int(verify))
+        self.to_verify = _sample(sorted(i for i, a in run.segment.actions.items() if a == "memo"), int(verify))
         self.slicing = False
         self.sliced: list[int] = []  # iterations that ran the slice only
         self.verified: list[int] = []  # iterations where slice and full body agreed
@@ -96,7 +96,7 @@ class SliceRun:
         if not self.on:
             yield item
             return
-        if not self.verify_left:
+        if index not in self.to_verify:
             self.slicing = True
             try:
                 yield item
@@ -104,7 +104,6 @@ class SliceRun:
                 self.slicing = False
             self.sliced.append(index)
             return
-        self.verify_left -= 1
         saved, why = self._snapshot()
         if saved is None:
             self._fall_back(index, why)
@@ -206,6 +205,17 @@ class SliceRun:
             for index in self.sliced:
                 count += max(0, len(by_context.get((outer, index), [])) - run._seen.get((name, outer, index), 0))
         return count
+
+
+def _sample(memoized: list[int], count: int) -> set[int]:
+    """The memoized iterations that verify the slice: the first, and the rest of ``count`` spread
+    evenly to the last (a slice wrong only later in the run is caught there)."""
+    if count <= 0 or not memoized:
+        return set()
+    if count == 1 or len(memoized) == 1:
+        return {memoized[0]}
+    last = len(memoized) - 1
+    return {memoized[round(k * last / (count - 1))] for k in range(count)}
 
 
 def _state_of(obj):
