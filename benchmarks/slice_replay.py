@@ -11,9 +11,11 @@
 Each repetition records the script once (the machine's default threads, flor's default checkpoint
 policy), then runs, per question, ``flor replay NAME --force`` and ``flor replay NAME --force
 --no-slice`` one after the other (their order alternates between repetitions), and compares
-every replayed value with a fresh run of today's script.
+the sliced replay's values with the ``--no-slice`` replay's (today's memoization) and, with
+``--fresh``, every replayed value with a fresh run of today's script (a run as long as the
+recording; ``tests/realworld`` checks the corpus cases against fresh runs).
 
-    python benchmarks/slice_replay.py [--reps 3] [--cases mnist,evalheavy] [--no-write]
+    python benchmarks/slice_replay.py [--reps 3] [--cases mnist,evalheavy] [--fresh] [--no-write]
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def _prepare(case: str, repo: Path) -> tuple[str, tuple, tuple]:
     return EVAL_HEAVY, (), ("a_epoch",)
 
 
-def one_rep(case: str, tmp: Path, rep: int) -> dict:
+def one_rep(case: str, tmp: Path, rep: int, fresh_runs: bool) -> dict:
     repo = tmp / f"{case}-{rep}"
     source, argv, questions = _prepare(case, repo)
     (repo / "train.py").write_text(recorded_text(source))
@@ -113,22 +115,29 @@ def one_rep(case: str, tmp: Path, rep: int) -> dict:
         (repo / "train.py").write_text(today_text(source, qid))
         _s, _rc, plan = run_command([*flor_cli(), "replay", name, "--dry-run"], repo, env=child_env(), check=False)
         fresh = tmp / f"{case}-{rep}-{qid}-fresh"
-        shutil.copytree(pristine, fresh)
-        (fresh / "train.py").write_text(today_text(source, qid))
-        _run(fresh, "train.py", *argv)
-        _t, reference = _values(fresh / ".flor" / "flor.db", name, "record")
+        reference = None
+        if fresh_runs:
+            shutil.copytree(pristine, fresh)
+            (fresh / "train.py").write_text(today_text(source, qid))
+            _run(fresh, "train.py", *argv)
+            _t, reference = _values(fresh / ".flor" / "flor.db", name, "record")
         entry = {"name": name, "plan": plan}
         variants = [("slice", []), ("no-slice", ["--no-slice"])]
         for label, extra in (variants if rep % 2 == 0 else list(reversed(variants))):
             wall, rc, out = run_command([*flor_cli(), "replay", name, "--force", *extra], repo, env=child_env(),
                                         check=False)
             _t, replayed = _values(repo / ".flor" / "flor.db", name, "replay", tstamp)
+            entry.setdefault("values", {})[label] = replayed
             slice_line = next((line.strip() for line in out.splitlines() if line.strip().startswith("slice:")), "")
             timing = next((line.split("time: ", 1)[1] for line in out.splitlines() if " time: " in line), "")
-            entry[label] = {"s": wall, "exit": rc, "ratio": wall / record_s, "check": _compare(replayed, reference),
+            entry[label] = {"s": wall, "exit": rc, "ratio": wall / record_s,
+                            "check": _compare(replayed, reference) + " as fresh" if reference is not None else "",
                             "slice": slice_line, "timing": timing}
             log(f"{case} rep {rep} {qid} {label}: {wall:.2f} s = {100 * wall / record_s:.1f} % (exit {rc}); "
                 f"{entry[label]['check']}; {slice_line}; {timing}")
+        values = entry.pop("values")
+        entry["same"] = _compare(values["slice"], values["no-slice"]) + " as --no-slice"
+        log(f"{case} rep {rep} {qid}: sliced values {entry['same']}")
         result["questions"][qid] = entry
         shutil.rmtree(fresh, ignore_errors=True)
     shutil.rmtree(repo, ignore_errors=True)
@@ -145,11 +154,11 @@ def render(results: dict[str, list[dict]], command: str, elapsed: float) -> str:
         "## Replay at the cost of the question: the slice (issue 30)", "",
         f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}. Whole `flor replay --force` processes timed by "
         "the parent, with the slice (default) and `--no-slice` run one after the other on the same recording, their "
-        "order alternating between repetitions; each replayed value compared with a fresh run of today's script. "
+        "order alternating between repetitions; the sliced replay's values compared with the `--no-slice` replay's. "
         "`mnist`: the corpus benchmark's MNIST-shaped case (14 epochs, pytorch/examples sizes); `evalheavy`: 20 epochs "
         "where evaluation is about a third of each epoch.", "",
         "| case | question | recorded run s | replay s (slice) | / record | replay s (--no-slice) | / record | target | "
-        "values vs fresh run (slice; no-slice) | slice (last rep) | where the worker's time went (slice, last rep) |",
+        "sliced values (vs --no-slice; vs a fresh run where run) | slice (last rep) | where the worker's time went (slice, last rep) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, reps in results.items():
@@ -162,8 +171,9 @@ def render(results: dict[str, list[dict]], command: str, elapsed: float) -> str:
                 f"| {case} | `{entries[0]['name']}` ({qid}) | {fmt_range(record, digits=1)} | "
                 f"{fmt_range([v['s'] for v in sliced], digits=2)} | {fmt_range([v['ratio'] for v in sliced], 100, 1)} % | "
                 f"{fmt_range([v['s'] for v in whole], digits=2)} | {fmt_range([v['ratio'] for v in whole], 100, 1)} % | "
-                f"{TARGETS.get((case, qid), '-')} | {'; '.join(v['check'] for v in sliced)}; "
-                f"{'; '.join(v['check'] for v in whole)} | {sliced[-1]['slice'] or 'no slice'} | {sliced[-1]['timing']} |")
+                f"{TARGETS.get((case, qid), '-')} | {'; '.join(e['same'] for e in entries)}"
+                f"{''.join('; ' + v['check'] for v in sliced + whole if v['check'])} | {sliced[-1]['slice'] or 'no slice'} | "
+                f"{sliced[-1]['timing']} |")
     return "\n".join(lines)
 
 
@@ -171,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cases", default="mnist,evalheavy")
+    parser.add_argument("--fresh", action="store_true", help="also compare with a fresh run of today's script")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     cases = args.cases.split(",")
@@ -182,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="flor-slice-bench-") as tmp:
         for rep in range(args.reps):
             for case in (cases if rep % 2 == 0 else list(reversed(cases))):
-                results[case].append(one_rep(case, Path(tmp), rep))
+                results[case].append(one_rep(case, Path(tmp), rep, args.fresh))
     command = "python benchmarks/slice_replay.py" + (f" --reps {args.reps}" if args.reps != 3 else "") + (
-        f" --cases {args.cases}" if args.cases != "mnist,evalheavy" else "")
+        f" --cases {args.cases}" if args.cases != "mnist,evalheavy" else "") + (" --fresh" if args.fresh else "")
     section = render(results, command, time.perf_counter() - started)
     if not args.no_write:
         write_section(SECTION, section)
