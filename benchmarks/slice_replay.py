@@ -8,8 +8,9 @@
 * ``evalheavy``: a workload shaped like GPU training where evaluation takes about a third of each
   epoch (20 epochs); question: a weight norm in the epoch body.
 
-Each repetition records the script once (the machine's default threads, flor's default checkpoint
-policy), then runs, per question, ``flor replay NAME --force`` and ``flor replay NAME --force
+Each repetition records the script once (the machine's default threads, a checkpoint at every
+epoch: ``FLOR_CKPT_PERIOD=1``; flor's default policy keeps fewer here, and a segment that
+re-executes iterations runs no slice), then runs, per question, ``flor replay NAME --force`` and ``flor replay NAME --force
 --no-slice`` one after the other (their order alternates between repetitions), and compares
 the sliced replay's values with the ``--no-slice`` replay's (today's memoization) and, with
 ``--fresh``, every replayed value with a fresh run of today's script (a run as long as the
@@ -106,7 +107,9 @@ def one_rep(case: str, tmp: Path, rep: int, fresh_runs: bool) -> dict:
         _run(repo, script)
     pristine = tmp / f"{case}-{rep}-pristine"
     shutil.copytree(repo, pristine)
-    record_s = _run(repo, "train.py", *argv)
+    # A checkpoint at every epoch: every iteration memoized (a segment that re-executes some
+    # iterations runs no slice: what skipped statements leave would be read there).
+    record_s, _rc, _out = run_command([sys.executable, "train.py", *argv], repo, env=child_env(FLOR_CKPT_PERIOD="1"))
     tstamp = _tstamp(repo)
     log(f"{case} rep {rep}: recorded in {record_s:.1f} s")
     result = {"record_s": record_s, "questions": {}}
@@ -153,7 +156,7 @@ def render(results: dict[str, list[dict]], command: str, elapsed: float) -> str:
     lines = [
         "## Replay at the cost of the question: the slice (issue 30)", "",
         f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}. Whole `flor replay --force` processes timed by "
-        "the parent, with the slice (default) and `--no-slice` run one after the other on the same recording, their "
+        "the parent, recordings with a checkpoint every epoch (`FLOR_CKPT_PERIOD=1`), with the slice (default) and `--no-slice` run one after the other on the same recording, their "
         "order alternating between repetitions; the sliced replay's values compared with the `--no-slice` replay's. "
         "`mnist`: the corpus benchmark's MNIST-shaped case (14 epochs, pytorch/examples sizes); `evalheavy`: 20 epochs "
         "where evaluation is about a third of each epoch.", "",
