@@ -338,9 +338,10 @@ def _slice_fields(item, segment) -> dict:
     """The slice a segment's worker runs: only where every iteration is memoized and the code
     after the loop does not run (what skipped statements leave would be read there)."""
     plan = item.slice
-    if plan is None or plan.whole or not sliceable(segment):
+    iterations = sliceable(segment)
+    if plan is None or plan.whole or not iterations:
         return {}
-    return {"slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
+    return {"slice_iterations": iterations, "slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
             "slice_objects": list(plan.objects)}
 
 

@@ -52,12 +52,16 @@ class Segment:
         return ", ".join(parts)
 
 
-def sliceable(segment: Segment) -> bool:
-    """Whether a segment's memoized iterations may run the slice (replay/slice.py): every
-    iteration memoized and the code after the loop not run, since what a skipped statement leaves
-    would be read there."""
-    return bool(segment.actions) and not segment.run_post and all(
-        action in ("memo", "restore_end") for action in segment.actions.values())
+def sliceable(segment: Segment) -> list[int]:
+    """The memoized iterations of a segment that may run the slice (replay/slice.py): those after
+    its last re-executed iteration, and not right after it (that one is verified by the recorded
+    values its whole body logs), in a segment that does not run the code after the loop. A
+    re-executed iteration, or that code, would read what a skipped statement leaves."""
+    if segment.run_post:
+        return []
+    executed = [index for index, action in segment.actions.items() if action == "exec"]
+    after = max(executed) + 1 if executed else -1
+    return sorted(index for index, action in segment.actions.items() if action == "memo" and index > after)
 
 
 def _span(indices: list[int]) -> str:

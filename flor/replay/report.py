@@ -109,8 +109,8 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     if reasons and (item.strategy != "outside" or executed):
         lines.append(f"    re-executed, not memoized: {'; '.join(reasons)}")
     if item.slice is not None and not any(sliceable(segment) for segment in item.segments):
-        lines.append("    no slice: every segment re-executes iterations or runs the code after the loop, where what a "
-                     "skipped statement leaves would be read")
+        lines.append("    no slice: no segment has memoized iterations after its last re-executed one (a re-executed "
+                     "iteration, or the code after the loop, would read what a skipped statement leaves)")
     elif item.slice is not None:
         lines += [f"    {line}" for line in item.slice.describe()]
     if diff and item.diff:

@@ -73,13 +73,15 @@ def run_path(code, script: str) -> None:
 class SliceRun:
     """A worker's memoized iterations: the slice, verified (see the module docstring)."""
 
-    def __init__(self, run, skip: list, names: list[str], objects: list[str], verify: int) -> None:
+    def __init__(self, run, skip: list, iterations: list[int], names: list[str], objects: list[str],
+                 verify: int) -> None:
         self.run = run
         self.on = bool(skip)
         self.skipped_statements = len(skip)
         self.names = list(names)
         self.objects = list(objects)
-        self.to_verify = _sample(sorted(i for i, a in run.segment.actions.items() if a == "memo"), int(verify))
+        self.allowed = set(iterations)  # plan.sliceable: the others run their whole body
+        self.to_verify = _sample(sorted(self.allowed), int(verify))
         self.slicing = False
         self.sliced: list[int] = []  # iterations that ran the slice only
         self.verified: list[int] = []  # iterations where slice and full body agreed
@@ -93,7 +95,7 @@ class SliceRun:
 
     def iteration(self, index: int, item):
         """Drive one memoized outer iteration (a generator: the body runs at each yield)."""
-        if not self.on:
+        if not self.on or index not in self.allowed:
             yield item
             return
         if index not in self.to_verify:

@@ -46,6 +46,7 @@ class WorkerSpec:
     # The slice of memoized iterations (slice.py, slice_run.py): statements skipped by (line, column),
     # the names and unregistered objects the kept ones change, and how many iterations verify it.
     slice_skip: list = field(default_factory=list)
+    slice_iterations: list[int] = field(default_factory=list)  # the memoized iterations that may run it (plan.sliceable)
     slice_names: list[str] = field(default_factory=list)
     slice_objects: list[str] = field(default_factory=list)
     verify_slice: int = 2
