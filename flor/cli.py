@@ -232,6 +232,10 @@ def _replay_parser(commands) -> None:
                         "the kernel allows it, else copies guarded by Landlock; none: unguarded; FLOR_REPLAY_CONFINE)")
     parser.add_argument("--export", choices=("mlflow", "tensorboard", "wandb"),
                         help="also write the values stored into this tracker (as flor export does)")
+    parser.add_argument("--no-slice", action="store_true", help="memoized iterations run their whole body (no slice)")
+    parser.add_argument("--verify-slice", type=int, default=2, metavar="N",
+                        help="memoized iterations per worker (the first and, spread to the last, the rest) that also "
+                        "run the whole body to check the slice (default 2)")
     parser.add_argument("--kwargs", nargs="*", help=argparse.SUPPRESS)
 
 
@@ -361,6 +365,7 @@ def _cmd_replay(args) -> int:
         accept_drift=args.accept_drift, allow_inexact=args.allow_inexact,
         out=sys.stdout if fmt == "text" else io.StringIO(), progress=sys.stderr,
         executor=args.executor, address=args.address, confinement=args.confinement, export=args.export,
+        slicing=not args.no_slice, verify_slice=args.verify_slice,
     )
     if fmt != "text":
         from .output import write_rows

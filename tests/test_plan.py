@@ -271,3 +271,12 @@ def test_a_memoized_iteration_followed_by_an_executed_one_is_found():
 
     assert not runs_nested_after_memo(plan_run("memo", 4, ALL))
     assert runs_nested_after_memo(plan_run("reexec", 10, EVERY_OTHER, selected=[4], workers=4))
+
+
+def test_the_slice_runs_only_in_memoized_iterations_no_whole_body_reads_after():
+    from flor.replay.plan import Segment, sliceable
+
+    assert sliceable(Segment({0: "memo", 1: "memo", 2: "memo"}, [0, 1, 2], 3, False, False, False)) == [0, 1, 2]
+    mixed = Segment({0: "memo", 1: "exec", 2: "memo", 3: "memo", 4: "memo"}, [0, 1, 2, 3, 4], 5, False, False, False)
+    assert sliceable(mixed) == [3, 4]  # 0 is read by exec 1; 2 is verified by the values its whole body logs
+    assert sliceable(Segment({0: "memo", 1: "memo"}, [0, 1], 2, True, False, True)) == []  # the code after the loop runs

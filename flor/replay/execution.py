@@ -31,7 +31,7 @@ from ..messages import say
 from ..notebook import script_of
 from .channel import NewInstance
 from .executor import Task
-from .plan import in_order, retry_segment
+from .plan import in_order, retry_segment, sliceable
 from .progress import Progress
 from .spec import WorkerSpec
 from .workspace import files_to_hide, prepare
@@ -67,6 +67,7 @@ class ExecutionSettings:
     accept_drift: bool  # store the last attempt's values even when they drifted
     gpus: list | None = None  # --gpus: the devices workers (and a job's gang) are given
     preload: list[str] = field(default_factory=list)  # modules workers import first
+    verify_slice: int = 2  # memoized iterations per segment that run the full body too (--verify-slice)
 
 
 class Execution:
@@ -130,7 +131,7 @@ class Execution:
                 run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=settings.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
                 accept_drift=accept_drift, pickled=item.records.pickled,
-                digests=item.records.digests,
+                digests=item.records.digests, verify_slice=settings.verify_slice, **_slice_fields(item, segment),
             )
             spec_path = state.folder / f"{phase}-{index}.spec.json"
             spec_path.write_text(spec.to_json())
@@ -304,6 +305,7 @@ class Execution:
                 item.verified[how] = item.verified.get(how, 0) + int(count)
             if result.get("end_check"):
                 item.end_check = result["end_check"]
+            _merge_slice(item, result.get("slice") or {})
             state.rejected_run_level |= bool(result.get("rejected_run_level"))
             for path, size in result.get("writes") or []:
                 item.writes[path] = size
@@ -331,3 +333,27 @@ def _merge_observations(item, result: dict) -> None:
         for key in ("drew", "modes", "buffers"):
             merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key, [])))
         merged["error"] = merged.get("error") or seen.get("error", "")
+
+
+def _slice_fields(item, segment) -> dict:
+    """The slice a segment's worker runs: only where every iteration is memoized and the code
+    after the loop does not run (what skipped statements leave would be read there)."""
+    plan = item.slice
+    iterations = sliceable(segment)
+    if plan is None or plan.whole or not iterations:
+        return {}
+    return {"slice_iterations": iterations, "slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
+            "slice_objects": list(plan.objects)}
+
+
+def _merge_slice(item, seen: dict) -> None:
+    if not seen.get("statements"):
+        return
+    merged = item.slice_outcome
+    merged["statements"] = seen["statements"]
+    for key in ("sliced", "verified"):
+        merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key) or []))
+    merged["uncompared"] = merged.get("uncompared", 0) + int(seen.get("uncompared") or 0)
+    fell = seen.get("fell_back")
+    if fell and (not merged.get("fell_back") or fell["iteration"] < merged["fell_back"]["iteration"]):
+        merged["fell_back"] = fell

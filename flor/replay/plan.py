@@ -52,6 +52,18 @@ class Segment:
         return ", ".join(parts)
 
 
+def sliceable(segment: Segment) -> list[int]:
+    """The memoized iterations of a segment that may run the slice (replay/slice.py): those after
+    its last re-executed iteration, and not right after it (that one is verified by the recorded
+    values its whole body logs), in a segment that does not run the code after the loop. A
+    re-executed iteration, or that code, would read what a skipped statement leaves."""
+    if segment.run_post:
+        return []
+    executed = [index for index, action in segment.actions.items() if action == "exec"]
+    after = max(executed) + 1 if executed else -1
+    return sorted(index for index, action in segment.actions.items() if action == "memo" and index > after)
+
+
 def _span(indices: list[int]) -> str:
     return str(indices[0]) if len(indices) == 1 else f"{indices[0]}-{indices[-1]}"
 

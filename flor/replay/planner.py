@@ -58,8 +58,9 @@ class Planner:
     """Plans the replay of runs; see the module docstring."""
 
     def __init__(self, store: Store, repo: Repo, root: Path, *, names: list[str], force: bool,
-                 iterations: str | None, workers: int) -> None:
+                 iterations: str | None, workers: int, slicing: bool = True) -> None:
         self.store = store
+        self.slicing = slicing  # memoized iterations run the slice of the new statements (slice.py)
         self.repo = repo
         self.root = root
         self.names = names
@@ -273,6 +274,8 @@ class Planner:
         item.places, item.costs, item.memo_ok = places, costs, lambda index: retry_ok
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
+        elif self.slicing and strategy == "memo" and memo_possible and not framework:
+            item.slice = _slice(item, placement, run)
 
     def _independent(self, layout, item_keys: dict, places: set[str], run: RunRow) -> bool:
         """A keyed outer loop whose iterations share no state (``independence``, following the
@@ -379,3 +382,19 @@ def _outer_keys(records: RunRecords, outer_name: str | None) -> dict[str, int]:
             if len(parsed) == 1:
                 found[str(parsed[0][1])] = item.iteration
     return found
+
+
+def _slice(item: RunReplay, placement, run: RunRow):
+    """The slice of the outer body that memoized iterations run (slice.py)."""
+    from .slice import Slice, slice_body
+
+    if run.environment.get("main_module"):
+        return Slice(whole="the run was started with `python -m`")
+    # The placed lines, where the source is the placement's (isolation wraps them in observers,
+    # which the slicer finds by themselves).
+    lines = {ins.lineno for ins in placement.inserted if ins.placed and ins.lineno} \
+        if item.source == placement.source else set()
+    try:
+        return slice_body(item.source, set(item.names), lines)
+    except (SyntaxError, RecursionError) as exc:
+        return Slice(whole=f"the placed script could not be analysed ({type(exc).__name__})")

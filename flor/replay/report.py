@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import settings
 from ..store import RunRow
 from .isolation import describe as describe_effects
-from .plan import Costs, Segment
+from .plan import Costs, Segment, sliceable
 from .records import RunRecords
 
 
@@ -56,6 +56,8 @@ class RunReplay:
     verified: dict = field(default_factory=dict)  # how stored iterations were verified -> count
     end_check: str = ""  # how values after the loop were verified
     alone_check: tuple | None = None  # an item replayed alone and in order, compared before trusting independence
+    slice: object = None  # slice.Slice: what memoized iterations run (None: not computed, --no-slice)
+    slice_outcome: dict = field(default_factory=dict)  # merged over segments: sliced, verified, fell_back
 
     @property
     def seconds(self) -> float:
@@ -106,6 +108,11 @@ def describe_plan(item: RunReplay, diff: bool = False) -> str:
     reasons = item.memo_blocked[1:5] if "memoization blocked" in title else item.memo_blocked[:5]
     if reasons and (item.strategy != "outside" or executed):
         lines.append(f"    re-executed, not memoized: {'; '.join(reasons)}")
+    if item.slice is not None and not any(sliceable(segment) for segment in item.segments):
+        lines.append("    no slice: no segment has memoized iterations after its last re-executed one (a re-executed "
+                     "iteration, or the code after the loop, would read what a skipped statement leaves)")
+    elif item.slice is not None:
+        lines += [f"    {line}" for line in item.slice.describe()]
     if diff and item.diff:
         lines.append("".join("    " + line for line in item.diff.splitlines(keepends=True)).rstrip())
     return "\n".join(lines)
@@ -213,6 +220,8 @@ def describe_outcome(item: RunReplay, root: Path | None = None) -> str:
     how = _verification(item)
     if how:
         lines.append(f"    verified: {how}")
+    if item.slice_outcome:
+        lines.append(f"    {_slice_line(item)}")
     if item.retried:
         lines.append(f"    drifted iterations were re-executed {' then '.join(item.retried)}")
     if item.first_drift:
@@ -234,3 +243,18 @@ def _effects(item: RunReplay) -> str:
     if not settings.replay_isolation():
         return "the new statements ran without isolation (FLOR_REPLAY_ISOLATE=0)"
     return describe_effects(item.observer)
+
+
+def _slice_line(item: RunReplay) -> str:
+    """How memoized iterations ran the slice, and whether it held (slice_run.py)."""
+    seen, loop = item.slice_outcome, item.outer_name or "iteration"
+    verified, sliced = seen.get("verified", []), seen.get("sliced", [])
+    text = (f"slice: {len(sliced)} memoized {loop}(s) ran only the statements the new ones need "
+            f"({seen['statements']} statement(s) skipped; {seen.get('uncompared', 0)} recorded value(s) they would log "
+            "not compared)")
+    if verified:
+        text += f"; checked against the whole body at {loop} {', '.join(map(str, verified))}: equal"
+    fell = seen.get("fell_back")
+    if fell:
+        text += (f"; FELL BACK to full memoization at {loop} {fell['iteration']}: {fell['why']}")
+    return text

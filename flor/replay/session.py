@@ -68,7 +68,7 @@ class Session:
     def __init__(self, names, *, runs=None, where=None, iterations=None, workers=1, gpus=None,
                  force=False, start: Path | None = None, out=None, progress=None, accept_drift: bool = False,
                  allow_inexact: bool = False, executor: str | None = None, address: str | None = None,
-                 confinement: str | None = None) -> None:
+                 confinement: str | None = None, slicing: bool = True, verify_slice: int = 2) -> None:
         from ..store.project import project_store
 
         self.names = list(names or [])
@@ -78,6 +78,9 @@ class Session:
         if workers < 1:
             raise UsageError(f"--workers must be 1 or more, got {workers}")
         self.workers = workers
+        if type(verify_slice) is not int or verify_slice < 0:
+            raise UsageError(f"--verify-slice must be 0 or more, got {verify_slice}")
+        self.slicing, self.verify_slice = slicing, verify_slice
         self.gpus = gpus
         self.force = force
         self.executor_kind = (executor or settings.executor()).lower()
@@ -239,11 +242,17 @@ class Session:
     def plan(self) -> list[RunReplay]:
         """Place and plan every selected run (see ``planner``)."""
         planner = Planner(self.store, self.repo, self.root, names=self.names, force=self.force,
-                          iterations=self.iterations, workers=self.workers)
+                          iterations=self.iterations, workers=self.workers, slicing=self.slicing)
         plans = planner.plan(self.selected)
         from .job import plan_jobs
 
         self.jobs = plan_jobs(self, plans)  # a distributed job's ranks replay together (replay/job.py)
+        for item in plans:
+            if item.run.run_id in self.jobs and item.slice is not None:
+                from .slice import Slice
+
+                # A rank that fell back alone would run collectives the others skip, and wait.
+                item.slice = Slice(whole="a distributed job: every rank runs its whole body")
         return plans
 
     # -- execution ----------------------------------------------------------------------------
@@ -257,7 +266,7 @@ class Session:
             return 0.0
         settings_ = ExecutionSettings(root=self.root, confinement=self.confinement, progress=self.progress,
                                       inexact_threads=self.inexact_threads, accept_drift=self.accept_drift,
-                                      gpus=self.gpus, preload=self.preload)
+                                      gpus=self.gpus, preload=self.preload, verify_slice=self.verify_slice)
         return Execution(self.store, self.repo, self._executor(), settings_, jobs=self.jobs).run(todo)
 
 
@@ -318,7 +327,7 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
            dry_run: bool = False, diff: bool = False, force: bool = False, confirm: bool = False,
            accept_drift: bool = False, allow_inexact: bool = False, out=None, progress=None,
            executor: str | None = None, address: str | None = None, confinement: str | None = None,
-           export: str | None = None) -> ReplayReport:
+           export: str | None = None, slicing: bool = True, verify_slice: int = 2) -> ReplayReport:
     """Recover ``names`` (default: every new flor.log of today's script) for past runs.
 
     Values whose iteration drifted from the recording (even after re-execution) are not stored
@@ -329,14 +338,18 @@ def replay(*names: str, runs=None, where=None, iterations=None, workers: int = 1
     ``auto``): ``namespace``, ``copy`` (Landlock-guarded copies) or ``none`` (unguarded, said in
     one warning); ``auto`` takes the first of the two guarded ones the kernel allows and refuses
     where it allows neither. ``export`` (``mlflow``, ``tensorboard``): write the stored values
-    into that tracker too (flor/export).
+    into that tracker too (flor/export). ``slicing``: memoized iterations run only the statements
+    the new ones depend on (docs/slicing.md), ``verify_slice`` of each segment (the first and the
+    last, and others between) checked
+    against the full body; False replays as before slicing (``--no-slice``).
 
     >>> flor.replay("weight_norm", workers=2)           # doctest: +SKIP
     """
     out = out or sys.stdout
     session = Session(names, runs=runs, where=where, iterations=iterations, workers=workers, gpus=gpus,
                       force=force, out=out, progress=progress, accept_drift=accept_drift,
-                      allow_inexact=allow_inexact, executor=executor, address=address, confinement=confinement)
+                      allow_inexact=allow_inexact, executor=executor, address=address, confinement=confinement,
+                      slicing=slicing, verify_slice=verify_slice)
     try:
         for note in session.notes:
             say(note)

@@ -43,6 +43,13 @@ class WorkerSpec:
     accept_drift: bool = False  # store values even where recorded values drifted
     pickled: dict[str, list | None] = field(default_factory=dict)  # checkpoint location -> objects kept as pickles
     digests: dict[str, str | None] = field(default_factory=dict)  # checkpoint location -> its manifest's sha256
+    # The slice of memoized iterations (slice.py, slice_run.py): statements skipped by (line, column),
+    # the names and unregistered objects the kept ones change, and how many iterations verify it.
+    slice_skip: list = field(default_factory=list)
+    slice_iterations: list[int] = field(default_factory=list)  # the memoized iterations that may run it (plan.sliceable)
+    slice_names: list[str] = field(default_factory=list)
+    slice_objects: list[str] = field(default_factory=list)
+    verify_slice: int = 2
 
     def to_json(self) -> str:
         """The spec as JSON text (integer keys become strings, as JSON requires)."""

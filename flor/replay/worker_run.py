@@ -41,6 +41,7 @@ from ..loopcontext import LoopContext
 from ..run import drop_in_forked_children, flush_forever
 from .channel import Channel, NewInstance
 from .isolation import Effects
+from .slice_run import SliceRun
 from .spec import WorkerSpec
 
 MAX_DRIFT_ROWS = 10_000
@@ -203,6 +204,9 @@ class ReplayRun:
         self.unverified: list[int] = []
         self.end_check: str = ""  # how the values after the loop were verified
         self.effects = Effects()  # what the new statements' observers put back (isolation.install)
+        # Memoized iterations that run the slice only, verified (slice_run.py).
+        self.slice = SliceRun(self, spec.slice_skip, spec.slice_iterations, spec.slice_names, spec.slice_objects,
+                              spec.verify_slice)
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-replay-flush", daemon=True)
         self._flusher.start()
 
@@ -320,7 +324,10 @@ class ReplayRun:
                 began, restored = time.perf_counter(), timings["restore_s"]
                 self._nested_seen = False
                 try:
-                    yield item
+                    if action == "memo":
+                        yield from self.slice.iteration(index, item)
+                    else:
+                        yield item
                 except GeneratorExit:
                     # Either `break` in the body (a `while True` loop turned into flor.loop): this
                     # was the last iteration, as in the recording, and its values are complete; or
@@ -609,6 +616,7 @@ class ReplayRun:
             drift=self.drift_by_name, iterations=self.iterations_done, rejected=sorted(set(self.rejected)),
             rejected_run_level=self.rejected_run_level, writes=writes, timings=self.timings,
             verified=self.verified, unverified=sorted(set(self.unverified)), end_check=self.end_check,
+            slice=self.slice.result(),
         )
 
     def end(self) -> None:

@@ -1,0 +1,281 @@
+"""Running the slice in a replay worker, verified.
+
+The planner's slice (``replay/slice.py``) names the statements of the outer body a memoized
+iteration may skip. The worker compiles the placed script with each of them behind
+``if __flor_full_body__():`` (:func:`compile_sliced`, line numbers kept), and :class:`SliceRun`
+answers that call: false while a memoized iteration runs its slice, true otherwise.
+
+**Verified, never trusted.** ``verify`` memoized iterations of a segment (the first, and the
+others spread evenly to its last) run twice from the same state: the slice first, with what it logs held apart, its loop instances discarded, and
+what it changes put back afterwards (the names the kept statements assign, the unregistered
+objects they change, by ``state_dict`` or a deep copy, and the random state); then the full body,
+whose values are the ones stored (the nested loop's checkpoint is restored again). The new
+statements' values of both passes must be equal; at the first difference (or where the state
+cannot be put back) the run falls back to full memoization for the rest of the segment, and the
+result says where and why. Recorded values that skipped statements would have logged are not
+compared: the result counts them.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import ctypes
+import math
+import sys
+
+from .. import rng, values
+from ..errors import ReplayError
+from ..logged import LoggedValue
+
+GUARD = "__flor_full_body__"
+_MISSING = object()
+
+
+def compile_sliced(source: str, filename: str, skip: list) -> object:
+    """The code of ``source`` with each statement at ``skip`` ((line, column) pairs) run only
+    where ``__flor_full_body__()`` is true."""
+    tree = ast.parse(source, filename)
+    wanted = {tuple(position) for position in skip}
+    found = set()
+    for node in ast.walk(tree):
+        for name in ("body", "orelse", "finalbody"):
+            block = getattr(node, name, None)
+            if not isinstance(block, list):
+                continue
+            for index, statement in enumerate(block):
+                position = (getattr(statement, "lineno", None), getattr(statement, "col_offset", None))
+                if position in wanted:
+                    test = ast.Call(func=ast.Name(id=GUARD, ctx=ast.Load()), args=[], keywords=[])
+                    guarded = ast.If(test=test, body=[statement], orelse=[])
+                    block[index] = ast.copy_location(guarded, statement)
+                    found.add(position)
+    if found != wanted:
+        raise ReplayError(f"the slice names statements the placed script does not hold ({sorted(wanted - found)}); "
+                          "run `flor replay --no-slice`")
+    return compile(ast.fix_missing_locations(tree), filename, "exec")
+
+
+def run_path(code, script: str) -> None:
+    """Execute ``code`` as ``python script`` would (``__main__``, its ``__file__``)."""
+    import types
+
+    module = types.ModuleType("__main__")
+    module.__file__ = script
+    module.__builtins__ = builtins
+    module.__loader__ = None
+    module.__spec__ = None
+    sys.modules["__main__"] = module
+    exec(code, module.__dict__)
+
+
+class SliceRun:
+    """A worker's memoized iterations: the slice, verified (see the module docstring)."""
+
+    def __init__(self, run, skip: list, iterations: list[int], names: list[str], objects: list[str],
+                 verify: int) -> None:
+        self.run = run
+        self.on = bool(skip)
+        self.skipped_statements = len(skip)
+        self.names = list(names)
+        self.objects = list(objects)
+        self.allowed = set(iterations)  # plan.sliceable: the others run their whole body
+        self.to_verify = _sample(sorted(self.allowed), int(verify))
+        self.slicing = False
+        self.sliced: list[int] = []  # iterations that ran the slice only
+        self.verified: list[int] = []  # iterations where slice and full body agreed
+        self.fell_back: dict | None = None
+        if self.on:
+            setattr(builtins, GUARD, self.full_body)
+
+    def full_body(self) -> bool:
+        """``__flor_full_body__()``: whether the statements the slice skips run now."""
+        return not self.slicing
+
+    def iteration(self, index: int, item):
+        """Drive one memoized outer iteration (a generator: the body runs at each yield)."""
+        if not self.on or index not in self.allowed:
+            yield item
+            return
+        if index not in self.to_verify:
+            self.slicing = True
+            try:
+                yield item
+            finally:
+                self.slicing = False
+            self.sliced.append(index)
+            return
+        saved, why = self._snapshot()
+        if saved is None:
+            self._fall_back(index, why)
+            yield item
+            return
+        run, loops = self.run, self.run.loops
+        held: list = []
+        push_log, push_special = run.push_log, run.push_special
+        push_instance, push_start, next_ctx = loops.push_instance, loops.push_start, loops.next_ctx
+        run.push_log = run.push_special = held.append
+        loops.push_instance = loops.push_start = (lambda entry: None)
+        self.slicing = True
+        try:
+            yield item
+        finally:
+            self.slicing = False
+            run.push_log, run.push_special = push_log, push_special
+            loops.push_instance, loops.push_start, loops.next_ctx = push_instance, push_start, next_ctx
+        why = self._put_back(saved)
+        if why:
+            self._fall_back(index, why)  # the full pass below is today's memoized iteration
+        full: list = []
+        run.push_log = lambda entry: (full.append(entry), push_log(entry))
+        run.push_special = lambda entry: (full.append(entry), push_special(entry))
+        run._nested_done = False
+        try:
+            yield item
+        finally:
+            run.push_log, run.push_special = push_log, push_special
+        if self.fell_back is None:
+            difference = _differ(self._new_values(held), self._new_values(full))
+            if difference:
+                self._fall_back(index, difference)
+            else:
+                self.verified.append(index)
+
+    # -- putting the state back ------------------------------------------------------------
+
+    def _snapshot(self) -> tuple[dict | None, str]:
+        frame = self.run.outer_frame
+        if frame is None:
+            return None, "the loop's frame is unknown"
+        saved = {"names": {}, "objects": {}, "rng": rng.capture()}
+        scope = frame.f_locals
+        for name in self.names:
+            saved["names"][name] = scope.get(name, _MISSING)
+        for name in self.objects:
+            obj = scope.get(name, frame.f_globals.get(name, _MISSING))
+            if obj is _MISSING:
+                continue
+            try:
+                saved["objects"][name] = (obj, _state_of(obj))
+            except Exception as exc:  # noqa: BLE001 - any failure to copy: no verification, no slice
+                return None, f"`{name}` cannot be copied to verify the slice ({type(exc).__name__})"
+        return saved, ""
+
+    def _put_back(self, saved: dict) -> str:
+        frame = self.run.outer_frame
+        try:
+            for name, value in saved["names"].items():
+                if value is not _MISSING:
+                    _set_name(frame, name, value)
+            for name, (obj, state) in saved["objects"].items():
+                _set_state(obj, state)
+            rng.restore(saved["rng"])
+        except Exception as exc:  # noqa: BLE001
+            return f"the state the slice changed cannot be put back ({type(exc).__name__}: {exc})"
+        return ""
+
+    def _fall_back(self, index: int, why: str) -> None:
+        self.on = False
+        self.fell_back = {"iteration": index, "why": why}
+
+    def _new_values(self, entries: list) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for entry in entries:
+            if isinstance(entry, LoggedValue):
+                name, value = entry.name, values.decode(entry.value, entry.vtype)
+            else:
+                name, value = entry[0], entry[1]
+            if name in self.run.new_names:
+                out.setdefault(name, []).append(value)
+        return out
+
+    def result(self) -> dict:
+        """What the worker's result says of the slice."""
+        return {"statements": self.skipped_statements, "sliced": self.sliced, "verified": self.verified,
+                "fell_back": self.fell_back, "uncompared": self._uncompared()}
+
+    def _uncompared(self) -> int:
+        """Recorded values at the outer loop's level, in iterations that ran the slice only,
+        that were not logged again (their statements were skipped): not compared."""
+        run = self.run
+        outer = run._original.get((None, None, run.outer_name, 0))
+        count = 0
+        for name, by_context in run._recorded.items():
+            if name in run.new_names:
+                continue
+            for index in self.sliced:
+                count += max(0, len(by_context.get((outer, index), [])) - run._seen.get((name, outer, index), 0))
+        return count
+
+
+def _sample(memoized: list[int], count: int) -> set[int]:
+    """The memoized iterations that verify the slice: the first, and the rest of ``count`` spread
+    evenly to the last (a slice wrong only later in the run is caught there)."""
+    if count <= 0 or not memoized:
+        return set()
+    if count == 1 or len(memoized) == 1:
+        return {memoized[0]}
+    last = len(memoized) - 1
+    return {memoized[round(k * last / (count - 1))] for k in range(count)}
+
+
+def _state_of(obj):
+    if hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict") and not isinstance(obj, type):
+        return ("state_dict", copy.deepcopy(obj.state_dict()))
+    if isinstance(obj, (list, dict, set, bytearray)):
+        return ("container", copy.deepcopy(obj))
+    if isinstance(obj, (str, bytes, tuple, frozenset)) or values.is_plain(obj):
+        return ("immutable", None)
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return ("attributes", copy.deepcopy(vars(obj)))
+    raise TypeError(type(obj).__name__)
+
+
+def _set_state(obj, state) -> None:
+    how, saved = state
+    if how == "state_dict":
+        obj.load_state_dict(copy.deepcopy(saved))
+    elif how == "container":
+        if isinstance(obj, (list, bytearray)):
+            obj[:] = saved
+        else:
+            obj.clear()
+            obj.update(saved)
+    elif how == "attributes":
+        vars(obj).clear()
+        vars(obj).update(saved)
+
+
+def _set_name(frame, name: str, value) -> None:
+    if frame.f_locals is frame.f_globals:  # module level
+        frame.f_globals[name] = value
+        return
+    frame.f_locals[name] = value
+    if sys.version_info < (3, 13):  # 3.13's f_locals writes through (PEP 667)
+        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+
+
+def _differ(sliced: dict, full: dict) -> str:
+    for name in sorted(set(sliced) | set(full)):
+        a, b = sliced.get(name, []), full.get(name, [])
+        if len(a) != len(b):
+            return f"{name} was logged {len(a)} time(s) by the slice and {len(b)} by the full body"
+        for x, y in zip(a, b):
+            if not _same(x, y):
+                return f"{name} was {_shown(x)} by the slice and {_shown(y)} by the full body"
+    return ""
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - arrays and the like: compared by their text
+        return repr(a) == repr(b)
+
+
+def _shown(value) -> str:
+    text = f"{value:.6g}" if isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

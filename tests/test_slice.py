@@ -1,0 +1,333 @@
+"""The slicer (flor/replay/slice.py) on the shapes that make slicing hard: each is sliced
+correctly or kept whole, never wrong. AST only: no training, no process."""
+
+import textwrap
+
+from flor.replay.slice import slice_body
+
+HEAD = '''
+import flor
+import torch
+import torch.nn as nn
+from helpers import evaluate_elsewhere
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+def train_epoch(model, optimizer, loader):
+    model.train()
+    for x in flor.loop("step", loader):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+def evaluate(model, loader):
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for x in loader:
+            total += model(x).sum().item()
+    print("eval", total)
+    flor.log("eval_total", total)
+    return total
+
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+loader = [torch.ones(3, 4)] * 2
+test_loader = [torch.ones(3, 4)]
+'''
+
+WEIGHT_NORM = 'flor.log("wn", sum(p.norm() for p in model.parameters()).item())'
+
+
+def plan(body: str, head: str = HEAD, names=("wn",)):
+    source = head + "with flor.checkpointing(model=model, optimizer=optimizer):\n" \
+        "    for epoch in flor.loop(\"epoch\", range(3)):\n" + textwrap.indent(textwrap.dedent(body), "        ")
+    return slice_body(source, set(names)), source
+
+
+def kept(result) -> list[str]:
+    return [s.text for s in result.statements if s.kept]
+
+
+def skipped(result) -> list[str]:
+    return [s.text for s in result.statements if not s.kept]
+
+
+def test_an_epoch_statement_reading_the_parameters_skips_the_evaluation_and_its_print():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        val = evaluate(model, test_loader)
+        print("epoch", epoch, val)
+        scheduler.step()
+        {WEIGHT_NORM}
+    """)
+    assert not result.whole
+    assert skipped(result) == ["val = evaluate(model, test_loader)", 'print("epoch", epoch, val)']
+    assert "scheduler.step()" in kept(result) and "train_epoch(model, optimizer, loader)" in kept(result)
+    why = {s.text: s.why for s in result.statements}
+    assert "restored" in why["train_epoch(model, optimizer, loader)"]
+    assert "(it prints)" in why['print("epoch", epoch, val)']
+    assert "not compared" in why["val = evaluate(model, test_loader)"]  # a recorded value
+    assert "scheduler" in result.objects  # changed by the slice, not registered: snapshotted to verify
+    text = "\n".join(result.describe())
+    assert "skip line" in text and "keep line" in text
+
+
+def test_a_scheduler_stepped_on_the_evaluations_loss_keeps_the_evaluation():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        val_loss = evaluate(model, test_loader)
+        scheduler.step(val_loss)
+        {WEIGHT_NORM}
+    """)
+    assert result.whole or "val_loss = evaluate(model, test_loader)" in kept(result)
+
+
+def test_aliasing_a_mode_switch_through_another_name_is_kept_for_a_statement_that_runs_the_model():
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        m = model
+        m.eval()
+        flor.log("out", model(test_loader[0]).sum().item())
+    """, names=("out",))
+    assert result.whole or {"m = model", "m.eval()"} <= set(kept(result))
+
+
+def test_an_alias_made_before_the_loop_is_followed():
+    head = HEAD + "m = model\n"
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        m.eval()
+        flor.log("out", model(test_loader[0]).sum().item())
+    """, head=head, names=("out",))
+    assert result.whole or "m.eval()" in kept(result)
+
+
+def test_eval_and_train_around_the_evaluation_kept_when_the_statement_runs_the_model():
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        model.eval()
+        acc = evaluate(model, test_loader)
+        model.train()
+        flor.log("probe", model(test_loader[0]).sum().item())
+    """, names=("probe",))
+    assert result.whole or {"model.eval()", "acc = evaluate(model, test_loader)", "model.train()"} <= set(kept(result))
+
+
+def test_eval_and_train_around_the_evaluation_skipped_when_the_statement_reads_only_parameters():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        model.eval()
+        acc = evaluate(model, test_loader)
+        model.train()
+        {WEIGHT_NORM}
+    """)
+    assert not result.whole
+    assert set(skipped(result)) == {"model.eval()", "acc = evaluate(model, test_loader)", "model.train()"}
+
+
+def test_an_early_break_on_a_metric_keeps_the_body_whole():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
+        {WEIGHT_NORM}
+        if acc > 0.9:
+            break
+    """)
+    assert result.whole and "break" in result.whole
+    assert result.skipped == []
+
+
+def test_continue_and_return_keep_the_body_whole():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        if epoch == 1:
+            continue
+        {WEIGHT_NORM}
+    """)
+    assert result.whole and "continue" in result.whole
+
+
+def test_a_statement_in_a_branch_taken_by_a_metric_keeps_what_computes_the_metric():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
+        print(acc)
+        if acc > 0.5:
+            {WEIGHT_NORM}
+    """)
+    assert not result.whole
+    assert "acc = evaluate(model, test_loader)" in kept(result)
+    assert skipped(result) == ["print(acc)"]
+
+
+def test_a_helper_that_mutates_a_global_is_kept_when_the_statement_reads_the_global():
+    head = HEAD + '''
+counter = 0
+history = []
+
+def bump():
+    global counter
+    counter += 1
+
+def remember(value):
+    history.append(value)
+'''
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        bump()
+        remember(epoch)
+        flor.log("c", counter)
+    """, head=head, names=("c",))
+    assert not result.whole
+    assert "bump()" in kept(result) and "remember(epoch)" in skipped(result)
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        bump()
+        remember(epoch)
+        flor.log("h", len(history))
+    """, head=head, names=("h",))
+    assert "remember(epoch)" in kept(result) and "bump()" in skipped(result)
+
+
+def test_a_generator_advanced_in_the_body_is_kept_when_its_items_are_read():
+    head = HEAD + "batches = iter(test_loader * 10)\n"
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        batch = next(batches)
+        flor.log("b", batch.sum().item())
+    """, head=head, names=("b",))
+    assert "batch = next(batches)" in kept(result)
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        batch = next(batches)
+        {WEIGHT_NORM}
+    """, head=head)
+    assert "batch = next(batches)" in skipped(result)
+
+
+def test_a_generator_the_nested_loop_reads_is_kept():
+    head = HEAD + "batches = iter(loader * 10)\n"
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, batches)
+        extra = next(batches)
+        {WEIGHT_NORM}
+    """, head=head)
+    assert result.whole or "extra = next(batches)" in kept(result)
+
+
+def test_code_flor_cannot_see_reads_and_writes_what_it_is_given():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        evaluate_elsewhere(model)
+        {WEIGHT_NORM}
+    """)
+    assert result.whole or "evaluate_elsewhere(model)" in kept(result)
+
+
+def test_a_statement_inside_a_helper_keeps_its_call():
+    source = HEAD.replace('    print("eval", total)\n', '    print("eval", total)\n    flor.log("inside", total)\n')
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        scheduler.step()
+    """, head=source, names=("inside",))
+    assert result.whole or "evaluate(model, test_loader)" in kept(result)
+
+
+def test_dynamic_code_in_the_body_keeps_it_whole():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        exec("x = 1")
+        {WEIGHT_NORM}
+    """)
+    assert result.whole and "exec" in result.whole
+
+
+def test_a_loop_carried_name_keeps_its_writer_wherever_it_stands():
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        flor.log("best", best)
+        print("epoch", epoch)
+        best = evaluate(model, test_loader)
+    """, head=HEAD + "best = 0.0\n", names=("best",))
+    assert "best = evaluate(model, test_loader)" in kept(result)
+    assert "best" in result.names  # undone before a verified iteration's full pass
+
+
+def test_a_model_whose_forward_changes_itself_is_not_trusted_with_its_parameters():
+    head = HEAD.replace("        return self.fc(x)", "        self.fc.weight.data.mul_(0.5)\n        return self.fc(x)")
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        {WEIGHT_NORM}
+    """, head=head)
+    assert result.whole or "evaluate(model, test_loader)" in kept(result)
+
+
+def test_the_worker_compiles_skipped_statements_behind_the_guard_with_their_line_numbers():
+    import builtins
+
+    import pytest
+
+    from flor.errors import ReplayError
+    from flor.replay.slice_run import GUARD, compile_sliced
+
+    source = "ran = []\nfor i in range(2):\n    ran.append(('kept', i))\n    ran.append(('skipped', i))\n    x = 1 / 0 if i > 5 else 0\n"
+    code = compile_sliced(source, "train.py", [[4, 4]])
+    for full in (False, True):
+        setattr(builtins, GUARD, lambda full=full: full)
+        try:
+            scope: dict = {}
+            exec(code, scope)
+        finally:
+            delattr(builtins, GUARD)
+        assert [kind for kind, _ in scope["ran"]] == (["kept", "skipped"] * 2 if full else ["kept", "kept"])
+    broken = compile_sliced("for i in range(1):\n    pass\n    y = 1 / 0\n", "train.py", [[3, 4]])
+    setattr(builtins, GUARD, lambda: True)
+    try:
+        with pytest.raises(ZeroDivisionError) as caught:
+            exec(broken, {})
+    finally:
+        delattr(builtins, GUARD)
+    assert caught.traceback[-1].lineno == 2  # 0-based: the guarded statement is still line 3 of train.py
+    with pytest.raises(ReplayError, match="--no-slice"):
+        compile_sliced(source, "train.py", [[9, 4]])
+
+
+def test_a_negative_verify_slice_is_refused_in_one_line(in_project):
+    import pytest
+
+    from flor.errors import UsageError
+    from flor.replay.session import Session
+
+    with pytest.raises(UsageError, match="--verify-slice must be 0 or more"):
+        Session([], verify_slice=-1)
+
+
+def test_a_function_of_a_project_module_is_code_flor_cannot_see():
+    head = HEAD.replace("from helpers import evaluate_elsewhere", "from helpers import evaluate_elsewhere\nimport helpers")
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        helpers.bump()
+        print(epoch)
+        flor.log("c", helpers.counter)
+    """, head=head, names=("c",))
+    assert not result.whole
+    assert "helpers.bump()" in kept(result) and skipped(result) == ["print(epoch)"]
+
+
+def test_the_verified_iterations_are_the_first_and_spread_to_the_last():
+    from flor.replay.slice_run import _sample
+
+    assert _sample([3, 4, 5, 6, 7], 2) == {3, 7}
+    assert _sample([3, 4, 5, 6, 7], 3) == {3, 5, 7}
+    assert _sample([3, 4, 5], 1) == {3} and _sample([3], 4) == {3} and _sample([3, 4], 0) == set()
+    assert _sample([0, 1], 9) == {0, 1}
