@@ -96,7 +96,8 @@ def carried(loop: ast.For, tree: ast.AST | None = None, modules=None) -> list[st
     return list(dict.fromkeys(reasons))
 
 
-def _dotted(node: ast.AST) -> str | None:
+def dotted_name(node: ast.AST) -> str | None:
+    """``a.b.c`` for an attribute chain on a name, else None."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -112,7 +113,7 @@ def _call_reasons(node: ast.Call, fresh: set, bound_in_body: dict, imported: set
     outside = lambda name: name is not None and name not in fresh and name not in bound_in_body and name != "flor"
     if isinstance(func, ast.Attribute):
         owner = _owner(func.value, attribute_ok=True)
-        dotted = _dotted(func.value)
+        dotted = dotted_name(func.value)
         if func.attr in RANDOM_FUNCTIONS and (dotted in RANDOM_MODULES or outside(owner)):
             return [f"`{dotted or owner}.{func.attr}(...)` draws random numbers"]
         if func.attr in MUTATING_METHODS and outside(owner) and owner not in imported:
@@ -358,7 +359,7 @@ class _Helpers:
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 func = node.func
                 owner = _owner(func.value, attribute_ok=True)
-                dotted = _dotted(func.value)
+                dotted = dotted_name(func.value)
                 if func.attr in RANDOM_FUNCTIONS and (dotted in RANDOM_MODULES or (reach(owner) and owner not in params)):
                     reasons.append(f"{where} draws random numbers (`{dotted or owner}.{func.attr}(...)`)")
                 elif func.attr in MUTATING_METHODS and reach(owner):

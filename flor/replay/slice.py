@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from .analysis import Layout
 from .florcalls import is_flor_call
-from .independence import RANDOM_FUNCTIONS
+from .independence import RANDOM_FUNCTIONS, dotted_name
 from .isolation import WRAPPER
 
 WORLD = ("w",)
@@ -199,7 +199,7 @@ class _Analyzer:
                 out |= self.reach_of(arg)
             func = node.func
             if isinstance(func, ast.Attribute):
-                dotted = _dotted(func.value)
+                dotted = dotted_name(func.value)
                 if dotted is not None and dotted.split(".")[0] in self.s.libraries and dotted.split(".")[0] not in self.env:
                     return frozenset(out)  # a function of a numeric library
                 if func.attr in PARAM_READERS:
@@ -358,7 +358,7 @@ class _Analyzer:
 
     def _method(self, node: ast.Call, func: ast.Attribute, effects: _Effects) -> None:
         s, method = self.s, func.attr
-        dotted = _dotted(func.value)
+        dotted = dotted_name(func.value)
         if dotted is not None and dotted.split(".")[0] in s.libraries and dotted.split(".")[0] not in self.env:
             # A function of a numeric library (torch.flatten, F.nll_loss, np.mean).
             args = self._args(node, effects)
@@ -615,11 +615,11 @@ class _Slicer:
             value = value.func.value
         if not isinstance(value, ast.Call):
             return None
-        dotted = _dotted(value.func) or ""
+        dotted = dotted_name(value.func) or ""
         if dotted.startswith(("nn.", "torch.nn.")):
             return False
         cls = self.classes.get(dotted)
-        if cls is None or not any("Module" in (_dotted(base) or "") for base in cls.bases):
+        if cls is None or not any("Module" in (dotted_name(base) or "") for base in cls.bases):
             return None
         forward = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
         if forward is None:
@@ -711,17 +711,6 @@ def _logs_new(node: ast.Call, new_names: set[str]) -> bool:
     if isinstance(first, ast.Constant) and isinstance(first.value, str):
         return first.value in new_names
     return True  # a computed name: may be a new one
-
-
-def _dotted(node: ast.AST) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
 
 
 def _stored(node: ast.AST) -> set[str]:

@@ -101,24 +101,14 @@ class SeriesReader:
     def curve(self, run_id: int, name: str) -> Curve:
         """The whole curve of ``name`` in run ``run_id`` (cached while its rows do not change)."""
         pair = self.table.pair(run_id, name)
-        key = None
-        if pair is not None:
-            key = (run_id, name, pair.record_top, pair.record_count, pair.replay_top, pair.replay_count,
-                   pair.extract_top, pair.extract_count)
+        key = self._key_of(run_id, name, pair)
+        if key is not None:
             with self._lock:
                 if key in self._cache:
                     self._cache.move_to_end(key)
                     return self._cache[key]
         curve = self._read_curve(run_id, name, pair)
-        if key is not None:
-            with self._lock:
-                self._cache[key] = curve
-                # Bounded by points, not entries: one million-step curve weighs as much as 500 small ones.
-                while len(self._cache) > 1 and (
-                    len(self._cache) > _CACHED_CURVES
-                    or sum(len(c.x) for c in self._cache.values()) > _CACHED_POINTS
-                ):
-                    self._cache.popitem(last=False)
+        self._remember(key, curve)
         return curve
 
     def curves(self, run_ids: list[int], name: str) -> dict[int, Curve]:
@@ -196,7 +186,11 @@ class SeriesReader:
         return self._combine([(x, y), (rx, ry), (ex, ey)], loop, run_level)
 
     def _key(self, run_id: int, name: str) -> tuple | None:
-        pair = self.table.pair(run_id, name)
+        return self._key_of(run_id, name, self.table.pair(run_id, name))
+
+    @staticmethod
+    def _key_of(run_id: int, name: str, pair) -> tuple | None:
+        """The cache key of a curve: it changes whenever the curve's rows do."""
         if pair is None:
             return None
         return (run_id, name, pair.record_top, pair.record_count, pair.replay_top, pair.replay_count,
