@@ -188,7 +188,10 @@ def run_jobs(execution, states: list, jobs: dict[int, JobReplay]) -> None:
                     for key, message in held:
                         execution._on_message(key, message)
                     break
-                failed = [(rank, outcome.error) for rank, outcome in enumerate(outcomes) if not outcome.ok]
+                # By the task's rank: an executor gives outcomes in the order they ended, and the
+                # rank that failed first usually ends before those the gang then stops.
+                rank_of = {task.key: rank for rank, task in enumerate(tasks)}
+                failed = sorted((rank_of[outcome.task.key], outcome.error) for outcome in outcomes if not outcome.ok)
                 first = next(((r, e) for r, e in failed if "signal 9" not in (e or "")), failed[0] if failed else (0, "?"))
                 note = (f"job {job.tstamp}: segment {number + 1} failed on rank {first[0]} ({first[1]}); "
                         "nothing stored from any rank")

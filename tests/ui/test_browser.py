@@ -290,8 +290,9 @@ def test_hindsight_values_are_labelled_and_the_table_downloads_as_csv(browser, r
         lines = Path(download.value.path()).read_text().splitlines()
         header = lines[0].split(",")
         assert header[:3] == ["tstamp", "filename", "status"] and header[-1] == "hindsight"
-        assert len(lines) == 5 and lines[1].startswith(recorded.tstamps[3])  # sorted by lr, ascending
-        first = next(line for line in lines if line.startswith(recorded.tstamps[0]))
+        assert len(lines) == 5 and lines[1].split(",")[0] == recorded.tstamps[3]  # sorted by lr, ascending
+        # By the whole tstamp: runs recorded within one second have tstamps that start alike.
+        first = next(line for line in lines if line.split(",")[0] == recorded.tstamps[0])
         assert first.endswith("grad_norm=replay")
         page.goto(f"http://127.0.0.1:{server.server_port}/?charts=grad_norm&sel={recorded.tstamps[3]}")
         wait_drawn(page, 5)
