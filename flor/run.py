@@ -49,9 +49,9 @@ def _drop_runs_in_child() -> None:
     a thread that does not exist here). Values it logs go nowhere.
 
     Nor does the child keep the run's SIGTERM handler: a DataLoader's worker that its parent
-    terminates (it does so to any worker that has not exited 5 s after the loop stopped) must die
-    as it would without flor, not unwind through its queues' finalizers, which can wait forever
-    on a pipe that nobody reads any more, and the parent's exit with them."""
+    terminates (it does so to any worker that has not exited 5 s after the loop stopped, and
+    multiprocessing does to daemonic workers at exit before joining them) must die as it would
+    without flor, not raise SystemExit and run cleanup the DataLoader never expects there."""
     import signal
 
     runs = list(_runs)
