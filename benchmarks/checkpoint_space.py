@@ -116,7 +116,7 @@ STATES = {"mlp": _mlp, "cnn": _cnn, "gpt": _gpt}
 
 
 def measure(name: str, count: int) -> dict:
-    from flor import rng
+    from flor.environment import rng
     from flor.checkpoints.restore import read_manifest
     from flor.checkpoints.snapshot import Snapshotter, object_state
     from flor.checkpoints.writer import Deltas, Encoding, Job, persist
@@ -179,7 +179,7 @@ with flor.checkpointing(walk=walk):
 
 def budget_case(budget: str, loop: str) -> tuple[int, int, int]:
     """(bytes kept in .flor, the budget in bytes, checkpoints) of one recording under FLOR_CKPT_DISK."""
-    from flor import settings
+    from flor.environment import settings
     from workloads import child_env, git
 
     with tempfile.TemporaryDirectory() as tmp:

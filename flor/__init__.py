@@ -73,7 +73,7 @@ def dataframe(*names: str, latest: bool = False, last: bool = False, read_by: st
     >>> flor.dataframe("lr", "val_loss", per_run=True, where="lr < 0.01", order_by="val_loss", limit=3)  # doctest: +SKIP
     >>> flor.dataframe("n_words", latest=True)        # doctest: +SKIP
     """
-    from .query import dataframe as _dataframe
+    from .reading.query import dataframe as _dataframe
 
     return _dataframe(*names, latest=latest, last=last, read_by=read_by, readers_of=readers_of, rank=rank,
                       where=where, order_by=order_by, limit=limit, per_run=per_run)
@@ -85,7 +85,7 @@ def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed
 
     >>> flor.best("val_acc", checkpointed=True).load(model=net)      # doctest: +SKIP
     """
-    from .registry import best as _best
+    from .reading.registry import best as _best
 
     return _best(name, mode, where, checkpointed=checkpointed)
 
@@ -97,7 +97,7 @@ def extract(name: str, pattern: str, *, runs=None, where=None, streams=None, dry
 
     >>> flor.extract("test_loss", r"Average loss: ([0-9.]+)")     # doctest: +SKIP
     """
-    from .extraction import extract as _extract
+    from .reading.extraction import extract as _extract
 
     return _extract(name, pattern, runs=runs, where=where, streams=streams, dry_run=dry_run, force=force)
 
@@ -120,7 +120,7 @@ def query(sql: str):
 
     >>> flor.query("SELECT tstamp, status FROM runs")  # doctest: +SKIP
     """
-    from .query import query as _query
+    from .reading.query import query as _query
 
     return _query(sql)
 

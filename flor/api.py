@@ -1,4 +1,4 @@
-"""The calls a training script makes: thin wrappers over the current :class:`~flor.run.Run`.
+"""The calls a training script makes: thin wrappers over the current :class:`~flor.recording.run.Run`.
 
 ``arg``, ``log``, ``loop``, ``commit`` and the ``checkpointing`` context manager.
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import sys
 
-from . import lineage, values
-from .args import split_kwargs
+from .recording import lineage
+from . import values
+from .recording.args import split_kwargs
 from .errors import ArgumentError, FlorError, UsageError
 from .logged import LoggedValue
 from .messages import error
-from .run import Run
+from .recording.run import Run
 
 # The run whose training has begun (flor.log's hot path reads only this), and the run that is
 # still collecting args before it begins.
@@ -50,7 +51,8 @@ def take_kwargs_from_argv() -> None:
 def capture_argparse() -> None:
     """Record a script's argparse options as args (see ``argparsing``), unless this process is
     flor's own command line or ``FLOR_ARGPARSE=0``."""
-    from . import argparsing, settings
+    from .recording import argparsing
+    from .environment import settings
 
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
     if program in ("-m", "flor", "flor.exe", "-c") or not settings.argparse_capture():
@@ -73,7 +75,7 @@ _tracker_state: dict = {"on": None, "step_at": None}
 def note_trackers() -> None:
     """Hook the trackers the script has imported (``trackers.hooks``), once each, unless
     ``FLOR_TRACKERS=0``; called at import and at each flor.loop, never importing a tracker."""
-    from . import settings
+    from .environment import settings
 
     if _tracker_state["on"] is None:
         program = os.path.basename(sys.argv[0]) if sys.argv else ""

@@ -169,7 +169,7 @@ def _format_options(parser) -> None:
 
 
 def _selection_options(parser) -> None:
-    """--where, --order and --limit over runs: the filter grammar of flor/filters.py."""
+    """--where, --order and --limit over runs: the filter grammar of flor/reading/filters.py."""
     parser.add_argument("--where", metavar="EXPR",
                         help="only runs where EXPR holds over args, last logged values and run columns, e.g. \"lr < 0.01\"")
     parser.add_argument("--order", metavar="KEYS", help="order runs by these columns, e.g. \"val_loss, lr desc\"")
@@ -244,7 +244,7 @@ def _replay_parser(commands) -> None:
 
 def _print_frame(df, args) -> None:
     """A DataFrame as --json, --csv or a text table (missing values empty, ints as ints, times as times)."""
-    from .output import frame_rows, write_rows
+    from .reading.output import frame_rows, write_rows
 
     columns, rows = list(df.columns), frame_rows(df)
     if _fmt(args) == "text" and "git_head" in columns:  # the full hash is in --csv/--json and the library's table
@@ -257,7 +257,7 @@ def _print_frame(df, args) -> None:
 
 
 def _cmd_dataframe(args) -> int:
-    from .query import dataframe
+    from .reading.query import dataframe
 
     with _warnings_as_lines():
         df = dataframe(*args.names, latest=args.latest, last=args.last, read_by=args.read_by,
@@ -285,8 +285,8 @@ def _warnings_as_lines():
 
 
 def _cmd_query(args) -> int:
-    from .output import write_rows
-    from .query import query_rows
+    from .reading.output import write_rows
+    from .reading.query import query_rows
 
     # Straight from the sqlite rows: a DataFrame would turn an int column with a NULL into floats.
     columns, rows = query_rows(args.sql)
@@ -295,9 +295,9 @@ def _cmd_query(args) -> int:
 
 
 def _cmd_runs(args) -> int:
-    from .output import write_rows
-    from .query import list_runs
-    from .runlist import COLUMNS, text_rows
+    from .reading.output import write_rows
+    from .reading.query import list_runs
+    from .reading.runlist import COLUMNS, text_rows
 
     listed = list_runs(where=args.where, status=args.status, order=args.order, limit=args.limit)
     if _fmt(args) == "text":
@@ -308,8 +308,8 @@ def _cmd_runs(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from .output import write_rows
-    from .runinfo import JSON_KEYS, describe_run, text_lines
+    from .reading.output import write_rows
+    from .reading.runinfo import JSON_KEYS, describe_run, text_lines
 
     details = describe_run(args.run)
     if _fmt(args) == "text":
@@ -321,8 +321,8 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_logs(args) -> int:
-    from .console import LINE_COLUMNS, run_lines
-    from .output import write_rows
+    from .reading.console import LINE_COLUMNS, run_lines
+    from .reading.output import write_rows
 
     found = 0
 
@@ -342,7 +342,7 @@ def _cmd_logs(args) -> int:
 
 
 def _cmd_extract(args) -> int:
-    from .extraction import extract, text_lines
+    from .reading.extraction import extract, text_lines
 
     report = extract(args.name, args.pattern, runs=args.runs, where=args.where, streams=args.stream,
                      dry_run=args.dry_run, force=args.force)
@@ -368,7 +368,7 @@ def _cmd_replay(args) -> int:
         slicing=not args.no_slice, verify_slice=args.verify_slice,
     )
     if fmt != "text":
-        from .output import write_rows
+        from .reading.output import write_rows
         from .replay.report import PLAN_COLUMNS, plan_row
 
         write_rows(fmt, PLAN_COLUMNS, [plan_row(item) for item in report.runs], sys.stdout)
@@ -379,7 +379,7 @@ def _cmd_replay(args) -> int:
 
 def _cmd_export(args) -> int:
     from .export import COLUMNS, export, text_lines
-    from .output import write_rows
+    from .reading.output import write_rows
 
     report = export(args.to, *args.names, runs=args.runs, where=args.where, tracking_uri=args.tracking_uri,
                     experiment=args.experiment, log_dir=args.log_dir)
@@ -401,7 +401,7 @@ def _cmd_checkpoint(args) -> int:
 
 
 def _cmd_resume(args) -> int:
-    from .resume import resume
+    from .recording.resume import resume
 
     return resume(args.run)
 
@@ -419,7 +419,7 @@ def _cmd_doctor(args) -> int:
     report = check(repair=args.repair)
     if _fmt(args) != "text":
         from .doctor import ROW_COLUMNS
-        from .output import write_rows
+        from .reading.output import write_rows
 
         write_rows(_fmt(args), ROW_COLUMNS, report.rows(), sys.stdout)
         return EXIT_OK if report.ok else EXIT_FAILED

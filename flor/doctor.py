@@ -20,7 +20,7 @@ it is, never as damage, and is never acted on.
 
 It reads the store through :class:`~flor.store.Store`, and a database that is itself in question
 through ``store/salvage.py`` (raw, row by row, before anything trusts the file); git through
-:class:`~flor.vcs.Repo`.
+:class:`~flor.environment.vcs.Repo`.
 
 >>> report = check(Path("."), repair=True)       # doctest: +SKIP
 >>> report.ok
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, FlorError, StoreError
-from .paths import ProjectPaths
-from .job import job_notes, job_tstamp
-from .processes import pid_alive
+from .environment.paths import ProjectPaths
+from .recording.job import job_notes, job_tstamp
+from .environment.processes import pid_alive
 from .checkpoints.audit import check_checkpoints
 from .store import Store, salvage
-from .vcs import Repo, find_root, ref_for
+from .environment.vcs import Repo, find_root, ref_for
 
 @dataclass
 class Problem:
@@ -360,7 +360,7 @@ def check(start: Path | None = None, repair: bool = False) -> Report:
             reaped = store.reap_killed()
             if reaped:
                 report.notes.append(f"marked {reaped} run(s) killed: their process is gone")
-            report.notes.extend(job_notes(store))  # distributed jobs that did not finish (flor/job.py)
+            report.notes.extend(job_notes(store))  # distributed jobs that did not finish (flor/recording/job.py)
             check_checkpoints(report, store, flor_dir, repair, relist=recovered and repair)
             _check_code_versions(report, store, repair)
             report.space = _space_per_run(store, flor_dir)

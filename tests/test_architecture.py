@@ -219,8 +219,8 @@ def _hand_built_flor_paths(name: str, tree: ast.AST) -> list[str]:
 
 
 def test_flor_paths_are_built_in_paths_only():
-    """``.flor/`` and what lies under it are named by flor/paths.py alone (ProjectPaths)."""
-    assert _everywhere(_hand_built_flor_paths, but=("flor.paths",)) == []
+    """``.flor/`` and what lies under it are named by flor/environment/paths.py alone (ProjectPaths)."""
+    assert _everywhere(_hand_built_flor_paths, but=("flor.environment.paths",)) == []
 
 
 def test_the_path_rule_finds_hand_built_paths():
@@ -232,7 +232,7 @@ def test_the_path_rule_finds_hand_built_paths():
 # FLOR_* names written outside settings.py that are not environment reads, each with its reason.
 FLOR_NAMES_ELSEWHERE = {
     ("flor.ui.server", "FLOR_DATA"),
-    ("flor.ui.server", "FLOR_BASE_PATH"),  # a key of the Flask app's config (--base-path), not an environment variable  # a key of the Flask app's config, not an environment variable
+    ("flor.ui.server", "FLOR_BASE_PATH"),  # a key of the Flask app's config (--base-path), not an environment variable
     ("flor.checkpoints.audit", "FLOR_CHECKPOINT_STORE"),  # the setting's name shown in doctor's lines
 }
 
@@ -250,8 +250,8 @@ def _flor_names(name: str, tree: ast.AST) -> list[str]:
 
 def test_flor_settings_are_read_in_settings_only():
     """Every FLOR_* environment variable is read (and, for flor's own children, set) through
-    flor/settings.py, which refuses a malformed value in one line."""
-    assert _everywhere(_flor_names, but=("flor.settings",)) == []
+    flor/environment/settings.py, which refuses a malformed value in one line."""
+    assert _everywhere(_flor_names, but=("flor.environment.settings",)) == []
 
 
 def test_the_settings_rule_finds_a_raw_read():
@@ -341,7 +341,7 @@ PLAIN_ELSEWHERE = {
     # The code version of a loop body reads the values of constants by name: bytes and complex
     # are plain data there too, and a subclass (an IntEnum) counts; changing that would change
     # every recorded fingerprint (incremental runs would redo their items).
-    "flor.fingerprint",
+    "flor.recording.fingerprint",
     # flor ui's JSON: what a browser can show as itself (a numpy float is a float there).
     "flor.ui.data",
 }
@@ -453,9 +453,9 @@ def test_store_row_reads_return_records(tmp_path):
 def test_the_worker_run_is_no_recording_run():
     """A replay worker's run shares loop-context tracking with a recording's (composition), and
     nothing that must never run in a worker: begin, store writes, lineage, resume."""
-    from flor.loopcontext import LoopContext
+    from flor.recording.loopcontext import LoopContext
     from flor.replay.worker_run import ReplayRun
-    from flor.run import Run
+    from flor.recording.run import Run
 
     assert not issubclass(ReplayRun, Run)
     assert not any(hasattr(ReplayRun, name) for name in ("begin", "write", "_write_lineage", "_resumed_outer_loop"))
@@ -525,3 +525,42 @@ def _cmd_runs(args):
     assert any("try or while" in b for b in breaches)
     assert any("nests loops" in b for b in breaches)
     assert any("calls 3 library functions" in b for b in breaches)
+
+
+def _listed_modules(text: str) -> set[str]:
+    """The module files docs/architecture.md's layout names, as paths under flor/ (folders by indentation)."""
+    block = text.split("```\nflor/\n", 1)[1].split("```", 1)[0]
+    stack: list[tuple[int, str]] = []
+    listed: set[str] = set()
+    for line in block.splitlines():
+        entry = line.split()[0] if line.strip() else ""
+        indent = len(line) - len(line.lstrip())
+        if not entry.endswith((".py", "/")):
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = "/".join([folder for _, folder in stack] + [entry.rstrip("/")])
+        if entry.endswith("/"):
+            stack.append((indent, entry.rstrip("/")))
+        else:
+            listed.add(path)
+    return listed
+
+
+def test_the_layout_in_the_docs_is_the_layout_on_disk():
+    """Every module sits where docs/architecture.md says, and the docs name no module that is gone:
+    a newcomer finds recording, reading, the environment, the store, checkpoints, replay and the UI
+    by folder, and the top level holds only the public API and what every part shares."""
+    on_disk = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")}
+    listed = _listed_modules((REPO / "docs" / "architecture.md").read_text())
+    unlisted = {path for path in on_disk - listed if not path.endswith("/__init__.py")}  # a package's own line says it
+    assert sorted(unlisted) == [], "modules the docs' layout does not list"
+    assert sorted(listed - on_disk) == [], "modules the docs' layout lists that are not there"
+    top = {path for path in on_disk if "/" not in path}
+    assert top == {"__init__.py", "__main__.py", "api.py", "cli.py", "doctor.py", "errors.py", "logged.py",
+                   "messages.py", "values.py"}
+
+
+def test_the_layout_reader_follows_folders():
+    text = "```\nflor/\n  api.py   x\n  store/   y\n    logs.py  z\n  cli.py  w\n```\n"
+    assert _listed_modules(text) == {"api.py", "store/logs.py", "cli.py"}

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flor.args import convert, describe_declared, split_kwargs
+from flor.recording.args import convert, describe_declared, split_kwargs
 from flor.errors import ArgumentError
 
 

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flor.logged import LoggedValue
-from flor import blocks
+from flor.store import blocks
 from flor.errors import FlorWarning, UsageError
-from flor.query import dataframe
+from flor.reading.query import dataframe
 from flor.store import Store
 
 CONTEXTS = [(1, None, None, "epoch", 0, 1, 3), (2, 1, 0, "step", 0, 1, 2), (3, 1, 1, "step", 0, 1, 2)]

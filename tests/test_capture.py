@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from flor.capture import Lines, final_state
-from flor.extraction import matches, typed
+from flor.recording.capture import Lines, final_state
+from flor.reading.extraction import matches, typed
 from tests.conftest import TUTORIAL, clean_env
 
 ARGPARSE_SCRIPT = """\

@@ -15,7 +15,7 @@ import torch
 
 from flor.checkpoints.policy import Policy
 from flor.checkpoints.restore import read_manifest
-from flor import rng
+from flor.environment import rng
 from flor.checkpoints.snapshot import Snapshotter, object_state
 from flor.checkpoints.writer import Encoding, Job, Writer
 from flor.errors import UsageError
@@ -280,7 +280,7 @@ def test_restoring_epoch_k_and_training_on_gives_the_same_losses(project):
     assert [r[0] for r in _rows(project.db, "SELECT iteration FROM checkpoints ORDER BY iteration")] == [0, 1, 2, 3]
     project.write("continue.py", TUTORIAL.read_text().split("with flor.checkpointing")[0] + """
 import json
-from flor.rng import restore
+from flor.environment.rng import restore
 ckpt = flor.load_checkpoint(flor.query("SELECT tstamp FROM runs").tstamp[0], 1, model=net, optimizer=optimizer)
 restore(ckpt.rng)
 losses = []

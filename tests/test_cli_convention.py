@@ -62,7 +62,7 @@ def test_runs_json_has_the_documented_keys_and_typed_values(three, capsys):
 
 
 def cli_keys():
-    from flor.runlist import COLUMNS
+    from flor.reading.runlist import COLUMNS
 
     assert COLUMNS == ("tstamp", "status", "started", "ended", "duration_s", "filename", "code_commit", "git_head",
                        "git_dirty", "args", "world_size", "ranks")
@@ -105,7 +105,7 @@ def test_text_tables_print_empty_ints_and_times(three, capsys):
 def test_show_and_logs_json_and_csv(three, capsys):
     _, out, _ = _main(capsys, "show", "2026-01-02", "--json")
     (record,) = _jsonl(out)
-    from flor.runinfo import JSON_KEYS
+    from flor.reading.runinfo import JSON_KEYS
 
     assert tuple(record) == JSON_KEYS and record["args"] == {"lr": 0.001, "hidden": 200}
     assert record["logs"] == [{"name": "val_loss", "source": "record", "count": 1, "last": 0.2}]

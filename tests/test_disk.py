@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from flor import rng
+from flor.environment import rng
 from flor.checkpoints import objects
 from flor.checkpoints.restore import read_manifest
 from flor.checkpoints.snapshot import Snapshotter, object_state
@@ -168,7 +168,7 @@ def test_the_time_budget_is_said_when_it_sets_the_period():
 
 
 def test_disk_settings_are_read_with_one_line_errors(monkeypatch):
-    from flor import settings
+    from flor.environment import settings
     from flor.errors import UsageError
 
     monkeypatch.setenv("FLOR_CKPT_DISK", "20x")
@@ -254,7 +254,7 @@ def test_gc_dry_run_changes_nothing_and_gc_keeps_the_spine_bit_exact(project):
     # A replay in progress holds the run's lock: gc leaves the run alone.
     import fcntl
 
-    from flor.paths import ProjectPaths
+    from flor.environment.paths import ProjectPaths
 
     paths = ProjectPaths(project.root)
     paths.locks.mkdir(parents=True, exist_ok=True)

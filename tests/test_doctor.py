@@ -16,7 +16,7 @@ from flor.checkpoints.restore import read_manifest
 from flor.doctor import check
 from flor.store.salvage import recover_database
 from flor.errors import StoreError
-from flor.vcs import ref_for
+from flor.environment.vcs import ref_for
 from tests.conftest import clean_env
 
 pytestmark = pytest.mark.slow  # every test reads a recorded training run
@@ -375,7 +375,7 @@ def test_a_failed_git_call_marks_no_run_unversioned(recorded, monkeypatch, call)
     # call that lists commits, or the one that lists refs, fail. The first used to count every
     # commit as missing; the repair must refuse that part in one line and change nothing.
     from flor.errors import VersionControlError
-    from flor.vcs import Repo
+    from flor.environment.vcs import Repo
 
     real = Repo.git
     refs = real(Repo(recorded.root), "for-each-ref", "refs/flor/")

@@ -1,4 +1,4 @@
-"""Distributed jobs (flor/job.py): the ranks of one launch recorded as one run.
+"""Distributed jobs (flor/recording/job.py): the ranks of one launch recorded as one run.
 
 The fast tests check the pieces in process (the launch key, the store's job tables, checkpoint
 decisions, the DDP prefix, the dataframe's rank column). The slow ones launch torchrun with
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flor import job
+from flor.recording import job
 from flor.errors import StoreError
 from flor.store import Store
 

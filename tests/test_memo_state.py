@@ -13,7 +13,7 @@ import torch
 
 import pytest
 
-from flor import rng
+from flor.environment import rng
 from flor.checkpoints import variables
 
 

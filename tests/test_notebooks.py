@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from flor import notebook
+from flor.recording import notebook
 from flor.errors import UsageError
 
 
@@ -104,7 +104,7 @@ def test_loop_variables_of_a_cell_are_read_from_ipythons_line_cache(monkeypatch)
 
 
 def test_a_snapshot_keeps_a_file_the_working_tree_lacks(project):
-    from flor.vcs import Repo
+    from flor.environment.vcs import Repo
 
     project.write("a.ipynb", "{}")
     project.write(".ipynb_checkpoints/a-checkpoint.ipynb", "{}")  # Jupyter's autosave: left out
@@ -115,7 +115,7 @@ def test_a_snapshot_keeps_a_file_the_working_tree_lacks(project):
 
 
 def test_flor_runs_shows_unversioned_whole():
-    from flor.runlist import text_rows
+    from flor.reading.runlist import text_rows
 
     run = types.SimpleNamespace(tstamp="t", status="finished", duration=1.0, filename="a.ipynb", code_commit=None,
                                 git_head=None, git_dirty=0, started="s", argv=["a.ipynb"])
@@ -137,7 +137,7 @@ def _notebook_run(root, filename: str, commit: str | None = None) -> str:
 
 
 def test_a_notebook_run_is_not_resumed_and_an_unknown_notebook_is_refused_with_why(project):
-    from flor.resume import resume
+    from flor.recording.resume import resume
 
     tstamp = _notebook_run(project.root, "sub/" + notebook.UNKNOWN, commit=project.git("rev-parse", "HEAD").strip())
     with pytest.raises(UsageError, match="ran in the notebook .* run its cells again in Jupyter"):
@@ -174,7 +174,7 @@ def test_a_callback_runs_after_each_cell_until_stopped(kernel):
 
 def test_the_page_shows_and_diffs_a_notebook_runs_cells_not_its_json(project):
     from flor.ui.data import diff_code, read_code
-    from flor.vcs import Repo
+    from flor.environment.vcs import Repo
 
     project.write("a.ipynb", "{}")
     repo = Repo(project.root)

@@ -13,7 +13,7 @@ import pytest
 import flor
 from flor.logged import LoggedValue
 from flor.errors import FlorWarning, StoreError, UsageError
-from flor.query import BASE_COLUMNS, dataframe, query
+from flor.reading.query import BASE_COLUMNS, dataframe, query
 from flor.store import Store
 
 
@@ -113,7 +113,7 @@ def test_unknown_names_are_named(two_runs):
 RUNAWAY_PEAK = """
 import os
 from flor.errors import UsageError
-from flor.query import query
+from flor.reading.query import query
 os.environ["FLOR_QUERY_MAX_BYTES"] = str(8 << 20)
 os.environ["FLOR_QUERY_MAX_S"] = "1"
 for sql in ("SELECT randomblob(900000000) AS a, randomblob(900000000) AS b",
@@ -182,7 +182,7 @@ def test_a_name_logged_several_times_in_one_context_keeps_every_value(in_project
 
 
 def test_a_replayed_value_is_not_counted_as_a_repeat_of_the_recorded_one(two_runs):
-    from flor.query import _ordinals
+    from flor.reading.query import _ordinals
 
     store = Store.open(two_runs.root / ".flor" / "flor.db")
     store.write_replayed(1, [], [LoggedValue("val", 0.5, "float", 1, 0)])  # the recorded value, replayed again

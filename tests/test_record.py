@@ -293,7 +293,7 @@ def test_a_reader_in_another_pid_namespace_does_not_mark_a_live_run_killed(proje
 FORK_DURING_WRITE = """
 import os, sys, threading, time
 import flor
-from flor.run import _runs
+from flor.recording.run import _runs
 for epoch in flor.loop("epoch", range(2)):
     flor.log("loss", epoch)
 store = next(iter(_runs)).store

@@ -1,4 +1,4 @@
-"""flor.rng: one capture and restore of the random state, and its encoding in the store."""
+"""flor.environment.rng: one capture and restore of the random state, and its encoding in the store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from flor import rng
+from flor.environment import rng
 
 
 def _draws():

@@ -2,7 +2,7 @@
 import pytest
 
 from flor.errors import VersionControlError
-from flor.vcs import Repo, find_root, ref_for
+from flor.environment.vcs import Repo, find_root, ref_for
 
 
 def _state(project):

@@ -1,4 +1,4 @@
-"""`flor replay --where` speaks flor's one filter language (flor/filters.py, as `flor ui` does):
+"""`flor replay --where` speaks flor's one filter language (flor/reading/filters.py, as `flor ui` does):
 nothing in it is evaluated as Python, and every mistake is one FilterError line."""
 
 import time
@@ -6,8 +6,8 @@ import time
 import pytest
 
 from flor.errors import FilterError, UsageError
-from flor.filters import MAX_DEPTH, compile_filter
-from flor.selection import select_runs
+from flor.reading.filters import MAX_DEPTH, compile_filter
+from flor.reading.selection import select_runs
 from flor.store import Store
 
 

@@ -26,9 +26,9 @@ import os
 import time
 from pathlib import Path
 
-from .. import settings
+from ..environment import settings
 from ..errors import FlorError
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from .objects import DAMAGED, MISSING, UNREADABLE, ObjectError, Reader, stored
 from .restore import unexpected_pickles
 

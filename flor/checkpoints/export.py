@@ -39,7 +39,7 @@ def export_checkpoint(run: str, to: str, *, iteration: int | None = None, obj: s
                       trusted: bool = False) -> ExportedCheckpoint:
     """Write the state of ``run``'s registered objects at ``iteration`` (default: its last
     checkpoint) to ``to`` (``.safetensors`` or ``.pt``)."""
-    from ..query import project_store
+    from ..reading.query import project_store
     from .restore import load_checkpoint
 
     path = Path(to)
@@ -110,7 +110,7 @@ def _flatten(state, prefix: str) -> tuple[dict, dict]:
 
 
 def _save_safetensors(tensors: dict, metadata: dict, path: Path) -> None:
-    from ..imported import imported
+    from ..environment.imported import imported
 
     torch = imported("torch")
     if torch is None and any(type(t).__module__.startswith("torch") for t in tensors.values()):

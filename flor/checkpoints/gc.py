@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import settings
+from ..environment import settings
 from ..errors import UsageError
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from . import handoff
 from .objects import SUFFIX, Encoder, Reader, base_of, files, header, stored
 
@@ -416,7 +416,7 @@ __all__ = ["GcPlan", "RunPlan", "apply", "collect", "plan", "space", "spine", "S
 def gc_project(runs: list[str] | None = None, keep_last: int = 0, older_than_days: float | None = None,
                budget: str | None = None, dry_run: bool = False, include_pinned: bool = False) -> GcPlan:
     """``flor gc``: the project's store opened, the runs named by tstamp prefix (default all)."""
-    from ..query import project_store
+    from ..reading.query import project_store
 
     if older_than_days is not None and older_than_days < 0:
         raise UsageError(f"--older-than {older_than_days:g}: expected a number of days, 0 or more")

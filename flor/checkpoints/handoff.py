@@ -28,10 +28,10 @@ import time
 import warnings
 from pathlib import Path
 
-from .. import settings
+from ..environment import settings
 from ..errors import CheckpointError
-from ..paths import ProjectPaths
-from ..processes import pid_alive
+from ..environment.paths import ProjectPaths
+from ..environment.processes import pid_alive
 from .snapshot import pickled_objects
 from .writer import Deltas, Encoding, Job, persist
 

@@ -29,8 +29,8 @@ import io
 import sys
 import types
 
-from ..imported import imported
-from ..rng import LOADER_PATHS, attribute_at
+from ..environment.imported import imported
+from ..environment.rng import LOADER_PATHS, attribute_at
 
 _installed = False
 

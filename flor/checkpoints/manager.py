@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from .. import rng, settings
+from ..environment import rng, settings
 from . import iterators, statehash
 from ..errors import FlorError
 from ..messages import warn
@@ -167,9 +167,9 @@ class RecordManager(Hooks):
         is_last = self.total is not None and index == self.total - 1
         due = self.policy.due(index, self.last_checkpointed, is_last=is_last, elapsed_s=elapsed)
         if getattr(self.run, "job", None) is not None:
-            from ..job import in_step
+            from ..recording.job import in_step
 
-            # Every rank of a job checkpoints at the same iterations: the first decides (flor/job.py).
+            # Every rank of a job checkpoints at the same iterations: the first decides (flor/recording/job.py).
             due = in_step(self.run, index, point, due or is_last)
             is_last = is_last or due  # a rank never skips the job's checkpoint for a busy writer
         if not due:
@@ -418,7 +418,7 @@ class RecordManager(Hooks):
     def _thin_older_runs(self) -> None:
         """FLOR_CKPT_DISK_TOTAL: thin the oldest runs (never this one, still running) until the
         project's checkpoints fit, as `flor gc` would; said in one line."""
-        from ..paths import ProjectPaths
+        from ..environment.paths import ProjectPaths
         from .gc import collect
 
         try:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..imported import imported
+from ..environment.imported import imported
 
 MAGIC = b"FLORZ1 "
 SUFFIX = ".z"

@@ -51,7 +51,7 @@ import math
 import os
 import statistics
 
-from .. import settings
+from ..environment import settings
 from .diskbudget import DiskSpacing
 
 COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is measured

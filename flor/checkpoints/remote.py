@@ -24,9 +24,9 @@ import json
 import threading
 from pathlib import Path
 
-from .. import settings
+from ..environment import settings
 from ..errors import CheckpointError
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from .objects import base_of, files, stored
 
 _stores: dict[str, "RemoteStore"] = {}

@@ -22,12 +22,12 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..rng import restore as restore_random_state
-from ..rng import restore_generators
+from ..environment.rng import restore as restore_random_state
+from ..environment.rng import restore_generators
 from .iterators import restore as restore_iterators
 from ..errors import CheckpointError, UsageError
-from ..imported import imported
-from ..paths import ProjectPaths
+from ..environment.imported import imported
+from ..environment.paths import ProjectPaths
 from .objects import Reader
 from .remote import remote_store
 from .snapshot import ARRAY, DICT, FLOAT, PICKLE, TUPLE

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ..errors import CheckpointError
-from ..imported import imported
+from ..environment.imported import imported
 from ..values import is_plain
 
 ARRAY, PICKLE, TUPLE, DICT, FLOAT = "__array__", "__pickle__", "__tuple__", "__dict__", "__float__"

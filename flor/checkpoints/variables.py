@@ -20,7 +20,7 @@ import sys
 import types
 from functools import lru_cache
 
-from ..imported import imported
+from ..environment.imported import imported
 from ..values import is_plain
 
 MAX_VALUE_BYTES = 1 << 20

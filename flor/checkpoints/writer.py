@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from .objects import Encoder, itemsize_of
 from .snapshot import Snapshot
 

@@ -43,7 +43,7 @@ def export(to: str, *names: str, runs=None, where: str | None = None, tracking_u
            experiment: str | None = None, log_dir: str | None = None, start: Path | None = None) -> ExportReport:
     """Write the values of ``names`` (default: every logged name) of the chosen finished runs
     (``runs``: tstamp prefixes; ``where``: flor's filter) into tracker ``to``."""
-    from ..vcs import find_root
+    from ..environment.vcs import find_root
     from .points import collect
 
     if to not in TARGETS:

@@ -45,9 +45,9 @@ class RunPoints:
 def collect(names, runs=None, where: str | None = None, start: Path | None = None) -> list[RunPoints]:
     """The chosen runs (``--runs`` prefixes, ``--where``; finished ones) with their values of
     ``names`` (default: every logged name), in one read transaction."""
-    from ..console import context_reader
-    from ..query import open_for_reading
-    from ..selection import select_runs
+    from ..reading.console import context_reader
+    from ..reading.query import open_for_reading
+    from ..reading.selection import select_runs
     from ..values import decode
 
     store = open_for_reading(start)

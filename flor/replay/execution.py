@@ -24,11 +24,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import numerics, values
+from ..environment import numerics
+from .. import values
 from ..errors import FlorError
 from ..logged import Drift, LoggedValue, LoopInstance, ReplayDone
 from ..messages import say
-from ..notebook import script_of
+from ..recording.notebook import script_of
 from .channel import NewInstance
 from .executor import Task
 from .plan import in_order, retry_segment, sliceable

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .. import settings
+from ..environment import settings
 from .channel import decode
 
 # How long to wait for the last messages of a worker that has exited (a child it forked may

@@ -36,7 +36,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from ..errors import ReplayError
-from ..imported import imported
+from ..environment.imported import imported
 from .propagation.syntax import training_call as trains
 from .propagation.text import indentation, string_rows
 
@@ -196,7 +196,7 @@ class Observer:
         self._objects, self._frames, self.effects = objects, frames, effects
 
     def __enter__(self) -> "Observer":
-        from .. import rng
+        from ..environment import rng
 
         frame = sys._getframe(1)
         self.effects.calls += 1
@@ -219,7 +219,7 @@ class Observer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        from .. import rng
+        from ..environment import rng
 
         effects = self.effects
         if random.getstate() != self._python:

@@ -1,4 +1,4 @@
-"""Replaying a distributed job (flor/job.py) as a unit.
+"""Replaying a distributed job (flor/recording/job.py) as a unit.
 
 A job's ranks are planned as runs of their own (each has its own values, checkpoints and random
 state), then tied together here:

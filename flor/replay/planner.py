@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import settings
+from ..environment import settings
 from ..errors import FlorError, UsageError
 from ..messages import warn
 from ..store import RunRow, Store
-from ..notebook import is_notebook, is_unknown, script_of, todays_source
-from ..vcs import Repo
+from ..recording.notebook import is_notebook, is_unknown, script_of, todays_source
+from ..environment.vcs import Repo
 from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .isolation import groups_of, training_call, wrap
 from .plan import Costs, Segment, alone_check, plan_driven, plan_independent, plan_run, runs_nested_after_memo
@@ -373,7 +373,7 @@ def _memo_blockers(layout, records: RunRecords) -> tuple[list[str], list[str]]:
 
 def _outer_keys(records: RunRecords, outer_name: str | None) -> dict[str, int]:
     """The outer loop's item keys (as text) -> positions, when the run keyed that loop."""
-    from .. import keys
+    from ..recording import keys
 
     found: dict[str, int] = {}
     for item in records.item_paths:

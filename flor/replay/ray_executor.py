@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import settings
+from ..environment import settings
 from ..errors import ReplayError
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from .executor import Outcome, Task
 
 POLL_S = 0.5

@@ -21,7 +21,7 @@ from ..checkpoints.handoff import await_writers
 from ..checkpoints.probe import OBJECT, UNKEPT_KEY
 from ..logged import IterationStart, ItemPath, LoopInstance
 from ..messages import say
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from ..store import RunRow, Store
 from .plan import Costs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import settings
+from ..environment import settings
 from ..store import RunRow
 from .isolation import describe as describe_effects
 from .plan import Costs, Segment, sliceable

@@ -11,16 +11,16 @@ import errno
 import sys
 from pathlib import Path
 
-from .. import numerics, settings
+from ..environment import numerics, settings
 from ..errors import UsageError
 from ..messages import say, warn
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from ..store import Store
-from ..vcs import Repo
+from ..environment.vcs import Repo
 from .executor import LocalProcessExecutor
 from .report import ReplayReport, RunReplay, describe_outcome, describe_plan, describe_timings
 from .planner import Planner, parse_iterations
-from ..selection import select_runs
+from ..reading.selection import select_runs
 
 CONFINEMENTS = ("auto", "namespace", "copy", "none")  # --confinement, FLOR_REPLAY_CONFINE
 UNGUARDED = ("--confinement none: the old code runs in a workspace of copies and nothing stops it from deleting or "
@@ -273,7 +273,7 @@ class Session:
 def _hint_extract(store: Store, plans: list[RunReplay]) -> None:
     """Say when a name to replay is already in what the runs printed: ``flor extract`` reads it
     with no re-execution (a hint only: flor does not guess the pattern)."""
-    from ..extraction import mention
+    from ..reading.extraction import mention
 
     wanted = [p for p in plans if p.status == "planned"]
     names = dict.fromkeys(name for item in wanted for name in item.names)

@@ -25,7 +25,8 @@ import ctypes
 import math
 import sys
 
-from .. import rng, values
+from ..environment import rng
+from .. import values
 from ..errors import ReplayError
 from ..logged import LoggedValue
 

@@ -24,7 +24,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from .. import settings
+from ..environment import settings
 from .channel import Channel
 
 
@@ -51,8 +51,9 @@ def _guard_with_landlock(workspace: Path, scratch: Path) -> None:
 
 def main(spec_path: str, channel: Channel) -> int:
     """Run the segment described by the spec file ``spec_path``."""
-    from .. import api, numerics
-    from ..args import split_kwargs
+    from .. import api
+    from ..environment import numerics
+    from ..recording.args import split_kwargs
     from .worker_run import ReplayRun
     from .spec import WorkerSpec
 
@@ -94,7 +95,7 @@ def main(spec_path: str, channel: Channel) -> int:
     from .isolation import install as isolate
 
     isolate(run, run.effects)  # the placed statements observe the run (`with __flor_observe__():`)
-    from ..argparsing import install
+    from ..recording.argparsing import install
 
     install(api.args)  # the script's argparse options get the values the run recorded
 

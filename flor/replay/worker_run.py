@@ -31,14 +31,15 @@ from collections import deque
 from itertools import islice
 from pathlib import Path
 
-from .. import rng, values
+from ..environment import rng
+from .. import values
 from ..checkpoints.hooks import Hooks
 from ..checkpoints.restore import restore_into
 from ..errors import CheckpointError, UsageError
 from ..logged import Drift, ItemPath, LoggedValue, LoopInstance, ReplayDone
-from ..paths import ProjectPaths
-from ..loopcontext import LoopContext
-from ..run import drop_in_forked_children, flush_forever
+from ..environment.paths import ProjectPaths
+from ..recording.loopcontext import LoopContext
+from ..recording.run import drop_in_forked_children, flush_forever
 from .channel import Channel, NewInstance
 from .isolation import Effects
 from .slice_run import SliceRun
@@ -92,7 +93,7 @@ class ReplayRun:
 
     It answers what ``flor.api``, the checkpoint hooks, keyed loops and the integrations ask of
     the current run, as a recording ``Run`` does, and shares only its loop-context tracking
-    (:class:`~flor.loopcontext.LoopContext`, by composition): nothing of a recording's begin,
+    (:class:`~flor.recording.loopcontext.LoopContext`, by composition): nothing of a recording's begin,
     store writes, lineage or resume exists here."""
 
     def __init__(self, spec: WorkerSpec, channel: Channel, written=None) -> None:
@@ -105,7 +106,7 @@ class ReplayRun:
         self.flor_dir = ProjectPaths(Path(spec.root)).flor_dir
         self.run_id = spec.run_id
         self.tstamp = spec.tstamp
-        from .. import lineage
+        from ..recording import lineage
 
         lineage.pinned = spec.tstamp
         self.root = Path(spec.root)
@@ -258,7 +259,7 @@ class ReplayRun:
 
     def keyed_loop(self, name: str, iterable, key, incremental: bool, frame):
         """The items the recorded run yielded, in its order (incremental skips included)."""
-        from ..keyed import KeyedLoop
+        from ..recording.keyed import KeyedLoop
 
         paths = self.recorded_paths.get(name)
         if paths is None:
@@ -271,7 +272,7 @@ class ReplayRun:
         """Enclosing key path -> how many items of loop ``name`` the recording had under it."""
         cached = self._counts.get(name)
         if cached is None:
-            from .. import keys
+            from ..recording import keys
 
             cached = {}
             for path in self.recorded_paths.get(name, {}):

@@ -21,8 +21,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..paths import FLOR_DIR
-from ..vcs import Repo
+from ..environment.paths import FLOR_DIR
+from ..environment.vcs import Repo
 
 COPY_LIMIT_BYTES = 64 << 20  # copy mode: larger files are linked, not copied
 _SKIP = {".git", FLOR_DIR}

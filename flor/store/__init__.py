@@ -31,7 +31,7 @@ Tables (``flor query`` reads them directly)::
     replay_done(run_id, name, iteration)          outer iterations whose replay of a name finished
     jobs(job_id, tstamp, launch_key, world_size, launcher, started, snapshot_run, code_commit, ...)
     job_ranks(run_id, job_id, rank, local_rank, group_rank, world_size, host, identity)
-                                         a distributed launch (flor/job.py) and the run of each of
+                                         a distributed launch (flor/recording/job.py) and the run of each of
                                          its ranks (tstamp "<job tstamp>+r<rank>")
     job_checkpoints(job_id, iteration, point, take, decided_by)
                                          the job's checkpoint decisions, the same for every rank

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import StoreError
-from ..paths import ProjectPaths
+from ..environment.paths import ProjectPaths
 from .schema import SCHEMA_VERSION, migrate
 
 BUSY_TIMEOUT_S = 60.0

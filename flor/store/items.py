@@ -1,10 +1,10 @@
 """Keyed loops and their items, and the lineage between runs.
 
 ``keyed_loops`` has one row per instance of a keyed loop: its loop name, the fingerprint of its
-body's code (``flor/fingerprint.py``) and whether it was incremental. ``item_keys`` has one row per
+body's code (``flor/recording/fingerprint.py``) and whether it was incremental. ``item_keys`` has one row per
 item: ``started`` when it was yielded, ``done`` once its body finished (both at the item's
 position ``iteration``), or ``skipped`` (no position) when an incremental loop left it out because
-run ``by_run`` had done it. ``path`` is the item's key path (``flor/keys.py``), the item's identity
+run ``by_run`` had done it. ``path`` is the item's key path (``flor/recording/keys.py``), the item's identity
 across runs. ``lineage`` has one row per (reader run, run whose values it read).
 """
 

@@ -1,4 +1,4 @@
-"""Distributed jobs (flor/job.py): a job, the runs of its ranks, and its shared checkpoint decisions."""
+"""Distributed jobs (flor/recording/job.py): a job, the runs of its ranks, and its shared checkpoint decisions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import StoreError
-from ..job import rank_tstamp
+from ..recording.job import rank_tstamp
 from .runs import _tstamp_candidates, insert_run_row, tstamp_taken
 
 

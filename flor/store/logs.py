@@ -2,7 +2,7 @@
 
 A value's full loop context is its (loop, iteration) and, up the parent links of ``contexts``,
 those of the enclosing loops: ``epoch=3, step=17``. Plain numbers are also kept in columnar
-``log_blocks`` (see ``flor/blocks.py``); ``log_names.loose`` counts the rows of a name that are
+``log_blocks`` (see ``flor/store/blocks.py``); ``log_names.loose`` counts the rows of a name that are
 not in a block, and the dataframe reads a name from its blocks only when that count is 0.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Sequence
 
-from .. import blocks
+from . import blocks
 from ..logged import IterationStart, LoggedValue, LoopInstance
 from . import lastvalue
 from .connection import unreadable
@@ -230,7 +230,7 @@ class LogsMixin:
         sql = "SELECT 1 FROM logs WHERE run_id = ? AND name = ?" + (" AND source = ?" if source else "") + " LIMIT 1"
         return bool(self._read(sql, (run_id, name, source) if source else (run_id, name)))
 
-    # -- the dataframe's reads (flor/query.py) -----------------------------------------------
+    # -- the dataframe's reads (flor/reading/query.py) -----------------------------------------------
 
     def log_kinds(self, name: str) -> list[tuple[str, str]]:
         """The distinct ``(vtype, source)`` of the values logged under ``name``."""

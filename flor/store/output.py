@@ -23,7 +23,7 @@ from .logs import ADD_LOOSE_SQL, count_names
 
 def encode_block(runs: Sequence[tuple]) -> tuple[str, bytes, bytes]:
     """``(streams, meta, text)`` of runs of lines ``(code, t, ctx_id, iteration, texts)`` (see
-    flor/capture.py). ``meta`` holds, for each run of lines that share them, the count, the time,
+    flor/recording/capture.py). ``meta`` holds, for each run of lines that share them, the count, the time,
     the loop instance and the iteration, as four little-endian arrays (int32, float64, int64,
     int64; -1 for none) after an int32 count of runs: it decodes in C, however many lines."""
     streams = "".join(code * len(texts) for code, _t, _ctx, _it, texts in runs)

@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 
 from ..errors import FlorWarning, StoreError
-from ..paths import ProjectPaths
-from ..vcs import find_root
+from ..environment.paths import ProjectPaths
+from ..environment.vcs import find_root
 from . import Store
 
 

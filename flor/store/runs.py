@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from ..errors import RunNotFoundError
-from ..processes import process_gone, this_machine
+from ..environment.processes import process_gone, this_machine
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class RunsMixin:
 
 
 def tstamp_taken(cursor, tstamp: str) -> bool:
-    """Whether a run or a distributed job (flor/job.py) already has ``tstamp``."""
+    """Whether a run or a distributed job (flor/recording/job.py) already has ``tstamp``."""
     if cursor.execute("SELECT 1 FROM runs WHERE tstamp = ?", (tstamp,)).fetchone():
         return True
     return cursor.execute("SELECT 1 FROM jobs WHERE tstamp = ?", (tstamp,)).fetchone() is not None

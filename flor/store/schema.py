@@ -268,7 +268,7 @@ def _v7_checkpoint_binding(cursor) -> None:
 
 
 def _v8_jobs(cursor) -> None:
-    # Distributed jobs (flor/job.py; SCHEMA created the tables): a job, its ranks' runs, and the
+    # Distributed jobs (flor/recording/job.py; SCHEMA created the tables): a job, its ranks' runs, and the
     # job's shared checkpoint decisions. Runs recorded before are no job's rank.
     pass
 

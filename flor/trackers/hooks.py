@@ -16,7 +16,7 @@ import functools
 import threading
 from typing import Callable
 
-from ..imported import imported
+from ..environment.imported import imported
 
 Record = Callable[[str, object, object], None]
 Note = Callable[[str, dict], None]

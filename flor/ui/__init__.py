@@ -10,7 +10,7 @@ Modules: ``server`` (Flask app and API), ``data`` (what the page shows, through 
 read-only pool), ``curves`` (series of one name), ``axes`` (x by iteration, step or wall time; gaps),
 ``downsample`` (min/max per bucket),
 ``static/`` (the page and the vendored uPlot). Filters use flor's one filter language,
-:mod:`flor.filters`. Flask is imported only when the page is served.
+:mod:`flor.reading.filters`. Flask is imported only when the page is served.
 
 >>> serve_project(port=8080, open_browser=False)      # doctest: +SKIP
 flor ui: http://127.0.0.1:8080/  (read-only; Ctrl+C stops it)
@@ -29,8 +29,8 @@ def serve_project(start: Path | None = None, *, host: str = "127.0.0.1", port: i
     until Ctrl+C; returns the exit status. ``allow_edit``: the page may write run names, tags,
     notes and archiving to the store (loopback only); ``base_path``, ``allowed_hosts``: for a
     path-prefix proxy (docs/ui.md)."""
-    from ..paths import ProjectPaths
-    from ..vcs import find_root
+    from ..environment.paths import ProjectPaths
+    from ..environment.vcs import find_root
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {port}")

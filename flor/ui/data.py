@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import values
 from ..errors import RunNotFoundError, StoreError, UsageError
-from ..processes import process_gone
+from ..environment.processes import process_gone
 from ..store import ReadPool, RunNote
 
 BASE_COLUMNS = ("tstamp", "filename", "status", "duration", "commit")
@@ -595,11 +595,11 @@ def read_code(root: Path, commit: str | None, filename: str) -> str:
     >>> read_code(Path("."), "3f2a9c1", "train.py")[:6]              # doctest: +SKIP
     'import'
     """
-    from ..vcs import Repo
+    from ..environment.vcs import Repo
 
     if not commit:
         raise UsageError("this run is unversioned (it ran outside git), so its code was not kept")
-    from ..notebook import script_of
+    from ..recording.notebook import script_of
 
     return Repo.find(root).read_file(commit, script_of(filename))
 
@@ -609,11 +609,11 @@ def diff_code(root: Path, old: str | None, new: str | None, filename: str) -> st
 
     >>> diff_code(Path("."), "3f2a9c1", "8e01b7d", "train.py")      # doctest: +SKIP
     """
-    from ..vcs import Repo
+    from ..environment.vcs import Repo
 
     if not old or not new:
         raise UsageError("one of these runs is unversioned, so there is nothing to diff")
-    from ..notebook import script_of
+    from ..recording.notebook import script_of
 
     return Repo.find(root).diff(old, new, script_of(filename))
 

@@ -52,7 +52,7 @@ from ..errors import FlorError, RunNotFoundError, StoreError, UsageError, Versio
 from ..store import ReadPool
 from .curves import SeriesReader
 from .data import RunsTable, diff_code, note_json, read_code, run_detail, sort_key, table_csv
-from ..filters import FilterError, compile_filter
+from ..reading.filters import FilterError, compile_filter
 
 STATIC = Path(__file__).with_name("static")
 MAX_PAGE = 1000
@@ -416,7 +416,7 @@ def create_app(data: UIData, *, loopback_only: bool = True, edit_token: str | No
 
     @app.get("/api/runs/<path:tstamp>/output")
     def output(tstamp: str):
-        from ..console import lines
+        from ..reading.console import lines
 
         table.refresh()
         run_id = table.run_id(tstamp)

@@ -12,7 +12,7 @@ import pytest
 import flor
 from flor.checkpoints.restore import read_manifest
 from flor.errors import CheckpointError
-from flor.vcs import ref_for
+from flor.environment.vcs import ref_for
 
 from .helpers import copy_project, integrity_ok, make_template, one_flor_line, rows, tally
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flor.filters import FilterError, compile_filter
+from flor.reading.filters import FilterError, compile_filter
 
 COLUMNS = ["accuracy", "lr", "status", "opt.lr", "loss/train", "epochs"]
 ROW = {"accuracy": 0.95, "lr": 0.001, "status": "finished", "opt.lr": 0.1, "loss/train": 0.2, "epochs": 5}

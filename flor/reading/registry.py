@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .errors import CheckpointError, UsageError
+from ..errors import CheckpointError, UsageError
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Best:
 
     def load(self, *objs, trusted: bool = False, **named):
         """Load the checkpoint of this run at this iteration into the objects given (and return it)."""
-        from .checkpoints.restore import load_checkpoint
+        from ..checkpoints.restore import load_checkpoint
 
         if not self.checkpointed:
             where = f"iteration {self.iteration}" if self.iteration is not None else "run level"
@@ -49,14 +49,14 @@ def best(name: str, mode: str = "max", where: str | None = None, *, checkpointed
     import numpy as np
 
     from .query import dataframe
-    from .store.project import project_store
+    from ..store.project import project_store
     from .selection import select_runs
 
     if type(name) is not str or not name:
         raise UsageError(f"flor.best needs a logged name, got {name!r}")
     if mode not in ("max", "min"):
         raise UsageError(f"flor.best(mode=...) is 'max' or 'min', got {mode!r}")
-    from . import lineage
+    from ..recording import lineage
 
     store = project_store()
     try:

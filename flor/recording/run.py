@@ -22,13 +22,14 @@ from collections import deque
 from itertools import islice
 from pathlib import Path
 
-from . import numerics, rng, settings, values
+from ..environment import numerics, rng, settings
+from .. import values
 from .args import convert, describe_declared
-from .errors import ArgumentError, FlorError, StoreError, UsageError
-from .imported import imported
+from ..errors import ArgumentError, FlorError, StoreError, UsageError
+from ..environment.imported import imported
 from .loopcontext import LoopContext
-from .messages import say, warn
-from .paths import ProjectPaths
+from ..messages import say, warn
+from ..environment.paths import ProjectPaths
 
 # The store (sqlite3) and git helpers are imported when a run begins, so that `import flor`
 # stays fast for scripts and for sessions that only query.
@@ -151,7 +152,7 @@ class Run:
         self._flusher: threading.Thread | None = None
         self._snapshot_thread: threading.Thread | None = None
         self._run_fields: dict[str, object] = {}
-        self.capture = None  # flor.capture.Capture while the run keeps what it prints
+        self.capture = None  # flor.recording.capture.Capture while the run keeps what it prints
         self._output_lines = 0  # captured lines written so far (the next block's first line)
         self.environment: dict = {}
         self.failure: str | None = None
@@ -229,8 +230,8 @@ class Run:
             return
         from datetime import datetime
 
-        from .store import Store
-        from .vcs import find_root
+        from ..store import Store
+        from ..environment.vcs import find_root
 
         self.check_overrides()
         # Settings that shape the recording are read now: a typo stops the script before training.
@@ -265,7 +266,7 @@ class Run:
             resumed_from=resumed_from,
             environment=self.environment,
         )
-        # A rank of a distributed launch joins its job's run (flor/job.py); anything else is a run.
+        # A rank of a distributed launch joins its job's run (flor/recording/job.py); anything else is a run.
         from .job import join
 
         self.job = join(self.store, fields)
@@ -303,7 +304,7 @@ class Run:
         """Endpoint and credentials of FLOR_CHECKPOINT_STORE, checked once before training, within
         FLOR_STORE_CHECK_S: a store that does not answer is said in one line, and this run's
         checkpoints stay in .flor/ (listed as local) instead of waiting on it."""
-        from .checkpoints.remote import remote_store
+        from ..checkpoints.remote import remote_store
 
         timeout = settings.store_check_s()
         try:
@@ -318,7 +319,7 @@ class Run:
                  "listed as local; run `flor doctor --repair` to upload them later")
 
     def _snapshot(self, rel_file: str, max_bytes: int) -> None:
-        from .vcs import FLORIGNORE, Repo
+        from ..environment.vcs import FLORIGNORE, Repo
 
         tstamp = self.tstamp if self.job is None else self.job.job_tstamp
         try:
@@ -459,7 +460,7 @@ class Run:
 
     def checkpoint_manager(self, objects: dict):
         """What takes (record) or restores (replay) the checkpoints of a flor.checkpointing block."""
-        from .checkpoints.manager import RecordManager
+        from ..checkpoints.manager import RecordManager
 
         manager = RecordManager(self, objects)
         self.managers.append(manager)
@@ -577,7 +578,7 @@ class Run:
 
         fingerprint = loop_fingerprint(frame, self.root) if incremental else None
         if incremental and fingerprint is None:
-            from .messages import warn
+            from ..messages import warn
 
             warn(f"flor.loop({name!r}, incremental=True): its source cannot be read here, so every item runs")
         keyed = KeyedLoop(self, name, key, incremental, fingerprint)
@@ -595,7 +596,7 @@ class Run:
         return self.loops.loop(self, name, iterable, keyed)
 
     def _restored_nested_loop(self, location: str):
-        from .checkpoints.restore import restore_into
+        from ..checkpoints.restore import restore_into
 
         # Runs at the first next(): the caller's frame is the user's for statement.
         restore_into(ProjectPaths(self.root).flor_dir, location, self.scope.objects, sys._getframe(1), self._outer_frame,
@@ -605,7 +606,7 @@ class Run:
 
     def _resumed_outer_loop(self, name: str, iterable, resume: dict, keyed=None):
         """Skip to the checkpoint a killed run left, restore it, and record from there on."""
-        from .checkpoints.restore import restore_into
+        from ..checkpoints.restore import restore_into
 
         index, point, location = resume["iteration"], resume["point"], resume["location"]
         self._resume_pickled = resume.get("pickled")

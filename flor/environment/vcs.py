@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import settings
-from .errors import VersionControlError
+from ..errors import VersionControlError
 from .paths import GIT_EXCLUDE, ProjectPaths, in_flor_dir
 
 _NICE = shutil.which("nice")

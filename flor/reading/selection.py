@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .errors import UsageError
-from .store import RunRow, Store
+from ..errors import UsageError
+from ..store import RunRow, Store
 
 
 def select_runs(store: Store, runs: Sequence[str] | None, where: str | None) -> list[RunRow]:

@@ -31,7 +31,7 @@ import json
 import math
 from typing import IO, Iterable, Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def json_value(value: object) -> object:

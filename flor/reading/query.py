@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import blocks, settings, values
-from .errors import FlorWarning, UsageError
-from .store import Store
-from .store.project import project_store, refresh_statuses
-from .store.project import open_for_reading  # noqa: F401  (cli.py imports it from here; cli.py is not this change's)
+from ..store import blocks
+from ..environment import settings
+from .. import values
+from ..errors import FlorWarning, UsageError
+from ..store import Store
+from ..store.project import project_store, refresh_statuses
+from ..store.project import open_for_reading
 
 BASE_COLUMNS = ["projid", "tstamp", "filename", "git_head", "git_dirty"]
 SEQ = "seq"  # the column numbering the values of a name logged several times in one loop context
@@ -49,7 +51,7 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
     with several names, also ``tstamp_<name>`` per name). ``read_by=RUN`` keeps the runs that RUN
     read values of, ``readers_of=RUN`` the runs that read RUN's (lineage). ``keys=False`` keeps
     keyed loops' positions in their columns (what checkpoints count in). A distributed job
-    (flor/job.py) is one tstamp with a ``rank`` column; ``rank=N`` keeps rank N's rows.
+    (flor/recording/job.py) is one tstamp with a ``rank`` column; ``rank=N`` keeps rank N's rows.
 
     A script that records a run and reads the table here records which runs it read.
 
@@ -96,7 +98,7 @@ def dataframe(*names: str, start: Path | None = None, latest: bool = False, last
         else:
             table, used = _build(store, list(names), only=only, keys=keys)
         if not latest:
-            from .job import with_ranks
+            from ..recording.job import with_ranks
 
             table = with_ranks(table, rank)
         if latest:
@@ -124,7 +126,7 @@ def _last_per_run(store: Store, names: list[str], only: set[int] | None):
     """One row per run (by tstamp): the run columns, then each name's arg value or last value."""
     import pandas as pd
 
-    from . import lineage
+    from ..recording import lineage
 
     runs = [r for r in store.runs_brief() if lineage.visible(r[2]) and (only is None or r[0] in only)]
     arg_names = store.arg_names()
@@ -159,7 +161,7 @@ def _last_per_run(store: Store, names: list[str], only: set[int] | None):
 
 
 def _note_read(run_ids, how: str) -> None:
-    from . import lineage
+    from ..recording import lineage
 
     lineage.note_read(run_ids, how)
 
@@ -398,7 +400,7 @@ def _build(store: Store, names: list[str], only: set[int] | None = None, keys: b
     import numpy as np
     import pandas as pd
 
-    from . import lineage
+    from ..recording import lineage
 
     runs = [r for r in store.runs_brief() if lineage.visible(r[2])]
     if only is not None:
@@ -551,7 +553,7 @@ def _keys_by_loop(store: Store, table, loop_order: list[str], run_ids, contexts,
     import numpy as np
     import pandas as pd
 
-    from . import keys
+    from ..recording import keys
 
     keyed_names = [n for n in loop_order if n in store.keyed_loop_names()]
     if not keyed_names or not len(table):
@@ -607,7 +609,7 @@ def query(sql: str, start: Path | None = None):
 
 def _note_query_lineage(frame, start: Path | None) -> None:
     """Lineage of a query: the runs its result names (by a run_id or tstamp column)."""
-    from . import lineage
+    from ..recording import lineage
 
     if "run_id" not in frame and "tstamp" not in frame:
         return

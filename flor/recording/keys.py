@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 
-from .errors import UsageError
+from ..errors import UsageError
 
 _INT64 = (-(2**63), 2**63)
 

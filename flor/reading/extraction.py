@@ -1,7 +1,7 @@
 """Extract: values read out of what runs printed, stored beside recorded and replayed ones.
 
 ``flor extract NAME PATTERN`` (and :func:`extract`) runs a regular expression with one capture
-group over the captured output of the selected runs (see ``flor.capture``); every match becomes
+group over the captured output of the selected runs (see ``flor.recording.capture``); every match becomes
 a value of NAME in the loop context of its line, typed (int, float, else str), stored with
 ``source = 'extract'``. Running it again replaces NAME's extracted values, never adds to them.
 
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from . import values
+from .. import values
 from .console import compile_grep, context_reader, stream_codes
-from .errors import UsageError
-from .store import RunRow
-from .store.output import Meta, decode_text
+from ..errors import UsageError
+from ..store import RunRow
+from ..store.output import Meta, decode_text
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|nan|inf|infinity)", re.IGNORECASE)
@@ -132,7 +132,7 @@ def extract(name: str, pattern: str, *, runs: Sequence[str] | None = None, where
     ``source='extract'`` unless ``dry_run``. Errors, in one line: a pattern without exactly one
     group, no captured output, a pattern that matches nothing, a ``name`` that flor.log already
     logs in these runs (unless ``force``)."""
-    from .store.project import project_store
+    from ..store.project import project_store
     from .selection import select_runs
 
     if type(name) is not str or not name.strip():

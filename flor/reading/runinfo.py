@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .output import iso_time
 from .runlist import duration_text
-from .store import RunRow
+from ..store import RunRow
 
 # The stable top-level keys of `flor show --json`.
 JSON_KEYS = ("tstamp", "projid", "filename", "cwd", "status", "error", "started", "ended", "duration_s", "argv",
@@ -79,13 +79,13 @@ class RunDetails:
 
 def describe_run(run: str, start: Path | None = None) -> RunDetails:
     """Everything kept of the run whose tstamp starts with ``run``, read in one transaction."""
-    from .checkpoints import handoff
+    from ..checkpoints import handoff
     from .query import open_for_reading
 
     store = open_for_reading(start)
     try:
         store.begin_read()
-        from .job import find_job
+        from ..recording.job import find_job
 
         job = find_job(store, run)  # a distributed job: its ranks, then its lowest rank's run in full
         found = store.run(job.ranks[0].run_id) if job is not None and job.ranks else store.find_run(run)
@@ -202,7 +202,7 @@ def job_json(job, output_counts: dict) -> dict:
 
 def _left_out(environment: dict) -> list[str]:
     """What the run's code version left out and why (replay reads today's copy of these)."""
-    from .vcs import Excluded
+    from ..environment.vcs import Excluded
 
     excluded = [Excluded.from_json(entry) for entry in environment.get("excluded") or []]
     capped = list(environment.get("left_out") or {})

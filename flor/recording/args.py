@@ -12,7 +12,7 @@ type; with no default, a Python literal if it parses, else the string.
 
 from __future__ import annotations
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 
 FLAG = "--kwargs"
 _TRUE = {"true", "1", "yes", "y", "on"}

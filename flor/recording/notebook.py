@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .messages import warn
+from ..messages import warn
 
 SCRIPT_SUFFIX = ".flor.py"  # the recorded cells' script, next to the notebook in the run's snapshot
 UNKNOWN = "(unknown notebook)"  # the filename of a run whose kernel did not say which notebook it ran
@@ -175,7 +175,7 @@ def recorded_script(cells: list[tuple[int, str]], notebook: str) -> str:
 
 def todays_script(text: str, notebook: str) -> str:
     """Today's .ipynb (its JSON text) as a script of its code cells, in notebook order."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     try:
         document = json.loads(text)

@@ -37,7 +37,7 @@ def install(record) -> None:
         finally:
             _depth.level = level
         if level == 0:
-            from .checkpoints import iterators
+            from ..checkpoints import iterators
 
             iterators.install()  # the script's loaders are usually made after its options are read
             record(result[0])

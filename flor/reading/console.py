@@ -1,4 +1,4 @@
-"""Console: reading back what runs printed (captured by ``flor.capture``), line by line, with
+"""Console: reading back what runs printed (captured by ``flor.recording.capture``), line by line, with
 each line's stream, time and loop context.
 
 >>> for line in lines(store, run_id, grep="Average loss"):      # doctest: +SKIP
@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from .capture import CODES, STREAMS
-from .errors import UsageError
-from .logged import LoopInstance
-from .store import Store
-from .store.output import decode_meta, decode_text
+from ..recording.capture import CODES, STREAMS
+from ..errors import UsageError
+from ..logged import LoopInstance
+from ..store import Store
+from ..store.output import decode_meta, decode_text
 
 
 @dataclass(frozen=True)

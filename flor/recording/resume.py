@@ -16,13 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import settings
-from .checkpoints.handoff import await_writers
-from .errors import UsageError
-from .integrations.driven import FRAMEWORK_KEY
-from .messages import say
-from .store.project import project_store
-from .vcs import Repo
+from ..environment import settings
+from ..checkpoints.handoff import await_writers
+from ..errors import UsageError
+from ..integrations.driven import FRAMEWORK_KEY
+from ..messages import say
+from ..store.project import project_store
+from ..environment.vcs import Repo
 
 
 def resume(run: str, *, start: Path | None = None) -> int:

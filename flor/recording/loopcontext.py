@@ -20,7 +20,7 @@ from collections import deque
 from itertools import islice
 from typing import Callable
 
-from .logged import IterationStart, LoopInstance
+from ..logged import IterationStart, LoopInstance
 
 _NEVER = object()  # a sentinel no queue holds
 

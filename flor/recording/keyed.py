@@ -17,8 +17,8 @@ positions line up with the recording's.
 from __future__ import annotations
 
 from . import keys as keymod
-from .errors import ReplayError, UsageError
-from .messages import say
+from ..errors import ReplayError, UsageError
+from ..messages import say
 
 
 class KeyedLoop:

@@ -155,8 +155,8 @@ def join(store, fields: dict):
 
 def share_snapshot(run, snap, vcs_note: str | None) -> None:
     """The job's one code snapshot (taken by the rank that created the job), named by every rank."""
-    from .errors import StoreError
-    from .messages import warn
+    from ..errors import StoreError
+    from ..messages import warn
 
     try:
         run.store.set_job_code(
@@ -173,7 +173,7 @@ def in_step(run, index: int, point: str, due: bool) -> bool:
     all ranks checkpoint at the same iterations (a replay segment then starts on every rank at
     once) without a collective and without waiting: a rank reads the decision, or makes it in
     one short transaction. When the store cannot be reached the rank keeps its own decision."""
-    from .errors import StoreError
+    from ..errors import StoreError
 
     try:
         with run.store.lock:  # the flush thread shares the connection

@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_CKPT_BUDGET = 0.01
 DEFAULT_HANDOFF_BYTES = 64 << 20

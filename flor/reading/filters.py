@@ -30,8 +30,8 @@ import re
 import tokenize
 from typing import Callable, Iterable, Mapping
 
-from .errors import FilterError
-from .values import is_plain
+from ..errors import FilterError
+from ..values import is_plain
 
 __all__ = ["FilterError", "MAX_DEPTH", "MAX_LENGTH", "compile_filter", "order_rows"]
 

@@ -11,8 +11,8 @@ docs/cli.md and only ever grow.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from .errors import UsageError
-from .store import RunRow, Store
+from ..errors import UsageError
+from ..store import RunRow, Store
 
 # The stable keys of `flor runs --json` (then `args`: an object of the run's args).
 COLUMNS = ("tstamp", "status", "started", "ended", "duration_s", "filename", "code_commit", "git_head",
@@ -54,7 +54,7 @@ def summaries(store: Store, *, where: str | None = None, status=None, order: str
 
     if limit is not None and (type(limit) is not int or limit < 0):
         raise UsageError(f"limit must be a whole number of runs, 0 or more; got {limit!r}")
-    from .job import listed_runs
+    from ..recording.job import listed_runs
 
     wanted = _statuses(status)
     runs = [entry for entry in listed_runs(store) if wanted is None or entry.run.status in wanted]
