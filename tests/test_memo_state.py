@@ -259,3 +259,57 @@ def test_what_only_the_step_loop_reads_again_blocks_only_plans_that_run_it_after
             "(its state_dict() raised AttributeError") in plan and "segment 1: exec 0-3" in plan, plan
     project.flor("replay", "w2")
     assert [_replayed(project, "w2")] == _fresh(project, "w2")
+
+
+STRETCH = """
+import flor
+import time
+
+class Model:
+    def __init__(self):
+        self.w = 1.0
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"]
+
+model = Model()
+with flor.checkpointing(model=model):
+    for epoch in flor.loop("epoch", range(4)):
+        for step in flor.loop("step", range(3)):
+            model.w -= 0.01 * (step + epoch)
+            flor.log("loss", model.w * 2 + NOISE)
+        # BODY
+"""
+
+
+@pytest.mark.slow
+def test_a_memoized_iteration_after_a_verified_stretch_is_stored_without_re_executing(project):
+    """Checkpoints at epochs 1 and 3: epoch 2 is re-executed from epoch 1's checkpoint and verified
+    by its recorded losses; epoch 3 runs its body up to the skipped loop from that verified state,
+    then restores its own checkpoint. It was held for a verification point that never comes (a
+    memoized epoch logs no recorded value), and the whole stretch was re-executed again."""
+    project.write("train.py", STRETCH.replace("NOISE", "0"))
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "2"})
+    project.write("train.py", STRETCH.replace("NOISE", "0").replace("        # BODY", '        flor.log("w", model.w)'))
+    assert "exec 0, memo 1, exec 2, memo 3" in project.flor("replay", "w", "--dry-run").stdout
+    done = project.flor("replay", "w")
+    assert "could not be verified" not in done.stderr and "re-executing" not in done.stderr, done.stderr
+    assert "2 epoch(s) memoized from their checkpoints" in done.stdout, done.stdout
+    assert [_replayed(project, "w")] == _fresh(project, "w")
+
+
+@pytest.mark.slow
+def test_a_memoized_iteration_after_a_drifting_stretch_is_not_stored(project):
+    """The same shape, but the re-executed epoch drifts (its loss reads the clock): the memoized
+    epoch after it ran part of its body from that state, so it is not stored either."""
+    project.write("train.py", STRETCH.replace("NOISE", "time.time() % 1"))
+    project.commit_all()
+    project.run("train.py", env={"FLOR_CKPT_PERIOD": "2"})
+    project.write("train.py", STRETCH.replace("NOISE", "time.time() % 1")
+                  .replace("        # BODY", '        flor.log("w", model.w)'))
+    done = project.flor("replay", "w", check=False)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert 3 not in [i for (i,) in sqlite3.connect(project.db).execute(
+        "SELECT iteration FROM logs WHERE name = 'w' AND source = 'replay'")], done.stdout

@@ -530,6 +530,15 @@ class ReplayRun:
         if self._drift_from is not None and index >= self._drift_from:
             self._reject([*self._pending, index], accepted, done)
             return
+        if basis == "restored" and not self._pending and self.segment.actions.get(index) == "memo":
+            # A memoized iteration right after a re-executed stretch that is already verified: its
+            # body up to the skipped loop ran from verified state, and the loop's effect is the
+            # recording's own checkpoint. Holding it for a later point would find none (a
+            # memoized iteration logs no recorded value and takes no fingerprint), and re-execute
+            # the whole stretch for nothing.
+            self._send(index, accepted, done)
+            self.verified["memo"] += 1
+            return
         if basis == "restored":
             self._pending.append(index)
             prints = self._prints.get(index, "none")
