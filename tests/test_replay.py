@@ -427,3 +427,28 @@ def test_more_runs_than_the_open_file_limit_is_one_line(project):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "open-file limit (48, at most 48)" in done.stderr and "ulimit -n" in done.stderr
     assert len([l for l in done.stderr.splitlines() if l.startswith("flor: error:")]) == 1
+
+
+@pytest.mark.slow
+def test_runs_of_one_version_share_one_matching(toy, monkeypatch):
+    """Both toy runs are of one code version: today's script is matched against it once, and
+    both runs get the same placement (a sweep of fifty runs pays one matching, not fifty)."""
+    import flor
+    from flor.replay import propagation
+    from tests.conftest import git_env_in_this_process
+
+    made = []
+
+    class Counting(propagation.Propagator):
+        def __init__(self, today, old):
+            made.append(old)
+            super().__init__(today, old)
+
+    monkeypatch.setattr(propagation, "Propagator", Counting)
+    monkeypatch.chdir(toy.root)
+    _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
+    with git_env_in_this_process():
+        report = flor.replay("wnorm", dry_run=True, out=io.StringIO())
+    assert [r.status for r in report.runs] == ["planned", "planned"]
+    assert len(made) == 1
+    assert report.runs[0].source == report.runs[1].source

@@ -10,6 +10,7 @@ planned, skipped or refused with a reason, which ``execution`` then runs.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..environment import settings
@@ -54,6 +55,15 @@ def parse_iterations(spec: str | None, outer_name: str | None, total: int,
         raise UsageError(f"--iterations {spec!r}: expected all, last or numbers like 0,5,9") from None
 
 
+@dataclass
+class _Placed:
+    """Today's new statements found in one old version, and where they were placed."""
+
+    propagator: object  # propagation.Propagator (imported where it is used: the matcher is heavy)
+    statements: list
+    placement: object = None  # propagation.Placement, made the first time a run of this version needs it
+
+
 class Planner:
     """Plans the replay of runs; see the module docstring."""
 
@@ -68,6 +78,9 @@ class Planner:
         self.iterations = iterations
         self.workers = workers
         self.selected: list[RunRow] = []
+        # Runs of one sweep share a code version: the matching of today's script against it
+        # (hundreds of ms for a 200-line script) is made once per (today's text, old text).
+        self._placed: dict[tuple[str, str], _Placed] = {}
 
     def plan(self, selected: list[RunRow]) -> list[RunReplay]:
         """Place and plan every run of ``selected``."""
@@ -135,10 +148,15 @@ class Planner:
         old = self.repo.read_file(run.code_commit, script_of(run.filename))  # a notebook: the cells it ran
         records = item.records = RunRecords.read(self.store, run)
         # One matching of today's script against this version, to find the statements and place them.
-        propagator = Propagator(today, old)
-        statements = propagator.new_statements()
+        placed = self._placed.get((today, old))
+        if placed is None:
+            propagator = Propagator(today, old)
+            statements = propagator.new_statements()
+            if self.names:
+                statements = [s for s in statements if set(s.names or s.feeds) & set(self.names)]
+            placed = self._placed[(today, old)] = _Placed(propagator, statements)
+        statements = placed.statements
         if self.names:
-            statements = [s for s in statements if set(s.names or s.feeds) & set(self.names)]
             if not statements:
                 item.status = "skipped"
                 item.reason = f"today's {run.filename} adds no flor.log of {', '.join(self.names)} to this run's version"
@@ -155,7 +173,9 @@ class Planner:
                     item.status, item.reason = "skipped", f"already holds {', '.join(recorded)} (use --force to replay again)"
                     return
         item.names = names
-        placement = propagator.place(statements)
+        if placed.placement is None:
+            placed.placement = placed.propagator.place(statements)
+        placement = placed.placement
         if not placement.ok:
             reason = placement.reason if placement.reason.startswith("could not place") else f"could not place: {placement.reason}"
             item.status, item.reason = "refused", reason
