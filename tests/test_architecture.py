@@ -564,3 +564,14 @@ def test_the_layout_in_the_docs_is_the_layout_on_disk():
 def test_the_layout_reader_follows_folders():
     text = "```\nflor/\n  api.py   x\n  store/   y\n    logs.py  z\n  cli.py  w\n```\n"
     assert _listed_modules(text) == {"api.py", "store/logs.py", "cli.py"}
+
+
+def test_no_public_name_is_also_a_top_level_module():
+    """Importing ``flor.X`` binds the module to ``flor.X``: when flor/query.py sat at the top,
+    the first ``flor.dataframe()`` (which imports it) turned ``flor.query`` into the module, and
+    ``flor.query("SELECT ...")`` then raised "'module' object is not callable". ``replay`` is the
+    one deliberate case: the package is itself callable (flor/replay/__init__.py)."""
+    import pkgutil
+
+    modules = {info.name for info in pkgutil.iter_modules(flor.__path__)}
+    assert sorted(set(flor.__all__) & modules) == ["replay"]
