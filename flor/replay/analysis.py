@@ -54,6 +54,7 @@ class Layout:
     other_loops: list[ast.For] = field(default_factory=list)
     names: FlorNames = field(default_factory=FlorNames)
     _calls: dict | None = None
+    _live: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, source: str) -> "Layout":
@@ -240,7 +241,10 @@ class Layout:
         loop's checkpoint."""
         if self.outer is None or not self.nested:
             return Live(frozenset(), frozenset())
-        return live_names(self.outer, self.nested[0], self.tree, names)
+        key = frozenset(names)
+        if key not in self._live:  # a layout shared by the runs of one version asks once per set of names
+            self._live[key] = live_names(self.outer, self.nested[0], self.tree, names)
+        return self._live[key]
 
 
 def strategy_for(places: list[str]) -> str:

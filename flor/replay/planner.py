@@ -81,6 +81,7 @@ class Planner:
         # Runs of one sweep share a code version: the matching of today's script against it
         # (hundreds of ms for a 200-line script) is made once per (today's text, old text).
         self._placed: dict[tuple[str, str], _Placed] = {}
+        self._analysed: dict[tuple, object] = {}  # what depends on the placed source alone, by key
 
     def plan(self, selected: list[RunRow]) -> list[RunReplay]:
         """Place and plan every run of ``selected``."""
@@ -98,6 +99,14 @@ class Planner:
             except FlorError as exc:
                 item.status, item.reason = "refused", str(exc)
         return plans
+
+    def _once(self, key: tuple, make):
+        """What the placed source alone decides (its layout, its observer wrapping, its slice),
+        made once per key: the runs of one code version share them. Shared results are read,
+        never changed, by the plans that hold them."""
+        if key not in self._analysed:
+            self._analysed[key] = make()
+        return self._analysed[key]
 
     def _today(self, filename: str, todays: dict) -> str | None:
         if filename not in todays:
@@ -188,7 +197,8 @@ class Planner:
             return
         item.source = placement.source
         if settings.replay_isolation():
-            item.source = wrap(placement.source, groups_of(placement.inserted))
+            item.source = self._once(("wrap", id(placement)),
+                                     lambda: wrap(placement.source, groups_of(placement.inserted)))
         item.diff = placement.diff(old, script_of(run.filename))  # a notebook: of the recorded cells
         framework = run.environment.get("framework") or ""
         if framework:
@@ -197,7 +207,7 @@ class Planner:
             layout = FrameworkLayout.of(placement.source, framework, records.args)
             item.framework = framework
         else:
-            layout = Layout.of(placement.source)
+            layout = self._once(("layout", placement.source), lambda: Layout.of(placement.source))
         places = set().union(*(layout.places(ins.lineno) for ins in placement.inserted))
         if framework:
             first = placement.inserted[0].lineno
@@ -295,7 +305,8 @@ class Planner:
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
         elif self.slicing and strategy == "memo" and memo_possible and not framework:
-            item.slice = _slice(item, placement, run)
+            item.slice = self._once(("slice", id(placement), item.source, tuple(item.names),
+                                     bool(run.environment.get("main_module"))), lambda: _slice(item, placement, run))
 
     def _independent(self, layout, item_keys: dict, places: set[str], run: RunRow) -> bool:
         """A keyed outer loop whose iterations share no state (``independence``, following the
