@@ -452,3 +452,5 @@ def test_runs_of_one_version_share_one_matching(toy, monkeypatch):
     assert [r.status for r in report.runs] == ["planned", "planned"]
     assert len(made) == 1
     assert report.runs[0].source == report.runs[1].source
+    # What the placed source alone decides is analysed once too, and shared.
+    assert report.runs[0].slice is not None and report.runs[0].slice is report.runs[1].slice
