@@ -567,7 +567,7 @@ def test_the_layout_reader_follows_folders():
 
 
 def test_no_public_name_is_also_a_top_level_module():
-    """Importing ``flor.X`` binds the module to ``flor.X``: when flor/query.py sat at the top,
+    """Importing ``flor.X`` binds the module to ``flor.X``: when query.py sat at flor's top level,
     the first ``flor.dataframe()`` (which imports it) turned ``flor.query`` into the module, and
     ``flor.query("SELECT ...")`` then raised "'module' object is not callable". ``replay`` is the
     one deliberate case: the package is itself callable (flor/replay/__init__.py)."""
