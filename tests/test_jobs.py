@@ -9,6 +9,7 @@ set lo up``), so no rank talks to an address but loopback.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -417,8 +418,69 @@ def test_a_killed_rank_marks_the_job_killed_and_keeps_what_every_rank_flushed(pr
         kept = dict(connection.execute("SELECT run_id, COUNT(*) FROM logs GROUP BY run_id").fetchall())
     assert [kept.get(r.run_id) for r in killed.ranks] == [10, 10]  # epochs 0 and 1 of both ranks
     assert f"job {killed.tstamp} (2 ranks) killed: " in doctor and "rank 1 killed" in doctor
+    # Nothing to resume from (the script checkpoints nothing): one line, and a rank alone is refused.
     refused = project.flor("resume", killed.tstamp, check=False)
-    assert refused.returncode != 0 and "distributed job" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode != 0 and "no checkpoint that every rank has" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    alone = project.flor("resume", f"{killed.tstamp}+r1", check=False)
+    assert alone.returncode != 0 and f"run `flor resume {killed.tstamp}`" in alone.stderr
+
+
+RESUMABLE = DDP_SCRIPT.replace(
+    '        flor.log("mean_loss", total.item() / world / len(loader))\n',
+    '        flor.log("mean_loss", total.item() / world / len(loader))\n'
+    '        if epoch == 2 and rank == 1 and os.path.exists("crash-now"):\n'
+    '            import signal, time\n'
+    '            time.sleep(1.5)  # the flush thread writes what was logged\n'
+    '            os.kill(os.getpid(), signal.SIGKILL)\n')
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_run_resumes_whole_and_ends_as_a_job_run_through(project):
+    """Rank 1 SIGKILLed in epoch 2 (torchrun then stops rank 0); `flor resume` relaunches both
+    ranks from the last checkpoint both have, and the resumed job's values equal, rank by rank,
+    those of the same job run through without the kill."""
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    assert RESUMABLE != DDP_SCRIPT
+    project.write("train.py", RESUMABLE)
+    project.write(".gitignore", "model.pt\ncrash-now\n")
+    project.commit_all()
+    launch = " ".join([*TORCHRUN, "--nproc-per-node=2", "--master-addr=127.0.0.1", "--master-port=29461", "train.py"])
+    through = _in_netns(project, f"FLOR_CKPT_PERIOD=1 {launch}")
+    assert through.returncode == 0, through.stderr[-3000:]
+    (project.root / "crash-now").write_text("x")
+    killed_launch = _in_netns(project, f"FLOR_CKPT_PERIOD=1 {launch}")
+    assert killed_launch.returncode != 0
+    (project.root / "crash-now").unlink()
+    store = Store.open(project.db, readonly=True)
+    reference, killed = sorted(store.jobs(), key=lambda j: j.job_id)
+    assert reference.status == "finished" and killed.status == "killed"
+    done = _in_netns(project, f"{sys.executable} -m flor resume {killed.tstamp}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Rank 1 died after epoch 2's steps: both ranks checkpointed there (after the nested loop) or,
+    # at the latest, at the end of epoch 1.
+    said = re.search(rf"resuming job {killed.tstamp} \(2 ranks\) from iteration (\d) \((\w+)\), the last "
+                     "checkpoint every rank has", done.stderr)
+    assert said and (int(said.group(1)), said.group(2)) in ((2, "nested"), (1, "end")), done.stderr[-2000:]
+    store = Store.open(project.db, readonly=True)
+    resumed = max(store.jobs(), key=lambda j: j.job_id)
+    assert resumed.job_id != killed.job_id and resumed.status == "finished" and len(resumed.ranks) == 2
+    old_run = {r.rank: r.run_id for r in killed.ranks}
+    for member in resumed.ranks:  # each rank run continues the same rank of the killed job
+        assert store.run(member.run_id).resumed_from == old_run[member.rank]
+    steps_from = 3 if said.group(2) == "nested" else 2  # epoch 2's steps ran before the checkpoint
+    for name, count in (("loss", 4 * (4 - steps_from)), ("mean_loss", 2), ("eval", 2)):
+        values = _values(project.db, name, "record")
+        for rank in (0, 1):
+            after = values.get((resumed.tstamp, rank), [])
+            through_values = [v for _it, v in values.get((reference.tstamp, rank), [])]
+            if name == "eval" and rank == 1:
+                assert not after and not through_values  # a rank-0-only branch
+                continue
+            assert len(after) == count, (name, rank, after)  # what epochs 2 and 3 log after the checkpoint
+            assert [v for _it, v in after] == through_values[-count:], (name, rank)
+    assert project.git("status", "--porcelain") == ""  # user files untouched (model.pt is ignored)
 
 
 NODES_SCRIPT = '''
