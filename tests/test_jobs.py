@@ -240,6 +240,29 @@ def test_the_dataframe_shows_a_job_as_one_tstamp_with_a_rank_column():
 # -- launched jobs --------------------------------------------------------------------------
 
 
+def test_a_rank_started_by_flor_gets_torchruns_environment_on_loopback():
+    env = job.rank_environment(1, None, 2, 29999, "flor-resume-T")
+    assert env["RANK"] == env["LOCAL_RANK"] == "1" and env["WORLD_SIZE"] == env["LOCAL_WORLD_SIZE"] == "2"
+    assert env["MASTER_ADDR"] == "127.0.0.1" and env["MASTER_PORT"] == "29999" and env["GLOO_SOCKET_IFNAME"] == "lo"
+    identity = job.identify({**env, "TORCHELASTIC_RESTART_COUNT": "0"}, ppid=os.getpid())
+    assert identity.launcher == "torchrun" and identity.rank == 1  # recorded as a rank of a job, like torchrun's
+    assert 0 < job.loopback_port() < 65536
+
+
+def test_a_job_gang_preloads_the_compiler_with_torch_and_its_task_gets_the_rank_in_its_spec():
+    from flor.replay.job import JOB_PRELOAD, job_preload
+    from flor.replay.plan import Segment
+    from flor.replay.spec import WorkerSpec
+
+    assert job_preload(["numpy"]) == ["numpy"]
+    assert job_preload(["torch", "numpy"]) == ["torch", "numpy", *JOB_PRELOAD] and "torch._dynamo" in JOB_PRELOAD
+    spec = WorkerSpec(run_id=1, tstamp="T+r1", root="/r", filename="t.py", cwd=".", argv=[], names=[],
+                      recorded_names=[], outer_name="epoch", checkpoints={}, segment=Segment({0: "exec"}, [0], 1, False, False, False),
+                      records_path="/r.json", run_tree="/tree", scratch="/s", confinement="none",
+                      environ={"RANK": "1", "MASTER_PORT": "29999"})
+    assert WorkerSpec.from_json(spec.to_json()).environ == {"RANK": "1", "MASTER_PORT": "29999"}
+
+
 def _refs(project) -> list[str]:
     return project.git("for-each-ref", "--format=%(objectname)", "refs/flor/").split()
 
@@ -348,6 +371,9 @@ def test_a_job_replays_as_a_unit_and_equals_a_fresh_launch(recorded):
     assert single.returncode != 0 and "replays as a whole, and rank(s) 0 are not selected" in single.stdout + single.stderr
     done = _in_netns(project, f"{py} replay w_norm eval_bias --runs {first}", f"{py} replay step_x --runs {first}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Where each rank's time went: its rendezvous timed, its warm worker's imports said once.
+    timing = [line for line in done.stderr.splitlines() if "  time: " in line and f"{first}+r" in line]
+    assert len(timing) == 4 and all("rendezvous" in line and "imported in" in line for line in timing), timing
     # A fresh launch of the first job with the statements written in (a third job).
     [(code, output)] = launch_many(project, [(2, ["train.py", "--kwargs", "lr=0.01"])])
     assert code == 0, output[-3000:]
