@@ -17,7 +17,7 @@ Every launch runs inside one private network namespace (``unshare -rn``, ``ip li
   torch in the ranks): runs, commits, values kept.
 * ``bytes``: checkpoint bytes each rank wrote for a 2-rank job of a 4 MB model.
 * ``long`` (its own section, *distributed-long*): the same DDP script for ``--epochs`` epochs
-  (default 60: a recording of about 90-120 s on the 2-core machine, so that a replay's fixed
+  (default 40: a recording of about 90 s on the 2-core machine, so that a replay's fixed
   start-up is a small part of it). Each repetition records a fresh job with flor, runs the same
   job without flor, and replays the epoch-level and the step-level statement of the job it just
   recorded (the four alternately ordered), so each ratio pairs a replay with a recording taken
@@ -26,7 +26,7 @@ Every launch runs inside one private network namespace (``unshare -rn``, ``ip li
   the warm worker's start and imports) are kept too.
 
     python benchmarks/distributed.py [--reps 5] [--launches 20] [--only overhead,replay,start,stress,bytes,long]
-                                     [--epochs 60] [--no-write]
+                                     [--epochs 40] [--ckpt-period N] [--no-write]
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def phases(output: str) -> dict:
     return found
 
 
-def long_job(scratch: Path, reps: int, epochs: int, after_rep=None) -> dict:
+def long_job(scratch: Path, reps: int, epochs: int, after_rep=None, period: int | None = None) -> dict:
     """Record, run without flor, replay an epoch-level and a step-level statement: per repetition
     (``after_rep(rows)`` after each, so a long benchmark cut short still leaves its rows)."""
     replayed = DDP
@@ -271,7 +271,8 @@ def long_job(scratch: Path, reps: int, epochs: int, after_rep=None) -> dict:
         times: dict = {}
         for kind in order:
             if kind in ("record", "plain"):
-                seconds, output = in_netns(root, f"BENCH_EPOCHS={epochs} "
+                policy = f"FLOR_CKPT_PERIOD={period} " if period else ""  # the same for both: a no-op without flor
+                seconds, output = in_netns(root, f"{policy}BENCH_EPOCHS={epochs} "
                                            + torchrun(2, "train.py" if kind == "record" else "plain.py"))
                 times[f"{kind}_train"] = bench_value(output, "train")  # rank 0's training loop
                 if kind == "record":
@@ -300,8 +301,9 @@ def long_job(scratch: Path, reps: int, epochs: int, after_rep=None) -> dict:
     return rows
 
 
-def render_long(r: dict, epochs: int) -> list[str]:
-    lines = [f"| 2-rank DDP job, {epochs} epochs (64 steps per rank per epoch) | seconds | / recording (pairs) |",
+def render_long(r: dict, epochs: int, period: int | None = None) -> list[str]:
+    policy = f"FLOR_CKPT_PERIOD={period}" if period else "flor's adaptive checkpoint policy"
+    lines = [f"| 2-rank DDP job, {epochs} epochs (64 steps per rank per epoch), {policy} | seconds | / recording (pairs) |",
              "|---|---|---|",
              f"| recording with flor (torchrun process) | {fmt_range(r['record'], digits=1)} | 1 |",
              f"| the same job without flor | {fmt_range(r['plain'], digits=1)} | "
@@ -367,7 +369,7 @@ def render(results: dict, command: str, elapsed: float) -> str:
                   f"{r['jobs']} jobs, {r['commits']} distinct commits ({r['refs']} refs), {r['rank_runs']} rank runs "
                   f"({r['finished']} finished), {r['values']} of {r['expected']} values kept.", ""]
     if "long" in results:
-        lines += render_long(results["long"], results["epochs"])
+        lines += render_long(results["long"], results["epochs"], results.get("period"))
     if "bytes" in results:
         rows = results["bytes"]["rows"]
         shown = "; ".join(f"iteration {it} rank {rank}: {nbytes / 1e6:.2f} MB state, {written / 1e6:.2f} MB written"
@@ -389,12 +391,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--launches", type=int, default=20)
     parser.add_argument("--only", default="overhead,replay,start,stress,bytes,long")
-    parser.add_argument("--epochs", type=int, default=60, help="epochs of the long job (section long)")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs of the long job (section long)")
+    parser.add_argument("--ckpt-period", type=int, default=None,
+                        help="FLOR_CKPT_PERIOD for the long job's recordings (default: flor's adaptive policy); "
+                             "its rows go to their own section")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     only = args.only.split(",")
     began = time.perf_counter()
     command = "python benchmarks/distributed.py " + " ".join(sys.argv[1:])
+    long_section = SECTION + "-long" + (f"-period{args.ckpt_period}" if args.ckpt_period else "")
     results: dict = {"load": [os.getloadavg()[0], 0.0]}
     with tempfile.TemporaryDirectory(prefix="flor-dist-bench-") as scratch:
         scratch = Path(scratch)
@@ -411,22 +417,23 @@ def main() -> None:
         if "start" in only:
             results["start"] = start(scratch, max(2, args.reps // 2))
         if "long" in only:
-            results["epochs"] = args.epochs
+            results["epochs"], results["period"] = args.epochs, args.ckpt_period
 
             def partial(rows: dict) -> None:  # each repetition's rows written as they come
                 if args.no_write or only != ["long"]:
                     return
                 done = {**results, "long": rows, "load": [results["load"][0], os.getloadavg()[0]]}
-                write_section(SECTION + "-long", render(done, command, time.perf_counter() - began))
+                write_section(long_section, render(done, command, time.perf_counter() - began))
 
-            results["long"] = long_job(scratch, args.reps, args.epochs, partial)
+            results["long"] = long_job(scratch, args.reps, args.epochs, partial, args.ckpt_period)
             print(results["long"], flush=True)
     results["load"][1] = os.getloadavg()[0]
     text = render(results, command, time.perf_counter() - began)
     print(text)
     if not args.no_write:
         # --only bytes and --only long refresh their own sections, leaving the others as they were.
-        write_section(SECTION + ({"bytes": "-bytes", "long": "-long"}.get(only[0], "") if len(only) == 1 else ""), text)
+        write_section({"bytes": SECTION + "-bytes", "long": long_section}.get(only[0], SECTION) if len(only) == 1
+                      else SECTION, text)
 
 
 if __name__ == "__main__":
