@@ -481,7 +481,8 @@ def test_a_job_killed_mid_run_resumes_whole_and_ends_as_a_job_run_through(projec
     (project.root / "crash-now").unlink()
     store = Store.open(project.db, readonly=True)
     reference, killed = sorted(store.jobs(), key=lambda j: j.job_id)
-    assert reference.status == "finished" and killed.status == "killed"
+    # Rank 0 is stopped by torchrun (killed) or fails first on gloo's closed connection (failed).
+    assert reference.status == "finished" and killed.status in ("killed", "failed"), killed
     done = _in_netns(project, f"{sys.executable} -m flor resume {killed.tstamp}")
     assert done.returncode == 0, done.stderr[-3000:]
     # Rank 1 died after epoch 2's steps: both ranks checkpointed there (after the nested loop) or,
