@@ -330,7 +330,8 @@ def render_long(r: dict, epochs: int, period: int | None = None) -> list[str]:
 
 
 def render(results: dict, command: str, elapsed: float) -> str:
-    lines = ["## Distributed jobs: a 2-rank gloo DDP job (issue 28)", "",
+    long_only = set(results) <= {"load", "epochs", "period", "long"}
+    lines = [f"## Distributed jobs: a{' long' if long_only else ''} 2-rank gloo DDP job (issue 28)", "",
              f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}, load average {results['load'][0]:.1f} at "
              f"start and {results['load'][1]:.1f} at end (the 2 cores are shared with other work). Every launch inside "
              "a private network "
