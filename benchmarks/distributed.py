@@ -16,8 +16,17 @@ Every launch runs inside one private network namespace (``unshare -rn``, ``ip li
 * ``stress``: 8 ranks launched together, N launches one after another (a flor-only script, no
   torch in the ranks): runs, commits, values kept.
 * ``bytes``: checkpoint bytes each rank wrote for a 2-rank job of a 4 MB model.
+* ``long`` (its own section, *distributed-long*): the same DDP script for ``--epochs`` epochs
+  (default 40: a recording of about 90 s on the 2-core machine, so that a replay's fixed
+  start-up is a small part of it). Each repetition records a fresh job with flor, runs the same
+  job without flor, and replays the epoch-level and the step-level statement of the job it just
+  recorded (the four alternately ordered), so each ratio pairs a replay with a recording taken
+  minutes apart under the same load. The replays' per-rank phases (``flor replay``'s timing
+  lines: workspace, rendezvous, set-up, restores, memoized and re-executed epochs, storing, and
+  the warm worker's start and imports) are kept too.
 
-    python benchmarks/distributed.py [--reps 5] [--launches 20] [--only overhead,replay,start,stress,bytes] [--no-write]
+    python benchmarks/distributed.py [--reps 5] [--launches 20] [--only overhead,replay,start,stress,bytes,long]
+                                     [--epochs 40] [--ckpt-period N] [--no-write]
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ sys.path.insert(0, str(HERE))
 from _results import fmt_range, machine, write_section  # noqa: E402
 
 SECTION = "distributed"
+LOADS: list[float] = []  # the 1-minute load average as each measured command began
 
 DDP = '''
 import os, sys, time
@@ -125,6 +135,7 @@ def env() -> dict:
 
 def in_netns(cwd: Path, command: str, timeout: float = 900) -> tuple[float, str]:
     """Run ``command`` in a private network namespace; (wall seconds, output)."""
+    LOADS.append(os.getloadavg()[0])
     script = f"ip link set lo up\nexport BENCH_T0=$(python3 -c 'import time; print(time.time())')\n{command}"
     began = time.perf_counter()
     done = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=cwd, env=env(), capture_output=True, text=True,
@@ -221,13 +232,112 @@ def checkpoint_bytes(scratch: Path) -> dict:
     return {"rows": rows, "on_disk": on_disk}
 
 
+PHASES = (("workspace", r"workspace ([0-9.]+) s"), ("rendezvous", r"rendezvous ([0-9.]+) s"),
+          ("set-up (with the two above)", r"set-up ([0-9.]+) s"), ("restores", r"restoring checkpoints ([0-9.]+) s"),
+          ("memoized", r"memoized iterations ([0-9.]+) s"), ("re-executed", r"re-executed iterations ([0-9.]+) s"),
+          ("storing", r"storing ([0-9.]+) s"), ("worker start", r"worker started in ([0-9.]+) s"),
+          ("imports", r"imported in ([0-9.]+) s"))
+
+
+def phases(output: str) -> dict:
+    """(rank, phase) -> seconds, from `flor replay`'s timing lines (one per rank run)."""
+    found = {}
+    for line in output.splitlines():
+        rank = re.search(r"\+r(\d+)  time: ", line)
+        if rank is None:
+            continue
+        for label, pattern in PHASES:
+            value = re.search(pattern, line)
+            if value is not None:
+                found[(int(rank.group(1)), label)] = float(value.group(1))
+    return found
+
+
+def long_job(scratch: Path, reps: int, epochs: int, after_rep=None, period: int | None = None) -> dict:
+    """Record, run without flor, replay an epoch-level and a step-level statement: per repetition
+    (``after_rep(rows)`` after each, so a long benchmark cut short still leaves its rows)."""
+    replayed = DDP
+    for anchor, line in (EPOCH_STATEMENT, STEP_STATEMENT):
+        replayed = replayed.replace(anchor, anchor + line)
+    root = project(scratch / "long", {"train.py": DDP, "plain.py": without_flor(DDP), ".gitignore": ".flor/\n"})
+    rows: dict = {"record": [], "plain": [], "epoch": [], "step": [], "epoch_ratio": [], "step_ratio": [],
+                  "overhead": [], "phases": {"epoch": [], "step": []}, "values": []}
+    flor = f"{sys.executable} -m flor replay --force"
+    for rep in range(reps):
+        (root / "train.py").write_text(DDP)
+        order = ["record", "plain"] if rep % 2 == 0 else ["plain", "record"]
+        order += ["epoch", "step"] if rep % 2 == 0 else ["step", "epoch"]
+        tstamp = None
+        times: dict = {}
+        for kind in order:
+            if kind in ("record", "plain"):
+                policy = f"FLOR_CKPT_PERIOD={period} " if period else ""  # the same for both: a no-op without flor
+                seconds, output = in_netns(root, f"{policy}BENCH_EPOCHS={epochs} "
+                                           + torchrun(2, "train.py" if kind == "record" else "plain.py"))
+                times[f"{kind}_train"] = bench_value(output, "train")  # rank 0's training loop
+                if kind == "record":
+                    tstamp = re.search(r"finished run (\S+)\+r0 ", output).group(1)
+                    (root / "train.py").write_text(replayed)  # the statements, for the replays
+            else:
+                if tstamp is None:  # the job to replay is recorded first
+                    raise SystemExit("the order put a replay before its recording")
+                name = "w_norm" if kind == "epoch" else "x_sum"
+                seconds, output = in_netns(root, f"{flor} {name} --runs {tstamp}")
+                rows["phases"][kind].append(phases(output))
+                stored = [int(v) for v in re.findall(r"\+r\d+  done: \w+: (\d+) value", output)]
+                rows["values"].append((kind, stored))
+            times[kind] = seconds
+            print(f"long {rep + 1}/{reps} {kind}: {seconds:.2f} s", flush=True)
+        for kind in order:
+            rows[kind].append(times[kind])
+        rows["epoch_ratio"].append(times["epoch"] / times["record"])
+        rows["step_ratio"].append(times["step"] / times["record"])
+        rows["overhead"].append(times["record"] / times["plain"] - 1)
+        rows.setdefault("train_overhead", []).append(times["record_train"] / times["plain_train"] - 1)
+        for kind in ("record_train", "plain_train"):
+            rows.setdefault(kind, []).append(times[kind])
+        if after_rep is not None:
+            after_rep(rows)
+    return rows
+
+
+def render_long(r: dict, epochs: int, period: int | None = None) -> list[str]:
+    policy = f"FLOR_CKPT_PERIOD={period}" if period else "flor's adaptive checkpoint policy"
+    lines = [f"| 2-rank DDP job, {epochs} epochs (64 steps per rank per epoch), {policy} | seconds | / recording (pairs) |",
+             "|---|---|---|",
+             f"| recording with flor (torchrun process) | {fmt_range(r['record'], digits=1)} | 1 |",
+             f"| the same job without flor | {fmt_range(r['plain'], digits=1)} | "
+             f"record overhead {fmt_range(r['overhead'], 100, 1)} % |",
+             f"| training loop on rank 0, with flor / without | {fmt_range(r['record_train'], digits=1)} / "
+             f"{fmt_range(r['plain_train'], digits=1)} | overhead {fmt_range(r['train_overhead'], 100, 1)} % |",
+             f"| replay, epoch-level statement (whole `flor replay`) | {fmt_range(r['epoch'], digits=1)} | "
+             f"{fmt_range(r['epoch_ratio'], digits=2)} |",
+             f"| replay, step-level statement (whole `flor replay`) | {fmt_range(r['step'], digits=1)} | "
+             f"{fmt_range(r['step_ratio'], digits=2)} |", ""]
+    for kind in ("epoch", "step"):
+        found = r["phases"][kind]
+        if not found:
+            continue
+        lines += [f"Per-rank phases of the {kind}-level replays, s (median (min-max) over repetitions; the worker's "
+                  "start and imports run while the replay plans):", "",
+                  "| phase | rank 0 | rank 1 |", "|---|---|---|"]
+        for label, _pattern in PHASES:
+            cells = [[f[(rank, label)] for f in found if (rank, label) in f] for rank in (0, 1)]
+            if any(cells):
+                lines.append(f"| {label} | " + " | ".join(fmt_range(c, digits=2) if c else "-" for c in cells) + " |")
+        lines.append("")
+    return lines
+
+
 def render(results: dict, command: str, elapsed: float) -> str:
-    lines = ["## Distributed jobs: a 2-rank gloo DDP job (issue 28)", "",
+    long_only = set(results) <= {"load", "epochs", "period", "long"}
+    lines = [f"## Distributed jobs: a{' long' if long_only else ''} 2-rank gloo DDP job (issue 28)", "",
              f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}, load average {results['load'][0]:.1f} at "
              f"start and {results['load'][1]:.1f} at end (the 2 cores are shared with other work). Every launch inside "
              "a private network "
              "namespace, gloo on loopback, one thread per rank; the machine is shared by other work, so compare "
-             "within a row. Each cell: median (min-max); compared commands run alternately.", ""]
+             "within a row. Each cell: median (min-max); compared commands run alternately."
+             + (f" Load average as each command began: {fmt_range(LOADS, digits=1)}." if LOADS else ""), ""]
     if "overhead" in results:
         r = results["overhead"]
         ratio = [f / p - 1 for f, p in zip(r["flor_train"], r["plain_train"])]
@@ -259,6 +369,8 @@ def render(results: dict, command: str, elapsed: float) -> str:
         lines += [f"Stress: {r['launches']} launches of 8 ranks (one after another, the ranks of each together): "
                   f"{r['jobs']} jobs, {r['commits']} distinct commits ({r['refs']} refs), {r['rank_runs']} rank runs "
                   f"({r['finished']} finished), {r['values']} of {r['expected']} values kept.", ""]
+    if "long" in results:
+        lines += render_long(results["long"], results["epochs"], results.get("period"))
     if "bytes" in results:
         rows = results["bytes"]["rows"]
         shown = "; ".join(f"iteration {it} rank {rank}: {nbytes / 1e6:.2f} MB state, {written / 1e6:.2f} MB written"
@@ -279,11 +391,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--launches", type=int, default=20)
-    parser.add_argument("--only", default="overhead,replay,start,stress,bytes")
+    parser.add_argument("--only", default="overhead,replay,start,stress,bytes,long")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs of the long job (section long)")
+    parser.add_argument("--ckpt-period", type=int, default=None,
+                        help="FLOR_CKPT_PERIOD for the long job's recordings (default: flor's adaptive policy); "
+                             "its rows go to their own section")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     only = args.only.split(",")
     began = time.perf_counter()
+    command = "python benchmarks/distributed.py " + " ".join(sys.argv[1:])
+    long_section = SECTION + "-long" + (f"-period{args.ckpt_period}" if args.ckpt_period else "")
     results: dict = {"load": [os.getloadavg()[0], 0.0]}
     with tempfile.TemporaryDirectory(prefix="flor-dist-bench-") as scratch:
         scratch = Path(scratch)
@@ -299,12 +417,24 @@ def main() -> None:
             results["replay"] = replay(scratch, max(2, args.reps // 2))
         if "start" in only:
             results["start"] = start(scratch, max(2, args.reps // 2))
+        if "long" in only:
+            results["epochs"], results["period"] = args.epochs, args.ckpt_period
+
+            def partial(rows: dict) -> None:  # each repetition's rows written as they come
+                if args.no_write or only != ["long"]:
+                    return
+                done = {**results, "long": rows, "load": [results["load"][0], os.getloadavg()[0]]}
+                write_section(long_section, render(done, command, time.perf_counter() - began))
+
+            results["long"] = long_job(scratch, args.reps, args.epochs, partial, args.ckpt_period)
+            print(results["long"], flush=True)
     results["load"][1] = os.getloadavg()[0]
-    text = render(results, "python benchmarks/distributed.py " + " ".join(sys.argv[1:]), time.perf_counter() - began)
+    text = render(results, command, time.perf_counter() - began)
     print(text)
     if not args.no_write:
-        # --only bytes refreshes its own section, leaving the timed ones as they were.
-        write_section(SECTION + ("-bytes" if only == ["bytes"] else ""), text)
+        # --only bytes and --only long refresh their own sections, leaving the others as they were.
+        write_section({"bytes": SECTION + "-bytes", "long": long_section}.get(only[0], SECTION) if len(only) == 1
+                      else SECTION, text)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--trusted", action="store_true",
                       help="unpickle objects the run kept as pickles (runs code: only for a .flor you trust)")
 
-    resume = commands.add_parser("resume", help="continue a killed run from its last checkpoint")
+    resume = commands.add_parser("resume", help="continue a killed run (or a whole distributed job) from its last checkpoint")
     resume.add_argument("run", metavar="RUN", help="tstamp or an unambiguous prefix")
 
     ui = commands.add_parser(

@@ -9,6 +9,7 @@ set lo up``), so no rank talks to an address but loopback.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -239,6 +240,29 @@ def test_the_dataframe_shows_a_job_as_one_tstamp_with_a_rank_column():
 # -- launched jobs --------------------------------------------------------------------------
 
 
+def test_a_rank_started_by_flor_gets_torchruns_environment_on_loopback():
+    env = job.rank_environment(1, None, 2, 29999, "flor-resume-T")
+    assert env["RANK"] == env["LOCAL_RANK"] == "1" and env["WORLD_SIZE"] == env["LOCAL_WORLD_SIZE"] == "2"
+    assert env["MASTER_ADDR"] == "127.0.0.1" and env["MASTER_PORT"] == "29999" and env["GLOO_SOCKET_IFNAME"] == "lo"
+    identity = job.identify({**env, "TORCHELASTIC_RESTART_COUNT": "0"}, ppid=os.getpid())
+    assert identity.launcher == "torchrun" and identity.rank == 1  # recorded as a rank of a job, like torchrun's
+    assert 0 < job.loopback_port() < 65536
+
+
+def test_a_job_gang_preloads_the_compiler_with_torch_and_its_task_gets_the_rank_in_its_spec():
+    from flor.replay.job import JOB_PRELOAD, job_preload
+    from flor.replay.plan import Segment
+    from flor.replay.spec import WorkerSpec
+
+    assert job_preload(["numpy"]) == ["numpy"]
+    assert job_preload(["torch", "numpy"]) == ["torch", "numpy", *JOB_PRELOAD] and "torch._dynamo" in JOB_PRELOAD
+    spec = WorkerSpec(run_id=1, tstamp="T+r1", root="/r", filename="t.py", cwd=".", argv=[], names=[],
+                      recorded_names=[], outer_name="epoch", checkpoints={}, segment=Segment({0: "exec"}, [0], 1, False, False, False),
+                      records_path="/r.json", run_tree="/tree", scratch="/s", confinement="none",
+                      environ={"RANK": "1", "MASTER_PORT": "29999"})
+    assert WorkerSpec.from_json(spec.to_json()).environ == {"RANK": "1", "MASTER_PORT": "29999"}
+
+
 def _refs(project) -> list[str]:
     return project.git("for-each-ref", "--format=%(objectname)", "refs/flor/").split()
 
@@ -347,6 +371,9 @@ def test_a_job_replays_as_a_unit_and_equals_a_fresh_launch(recorded):
     assert single.returncode != 0 and "replays as a whole, and rank(s) 0 are not selected" in single.stdout + single.stderr
     done = _in_netns(project, f"{py} replay w_norm eval_bias --runs {first}", f"{py} replay step_x --runs {first}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Where each rank's time went: its rendezvous timed, its warm worker's imports said once.
+    timing = [line for line in done.stderr.splitlines() if "  time: " in line and f"{first}+r" in line]
+    assert len(timing) == 4 and all("rendezvous" in line and "imported in" in line for line in timing), timing
     # A fresh launch of the first job with the statements written in (a third job).
     [(code, output)] = launch_many(project, [(2, ["train.py", "--kwargs", "lr=0.01"])])
     assert code == 0, output[-3000:]
@@ -417,8 +444,70 @@ def test_a_killed_rank_marks_the_job_killed_and_keeps_what_every_rank_flushed(pr
         kept = dict(connection.execute("SELECT run_id, COUNT(*) FROM logs GROUP BY run_id").fetchall())
     assert [kept.get(r.run_id) for r in killed.ranks] == [10, 10]  # epochs 0 and 1 of both ranks
     assert f"job {killed.tstamp} (2 ranks) killed: " in doctor and "rank 1 killed" in doctor
+    # Nothing to resume from (the script checkpoints nothing): one line, and a rank alone is refused.
     refused = project.flor("resume", killed.tstamp, check=False)
-    assert refused.returncode != 0 and "distributed job" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode != 0 and "no checkpoint that every rank has" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    alone = project.flor("resume", f"{killed.tstamp}+r1", check=False)
+    assert alone.returncode != 0 and f"run `flor resume {killed.tstamp}`" in alone.stderr
+
+
+RESUMABLE = DDP_SCRIPT.replace(
+    '        flor.log("mean_loss", total.item() / world / len(loader))\n',
+    '        flor.log("mean_loss", total.item() / world / len(loader))\n'
+    '        if epoch == 2 and rank == 1 and os.path.exists("crash-now"):\n'
+    '            import signal, time\n'
+    '            time.sleep(1.5)  # the flush thread writes what was logged\n'
+    '            os.kill(os.getpid(), signal.SIGKILL)\n')
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_run_resumes_whole_and_ends_as_a_job_run_through(project):
+    """Rank 1 SIGKILLed in epoch 2 (torchrun then stops rank 0); `flor resume` relaunches both
+    ranks from the last checkpoint both have, and the resumed job's values equal, rank by rank,
+    those of the same job run through without the kill."""
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn` (a private network namespace)")
+    assert RESUMABLE != DDP_SCRIPT
+    project.write("train.py", RESUMABLE)
+    project.write(".gitignore", "model.pt\ncrash-now\n")
+    project.commit_all()
+    launch = " ".join([*TORCHRUN, "--nproc-per-node=2", "--master-addr=127.0.0.1", "--master-port=29461", "train.py"])
+    through = _in_netns(project, f"FLOR_CKPT_PERIOD=1 {launch}")
+    assert through.returncode == 0, through.stderr[-3000:]
+    (project.root / "crash-now").write_text("x")
+    killed_launch = _in_netns(project, f"FLOR_CKPT_PERIOD=1 {launch}")
+    assert killed_launch.returncode != 0
+    (project.root / "crash-now").unlink()
+    store = Store.open(project.db, readonly=True)
+    reference, killed = sorted(store.jobs(), key=lambda j: j.job_id)
+    # Rank 0 is stopped by torchrun (killed) or fails first on gloo's closed connection (failed).
+    assert reference.status == "finished" and killed.status in ("killed", "failed"), killed
+    done = _in_netns(project, f"{sys.executable} -m flor resume {killed.tstamp}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Rank 1 died after epoch 2's steps: both ranks checkpointed there (after the nested loop) or,
+    # at the latest, at the end of epoch 1.
+    said = re.search(rf"resuming job {killed.tstamp} \(2 ranks\) from iteration (\d) \((\w+)\), the last "
+                     "checkpoint every rank has", done.stderr)
+    assert said and (int(said.group(1)), said.group(2)) in ((2, "nested"), (1, "end")), done.stderr[-2000:]
+    store = Store.open(project.db, readonly=True)
+    resumed = max(store.jobs(), key=lambda j: j.job_id)
+    assert resumed.job_id != killed.job_id and resumed.status == "finished" and len(resumed.ranks) == 2
+    old_run = {r.rank: r.run_id for r in killed.ranks}
+    for member in resumed.ranks:  # each rank run continues the same rank of the killed job
+        assert store.run(member.run_id).resumed_from == old_run[member.rank]
+    steps_from = 3 if said.group(2) == "nested" else 2  # epoch 2's steps ran before the checkpoint
+    for name, count in (("loss", 4 * (4 - steps_from)), ("mean_loss", 2), ("eval", 2)):
+        values = _values(project.db, name, "record")
+        for rank in (0, 1):
+            after = values.get((resumed.tstamp, rank), [])
+            through_values = [v for _it, v in values.get((reference.tstamp, rank), [])]
+            if name == "eval" and rank == 1:
+                assert not after and not through_values  # a rank-0-only branch
+                continue
+            assert len(after) == count, (name, rank, after)  # what epochs 2 and 3 log after the checkpoint
+            assert [v for _it, v in after] == through_values[-count:], (name, rank)
+    assert project.git("status", "--porcelain") == ""  # user files untouched (model.pt is ignored)
 
 
 NODES_SCRIPT = '''

@@ -343,6 +343,20 @@ def worker_env(preload: list[str], confinement: str) -> dict[str, str]:
     return {"FLOR_REPLAY_PRELOAD": ",".join(preload), "FLOR_REPLAY_CONFINE": confinement}
 
 
+def worker_launched_env(when: float) -> dict[str, str]:
+    """When the executor started a replay worker (``time.time()``): read back there by
+    :func:`worker_launched`, so the worker can say how long its interpreter took to start."""
+    return {"FLOR_WORKER_LAUNCHED": repr(when)}
+
+
+def worker_launched() -> float | None:
+    """``FLOR_WORKER_LAUNCHED`` (set by the executor, see :func:`worker_launched_env`), or None."""
+    try:
+        return float(_raw("FLOR_WORKER_LAUNCHED") or "")
+    except ValueError:
+        return None
+
+
 def checkpoint_store_env() -> dict[str, str]:
     """The checkpoint store, and how to reach it (AWS_*, FSSPEC_*), as this machine knows them:
     what a node of a cluster needs to read the same checkpoints (docs/scale-out.md)."""

@@ -277,6 +277,27 @@ def job_notes(store) -> list[str]:
     return notes
 
 
+def loopback_port() -> int:
+    """A free TCP port on loopback, for the rendezvous of ranks that flor starts itself (a replay
+    segment's gang, a resumed job)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rank_environment(rank: int, local_rank: int | None, world_size: int, port: int, run_id: str) -> dict[str, str]:
+    """The environment torchrun gives rank ``rank`` of a one-node launch, with its rendezvous on
+    loopback at ``port``: what flor sets for ranks it starts itself. torchrun's variables (not a
+    script's own ``RANK``) so that frameworks (Lightning) take the rank as launched externally and
+    start no processes of their own; ``run_id`` names the launch (``TORCHELASTIC_RUN_ID``)."""
+    return {
+        "RANK": str(rank), "WORLD_SIZE": str(world_size),
+        "LOCAL_RANK": str(rank if local_rank is None else local_rank), "LOCAL_WORLD_SIZE": str(world_size),
+        "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
+        "TORCHELASTIC_RUN_ID": run_id, "TORCHELASTIC_RESTART_COUNT": "0",
+    }
+
+
 def job_tstamp(tstamp: str) -> str:
     """The tstamp that names a run's code version (its hidden ref): its job's for a rank run."""
     return split_tstamp(tstamp)[0]

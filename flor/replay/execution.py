@@ -75,9 +75,11 @@ class Execution:
     """Executes the planned runs of one replay: given the store it writes, the repository the
     code versions come from, the one executor every attempt runs on, and its settings."""
 
-    def __init__(self, store, repo, executor, settings: ExecutionSettings, jobs: dict | None = None) -> None:
+    def __init__(self, store, repo, executor, settings: ExecutionSettings, jobs: dict | None = None,
+                 gangs=None) -> None:
         self.store = store
         self.jobs = jobs or {}  # run_id -> replay.job.JobReplay: ranks that run together, in gangs
+        self.gangs = gangs  # replay.job.Gangs: the jobs' warm workers (None: made and stopped here)
         self.repo = repo
         self.executor = executor
         self.settings = settings
@@ -112,7 +114,8 @@ class Execution:
         path.write_text(json.dumps(data))
         return path
 
-    def _tasks_for(self, state: _RunState, segments, phase: int, records_path: Path, accept_drift: bool) -> list[Task]:
+    def _tasks_for(self, state: _RunState, segments, phase: int, records_path: Path, accept_drift: bool,
+                   environ: dict[str, str] | None = None) -> list[Task]:
         settings, item = self.settings, state.item
         numeric = dict(item.run.environment.get("numeric") or {})
         env = numerics.thread_env(numeric)
@@ -132,7 +135,8 @@ class Execution:
                 run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=settings.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
                 accept_drift=accept_drift, pickled=item.records.pickled,
-                digests=item.records.digests, verify_slice=settings.verify_slice, **_slice_fields(item, segment),
+                digests=item.records.digests, verify_slice=settings.verify_slice, environ=dict(environ or {}),
+                **_slice_fields(item, segment),
             )
             spec_path = state.folder / f"{phase}-{index}.spec.json"
             spec_path.write_text(spec.to_json())
@@ -237,7 +241,7 @@ class Execution:
             if jobs:
                 from .job import run_jobs
 
-                run_jobs(self, [s for s in states if s.item.run.run_id in jobs], jobs)
+                run_jobs(self, [s for s in states if s.item.run.run_id in jobs], jobs, self.gangs)
             # With other arithmetic than the recording's (--allow-inexact), drift is expected:
             # re-executing would only repeat it, slower.
             retries = () if settings.inexact_threads is not None else RETRIES

@@ -124,7 +124,8 @@ class LocalProcessExecutor:
         self.preload = list(preload or [])
         self.confinement = confinement
         # The ranks of a distributed job (replay/job.py): when one fails, the others would wait in a
-        # collective for it, so they are stopped at once.
+        # collective for it, so they are stopped at once; and its warm workers are kept between
+        # runs (segments, attempts) until :meth:`close`, since importing torch is most of a start.
         self.gang = False
         self._idle: dict[int | None, list[_Worker]] = {}  # warm workers by slot (None: any)
         self._messages: queue.Queue = queue.Queue()
@@ -144,9 +145,10 @@ class LocalProcessExecutor:
         return env
 
     def _start(self, slot: int | None, overrides: dict, idle: bool = True) -> _Worker:
+        env = {**self._env(slot, overrides), **settings.worker_launched_env(time.time())}
         process = subprocess.Popen(
             [sys.executable, "-m", "flor.replay.worker", "--wait"],
-            env=self._env(slot, overrides), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         worker = _Worker(process, _signature(overrides))
         if idle:
@@ -254,7 +256,8 @@ class LocalProcessExecutor:
         finally:
             for worker in running.values():
                 worker.process.kill()
-            self.close()
+            if not self.gang:
+                self.close()
         return outcomes
 
     def _stop_gang(self, outcome: Outcome, running: dict) -> None:

@@ -15,6 +15,13 @@ state), then tied together here:
   until every rank's worker succeeded: a segment where one rank fails stores nothing from any
   rank, its other ranks are stopped at once (they would wait in a collective), and the whole
   segment is tried again once with a fresh rendezvous.
+- **Warm gangs.** A job's workers are started while the replay still plans (:class:`Gangs`),
+  each importing the script's libraries, and torch's compiler when the script has torch:
+  ``DistributedDataParallel(...)`` imports ``torch._dynamo`` in its constructor, seconds per rank
+  that a worker pays once instead of every segment. The gang serves every segment and attempt of
+  the job (the worker forks a fresh process per task); a rank's identity and its segment's
+  rendezvous reach that process in its spec (``WorkerSpec.environ``), not the worker's start
+  environment.
 - Re-execution of drifted iterations (execution.py's retries) is not done for jobs: their drift
   is reported as it came out.
 
@@ -24,12 +31,15 @@ state), then tied together here:
 from __future__ import annotations
 
 import copy
-import socket
+import time
 from dataclasses import dataclass, field
 
 from ..messages import say
 
 ATTEMPTS = 2  # a segment that fails on some rank is tried once more, whole
+# Imported by a job's warm workers besides the script's libraries, when those include torch: DDP's
+# constructor imports the compiler (torch/nn/parallel/distributed.py reads torch._dynamo.utils).
+JOB_PRELOAD = ("torch.distributed", "torch.nn.parallel", "torch._dynamo")
 
 
 @dataclass
@@ -126,26 +136,93 @@ def describe(jobs: dict[int, JobReplay], cores: int) -> list[str]:
 
 def free_port() -> int:
     """A free TCP port on loopback for a segment's rendezvous."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    from ..recording.job import loopback_port
+
+    return loopback_port()
 
 
 def rank_env(job: JobReplay, rank: int, port: int) -> dict[str, str]:
     """The launcher's environment of rank ``rank``, with a fresh rendezvous on loopback."""
-    local = job.local_ranks[rank]
-    return {
-        "RANK": str(rank), "WORLD_SIZE": str(job.world_size),
-        "LOCAL_RANK": str(rank if local is None else local), "LOCAL_WORLD_SIZE": str(job.world_size),
-        "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
-        "TORCHELASTIC_RUN_ID": f"flor-replay-{job.tstamp}",
-    }
+    from ..recording.job import rank_environment
+
+    return rank_environment(rank, job.local_ranks[rank], job.world_size, port, f"flor-replay-{job.tstamp}")
 
 
-def run_jobs(execution, states: list, jobs: dict[int, JobReplay]) -> None:
+def job_preload(preload: list[str]) -> list[str]:
+    """What a job's warm workers import: the script's libraries and, with torch, :data:`JOB_PRELOAD`."""
+    if not any(name.split(".")[0] == "torch" for name in preload):
+        return list(preload)
+    return list(dict.fromkeys([*preload, *JOB_PRELOAD]))
+
+
+class Gangs:
+    """The warm workers of a replay's jobs: one gang of ``world_size`` workers per world size and
+    thread environment, started early (:meth:`warm`), serving every segment and attempt of every
+    job of that shape, stopped by :meth:`close`."""
+
+    def __init__(self, gpus: list | None, preload: list[str], confinement: str) -> None:
+        self.gpus, self.preload, self.confinement = gpus, job_preload(preload), confinement
+        self._gangs: dict[tuple, object] = {}
+
+    def get(self, world_size: int, env: dict[str, str]):
+        """The gang for ``world_size`` ranks with thread environment ``env`` (made, not warmed, if new)."""
+        from .executor import LocalProcessExecutor, _signature
+
+        key = (world_size, _signature(env))
+        gang = self._gangs.get(key)
+        if gang is None:
+            gang = LocalProcessExecutor(world_size, self.gpus, self.preload, confinement=self.confinement)
+            gang.gang = True
+            self._gangs[key] = gang
+        return gang
+
+    def warm(self, world_size: int, env: dict[str, str]) -> None:
+        """Start the gang's workers now, importing while the replay plans."""
+        self.get(world_size, env).warm_up(world_size, env)
+
+    def close(self) -> None:
+        for gang in self._gangs.values():
+            gang.close()
+        self._gangs.clear()
+
+
+def time_rendezvous(timings: dict) -> None:
+    """In a rank's task process: count the time of ``torch.distributed.init_process_group`` (the
+    segment's rendezvous, and the wait for the slowest rank) as ``rendezvous_s``."""
+    import sys
+
+    c10d = sys.modules.get("torch.distributed.distributed_c10d")
+    dist = sys.modules.get("torch.distributed")
+    if c10d is None or dist is None or getattr(dist.init_process_group, "_flor_timed", False):
+        return
+    original = dist.init_process_group
+
+    def init_process_group(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            timings["rendezvous_s"] = timings.get("rendezvous_s", 0.0) + time.perf_counter() - began
+
+    init_process_group._flor_timed = True
+    init_process_group.__wrapped__ = original
+    dist.init_process_group = c10d.init_process_group = init_process_group
+
+
+def run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs | None = None) -> None:
     """Run the segments of each job as gangs of its ranks (see the module docstring)."""
-    from .executor import LocalProcessExecutor
+    settings = execution.settings
+    own = gangs is None
+    if own:
+        gangs = Gangs(settings.gpus, settings.preload, settings.confinement)
+    try:
+        _run_jobs(execution, states, jobs, gangs)
+    finally:
+        if own:
+            gangs.close()
 
+
+def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs) -> None:
     settings = execution.settings
     by_run = {state.item.run.run_id: state for state in states}
     done: set[int] = set()
@@ -164,11 +241,10 @@ def run_jobs(execution, states: list, jobs: dict[int, JobReplay]) -> None:
                 tasks = []
                 for rank, state in enumerate(ranked):
                     [task] = execution._tasks_for(state, [state.item.segments[number]], f"job{number}-{attempt}",
-                                                  state.records_path, accept_drift=settings.inexact_threads is not None)
-                    task.env = {**task.env, **rank_env(job, rank, port)}
+                                                  state.records_path, accept_drift=settings.inexact_threads is not None,
+                                                  environ=rank_env(job, rank, port))
                     tasks.append(task)
-                gang = LocalProcessExecutor(job.world_size, settings.gpus, settings.preload, confinement=settings.confinement)
-                gang.gang = True
+                gang = gangs.get(job.world_size, tasks[0].env)
                 errors_before = [len(item.errors) for item in job.items]
                 held: list = []
                 store = execution._on_message
@@ -185,8 +261,11 @@ def run_jobs(execution, states: list, jobs: dict[int, JobReplay]) -> None:
                 finally:
                     del execution._on_message  # back to the method
                 if outcomes and all(outcome.ok for outcome in outcomes):
-                    for key, message in held:
+                    for key, message in held:  # the driver writes the store, once every rank succeeded
+                        began = time.perf_counter()
                         execution._on_message(key, message)
+                        timings = execution.tasks[key][0].item.timings
+                        timings["store_s"] = timings.get("store_s", 0.0) + time.perf_counter() - began
                     break
                 # By the task's rank: an executor gives outcomes in the order they ended, and the
                 # rank that failed first usually ends before those the gang then stops.

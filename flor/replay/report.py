@@ -190,10 +190,22 @@ def describe_writes(writes: dict, root: Path | None, shown: int = 10) -> str:
 def describe_timings(item: RunReplay) -> str:
     """Where the workers' time went for one run (stderr: timings are not results)."""
     t = item.timings
-    parts = [("set-up", t.get("setup_s", 0.0)), ("restoring checkpoints", t.get("restore_s", 0.0)),
+    # Set-up is the task's time before its loop: laying out its view or copies (workspace), the
+    # script's lines up to the loop, and in them a job rank's rendezvous (both shown where measured).
+    inside = [(label, t[key]) for label, key in (("workspace", "workspace_s"), ("rendezvous", "rendezvous_s"))
+              if key in t]
+    setup = f"set-up {t.get('setup_s', 0.0) + t.get('workspace_s', 0.0):.2f} s"
+    if inside:
+        setup += " (" + ", ".join(f"{label} {seconds:.2f} s" for label, seconds in inside) + ")"
+    parts = [("restoring checkpoints", t.get("restore_s", 0.0)),
              ("memoized iterations", t.get("memo_s", 0.0)), ("re-executed iterations", t.get("exec_s", 0.0)),
              ("after the loop", t.get("after_s", 0.0))]
-    return f"  {item.run.tstamp}  time: " + ", ".join(f"{label} {seconds:.2f} s" for label, seconds in parts)
+    if "store_s" in t:
+        parts.append(("storing", t["store_s"]))
+    text = f"  {item.run.tstamp}  time: {setup}, " + ", ".join(f"{label} {seconds:.2f} s" for label, seconds in parts)
+    if "imports_s" in t:  # the worker's own start, before its first task (overlapping planning when warm)
+        text += f"; before its task the worker started in {t.get('start_s', 0.0):.2f} s and imported in {t['imports_s']:.2f} s"
+    return text
 
 
 def describe_outcome(item: RunReplay, root: Path | None = None) -> str:

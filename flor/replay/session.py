@@ -117,6 +117,7 @@ class Session:
         self._locks: list = []
         self._preload: list[str] | None = None
         self.jobs: dict = {}  # run_id -> replay.job.JobReplay: the ranks of a distributed job
+        self.gangs = None  # replay.job.Gangs: the jobs' warm workers, once a job is selected
 
     @property
     def preload(self) -> list[str]:
@@ -131,6 +132,8 @@ class Session:
         """Release the store, the runs' replay locks and any worker that got no task."""
         if self.executor is not None:
             self.executor.close()
+        if self.gangs is not None:
+            self.gangs.close()
         for handle in self._locks:
             handle.close()
         self._locks = []
@@ -207,13 +210,33 @@ class Session:
         """Start workers importing the script's libraries now, while planning goes on."""
         if not self.selected:
             return
-        if set(self.store.job_of_runs()) & {run.run_id for run in self.selected}:
-            return  # a distributed job's ranks start in gangs of their own (replay/job.py)
-        executor = self._executor()
         numeric = self.selected[0].environment.get("numeric") or {}
         env = ({n: str(self.inexact_threads) for n in numerics.THREAD_VARIABLES} if self.inexact_threads
                else numerics.thread_env(numeric))
+        of_run = self.store.job_of_runs()
+        in_jobs = {run.run_id for run in self.selected} & set(of_run)
+        if in_jobs:
+            # A distributed job's ranks run in gangs of their own (replay/job.py), warmed now.
+            if self.executor_kind != "ray":
+                first = {}  # job -> one of its selected ranks: their threads are the gang's
+                for run in self.selected:
+                    if run.run_id in in_jobs:
+                        first.setdefault(of_run[run.run_id][0], run)
+                for job_id, run in first.items():
+                    threads = ({n: str(self.inexact_threads) for n in numerics.THREAD_VARIABLES} if self.inexact_threads
+                               else numerics.thread_env(run.environment.get("numeric") or {}))
+                    self._gangs().warm(self.store.job(job_id).world_size, threads)
+            return
+        executor = self._executor()
         executor.warm_up(len(self.selected), env)
+
+    def _gangs(self):
+        """The warm gangs of this replay's jobs (replay/job.py), made on first use."""
+        if self.gangs is None:
+            from .job import Gangs
+
+            self.gangs = Gangs(self.gpus, self.preload, self.confinement)
+        return self.gangs
 
     def lock_runs(self) -> None:
         """Hold each selected run's replay lock: a second `flor replay` of the same runs waits, then
@@ -267,7 +290,8 @@ class Session:
         settings_ = ExecutionSettings(root=self.root, confinement=self.confinement, progress=self.progress,
                                       inexact_threads=self.inexact_threads, accept_drift=self.accept_drift,
                                       gpus=self.gpus, preload=self.preload, verify_slice=self.verify_slice)
-        return Execution(self.store, self.repo, self._executor(), settings_, jobs=self.jobs).run(todo)
+        gangs = self._gangs() if self.jobs else None
+        return Execution(self.store, self.repo, self._executor(), settings_, jobs=self.jobs, gangs=gangs).run(todo)
 
 
 def _hint_extract(store: Store, plans: list[RunReplay]) -> None:

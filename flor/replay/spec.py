@@ -50,6 +50,10 @@ class WorkerSpec:
     slice_names: list[str] = field(default_factory=list)
     slice_objects: list[str] = field(default_factory=list)
     verify_slice: int = 2
+    # Variables set in the task's own process before the script runs: a job rank's identity and its
+    # segment's rendezvous (replay/job.py). Not the worker's start environment, so that one warm
+    # gang serves every segment and attempt, each with a fresh rendezvous.
+    environ: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The spec as JSON text (integer keys become strings, as JSON requires)."""

@@ -21,11 +21,14 @@ import os
 import runpy
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
 from ..environment import settings
 from .channel import Channel
+
+_STARTED = time.time()  # when this module began to run: the interpreter had started by then
 
 
 def _writable_places(root: Path) -> list[Path]:
@@ -49,8 +52,11 @@ def _guard_with_landlock(workspace: Path, scratch: Path) -> None:
     landlock.restrict_writes([workspace, scratch, Path("/dev/shm")])
 
 
-def main(spec_path: str, channel: Channel) -> int:
-    """Run the segment described by the spec file ``spec_path``."""
+def main(spec_path: str, channel: Channel, server_times: dict | None = None, forked: float | None = None) -> int:
+    """Run the segment described by the spec file ``spec_path``. ``server_times``: where the warm
+    worker's own time went before this task (its start and imports), added to the task's timings;
+    ``forked``: when the task's process began (``time.perf_counter()``)."""
+    forked = time.perf_counter() if forked is None else forked
     from .. import api
     from ..environment import numerics
     from ..recording.args import split_kwargs
@@ -58,6 +64,7 @@ def main(spec_path: str, channel: Channel) -> int:
     from .spec import WorkerSpec
 
     spec = WorkerSpec.from_json(Path(spec_path).read_text())
+    os.environ.update(spec.environ)  # a job rank's identity and rendezvous, before anything reads them
     root = Path(spec.root)
     view = None
     if spec.confinement == "namespace":
@@ -91,6 +98,12 @@ def main(spec_path: str, channel: Channel) -> int:
         return confine.written(view)
 
     run = ReplayRun(spec, channel, writes)
+    run.timings.update(server_times or {})
+    run.timings["workspace_s"] = time.perf_counter() - forked  # the view or copies, the spec, flor's imports
+    if spec.environ:
+        from .job import time_rendezvous
+
+        time_rendezvous(run.timings)
     api.set_current(run)
     from .isolation import install as isolate
 
@@ -133,6 +146,10 @@ def serve() -> int:
     confined = settings.replay_confinement() == "namespace"
     server = os.getpid()
     failed = []  # what could not be preloaded: said in each task's log (output before a task is dropped)
+    launched = settings.worker_launched()
+    imports_began = time.time()
+    # Where the worker's time went before its first task (reported with that task's timings).
+    times = {"start_s": max(0.0, _STARTED - launched) if launched else 0.0}
     for name in settings.replay_preload():
         try:
             importlib.import_module(name)
@@ -143,10 +160,12 @@ def serve() -> int:
     from .lazy_dynamo import defer_dynamo_import
 
     defer_dynamo_import()
+    times["imports_s"] = time.time() - imports_began
     while True:
         spec = sys.stdin.readline().rstrip("\n")
         if not spec:
             return 0
+        server_times, times = times, {}  # the first task pays them; later ones find the worker warm
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -156,13 +175,14 @@ def serve() -> int:
             die_with_parent(server)  # a warm worker killed by the executor takes its task with it
             for line in failed:
                 print(line, file=sys.stderr)
-            os._exit(_task(spec, channel, confined))
+            os._exit(_task(spec, channel, confined, server_times))
         _pid, status = os.waitpid(pid, 0)
         channel.send("exited", code=os.waitstatus_to_exitcode(status))
 
 
-def _task(spec: str, channel: Channel, confined: bool) -> int:
+def _task(spec: str, channel: Channel, confined: bool, server_times: dict) -> int:
     """One task, in a process forked for it."""
+    forked = time.perf_counter()
     code = 1
     try:
         if confined:
@@ -178,7 +198,7 @@ def _task(spec: str, channel: Channel, confined: bool) -> int:
 
             lifetime.supervise()  # without a PID namespace: the supervisor ends what the task leaves
         os.dup2(2, 1)  # the script's prints go to the log with its errors
-        code = main(spec, channel)
+        code = main(spec, channel, server_times, forked)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # noqa: BLE001 - a failure of flor's own set-up: one line, as result and in the log
