@@ -1,11 +1,13 @@
 """End to end: hindsight replay of real scripts in temporary git repositories."""
 
 import io
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import TUTORIAL
+from tests.conftest import TUTORIAL, Project, git
 
 SCRIPT = """
 import flor
@@ -72,11 +74,25 @@ def record_toy(project, helpers: str = HELPERS):
     return project
 
 
-@pytest.fixture
-def toy(project):
+@pytest.fixture(scope="module")
+def _toy_recorded(tmp_path_factory):
+    """The toy's two recorded runs, made once for this file: each test replays in its own copy
+    (a project holds no absolute path, as the corpus's copies show), not in new recordings."""
+    root = tmp_path_factory.mktemp("toy") / "proj"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    project = Project(root)
+    project.write("README", "a project\n")  # as the `project` fixture's first commit
+    project.commit_all("init")
     record_toy(project)
     project.run("train.py", "--kwargs", "seed=7", "epochs=5", env={"FLOR_CKPT_PERIOD": "2"})
-    return project
+    return root
+
+
+@pytest.fixture
+def toy(_toy_recorded, tmp_path):
+    """A copy of the recorded toy project, this test's own."""
+    return Project(Path(shutil.copytree(_toy_recorded, tmp_path / "proj", symlinks=True)))
 
 
 def _add(project, marker, line, indent):

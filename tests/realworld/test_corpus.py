@@ -177,3 +177,34 @@ def test_a_hung_child_is_stopped_with_the_stacks_of_every_process_it_forked(tmp_
     stacks = caught.value.stacks
     assert 'hang.py", line 5' in stacks and 'hang.py", line 7' in stacks, stacks
     assert process.returncode is not None
+
+
+def test_the_truth_observer_puts_back_what_a_statement_changes():
+    """truth.observed(), the ground truth's isolation, finds the modules and the loaders'
+    generators itself (one pass over the collector's objects) and puts back everything."""
+    import random
+
+    import numpy
+    import torch
+
+    from tests.realworld import truth
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3), torch.nn.Dropout())
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_size=5, shuffle=True,
+                                         generator=torch.Generator().manual_seed(1))
+    states = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = (random.getstate(), numpy.random.get_state()[1].copy(), torch.get_rng_state())
+    order = loader.generator.get_state()
+    with truth.observed():
+        model(torch.randn(4, 3))  # BatchNorm's running stats and its batch count move
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        model.eval()
+        list(loader)  # the loader's own generator draws
+        random.random(), numpy.random.rand(), torch.rand(1)
+    assert all(torch.equal(v, states[k]) for k, v in model.state_dict().items())
+    assert all(m.training for m in model.modules())
+    assert torch.equal(loader.generator.get_state(), order)
+    assert random.getstate() == rng[0] and (numpy.random.get_state()[1] == rng[1]).all()
+    assert torch.equal(torch.get_rng_state(), rng[2])

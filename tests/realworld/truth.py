@@ -17,23 +17,42 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import itertools
 import random
 
 
-def _roots(torch) -> list:
-    modules = [o for o in gc.get_objects() if isinstance(o, torch.nn.Module)]
+class _Kinds(dict):
+    """type -> whether its objects are looked at, asked of ``test`` once per type."""
+
+    def __init__(self, test) -> None:
+        super().__init__()
+        self.test = test
+
+    def __missing__(self, kind) -> bool:
+        self[kind] = answer = self.test(kind)
+        return answer
+
+
+def _found(torch) -> tuple[list, list]:
+    """(root modules, the DataLoaders' and samplers' own generators), from one pass over the
+    collector's objects (some 10^5 with torch loaded). The fresh run observes statements at every
+    step, so this pass is most of its cost: two passes with ``isinstance`` in Python took about
+    2.4 times as long. By ``type(o)``: a real module's or loader's type is its class, and no
+    ``__class__`` property is called (torch's deprecated module proxies warn on each)."""
+    holders = (torch.utils.data.DataLoader, torch.utils.data.Sampler)
+    kept = _Kinds(lambda kind: issubclass(kind, (torch.nn.Module, *holders)))
+    objects = gc.get_objects()
+    # One pass, in C but for the first object of each type (the test runs in _Kinds.__missing__).
+    found = list(itertools.compress(objects, map(kept.__getitem__, map(type, objects))))
+    modules = [o for o in found if isinstance(o, torch.nn.Module)]
+    loaders = [o for o in found if isinstance(o, holders)]
     children = {id(c) for m in modules for c in m.children()}
-    return [m for m in modules if id(m) not in children]
-
-
-def _generators(torch) -> list:
-    found = {}
-    for o in gc.get_objects():
-        if isinstance(o, (torch.utils.data.DataLoader, torch.utils.data.Sampler)):
-            for g in (getattr(o, "generator", None), getattr(getattr(o, "sampler", None), "generator", None)):
-                if isinstance(g, torch.Generator):
-                    found[id(g)] = g
-    return list(found.values())
+    generators = {}
+    for o in loaders:
+        for g in (getattr(o, "generator", None), getattr(getattr(o, "sampler", None), "generator", None)):
+            if isinstance(g, torch.Generator):
+                generators[id(g)] = g
+    return [m for m in modules if id(m) not in children], list(generators.values())
 
 
 @contextlib.contextmanager
@@ -42,10 +61,10 @@ def observed():
     import torch
 
     py, np_state = random.getstate(), numpy.random.get_state()
-    roots = _roots(torch)
+    roots, found_generators = _found(torch)
     states = [copy.deepcopy(m.state_dict()) for m in roots]
     modes = [(s, s.training) for m in roots for s in m.modules()]
-    generators = [(g, g.get_state()) for g in _generators(torch)]
+    generators = [(g, g.get_state()) for g in found_generators]
     with torch.random.fork_rng(devices=[]):
         yield
     random.setstate(py)

@@ -1,10 +1,11 @@
 """A small recorded project shared by the UI tests: four runs of a pure-Python script (one failed,
-one with a changed script), recorded once per test module in a temporary git repository that is
-isolated from the developer's git config."""
+one with a changed script), recorded once per session in a temporary git repository that is
+isolated from the developer's git config, and copied for each test module."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -87,8 +88,19 @@ def record_project(root: Path) -> Recorded:
     return project
 
 
+@pytest.fixture(scope="session")
+def _recorded_once(tmp_path_factory) -> Recorded:
+    """The four runs, recorded once per session (four processes): never used directly, each
+    module gets a copy (a project holds no absolute path)."""
+    with git_env_in_this_process():
+        return record_project(tmp_path_factory.mktemp("ui-template") / "proj")
+
+
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> Recorded:
-    """Four recorded runs: lr=0.01; lr=0.001 epochs=5 adam; a failed one; lr=0.0001 epochs=9 (v2)."""
+def recorded(_recorded_once, tmp_path_factory) -> Recorded:
+    """Four recorded runs: lr=0.01; lr=0.001 epochs=5 adam; a failed one; lr=0.0001 epochs=9 (v2).
+    This module's own copy: a module may add runs or replayed values."""
+    root = tmp_path_factory.mktemp("ui") / "proj"
+    shutil.copytree(_recorded_once.root, root, symlinks=True)
     with git_env_in_this_process():  # the server runs git in this process
-        yield record_project(tmp_path_factory.mktemp("ui") / "proj")
+        yield Recorded(root, list(_recorded_once.tstamps))
