@@ -31,8 +31,10 @@ and arguments but not the world; calling a ``torch.nn`` module changes its ``oth
 and the world (dropout draws), never its parameters (unless the script's own ``forward`` assigns
 to ``self`` or calls an in-place method).
 
+A ``break``/``continue`` of the outer loop at the body's level (alone or in an ``if`` chain) is
+kept with what its condition reads (:attr:`Slice.breaks`: the worker checks where the loop ends).
 The body is kept whole where slicing could be wrong in ways verification cannot undo:
-``break``/``continue``/``return``/``yield`` at the body's level, ``eval``/``exec``/``locals``,
+such a ``break`` inside ``try``/``with``, ``return``/``yield`` in the body, ``eval``/``exec``/``locals``,
 ``global``/``nonlocal`` or definitions in the body, or a ``match``.
 
 >>> plan = slice_body(source, {"weight_norm"})                          # doctest: +SKIP
@@ -104,6 +106,7 @@ class Slice:
     whole: str = ""
     names: tuple[str, ...] = ()  # names the kept statements assign (put back before a verified full pass)
     objects: tuple[str, ...] = ()  # unregistered objects the kept statements change (snapshotted to verify)
+    breaks: tuple[tuple[int, int], ...] = ()  # (line, column) of each kept `break` of the outer loop
 
     @property
     def skipped(self) -> list[tuple[int, int]]:
@@ -130,6 +133,7 @@ class _Effects:
     new: bool = False  # holds (or calls a function that holds) a new statement
     whole: str = ""  # a reason to keep the body whole
     returns: frozenset = frozenset()  # what a helper's return value reaches
+    ends: list = field(default_factory=list)  # its `break`/`continue` of the outer loop: (line, column, kind)
 
     def merge(self, other: "_Effects") -> None:
         self.reads |= other.reads
@@ -139,6 +143,7 @@ class _Effects:
         self.restores |= other.restores
         self.new |= other.new
         self.whole = self.whole or other.whole
+        self.ends += other.ends
 
 
 def _overlap(a: tuple, b: tuple) -> bool:
@@ -169,6 +174,7 @@ class _Analyzer:
         self.local = local  # a helper's local names (None: the outer body's scope)
         self.depth = depth
         self.loops = 0  # plain loops around the statement being read (a break there is theirs)
+        self.guarded = 0  # `try`/`with` blocks around it: a break there may run code on its way out
 
     def reach(self, name: str) -> frozenset:
         return self.env.get(name, frozenset({(name, ALL)}))
@@ -505,8 +511,11 @@ class _Analyzer:
                 self.expr(item.context_expr, effects)
                 if item.optional_vars is not None:
                     self._assign(item.optional_vars, item.context_expr, effects)
+            self.guarded += 1
             self.block(node.body, effects)
+            self.guarded -= 1
         elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            self.guarded += 1
             self.block(node.body, effects)
             for handler in node.handlers:
                 self.expr(handler.type, effects)
@@ -515,9 +524,15 @@ class _Analyzer:
                 self.block(handler.body, effects)
             self.block(node.orelse, effects)
             self.block(node.finalbody, effects)
+            self.guarded -= 1
         elif isinstance(node, (ast.Break, ast.Continue)):
-            if not self.loops:
-                effects.whole = effects.whole or f"line {node.lineno} may end the iteration early ({type(node).__name__.lower()})"
+            kind = type(node).__name__.lower()
+            if self.loops:
+                pass  # it ends a loop inside the body, not the outer one
+            elif self.guarded:  # leaving a `with`/`try` runs code the slice cannot order
+                effects.whole = effects.whole or f"line {node.lineno} may end the iteration early ({kind} inside try/with)"
+            else:  # at the body's level, in an if/elif/else chain: kept, with what its condition reads
+                effects.ends.append((node.lineno, node.col_offset, kind))
         elif isinstance(node, ast.Return):
             self.expr(node.value, effects)
             effects.returns = effects.returns | self.reach_of(node.value)
@@ -666,6 +681,11 @@ def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset
             why[index] = "a new statement"
         elif one.restores:
             why[index] = "reaches the skipped nested loop (where the checkpoint is restored)"
+        elif one.ends:
+            # Control dependence: whether the statements after it run, and whether the loop goes
+            # on, follow its condition; so it stays, with every statement writing what that reads.
+            line, _, kind = one.ends[0]
+            why[index] = f"may end the {'loop' if kind == 'break' else 'iteration'} ({kind} at line {line})"
     if not any(one.new for one in effects):
         return Slice(whole="no new statement is in the body (or a function it calls)")
     changed = True
@@ -695,7 +715,8 @@ def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset
     names = sorted({loc[1] for one in kept for loc in one.writes if loc[0] == "n"})
     defined = set(slicer.functions) | set(slicer.classes) | slicer.imported
     objects = sorted({loc[1] for one in kept for loc in one.writes if loc[0] == "o"} - slicer.registered - defined)
-    return Slice(statements=tuple(statements), names=tuple(names), objects=tuple(objects))
+    breaks = tuple((line, col) for one in kept for line, col, kind in one.ends if kind == "break")
+    return Slice(statements=tuple(statements), names=tuple(names), objects=tuple(objects), breaks=breaks)
 
 
 def _shown(location: tuple) -> str:
