@@ -473,3 +473,105 @@ def test_a_slice_only_iteration_ending_the_loop_before_the_recording_did_stops_t
         for name in (GUARD, ENDS):
             if hasattr(builtins, name):
                 delattr(builtins, name)
+
+
+PROJECT_MODEL = '''
+import torch
+import torch.nn as nn
+
+
+class GPT(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+
+    def forward(self, x):
+        return self.fc(x)
+
+    def configure_optimizers(self, lr):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=lr)
+'''
+
+NANOGPT_HEAD = '''
+import os
+import time
+import flor
+import torch
+from model import GPT
+
+n = 4
+out_dir = "out"
+model = GPT(n)
+optimizer = model.configure_optimizers(1e-3)
+loader = [torch.ones(3, 4)] * 2
+
+def train_epoch(model, optimizer, loader):
+    for x in flor.loop("step", loader):
+        model(x).sum().backward()
+
+@torch.no_grad()
+def estimate_loss():
+    model.eval()
+    out = model(torch.randn(2, n)).sum()
+    model.train()
+    return out
+'''
+
+NANOGPT_BODY = f"""
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = 0.1
+    if epoch % 2 == 0:
+        losses = estimate_loss()
+        print(losses)
+        torch.save({{"model": model.state_dict(), "optimizer": optimizer.state_dict()}}, os.path.join(out_dir, "c.pt"))
+    train_epoch(model, optimizer, loader)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    {WEIGHT_NORM}
+    t1 = time.time()
+    if epoch + 1 > n:
+        break
+"""
+
+
+def test_a_model_class_of_the_projects_own_module_is_read_and_its_evaluation_skipped():
+    """nanoGPT's shape: GPT from model.py, the optimizer from its configure_optimizers, an eval
+    branch drawing random batches and torch.save-ing state dicts, a clip, a break on the counter."""
+    import ast
+
+    result, _ = plan(NANOGPT_BODY, head=NANOGPT_HEAD)
+    # without the project's module: GPT is code flor cannot see, and the eval branch stays
+    assert "if epoch % 2 == 0:" in kept(result)
+    source = NANOGPT_HEAD + "with flor.checkpointing(model=model, optimizer=optimizer):\n" \
+        "    for epoch in flor.loop(\"epoch\", range(9)):\n" + textwrap.indent(textwrap.dedent(NANOGPT_BODY), "        ")
+    read = lambda name: ast.parse(PROJECT_MODEL) if name == "model" else None
+    result = slice_body(source, {"wn"}, read_module=read)
+    assert not result.whole
+    assert set(skipped(result)) == {"if epoch % 2 == 0:", "t1 = time.time()"}
+    assert {"for param_group in optimizer.param_groups:", "optimizer.step()", "if epoch + 1 > n:"} <= set(kept(result))
+    # a forward that changes the model's own weights: the evaluation is kept again
+    changing = PROJECT_MODEL.replace("        return self.fc(x)", "        self.fc.weight.data.mul_(0.9)\n        return self.fc(x)")
+    result = slice_body(source, {"wn"}, read_module=lambda name: ast.parse(changing))
+    assert "if epoch % 2 == 0:" in kept(result)
+    # a statement reading what the evaluation computes keeps it
+    result = slice_body(source.replace(WEIGHT_NORM, 'flor.log("l", losses.item())'), {"l"}, read_module=read)
+    assert "if epoch % 2 == 0:" in kept(result)
+
+
+def test_an_in_place_library_call_and_a_shuffle_change_their_arguments_only():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        noise = torch.randn(3)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        {WEIGHT_NORM}
+    """)
+    assert skipped(result) == ["noise = torch.randn(3)"]  # draws: the world, which nothing kept reads
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        order = list(range(4))
+        random.shuffle(order)
+        flor.log("o", order[0])
+    """, head=HEAD + "import random\n", names=("o",))
+    assert "random.shuffle(order)" in kept(result)

@@ -22,6 +22,7 @@ import ast
 import builtins
 import copy
 import ctypes
+import io
 import math
 import sys
 
@@ -270,6 +271,8 @@ def _state_of(obj):
     if isinstance(obj, (list, dict, set, bytearray)):
         return ("container", copy.deepcopy(obj))
     if isinstance(obj, (str, bytes, tuple, frozenset)) or values.is_plain(obj):
+        return ("immutable", None)
+    if isinstance(obj, io.IOBase) and obj.closed:  # `with open(...) as f` after its block: nothing of it changes
         return ("immutable", None)
     if hasattr(obj, "__dict__") and not isinstance(obj, type):
         return ("attributes", copy.deepcopy(vars(obj)))
