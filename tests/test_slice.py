@@ -575,3 +575,35 @@ def test_an_in_place_library_call_and_a_shuffle_change_their_arguments_only():
         flor.log("o", order[0])
     """, head=HEAD + "import random\n", names=("o",))
     assert "random.shuffle(order)" in kept(result)
+
+
+def test_putting_back_a_param_group_keeps_the_models_parameters_in_it():
+    """nanoGPT's `for param_group in optimizer.param_groups: param_group["lr"] = lr` leaves
+    `param_group` naming the optimizer's own dict: what verification puts back must keep the
+    parameters it holds (a deep copy there would cut the optimizer off the model)."""
+    import sys
+
+    import torch
+
+    from flor.replay.slice_run import SliceRun
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    param_group = optimizer.param_groups[0]
+
+    class Manager:
+        objects = {"model": model, "optimizer": optimizer}
+
+    class Run:
+        outer_frame = None
+        managers = [Manager()]
+
+    Run.outer_frame = sys._getframe()  # this function's frame: `param_group` is one of its names
+
+    run = SliceRun(Run(), [], [0], [], ["param_group"], verify=2)
+    saved, why = run._snapshot()
+    assert saved is not None and not why
+    param_group["lr"] = 0.5
+    assert run._put_back(saved) == ""
+    assert param_group["lr"] == 0.1 and param_group is optimizer.param_groups[0]
+    assert all(p is q for p, q in zip(param_group["params"], model.parameters()))

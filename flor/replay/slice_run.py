@@ -197,12 +197,13 @@ class SliceRun:
         scope = frame.f_locals
         for name in self.names:
             saved["names"][name] = scope.get(name, _MISSING)
+        kept = _registered(self.run)
         for name in self.objects:
             obj = scope.get(name, frame.f_globals.get(name, _MISSING))
             if obj is _MISSING:
                 continue
             try:
-                saved["objects"][name] = (obj, _state_of(obj))
+                saved["objects"][name] = (obj, _state_of(obj, kept))
             except Exception as exc:  # noqa: BLE001 - any failure to copy: no verification, no slice
                 return None, f"`{name}` cannot be copied to verify the slice ({type(exc).__name__})"
         return saved, ""
@@ -265,17 +266,33 @@ def _sample(memoized: list[int], count: int) -> set[int]:
     return {memoized[round(k * last / (count - 1))] for k in range(count)}
 
 
-def _state_of(obj):
+def _registered(run) -> dict:
+    """A deep copy's memo that keeps the registered objects, their parameters and buffers as they
+    are: the checkpoint restores them for the full pass, and a copy put back in their place (an
+    optimizer's param group holding copies of the parameters) would cut them off the model."""
+    memo: dict = {}
+    for manager in getattr(run, "managers", []):
+        for obj in manager.objects.values():
+            memo[id(obj)] = obj
+            for getter in ("parameters", "buffers"):
+                if callable(getattr(obj, getter, None)) and not isinstance(obj, type):
+                    memo.update((id(tensor), tensor) for tensor in getattr(obj, getter)())
+            for group in getattr(obj, "param_groups", None) or []:
+                memo.update((id(tensor), tensor) for tensor in group.get("params", []))
+    return memo
+
+
+def _state_of(obj, kept: dict | None = None):
     if hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict") and not isinstance(obj, type):
         return ("state_dict", copy.deepcopy(obj.state_dict()))
     if isinstance(obj, (list, dict, set, bytearray)):
-        return ("container", copy.deepcopy(obj))
+        return ("container", copy.deepcopy(obj, dict(kept or {})))
     if isinstance(obj, (str, bytes, tuple, frozenset)) or values.is_plain(obj):
         return ("immutable", None)
     if isinstance(obj, io.IOBase) and obj.closed:  # `with open(...) as f` after its block: nothing of it changes
         return ("immutable", None)
     if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return ("attributes", copy.deepcopy(vars(obj)))
+        return ("attributes", copy.deepcopy(vars(obj), dict(kept or {})))
     raise TypeError(type(obj).__name__)
 
 
