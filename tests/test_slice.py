@@ -577,7 +577,7 @@ def test_an_in_place_library_call_and_a_shuffle_change_their_arguments_only():
     assert "random.shuffle(order)" in kept(result)
 
 
-def test_putting_back_a_param_group_keeps_the_models_parameters_in_it():
+def test_putting_back_keeps_the_models_parameters_in_a_param_group_and_restores_the_registered_objects():
     """nanoGPT's `for param_group in optimizer.param_groups: param_group["lr"] = lr` leaves
     `param_group` naming the optimizer's own dict: what verification puts back must keep the
     parameters it holds (a deep copy there would cut the optimizer off the model)."""
@@ -603,7 +603,14 @@ def test_putting_back_a_param_group_keeps_the_models_parameters_in_it():
     run = SliceRun(Run(), [], [0], [], ["param_group"], verify=2)
     saved, why = run._snapshot()
     assert saved is not None and not why
+    before = model.weight.detach().clone()
     param_group["lr"] = 0.5
+    with torch.no_grad():  # the slice pass's optimizer step; statements before the nested loop
+        model.weight.add_(1.0)  # (nanoGPT's eval branch) read the registered objects in the full pass
+    model.eval()
     assert run._put_back(saved) == ""
-    assert param_group["lr"] == 0.1 and param_group is optimizer.param_groups[0]
-    assert all(p is q for p, q in zip(param_group["params"], model.parameters()))
+    # (load_state_dict makes the optimizer new group dicts, as every checkpoint restore does)
+    assert param_group["lr"] == 0.1 and optimizer.param_groups[0]["lr"] == 0.1
+    for group in (param_group, optimizer.param_groups[0]):
+        assert [id(p) for p in group["params"]] == [id(q) for q in model.parameters()]
+    assert torch.equal(model.weight, before) and model.training

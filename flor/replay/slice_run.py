@@ -198,6 +198,17 @@ class SliceRun:
         for name in self.names:
             saved["names"][name] = scope.get(name, _MISSING)
         kept = _registered(self.run)
+        # The registered objects too: the full pass restores them at the nested loop, but the
+        # statements before it (nanoGPT's eval branch) read what the slice pass left in them.
+        for manager in getattr(self.run, "managers", []):
+            for name, obj in manager.objects.items():
+                try:
+                    saved["objects"][f"registered {name}"] = (obj, _state_of(obj))
+                except Exception as exc:  # noqa: BLE001
+                    return None, f"`{name}` cannot be copied to verify the slice ({type(exc).__name__})"
+                modes = getattr(obj, "modules", None)
+                if callable(modes) and not isinstance(obj, type):
+                    saved["modes"] = saved.get("modes", []) + [(m, m.training) for m in modes()]
         for name in self.objects:
             obj = scope.get(name, frame.f_globals.get(name, _MISSING))
             if obj is _MISSING:
@@ -216,6 +227,8 @@ class SliceRun:
                     _set_name(frame, name, value)
             for name, (obj, state) in saved["objects"].items():
                 _set_state(obj, state)
+            for module, training in saved.get("modes", []):
+                module.training = training
             rng.restore(saved["rng"])
         except Exception as exc:  # noqa: BLE001
             return f"the state the slice changed cannot be put back ({type(exc).__name__}: {exc})"
