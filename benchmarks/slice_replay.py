@@ -44,11 +44,11 @@ from workloads import child_env, flor_cli, git, run_command  # noqa: E402
 from tests.realworld.harness import _values, recorded_text, today_text  # noqa: E402
 
 SECTION = "slice_replay"
-# nanoGPT's proportions at a CPU's scale: an evaluation of 2 x 20 batches every 30 iterations
-# (nanoGPT: 2 x 200 every 250), 120 iterations of 2 micro-steps.
+# nanoGPT's proportions at a loaded 2-core machine's scale: an evaluation of 2 x 10 batches every
+# 10 iterations (nanoGPT: 2 x 200 every 250), 40 iterations of 2 micro-steps, a 2-layer model.
 NANOGPT_BENCH = Case(NANOGPT.name, NANOGPT.folder,
-                     ("--max_iters=120", "--lr_decay_iters=120", "--warmup_iters=10", "--eval_interval=30",
-                      "--eval_iters=20", "--n_layer=4", "--n_embd=128", "--n_head=4", "--block_size=64", "--batch_size=12"),
+                     ("--max_iters=40", "--lr_decay_iters=40", "--warmup_iters=5", "--eval_interval=10",
+                      "--eval_iters=10", "--n_layer=2", "--n_embd=64", "--n_head=2", "--block_size=32", "--batch_size=8"),
                      NANOGPT.prepare, {}, ("a_epoch", "c_eval"))
 CASES = {"mnist": MNIST, "nanogpt": NANOGPT_BENCH}
 
