@@ -133,26 +133,121 @@ def test_eval_and_train_around_the_evaluation_skipped_when_the_statement_reads_o
     assert set(skipped(result)) == {"model.eval()", "acc = evaluate(model, test_loader)", "model.train()"}
 
 
-def test_an_early_break_on_a_metric_keeps_the_body_whole():
+def test_an_early_break_on_a_metric_is_kept_with_what_computes_the_metric():
     result, _ = plan(f"""
         train_epoch(model, optimizer, loader)
         acc = evaluate(model, test_loader)
+        print("epoch", epoch, acc)
         {WEIGHT_NORM}
         if acc > 0.9:
             break
     """)
-    assert result.whole and "break" in result.whole
-    assert result.skipped == []
+    assert not result.whole
+    assert {"if acc > 0.9:", "acc = evaluate(model, test_loader)"} <= set(kept(result))
+    assert skipped(result) == ['print("epoch", epoch, acc)']
+    why = {s.text: s.why for s in result.statements}
+    assert "may end the loop (break at line" in why["if acc > 0.9:"]
+    assert len(result.breaks) == 1 and result.breaks[0][0] == result.statements[-1].line + 1
 
 
-def test_continue_and_return_keep_the_body_whole():
+def test_a_break_on_the_loop_counter_keeps_only_itself_and_the_evaluation_is_skipped():
+    """nanoGPT's `if iter_num > max_iters: break`: the condition reads what no statement writes."""
     result, _ = plan(f"""
         train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
+        print(acc)
+        {WEIGHT_NORM}
+        if epoch + 1 > 2:
+            break
+    """)
+    assert not result.whole
+    assert skipped(result) == ["acc = evaluate(model, test_loader)", "print(acc)"]
+    assert "if epoch + 1 > 2:" in kept(result)
+
+
+def test_a_break_in_an_elif_else_chain_and_a_loop_carried_condition():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
+        print(acc)
+        {WEIGHT_NORM}
+        if epoch == 0:
+            pass
+        elif stale > 3:
+            break
+        else:
+            stale = stale + 1 if acc < best else 0
+        best = max(best, acc)
+    """, head=HEAD + "stale = 0\nbest = 0.0\n")
+    assert not result.whole
+    # the condition reads `stale`, written (loop-carried) from `acc` and `best`: all kept
+    assert {"acc = evaluate(model, test_loader)", "best = max(best, acc)", "if epoch == 0:"} <= set(kept(result))
+    assert skipped(result) == ["print(acc)"]
+    assert len(result.breaks) == 1
+
+
+def test_a_continue_at_the_bodys_level_is_kept_and_needs_no_rewriting():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
         if epoch == 1:
             continue
         {WEIGHT_NORM}
     """)
-    assert result.whole and "continue" in result.whole
+    assert not result.whole
+    assert "if epoch == 1:" in kept(result) and skipped(result) == ["acc = evaluate(model, test_loader)"]
+    assert "may end the iteration (continue" in {s.text: s.why for s in result.statements}["if epoch == 1:"]
+    assert result.breaks == ()
+
+
+def test_a_break_of_a_loop_inside_the_body_does_not_stop_slicing():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
+        for x in test_loader:
+            if x.sum() > 0:
+                break
+        while True:
+            break
+        {WEIGHT_NORM}
+    """)
+    assert not result.whole
+    assert "acc = evaluate(model, test_loader)" in skipped(result)
+    assert result.breaks == ()
+
+
+def test_a_break_inside_try_or_with_keeps_the_body_whole():
+    for wrapper in ("try:\n            if acc > 0.9:\n                break\n        except ValueError:\n            pass",
+                    "with torch.no_grad():\n            if acc > 0.9:\n                break"):
+        result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
+        {WEIGHT_NORM}
+        {wrapper}
+    """)
+        assert result.whole and "break inside try/with" in result.whole, wrapper
+
+
+def test_a_break_whose_condition_calls_code_flor_cannot_see_keeps_what_that_code_reaches():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        acc = evaluate(model, test_loader)
+        {WEIGHT_NORM}
+        if evaluate_elsewhere(model):
+            break
+    """)
+    assert result.whole or "acc = evaluate(model, test_loader)" in kept(result)
+
+
+def test_return_keeps_the_body_whole():
+    head = HEAD + "def main():\n"
+    source = head + "    with flor.checkpointing(model=model, optimizer=optimizer):\n" \
+        "        for epoch in flor.loop(\"epoch\", range(3)):\n" \
+        "            train_epoch(model, optimizer, loader)\n" \
+        "            if epoch == 1:\n                return\n" \
+        f"            {WEIGHT_NORM}\n"
+    result = slice_body(source, {"wn"})
+    assert result.whole
 
 
 def test_a_statement_in_a_branch_taken_by_a_metric_keeps_what_computes_the_metric():
@@ -302,6 +397,26 @@ def test_the_worker_compiles_skipped_statements_behind_the_guard_with_their_line
         compile_sliced(source, "train.py", [[9, 4]])
 
 
+def test_the_worker_asks_before_a_kept_break_and_a_slice_pass_turns_it_into_continue():
+    import builtins
+
+    from flor.replay.slice_run import ENDS, GUARD, compile_sliced
+
+    source = ("ran = []\nfor i in range(5):\n    ran.append(i)\n    if i == 1:\n        break\n"
+              "    for j in range(3):\n        break\n    ran.append(-i)\n")
+    code = compile_sliced(source, "train.py", [[8, 4]], [[5, 8]])
+    for ends, expected in ((False, [0, 0, 1]), (True, [0, 0, 1, 2, -2, 3, -3, 4, -4])):
+        setattr(builtins, GUARD, lambda: True)
+        setattr(builtins, ENDS, lambda ends=ends: ends)
+        try:
+            scope: dict = {}
+            exec(code, scope)
+        finally:
+            delattr(builtins, GUARD)
+            delattr(builtins, ENDS)
+        assert scope["ran"] == expected  # the inner loop's break is its own, never asked
+
+
 def test_a_negative_verify_slice_is_refused_in_one_line(in_project):
     import pytest
 
@@ -331,3 +446,171 @@ def test_the_verified_iterations_are_the_first_and_spread_to_the_last():
     assert _sample([3, 4, 5, 6, 7], 3) == {3, 5, 7}
     assert _sample([3, 4, 5], 1) == {3} and _sample([3], 4) == {3} and _sample([3, 4], 0) == set()
     assert _sample([0, 1], 9) == {0, 1}
+
+
+def test_a_slice_only_iteration_ending_the_loop_before_the_recording_did_stops_the_replay():
+    import builtins
+
+    import pytest
+
+    from flor.errors import ReplayError
+    from flor.replay.slice_run import ENDS, GUARD, SliceRun
+
+    class Run:
+        outer_name = "epoch"
+
+    try:
+        run = SliceRun(Run(), [[9, 8]], [0, 1, 2, 3], [], [], verify=0, breaks=True, last=3)
+        assert getattr(builtins, ENDS)() is False  # not slicing: the script's own break
+        run.slicing, run.index = True, 3
+        assert run.slice_ends() is False  # where the recording ended: it ends here too
+        run.index, run.checking = 1, True
+        assert run.slice_ends() is True and run.ended == 1  # checked: continue, then the whole body
+        run.checking = False
+        with pytest.raises(ReplayError, match="ended the loop at epoch 1, where the recording went on.*--no-slice"):
+            run.slice_ends()
+    finally:
+        for name in (GUARD, ENDS):
+            if hasattr(builtins, name):
+                delattr(builtins, name)
+
+
+PROJECT_MODEL = '''
+import torch
+import torch.nn as nn
+
+
+class GPT(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+
+    def forward(self, x):
+        return self.fc(x)
+
+    def configure_optimizers(self, lr):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=lr)
+'''
+
+NANOGPT_HEAD = '''
+import os
+import time
+import flor
+import torch
+from model import GPT
+
+n = 4
+out_dir = "out"
+model = GPT(n)
+optimizer = model.configure_optimizers(1e-3)
+loader = [torch.ones(3, 4)] * 2
+
+def train_epoch(model, optimizer, loader):
+    for x in flor.loop("step", loader):
+        model(x).sum().backward()
+
+@torch.no_grad()
+def estimate_loss():
+    model.eval()
+    out = model(torch.randn(2, n)).sum()
+    model.train()
+    return out
+'''
+
+NANOGPT_BODY = f"""
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = 0.1
+    if epoch % 2 == 0:
+        losses = estimate_loss()
+        print(losses)
+        torch.save({{"model": model.state_dict(), "optimizer": optimizer.state_dict()}}, os.path.join(out_dir, "c.pt"))
+    train_epoch(model, optimizer, loader)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    {WEIGHT_NORM}
+    t1 = time.time()
+    if epoch + 1 > n:
+        break
+"""
+
+
+def test_a_model_class_of_the_projects_own_module_is_read_and_its_evaluation_skipped():
+    """nanoGPT's shape: GPT from model.py, the optimizer from its configure_optimizers, an eval
+    branch drawing random batches and torch.save-ing state dicts, a clip, a break on the counter."""
+    import ast
+
+    result, _ = plan(NANOGPT_BODY, head=NANOGPT_HEAD)
+    # without the project's module: GPT is code flor cannot see, and the eval branch stays
+    assert "if epoch % 2 == 0:" in kept(result)
+    source = NANOGPT_HEAD + "with flor.checkpointing(model=model, optimizer=optimizer):\n" \
+        "    for epoch in flor.loop(\"epoch\", range(9)):\n" + textwrap.indent(textwrap.dedent(NANOGPT_BODY), "        ")
+    read = lambda name: ast.parse(PROJECT_MODEL) if name == "model" else None
+    result = slice_body(source, {"wn"}, read_module=read)
+    assert not result.whole
+    assert set(skipped(result)) == {"if epoch % 2 == 0:", "t1 = time.time()"}
+    assert {"for param_group in optimizer.param_groups:", "optimizer.step()", "if epoch + 1 > n:"} <= set(kept(result))
+    # a forward that changes the model's own weights: the evaluation is kept again
+    changing = PROJECT_MODEL.replace("        return self.fc(x)", "        self.fc.weight.data.mul_(0.9)\n        return self.fc(x)")
+    result = slice_body(source, {"wn"}, read_module=lambda name: ast.parse(changing))
+    assert "if epoch % 2 == 0:" in kept(result)
+    # a statement reading what the evaluation computes keeps it
+    result = slice_body(source.replace(WEIGHT_NORM, 'flor.log("l", losses.item())'), {"l"}, read_module=read)
+    assert "if epoch % 2 == 0:" in kept(result)
+
+
+def test_an_in_place_library_call_and_a_shuffle_change_their_arguments_only():
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        noise = torch.randn(3)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        {WEIGHT_NORM}
+    """)
+    assert skipped(result) == ["noise = torch.randn(3)"]  # draws: the world, which nothing kept reads
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        order = list(range(4))
+        random.shuffle(order)
+        flor.log("o", order[0])
+    """, head=HEAD + "import random\n", names=("o",))
+    assert "random.shuffle(order)" in kept(result)
+
+
+def test_putting_back_keeps_the_models_parameters_in_a_param_group_and_restores_the_registered_objects():
+    """nanoGPT's `for param_group in optimizer.param_groups: param_group["lr"] = lr` leaves
+    `param_group` naming the optimizer's own dict: what verification puts back must keep the
+    parameters it holds (a deep copy there would cut the optimizer off the model)."""
+    import sys
+
+    import torch
+
+    from flor.replay.slice_run import SliceRun
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    param_group = optimizer.param_groups[0]
+
+    class Manager:
+        objects = {"model": model, "optimizer": optimizer}
+
+    class Run:
+        outer_frame = None
+        managers = [Manager()]
+
+    Run.outer_frame = sys._getframe()  # this function's frame: `param_group` is one of its names
+
+    run = SliceRun(Run(), [], [0], [], ["param_group"], verify=2)
+    saved, why = run._snapshot()
+    assert saved is not None and not why
+    before = model.weight.detach().clone()
+    param_group["lr"] = 0.5
+    with torch.no_grad():  # the slice pass's optimizer step; statements before the nested loop
+        model.weight.add_(1.0)  # (nanoGPT's eval branch) read the registered objects in the full pass
+    model.eval()
+    assert run._put_back(saved) == ""
+    # (load_state_dict makes the optimizer new group dicts, as every checkpoint restore does)
+    assert param_group["lr"] == 0.1 and optimizer.param_groups[0]["lr"] == 0.1
+    for group in (param_group, optimizer.param_groups[0]):
+        assert [id(p) for p in group["params"]] == [id(q) for q in model.parameters()]
+    assert torch.equal(model.weight, before) and model.training

@@ -139,3 +139,50 @@ def test_no_slice_replays_as_before(project):
     done = project.flor("replay", "wn", "--no-slice")
     assert "slice:" not in done.stdout
     assert _values(project, "wn", "replay") == _fresh(project, "wn")
+
+
+BREAK_AT_2 = "        if epoch + 1 >= 3:\n            break"
+
+
+@pytest.mark.slow
+def test_a_kept_break_on_the_loop_counter_slices_and_both_passes_end_the_loop_where_the_recording_did(project):
+    script = SCRIPT.replace("        # BODY", "        # BODY\n" + BREAK_AT_2)
+    _record(project, script)
+    project.write("train.py", script.replace("        # BODY", "        " + WEIGHT_NORM))
+    plan = project.flor("replay", "wn", "--dry-run").stdout
+    assert "memo 0-2" in plan, plan
+    assert "test(model, test_loader)" in plan.split("skip line")[1], plan
+    assert "if epoch + 1 >= 3:  -- may end the loop (break at line" in plan, plan
+    done = project.flor("replay", "wn")
+    assert "checked against the whole body at epoch 0, 2: equal (both ended the loop at epoch 2)" in done.stdout, \
+        done.stdout
+    assert "FELL BACK" not in done.stdout
+    replayed = _values(project, "wn", "replay")
+    project.run("train.py")
+    assert replayed == _values(project, "wn", "record")[-3:] and len(replayed) == 3
+
+
+@pytest.mark.slow
+def test_a_slice_that_would_end_the_loop_elsewhere_is_caught_and_the_run_falls_back(project):
+    """The break reads the parameters, which test() shrinks through a helper the slicer does not
+    follow into: the slice would not end the loop where the whole body does. The new statement's
+    values agree, so only the comparison of where the loop ended catches it."""
+    script = SCRIPT.replace("    pass  # SHRINK", "    if not module.training:\n"
+                            "        with torch.no_grad():\n"
+                            "            for p in module.parameters():\n"
+                            "                p.mul_(0.99)")
+    script = script.replace("lr=0.1", "lr=1e-9").replace("model = Net()\n", "model = Net()\nstart = sum(p.abs().sum() for p in model.parameters()).item()\n")
+    script = script.replace("        # BODY", "        # BODY\n"
+                            "        if sum(p.abs().sum() for p in model.parameters()).item() < start * 0.95:\n"
+                            "            break")
+    _record(project, script)
+    new = 'flor.log("lr", optimizer.param_groups[0]["lr"])'
+    project.write("train.py", script.replace("        # BODY", "        " + new))
+    plan = project.flor("replay", "lr", "--dry-run").stdout
+    assert "memo 0-2" in plan and "test(model, test_loader)" in plan.split("skip line")[1], plan
+    done = project.flor("replay", "lr")
+    assert "FELL BACK to full memoization at epoch 2: the slice did not end the loop at epoch 2 and the full body did" \
+        in done.stdout, done.stdout
+    replayed = _values(project, "lr", "replay")
+    project.run("train.py")
+    assert replayed == _values(project, "lr", "record")[-3:] and len(replayed) == 3

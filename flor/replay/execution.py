@@ -348,7 +348,8 @@ def _slice_fields(item, segment) -> dict:
     if plan is None or plan.whole or not iterations:
         return {}
     return {"slice_iterations": iterations, "slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
-            "slice_objects": list(plan.objects)}
+            "slice_objects": list(plan.objects), "slice_breaks": [list(position) for position in plan.breaks],
+            "slice_last": item.total - 1}
 
 
 def _merge_slice(item, seen: dict) -> None:
@@ -359,6 +360,8 @@ def _merge_slice(item, seen: dict) -> None:
     for key in ("sliced", "verified"):
         merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key) or []))
     merged["uncompared"] = merged.get("uncompared", 0) + int(seen.get("uncompared") or 0)
+    if seen.get("loop_ended") is not None:
+        merged["loop_ended"] = seen["loop_ended"]
     fell = seen.get("fell_back")
     if fell and (not merged.get("fell_back") or fell["iteration"] < merged["fell_back"]["iteration"]):
         merged["fell_back"] = fell

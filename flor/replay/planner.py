@@ -305,8 +305,10 @@ class Planner:
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
         elif self.slicing and strategy == "memo" and memo_possible and not framework:
-            item.slice = self._once(("slice", id(placement), item.source, tuple(item.names),
-                                     bool(run.environment.get("main_module"))), lambda: _slice(item, placement, run))
+            # The project's modules come from the run's version: runs of one commit share the slice.
+            item.slice = self._once(("slice", id(placement), item.source, tuple(item.names), run.code_commit,
+                                     bool(run.environment.get("main_module"))),
+                                    lambda: _slice(item, placement, run, self._module_reader(run)))
 
     def _independent(self, layout, item_keys: dict, places: set[str], run: RunRow) -> bool:
         """A keyed outer loop whose iterations share no state (``independence``, following the
@@ -415,7 +417,7 @@ def _outer_keys(records: RunRecords, outer_name: str | None) -> dict[str, int]:
     return found
 
 
-def _slice(item: RunReplay, placement, run: RunRow):
+def _slice(item: RunReplay, placement, run: RunRow, read_module):
     """The slice of the outer body that memoized iterations run (slice.py)."""
     from .slice import Slice, slice_body
 
@@ -426,6 +428,6 @@ def _slice(item: RunReplay, placement, run: RunRow):
     lines = {ins.lineno for ins in placement.inserted if ins.placed and ins.lineno} \
         if item.source == placement.source else set()
     try:
-        return slice_body(item.source, set(item.names), lines)
+        return slice_body(item.source, set(item.names), lines, read_module)
     except (SyntaxError, RecursionError) as exc:
         return Slice(whole=f"the placed script could not be analysed ({type(exc).__name__})")

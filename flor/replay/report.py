@@ -266,6 +266,8 @@ def _slice_line(item: RunReplay) -> str:
             "not compared)")
     if verified:
         text += f"; checked against the whole body at {loop} {', '.join(map(str, verified))}: equal"
+        if seen.get("loop_ended") is not None:
+            text += f" (both ended the loop at {loop} {seen['loop_ended']})"
     fell = seen.get("fell_back")
     if fell:
         text += (f"; FELL BACK to full memoization at {loop} {fell['iteration']}: {fell['why']}")

@@ -22,17 +22,14 @@ files, library globals). Aliasing follows assignments: ``m = model`` reaches the
 ``scheduler = StepLR(optimizer)`` reaches both. The functions of the script are followed through
 the call graph (their arguments bound to what the call passes, ``global`` names kept); code flor
 cannot see is taken to read and write everything reachable from its receiver and arguments, and
-the world. What flor assumes of libraries (documented in docs/slicing.md, and checked at run time
-by verification): functions of the numeric libraries (``torch.flatten``, ``F.nll_loss``,
-``math.sqrt``) read their arguments only, unless they draw random numbers, end in ``_`` (in place)
-or do I/O;
-methods in :data:`PURE_METHODS` read only; methods in :data:`LOCAL_METHODS` change their receiver
-and arguments but not the world; calling a ``torch.nn`` module changes its ``other`` facet (buffers)
-and the world (dropout draws), never its parameters (unless the script's own ``forward`` assigns
-to ``self`` or calls an in-place method).
+the world. What flor assumes of libraries and torch modules is in ``replay/assumptions.py`` (a
+table in docs/slicing.md), checked at run time by verification. A module class the script imports
+from the project (``from model import GPT``) is read from the run's version (``read_module``).
 
+A ``break``/``continue`` of the outer loop at the body's level (alone or in an ``if`` chain) is
+kept with what its condition reads (:attr:`Slice.breaks`: the worker checks where the loop ends).
 The body is kept whole where slicing could be wrong in ways verification cannot undo:
-``break``/``continue``/``return``/``yield`` at the body's level, ``eval``/``exec``/``locals``,
+such a ``break`` inside ``try``/``with``, ``return``/``yield`` in the body, ``eval``/``exec``/``locals``,
 ``global``/``nonlocal`` or definitions in the body, or a ``match``.
 
 >>> plan = slice_body(source, {"weight_norm"})                          # doctest: +SKIP
@@ -45,44 +42,17 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from ..errors import FlorError
 from .analysis import Layout
+from .assumptions import (ADVANCING_BUILTINS, DYNAMIC, IO_FUNCTIONS, LIBRARIES, LOCAL_METHODS, MODE_METHODS,
+                          PARAM_READERS, PLAIN_ATTRIBUTES, PURE_BUILTINS, PURE_CALLS, PURE_METHODS, READING_CALLS,
+                          SAME_OBJECT, SHUFFLING, constructor, immutable, module_kind)
 from .florcalls import is_flor_call
 from .independence import RANDOM_FUNCTIONS, dotted_name
 from .isolation import WRAPPER
 
 WORLD = ("w",)
 PARAMS, OTHER, ALL = "params", "other", "*"
-
-PURE_BUILTINS = frozenset({
-    "len", "sum", "min", "max", "abs", "float", "int", "str", "bool", "round", "range", "enumerate", "zip",
-    "sorted", "list", "tuple", "dict", "set", "frozenset", "isinstance", "issubclass", "format", "repr",
-    "any", "all", "map", "filter", "reversed", "type", "hash", "divmod", "pow", "hasattr", "id", "chr", "ord",
-    "hex", "bin", "oct", "complex", "slice", "getattr", "callable", "super", "object",
-})
-ADVANCING_BUILTINS = frozenset({"next", "iter"})  # change the iterator they are given
-DYNAMIC = frozenset({"eval", "exec", "locals", "vars", "globals", "__import__", "compile", "breakpoint"})
-PURE_METHODS = frozenset({
-    "item", "sum", "mean", "argmax", "argmin", "max", "min", "eq", "ne", "lt", "le", "gt", "ge", "view_as",
-    "view", "reshape", "float", "double", "half", "long", "int", "bool", "cpu", "detach", "numpy", "tolist",
-    "norm", "size", "dim", "exp", "log", "abs", "sqrt", "pow", "std", "var", "numel", "nelement", "isnan",
-    "isfinite", "any", "all", "clone", "copy", "keys", "values", "items", "get", "format", "join", "split",
-    "strip", "lower", "upper", "startswith", "endswith", "count", "index", "t", "transpose", "permute",
-    "squeeze", "unsqueeze", "flatten", "softmax", "log_softmax", "topk", "sort", "contiguous", "type", "to",
-    "cuda", "data_ptr", "get_last_lr", "square", "prod", "cumsum", "round", "clamp", "float32", "amax",
-    "amin", "sigmoid", "tanh", "relu", "matmul", "mm", "dot", "expand", "expand_as", "repeat",
-    "chunk", "narrow", "masked_fill", "gather", "where", "nonzero", "unique", "bincount", "allclose",
-})
-LOCAL_METHODS = frozenset({
-    "step", "zero_grad", "backward", "state_dict", "load_state_dict", "append", "extend", "insert", "pop",
-    "popitem", "remove", "clear", "update", "add", "discard", "setdefault", "appendleft", "extendleft",
-    "add_param_group", "register_buffer", "add_", "mul_", "sub_", "div_", "zero_", "fill_", "copy_",
-    "clamp_", "requires_grad_", "set_", "__setitem__", "__delitem__",
-})
-SAME_OBJECT = frozenset({"to", "cuda", "cpu", "train", "eval", "float", "half", "double", "requires_grad_"})
-MODE_METHODS = frozenset({"eval", "train"})
-PARAM_READERS = frozenset({"parameters", "named_parameters"})
-LIBRARIES = frozenset({"torch", "numpy", "math", "statistics", "scipy", "einops", "operator", "itertools"})
-IO_FUNCTIONS = frozenset({"save", "load", "open", "write", "print", "dump", "savez", "savetxt", "imwrite"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +74,7 @@ class Slice:
     whole: str = ""
     names: tuple[str, ...] = ()  # names the kept statements assign (put back before a verified full pass)
     objects: tuple[str, ...] = ()  # unregistered objects the kept statements change (snapshotted to verify)
+    breaks: tuple[tuple[int, int], ...] = ()  # (line, column) of each kept `break` of the outer loop
 
     @property
     def skipped(self) -> list[tuple[int, int]]:
@@ -130,6 +101,7 @@ class _Effects:
     new: bool = False  # holds (or calls a function that holds) a new statement
     whole: str = ""  # a reason to keep the body whole
     returns: frozenset = frozenset()  # what a helper's return value reaches
+    ends: list = field(default_factory=list)  # its `break`/`continue` of the outer loop: (line, column, kind)
 
     def merge(self, other: "_Effects") -> None:
         self.reads |= other.reads
@@ -139,6 +111,7 @@ class _Effects:
         self.restores |= other.restores
         self.new |= other.new
         self.whole = self.whole or other.whole
+        self.ends += other.ends
 
 
 def _overlap(a: tuple, b: tuple) -> bool:
@@ -169,6 +142,7 @@ class _Analyzer:
         self.local = local  # a helper's local names (None: the outer body's scope)
         self.depth = depth
         self.loops = 0  # plain loops around the statement being read (a break there is theirs)
+        self.guarded = 0  # `try`/`with` blocks around it: a break there may run code on its way out
 
     def reach(self, name: str) -> frozenset:
         return self.env.get(name, frozenset({(name, ALL)}))
@@ -206,6 +180,9 @@ class _Analyzer:
                     return _restrict(self.reach_of(func.value), PARAMS)
                 if func.attr in SAME_OBJECT:
                     return self.reach_of(func.value)
+                method = self._module_method(func)
+                if method is not None:  # `model.configure_optimizers(...)`: what its body returns
+                    return self._returns(node, func, method)
                 return frozenset(out | self.reach_of(func.value))
             if isinstance(func, ast.Name) and (func.id in self.s.classes or func.id in PURE_BUILTINS
                                                or func.id in self.s.functions):
@@ -233,6 +210,23 @@ class _Analyzer:
             if isinstance(child, ast.Name) and child is not node:
                 out |= self.reach(child.id)
         return frozenset(out)
+
+    def _module_method(self, func: ast.Attribute) -> ast.FunctionDef | None:
+        """The method a call on a torch module of a class the script or project defines runs."""
+        roots = self.owned_of(func.value)
+        classes = {id(self.s.module_classes.get(root)) for root in roots}
+        cls = self.s.module_classes.get(next(iter(roots), None)) if len(classes) == 1 else None
+        if cls is None:
+            return None
+        return next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == func.attr), None)
+
+    def _returns(self, node: ast.Call, func: ast.Attribute, method: ast.FunctionDef) -> frozenset:
+        """What a method's return value reaches, ``self`` bound to its receiver."""
+        bound = ast.Call(func=ast.Name(id=method.name, ctx=ast.Load()), args=[func.value, *node.args],
+                         keywords=node.keywords)
+        scratch = _Effects()
+        self._helper(bound, method, scratch)
+        return scratch.returns
 
     def _read_objects(self, reach, effects: _Effects) -> None:
         effects.reads |= {("o", root, facet) for root, facet in reach}
@@ -362,12 +356,30 @@ class _Analyzer:
         if dotted is not None and dotted.split(".")[0] in s.libraries and dotted.split(".")[0] not in self.env:
             # A function of a numeric library (torch.flatten, F.nll_loss, np.mean).
             args = self._args(node, effects)
-            if method in RANDOM_FUNCTIONS or method in IO_FUNCTIONS or (method.endswith("_") and not method.endswith("__")) \
-                    or "distributed" in dotted:  # in place, random, I/O, or collectives that fill their tensors
+            if method in RANDOM_FUNCTIONS or method.rstrip("_") in RANDOM_FUNCTIONS or "distributed" in dotted:
+                # random (the global generator; `shuffle` and in-place draws change their argument
+                # too), or collectives that fill their tensors
                 self._read_objects(args, effects)
-                self._write_objects(args, effects)
+                if method in SHUFFLING or method.endswith("_") or "distributed" in dotted:
+                    self._write_objects(args, effects)
                 effects.reads.add(WORLD)
                 effects.writes.add(WORLD)
+            elif method in IO_FUNCTIONS:  # files: it reads what it saves and never changes a module's parameters
+                self._read_objects(args, effects)
+                if dotted.split(".")[0] == "torch" and method == "save" and node.args:  # torch.save(obj, f): obj is read
+                    args = frozenset().union(*(self.reach_of(a) for a in [*node.args[1:], *(k.value for k in node.keywords)]))
+                self._write_objects(_restrict(args, OTHER), effects)
+                effects.reads.add(WORLD)
+                effects.writes.add(WORLD)
+            elif method.endswith("_") and not method.endswith("__"):  # in place (clip_grad_norm_): its arguments
+                self._read_objects(args, effects)
+                self._write_objects(args, effects)
+            return
+        if dotted is not None and f"{dotted}.{method}" in PURE_CALLS | READING_CALLS \
+                and dotted.split(".")[0] in s.imported and dotted.split(".")[0] not in self.env:
+            self._args(node, effects)
+            if f"{dotted}.{method}" in READING_CALLS:
+                effects.reads.add(WORLD)
             return
         receiver = self.reach_of(func.value)
         if isinstance(func.value, ast.Name):
@@ -383,7 +395,9 @@ class _Analyzer:
         elif method in PURE_METHODS:
             self._args(node, effects)
             self._read_objects(receiver, effects)
-        elif method in LOCAL_METHODS:
+        elif method in LOCAL_METHODS or (method.endswith("_") and not method.endswith("__")
+                                         and method.rstrip("_") not in RANDOM_FUNCTIONS):
+            # changes its receiver and arguments (an in-place method: `add_`, GradScaler's `unscale_`)
             reach = self._args(node, effects) | receiver
             self._read_objects(reach, effects)
             self._write_objects(reach, effects)
@@ -433,7 +447,9 @@ class _Analyzer:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("enumerate", "zip", "iter"):
             targets = list(node.args)
         for target in targets:
-            if isinstance(target, (ast.Name, ast.Attribute)):
+            if isinstance(target, ast.Attribute) and target.attr in PLAIN_ATTRIBUTES:
+                self._write_objects({(root, ALL) for root in self.owned_of(target)}, effects)
+            elif isinstance(target, (ast.Name, ast.Attribute)):
                 self._write_objects({(root, ALL) for root in self.owned_of(target)}, effects)
                 effects.reads.add(WORLD)
                 effects.writes.add(WORLD)
@@ -445,11 +461,14 @@ class _Analyzer:
             self.statement(statement, effects)
 
     def _assign(self, target: ast.AST, value: ast.AST | None, effects: _Effects, reach=None) -> None:
-        if isinstance(target, ast.Name):
+        if isinstance(target, ast.Name):  # in the body, a name is a root of the object it names now (made here or not)
             if self.local is None or target.id not in self.local:
                 effects.writes.add(("n", target.id))
             self.env[target.id] = reach if reach is not None else self.reach_of(value)
             self.owned[target.id] = self.owned_of(value) if reach is None and value is not None else frozenset({target.id})
+            if self.local is None:
+                self.env[target.id] = self.env[target.id] | {(target.id, ALL)}
+                self.owned[target.id] = self.owned[target.id] | {target.id}
         elif isinstance(target, (ast.Tuple, ast.List)):
             whole = reach if reach is not None else self.reach_of(value)
             for element in target.elts:
@@ -505,8 +524,11 @@ class _Analyzer:
                 self.expr(item.context_expr, effects)
                 if item.optional_vars is not None:
                     self._assign(item.optional_vars, item.context_expr, effects)
+            self.guarded += 1
             self.block(node.body, effects)
+            self.guarded -= 1
         elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            self.guarded += 1
             self.block(node.body, effects)
             for handler in node.handlers:
                 self.expr(handler.type, effects)
@@ -515,9 +537,15 @@ class _Analyzer:
                 self.block(handler.body, effects)
             self.block(node.orelse, effects)
             self.block(node.finalbody, effects)
+            self.guarded -= 1
         elif isinstance(node, (ast.Break, ast.Continue)):
-            if not self.loops:
-                effects.whole = effects.whole or f"line {node.lineno} may end the iteration early ({type(node).__name__.lower()})"
+            kind = type(node).__name__.lower()
+            if self.loops:
+                pass  # it ends a loop inside the body, not the outer one
+            elif self.guarded:  # leaving a `with`/`try` runs code the slice cannot order
+                effects.whole = effects.whole or f"line {node.lineno} may end the iteration early ({kind} inside try/with)"
+            else:  # at the body's level, in an if/elif/else chain: kept, with what its condition reads
+                effects.ends.append((node.lineno, node.col_offset, kind))
         elif isinstance(node, ast.Return):
             self.expr(node.value, effects)
             effects.returns = effects.returns | self.reach_of(node.value)
@@ -548,8 +576,14 @@ class _Analyzer:
 class _Slicer:
     """The whole script's facts the analysis needs."""
 
-    def __init__(self, layout: Layout, new_names: set[str], new_lines: set[int]) -> None:
+    def __init__(self, layout: Layout, new_names: set[str], new_lines: set[int], read_module=None) -> None:
         tree = layout.tree
+        self.read_module = read_module  # dotted module name -> its syntax tree in the run's version (or None)
+        # `from model import GPT`: a class of the project's own modules, read to tell a torch
+        # module (whose forward is checked as the script's own are) from code flor cannot see.
+        self.from_project = {a.asname or a.name: (node.module, a.name) for node in tree.body
+                             if isinstance(node, ast.ImportFrom) and not node.level and node.module
+                             and node.module.split(".")[0] not in LIBRARIES for a in node.names}
         self.flor = layout.names
         self.new_names = new_names
         self.functions: dict[str, ast.FunctionDef] = {}
@@ -577,6 +611,7 @@ class _Slicer:
         self.active: set = set()
         self.nested_skipped = False
         self.modules: dict[str, bool] = {}  # root -> whether its forward may change its parameters
+        self.module_classes: dict[str, ast.ClassDef] = {}  # root -> its class, where the script or project defines it
         self.globals_env: dict = {}
         self.globals_owned: dict = {}
         self.registered: set[str] = set()
@@ -587,6 +622,17 @@ class _Slicer:
         outer = layout.outer
         scopes = [layout.tree.body] + [f.body for f in layout.functions if _encloses(f, outer)]
         analyzer = _Analyzer(self, self.globals_env, owned=self.globals_owned)
+        assigned: dict[str, list] = {}  # every value a name is given outside the loop
+        for body in scopes:
+            for node in _walk_statements(body):
+                if isinstance(node, ast.Assign) and node is not outer:
+                    for target in node.targets:
+                        for name in _stored(target):
+                            single = isinstance(target, ast.Name)
+                            assigned.setdefault(name, []).append(node.value if single else None)
+                elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.With)) and node is not outer:
+                    for name in _stored(getattr(node, "target", None) or ast.Pass()):
+                        assigned.setdefault(name, []).append(None)
         for body in scopes:
             for node in _walk_statements(body):
                 if node is outer:
@@ -594,60 +640,66 @@ class _Slicer:
                 if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                     name = node.targets[0].id
                     self.globals_env[name] = analyzer.reach_of(node.value) | {(name, ALL)}
+                    if immutable(node.value) and all(immutable(other) for other in assigned.get(name, ())):
+                        self.globals_env[name] = frozenset()  # a number or a string: nothing of it can change
                     self.globals_owned[name] = frozenset({name})
                     kind = self._module_kind(node.value)
                     if kind is not None:
                         self.modules[name] = kind
+                        cls = self._class_of(node.value)
+                        if cls is not None:
+                            self.module_classes[name] = cls
                     if isinstance(node.value, ast.Name):  # an alias: the same object
                         self.globals_env[name] = analyzer.reach(node.value.id)
                         self.globals_owned[name] = analyzer.owned_of(node.value)
                         if node.value.id in self.modules:
                             self.modules[name] = self.modules[node.value.id]
+                        if node.value.id in self.module_classes:
+                            self.module_classes[name] = self.module_classes[node.value.id]
                 if isinstance(node, (ast.With, ast.AsyncWith)):
                     for item in node.items:
                         if is_flor_call(item.context_expr, "checkpointing", self.flor):
                             self.registered |= {k.value.id for k in item.context_expr.keywords
                                                 if isinstance(k.value, ast.Name)}
 
+    def _project_class(self, name: str) -> ast.ClassDef | None:
+        found = self.from_project.get(name)
+        if found is None or self.read_module is None:
+            return None
+        try:
+            tree = self.read_module(found[0])
+        except (SyntaxError, ValueError, OSError, FlorError):
+            return None
+        return next((node for node in getattr(tree, "body", []) if isinstance(node, ast.ClassDef)
+                     and node.name == found[1]), None)
+
+    def _class_of(self, value: ast.AST) -> ast.ClassDef | None:
+        dotted = constructor(value)
+        return None if dotted is None else self.classes.get(dotted) or self._project_class(dotted)
+
     def _module_kind(self, value: ast.AST) -> bool | None:
         """None: not a torch module; else whether its forward may change its own parameters."""
-        while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in SAME_OBJECT:
-            value = value.func.value
-        if not isinstance(value, ast.Call):
-            return None
-        dotted = dotted_name(value.func) or ""
-        if dotted.startswith(("nn.", "torch.nn.")):
+        dotted = constructor(value)
+        if dotted is not None and dotted.startswith(("nn.", "torch.nn.")):
             return False
-        cls = self.classes.get(dotted)
-        if cls is None or not any("Module" in (dotted_name(base) or "") for base in cls.bases):
-            return None
-        forward = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
-        if forward is None:
-            return True
-        for sub in ast.walk(forward):
-            if isinstance(sub, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
-                targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
-                if any(isinstance(t, (ast.Attribute, ast.Subscript)) for t in targets):
-                    return True
-            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr.endswith("_") \
-                    and not sub.func.attr.endswith("__"):
-                return True
-            if isinstance(sub, ast.Attribute) and sub.attr == "data":
-                return True
-        return False
+        return module_kind(self._class_of(value))
 
 
-def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset()) -> Slice:
+def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset(), read_module=None) -> Slice:
     """The slice of the outer loop's body of ``source`` (the placed script) for the new
-    statements: those logging ``new_names``, or on ``new_lines``."""
+    statements: those logging ``new_names``, or on ``new_lines``. ``read_module``: a dotted
+    module name -> its syntax tree in the run's version, or None (the project's classes it imports from)."""
     layout = Layout.of(source)
     outer = layout.outer
     if outer is None:
         return Slice(whole="the script has no outer flor.loop")
-    slicer = _Slicer(layout, set(new_names), set(new_lines))
+    slicer = _Slicer(layout, set(new_names), set(new_lines), read_module)
     body = outer.body
     analyzer = _Analyzer(slicer, dict(slicer.globals_env), owned=dict(slicer.globals_owned))
-    analyzer._assign(outer.target, outer.iter, _Effects())
+    items = outer.iter  # `flor.loop("epoch", range(n))` yields the items of `range(n)`
+    if isinstance(items, ast.Call) and is_flor_call(items, "loop", slicer.flor) and len(items.args) >= 2:
+        items = items.args[1]
+    analyzer._assign(outer.target, items, _Effects())
     effects = []
     for statement in body:
         one = _Effects()
@@ -666,6 +718,11 @@ def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset
             why[index] = "a new statement"
         elif one.restores:
             why[index] = "reaches the skipped nested loop (where the checkpoint is restored)"
+        elif one.ends:
+            # Control dependence: whether the statements after it run, and whether the loop goes
+            # on, follow its condition; so it stays, with every statement writing what that reads.
+            line, _, kind = one.ends[0]
+            why[index] = f"may end the {'loop' if kind == 'break' else 'iteration'} ({kind} at line {line})"
     if not any(one.new for one in effects):
         return Slice(whole="no new statement is in the body (or a function it calls)")
     changed = True
@@ -695,7 +752,8 @@ def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset
     names = sorted({loc[1] for one in kept for loc in one.writes if loc[0] == "n"})
     defined = set(slicer.functions) | set(slicer.classes) | slicer.imported
     objects = sorted({loc[1] for one in kept for loc in one.writes if loc[0] == "o"} - slicer.registered - defined)
-    return Slice(statements=tuple(statements), names=tuple(names), objects=tuple(objects))
+    breaks = tuple((line, col) for one in kept for line, col, kind in one.ends if kind == "break")
+    return Slice(statements=tuple(statements), names=tuple(names), objects=tuple(objects), breaks=breaks)
 
 
 def _shown(location: tuple) -> str:

@@ -22,6 +22,7 @@ import ast
 import builtins
 import copy
 import ctypes
+import io
 import math
 import sys
 
@@ -31,14 +32,18 @@ from ..errors import ReplayError
 from ..logged import LoggedValue
 
 GUARD = "__flor_full_body__"
+ENDS = "__flor_slice_ends__"
 _MISSING = object()
 
 
-def compile_sliced(source: str, filename: str, skip: list) -> object:
+def compile_sliced(source: str, filename: str, skip: list, breaks: list = ()) -> object:
     """The code of ``source`` with each statement at ``skip`` ((line, column) pairs) run only
-    where ``__flor_full_body__()`` is true."""
+    where ``__flor_full_body__()`` is true, and each ``break`` at ``breaks`` (the outer loop's,
+    kept by the slice) asking ``__flor_slice_ends__()`` first: in a slice pass that the whole
+    body will check, it becomes ``continue`` (the whole body then runs, and breaks or not)."""
     tree = ast.parse(source, filename)
     wanted = {tuple(position) for position in skip}
+    ends = {tuple(position) for position in breaks}
     found = set()
     for node in ast.walk(tree):
         for name in ("body", "orelse", "finalbody"):
@@ -52,8 +57,13 @@ def compile_sliced(source: str, filename: str, skip: list) -> object:
                     guarded = ast.If(test=test, body=[statement], orelse=[])
                     block[index] = ast.copy_location(guarded, statement)
                     found.add(position)
-    if found != wanted:
-        raise ReplayError(f"the slice names statements the placed script does not hold ({sorted(wanted - found)}); "
+                elif position in ends and isinstance(statement, ast.Break):
+                    test = ast.Call(func=ast.Name(id=ENDS, ctx=ast.Load()), args=[], keywords=[])
+                    asked = ast.If(test=test, body=[ast.copy_location(ast.Continue(), statement)], orelse=[statement])
+                    block[index] = ast.copy_location(asked, statement)
+                    found.add(position)
+    if found != wanted | ends:
+        raise ReplayError(f"the slice names statements the placed script does not hold ({sorted((wanted | ends) - found)}); "
                           "run `flor replay --no-slice`")
     return compile(ast.fix_missing_locations(tree), filename, "exec")
 
@@ -75,7 +85,7 @@ class SliceRun:
     """A worker's memoized iterations: the slice, verified (see the module docstring)."""
 
     def __init__(self, run, skip: list, iterations: list[int], names: list[str], objects: list[str],
-                 verify: int) -> None:
+                 verify: int, breaks: bool = False, last: int = -1) -> None:
         self.run = run
         self.on = bool(skip)
         self.skipped_statements = len(skip)
@@ -87,8 +97,32 @@ class SliceRun:
         self.sliced: list[int] = []  # iterations that ran the slice only
         self.verified: list[int] = []  # iterations where slice and full body agreed
         self.fell_back: dict | None = None
+        self.last = last  # the recording's last outer iteration: where the slice's `break` may end the loop
+        self.index: int | None = None  # the memoized iteration running now
+        self.checking = False  # a slice pass the whole body checks after it
+        self.ended: int | None = None  # the iteration where that slice pass reached a kept `break`
+        self.loop_ended: int | None = None  # a verified iteration where slice and whole body both ended the loop
         if self.on:
             setattr(builtins, GUARD, self.full_body)
+            if breaks:
+                setattr(builtins, ENDS, self.slice_ends)
+
+    def slice_ends(self) -> bool:
+        """``__flor_slice_ends__()``, asked by a kept ``break`` of the outer loop: true turns it
+        into ``continue``. In a slice pass that the whole body checks, the break is noted and the
+        whole body runs next (from the same state), which breaks or not: *whether and where the
+        loop ended* is compared like the values. In a slice-only iteration the loop may end only
+        where the recording's ended; anywhere else the slice is wrong, and this iteration cannot
+        be run again (its state was not kept): the replay stops with the error."""
+        if not self.slicing:
+            return False  # the whole body (or no slice): the break is the script's
+        if self.checking:
+            self.ended = self.index
+            return True
+        if self.index == self.last:
+            return False
+        raise ReplayError(f"the slice ended the loop at {self.run.outer_name or 'iteration'} {self.index}, where the "
+                          "recording went on; replay this run with `flor replay --no-slice`")
 
     def full_body(self) -> bool:
         """``__flor_full_body__()``: whether the statements the slice skips run now."""
@@ -96,6 +130,7 @@ class SliceRun:
 
     def iteration(self, index: int, item):
         """Drive one memoized outer iteration (a generator: the body runs at each yield)."""
+        self.index = index
         if not self.on or index not in self.allowed:
             yield item
             return
@@ -118,13 +153,15 @@ class SliceRun:
         push_instance, push_start, next_ctx = loops.push_instance, loops.push_start, loops.next_ctx
         run.push_log = run.push_special = held.append
         loops.push_instance = loops.push_start = (lambda entry: None)
-        self.slicing = True
+        self.slicing = self.checking = True
+        self.ended = None
         try:
-            yield item
+            yield item  # a kept `break` comes back here as `continue` (slice_ends)
         finally:
-            self.slicing = False
+            self.slicing = self.checking = False
             run.push_log, run.push_special = push_log, push_special
             loops.push_instance, loops.push_start, loops.next_ctx = push_instance, push_start, next_ctx
+        sliced_ended = self.ended == index
         why = self._put_back(saved)
         if why:
             self._fall_back(index, why)  # the full pass below is today's memoized iteration
@@ -132,16 +169,24 @@ class SliceRun:
         run.push_log = lambda entry: (full.append(entry), push_log(entry))
         run.push_special = lambda entry: (full.append(entry), push_special(entry))
         run._nested_done = False
+        full_ended = True  # until the whole body comes back to the loop
         try:
             yield item
-        finally:
+            full_ended = False
+        finally:  # a `break` of the whole body (GeneratorExit) passes through here too
             run.push_log, run.push_special = push_log, push_special
-        if self.fell_back is None:
-            difference = _differ(self._new_values(held), self._new_values(full))
-            if difference:
-                self._fall_back(index, difference)
-            else:
-                self.verified.append(index)
+            if self.fell_back is None:
+                difference = _differ(self._new_values(held), self._new_values(full))
+                if not difference and sliced_ended != full_ended:
+                    loop = self.run.outer_name or "iteration"
+                    difference = (f"the slice {'ended' if sliced_ended else 'did not end'} the loop at {loop} {index} "
+                                  f"and the full body {'did' if full_ended else 'did not'}")
+                if difference:
+                    self._fall_back(index, difference)
+                else:
+                    self.verified.append(index)
+                    if full_ended:
+                        self.loop_ended = index
 
     # -- putting the state back ------------------------------------------------------------
 
@@ -153,12 +198,24 @@ class SliceRun:
         scope = frame.f_locals
         for name in self.names:
             saved["names"][name] = scope.get(name, _MISSING)
+        kept = _registered(self.run)
+        # The registered objects too: the full pass restores them at the nested loop, but the
+        # statements before it (nanoGPT's eval branch) read what the slice pass left in them.
+        for manager in getattr(self.run, "managers", []):
+            for name, obj in manager.objects.items():
+                try:
+                    saved["objects"][f"registered {name}"] = (obj, _state_of(obj))
+                except Exception as exc:  # noqa: BLE001
+                    return None, f"`{name}` cannot be copied to verify the slice ({type(exc).__name__})"
+                modes = getattr(obj, "modules", None)
+                if callable(modes) and not isinstance(obj, type):
+                    saved["modes"] = saved.get("modes", []) + [(m, m.training) for m in modes()]
         for name in self.objects:
             obj = scope.get(name, frame.f_globals.get(name, _MISSING))
             if obj is _MISSING:
                 continue
             try:
-                saved["objects"][name] = (obj, _state_of(obj))
+                saved["objects"][name] = (obj, _state_of(obj, kept))
             except Exception as exc:  # noqa: BLE001 - any failure to copy: no verification, no slice
                 return None, f"`{name}` cannot be copied to verify the slice ({type(exc).__name__})"
         return saved, ""
@@ -171,6 +228,8 @@ class SliceRun:
                     _set_name(frame, name, value)
             for name, (obj, state) in saved["objects"].items():
                 _set_state(obj, state)
+            for module, training in saved.get("modes", []):
+                module.training = training
             rng.restore(saved["rng"])
         except Exception as exc:  # noqa: BLE001
             return f"the state the slice changed cannot be put back ({type(exc).__name__}: {exc})"
@@ -194,7 +253,7 @@ class SliceRun:
     def result(self) -> dict:
         """What the worker's result says of the slice."""
         return {"statements": self.skipped_statements, "sliced": self.sliced, "verified": self.verified,
-                "fell_back": self.fell_back, "uncompared": self._uncompared()}
+                "fell_back": self.fell_back, "uncompared": self._uncompared(), "loop_ended": self.loop_ended}
 
     def _uncompared(self) -> int:
         """Recorded values at the outer loop's level, in iterations that ran the slice only,
@@ -221,15 +280,33 @@ def _sample(memoized: list[int], count: int) -> set[int]:
     return {memoized[round(k * last / (count - 1))] for k in range(count)}
 
 
-def _state_of(obj):
+def _registered(run) -> dict:
+    """A deep copy's memo that keeps the registered objects, their parameters and buffers as they
+    are: the checkpoint restores them for the full pass, and a copy put back in their place (an
+    optimizer's param group holding copies of the parameters) would cut them off the model."""
+    memo: dict = {}
+    for manager in getattr(run, "managers", []):
+        for obj in manager.objects.values():
+            memo[id(obj)] = obj
+            for getter in ("parameters", "buffers"):
+                if callable(getattr(obj, getter, None)) and not isinstance(obj, type):
+                    memo.update((id(tensor), tensor) for tensor in getattr(obj, getter)())
+            for group in getattr(obj, "param_groups", None) or []:
+                memo.update((id(tensor), tensor) for tensor in group.get("params", []))
+    return memo
+
+
+def _state_of(obj, kept: dict | None = None):
     if hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict") and not isinstance(obj, type):
         return ("state_dict", copy.deepcopy(obj.state_dict()))
     if isinstance(obj, (list, dict, set, bytearray)):
-        return ("container", copy.deepcopy(obj))
+        return ("container", copy.deepcopy(obj, dict(kept or {})))
     if isinstance(obj, (str, bytes, tuple, frozenset)) or values.is_plain(obj):
         return ("immutable", None)
+    if isinstance(obj, io.IOBase) and obj.closed:  # `with open(...) as f` after its block: nothing of it changes
+        return ("immutable", None)
     if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return ("attributes", copy.deepcopy(vars(obj)))
+        return ("attributes", copy.deepcopy(vars(obj), dict(kept or {})))
     raise TypeError(type(obj).__name__)
 
 

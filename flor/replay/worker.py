@@ -118,7 +118,7 @@ def main(spec_path: str, channel: Channel, server_times: dict | None = None, for
         elif spec.slice_skip:  # the statements the slice skips behind a guard (slice_run.py)
             from .slice_run import compile_sliced, run_path
 
-            run_path(compile_sliced(script.read_text(), str(script), spec.slice_skip), str(script))
+            run_path(compile_sliced(script.read_text(), str(script), spec.slice_skip, spec.slice_breaks), str(script))
         else:
             runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:

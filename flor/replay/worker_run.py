@@ -207,7 +207,7 @@ class ReplayRun:
         self.effects = Effects()  # what the new statements' observers put back (isolation.install)
         # Memoized iterations that run the slice only, verified (slice_run.py).
         self.slice = SliceRun(self, spec.slice_skip, spec.slice_iterations, spec.slice_names, spec.slice_objects,
-                              spec.verify_slice)
+                              spec.verify_slice, breaks=bool(spec.slice_breaks), last=spec.slice_last)
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-replay-flush", daemon=True)
         self._flusher.start()
 
