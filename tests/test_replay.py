@@ -462,11 +462,17 @@ def test_runs_of_one_version_share_one_matching(toy, monkeypatch):
 
     monkeypatch.setattr(propagation, "Propagator", Counting)
     monkeypatch.chdir(toy.root)
+    # A third run of the same script but another helpers.py: the slice follows the project's
+    # modules of each run's version, so that run's is its own.
+    (toy.root / "helpers.py").write_text((toy.root / "helpers.py").read_text() + "\n# changed\n")
+    toy.commit_all("helpers changed")
+    toy.run("train.py", env={"FLOR_CKPT_PERIOD": "1"})
     _add(toy, "        # BODY", 'flor.log("wnorm", float(np.linalg.norm(model.w)))', 8)
     with git_env_in_this_process():
         report = flor.replay("wnorm", dry_run=True, out=io.StringIO())
-    assert [r.status for r in report.runs] == ["planned", "planned"]
+    assert [r.status for r in report.runs] == ["planned", "planned", "planned"]
     assert len(made) == 1
-    assert report.runs[0].source == report.runs[1].source
-    # What the placed source alone decides is analysed once too, and shared.
-    assert report.runs[0].slice is not None and report.runs[0].slice is report.runs[1].slice
+    assert report.runs[0].source == report.runs[1].source == report.runs[2].source
+    # What the placed source alone decides is analysed once too, and shared by runs of one tree.
+    first, second, third = (r.slice for r in report.runs)
+    assert first is not None and first is second and third is not None and third is not first

@@ -373,6 +373,11 @@ class Repo:
                 problems.append(str(exc))
         return problems
 
+    def tree_id(self, commit: str) -> str:
+        """The id of ``commit``'s tree: runs snapshotted from the same files share it, though
+        each run's commit is its own (its time and message differ)."""
+        return self.git("rev-parse", f"{commit}^{{tree}}").decode().strip()
+
     def tree_files(self, commit: str) -> list[str]:
         """The paths of every file (and submodule) in the tree of ``commit``."""
         out = self.git("ls-tree", "-r", "-z", "--name-only", commit).decode(errors="surrogateescape")

@@ -305,8 +305,9 @@ class Planner:
         if not item.segments:
             item.status, item.reason = "skipped", "no iterations selected"
         elif self.slicing and strategy == "memo" and memo_possible and not framework:
-            # The project's modules come from the run's version: runs of one commit share the slice.
-            item.slice = self._once(("slice", id(placement), item.source, tuple(item.names), run.code_commit,
+            # The project's modules come from the run's version: runs of one tree share the slice.
+            tree = self._once(("tree", run.code_commit), lambda: self.repo.tree_id(run.code_commit))
+            item.slice = self._once(("slice", id(placement), item.source, tuple(item.names), tree,
                                      bool(run.environment.get("main_module"))),
                                     lambda: _slice(item, placement, run, self._module_reader(run)))
 
