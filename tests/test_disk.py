@@ -110,6 +110,29 @@ def test_encoder_keeps_raw_bytes_where_compressing_does_not_pay():
     assert objects.decode(packed.data, None) == zeros.tobytes()
 
 
+def test_deltas_subtract_item_bits_and_xor_deltas_of_older_objects_still_read():
+    rng_ = np.random.default_rng(0)
+    before = (rng_.standard_normal(1 << 14) * 3).astype(np.float32)
+    after = before + np.float32(1e-4) * rng_.standard_normal(1 << 14).astype(np.float32)
+    base = hashlib.sha256(before.tobytes()).hexdigest()
+    encoder = objects.Encoder()
+    packed = encoder.encode(memoryview(after).cast("B"), 4, before.tobytes(), base)
+    assert objects.header(packed.data)["delta"] == "sub" and packed.base == base
+    assert objects.decode(packed.data, lambda digest: before.tobytes()) == after.tobytes()
+    # A carry across the mantissa: a difference of one unit, many bits of XOR; exact either way.
+    edge = np.full(1 << 12, 0x3F7FFFFF, dtype=np.uint32)
+    moved = edge + np.uint32(1)
+    packed = encoder.encode(memoryview(moved).cast("B"), 4, edge.tobytes(), "e" * 64)
+    assert objects.decode(packed.data, lambda digest: edge.tobytes()) == moved.tobytes()
+    # Items without an integer lane (bytes) are still XORed; an object written before "sub" (no
+    # "delta" in its header) reads as the XOR it is.
+    raw = encoder.encode(memoryview(after.tobytes()), 1, before.tobytes(), base)
+    assert "delta" not in objects.header(raw.data)
+    assert objects.decode(raw.data, lambda digest: before.tobytes()) == after.tobytes()
+    with pytest.raises(objects._Undecodable, match="unknown delta"):
+        objects.decode(raw.data.replace(b'"shuffle"', b'"delta":"rot13","shuffle"', 1), lambda d: before.tobytes())
+
+
 def _simulate(policy, iterations: int, written: int, state: int = 10_000_000, known_length: bool = True,
               eval_every: int | None = None):
     """Drive a policy through a loop of 0.1 s iterations (evaluation iterations take 1 s) whose
