@@ -210,6 +210,9 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--no-two-runs", action="store_true")
     parser.add_argument("--full", default="", help="settings whose a_epoch question is replayed too (default: all)")
+    parser.add_argument("--questions", default=",".join(NANOGPT.questions), help="the questions replayed")
+    parser.add_argument("--reference", help="a project whose replay of the questions matched a fresh run (its "
+                                             "values stand for the fresh run's, saving one recording)")
     parser.add_argument("--jsonl", help="append each setting's result to this file as it is measured")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--honoured", help="case:budget,... (mnist or nanogpt): is a budget of N bytes honoured")
@@ -238,20 +241,30 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="flor-disk-budget-") as name:
         tmp = Path(name)
         base, source = template(tmp)
-        fresh = references(tmp, base, source)
+        if args.reference:
+            db = Path(args.reference) / ".flor" / "flor.db"
+            fresh = {qid: _values(db, _statement_name(source, qid), "replay", _tstamp(Path(args.reference)))[1]
+                     for qid in args.questions.split(",")}
+            log("reference values from " + args.reference + ": " + ", ".join(
+                f"{qid} {sum(len(v) for v in fresh[qid].values())}" for qid in fresh))
+        else:
+            fresh = references(tmp, base, source)
         for rep in range(args.reps):
             order = settings[rep % len(settings):] + settings[:rep % len(settings)]
             for setting in (order if rep % 2 == 0 else list(reversed(order))):
                 full = not args.full or setting in args.full.split(",")
+                asked = tuple(args.questions.split(","))
                 found = one(tmp, base, source, setting, rep, fresh, rep == 0 and not args.no_two_runs,
-                            NANOGPT.questions if full else ("c_eval",))
+                            asked if full else tuple(q for q in asked if q == "c_eval"))
                 results[setting].append(found)
                 if args.jsonl:
                     with open(args.jsonl, "a") as handle:
                         handle.write(json.dumps({"setting": setting, "rep": rep, "load": os.getloadavg()[0], **found}) + "\n")
                 load.append(os.getloadavg()[0])
     command = f"python benchmarks/disk_budget.py --settings {','.join(settings)} --reps {args.reps}" + (
-        " --no-two-runs" if args.no_two_runs else "") + (f" --full {args.full}" if args.full else "")
+        " --no-two-runs" if args.no_two_runs else "") + (f" --full {args.full}" if args.full else "") + (
+        f" --questions {args.questions}" if args.questions != ",".join(NANOGPT.questions) else "") + (
+        " --reference DIR" if args.reference else "")
     section = render(settings, results, command, time.perf_counter() - started, load)
     print(section)
     if not args.no_write:

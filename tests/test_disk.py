@@ -170,6 +170,26 @@ def test_checkpoints_are_spaced_so_that_the_disk_budget_holds(known_length):
     assert "the disk budget set the period" in policy.explain() and "FLOR_CKPT_DISK" in policy.explain()
 
 
+@pytest.mark.parametrize("known_length", [True, False], ids=["range", "count"])
+def test_a_budget_in_multiples_of_the_state_binds_from_the_start(known_length):
+    from flor import settings
+    from flor.checkpoints.diskbudget import DiskSpacing
+    from flor.checkpoints.policy import Policy
+
+    # A multiple (the default's form) was once read as no budget until the run ended.
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing(setting=settings.DiskBudget(times=6.0)))
+    taken = _simulate(policy, 300, 8_000_000, state=10_000_000, known_length=known_length)
+    assert len(taken) * 8_000_000 <= 1.05 * 60_000_000, taken
+    assert len(taken) >= 4
+    # It is a multiple of the largest state seen: Adam's moments come with its first step.
+    spacing = DiskSpacing(setting=settings.DiskBudget(times=6.0))
+    assert spacing.budget_bytes is None
+    spacing.observe_state(3_000_000)
+    spacing.observe_state(9_000_000)
+    spacing.observe_state(8_000_000)
+    assert spacing.budget_bytes == 54_000_000
+
+
 def test_under_a_disk_budget_the_checkpoints_go_before_periodic_branches():
     from flor.checkpoints.diskbudget import DiskSpacing
     from flor.checkpoints.policy import Policy
@@ -200,6 +220,9 @@ def test_disk_settings_are_read_with_one_line_errors(monkeypatch):
     assert settings.ckpt_disk().of(1) == 500 << 20
     monkeypatch.delenv("FLOR_CKPT_DISK")
     assert settings.ckpt_disk().of(1 << 30) == 4 << 30  # the default's cap
+    # The default measured in benchmarks/disk_budget.py (docs/checkpoints.md): 6 times the state.
+    assert settings.ckpt_disk().of(10_000_000) == 60_000_000
+    assert settings.ckpt_disk().text == "default 6x, at most 4 GiB"
     for bad in ("lots", "-3x", "0"):
         monkeypatch.setenv("FLOR_CKPT_DISK", bad)
         with pytest.raises(UsageError, match="FLOR_CKPT_DISK"):

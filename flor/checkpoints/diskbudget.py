@@ -34,14 +34,23 @@ class DiskSpacing:
         self.used = 0  # bytes the writer reported written
         self.written = 0  # checkpoints the writer reported
         self.per_checkpoint: float | None = None  # bytes a checkpoint writes (the largest recent)
-        self.estimate = 0  # bytes a checkpoint copies, before one is written
+        self.estimate = 0  # the most bytes a checkpoint copied (raw), and the size a multiple is of
 
     @property
     def budget_bytes(self) -> int | None:
         """The budget in bytes (None: unbounded, or a multiple of a state not yet measured)."""
-        if self._budget_bytes is None and self.setting is not None and (self.setting.bytes or self.estimate):
-            self._budget_bytes = self.setting.of(self.estimate)  # fixed once: the state's size at the start
-        return self._budget_bytes
+        if self._budget_bytes is not None or self.setting is None:
+            return self._budget_bytes
+        if self.setting.bytes is None and not self.estimate:
+            return None
+        # A multiple follows the largest state seen: at the first checkpoint an optimizer may
+        # not have made its moments yet (Adam's come with its first step), and a budget fixed
+        # then would be a third of the one meant.
+        return self.setting.of(self.estimate)
+
+    def observe_state(self, nbytes: int) -> None:
+        """A checkpoint of ``nbytes`` raw bytes is (or was) taken: what a multiple is of."""
+        self.estimate = max(self.estimate, int(nbytes or 0))
 
     def observe_written(self, nbytes: int) -> None:
         """A checkpoint was written: ``nbytes`` reached the disk."""

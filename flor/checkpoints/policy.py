@@ -272,7 +272,7 @@ class Policy:
 
     def disk_period(self, index: int) -> float:
         """The fewest iterations between checkpoints that the disk budget allows after ``index``."""
-        self.disk.estimate = self.state_bytes
+        self.disk.observe_state(self.state_bytes)
         return self.disk.period(index, self.total, max(0, self.taken - self.writes))
 
     def disk_binds(self, index: int | None = None) -> bool:
@@ -311,6 +311,9 @@ class Policy:
         if self.fixed_period:
             return (index + 1) % self.fixed_period == 0
         by_time = self._due_by_time(index, elapsed_s)
+        # A multiple of the state is known once the state is measured: before this, a budget of
+        # "20x" read as none until the run's end, and bound nothing.
+        self.disk.observe_state(self.state_bytes)
         if last_checkpointed is None or self.disk.budget_bytes is None:
             return by_time
         if index - last_checkpointed < self.disk_period(index):
