@@ -34,6 +34,7 @@ class DiskSpacing:
         self.used = 0  # bytes the writer reported written
         self.written = 0  # checkpoints the writer reported
         self.per_checkpoint: float | None = None  # bytes a checkpoint writes (the largest recent)
+        self.ratio: float | None = None  # written over raw bytes of recent checkpoints (the coding's)
         self.estimate = 0  # the most bytes a checkpoint copied (raw), and the size a multiple is of
 
     @property
@@ -52,17 +53,25 @@ class DiskSpacing:
         """A checkpoint of ``nbytes`` raw bytes is (or was) taken: what a multiple is of."""
         self.estimate = max(self.estimate, int(nbytes or 0))
 
-    def observe_written(self, nbytes: int) -> None:
-        """A checkpoint was written: ``nbytes`` reached the disk."""
+    def observe_written(self, nbytes: int, raw_bytes: int | None = None) -> None:
+        """A checkpoint was written: ``nbytes`` reached the disk (of ``raw_bytes`` copied)."""
         self.used += nbytes
         self.written += 1
+        if raw_bytes:
+            self.ratio = max(self.ratio or 0.0, nbytes / raw_bytes) if self.written <= 2 else \
+                0.8 * (self.ratio or 0.0) + 0.2 * nbytes / raw_bytes
         # The larger of the last and a slow average: a standalone checkpoint after deltas is
         # larger than the deltas, and under-guessing it is what would pass the budget.
         average = nbytes if self.per_checkpoint is None else 0.8 * self.per_checkpoint + 0.2 * nbytes
         self.per_checkpoint = max(nbytes, average)
 
     def bytes_per_checkpoint(self) -> float:
-        return self.per_checkpoint if self.per_checkpoint is not None else float(max(self.estimate, 1))
+        if self.per_checkpoint is None:
+            return float(max(self.estimate, 1))
+        # Written bytes lag the state: the first checkpoint of an Adam run has no moments yet
+        # (half the bytes of the next), and under load the writer reports late. What the
+        # largest state seen writes at the coding's ratio keeps those from passing the budget.
+        return max(self.per_checkpoint, (self.ratio or 0.0) * self.estimate)
 
     def period(self, index: int, total: int | None, in_flight: int = 0) -> float:
         """The fewest iterations from a checkpoint at ``index`` to the next (inf: none but the

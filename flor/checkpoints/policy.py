@@ -189,12 +189,13 @@ class Policy:
 
     def observe_checkpoint(self, train_s: float, writer_cpu_s: float | None = None, nbytes: int = 0,
                            elapsed_s: float = 0.0, writer_share: float | None = None,
-                           copy_s: float | None = None, written_bytes: int | None = None) -> None:
+                           copy_s: float | None = None, written_bytes: int | None = None,
+                           raw_bytes: int | None = None) -> None:
         """One checkpoint took ``train_s`` of the training thread (reported when taken,
         ``elapsed_s`` into its iteration) and ``writer_cpu_s`` of the writer's CPU (reported when
         written, with ``writer_share``: its CPU time over its wall time while computing)."""
         if written_bytes is not None:
-            self.disk.observe_written(written_bytes)
+            self.disk.observe_written(written_bytes, raw_bytes)
         if writer_cpu_s is not None:
             self.writes += 1
             self.writer_cpu_s = _ewma(self.writer_cpu_s, writer_cpu_s, 0.5)
