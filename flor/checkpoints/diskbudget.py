@@ -2,8 +2,10 @@
 
 The time budget (policy.py) says how often a checkpoint is affordable in training time; this one
 says how many bytes of checkpoints the run may leave. From the bytes each checkpoint actually
-wrote (after dedup, compression and deltas; the size of the state until one is written) and what
-the run has used, it gives the fewest iterations between two checkpoints that keep the run within
+wrote (after dedup, compression and deltas; the size of the state until one is written; never
+less than the largest state seen at the coding's measured ratio, since a first checkpoint without
+Adam's moments is half the size of the next ones and a loaded writer reports late) and what the
+run has used, it gives the fewest iterations between two checkpoints that keep the run within
 its budget, keeping room for the last iteration's checkpoint (always taken):
 
     period = ceil(iterations left * bytes per checkpoint / bytes left)
@@ -12,7 +14,12 @@ A loop of known length knows the iterations left. One of unknown length (``itert
 with a ``break``, nanoGPT's) supposes it runs as long again as it has so far: the spacing then
 widens as the run goes on, and the bytes used approach the budget without passing it (each step
 spends a share of what is left). The policy takes whichever of the two budgets spaces checkpoints
-further apart and says which (``flor show``).
+further apart and says which (``flor show``). A budget given as a multiple (``20x``) is of the
+largest raw checkpoint seen so far.
+
+On nanoGPT's loop a small budget is spent early (checkpoints 0, 1, 5, 12, 22 under 6x, before the
+evaluation period is learned), not before the evaluations where questions need them: why the
+default stays 20x (benchmarks/disk_budget.py, docs/checkpoints.md).
 
 >>> spacing = DiskSpacing(budget_bytes=100)
 >>> spacing.observe_written(10); spacing.period(index=0, total=100)
