@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -154,6 +155,8 @@ def measure(name: str, count: int) -> dict:
             read_manifest(folders[enc] / ".flor", location, trusted=True)
             times.append(time.perf_counter() - started)
         restore[enc] = times
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
     return {"state": nbytes, "written": written, "cpu": cpu, "restore": restore}
 
 
