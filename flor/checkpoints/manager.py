@@ -346,7 +346,8 @@ class RecordManager(Hooks):
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.
-        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=done.written)
+        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=done.written,
+                                       raw_bytes=done.nbytes)
         job = done.job
         key = (job.run_id, job.iteration, job.point)
         try:

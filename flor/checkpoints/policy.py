@@ -189,12 +189,13 @@ class Policy:
 
     def observe_checkpoint(self, train_s: float, writer_cpu_s: float | None = None, nbytes: int = 0,
                            elapsed_s: float = 0.0, writer_share: float | None = None,
-                           copy_s: float | None = None, written_bytes: int | None = None) -> None:
+                           copy_s: float | None = None, written_bytes: int | None = None,
+                           raw_bytes: int | None = None) -> None:
         """One checkpoint took ``train_s`` of the training thread (reported when taken,
         ``elapsed_s`` into its iteration) and ``writer_cpu_s`` of the writer's CPU (reported when
         written, with ``writer_share``: its CPU time over its wall time while computing)."""
         if written_bytes is not None:
-            self.disk.observe_written(written_bytes)
+            self.disk.observe_written(written_bytes, raw_bytes)
         if writer_cpu_s is not None:
             self.writes += 1
             self.writer_cpu_s = _ewma(self.writer_cpu_s, writer_cpu_s, 0.5)
@@ -272,7 +273,7 @@ class Policy:
 
     def disk_period(self, index: int) -> float:
         """The fewest iterations between checkpoints that the disk budget allows after ``index``."""
-        self.disk.estimate = self.state_bytes
+        self.disk.observe_state(self.state_bytes)
         return self.disk.period(index, self.total, max(0, self.taken - self.writes))
 
     def disk_binds(self, index: int | None = None) -> bool:
@@ -311,6 +312,9 @@ class Policy:
         if self.fixed_period:
             return (index + 1) % self.fixed_period == 0
         by_time = self._due_by_time(index, elapsed_s)
+        # A multiple of the state is known once the state is measured: before this, a budget of
+        # "20x" read as none until the run's end, and bound nothing.
+        self.disk.observe_state(self.state_bytes)
         if last_checkpointed is None or self.disk.budget_bytes is None:
             return by_time
         if index - last_checkpointed < self.disk_period(index):

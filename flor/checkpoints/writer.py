@@ -155,7 +155,7 @@ def write_durably(path: Path, data, sync: bool = True, direct: bool = False) -> 
 
 @dataclass
 class Encoding:
-    """How the writer stores arrays: compressed (``compress``), and as XOR deltas against the
+    """How the writer stores arrays: compressed (``compress``), and as deltas (objects.py) against the
     previous checkpoint of the run with a standalone copy every ``full_every`` checkpoints
     (1: never a delta), so a restore decodes at most ``full_every - 1`` deltas."""
 
