@@ -212,17 +212,20 @@ def test_names_the_step_loop_leaves_dead_do_not_block_memoization(project):
     assert [_replayed(project, "last")] == _fresh(project, "last")
 
 
-FEED = """
-import flor
-
-class Model:
+# A registered object of the plainest kind: one float, with state_dict/load_state_dict.
+TOY_MODEL = """class Model:
     def __init__(self):
         self.w = 1.0
     def state_dict(self):
         return {"w": self.w}
     def load_state_dict(self, state):
         self.w = state["w"]
+"""
 
+FEED = """
+import flor
+
+""" + TOY_MODEL + """
 class Feed:
     # Like Accelerate's prepared loader: counts its passes, and its state_dict raises.
     def __init__(self):
@@ -265,14 +268,7 @@ STRETCH = """
 import flor
 import time
 
-class Model:
-    def __init__(self):
-        self.w = 1.0
-    def state_dict(self):
-        return {"w": self.w}
-    def load_state_dict(self, state):
-        self.w = state["w"]
-
+""" + TOY_MODEL + """
 model = Model()
 with flor.checkpointing(model=model):
     for epoch in flor.loop("epoch", range(4)):
