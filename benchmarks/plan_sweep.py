@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import fmt_range, machine, write_section  # noqa: E402
+from workloads import child_env, make_repo, run_command  # noqa: E402
 
 HELPERS = "\n".join(f'''
 def schedule_{i}(step, warmup={i + 10}, total=1000, base=0.1):
@@ -58,13 +57,6 @@ with flor.checkpointing(model=model):
 '''
 
 
-def run(cmd, cwd, env):
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
-    return done
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("before", type=Path)
@@ -73,17 +65,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOR_")}
-    env.update(GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "train.py").write_text(SCRIPT)
-        run(["git", "init", "-q", "-b", "main"], root, env)
-        run(["git", "add", "-A"], root, env)
-        run(["git", "commit", "-q", "-m", "train"], root, env)
-        record_env = {**env, "PYTHONPATH": str(args.after.resolve()), "FLOR_CKPT_PERIOD": "1"}
+        root = make_repo(Path(tmp), "sweep", {"train.py": SCRIPT})
         for i in range(args.runs):
-            run([sys.executable, "train.py", "--kwargs", f"lr={0.01 * (i + 1)}"], root, record_env)
+            run_command([sys.executable, "train.py", "--kwargs", f"lr={0.01 * (i + 1)}"], root,
+                        env=child_env(PYTHONPATH=str(args.after.resolve()), FLOR_CKPT_PERIOD="1"))
         (root / "train.py").write_text(SCRIPT.replace("        # BODY", '        flor.log("w", model.w)'))
         times = {"before": [], "after": []}
         planned = {}
@@ -92,19 +78,18 @@ def main() -> None:
             order = ["before", "after"] if rep % 2 == 0 else ["after", "before"]
             for which in order:
                 checkout = (args.before if which == "before" else args.after).resolve()
-                t0 = time.perf_counter()
-                done = run([sys.executable, "-m", "flor", "replay", "w", "--dry-run"], root,
-                           {**env, "PYTHONPATH": str(checkout)})
-                times[which].append(time.perf_counter() - t0)
-                planned[which] = done.stdout.count("memo for w")
+                wall, _, output = run_command([sys.executable, "-m", "flor", "replay", "w", "--dry-run"], root,
+                                              env=child_env(PYTHONPATH=str(checkout)))
+                times[which].append(wall)
+                planned[which] = output.count("memo for w")
             load.append(os.getloadavg()[0])
-    lines = sorted(SCRIPT.count("\n") for _ in [0])
+    lines = SCRIPT.count("\n")
     ratio = [a / b for a, b in zip(times["after"], times["before"])]
     markdown = (
         "## Planning a sweep: one matching per code version (issue 27)\n\n"
         f"Command: `python benchmarks/plan_sweep.py BEFORE AFTER --runs {args.runs} --reps {args.reps}`. "
         f"Machine: {machine()}, shared (load average {min(load):.1f}-{max(load):.1f} during the timings). "
-        f"{args.runs} runs of one version of a {lines[0]}-line script; `flor replay w --dry-run` as a whole process, "
+        f"{args.runs} runs of one version of a {lines}-line script; `flor replay w --dry-run` as a whole process, "
         "checkouts alternating.\n\n"
         "| checkout | runs planned | dry-run s, median (range) |\n|---|---|---|\n"
         f"| before (`{args.before.name}`) | {planned['before']} | {fmt_range(times['before'], digits=2)} |\n"

@@ -34,7 +34,8 @@ read when the run begins, before anything is recorded, so a typo stops the scrip
 
 Internal variables (set by flor for its own child processes, or by tests):
 ``FLOR_RESUMED_FROM``, ``FLOR_RESUME_CHECKPOINT`` (``flor resume``), ``FLOR_REPLAY_PRELOAD``
-(warm replay workers), ``FLOR_CKPT_HANDOFF_HOLD`` (tests hold a handed-off writer).
+(warm replay workers), ``FLOR_WORKER_LAUNCHED`` (when the executor started a worker),
+``FLOR_CKPT_HANDOFF_HOLD`` (tests hold a handed-off writer).
 
 >>> ckpt_budget()          # FLOR_CKPT_BUDGET unset
 0.01
