@@ -113,3 +113,42 @@ def test_failed_handoff_is_reported_by_show(project):
     _wait_until(lambda: not handoff.pending(project.root / ".flor", 1))
     assert [i for i, _ in _checkpoints(project)] == [0, 1]
     assert "not written:" in project.flor("show", _tstamp(project)).stdout
+
+
+CHILD_IMPORTS = r"""
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from flor.checkpoints import handoff
+
+assert "zstandard" not in sys.modules  # imported on first use, as in a run that wrote nothing yet
+seen = {}
+
+def fork():
+    seen.update({name: name in sys.modules for name in ("zstandard", "numpy", "ctypes")})
+    raise RuntimeError("stop before forking")
+
+handoff.os.fork = fork
+job = SimpleNamespace(run_id=1, iteration=0, point="end")
+try:
+    handoff.hand_off(Path(sys.argv[1]), Path(sys.argv[1]) / "flor.db", job, 0.0)
+except RuntimeError:
+    pass
+print(seen)
+"""
+
+
+@pytest.mark.slow
+def test_the_handed_off_writer_imports_nothing_after_the_fork(tmp_path):
+    """A module another thread of the run was importing when it forked stays locked in the child
+    forever: a handed-off writer hung on zstandard's import lock (the writer thread was importing
+    it), an orphan process and a checkpoint never written. What the child needs is imported before
+    the fork."""
+    import subprocess
+
+    from tests.conftest import clean_env
+
+    done = subprocess.run([sys.executable, "-c", CHILD_IMPORTS, str(tmp_path)], env=clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'zstandard': True, 'numpy': True, 'ctypes': True}", done.stdout + done.stderr

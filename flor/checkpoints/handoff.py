@@ -61,6 +61,13 @@ def hand_off(root: Path, db_path: Path, job: Job, snapshot_s: float) -> int:
     """
     marker = marker_path(root, job.run_id, job.iteration, job.point)
     marker.parent.mkdir(parents=True, exist_ok=True)
+    # The child imports nothing: a handed-off writer hung forever on zstandard's import lock,
+    # which the writer thread held (importing it) when the run forked.
+    import ctypes  # noqa: F401, PLC0415 - writer._syncfs's, on the child's first sync
+
+    from .objects import import_codecs
+
+    import_codecs()
     ready_r, ready_w = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork()": see above

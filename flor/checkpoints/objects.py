@@ -69,6 +69,15 @@ def _numpy():
     return numpy
 
 
+def import_codecs() -> None:
+    """Import now what encoding an array needs (numpy, the compressor), which is otherwise imported
+    on first use: a process about to fork a writer calls this, because a module that another of its
+    threads is importing at the fork stays locked in the child forever (the lock's owner is not
+    there), and the child hangs on its first import of it."""
+    _numpy()
+    _zstd()
+
+
 def available() -> bool:
     """Whether the compressor is installed (it is a dependency; a copy without it writes raw)."""
     return _zstd() is not None
