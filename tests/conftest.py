@@ -77,6 +77,11 @@ def _top_level_imports(path: Path) -> set[str]:
         tree = ast.parse(path.read_text())
     except (OSError, SyntaxError, ValueError):
         return set()  # pytest's own collection reports the problem
+    return top_level_imports_of(tree)
+
+
+def top_level_imports_of(tree: ast.Module) -> set[str]:
+    """The top-level packages a module's own body imports (not inside functions)."""
     found = set()
     for node in tree.body:
         if isinstance(node, ast.Import):

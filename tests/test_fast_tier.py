@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import SLOW_FOLDERS
+from tests.conftest import OPTIONAL_PACKAGES, SLOW_FOLDERS, top_level_imports_of
 from tests.test_architecture import _imports, _modules
 
 TESTS = Path(__file__).resolve().parent
@@ -134,3 +134,51 @@ def test_the_rules_read_marks_as_pytest_does():
     assert reached({"a"}, {"a": {"b"}, "b": {"c"}, "d": {"a"}}) == {"a", "b", "c"}
     assert launches_flor('project.flor("runs")') and not launches_flor("import flor")
     assert set(SLOW_ONLY) <= set(_modules()), "a module SLOW_ONLY names is gone: remove it there"
+
+
+def unguarded_optional_imports(text: str, folders: tuple[str, ...] = ()) -> list[str]:
+    """The fast tests of a file that import an optional package (torch, ...) inside their body
+    while the file does not import it at its top: without the package, the file is collected and
+    the test fails instead of skipping (CI's Python 3.10/3.13 leg runs the fast tier without
+    torch). ``pytest.importorskip`` is the guard; it is a call, not an import, so it is not listed."""
+    if set(folders) & set(SLOW_FOLDERS):
+        return []
+    tree = ast.parse(text)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in node.targets):
+            if _is_slow_mark(node.value):
+                return []
+    at_top = top_level_imports_of(tree)
+    found = []
+    for test in _tests(tree.body):
+        if any(_is_slow_mark(d) for d in test.decorator_list):
+            continue
+        for node in ast.walk(test):
+            if isinstance(node, ast.Import):
+                names = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module.split(".")[0]]
+            else:
+                continue
+            found += [f"{test.name} (line {node.lineno}): import {name}" for name in names
+                      if name in OPTIONAL_PACKAGES and name not in at_top]
+    return found
+
+
+def test_a_fast_test_imports_an_optional_package_only_where_it_skips_without_it():
+    found = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        folders = path.relative_to(TESTS).parts[:-1]
+        found += [f"{path.relative_to(TESTS.parent)}: {item}"
+                  for item in unguarded_optional_imports(path.read_text(), folders)]
+    assert not found, ("a fast test imports an optional package that CI's torch-less leg lacks; use "
+                       "`pytest.importorskip(...)` or mark it slow:\n" + "\n".join(found))
+
+
+def test_the_optional_import_rule_finds_one():
+    bare = "def test_a():\n    import torch\n"
+    assert unguarded_optional_imports(bare) == ["test_a (line 2): import torch"]
+    assert not unguarded_optional_imports("import torch\n" + bare)
+    assert not unguarded_optional_imports("import pytest\ndef test_a():\n    torch = pytest.importorskip('torch')\n")
+    assert not unguarded_optional_imports("import pytest\n@pytest.mark.slow\n" + bare)
+    assert not unguarded_optional_imports(bare, ("realworld",))

@@ -3,6 +3,8 @@ correctly or kept whole, never wrong. AST only: no training, no process."""
 
 import textwrap
 
+import pytest
+
 from flor.replay.slice import slice_body
 
 HEAD = '''
@@ -583,7 +585,7 @@ def test_putting_back_keeps_the_models_parameters_in_a_param_group_and_restores_
     parameters it holds (a deep copy there would cut the optimizer off the model)."""
     import sys
 
-    import torch
+    torch = pytest.importorskip("torch")
 
     from flor.replay.slice_run import SliceRun
 
