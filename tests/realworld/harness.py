@@ -66,10 +66,31 @@ class Case:
     argv: tuple[str, ...] = ()
     prepare: tuple[str, ...] = ()
     unseen: tuple[str, ...] = ()
+    # A distributed case: launched by torchrun with this many ranks (gloo, loopback), recorded,
+    # run fresh and replayed inside a private network namespace (:func:`start`).
+    ranks: int = 1
+    # The argv of a second recording in the same project (after the first): every question
+    # replays both runs, each compared with a fresh run of its own argv.
+    again: tuple[str, ...] | None = None
+
+    @property
+    def argvs(self) -> list[tuple[str, ...]]:
+        return [self.argv] + ([self.again] if self.again is not None else [])
+
+    def launch(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """What python runs to start the script with ``argv``: the script, or torchrun and it."""
+        if self.ranks == 1:
+            return (SCRIPT, *argv)
+        return ("-m", "torch.distributed.run", f"--nproc-per-node={self.ranks}", "--master-addr=127.0.0.1",
+                "--master-port=29500", SCRIPT, *argv)
 
     @property
     def folder(self) -> Path:
         return SCRIPTS / self.name
+
+    @property
+    def netns(self) -> bool:
+        return self.ranks > 1
 
 
 @dataclass(frozen=True)
@@ -267,11 +288,19 @@ class Hung(AssertionError):
         self.stacks = stacks
 
 
-def start(root: Path, *args: str) -> subprocess.Popen:
+def start(root: Path, *args: str, netns: bool = False) -> subprocess.Popen:
     """``python ARGS`` in ``root`` with :func:`child_env`, in the background (wait with
     :func:`finish`). In a session of its own and with faulthandler on, so that a hung child and
-    every process it forked can be stopped together, each printing its threads' stacks."""
-    return subprocess.Popen([sys.executable, "-X", "faulthandler", *args], cwd=root, env=child_env(),
+    every process it forked can be stopped together, each printing its threads' stacks.
+
+    ``netns``: inside a private network namespace made for it (``unshare -rn``, loopback up),
+    with ``MASTER_ADDR=127.0.0.1`` and ``GLOO_SOCKET_IFNAME=lo``, so that no rank of a distributed
+    case (torchrun's, or a replay's gang) talks to an address but loopback."""
+    env, command = child_env(), [sys.executable, "-X", "faulthandler", *args]
+    if netns:
+        env.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", PYTHONFAULTHANDLER="1")
+        command = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
+    return subprocess.Popen(command, cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -321,9 +350,9 @@ def _abort(pid: int, wait_s: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+def run(root: Path, *args: str, netns: bool = False) -> subprocess.CompletedProcess:
     """:func:`start` and :func:`finish`."""
-    return finish(start(root, *args), f"python {' '.join(args)} in {root}")
+    return finish(start(root, *args, netns=netns), f"python {' '.join(args)} in {root}")
 
 
 def _must(done: subprocess.CompletedProcess, what: str) -> None:
@@ -351,6 +380,21 @@ class Recording:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # e_* questions call helpers that other questions log in, so each has a fresh run of its own.
     alone: dict = field(default_factory=dict)  # qid -> [folder, its fresh run: running, then how it ended]
+    tstamps: list = field(default_factory=list)  # the recorded runs' (jobs') tstamps, one per case.argvs
+    # The fresh runs of case.again: [folder, its fresh run: running, then how it ended].
+    also: list = field(default_factory=list)
+
+    def references(self, question: Question) -> list[tuple[str, Path]]:
+        """(recorded tstamp, the database of the fresh run that holds its true values), for each
+        recorded run: the case's argv, then ``case.again``'s."""
+        found = [(self.tstamps[0], self.reference_for(question))]
+        for tstamp, entry in zip(self.tstamps[1:], self.also):
+            with self._lock:
+                if isinstance(entry[1], subprocess.Popen):
+                    entry[1] = finish(entry[1], f"{self.case.name}: fresh run of its second argv")
+                _must(entry[1], f"{self.case.name}: fresh run of its second argv")
+            found.append((tstamp, entry[0] / ".flor" / "flor.db"))
+        return found
 
     def reference_for(self, question: Question) -> Path:
         """The database of the fresh run that holds ``question``'s true values."""
@@ -383,7 +427,7 @@ class Recording:
                     shutil.rmtree(self.fresh)
                     source = (self.case.folder / SCRIPT).read_text()
                     _fresh_copy(self.pristine, self.fresh, all_statements_text(_only(source, _shared_by(source))))
-                    again = start(self.fresh, SCRIPT, *self.case.argv)
+                    again = start(self.fresh, *self.case.launch(self.case.argv), netns=self.case.netns)
                     try:
                         done = finish(again, f"{self.case.name}: fresh run, started once more")
                     except Hung as twice:  # kept, so that every question of the case says so
@@ -395,7 +439,7 @@ class Recording:
 
     def stop(self) -> None:
         """End the fresh run if no question waited for it (a failed check)."""
-        for process in [self._reference] + [entry[1] for entry in self.alone.values()]:
+        for process in [self._reference] + [entry[1] for entry in [*self.alone.values(), *self.also]]:
             if isinstance(process, subprocess.Popen) and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)  # its session: DataLoader workers too
@@ -416,21 +460,40 @@ def record(case: Case, workdir: Path) -> Recording:
         _must(run(root, script), f"{case.name}: {script}")
     pristine = _copy(root, workdir / "pristine")
     try:
-        done = run(root, SCRIPT, *case.argv)
+        done = run(root, *case.launch(case.argv), netns=case.netns)
     except Hung as hung:
         # As for the fresh run (Recording.reference_db): kept and shown at the end of the session
         # (conftest.py), recorded once more from the pristine copy; a second hang fails.
         note_hang(f"{case.name}: recording", hung, workdir / "hung-recording.txt")
         shutil.rmtree(root)
         _copy(pristine, root)
-        done = run(root, SCRIPT, *case.argv)
+        done = run(root, *case.launch(case.argv), netns=case.netns)
     _must(done, f"{case.name}: recording")
-    fresh = _fresh_copy(pristine, workdir / "fresh", all_statements_text(_only(source, _shared_by(source))))
-    recording = Recording(case, pristine, root, fresh, start(fresh, SCRIPT, *case.argv))
+    tstamps = [_only_tstamp(root / ".flor" / "flor.db", set())]
+    if case.again is not None:  # a second recording, other args, in the same project
+        _must(run(root, *case.launch(case.again), netns=case.netns), f"{case.name}: second recording")
+        tstamps.append(_only_tstamp(root / ".flor" / "flor.db", set(tstamps)))
+    text = all_statements_text(_only(source, _shared_by(source)))
+    fresh = _fresh_copy(pristine, workdir / "fresh", text)
+    recording = Recording(case, pristine, root, fresh, start(fresh, *case.launch(case.argv), netns=case.netns),
+                          tstamps=tstamps)
+    if case.again is not None:
+        folder = _fresh_copy(pristine, workdir / "fresh-again", text)
+        recording.also.append([folder, start(folder, *case.launch(case.again), netns=case.netns)])
     for qid in dict.fromkeys(q.qid for q in questions(case) if q.qid.startswith("e_") and own_fresh_run(source, q.qid)):
         folder = _fresh_copy(pristine, workdir / f"fresh-{qid}", all_statements_text(_only(source, qid.__eq__)))
         recording.alone[qid] = [folder, start(folder, SCRIPT, *case.argv)]
     return recording
+
+
+def _only_tstamp(db: Path, known: set) -> str:
+    """The one run (a job: its ranks' runs) in ``db`` whose tstamp is not in ``known``."""
+    from flor.recording.job import split_tstamp
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        found = {split_tstamp(t)[0] for (t,) in connection.execute("SELECT tstamp FROM runs")} - known
+    assert len(found) == 1, f"expected one new run in {db}, found {sorted(found)}"
+    return found.pop()
 
 
 # -- reading values back --------------------------------------------------------------------
@@ -439,22 +502,37 @@ def record(case: Case, workdir: Path) -> Recording:
 def _values(db: Path, name: str, source: str, tstamp: str | None = None) -> tuple[str, dict]:
     """(tstamp, {loop context: [values in logging order]}) of ``name`` in one run of ``db``
     (the given run, else the only one). A loop context is a tuple of (loop, rank among
-    same-named sibling loops, iteration) from the outermost loop in."""
-    from flor import values as flor_values
+    same-named sibling loops, iteration) from the outermost loop in. A job (a distributed run:
+    a run per rank, tstamps ``T+r0``, ``T+r1``, ...) is one run here, ``T``, and each of its
+    contexts starts with ``("rank", r)``."""
+    from flor.recording.job import split_tstamp
 
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        runs = connection.execute("SELECT run_id, tstamp FROM runs ORDER BY run_id").fetchall()
+        runs: dict[str, list] = {}
+        for run_id, run_tstamp in connection.execute("SELECT run_id, tstamp FROM runs ORDER BY run_id"):
+            base, rank = split_tstamp(run_tstamp)
+            runs.setdefault(base, []).append((run_id, rank))
         if tstamp is None:
             assert len(runs) == 1, f"expected one run in {db}, found {len(runs)}"
-            run_id, tstamp = runs[0]
-        else:
-            (run_id,) = [r for r, t in runs if t == tstamp]
-        contexts = {ctx: (parent, parent_iteration, loop) for ctx, parent, parent_iteration, loop in connection.execute(
-            "SELECT ctx_id, parent_id, parent_iteration, loop_name FROM contexts WHERE run_id = ? ORDER BY ctx_id",
-            (run_id,))}
-        rows = connection.execute(
-            "SELECT ctx_id, iteration, value, vtype FROM logs WHERE run_id = ? AND name = ? AND source = ? ORDER BY rowid",
-            (run_id, name, source)).fetchall()
+            tstamp = next(iter(runs))
+        found: dict[tuple, list] = {}
+        for run_id, rank in runs[tstamp]:
+            prefix = () if rank is None else (("rank", rank),)
+            for context, values in _run_values(connection, run_id, name, source).items():
+                found[prefix + context] = values
+    return tstamp, found
+
+
+def _run_values(connection, run_id: int, name: str, source: str) -> dict[tuple, list]:
+    """{loop context: [values in logging order]} of ``name`` in the run ``run_id``."""
+    from flor import values as flor_values
+
+    contexts = {ctx: (parent, parent_iteration, loop) for ctx, parent, parent_iteration, loop in connection.execute(
+        "SELECT ctx_id, parent_id, parent_iteration, loop_name FROM contexts WHERE run_id = ? ORDER BY ctx_id",
+        (run_id,))}
+    rows = connection.execute(
+        "SELECT ctx_id, iteration, value, vtype FROM logs WHERE run_id = ? AND name = ? AND source = ? ORDER BY rowid",
+        (run_id, name, source)).fetchall()
     ranks, seen = {}, {}
     for ctx, (parent, parent_iteration, loop) in contexts.items():
         key = (parent, parent_iteration, loop)
@@ -472,7 +550,7 @@ def _values(db: Path, name: str, source: str, tstamp: str | None = None) -> tupl
     found: dict[tuple, list] = {}
     for ctx, iteration, value, vtype in rows:
         found.setdefault(path(ctx, iteration), []).append(flor_values.decode(value, vtype))
-    return tstamp, found
+    return found
 
 
 def _same(a, b) -> bool:
@@ -599,6 +677,26 @@ def _last_lines(text: str, count: int = 3) -> str:
     return " | ".join(lines[-count:])
 
 
+def _compare(verdict: Verdict, expected: dict, got: dict) -> None:
+    """Count into ``verdict`` how one run's replayed values (``got``) differ from the fresh run's."""
+    verdict.expected += sum(len(v) for v in expected.values())
+    verdict.stored += sum(len(v) for v in got.values())
+    for context, want in expected.items():
+        have = got.get(context, [])
+        verdict.missing += max(0, len(want) - len(have))
+        verdict.extra += max(0, len(have) - len(want))
+        if 0 < len(have) < len(want) and _equal(have, want[-len(have):]):
+            verdict.kept_last += 1  # a context logged several times, and only its last value stored
+            continue
+        for a, b in zip(have, want):
+            if not _same(a, b):
+                verdict.wrong += 1
+                rel = _relative(a, b)
+                if rel is not None:
+                    verdict.max_relative = max(verdict.max_relative or 0.0, rel)
+    verdict.extra += sum(len(v) for c, v in got.items() if c not in expected)
+
+
 def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
     """Replay ``question`` in a copy of the recorded project and compare with a fresh run."""
     source = (question.case.folder / SCRIPT).read_text()
@@ -614,37 +712,23 @@ def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
     if question.workers > 1:
         command += ["--workers", str(question.workers)]
     started = time.monotonic()
-    done = run(replayed, *command)
+    done = run(replayed, *command, netns=question.case.netns)
     replay_s = time.monotonic() - started
     after = _hashes(replayed)
 
-    _, expected = _values(recording.reference_for(question), question.name, "record")
-    if os.environ.get("CORPUS_FRESH") == "each":
-        alone = _fresh_copy(recording.pristine, workdir / "fresh",
-                            all_statements_text(_only(source, question.qid.__eq__)))
-        _must(run(alone, SCRIPT, *question.case.argv), f"{question.id}: fresh run of today's script")
-        _, logged_alone = _values(alone / ".flor" / "flor.db", question.name, "record")
-        assert _equal(logged_alone, expected), f"{question.id}: today's script alone logs other values than with every statement"
-    tstamp, _ = _values(recording.recorded / ".flor" / "flor.db", question.name, "record")
-    _, got = _values(replayed / ".flor" / "flor.db", question.name, "replay", tstamp)
-
     verdict = Verdict(question, done.returncode, done.stdout + done.stderr, replay_s=replay_s)
-    verdict.expected = sum(len(v) for v in expected.values())
-    verdict.stored = sum(len(v) for v in got.values())
-    for context, want in expected.items():
-        have = got.get(context, [])
-        verdict.missing += max(0, len(want) - len(have))
-        verdict.extra += max(0, len(have) - len(want))
-        if 0 < len(have) < len(want) and _equal(have, want[-len(have):]):
-            verdict.kept_last += 1  # a context logged several times, and only its last value stored
-            continue
-        for a, b in zip(have, want):
-            if not _same(a, b):
-                verdict.wrong += 1
-                rel = _relative(a, b)
-                if rel is not None:
-                    verdict.max_relative = max(verdict.max_relative or 0.0, rel)
-    verdict.extra += sum(len(v) for c, v in got.items() if c not in expected)
+    case = question.case
+    # Every recorded run (a case recorded twice: both) against the fresh run of its own argv.
+    for number, (argv, (tstamp, reference)) in enumerate(zip(case.argvs, recording.references(question))):
+        _, expected = _values(reference, question.name, "record")
+        if os.environ.get("CORPUS_FRESH") == "each":
+            alone = _fresh_copy(recording.pristine, workdir / f"fresh-{number}",
+                                all_statements_text(_only(source, question.qid.__eq__)))
+            _must(run(alone, *case.launch(argv), netns=case.netns), f"{question.id}: fresh run of today's script")
+            _, logged_alone = _values(alone / ".flor" / "flor.db", question.name, "record")
+            assert _equal(logged_alone, expected), f"{question.id}: today's script alone logs other values than with every statement"
+        _, got = _values(replayed / ".flor" / "flor.db", question.name, "replay", tstamp)
+        _compare(verdict, expected, got)
     verdict.changed = sorted(p for p in before if p in after and before[p][0] != after[p][0])
     verdict.rewritten = sorted(p for p in before if p in after and before[p][0] == after[p][0] and before[p] != after[p])
     verdict.added = sorted(p for p in after if p not in before)
@@ -653,5 +737,5 @@ def check(question: Question, recording: Recording, workdir: Path) -> Verdict:
         # The plan, for the failure message and the report: asked after the replay (a process
         # per question otherwise), with --force (the values are stored now), of the same
         # recorded run and timings, once the files have been hashed.
-        verdict.plan = _plan_lines(run(replayed, *command, "--dry-run", "--force").stdout)
+        verdict.plan = _plan_lines(run(replayed, *command, "--dry-run", "--force", netns=question.case.netns).stdout)
     return verdict

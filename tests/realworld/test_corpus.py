@@ -50,6 +50,9 @@ CASES = [
     Case("accelerate_nlp", ("--cpu", "--num_epochs", "3")),
     # PyTorch-examples time_sequence_prediction: LBFGS calls a closure that logs, forward and backward ~20 times a step
     Case("lbfgs_sequence", ("--steps", "4"), prepare=("prepare.py",)),
+    # nanoGPT's DDP path and PyTorch's DDP tutorial: torchrun, 2 ranks (gloo, CPU), DistributedSampler.set_epoch,
+    # an all_reduced epoch loss, a master_process-only eval that torch.saves; recorded twice with other args
+    Case("ddp_tutorial", ("--epochs", "4", "--lr", "3e-3"), ranks=2, again=("--epochs", "3", "--lr", "1e-2", "--hidden", "32")),
     # deliberately unfaithful: a history list and a module-level global step, unseen by flor
     Case("unfaithful_state", ("--kwargs", "epochs=4"), unseen=("history", "global_step")),
 ]
