@@ -24,9 +24,13 @@ Every launch runs inside one private network namespace (``unshare -rn``, ``ip li
   minutes apart under the same load. The replays' per-rank phases (``flor replay``'s timing
   lines: workspace, rendezvous, set-up, restores, memoized and re-executed epochs, storing, and
   the warm worker's start and imports) are kept too.
+* ``gang`` (its own section, *distributed-gang*; with ``--before PATH``, a checkout of flor from
+  before the change measured): one recorded job (the ``replay`` one), its epoch-level and
+  step-level statements replayed (``--force``) with flor from ``PATH`` and with this checkout,
+  alternately (before/after, then after/before), with each rank's worker start and imports.
 
-    python benchmarks/distributed.py [--reps 5] [--launches 20] [--only overhead,replay,start,stress,bytes,long]
-                                     [--epochs 40] [--ckpt-period N] [--no-write]
+    python benchmarks/distributed.py [--reps 5] [--launches 20] [--only overhead,replay,start,stress,bytes,long,gang]
+                                     [--epochs 40] [--ckpt-period N] [--before PATH] [--no-write]
 """
 
 from __future__ import annotations
@@ -133,12 +137,16 @@ def env() -> dict:
     return base
 
 
-def in_netns(cwd: Path, command: str, timeout: float = 900) -> tuple[float, str]:
-    """Run ``command`` in a private network namespace; (wall seconds, output)."""
+def in_netns(cwd: Path, command: str, timeout: float = 900, flor_from: Path | None = None) -> tuple[float, str]:
+    """Run ``command`` in a private network namespace; (wall seconds, output). ``flor_from``:
+    the checkout of flor to import (default: this one)."""
     LOADS.append(os.getloadavg()[0])
     script = f"ip link set lo up\nexport BENCH_T0=$(python3 -c 'import time; print(time.time())')\n{command}"
     began = time.perf_counter()
-    done = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=cwd, env=env(), capture_output=True, text=True,
+    environ = env()
+    if flor_from is not None:
+        environ["PYTHONPATH"] = str(flor_from)
+    done = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=cwd, env=environ, capture_output=True, text=True,
                           timeout=timeout)
     seconds = time.perf_counter() - began
     if done.returncode != 0:
@@ -192,6 +200,43 @@ def replay(scratch: Path, reps: int) -> dict:
             rows[kind].append(seconds)
             print(f"replay {kind}: {seconds:.2f} s (recording {record:.2f} s)", flush=True)
     return rows
+
+
+def gang(scratch: Path, reps: int, before: Path) -> dict:
+    """Replays of one recorded job with flor from ``before`` and from this checkout, alternately."""
+    root = project(scratch / "gang", {"train.py": DDP})
+    record, _ = in_netns(root, torchrun(2, "train.py"))
+    text = DDP
+    for anchor, line in (EPOCH_STATEMENT, STEP_STATEMENT):
+        text = text.replace(anchor, anchor + line)
+    (root / "train.py").write_text(text)
+    rows: dict = {"record": record}
+    flor = f"{sys.executable} -m flor replay --force"
+    for rep in range(reps):
+        for kind in ("epoch", "step"):
+            name = "w_norm" if kind == "epoch" else "x_sum"
+            for which in (("before", "after") if rep % 2 == 0 else ("after", "before")):
+                seconds, output = in_netns(root, f"{flor} {name}", flor_from=before if which == "before" else REPO)
+                found = phases(output)
+                rows.setdefault((kind, which), []).append(seconds)
+                for rank in (0, 1):
+                    rows.setdefault((kind, which, "imports"), []).append(found.get((rank, "imports"), float("nan")))
+                print(f"gang {kind} {which}: {seconds:.2f} s, imports {[found.get((r, 'imports')) for r in (0, 1)]}",
+                      flush=True)
+    return rows
+
+
+def render_gang(r: dict, before: str) -> list[str]:
+    lines = [f"| one torch import per gang: replay of the 5-epoch job (recording {r['record']:.2f} s), `--force` | "
+             f"before (`{before}`), s | after, s | after / before (pairs) | imports per rank before, s | after, s |",
+             "|---|---|---|---|---|---|"]
+    for kind, label in (("epoch", "epoch-level statement (memoized)"), ("step", "step-level statement (re-executed)")):
+        b, a = r[(kind, "before")], r[(kind, "after")]
+        lines.append(f"| {label} | {fmt_range(b, digits=2)} | {fmt_range(a, digits=2)} | "
+                     f"{fmt_range([x / y for x, y in zip(a, b)], digits=2)} | "
+                     f"{fmt_range(r[(kind, 'before', 'imports')], digits=2)} | "
+                     f"{fmt_range(r[(kind, 'after', 'imports')], digits=2)} |")
+    return lines + [""]
 
 
 def start(scratch: Path, reps: int) -> dict:
@@ -331,7 +376,9 @@ def render_long(r: dict, epochs: int, period: int | None = None) -> list[str]:
 
 def render(results: dict, command: str, elapsed: float) -> str:
     long_only = set(results) <= {"load", "epochs", "period", "long"}
-    lines = [f"## Distributed jobs: a{' long' if long_only else ''} 2-rank gloo DDP job (issue 28)", "",
+    gang_only = set(results) <= {"load", "gang", "before"}
+    title = "one torch import per gang, before and after" if gang_only else f"a{' long' if long_only else ''} 2-rank gloo DDP job"
+    lines = [f"## Distributed jobs: {title} (issue 28)", "",
              f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}, load average {results['load'][0]:.1f} at "
              f"start and {results['load'][1]:.1f} at end (the 2 cores are shared with other work). Every launch inside "
              "a private network "
@@ -369,6 +416,8 @@ def render(results: dict, command: str, elapsed: float) -> str:
         lines += [f"Stress: {r['launches']} launches of 8 ranks (one after another, the ranks of each together): "
                   f"{r['jobs']} jobs, {r['commits']} distinct commits ({r['refs']} refs), {r['rank_runs']} rank runs "
                   f"({r['finished']} finished), {r['values']} of {r['expected']} values kept.", ""]
+    if "gang" in results:
+        lines += render_gang(results["gang"], results["before"])
     if "long" in results:
         lines += render_long(results["long"], results["epochs"], results.get("period"))
     if "bytes" in results:
@@ -396,6 +445,8 @@ def main() -> None:
     parser.add_argument("--ckpt-period", type=int, default=None,
                         help="FLOR_CKPT_PERIOD for the long job's recordings (default: flor's adaptive policy); "
                              "its rows go to their own section")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of flor from before a change: section gang replays with it and with this one")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     only = args.only.split(",")
@@ -417,6 +468,10 @@ def main() -> None:
             results["replay"] = replay(scratch, max(2, args.reps // 2))
         if "start" in only:
             results["start"] = start(scratch, max(2, args.reps // 2))
+        if "gang" in only:
+            if args.before is None:
+                raise SystemExit("--only gang needs --before PATH: a checkout of flor to compare with")
+            results["gang"], results["before"] = gang(scratch, args.reps, args.before.resolve()), str(args.before)
         if "long" in only:
             results["epochs"], results["period"] = args.epochs, args.ckpt_period
 
@@ -433,7 +488,8 @@ def main() -> None:
     print(text)
     if not args.no_write:
         # --only bytes and --only long refresh their own sections, leaving the others as they were.
-        write_section({"bytes": SECTION + "-bytes", "long": long_section}.get(only[0], SECTION) if len(only) == 1
+        write_section({"bytes": SECTION + "-bytes", "long": long_section, "gang": SECTION + "-gang"}.get(only[0], SECTION)
+                      if len(only) == 1
                       else SECTION, text)
 
 

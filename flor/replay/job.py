@@ -166,13 +166,13 @@ class Gangs:
 
     def get(self, world_size: int, env: dict[str, str]):
         """The gang for ``world_size`` ranks with thread environment ``env`` (made, not warmed, if new)."""
-        from .executor import LocalProcessExecutor, _signature
+        from .executor import _signature
+        from .gang import GangExecutor
 
         key = (world_size, _signature(env))
         gang = self._gangs.get(key)
         if gang is None:
-            gang = LocalProcessExecutor(world_size, self.gpus, self.preload, confinement=self.confinement)
-            gang.gang = True
+            gang = GangExecutor(world_size, self.gpus, self.preload, self.confinement)
             self._gangs[key] = gang
         return gang
 

@@ -6,7 +6,9 @@ imports the third-party modules of the script (``FLOR_REPLAY_PRELOAD``), and wai
 namespace (while it has one thread, as the kernel requires), runs the task in that PID
 namespace, and exits once every process the task started has ended (``lifetime.py``); the
 server then says ``{"kind": "exited"}`` and waits for the next line, so one import of torch
-serves every task. Its own output and the script's go to its stderr, which the executor copies
+serves every task. A job's gang (``gang.py``) starts as one such worker that, once it has imported,
+forks its siblings, each a worker of its own on the pipes the driver made for it
+(``--siblings``), so one import serves every rank. Its own output and the script's go to its stderr, which the executor copies
 into the task's log (the worker opens no file for writing). Then it sets the run's numeric
 environment, lays out the run's view of the project (``confine.py``, locked before the old code
 runs; or a workspace of copies, its writes guarded by Landlock: ``landlock.py``), installs
@@ -133,8 +135,37 @@ def main(spec_path: str, channel: Channel, server_times: dict | None = None, for
     return 0
 
 
-def serve() -> int:
-    """A warm worker (see the module docstring): a server that forks one process per task."""
+def _fork_siblings(channel: Channel, siblings: list[tuple[int, ...]]) -> Channel:
+    """Fork one warm worker per group of fds (stdin, channel, stderr, pid pipe: ``gang.py``),
+    after the imports, where it forks its tasks too (the same threads: see gang.py). Returns the
+    channel of the process that returns: this one's, or in a sibling, its own."""
+    from .lifetime import die_with_parent  # imported before the fork, not in the child
+
+    leader = os.getpid()
+    for fds in siblings:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:
+            die_with_parent(leader)  # the executor stops a gang by its leader (gang.Sibling.kill)
+            stdin, out, err, pid_pipe = fds
+            os.dup2(stdin, 0)
+            os.dup2(err, 2)
+            own = Channel(os.dup(out))
+            os.write(pid_pipe, f"{os.getpid()}\n".encode())  # how the driver can kill this one alone
+            os.close(channel.fd)  # the leader's channel: its reader must see its end when it ends
+            for group in siblings:
+                for fd in group:
+                    os.close(fd)
+            return own
+    for group in siblings:
+        for fd in group:
+            os.close(fd)
+    return channel
+
+
+def serve(siblings: list[tuple[int, ...]] = ()) -> int:
+    """A warm worker (see the module docstring): a server that forks one process per task.
+    ``siblings``: fds of the workers to fork once imported (a gang's leader, ``gang.py``)."""
     import importlib
 
     # The channel is our stdout as the executor gave it; what anything else prints must not mix
@@ -161,6 +192,9 @@ def serve() -> int:
 
     defer_dynamo_import()
     times["imports_s"] = time.time() - imports_began
+    if siblings:
+        channel = _fork_siblings(channel, siblings)
+        server = os.getpid()  # a sibling's tasks die with it, not with the leader
     while True:
         spec = sys.stdin.readline().rstrip("\n")
         if not spec:
@@ -216,5 +250,13 @@ def _task(spec: str, channel: Channel, confined: bool, server_times: dict) -> in
     return code
 
 
+def _siblings(argv: list[str]) -> list[tuple[int, ...]]:
+    """``--siblings IN,OUT,ERR,PID;...`` (gang.py) as groups of fds."""
+    if "--siblings" not in argv:
+        return []
+    text = argv[argv.index("--siblings") + 1]
+    return [tuple(int(fd) for fd in group.split(",")) for group in text.split(";") if group]
+
+
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(serve(_siblings(sys.argv[1:])))
