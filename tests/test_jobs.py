@@ -436,6 +436,25 @@ def test_a_job_replays_as_a_unit_and_equals_a_fresh_launch(recorded):
             assert expected and replayed[(first, rank)] == expected, name
 
 
+@pytest.mark.slow
+def test_the_ray_executor_refuses_a_job_in_one_line(recorded):
+    """--executor ray does not run a job's gang (no placement group yet): refused at planning,
+    before Ray is reached, one line per rank, exit 3, no traceback."""
+    project = recorded
+    original = (project.root / "train.py").read_text()
+    anchor, line = NEW_STATEMENTS[0]
+    (project.root / "train.py").write_text(original.replace(anchor, anchor + line))
+    try:
+        done = _in_netns(project, f"{sys.executable} -m flor replay w_norm --executor ray", timeout=120)
+    finally:
+        (project.root / "train.py").write_text(original)
+    said = done.stdout + done.stderr
+    assert done.returncode == 3, said
+    assert "--executor ray does not replay distributed jobs yet" in said and "Traceback" not in said, said
+    assert said.count("use --executor local") == 4, said  # each rank of both jobs, in one line each
+    assert "w_norm" not in {r[0] for r in sqlite3.connect(project.db).execute("SELECT DISTINCT name FROM logs")}
+
+
 TINY_SCRIPT = '''
 import os, signal, time
 import flor
