@@ -436,23 +436,86 @@ def test_a_job_replays_as_a_unit_and_equals_a_fresh_launch(recorded):
             assert expected and replayed[(first, rank)] == expected, name
 
 
+RAY_DRIVER = """
+import json, subprocess, sys
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+from ray.cluster_utils import Cluster
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+cluster.wait_for_nodes()
+results = []
+try:
+    for cwd, args in json.loads(sys.argv[1]):  # flor replay ARGS in CWD, through the cluster
+        done = subprocess.run([sys.executable, "-m", "flor", "replay", *args, "--executor", "ray",
+                               "--address", cluster.address], cwd=cwd, capture_output=True, text=True, timeout=400)
+        results.append([done.returncode, done.stdout[-3000:] + done.stderr[-3000:]])
+finally:
+    cluster.shutdown()
+print("RESULT " + json.dumps(results))
+"""
+
+ALL_REDUCE_SCRIPT = '''
+import torch
+import torch.distributed as dist
+import flor
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+for epoch in flor.loop("epoch", range(2)):
+    t = torch.ones(1) * (rank + 1)
+    dist.all_reduce(t)
+    flor.log("t", t.item())
+dist.destroy_process_group()
+'''
+
+
 @pytest.mark.slow
-def test_the_ray_executor_refuses_a_job_in_one_line(recorded):
-    """--executor ray does not run a job's gang (no placement group yet): refused at planning,
-    before Ray is reached, one line per rank, exit 3, no traceback."""
-    project = recorded
-    original = (project.root / "train.py").read_text()
-    anchor, line = NEW_STATEMENTS[0]
-    (project.root / "train.py").write_text(original.replace(anchor, anchor + line))
-    try:
-        done = _in_netns(project, f"{sys.executable} -m flor replay w_norm --executor ray", timeout=120)
-    finally:
-        (project.root / "train.py").write_text(original)
-    said = done.stdout + done.stderr
-    assert done.returncode == 3, said
-    assert "--executor ray does not replay distributed jobs yet" in said and "Traceback" not in said, said
-    assert said.count("use --executor local") == 4, said  # each rank of both jobs, in one line each
-    assert "w_norm" not in {r[0] for r in sqlite3.connect(project.db).execute("SELECT DISTINCT name FROM logs")}
+def test_a_job_replays_through_ray_as_a_gang_in_one_placement_group(recorded, project, tmp_path):
+    """--executor ray: each segment of a job runs as its ranks' tasks in one placement group (one
+    node, rendezvous on its loopback), and stores what the local executor stores, rank by rank.
+    A rank that fails while the other waits for it in an all_reduce: the other is cancelled,
+    nothing is stored from either, and the segment is tried again, whole."""
+    pytest.importorskip("ray")
+    import json
+    import shutil
+
+    store = Store.open(recorded.db, readonly=True)
+    first = {store.args(j.ranks[0].run_id)["lr"]: j.tstamp for j in store.jobs()}[0.01]
+    store.close()
+    copies = {}
+    for kind in ("ray", "local"):
+        root = shutil.copytree(recorded.root, tmp_path / kind, symlinks=True)
+        text = (root / "train.py").read_text()
+        for anchor, line in NEW_STATEMENTS[:2]:
+            text = text.replace(anchor, anchor + line)
+        (root / "train.py").write_text(text)
+        copies[kind] = root
+    project.write("reduce.py", ALL_REDUCE_SCRIPT)
+    project.commit_all()
+    [(code, output)] = launch_many(project, [(2, ["reduce.py"])])
+    assert code == 0, output[-3000:]
+    anchor = "    dist.all_reduce(t)\n"
+    (project.root / "reduce.py").write_text(ALL_REDUCE_SCRIPT.replace(anchor, '    flor.log("bad", 1 // (1 - rank))\n' + anchor))
+    (tmp_path / "driver.py").write_text(RAY_DRIVER)
+    env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")
+    replays = [[str(copies["ray"]), ["w_norm", "eval_bias", "--runs", first]], [str(project.root), ["bad"]]]
+    done = subprocess.run(["unshare", "-rn", sys.executable, str(tmp_path / "driver.py"), json.dumps(replays)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [(code, said), (failed_code, failed)] = json.loads(
+        next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert code == 0, said
+    assert failed_code != 0 and "failed on rank 1" in failed and "nothing stored from any rank" in failed, failed
+    assert "trying the segment again, whole" in failed and "Traceback" not in failed, failed
+    assert _values(project.db, "bad", "replay") == {}
+    local = subprocess.run(["unshare", "-rn", "sh", "-ec", f"ip link set lo up\n{sys.executable} -m flor replay "
+                            f"w_norm eval_bias --runs {first}"], cwd=copies["local"], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    for name in ("w_norm", "eval_bias"):
+        through_ray = _values(copies["ray"] / ".flor" / "flor.db", name, "replay")
+        assert through_ray and through_ray == _values(copies["local"] / ".flor" / "flor.db", name, "replay"), name
+        assert {rank for (_t, rank) in through_ray} == ({0, 1} if name == "w_norm" else {0})
 
 
 TINY_SCRIPT = '''

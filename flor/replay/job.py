@@ -25,7 +25,8 @@ state), then tied together here:
 - Re-execution of drifted iterations (execution.py's retries) is not done for jobs: their drift
   is reported as it came out.
 
-``--executor ray`` refuses job runs in one line (a gang needs a placement group; not yet).
+With ``--executor ray`` a segment's gang is a placement group of ``world_size`` rank tasks on one
+node (``ray_executor.RayGang``), a new one for each segment and attempt.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..messages import say
+from .ray_executor import STOPPED  # a rank a Ray gang cancelled because another failed (no import of Ray)
 
 ATTEMPTS = 2  # a segment that fails on some rank is tried once more, whole
 # Imported by a job's warm workers besides the script's libraries, when those include torch: DDP's
@@ -84,9 +86,6 @@ def plan_jobs(session, plans: list) -> dict[int, JobReplay]:
 
 
 def _refusal(session, job: JobReplay, ranks: list[int]) -> str | None:
-    if session.executor_kind == "ray":
-        return (f"job {job.tstamp} has {job.world_size} ranks; --executor ray does not replay distributed jobs yet "
-                "(a gang needs a placement group): use --executor local")
     missing = [r for r in range(job.world_size) if r not in ranks]
     if missing:
         return (f"job {job.tstamp} replays as a whole, and rank(s) {', '.join(map(str, missing))} are not selected "
@@ -244,7 +243,8 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
                                                   state.records_path, accept_drift=settings.inexact_threads is not None,
                                                   environ=rank_env(job, rank, port))
                     tasks.append(task)
-                gang = gangs.get(job.world_size, tasks[0].env)
+                ray_gang = getattr(execution.executor, "gang_of", None)  # --executor ray: a placement group
+                gang = ray_gang(job.world_size) if ray_gang else gangs.get(job.world_size, tasks[0].env)
                 errors_before = [len(item.errors) for item in job.items]
                 held: list = []
                 store = execution._on_message
@@ -271,7 +271,8 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
                 # rank that failed first usually ends before those the gang then stops.
                 rank_of = {task.key: rank for rank, task in enumerate(tasks)}
                 failed = sorted((rank_of[outcome.task.key], outcome.error) for outcome in outcomes if not outcome.ok)
-                first = next(((r, e) for r, e in failed if "signal 9" not in (e or "")), failed[0] if failed else (0, "?"))
+                first = next(((r, e) for r, e in failed if "signal 9" not in (e or "") and STOPPED not in (e or "")),
+                             failed[0] if failed else (0, "?"))
                 note = (f"job {job.tstamp}: segment {number + 1} failed on rank {first[0]} ({first[1]}); "
                         "nothing stored from any rank")
                 if attempt < ATTEMPTS:

@@ -17,6 +17,12 @@ and its ``.flor/`` checkpoints, and the same Python environment; a task on a nod
 project's path is missing or empty, or that lacks the ``.flor/`` checkpoints it restores, fails in
 one line naming the node. The SQLite store stays on the
 machine that drives the replay. See docs/scale-out.md.
+
+A distributed job's segment (replay/job.py) runs as a *gang* (:class:`RayGang`): its ``world_size``
+rank tasks in one placement group packed on one node (``STRICT_PACK``), so that they start
+together and meet on that node's loopback (the rendezvous in each rank's spec), never retried
+alone by Ray (a rank started again would wait for the others in a collective): when one fails, the
+others are cancelled and job.py tries the segment again, whole, in a new placement group.
 """
 
 from __future__ import annotations
@@ -185,7 +191,8 @@ class RayExecutor:
     def close(self) -> None:
         """The cluster outlives the replay."""
 
-    def run(self, tasks: list[Task], on_message: Callable[[str, dict], None]) -> list[Outcome]:
+    def connect(self):
+        """Ray, connected to the cluster (or a one-line refusal)."""
         ray = _ray()
         _reachable(self.address)
         if not ray.is_initialized():
@@ -195,6 +202,10 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ReplayError(f"cannot reach the Ray cluster at {self.address or 'auto'}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        return ray
+
+    def run(self, tasks: list[Task], on_message: Callable[[str, dict], None]) -> list[Outcome]:
+        ray = self.connect()
         board = ray.remote(num_cpus=0)(_Board).remote()
         env_base = {**settings.worker_env(self.preload, self.confinement),
                     "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -227,6 +238,10 @@ class RayExecutor:
                 outcomes.append(self._outcome(ray, ref, task, on_message, time.monotonic() - started))
         return outcomes
 
+    def gang_of(self, world_size: int) -> "RayGang":
+        """The executor of a job's segments: its ranks' tasks as one gang."""
+        return RayGang(self, world_size)
+
     @staticmethod
     def _outcome(ray, ref, task: Task, on_message, seconds: float) -> Outcome:
         try:
@@ -247,3 +262,66 @@ class RayExecutor:
             tail = [line for line in returned["log"].splitlines() if line.strip()]
             error = f"the worker exited with status {returned['code']}" + (f": {tail[-1]}" if tail else "")
         return Outcome(task, False, result, error, seconds)
+
+
+STOPPED = "stopped with its gang"  # the error of a rank cancelled because another failed (replay/job.py)
+PLACEMENT_WAIT_S = 120.0
+
+
+class RayGang:
+    """One segment of a job: its rank tasks in a placement group on one node (module docstring)."""
+
+    def __init__(self, executor: RayExecutor, world_size: int) -> None:
+        self.executor, self.world_size = executor, world_size
+
+    def close(self) -> None:
+        """Each segment's placement group is removed when it ends."""
+
+    def run(self, tasks: list[Task], on_message: Callable[[str, dict], None]) -> list[Outcome]:
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        owner = self.executor
+        ray = owner.connect()
+        env_base = {**settings.worker_env(owner.preload, owner.confinement),
+                    "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env_base.update(settings.checkpoint_store_env())
+        bundles = [{"CPU": int(task.env.get("OMP_NUM_THREADS") or 1), **({"GPU": 1} if owner.gpus else {})}
+                   for task in tasks]
+        group = placement_group(bundles, strategy="STRICT_PACK")
+        started = time.monotonic()
+        try:
+            ready, _ = ray.wait([group.ready()], timeout=PLACEMENT_WAIT_S)
+            if not ready:
+                need = sum(b["CPU"] for b in bundles)
+                raise ReplayError(f"a job of {len(tasks)} ranks needs {need} CPUs on one Ray node (a placement group "
+                                  f"packed on one node, as its ranks meet on loopback); none had them after "
+                                  f"{PLACEMENT_WAIT_S:.0f} s: use --executor local, or a node that large")
+            remote = ray.remote(run_package)
+            refs, trees = {}, {}
+            for index, task in enumerate(tasks):
+                payload = package(task, task.spec_path.read_text())
+                run_tree = payload["spec"]["run_tree"]
+                if run_tree not in trees:
+                    trees[run_tree] = ray.put(archive(run_tree))
+                strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=index)
+                options = remote.options(num_cpus=bundles[index]["CPU"], num_gpus=1 if owner.gpus else 0,
+                                         max_retries=0, retry_exceptions=False, scheduling_strategy=strategy)
+                refs[options.remote(payload, trees[run_tree], env_base, None)] = task
+            outcomes: list[Outcome] = []
+            cancelled: set = set()
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    task = refs.pop(ref)
+                    outcome = RayExecutor._outcome(ray, ref, task, on_message, time.monotonic() - started)
+                    if ref in cancelled and not outcome.ok:
+                        outcome.error = STOPPED
+                    outcomes.append(outcome)
+                    if not outcome.ok and not cancelled:
+                        for other in refs:  # they would wait in a collective for this rank
+                            ray.cancel(other, force=True)
+                            cancelled.add(other)
+            return outcomes
+        finally:
+            remove_placement_group(group)
