@@ -100,11 +100,7 @@ class Sibling:
             if deadline is not None and time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired("flor.replay.worker (sibling)", timeout)
             time.sleep(0.02)
-        for stream in (self.stdin, self.stdout, self.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        # Its stdout and stderr are left to their readers (the executor's threads), as Popen does.
         if self._pid_pipe is not None:
             os.close(self._pid_pipe)
             self._pid_pipe = None
