@@ -96,9 +96,12 @@ class RunReplay:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value) -> None:
+        if name in _PLAN_FIELDS:
+            raise AttributeError(f"RunReplay.{name} is the plan's: the planner (planner.py) replaces a plan whole")
+        if name in _OUTCOME_FIELDS:
+            raise AttributeError(f"RunReplay.{name} is the outcome's: execution writes it through RunOutcome's methods")
         if name not in ("run", "plan", "outcome"):
-            owner = "the planner's (planner.py)" if name in _PLAN_FIELDS else "the outcome's (outcome.RunOutcome's methods)"
-            raise AttributeError(f"RunReplay.{name} is {owner} to write, not the run's record")
+            raise AttributeError(f"RunReplay holds a run, its plan and its outcome, not {name!r}")
         object.__setattr__(self, name, value)
 
 
