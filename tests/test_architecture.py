@@ -588,6 +588,11 @@ def test_a_run_record_refuses_a_field_write():
         item.stored = 3
     with pytest.raises(AttributeError, match="planner"):
         item.segments = []
+    with pytest.raises(TypeError):  # read through, a container is a view: no write behind the methods
+        item.errors.append("lost")
+    with pytest.raises(TypeError):
+        item.timings["store_s"] = 1.0
+    assert item.outcome.errors == [] and item.outcome.timings == {}
     item.outcome.finish([1], False, [], accept_drift=False)
     assert (item.status, item.outcome.rejected) == ("drifted", [1])
 

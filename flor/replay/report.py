@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 
 from ..environment import settings
 from ..store import RunRow
@@ -68,8 +69,8 @@ class RunReplay:
 
     ``status`` and ``reason`` read both (the outcome's once execution ended, else the plan's).
     Every field of either reads through as an attribute (``item.stored``, ``item.segments``), for
-    the report's readers; none can be set here: the plan is replaced whole by the planner, the
-    outcome written through its methods."""
+    the report's readers, a container as a read-only view; none can be set or changed here: the
+    plan is replaced whole by the planner, the outcome written through its methods."""
 
     run: RunRow
     plan: RunPlan = field(default_factory=RunPlan)
@@ -89,10 +90,13 @@ class RunReplay:
 
     def __getattr__(self, name: str):
         # Only reached for names that are not RunReplay's own (dataclass fields, properties).
+        # A container reads through as a read-only view: `item.errors.append(...)` or
+        # `item.timings[key] = ...` (as the record allowed before it was split) raises, rather
+        # than changing a frozen plan, or an outcome behind its methods' back.
         if name in _PLAN_FIELDS:
-            return getattr(self.plan, name)
+            return _read_only(getattr(self.plan, name))
         if name in _OUTCOME_FIELDS:
-            return getattr(self.outcome, name)
+            return _read_only(getattr(self.outcome, name))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value) -> None:
@@ -103,6 +107,27 @@ class RunReplay:
         if name not in ("run", "plan", "outcome"):
             raise AttributeError(f"RunReplay holds a run, its plan and its outcome, not {name!r}")
         object.__setattr__(self, name, value)
+
+
+class _ListView(list):
+    """A list read through a RunReplay: a copy, equal to the list, that refuses to change."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a field read through RunReplay is a view: the planner replaces a plan, and execution "
+                        "writes an outcome through RunOutcome's methods")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+def _read_only(value):
+    if isinstance(value, list):
+        return _ListView(value)
+    if isinstance(value, dict):
+        return MappingProxyType(value)
+    if isinstance(value, set):
+        return frozenset(value)
+    return value
 
 
 @dataclass
