@@ -460,6 +460,143 @@ def test_the_worker_run_is_no_recording_run():
     assert not issubclass(ReplayRun, Run)
     assert not any(hasattr(ReplayRun, name) for name in ("begin", "write", "_write_lineage", "_resumed_outer_loop"))
     assert isinstance(Run({}, []).loops, LoopContext)
+# A replay's driver side flows one way (docs/architecture.md, "Replay: the one-way flow"): the
+# planner makes each run's plan (report.RunPlan, frozen) and alone replaces one; execution and
+# job write what they find into the run's outcome (outcome.RunOutcome) through its methods alone.
+PLAN_MAKERS = ("flor.replay.planner",)
+OUTCOME_WRITERS = ("flor.replay.execution", "flor.replay.job")
+OUTCOME_METHODS = {"add_stored", "add_time", "fail", "retract_errors", "merge", "finish"}
+_MUTATORS = {"append", "extend", "insert", "remove", "pop", "popitem", "clear", "update", "setdefault", "add",
+             "discard", "sort", "reverse", "__setitem__", "__delitem__"}
+
+
+def _chain(node: ast.AST) -> list[str]:
+    """The names an assignment target or a call reaches through (``item.outcome.timings["x"]``
+    -> ``["item", "outcome", "timings"]``), outermost first."""
+    names: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            names.append(node.attr)
+            node = node.value
+        elif isinstance(node, (ast.Subscript, ast.Starred)):
+            node = node.value
+        elif isinstance(node, ast.Name):
+            names.append(node.id)
+            return names[::-1]
+        else:
+            return names[::-1]
+
+
+def _targets(node: ast.AST) -> list[ast.AST]:
+    if isinstance(node, ast.Assign):
+        found = node.targets
+    elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+        found = [node.target]
+    elif isinstance(node, ast.Delete):
+        found = node.targets
+    else:
+        return []
+    flat: list[ast.AST] = []
+    for target in found:
+        flat += target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+    return flat
+
+
+def _into(chain: list[str], owner: str, names: set[str]) -> bool:
+    """Whether ``chain`` reaches a field of ``owner`` (``outcome``, ``plan``) and goes on into it."""
+    return any(a == owner and b in names for a, b in zip(chain, chain[1:]))
+
+
+def _replay_record_writes(name: str, tree: ast.AST) -> list[str]:
+    """Writes to a run's plan or outcome that the one-way flow does not allow in module ``name``."""
+    from dataclasses import fields
+
+    from flor.replay.outcome import RunOutcome
+    from flor.replay.report import RunPlan
+
+    plan_fields = {f.name for f in fields(RunPlan)}
+    outcome_fields = {f.name for f in fields(RunOutcome)}
+    # flor.checkpoints.gc has a RunPlan of its own (which checkpoints a collection drops).
+    replays = any(isinstance(node, ast.ImportFrom) and (node.module or "").endswith("report")
+                  and any(alias.name == "RunPlan" for alias in node.names) for node in ast.walk(tree))
+    found = []
+    for node in ast.walk(tree):
+        for target in _targets(node):
+            chain = _chain(target)
+            if _into(chain, "plan", plan_fields):
+                found.append(f"changes a frozen plan: {ast.unparse(target)}")
+            elif _into(chain, "outcome", outcome_fields) and name != "flor.replay.outcome":
+                found.append(f"writes an outcome's field: {ast.unparse(target)}")
+            elif chain[-1:] == ["plan"] and len(chain) > 1 and name not in PLAN_MAKERS:
+                found.append(f"replaces a plan outside the planner: {ast.unparse(target)}")
+            elif chain[-1:] == ["outcome"] and len(chain) > 1 and name != "flor.replay.report":
+                found.append(f"replaces an outcome: {ast.unparse(target)}")
+        if not isinstance(node, ast.Call):
+            continue
+        chain = _chain(node.func)
+        if chain[-1:] == ["RunPlan"] and replays and name not in PLAN_MAKERS:
+            found.append(f"makes a plan outside the planner: {ast.unparse(node.func)}(...)")
+        elif chain[-1:] == ["replace"] and node.args and "plan" in _chain(node.args[0]) and name not in PLAN_MAKERS:
+            found.append(f"replaces a plan outside the planner: {ast.unparse(node)}")
+        elif chain[-1:] == ["__setattr__"] and chain[:1] == ["object"] and name != "flor.replay.report":
+            found.append(f"sets an attribute past its guard: {ast.unparse(node)}")
+        elif len(chain) > 2 and chain[-1] in _MUTATORS and (_into(chain[:-1], "outcome", outcome_fields)
+                                                            or _into(chain[:-1], "plan", plan_fields)):
+            if name != "flor.replay.outcome":
+                found.append(f"changes a record's field in place: {ast.unparse(node.func)}(...)")
+        elif (len(chain) > 1 and chain[-2] == "outcome" and chain[-1] in OUTCOME_METHODS
+              and name not in OUTCOME_WRITERS):
+            found.append(f"writes an outcome outside execution: {ast.unparse(node.func)}(...)")
+    return [f"{name}: {what}" for what in found]
+
+
+def test_plan_and_outcome_are_written_where_the_flow_says():
+    """The planner alone makes and replaces a RunPlan (frozen, so nothing changes one in place);
+    execution and job alone write a RunOutcome, and only through its methods; the report reads."""
+    assert _everywhere(_replay_record_writes) == []
+
+
+def test_the_flow_rule_finds_each_kind_of_write():
+    code = ("item.plan = replace(item.plan, status='refused')\n"
+            "item.plan.segments.append(segment)\n"
+            "plan.names[0] = 'loss'\n"
+            "from .report import RunPlan\n"
+            "p = RunPlan(status='planned')\n"
+            "item.outcome.stored += 1\n"
+            "state.item.outcome.timings['store_s'] = 0.5\n"
+            "outcome.errors.append('failed')\n"
+            "del item.outcome.errors[1:]\n"
+            "item.outcome = None\n"
+            "item.outcome.fail('x')\n"
+            "object.__setattr__(item, 'stored', 3)\n")
+    found = _replay_record_writes("flor.replay.session", ast.parse(code))
+    assert len(found) == 12, found  # the first line both replaces the plan and calls replace
+    assert _replay_record_writes("flor.replay.execution", ast.parse("item.outcome.fail('x')\n")) == []
+    assert _replay_record_writes("flor.replay.planner", ast.parse("item.plan = replace(item.plan, slice=None)\n")) == []
+    assert _replay_record_writes("flor.replay.report", ast.parse("x = item.plan.segments[0]\n")) == []
+    assert _replay_record_writes("flor.checkpoints.gc", ast.parse("p = RunPlan(run_id=1)\n")) == []  # not replay's
+
+
+def test_a_run_record_refuses_a_field_write():
+    """The rule's runtime half: a write through the run's record (``item.stored = 3``, as the
+    record held every field before it was split) raises, naming whose field it is."""
+    from flor.replay.report import RunPlan, RunReplay
+
+    item = RunReplay(None, RunPlan(names=["loss"]))
+    assert item.names == ["loss"] and item.stored == 0 and item.status == "planned"
+    with pytest.raises(AttributeError, match="outcome"):
+        item.stored = 3
+    with pytest.raises(AttributeError, match="planner"):
+        item.segments = []
+    with pytest.raises(TypeError):  # read through, a container is a view: no write behind the methods
+        item.errors.append("lost")
+    with pytest.raises(TypeError):
+        item.timings["store_s"] = 1.0
+    assert item.outcome.errors == [] and item.outcome.timings == {}
+    item.outcome.finish([1], False, [], accept_drift=False)
+    assert (item.status, item.outcome.rejected) == ("drifted", [1])
+
+
 # What a command handler may do (docs/architecture.md, "The command line calls the library"):
 # parse (argparse did), call one library function that does the work, print what it returned.
 _MAX_HANDLER_STATEMENTS = 20

@@ -45,9 +45,12 @@ class _RunState:
     """What the driver tracks of one run while its segments execute."""
 
     def __init__(self, item, folder: Path) -> None:
-        self.item = item
+        self.item = item  # report.RunReplay: its plan is read here, its outcome written
         self.folder = folder
-        known = [instance.ctx_id for instance in item.records.contexts]
+        # The segments executed: the plan's, unless its items turn out to share state
+        # (Execution._check_independence), then one segment in order.
+        self.segments = list(item.plan.segments)
+        known = [instance.ctx_id for instance in item.plan.records.contexts]
         self.next_ctx = (max(known) if known else 0) + 1
         self.new_contexts: dict[tuple, int] = {}  # (parent, parent iteration, loop, rank) -> id
         self.provisional: dict[tuple, int] = {}  # (task key, provisional id) -> id
@@ -93,16 +96,15 @@ class Execution:
         """What a worker needs of the run's records, as one JSON file: what planning read
         (``RunRecords``), and the recorded values of the names it compares (read here: which
         names those are is known once the run is planned)."""
-        item = state.item
+        item, records = state.item, state.item.plan.records
         run_id = item.run.run_id
-        compare = sorted(item.records.recorded_names - set(item.names))
+        compare = sorted(records.recorded_names - set(item.plan.names))
         recorded = [logged.as_json() for logged in (self.store.logs(run_id, compare, "record") if compare else [])]
-        records = item.records
         blob = records.rng
         data = {
             "args": [[name, *values.encode(value)] for name, value in records.args.items()],
             "rng": base64.b64encode(blob).decode() if blob else None,
-            "contexts": [instance.as_json() for instance in item.records.contexts],
+            "contexts": [instance.as_json() for instance in records.contexts],
             "recorded": recorded,
             # Keyed loops yield exactly the items the recording yielded (keyed.py).
             "items": [[i.loop_name, i.path, i.iteration] for i in records.item_paths],
@@ -116,7 +118,7 @@ class Execution:
 
     def _tasks_for(self, state: _RunState, segments, phase: int, records_path: Path, accept_drift: bool,
                    environ: dict[str, str] | None = None) -> list[Task]:
-        settings, item = self.settings, state.item
+        settings, item, plan = self.settings, state.item, state.item.plan
         numeric = dict(item.run.environment.get("numeric") or {})
         env = numerics.thread_env(numeric)
         if settings.inexact_threads:
@@ -130,13 +132,13 @@ class Execution:
             spec = WorkerSpec(
                 run_id=item.run.run_id, tstamp=item.run.tstamp, root=str(self.root), filename=script_of(item.run.filename),
                 cwd=item.run.cwd if not os.path.isabs(item.run.cwd) else ".", argv=list(item.run.argv),
-                names=list(item.names), recorded_names=sorted(item.records.recorded_names), outer_name=item.outer_name,
-                checkpoints=item.checkpoints, segment=segment, records_path=str(records_path),
+                names=list(plan.names), recorded_names=sorted(plan.records.recorded_names), outer_name=plan.outer_name,
+                checkpoints=plan.checkpoints, segment=segment, records_path=str(records_path),
                 run_tree=str(state.folder / "tree"), scratch=str(scratch), confinement=settings.confinement,
                 hide=state.hide, main_module=item.run.environment.get("main_module"), numeric=numeric,
-                accept_drift=accept_drift, pickled=item.records.pickled,
-                digests=item.records.digests, verify_slice=settings.verify_slice, environ=dict(environ or {}),
-                **_slice_fields(item, segment),
+                accept_drift=accept_drift, pickled=plan.records.pickled,
+                digests=plan.records.digests, verify_slice=settings.verify_slice, environ=dict(environ or {}),
+                **_slice_fields(plan, segment),
             )
             spec_path = state.folder / f"{phase}-{index}.spec.json"
             spec_path.write_text(spec.to_json())
@@ -178,7 +180,7 @@ class Execution:
         drift = [d._replace(ctx_id=self._ctx(state, key, d.ctx_id)) for d in map(Drift.from_json, message.get("drift", []))]
         done = [ReplayDone(name, iteration) for name, iteration in message.get("done", [])]
         self.store.write_replayed(state.item.run.run_id, contexts, logs, drift, done)
-        state.item.stored += len(logs)
+        state.item.outcome.add_stored(len(logs))
 
     # -- running ---------------------------------------------------------------------------
 
@@ -190,23 +192,22 @@ class Execution:
             return
         tasks = []
         for state in states:
-            for task in self._tasks_for(state, list(state.item.alone_check), "check", state.records_path,
+            for task in self._tasks_for(state, list(state.item.plan.alone_check), "check", state.records_path,
                                         accept_drift=True):
                 self.captured[task.key] = []
                 tasks.append(task)
         outcomes = {o.task.key: o for o in self._execute(tasks, states, merge=False)}
         for state in states:
-            item = state.item
+            item, plan = state.item, state.item.plan
             alone, after = (f"{item.run.run_id}.check.{i}" for i in range(2))
             same = all(outcomes[k].ok for k in (alone, after)) and self.captured[alone] == self.captured[after]
             if same:
                 continue
-            index = min(item.alone_check[0].actions)
-            targets = sorted({t for segment in item.segments for t in segment.store})
-            item.segments = [in_order(targets, item.places, item.costs)]
-            note = (f"{item.outer_name} {index} replayed alone differs from {item.outer_name} {index - 1}, {index} "
+            index = min(plan.alone_check[0].actions)
+            targets = sorted({t for segment in state.segments for t in segment.store})
+            state.segments = [in_order(targets, plan.places, plan.costs)]
+            note = (f"{plan.outer_name} {index} replayed alone differs from {plan.outer_name} {index - 1}, {index} "
                     "replayed in order: its items share state flor cannot see, so they are replayed in order")
-            item.reach_note = (item.reach_note + "; " if item.reach_note else "") + note
             say(f"  {item.run.tstamp}: {note}")
 
     def run(self, todo: list) -> float:
@@ -221,21 +222,21 @@ class Execution:
                 folder.mkdir()
                 state = _RunState(item, folder)
                 try:
-                    prepare(self.repo, item.run.code_commit, script_of(item.run.filename), item.source, folder / "tree",
+                    prepare(self.repo, item.run.code_commit, script_of(item.run.filename), item.plan.source, folder / "tree",
                             copies=settings.confinement != "namespace")
                     state.hide = files_to_hide(self.repo, item.run.code_commit,
                                                item.run.environment.get("left_out") or {})
                     state.records_path = self._records_file(state)
                 except FlorError as exc:
-                    item.errors.append(str(exc))
+                    item.outcome.fail(str(exc))
                     continue
                 states.append(state)
-            self._check_independence([s for s in states if s.item.alone_check])
+            self._check_independence([s for s in states if s.item.plan.alone_check])
             # A distributed job's ranks run together, segment by segment (replay/job.py).
             jobs = self.jobs
             for state in states:
                 if state.item.run.run_id not in jobs:
-                    tasks += self._tasks_for(state, state.item.segments, 0, state.records_path,
+                    tasks += self._tasks_for(state, state.segments, 0, state.records_path,
                                              accept_drift=settings.inexact_threads is not None)
             self._execute(tasks, [s for s in states if s.item.run.run_id not in jobs])
             if jobs:
@@ -246,37 +247,33 @@ class Execution:
             # re-executing would only repeat it, slower.
             retries = () if settings.inexact_threads is not None else RETRIES
             for attempt, how in enumerate(retries, 1):
-                retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.errors
+                retry = [s for s in states if (s.rejected or s.rejected_run_level) and not s.item.outcome.errors
                          and s.item.run.run_id not in jobs]  # a job's drift is reported as it came
                 if not retry:
                     break
                 tasks = []
                 for state in retry:
-                    item = state.item
+                    item, plan = state.item, state.item.plan
                     shown = ", ".join(map(str, sorted(state.rejected))) + (" and outside the loop" if state.rejected_run_level else "")
                     what = ("could not be verified (no recorded value and no checkpoint to compare the state with)"
                             if state.rejected <= state.unverified and not state.rejected_run_level
                             else "drifted from the recording")
-                    say(f"  {item.run.tstamp}: {item.outer_name or 'iteration'} {shown} {what}; re-executing {how}")
+                    say(f"  {item.run.tstamp}: {plan.outer_name or 'iteration'} {shown} {what}; re-executing {how}")
                     state.retried.append(how)
                     segment = retry_segment(
-                        sorted(state.rejected), item.total, item.checkpoints if attempt == 1 else {},
-                        run_level=state.rejected_run_level, places=item.places, memo_ok=item.memo_ok,
-                        costs=item.costs, driven=bool(item.framework),
+                        sorted(state.rejected), plan.total, plan.checkpoints if attempt == 1 else {},
+                        run_level=state.rejected_run_level, places=plan.places, memo_ok=plan.memo_ok,
+                        costs=plan.costs, driven=bool(plan.framework),
                     )
                     state.rejected, state.rejected_run_level, state.unverified = set(), False, set()
                     tasks += self._tasks_for(state, [segment], attempt, state.records_path,
                                              accept_drift=settings.accept_drift and attempt == len(RETRIES))
                 self._execute(tasks, retry)
-            for state in states:
-                item = state.item
-                item.rejected = sorted(state.rejected)
-                item.rejected_run_level = state.rejected_run_level
-                item.retried = state.retried
+            laid_out = {id(state.item): state for state in states}
             for item in todo:
-                drifted = (item.rejected or item.rejected_run_level) and not settings.accept_drift
-                item.status = "failed" if item.errors else ("drifted" if drifted else "done")
-                item.reason = "; ".join(dict.fromkeys(item.errors))
+                state = laid_out.get(id(item))  # None: its code version could not be laid out
+                item.outcome.finish(sorted(state.rejected) if state else [], bool(state and state.rejected_run_level),
+                                    state.retried if state else [], settings.accept_drift)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return time.monotonic() - started
@@ -295,73 +292,22 @@ class Execution:
             return outcomes
         for outcome in outcomes:
             state, _index = self.tasks[outcome.task.key]
-            item, result = state.item, outcome.result
-            item.matched += result.get("matched", 0)
-            item.drifted += result.get("drifted", 0)
-            for name, entry in (result.get("drift") or {}).items():
-                merged = item.drift.setdefault(name, {"count": 0, "max_difference": None})
-                merged["count"] += entry["count"]
-                if entry.get("max_difference") is not None:
-                    merged["max_difference"] = max(merged["max_difference"] or 0.0, entry["max_difference"])
-            _merge_observations(item, result)
+            result = outcome.result
+            state.item.outcome.merge(result, outcome.ok, outcome.error)
+            # What drifted is this attempt's to retry; the outcome gets what is left at the end.
             state.rejected |= set(result.get("rejected") or [])
             state.unverified |= set(result.get("unverified") or [])
-            for how, count in (result.get("verified") or {}).items():
-                item.verified[how] = item.verified.get(how, 0) + int(count)
-            if result.get("end_check"):
-                item.end_check = result["end_check"]
-            _merge_slice(item, result.get("slice") or {})
             state.rejected_run_level |= bool(result.get("rejected_run_level"))
-            for path, size in result.get("writes") or []:
-                item.writes[path] = size
-            for key, seconds in (result.get("timings") or {}).items():
-                item.timings[key] = item.timings.get(key, 0.0) + float(seconds)
-            if not outcome.ok:
-                item.errors.append(outcome.error or "failed")
         return outcomes
 
 
-def _merge_observations(item, result: dict) -> None:
-    """Keep the earliest first drift (by outer iteration; run level last) and the union of what the
-    observers of every segment saw."""
-    first = result.get("first_drift")
-    if first:
-        def order(entry):
-            return (entry.get("outer") is None, entry.get("outer") or 0)
-
-        if item.first_drift is None or order(first) < order(item.first_drift):
-            item.first_drift = first
-    seen = result.get("observer") or {}
-    if seen:
-        merged = item.observer
-        merged["calls"] = merged.get("calls", 0) + seen.get("calls", 0)
-        for key in ("drew", "modes", "buffers"):
-            merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key, [])))
-        merged["error"] = merged.get("error") or seen.get("error", "")
-
-
-def _slice_fields(item, segment) -> dict:
+def _slice_fields(run_plan, segment) -> dict:
     """The slice a segment's worker runs: only where every iteration is memoized and the code
     after the loop does not run (what skipped statements leave would be read there)."""
-    plan = item.slice
+    plan = run_plan.slice
     iterations = sliceable(segment)
     if plan is None or plan.whole or not iterations:
         return {}
     return {"slice_iterations": iterations, "slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
             "slice_objects": list(plan.objects), "slice_breaks": [list(position) for position in plan.breaks],
-            "slice_last": item.total - 1}
-
-
-def _merge_slice(item, seen: dict) -> None:
-    if not seen.get("statements"):
-        return
-    merged = item.slice_outcome
-    merged["statements"] = seen["statements"]
-    for key in ("sliced", "verified"):
-        merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key) or []))
-    merged["uncompared"] = merged.get("uncompared", 0) + int(seen.get("uncompared") or 0)
-    if seen.get("loop_ended") is not None:
-        merged["loop_ended"] = seen["loop_ended"]
-    fell = seen.get("fell_back")
-    if fell and (not merged.get("fell_back") or fell["iteration"] < merged["fell_back"]["iteration"]):
-        merged["fell_back"] = fell
+            "slice_last": run_plan.total - 1}

@@ -31,7 +31,6 @@ node (``ray_executor.RayGang``), a new one for each segment and attempt.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
@@ -58,6 +57,8 @@ class JobReplay:
 def plan_jobs(session, plans: list) -> dict[int, JobReplay]:
     """Tie the plans of each selected job's ranks together; run_id -> its JobReplay (for
     planned jobs only). Refuses, in one line on every rank, a job that cannot replay whole."""
+    from .planner import refuse  # plans are the planner's to replace (not at import: workers import this module)
+
     of_run = session.store.job_of_runs()
     groups: dict[int, list] = {}
     for item in plans:
@@ -78,7 +79,7 @@ def plan_jobs(session, plans: list) -> dict[int, JobReplay]:
             reason = _align(job)
         if reason is not None:
             for item in items:
-                item.status, item.reason = "refused", reason
+                refuse(item, reason)
             continue
         for item in items:
             planned[item.run.run_id] = job
@@ -98,6 +99,8 @@ def _refusal(session, job: JobReplay, ranks: list[int]) -> str | None:
 
 def _align(job: JobReplay) -> str | None:
     """Give every rank the plan of the first planned rank; None, or why the ranks cannot share one."""
+    from .planner import follow
+
     leader = next(item for item in job.items if item.status == "planned")
     points = {i: sorted(points) for i, points in leader.checkpoints.items()}
     for rank, item in enumerate(job.items):
@@ -110,12 +113,8 @@ def _align(job: JobReplay) -> str | None:
                     "can start on every rank at once")
         if item.records is None or item.outer_name != leader.outer_name:
             return f"job {job.tstamp}: rank {rank} could not be planned like the others ({item.reason or 'no plan'})"
-        if item.status == "skipped":
-            # Nothing to store on this rank (a rank-0-only branch), but it takes part in the collectives.
-            item.status, item.reason = "planned", ""
-            item.names = list(item.names or leader.names)
-        if [s.actions for s in item.segments] != [s.actions for s in leader.segments]:
-            item.segments = copy.deepcopy(leader.segments)
+        # The leader's segments on every rank; a skipped rank (a rank-0-only branch) still runs, for the collectives.
+        follow(item, leader)
     return None
 
 
@@ -232,14 +231,14 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
         ranked = [by_run.get(item.run.run_id) for item in job.items]
         if any(state is None for state in ranked):  # a rank's code version could not be laid out
             for item in job.items:
-                item.errors.append(f"job {job.tstamp}: a rank's code version could not be laid out; nothing replayed")
+                item.outcome.fail(f"job {job.tstamp}: a rank's code version could not be laid out; nothing replayed")
             continue
-        for number in range(len(job.items[0].segments)):
+        for number in range(len(ranked[0].segments)):
             for attempt in range(1, ATTEMPTS + 1):
                 port = free_port()
                 tasks = []
                 for rank, state in enumerate(ranked):
-                    [task] = execution._tasks_for(state, [state.item.segments[number]], f"job{number}-{attempt}",
+                    [task] = execution._tasks_for(state, [state.segments[number]], f"job{number}-{attempt}",
                                                   state.records_path, accept_drift=settings.inexact_threads is not None,
                                                   environ=rank_env(job, rank, port))
                     tasks.append(task)
@@ -264,8 +263,7 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
                     for key, message in held:  # the driver writes the store, once every rank succeeded
                         began = time.perf_counter()
                         execution._on_message(key, message)
-                        timings = execution.tasks[key][0].item.timings
-                        timings["store_s"] = timings.get("store_s", 0.0) + time.perf_counter() - began
+                        execution.tasks[key][0].item.outcome.add_time("store_s", time.perf_counter() - began)
                     break
                 # By the task's rank: an executor gives outcomes in the order they ended, and the
                 # rank that failed first usually ends before those the gang then stops.
@@ -277,10 +275,10 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
                         "nothing stored from any rank")
                 if attempt < ATTEMPTS:
                     for item, before in zip(job.items, errors_before):
-                        del item.errors[before:]  # the whole segment is tried again
+                        item.outcome.retract_errors(before)  # the whole segment is tried again
                     say(f"  {note}; trying the segment again, whole")
                 else:
                     for item in job.items:
-                        item.errors.append(note)
+                        item.outcome.fail(note)
             if any(item.errors for item in job.items):
                 break

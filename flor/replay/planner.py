@@ -4,13 +4,20 @@ version, and decide which iterations each worker memoizes, restores and re-execu
 The planner is given what it reads from: the store (each run's records, read once into
 ``RunRecords``), the repository (the run's code version) and the replay's options. It writes
 nothing and starts nothing: its result is one :class:`~flor.replay.report.RunReplay` per run,
-planned, skipped or refused with a reason, which ``execution`` then runs.
+holding its :class:`~flor.replay.report.RunPlan` (planned, skipped or refused with a reason),
+which ``execution`` then runs.
+
+A plan is frozen once made. This module alone makes plans, and alone replaces one after: the
+functions at its end (:func:`refuse`, :func:`follow`, :func:`whole_body`) are the decisions that
+tie a distributed job's ranks together (``job.plan_jobs``), made after every rank is planned
+(``tests/test_architecture.py`` checks that no other module builds or replaces a plan).
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 
 from ..environment import settings
@@ -23,7 +30,7 @@ from .analysis import AFTER, BODY, NESTED, Layout, strategy_for
 from .isolation import groups_of, training_call, wrap
 from .plan import Costs, Segment, alone_check, plan_driven, plan_independent, plan_run, runs_nested_after_memo
 from .records import RunRecords
-from .report import RunReplay
+from .report import RunPlan, RunReplay
 
 
 def parse_iterations(spec: str | None, outer_name: str | None, total: int,
@@ -53,6 +60,21 @@ def parse_iterations(spec: str | None, outer_name: str | None, total: int,
         return sorted({int(part) for part in value.split(",") if part.strip()})
     except ValueError:
         raise UsageError(f"--iterations {spec!r}: expected all, last or numbers like 0,5,9") from None
+
+
+class _Draft:
+    """One run's plan while the planner makes it: :class:`RunPlan`'s fields, settable, frozen
+    into the plan once its status is decided. A refusal keeps what was decided before it (the
+    names, which ``--dry-run --json`` shows)."""
+
+    def __init__(self, run: RunRow) -> None:
+        self.run = run
+        for spec in fields(RunPlan):
+            setattr(self, spec.name, spec.default_factory() if spec.default_factory is not MISSING else spec.default)
+
+    def freeze(self, status: str, reason: str) -> RunPlan:
+        decided = {spec.name: getattr(self, spec.name) for spec in fields(RunPlan)}
+        return RunPlan(**{**decided, "status": status, "reason": reason})
 
 
 @dataclass
@@ -92,12 +114,12 @@ class Planner:
         todays: dict[str, str | None] = {}
         self._check_names_exist(todays)
         for run in self.selected:
-            item = RunReplay(run)
-            plans.append(item)
+            draft = _Draft(run)
             try:
-                self._plan_one(item, todays, Propagator)
+                status, reason = self._plan_one(draft, todays, Propagator)
             except FlorError as exc:
-                item.status, item.reason = "refused", str(exc)
+                status, reason = "refused", str(exc)
+            plans.append(RunReplay(run, draft.freeze(status, reason)))
         return plans
 
     def _once(self, key: tuple, make):
@@ -143,19 +165,18 @@ class Planner:
             raise UsageError(f"{message}; add the statement {where} first")
         warn(message)
 
-    def _plan_one(self, item: RunReplay, todays, Propagator) -> None:
-        run = item.run
+    def _plan_one(self, draft: _Draft, todays, Propagator) -> tuple[str, str]:
+        """Fill in ``draft`` (the draft of one run's plan); its status and reason."""
+        run = draft.run
         if not run.code_commit:
-            item.status, item.reason = "refused", "its code version was not kept (recorded outside git); it cannot be replayed"
-            return
+            return "refused", "its code version was not kept (recorded outside git); it cannot be replayed"
         today = self._today(run.filename, todays)
         if today is None:
-            item.status, item.reason = "refused", (
+            return "refused", (
                 "its kernel did not say which notebook it ran (docs/notebooks.md): today's cells cannot be read"
                 if is_unknown(run.filename) else f"{run.filename} does not exist in the working tree today")
-            return
         old = self.repo.read_file(run.code_commit, script_of(run.filename))  # a notebook: the cells it ran
-        records = item.records = RunRecords.read(self.store, run)
+        records = draft.records = RunRecords.read(self.store, run)
         # One matching of today's script against this version, to find the statements and place them.
         placed = self._placed.get((today, old))
         if placed is None:
@@ -167,70 +188,60 @@ class Planner:
         statements = placed.statements
         if self.names:
             if not statements:
-                item.status = "skipped"
-                item.reason = f"today's {run.filename} adds no flor.log of {', '.join(self.names)} to this run's version"
-                return
+                return "skipped", f"today's {run.filename} adds no flor.log of {', '.join(self.names)} to this run's version"
         if not statements:
-            item.status, item.reason = "skipped", f"today's {run.filename} adds no new flor.log to this run's version"
-            return
+            return "skipped", f"today's {run.filename} adds no new flor.log to this run's version"
         names = sorted({n for s in statements for n in s.names if not self.names or n in self.names})
         if not self.force:
             recorded = [n for n in names if n in records.recorded_names]
             if recorded:
                 names = [n for n in names if n not in recorded]
                 if not names:
-                    item.status, item.reason = "skipped", f"already holds {', '.join(recorded)} (use --force to replay again)"
-                    return
-        item.names = names
+                    return "skipped", f"already holds {', '.join(recorded)} (use --force to replay again)"
+        draft.names = names
         if placed.placement is None:
             placed.placement = placed.propagator.place(statements)
         placement = placed.placement
         if not placement.ok:
             reason = placement.reason if placement.reason.startswith("could not place") else f"could not place: {placement.reason}"
-            item.status, item.reason = "refused", reason
-            return
+            return "refused", reason
         training = next((t for t in (training_call(ins.text) for ins in placement.inserted if ins.placed) if t), "")
         if training:
-            item.status = "refused"
-            item.reason = (f"the new statement calls {training}: a hindsight statement observes the run and may not "
-                           "train it; log a value computed without it")
-            return
-        item.source = placement.source
+            return "refused", (f"the new statement calls {training}: a hindsight statement observes the run and may "
+                               "not train it; log a value computed without it")
+        draft.source = placement.source
         if settings.replay_isolation():
-            item.source = self._once(("wrap", id(placement)),
-                                     lambda: wrap(placement.source, groups_of(placement.inserted)))
-        item.diff = placement.diff(old, script_of(run.filename))  # a notebook: of the recorded cells
+            draft.source = self._once(("wrap", id(placement)),
+                                      lambda: wrap(placement.source, groups_of(placement.inserted)))
+        draft.diff = placement.diff(old, script_of(run.filename))  # a notebook: of the recorded cells
         framework = run.environment.get("framework") or ""
         if framework:
             from .frameworks import FrameworkLayout, describe
 
             layout = FrameworkLayout.of(placement.source, framework, records.args)
-            item.framework = framework
+            draft.framework = framework
         else:
             layout = self._once(("layout", placement.source), lambda: Layout.of(placement.source))
         places = set().union(*(layout.places(ins.lineno) for ins in placement.inserted))
         if framework:
             first = placement.inserted[0].lineno
-            item.reach_note = describe(framework, layout.hook_of(first), places)
+            draft.reach_note = describe(framework, layout.hook_of(first), places)
         outer_name = layout.outer_name
         recorded_loops = sorted({c.loop_name for c in records.contexts if c.parent_id is None})
         if layout.outer is None and recorded_loops:
             # The run went through flor.loop, but the analysis cannot see which statement is its
             # outer loop (flor.loop reached under a name no import gives it): a plan would skip it.
-            item.status = "refused"
-            item.reason = (f"cannot tell which loop of {run.filename} is the flor.loop {recorded_loops[0]!r} that the run "
-                           "recorded; call it as flor.loop(...) (or through an `import flor as ...` alias)")
-            return
+            return "refused", (f"cannot tell which loop of {run.filename} is the flor.loop {recorded_loops[0]!r} that "
+                               "the run recorded; call it as flor.loop(...) (or through an `import flor as ...` alias)")
         unreproducible = self._unreproducible(run)
         if unreproducible:
-            item.status, item.reason = "refused", unreproducible
-            return
+            return "refused", unreproducible
         # Checkpoints that lack a registered object (its state could not be read while
         # recording) are never restored.
-        checkpoints, item.unkept_note = records.usable_checkpoints(outer_name or "iteration")
+        checkpoints, draft.unkept_note = records.usable_checkpoints(outer_name or "iteration")
         total, costs = records.costs(outer_name) if outer_name else (0, Costs())
-        strategy = item.wanted = strategy_for(list(places))
-        item.nested = bool(layout.nested)
+        strategy = draft.wanted = strategy_for(list(places))
+        draft.nested = bool(layout.nested)
         if layout.outer is None or not checkpoints:
             strategy = "reexec"  # nothing to restore from: re-execute the whole run
         # A skipped loop's effect that no checkpoint holds matters where it is live: read before
@@ -241,75 +252,73 @@ class Planner:
         if framework and run.environment.get("framework_memo"):
             blocking = [f"no checkpoint holds the state where the training steps end ({run.environment['framework_memo']})"]
         memo_possible = not blocking
-        item.memo_blocked = blocking
+        draft.memo_blocked = blocking
         item_keys = _outer_keys(records, outer_name)
         try:
             selected = parse_iterations(self.iterations, outer_name, total, item_keys)
         except UsageError as exc:
             if not item_keys:
                 raise
-            item.status, item.reason = "skipped", str(exc)  # another run may have those items
-            return
+            return "skipped", str(exc)  # another run may have those items
         if BODY in places and NESTED not in places:
-            selected = self._reached(item, layout, placement, records, outer_name, total, selected)
+            selected = self._reached(draft, layout, placement, records, outer_name, total, selected)
         if not self.force:
             done = records.done_for(names)
             if strategy == "outside" and -1 in done:
-                item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
-                return
+                return "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
             if strategy != "outside" and done:
                 base = list(range(total)) if selected is None else selected
                 remaining = [i for i in base if i not in done]
                 if not remaining and (AFTER not in places or -1 in done):
-                    item.status, item.reason = "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
-                    return
+                    return "skipped", f"already replayed {', '.join(names)} (use --force to replay again)"
                 selected = remaining
         independent = self._independent(layout, item_keys, places, run)
         if strategy == "reexec" and not checkpoints and independent:
             # Items that share no state: each replayed alone, split across the workers.
-            item.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
-                                             costs, places)
-            item.alone_check = alone_check(item.segments)
-            item.reach_note = (item.reach_note + "; " if item.reach_note else "") + (
+            draft.segments = plan_independent(list(range(total)) if selected is None else selected, self.workers,
+                                              costs, places)
+            draft.alone_check = alone_check(draft.segments)
+            draft.reach_note = (draft.reach_note + "; " if draft.reach_note else "") + (
                 f"the {outer_name} loop's iterations share no state: each item is replayed alone, "
-                f"split across {min(self.workers, max(1, len(item.segments)))} worker(s)")
+                f"split across {min(self.workers, max(1, len(draft.segments)))} worker(s)")
         elif framework:
-            item.segments = plan_driven(strategy, total, checkpoints, places=places, selected=selected, costs=costs,
-                                        memo_ok=lambda index: memo_possible)
+            draft.segments = plan_driven(strategy, total, checkpoints, places=places, selected=selected, costs=costs,
+                                         memo_ok=lambda index: memo_possible)
         elif strategy == "reexec" and not checkpoints:
             # No checkpoints: one process re-executes everything.
             segment = Segment({i: "exec" for i in range(total)}, list(range(total)) if selected is None else selected,
                               total, True, True, True)
             segment.seconds = 2.0 + costs.before_loop_s + sum(costs.iteration_s)
-            item.segments = [segment]
+            draft.segments = [segment]
         else:
             before_nested = strategy == "memo" and any(layout.before_first_nested(ins.lineno)
                                                        for ins in placement.inserted)
-            item.segments = plan_run(
+            draft.segments = plan_run(
                 strategy, total, checkpoints, places=places, selected=selected, workers=self.workers,
                 costs=costs, memo_ok=lambda index: memo_possible, before_nested=before_nested,
             )
-            if memo_possible and nested_only and runs_nested_after_memo(item.segments):
+            if memo_possible and nested_only and runs_nested_after_memo(draft.segments):
                 # The nested loop would run again after a skipped one, reading what it left unkept.
                 memo_possible = False
-                item.memo_blocked = nested_only
-                item.segments = plan_run(strategy, total, checkpoints, places=places, selected=selected,
-                                         workers=self.workers, costs=costs, memo_ok=lambda index: False)
+                draft.memo_blocked = nested_only
+                draft.segments = plan_run(strategy, total, checkpoints, places=places, selected=selected,
+                                          workers=self.workers, costs=costs, memo_ok=lambda index: False)
         # A re-execution after drift restores a memoized iteration and runs the next one.
         retry_ok = memo_possible and not nested_only
-        item.strategy = strategy
-        item.total = total
-        item.outer_name = outer_name
-        item.checkpoints = checkpoints
-        item.places, item.costs, item.memo_ok = places, costs, lambda index: retry_ok
-        if not item.segments:
-            item.status, item.reason = "skipped", "no iterations selected"
-        elif self.slicing and strategy == "memo" and memo_possible and not framework:
+        draft.strategy = strategy
+        draft.total = total
+        draft.outer_name = outer_name
+        draft.checkpoints = checkpoints
+        draft.places, draft.costs, draft.retry_ok = places, costs, retry_ok
+        if not draft.segments:
+            return "skipped", "no iterations selected"
+        if self.slicing and strategy == "memo" and memo_possible and not framework:
             # The project's modules come from the run's version: runs of one tree share the slice.
             tree = self._once(("tree", run.code_commit), lambda: self.repo.tree_id(run.code_commit))
-            item.slice = self._once(("slice", id(placement), item.source, tuple(item.names), tree,
-                                     bool(run.environment.get("main_module"))),
-                                    lambda: _slice(item, placement, run, self._module_reader(run)))
+            draft.slice = self._once(("slice", id(placement), draft.source, tuple(draft.names), tree,
+                                      bool(run.environment.get("main_module"))),
+                                     lambda: _slice(draft, placement, run, self._module_reader(run)))
+        return "planned", ""
 
     def _independent(self, layout, item_keys: dict, places: set[str], run: RunRow) -> bool:
         """A keyed outer loop whose iterations share no state (``independence``, following the
@@ -344,7 +353,7 @@ class Planner:
 
         return read
 
-    def _reached(self, item: RunReplay, layout, placement, records: RunRecords, outer_name: str, total: int,
+    def _reached(self, draft: _Draft, layout, placement, records: RunRecords, outer_name: str, total: int,
                  selected: list[int] | None) -> list[int] | None:
         """Only the outer iterations a statement under an ``if`` can reach: those where the
         recorded logs of the same branch were logged (every iteration when one statement is not
@@ -362,8 +371,8 @@ class Planner:
         base = range(total) if selected is None else selected
         chosen = sorted(i for i in base if i in reached)
         shown = ", ".join(map(str, chosen[:12])) + (" ..." if len(chosen) > 12 else "")
-        item.reach_note = (f"only {outer_name} {shown or '(none)'}: the statement is in a branch that ran where "
-                           f"{', '.join(sorted(marks))} was logged")
+        draft.reach_note = (f"only {outer_name} {shown or '(none)'}: the statement is in a branch that ran where "
+                            f"{', '.join(sorted(marks))} was logged")
         return chosen
 
     def _unreproducible(self, run: RunRow) -> str:
@@ -418,7 +427,7 @@ def _outer_keys(records: RunRecords, outer_name: str | None) -> dict[str, int]:
     return found
 
 
-def _slice(item: RunReplay, placement, run: RunRow, read_module):
+def _slice(draft: _Draft, placement, run: RunRow, read_module):
     """The slice of the outer body that memoized iterations run (slice.py)."""
     from .slice import Slice, slice_body
 
@@ -427,8 +436,36 @@ def _slice(item: RunReplay, placement, run: RunRow, read_module):
     # The placed lines, where the source is the placement's (isolation wraps them in observers,
     # which the slicer finds by themselves).
     lines = {ins.lineno for ins in placement.inserted if ins.placed and ins.lineno} \
-        if item.source == placement.source else set()
+        if draft.source == placement.source else set()
     try:
-        return slice_body(item.source, set(item.names), lines, read_module)
+        return slice_body(draft.source, set(draft.names), lines, read_module)
     except (SyntaxError, RecursionError) as exc:
         return Slice(whole=f"the placed script could not be analysed ({type(exc).__name__})")
+
+
+# -- decisions made after every run is planned (a distributed job's ranks, job.plan_jobs) ---------
+
+
+def refuse(item: RunReplay, reason: str) -> None:
+    """``item`` is refused after all (its job cannot replay whole)."""
+    item.plan = replace(item.plan, status="refused", reason=reason)
+
+
+def follow(item: RunReplay, leader: RunReplay) -> None:
+    """A rank replays with the segments of its job's leading rank (the same segments on every
+    rank); a rank that found nothing to store (a rank-0-only branch) still runs, for the
+    collectives, with the leader's names."""
+    plan = item.plan
+    if plan.status == "skipped":
+        plan = replace(plan, status="planned", reason="", names=list(plan.names or leader.plan.names))
+    if [s.actions for s in plan.segments] != [s.actions for s in leader.plan.segments]:
+        plan = replace(plan, segments=copy.deepcopy(leader.plan.segments))
+    item.plan = plan
+
+
+def whole_body(item: RunReplay, why: str) -> None:
+    """Memoized iterations of ``item`` run the whole body, not a slice (say ``why``)."""
+    from .slice import Slice
+
+    if item.plan.slice is not None:
+        item.plan = replace(item.plan, slice=Slice(whole=why))

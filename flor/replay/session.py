@@ -19,7 +19,7 @@ from ..store import Store
 from ..environment.vcs import Repo
 from .executor import LocalProcessExecutor
 from .report import ReplayReport, RunReplay, describe_outcome, describe_plan, describe_timings
-from .planner import Planner, parse_iterations
+from .planner import Planner, parse_iterations, whole_body
 from ..reading.selection import select_runs
 
 CONFINEMENTS = ("auto", "namespace", "copy", "none")  # --confinement, FLOR_REPLAY_CONFINE
@@ -271,17 +271,15 @@ class Session:
 
         self.jobs = plan_jobs(self, plans)  # a distributed job's ranks replay together (replay/job.py)
         for item in plans:
-            if item.run.run_id in self.jobs and item.slice is not None:
-                from .slice import Slice
-
+            if item.run.run_id in self.jobs:
                 # A rank that fell back alone would run collectives the others skip, and wait.
-                item.slice = Slice(whole="a distributed job: every rank runs its whole body")
+                whole_body(item, "a distributed job: every rank runs its whole body")
         return plans
 
     # -- execution ----------------------------------------------------------------------------
 
     def execute(self, plans: list[RunReplay]) -> float:
-        """Run every planned segment; fill in the outcomes. Returns the wall time."""
+        """Run every planned segment; execution fills in the outcomes. Returns the wall time."""
         from .execution import Execution, ExecutionSettings
 
         todo = [p for p in plans if p.status == "planned"]
