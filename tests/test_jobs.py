@@ -13,6 +13,8 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -760,3 +762,75 @@ def test_a_segment_where_one_rank_fails_stores_nothing_from_any_rank(project):
     assert done.returncode != 0 and "failed on rank 1" in said and "nothing stored from any rank" in said, said[-3000:]
     assert "trying the segment again, whole" in said and "Traceback" not in done.stdout
     assert _values(project.db, "bad", "replay") == {}
+
+
+def _alive_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read()
+            stat = open(f"/proc/{pid}/stat", "rb").read()
+        except OSError:
+            continue
+        if marker.encode() in env and stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X"):
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing", [0])
+def test_a_hung_rank_is_stopped_when_another_fails(project, failing):
+    """One rank fails while the other hangs outside any collective (gloo would notice a dead peer
+    in a collective by itself): only the gang's stop ends it. The replay must end, name the rank
+    that failed, and leave no process behind. Rank 0 fails, so the hung one is a forked sibling."""
+    if not _namespaces_work():
+        pytest.skip("needs `unshare -rn`")
+    project.write("tiny.py", TINY_SCRIPT)
+    project.commit_all()
+    [(code, output)] = launch_many(project, [(2, ["tiny.py"])])
+    assert code == 0, output[-3000:]
+    anchor = "    if epoch == kill_at:\n"
+    # rank `failing` divides by zero; the other sleeps an hour (the slice keeps what the value needs)
+    bad = f'    flor.log("bad", 1 // (rank - {failing}) + (time.sleep(3600) or 0))\n'
+    (project.root / "tiny.py").write_text(TINY_SCRIPT.replace(anchor, bad + anchor))
+    marker = f"FLOR_REVIEW_MARK_{uuid.uuid4().hex}"
+    env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", **{marker: "1"})
+    began = time.monotonic()
+    done = subprocess.run(["unshare", "-rn", "sh", "-ec", f"ip link set lo up\n{sys.executable} -m flor replay bad"],
+                          cwd=project.root, env=env, capture_output=True, text=True, timeout=240)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and f"failed on rank {failing}" in said, said[-3000:]
+    assert time.monotonic() - began < 200
+    time.sleep(1.0)
+    assert _alive_with(marker) == [], "processes of the replay outlived it"
+
+
+@pytest.mark.slow
+def test_a_sibling_whose_leader_died_is_not_signalled_by_a_stale_pid(monkeypatch):
+    """Sibling.kill() trusts a pid it learned long ago without asking poll() first: after the
+    leader died (and with it the sibling, reaped by init), the pid may belong to another process.
+    run()'s finally (`worker.process.kill()` for every running worker) calls kill() that way.
+    EXPECTED TO FAIL on ad52013."""
+    import signal
+
+    from flor.replay.gang import GangExecutor
+
+    gang = GangExecutor(2, None, [], "none")
+    try:
+        gang.warm_up(2, {})
+        leader, sibling = gang._idle[0][0].process, gang._idle[1][0].process
+        deadline = time.monotonic() + 30
+        while sibling.pid is None and time.monotonic() < deadline:
+            sibling.poll()
+            time.sleep(0.05)
+        os.kill(leader.pid, signal.SIGKILL)
+        leader.wait()
+        while os.path.exists(f"/proc/{sibling.pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)  # gone with its leader, and reaped: its pid is free for reuse
+        sent = []
+        monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(pid))
+        sibling.kill()
+        monkeypatch.undo()
+        assert sent == [], f"signalled pid {sent} of a sibling that ended with its leader"
+    finally:
+        gang.close()

@@ -85,7 +85,8 @@ class Sibling:
         return self.returncode
 
     def kill(self) -> None:
-        self._learn_pid()
+        if self.poll() is not None:
+            return  # ended (with its leader, perhaps, and reaped): its old pid may be another process now
         if self.pid is not None and self.returncode is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
