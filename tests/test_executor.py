@@ -147,3 +147,17 @@ def test_a_module_that_fails_to_preload_is_said_in_the_task_log(tmp_path):
     log = (tmp_path / "log").read_text()
     assert "preloading flor_no_such_module failed (ModuleNotFoundError" in log
     assert "malformed spec" in log  # the task itself still ran
+
+
+def test_a_gang_no_ray_node_could_hold_is_refused_at_once_naming_what_it_needs():
+    from flor.replay.ray_executor import too_large
+
+    two = [{"CPU": 1}, {"CPU": 1}]
+    small = {"Alive": True, "Resources": {"CPU": 1.0}}
+    assert too_large(two, [small, small]) == (
+        "a job of 2 ranks needs 2 CPUs on one Ray node (its ranks meet on loopback), and no node of the cluster "
+        "has them: use --executor local, or add a node that large")
+    assert too_large(two, [small, {"Alive": True, "Resources": {"CPU": 4.0}}]) is None
+    assert too_large(two, [{"Alive": False, "Resources": {"CPU": 8.0}}]) is not None  # a dead node holds nothing
+    gpu = [{"CPU": 1, "GPU": 1}, {"CPU": 1, "GPU": 1}]
+    assert "2 GPUs" in too_large(gpu, [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}])

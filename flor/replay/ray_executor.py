@@ -268,6 +268,19 @@ STOPPED = "stopped with its gang"  # the error of a rank cancelled because anoth
 PLACEMENT_WAIT_S = 120.0
 
 
+def too_large(bundles: list[dict], nodes: list[dict]) -> str | None:
+    """Why no live node of the cluster (``ray.nodes()``) could ever hold the whole gang, or None.
+    Said at once, not after waiting PLACEMENT_WAIT_S for resources that no node has."""
+    need = {key: sum(b.get(key, 0) for b in bundles) for key in ("CPU", "GPU")}
+    for node in nodes:
+        have = node.get("Resources", {})
+        if node.get("Alive") and all(have.get(key, 0) >= amount for key, amount in need.items()):
+            return None
+    wanted = f"{need['CPU']} CPUs" + (f" and {need['GPU']} GPUs" if need["GPU"] else "")
+    return (f"a job of {len(bundles)} ranks needs {wanted} on one Ray node (its ranks meet on loopback), and no node "
+            f"of the cluster has them: use --executor local, or add a node that large")
+
+
 class RayGang:
     """One segment of a job: its rank tasks in a placement group on one node (module docstring)."""
 
@@ -288,6 +301,9 @@ class RayGang:
         env_base.update(settings.checkpoint_store_env())
         bundles = [{"CPU": int(task.env.get("OMP_NUM_THREADS") or 1), **({"GPU": 1} if owner.gpus else {})}
                    for task in tasks]
+        refusal = too_large(bundles, ray.nodes())
+        if refusal:
+            raise ReplayError(refusal)
         group = placement_group(bundles, strategy="STRICT_PACK")
         started = time.monotonic()
         try:
@@ -295,8 +311,8 @@ class RayGang:
             if not ready:
                 need = sum(b["CPU"] for b in bundles)
                 raise ReplayError(f"a job of {len(tasks)} ranks needs {need} CPUs on one Ray node (a placement group "
-                                  f"packed on one node, as its ranks meet on loopback); none had them after "
-                                  f"{PLACEMENT_WAIT_S:.0f} s: use --executor local, or a node that large")
+                                  f"packed on one node, as its ranks meet on loopback); none was free after "
+                                  f"{PLACEMENT_WAIT_S:.0f} s (busy with other work): try again, or use --executor local")
             remote = ray.remote(run_package)
             refs, trees = {}, {}
             for index, task in enumerate(tasks):
