@@ -57,6 +57,13 @@ from .diskbudget import DiskSpacing
 COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is measured
 LONG_REMEMBERED = 16  # long iterations remembered for finding periods
 MAX_SUPPOSED = 3  # periods supposed and not yet confirmed, at once (slow moments suppose some)
+# On a loop of unknown length, the share of the disk budget regular checkpoints may spend; the
+# rest is kept for the ones before periodic branches (an evaluation every N iterations is learned
+# only after two of them, when a budget spent from the start would be gone). While no branch is
+# known the reserve is released as the loop outlives RESERVE_ITERATIONS (at 4x as many, 7/8 of
+# the budget is open), so a loop without one still spends most of its budget.
+REGULAR_SHARE = 0.5
+RESERVE_ITERATIONS = 100
 
 
 def _ewma(old: float | None, new: float, weight: float = 0.3) -> float:
@@ -271,10 +278,19 @@ class Policy:
             return math.inf  # the branches come more often than checkpoints do: only before them
         return base * span / (span - base)
 
-    def disk_period(self, index: int) -> float:
-        """The fewest iterations between checkpoints that the disk budget allows after ``index``."""
+    def disk_period(self, index: int, before_branch: bool = False) -> float:
+        """The fewest iterations between checkpoints that the disk budget allows after ``index``;
+        ``before_branch``: for a checkpoint just before a periodic branch, which may draw on the
+        reserve that regular ones leave on a loop of unknown length (``REGULAR_SHARE``)."""
         self.disk.observe_state(self.state_bytes)
-        return self.disk.period(index, self.total, max(0, self.taken - self.writes))
+        share = 1.0 if before_branch or self.total is not None else self.regular_share(index)
+        return self.disk.period(index, self.total, max(0, self.taken - self.writes), share)
+
+    def regular_share(self, index: int) -> float:
+        """The share of the disk budget regular checkpoints may spend on a loop of unknown length."""
+        if self.branches:
+            return REGULAR_SHARE  # the rest is for the checkpoints before the branches
+        return 1.0 - (1.0 - REGULAR_SHARE) * min(1.0, RESERVE_ITERATIONS / (index + 1))
 
     def disk_binds(self, index: int | None = None) -> bool:
         """Whether the disk budget, not the time budget, sets the spacing now."""
@@ -317,13 +333,16 @@ class Policy:
         self.disk.observe_state(self.state_bytes)
         if last_checkpointed is None or self.disk.budget_bytes is None:
             return by_time
-        if index - last_checkpointed < self.disk_period(index):
+        before_branch = index + 1 in self.anticipated()
+        if index - last_checkpointed < self.disk_period(index, before_branch):
             if by_time:
                 self.disk_refused += 1  # the disk budget: too soon after the last one
             return False
-        if self._confirmed and self.disk_binds(index):
-            # The disk allows few: spend them before the periodic branches, where questions land.
-            return index + 1 in self.anticipated()
+        if self.branches and self.disk_binds(index):
+            # The disk allows few: spend them before the periodic branches, where questions land
+            # (a supposed one too: nanoGPT's evaluation every 50 is supposed at 50 and learned at
+            # 100; waiting for it to be learned gives up the checkpoint before 100).
+            return before_branch
         return by_time
 
     def _due_by_time(self, index: int, elapsed_s: float | None) -> bool:
@@ -400,6 +419,7 @@ class Policy:
             "windows": self.windows, "writer_share": self._share,
             "measured": self.measured(), "branch_period": self.branch_period,
             "branch_periods": sorted({p for p, _ in self._confirmed}),
+            "branches": sorted([p, phase] for p, phase in self._confirmed),  # the spine gc keeps
             "taken": self.taken, "skipped": self.skipped,
             "disk_refused": self.disk_refused, **self.disk.summary(),
         }
