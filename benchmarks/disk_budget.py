@@ -225,6 +225,7 @@ def main() -> int:
     parser.add_argument("--settings", default=DEFAULT_SETTINGS)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--no-two-runs", action="store_true")
+    parser.add_argument("--two-runs", default="", help="settings whose second run is recorded (default: all)")
     parser.add_argument("--full", default="", help="settings whose a_epoch question is replayed too (default: all)")
     parser.add_argument("--questions", default=",".join(NANOGPT.questions), help="the questions replayed")
     parser.add_argument("--reference", help="a project whose replay of the questions matched a fresh run (its "
@@ -273,7 +274,8 @@ def main() -> int:
             for setting in (order if rep % 2 == 0 else list(reversed(order))):
                 full = not args.full or setting in args.full.split(",")
                 asked = tuple(args.questions.split(","))
-                found = one(tmp, base, source, setting, rep, fresh, rep == 0 and not args.no_two_runs,
+                two = rep == 0 and not args.no_two_runs and (not args.two_runs or setting in args.two_runs.split(","))
+                found = one(tmp, base, source, setting, rep, fresh, two,
                             asked if full else tuple(q for q in asked if q == "c_eval"))
                 results[setting].append(found)
                 if args.jsonl:
@@ -281,7 +283,8 @@ def main() -> int:
                         handle.write(json.dumps({"setting": setting, "rep": rep, "load": os.getloadavg()[0], **found}) + "\n")
                 load.append(os.getloadavg()[0])
     command = f"python benchmarks/disk_budget.py --settings {','.join(settings)} --reps {args.reps}" + (
-        " --no-two-runs" if args.no_two_runs else "") + (f" --full {args.full}" if args.full else "") + (
+        " --no-two-runs" if args.no_two_runs else "") + (f" --two-runs {args.two_runs}" if args.two_runs else "") + (
+        f" --full {args.full}" if args.full else "") + (
         f" --questions {args.questions}" if args.questions != ",".join(NANOGPT.questions) else "") + (
         " --reference DIR" if args.reference else "") + (" --baseline DIR" if args.baseline else "")
     section = render(settings, results, command, time.perf_counter() - started, load)
