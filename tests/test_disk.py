@@ -278,7 +278,7 @@ def test_on_a_loop_of_unknown_length_a_small_budget_goes_before_the_evaluations(
     # Regular checkpoints leave the reserve: at most two before the period is supposed, none after.
     assert len([i for i in taken if i < 50]) <= 2, taken
     assert [i for i in taken if i >= 50 and (i + 1) % 50 and i != 300] == [], taken
-    assert "FLOR_CKPT_DISK" in policy.explain()
+    assert "FLOR_CKPT_DISK" in policy.explain() and "kept for those before periodic branches" in policy.explain()
 
 
 def test_a_budget_on_a_loop_of_unknown_length_lasts_to_its_end():

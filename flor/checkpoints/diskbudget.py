@@ -17,9 +17,13 @@ spends a share of what is left). The policy takes whichever of the two budgets s
 further apart and says which (``flor show``). A budget given as a multiple (``20x``) is of the
 largest raw checkpoint seen so far.
 
-On nanoGPT's loop a small budget is spent early (checkpoints 0, 1, 5, 12, 22 under 6x, before the
-evaluation period is learned), not before the evaluations where questions need them: why the
-default stays 20x (benchmarks/disk_budget.py, docs/checkpoints.md).
+On such a loop a budget spent this way from the start is gone early: nanoGPT's 6x once kept
+checkpoints 0, 1, 5, 12, 22, before its evaluation period (50) was known, and none before the
+evaluations where questions land. So the policy gives each checkpoint a ``share`` of the budget to
+draw on: one just before a periodic branch the whole, a regular one on a loop of unknown length
+half (policy.py's ``REGULAR_SHARE``; released as the loop outlives 100 iterations while no branch
+is known), which keeps the rest for the checkpoints before the branches once their period is
+supposed (benchmarks/disk_budget.py, docs/checkpoints.md).
 
 >>> spacing = DiskSpacing(budget_bytes=100)
 >>> spacing.observe_written(10); spacing.period(index=0, total=100)

@@ -36,8 +36,11 @@ all of them together stay within the budget. A loop may have several such branch
 samples every 200 steps and evaluates every 500): each long iteration that no learned period
 explains is a hypothesis for every earlier long iteration it could repeat (every iteration that
 period puts in the remembered window was long), kept until the iteration it foretells is not long,
-so each periodic branch gets its checkpoints. :meth:`Policy.explain` says why the spacing is what
-it is (``flor show`` prints it).
+so each periodic branch gets its checkpoints. Under a disk budget that binds, the checkpoints go
+only before the branches' iterations (supposed periods included), which draw on the whole disk
+budget while regular ones on a loop of unknown length keep a reserve for them
+(``REGULAR_SHARE``, diskbudget.py). :meth:`Policy.explain` says why the spacing is what it is
+(``flor show`` prints it).
 
 >>> policy = Policy(budget=0.01)
 >>> policy.observe_iteration(1.5, 0.0); policy.observe_checkpoint(0.002)
@@ -408,6 +411,11 @@ class Policy:
             if self.disk_refused:
                 which += f", refusing {self.disk_refused} checkpoint(s) the time budget allowed"
             text += f"; {which} ({self.disk.explain()})"
+            if self.total is None:
+                share = self.regular_share(self.iterations)
+                if share < 1.0:
+                    text += (f"; on this loop of unknown length regular checkpoints spend at most {100 * share:.0f} % "
+                             "of it, the rest is kept for those before periodic branches")
         return text
 
     def summary(self) -> dict:
