@@ -22,7 +22,7 @@ checkpoints 0, 1, 5, 12, 22, before its evaluation period (50) was known, and no
 evaluations where questions land. So the policy gives each checkpoint a ``share`` of the budget to
 draw on: one just before a periodic branch the whole, a regular one on a loop of unknown length
 half (policy.py's ``REGULAR_SHARE``; released as the loop outlives 100 iterations while no branch
-is known), which keeps the rest for the checkpoints before the branches once their period is
+is learned), which keeps the rest for the checkpoints before the branches once their period is
 supposed. Measured (benchmarks/disk_budget.py, docs/checkpoints.md): 12x then matched 20x's eval
 replay where the period was learned, but not in a noisy recording, so the default stays 20x.
 

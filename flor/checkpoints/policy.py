@@ -62,8 +62,8 @@ LONG_REMEMBERED = 16  # long iterations remembered for finding periods
 MAX_SUPPOSED = 3  # periods supposed and not yet confirmed, at once (slow moments suppose some)
 # On a loop of unknown length, the share of the disk budget regular checkpoints may spend; the
 # rest is kept for the ones before periodic branches (an evaluation every N iterations is learned
-# only after two of them, when a budget spent from the start would be gone). While no branch is
-# known the reserve is released as the loop outlives RESERVE_ITERATIONS (at 4x as many, 7/8 of
+# only after two of them, when a budget spent from the start would be gone). While no period is
+# learned the reserve is released as the loop outlives RESERVE_ITERATIONS (at 4x as many, 7/8 of
 # the budget is open), so a loop without one still spends most of its budget.
 REGULAR_SHARE = 0.5
 RESERVE_ITERATIONS = 100
