@@ -13,6 +13,11 @@ issue's measure (two runs' ``.flor``).
 
     python benchmarks/disk_budget.py [--settings 20x,10x,6x,4x,27M] [--reps 2] [--no-write]
     python benchmarks/disk_budget.py --honoured mnist:40M,mnist:80M,nanogpt:27M,nanogpt:60M
+    python benchmarks/disk_budget.py --settings base:20x,20x,6x,4x --baseline DIR
+
+``base:SETTING`` records and replays with the flor of ``--baseline DIR`` (a folder holding another
+commit's ``flor/`` package, e.g. ``git archive COMMIT flor | tar -x -C DIR``): today's code in the
+same alternation as the change, so the two are compared under the same load.
 
 ``--honoured``: whether a budget of N bytes is honoured on the MNIST- and nanoGPT-shaped corpus
 cases (``corpus_replay.py``'s sizes): each recorded once under ``FLOR_CKPT_DISK=N``, the bytes its
@@ -96,12 +101,24 @@ def references(tmp: Path, base: Path, source: str) -> dict[str, dict]:
     return found
 
 
+BASELINE: str | None = None  # --baseline: the folder whose flor/ a ``base:`` setting runs
+
+
+def _env(setting: str, **extra: str) -> dict:
+    """The children's environment for ``setting`` (``base:X``: X with the baseline's flor)."""
+    if setting.startswith("base:"):
+        if BASELINE is None:
+            raise SystemExit(f"{setting}: give --baseline DIR (a folder holding the baseline's flor/)")
+        return child_env(PYTHONPATH=BASELINE, **extra)
+    return child_env(**extra)
+
+
 def one(tmp: Path, base: Path, source: str, setting: str, rep: int, fresh: dict, two_runs: bool,
         questions=NANOGPT.questions) -> dict:
     """Record under ``FLOR_CKPT_DISK=setting``, replay each question; sizes, ratios, checks."""
-    repo = tmp / f"{setting}-{rep}"
+    repo = tmp / f"{setting.replace(':', '-')}-{rep}"
     shutil.copytree(base, repo)
-    env = child_env(FLOR_CKPT_DISK=setting)
+    env = _env(setting, FLOR_CKPT_DISK=setting.removeprefix("base:"))
     record_s, _rc, _out = run_command([*flor_python_cmd(), "train.py", *NANOGPT.argv], repo, env=env)
     tstamp = _tstamp(repo)
     flor = repo / ".flor"
@@ -120,7 +137,7 @@ def one(tmp: Path, base: Path, source: str, setting: str, rep: int, fresh: dict,
     for qid in questions:
         name = _statement_name(source, qid)
         (repo / "train.py").write_text(today_text(source, qid))
-        wall, rc, out = run_command([*flor_cli(), "replay", name, "--force"], repo, env=child_env(), check=False)
+        wall, rc, out = run_command([*flor_cli(), "replay", name, "--force"], repo, env=_env(setting), check=False)
         _t, replayed = _values(flor / "flor.db", name, "replay", tstamp)
         entry = {"replay_s": wall, "exit": rc, "ratio": wall / record_s, "check": _compare(replayed, fresh[qid])}
         found["questions"][qid] = entry
@@ -208,6 +225,7 @@ def main() -> int:
     parser.add_argument("--settings", default=DEFAULT_SETTINGS)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--no-two-runs", action="store_true")
+    parser.add_argument("--two-runs", default="", help="settings whose second run is recorded (default: all)")
     parser.add_argument("--full", default="", help="settings whose a_epoch question is replayed too (default: all)")
     parser.add_argument("--questions", default=",".join(NANOGPT.questions), help="the questions replayed")
     parser.add_argument("--reference", help="a project whose replay of the questions matched a fresh run (its "
@@ -215,7 +233,10 @@ def main() -> int:
     parser.add_argument("--jsonl", help="append each setting's result to this file as it is measured")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--honoured", help="case:budget,... (mnist or nanogpt): is a budget of N bytes honoured")
+    parser.add_argument("--baseline", help="a folder holding another commit's flor/, for the base:SETTING settings")
     args = parser.parse_args()
+    global BASELINE
+    BASELINE = str(Path(args.baseline).resolve()) if args.baseline else None
     if args.honoured:
         pairs = [tuple(item.split(":", 1)) for item in args.honoured.split(",") if item]
         started = time.perf_counter()
@@ -253,7 +274,8 @@ def main() -> int:
             for setting in (order if rep % 2 == 0 else list(reversed(order))):
                 full = not args.full or setting in args.full.split(",")
                 asked = tuple(args.questions.split(","))
-                found = one(tmp, base, source, setting, rep, fresh, rep == 0 and not args.no_two_runs,
+                two = rep == 0 and not args.no_two_runs and (not args.two_runs or setting in args.two_runs.split(","))
+                found = one(tmp, base, source, setting, rep, fresh, two,
                             asked if full else tuple(q for q in asked if q == "c_eval"))
                 results[setting].append(found)
                 if args.jsonl:
@@ -261,9 +283,10 @@ def main() -> int:
                         handle.write(json.dumps({"setting": setting, "rep": rep, "load": os.getloadavg()[0], **found}) + "\n")
                 load.append(os.getloadavg()[0])
     command = f"python benchmarks/disk_budget.py --settings {','.join(settings)} --reps {args.reps}" + (
-        " --no-two-runs" if args.no_two_runs else "") + (f" --full {args.full}" if args.full else "") + (
+        " --no-two-runs" if args.no_two_runs else "") + (f" --two-runs {args.two_runs}" if args.two_runs else "") + (
+        f" --full {args.full}" if args.full else "") + (
         f" --questions {args.questions}" if args.questions != ",".join(NANOGPT.questions) else "") + (
-        " --reference DIR" if args.reference else "")
+        " --reference DIR" if args.reference else "") + (" --baseline DIR" if args.baseline else "")
     section = render(settings, results, command, time.perf_counter() - started, load)
     print(section)
     if not args.no_write:

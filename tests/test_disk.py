@@ -231,6 +231,77 @@ def test_under_a_disk_budget_the_checkpoints_go_before_periodic_branches():
     assert len(before) >= 3 and len(before) >= len(taken) - 3  # first, last and the rest before evaluations
 
 
+def _nanogpt_shaped(policy, iterations: int, eval_every: int = 50, late: int = 3, regular_every: int = 10):
+    """Drive ``policy`` as nanoGPT's loop drives it: no length (``itertools.count`` + ``break``), an
+    evaluation (3x an iteration) at every multiple of ``eval_every``, a first checkpoint without
+    Adam's moments, a writer that reports ``late`` iterations after, a time budget that allows one
+    every ``regular_every`` iterations, and the end state kept when the loop breaks.
+    (checkpoints taken, bytes written)."""
+    policy.total = None
+    taken, last, pending, written = [], None, [], 0
+    policy.state_bytes = 3_300_000
+    for index in range(iterations):
+        raw = 6_500_000 if index == 0 else 12_900_000
+        for job in [job for job in pending if index - job[0] >= late]:
+            policy.observe_checkpoint(0.0, 0.002, writer_share=1.0, written_bytes=job[1], raw_bytes=job[2])
+            pending.remove(job)
+        seconds = 0.3 if index % eval_every == 0 else 0.1
+        if policy.due(index, last, elapsed_s=seconds):
+            policy.state_bytes = raw
+            policy.observe_checkpoint(0.001 * regular_every, nbytes=raw, elapsed_s=seconds)
+            pending.append((index, int(raw * 0.8), raw))
+            written += int(raw * 0.8)
+            taken.append(index)
+            last = index
+        policy.observe_iteration(seconds, 0.0, index)
+    if last != iterations - 1:
+        taken.append(iterations - 1)
+        written += int(12_900_000 * 0.8)
+    return taken, written
+
+
+@pytest.mark.parametrize("times", [6.0, 4.0])
+def test_on_a_loop_of_unknown_length_a_small_budget_goes_before_the_evaluations(times):
+    from flor.environment import settings
+    from flor.checkpoints.diskbudget import DiskSpacing
+    from flor.checkpoints.policy import Policy
+
+    # nanoGPT's case (300 iterations, evaluation every 50): a budget of a few times the state was
+    # once spent at 0, 1, 5, 12, 22 (the loop supposed to run as long again as it had), before the
+    # evaluation's period was known, and none was left for the iterations before evaluations.
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing(setting=settings.DiskBudget(times=times)))
+    taken, written = _nanogpt_shaped(policy, 301)
+    assert written <= 1.05 * times * 12_900_000, (taken, written)
+    before = [i for i in taken if (i + 1) % 50 == 0]
+    assert len(before) >= 2, taken  # 99 (the period supposed at 50), 149 or 199, ...
+    assert 99 in before, taken
+    # Regular checkpoints leave the reserve: at most two before the period is supposed, one while
+    # it is only supposed (a supposed period does not stop them), none once it is learned.
+    assert len([i for i in taken if i < 50]) <= 2, taken
+    assert len([i for i in taken if i >= 50 and (i + 1) % 50 and i != 300]) <= 1, taken
+    assert [i for i in taken if i >= 100 and (i + 1) % 50 and i != 300] == [], taken
+    assert "FLOR_CKPT_DISK" in policy.explain() and "kept for those before periodic branches" in policy.explain()
+
+
+def test_a_budget_on_a_loop_of_unknown_length_lasts_to_its_end():
+    from flor.environment import settings
+    from flor.checkpoints.diskbudget import DiskSpacing
+    from flor.checkpoints.policy import Policy
+
+    # Ten times as long as nanoGPT's: the budget still holds, the end is kept, and the checkpoints
+    # before evaluations widen as the loop outlives what was supposed (99, 149, 249, 549: each
+    # supposes the loop runs as long again), not spent in its first 300 iterations. Nothing is
+    # removed during a run, so a loop far longer than the budget foresaw keeps few late ones.
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing(setting=settings.DiskBudget(times=6.0)))
+    taken, written = _nanogpt_shaped(policy, 3001)
+    assert written <= 1.05 * 6 * 12_900_000, (taken, written)
+    assert taken[-1] == 3000
+    before = [i for i in taken if (i + 1) % 50 == 0]
+    assert before[0] == 99 and before[-1] > 400, taken
+    assert all(later - earlier >= 50 for earlier, later in zip(before, before[1:])), taken
+    assert all(b - a >= a - p for p, a, b in zip(before, before[1:], before[2:])), taken  # widening
+
+
 def test_the_time_budget_is_said_when_it_sets_the_period():
     from flor.checkpoints.diskbudget import DiskSpacing
     from flor.checkpoints.policy import Policy
@@ -271,6 +342,9 @@ def test_the_spine_is_the_first_the_last_every_kth_and_before_branches():
     rows = [CheckpointRow(i, "end", f"c/{i}", 1, 1, None, None, 0.0) for i in range(0, 30)]
     kept = spine(rows, 8, [10], {13})
     assert kept == {0, 8, 16, 24, 29, 9, 19, 13}
+    # A branch at `it % 10 == 3` (its phase kept with the run since issue 29's last session): the
+    # checkpoints just before it, not before the multiples of 10.
+    assert spine(rows, 8, [[10, 3]], set()) == {0, 8, 16, 24, 29, 2, 12, 22}
 
 
 WALK = """
@@ -397,3 +471,46 @@ def test_the_project_total_is_kept_by_thinning_the_oldest_runs_first(project):
     # The older run is thinned (to its spine, or to its ends when the spines are still over); the
     # run that just ended is not touched.
     assert first[0] == 0 and first[-1] == 11 and set(first) <= {0, 4, 8, 11} and second == list(range(12))
+
+
+EVALUATES = """
+import itertools, time
+import flor, numpy as np
+class Model:
+    def __init__(self):
+        self.w = np.zeros(50_000, dtype=np.float32)
+    def state_dict(self):
+        return {"w": self.w}
+    def load_state_dict(self, state):
+        self.w = state["w"].copy()
+rng = np.random.default_rng(0)
+model = Model()
+with flor.checkpointing(model=model):
+    for it in flor.loop("it", itertools.count()):
+        if it % 10 == 0:
+            time.sleep(0.08)  # the evaluation: a branch every 10 iterations, long
+            flor.log("w_norm", float(np.linalg.norm(model.w)))
+        model.w += rng.standard_normal(50_000).astype(np.float32) * 0.01
+        time.sleep(0.008)
+        if it + 1 > 80:
+            break
+"""
+
+
+@pytest.mark.slow
+def test_a_recording_under_a_small_budget_checkpoints_before_its_evaluations(project):
+    import sqlite3
+
+    # A loop of unknown length that evaluates every 10 iterations, recorded under 6 times its
+    # 200 KB state: the budget holds, the ends are kept, and checkpoints go before evaluations.
+    project.write("evals.py", EVALUATES)
+    project.commit_all()
+    project.run("evals.py", env={"FLOR_CKPT_DISK": "6x"})
+    with sqlite3.connect(project.db) as connection:
+        rows = connection.execute("SELECT iteration, bytes_written FROM checkpoints ORDER BY iteration").fetchall()
+    taken = [it for it, _ in rows]
+    assert sum(w for _, w in rows) <= 1.05 * 6 * 200_000, rows
+    assert taken[0] == 0 and taken[-1] == 80, taken
+    # At least one before an evaluation once its period is supposed (at 10): the iterations' timing
+    # on a loaded machine moves the rest (the policy's own tests above are the exact ones).
+    assert [it for it in taken if (it + 1) % 10 == 0 and it >= 19], taken

@@ -17,9 +17,14 @@ spends a share of what is left). The policy takes whichever of the two budgets s
 further apart and says which (``flor show``). A budget given as a multiple (``20x``) is of the
 largest raw checkpoint seen so far.
 
-On nanoGPT's loop a small budget is spent early (checkpoints 0, 1, 5, 12, 22 under 6x, before the
-evaluation period is learned), not before the evaluations where questions need them: why the
-default stays 20x (benchmarks/disk_budget.py, docs/checkpoints.md).
+On such a loop a budget spent this way from the start is gone early: nanoGPT's 6x once kept
+checkpoints 0, 1, 5, 12, 22, before its evaluation period (50) was known, and none before the
+evaluations where questions land. So the policy gives each checkpoint a ``share`` of the budget to
+draw on: one just before a periodic branch the whole, a regular one on a loop of unknown length
+half (policy.py's ``REGULAR_SHARE``; released as the loop outlives 100 iterations while no branch
+is learned), which keeps the rest for the checkpoints before the branches once their period is
+supposed. Measured (benchmarks/disk_budget.py, docs/checkpoints.md): 12x then matched 20x's eval
+replay where the period was learned, but not in a noisy recording, so the default stays 20x.
 
 >>> spacing = DiskSpacing(budget_bytes=100)
 >>> spacing.observe_written(10); spacing.period(index=0, total=100)
@@ -80,13 +85,14 @@ class DiskSpacing:
         # largest state seen writes at the coding's ratio keeps those from passing the budget.
         return max(self.per_checkpoint, (self.ratio or 0.0) * self.estimate)
 
-    def period(self, index: int, total: int | None, in_flight: int = 0) -> float:
+    def period(self, index: int, total: int | None, in_flight: int = 0, share: float = 1.0) -> float:
         """The fewest iterations from a checkpoint at ``index`` to the next (inf: none but the
-        last); 1 when there is no budget. ``in_flight``: checkpoints taken and not yet written."""
+        last); 1 when there is no budget. ``in_flight``: checkpoints taken and not yet written;
+        ``share``: the part of the budget this checkpoint may draw on (the rest is a reserve)."""
         if self.budget_bytes is None:
             return 1
         each = self.bytes_per_checkpoint()
-        left = self.budget_bytes - self.used - in_flight * each - each  # room kept for the last one
+        left = share * self.budget_bytes - self.used - in_flight * each - each  # room kept for the last one
         if left < each:
             return math.inf
         remaining = (total - index - 1) if total is not None else index + 1

@@ -107,15 +107,17 @@ def _mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:.1f} MB"
 
 
-def spine(rows: list, every: int, branch_periods: list[int], pinned: set) -> set:
+def spine(rows: list, every: int, branch_periods: list, pinned: set) -> set:
     """The iterations of ``rows`` kept by thinning: first, last, every ``every``-th checkpoint,
-    the ones before a periodic branch, and the pinned ones."""
+    the ones before a periodic branch, and the pinned ones. ``branch_periods``: each a period (a
+    branch at multiples of it, ``it % n == 0``) or a (period, phase) pair (one at ``it % n == phase``)."""
     iterations = sorted({r.iteration for r in rows})
     if not iterations:
         return set()
     kept = {iterations[0], iterations[-1]} | (set(iterations) & pinned)
     kept |= {it for n, it in enumerate(iterations) if n % max(1, every) == 0}
-    kept |= {it for it in iterations for p in branch_periods if p > 1 and (it + 1) % p == 0}
+    branches = [tuple(b) if isinstance(b, (list, tuple)) else (b, 0) for b in branch_periods]
+    kept |= {it for it in iterations for p, phase in branches if p > 1 and (it + 1) % p == phase % p}
     return kept
 
 
@@ -271,7 +273,9 @@ def _manifest_size(flor_dir: Path, location: str) -> int:
 
 def _branch_periods(run) -> list[int]:
     environment = run.environment if isinstance(getattr(run, "environment", None), dict) else {}
-    return list((environment.get("checkpoints") or {}).get("branch_periods") or [])
+    found = environment.get("checkpoints") or {}
+    # Runs recorded since the phases were kept name (period, phase); older ones the periods only.
+    return list(found.get("branches") or found.get("branch_periods") or [])
 
 
 def _frees(plans, manifests, owner_count, objects: Path, flor_dir: Path, remote, assign: bool = False) -> int:

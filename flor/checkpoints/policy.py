@@ -36,8 +36,11 @@ all of them together stay within the budget. A loop may have several such branch
 samples every 200 steps and evaluates every 500): each long iteration that no learned period
 explains is a hypothesis for every earlier long iteration it could repeat (every iteration that
 period puts in the remembered window was long), kept until the iteration it foretells is not long,
-so each periodic branch gets its checkpoints. :meth:`Policy.explain` says why the spacing is what
-it is (``flor show`` prints it).
+so each periodic branch gets its checkpoints. Under a disk budget that binds, the checkpoints go
+only before the branches' iterations (supposed periods included), which draw on the whole disk
+budget while regular ones on a loop of unknown length keep a reserve for them
+(``REGULAR_SHARE``, diskbudget.py). :meth:`Policy.explain` says why the spacing is what it is
+(``flor show`` prints it).
 
 >>> policy = Policy(budget=0.01)
 >>> policy.observe_iteration(1.5, 0.0); policy.observe_checkpoint(0.002)
@@ -57,6 +60,13 @@ from .diskbudget import DiskSpacing
 COPY_BYTES_PER_S = 1.5e9  # a first guess for the snapshot cost, before one is measured
 LONG_REMEMBERED = 16  # long iterations remembered for finding periods
 MAX_SUPPOSED = 3  # periods supposed and not yet confirmed, at once (slow moments suppose some)
+# On a loop of unknown length, the share of the disk budget regular checkpoints may spend; the
+# rest is kept for the ones before periodic branches (an evaluation every N iterations is learned
+# only after two of them, when a budget spent from the start would be gone). While no period is
+# learned the reserve is released as the loop outlives RESERVE_ITERATIONS (at 4x as many, 7/8 of
+# the budget is open), so a loop without one still spends most of its budget.
+REGULAR_SHARE = 0.5
+RESERVE_ITERATIONS = 100
 
 
 def _ewma(old: float | None, new: float, weight: float = 0.3) -> float:
@@ -271,10 +281,19 @@ class Policy:
             return math.inf  # the branches come more often than checkpoints do: only before them
         return base * span / (span - base)
 
-    def disk_period(self, index: int) -> float:
-        """The fewest iterations between checkpoints that the disk budget allows after ``index``."""
+    def disk_period(self, index: int, before_branch: bool = False) -> float:
+        """The fewest iterations between checkpoints that the disk budget allows after ``index``;
+        ``before_branch``: for a checkpoint just before a periodic branch, which may draw on the
+        reserve that regular ones leave on a loop of unknown length (``REGULAR_SHARE``)."""
         self.disk.observe_state(self.state_bytes)
-        return self.disk.period(index, self.total, max(0, self.taken - self.writes))
+        share = 1.0 if before_branch or self.total is not None else self.regular_share(index)
+        return self.disk.period(index, self.total, max(0, self.taken - self.writes), share)
+
+    def regular_share(self, index: int) -> float:
+        """The share of the disk budget regular checkpoints may spend on a loop of unknown length."""
+        if self._confirmed:
+            return REGULAR_SHARE  # the rest is for the checkpoints before the branches
+        return 1.0 - (1.0 - REGULAR_SHARE) * min(1.0, RESERVE_ITERATIONS / (index + 1))
 
     def disk_binds(self, index: int | None = None) -> bool:
         """Whether the disk budget, not the time budget, sets the spacing now."""
@@ -317,14 +336,20 @@ class Policy:
         self.disk.observe_state(self.state_bytes)
         if last_checkpointed is None or self.disk.budget_bytes is None:
             return by_time
-        if index - last_checkpointed < self.disk_period(index):
+        before_branch = index + 1 in self.anticipated()
+        if index - last_checkpointed < self.disk_period(index, before_branch):
             if by_time:
                 self.disk_refused += 1  # the disk budget: too soon after the last one
             return False
-        if self._confirmed and self.disk_binds(index):
-            # The disk allows few: spend them before the periodic branches, where questions land.
-            return index + 1 in self.anticipated()
-        return by_time
+        binds = self.disk_binds(index)
+        if self._confirmed and binds:
+            # The disk allows few: spend them before the learned periodic branches, where questions land.
+            return before_branch
+        # Before a supposed one too (nanoGPT's evaluation every 50 is supposed at 50 and learned at
+        # 100: waiting for it gives up the checkpoint before 100); but a supposed period does not
+        # stop regular ones (a slow moment supposes some: a recording gated on them kept
+        # checkpoints at 69, 74, 80, 86, 93 and none before an evaluation).
+        return by_time or (before_branch and binds)
 
     def _due_by_time(self, index: int, elapsed_s: float | None) -> bool:
         """Whether the time budget (and the periodic branches) call for a checkpoint now."""
@@ -389,6 +414,11 @@ class Policy:
             if self.disk_refused:
                 which += f", refusing {self.disk_refused} checkpoint(s) the time budget allowed"
             text += f"; {which} ({self.disk.explain()})"
+            if self.total is None:
+                share = self.regular_share(self.iterations)
+                if share < 1.0:
+                    text += (f"; on this loop of unknown length regular checkpoints spend at most {100 * share:.0f} % "
+                             "of it, the rest is kept for those before periodic branches")
         return text
 
     def summary(self) -> dict:
@@ -400,6 +430,7 @@ class Policy:
             "windows": self.windows, "writer_share": self._share,
             "measured": self.measured(), "branch_period": self.branch_period,
             "branch_periods": sorted({p for p, _ in self._confirmed}),
+            "branches": sorted([p, phase] for p, phase in self._confirmed),  # the spine gc keeps
             "taken": self.taken, "skipped": self.skipped,
             "disk_refused": self.disk_refused, **self.disk.summary(),
         }
