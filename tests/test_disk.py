@@ -347,18 +347,23 @@ def test_the_spine_is_the_first_the_last_every_kth_and_before_branches():
     assert spine(rows, 8, [[10, 3]], set()) == {0, 8, 16, 24, 29, 2, 12, 22}
 
 
-WALK = """
-import flor, numpy as np
+def _numpy_model(size: int) -> str:
+    """A script's head: a model of ``size`` float32 weights that flor checkpoints, and a seeded rng."""
+    return f"""
 class Model:
     def __init__(self):
-        self.w = np.zeros(20_000, dtype=np.float32)
+        self.w = np.zeros({size}, dtype=np.float32)
     def state_dict(self):
-        return {"w": self.w}
+        return {{"w": self.w}}
     def load_state_dict(self, state):
         self.w = state["w"].copy()
 rng = np.random.default_rng(0)
 model = Model()
-with flor.checkpointing(model=model):
+"""
+
+
+WALK = """
+import flor, numpy as np""" + _numpy_model(20_000) + """with flor.checkpointing(model=model):
     for epoch in flor.loop("epoch", range(12)):
         model.w += rng.standard_normal(20_000).astype(np.float32) * 0.01
         flor.log("loss", float(np.abs(model.w).sum()))
@@ -475,17 +480,7 @@ def test_the_project_total_is_kept_by_thinning_the_oldest_runs_first(project):
 
 EVALUATES = """
 import itertools, time
-import flor, numpy as np
-class Model:
-    def __init__(self):
-        self.w = np.zeros(50_000, dtype=np.float32)
-    def state_dict(self):
-        return {"w": self.w}
-    def load_state_dict(self, state):
-        self.w = state["w"].copy()
-rng = np.random.default_rng(0)
-model = Model()
-with flor.checkpointing(model=model):
+import flor, numpy as np""" + _numpy_model(50_000) + """with flor.checkpointing(model=model):
     for it in flor.loop("it", itertools.count()):
         if it % 10 == 0:
             time.sleep(0.08)  # the evaluation: a branch every 10 iterations, long
