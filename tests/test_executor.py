@@ -161,3 +161,16 @@ def test_a_gang_no_ray_node_could_hold_is_refused_at_once_naming_what_it_needs()
     assert too_large(two, [{"Alive": False, "Resources": {"CPU": 8.0}}]) is not None  # a dead node holds nothing
     gpu = [{"CPU": 1, "GPU": 1}, {"CPU": 1, "GPU": 1}]
     assert "2 GPUs" in too_large(gpu, [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}])
+
+
+def test_a_failed_segment_names_the_rank_whose_own_error_it_was():
+    """Outcomes arrive in the order they end: a rank whose all_reduce lost its peer may come first.
+    The report names the rank that failed by itself, not the one that failed because of it."""
+    from flor.replay.job import _symptom
+    from flor.replay.ray_executor import STOPPED
+
+    peer = "RuntimeError: [gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:22404: Connection reset by peer."
+    own = "ZeroDivisionError: integer division or modulo by zero"
+    failed = [(0, peer), (1, own), (2, STOPPED), (3, "the worker was killed by signal 9")]
+    assert min(failed, key=lambda f: (_symptom(f[1]), f[0])) == (1, own)
+    assert min(failed[:1] + failed[2:], key=lambda f: (_symptom(f[1]), f[0])) == (0, peer)

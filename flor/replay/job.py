@@ -54,6 +54,22 @@ class JobReplay:
     local_ranks: list = field(default_factory=list)
 
 
+# Errors a rank shows because another rank failed, from most to least telling of the cause: a
+# collective whose peer went away (gloo), killed with the gang, stopped with it.
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def _symptom(error: str | None) -> int:
+    """0 for a rank's own error; higher for one that follows from another rank's failure, so the
+    report names the rank where the segment really failed, whichever outcome arrived first."""
+    error = error or ""
+    if STOPPED in error:
+        return 3
+    if "signal 9" in error:
+        return 2
+    return 1 if any(mark in error for mark in _PEER_GONE) else 0
+
+
 def plan_jobs(session, plans: list) -> dict[int, JobReplay]:
     """Tie the plans of each selected job's ranks together; run_id -> its JobReplay (for
     planned jobs only). Refuses, in one line on every rank, a job that cannot replay whole."""
@@ -268,9 +284,8 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
                 # By the task's rank: an executor gives outcomes in the order they ended, and the
                 # rank that failed first usually ends before those the gang then stops.
                 rank_of = {task.key: rank for rank, task in enumerate(tasks)}
-                failed = sorted((rank_of[outcome.task.key], outcome.error) for outcome in outcomes if not outcome.ok)
-                first = next(((r, e) for r, e in failed if "signal 9" not in (e or "") and STOPPED not in (e or "")),
-                             failed[0] if failed else (0, "?"))
+                failed = [(rank_of[outcome.task.key], outcome.error) for outcome in outcomes if not outcome.ok]
+                first = min(failed, key=lambda f: (_symptom(f[1]), f[0])) if failed else (0, "?")
                 note = (f"job {job.tstamp}: segment {number + 1} failed on rank {first[0]} ({first[1]}); "
                         "nothing stored from any rank")
                 if attempt < ATTEMPTS:

@@ -331,8 +331,8 @@ class RayGang:
                 for ref in ready:
                     task = refs.pop(ref)
                     outcome = RayExecutor._outcome(ray, ref, task, on_message, time.monotonic() - started)
-                    if ref in cancelled and not outcome.ok:
-                        outcome.error = STOPPED
+                    if ref in cancelled and not outcome.ok and not outcome.result:
+                        outcome.error = STOPPED  # ended by the cancel; a rank that failed by itself keeps its error
                     outcomes.append(outcome)
                     if not outcome.ok and not cancelled:
                         for other in refs:  # they would wait in a collective for this rank
