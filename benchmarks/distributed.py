@@ -184,13 +184,20 @@ def overhead(scratch: Path, reps: int) -> dict:
     return rows
 
 
-def replay(scratch: Path, reps: int) -> dict:
-    root = project(scratch / "replay", {"train.py": DDP})
+def record_then_add_statements(root: Path) -> float:
+    """Record the DDP job once (torchrun, 2 ranks); then today's script gains the epoch- and
+    step-level statements the replays ask for. The recording's seconds."""
     record, _ = in_netns(root, torchrun(2, "train.py"))
     text = DDP
     for anchor, line in (EPOCH_STATEMENT, STEP_STATEMENT):
         text = text.replace(anchor, anchor + line)
     (root / "train.py").write_text(text)
+    return record
+
+
+def replay(scratch: Path, reps: int) -> dict:
+    root = project(scratch / "replay", {"train.py": DDP})
+    record = record_then_add_statements(root)
     rows = {"record": [record], "epoch": [], "step": []}
     flor = f"{sys.executable} -m flor replay --force"
     for rep in range(reps):
@@ -205,11 +212,7 @@ def replay(scratch: Path, reps: int) -> dict:
 def gang(scratch: Path, reps: int, before: Path) -> dict:
     """Replays of one recorded job with flor from ``before`` and from this checkout, alternately."""
     root = project(scratch / "gang", {"train.py": DDP})
-    record, _ = in_netns(root, torchrun(2, "train.py"))
-    text = DDP
-    for anchor, line in (EPOCH_STATEMENT, STEP_STATEMENT):
-        text = text.replace(anchor, anchor + line)
-    (root / "train.py").write_text(text)
+    record = record_then_add_statements(root)
     rows: dict = {"record": record}
     flor = f"{sys.executable} -m flor replay --force"
     for rep in range(reps):

@@ -747,8 +747,8 @@ def test_lightning_ddp_is_one_job_and_replays_as_one(project):
     assert len(values[(lit.tstamp, 0)]) == 3 and values[(lit.tstamp, 0)] == values[(lit.tstamp, 1)]
 
 
-@pytest.mark.slow
-def test_a_segment_where_one_rank_fails_stores_nothing_from_any_rank(project):
+def _tiny_job_then(project, statement: str) -> None:
+    """Record TINY_SCRIPT as a 2-rank job; then today's script gains ``statement`` in its epoch body."""
     if not _namespaces_work():
         pytest.skip("needs `unshare -rn` (a private network namespace)")
     project.write("tiny.py", TINY_SCRIPT)
@@ -756,7 +756,12 @@ def test_a_segment_where_one_rank_fails_stores_nothing_from_any_rank(project):
     [(code, output)] = launch_many(project, [(2, ["tiny.py"])])
     assert code == 0, output[-3000:]
     anchor = "    if epoch == kill_at:\n"
-    (project.root / "tiny.py").write_text(TINY_SCRIPT.replace(anchor, '    flor.log("bad", 1 // (1 - rank))\n' + anchor))
+    (project.root / "tiny.py").write_text(TINY_SCRIPT.replace(anchor, statement + anchor))
+
+
+@pytest.mark.slow
+def test_a_segment_where_one_rank_fails_stores_nothing_from_any_rank(project):
+    _tiny_job_then(project, '    flor.log("bad", 1 // (1 - rank))\n')
     done = _in_netns(project, f"{sys.executable} -m flor replay bad")
     said = done.stdout + done.stderr
     assert done.returncode != 0 and "failed on rank 1" in said and "nothing stored from any rank" in said, said[-3000:]
@@ -783,16 +788,8 @@ def test_a_hung_rank_is_stopped_when_another_fails(project, failing):
     """One rank fails while the other hangs outside any collective (gloo would notice a dead peer
     in a collective by itself): only the gang's stop ends it. The replay must end, name the rank
     that failed, and leave no process behind. Rank 0 fails, so the hung one is a forked sibling."""
-    if not _namespaces_work():
-        pytest.skip("needs `unshare -rn`")
-    project.write("tiny.py", TINY_SCRIPT)
-    project.commit_all()
-    [(code, output)] = launch_many(project, [(2, ["tiny.py"])])
-    assert code == 0, output[-3000:]
-    anchor = "    if epoch == kill_at:\n"
     # rank `failing` divides by zero; the other sleeps an hour (the slice keeps what the value needs)
-    bad = f'    flor.log("bad", 1 // (rank - {failing}) + (time.sleep(3600) or 0))\n'
-    (project.root / "tiny.py").write_text(TINY_SCRIPT.replace(anchor, bad + anchor))
+    _tiny_job_then(project, f'    flor.log("bad", 1 // (rank - {failing}) + (time.sleep(3600) or 0))\n')
     marker = f"FLOR_REVIEW_MARK_{uuid.uuid4().hex}"
     env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", **{marker: "1"})
     began = time.monotonic()
