@@ -251,13 +251,13 @@ def test_a_rank_started_by_flor_gets_torchruns_environment_on_loopback():
     assert 0 < job.loopback_port() < 65536
 
 
-def test_a_job_gang_preloads_the_compiler_with_torch_and_its_task_gets_the_rank_in_its_spec():
+def test_a_job_gang_preloads_torch_distributed_not_the_compiler_and_its_task_gets_the_rank_in_its_spec():
     from flor.replay.job import JOB_PRELOAD, job_preload
     from flor.replay.plan import Segment
     from flor.replay.spec import WorkerSpec
 
     assert job_preload(["numpy"]) == ["numpy"]
-    assert job_preload(["torch", "numpy"]) == ["torch", "numpy", *JOB_PRELOAD] and "torch._dynamo" in JOB_PRELOAD
+    assert job_preload(["torch", "numpy"]) == ["torch", "numpy", *JOB_PRELOAD] and "torch._dynamo" not in JOB_PRELOAD
     spec = WorkerSpec(run_id=1, tstamp="T+r1", root="/r", filename="t.py", cwd=".", argv=[], names=[],
                       recorded_names=[], outer_name="epoch", checkpoints={}, segment=Segment({0: "exec"}, [0], 1, False, False, False),
                       records_path="/r.json", run_tree="/tree", scratch="/s", confinement="none",

@@ -38,9 +38,11 @@ from ..messages import say
 from .ray_executor import STOPPED  # a rank a Ray gang cancelled because another failed (no import of Ray)
 
 ATTEMPTS = 2  # a segment that fails on some rank is tried once more, whole
-# Imported by a job's warm workers besides the script's libraries, when those include torch: DDP's
-# constructor imports the compiler (torch/nn/parallel/distributed.py reads torch._dynamo.utils).
-JOB_PRELOAD = ("torch.distributed", "torch.nn.parallel", "torch._dynamo")
+# Imported by a job's warm workers besides the script's libraries, when those include torch. Not
+# the compiler: DDP's constructor reads one setting of it (torch._dynamo.utils), which the worker
+# answers without importing it (lazy_dynamo.defer_ddp_probe: 1-2 s of one core per gang here).
+JOB_PRELOAD = ("torch.distributed", "torch.nn.parallel")
+COMPILER = "torch._dynamo"  # imported by a gang's leader only when a segment re-executes steps (Gangs.settle)
 
 
 @dataclass
@@ -177,6 +179,7 @@ class Gangs:
     def __init__(self, gpus: list | None, preload: list[str], confinement: str) -> None:
         self.gpus, self.preload, self.confinement = gpus, job_preload(preload), confinement
         self._gangs: dict[tuple, object] = {}
+        self.then: list[str] | None = None  # what the leaders import besides, once settled
 
     def get(self, world_size: int, env: dict[str, str]):
         """The gang for ``world_size`` ranks with thread environment ``env`` (made, not warmed, if new)."""
@@ -187,8 +190,21 @@ class Gangs:
         gang = self._gangs.get(key)
         if gang is None:
             gang = GangExecutor(world_size, self.gpus, self.preload, self.confinement)
+            if self.then is not None:
+                gang.settle(self.then)
             self._gangs[key] = gang
         return gang
+
+    def settle(self, jobs: dict[int, JobReplay]) -> None:
+        """Once the jobs are planned: tell every gang's leader whether its ranks need torch's
+        compiler, imported once by the leader before it forks. A re-executed optimizer step imports
+        it (torch/optim/optimizer.py's ``_use_grad``); memoized epochs never do, and DDP's
+        constructor is answered without it (lazy_dynamo.defer_ddp_probe)."""
+        steps = any(action == "exec" for job in jobs.values() for item in job.items
+                    for segment in item.segments for action in segment.actions.values())
+        self.then = [COMPILER] if steps and any(n.split(".")[0] == "torch" for n in self.preload) else []
+        for gang in self._gangs.values():
+            gang.settle(self.then)
 
     def warm(self, world_size: int, env: dict[str, str]) -> None:
         """Start the gang's workers now, importing while the replay plans."""
