@@ -272,14 +272,16 @@ def _parent(pid: int) -> int:
 
 @pytest.mark.slow
 def test_a_gang_imports_once_and_forks_its_ranks_workers_and_is_started_again_whole(tmp_path, monkeypatch):
-    """A job's gang (replay/gang.py): one process imports what the workers preload, then forks
-    the other workers; a gang that lost a worker is started again whole at its next segment."""
+    """A job's gang (replay/gang.py): one process imports what the workers preload, and what the
+    driver adds once planned (Gangs.settle: the compiler when steps re-execute), then forks the
+    other workers; a gang that lost a worker is started again whole at its next segment."""
     import time
 
     from flor.replay.executor import Task
     from flor.replay.gang import GangExecutor, Sibling
 
     (tmp_path / "gangprobe.py").write_text("import os\nwith open(os.environ['PROBE'], 'a') as f:\n    f.write(f'{os.getpid()}\\n')\n")
+    (tmp_path / "gangthen.py").write_text("import os\nwith open(os.environ['PROBE'], 'a') as f:\n    f.write(f'then{os.getpid()}\\n')\n")
     probe = tmp_path / "imports.txt"
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("PROBE", str(probe))
@@ -289,13 +291,16 @@ def test_a_gang_imports_once_and_forks_its_ranks_workers_and_is_started_again_wh
         workers = [gang._idle[slot][0] for slot in range(3)]
         leader = workers[0].process
         assert not isinstance(leader, Sibling) and all(isinstance(w.process, Sibling) for w in workers[1:])
+        time.sleep(0.5)
+        assert all(w.process.poll() is None and w.process.pid is None for w in workers[1:])  # waiting for the plan
+        gang.settle(["gangthen"])
         deadline = time.monotonic() + 60
         while any(w.process.pid is None for w in workers[1:]) and time.monotonic() < deadline:
             for w in workers[1:]:
                 w.process.poll()
             time.sleep(0.05)
         assert [_parent(w.process.pid) for w in workers[1:]] == [leader.pid, leader.pid]
-        assert probe.read_text().split() == [str(leader.pid)]  # imported once, by the leader
+        assert probe.read_text().split() == [str(leader.pid), f"then{leader.pid}"]  # imported once, by the leader
         assert all(w.process.poll() is None for w in workers) and gang.leaders == 1
         workers[2].process.kill()  # a worker of the gang ends (a failed segment stops its ranks)
         while workers[2].process.poll() is None and time.monotonic() < deadline:
@@ -303,6 +308,9 @@ def test_a_gang_imports_once_and_forks_its_ranks_workers_and_is_started_again_wh
         assert workers[2].process.poll() is not None and leader.poll() is None
         taken = gang._take(0, Task("k", tmp_path / "spec.json", 1, 1.0))  # the next segment's rank on slot 0
         assert gang.leaders == 2 and taken.process is not leader and leader.poll() is not None
+        while probe.read_text().count("then") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe.read_text().split()[2:] == [str(taken.process.pid), f"then{taken.process.pid}"]  # told at once
         assert all(w.process.poll() is not None for w in workers)  # the old gang is gone, siblings with its leader
         gang._idle.setdefault(0, []).append(taken)
     finally:
