@@ -484,7 +484,8 @@ def test_a_job_replays_through_ray_as_a_gang_in_one_placement_group(recorded, pr
     """--executor ray: each segment of a job runs as its ranks' tasks in one placement group (one
     node, rendezvous on its loopback), and stores what the local executor stores, rank by rank.
     A rank that fails while the other waits for it in an all_reduce: the other is cancelled,
-    nothing is stored from either, and the segment is tried again, whole."""
+    nothing is stored from either, and the segment is tried again, whole. The rendezvous port is
+    chosen on the node, by rank 0's task (the driver puts none in the ranks' specs)."""
     pytest.importorskip("ray")
     import json
     import shutil
@@ -501,20 +502,27 @@ def test_a_job_replays_through_ray_as_a_gang_in_one_placement_group(recorded, pr
         (root / "train.py").write_text(text)
         copies[kind] = root
     project.write("reduce.py", ALL_REDUCE_SCRIPT)
+    project.write("port.py", ALL_REDUCE_SCRIPT)
     project.commit_all()
-    [(code, output)] = launch_many(project, [(2, ["reduce.py"])])
-    assert code == 0, output[-3000:]
+    for code, output in launch_many(project, [(2, ["reduce.py"]), (2, ["port.py"])]):
+        assert code == 0, output[-3000:]
     anchor = "    dist.all_reduce(t)\n"
     (project.root / "reduce.py").write_text(ALL_REDUCE_SCRIPT.replace(anchor, '    flor.log("bad", 1 // (1 - rank))\n' + anchor))
+    (project.root / "port.py").write_text("import os\n" + ALL_REDUCE_SCRIPT.replace(
+        anchor, anchor + '    flor.log("port", int(os.environ["MASTER_PORT"]))\n'))
     (tmp_path / "driver.py").write_text(RAY_DRIVER)
     env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")
-    replays = [[str(copies["ray"]), ["w_norm", "eval_bias", "--runs", first]], [str(project.root), ["bad"]]]
+    replays = [[str(copies["ray"]), ["w_norm", "eval_bias", "--runs", first]], [str(project.root), ["bad"]],
+               [str(project.root), ["port"]]]
     done = subprocess.run(["unshare", "-rn", sys.executable, str(tmp_path / "driver.py"), json.dumps(replays)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [(code, said), (failed_code, failed)] = json.loads(
+    [(code, said), (failed_code, failed), (port_code, port_said)] = json.loads(
         next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert code == 0, said
+    assert port_code == 0, port_said
+    ports = {rank: [v for _i, v in values] for (_t, rank), values in _values(project.db, "port", "replay").items()}
+    assert ports.keys() == {0, 1} and ports[0] == ports[1] and len(ports[0]) == 2 and int(ports[0][0]) > 0, ports
     assert failed_code != 0 and "failed on rank 1" in failed and "nothing stored from any rank" in failed, failed
     assert "trying the segment again, whole" in failed and "Traceback" not in failed, failed
     assert _values(project.db, "bad", "replay") == {}

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..messages import say
-from .ray_executor import STOPPED  # a rank a Ray gang cancelled because another failed (no import of Ray)
+from .ray_executor import NODE_PORT, STOPPED  # (no import of Ray)
 
 ATTEMPTS = 2  # a segment that fails on some rank is tried once more, whole
 # Imported by a job's warm workers besides the script's libraries, when those include torch. Not
@@ -267,14 +267,16 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
             continue
         for number in range(len(ranked[0].segments)):
             for attempt in range(1, ATTEMPTS + 1):
-                port = free_port()
+                ray_gang = getattr(execution.executor, "gang_of", None)  # --executor ray: a placement group
+                # The rendezvous is on the node that runs the ranks: here, or (Ray) chosen there by
+                # rank 0's task and handed to the others (ray_executor.RayGang), not by this driver.
+                port = NODE_PORT if ray_gang else free_port()
                 tasks = []
                 for rank, state in enumerate(ranked):
                     [task] = execution._tasks_for(state, [state.segments[number]], f"job{number}-{attempt}",
                                                   state.records_path, accept_drift=settings.inexact_threads is not None,
                                                   environ=rank_env(job, rank, port))
                     tasks.append(task)
-                ray_gang = getattr(execution.executor, "gang_of", None)  # --executor ray: a placement group
                 gang = ray_gang(job.world_size) if ray_gang else gangs.get(job.world_size, tasks[0].env)
                 errors_before = [len(item.errors) for item in job.items]
                 held: list = []
