@@ -502,7 +502,7 @@ def test_a_job_replays_through_ray_as_a_gang_in_one_placement_group(recorded, pr
         (root / "train.py").write_text(text)
         copies[kind] = root
     project.write("reduce.py", ALL_REDUCE_SCRIPT)
-    project.write("port.py", ALL_REDUCE_SCRIPT)
+    project.write("port.py", "import os\n" + ALL_REDUCE_SCRIPT)
     project.commit_all()
     for code, output in launch_many(project, [(2, ["reduce.py"]), (2, ["port.py"])]):
         assert code == 0, output[-3000:]

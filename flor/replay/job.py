@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..messages import say
-from .ray_executor import NODE_PORT, STOPPED  # (no import of Ray)
+from .ray_executor import NODE_PORT, STOPPED, peer_gone  # (no import of Ray)
 
 ATTEMPTS = 2  # a segment that fails on some rank is tried once more, whole
 # Imported by a job's warm workers besides the script's libraries, when those include torch. Not
@@ -56,9 +56,6 @@ class JobReplay:
     local_ranks: list = field(default_factory=list)
 
 
-# Errors a rank shows because another rank failed, from most to least telling of the cause: a
-# collective whose peer went away (gloo), killed with the gang, stopped with it.
-_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
 
 
 def _symptom(error: str | None) -> int:
@@ -69,7 +66,7 @@ def _symptom(error: str | None) -> int:
         return 3
     if "signal 9" in error:
         return 2
-    return 1 if any(mark in error for mark in _PEER_GONE) else 0
+    return 1 if peer_gone(error) else 0
 
 
 def plan_jobs(session, plans: list) -> dict[int, JobReplay]:

@@ -134,12 +134,13 @@ def run_package(payload: dict, tree: bytes, env_base: dict, board=None, rendezvo
     missing = missing_on_node(payload["spec"], env)
     if missing:
         return {"messages": [{"kind": "result", "ok": False, "error": missing}], "code": 1, "log": ""}
-    if rendezvous is not None:
+    if rendezvous is not None:  # the rank's identity and rendezvous are in its spec (WorkerSpec.environ)
+        environ = dict(payload["spec"].get("environ") or {})
         try:
-            port = node_port(payload["env"].get("RANK"), rendezvous)
+            environ["MASTER_PORT"] = str(node_port(environ.get("RANK"), rendezvous))
         except ReplayError as exc:
             return {"messages": [{"kind": "result", "ok": False, "error": str(exc)}], "code": 1, "log": ""}
-        payload = {**payload, "env": {**payload["env"], "MASTER_PORT": str(port)}}
+        payload = {**payload, "spec": {**payload["spec"], "environ": environ}}
     with tempfile.TemporaryDirectory(prefix="flor-ray-task-") as tmp:
         folder = Path(tmp)
         with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
@@ -308,6 +309,16 @@ class RayExecutor:
 
 STOPPED = "stopped with its gang"  # the error of a rank cancelled because another failed (replay/job.py)
 PLACEMENT_WAIT_S = 120.0
+# A rank that failed only because a peer went away: the others are cancelled after this grace, so
+# that the peer that failed first returns its own error rather than being cancelled mid-return.
+PEER_GONE_GRACE_S = 5.0
+# Errors a rank shows because another rank failed (a collective whose peer went away, gloo).
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def peer_gone(error: str | None) -> bool:
+    """Whether a rank's error only follows from another rank's failure (replay/job.py)."""
+    return any(mark in (error or "") for mark in _PEER_GONE)
 
 
 def too_large(bundles: list[dict], nodes: list[dict]) -> str | None:
@@ -372,6 +383,7 @@ class RayGang:
                 refs[options.remote(payload, trees[run_tree], env_base, None, port)] = task
             outcomes: list[Outcome] = []
             cancelled: set = set()
+            cancel_at = None  # when the ranks still running are cancelled, once one failed
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
                 for ref in ready:
@@ -380,8 +392,13 @@ class RayGang:
                     if ref in cancelled and not outcome.ok and not outcome.result:
                         outcome.error = STOPPED  # ended by the cancel; a rank that failed by itself keeps its error
                     outcomes.append(outcome)
-                    if not outcome.ok and not cancelled:
-                        for other in refs:  # they would wait in a collective for this rank
+                    if not outcome.ok:
+                        grace = PEER_GONE_GRACE_S if peer_gone(outcome.error) else 0.0
+                        now = time.monotonic()
+                        cancel_at = min(cancel_at, now + grace) if cancel_at is not None else now + grace
+                if cancel_at is not None and time.monotonic() >= cancel_at:
+                    for other in refs:  # they would wait in a collective for the rank that failed
+                        if other not in cancelled:
                             ray.cancel(other, force=True)
                             cancelled.add(other)
             return outcomes
