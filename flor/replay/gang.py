@@ -38,9 +38,9 @@ import time
 
 from ..environment import settings
 from .executor import LocalProcessExecutor, _signature, _Worker
-from .worker import THEN_FLAG
 
 SIBLINGS_FLAG = "--siblings"  # worker.py's argument: "IN,OUT,ERR,PID;..." one group of fds per sibling
+THEN_FLAG = "--then-preload"  # worker.py's argument: a leader reads one line, what else to import, before forking
 
 
 class Sibling:

@@ -30,7 +30,6 @@ from pathlib import Path
 from ..environment import settings
 from .channel import Channel
 
-THEN_FLAG = "--then-preload"  # a gang's leader: read one more line, what else to import, before forking (gang.py)
 _STARTED = time.time()  # when this module began to run: the interpreter had started by then
 
 
@@ -167,7 +166,7 @@ def _fork_siblings(channel: Channel, siblings: list[tuple[int, ...]]) -> Channel
 def serve(siblings: list[tuple[int, ...]] = (), then: bool = False) -> int:
     """A warm worker (see the module docstring): a server that forks one process per task.
     ``siblings``: fds of the workers to fork once imported (a gang's leader, ``gang.py``); ``then``:
-    first read one line from stdin, the modules to import besides (``THEN_FLAG``)."""
+    first read one line from stdin, the modules to import besides (``gang.THEN_FLAG``)."""
     import importlib
 
     # The channel is our stdout as the executor gave it; what anything else prints must not mix
@@ -286,4 +285,4 @@ def _siblings(argv: list[str]) -> list[tuple[int, ...]]:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(_siblings(sys.argv[1:]), THEN_FLAG in sys.argv[1:]))
+    sys.exit(serve(_siblings(sys.argv[1:]), "--then-preload" in sys.argv[1:]))  # gang.THEN_FLAG
