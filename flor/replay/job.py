@@ -16,9 +16,9 @@ state), then tied together here:
   rank, its other ranks are stopped at once (they would wait in a collective), and the whole
   segment is tried again once with a fresh rendezvous.
 - **Warm gangs.** A job's workers are started while the replay still plans (:class:`Gangs`),
-  each importing the script's libraries, and torch's compiler when the script has torch:
-  ``DistributedDataParallel(...)`` imports ``torch._dynamo`` in its constructor, seconds per rank
-  that a worker pays once instead of every segment. The gang serves every segment and attempt of
+  each importing the script's libraries (``torch.distributed`` with torch), and torch's compiler
+  only when the plan re-executes iterations (:meth:`Gangs.settle`: an optimizer step imports it;
+  DDP's constructor is answered without it, lazy_dynamo.defer_ddp_probe). The gang serves every segment and attempt of
   the job (the worker forks a fresh process per task); a rank's identity and its segment's
   rendezvous reach that process in its spec (``WorkerSpec.environ``), not the worker's start
   environment.
