@@ -251,13 +251,13 @@ def test_a_rank_started_by_flor_gets_torchruns_environment_on_loopback():
     assert 0 < job.loopback_port() < 65536
 
 
-def test_a_job_gang_preloads_the_compiler_with_torch_and_its_task_gets_the_rank_in_its_spec():
+def test_a_job_gang_preloads_torch_distributed_not_the_compiler_and_its_task_gets_the_rank_in_its_spec():
     from flor.replay.job import JOB_PRELOAD, job_preload
     from flor.replay.plan import Segment
     from flor.replay.spec import WorkerSpec
 
     assert job_preload(["numpy"]) == ["numpy"]
-    assert job_preload(["torch", "numpy"]) == ["torch", "numpy", *JOB_PRELOAD] and "torch._dynamo" in JOB_PRELOAD
+    assert job_preload(["torch", "numpy"]) == ["torch", "numpy", *JOB_PRELOAD] and "torch._dynamo" not in JOB_PRELOAD
     spec = WorkerSpec(run_id=1, tstamp="T+r1", root="/r", filename="t.py", cwd=".", argv=[], names=[],
                       recorded_names=[], outer_name="epoch", checkpoints={}, segment=Segment({0: "exec"}, [0], 1, False, False, False),
                       records_path="/r.json", run_tree="/tree", scratch="/s", confinement="none",
@@ -272,14 +272,16 @@ def _parent(pid: int) -> int:
 
 @pytest.mark.slow
 def test_a_gang_imports_once_and_forks_its_ranks_workers_and_is_started_again_whole(tmp_path, monkeypatch):
-    """A job's gang (replay/gang.py): one process imports what the workers preload, then forks
-    the other workers; a gang that lost a worker is started again whole at its next segment."""
+    """A job's gang (replay/gang.py): one process imports what the workers preload, and what the
+    driver adds once planned (Gangs.settle: the compiler when steps re-execute), then forks the
+    other workers; a gang that lost a worker is started again whole at its next segment."""
     import time
 
     from flor.replay.executor import Task
     from flor.replay.gang import GangExecutor, Sibling
 
     (tmp_path / "gangprobe.py").write_text("import os\nwith open(os.environ['PROBE'], 'a') as f:\n    f.write(f'{os.getpid()}\\n')\n")
+    (tmp_path / "gangthen.py").write_text("import os\nwith open(os.environ['PROBE'], 'a') as f:\n    f.write(f'then{os.getpid()}\\n')\n")
     probe = tmp_path / "imports.txt"
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("PROBE", str(probe))
@@ -289,13 +291,16 @@ def test_a_gang_imports_once_and_forks_its_ranks_workers_and_is_started_again_wh
         workers = [gang._idle[slot][0] for slot in range(3)]
         leader = workers[0].process
         assert not isinstance(leader, Sibling) and all(isinstance(w.process, Sibling) for w in workers[1:])
+        time.sleep(0.5)
+        assert all(w.process.poll() is None and w.process.pid is None for w in workers[1:])  # waiting for the plan
+        gang.settle(["gangthen"])
         deadline = time.monotonic() + 60
         while any(w.process.pid is None for w in workers[1:]) and time.monotonic() < deadline:
             for w in workers[1:]:
                 w.process.poll()
             time.sleep(0.05)
         assert [_parent(w.process.pid) for w in workers[1:]] == [leader.pid, leader.pid]
-        assert probe.read_text().split() == [str(leader.pid)]  # imported once, by the leader
+        assert probe.read_text().split() == [str(leader.pid), f"then{leader.pid}"]  # imported once, by the leader
         assert all(w.process.poll() is None for w in workers) and gang.leaders == 1
         workers[2].process.kill()  # a worker of the gang ends (a failed segment stops its ranks)
         while workers[2].process.poll() is None and time.monotonic() < deadline:
@@ -303,6 +308,9 @@ def test_a_gang_imports_once_and_forks_its_ranks_workers_and_is_started_again_wh
         assert workers[2].process.poll() is not None and leader.poll() is None
         taken = gang._take(0, Task("k", tmp_path / "spec.json", 1, 1.0))  # the next segment's rank on slot 0
         assert gang.leaders == 2 and taken.process is not leader and leader.poll() is not None
+        while probe.read_text().count("then") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe.read_text().split()[2:] == [str(taken.process.pid), f"then{taken.process.pid}"]  # told at once
         assert all(w.process.poll() is not None for w in workers)  # the old gang is gone, siblings with its leader
         gang._idle.setdefault(0, []).append(taken)
     finally:
@@ -476,7 +484,8 @@ def test_a_job_replays_through_ray_as_a_gang_in_one_placement_group(recorded, pr
     """--executor ray: each segment of a job runs as its ranks' tasks in one placement group (one
     node, rendezvous on its loopback), and stores what the local executor stores, rank by rank.
     A rank that fails while the other waits for it in an all_reduce: the other is cancelled,
-    nothing is stored from either, and the segment is tried again, whole."""
+    nothing is stored from either, and the segment is tried again, whole. The rendezvous port is
+    chosen on the node, by rank 0's task (the driver puts none in the ranks' specs)."""
     pytest.importorskip("ray")
     import json
     import shutil
@@ -493,20 +502,27 @@ def test_a_job_replays_through_ray_as_a_gang_in_one_placement_group(recorded, pr
         (root / "train.py").write_text(text)
         copies[kind] = root
     project.write("reduce.py", ALL_REDUCE_SCRIPT)
+    project.write("port.py", "import os\n" + ALL_REDUCE_SCRIPT)
     project.commit_all()
-    [(code, output)] = launch_many(project, [(2, ["reduce.py"])])
-    assert code == 0, output[-3000:]
+    for code, output in launch_many(project, [(2, ["reduce.py"]), (2, ["port.py"])]):
+        assert code == 0, output[-3000:]
     anchor = "    dist.all_reduce(t)\n"
     (project.root / "reduce.py").write_text(ALL_REDUCE_SCRIPT.replace(anchor, '    flor.log("bad", 1 // (1 - rank))\n' + anchor))
+    (project.root / "port.py").write_text("import os\n" + ALL_REDUCE_SCRIPT.replace(
+        anchor, anchor + '    flor.log("port", int(os.environ["MASTER_PORT"]))\n'))
     (tmp_path / "driver.py").write_text(RAY_DRIVER)
     env = clean_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")
-    replays = [[str(copies["ray"]), ["w_norm", "eval_bias", "--runs", first]], [str(project.root), ["bad"]]]
+    replays = [[str(copies["ray"]), ["w_norm", "eval_bias", "--runs", first]], [str(project.root), ["bad"]],
+               [str(project.root), ["port"]]]
     done = subprocess.run(["unshare", "-rn", sys.executable, str(tmp_path / "driver.py"), json.dumps(replays)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [(code, said), (failed_code, failed)] = json.loads(
+    [(code, said), (failed_code, failed), (port_code, port_said)] = json.loads(
         next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert code == 0, said
+    assert port_code == 0, port_said
+    ports = {rank: [v for _i, v in values] for (_t, rank), values in _values(project.db, "port", "replay").items()}
+    assert ports.keys() == {0, 1} and ports[0] == ports[1] and len(ports[0]) == 2 and int(ports[0][0]) > 0, ports
     assert failed_code != 0 and "failed on rank 1" in failed and "nothing stored from any rank" in failed, failed
     assert "trying the segment again, whole" in failed and "Traceback" not in failed, failed
     assert _values(project.db, "bad", "replay") == {}

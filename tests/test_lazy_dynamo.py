@@ -89,3 +89,49 @@ def test_replay_worker_skips_the_compiler_import(project):
             "SELECT name, group_concat(value) FROM logs WHERE name IN ('compiler', 'weight') GROUP BY name").fetchall())
     assert rows["compiler"] == "0,0"
     assert len(rows["weight"].split(",")) == 2
+
+
+DDP = """
+import os, sys
+import torch, torch.distributed as dist, torch.nn.parallel
+{defer}
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
+with torch.no_grad():
+    out = model(torch.ones(3, 4)).sum().item()
+model.load_state_dict(model.state_dict())
+print(int("torch._dynamo" in sys.modules), model._use_python_reducer, out)
+{after}
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_is_built_without_the_compiler_and_the_compiler_still_loads():
+    """DDP's constructor reads one setting of the compiler (lazy_dynamo.defer_ddp_probe): a job's
+    memoized epochs build the model without importing it, the same model; importing it later
+    puts the real module back and torch.compile works."""
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare -rn` (gloo on a private loopback)")
+    defer = ("from flor.replay.lazy_dynamo import defer_ddp_probe, defer_dynamo_import\n"
+             "assert defer_dynamo_import() and defer_ddp_probe()")  # as a replay worker does
+    after = """
+import torch._dynamo, types
+print(type(torch._dynamo) is types.ModuleType, torch._dynamo.utils.get_optimize_ddp_mode())
+compiled = torch.compile(lambda x: model(x).sum(), backend="eager")
+print(float(compiled(torch.ones(1, 4))) == float(model(torch.ones(1, 4)).sum()))
+"""
+
+    def run(code: str) -> list[str]:
+        done = subprocess.run(["unshare", "-rn", "sh", "-c", f"ip link set lo up && {sys.executable} -c \"$CODE\""],
+                              capture_output=True, text=True, timeout=120,
+                              env=clean_env(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", CODE=code))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.splitlines()
+
+    plain = run(DDP.format(defer="", after=""))
+    deferred = run(DDP.format(defer=defer, after=after))
+    assert plain[0].startswith("1 False ")  # what the stand-in saves: DDP(...) imports the compiler
+    assert deferred[0] == "0" + plain[0][1:]  # not imported, the same reducer and output
+    assert deferred[1:] == ["True ddp_optimizer", "True"]

@@ -40,6 +40,7 @@ from ..environment import settings
 from .executor import LocalProcessExecutor, _signature, _Worker
 
 SIBLINGS_FLAG = "--siblings"  # worker.py's argument: "IN,OUT,ERR,PID;..." one group of fds per sibling
+THEN_FLAG = "--then-preload"  # worker.py's argument: a leader reads one line, what else to import, before forking
 
 
 class Sibling:
@@ -127,6 +128,10 @@ class GangExecutor(LocalProcessExecutor):
         self.gang = True
         self.forked = sys.platform == "linux" and not self.gpus  # one device per slot: its own process
         self.leaders = 0  # leaders started (each one import of the gang's libraries)
+        # What the leader imports besides once the replay is planned (Gangs.settle): None until
+        # then. The compiler only when a segment re-executes optimizer steps, which import it.
+        self.then: list[str] | None = None
+        self._waiting = None  # the leader that still waits for that line
 
     def warm_up(self, count: int | None = None, env: dict | None = None) -> None:
         if not self.forked:
@@ -139,7 +144,25 @@ class GangExecutor(LocalProcessExecutor):
         return all(any(w.signature == signature and w.process.poll() is None for w in self._idle.get(slot, []))
                    for slot in range(first, self.workers))
 
+    def settle(self, modules: list[str]) -> None:
+        """Tell the (next) leader what to import besides before it forks its siblings."""
+        self.then = list(modules)
+        self._tell()
+
+    def _tell(self) -> None:
+        leader, self._waiting = self._waiting, None
+        if leader is None or self.then is None:
+            self._waiting = leader
+            return
+        try:
+            leader.stdin.write((",".join(self.then) + "\n").encode())
+            leader.stdin.flush()
+        except OSError:
+            pass  # it died while importing: the executor finds it gone and starts the gang again
+
     def _take(self, slot: int, task):
+        if self.forked and self.then is None:
+            self.settle([])  # a task before the plan said (an execution without Gangs.settle): nothing more
         # The executor fills slots 0, 1, ... in order: at slot 0, a gang missing a worker (one
         # was stopped with a failed segment, or started with another environment) is started
         # again, whole; a later slot that lacks one gets a worker of its own (the base rule).
@@ -157,7 +180,7 @@ class GangExecutor(LocalProcessExecutor):
         for fds in theirs:
             groups.append(",".join(map(str, fds)))
         env = {**self._env(0, overrides), **settings.worker_launched_env(time.time())}
-        command = [sys.executable, "-m", "flor.replay.worker", "--wait"]
+        command = [sys.executable, "-m", "flor.replay.worker", "--wait", THEN_FLAG]
         if groups:
             command += [SIBLINGS_FLAG, ";".join(groups)]
         try:
@@ -168,6 +191,8 @@ class GangExecutor(LocalProcessExecutor):
                 for fd in fds:
                     os.close(fd)
         self.leaders += 1
+        self._waiting = leader
+        self._tell()  # at once when the plan has said already (a gang started again)
         signature = _signature(overrides)
         self._idle.setdefault(0, []).append(_Worker(leader, signature))
         for slot, fds in enumerate(ours, start=1):

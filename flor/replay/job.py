@@ -16,9 +16,9 @@ state), then tied together here:
   rank, its other ranks are stopped at once (they would wait in a collective), and the whole
   segment is tried again once with a fresh rendezvous.
 - **Warm gangs.** A job's workers are started while the replay still plans (:class:`Gangs`),
-  each importing the script's libraries, and torch's compiler when the script has torch:
-  ``DistributedDataParallel(...)`` imports ``torch._dynamo`` in its constructor, seconds per rank
-  that a worker pays once instead of every segment. The gang serves every segment and attempt of
+  each importing the script's libraries (``torch.distributed`` with torch), and torch's compiler
+  only when the plan re-executes iterations (:meth:`Gangs.settle`: an optimizer step imports it;
+  DDP's constructor is answered without it, lazy_dynamo.defer_ddp_probe). The gang serves every segment and attempt of
   the job (the worker forks a fresh process per task); a rank's identity and its segment's
   rendezvous reach that process in its spec (``WorkerSpec.environ``), not the worker's start
   environment.
@@ -35,12 +35,14 @@ import time
 from dataclasses import dataclass, field
 
 from ..messages import say
-from .ray_executor import STOPPED  # a rank a Ray gang cancelled because another failed (no import of Ray)
+from .ray_executor import NODE_PORT, STOPPED, peer_gone  # (no import of Ray)
 
 ATTEMPTS = 2  # a segment that fails on some rank is tried once more, whole
-# Imported by a job's warm workers besides the script's libraries, when those include torch: DDP's
-# constructor imports the compiler (torch/nn/parallel/distributed.py reads torch._dynamo.utils).
-JOB_PRELOAD = ("torch.distributed", "torch.nn.parallel", "torch._dynamo")
+# Imported by a job's warm workers besides the script's libraries, when those include torch. Not
+# the compiler: DDP's constructor reads one setting of it (torch._dynamo.utils), which the worker
+# answers without importing it (lazy_dynamo.defer_ddp_probe: 1-2 s of one core per gang here).
+JOB_PRELOAD = ("torch.distributed", "torch.nn.parallel")
+COMPILER = "torch._dynamo"  # imported by a gang's leader only when a segment re-executes steps (Gangs.settle)
 
 
 @dataclass
@@ -54,9 +56,6 @@ class JobReplay:
     local_ranks: list = field(default_factory=list)
 
 
-# Errors a rank shows because another rank failed, from most to least telling of the cause: a
-# collective whose peer went away (gloo), killed with the gang, stopped with it.
-_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
 
 
 def _symptom(error: str | None) -> int:
@@ -67,7 +66,7 @@ def _symptom(error: str | None) -> int:
         return 3
     if "signal 9" in error:
         return 2
-    return 1 if any(mark in error for mark in _PEER_GONE) else 0
+    return 1 if peer_gone(error) else 0
 
 
 def plan_jobs(session, plans: list) -> dict[int, JobReplay]:
@@ -177,6 +176,7 @@ class Gangs:
     def __init__(self, gpus: list | None, preload: list[str], confinement: str) -> None:
         self.gpus, self.preload, self.confinement = gpus, job_preload(preload), confinement
         self._gangs: dict[tuple, object] = {}
+        self.then: list[str] | None = None  # what the leaders import besides, once settled
 
     def get(self, world_size: int, env: dict[str, str]):
         """The gang for ``world_size`` ranks with thread environment ``env`` (made, not warmed, if new)."""
@@ -187,8 +187,21 @@ class Gangs:
         gang = self._gangs.get(key)
         if gang is None:
             gang = GangExecutor(world_size, self.gpus, self.preload, self.confinement)
+            if self.then is not None:
+                gang.settle(self.then)
             self._gangs[key] = gang
         return gang
+
+    def settle(self, jobs: dict[int, JobReplay]) -> None:
+        """Once the jobs are planned: tell every gang's leader whether its ranks need torch's
+        compiler, imported once by the leader before it forks. A re-executed optimizer step imports
+        it (torch/optim/optimizer.py's ``_use_grad``); memoized epochs never do, and DDP's
+        constructor is answered without it (lazy_dynamo.defer_ddp_probe)."""
+        steps = any(action == "exec" for job in jobs.values() for item in job.items
+                    for segment in item.segments for action in segment.actions.values())
+        self.then = [COMPILER] if steps and any(n.split(".")[0] == "torch" for n in self.preload) else []
+        for gang in self._gangs.values():
+            gang.settle(self.then)
 
     def warm(self, world_size: int, env: dict[str, str]) -> None:
         """Start the gang's workers now, importing while the replay plans."""
@@ -251,14 +264,16 @@ def _run_jobs(execution, states: list, jobs: dict[int, JobReplay], gangs: Gangs)
             continue
         for number in range(len(ranked[0].segments)):
             for attempt in range(1, ATTEMPTS + 1):
-                port = free_port()
+                ray_gang = getattr(execution.executor, "gang_of", None)  # --executor ray: a placement group
+                # The rendezvous is on the node that runs the ranks: here, or (Ray) chosen there by
+                # rank 0's task and handed to the others (ray_executor.RayGang), not by this driver.
+                port = NODE_PORT if ray_gang else free_port()
                 tasks = []
                 for rank, state in enumerate(ranked):
                     [task] = execution._tasks_for(state, [state.segments[number]], f"job{number}-{attempt}",
                                                   state.records_path, accept_drift=settings.inexact_threads is not None,
                                                   environ=rank_env(job, rank, port))
                     tasks.append(task)
-                ray_gang = getattr(execution.executor, "gang_of", None)  # --executor ray: a placement group
                 gang = ray_gang(job.world_size) if ray_gang else gangs.get(job.world_size, tasks[0].env)
                 errors_before = [len(item.errors) for item in job.items]
                 held: list = []

@@ -13,11 +13,21 @@ called while ``torch._dynamo`` is absent may run unwrapped. :func:`defer_dynamo_
 marked function a stand-in for that wrapper which calls the function directly while
 ``torch._dynamo`` is absent and builds the real wrapper, exactly as torch would, once it is
 present. Nothing changes for a script that compiles; a script that never does skips the import.
+
+``DistributedDataParallel(...)`` reads the compiler too, in its constructor:
+``torch._dynamo.utils.get_optimize_ddp_mode() == "python_reducer"``, another 1-2 s of one core
+per gang on our machine (issue 28: half of a job gang's imports). That mode comes from
+``torch._dynamo.config.optimize_ddp``, a plain default (``True``: ``"ddp_optimizer"``) that no
+environment variable sets, so while ``torch._dynamo`` is absent nobody can have changed it and
+the answer is the default's. :func:`defer_ddp_probe` puts a stand-in at ``torch._dynamo`` that
+gives that one answer while the compiler is absent and imports the compiler for anything else
+(its first other use, or an ``import torch._dynamo``, replaces the stand-in with the real module).
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import sys
 import types
 
@@ -67,3 +77,52 @@ def _lazy_disable(fn, recursive: bool):
         return wrapped(*args, **kwargs)
 
     return call
+
+
+# torch._dynamo.utils.get_optimize_ddp_mode() for config.optimize_ddp's default (True).
+_DEFAULT_DDP_MODE = "ddp_optimizer"
+
+
+def _real_dynamo():
+    return importlib.import_module("torch._dynamo")
+
+
+class _LazyUtils:
+    """``torch._dynamo.utils`` as DDP's constructor reads it, before the compiler is imported."""
+
+    def get_optimize_ddp_mode(self) -> str:
+        if "torch._dynamo" in sys.modules:  # imported since: the config may have been changed
+            return _real_dynamo().utils.get_optimize_ddp_mode()
+        return _DEFAULT_DDP_MODE
+
+    def __getattr__(self, name: str):
+        return getattr(_real_dynamo().utils, name)
+
+
+class _LazyDynamo(types.ModuleType):
+    """What ``torch._dynamo`` names until the compiler is imported (the module docstring)."""
+
+    def __getattr__(self, name: str):
+        if name == "utils" and "torch._dynamo" not in sys.modules:
+            return _LazyUtils()
+        return getattr(_real_dynamo(), name)
+
+
+def defer_ddp_probe() -> bool:
+    """Put the stand-in at ``torch._dynamo`` (see the module docstring); False when torch is not
+    imported, the compiler already is, or this torch's DDP reads its mode elsewhere."""
+    torch = sys.modules.get("torch")
+    if torch is None or "torch._dynamo" in sys.modules or "_dynamo" in vars(torch):
+        return False
+    distributed = sys.modules.get("torch.nn.parallel.distributed")  # imported by a job's gang (replay/job.py)
+    if distributed is None:
+        return False
+    try:
+        import inspect
+
+        if "torch._dynamo.utils.get_optimize_ddp_mode()" not in inspect.getsource(distributed.DistributedDataParallel.__init__):
+            return False  # another torch: leave DDP to import the compiler as it would
+    except Exception:  # noqa: BLE001 - no source, no torch.distributed: nothing changed
+        return False
+    torch._dynamo = _LazyDynamo("torch._dynamo")
+    return True

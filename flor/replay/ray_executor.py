@@ -22,7 +22,10 @@ A distributed job's segment (replay/job.py) runs as a *gang* (:class:`RayGang`):
 rank tasks in one placement group packed on one node (``STRICT_PACK``), so that they start
 together and meet on that node's loopback (the rendezvous in each rank's spec), never retried
 alone by Ray (a rank started again would wait for the others in a collective): when one fails, the
-others are cancelled and job.py tries the segment again, whole, in a new placement group.
+others are cancelled and job.py tries the segment again, whole, in a new placement group. The
+rendezvous port is chosen on that node, not on the driver (a port free on the driver may be taken
+there): rank 0's task takes a free loopback port where it runs and hands it to the other ranks'
+tasks through a small actor (:class:`_Port`) before any of them starts its worker.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ..environment.paths import ProjectPaths
 from .executor import Outcome, Task
 
 POLL_S = 0.5
+NODE_PORT = 0  # a rank's MASTER_PORT when its gang's rank 0 chooses the port on its node (RayGang)
 
 
 def _ray():
@@ -84,9 +88,41 @@ def missing_on_node(spec: dict, env: dict) -> str | None:
     return None
 
 
-def run_package(payload: dict, tree: bytes, env_base: dict, board=None) -> dict:
+class _Port:
+    """A gang's rendezvous port, chosen by rank 0's task on its node and read by the others."""
+
+    def __init__(self) -> None:
+        self.port: int | None = None
+
+    def publish(self, port: int) -> None:
+        self.port = port
+
+    def read(self) -> int | None:
+        return self.port
+
+
+def node_port(rank: str | None, rendezvous, wait_s: float = 120.0) -> int:
+    """On a node, in a rank's task: rank 0 takes a free loopback port here and publishes it; the
+    others wait for it (a bounded wait: rank 0's task starts with theirs, in one placement group)."""
+    if rank == "0":
+        from ..recording.job import loopback_port
+
+        port = loopback_port()
+        _ray().get(rendezvous.publish.remote(port))
+        return port
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        port = _ray().get(rendezvous.read.remote())
+        if port is not None:
+            return port
+        time.sleep(0.05)
+    raise ReplayError(f"rank {rank} waited {wait_s:.0f} s for rank 0's task to choose the rendezvous port on its node")
+
+
+def run_package(payload: dict, tree: bytes, env_base: dict, board=None, rendezvous=None) -> dict:
     """On a node: lay the payload out, run one worker on it, return what it sent. ``tree`` is the
-    run's code archive (an object reference, resolved by Ray, when sent through a cluster)."""
+    run's code archive (an object reference, resolved by Ray, when sent through a cluster);
+    ``rendezvous``: a job's :class:`_Port`, whose port becomes the rank's ``MASTER_PORT``."""
     import subprocess
     import sys
     import tempfile
@@ -98,6 +134,13 @@ def run_package(payload: dict, tree: bytes, env_base: dict, board=None) -> dict:
     missing = missing_on_node(payload["spec"], env)
     if missing:
         return {"messages": [{"kind": "result", "ok": False, "error": missing}], "code": 1, "log": ""}
+    if rendezvous is not None:  # the rank's identity and rendezvous are in its spec (WorkerSpec.environ)
+        environ = dict(payload["spec"].get("environ") or {})
+        try:
+            environ["MASTER_PORT"] = str(node_port(environ.get("RANK"), rendezvous))
+        except ReplayError as exc:
+            return {"messages": [{"kind": "result", "ok": False, "error": str(exc)}], "code": 1, "log": ""}
+        payload = {**payload, "spec": {**payload["spec"], "environ": environ}}
     with tempfile.TemporaryDirectory(prefix="flor-ray-task-") as tmp:
         folder = Path(tmp)
         with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
@@ -266,6 +309,16 @@ class RayExecutor:
 
 STOPPED = "stopped with its gang"  # the error of a rank cancelled because another failed (replay/job.py)
 PLACEMENT_WAIT_S = 120.0
+# A rank that failed only because a peer went away: the others are cancelled after this grace, so
+# that the peer that failed first returns its own error rather than being cancelled mid-return.
+PEER_GONE_GRACE_S = 5.0
+# Errors a rank shows because another rank failed (a collective whose peer went away, gloo).
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def peer_gone(error: str | None) -> bool:
+    """Whether a rank's error only follows from another rank's failure (replay/job.py)."""
+    return any(mark in (error or "") for mark in _PEER_GONE)
 
 
 def too_large(bundles: list[dict], nodes: list[dict]) -> str | None:
@@ -306,6 +359,7 @@ class RayGang:
             raise ReplayError(refusal)
         group = placement_group(bundles, strategy="STRICT_PACK")
         started = time.monotonic()
+        port = None
         try:
             ready, _ = ray.wait([group.ready()], timeout=PLACEMENT_WAIT_S)
             if not ready:
@@ -314,6 +368,9 @@ class RayGang:
                                   f"packed on one node, as its ranks meet on loopback); none was free after "
                                   f"{PLACEMENT_WAIT_S:.0f} s (busy with other work): try again, or use --executor local")
             remote = ray.remote(run_package)
+            # The rendezvous port: chosen on the gang's node by rank 0's task (the module docstring).
+            port = ray.remote(num_cpus=0)(_Port).options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=0)).remote()
             refs, trees = {}, {}
             for index, task in enumerate(tasks):
                 payload = package(task, task.spec_path.read_text())
@@ -323,9 +380,10 @@ class RayGang:
                 strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=index)
                 options = remote.options(num_cpus=bundles[index]["CPU"], num_gpus=1 if owner.gpus else 0,
                                          max_retries=0, retry_exceptions=False, scheduling_strategy=strategy)
-                refs[options.remote(payload, trees[run_tree], env_base, None)] = task
+                refs[options.remote(payload, trees[run_tree], env_base, None, port)] = task
             outcomes: list[Outcome] = []
             cancelled: set = set()
+            cancel_at = None  # when the ranks still running are cancelled, once one failed
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
                 for ref in ready:
@@ -334,10 +392,17 @@ class RayGang:
                     if ref in cancelled and not outcome.ok and not outcome.result:
                         outcome.error = STOPPED  # ended by the cancel; a rank that failed by itself keeps its error
                     outcomes.append(outcome)
-                    if not outcome.ok and not cancelled:
-                        for other in refs:  # they would wait in a collective for this rank
+                    if not outcome.ok:
+                        grace = PEER_GONE_GRACE_S if peer_gone(outcome.error) else 0.0
+                        now = time.monotonic()
+                        cancel_at = min(cancel_at, now + grace) if cancel_at is not None else now + grace
+                if cancel_at is not None and time.monotonic() >= cancel_at:
+                    for other in refs:  # they would wait in a collective for the rank that failed
+                        if other not in cancelled:
                             ray.cancel(other, force=True)
                             cancelled.add(other)
             return outcomes
         finally:
+            if port is not None:
+                ray.kill(port)
             remove_placement_group(group)

@@ -270,6 +270,8 @@ class Session:
         from .job import plan_jobs
 
         self.jobs = plan_jobs(self, plans)  # a distributed job's ranks replay together (replay/job.py)
+        if self.gangs is not None:
+            self.gangs.settle(self.jobs)  # the leaders, importing, learn whether the ranks need the compiler
         for item in plans:
             if item.run.run_id in self.jobs:
                 # A rank that fell back alone would run collectives the others skip, and wait.

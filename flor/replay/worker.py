@@ -163,9 +163,10 @@ def _fork_siblings(channel: Channel, siblings: list[tuple[int, ...]]) -> Channel
     return channel
 
 
-def serve(siblings: list[tuple[int, ...]] = ()) -> int:
+def serve(siblings: list[tuple[int, ...]] = (), then: bool = False) -> int:
     """A warm worker (see the module docstring): a server that forks one process per task.
-    ``siblings``: fds of the workers to fork once imported (a gang's leader, ``gang.py``)."""
+    ``siblings``: fds of the workers to fork once imported (a gang's leader, ``gang.py``); ``then``:
+    first read one line from stdin, the modules to import besides (``gang.THEN_FLAG``)."""
     import importlib
 
     # The channel is our stdout as the executor gave it; what anything else prints must not mix
@@ -188,9 +189,22 @@ def serve(siblings: list[tuple[int, ...]] = ()) -> int:
             # Not fatal: the script imports it for real and its own error is reported then. An
             # interrupt is not caught: it ends the server.
             failed.append(f"flor: preloading {name} failed ({type(exc).__name__}: {exc}); the script imports it itself")
-    from .lazy_dynamo import defer_dynamo_import
+    from .lazy_dynamo import defer_ddp_probe, defer_dynamo_import
 
     defer_dynamo_import()
+    defer_ddp_probe()
+    if then:
+        # A gang's leader: once the replay is planned the driver says what else the ranks need (the
+        # compiler when some segment re-executes optimizer steps; gang.py), so it is imported once
+        # here, before the fork, rather than by every rank. An empty line: nothing; none: we stop.
+        more = _read_line(0)
+        if more is None:
+            return 0
+        for name in filter(None, more.split(",")):
+            try:
+                importlib.import_module(name)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - as for the preload above
+                failed.append(f"flor: preloading {name} failed ({type(exc).__name__}: {exc}); the script imports it itself")
     times["imports_s"] = time.time() - imports_began
     if siblings:
         channel = _fork_siblings(channel, siblings)
@@ -212,6 +226,18 @@ def serve(siblings: list[tuple[int, ...]] = ()) -> int:
             os._exit(_task(spec, channel, confined, server_times))
         _pid, status = os.waitpid(pid, 0)
         channel.send("exited", code=os.waitstatus_to_exitcode(status))
+
+
+def _read_line(fd: int) -> str | None:
+    """One line from ``fd``, read a byte at a time: ``sys.stdin`` would buffer what follows it (the
+    first task's spec), and the siblings forked next would inherit that buffer. None at its end."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            return None
+        line += byte
+    return line.decode().strip()
 
 
 def _task(spec: str, channel: Channel, confined: bool, server_times: dict) -> int:
@@ -259,4 +285,4 @@ def _siblings(argv: list[str]) -> list[tuple[int, ...]]:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(_siblings(sys.argv[1:])))
+    sys.exit(serve(_siblings(sys.argv[1:]), "--then-preload" in sys.argv[1:]))  # gang.THEN_FLAG
