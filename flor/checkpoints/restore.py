@@ -228,13 +228,14 @@ def _array(meta: dict, digest: str, objects, cache: dict):
 
 
 def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_variables: bool = True,
-                  pickled: list[str] | None = None, sha256: str | None = None) -> Checkpoint:
+                  pickled: list[str] | None = None, sha256: str | None = None, only=None) -> Checkpoint:
     """Read one checkpoint from its manifest location (relative to ``.flor``).
 
     ``pickled``: the objects the store recorded as pickled in this checkpoint (None: a checkpoint
     listed before flor recorded that, where ``trusted`` alone decides). ``sha256``: of the
     manifest's bytes as written, which the store kept; a manifest that differs (edited, or
-    another checkpoint's put in its place) is refused."""
+    another checkpoint's put in its place) is refused. ``only``: the registered objects to read
+    (None: all); the others' arrays (and gradients) are not read at all."""
     import hashlib
 
     paths = ProjectPaths.of_flor_dir(flor_dir)
@@ -261,16 +262,18 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_var
     blobs = manifest["blobs"]
     cache: dict = {}
     try:
-        return _read_states(manifest, blobs, objects, cache, trusted, pickled, path, with_variables)
+        return _read_states(manifest, blobs, objects, cache, trusted, pickled, path, with_variables, only)
     except CheckpointError as exc:
         # A damaged object (a link of a delta chain, too) fails in one line naming the checkpoint.
         raise CheckpointError(f"checkpoint of iteration {manifest.get('iteration')} ({location}): {exc}") from None
 
 
 def _read_states(manifest: dict, blobs: list, objects, cache: dict, trusted: bool, pickled, path,
-                 with_variables: bool) -> Checkpoint:
+                 with_variables: bool, only=None) -> Checkpoint:
     states = {}
     for name, tree in manifest["objects"].items():
+        if only is not None and name not in only:
+            continue
         if not trusted:
             allowed = (f"the checkpoint holds {name!r} as a pickled object; load it with trusted=True "
                        "only if you trust where this .flor came from")
@@ -283,7 +286,10 @@ def _read_states(manifest: dict, blobs: list, objects, cache: dict, trusted: boo
     data_only = f"the manifest {path} holds a pickle where only data belongs; run `flor doctor`"
     rng = _rebuild(manifest["rng"], blobs, objects, data_only, cache, "the random state")
     variables = _rebuild(manifest.get("variables", {}), blobs, objects, data_only, cache, "the variables") if with_variables else {}
-    grads = _rebuild(manifest.get("grads", {}), blobs, objects, data_only, cache, "the gradients") if with_variables else {}
+    stored_grads = manifest.get("grads", {})
+    if only is not None and isinstance(stored_grads, dict) and not set(stored_grads) & {ARRAY, DICT, TUPLE, FLOAT, PICKLE}:
+        stored_grads = {name: tree for name, tree in stored_grads.items() if name in only}
+    grads = _rebuild(stored_grads, blobs, objects, data_only, cache, "the gradients") if with_variables else {}
     generators = _rebuild(manifest.get("generators", {}), blobs, objects, data_only, cache, "the generators")
     auto = _rebuild(manifest.get("auto", {}), blobs, objects, data_only, cache, "the unregistered objects")
     iterators = _rebuild(manifest.get("iterators", {}), blobs, objects, data_only, cache, "the data iterators")
@@ -302,7 +308,7 @@ def restore_into(flor_dir: Path, location: str, objects: dict[str, object], fram
     from .variables import restore as restore_variables
     from .variables import lookup, restore_globals
 
-    checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled, sha256=sha256)
+    checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled, sha256=sha256, only=frozenset(objects))
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
         restore_gradients(obj, checkpoint.grads.get(name), name)
