@@ -50,6 +50,7 @@ from .assumptions import (ADVANCING_BUILTINS, DYNAMIC, IO_FUNCTIONS, LIBRARIES, 
 from .florcalls import is_flor_call
 from .independence import RANDOM_FUNCTIONS, dotted_name
 from .isolation import WRAPPER
+from .slice_restore import describe_restores, restores
 
 WORLD = ("w",)
 PARAMS, OTHER, ALL = "params", "other", "*"
@@ -75,11 +76,8 @@ class Slice:
     names: tuple[str, ...] = ()  # names the kept statements assign (put back before a verified full pass)
     objects: tuple[str, ...] = ()  # unregistered objects the kept statements change (snapshotted to verify)
     breaks: tuple[tuple[int, int], ...] = ()  # (line, column) of each kept `break` of the outer loop
-    # The registered objects (by their flor.checkpointing names) an iteration that runs the slice
-    # only restores at the nested loop, and why; the others no kept statement reads or writes, and
-    # the next iteration restores them again (slice_run.SliceRun.restoring).
-    restored: tuple[tuple[str, str], ...] = ()
-    unrestored: tuple[str, ...] = ()
+    restored: tuple[tuple[str, str], ...] = ()  # registered objects a slice-only iteration restores, and why
+    unrestored: tuple[str, ...] = ()  # those it does not (slice_restore.py)
 
     @property
     def skipped(self) -> list[tuple[int, int]]:
@@ -93,12 +91,7 @@ class Slice:
         lines = ["slice of each memoized iteration (the rest of the body is skipped; verified, see docs/slicing.md):"]
         for s in self.statements:
             lines.append(f"  {'keep' if s.kept else 'skip'} line {s.line}: {s.text}  -- {s.why}")
-        if self.unrestored:
-            lines.append("restored in an iteration that runs the slice only: "
-                         + (", ".join(f"`{name}` ({why})" for name, why in self.restored) or "none")
-                         + "; not restored: " + ", ".join(f"`{name}`" for name in self.unrestored)
-                         + " (no kept statement reads or writes it; the whole body's iterations restore everything)")
-        return lines
+        return lines + describe_restores(self.restored, self.unrestored)
 
 
 @dataclass
@@ -625,9 +618,7 @@ class _Slicer:
         self.globals_env: dict = {}
         self.globals_owned: dict = {}
         self.registered: set[str] = set()
-        # flor.checkpointing's names -> the script's name for each object (None: not a plain name,
-        # or `**objects`: flor cannot tell what a slice needs of it, so it is always restored).
-        self.registered_as: dict[str | None, str | None] = {}
+        self.registered_as: dict[str | None, str | None] = {}  # flor.checkpointing's names -> the script's (slice_restore)
         self._environment(layout)
 
     def _environment(self, layout: Layout) -> None:
@@ -674,10 +665,9 @@ class _Slicer:
                         if is_flor_call(item.context_expr, "checkpointing", self.flor):
                             call = item.context_expr
                             self.registered |= {k.value.id for k in call.keywords if isinstance(k.value, ast.Name)}
-                            for position, arg in enumerate(call.args):  # flor.api names them by position
-                                self.registered_as[str(position)] = arg.id if isinstance(arg, ast.Name) else None
-                            for k in call.keywords:
-                                self.registered_as[k.arg] = k.value.id if isinstance(k.value, ast.Name) else None
+                            named = [*((str(i), a) for i, a in enumerate(call.args)), *((k.arg, k.value) for k in call.keywords)]
+                            for key, arg in named:
+                                self.registered_as[key] = arg.id if isinstance(arg, ast.Name) else None
 
     def _project_class(self, name: str) -> ast.ClassDef | None:
         found = self.from_project.get(name)
@@ -770,34 +760,9 @@ def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset
     defined = set(slicer.functions) | set(slicer.classes) | slicer.imported
     objects = sorted({loc[1] for one in kept for loc in one.writes if loc[0] == "o"} - slicer.registered - defined)
     breaks = tuple((line, col) for one in kept for line, col, kind in one.ends if kind == "break")
-    restored, unrestored = _restores(slicer, body, effects, why)
+    restored, unrestored = restores(slicer.registered_as, slicer.globals_owned, body, effects, why)
     return Slice(statements=tuple(statements), names=tuple(names), objects=tuple(objects), breaks=breaks,
                  restored=restored, unrestored=unrestored)
-
-
-def _restores(slicer: "_Slicer", body: list, effects: list, why: dict) -> tuple[tuple, tuple]:
-    """Which registered objects an iteration running the slice only restores: those some kept
-    statement reads or writes (any part of them; the nested loop's body is not among them: it
-    does not run). An object flor cannot name (`**objects`, an expression) is always restored."""
-    if None in slicer.registered_as:
-        return (), ()
-    touched: dict[str, int] = {}  # root -> the first kept statement reading or writing it
-    for index in sorted(why):
-        for location in effects[index].reads | effects[index].writes:
-            if location[0] == "o":
-                touched.setdefault(location[1], body[index].lineno)
-    restored, unrestored = [], []
-    for key, name in slicer.registered_as.items():
-        roots = slicer.globals_owned.get(name) if name is not None else None
-        if not roots:
-            restored.append((key, "flor cannot tell which object it is"))
-            continue
-        lines = sorted(touched[root] for root in roots if root in touched)
-        if lines:
-            restored.append((key, f"line {lines[0]} reads or writes it"))
-        else:
-            unrestored.append(key)
-    return tuple(restored), tuple(unrestored)
 
 
 def _shown(location: tuple) -> str:
