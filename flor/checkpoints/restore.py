@@ -232,7 +232,8 @@ def _array(meta: dict, digest: str, objects, cache: dict):
 # each array of one is stored as a delta against the same array of the one before: without these,
 # every restore decoded the whole chain back to a standalone copy again (up to
 # FLOR_CKPT_FULL_EVERY - 1 links, each read, decompressed and hashed). Only restore_into keeps
-# them, and only the last checkpoint's: a user's load_checkpoint holds nothing afterwards.
+# them, and only the last checkpoint's, where a replay worker asks (``keep``): a user's
+# load_checkpoint, and a resumed recording, hold nothing afterwards.
 _recent: dict[str, bytes] = {}
 
 
@@ -349,15 +350,17 @@ def _read_states(manifest: dict, blobs: list, objects, cache: dict, trusted: boo
 
 
 def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None, outer_frame=None,
-                 pickled: list[str] | None = None, sha256: str | None = None) -> Checkpoint:
+                 pickled: list[str] | None = None, sha256: str | None = None, keep: bool = False) -> Checkpoint:
     """Restore a checkpoint into live registered objects and the random state, and the variables
     it kept: those of the nested loop into ``frame`` (the frame running that loop), those of the
-    outer body into ``outer_frame`` (what replay and resume do)."""
+    outer body into ``outer_frame`` (what replay and resume do). ``keep``: a replay worker that
+    restores one checkpoint after another keeps the last one's arrays to decode the next one's
+    deltas against (see ``read_manifest``)."""
     from .variables import restore as restore_variables
     from .variables import lookup, restore_globals
 
     checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled, sha256=sha256, only=frozenset(objects),
-                               keep=True)
+                               keep=keep)
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
         restore_gradients(obj, checkpoint.grads.get(name), name)

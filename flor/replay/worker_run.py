@@ -68,7 +68,7 @@ class ReplayManager(Hooks):
         skipped = self.run.slice.not_restored(index) if point == "nested" else frozenset()
         objects = {name: obj for name, obj in self.objects.items() if name not in skipped}
         restore_into(self.run.flor_dir, location, objects, frame, self.run.outer_frame,
-                     pickled=self.run.spec.pickled.get(location), sha256=self.run.spec.digests.get(location))
+                     pickled=self.run.spec.pickled.get(location), sha256=self.run.spec.digests.get(location), keep=True)
         if skipped and not self.run.slice.checking:  # counted where the slice runs alone
             self.run.slice.partial.append(index)
         self.run.timings["restore_s"] += time.perf_counter() - started
