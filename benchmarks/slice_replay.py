@@ -7,6 +7,9 @@
   (inside ``test()``: the slice must keep the evaluation, no worse than before);
 * ``evalheavy``: a workload shaped like GPU training where evaluation takes about a third of each
   epoch (20 epochs); question: a weight norm in the epoch body;
+* ``nanogpt_real``: the same script at nanoGPT's shakespeare_char proportions scaled to this CPU
+  (:data:`NANOGPT_REAL`: a 1.8 M-parameter GPT, iterations that cost several restores each, an
+  eval of 2 x 40 batches every 50 iterations); the same questions;
 * ``nanogpt``: the corpus benchmark's nanoGPT-shaped case (a `flor.loop` over `itertools.count()`
   ending in `if iter_num + 1 > max_iters: break`, an eval branch every `eval_interval` iterations),
   sized by :data:`NANOGPT_BENCH`; questions ``a_epoch`` (the parameters' norm after the step:
@@ -20,12 +23,13 @@ the sliced replay's values with the ``--no-slice`` replay's (today's memoization
 ``--fresh``, every replayed value with a fresh run of today's script (a run as long as the
 recording; ``tests/realworld`` checks the corpus cases against fresh runs).
 
-    python benchmarks/slice_replay.py [--reps 3] [--cases mnist,evalheavy,nanogpt] [--fresh] [--no-write]
+    python benchmarks/slice_replay.py [--reps 3] [--cases mnist,evalheavy,nanogpt,nanogpt_real] [--section NAME] [--fresh] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -50,7 +54,19 @@ NANOGPT_BENCH = Case(NANOGPT.name, NANOGPT.folder,
                      ("--max_iters=40", "--lr_decay_iters=40", "--warmup_iters=5", "--eval_interval=10",
                       "--eval_iters=10", "--n_layer=2", "--n_embd=64", "--n_head=2", "--block_size=32", "--batch_size=8"),
                      NANOGPT.prepare, {}, ("a_epoch", "c_eval"))
-CASES = {"mnist": MNIST, "nanogpt": NANOGPT_BENCH}
+# nanoGPT's shakespeare_char config (config/train_shakespeare_char.py: 6 layers, 6 heads, 384 wide,
+# block 256, batch 64, dropout 0.2, lr 1e-3 to 1e-4 over 5000 iterations, 100 warm-up, an eval of
+# 2 x 200 batches every 250 iterations, one micro-step) scaled to a 2-core CPU: 4 layers, 4 heads,
+# 192 wide (1.8 M parameters: 7 MB of weights, 28 MB of checkpointed state with the gradients
+# and AdamW's two moments), block 64, batch 8, 150 iterations, an eval of 2 x 40 batches every 50
+# (the same 0.8 eval batches per training iteration as nanoGPT's 200 per 250).
+NANOGPT_REAL = Case("nanogpt_real", NANOGPT.folder,
+                    ("--max_iters=150", "--lr_decay_iters=150", "--warmup_iters=4", "--eval_interval=50",
+                     "--eval_iters=40", "--n_layer=4", "--n_embd=192", "--n_head=4", "--block_size=64",
+                     "--batch_size=8", "--gradient_accumulation_steps=1", "--dropout=0.2", "--learning_rate=1e-3",
+                     "--min_lr=1e-4"),
+                    NANOGPT.prepare, {}, ("a_epoch", "c_eval"))
+CASES = {"mnist": MNIST, "nanogpt": NANOGPT_BENCH, "nanogpt_real": NANOGPT_REAL}
 
 EVAL_HEAVY = '''
 import flor
@@ -162,17 +178,21 @@ def one_rep(case: str, tmp: Path, rep: int, fresh_runs: bool) -> dict:
 
 TARGETS = {("mnist", "a_epoch"): "≤ 8 %", ("mnist", "b_helper"): "no worse than --no-slice",
            ("evalheavy", "a_epoch"): "≤ 5 %", ("nanogpt", "a_epoch"): "≤ 10 %",
-           ("nanogpt", "c_eval"): "no worse than --no-slice"}
+           ("nanogpt", "c_eval"): "no worse than --no-slice", ("nanogpt_real", "a_epoch"): "≤ 10 %",
+           ("nanogpt_real", "c_eval"): "no worse than --no-slice"}
 
 
-def render(results: dict[str, list[dict]], command: str, elapsed: float) -> str:
+def render(results: dict[str, list[dict]], command: str, elapsed: float, loads: tuple = ()) -> str:
     lines = [
         "## Replay at the cost of the question: the slice (issue 30)", "",
         f"Command: `{command}` ({elapsed / 60:.1f} min). {machine()}. Whole `flor replay --force` processes timed by "
         "the parent, recordings with a checkpoint every epoch (`FLOR_CKPT_PERIOD=1`), with the slice (default) and `--no-slice` run one after the other on the same recording, their "
         "order alternating between repetitions; the sliced replay's values compared with the `--no-slice` replay's. "
         "`mnist`: the corpus benchmark's MNIST-shaped case (14 epochs, pytorch/examples sizes); `evalheavy`: 20 epochs "
-        "where evaluation is about a third of each epoch.", "",
+        "where evaluation is about a third of each epoch; `nanogpt_real`: nanoGPT's shakespeare_char config scaled to this "
+        "CPU (`NANOGPT_REAL`: 4 layers x 192, 1.8 M parameters, 28 MB of checkpointed state, 150 iterations, an eval of "
+        "2 x 40 batches every 50)." + (f" Load average (1 min) at start / end: {loads[0]:.1f} / {loads[1]:.1f}." if loads else ""),
+        "",
         "| case | question | recorded run s | replay s (slice) | / record | replay s (--no-slice) | / record | target | "
         "sliced values (vs --no-slice; vs a fresh run where run) | slice (last rep) | where the worker's time went (slice, last rep) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -199,22 +219,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="mnist,evalheavy")
     parser.add_argument("--fresh", action="store_true", help="also compare with a fresh run of today's script")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", default=SECTION, help="the RESULTS.md section the rows go to")
     args = parser.parse_args(argv)
     cases = args.cases.split(",")
-    unknown = sorted(set(cases) - {"mnist", "evalheavy", "nanogpt"})
+    unknown = sorted(set(cases) - {"evalheavy", *CASES})
     if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; the cases: mnist, evalheavy, nanogpt")
+        parser.error(f"unknown case(s) {', '.join(unknown)}; the cases: evalheavy, {', '.join(CASES)}")
     started = time.perf_counter()
+    load_start = os.getloadavg()[0]
     results: dict[str, list[dict]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory(prefix="flor-slice-bench-") as tmp:
         for rep in range(args.reps):
             for case in (cases if rep % 2 == 0 else list(reversed(cases))):
                 results[case].append(one_rep(case, Path(tmp), rep, args.fresh))
     command = "python benchmarks/slice_replay.py" + (f" --reps {args.reps}" if args.reps != 3 else "") + (
-        f" --cases {args.cases}" if args.cases != "mnist,evalheavy" else "") + (" --fresh" if args.fresh else "")
-    section = render(results, command, time.perf_counter() - started)
+        f" --cases {args.cases}" if args.cases != "mnist,evalheavy" else "") + (" --fresh" if args.fresh else "") + (
+        f" --section {args.section}" if args.section != SECTION else "")
+    section = render(results, command, time.perf_counter() - started, (load_start, os.getloadavg()[0]))
     if not args.no_write:
-        write_section(SECTION, section)
+        write_section(args.section, section)
     print(section)
     return 0
 

@@ -616,3 +616,76 @@ def test_putting_back_keeps_the_models_parameters_in_a_param_group_and_restores_
     for group in (param_group, optimizer.param_groups[0]):
         assert [id(p) for p in group["params"]] == [id(q) for q in model.parameters()]
     assert torch.equal(model.weight, before) and model.training
+
+
+# -- restoring only what the slice reads (issue 30) ----------------------------------------
+
+
+def test_a_slice_that_reads_only_the_model_does_not_restore_the_optimizer():
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        """ + WEIGHT_NORM)
+    assert "evaluate(model, test_loader)" in skipped(result)
+    assert result.unrestored == ("optimizer",)
+    assert [name for name, _why in result.restored] == ["model"]
+    assert any("not restored: `optimizer`" in line for line in result.describe())
+
+
+def test_a_slice_that_steps_the_scheduler_restores_the_optimizer():
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        scheduler.step()
+        """ + WEIGHT_NORM)
+    assert "scheduler.step()" in kept(result)
+    assert result.unrestored == ()
+    assert dict(result.restored)["optimizer"].startswith("line ")
+
+
+def test_registered_objects_flor_cannot_name_are_always_restored():
+    body = "    for epoch in flor.loop(\"epoch\", range(3)):\n" \
+        "        train_epoch(model, optimizer, loader)\n        evaluate(model, test_loader)\n        " + WEIGHT_NORM + "\n"
+    spread = slice_body(HEAD + "objs = dict(model=model, optimizer=optimizer)\nwith flor.checkpointing(**objs):\n" + body, {"wn"})
+    assert spread.unrestored == () and spread.restored == ()
+    by_position = slice_body(HEAD + "with flor.checkpointing(model, optimizer):\n" + body, {"wn"})
+    assert by_position.unrestored == ("1",)
+    expression = slice_body(HEAD + "with flor.checkpointing(model=model, optimizer=[optimizer][0]):\n" + body, {"wn"})
+    assert expression.unrestored == () and dict(expression.restored)["optimizer"] == "flor cannot tell which object it is"
+
+
+def test_an_alias_of_a_registered_object_is_followed_to_what_the_slice_touches():
+    head = HEAD + "opt = optimizer\n"
+    source = head + "with flor.checkpointing(model=model, optimizer=opt):\n" \
+        "    for epoch in flor.loop(\"epoch\", range(3)):\n        train_epoch(model, optimizer, loader)\n" \
+        "        for group in optimizer.param_groups:\n            group['lr'] = 0.1\n        " + WEIGHT_NORM + "\n"
+    assert slice_body(source, {"wn"}).unrestored == ()
+
+
+def test_only_slice_only_iterations_before_another_slice_only_one_leave_objects_unrestored():
+    """The iteration before a verified one and the recording's last restore everything: the whole
+    body runs next (or the state is compared at the loop's end); nothing carries over."""
+    import builtins
+
+    from flor.replay.slice_run import GUARD, SliceRun
+
+    class Run:
+        managers = []
+
+    try:
+        run = SliceRun(Run(), [(1, 0)], [0, 1, 2, 3, 4, 5], [], [], verify=2, last=5, unrestored=["optimizer"])
+        assert run.to_verify == {0, 5}
+        seen = {}
+        for index in range(6):
+            run.index, run.slicing = index, True
+            seen[index] = run.not_restored(index)
+        run.slicing = False
+        assert run.not_restored(2) == frozenset()  # the whole body (a verified iteration's full pass)
+        assert seen == {0: {"optimizer"}, 1: {"optimizer"}, 2: {"optimizer"}, 3: {"optimizer"}, 4: frozenset(),
+                        5: frozenset()}
+        run.on = False  # fell back: everything is restored
+        run.slicing = True
+        assert run.not_restored(1) == frozenset()
+    finally:
+        if hasattr(builtins, GUARD):
+            delattr(builtins, GUARD)

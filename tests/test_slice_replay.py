@@ -186,3 +186,44 @@ def test_a_slice_that_would_end_the_loop_elsewhere_is_caught_and_the_run_falls_b
     replayed = _values(project, "lr", "replay")
     project.run("train.py")
     assert replayed == _values(project, "lr", "record")[-3:] and len(replayed) == 3
+
+
+# The optimizer's state is read only by a statement the slice skips (it logs a recorded value
+# before the nested loop): an iteration that runs the slice only need not restore it, but the
+# whole body of the last verified iteration reads it, so the iteration before must restore it.
+ADAM = SCRIPT.replace("optimizer = torch.optim.SGD(model.parameters(), lr=0.1)",
+                      "optimizer = torch.optim.Adam(model.parameters(), lr=0.01)") \
+    .replace("scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.7)\n", "") \
+    .replace("range(4)", "range(6)").replace("        scheduler.step()\n", "") \
+    .replace("        train(model, optimizer, train_loader)\n",
+             "        flor.log(\"adam_steps\", sum(float(s[\"step\"]) for s in optimizer.state.values()))\n"
+             "        train(model, optimizer, train_loader)\n")
+
+
+@pytest.mark.slow
+def test_a_slice_reading_only_the_model_leaves_the_optimizer_unrestored_and_every_value_is_exact(project):
+    _record(project, ADAM)
+    project.write("train.py", ADAM.replace("        # BODY", "        " + WEIGHT_NORM))
+    plan = project.flor("replay", "wn", "--dry-run").stdout
+    assert "memo 0-5" in plan and "not restored: `optimizer`" in plan, plan
+    done = project.flor("replay", "wn")
+    out = done.stdout
+    assert "3 of them did not restore `optimizer`" in out, out  # epochs 1-3 (4 is before the verified 5)
+    assert "checked against the whole body at epoch 0, 5: equal" in out, out
+    assert "FELL BACK" not in out and "re-executing" not in out and "drift" not in out, out
+    sliced = _values(project, "wn", "replay")
+    project.flor("replay", "wn", "--no-slice", "--force")
+    assert _values(project, "wn", "replay")[-6:] == sliced and len(sliced) == 6
+    project.run("train.py")
+    assert _values(project, "wn", "record")[-6:] == sliced
+
+
+@pytest.mark.slow
+def test_a_slice_that_reads_the_optimizer_restores_it(project):
+    _record(project)  # scheduler.step() is kept: it reads and writes the optimizer
+    project.write("train.py", SCRIPT.replace("        # BODY", "        " + WEIGHT_NORM))
+    plan = project.flor("replay", "wn", "--dry-run").stdout
+    assert any("keep line" in line and "scheduler.step()" in line for line in plan.splitlines()), plan
+    assert "not restored" not in plan, plan
+    done = project.flor("replay", "wn")
+    assert "did not restore" not in done.stdout and "checked against the whole body" in done.stdout, done.stdout

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ LEVEL = 1  # zstd level: 3 saved under 1 % more on training state, for 1.5x the 
 MIN_BYTES = 4096  # smaller arrays are stored raw: a frame and a header cost more than they save
 WORTH = 0.97  # an encoding is kept only when it is at most this fraction of the raw bytes
 MAX_CHAIN = 64  # no delta chain is ever this long: a longer one is a cycle (a damaged header)
+PREFETCH_THREADS = 4  # threads decoding one checkpoint's arrays (Reader.prefetch)
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,27 @@ class Reader:
                               "run `flor doctor`", DAMAGED)
         self.cache[digest] = data
         return data
+
+    def prefetch(self, digests) -> None:
+        """Decode ``digests`` (those stored in the local folder) into the cache on a few threads:
+        reading, decompressing, undoing the shuffle and delta, and hashing release the GIL, so a
+        checkpoint of many arrays decodes on several cores. Every array is verified as in
+        :meth:`read`; one that fails is left for the caller's own read to report."""
+        todo = [d for d in dict.fromkeys(digests) if d not in self.cache and self.objects is not None
+                and stored(self.objects, d) is not None]
+        threads = min(PREFETCH_THREADS, os.cpu_count() or 1, len(todo))
+        if threads < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(digest: str) -> None:
+            try:
+                self.read(digest)
+            except ObjectError:
+                pass  # read again, and reported, where the caller asks for it
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="flor-restore") as pool:
+            list(pool.map(one, todo))
 
 
 

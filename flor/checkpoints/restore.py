@@ -227,14 +227,28 @@ def _array(meta: dict, digest: str, objects, cache: dict):
     return numpy.frombuffer(data, dtype=numpy.dtype(meta["dtype"])).reshape(meta["shape"]).copy()
 
 
+# The arrays of the checkpoint restored last in this process (sha256 -> raw bytes, verified when
+# decoded). A replay worker restores its memoized iterations' checkpoints one after the other, and
+# each array of one is stored as a delta against the same array of the one before: without these,
+# every restore decoded the whole chain back to a standalone copy again (up to
+# FLOR_CKPT_FULL_EVERY - 1 links, each read, decompressed and hashed). Only restore_into keeps
+# them, and only the last checkpoint's, where a replay worker asks (``keep``): a user's
+# load_checkpoint, and a resumed recording, hold nothing afterwards.
+_recent: dict[str, bytes] = {}
+
+
 def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_variables: bool = True,
-                  pickled: list[str] | None = None, sha256: str | None = None) -> Checkpoint:
+                  pickled: list[str] | None = None, sha256: str | None = None, only=None,
+                  keep: bool = False) -> Checkpoint:
     """Read one checkpoint from its manifest location (relative to ``.flor``).
 
     ``pickled``: the objects the store recorded as pickled in this checkpoint (None: a checkpoint
     listed before flor recorded that, where ``trusted`` alone decides). ``sha256``: of the
     manifest's bytes as written, which the store kept; a manifest that differs (edited, or
-    another checkpoint's put in its place) is refused."""
+    another checkpoint's put in its place) is refused. ``only``: the registered objects to read
+    (None: all); the others' arrays (and gradients) are not read at all. ``keep``: decode deltas
+    against the arrays of the checkpoint read last with ``keep`` (their bytes were verified when
+    they were decoded), and keep this one's for the next."""
     import hashlib
 
     paths = ProjectPaths.of_flor_dir(flor_dir)
@@ -258,19 +272,57 @@ def read_manifest(flor_dir: Path, location: str, trusted: bool = False, with_var
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); run `flor doctor`") from exc
     objects = Reader(paths.objects, remote_store)
+    if keep:
+        objects.cache.update(_recent)
     blobs = manifest["blobs"]
     cache: dict = {}
     try:
-        return _read_states(manifest, blobs, objects, cache, trusted, pickled, path, with_variables)
+        objects.prefetch(_arrays(manifest, blobs, only, with_variables))
+        checkpoint = _read_states(manifest, blobs, objects, cache, trusted, pickled, path, with_variables, only)
+        if keep:
+            _recent.clear()
+            _recent.update((digest, objects.cache[digest]) for digest in blobs if digest in objects.cache)
+        return checkpoint
     except CheckpointError as exc:
         # A damaged object (a link of a delta chain, too) fails in one line naming the checkpoint.
         raise CheckpointError(f"checkpoint of iteration {manifest.get('iteration')} ({location}): {exc}") from None
 
 
+def _arrays(manifest: dict, blobs: list, only, with_variables: bool) -> list[str]:
+    """The sha256 of every array that reading ``manifest`` (as _read_states does) decodes."""
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, dict):
+            if ARRAY in node:
+                index = node[ARRAY]
+                if isinstance(index, int) and 0 <= index < len(blobs):
+                    found.append(blobs[index])
+                return
+            for value in node.values():
+                walk(value)
+
+    for name, tree in (manifest.get("objects") or {}).items():
+        if only is None or name in only:
+            walk(tree)
+    grads = manifest.get("grads") or {}
+    if with_variables:
+        walk({k: v for k, v in grads.items() if only is None or k in only} if isinstance(grads, dict) else grads)
+        walk(manifest.get("variables"))
+    for part in ("rng", "generators", "auto", "iterators"):
+        walk(manifest.get(part))
+    return found
+
+
 def _read_states(manifest: dict, blobs: list, objects, cache: dict, trusted: bool, pickled, path,
-                 with_variables: bool) -> Checkpoint:
+                 with_variables: bool, only=None) -> Checkpoint:
     states = {}
     for name, tree in manifest["objects"].items():
+        if only is not None and name not in only:
+            continue
         if not trusted:
             allowed = (f"the checkpoint holds {name!r} as a pickled object; load it with trusted=True "
                        "only if you trust where this .flor came from")
@@ -283,7 +335,10 @@ def _read_states(manifest: dict, blobs: list, objects, cache: dict, trusted: boo
     data_only = f"the manifest {path} holds a pickle where only data belongs; run `flor doctor`"
     rng = _rebuild(manifest["rng"], blobs, objects, data_only, cache, "the random state")
     variables = _rebuild(manifest.get("variables", {}), blobs, objects, data_only, cache, "the variables") if with_variables else {}
-    grads = _rebuild(manifest.get("grads", {}), blobs, objects, data_only, cache, "the gradients") if with_variables else {}
+    stored_grads = manifest.get("grads", {})
+    if only is not None and isinstance(stored_grads, dict) and not set(stored_grads) & {ARRAY, DICT, TUPLE, FLOAT, PICKLE}:
+        stored_grads = {name: tree for name, tree in stored_grads.items() if name in only}
+    grads = _rebuild(stored_grads, blobs, objects, data_only, cache, "the gradients") if with_variables else {}
     generators = _rebuild(manifest.get("generators", {}), blobs, objects, data_only, cache, "the generators")
     auto = _rebuild(manifest.get("auto", {}), blobs, objects, data_only, cache, "the unregistered objects")
     iterators = _rebuild(manifest.get("iterators", {}), blobs, objects, data_only, cache, "the data iterators")
@@ -295,14 +350,17 @@ def _read_states(manifest: dict, blobs: list, objects, cache: dict, trusted: boo
 
 
 def restore_into(flor_dir: Path, location: str, objects: dict[str, object], frame=None, outer_frame=None,
-                 pickled: list[str] | None = None, sha256: str | None = None) -> Checkpoint:
+                 pickled: list[str] | None = None, sha256: str | None = None, keep: bool = False) -> Checkpoint:
     """Restore a checkpoint into live registered objects and the random state, and the variables
     it kept: those of the nested loop into ``frame`` (the frame running that loop), those of the
-    outer body into ``outer_frame`` (what replay and resume do)."""
+    outer body into ``outer_frame`` (what replay and resume do). ``keep``: a replay worker that
+    restores one checkpoint after another keeps the last one's arrays to decode the next one's
+    deltas against (see ``read_manifest``)."""
     from .variables import restore as restore_variables
     from .variables import lookup, restore_globals
 
-    checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled, sha256=sha256)
+    checkpoint = read_manifest(flor_dir, location, trusted=True, pickled=pickled, sha256=sha256, only=frozenset(objects),
+                               keep=keep)
     for name, obj in objects.items():
         restore_object(obj, checkpoint.states.get(name), name)
         restore_gradients(obj, checkpoint.grads.get(name), name)

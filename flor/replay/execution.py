@@ -310,4 +310,5 @@ def _slice_fields(run_plan, segment) -> dict:
         return {}
     return {"slice_iterations": iterations, "slice_skip": [list(position) for position in plan.skipped], "slice_names": list(plan.names),
             "slice_objects": list(plan.objects), "slice_breaks": [list(position) for position in plan.breaks],
+            "slice_unrestored": list(plan.unrestored),
             "slice_last": run_plan.total - 1}

@@ -109,7 +109,7 @@ class RunOutcome:
             return
         merged = self.slice_outcome
         merged["statements"] = seen["statements"]
-        for key in ("sliced", "verified"):
+        for key in ("sliced", "verified", "partial", "unrestored"):
             merged[key] = sorted(set(merged.get(key, [])) | set(seen.get(key) or []))
         merged["uncompared"] = merged.get("uncompared", 0) + int(seen.get("uncompared") or 0)
         if seen.get("loop_ended") is not None:

@@ -329,6 +329,9 @@ def _slice_line(item: RunReplay) -> str:
     text = (f"slice: {len(sliced)} memoized {loop}(s) ran only the statements the new ones need "
             f"({seen['statements']} statement(s) skipped; {seen.get('uncompared', 0)} recorded value(s) they would log "
             "not compared)")
+    if seen.get("partial"):
+        text += (f"; {len(seen['partial'])} of them did not restore "
+                 f"{', '.join(f'`{name}`' for name in seen.get('unrestored', []))} (the slice neither reads nor writes it)")
     if verified:
         text += f"; checked against the whole body at {loop} {', '.join(map(str, verified))}: equal"
         if seen.get("loop_ended") is not None:

@@ -50,6 +50,7 @@ from .assumptions import (ADVANCING_BUILTINS, DYNAMIC, IO_FUNCTIONS, LIBRARIES, 
 from .florcalls import is_flor_call
 from .independence import RANDOM_FUNCTIONS, dotted_name
 from .isolation import WRAPPER
+from .slice_restore import describe_restores, restores
 
 WORLD = ("w",)
 PARAMS, OTHER, ALL = "params", "other", "*"
@@ -75,6 +76,8 @@ class Slice:
     names: tuple[str, ...] = ()  # names the kept statements assign (put back before a verified full pass)
     objects: tuple[str, ...] = ()  # unregistered objects the kept statements change (snapshotted to verify)
     breaks: tuple[tuple[int, int], ...] = ()  # (line, column) of each kept `break` of the outer loop
+    restored: tuple[tuple[str, str], ...] = ()  # registered objects a slice-only iteration restores, and why
+    unrestored: tuple[str, ...] = ()  # those it does not (slice_restore.py)
 
     @property
     def skipped(self) -> list[tuple[int, int]]:
@@ -88,7 +91,7 @@ class Slice:
         lines = ["slice of each memoized iteration (the rest of the body is skipped; verified, see docs/slicing.md):"]
         for s in self.statements:
             lines.append(f"  {'keep' if s.kept else 'skip'} line {s.line}: {s.text}  -- {s.why}")
-        return lines
+        return lines + describe_restores(self.restored, self.unrestored)
 
 
 @dataclass
@@ -615,6 +618,7 @@ class _Slicer:
         self.globals_env: dict = {}
         self.globals_owned: dict = {}
         self.registered: set[str] = set()
+        self.registered_as: dict[str | None, str | None] = {}  # flor.checkpointing's names -> the script's (slice_restore)
         self._environment(layout)
 
     def _environment(self, layout: Layout) -> None:
@@ -659,8 +663,11 @@ class _Slicer:
                 if isinstance(node, (ast.With, ast.AsyncWith)):
                     for item in node.items:
                         if is_flor_call(item.context_expr, "checkpointing", self.flor):
-                            self.registered |= {k.value.id for k in item.context_expr.keywords
-                                                if isinstance(k.value, ast.Name)}
+                            call = item.context_expr
+                            self.registered |= {k.value.id for k in call.keywords if isinstance(k.value, ast.Name)}
+                            named = [*((str(i), a) for i, a in enumerate(call.args)), *((k.arg, k.value) for k in call.keywords)]
+                            for key, arg in named:
+                                self.registered_as[key] = arg.id if isinstance(arg, ast.Name) else None
 
     def _project_class(self, name: str) -> ast.ClassDef | None:
         found = self.from_project.get(name)
@@ -753,7 +760,9 @@ def slice_body(source: str, new_names: set[str], new_lines: set[int] = frozenset
     defined = set(slicer.functions) | set(slicer.classes) | slicer.imported
     objects = sorted({loc[1] for one in kept for loc in one.writes if loc[0] == "o"} - slicer.registered - defined)
     breaks = tuple((line, col) for one in kept for line, col, kind in one.ends if kind == "break")
-    return Slice(statements=tuple(statements), names=tuple(names), objects=tuple(objects), breaks=breaks)
+    restored, unrestored = restores(slicer.registered_as, slicer.globals_owned, body, effects, why)
+    return Slice(statements=tuple(statements), names=tuple(names), objects=tuple(objects), breaks=breaks,
+                 restored=restored, unrestored=unrestored)
 
 
 def _shown(location: tuple) -> str:

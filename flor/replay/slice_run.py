@@ -85,7 +85,7 @@ class SliceRun:
     """A worker's memoized iterations: the slice, verified (see the module docstring)."""
 
     def __init__(self, run, skip: list, iterations: list[int], names: list[str], objects: list[str],
-                 verify: int, breaks: bool = False, last: int = -1) -> None:
+                 verify: int, breaks: bool = False, last: int = -1, unrestored: list[str] = ()) -> None:
         self.run = run
         self.on = bool(skip)
         self.skipped_statements = len(skip)
@@ -102,6 +102,8 @@ class SliceRun:
         self.checking = False  # a slice pass the whole body checks after it
         self.ended: int | None = None  # the iteration where that slice pass reached a kept `break`
         self.loop_ended: int | None = None  # a verified iteration where slice and whole body both ended the loop
+        self.unrestored = frozenset(unrestored)  # registered objects no kept statement reads or writes
+        self.partial: list[int] = []  # iterations that restored only what the slice reads or writes
         if self.on:
             setattr(builtins, GUARD, self.full_body)
             if breaks:
@@ -123,6 +125,19 @@ class SliceRun:
             return False
         raise ReplayError(f"the slice ended the loop at {self.run.outer_name or 'iteration'} {self.index}, where the "
                           "recording went on; replay this run with `flor replay --no-slice`")
+
+    def not_restored(self, index: int) -> frozenset:
+        """The registered objects the checkpoint of memoized iteration ``index`` leaves as they are:
+        while it runs the slice, those no kept statement reads or writes (their decoding and
+        copying is most of a restore: an optimizer's moments are 2/3 of AdamW's state). Nothing
+        carries over: every memoized iteration restores again at its nested loop. The iteration
+        before a verified one, and the recording's last, restore everything: the whole body that
+        runs next (or the state compared at the loop's end) reads all of it."""
+        if not (self.on and self.slicing and self.unrestored) or index != self.index:
+            return frozenset()
+        if index + 1 in self.to_verify or index == self.last:
+            return frozenset()
+        return self.unrestored
 
     def full_body(self) -> bool:
         """``__flor_full_body__()``: whether the statements the slice skips run now."""
@@ -253,6 +268,7 @@ class SliceRun:
     def result(self) -> dict:
         """What the worker's result says of the slice."""
         return {"statements": self.skipped_statements, "sliced": self.sliced, "verified": self.verified,
+                "partial": sorted(set(self.partial)), "unrestored": sorted(self.unrestored),
                 "fell_back": self.fell_back, "uncompared": self._uncompared(), "loop_ended": self.loop_ended}
 
     def _uncompared(self) -> int:

@@ -50,6 +50,7 @@ class WorkerSpec:
     slice_names: list[str] = field(default_factory=list)
     slice_objects: list[str] = field(default_factory=list)
     slice_breaks: list = field(default_factory=list)  # (line, column) of the kept `break`s of the outer loop
+    slice_unrestored: list[str] = field(default_factory=list)  # registered objects a slice-only iteration does not restore
     slice_last: int = -1  # the recording's last outer iteration (where a `break` of the slice may end the loop)
     verify_slice: int = 2
     # Variables set in the task's own process before the script runs: a job rank's identity and its

@@ -64,8 +64,13 @@ class ReplayManager(Hooks):
         if location is None:
             raise CheckpointError(f"run {self.run.tstamp} has no {point} checkpoint of iteration {index}")
         started = time.perf_counter()
-        restore_into(self.run.flor_dir, location, self.objects, frame, self.run.outer_frame,
-                     pickled=self.run.spec.pickled.get(location), sha256=self.run.spec.digests.get(location))
+        # An iteration that runs the slice only restores what the slice reads or writes (slice_run.py).
+        skipped = self.run.slice.not_restored(index) if point == "nested" else frozenset()
+        objects = {name: obj for name, obj in self.objects.items() if name not in skipped}
+        restore_into(self.run.flor_dir, location, objects, frame, self.run.outer_frame,
+                     pickled=self.run.spec.pickled.get(location), sha256=self.run.spec.digests.get(location), keep=True)
+        if skipped and not self.run.slice.checking:  # counted where the slice runs alone
+            self.run.slice.partial.append(index)
         self.run.timings["restore_s"] += time.perf_counter() - started
 
 
@@ -207,7 +212,8 @@ class ReplayRun:
         self.effects = Effects()  # what the new statements' observers put back (isolation.install)
         # Memoized iterations that run the slice only, verified (slice_run.py).
         self.slice = SliceRun(self, spec.slice_skip, spec.slice_iterations, spec.slice_names, spec.slice_objects,
-                              spec.verify_slice, breaks=bool(spec.slice_breaks), last=spec.slice_last)
+                              spec.verify_slice, breaks=bool(spec.slice_breaks), last=spec.slice_last,
+                              unrestored=spec.slice_unrestored)
         self._flusher = threading.Thread(target=self._flush_forever, name="flor-replay-flush", daemon=True)
         self._flusher.start()
 

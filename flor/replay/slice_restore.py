@@ -1,0 +1,52 @@
+"""Which registered objects an iteration that runs the slice only restores (issue 30).
+
+Restoring a checkpoint decodes, verifies and copies every registered object, and most of it may
+be state the slice never looks at: AdamW's two moments are 2/3 of a model's training state, and a
+statement reading only the parameters after the nested loop needs none of them. An iteration that
+runs the slice only (``slice_run.SliceRun.not_restored``) restores the objects some kept
+statement reads or writes; the others keep whatever they held, because nothing reads them before
+the next memoized iteration restores them again. The whole body (a verified iteration's second
+pass, and the iteration before it) restores everything.
+"""
+
+from __future__ import annotations
+
+
+def restores(registered_as: dict, owned: dict, body: list, effects: list, why: dict) -> tuple[tuple, tuple]:
+    """((name, why) of each registered object restored, names of those not restored).
+
+    ``registered_as``: flor.checkpointing's names -> the script's name of each object (None where
+    it is an expression, or the key None for ``**objects``); ``owned``: the script's names -> the
+    objects they are; ``effects``/``why``: the body's statements' effects and the kept ones. An
+    object some kept statement reads or writes (any part of it) is restored; the skipped nested
+    loop's body is not among the kept statements' effects (it does not run). An object flor
+    cannot name is always restored, and with ``**objects`` every object is."""
+    if None in registered_as:
+        return (), ()
+    touched: dict[str, int] = {}  # object -> the first kept statement reading or writing it
+    for index in sorted(why):
+        for location in effects[index].reads | effects[index].writes:
+            if location[0] == "o":
+                touched.setdefault(location[1], body[index].lineno)
+    restored, unrestored = [], []
+    for key, name in registered_as.items():
+        roots = owned.get(name) if name is not None else None
+        if not roots:
+            restored.append((key, "flor cannot tell which object it is"))
+            continue
+        lines = sorted(touched[root] for root in roots if root in touched)
+        if lines:
+            restored.append((key, f"line {lines[0]} reads or writes it"))
+        else:
+            unrestored.append(key)
+    return tuple(restored), tuple(unrestored)
+
+
+def describe_restores(restored: tuple, unrestored: tuple) -> list[str]:
+    """The --dry-run line on restores, where some object is left unrestored."""
+    if not unrestored:
+        return []
+    return ["restored in an iteration that runs the slice only: "
+            + (", ".join(f"`{name}` ({why})" for name, why in restored) or "none")
+            + "; not restored: " + ", ".join(f"`{name}`" for name in unrestored)
+            + " (no kept statement reads or writes it; the whole body's iterations restore everything)"]
