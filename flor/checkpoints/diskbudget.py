@@ -85,14 +85,16 @@ class DiskSpacing:
         # largest state seen writes at the coding's ratio keeps those from passing the budget.
         return max(self.per_checkpoint, (self.ratio or 0.0) * self.estimate)
 
-    def period(self, index: int, total: int | None, in_flight: int = 0, share: float = 1.0) -> float:
+    def period(self, index: int, total: int | None, in_flight: int = 0, share: float = 1.0,
+               reserve: float = 0.0) -> float:
         """The fewest iterations from a checkpoint at ``index`` to the next (inf: none but the
         last); 1 when there is no budget. ``in_flight``: checkpoints taken and not yet written;
-        ``share``: the part of the budget this checkpoint may draw on (the rest is a reserve)."""
+        ``share``: the part of the budget this checkpoint may draw on; ``reserve``: bytes held
+        back besides (the checkpoints before periodic branches still to come)."""
         if self.budget_bytes is None:
             return 1
         each = self.bytes_per_checkpoint()
-        left = share * self.budget_bytes - self.used - in_flight * each - each  # room kept for the last one
+        left = share * self.budget_bytes - reserve - self.used - in_flight * each - each  # room kept for the last one
         if left < each:
             return math.inf
         remaining = (total - index - 1) if total is not None else index + 1
