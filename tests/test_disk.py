@@ -73,6 +73,18 @@ def test_restores_through_a_delta_chain_are_bit_exact(tmp_path):
     assert sum(d.written for d in done) < raw  # compression and deltas paid on this state
 
 
+def test_a_second_identical_run_is_charged_the_objects_it_shares(tmp_path):
+    # The disk budget charges what a run keeps: a second run of the same script writes nothing
+    # new (dedup), and charged only that, it spent its budget on other iterations than the first.
+    _, _, first = _record(tmp_path, 3, Encoding(True, 4))
+    _, _, second = _record(tmp_path, 3, Encoding(True, 4))
+    assert all(d.kept == d.written for d in first)
+    # Only manifests and the random state (this process's, moved on) are new.
+    assert sum(d.written for d in second) < 0.15 * sum(d.written for d in first), (first, second)
+    for one, other in zip(first, second):
+        assert abs(one.kept - other.kept) <= 0.15 * one.kept, (one, other)
+
+
 def test_compression_off_writes_raw_bytes_named_by_their_hash(tmp_path):
     locations, states, _ = _record(tmp_path, 3, Encoding(False, 1))
     for path in _stored(tmp_path):

@@ -364,7 +364,9 @@ class RecordManager(Hooks):
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.
-        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=done.written,
+        # The disk budget charges what the run keeps, another run's objects it shares included.
+        kept = done.written if done.kept is None else done.kept
+        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=kept,
                                        raw_bytes=done.nbytes)
         job = done.job
         key = (job.run_id, job.iteration, job.point)

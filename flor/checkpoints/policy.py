@@ -30,17 +30,19 @@ writer after two.
 
 Branches that run every N iterations (``if it % eval_interval == 0:``) are where hindsight
 questions tend to land, and replaying one of their iterations costs the iterations since the last
-checkpoint before it. Such an iteration takes longer than the others; once two have been seen N
-apart, the iteration before the next one is checkpointed, and the regular spacing widens so that
-all of them together stay within the budget. A loop may have several such branches (makemore
-samples every 200 steps and evaluates every 500): each long iteration that no learned period
-explains is a hypothesis for every earlier long iteration it could repeat (every iteration that
-period puts in the remembered window was long), kept until the iteration it foretells is not long,
-so each periodic branch gets its checkpoints. Under a disk budget that binds, the checkpoints go
-only before the branches' iterations (supposed periods included), which draw on the whole disk
-budget while regular ones on a loop of unknown length keep a reserve for them
-(``REGULAR_SHARE``, diskbudget.py). :meth:`Policy.explain` says why the spacing is what it is
-(``flor show`` prints it).
+checkpoint before it. Their periods are read from the outer loop's source (periodic.py, told by
+:meth:`Policy.know_branches` after the loop's second iteration), and then believed for good: the
+iteration before each is checkpointed, and the regular spacing widens so that all of them
+together stay within the budget. Where the source shows none, the periods are learned from the
+iterations' times: such an iteration takes longer than the others; once two have been seen N
+apart, the iteration before the next one is checkpointed. A loop may have several such branches
+(makemore samples every 200 steps and evaluates every 500): each long iteration that no learned
+period explains is a hypothesis for every earlier long iteration it could repeat, kept until the
+iteration it foretells is not long. Under a disk budget that binds, the checkpoints before learned
+branches draw on the whole budget, all of them where it holds every one still to come, else
+evenly spaced over them (:meth:`Policy.branch_room`); regular ones spend only what those leave
+(and, while no branch is learned on a loop of unknown length, a share, ``REGULAR_SHARE``, of it).
+:meth:`Policy.explain` says why the spacing is what it is (``flor show`` prints it).
 
 >>> policy = Policy(budget=0.01)
 >>> policy.observe_iteration(1.5, 0.0); policy.observe_checkpoint(0.002)
