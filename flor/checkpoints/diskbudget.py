@@ -24,7 +24,10 @@ draw on: one just before a periodic branch the whole, a regular one on a loop of
 half (policy.py's ``REGULAR_SHARE``; released as the loop outlives 100 iterations while no branch
 is learned), which keeps the rest for the checkpoints before the branches once their period is
 supposed. Measured (benchmarks/disk_budget.py, docs/checkpoints.md): 12x then matched 20x's eval
-replay where the period was learned, but not in a noisy recording, so the default stays 20x.
+replay where the period was learned, but not in a noisy recording, so the default stays 20x. Where
+the period is read from the source (periodic.py) the reserve is exact instead: a regular checkpoint
+leaves the bytes of those before the branches still to come (``reserve``; the policy counts them
+up to the loop's length, or supposing it runs as long again).
 
 >>> spacing = DiskSpacing(budget_bytes=100)
 >>> spacing.observe_written(10); spacing.period(index=0, total=100)
