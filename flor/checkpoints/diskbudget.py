@@ -24,7 +24,10 @@ draw on: one just before a periodic branch the whole, a regular one on a loop of
 half (policy.py's ``REGULAR_SHARE``; released as the loop outlives 100 iterations while no branch
 is learned), which keeps the rest for the checkpoints before the branches once their period is
 supposed. Measured (benchmarks/disk_budget.py, docs/checkpoints.md): 12x then matched 20x's eval
-replay where the period was learned, but not in a noisy recording, so the default stays 20x.
+replay where the period was learned, but not in a noisy recording, so the default stays 20x. Where
+the period is read from the source (periodic.py) the reserve is exact instead: a regular checkpoint
+leaves the bytes of those before the branches still to come (``reserve``; the policy counts them
+up to the loop's length, or supposing it runs as long again).
 
 >>> spacing = DiskSpacing(budget_bytes=100)
 >>> spacing.observe_written(10); spacing.period(index=0, total=100)
@@ -85,14 +88,16 @@ class DiskSpacing:
         # largest state seen writes at the coding's ratio keeps those from passing the budget.
         return max(self.per_checkpoint, (self.ratio or 0.0) * self.estimate)
 
-    def period(self, index: int, total: int | None, in_flight: int = 0, share: float = 1.0) -> float:
+    def period(self, index: int, total: int | None, in_flight: int = 0, share: float = 1.0,
+               reserve: float = 0.0) -> float:
         """The fewest iterations from a checkpoint at ``index`` to the next (inf: none but the
         last); 1 when there is no budget. ``in_flight``: checkpoints taken and not yet written;
-        ``share``: the part of the budget this checkpoint may draw on (the rest is a reserve)."""
+        ``share``: the part of the budget this checkpoint may draw on; ``reserve``: bytes held
+        back besides (the checkpoints before periodic branches still to come)."""
         if self.budget_bytes is None:
             return 1
         each = self.bytes_per_checkpoint()
-        left = share * self.budget_bytes - self.used - in_flight * each - each  # room kept for the last one
+        left = share * self.budget_bytes - reserve - self.used - in_flight * each - each  # room kept for the last one
         if left < each:
             return math.inf
         remaining = (total - index - 1) if total is not None else index + 1

@@ -18,6 +18,7 @@ from ..errors import FlorError
 from ..messages import warn
 from . import handoff
 from .hooks import Hooks
+from .periodic import SourceLearner
 from .policy import Policy
 from .probe import OBJECT, VARIABLE, Probes
 from .snapshot import Snapshotter, gradients, has_state_dict, object_state, pickled_objects, state_size, tree_size
@@ -56,6 +57,7 @@ class RecordManager(Hooks):
         self.active = False
         self.outer_frame = None
         self.outer_names: tuple[str, ...] | None = None
+        self.periodic: SourceLearner | None = None  # reads the loop's periodic branches (periodic.py)
         self.before_nested: dict | None = None
         self.iterators_said: set[str] = set()
         self.lacking: set[int] = set()  # iterations whose checkpoint lacks a data iterator
@@ -79,6 +81,7 @@ class RecordManager(Hooks):
             return
         self.outer_frame = frame
         self.outer_names = loop_names(frame) if frame is not None else None
+        self.periodic = self._guarded(SourceLearner.of, frame) if frame is not None else None
 
     def outer_iteration_started(self, run, index):
         if not self.active:
@@ -104,6 +107,12 @@ class RecordManager(Hooks):
     def outer_iteration_ended(self, run, index):
         if not self.active:
             return
+        if self.periodic is not None:
+            learned = self._guarded(self.periodic.observe, index)
+            if learned is not None or self.periodic.frame is None:
+                self.periodic = None  # done: what it read is the policy's now
+            if learned is not None:
+                self.policy.know_branches(learned.branches, index, learned.total)
         if not self.nested_seen:
             self._maybe_checkpoint("end", None)
         now = time.perf_counter()
@@ -304,6 +313,15 @@ class RecordManager(Hooks):
 
     # -- probes that failed -------------------------------------------------------------------
 
+    def _guarded(self, read, *args):
+        """What the source learner returns; None when it fails (it never raises into training:
+        the policy then learns periods from iteration times)."""
+        try:
+            return read(*args)
+        except Exception:
+            self.periodic = None
+            return None
+
     def _object_failed(self, name: str, exc: BaseException) -> None:
         self.probes.failed(name, OBJECT, _reading(self.objects.get(name)), exc, self.index)
 
@@ -346,7 +364,9 @@ class RecordManager(Hooks):
 
     def _written(self, done: Written) -> None:
         # The writer mostly waits on the disk; what competes with training is its CPU time.
-        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=done.written,
+        # The disk budget charges what the run keeps, another run's objects it shares included.
+        kept = done.written if done.kept is None else done.kept
+        self.policy.observe_checkpoint(0.0, done.cpu_seconds, writer_share=done.share, written_bytes=kept,
                                        raw_bytes=done.nbytes)
         job = done.job
         key = (job.run_id, job.iteration, job.point)

@@ -30,17 +30,19 @@ writer after two.
 
 Branches that run every N iterations (``if it % eval_interval == 0:``) are where hindsight
 questions tend to land, and replaying one of their iterations costs the iterations since the last
-checkpoint before it. Such an iteration takes longer than the others; once two have been seen N
-apart, the iteration before the next one is checkpointed, and the regular spacing widens so that
-all of them together stay within the budget. A loop may have several such branches (makemore
-samples every 200 steps and evaluates every 500): each long iteration that no learned period
-explains is a hypothesis for every earlier long iteration it could repeat (every iteration that
-period puts in the remembered window was long), kept until the iteration it foretells is not long,
-so each periodic branch gets its checkpoints. Under a disk budget that binds, the checkpoints go
-only before the branches' iterations (supposed periods included), which draw on the whole disk
-budget while regular ones on a loop of unknown length keep a reserve for them
-(``REGULAR_SHARE``, diskbudget.py). :meth:`Policy.explain` says why the spacing is what it is
-(``flor show`` prints it).
+checkpoint before it. Their periods are read from the outer loop's source (periodic.py, told by
+:meth:`Policy.know_branches` after the loop's second iteration), and then believed for good: the
+iteration before each is checkpointed, and the regular spacing widens so that all of them
+together stay within the budget. Where the source shows none, the periods are learned from the
+iterations' times: such an iteration takes longer than the others; once two have been seen N
+apart, the iteration before the next one is checkpointed. A loop may have several such branches
+(makemore samples every 200 steps and evaluates every 500): each long iteration that no learned
+period explains is a hypothesis for every earlier long iteration it could repeat, kept until the
+iteration it foretells is not long. Under a disk budget that binds, the checkpoints before learned
+branches draw on the whole budget, all of them where it holds every one still to come, else
+evenly spaced over them (:meth:`Policy.branch_room`); regular ones spend only what those leave
+(and, while no branch is learned on a loop of unknown length, a share, ``REGULAR_SHARE``, of it).
+:meth:`Policy.explain` says why the spacing is what it is (``flor show`` prints it).
 
 >>> policy = Policy(budget=0.01)
 >>> policy.observe_iteration(1.5, 0.0); policy.observe_checkpoint(0.002)
@@ -71,6 +73,13 @@ RESERVE_ITERATIONS = 100
 
 def _ewma(old: float | None, new: float, weight: float = 0.3) -> float:
     return new if old is None else (1 - weight) * old + weight * new
+
+
+def _firings(first: int, last: int, period: int, phase: int) -> int:
+    """How many iterations in [first, last] have index % period == phase."""
+    if last < first:
+        return 0
+    return (last - phase) // period - (first - 1 - phase) // period
 
 
 class Policy:
@@ -110,6 +119,10 @@ class Policy:
         # Periodic branches, learned or supposed: (period, phase) -> the last index it ran at.
         self.branches: dict[tuple[int, int], int] = {}
         self._confirmed: set[tuple[int, int]] = set()  # those whose foretold iteration was long
+        # Those read from the source (periodic.py): (period, phase) -> the test. Once there are
+        # some, the timing learner stops: a slow moment supposes nothing more.
+        self.source: dict[tuple[int, int], str] = {}
+        self.predicted_total: int | None = None  # the loop's length a `break` bound in the source implies
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -145,6 +158,20 @@ class Policy:
             self._excess += work - clean
             self._excess_iterations += 1
 
+    def know_branches(self, branches, index: int, total: int | None = None) -> None:
+        """Periodic branches read from the source (periodic.py's ``Branch``: period, phase, text),
+        known once outer iteration ``index`` ended; ``total``: the loop's length a ``break`` bound
+        implies. They replace whatever the timing learner supposed or learned, for good."""
+        if total is not None and self.total is None and total > index + 1:
+            self.predicted_total = total
+        if not branches:
+            return
+        self.source = {(b.period, b.phase): b.text for b in branches}
+        # The last iteration each ran at before ``index`` (negative: not yet): ``due(index)``
+        # is asked before ``observe_iteration(index)`` notes it.
+        self.branches = {key: index - 1 - ((index - 1 - key[1]) % key[0]) for key in self.source}
+        self._confirmed = set(self.source)
+
     def _note_branch(self, index: int, work: float) -> None:
         """Tell the long iterations (over 1.5 times the median of recent ones) and their periods.
 
@@ -154,6 +181,11 @@ class Policy:
         period and phase since the first remembered was long). A period whose foretold iteration
         is not long is dropped: noise costs one checkpoint, and a second branch (makemore's
         evaluation every 500 steps beside its sampling every 200) is learned like the first."""
+        if self.source:
+            for key in self.branches:
+                if index % key[0] == key[1]:
+                    self.branches[key] = index
+            return
         if self._first is None:
             self._first = index
         recent = self._durations
@@ -281,18 +313,66 @@ class Policy:
             return math.inf  # the branches come more often than checkpoints do: only before them
         return base * span / (span - base)
 
+    def length(self, index: int) -> int | None:
+        """The outer loop's length: its ``len``, else what a ``break`` bound in the source implies
+        while the loop has not outlived it (None: unknown)."""
+        if self.total is not None:
+            return self.total
+        if self.predicted_total is not None and index < self.predicted_total - 1:
+            return self.predicted_total
+        return None
+
+    def future_firings(self, index: int) -> int:
+        """Iterations after ``index + 1`` at which a learned periodic branch will run (each wants
+        the checkpoint before it): up to the loop's end where its length is known; on a loop of
+        unknown length, supposing it runs as long again as it has (as many as ran so far)."""
+        end = self.length(index)
+        if end is None:
+            return sum(_firings(0, index + 1, period, phase) for period, phase in self._confirmed)
+        return sum(_firings(index + 2, end - 1, period, phase) for period, phase in self._confirmed)
+
     def disk_period(self, index: int, before_branch: bool = False) -> float:
         """The fewest iterations between checkpoints that the disk budget allows after ``index``;
-        ``before_branch``: for a checkpoint just before a periodic branch, which may draw on the
-        reserve that regular ones leave on a loop of unknown length (``REGULAR_SHARE``)."""
+        ``before_branch``: for a checkpoint just before a periodic branch, which draws on the whole
+        budget. A regular one leaves room for the checkpoints before the learned branches still
+        to come, and while none is learned, on a loop of unknown length, a reserve
+        (``REGULAR_SHARE``) for those before branches learned later."""
         self.disk.observe_state(self.state_bytes)
-        share = 1.0 if before_branch or self.total is not None else self.regular_share(index)
-        return self.disk.period(index, self.total, max(0, self.taken - self.writes), share)
+        total = self.length(index)
+        if before_branch:
+            return self.disk.period(index, total, self.in_flight())
+        share = 1.0 if total is not None else self.regular_share(index)
+        reserve = self.future_firings(index) * self.disk.bytes_per_checkpoint() if self._confirmed else 0.0
+        return self.disk.period(index, total, self.in_flight(), share, reserve)
+
+    def in_flight(self) -> int:
+        """Checkpoints taken and not yet reported written."""
+        return max(0, self.taken - self.writes)
+
+    def branch_room(self, index: int, last_checkpointed: int) -> bool:
+        """Whether the disk budget allows the checkpoint before the branch at ``index + 1``: all
+        of them when it holds every one still to come, else every s-th (s the fewest firings
+        apart that keep the budget), like regular checkpoints but counted in the branch's runs."""
+        self.disk.observe_state(self.state_bytes)
+        budget = self.disk.budget_bytes
+        if budget is None:
+            return True
+        each = self.disk.bytes_per_checkpoint()
+        left = budget - self.disk.used - (self.in_flight() + 1) * each  # room kept for the last one
+        if left < each:
+            return False
+        needed = (self.future_firings(index) + 1) * each
+        if left >= needed:
+            return True
+        stride = math.ceil(needed / left - 1e-9)
+        passed = sum(_firings(last_checkpointed + 2, index + 1, period, phase) for period, phase in self._confirmed)
+        return passed >= stride
 
     def regular_share(self, index: int) -> float:
-        """The share of the disk budget regular checkpoints may spend on a loop of unknown length."""
+        """The share of the disk budget regular checkpoints may spend on a loop of unknown length
+        while no periodic branch is learned (once one is, its checkpoints' bytes are held back)."""
         if self._confirmed:
-            return REGULAR_SHARE  # the rest is for the checkpoints before the branches
+            return 1.0
         return 1.0 - (1.0 - REGULAR_SHARE) * min(1.0, RESERVE_ITERATIONS / (index + 1))
 
     def disk_binds(self, index: int | None = None) -> bool:
@@ -337,14 +417,21 @@ class Policy:
         if last_checkpointed is None or self.disk.budget_bytes is None:
             return by_time
         before_branch = index + 1 in self.anticipated()
+        learned = before_branch and any(index + 1 == last + key[0] for key, last in self.branches.items()
+                                        if key in self._confirmed)
+        if learned:
+            # Before a learned branch, where questions land: whenever the disk allows (the
+            # regular ones leave room for these).
+            if not self.branch_room(index, last_checkpointed):
+                if by_time:
+                    self.disk_refused += 1
+                return False
+            return by_time or self.disk_binds(index)
         if index - last_checkpointed < self.disk_period(index, before_branch):
             if by_time:
                 self.disk_refused += 1  # the disk budget: too soon after the last one
             return False
         binds = self.disk_binds(index)
-        if self._confirmed and binds:
-            # The disk allows few: spend them before the learned periodic branches, where questions land.
-            return before_branch
         # Before a supposed one too (nanoGPT's evaluation every 50 is supposed at 50 and learned at
         # 100: waiting for it gives up the checkpoint before 100); but a supposed period does not
         # stop regular ones (a slow moment supposes some: a recording gated on them kept
@@ -402,6 +489,8 @@ class Policy:
             every = f"before each iteration of a branch that runs every {periods} iterations only"
         elif self._confirmed:
             every += f", and before each iteration of a branch that runs every {periods}"
+        if self.source:
+            every += " (read from the source: " + ", ".join(f"`if {t}`" for t in sorted(set(self.source.values()))) + ")"
         one_per = self.base_spacing_s if math.isinf(spacing) else spacing
         text = (f"{every} (one per {one_per:.2f} s of training): a checkpoint costs training "
                 f"{1000 * cost:.1f} ms ({1000 * train:.1f} ms in the training thread, {writer}); "
@@ -414,11 +503,14 @@ class Policy:
             if self.disk_refused:
                 which += f", refusing {self.disk_refused} checkpoint(s) the time budget allowed"
             text += f"; {which} ({self.disk.explain()})"
-            if self.total is None:
-                share = self.regular_share(self.iterations)
-                if share < 1.0:
-                    text += (f"; on this loop of unknown length regular checkpoints spend at most {100 * share:.0f} % "
-                             "of it, the rest is kept for those before periodic branches")
+            if self.total is None and self.predicted_total is not None:
+                text += f"; the loop's length {self.predicted_total} read from its `break`"
+            share = self.regular_share(self.iterations)
+            if self.total is None and share < 1.0:
+                text += (f"; on this loop of unknown length regular checkpoints spend at most {100 * share:.0f} % "
+                         "of it, the rest is kept for those before periodic branches")
+            elif self._confirmed:
+                text += "; regular checkpoints leave the bytes kept for those before periodic branches still to come"
         return text
 
     def summary(self) -> dict:
@@ -431,6 +523,8 @@ class Policy:
             "measured": self.measured(), "branch_period": self.branch_period,
             "branch_periods": sorted({p for p, _ in self._confirmed}),
             "branches": sorted([p, phase] for p, phase in self._confirmed),  # the spine gc keeps
+            "branch_source": sorted(set(self.source.values())),  # the tests they were read from
+            "predicted_total": self.predicted_total,
             "taken": self.taken, "skipped": self.skipped,
             "disk_refused": self.disk_refused, **self.disk.summary(),
         }

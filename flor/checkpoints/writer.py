@@ -207,6 +207,10 @@ class Written:
     cpu_seconds: float
     share: float | None = None  # CPU time over wall time while hashing and writing (not syncing)
     sha256: str | None = None  # of the manifest's bytes, kept in the store (a swapped manifest is refused)
+    # What the run now keeps that it did not: ``written`` and the stored size of objects another
+    # run wrote (dedup): the disk budget's charge, so that a second identical run spends its budget
+    # on the same checkpoints as the first (and shares them) instead of on others.
+    kept: int | None = None
 
 
 class Writer:
@@ -283,7 +287,8 @@ class Writer:
                 seconds = time.perf_counter() - started
                 cpu = time.thread_time() - cpu_started
                 share = timing["cpu"] / timing["wall"] if timing.get("wall", 0) > 1e-3 else None
-                self.on_written(Written(job, location, job.snapshot.nbytes, written, seconds, cpu, share, sha))
+                self.on_written(Written(job, location, job.snapshot.nbytes, written, seconds, cpu, share, sha,
+                                        written + timing.get("reused", 0)))
             except Exception as exc:  # disk full, permissions: tell the run, keep training
                 self.on_failed(job, exc)
             finally:
@@ -299,13 +304,14 @@ def persist(root: Path, job: Job, known: set[str], timing: dict | None = None,
     it); ``known`` holds digests already stored. Uploading to a checkpoint store is not done here
     (``upload.py``): a slow store must never hold the writer.
     ``timing`` gets the thread's CPU and wall seconds of hashing and writing (the policy tells
-    from them how much CPU the writer got: disk waits are left out). ``deltas``: how arrays are
+    from them how much CPU the writer got: disk waits are left out), and the stored bytes of
+    objects it found already there and not yet known to this writer (``reused``: another run's). ``deltas``: how arrays are
     encoded (objects.py) and what the run's previous checkpoint held; None writes raw bytes."""
     wall, cpu = time.perf_counter(), time.thread_time()
     paths = ProjectPaths(root)
     objects = paths.objects
     objects.mkdir(parents=True, exist_ok=True)
-    blobs, written, new = [], 0, []
+    blobs, written, new, reused = [], 0, [], [0]
     encoder = deltas.encoder if deltas is not None else None
     previous = _previous_of(deltas, job)
     for index, buffer in enumerate(job.snapshot.buffers):
@@ -313,13 +319,14 @@ def persist(root: Path, job: Job, known: set[str], timing: dict | None = None,
         digest = hashlib.sha256(view).hexdigest()
         blobs.append(digest)
         before = previous.get(index) if previous is not None else None
-        depth = _store(objects, digest, view, itemsize_of(buffer.dtype), known, encoder, before, deltas, new)
+        depth = _store(objects, digest, view, itemsize_of(buffer.dtype), known, encoder, before, deltas, new, reused)
         if depth is not None:
             written += depth[1]
         if previous is not None:
             _remember(previous, index, digest, view, deltas, before)
     if timing is not None:
         timing["wall"], timing["cpu"] = time.perf_counter() - wall, time.thread_time() - cpu
+        timing["reused"] = reused[0]
     if new and not _syncfs(objects):
         for target in new:
             fd = os.open(target, os.O_RDONLY)
@@ -360,15 +367,21 @@ def _previous_of(deltas: Deltas | None, job: Job) -> dict | None:
 
 
 def _store(objects: Path, digest: str, view, itemsize: int, known: set[str], encoder, before: Previous | None,
-           deltas: Deltas | None, new: list) -> tuple[int, int] | None:
+           deltas: Deltas | None, new: list, reused: list | None = None) -> tuple[int, int] | None:
     """Store one array unless it is there; (its chain depth, bytes written), or None when it was
-    there already."""
+    there already (``reused[0]`` then grows by its stored size, the first time this writer sees it)."""
     from .objects import stored
 
     if digest in known:
         return None
-    if stored(objects, digest) is not None:
+    there = stored(objects, digest)
+    if there is not None:
         known.add(digest)
+        if reused is not None:
+            try:
+                reused[0] += there.stat().st_size
+            except OSError:
+                pass
         return None
     # No fsync per object: a checkpoint holds hundreds of tensors, and a fsync each cost the
     # writer about 3 ms of CPU and 5 ms of wall time apiece. One flush of the file system after

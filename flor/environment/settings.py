@@ -110,7 +110,10 @@ def ckpt_period() -> int | None:
 # The default disk budget, a multiple of the largest raw checkpoint. Measured on the nanoGPT-shaped corpus case
 # (benchmarks/disk_budget.py, docs/checkpoints.md) once checkpoints went before evaluations: 12x replayed its eval
 # question at a median 30.2 % of the recording (24.4-44.5 %) against 24.6 % (16.3-29.0 %) for the code before at
-# 20x, 0.056 above, just past the 0.05 allowed (10x, 8x, 6x further), so the default stays 20x.
+# 20x, 0.056 above, just past the 0.05 allowed (10x, 8x, 6x further), so the default stays 20x. With the
+# evaluation's period read from the source (checkpoints/periodic.py), two runs fit 60 MB at 4x (47.4 MB) and 6x
+# took 68.6 MB, but 6x replayed the eval question at 54.8 % against 38.6 % for the code before at 20x in the same
+# (loaded, provisional) pass: still 20x (docs/checkpoints.md, RESULTS.md's disk_budget_source).
 DEFAULT_CKPT_DISK_TIMES = 20.0
 DEFAULT_CKPT_DISK_CAP = 4 << 30  # the default's cap: a 1.5 GB state keeps two or three checkpoints, not 30 GB
 DEFAULT_FULL_EVERY = 4  # at most 3 deltas to decode: restore time grows with the chain
