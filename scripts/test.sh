@@ -8,4 +8,11 @@ if [ -f .ci/ui-setup.sh ] && { [ "$(id -u)" = 0 ] || [ -n "${CI:-}" ]; }; then
   bash .ci/ui-setup.sh .venv
 fi
 # --require-optional: here every optional package is installed, so a missing one is an error, not a skip.
-exec .venv/bin/python -m pytest --require-optional "$@"
+# Two workers (pytest-xdist): test children run single-threaded, so one worker leaves a core idle;
+# a worker takes a test file or a corpus case whole, heaviest first (tests/conftest.py).
+# FLOR_TEST_WORKERS=0 runs in one process.
+WORKERS=${FLOR_TEST_WORKERS:-2}
+if [ "$WORKERS" = 0 ]; then
+  exec .venv/bin/python -m pytest --require-optional "$@"
+fi
+exec .venv/bin/python -m pytest --require-optional -n "$WORKERS" --dist loadgroup --no-loadscope-reorder "$@"

@@ -132,6 +132,80 @@ def pytest_collection_modifyitems(config, items):
         path = Path(str(item.path))
         if path.is_relative_to(tests) and set(path.relative_to(tests).parts[:-1]) & set(SLOW_FOLDERS):
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _group_for_workers(items)
+
+
+# -- two workers (scripts/test.sh: pytest-xdist, -n 2 --dist loadgroup) -----------------------------
+#
+# Test children run with one thread (clean_env), so two workers use both cores where one left one
+# idle. A worker takes a whole group: a test file (its module-scoped fixtures record once), or one
+# case of the realworld corpus (recorded once per session, all its questions checked together;
+# the file's fixture is session-wide). Groups go out heaviest first (the corpus cases, then files
+# by their slow tests) so that no long one starts last.
+
+
+def _group_for_workers(items) -> None:
+    weight: dict[str, int] = {}
+    for item in items:
+        if not any(mark.name == "xdist_group" for mark in item.iter_markers()):
+            question = getattr(getattr(item, "callspec", None), "params", {}).get("question")
+            case = getattr(getattr(question, "case", None), "name", None)
+            group = f"corpus-{case}" if case else Path(str(item.path)).stem
+            item.add_marker(pytest.mark.xdist_group(group))
+        group = next(mark.args[0] for mark in item.iter_markers() if mark.name == "xdist_group")
+        corpus = group.startswith("corpus-")
+        weight[group] = weight.get(group, 0) + (100 if corpus else 10 if item.get_closest_marker("slow") else 1)
+    # A stable sort: within a group, and among equal groups, the collection order stays.
+    items.sort(key=lambda item: -weight[next(m.args[0] for m in item.iter_markers() if m.name == "xdist_group")])
+
+
+# End-of-session reports of the reliability suite (its fault tally) and of the corpus (children that
+# hung). Printed by their folders' conftest.py in one process; under xdist the workers send theirs
+# here (workeroutput), since the controller collects nothing and loads no folder's conftest.
+_FROM_WORKERS: dict = {"tally": {}, "hangs": []}
+TALLY_KEYS = ("faults_injected", "runs_killed", "rows_checked", "rows_lost")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    output = getattr(node, "workeroutput", {})
+    for module, row in output.get("flor_tally", {}).items():
+        mine = _FROM_WORKERS["tally"].setdefault(module, dict.fromkeys(TALLY_KEYS, 0))
+        for key in TALLY_KEYS:
+            mine[key] += row[key]
+    _FROM_WORKERS["hangs"].extend(output.get("flor_hangs", []))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    write_tally(terminalreporter, _FROM_WORKERS["tally"])
+    write_hangs(terminalreporter, _FROM_WORKERS["hangs"])
+
+
+def write_tally(terminalreporter, by_module: dict[str, dict[str, int]]) -> None:
+    """The reliability suite's fault tally, per test module and in total."""
+    if not any(any(row.values()) for row in by_module.values()):
+        return
+    total = {key: sum(row[key] for row in by_module.values()) for key in TALLY_KEYS}
+    terminalreporter.write_sep("-", "flor reliability tally")
+    header = ("module",) + TALLY_KEYS
+    lines = [(name, *(str(row[k]) for k in TALLY_KEYS)) for name, row in sorted(by_module.items())]
+    lines.append(("total", *(str(total[k]) for k in TALLY_KEYS)))
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    for line in [header, *lines]:
+        terminalreporter.write_line("  ".join(str(cell).rjust(w) if i else str(cell).ljust(w)
+                                              for i, (cell, w) in enumerate(zip(line, widths))))
+
+
+def write_hangs(terminalreporter, hangs) -> None:
+    """The corpus's children that hung and were started once more, with the end of their stacks."""
+    if not hangs:
+        return
+    terminalreporter.write_sep("-", f"flor corpus: {len(hangs)} hung child(ren), started once more")
+    for what, dump, stacks in hangs:
+        terminalreporter.write_line(f"{what}: stacks in {dump}; their end:")
+        for line in stacks.splitlines()[-40:]:
+            terminalreporter.write_line("    " + line)
 
 
 @pytest.fixture(autouse=True)

@@ -72,7 +72,9 @@ DRIVER = textwrap.dedent('''\
         process = subprocess.Popen(replay + ["--force"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killed, deadline = None, time.monotonic() + 120
         while killed is None and time.monotonic() < deadline and process.poll() is None:
-            found = subprocess.run(["pgrep", "-f", "ray::run_package"], capture_output=True, text=True).stdout.split()
+            # Only this namespace's Ray workers: another test may run a cluster of its own beside.
+            found = subprocess.run(["pgrep", "--ns", str(os.getpid()), "--nslist", "net", "-f", "ray::run_package"],
+                                   capture_output=True, text=True).stdout.split()
             if found:
                 time.sleep(0.3)
                 try:

@@ -1,16 +1,17 @@
 """The reliability suite prints its fault tally (faults injected, runs killed, rows checked and
-lost), per test module and in total, at the end of the session; docs/reliability.md quotes it."""
+lost), per test module and in total, at the end of the session; docs/reliability.md quotes it.
+Under pytest-xdist (scripts/test.sh) each worker hands its tally to the controller, which prints
+the sum (tests/conftest.py)."""
 
-from .helpers import BY_MODULE, KEYS, TALLY
+from tests.conftest import write_tally
+
+from .helpers import BY_MODULE
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["flor_tally"] = BY_MODULE
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not any(TALLY.values()):
-        return
-    terminalreporter.write_sep("-", "flor reliability tally")
-    header = ("module",) + KEYS
-    lines = [(name, *(str(row[k]) for k in KEYS)) for name, row in sorted(BY_MODULE.items())]
-    lines.append(("total", *(str(TALLY[k]) for k in KEYS)))
-    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
-    for line in [header, *lines]:
-        terminalreporter.write_line("  ".join(str(cell).rjust(w) if i else str(cell).ljust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+    write_tally(terminalreporter, BY_MODULE)

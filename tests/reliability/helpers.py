@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import TALLY_KEYS as KEYS
 from tests.conftest import clean_env
 
 # Every test adds what it did here, per test module; conftest.py prints the table at the end.
-KEYS = ("faults_injected", "runs_killed", "rows_checked", "rows_lost")
 TALLY = {key: 0 for key in KEYS}
 BY_MODULE: dict[str, dict[str, int]] = {}
 
