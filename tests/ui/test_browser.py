@@ -346,8 +346,14 @@ def test_runs_are_named_and_archived_behind_a_path_prefix_with_the_edit_token(br
         page.goto(f"http://127.0.0.1:{server.server_port}/proxy/8080")
         page.wait_for_selector("#runs tbody tr[data-tstamp]")
         assert seen[0].endswith("/proxy/8080") and all("/proxy/8080/" in url for url in seen[1:]), seen
+        # The run's page answers late (a loaded machine): what is typed meanwhile must not be lost to
+        # its notes arriving after (the form waits, disabled, until they have).
+        page.evaluate("""() => { const real = window.fetch;
+            window.fetch = (u, o) => /api\\/runs\\/[^\\/?]+$/.test(String(u))
+                ? new Promise((r) => setTimeout(r, 800)).then(() => real(u, o)) : real(u, o); }""")
         page.locator("#runs").get_by_role("link", name=recorded.tstamps[2], exact=True).click()
         page.fill("#note-name", "the failed one")
+        page.wait_for_timeout(1200)  # the user pauses; the late answer lands in the meantime
         page.fill("#note-tags", "broken, look")
         page.fill("#note-text", "raised on purpose")
         page.check("#note-archived")

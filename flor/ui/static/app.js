@@ -460,6 +460,11 @@ async function showRun(tstamp) {
   $("main-view").hidden = true;
   $("run-view").hidden = false;
   $("run-code").hidden = true;
+  // The note form holds another run's notes (or none) until this run's arrive: emptied and
+  // disabled meanwhile, so that nothing typed into it is overwritten or saved against this run.
+  for (const id of ["note-name", "note-tags", "note-text"]) $(id).value = "";
+  $("note-archived").checked = false;
+  for (const id of ["note-name", "note-tags", "note-text", "note-archived", "note-save"]) $(id).disabled = true;
   let run;
   try {
     run = await api("runs/" + encodeURIComponent(tstamp));
@@ -469,6 +474,7 @@ async function showRun(tstamp) {
     $("run-error").hidden = false;
     return;
   }
+  if (state.runView !== tstamp) return;  // another run was opened while this one loaded
   document.title = `flor ui — ${run.tstamp}`;
   $("run-title").replaceChildren(run.tstamp, " ", el("span", { class: `status-${run.status}` }, run.status));
   $("run-error").textContent = run.error || "";
