@@ -689,3 +689,17 @@ def test_only_slice_only_iterations_before_another_slice_only_one_leave_objects_
     finally:
         if hasattr(builtins, GUARD):
             delattr(builtins, GUARD)
+
+
+@pytest.mark.parametrize("bind", ["m2, o2 = model, optimizer", "o2: torch.optim.Optimizer = optimizer",
+                                  "for o2 in [optimizer]:\n    pass"])
+def test_a_registered_object_read_through_a_name_bound_otherwise_is_restored(bind):
+    """`m2, o2 = model, optimizer` outside the loop: `o2.state` is the optimizer's, so an
+    iteration running the slice must restore it (it read the previous checkpoint's steps)."""
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        flor.log("p", len(o2.state))
+        """, head=HEAD + bind + "\n", names=("p",))
+    assert 'flor.log("p", len(o2.state))' in kept(result)
+    assert "optimizer" not in result.unrestored

@@ -50,3 +50,28 @@ def describe_restores(restored: tuple, unrestored: tuple) -> list[str]:
             + (", ".join(f"`{name}` ({why})" for name, why in restored) or "none")
             + "; not restored: " + ", ".join(f"`{name}`" for name in unrestored)
             + " (no kept statement reads or writes it; the whole body's iterations restore everything)"]
+
+
+def bound_otherwise(node, reach_of, env: dict, owned: dict, every) -> None:
+    """Widen ``env``/``owned`` (the slicer's names outside the loop) for a name bound other than
+    by `name = value` (`m, opt = model, optimizer`, `opt: Any = optimizer`, `for opt in
+    [optimizer]`, `with x as opt`): it may be any object its value reaches. Without this it was a
+    root of its own, and a kept statement reading `opt.state` read nothing registered, so the
+    optimizer was left unrestored and the statement read the previous checkpoint's state."""
+    import ast
+
+    if isinstance(node, ast.Assign):
+        bound = [(target, node.value) for target in node.targets]
+    elif isinstance(node, ast.AnnAssign):
+        bound = [(node.target, node.value)]
+    elif isinstance(node, (ast.For, ast.AsyncFor)):
+        bound = [(node.target, node.iter)]
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+        bound = [(item.optional_vars, item.context_expr) for item in node.items if item.optional_vars is not None]
+    else:
+        return
+    for target, value in bound:
+        reach = reach_of(value)
+        for name in {n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}:
+            env[name] = env.get(name, frozenset()) | reach | {(name, every)}
+            owned[name] = owned.get(name, frozenset()) | {root for root, _ in reach} | {name}
