@@ -703,3 +703,32 @@ def test_a_registered_object_read_through_a_name_bound_otherwise_is_restored(bin
         """, head=HEAD + bind + "\n", names=("p",))
     assert 'flor.log("p", len(o2.state))' in kept(result)
     assert "optimizer" not in result.unrestored
+
+
+@pytest.mark.parametrize("hold, read", [
+    ("holders = []\nholders.append(optimizer)", "holders[0]"),
+    ("state = {}\nstate['opt'] = optimizer", "state['opt']"),
+    ("Net.opt = optimizer", "Net.opt"),
+    ("def setup():\n    global o2\n    o2 = optimizer\nsetup()", "o2"),
+    ("print(o2 := optimizer)", "o2"),
+])
+def test_a_registered_object_a_name_comes_to_hold_outside_the_loop_is_restored(hold, read):
+    """A name made to hold the optimizer other than by binding it (a container filled, an
+    attribute set, a function's `global`): a kept statement reading through it reads the
+    optimizer, which an iteration running the slice must restore."""
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        flor.log("p", len({read}.state))
+        """, head=HEAD + hold + "\n", names=("p",))
+    assert f'flor.log("p", len({read}.state))' in kept(result)
+    assert "optimizer" not in result.unrestored
+
+
+def test_a_list_of_the_models_parameters_still_leaves_the_optimizer_unrestored():
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        flor.log("p", params[0].norm().item())
+        """, head=HEAD + "params = list(model.parameters())\nprint(params)\n", names=("p",))
+    assert result.unrestored == ("optimizer",)

@@ -50,7 +50,7 @@ from .assumptions import (ADVANCING_BUILTINS, DYNAMIC, IO_FUNCTIONS, LIBRARIES, 
 from .florcalls import is_flor_call
 from .independence import RANDOM_FUNCTIONS, dotted_name
 from .isolation import WRAPPER
-from .slice_restore import bound_otherwise, describe_restores, restores
+from .slice_restore import bound_otherwise, describe_restores, held_outside, restores
 
 WORLD = ("w",)
 PARAMS, OTHER, ALL = "params", "other", "*"
@@ -668,6 +668,7 @@ class _Slicer:
                             named = [*((str(i), a) for i, a in enumerate(call.args)), *((k.arg, k.value) for k in call.keywords)]
                             for key, arg in named:
                                 self.registered_as[key] = arg.id if isinstance(arg, ast.Name) else None
+        held_outside(layout.tree, outer, analyzer.reach_of, self.globals_env, ALL)  # `state["opt"] = optimizer`
 
     def _project_class(self, name: str) -> ast.ClassDef | None:
         found = self.from_project.get(name)

@@ -75,3 +75,49 @@ def bound_otherwise(node, reach_of, env: dict, owned: dict, every) -> None:
         for name in {n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}:
             env[name] = env.get(name, frozenset()) | reach | {(name, every)}
             owned[name] = owned.get(name, frozenset()) | {root for root, _ in reach} | {name}
+
+
+def held_outside(tree, outer, reach_of, env: dict, every) -> None:
+    """Widen ``env`` for the objects a name comes to hold outside the outer loop other than by
+    binding it: `state["opt"] = optimizer`, `Net.opt = optimizer`, `holders.append(optimizer)`,
+    `print(opt := optimizer)`, a function's `global opt; opt = optimizer`. The slicer reads only
+    bindings there; without this a kept statement reading `holders[0].state` read nothing
+    registered and the optimizer was left unrestored (the previous checkpoint's state read)."""
+    import ast
+
+    def base(node):
+        while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) else None
+
+    modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+               for a in n.names}  # `torch.manual_seed(0)`, `flor.log(...)`: a module holds nothing of its arguments
+
+    def hold(name, values) -> None:
+        reach = frozenset().union(*(reach_of(value) for value in values)) if values else frozenset()
+        if name is not None and name not in modules and reach:
+            env[name] = env.get(name, frozenset({(name, every)})) | reach | {(name, every)}
+
+    def visit(node, globals_: set) -> None:
+        if node is outer:
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            declared = {n for s in ast.walk(node) if isinstance(s, ast.Global) for n in s.names}
+            for child in ast.iter_child_nodes(node):
+                visit(child, declared)
+            return
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
+            for target in getattr(node, "targets", None) or [node.target]:
+                for element in ast.walk(target):
+                    if isinstance(element, (ast.Attribute, ast.Subscript)) and isinstance(element.ctx, ast.Store):
+                        hold(base(element), [node.value])
+                    elif isinstance(element, ast.Name) and element.id in globals_:
+                        hold(element.id, [node.value])
+        elif isinstance(node, ast.NamedExpr):
+            hold(node.target.id, [node.value])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            hold(base(node.func.value), [*node.args, *(k.value for k in node.keywords)])
+        for child in ast.iter_child_nodes(node):
+            visit(child, globals_)
+
+    visit(tree, set())
