@@ -732,3 +732,12 @@ def test_a_list_of_the_models_parameters_still_leaves_the_optimizer_unrestored()
         flor.log("p", params[0].norm().item())
         """, head=HEAD + "params = list(model.parameters())\nprint(params)\n", names=("p",))
     assert result.unrestored == ("optimizer",)
+
+
+def test_positions_after_a_starred_argument_are_not_known_so_everything_is_restored():
+    """`flor.checkpointing(*extra, model, optimizer)`: the names' positions ("0", "1", ...) depend
+    on how many objects `extra` holds; which one is the optimizer cannot be told."""
+    body = "    for epoch in flor.loop(\"epoch\", range(3)):\n" \
+        "        train_epoch(model, optimizer, loader)\n        evaluate(model, test_loader)\n        " + WEIGHT_NORM + "\n"
+    result = slice_body(HEAD + "extra = [scheduler]\nwith flor.checkpointing(*extra, model, optimizer):\n" + body, {"wn"})
+    assert result.unrestored == ()

@@ -667,7 +667,7 @@ class _Slicer:
                             self.registered |= {k.value.id for k in call.keywords if isinstance(k.value, ast.Name)}
                             named = [*((str(i), a) for i, a in enumerate(call.args)), *((k.arg, k.value) for k in call.keywords)]
                             for key, arg in named:
-                                self.registered_as[key] = arg.id if isinstance(arg, ast.Name) else None
+                                self.registered_as[None if isinstance(arg, ast.Starred) else key] = getattr(arg, "id", None)
         held_outside(layout.tree, outer, analyzer.reach_of, self.globals_env, ALL)  # `state["opt"] = optimizer`
 
     def _project_class(self, name: str) -> ast.ClassDef | None:

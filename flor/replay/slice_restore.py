@@ -20,7 +20,8 @@ def restores(registered_as: dict, owned: dict, body: list, effects: list, why: d
     objects they are; ``effects``/``why``: the body's statements' effects and the kept ones. An
     object some kept statement reads or writes (any part of it) is restored; the skipped nested
     loop's body is not among the kept statements' effects (it does not run). An object flor
-    cannot name is always restored, and with ``**objects`` every object is."""
+    cannot name is always restored, and with ``**objects`` or ``*objects`` (the positions after it
+    are unknown) every object is."""
     if None in registered_as:
         return (), ()
     touched: dict[str, int] = {}  # object -> the first kept statement reading or writing it
