@@ -268,3 +268,13 @@ def test_a_key_or_index_of_a_user_type_is_never_hashed_or_indexed(tmp_path):
     # The loop's own lookups: a hash and an index each of its 10 iterations; the learner's: none.
     assert calls.count("hash") == 11 and calls.count("index") == 10, calls  # 1: building the dict
     assert learned is not None and learned.branches == ()
+
+
+def test_a_period_too_long_to_ever_fire_is_no_branch_and_never_reaches_training(tmp_path):
+    """`if it % N == 0` with a huge N (a way to say never): believed, it made the policy's float
+    arithmetic overflow in `due`, which the manager calls from the training loop."""
+    huge = int("9" * 400)
+    learned, _ = _learn(tmp_path, "for it in loop(range(10)):\n    if it % N == 0:\n        pass\n", N=huge)
+    assert learned is not None and learned.branches == ()
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing())
+    _drive(policy, 20, _noisy, 1_000_000, learned.branches, known=1)  # raises nothing

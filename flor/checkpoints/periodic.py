@@ -40,6 +40,7 @@ from typing import NamedTuple
 from .variables import _stamp, _tree, for_loop_at
 
 OBSERVED = 2  # iterations whose counter values must step by one before a test is believed
+MAX_PERIOD = 2**53  # a longer period never fires (and overflows the policy's float arithmetic)
 _ARITHMETIC = {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__, ast.FloorDiv: int.__floordiv__,
                ast.Mod: int.__mod__}
 
@@ -307,8 +308,8 @@ class SourceLearner:
                 period, residue = _integer(safe_value(test.modulus, self.frame)), _integer(safe_value(test.residue, self.frame))
             except Unsafe:
                 continue
-            if offset is None or period < 2:
-                continue  # every iteration is no periodic branch
+            if offset is None or period < 2 or period > MAX_PERIOD:
+                continue  # every iteration, or none, is no periodic branch
             phase = (residue - test.shift - offset) % period
             branches.setdefault((period, phase), Branch(period, phase, test.text))
         total = None
