@@ -711,6 +711,8 @@ def test_a_registered_object_read_through_a_name_bound_otherwise_is_restored(bin
     ("Net.opt = optimizer", "Net.opt"),
     ("def setup():\n    global o2\n    o2 = optimizer\nsetup()", "o2"),
     ("print(o2 := optimizer)", "o2"),
+    ("holders = []\ndef keep(o):\n    holders.append(o)\nkeep(optimizer)", "holders[0]"),
+    ("class Box:\n    pass\nbox = Box()\ndef put(b, o):\n    b.o = o\nput(box, o=optimizer)", "box.o"),
 ])
 def test_a_registered_object_a_name_comes_to_hold_outside_the_loop_is_restored(hold, read):
     """A name made to hold the optimizer other than by binding it (a container filled, an

@@ -7,6 +7,10 @@ runs the slice only (``slice_run.SliceRun.not_restored``) restores the objects s
 statement reads or writes; the others keep whatever they held, because nothing reads them before
 the next memoized iteration restores them again. The whole body (a verified iteration's second
 pass, and the iteration before it) restores everything.
+
+What a kept statement reads is only as good as what the slicer knows a name outside the loop
+holds: :func:`bound_otherwise` and :func:`held_outside` widen that (for the slice's statements
+too) beyond `name = value`, to unpacking, `for`/`with` targets, containers filled, attributes set.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def bound_otherwise(node, reach_of, env: dict, owned: dict, every) -> None:
 def held_outside(tree, outer, reach_of, env: dict, every) -> None:
     """Widen ``env`` for the objects a name comes to hold outside the outer loop other than by
     binding it: `state["opt"] = optimizer`, `Net.opt = optimizer`, `holders.append(optimizer)`,
-    `print(opt := optimizer)`, a function's `global opt; opt = optimizer`. The slicer reads only
+    `print(opt := optimizer)`, a function's `global opt; opt = optimizer`, a call of the script's
+    function that does one of these to a global or a parameter (`keep(optimizer)`). The slicer reads only
     bindings there; without this a kept statement reading `holders[0].state` read nothing
     registered and the optimizer was left unrestored (the previous checkpoint's state read)."""
     import ast
@@ -94,31 +99,49 @@ def held_outside(tree, outer, reach_of, env: dict, every) -> None:
     modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                for a in n.names}  # `torch.manual_seed(0)`, `flor.log(...)`: a module holds nothing of its arguments
 
-    def hold(name, values) -> None:
-        reach = frozenset().union(*(reach_of(value) for value in values)) if values else frozenset()
-        if name is not None and name not in modules and reach:
-            env[name] = env.get(name, frozenset({(name, every)})) | reach | {(name, every)}
+    fills: dict[str, set] = {}  # a function of the script -> the names its body fills (globals, parameters)
+    params: dict[str, list] = {}
+    calls: list = []  # calls of a function by its name, outside the outer loop
 
-    def visit(node, globals_: set) -> None:
+    def hold(name, values, filled: set) -> None:
+        reach = frozenset().union(*(reach_of(value) for value in values)) if values else frozenset()
+        if name is not None and name not in modules:
+            filled.add(name)
+            if reach:
+                env[name] = env.get(name, frozenset({(name, every)})) | reach | {(name, every)}
+
+    def visit(node, globals_: set, filled: set) -> None:
         if node is outer:
             return
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             declared = {n for s in ast.walk(node) if isinstance(s, ast.Global) for n in s.names}
+            inner = fills.setdefault(getattr(node, "name", ""), set())
+            arguments = node.args
+            params.setdefault(getattr(node, "name", ""), []).extend(
+                a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs])
             for child in ast.iter_child_nodes(node):
-                visit(child, declared)
+                visit(child, declared, inner)
             return
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
             for target in getattr(node, "targets", None) or [node.target]:
                 for element in ast.walk(target):
                     if isinstance(element, (ast.Attribute, ast.Subscript)) and isinstance(element.ctx, ast.Store):
-                        hold(base(element), [node.value])
+                        hold(base(element), [node.value], filled)
                     elif isinstance(element, ast.Name) and element.id in globals_:
-                        hold(element.id, [node.value])
+                        hold(element.id, [node.value], filled)
         elif isinstance(node, ast.NamedExpr):
-            hold(node.target.id, [node.value])
+            hold(node.target.id, [node.value], filled)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            hold(base(node.func.value), [*node.args, *(k.value for k in node.keywords)])
+            hold(base(node.func.value), [*node.args, *(k.value for k in node.keywords)], filled)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            calls.append(node)
         for child in ast.iter_child_nodes(node):
-            visit(child, globals_)
+            visit(child, globals_, filled)
 
-    visit(tree, set())
+    visit(tree, set(), set())
+    for call in calls:  # `keep(optimizer)` where `def keep(o): holders.append(o)`: holders holds it
+        arguments = [*call.args, *(k.value for k in call.keywords)]
+        names = params.get(call.func.id, [])
+        by_name = {**dict(zip(names, call.args)), **{k.arg: k.value for k in call.keywords if k.arg}}
+        for name in fills.get(call.func.id, ()):
+            hold(base(by_name[name]) if name in names and name in by_name else name, arguments, set())
