@@ -241,3 +241,40 @@ def test_a_loop_that_outlives_its_predicted_length_keeps_the_budget():
         policy.observe_iteration(_noisy(index), 0.0, index)
     taken.append(1000)
     assert len(taken) * each <= 1.05 * 8 * each, taken
+
+
+def test_a_key_or_index_of_a_user_type_is_never_hashed_or_indexed(tmp_path):
+    """`intervals[mode]`: looking `mode` up in a dict runs its ``__hash__`` (and ``__eq__``), in
+    a list its ``__index__``: the script's code, which the learner must never run."""
+    calls = []
+
+    class Mode:
+        def __hash__(self):
+            calls.append("hash")
+            return 1
+
+        def __eq__(self, other):
+            calls.append("eq")
+            return True
+
+        def __index__(self):
+            calls.append("index")
+            return 0
+
+    mode = Mode()
+    source = ("for it in loop(range(10)):\n    if it % by_mode[mode] == 0:\n        pass\n"
+              "    if it % listed[mode] == 0:\n        pass\n")
+    learned, _ = _learn(tmp_path, source, mode=mode, by_mode={mode: 5}, listed=[5])
+    # The loop's own lookups: a hash and an index each of its 10 iterations; the learner's: none.
+    assert calls.count("hash") == 11 and calls.count("index") == 10, calls  # 1: building the dict
+    assert learned is not None and learned.branches == ()
+
+
+def test_a_period_too_long_to_ever_fire_is_no_branch_and_never_reaches_training(tmp_path):
+    """`if it % N == 0` with a huge N (a way to say never): believed, it made the policy's float
+    arithmetic overflow in `due`, which the manager calls from the training loop."""
+    huge = int("9" * 400)
+    learned, _ = _learn(tmp_path, "for it in loop(range(10)):\n    if it % N == 0:\n        pass\n", N=huge)
+    assert learned is not None and learned.branches == ()
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing())
+    _drive(policy, 20, _noisy, 1_000_000, learned.branches, known=1)  # raises nothing

@@ -689,3 +689,57 @@ def test_only_slice_only_iterations_before_another_slice_only_one_leave_objects_
     finally:
         if hasattr(builtins, GUARD):
             delattr(builtins, GUARD)
+
+
+@pytest.mark.parametrize("bind", ["m2, o2 = model, optimizer", "o2: torch.optim.Optimizer = optimizer",
+                                  "for o2 in [optimizer]:\n    pass"])
+def test_a_registered_object_read_through_a_name_bound_otherwise_is_restored(bind):
+    """`m2, o2 = model, optimizer` outside the loop: `o2.state` is the optimizer's, so an
+    iteration running the slice must restore it (it read the previous checkpoint's steps)."""
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        flor.log("p", len(o2.state))
+        """, head=HEAD + bind + "\n", names=("p",))
+    assert 'flor.log("p", len(o2.state))' in kept(result)
+    assert "optimizer" not in result.unrestored
+
+
+@pytest.mark.parametrize("hold, read", [
+    ("holders = []\nholders.append(optimizer)", "holders[0]"),
+    ("state = {}\nstate['opt'] = optimizer", "state['opt']"),
+    ("Net.opt = optimizer", "Net.opt"),
+    ("def setup():\n    global o2\n    o2 = optimizer\nsetup()", "o2"),
+    ("print(o2 := optimizer)", "o2"),
+    ("holders = []\ndef keep(o):\n    holders.append(o)\nkeep(optimizer)", "holders[0]"),
+    ("class Box:\n    pass\nbox = Box()\ndef put(b, o):\n    b.o = o\nput(box, o=optimizer)", "box.o"),
+])
+def test_a_registered_object_a_name_comes_to_hold_outside_the_loop_is_restored(hold, read):
+    """A name made to hold the optimizer other than by binding it (a container filled, an
+    attribute set, a function's `global`): a kept statement reading through it reads the
+    optimizer, which an iteration running the slice must restore."""
+    result, _ = plan(f"""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        flor.log("p", len({read}.state))
+        """, head=HEAD + hold + "\n", names=("p",))
+    assert f'flor.log("p", len({read}.state))' in kept(result)
+    assert "optimizer" not in result.unrestored
+
+
+def test_a_list_of_the_models_parameters_still_leaves_the_optimizer_unrestored():
+    result, _ = plan("""
+        train_epoch(model, optimizer, loader)
+        evaluate(model, test_loader)
+        flor.log("p", params[0].norm().item())
+        """, head=HEAD + "params = list(model.parameters())\nprint(params)\n", names=("p",))
+    assert result.unrestored == ("optimizer",)
+
+
+def test_positions_after_a_starred_argument_are_not_known_so_everything_is_restored():
+    """`flor.checkpointing(*extra, model, optimizer)`: the names' positions ("0", "1", ...) depend
+    on how many objects `extra` holds; which one is the optimizer cannot be told."""
+    body = "    for epoch in flor.loop(\"epoch\", range(3)):\n" \
+        "        train_epoch(model, optimizer, loader)\n        evaluate(model, test_loader)\n        " + WEIGHT_NORM + "\n"
+    result = slice_body(HEAD + "extra = [scheduler]\nwith flor.checkpointing(*extra, model, optimizer):\n" + body, {"wn"})
+    assert result.unrestored == ()

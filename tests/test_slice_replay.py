@@ -227,3 +227,25 @@ def test_a_slice_that_reads_the_optimizer_restores_it(project):
     assert "not restored" not in plan, plan
     done = project.flor("replay", "wn")
     assert "did not restore" not in done.stdout and "checked against the whole body" in done.stdout, done.stdout
+
+
+# The optimizer reached only through a list filled before the loop: its lr, read after the
+# scheduler's step, changes at epoch 3 (logged from epoch 2 on). The slice must keep the step and
+# restore the optimizer; it did neither (the list was a root of its own), and the slice-only epochs
+# 2-3 logged the lr of epoch 0, between two verified epochs that agreed.
+HELD = SCRIPT.replace("scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.7)",
+                      "scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[3], gamma=0.1)\n"
+                      "holders = []\nholders.append(optimizer)") \
+    .replace("range(4)", "range(6)")
+
+
+@pytest.mark.slow
+def test_an_object_read_through_a_list_filled_before_the_loop_is_restored_and_every_value_is_exact(project):
+    _record(project, HELD)
+    project.write("train.py", HELD.replace("        # BODY", '        flor.log("lr", holders[0].param_groups[0]["lr"])'))
+    plan = project.flor("replay", "lr", "--dry-run").stdout
+    assert "memo 0-5" in plan and "not restored" not in plan, plan
+    project.flor("replay", "lr")
+    replayed = _values(project, "lr", "replay")
+    project.run("train.py")
+    assert replayed == _values(project, "lr", "record")[-6:] == [0.1, 0.1] + [0.1 * 0.1] * 4, replayed

@@ -17,7 +17,8 @@ body itself, not inside a branch). That it steps by one is not taken from the so
 the test sees is observed at the end of the first :data:`OBSERVED` iterations, and only a counter
 that moved by exactly one each time is believed. N and R are evaluated in the loop's frame then,
 by :func:`safe_value`: names, attributes (read without running a property or ``__getattr__``),
-subscripts of plain dicts, lists and tuples, literals and integer arithmetic; never a call. A test
+subscripts of plain dicts, lists and tuples by an int or a string (another key's ``__hash__`` would
+run), literals and integer arithmetic; never a call. A test
 with a call in it is not evaluated at all.
 
 A statement of the body ``if it + c > M: break`` (``>=``, ``==``) also tells the loop's length
@@ -39,6 +40,7 @@ from typing import NamedTuple
 from .variables import _stamp, _tree, for_loop_at
 
 OBSERVED = 2  # iterations whose counter values must step by one before a test is believed
+MAX_PERIOD = 2**53  # a longer period never fires (and overflows the policy's float arithmetic)
 _ARITHMETIC = {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__, ast.FloorDiv: int.__floordiv__,
                ast.Mod: int.__mod__}
 
@@ -109,6 +111,8 @@ def safe_value(node: ast.expr, frame) -> object:
         key = safe_value(node.slice, frame)
         if type(container) not in (dict, list, tuple):
             raise Unsafe("a subscript of a user type")  # its __getitem__ would run
+        if type(key) not in (int, str):
+            raise Unsafe("a key of another type")  # its __hash__ and __eq__ (a list's: __index__) would run
         try:
             return container[key]
         except (KeyError, IndexError, TypeError):
@@ -304,8 +308,8 @@ class SourceLearner:
                 period, residue = _integer(safe_value(test.modulus, self.frame)), _integer(safe_value(test.residue, self.frame))
             except Unsafe:
                 continue
-            if offset is None or period < 2:
-                continue  # every iteration is no periodic branch
+            if offset is None or period < 2 or period > MAX_PERIOD:
+                continue  # every iteration, or none, is no periodic branch
             phase = (residue - test.shift - offset) % period
             branches.setdefault((period, phase), Branch(period, phase, test.text))
         total = None

@@ -50,7 +50,7 @@ from .assumptions import (ADVANCING_BUILTINS, DYNAMIC, IO_FUNCTIONS, LIBRARIES, 
 from .florcalls import is_flor_call
 from .independence import RANDOM_FUNCTIONS, dotted_name
 from .isolation import WRAPPER
-from .slice_restore import describe_restores, restores
+from .slice_restore import bound_otherwise, describe_restores, held_outside, restores
 
 WORLD = ("w",)
 PARAMS, OTHER, ALL = "params", "other", "*"
@@ -638,9 +638,7 @@ class _Slicer:
                     for name in _stored(getattr(node, "target", None) or ast.Pass()):
                         assigned.setdefault(name, []).append(None)
         for body in scopes:
-            for node in _walk_statements(body):
-                if node is outer:
-                    continue
+            for node in (node for node in _walk_statements(body) if node is not outer):
                 if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                     name = node.targets[0].id
                     self.globals_env[name] = analyzer.reach_of(node.value) | {(name, ALL)}
@@ -660,6 +658,8 @@ class _Slicer:
                             self.modules[name] = self.modules[node.value.id]
                         if node.value.id in self.module_classes:
                             self.module_classes[name] = self.module_classes[node.value.id]
+                else:  # `m, opt = model, optimizer`, `for opt in ...`: any object the value reaches
+                    bound_otherwise(node, analyzer.reach_of, self.globals_env, self.globals_owned, ALL)
                 if isinstance(node, (ast.With, ast.AsyncWith)):
                     for item in node.items:
                         if is_flor_call(item.context_expr, "checkpointing", self.flor):
@@ -667,7 +667,8 @@ class _Slicer:
                             self.registered |= {k.value.id for k in call.keywords if isinstance(k.value, ast.Name)}
                             named = [*((str(i), a) for i, a in enumerate(call.args)), *((k.arg, k.value) for k in call.keywords)]
                             for key, arg in named:
-                                self.registered_as[key] = arg.id if isinstance(arg, ast.Name) else None
+                                self.registered_as[None if isinstance(arg, ast.Starred) else key] = getattr(arg, "id", None)
+        held_outside(layout.tree, outer, analyzer.reach_of, self.globals_env, ALL)  # `state["opt"] = optimizer`
 
     def _project_class(self, name: str) -> ast.ClassDef | None:
         found = self.from_project.get(name)
