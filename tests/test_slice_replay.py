@@ -80,7 +80,9 @@ def _record(project, script=SCRIPT):
 def _values(project, name, source):
     with sqlite3.connect(project.db) as connection:
         return [v for (v,) in connection.execute(
-            "SELECT value FROM logs WHERE name = ? AND source = ? ORDER BY rowid", (name, source))]
+            # Replayed values by iteration: a re-executed one is stored after those settled before it.
+            "SELECT value FROM logs WHERE name = ? AND source = ? "
+            "ORDER BY CASE WHEN source = 'replay' THEN iteration END, rowid", (name, source))]
 
 
 def _fresh(project, name):
@@ -249,3 +251,23 @@ def test_an_object_read_through_a_list_filled_before_the_loop_is_restored_and_ev
     replayed = _values(project, "lr", "replay")
     project.run("train.py")
     assert replayed == _values(project, "lr", "record")[-6:] == [0.1, 0.1] + [0.1 * 0.1] * 4, replayed
+
+
+@pytest.mark.slow
+def test_a_slice_found_wrong_only_at_a_later_check_stores_nothing_of_the_iterations_it_ran(project):
+    """The same unseen helper, from epoch 2 on only: the first check (epoch 0) agrees, epochs 1-2
+    run the slice alone, and the last check (epoch 3) finds it wrong. Epoch 2's slice value was
+    wrong and used to be stored; the slice-only epochs' values now wait for the next check, and
+    are dropped and re-executed when it disagrees."""
+    script = SCRIPT.replace("    pass  # SHRINK", "    if not module.training and epoch >= 2:\n"
+                            "        with torch.no_grad():\n"
+                            "            for p in module.parameters():\n"
+                            "                p.mul_(0.99)")
+    _record(project, script)
+    project.write("train.py", script.replace("        # BODY", "        " + WEIGHT_NORM))
+    assert "skip line" in project.flor("replay", "wn", "--dry-run").stdout
+    done = project.flor("replay", "wn")
+    assert "FELL BACK to full memoization at epoch 3" in done.stdout, done.stdout
+    said = done.stdout + done.stderr
+    assert "epoch 1, 2 ran only the slice, which a later check found wrong: nothing of them stored" in said, said
+    assert _values(project, "wn", "replay") == _fresh(project, "wn")

@@ -56,6 +56,7 @@ class _RunState:
         self.provisional: dict[tuple, int] = {}  # (task key, provisional id) -> id
         self.rejected: set[int] = set()
         self.unverified: set[int] = set()  # rejected because nothing could verify them
+        self.slice_rejected: set[int] = set()  # rejected because a later check found the slice wrong
         self.rejected_run_level = False
         self.retried: list[str] = []
 
@@ -257,6 +258,8 @@ class Execution:
                     shown = ", ".join(map(str, sorted(state.rejected))) + (" and outside the loop" if state.rejected_run_level else "")
                     what = ("could not be verified (no recorded value and no checkpoint to compare the state with)"
                             if state.rejected <= state.unverified and not state.rejected_run_level
+                            else "ran only the slice, which a later check found wrong: nothing of them stored"
+                            if state.rejected <= state.slice_rejected and not state.rejected_run_level
                             else "drifted from the recording")
                     say(f"  {item.run.tstamp}: {plan.outer_name or 'iteration'} {shown} {what}; re-executing {how}")
                     state.retried.append(how)
@@ -266,6 +269,7 @@ class Execution:
                         costs=plan.costs, driven=bool(plan.framework),
                     )
                     state.rejected, state.rejected_run_level, state.unverified = set(), False, set()
+                    state.slice_rejected = set()
                     tasks += self._tasks_for(state, [segment], attempt, state.records_path,
                                              accept_drift=settings.accept_drift and attempt == len(RETRIES))
                 self._execute(tasks, retry)
@@ -297,6 +301,7 @@ class Execution:
             # What drifted is this attempt's to retry; the outcome gets what is left at the end.
             state.rejected |= set(result.get("rejected") or [])
             state.unverified |= set(result.get("unverified") or [])
+            state.slice_rejected |= set(result.get("slice_rejected") or [])
             state.rejected_run_level |= bool(result.get("rejected_run_level"))
         return outcomes
 

@@ -192,6 +192,11 @@ class ReplayRun:
         self._drifted: set = set()  # outer iterations (or _BEFORE/_AFTER) where a value drifted
         self._checked: dict[object, int] = {}  # ... -> comparisons made
         self.rejected: list[int] = []
+        # Slice-only iterations' values, held until the slice's next check (slice_run.py) agrees;
+        # dropped and re-executed when it does not: the check found the slice wrong, and it may
+        # have been wrong before (iteration -> (values, done marks)).
+        self._slice_wait: dict[int, tuple[list, list]] = {}
+        self.slice_rejected: list[int] = []
         self.rejected_run_level = False
         self.stored = self.matched = self.drifted = 0
         self.drift_by_name: dict[str, dict] = {}
@@ -450,6 +455,7 @@ class ReplayRun:
             if index in self.store_iterations:
                 self._settle(index, accepted, done)
         if final:
+            self._judge_slice(None, accepted, done)
             if self._pending:  # a stretch that ended with nothing to verify it: its values are unverified
                 self.unverified.extend(self._pending)
                 self._reject(list(self._pending), accepted, done)
@@ -525,11 +531,30 @@ class ReplayRun:
             return False
         if key == _BEFORE:
             return True
-        return self._drift_from is None and not self._pending and not self.rejected
+        # A slice-only iteration left unstored leaves no state behind: each one restores its own.
+        return self._drift_from is None and not self._pending and not (set(self.rejected) - set(self.slice_rejected))
+
+    def _judge_slice(self, index: int | None, accepted: list, done: list) -> None:
+        """Release the slice-only iterations waiting for a check once iteration ``index`` passed it
+        (None: the segment ended, and no check disagreed); drop them, to be re-executed, once one
+        found the slice wrong."""
+        if not self._slice_wait:
+            return
+        if self.slice.fell_back is not None:
+            for waiting in sorted(self._slice_wait):
+                del self._slice_wait[waiting]
+                self.rejected.append(waiting)
+                self.slice_rejected.append(waiting)
+        elif index is None or index in self.slice.verified:
+            for waiting in sorted(self._slice_wait):
+                values, marks = self._slice_wait.pop(waiting)
+                accepted.extend(values)
+                done.extend(marks)
 
     def _settle(self, index: int, accepted: list, done: list) -> None:
         """Send the held values of outer iteration ``index`` once they are verified; hold them
         while a later point of the same stretch may still verify them; reject them when wrong."""
+        self._judge_slice(index, accepted, done)
         basis = self._basis.get(index, "start")
         if index in self._drifted and (self._drift_from is None or index < self._drift_from):
             self._drift_from = index
@@ -566,8 +591,12 @@ class ReplayRun:
         self._pending = []
 
     def _send(self, index: int, accepted: list, done: list) -> None:
-        accepted.extend(self._held.pop(index, []))
-        done.extend(ReplayDone(name, index) for name in self.new_names)
+        values, marks = self._held.pop(index, []), [ReplayDone(name, index) for name in self.new_names]
+        if index in self.slice.sliced and self.slice.fell_back is None:
+            self._slice_wait[index] = (values, marks)  # until the slice's next check
+            return
+        accepted.extend(values)
+        done.extend(marks)
 
     def _reject(self, indices: list[int], accepted: list, done: list) -> None:
         for index in list(indices):
@@ -632,6 +661,7 @@ class ReplayRun:
             drift=self.drift_by_name, iterations=self.iterations_done, rejected=sorted(set(self.rejected)),
             rejected_run_level=self.rejected_run_level, writes=writes, timings=self.timings,
             verified=self.verified, unverified=sorted(set(self.unverified)), end_check=self.end_check,
+            slice_rejected=sorted(set(self.slice_rejected)),
             slice=self.slice.result(),
         )
 
