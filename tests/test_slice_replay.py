@@ -85,6 +85,23 @@ def _values(project, name, source):
             "ORDER BY CASE WHEN source = 'replay' THEN iteration END, rowid", (name, source))]
 
 
+def _shrinking(condition: str = "not module.training") -> str:
+    """SCRIPT whose forward shrinks the weights through a helper the slicer does not follow into
+    (a documented assumption), where ``condition`` holds: test() then changes the weights."""
+    return SCRIPT.replace("    pass  # SHRINK", f"    if {condition}:\n"
+                          "        with torch.no_grad():\n"
+                          "            for p in module.parameters():\n"
+                          "                p.mul_(0.99)")
+
+
+def _replay_weight_norm(project, script):
+    """Record ``script``, add the weight norm after the epoch body, and replay it (sliced)."""
+    _record(project, script)
+    project.write("train.py", script.replace("        # BODY", "        " + WEIGHT_NORM))
+    assert "skip line" in project.flor("replay", "wn", "--dry-run").stdout
+    return project.flor("replay", "wn")
+
+
 def _fresh(project, name):
     project.run("train.py")
     return _values(project, name, "record")[-4:]
@@ -121,14 +138,8 @@ def test_a_statement_inside_the_evaluation_keeps_the_body_whole(project):
 def test_a_wrong_slice_is_caught_by_verification_and_the_run_falls_back(project):
     """The model's forward changes its weights through a helper the slicer does not follow into
     (a documented assumption): skipping test() would give other weight norms."""
-    script = SCRIPT.replace("    pass  # SHRINK", "    if not module.training:\n"
-                            "        with torch.no_grad():\n"
-                            "            for p in module.parameters():\n"
-                            "                p.mul_(0.99)")
-    _record(project, script)
-    project.write("train.py", script.replace("        # BODY", "        " + WEIGHT_NORM))
-    assert "skip line" in project.flor("replay", "wn", "--dry-run").stdout
-    done = project.flor("replay", "wn")
+    script = _shrinking()
+    done = _replay_weight_norm(project, script)
     assert "FELL BACK to full memoization at epoch 0: wn was" in done.stdout, done.stdout
     assert _values(project, "wn", "replay") == _fresh(project, "wn")
 
@@ -169,10 +180,7 @@ def test_a_slice_that_would_end_the_loop_elsewhere_is_caught_and_the_run_falls_b
     """The break reads the parameters, which test() shrinks through a helper the slicer does not
     follow into: the slice would not end the loop where the whole body does. The new statement's
     values agree, so only the comparison of where the loop ended catches it."""
-    script = SCRIPT.replace("    pass  # SHRINK", "    if not module.training:\n"
-                            "        with torch.no_grad():\n"
-                            "            for p in module.parameters():\n"
-                            "                p.mul_(0.99)")
+    script = _shrinking()
     script = script.replace("lr=0.1", "lr=1e-9").replace("model = Net()\n", "model = Net()\nstart = sum(p.abs().sum() for p in model.parameters()).item()\n")
     script = script.replace("        # BODY", "        # BODY\n"
                             "        if sum(p.abs().sum() for p in model.parameters()).item() < start * 0.95:\n"
@@ -259,14 +267,8 @@ def test_a_slice_found_wrong_only_at_a_later_check_stores_nothing_of_the_iterati
     run the slice alone, and the last check (epoch 3) finds it wrong. Epoch 2's slice value was
     wrong and used to be stored; the slice-only epochs' values now wait for the next check, and
     are dropped and re-executed when it disagrees."""
-    script = SCRIPT.replace("    pass  # SHRINK", "    if not module.training and epoch >= 2:\n"
-                            "        with torch.no_grad():\n"
-                            "            for p in module.parameters():\n"
-                            "                p.mul_(0.99)")
-    _record(project, script)
-    project.write("train.py", script.replace("        # BODY", "        " + WEIGHT_NORM))
-    assert "skip line" in project.flor("replay", "wn", "--dry-run").stdout
-    done = project.flor("replay", "wn")
+    script = _shrinking("not module.training and epoch >= 2")
+    done = _replay_weight_norm(project, script)
     assert "FELL BACK to full memoization at epoch 3" in done.stdout, done.stdout
     said = done.stdout + done.stderr
     assert "epoch 1, 2 ran only the slice, which a later check found wrong: nothing of them stored" in said, said
