@@ -95,6 +95,7 @@ class SliceRun:
         self.to_verify = _sample(sorted(self.allowed), int(verify))
         self.slicing = False
         self.sliced: list[int] = []  # iterations that ran the slice only
+        self._sliced: set[int] = set()  # the same, asked once per settled iteration (worker_run)
         self.verified: list[int] = []  # iterations where slice and full body agreed
         self.fell_back: dict | None = None
         self.last = last  # the recording's last outer iteration: where the slice's `break` may end the loop
@@ -139,6 +140,10 @@ class SliceRun:
             return frozenset()
         return self.unrestored
 
+    def ran_slice_only(self, index: int) -> bool:
+        """Whether iteration ``index`` ran the slice alone (no check of it yet)."""
+        return index in self._sliced
+
     def full_body(self) -> bool:
         """``__flor_full_body__()``: whether the statements the slice skips run now."""
         return not self.slicing
@@ -156,6 +161,7 @@ class SliceRun:
             finally:
                 self.slicing = False
             self.sliced.append(index)
+            self._sliced.add(index)
             return
         saved, why = self._snapshot()
         if saved is None:

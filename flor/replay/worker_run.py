@@ -592,7 +592,7 @@ class ReplayRun:
 
     def _send(self, index: int, accepted: list, done: list) -> None:
         values, marks = self._held.pop(index, []), [ReplayDone(name, index) for name in self.new_names]
-        if index in self.slice.sliced and self.slice.fell_back is None:
+        if self.slice.fell_back is None and self.slice.ran_slice_only(index):
             self._slice_wait[index] = (values, marks)  # until the slice's next check
             return
         accepted.extend(values)
