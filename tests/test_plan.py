@@ -3,7 +3,7 @@
 import pytest
 
 from flor.replay.analysis import AFTER, BEFORE, BODY, NESTED, Layout, strategy_for
-from flor.replay.plan import Costs, Segment, chain, plan_run
+from flor.replay.plan import Costs, Segment, chain, plan_independent, plan_run
 
 ALL = {i: {"nested": f"c{i}"} for i in range(10)}
 EVERY_OTHER = {i: {"nested": f"c{i}"} for i in range(1, 10, 2)}
@@ -280,3 +280,14 @@ def test_the_slice_runs_only_in_memoized_iterations_no_whole_body_reads_after():
     mixed = Segment({0: "memo", 1: "exec", 2: "memo", 3: "memo", 4: "memo"}, [0, 1, 2, 3, 4], 5, False, False, False)
     assert sliceable(mixed) == [3, 4]  # 0 is read by exec 1; 2 is verified by the values its whole body logs
     assert sliceable(Segment({0: "memo", 1: "memo"}, [0, 1], 2, True, False, True)) == []  # the code after the loop runs
+
+
+@pytest.mark.parametrize("times", [[0.01] * 5 + [2.0], [2.0] + [0.01] * 5, [0.01] * 6, [0.0] * 6])
+def test_items_that_share_no_state_are_split_across_every_worker_asked_for(times):
+    """A heavy last item (timed with the loop's end) once let the first chunk take all six: a
+    replay asked for 2 workers planned one segment (seen in test_dataflow on a quiet machine)."""
+    segments = plan_independent(list(range(6)), 2, Costs(iteration_s=times, nested_s=[0.0] * 6), set())
+    assert len(segments) == 2
+    assert sorted(i for s in segments for i in s.store) == list(range(6))
+    three = plan_independent(list(range(6)), 3, Costs(iteration_s=times, nested_s=[0.0] * 6), set())
+    assert len(three) == 3 and all(s.store for s in three)

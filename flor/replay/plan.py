@@ -143,10 +143,14 @@ def _split(targets: list[int], pieces: int, weight) -> list[list[int]]:
         return [targets]
     total = sum(weight(t) for t in targets) or len(targets)
     chunks, current, acc = [], [], 0.0
-    for t in targets:
+    for position, t in enumerate(targets):
         current.append(t)
         acc += weight(t) or total / len(targets)
-        if acc >= total / pieces * (len(chunks) + 1) and len(chunks) < pieces - 1:
+        # Close a chunk at its share of the weight, or where the targets left are only enough
+        # for one each: else a heavy last target (the last item, timed with the loop's end)
+        # let the first chunk take everything, and a replay asked for 2 workers ran on 1.
+        last_chance = len(targets) - position - 1 <= pieces - len(chunks) - 1
+        if len(chunks) < pieces - 1 and (acc >= total / pieces * (len(chunks) + 1) or last_chance):
             chunks.append(current)
             current = []
     if current:
