@@ -139,20 +139,25 @@ def test_a_break_bound_gives_the_loops_length(tmp_path):
     assert learned.total == 17 == namespace["_"] + 1 + 16
 
 
-def _drive(policy: Policy, iterations: int, seconds, each: int, source=None, known: int | None = None):
+def _drive(policy: Policy, iterations: int, seconds, each: int, source=None, known: int | None = None,
+           written: int | None = None):
     """Drive ``policy`` over a loop: ``seconds(index)`` each iteration takes, ``each`` bytes a
-    checkpoint writes, ``source``: the branches read from the source, told at ``known``'s end."""
+    checkpoint writes, ``source``: the branches read from the source, told at ``known``'s end
+    (after that iteration's checkpoint was decided, as in a loop whose nested loop ends before
+    its body does: nanoGPT's); ``written``: the bytes the coding writes of each (default all)."""
+    written = each if written is None else written
     taken, last = [], None
     policy.state_bytes = each
+    policy.source_pending = source is not None  # the manager says so when the source shows a test
     for index in range(iterations):
-        if source is not None and index == known:
-            policy.know_branches(source, index, iterations if policy.total is None else None)
         elapsed = seconds(index)
         if policy.due(index, last, is_last=policy.total is not None and index == iterations - 1, elapsed_s=elapsed):
             policy.observe_checkpoint(0.0005, nbytes=each, elapsed_s=elapsed)
-            policy.observe_checkpoint(0.0, 0.002, writer_share=1.0, written_bytes=each, raw_bytes=each)
+            policy.observe_checkpoint(0.0, 0.002, writer_share=1.0, written_bytes=written, raw_bytes=each)
             taken.append(index)
             last = index
+        if source is not None and index == known:
+            policy.know_branches(source, index, iterations if policy.total is None else None)
         policy.observe_iteration(elapsed, 0.0, index)
     if last != iterations - 1:
         taken.append(iterations - 1)  # the manager keeps the end state of a loop that breaks
@@ -194,7 +199,7 @@ def test_a_source_period_suppresses_the_timing_learners_spurious_periods():
     assert source.summary()["branches"] == [[50, 0]]
 
 
-@pytest.mark.parametrize("times", [6.0, 4.0, 2.5])
+@pytest.mark.parametrize("times", [7.0, 6.0, 4.0, 2.5])
 def test_with_the_period_known_early_the_budget_goes_before_every_evaluation_it_holds(times):
     from flor.environment import settings
 
@@ -203,13 +208,48 @@ def test_with_the_period_known_early_the_budget_goes_before_every_evaluation_it_
     branch = (Branch(50, 0, "iter_num % eval_interval == 0"),)
     taken = _drive(policy, 301, _noisy, each, branch, known=1)
     assert len(taken) * each <= 1.05 * times * each, taken  # the budget holds
+    # Nothing is spent before the period is read (the end of iteration 1): the budget goes to
+    # as many of the six evaluations after 0 as it pays for, spaced over them, and the end's.
+    assert taken[0] > 1, taken
     before = [i for i in taken if (i + 1) % 50 == 0]
     budgeted = int(times) - 1  # one is the end's
-    # As many of the six evaluations after 0 as the budget pays for (the first checkpoint is
-    # taken before the period is known), spaced over them; no regular one where they do not all fit.
-    assert len(before) >= min(6, budgeted - 1), taken
-    if times >= 6:
-        assert [i for i in taken[1:] if i not in before and i != 300] == [], taken
+    assert len(before) >= min(6, budgeted), taken
+    assert [i for i in taken if i not in before and i != 300] == [], taken
+
+
+def test_a_budget_that_holds_every_evaluation_once_compressed_gets_them_all():
+    """nanoGPT's 6x of a 12.9 MB state that the coding writes in 10.7 MB: room for the six
+    evaluations and the end, but judged by the raw size before the first was written, the one
+    before the evaluation at 50 was skipped and a regular one at 274 took its room."""
+    from flor.environment import settings
+
+    policy = Policy(budget=0.01, cores=2, disk=DiskSpacing(setting=settings.DiskBudget(times=6.0)))
+    branch = (Branch(50, 0, "iter_num % eval_interval == 0"),)
+    taken = _drive(policy, 301, _noisy, 12_900_000, branch, known=1, written=10_700_000)
+    assert taken == [49, 99, 149, 199, 249, 299, 300], taken
+
+
+def test_the_first_checkpoints_wait_for_the_source_only_where_the_budget_may_run_out():
+    from flor.environment import settings
+
+    each = 10_000_000
+    branch = (Branch(5, 0, "epoch % eval_every == 0"),)
+    # 20 epochs of a known length, 30x: a checkpoint for every epoch fits; waiting would save nothing.
+    roomy = Policy(budget=0.01, cores=2, disk=DiskSpacing(setting=settings.DiskBudget(times=30.0)))
+    roomy.total = 20
+    assert _drive(roomy, 20, lambda index: 2.0, each, branch, known=1)[:2] == [0, 1]
+    # No disk budget at all: nothing to save either.
+    unbounded = Policy(budget=0.01, cores=2, disk=DiskSpacing())
+    unbounded.total = 20
+    assert _drive(unbounded, 20, lambda index: 2.0, each, branch, known=1)[0] == 0
+    # A loop of unknown length under a budget: the first two wait.
+    tight = Policy(budget=0.01, cores=2, disk=DiskSpacing(setting=settings.DiskBudget(times=30.0)))
+    assert _drive(tight, 20, lambda index: 2.0, each, branch, known=1)[0] > 1
+    # A source learner that read nothing (or failed) releases them at once.
+    released = Policy(budget=0.01, cores=2, disk=DiskSpacing(setting=settings.DiskBudget(times=30.0)))
+    released.source_pending = True
+    released.know_branches((), 0)
+    assert released.source_pending is False
 
 
 def test_the_break_bound_lets_regular_checkpoints_spend_what_the_evaluations_leave():

@@ -82,6 +82,7 @@ class RecordManager(Hooks):
         self.outer_frame = frame
         self.outer_names = loop_names(frame) if frame is not None else None
         self.periodic = self._guarded(SourceLearner.of, frame) if frame is not None else None
+        self.policy.source_pending = self.periodic is not None
 
     def outer_iteration_started(self, run, index):
         if not self.active:
@@ -109,8 +110,11 @@ class RecordManager(Hooks):
             return
         if self.periodic is not None:
             learned = self._guarded(self.periodic.observe, index)
-            if learned is not None or self.periodic.frame is None:
-                self.periodic = None  # done: what it read is the policy's now
+            # Done once it has read something, or nothing more is to be read (or it failed:
+            # _guarded dropped it).
+            if learned is not None or self.periodic is None or self.periodic.frame is None:
+                self.periodic = None  # what it read is the policy's now
+                self.policy.source_pending = False
             if learned is not None:
                 self.policy.know_branches(learned.branches, index, learned.total)
         if not self.nested_seen:
@@ -320,6 +324,7 @@ class RecordManager(Hooks):
             return read(*args)
         except Exception:
             self.periodic = None
+            self.policy.source_pending = False
             return None
 
     def _object_failed(self, name: str, exc: BaseException) -> None:
