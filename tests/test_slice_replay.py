@@ -154,6 +154,34 @@ def test_no_slice_replays_as_before(project):
     assert _values(project, "wn", "replay") == _fresh(project, "wn")
 
 
+SLOW_NORM = '''
+
+def slow_norm(model):
+    a = torch.ones(600, 600)
+    for _ in range(60):  # the statement's own work (about 0.5 s): most of the body, and kept
+        a = a @ a / 600.0
+    return sum(p.norm() ** 2 for p in model.parameters()).item() + 0.0 * a[0, 0].item()
+
+
+data, labels ='''
+
+
+@pytest.mark.slow
+def test_a_slice_that_keeps_most_of_the_body_stops_after_its_first_check(project):
+    """Each check runs the slice, then the whole body: where the slice keeps nearly all of it
+    (nanoGPT's evaluation statement: 14.0 s sliced against 11.2 s with --no-slice), the first
+    check's timings stop it, and the other iterations run whole; every value exact."""
+    script = SCRIPT.replace("\n\ndata, labels =", SLOW_NORM, 1)
+    _record(project, script)
+    project.write("train.py", script.replace("        # BODY", '        flor.log("wn", slow_norm(model))'))
+    assert "skip line" in project.flor("replay", "wn", "--dry-run").stdout
+    done = project.flor("replay", "wn")
+    assert "checked against the whole body at epoch 0: equal" in done.stdout, done.stdout
+    assert "the slice did not pay (at epoch 0 it took" in done.stdout, done.stdout
+    assert "FELL BACK" not in done.stdout
+    assert _values(project, "wn", "replay") == _fresh(project, "wn")
+
+
 BREAK_AT_2 = "        if epoch + 1 >= 3:\n            break"
 
 

@@ -117,3 +117,6 @@ class RunOutcome:
         fell = seen.get("fell_back")
         if fell and (not merged.get("fell_back") or fell["iteration"] < merged["fell_back"]["iteration"]):
             merged["fell_back"] = fell
+        stopped = seen.get("stopped")
+        if stopped and (not merged.get("stopped") or stopped["iteration"] < merged["stopped"]["iteration"]):
+            merged["stopped"] = stopped

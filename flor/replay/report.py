@@ -336,6 +336,10 @@ def _slice_line(item: RunReplay) -> str:
         text += f"; checked against the whole body at {loop} {', '.join(map(str, verified))}: equal"
         if seen.get("loop_ended") is not None:
             text += f" (both ended the loop at {loop} {seen['loop_ended']})"
+    stopped = seen.get("stopped")
+    if stopped:
+        text += (f"; the slice did not pay (at {loop} {stopped['iteration']} it took {stopped['slice_s']:.2f} s, the "
+                 f"whole body {stopped['full_s']:.2f} s): later iterations ran the whole body")
     fell = seen.get("fell_back")
     if fell:
         text += (f"; FELL BACK to full memoization at {loop} {fell['iteration']}: {fell['why']}")
