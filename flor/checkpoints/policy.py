@@ -365,11 +365,13 @@ class Policy:
         left = budget - self.disk.used - (self.in_flight() + 1) * each  # room kept for the last one
         if left < each:
             return False
-        if self.disk.per_checkpoint is None and not self.in_flight():
-            # The first: its size is only guessed (the raw state, 15-20 % above what the coding
-            # writes), and judged by the guess nanoGPT's 6x looked one short of every evaluation,
-            # skipped the one at 50 and later spent the room on a regular one. Take it where it
-            # fits; from its written size on the stride below is exact.
+        if self.disk.per_checkpoint is None:
+            # None written yet: their size is only guessed (the raw state, 15-20 % above what the
+            # coding writes), and judged by the guess nanoGPT's 6x looked one short of every
+            # evaluation, skipped the one at 50 (or, with the writer's first report 60 iterations
+            # late, at 100) and later spent the room on a regular one. Take them where they fit
+            # (the guess still bounds the bytes); from the first written size on the stride below
+            # is exact.
             return True
         needed = (self.future_firings(index) + 1) * each
         if left >= needed:
