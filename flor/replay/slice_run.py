@@ -179,14 +179,14 @@ class SliceRun:
         loops.push_instance = loops.push_start = (lambda entry: None)
         self.slicing = self.checking = True
         self.ended = None
-        began = time.perf_counter()
+        began, restored = time.perf_counter(), self._restore_s()
         try:
             yield item  # a kept `break` comes back here as `continue` (slice_ends)
         finally:
             self.slicing = self.checking = False
             run.push_log, run.push_special = push_log, push_special
             loops.push_instance, loops.push_start, loops.next_ctx = push_instance, push_start, next_ctx
-        slice_s = time.perf_counter() - began
+        slice_s = time.perf_counter() - began - (self._restore_s() - restored)
         sliced_ended = self.ended == index
         why = self._put_back(saved)
         if why:
@@ -196,7 +196,7 @@ class SliceRun:
         run.push_special = lambda entry: (full.append(entry), push_special(entry))
         run._nested_done = False
         full_ended = True  # until the whole body comes back to the loop
-        began = time.perf_counter()
+        began, restored = time.perf_counter(), self._restore_s()
         try:
             yield item
             full_ended = False
@@ -214,15 +214,23 @@ class SliceRun:
                     self.verified.append(index)
                     if full_ended:
                         self.loop_ended = index
-                    self._judge_cost(index, slice_s, time.perf_counter() - began)
+                    self._judge_cost(index, slice_s, time.perf_counter() - began - (self._restore_s() - restored))
+
+    def _restore_s(self) -> float:
+        return self.run.timings.get("restore_s", 0.0) if isinstance(getattr(self.run, "timings", None), dict) else 0.0
 
     def _judge_cost(self, index: int, slice_s: float, full_s: float) -> None:
         """Stop slicing where it cannot pay: each later check runs the slice and then the whole
         body, and each slice-only iteration saves the whole body's time less the slice's. On
         nanoGPT's evaluation statement the slice keeps the evaluation (most of the body), and its
         two checks made the replay 14.0 s against 11.2 s with --no-slice; now the first check's
-        timings say so and the rest runs whole, as --no-slice does. Not a fall-back: the slice
-        was equal where checked, and the iterations it ran alone are released by that check."""
+        timings say so and the rest runs whole, as --no-slice does. Both passes are timed without
+        their restores (the whole body's re-reads the checkpoint its slice pass just decoded). The
+        first slice pass of a worker may pay one-time work (torch's compiler, imported at the
+        optimizer's first step, made nanoGPT's parameter-norm slice 2.6 s against the whole
+        body's 1.3 s), so a slice that would have paid a little may be stopped: the replay then
+        costs what --no-slice does and one slice pass. Not a fall-back: the slice was equal where
+        checked, and the iterations it ran alone are released by that check."""
         later = [i for i in self.allowed if i > index]
         checks = sum(1 for i in later if i in self.to_verify)
         saved = (len(later) - checks) * (full_s - slice_s)
