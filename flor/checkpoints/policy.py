@@ -33,7 +33,8 @@ questions tend to land, and replaying one of their iterations costs the iteratio
 checkpoint before it. Their periods are read from the outer loop's source (periodic.py, told by
 :meth:`Policy.know_branches` after the loop's second iteration), and then believed for good: the
 iteration before each is checkpointed, and the regular spacing widens so that all of them
-together stay within the budget. Where the source shows none, the periods are learned from the
+together stay within the budget; under a disk budget that may run out, nothing is checkpointed
+until they are read (:meth:`Policy.waits_for_source`). Where the source shows none, the periods are learned from the
 iterations' times: such an iteration takes longer than the others; once two have been seen N
 apart, the iteration before the next one is checkpointed. A loop may have several such branches
 (makemore samples every 200 steps and evaluates every 500): each long iteration that no learned
