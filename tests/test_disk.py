@@ -522,6 +522,27 @@ import flor, numpy as np""" + _numpy_model(50_000) + """with flor.checkpointing(
 
 
 @pytest.mark.slow
+def test_a_source_learner_that_fails_is_dropped_and_training_goes_on(project):
+    """Reading the counters may fail (a frame gone, a failing attribute): the manager drops the
+    learner, and the first checkpoints it was waiting for are released. It once read the dropped
+    learner's frame on the next line, an AttributeError raised into the training loop."""
+    import sqlite3
+
+    failing = EVALUATES.replace("import flor, numpy as np", "import flor, numpy as np\n"
+                                "import flor.checkpoints.periodic as periodic\n"
+                                "def observe(self, index):\n    raise RuntimeError('cannot read')\n"
+                                "periodic.SourceLearner.observe = observe", 1)
+    assert failing != EVALUATES
+    project.write("evals.py", failing)
+    project.commit_all()
+    project.run("evals.py", env={"FLOR_CKPT_DISK": "6x"})  # exits 0
+    with sqlite3.connect(project.db) as connection:
+        taken = [it for (it,) in connection.execute("SELECT iteration FROM checkpoints ORDER BY iteration")]
+        logged = connection.execute("SELECT COUNT(*) FROM logs WHERE name = 'w_norm'").fetchone()[0]
+    assert logged == 9 and taken and taken[-1] == 80, (logged, taken)
+
+
+@pytest.mark.slow
 def test_a_recording_under_a_small_budget_checkpoints_before_its_evaluations(project):
     import sqlite3
 

@@ -217,7 +217,8 @@ class SliceRun:
                     self._judge_cost(index, slice_s, time.perf_counter() - began - (self._restore_s() - restored))
 
     def _restore_s(self) -> float:
-        return self.run.timings.get("restore_s", 0.0) if isinstance(getattr(self.run, "timings", None), dict) else 0.0
+        """The worker's time in restores so far (worker_run.ReplayManager adds to it)."""
+        return getattr(self.run, "timings", {}).get("restore_s", 0.0)
 
     def _judge_cost(self, index: int, slice_s: float, full_s: float) -> None:
         """Stop slicing where it cannot pay: each later check runs the slice and then the whole
