@@ -96,3 +96,30 @@ def test_a_dataloader_iterator_that_lives_across_iterations_is_rebuilt_where_it_
     plain = iter(range(10))  # noqa: F841 - an iterator flor cannot keep: listed, when the script advances one
     assert "plain" in iterators.capture((sys._getframe(),))[1]
     assert "plain" not in iterators.capture((sys._getframe(),), script_advances=False)[1]
+
+
+def test_generators_are_told_by_type_whatever_was_asked_before():
+    """The kind of a value is kept per type (rng._kind): asking about one value of a type must
+    never answer for another type, a subclass or a look-alike."""
+
+    class Mine(random.Random):  # a user's subclass: not the random module's own generator
+        pass
+
+    class Holder:
+        sampler = None
+
+    loader = torch.utils.data.DataLoader(list(range(8)), shuffle=True, generator=torch.Generator().manual_seed(3))
+    frame_values = {"g": torch.Generator(), "r": random.Random(1), "n": np.random.default_rng(2),
+                    "s": np.random.RandomState(4), "m": Mine(5), "h": Holder(), "t": torch.zeros(1),
+                    "loader": loader, "x": 3}
+    for _ in range(3):  # the second and third answers come from the per-type cache
+        kinds = {name: rng._kind(value) for name, value in frame_values.items()}
+        assert kinds == {"g": "torch", "r": "python", "n": "numpy", "s": "randomstate", "m": None, "h": None,
+                         "t": None, "loader": None, "x": None}
+
+    class FakeFrame:
+        f_locals = frame_values
+
+    found = rng.generators_in([FakeFrame()])
+    assert set(found) == {"g", "r", "n", "s", "loader.generator"}
+    assert found["loader.generator"] is loader.generator
