@@ -182,35 +182,6 @@ def test_a_slice_that_keeps_most_of_the_body_stops_after_its_first_check(project
     assert _values(project, "wn", "replay") == _fresh(project, "wn")
 
 
-FIRST_IMPORT_NORM = '''
-
-def first_import_norm(model):
-    import slow_import  # a module of the project whose import takes 1.5 s: one-time work
-    return sum(p.norm() ** 2 for p in model.parameters()).item()
-
-
-data, labels ='''
-
-
-@pytest.mark.slow
-def test_a_check_whose_slice_pass_imported_a_module_does_not_judge_the_slice(project):
-    """The first slice pass of a worker may import what no later pass does (torch's compiler, at
-    the optimizer's first step): 1.5 s and 30 modules here, against a whole body of a few
-    milliseconds. Judged from that pass the slice would be stopped; it is not judged, and it runs
-    to the end."""
-    # Like torch's compiler: slow, and bringing many modules with it.
-    project.write("slow_import.py", "import sys, time, types\n\ntime.sleep(1.5)\n"
-                  "for i in range(30):\n    sys.modules[f'slow_import_part{i}'] = types.ModuleType(f'slow_import_part{i}')\n")
-    script = SCRIPT.replace("\n\ndata, labels =", FIRST_IMPORT_NORM, 1)
-    _record(project, script)
-    project.write("train.py", script.replace("        # BODY", '        flor.log("wn", first_import_norm(model))'))
-    done = project.flor("replay", "wn")
-    assert "did not pay" not in done.stdout, done.stdout
-    assert "2 memoized epoch(s) ran only the statements the new ones need" in done.stdout, done.stdout
-    assert "checked against the whole body at epoch 0, 3: equal" in done.stdout, done.stdout
-    assert _values(project, "wn", "replay") == _fresh(project, "wn")
-
-
 BREAK_AT_2 = "        if epoch + 1 >= 3:\n            break"
 
 

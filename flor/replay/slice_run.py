@@ -36,10 +36,6 @@ GUARD = "__flor_full_body__"
 ENDS = "__flor_slice_ends__"
 _MISSING = object()
 STOP_MARGIN_S = 0.25  # what the slice must be expected to lose before it is stopped (_judge_cost)
-# A pass that imported this many modules paid one-time work and is not judged (_judge_cost):
-# torch's compiler brings hundreds; a lazy submodule or two (torch.profiler's, at a scheduler's
-# first step) cost milliseconds and must not keep a slice that does not pay from being stopped.
-ONE_TIME_IMPORTS = 20
 
 
 def compile_sliced(source: str, filename: str, skip: list, breaks: list = ()) -> object:
@@ -112,7 +108,6 @@ class SliceRun:
         self.unrestored = frozenset(unrestored)  # registered objects no kept statement reads or writes
         self.partial: list[int] = []  # iterations that restored only what the slice reads or writes
         self.stopped: dict | None = None  # where the slice was found not to pay, and its timings
-        self.unjudged: list[int] = []  # checks not judged for cost: a pass imported modules (_judge_cost)
         if self.on:
             setattr(builtins, GUARD, self.full_body)
             if breaks:
@@ -184,7 +179,6 @@ class SliceRun:
         loops.push_instance = loops.push_start = (lambda entry: None)
         self.slicing = self.checking = True
         self.ended = None
-        modules = self._imported()
         began, restored = time.perf_counter(), self._restore_s()
         try:
             yield item  # a kept `break` comes back here as `continue` (slice_ends)
@@ -193,9 +187,6 @@ class SliceRun:
             run.push_log, run.push_special = push_log, push_special
             loops.push_instance, loops.push_start, loops.next_ctx = push_instance, push_start, next_ctx
         slice_s = time.perf_counter() - began - (self._restore_s() - restored)
-        # A pass that imported a package paid one-time work (torch's compiler, imported at the
-        # optimizer's first step: 1.2-1.9 s here), which no later pass pays: not a measure.
-        slice_imported = self._imported() - modules >= ONE_TIME_IMPORTS
         sliced_ended = self.ended == index
         why = self._put_back(saved)
         if why:
@@ -205,7 +196,6 @@ class SliceRun:
         run.push_special = lambda entry: (full.append(entry), push_special(entry))
         run._nested_done = False
         full_ended = True  # until the whole body comes back to the loop
-        modules = self._imported()
         began, restored = time.perf_counter(), self._restore_s()
         try:
             yield item
@@ -224,15 +214,7 @@ class SliceRun:
                     self.verified.append(index)
                     if full_ended:
                         self.loop_ended = index
-                    full_s = time.perf_counter() - began - (self._restore_s() - restored)
-                    if slice_imported or self._imported() - modules >= ONE_TIME_IMPORTS:
-                        self.unjudged.append(index)
-                    else:
-                        self._judge_cost(index, slice_s, full_s)
-
-    def _imported(self) -> int:
-        """Modules imported so far, less those the restores imported (flor's codecs, on the first)."""
-        return len(sys.modules) - getattr(self.run, "restore_imports", 0)
+                    self._judge_cost(index, slice_s, time.perf_counter() - began - (self._restore_s() - restored))
 
     def _restore_s(self) -> float:
         """The worker's time in restores so far (worker_run.ReplayManager adds to it)."""
@@ -247,13 +229,9 @@ class SliceRun:
         their restores (the whole body's re-reads the checkpoint its slice pass just decoded). The
         first slice pass of a worker may pay one-time work (torch's compiler, imported at the
         optimizer's first step, made nanoGPT's parameter-norm slice 2.6 s against the whole
-        body's 1.3 s, and the rule stopped a slice that pays): a check where either pass imported
-        :data:`ONE_TIME_IMPORTS` modules or more (the restores' own imports left out) is not
-        judged (``unjudged``), the next check is. Other one-time work (a first
-        allocation, a cold cache) is not told apart, so a slice that would have paid a little may
-        still be stopped: the replay then costs what --no-slice does and one slice pass. Not a
-        fall-back: the slice was equal where checked, and the iterations it ran alone are
-        released by that check."""
+        body's 1.3 s), so a slice that would have paid a little may be stopped: the replay then
+        costs what --no-slice does and one slice pass. Not a fall-back: the slice was equal where
+        checked, and the iterations it ran alone are released by that check."""
         later = [i for i in self.allowed if i > index]
         checks = sum(1 for i in later if i in self.to_verify)
         saved = (len(later) - checks) * (full_s - slice_s)

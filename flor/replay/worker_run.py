@@ -63,7 +63,7 @@ class ReplayManager(Hooks):
         location = self.run.checkpoints.get(index, {}).get(point)
         if location is None:
             raise CheckpointError(f"run {self.run.tstamp} has no {point} checkpoint of iteration {index}")
-        started, modules = time.perf_counter(), len(sys.modules)
+        started = time.perf_counter()
         # An iteration that runs the slice only restores what the slice reads or writes (slice_run.py).
         skipped = self.run.slice.not_restored(index) if point == "nested" else frozenset()
         objects = {name: obj for name, obj in self.objects.items() if name not in skipped}
@@ -72,7 +72,6 @@ class ReplayManager(Hooks):
         if skipped and not self.run.slice.checking:  # counted where the slice runs alone
             self.run.slice.partial.append(index)
         self.run.timings["restore_s"] += time.perf_counter() - started
-        self.run.restore_imports += len(sys.modules) - modules  # the slice's cost rule leaves them out
 
 
     def nested_loop_ended(self, run, frame) -> None:
@@ -152,7 +151,6 @@ class ReplayRun:
         self._t_start = time.perf_counter()
         self._t_after: float | None = None
         self.timings = {"setup_s": 0.0, "restore_s": 0.0, "memo_s": 0.0, "exec_s": 0.0, "after_s": 0.0}
-        self.restore_imports = 0  # modules first imported by restores (codecs: slice_run's cost rule)
         self._finished_ok = False
         self._rng_restored = False
         self._outer_seen = False
