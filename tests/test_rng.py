@@ -123,3 +123,21 @@ def test_generators_are_told_by_type_whatever_was_asked_before():
     found = rng.generators_in([FakeFrame()])
     assert set(found) == {"g", "r", "n", "s", "loader.generator"}
     assert found["loader.generator"] is loader.generator
+
+
+def test_classes_that_compare_equal_are_still_told_apart():
+    """A metaclass may make two classes equal (and hash alike): the per-type answer is by identity."""
+
+    class Same(type):
+        def __eq__(cls, other):
+            return isinstance(other, Same)
+
+        def __hash__(cls):
+            return 1
+
+    Plain = Same("Plain", (), {})
+    Drawing = Same("Drawing", (random.Random,), {"__module__": "random"})
+    assert Plain == Drawing
+    assert rng._kind(Plain()) is None
+    assert rng._kind(Drawing(1)) == "python"
+    assert rng._kind(Plain()) is None

@@ -155,7 +155,9 @@ def decode(blob: bytes | None) -> dict | None:
 LOADER_PATHS = ("generator", "sampler.generator", "batch_sampler.sampler.generator")
 
 
-_KIND_BY_TYPE: dict[type, str | None] = {}
+# id(type) -> (the type, its kind): by identity, since a metaclass may define __eq__ and __hash__
+# (two classes equal to each other); the type is held so that its id is not reused.
+_KIND_BY_TYPE: dict[int, tuple[type, str | None]] = {}
 
 
 def _kind(value) -> str | None:
@@ -167,15 +169,12 @@ def _kind(value) -> str | None:
     per-instance test torch makes (``FakeScriptObject``, tracing's stand-in for a script object)
     is answered without the cache."""
     kind_of = type(value)
-    try:
-        return _KIND_BY_TYPE[kind_of]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable metaclass
-        return _kind_of(value)
+    known = _KIND_BY_TYPE.get(id(kind_of))
+    if known is not None and known[0] is kind_of:
+        return known[1]
     kind = _kind_of(value)
     if not kind_of.__name__.startswith("FakeScriptObject"):
-        _KIND_BY_TYPE[kind_of] = kind
+        _KIND_BY_TYPE[id(kind_of)] = (kind_of, kind)
     return kind
 
 
