@@ -90,6 +90,64 @@ def test_replay_worker_skips_the_compiler_import(project):
     assert rows["compiler"] == "0,0"
     assert len(rows["weight"].split(",")) == 2
 
+    # A step-level statement: the steps re-execute, and still nothing imports the compiler.
+    step_line = next(line for line in text.splitlines() if line.strip() == "opt.step()")
+    indent = step_line[: len(step_line) - len(step_line.lstrip())]
+    (project.root / "train.py").write_text(text.replace(
+        step_line, f'{step_line}\n{indent}flor.log("compiler_at_step", int("torch._dynamo" in sys.modules))'))
+    done = project.flor("replay", "compiler_at_step")
+    assert "done: compiler_at_step: 6 value(s) stored" in done.stdout, done.stdout
+    with sqlite3.connect(project.db) as connection:
+        steps = [v for (v,) in connection.execute("SELECT value FROM logs WHERE name = 'compiler_at_step'")]
+    assert [int(v) for v in steps] == [0] * 6
+
+
+STEPS = """
+import hashlib, sys
+import torch
+{defer}
+torch.manual_seed(0)
+found = []
+for Opt, kw in [(torch.optim.SGD, dict(lr=0.1, momentum=0.9)), (torch.optim.Adam, dict(lr=0.01)),
+                (torch.optim.AdamW, dict(lr=0.01, weight_decay=0.1)), (torch.optim.RMSprop, dict(lr=0.01)),
+                (torch.optim.LBFGS, dict(lr=0.1))]:
+    net = torch.nn.Linear(4, 2)
+    opt = Opt(net.parameters(), **kw)
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        def closure():
+            opt.zero_grad()
+            loss = net(x).pow(2).sum()
+            loss.backward()
+            return loss
+        opt.step(closure)
+    assert torch.is_grad_enabled()
+    found.append([p.detach().tolist() for p in net.parameters()])
+print("dynamo" if "torch._dynamo" in sys.modules else "no dynamo")
+print(hashlib.sha256(repr(found).encode()).hexdigest())
+{after}
+"""
+
+
+def test_optimizer_steps_run_without_the_compiler_and_give_the_same_numbers():
+    """``optimizer.step()`` imports the compiler only to mark a graph break (lazy_dynamo.
+    defer_optimizer_import): deferred, five optimizers step to the same bits without it; once the
+    compiler is imported, torch's own wrapper runs and torch.compile works."""
+    defer = DEFER + "\nfrom flor.replay.lazy_dynamo import defer_optimizer_import\nassert defer_optimizer_import() > 0"
+    after = """
+import torch._dynamo
+net = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+net(torch.ones(1, 4)).sum().backward()
+opt.step()
+compiled = torch.compile(lambda x: net(x).sum(), backend="eager")
+print(float(compiled(torch.ones(1, 4))) == float(net(torch.ones(1, 4)).sum()), torch.is_grad_enabled())
+"""
+    plain = _python(STEPS.format(defer="", after=""))
+    deferred = _python(STEPS.format(defer=defer, after=after))
+    assert plain[0] == "dynamo"
+    assert deferred == ["no dynamo", plain[1], "True True"]
+
 
 DDP = """
 import os, sys

@@ -22,6 +22,14 @@ environment variable sets, so while ``torch._dynamo`` is absent nobody can have 
 the answer is the default's. :func:`defer_ddp_probe` puts a stand-in at ``torch._dynamo`` that
 gives that one answer while the compiler is absent and imports the compiler for anything else
 (its first other use, or an ``import torch._dynamo``, replaces the stand-in with the real module).
+
+``optimizer.step()`` reads the compiler at every call: torch wraps each optimizer's ``step`` in
+``_use_grad_for_differentiable``, whose wrapper runs ``import torch._dynamo`` only to call
+``torch._dynamo.graph_break()`` before and after the step, a marker for the tracer that does
+nothing when nothing traces (its body is a docstring). A worker re-executing a step paid the
+compiler's import there (1.2-1.9 s here). :func:`defer_optimizer_import` gives those wrappers a
+body that, while ``torch._dynamo`` is absent, does what torch's does less the two markers, and
+once it is present runs torch's own (so a script that compiles later is traced as before).
 """
 
 from __future__ import annotations
@@ -126,3 +134,83 @@ def defer_ddp_probe() -> bool:
         return False
     torch._dynamo = _LazyDynamo("torch._dynamo")
     return True
+
+
+def _lazy_use_grad_factory(func):
+    """Only its inner function's code is used: it replaces the code of torch's ``_use_grad``
+    wrappers (same free variable, ``func``; run with torch.optim.optimizer's globals, where
+    ``torch`` is the module torch). The branch for a present compiler is torch's body as is."""
+
+    def _use_grad(*args, **kwargs):
+        if "torch._dynamo" in __import__("sys").modules:
+            __import__("torch._dynamo")  # not `import torch._dynamo`: that would make `torch` a local name
+
+            self = args[0]
+            prev_grad = torch.is_grad_enabled()
+            try:
+                torch.set_grad_enabled(self.defaults["differentiable"])
+                torch._dynamo.graph_break()
+                ret = func(*args, **kwargs)
+            finally:
+                torch._dynamo.graph_break()
+                torch.set_grad_enabled(prev_grad)
+            return ret
+        self = args[0]
+        prev_grad = torch.is_grad_enabled()
+        try:
+            torch.set_grad_enabled(self.defaults["differentiable"])
+            ret = func(*args, **kwargs)
+        finally:
+            torch.set_grad_enabled(prev_grad)
+        return ret
+
+    return _use_grad
+
+
+# torch's wrapper, line by line (comments and blank lines aside): another torch is left alone.
+_USE_GRAD_SOURCE = [
+    "def _use_grad_for_differentiable(func: Callable[_P, _T]) -> Callable[_P, _T]:",
+    "def _use_grad(*args: _P.args, **kwargs: _P.kwargs) -> _T:",
+    "import torch._dynamo",
+    "self = cast(Optimizer, args[0])  # assume first positional arg is `self`",
+    "prev_grad = torch.is_grad_enabled()",
+    "try:",
+    'torch.set_grad_enabled(self.defaults["differentiable"])',
+    "torch._dynamo.graph_break()",
+    "ret = func(*args, **kwargs)",
+    "finally:",
+    "torch._dynamo.graph_break()",
+    "torch.set_grad_enabled(prev_grad)",
+    "return ret",
+    "functools.update_wrapper(_use_grad, func)",
+    "return _use_grad",
+]
+
+
+def defer_optimizer_import() -> int:
+    """Give torch's optimizers' ``step`` wrappers the body above (the module docstring). Returns how
+    many wrappers got it; 0 when torch.optim is not imported, the compiler already is, or this
+    torch's wrapper is not the one we know (then nothing is changed)."""
+    optimizer = sys.modules.get("torch.optim.optimizer")
+    if optimizer is None or "torch._dynamo" in sys.modules:
+        return 0
+    try:
+        import inspect
+
+        factory = optimizer._use_grad_for_differentiable
+        source = inspect.getsource(factory)
+        code = factory(lambda *args, **kwargs: None).__code__
+    except Exception:  # noqa: BLE001 - another torch: leave it as it is
+        return 0
+    lines = [line.strip() for line in source.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if (code.co_freevars != ("func",) or getattr(optimizer, "torch", None) is not sys.modules.get("torch")
+            or lines != _USE_GRAD_SOURCE):
+        return 0
+    replacement = _lazy_use_grad_factory.__code__.co_consts
+    replacement = next(c for c in replacement if isinstance(c, types.CodeType) and c.co_name == "_use_grad")
+    count = 0
+    for obj in gc.get_objects():
+        if type(obj) is types.FunctionType and obj.__code__ is code:
+            obj.__code__ = replacement
+            count += 1
+    return count

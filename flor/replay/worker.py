@@ -189,10 +189,11 @@ def serve(siblings: list[tuple[int, ...]] = (), then: bool = False) -> int:
             # Not fatal: the script imports it for real and its own error is reported then. An
             # interrupt is not caught: it ends the server.
             failed.append(f"flor: preloading {name} failed ({type(exc).__name__}: {exc}); the script imports it itself")
-    from .lazy_dynamo import defer_ddp_probe, defer_dynamo_import
+    from .lazy_dynamo import defer_ddp_probe, defer_dynamo_import, defer_optimizer_import
 
     defer_dynamo_import()
     defer_ddp_probe()
+    defer_optimizer_import()
     if then:
         # A gang's leader: once the replay is planned the driver says what else the ranks need (the
         # compiler when some segment re-executes optimizer steps; gang.py), so it is imported once
