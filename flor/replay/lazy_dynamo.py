@@ -146,22 +146,22 @@ def _lazy_use_grad_factory(func):
             __import__("torch._dynamo")  # not `import torch._dynamo`: that would make `torch` a local name
 
             self = args[0]
-            prev_grad = torch.is_grad_enabled()
+            prev_grad = torch.is_grad_enabled()  # noqa: F821 - torch.optim.optimizer's global
             try:
-                torch.set_grad_enabled(self.defaults["differentiable"])
-                torch._dynamo.graph_break()
+                torch.set_grad_enabled(self.defaults["differentiable"])  # noqa: F821 - torch.optim.optimizer's global
+                torch._dynamo.graph_break()  # noqa: F821 - torch.optim.optimizer's global
                 ret = func(*args, **kwargs)
             finally:
-                torch._dynamo.graph_break()
-                torch.set_grad_enabled(prev_grad)
+                torch._dynamo.graph_break()  # noqa: F821 - torch.optim.optimizer's global
+                torch.set_grad_enabled(prev_grad)  # noqa: F821 - torch.optim.optimizer's global
             return ret
         self = args[0]
-        prev_grad = torch.is_grad_enabled()
+        prev_grad = torch.is_grad_enabled()  # noqa: F821 - torch.optim.optimizer's global
         try:
-            torch.set_grad_enabled(self.defaults["differentiable"])
+            torch.set_grad_enabled(self.defaults["differentiable"])  # noqa: F821 - torch.optim.optimizer's global
             ret = func(*args, **kwargs)
         finally:
-            torch.set_grad_enabled(prev_grad)
+            torch.set_grad_enabled(prev_grad)  # noqa: F821 - torch.optim.optimizer's global
         return ret
 
     return _use_grad
