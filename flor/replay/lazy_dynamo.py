@@ -139,29 +139,24 @@ def defer_ddp_probe() -> bool:
 def _lazy_use_grad_factory(func):
     """Only its inner function's code is used: it replaces the code of torch's ``_use_grad``
     wrappers (same free variable, ``func``; run with torch.optim.optimizer's globals, where
-    ``torch`` is the module torch). The branch for a present compiler is torch's body as is."""
+    ``torch`` is the module torch). With the compiler present it is torch's body as is."""
 
     def _use_grad(*args, **kwargs):
+        dynamo = None
         if "torch._dynamo" in __import__("sys").modules:
             __import__("torch._dynamo")  # not `import torch._dynamo`: that would make `torch` a local name
-
-            self = args[0]
-            prev_grad = torch.is_grad_enabled()  # noqa: F821 - torch.optim.optimizer's global
-            try:
-                torch.set_grad_enabled(self.defaults["differentiable"])  # noqa: F821 - torch.optim.optimizer's global
-                torch._dynamo.graph_break()  # noqa: F821 - torch.optim.optimizer's global
-                ret = func(*args, **kwargs)
-            finally:
-                torch._dynamo.graph_break()  # noqa: F821 - torch.optim.optimizer's global
-                torch.set_grad_enabled(prev_grad)  # noqa: F821 - torch.optim.optimizer's global
-            return ret
+            dynamo = torch._dynamo  # noqa: F821 - torch.optim.optimizer's global
         self = args[0]
-        prev_grad = torch.is_grad_enabled()  # noqa: F821 - torch.optim.optimizer's global
+        prev_grad = torch.is_grad_enabled()  # noqa: F821
         try:
-            torch.set_grad_enabled(self.defaults["differentiable"])  # noqa: F821 - torch.optim.optimizer's global
+            torch.set_grad_enabled(self.defaults["differentiable"])  # noqa: F821
+            if dynamo is not None:
+                dynamo.graph_break()
             ret = func(*args, **kwargs)
         finally:
-            torch.set_grad_enabled(prev_grad)  # noqa: F821 - torch.optim.optimizer's global
+            if dynamo is not None:
+                dynamo.graph_break()
+            torch.set_grad_enabled(prev_grad)  # noqa: F821
         return ret
 
     return _use_grad

@@ -227,9 +227,9 @@ class SliceRun:
         two checks made the replay 14.0 s against 11.2 s with --no-slice; now the first check's
         timings say so and the rest runs whole, as --no-slice does. Both passes are timed without
         their restores (the whole body's re-reads the checkpoint its slice pass just decoded). The
-        first slice pass of a worker may pay one-time work (torch's compiler, imported at the
-        optimizer's first step, made nanoGPT's parameter-norm slice 2.6 s against the whole
-        body's 1.3 s), so a slice that would have paid a little may be stopped: the replay then
+        first slice pass of a worker may pay one-time work (first forward passes and allocations:
+        nanoGPT's parameter-norm slice took 1.37-2.18 s against the whole body's 1.18-1.86 s), so
+        a slice that would have paid a little may be stopped: the replay then
         costs what --no-slice does and one slice pass. Not a fall-back: the slice was equal where
         checked, and the iterations it ran alone are released by that check."""
         later = [i for i in self.allowed if i > index]
